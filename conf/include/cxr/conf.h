@@ -1,0 +1,160 @@
+/* cxr/conf.h — the XML configuration of cxr-triage.
+ *
+ * One XML file (conf/cxr-triage.xml is the shipped default) validated against
+ * conf/cxr-triage.xsd. Every key is a row of one table (name, type, range,
+ * default, description): the loader, the XSD (cxr_conf_schema_xsd) and the
+ * documentation table (cxr_conf_doc_markdown) are all produced from it, and a
+ * test checks that the committed conf/cxr-triage.xsd and docs/configuration.md
+ * agree with the table.
+ *
+ * Keys are addressed by path "section/key" (e.g. "model/path"); in the XML
+ * each section is an element below the root <cxr-triage> and each key an
+ * element inside it: <model><path>...</path></model>. A key may be omitted:
+ * then its default applies. List-typed keys hold whitespace-separated tokens.
+ *
+ * Ownership: cxr_conf_load/cxr_conf_defaults return a struct the caller frees
+ * with cxr_conf_free (NULL is a no-op). All strings inside belong to the
+ * struct. A loaded struct is immutable; several threads may read it.
+ */
+#ifndef CXR_CONF_H
+#define CXR_CONF_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cxr/status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define CXR_CONF_MAX_LIST 16     /* max tokens in a list-typed key */
+#define CXR_CONF_ERRLEN 1024     /* size of an error text buffer */
+
+enum cxr_conf_backend {
+    CXR_CONF_BACKEND_AUTO = 0,
+    CXR_CONF_BACKEND_CPU = 1,
+    CXR_CONF_BACKEND_CUDA = 2
+};
+
+enum cxr_conf_precision {
+    CXR_CONF_PRECISION_AUTO = 0, /* bf16 where the CPU has AMX or AVX512-BF16, else fp32 */
+    CXR_CONF_PRECISION_FP32 = 1,
+    CXR_CONF_PRECISION_BF16 = 2,
+    CXR_CONF_PRECISION_FP16 = 3  /* GPU only */
+};
+
+/* What to do with a DX "For Processing" image (raw detector data). */
+enum cxr_conf_for_processing {
+    CXR_CONF_FOR_PROCESSING_REJECT = 0,  /* not analysed, reason given */
+    CXR_CONF_FOR_PROCESSING_ANALYSE = 1  /* analysed, with a warning */
+};
+
+/* What to do when the patient's age is outside the model's intended range. */
+enum cxr_conf_age_policy {
+    CXR_CONF_AGE_REJECT = 0,  /* not analysed, reason given */
+    CXR_CONF_AGE_WARN = 1,    /* analysed; the SR and output carry a warning */
+    CXR_CONF_AGE_IGNORE = 2   /* analysed silently */
+};
+
+/* A list of up to CXR_CONF_MAX_LIST short tokens (e.g. "CR", "DX"). */
+struct cxr_conf_list {
+    uint32_t count;
+    char items[CXR_CONF_MAX_LIST][64];
+};
+
+struct cxr_conf_model {
+    char *path;                       /* model file (.safetensors); relative paths resolve against the config file's folder */
+    enum cxr_conf_backend backend;
+    enum cxr_conf_precision precision;
+    int32_t threads;                  /* 0 = number of online CPUs */
+    int32_t batch_size;               /* images per forward pass, 1..256 */
+};
+
+struct cxr_conf_gate {
+    struct cxr_conf_list modalities;         /* default "CR DX" */
+    bool allow_secondary_capture;            /* admit SC images of modality CR/DX/OT */
+    struct cxr_conf_list body_parts;         /* default "CHEST"; upper-case compare */
+    bool allow_missing_body_part;            /* absent BodyPartExamined passes */
+    struct cxr_conf_list view_positions;     /* default "PA AP" */
+    bool allow_missing_view_position;        /* absent ViewPosition passes */
+    enum cxr_conf_for_processing for_processing;
+    int32_t min_rows, max_rows;              /* image size limits checked before any allocation */
+    int32_t min_cols, max_cols;
+    enum cxr_conf_age_policy age_policy;
+};
+
+struct cxr_conf_sr {
+    char *output_dir;                 /* where `score` and the node write SR files; "" = none */
+    char *manufacturer;               /* (0008,0070) and device observer manufacturer */
+    char *series_description;         /* (0008,103E) of the SR series */
+    int32_t series_number;            /* (0020,0011) of the SR series */
+    char *device_observer_uid;        /* "" = derived from the host and product */
+    char *institution_name;           /* "" = copied from the source image */
+    enum { CXR_CONF_SR_COMPREHENSIVE = 0, CXR_CONF_SR_ENHANCED = 1 } sop_class;
+};
+
+struct cxr_conf_priority {
+    /* Probability thresholds; a negative value means "use the model's calibrated value". */
+    double urgent_threshold;          /* p >= this: URGENT */
+    double priority_threshold;        /* p >= this: PRIORITY (the operating threshold by default) */
+    char urgent_name[32];             /* level names shown in worklists and SRs */
+    char priority_name[32];
+    char routine_name[32];
+    char not_analysed_name[32];
+    int32_t max_wait_minutes;         /* a ROUTINE study waiting longer is escalated; 0 = never */
+};
+
+struct cxr_conf_log {
+    char level[16];                   /* error|warn|info|debug */
+    bool allow_phi;                   /* patient names/IDs may appear in logs */
+};
+
+struct cxr_conf {
+    char *source_path;                /* the file it was loaded from ("" for defaults) */
+    struct cxr_conf_model model;
+    struct cxr_conf_gate gate;
+    struct cxr_conf_sr sr;
+    struct cxr_conf_priority priority;
+    struct cxr_conf_log log;
+};
+
+/* Loads and validates `path`. On success *out is a new config (caller frees).
+ * On failure *out == NULL and `err` (CXR_CONF_ERRLEN bytes, may be NULL) holds
+ * "file:line: key 'model/threads': expected an integer 0..256, got 'x'".
+ * The parser never touches the network and never expands entities. */
+enum cxr_status cxr_conf_load(const char *path, struct cxr_conf **out, char *err);
+
+/* The same from an in-memory document; `name` is used in messages. */
+enum cxr_status cxr_conf_load_memory(const char *xml, size_t len, const char *name,
+                                     struct cxr_conf **out, char *err);
+
+/* A config holding every key's default (what an empty <cxr-triage/> gives). */
+enum cxr_status cxr_conf_defaults(struct cxr_conf **out);
+
+void cxr_conf_free(struct cxr_conf *conf);
+
+/* Writes the effective configuration as a complete XML document (every key,
+ * defaults filled in) to `fp`. */
+enum cxr_status cxr_conf_print(const struct cxr_conf *conf, void *fp /* FILE* */);
+
+/* The XSD generated from the key table (static string, do not free). */
+const char *cxr_conf_schema_xsd(void);
+
+/* The Markdown table of every key generated from the key table; caller frees. */
+char *cxr_conf_doc_markdown(void);
+
+/* Looks a key up by "section/key"; returns its value as text in `buf`.
+ * Returns CXR_ERR_NOT_FOUND for an unknown key. */
+enum cxr_status cxr_conf_get_text(const struct cxr_conf *conf, const char *key, char *buf,
+                                  size_t buflen);
+
+/* Resolves a path from the config (relative to the config file's folder);
+ * caller frees. */
+char *cxr_conf_resolve_path(const struct cxr_conf *conf, const char *path);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

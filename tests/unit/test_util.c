@@ -1,0 +1,112 @@
+/* test_util.c — see test_util.h. */
+#define _GNU_SOURCE
+#include "test_util.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+const char *cxr_test_source_dir(void) { return CXR_TEST_SOURCE_DIR; }
+const char *cxr_test_binary_dir(void) { return CXR_TEST_BINARY_DIR; }
+const char *cxr_test_shared_data(void)
+{
+    const char *env = getenv("CXR_SHARED_DATA");
+    return env && *env ? env : CXR_TEST_SHARED_DATA;
+}
+const char *cxr_test_python(void) { return CXR_TEST_PYTHON; }
+
+const char *cxr_test_data_path(const char *name)
+{
+    static __thread char buf[PATH_MAX];
+    snprintf(buf, sizeof buf, "%s/tests/data/%s", CXR_TEST_SOURCE_DIR, name);
+    return buf;
+}
+
+bool cxr_test_have_shared(const char *subdir, const char *why)
+{
+    char path[PATH_MAX];
+    struct stat st;
+    snprintf(path, sizeof path, "%s/%s", cxr_test_shared_data(), subdir ? subdir : "");
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+        return true;
+    printf("SKIP %s: %s absent (a fresh clone has no ../shared)\n", why, path);
+    return false;
+}
+
+void *cxr_test_read_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    struct stat st;
+    if (fstat(fileno(f), &st) != 0 || st.st_size < 0 || st.st_size > (512L << 20)) {
+        fclose(f);
+        return NULL;
+    }
+    size_t n = (size_t)st.st_size;
+    char *buf = malloc(n + 1);
+    if (buf && fread(buf, 1, n, f) != n) {
+        free(buf);
+        buf = NULL;
+    }
+    fclose(f);
+    if (buf) {
+        buf[n] = '\0';
+        if (len)
+            *len = n;
+    }
+    return buf;
+}
+
+bool cxr_test_write_file(const char *path, const void *data, size_t len)
+{
+    FILE *f = fopen(path, "wb");
+    if (!f)
+        return false;
+    bool ok = fwrite(data, 1, len, f) == len;
+    return fclose(f) == 0 && ok;
+}
+
+char *cxr_test_tmpdir(void)
+{
+    const char *base = getenv("TMPDIR");
+    char tmpl[PATH_MAX];
+    snprintf(tmpl, sizeof tmpl, "%s/cxr-test-XXXXXX", base && *base ? base : "/tmp");
+    char *d = mkdtemp(tmpl);
+    return d ? strdup(d) : NULL;
+}
+
+void cxr_test_rmtree(const char *path)
+{
+    if (!path || !*path)
+        return;
+    cxr_test_sh("rm -rf '%s'", path);
+}
+
+int cxr_test_sh(const char *fmt, ...)
+{
+    char cmd[8192];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    int rc = system(cmd);
+    if (rc == -1)
+        return -1;
+    return WIFEXITED(rc) ? WEXITSTATUS(rc) : 128 + WTERMSIG(rc);
+}
+
+int cxr_test_run(Suite *s)
+{
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? 0 : 1;
+}
