@@ -126,9 +126,9 @@ struct cxr_dicom_image {
 
 /* Decodes the pixel data (any supported transfer syntax; unsupported →
  * CXR_ERR_DICOM_TS naming it) and applies, in PS3.4 Annex N order: Modality
- * LUT (rescale slope/intercept or Modality LUT Sequence) → VOI (first VOI LUT,
- * else the first window with VOI LUT Function LINEAR/LINEAR_EXACT/SIGMOID,
- * else min/max of the stored values excluding Pixel Padding) → inversion for
+ * LUT (rescale slope/intercept or Modality LUT Sequence) → VOI (the first
+ * window, with VOI LUT Function LINEAR/LINEAR_EXACT/SIGMOID; else the first
+ * VOI LUT; else min/max of the values excluding Pixel Padding) → inversion for
  * MONOCHROME1 → 8 bits. Pixel padding becomes black. */
 enum cxr_status cxr_dicom_instance_present(struct cxr_dicom_instance *inst,
                                            struct cxr_dicom_image *out, char *err);
