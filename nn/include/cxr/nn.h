@@ -120,6 +120,12 @@ enum cxr_status cxr_nn_model_load_memory(const void *buf, size_t len, const char
 enum cxr_status cxr_nn_model_init(const struct cxr_nn_model_meta *meta, uint64_t seed,
                                   struct cxr_nn_model **out, char *err);
 
+/* As cxr_nn_model_init with layer widths base_width, 2x, 4x, 8x (torchvision:
+ * 64, which cxr_nn_model_init uses): small widths make small, fast models
+ * for tests. base_width 1..1024, else CXR_ERR_INVALID_ARG. */
+enum cxr_status cxr_nn_model_init_width(const struct cxr_nn_model_meta *meta, int32_t base_width,
+                                        uint64_t seed, struct cxr_nn_model **out, char *err);
+
 /* Default metadata for a fresh model: 1 channel, 224x224, mean 0.5, std 0.25,
  * classes NORMAL/PNEUMONIA (positive 1), threshold 0.5, urgent 0.9, stretch. */
 void cxr_nn_model_meta_defaults(struct cxr_nn_model_meta *meta, enum cxr_nn_arch arch);
