@@ -1,0 +1,583 @@
+/* check_triage_store.c — the node's durable job store (SQLite, WAL).
+ *
+ * What it protects: a received instance is a job until scored and survives
+ * a reopen; duplicates are idempotent; a study's priority is never lowered;
+ * report decisions mark exactly the instances they cover; deliveries are
+ * handed out by priority and due time, dead-lettered, retried and dropped;
+ * a second connection (the `queue` command) sees and changes the same state
+ * while the first is open. */
+#include <math.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cxr/store.h"
+#include "test_util.h"
+
+static char *tmp;
+static char dbpath[4096];
+
+static void setup(void)
+{
+    tmp = cxr_test_tmpdir();
+    ck_assert_ptr_nonnull(tmp);
+    snprintf(dbpath, sizeof dbpath, "%s/jobs.sqlite", tmp);
+}
+
+static void teardown(void)
+{
+    cxr_test_rmtree(tmp);
+    free(tmp);
+}
+
+static struct cxr_triage_store *open_store(void)
+{
+    char err[CXR_TRIAGE_STORE_ERRLEN] = "";
+    struct cxr_triage_store *s = NULL;
+    enum cxr_status st = cxr_triage_store_open_sqlite(dbpath, false, &s, err);
+    ck_assert_msg(st == CXR_OK, "open: %s", err);
+    return s;
+}
+
+static int64_t add(struct cxr_triage_store *s, const char *uid, int64_t received_ms)
+{
+    struct cxr_triage_instance_row r;
+    memset(&r, 0, sizeof r);
+    snprintf(r.sop_instance_uid, sizeof r.sop_instance_uid, "%s", uid);
+    snprintf(r.sop_class_uid, sizeof r.sop_class_uid, "1.2.840.10008.5.1.4.1.1.1");
+    snprintf(r.path, sizeof r.path, "ab/%s.dcm", uid);
+    snprintf(r.calling_ae, sizeof r.calling_ae, "CR01");
+    r.size = 1234;
+    r.received_ms = received_ms;
+    bool dup = true;
+    int64_t id = 0;
+    ck_assert_int_eq(cxr_triage_store_instance_add(s, &r, &dup, &id), CXR_OK);
+    ck_assert(!dup);
+    ck_assert_int_gt(id, 0);
+    return id;
+}
+
+/* A result as the engine would give it: analysed with probability p and
+ * priority prio, or not analysed when prio < 0. */
+static void result(struct cxr_triage_result *r, const char *study, const char *sop, double p,
+                   int prio)
+{
+    memset(r, 0, sizeof *r);
+    snprintf(r->info.study_instance_uid, sizeof r->info.study_instance_uid, "%s", study);
+    snprintf(r->info.sop_instance_uid, sizeof r->info.sop_instance_uid, "%s", sop);
+    snprintf(r->info.series_instance_uid, sizeof r->info.series_instance_uid, "%s.1", study);
+    snprintf(r->info.accession_number, sizeof r->info.accession_number, "ACC-%s", study);
+    snprintf(r->info.patient_id, sizeof r->info.patient_id, "PID-%s", study);
+    if (prio < 0) {
+        r->analysed = false;
+        r->status = CXR_ERR_DICOM_GATE;
+        r->priority = CXR_TRIAGE_PRIORITY_NOT_ANALYSED;
+        r->probability = NAN;
+        snprintf(r->reason, sizeof r->reason, "lateral view (ViewPosition LL)");
+    } else {
+        r->analysed = true;
+        r->probability = p;
+        r->finding_present = p >= 0.5;
+        r->priority = (enum cxr_triage_priority)prio;
+    }
+}
+
+static void record(struct cxr_triage_store *s, int64_t id, const struct cxr_triage_result *r)
+{
+    struct cxr_triage_store_outcome o = {.instance_id = id, .result = r, .has_info = true};
+    ck_assert_int_eq(cxr_triage_store_record(s, &o, 1, 1000), CXR_OK);
+}
+
+static struct cxr_triage_study_row get_study(struct cxr_triage_store *s, const char *uid)
+{
+    struct cxr_triage_study_row row;
+    bool found = false;
+    ck_assert_int_eq(cxr_triage_store_study_get(s, uid, &row, &found), CXR_OK);
+    ck_assert_msg(found, "study %s not found", uid);
+    return row;
+}
+
+START_TEST(test_open_is_wal_full_sync)
+{
+    struct cxr_triage_store *s = open_store();
+    cxr_triage_store_close(s);
+    sqlite3 *db = NULL;
+    ck_assert_int_eq(sqlite3_open(dbpath, &db), SQLITE_OK);
+    sqlite3_stmt *st = NULL;
+    ck_assert_int_eq(sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &st, NULL), SQLITE_OK);
+    ck_assert_int_eq(sqlite3_step(st), SQLITE_ROW);
+    ck_assert_str_eq((const char *)sqlite3_column_text(st, 0), "wal");
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+}
+END_TEST
+
+START_TEST(test_newer_schema_refused)
+{
+    cxr_triage_store_close(open_store());
+    sqlite3 *db = NULL;
+    ck_assert_int_eq(sqlite3_open(dbpath, &db), SQLITE_OK);
+    ck_assert_int_eq(sqlite3_exec(db, "PRAGMA user_version=99", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    char err[CXR_TRIAGE_STORE_ERRLEN] = "";
+    struct cxr_triage_store *s = (void *)1;
+    ck_assert_int_eq(cxr_triage_store_open_sqlite(dbpath, false, &s, err), CXR_ERR_UNSUPPORTED);
+    ck_assert_ptr_null(s);
+    ck_assert_msg(strstr(err, "schema version 99"), "err: %s", err);
+}
+END_TEST
+
+START_TEST(test_open_unwritable_folder_fails)
+{
+    char err[CXR_TRIAGE_STORE_ERRLEN] = "";
+    struct cxr_triage_store *s = (void *)1;
+    enum cxr_status st =
+        cxr_triage_store_open_sqlite("/nonexistent-folder/x/jobs.sqlite", false, &s, err);
+    ck_assert_int_ne(st, CXR_OK);
+    ck_assert_ptr_null(s);
+    ck_assert_msg(strstr(err, "/nonexistent-folder/x/jobs.sqlite"), "err names the file: %s", err);
+}
+END_TEST
+
+START_TEST(test_duplicate_is_idempotent)
+{
+    struct cxr_triage_store *s = open_store();
+    int64_t id = add(s, "1.2.3.1", 100);
+    struct cxr_triage_instance_row r;
+    memset(&r, 0, sizeof r);
+    snprintf(r.sop_instance_uid, sizeof r.sop_instance_uid, "1.2.3.1");
+    snprintf(r.path, sizeof r.path, "zz/other.dcm");
+    r.received_ms = 200;
+    bool dup = false;
+    int64_t id2 = -1;
+    ck_assert_int_eq(cxr_triage_store_instance_add(s, &r, &dup, &id2), CXR_OK);
+    ck_assert(dup);
+    ck_assert_int_eq(id2, 0);
+    struct cxr_triage_instance_row *rows = NULL;
+    size_t n = 0;
+    ck_assert_int_eq(cxr_triage_store_instances_pending(s, 0, 0, &rows, &n), CXR_OK);
+    ck_assert_uint_eq(n, 1);
+    ck_assert_int_eq(rows[0].id, id);
+    ck_assert_str_eq(rows[0].path, "ab/1.2.3.1.dcm");   /* the first copy's row is kept */
+    ck_assert_int_eq(rows[0].received_ms, 100);
+    free(rows);
+    bool found = false;
+    ck_assert_int_eq(cxr_triage_store_instance_find(s, "1.2.3.1", &found), CXR_OK);
+    ck_assert(found);
+    ck_assert_int_eq(cxr_triage_store_instance_find(s, "1.2.3.9", &found), CXR_OK);
+    ck_assert(!found);
+    cxr_triage_store_close(s);
+}
+END_TEST
+
+START_TEST(test_jobs_survive_reopen_in_order)
+{
+    struct cxr_triage_store *s = open_store();
+    int64_t a = add(s, "1.1", 300);
+    int64_t b = add(s, "1.2", 100);
+    int64_t c = add(s, "1.3", 200);
+    ck_assert_int_eq(cxr_triage_store_instances_claim(s, &b, 1), CXR_OK);
+    struct cxr_triage_result r;
+    result(&r, "9.1", "1.1", 0.2, CXR_TRIAGE_PRIORITY_ROUTINE);
+    record(s, a, &r);
+    cxr_triage_store_close(s);
+
+    s = open_store();
+    struct cxr_triage_instance_row *rows = NULL;
+    size_t n = 0;
+    ck_assert_int_eq(cxr_triage_store_instances_pending(s, 0, 0, &rows, &n), CXR_OK);
+    ck_assert_uint_eq(n, 2);
+    ck_assert_int_eq(rows[0].id, b);
+    ck_assert_int_eq(rows[0].attempts, 1);
+    ck_assert_int_eq(rows[1].id, c);
+    ck_assert_int_eq(rows[1].attempts, 0);
+    free(rows);
+    ck_assert_int_eq(cxr_triage_store_instances_pending(s, b, 0, &rows, &n), CXR_OK);
+    ck_assert_uint_eq(n, 1);
+    ck_assert_int_eq(rows[0].id, c);
+    free(rows);
+    int64_t oldest = 0;
+    bool any = false;
+    ck_assert_int_eq(cxr_triage_store_pending_oldest(s, &oldest, &any), CXR_OK);
+    ck_assert(any);
+    ck_assert_int_eq(oldest, 100);
+    cxr_triage_store_close(s);
+}
+END_TEST
+
+START_TEST(test_priority_never_lowered)
+{
+    struct cxr_triage_store *s = open_store();
+    int64_t a = add(s, "2.1", 1000);
+    int64_t b = add(s, "2.2", 3000);
+    int64_t c = add(s, "2.3", 2000);
+    struct cxr_triage_result r;
+    result(&r, "S1", "2.1", 0.95, CXR_TRIAGE_PRIORITY_URGENT);
+    record(s, a, &r);
+    struct cxr_triage_study_row st = get_study(s, "S1");
+    ck_assert_int_eq(st.priority, CXR_TRIAGE_PRIORITY_URGENT);
+    result(&r, "S1", "2.2", 0.1, CXR_TRIAGE_PRIORITY_ROUTINE);
+    record(s, b, &r);
+    result(&r, "S1", "2.3", NAN, -1);
+    record(s, c, &r);
+    st = get_study(s, "S1");
+    ck_assert_int_eq(st.priority, CXR_TRIAGE_PRIORITY_URGENT);
+    ck_assert_double_eq_tol(st.score, 0.95, 1e-12);
+    ck_assert_int_eq(st.analysed, 2);
+    ck_assert_int_eq(st.not_analysed, 1);
+    ck_assert_int_eq(st.unreported, 3);
+    ck_assert_int_eq(st.first_received_ms, 1000);
+    ck_assert_int_eq(st.last_received_ms, 3000);
+    ck_assert_str_eq(st.accession_number, "ACC-S1");
+    ck_assert_str_eq(st.patient_id, "PID-S1");
+
+    /* Recording the same job twice changes nothing. */
+    result(&r, "S1", "2.2", 0.1, CXR_TRIAGE_PRIORITY_ROUTINE);
+    record(s, b, &r);
+    st = get_study(s, "S1");
+    ck_assert_int_eq(st.analysed, 2);
+    ck_assert_int_eq(st.unreported, 3);
+
+    struct cxr_triage_instance_row *rows = NULL;
+    size_t n = 0;
+    ck_assert_int_eq(cxr_triage_store_study_instances(s, "S1", &rows, &n), CXR_OK);
+    ck_assert_uint_eq(n, 3);
+    ck_assert_int_eq(rows[0].state, CXR_TRIAGE_INSTANCE_ANALYSED);
+    ck_assert_double_eq_tol(rows[0].probability, 0.95, 1e-12);
+    ck_assert(rows[0].has_info);
+    ck_assert_str_eq(rows[0].info.sop_instance_uid, "2.1");
+    ck_assert_int_eq(rows[2].state, CXR_TRIAGE_INSTANCE_NOT_ANALYSED);
+    ck_assert(isnan(rows[2].probability));
+    ck_assert_str_eq(rows[2].reason, "lateral view (ViewPosition LL)");
+    ck_assert_int_eq(rows[2].status, CXR_ERR_DICOM_GATE);
+    free(rows);
+    cxr_triage_store_close(s);
+}
+END_TEST
+
+START_TEST(test_unreadable_instance_has_no_study)
+{
+    struct cxr_triage_store *s = open_store();
+    int64_t a = add(s, "3.1", 10);
+    struct cxr_triage_result r;
+    memset(&r, 0, sizeof r);
+    r.analysed = false;
+    r.status = CXR_ERR_DICOM_PARSE;
+    snprintf(r.reason, sizeof r.reason, "not DICOM");
+    struct cxr_triage_store_outcome o = {.instance_id = a, .result = &r, .has_info = false};
+    ck_assert_int_eq(cxr_triage_store_record(s, &o, 1, 20), CXR_OK);
+    struct cxr_triage_store_counts c;
+    ck_assert_int_eq(cxr_triage_store_counts(s, &c), CXR_OK);
+    ck_assert_int_eq(c.instances_pending, 0);
+    ck_assert_int_eq(c.instances_not_analysed, 1);
+    ck_assert_int_eq(c.studies, 0);
+    /* Retention may remove its file at once: it will never be reported. */
+    struct cxr_triage_instance_row *rows = NULL;
+    size_t n = 0;
+    ck_assert_int_eq(cxr_triage_store_instances_expired(s, 100, 0, &rows, &n), CXR_OK);
+    ck_assert_uint_eq(n, 1);
+    ck_assert_int_eq(rows[0].id, a);
+    free(rows);
+    ck_assert_int_eq(cxr_triage_store_instance_forget_file(s, a), CXR_OK);
+    ck_assert_int_eq(cxr_triage_store_instances_expired(s, 100, 0, &rows, &n), CXR_OK);
+    ck_assert_uint_eq(n, 0);
+    free(rows);
+    cxr_triage_store_close(s);
+}
+END_TEST
+
+static int64_t report(struct cxr_triage_store *s, const char *study, int64_t upto,
+                      const char *sr_uid, const char *pred, int prio)
+{
+    const char *dests[] = {"pacs", "archive"};
+    char path[128];
+    snprintf(path, sizeof path, "sr/%s.dcm", sr_uid);
+    struct cxr_triage_store_report rep = {
+        .study_instance_uid = study,
+        .up_to_instance_id = upto,
+        .has_sr = true,
+        .sr_sop_instance_uid = sr_uid,
+        .sr_series_instance_uid = "7.7.7",
+        .sr_path = path,
+        .predecessor_sop_instance_uid = pred,
+        .priority = prio,
+        .study_last_received_ms = 5,
+        .created_ms = 50,
+        .destinations = dests,
+        .destination_count = 2,
+    };
+    int64_t id = 0;
+    ck_assert_int_eq(cxr_triage_store_report_add(s, &rep, &id), CXR_OK);
+    ck_assert_int_gt(id, 0);
+    return id;
+}
+
+START_TEST(test_report_marks_covered_instances)
+{
+    struct cxr_triage_store *s = open_store();
+    int64_t a = add(s, "4.1", 1);
+    int64_t b = add(s, "4.2", 2);
+    struct cxr_triage_result r;
+    result(&r, "S4", "4.1", 0.7, CXR_TRIAGE_PRIORITY_PRIORITY);
+    record(s, a, &r);
+    result(&r, "S4", "4.2", 0.3, CXR_TRIAGE_PRIORITY_ROUTINE);
+    record(s, b, &r);
+    /* A late instance processed after the report was built is not covered. */
+    int64_t c = add(s, "4.3", 3);
+    report(s, "S4", b, "8.1", NULL, CXR_TRIAGE_PRIORITY_PRIORITY);
+    result(&r, "S4", "4.3", 0.99, CXR_TRIAGE_PRIORITY_URGENT);
+    record(s, c, &r);
+    struct cxr_triage_study_row st = get_study(s, "S4");
+    ck_assert_int_eq(st.unreported, 1);
+    ck_assert_int_eq(st.sr_count, 1);
+    ck_assert_str_eq(st.last_sr_sop_instance_uid, "8.1");
+    ck_assert_str_eq(st.last_sr_series_instance_uid, "7.7.7");
+    ck_assert_int_eq(st.deliveries_pending, 2);
+
+    struct cxr_triage_study_row *rows = NULL;
+    size_t n = 0;
+    ck_assert_int_eq(cxr_triage_store_studies_unreported(s, &rows, &n), CXR_OK);
+    ck_assert_uint_eq(n, 1);
+    ck_assert_str_eq(rows[0].study_instance_uid, "S4");
+    free(rows);
+
+    report(s, "S4", c, "8.2", "8.1", CXR_TRIAGE_PRIORITY_URGENT);
+    st = get_study(s, "S4");
+    ck_assert_int_eq(st.unreported, 0);
+    ck_assert_int_eq(st.sr_count, 2);
+    ck_assert_str_eq(st.last_sr_sop_instance_uid, "8.2");
+    ck_assert_int_eq(st.priority, CXR_TRIAGE_PRIORITY_URGENT);
+    ck_assert_int_eq(st.deliveries_pending, 4);
+    ck_assert_int_eq(cxr_triage_store_studies_unreported(s, &rows, &n), CXR_OK);
+    ck_assert_uint_eq(n, 0);
+    free(rows);
+
+    bool known = false;
+    ck_assert_int_eq(cxr_triage_store_path_known(s, "sr/8.2.dcm", &known), CXR_OK);
+    ck_assert(known);
+    ck_assert_int_eq(cxr_triage_store_path_known(s, "ab/4.1.dcm", &known), CXR_OK);
+    ck_assert(known);
+    ck_assert_int_eq(cxr_triage_store_path_known(s, "sr/orphan.dcm", &known), CXR_OK);
+    ck_assert(!known);
+    cxr_triage_store_close(s);
+}
+END_TEST
+
+START_TEST(test_report_without_sr)
+{
+    struct cxr_triage_store *s = open_store();
+    int64_t a = add(s, "5.1", 1);
+    struct cxr_triage_result r;
+    result(&r, "S5", "5.1", NAN, -1);
+    record(s, a, &r);
+    struct cxr_triage_store_report rep = {.study_instance_uid = "S5", .up_to_instance_id = a};
+    int64_t id = -1;
+    ck_assert_int_eq(cxr_triage_store_report_add(s, &rep, &id), CXR_OK);
+    ck_assert_int_eq(id, 0);
+    struct cxr_triage_study_row st = get_study(s, "S5");
+    ck_assert_int_eq(st.unreported, 0);
+    ck_assert_int_eq(st.sr_count, 0);
+    ck_assert_int_eq(st.priority, CXR_TRIAGE_PRIORITY_NOT_ANALYSED);
+    ck_assert(isnan(st.score));
+    cxr_triage_store_close(s);
+}
+END_TEST
+
+/* Two studies, one SR each, to two destinations. */
+static void two_reports(struct cxr_triage_store *s, int64_t *routine_sr, int64_t *urgent_sr)
+{
+    int64_t a = add(s, "6.1", 1);
+    int64_t b = add(s, "6.2", 2);
+    struct cxr_triage_result r;
+    result(&r, "R", "6.1", 0.1, CXR_TRIAGE_PRIORITY_ROUTINE);
+    record(s, a, &r);
+    result(&r, "U", "6.2", 0.99, CXR_TRIAGE_PRIORITY_URGENT);
+    record(s, b, &r);
+    *routine_sr = report(s, "R", a, "8.10", NULL, CXR_TRIAGE_PRIORITY_ROUTINE);
+    *urgent_sr = report(s, "U", b, "8.11", NULL, CXR_TRIAGE_PRIORITY_URGENT);
+}
+
+START_TEST(test_delivery_order_backoff_dead_letter)
+{
+    struct cxr_triage_store *s = open_store();
+    int64_t routine_sr, urgent_sr;
+    two_reports(s, &routine_sr, &urgent_sr);
+    struct cxr_triage_delivery_row d;
+    bool found = false;
+    int64_t due = 0;
+    /* The urgent study's SR goes first although it was made later. */
+    ck_assert_int_eq(cxr_triage_store_delivery_next(s, "pacs", 100, &d, &found, &due), CXR_OK);
+    ck_assert(found);
+    ck_assert_int_eq(d.sr_id, urgent_sr);
+    ck_assert_str_eq(d.sr_path, "sr/8.11.dcm");
+    ck_assert_str_eq(d.sr_sop_instance_uid, "8.11");
+    ck_assert_str_eq(d.study_instance_uid, "U");
+    ck_assert_str_eq(d.destination, "pacs");
+    int64_t urgent_id = d.id;
+    /* A failed attempt: not due again before its next time. */
+    ck_assert_int_eq(cxr_triage_store_delivery_update(s, urgent_id, CXR_TRIAGE_DELIVERY_PENDING, 1,
+                                                      5000, "connection refused", 100),
+                     CXR_OK);
+    ck_assert_int_eq(cxr_triage_store_delivery_next(s, "pacs", 200, &d, &found, &due), CXR_OK);
+    ck_assert(found);
+    ck_assert_int_eq(d.sr_id, routine_sr);
+    ck_assert_int_eq(cxr_triage_store_delivery_update(s, d.id, CXR_TRIAGE_DELIVERY_DELIVERED, 1, 0,
+                                                      "", 200),
+                     CXR_OK);
+    ck_assert_int_eq(cxr_triage_store_delivery_next(s, "pacs", 300, &d, &found, &due), CXR_OK);
+    ck_assert(!found);
+    ck_assert_int_eq(due, 5000);
+    ck_assert_int_eq(cxr_triage_store_delivery_next(s, "pacs", 5000, &d, &found, &due), CXR_OK);
+    ck_assert(found);
+    ck_assert_int_eq(d.id, urgent_id);
+    ck_assert_int_eq(d.attempts, 1);
+    ck_assert_str_eq(d.last_error, "connection refused");
+    /* The other destination is independent. */
+    struct cxr_triage_delivery_row d2;
+    ck_assert_int_eq(cxr_triage_store_delivery_next(s, "archive", 0, &d2, &found, &due), CXR_OK);
+    ck_assert(!found);
+    ck_assert_int_eq(due, 50);
+    /* Give up: dead letter. */
+    ck_assert_int_eq(cxr_triage_store_delivery_update(s, urgent_id, CXR_TRIAGE_DELIVERY_DEAD, 2, 0,
+                                                      "association rejected", 6000),
+                     CXR_OK);
+    ck_assert_int_eq(cxr_triage_store_delivery_next(s, "pacs", INT64_MAX - 1, &d, &found, &due),
+                     CXR_OK);
+    ck_assert(!found);
+    ck_assert_int_eq(due, INT64_MAX);
+    struct cxr_triage_delivery_row *rows = NULL;
+    size_t n = 0;
+    ck_assert_int_eq(cxr_triage_store_deliveries_list(s, CXR_TRIAGE_DELIVERY_DEAD, 0, &rows, &n),
+                     CXR_OK);
+    ck_assert_uint_eq(n, 1);
+    ck_assert_int_eq(rows[0].id, urgent_id);
+    ck_assert_str_eq(rows[0].last_error, "association rejected");
+    free(rows);
+    ck_assert_int_eq(cxr_triage_store_deliveries_list(s, -1, 0, &rows, &n), CXR_OK);
+    ck_assert_uint_eq(n, 4);
+    free(rows);
+    struct cxr_triage_store_counts c;
+    ck_assert_int_eq(cxr_triage_store_counts(s, &c), CXR_OK);
+    ck_assert_int_eq(c.deliveries_pending, 2);
+    ck_assert_int_eq(c.deliveries_delivered, 1);
+    ck_assert_int_eq(c.deliveries_dead, 1);
+    cxr_triage_store_close(s);
+}
+END_TEST
+
+START_TEST(test_queue_retry_and_drop_from_second_connection)
+{
+    struct cxr_triage_store *node = open_store();
+    int64_t routine_sr, urgent_sr;
+    two_reports(node, &routine_sr, &urgent_sr);
+    struct cxr_triage_delivery_row d;
+    bool found;
+    int64_t due;
+    /* Kill every pacs delivery. */
+    while (cxr_triage_store_delivery_next(node, "pacs", 100, &d, &found, &due) == CXR_OK && found)
+        ck_assert_int_eq(cxr_triage_store_delivery_update(node, d.id, CXR_TRIAGE_DELIVERY_DEAD, 3, 0,
+                                                          "down", 100),
+                         CXR_OK);
+    /* The admin's `queue` command opens the same file while the node has it open. */
+    struct cxr_triage_store *cli = open_store();
+    int64_t count = 0;
+    ck_assert_int_eq(cxr_triage_store_deliveries_retry(cli, 0, 700, &count), CXR_OK);
+    ck_assert_int_eq(count, 2);
+    ck_assert_int_eq(cxr_triage_store_delivery_next(node, "pacs", 700, &d, &found, &due), CXR_OK);
+    ck_assert(found);
+    ck_assert_int_eq(d.attempts, 0);
+    ck_assert_int_eq(d.state, CXR_TRIAGE_DELIVERY_PENDING);
+    /* Delivered rows cannot be dropped or retried; others can. */
+    ck_assert_int_eq(cxr_triage_store_delivery_update(node, d.id, CXR_TRIAGE_DELIVERY_DELIVERED, 1,
+                                                      0, "", 800),
+                     CXR_OK);
+    ck_assert_int_eq(cxr_triage_store_deliveries_drop(cli, d.id, &count), CXR_OK);
+    ck_assert_int_eq(count, 0);
+    ck_assert_int_eq(cxr_triage_store_deliveries_retry(cli, d.id, 900, &count), CXR_OK);
+    ck_assert_int_eq(count, 0);
+    ck_assert_int_eq(cxr_triage_store_delivery_next(node, "pacs", 900, &d, &found, &due), CXR_OK);
+    ck_assert(found);
+    int64_t other = d.id;
+    ck_assert_int_eq(cxr_triage_store_deliveries_drop(cli, other, &count), CXR_OK);
+    ck_assert_int_eq(count, 1);
+    /* A dropped row's in-flight attempt cannot bring it back. */
+    ck_assert_int_eq(cxr_triage_store_delivery_update(node, other, CXR_TRIAGE_DELIVERY_DEAD, 9, 0,
+                                                      "late", 950),
+                     CXR_OK);
+    ck_assert_int_eq(cxr_triage_store_delivery_next(node, "pacs", 1000, &d, &found, &due), CXR_OK);
+    ck_assert(!found);
+    struct cxr_triage_store_counts c;
+    ck_assert_int_eq(cxr_triage_store_counts(node, &c), CXR_OK);
+    ck_assert_int_eq(c.deliveries_dead, 0);
+    ck_assert_int_eq(c.deliveries_delivered, 1);
+    ck_assert_int_eq(c.deliveries_pending, 2);   /* the archive ones */
+    cxr_triage_store_close(cli);
+    cxr_triage_store_close(node);
+}
+END_TEST
+
+START_TEST(test_studies_list_window)
+{
+    struct cxr_triage_store *s = open_store();
+    int64_t a = add(s, "7.1", 1000);
+    int64_t b = add(s, "7.2", 5000);
+    struct cxr_triage_result r;
+    result(&r, "OLD", "7.1", 0.1, CXR_TRIAGE_PRIORITY_ROUTINE);
+    record(s, a, &r);
+    result(&r, "NEW", "7.2", 0.6, CXR_TRIAGE_PRIORITY_PRIORITY);
+    record(s, b, &r);
+    struct cxr_triage_study_row *rows = NULL;
+    size_t n = 0;
+    ck_assert_int_eq(cxr_triage_store_studies_list(s, 0, 0, &rows, &n), CXR_OK);
+    ck_assert_uint_eq(n, 2);
+    free(rows);
+    ck_assert_int_eq(cxr_triage_store_studies_list(s, 2000, 0, &rows, &n), CXR_OK);
+    ck_assert_uint_eq(n, 1);
+    ck_assert_str_eq(rows[0].study_instance_uid, "NEW");
+    free(rows);
+    cxr_triage_store_close(s);
+}
+END_TEST
+
+START_TEST(test_null_store_is_an_error)
+{
+    struct cxr_triage_store_counts c;
+    ck_assert_int_eq(cxr_triage_store_counts(NULL, &c), CXR_ERR_INVALID_ARG);
+    cxr_triage_store_close(NULL);
+}
+END_TEST
+
+static Suite *store_suite(void)
+{
+    Suite *s = suite_create("triage_store");
+    TCase *tc = tcase_create("open");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, test_open_is_wal_full_sync);
+    tcase_add_test(tc, test_newer_schema_refused);
+    tcase_add_test(tc, test_open_unwritable_folder_fails);
+    tcase_add_test(tc, test_null_store_is_an_error);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("instances");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, test_duplicate_is_idempotent);
+    tcase_add_test(tc, test_jobs_survive_reopen_in_order);
+    tcase_add_test(tc, test_priority_never_lowered);
+    tcase_add_test(tc, test_unreadable_instance_has_no_study);
+    tcase_add_test(tc, test_studies_list_window);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("reports");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, test_report_marks_covered_instances);
+    tcase_add_test(tc, test_report_without_sr);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("deliveries");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, test_delivery_order_backoff_dead_letter);
+    tcase_add_test(tc, test_queue_retry_and_drop_from_second_connection);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void) { return cxr_test_run(store_suite()); }

@@ -1,0 +1,315 @@
+/* cxr/store.h — the node's durable job store.
+ *
+ * Everything the node must not forget lives here: each received instance
+ * (a job until it is scored), its result, each study's state (priority, the
+ * SRs made for it) and each SR delivery (pending, delivered, dead-lettered).
+ *
+ * The store is a small interface (a table of function pointers, like nn's
+ * backends) so that a PostgreSQL store shared by several nodes can replace
+ * the SQLite one later; callers use the cxr_triage_store_* wrappers below and
+ * never the table directly. The SQLite store runs in WAL mode with
+ * synchronous=FULL: a call that changes state returns only after the change
+ * is on disk. Other processes (`cxr-triage queue`) may open the same file
+ * while the node runs.
+ *
+ * Times are milliseconds since the Unix epoch (they survive restarts).
+ * Threads: one store object may be used from several threads (calls are
+ * serialised inside); rows handed out are plain data owned by the caller.
+ * Errors: each call returns a status; cxr_triage_store_last_error() gives the
+ * detail of the calling thread's last failure.
+ */
+#ifndef CXR_STORE_H
+#define CXR_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cxr/dicom.h"
+#include "cxr/status.h"
+#include "cxr/triage.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define CXR_TRIAGE_STORE_ERRLEN 512
+#define CXR_TRIAGE_STORE_PATHLEN 512
+#define CXR_TRIAGE_DEST_NAMELEN 64
+
+/* The life of one received instance. */
+enum cxr_triage_instance_state {
+    CXR_TRIAGE_INSTANCE_RECEIVED = 0,      /* durably spooled, not scored yet (a job) */
+    CXR_TRIAGE_INSTANCE_ANALYSED = 1,      /* scored */
+    CXR_TRIAGE_INSTANCE_NOT_ANALYSED = 2   /* processed, not scored: `reason` says why */
+};
+
+/* The life of one SR delivery to one destination. */
+enum cxr_triage_delivery_state {
+    CXR_TRIAGE_DELIVERY_PENDING = 0,       /* waiting for its next attempt */
+    CXR_TRIAGE_DELIVERY_DELIVERED = 1,
+    CXR_TRIAGE_DELIVERY_DEAD = 2           /* gave up after the maximum attempts */
+};
+
+/* One instance row. Fields after `received_ms` are known once processed. */
+struct cxr_triage_instance_row {
+    int64_t id;
+    char sop_instance_uid[CXR_DICOM_UID_LEN];
+    char sop_class_uid[CXR_DICOM_UID_LEN];
+    char transfer_syntax_uid[CXR_DICOM_UID_LEN];
+    char path[CXR_TRIAGE_STORE_PATHLEN];   /* spool file, relative to the spool folder; "" = removed */
+    uint64_t size;
+    char calling_ae[17];
+    char peer_host[64];
+    int64_t received_ms;
+    int32_t attempts;                      /* times a worker took it (crash-loop guard) */
+    enum cxr_triage_instance_state state;
+    char study_instance_uid[CXR_DICOM_UID_LEN];
+    char series_instance_uid[CXR_DICOM_UID_LEN];
+    double probability;                    /* NaN unless analysed */
+    bool finding_present;
+    int32_t priority;                      /* enum cxr_triage_priority */
+    int32_t status;                        /* enum cxr_status of the outcome */
+    char reason[512];
+    char warning[256];
+    int64_t processed_ms;
+    bool reported;                         /* taken into a study report decision */
+    bool has_info;                         /* `info` holds the header values */
+    struct cxr_dicom_info info;
+};
+
+/* The outcome of scoring one instance, for cxr_triage_store_record. */
+struct cxr_triage_store_outcome {
+    int64_t instance_id;
+    const struct cxr_triage_result *result;  /* info (study UID, ...), analysed, probability, ... */
+    bool has_info;                           /* result->info was read from the file */
+};
+
+/* One study row. */
+struct cxr_triage_study_row {
+    char study_instance_uid[CXR_DICOM_UID_LEN];
+    char accession_number[20];
+    char patient_id[68];
+    char study_date[12];
+    char study_description[68];
+    int64_t first_received_ms;
+    int64_t last_received_ms;
+    int32_t priority;                      /* the most severe so far: never lowered */
+    double score;                          /* highest probability so far; NaN none */
+    int32_t analysed;                      /* instance counts */
+    int32_t not_analysed;
+    int32_t unreported;                    /* processed, not yet in a report decision */
+    int32_t sr_count;
+    char last_sr_sop_instance_uid[CXR_DICOM_UID_LEN];
+    char last_sr_series_instance_uid[CXR_DICOM_UID_LEN];
+    int64_t last_sr_ms;
+    int32_t deliveries_pending;
+    int32_t deliveries_delivered;
+    int32_t deliveries_dead;
+};
+
+/* A report decision for a study: the SR made (or none, when nothing new was
+ * analysed) and the destinations it must reach. Every processed, unreported
+ * instance of the study with id <= up_to_instance_id becomes reported. */
+struct cxr_triage_store_report {
+    const char *study_instance_uid;
+    int64_t up_to_instance_id;
+    bool has_sr;
+    const char *sr_sop_instance_uid;
+    const char *sr_series_instance_uid;
+    const char *sr_path;                   /* relative to the spool folder */
+    const char *predecessor_sop_instance_uid;  /* NULL/"" none */
+    int32_t priority;                      /* the study priority the SR states */
+    int64_t study_last_received_ms;
+    int64_t created_ms;
+    const char *const *destinations;       /* names; one pending delivery each */
+    size_t destination_count;
+};
+
+/* One delivery row, with its SR. */
+struct cxr_triage_delivery_row {
+    int64_t id;
+    int64_t sr_id;
+    char destination[CXR_TRIAGE_DEST_NAMELEN];
+    enum cxr_triage_delivery_state state;
+    int32_t attempts;
+    int64_t next_attempt_ms;
+    int64_t created_ms;
+    int64_t updated_ms;
+    char last_error[512];
+    char sr_path[CXR_TRIAGE_STORE_PATHLEN];
+    char sr_sop_instance_uid[CXR_DICOM_UID_LEN];
+    char study_instance_uid[CXR_DICOM_UID_LEN];
+    int32_t priority;
+    int64_t study_last_received_ms;
+};
+
+/* Queue depths, for /metrics and `queue list`. */
+struct cxr_triage_store_counts {
+    int64_t instances_pending;             /* received, not processed */
+    int64_t instances_analysed;
+    int64_t instances_not_analysed;
+    int64_t studies;
+    int64_t studies_unreported;            /* processed instances awaiting a report decision */
+    int64_t deliveries_pending;
+    int64_t deliveries_delivered;
+    int64_t deliveries_dead;
+};
+
+struct cxr_triage_store;
+
+/* The interface a store implements. Arrays returned through `**rows` are
+ * malloc'd (caller frees with free()); on failure *rows == NULL, *n == 0. */
+struct cxr_triage_store_ops {
+    const char *name;
+    void (*close)(struct cxr_triage_store *s);
+    enum cxr_status (*instance_add)(struct cxr_triage_store *s,
+                                    const struct cxr_triage_instance_row *row, bool *duplicate,
+                                    int64_t *id);
+    enum cxr_status (*instance_find)(struct cxr_triage_store *s, const char *sop_instance_uid,
+                                     bool *found);
+    enum cxr_status (*instances_pending)(struct cxr_triage_store *s, int64_t after_id, size_t limit,
+                                         struct cxr_triage_instance_row **rows, size_t *n);
+    enum cxr_status (*instances_claim)(struct cxr_triage_store *s, const int64_t *ids, size_t n);
+    enum cxr_status (*record)(struct cxr_triage_store *s,
+                              const struct cxr_triage_store_outcome *outcomes, size_t n,
+                              int64_t processed_ms);
+    enum cxr_status (*pending_oldest)(struct cxr_triage_store *s, int64_t *received_ms, bool *any);
+    enum cxr_status (*studies_unreported)(struct cxr_triage_store *s,
+                                          struct cxr_triage_study_row **rows, size_t *n);
+    enum cxr_status (*study_instances)(struct cxr_triage_store *s, const char *study_instance_uid,
+                                       struct cxr_triage_instance_row **rows, size_t *n);
+    enum cxr_status (*report_add)(struct cxr_triage_store *s,
+                                  const struct cxr_triage_store_report *rep, int64_t *sr_id);
+    enum cxr_status (*delivery_next)(struct cxr_triage_store *s, const char *destination,
+                                     int64_t now_ms, struct cxr_triage_delivery_row *row,
+                                     bool *found, int64_t *next_due_ms);
+    enum cxr_status (*delivery_update)(struct cxr_triage_store *s, int64_t id,
+                                       enum cxr_triage_delivery_state state, int32_t attempts,
+                                       int64_t next_attempt_ms, const char *error, int64_t now_ms);
+    enum cxr_status (*deliveries_list)(struct cxr_triage_store *s, int32_t state, size_t limit,
+                                       struct cxr_triage_delivery_row **rows, size_t *n);
+    enum cxr_status (*deliveries_retry)(struct cxr_triage_store *s, int64_t id, int64_t now_ms,
+                                        int64_t *count);
+    enum cxr_status (*deliveries_drop)(struct cxr_triage_store *s, int64_t id, int64_t *count);
+    enum cxr_status (*studies_list)(struct cxr_triage_store *s, int64_t since_ms, size_t limit,
+                                    struct cxr_triage_study_row **rows, size_t *n);
+    enum cxr_status (*study_get)(struct cxr_triage_store *s, const char *study_instance_uid,
+                                 struct cxr_triage_study_row *row, bool *found);
+    enum cxr_status (*counts)(struct cxr_triage_store *s, struct cxr_triage_store_counts *c);
+    enum cxr_status (*path_known)(struct cxr_triage_store *s, const char *path, bool *known);
+    enum cxr_status (*instances_expired)(struct cxr_triage_store *s, int64_t before_ms,
+                                         size_t limit, struct cxr_triage_instance_row **rows,
+                                         size_t *n);
+    enum cxr_status (*instance_forget_file)(struct cxr_triage_store *s, int64_t id);
+};
+
+/* The common head of every store implementation. */
+struct cxr_triage_store {
+    const struct cxr_triage_store_ops *ops;
+};
+
+/* Opens (creating when absent) the SQLite store at `path`: WAL,
+ * synchronous=FULL, a busy timeout so that another process may write too.
+ * `readonly` opens an existing file without creating or migrating it. On
+ * failure *out == NULL and err (CXR_TRIAGE_STORE_ERRLEN) says what. */
+enum cxr_status cxr_triage_store_open_sqlite(const char *path, bool readonly,
+                                             struct cxr_triage_store **out, char *err);
+
+/* Closes and frees; NULL is a no-op. */
+void cxr_triage_store_close(struct cxr_triage_store *s);
+
+/* The detail of the calling thread's last failed store call ("" none). */
+const char *cxr_triage_store_last_error(void);
+/* Sets it (for implementations). */
+void cxr_triage_store_set_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Records a received instance (a new job, state RECEIVED). A row with the
+ * same SOP Instance UID already present leaves the store unchanged and sets
+ * *duplicate (the new copy is the same object: idempotent). */
+enum cxr_status cxr_triage_store_instance_add(struct cxr_triage_store *s,
+                                              const struct cxr_triage_instance_row *row,
+                                              bool *duplicate, int64_t *id);
+enum cxr_status cxr_triage_store_instance_find(struct cxr_triage_store *s,
+                                               const char *sop_instance_uid, bool *found);
+/* Instances still RECEIVED with id > after_id, oldest first, at most `limit`. */
+enum cxr_status cxr_triage_store_instances_pending(struct cxr_triage_store *s, int64_t after_id,
+                                                   size_t limit,
+                                                   struct cxr_triage_instance_row **rows,
+                                                   size_t *n);
+/* Counts one more attempt on each job (before a worker processes it). */
+enum cxr_status cxr_triage_store_instances_claim(struct cxr_triage_store *s, const int64_t *ids,
+                                                 size_t n);
+/* Stores the outcomes of n jobs and folds them into their studies (created
+ * when new; priority raised, never lowered; highest score kept; first/last
+ * arrival extended) in one transaction. An outcome without a study UID
+ * (unreadable file) is recorded on the instance only. */
+enum cxr_status cxr_triage_store_record(struct cxr_triage_store *s,
+                                        const struct cxr_triage_store_outcome *outcomes, size_t n,
+                                        int64_t processed_ms);
+/* Arrival time of the oldest RECEIVED instance; *any false when none. */
+enum cxr_status cxr_triage_store_pending_oldest(struct cxr_triage_store *s, int64_t *received_ms,
+                                                bool *any);
+/* Studies with processed instances not yet in a report decision. */
+enum cxr_status cxr_triage_store_studies_unreported(struct cxr_triage_store *s,
+                                                    struct cxr_triage_study_row **rows, size_t *n);
+/* Every processed instance of a study (with header values), by id. */
+enum cxr_status cxr_triage_store_study_instances(struct cxr_triage_store *s,
+                                                 const char *study_instance_uid,
+                                                 struct cxr_triage_instance_row **rows, size_t *n);
+/* Records a report decision in one transaction (see the struct). */
+enum cxr_status cxr_triage_store_report_add(struct cxr_triage_store *s,
+                                            const struct cxr_triage_store_report *rep,
+                                            int64_t *sr_id);
+/* The next PENDING delivery to `destination` due at `now_ms` (most severe
+ * priority first, then oldest). *found false when none is due; then
+ * *next_due_ms is the earliest future attempt (INT64_MAX when none). */
+enum cxr_status cxr_triage_store_delivery_next(struct cxr_triage_store *s,
+                                               const char *destination, int64_t now_ms,
+                                               struct cxr_triage_delivery_row *row, bool *found,
+                                               int64_t *next_due_ms);
+enum cxr_status cxr_triage_store_delivery_update(struct cxr_triage_store *s, int64_t id,
+                                                 enum cxr_triage_delivery_state state,
+                                                 int32_t attempts, int64_t next_attempt_ms,
+                                                 const char *error, int64_t now_ms);
+/* Deliveries in `state` (-1: all), newest first, at most `limit`. */
+enum cxr_status cxr_triage_store_deliveries_list(struct cxr_triage_store *s, int32_t state,
+                                                 size_t limit,
+                                                 struct cxr_triage_delivery_row **rows, size_t *n);
+/* Puts a dead or pending delivery (id > 0) or every dead one (id 0) back to
+ * PENDING with its attempts reset and due now. *count: rows changed. */
+enum cxr_status cxr_triage_store_deliveries_retry(struct cxr_triage_store *s, int64_t id,
+                                                  int64_t now_ms, int64_t *count);
+/* Removes a delivery that is not delivered (id > 0), or every dead one (id 0). */
+enum cxr_status cxr_triage_store_deliveries_drop(struct cxr_triage_store *s, int64_t id,
+                                                 int64_t *count);
+/* Studies whose last instance arrived at or after since_ms, any order (the
+ * worklist orders them), at most `limit`. */
+enum cxr_status cxr_triage_store_studies_list(struct cxr_triage_store *s, int64_t since_ms,
+                                              size_t limit, struct cxr_triage_study_row **rows,
+                                              size_t *n);
+enum cxr_status cxr_triage_store_study_get(struct cxr_triage_store *s,
+                                           const char *study_instance_uid,
+                                           struct cxr_triage_study_row *row, bool *found);
+enum cxr_status cxr_triage_store_counts(struct cxr_triage_store *s,
+                                        struct cxr_triage_store_counts *c);
+/* Whether a spool-relative path belongs to an instance or an SR row. */
+enum cxr_status cxr_triage_store_path_known(struct cxr_triage_store *s, const char *path,
+                                            bool *known);
+/* Processed and reported instances received before `before_ms` whose spool
+ * file is still there (retention); cxr_triage_store_instance_forget_file
+ * marks one's file as removed. */
+enum cxr_status cxr_triage_store_instances_expired(struct cxr_triage_store *s, int64_t before_ms,
+                                                   size_t limit,
+                                                   struct cxr_triage_instance_row **rows,
+                                                   size_t *n);
+enum cxr_status cxr_triage_store_instance_forget_file(struct cxr_triage_store *s, int64_t id);
+
+/* Names for logs and JSON. */
+const char *cxr_triage_instance_state_name(enum cxr_triage_instance_state st);
+const char *cxr_triage_delivery_state_name(enum cxr_triage_delivery_state st);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

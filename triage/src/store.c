@@ -1,0 +1,186 @@
+/* store.c — the job store's public wrappers over the implementation table
+ * (see cxr/store.h) and the per-thread error text. */
+#include "cxr/store.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+
+static __thread char store_error[CXR_TRIAGE_STORE_ERRLEN];
+
+const char *cxr_triage_store_last_error(void) { return store_error; }
+
+void cxr_triage_store_set_error(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(store_error, sizeof store_error, fmt, ap);
+    va_end(ap);
+}
+
+void cxr_triage_store_close(struct cxr_triage_store *s)
+{
+    if (s)
+        s->ops->close(s);
+}
+
+/* Every wrapper checks its handle so that a NULL store is an error, not a crash. */
+#define STORE_CALL(s, op, ...)                                                                     \
+    do {                                                                                           \
+        if (!(s) || !(s)->ops->op) {                                                               \
+            cxr_triage_store_set_error("job store: %s is not available", #op);                     \
+            return CXR_ERR_INVALID_ARG;                                                            \
+        }                                                                                          \
+        return (s)->ops->op((s), __VA_ARGS__);                                                     \
+    } while (0)
+
+enum cxr_status cxr_triage_store_instance_add(struct cxr_triage_store *s,
+                                              const struct cxr_triage_instance_row *row,
+                                              bool *duplicate, int64_t *id)
+{
+    STORE_CALL(s, instance_add, row, duplicate, id);
+}
+
+enum cxr_status cxr_triage_store_instance_find(struct cxr_triage_store *s,
+                                               const char *sop_instance_uid, bool *found)
+{
+    STORE_CALL(s, instance_find, sop_instance_uid, found);
+}
+
+enum cxr_status cxr_triage_store_instances_pending(struct cxr_triage_store *s, int64_t after_id,
+                                                   size_t limit,
+                                                   struct cxr_triage_instance_row **rows, size_t *n)
+{
+    STORE_CALL(s, instances_pending, after_id, limit, rows, n);
+}
+
+enum cxr_status cxr_triage_store_instances_claim(struct cxr_triage_store *s, const int64_t *ids,
+                                                 size_t n)
+{
+    STORE_CALL(s, instances_claim, ids, n);
+}
+
+enum cxr_status cxr_triage_store_record(struct cxr_triage_store *s,
+                                        const struct cxr_triage_store_outcome *outcomes, size_t n,
+                                        int64_t processed_ms)
+{
+    STORE_CALL(s, record, outcomes, n, processed_ms);
+}
+
+enum cxr_status cxr_triage_store_pending_oldest(struct cxr_triage_store *s, int64_t *received_ms,
+                                                bool *any)
+{
+    STORE_CALL(s, pending_oldest, received_ms, any);
+}
+
+enum cxr_status cxr_triage_store_studies_unreported(struct cxr_triage_store *s,
+                                                    struct cxr_triage_study_row **rows, size_t *n)
+{
+    STORE_CALL(s, studies_unreported, rows, n);
+}
+
+enum cxr_status cxr_triage_store_study_instances(struct cxr_triage_store *s,
+                                                 const char *study_instance_uid,
+                                                 struct cxr_triage_instance_row **rows, size_t *n)
+{
+    STORE_CALL(s, study_instances, study_instance_uid, rows, n);
+}
+
+enum cxr_status cxr_triage_store_report_add(struct cxr_triage_store *s,
+                                            const struct cxr_triage_store_report *rep,
+                                            int64_t *sr_id)
+{
+    STORE_CALL(s, report_add, rep, sr_id);
+}
+
+enum cxr_status cxr_triage_store_delivery_next(struct cxr_triage_store *s,
+                                               const char *destination, int64_t now_ms,
+                                               struct cxr_triage_delivery_row *row, bool *found,
+                                               int64_t *next_due_ms)
+{
+    STORE_CALL(s, delivery_next, destination, now_ms, row, found, next_due_ms);
+}
+
+enum cxr_status cxr_triage_store_delivery_update(struct cxr_triage_store *s, int64_t id,
+                                                 enum cxr_triage_delivery_state state,
+                                                 int32_t attempts, int64_t next_attempt_ms,
+                                                 const char *error, int64_t now_ms)
+{
+    STORE_CALL(s, delivery_update, id, state, attempts, next_attempt_ms, error, now_ms);
+}
+
+enum cxr_status cxr_triage_store_deliveries_list(struct cxr_triage_store *s, int32_t state,
+                                                 size_t limit,
+                                                 struct cxr_triage_delivery_row **rows, size_t *n)
+{
+    STORE_CALL(s, deliveries_list, state, limit, rows, n);
+}
+
+enum cxr_status cxr_triage_store_deliveries_retry(struct cxr_triage_store *s, int64_t id,
+                                                  int64_t now_ms, int64_t *count)
+{
+    STORE_CALL(s, deliveries_retry, id, now_ms, count);
+}
+
+enum cxr_status cxr_triage_store_deliveries_drop(struct cxr_triage_store *s, int64_t id,
+                                                 int64_t *count)
+{
+    STORE_CALL(s, deliveries_drop, id, count);
+}
+
+enum cxr_status cxr_triage_store_studies_list(struct cxr_triage_store *s, int64_t since_ms,
+                                              size_t limit, struct cxr_triage_study_row **rows,
+                                              size_t *n)
+{
+    STORE_CALL(s, studies_list, since_ms, limit, rows, n);
+}
+
+enum cxr_status cxr_triage_store_study_get(struct cxr_triage_store *s,
+                                           const char *study_instance_uid,
+                                           struct cxr_triage_study_row *row, bool *found)
+{
+    STORE_CALL(s, study_get, study_instance_uid, row, found);
+}
+
+enum cxr_status cxr_triage_store_counts(struct cxr_triage_store *s,
+                                        struct cxr_triage_store_counts *c)
+{
+    STORE_CALL(s, counts, c);
+}
+
+enum cxr_status cxr_triage_store_path_known(struct cxr_triage_store *s, const char *path,
+                                            bool *known)
+{
+    STORE_CALL(s, path_known, path, known);
+}
+
+enum cxr_status cxr_triage_store_instances_expired(struct cxr_triage_store *s, int64_t before_ms,
+                                                   size_t limit,
+                                                   struct cxr_triage_instance_row **rows, size_t *n)
+{
+    STORE_CALL(s, instances_expired, before_ms, limit, rows, n);
+}
+
+enum cxr_status cxr_triage_store_instance_forget_file(struct cxr_triage_store *s, int64_t id)
+{
+    STORE_CALL(s, instance_forget_file, id);
+}
+
+const char *cxr_triage_instance_state_name(enum cxr_triage_instance_state st)
+{
+    switch (st) {
+    case CXR_TRIAGE_INSTANCE_RECEIVED: return "received";
+    case CXR_TRIAGE_INSTANCE_ANALYSED: return "analysed";
+    case CXR_TRIAGE_INSTANCE_NOT_ANALYSED: return "not_analysed";
+    }
+    return "unknown";
+}
+
+const char *cxr_triage_delivery_state_name(enum cxr_triage_delivery_state st)
+{
+    switch (st) {
+    case CXR_TRIAGE_DELIVERY_PENDING: return "pending";
+    case CXR_TRIAGE_DELIVERY_DELIVERED: return "delivered";
+    case CXR_TRIAGE_DELIVERY_DEAD: return "dead";
+    }
+    return "unknown";
+}

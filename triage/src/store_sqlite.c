@@ -1,0 +1,1167 @@
+/* store_sqlite.c — the job store on SQLite (see cxr/store.h).
+ *
+ * WAL journal, synchronous=FULL: every committed transaction is on disk when
+ * the call returns, and readers (the HTTP thread, `cxr-triage queue` in
+ * another process) never block the writer. Write transactions start with
+ * BEGIN IMMEDIATE so two processes never deadlock on a lock upgrade; the busy
+ * timeout makes one wait for the other. One connection per store object,
+ * serialised by a mutex.
+ */
+#include "cxr/store.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SCHEMA_VERSION 1
+#define BUSY_TIMEOUT_MS 15000
+#define MAX_ROWS 100000
+
+struct sq_store {
+    struct cxr_triage_store base;
+    sqlite3 *db;
+    pthread_mutex_t mu;
+    char path[CXR_TRIAGE_STORE_PATHLEN];
+};
+
+static const char *const schema_sql =
+    "CREATE TABLE IF NOT EXISTS instances("
+    " id INTEGER PRIMARY KEY,"
+    " sop_instance_uid TEXT NOT NULL UNIQUE,"
+    " sop_class_uid TEXT NOT NULL DEFAULT '',"
+    " transfer_syntax_uid TEXT NOT NULL DEFAULT '',"
+    " path TEXT NOT NULL DEFAULT '',"
+    " size INTEGER NOT NULL DEFAULT 0,"
+    " calling_ae TEXT NOT NULL DEFAULT '',"
+    " peer_host TEXT NOT NULL DEFAULT '',"
+    " received_ms INTEGER NOT NULL,"
+    " attempts INTEGER NOT NULL DEFAULT 0,"
+    " state INTEGER NOT NULL DEFAULT 0,"
+    " study_instance_uid TEXT NOT NULL DEFAULT '',"
+    " series_instance_uid TEXT NOT NULL DEFAULT '',"
+    " probability REAL,"
+    " finding INTEGER NOT NULL DEFAULT 0,"
+    " priority INTEGER NOT NULL DEFAULT 0,"
+    " status INTEGER NOT NULL DEFAULT 0,"
+    " reason TEXT NOT NULL DEFAULT '',"
+    " warning TEXT NOT NULL DEFAULT '',"
+    " processed_ms INTEGER NOT NULL DEFAULT 0,"
+    " reported INTEGER NOT NULL DEFAULT 0,"
+    " info BLOB);"
+    "CREATE INDEX IF NOT EXISTS instances_state ON instances(state, received_ms);"
+    "CREATE INDEX IF NOT EXISTS instances_study ON instances(study_instance_uid);"
+    "CREATE INDEX IF NOT EXISTS instances_path ON instances(path);"
+    "CREATE TABLE IF NOT EXISTS studies("
+    " study_instance_uid TEXT PRIMARY KEY,"
+    " accession_number TEXT NOT NULL DEFAULT '',"
+    " patient_id TEXT NOT NULL DEFAULT '',"
+    " study_date TEXT NOT NULL DEFAULT '',"
+    " study_description TEXT NOT NULL DEFAULT '',"
+    " first_received_ms INTEGER NOT NULL,"
+    " last_received_ms INTEGER NOT NULL,"
+    " priority INTEGER NOT NULL DEFAULT 0,"
+    " score REAL,"
+    " analysed INTEGER NOT NULL DEFAULT 0,"
+    " not_analysed INTEGER NOT NULL DEFAULT 0,"
+    " unreported INTEGER NOT NULL DEFAULT 0,"
+    " sr_count INTEGER NOT NULL DEFAULT 0,"
+    " last_sr_sop_instance_uid TEXT NOT NULL DEFAULT '',"
+    " last_sr_series_instance_uid TEXT NOT NULL DEFAULT '',"
+    " last_sr_ms INTEGER NOT NULL DEFAULT 0);"
+    "CREATE INDEX IF NOT EXISTS studies_unreported ON studies(unreported);"
+    "CREATE INDEX IF NOT EXISTS studies_last ON studies(last_received_ms);"
+    "CREATE TABLE IF NOT EXISTS srs("
+    " id INTEGER PRIMARY KEY,"
+    " study_instance_uid TEXT NOT NULL,"
+    " sop_instance_uid TEXT NOT NULL UNIQUE,"
+    " series_instance_uid TEXT NOT NULL,"
+    " path TEXT NOT NULL,"
+    " predecessor_sop_instance_uid TEXT NOT NULL DEFAULT '',"
+    " priority INTEGER NOT NULL,"
+    " study_last_received_ms INTEGER NOT NULL,"
+    " created_ms INTEGER NOT NULL);"
+    "CREATE INDEX IF NOT EXISTS srs_study ON srs(study_instance_uid);"
+    "CREATE INDEX IF NOT EXISTS srs_path ON srs(path);"
+    "CREATE TABLE IF NOT EXISTS deliveries("
+    " id INTEGER PRIMARY KEY,"
+    " sr_id INTEGER NOT NULL REFERENCES srs(id),"
+    " destination TEXT NOT NULL,"
+    " state INTEGER NOT NULL DEFAULT 0,"
+    " attempts INTEGER NOT NULL DEFAULT 0,"
+    " next_attempt_ms INTEGER NOT NULL,"
+    " last_error TEXT NOT NULL DEFAULT '',"
+    " created_ms INTEGER NOT NULL,"
+    " updated_ms INTEGER NOT NULL,"
+    " UNIQUE(sr_id, destination));"
+    "CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries(destination, state, next_attempt_ms);"
+    "CREATE INDEX IF NOT EXISTS deliveries_state ON deliveries(state);";
+
+/* ------------------------------------------------------------------ helpers */
+
+static enum cxr_status sq_fail(struct sq_store *s, int rc, const char *what)
+{
+    cxr_triage_store_set_error("job store %s: %s: %s", s->path, what,
+                               s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
+    if (rc == SQLITE_FULL)
+        return CXR_ERR_NO_SPACE;
+    if (rc == SQLITE_IOERR || (rc & 0xff) == SQLITE_IOERR)
+        return CXR_ERR_IO;
+    return CXR_ERR_TRIAGE_STORE;
+}
+
+static int sq_exec(struct sq_store *s, const char *sql)
+{
+    return sqlite3_exec(s->db, sql, NULL, NULL, NULL);
+}
+
+static int sq_prepare(struct sq_store *s, const char *sql, sqlite3_stmt **st)
+{
+    return sqlite3_prepare_v2(s->db, sql, -1, st, NULL);
+}
+
+static void bind_text(sqlite3_stmt *st, int i, const char *v)
+{
+    sqlite3_bind_text(st, i, v ? v : "", -1, SQLITE_TRANSIENT);
+}
+
+static void bind_real_or_null(sqlite3_stmt *st, int i, double v)
+{
+    if (isnan(v))
+        sqlite3_bind_null(st, i);
+    else
+        sqlite3_bind_double(st, i, v);
+}
+
+static void col_text(sqlite3_stmt *st, int i, char *buf, size_t size)
+{
+    const unsigned char *t = sqlite3_column_text(st, i);
+    snprintf(buf, size, "%s", t ? (const char *)t : "");
+}
+
+static double col_real_or_nan(sqlite3_stmt *st, int i)
+{
+    return sqlite3_column_type(st, i) == SQLITE_NULL ? NAN : sqlite3_column_double(st, i);
+}
+
+static void lock(struct sq_store *s) { pthread_mutex_lock(&s->mu); }
+static void unlock(struct sq_store *s) { pthread_mutex_unlock(&s->mu); }
+
+/* Rolls back a failed write transaction; the error text already set stays. */
+static void rollback(struct sq_store *s)
+{
+    if (!sqlite3_get_autocommit(s->db))
+        sq_exec(s, "ROLLBACK");
+}
+
+/* A growable row array capped at MAX_ROWS. */
+static bool grow(void **rows, size_t *cap, size_t n, size_t elem)
+{
+    if (n < *cap)
+        return true;
+    if (n >= MAX_ROWS)
+        return false;
+    size_t ncap = *cap ? *cap * 2 : 16;
+    void *p = realloc(*rows, ncap * elem);
+    if (!p)
+        return false;
+    *rows = p;
+    *cap = ncap;
+    return true;
+}
+
+/* ------------------------------------------------------------------ instances */
+
+#define INSTANCE_COLS                                                                              \
+    "id, sop_instance_uid, sop_class_uid, transfer_syntax_uid, path, size, calling_ae, peer_host," \
+    " received_ms, attempts, state, study_instance_uid, series_instance_uid, probability,"         \
+    " finding, priority, status, reason, warning, processed_ms, reported, info"
+
+static void read_instance(sqlite3_stmt *st, struct cxr_triage_instance_row *r)
+{
+    memset(r, 0, sizeof *r);
+    r->id = sqlite3_column_int64(st, 0);
+    col_text(st, 1, r->sop_instance_uid, sizeof r->sop_instance_uid);
+    col_text(st, 2, r->sop_class_uid, sizeof r->sop_class_uid);
+    col_text(st, 3, r->transfer_syntax_uid, sizeof r->transfer_syntax_uid);
+    col_text(st, 4, r->path, sizeof r->path);
+    r->size = (uint64_t)sqlite3_column_int64(st, 5);
+    col_text(st, 6, r->calling_ae, sizeof r->calling_ae);
+    col_text(st, 7, r->peer_host, sizeof r->peer_host);
+    r->received_ms = sqlite3_column_int64(st, 8);
+    r->attempts = sqlite3_column_int(st, 9);
+    r->state = (enum cxr_triage_instance_state)sqlite3_column_int(st, 10);
+    col_text(st, 11, r->study_instance_uid, sizeof r->study_instance_uid);
+    col_text(st, 12, r->series_instance_uid, sizeof r->series_instance_uid);
+    r->probability = col_real_or_nan(st, 13);
+    r->finding_present = sqlite3_column_int(st, 14) != 0;
+    r->priority = sqlite3_column_int(st, 15);
+    r->status = sqlite3_column_int(st, 16);
+    col_text(st, 17, r->reason, sizeof r->reason);
+    col_text(st, 18, r->warning, sizeof r->warning);
+    r->processed_ms = sqlite3_column_int64(st, 19);
+    r->reported = sqlite3_column_int(st, 20) != 0;
+    /* The header values are kept as the struct's bytes; a blob of another
+     * size (written by another version) is ignored and read again from the
+     * spool file by the caller. */
+    if (sqlite3_column_type(st, 21) == SQLITE_BLOB &&
+        sqlite3_column_bytes(st, 21) == (int)sizeof r->info) {
+        memcpy(&r->info, sqlite3_column_blob(st, 21), sizeof r->info);
+        r->has_info = true;
+    }
+}
+
+/* Steps a prepared SELECT of INSTANCE_COLS into a malloc'd array. */
+static enum cxr_status collect_instances(struct sq_store *s, sqlite3_stmt *st,
+                                         struct cxr_triage_instance_row **rows, size_t *n)
+{
+    struct cxr_triage_instance_row *v = NULL;
+    size_t cap = 0, k = 0;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (!grow((void **)&v, &cap, k, sizeof *v)) {
+            free(v);
+            cxr_triage_store_set_error("job store %s: too many rows", s->path);
+            return CXR_ERR_LIMIT;
+        }
+        read_instance(st, &v[k++]);
+    }
+    if (rc != SQLITE_DONE) {
+        free(v);
+        return sq_fail(s, rc, "reading instances");
+    }
+    *rows = v;
+    *n = k;
+    return CXR_OK;
+}
+
+static enum cxr_status sq_instance_add(struct cxr_triage_store *base,
+                                       const struct cxr_triage_instance_row *row, bool *duplicate,
+                                       int64_t *id)
+{
+    struct sq_store *s = (struct sq_store *)base;
+    sqlite3_stmt *st = NULL;
+    enum cxr_status ret = CXR_OK;
+    *duplicate = false;
+    if (id)
+        *id = 0;
+    lock(s);
+    int rc = sq_prepare(s,
+                        "INSERT INTO instances(sop_instance_uid, sop_class_uid, transfer_syntax_uid,"
+                        " path, size, calling_ae, peer_host, received_ms) VALUES(?,?,?,?,?,?,?,?)"
+                        " ON CONFLICT(sop_instance_uid) DO NOTHING",
+                        &st);
+    if (rc != SQLITE_OK) {
+        ret = sq_fail(s, rc, "preparing insert");
+        goto done;
+    }
+    bind_text(st, 1, row->sop_instance_uid);
+    bind_text(st, 2, row->sop_class_uid);
+    bind_text(st, 3, row->transfer_syntax_uid);
+    bind_text(st, 4, row->path);
+    sqlite3_bind_int64(st, 5, (sqlite3_int64)row->size);
+    bind_text(st, 6, row->calling_ae);
+    bind_text(st, 7, row->peer_host);
+    sqlite3_bind_int64(st, 8, row->received_ms);
+    rc = sqlite3_step(st);
+    if (rc != SQLITE_DONE) {
+        ret = sq_fail(s, rc, "recording a received instance");
+        goto done;
+    }
+    if (sqlite3_changes(s->db) == 0)
+        *duplicate = true;
+    else if (id)
+        *id = sqlite3_last_insert_rowid(s->db);
+done:
+    sqlite3_finalize(st);
+    unlock(s);
+    return ret;
+}
+
+static enum cxr_status sq_instance_find(struct cxr_triage_store *base, const char *uid, bool *found)
+{
+    struct sq_store *s = (struct sq_store *)base;
+    sqlite3_stmt *st = NULL;
+    enum cxr_status ret = CXR_OK;
+    *found = false;
+    lock(s);
+    int rc = sq_prepare(s, "SELECT 1 FROM instances WHERE sop_instance_uid=?", &st);
+    if (rc == SQLITE_OK) {
+        bind_text(st, 1, uid);
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW)
+            *found = true;
+        else if (rc != SQLITE_DONE)
+            ret = sq_fail(s, rc, "looking up an instance");
+    } else {
+        ret = sq_fail(s, rc, "preparing lookup");
+    }
+    sqlite3_finalize(st);
+    unlock(s);
+    return ret;
+}
+
+static enum cxr_status sq_instances_pending(struct cxr_triage_store *base, int64_t after_id,
+                                            size_t limit, struct cxr_triage_instance_row **rows,
+                                            size_t *n)
+{
+    struct sq_store *s = (struct sq_store *)base;
+    sqlite3_stmt *st = NULL;
+    enum cxr_status ret;
+    *rows = NULL;
+    *n = 0;
+    lock(s);
+    int rc = sq_prepare(s,
+                        "SELECT " INSTANCE_COLS " FROM instances WHERE state=0 AND id>?"
+                        " ORDER BY id LIMIT ?",
+                        &st);
+    if (rc != SQLITE_OK) {
+        ret = sq_fail(s, rc, "preparing pending query");
+    } else {
+        sqlite3_bind_int64(st, 1, after_id);
+        sqlite3_bind_int64(st, 2, (sqlite3_int64)(limit ? limit : MAX_ROWS));
+        ret = collect_instances(s, st, rows, n);
+    }
+    sqlite3_finalize(st);
+    unlock(s);
+    return ret;
+}
+
+static enum cxr_status sq_instances_claim(struct cxr_triage_store *base, const int64_t *ids,
+                                          size_t n)
+{
+    struct sq_store *s = (struct sq_store *)base;
+    sqlite3_stmt *st = NULL;
+    enum cxr_status ret = CXR_OK;
+    lock(s);
+    int rc = sq_exec(s, "BEGIN IMMEDIATE");
+    if (rc != SQLITE_OK) {
+        ret = sq_fail(s, rc, "starting a transaction");
+        goto done;
+    }
+    rc = sq_prepare(s, "UPDATE instances SET attempts=attempts+1 WHERE id=?", &st);
+    for (size_t i = 0; rc == SQLITE_OK && i < n; i++) {
+        sqlite3_reset(st);
+        sqlite3_bind_int64(st, 1, ids[i]);
+        rc = sqlite3_step(st) == SQLITE_DONE ? SQLITE_OK : sqlite3_errcode(s->db);
+    }
+    if (rc == SQLITE_OK)
+        rc = sq_exec(s, "COMMIT");
+    if (rc != SQLITE_OK) {
+        ret = sq_fail(s, rc, "claiming jobs");
+        rollback(s);
+    }
+done:
+    sqlite3_finalize(st);
+    unlock(s);
+    return ret;
+}
+
+/* One outcome: the instance's result, then its study (upsert). Runs inside
+ * the caller's transaction. */
+static int record_one(struct sq_store *s, sqlite3_stmt *upd, sqlite3_stmt *study,
+                      const struct cxr_triage_store_outcome *o, int64_t processed_ms)
+{
+    const struct cxr_triage_result *r = o->result;
+    const struct cxr_dicom_info *info = &r->info;
+    sqlite3_reset(upd);
+    sqlite3_clear_bindings(upd);
+    sqlite3_bind_int(upd, 1, r->analysed ? CXR_TRIAGE_INSTANCE_ANALYSED
+                                         : CXR_TRIAGE_INSTANCE_NOT_ANALYSED);
+    bind_text(upd, 2, info->study_instance_uid);
+    bind_text(upd, 3, info->series_instance_uid);
+    bind_real_or_null(upd, 4, r->analysed ? r->probability : NAN);
+    sqlite3_bind_int(upd, 5, r->analysed && r->finding_present);
+    sqlite3_bind_int(upd, 6, r->analysed ? (int)r->priority : CXR_TRIAGE_PRIORITY_NOT_ANALYSED);
+    sqlite3_bind_int(upd, 7, (int)r->status);
+    bind_text(upd, 8, r->analysed ? "" : r->reason);
+    bind_text(upd, 9, r->warning);
+    if (o->has_info)
+        sqlite3_bind_blob(upd, 10, info, sizeof *info, SQLITE_TRANSIENT);
+    else
+        sqlite3_bind_null(upd, 10);
+    sqlite3_bind_int64(upd, 11, processed_ms);
+    sqlite3_bind_int64(upd, 12, o->instance_id);
+    int rc = sqlite3_step(upd);
+    if (rc != SQLITE_DONE)
+        return rc;
+    /* Already processed (a worker ran twice on it): the study has it. */
+    if (sqlite3_changes(s->db) == 0 || !info->study_instance_uid[0])
+        return SQLITE_OK;
+    sqlite3_reset(study);
+    sqlite3_clear_bindings(study);
+    bind_text(study, 1, info->study_instance_uid);
+    bind_text(study, 2, info->accession_number);
+    bind_text(study, 3, info->patient_id);
+    bind_text(study, 4, info->study_date);
+    bind_text(study, 5, info->study_description);
+    sqlite3_bind_int64(study, 6, o->instance_id);
+    sqlite3_bind_int(study, 7, r->analysed ? (int)r->priority : CXR_TRIAGE_PRIORITY_NOT_ANALYSED);
+    bind_real_or_null(study, 8, r->analysed ? r->probability : NAN);
+    sqlite3_bind_int(study, 9, r->analysed ? 1 : 0);
+    sqlite3_bind_int(study, 10, r->analysed ? 0 : 1);
+    rc = sqlite3_step(study);
+    return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+static enum cxr_status sq_record(struct cxr_triage_store *base,
+                                 const struct cxr_triage_store_outcome *outcomes, size_t n,
+                                 int64_t processed_ms)
+{
+    struct sq_store *s = (struct sq_store *)base;
+    sqlite3_stmt *upd = NULL, *study = NULL;
+    enum cxr_status ret = CXR_OK;
+    lock(s);
+    int rc = sq_exec(s, "BEGIN IMMEDIATE");
+    if (rc != SQLITE_OK) {
+        ret = sq_fail(s, rc, "starting a transaction");
+        goto done;
+    }
+    rc = sq_prepare(s,
+                    "UPDATE instances SET state=?, study_instance_uid=?, series_instance_uid=?,"
+                    " probability=?, finding=?, priority=?, status=?, reason=?, warning=?, info=?,"
+                    " processed_ms=?, reported=0 WHERE id=? AND state=0",
+                    &upd);
+    if (rc == SQLITE_OK)
+        rc = sq_prepare(
+            s,
+            "INSERT INTO studies(study_instance_uid, accession_number, patient_id, study_date,"
+            " study_description, first_received_ms, last_received_ms, priority, score, analysed,"
+            " not_analysed, unreported)"
+            " SELECT ?1, ?2, ?3, ?4, ?5, received_ms, received_ms, ?7, ?8, ?9, ?10, 1"
+            " FROM instances WHERE id=?6"
+            " ON CONFLICT(study_instance_uid) DO UPDATE SET"
+            "  first_received_ms=min(first_received_ms, excluded.first_received_ms),"
+            "  last_received_ms=max(last_received_ms, excluded.last_received_ms),"
+            "  priority=max(priority, excluded.priority),"
+            "  score=CASE WHEN score IS NULL THEN excluded.score"
+            "             WHEN excluded.score IS NULL THEN score"
+            "             ELSE max(score, excluded.score) END,"
+            "  analysed=analysed+excluded.analysed,"
+            "  not_analysed=not_analysed+excluded.not_analysed,"
+            "  unreported=unreported+1,"
+            "  accession_number=CASE WHEN accession_number='' THEN excluded.accession_number"
+            "                        ELSE accession_number END,"
+            "  patient_id=CASE WHEN patient_id='' THEN excluded.patient_id ELSE patient_id END,"
+            "  study_date=CASE WHEN study_date='' THEN excluded.study_date ELSE study_date END,"
+            "  study_description=CASE WHEN study_description='' THEN excluded.study_description"
+            "                         ELSE study_description END",
+            &study);
+    for (size_t i = 0; rc == SQLITE_OK && i < n; i++)
+        rc = record_one(s, upd, study, &outcomes[i], processed_ms);
+    if (rc == SQLITE_OK)
+        rc = sq_exec(s, "COMMIT");
+    if (rc != SQLITE_OK) {
+        ret = sq_fail(s, rc, "recording results");
+        rollback(s);
+    }
+done:
+    sqlite3_finalize(upd);
+    sqlite3_finalize(study);
+    unlock(s);
+    return ret;
+}
+
+static enum cxr_status sq_pending_oldest(struct cxr_triage_store *base, int64_t *received_ms,
+                                         bool *any)
+{
+    struct sq_store *s = (struct sq_store *)base;
+    sqlite3_stmt *st = NULL;
+    enum cxr_status ret = CXR_OK;
+    *any = false;
+    *received_ms = 0;
+    lock(s);
+    int rc = sq_prepare(s, "SELECT min(received_ms) FROM instances WHERE state=0", &st);
+    if (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (sqlite3_column_type(st, 0) != SQLITE_NULL) {
+            *any = true;
+            *received_ms = sqlite3_column_int64(st, 0);
+        }
+    } else {
+        ret = sq_fail(s, rc, "finding the oldest job");
+    }
+    sqlite3_finalize(st);
+    unlock(s);
+    return ret;
+}
+
+static enum cxr_status sq_study_instances(struct cxr_triage_store *base, const char *uid,
+                                          struct cxr_triage_instance_row **rows, size_t *n)
+{
+    struct sq_store *s = (struct sq_store *)base;
+    sqlite3_stmt *st = NULL;
+    enum cxr_status ret;
+    *rows = NULL;
+    *n = 0;
+    lock(s);
+    int rc = sq_prepare(s,
+                        "SELECT " INSTANCE_COLS " FROM instances WHERE study_instance_uid=?"
+                        " AND state<>0 ORDER BY id",
+                        &st);
+    if (rc != SQLITE_OK) {
+        ret = sq_fail(s, rc, "preparing study query");
+    } else {
+        bind_text(st, 1, uid);
+        ret = collect_instances(s, st, rows, n);
+    }
+    sqlite3_finalize(st);
+    unlock(s);
+    return ret;
+}
+
+static enum cxr_status sq_instances_expired(struct cxr_triage_store *base, int64_t before_ms,
+                                            size_t limit, struct cxr_triage_instance_row **rows,
+                                            size_t *n)
+{
+    struct sq_store *s = (struct sq_store *)base;
+    sqlite3_stmt *st = NULL;
+    enum cxr_status ret;
+    *rows = NULL;
+    *n = 0;
+    lock(s);
+    int rc = sq_prepare(s,
+                        "SELECT " INSTANCE_COLS " FROM instances WHERE state<>0 AND path<>''"
+                        " AND (reported=1 OR study_instance_uid='') AND received_ms<?"
+                        " ORDER BY id LIMIT ?",
+                        &st);
+    if (rc != SQLITE_OK) {
+        ret = sq_fail(s, rc, "preparing retention query");
+    } else {
+        sqlite3_bind_int64(st, 1, before_ms);
+        sqlite3_bind_int64(st, 2, (sqlite3_int64)(limit ? limit : MAX_ROWS));
+        ret = collect_instances(s, st, rows, n);
+    }
+    sqlite3_finalize(st);
+    unlock(s);
+    return ret;
+}
+
+/* Runs a one-statement write with up to three int64 bindings (INT64_MIN = not
+ * bound); *changes gets the rows changed. */
+static enum cxr_status exec_write(struct sq_store *s, const char *sql, int64_t a, int64_t b,
+                                  int64_t c, int64_t *changes, const char *what)
+{
+    sqlite3_stmt *st = NULL;
+    enum cxr_status ret = CXR_OK;
+    lock(s);
+    int rc = sq_prepare(s, sql, &st);
+    if (rc == SQLITE_OK) {
+        if (a != INT64_MIN)
+            sqlite3_bind_int64(st, 1, a);
+        if (b != INT64_MIN)
+            sqlite3_bind_int64(st, 2, b);
+        if (c != INT64_MIN)
+            sqlite3_bind_int64(st, 3, c);
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_DONE && changes)
+            *changes = sqlite3_changes(s->db);
+    }
+    if (rc != SQLITE_DONE)
+        ret = sq_fail(s, rc, what);
+    sqlite3_finalize(st);
+    unlock(s);
+    return ret;
+}
+
+static enum cxr_status sq_instance_forget_file(struct cxr_triage_store *base, int64_t id)
+{
+    return exec_write((struct sq_store *)base, "UPDATE instances SET path='' WHERE id=?1", id,
+                      INT64_MIN, INT64_MIN, NULL, "forgetting a spool file");
+}
+
+static enum cxr_status sq_path_known(struct cxr_triage_store *base, const char *path, bool *known)
+{
+    struct sq_store *s = (struct sq_store *)base;
+    sqlite3_stmt *st = NULL;
+    enum cxr_status ret = CXR_OK;
+    *known = false;
+    lock(s);
+    int rc = sq_prepare(s,
+                        "SELECT 1 FROM instances WHERE path=?1 UNION ALL"
+                        " SELECT 1 FROM srs WHERE path=?1 LIMIT 1",
+                        &st);
+    if (rc == SQLITE_OK) {
+        bind_text(st, 1, path);
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW)
+            *known = true;
+        else if (rc != SQLITE_DONE)
+            ret = sq_fail(s, rc, "looking up a spool file");
+    } else {
+        ret = sq_fail(s, rc, "preparing path lookup");
+    }
+    sqlite3_finalize(st);
+    unlock(s);
+    return ret;
+}
+
+/* ------------------------------------------------------------------ studies */
+
+#define STUDY_COLS                                                                                 \
+    "s.study_instance_uid, s.accession_number, s.patient_id, s.study_date, s.study_description,"   \
+    " s.first_received_ms, s.last_received_ms, s.priority, s.score, s.analysed, s.not_analysed,"  \
+    " s.unreported, s.sr_count, s.last_sr_sop_instance_uid, s.last_sr_series_instance_uid,"       \
+    " s.last_sr_ms,"                                                                               \
+    " (SELECT count(*) FROM deliveries d JOIN srs r ON r.id=d.sr_id"                              \
+    "   WHERE r.study_instance_uid=s.study_instance_uid AND d.state=0),"                           \
+    " (SELECT count(*) FROM deliveries d JOIN srs r ON r.id=d.sr_id"                              \
+    "   WHERE r.study_instance_uid=s.study_instance_uid AND d.state=1),"                           \
+    " (SELECT count(*) FROM deliveries d JOIN srs r ON r.id=d.sr_id"                              \
+    "   WHERE r.study_instance_uid=s.study_instance_uid AND d.state=2)"
+
+static void read_study(sqlite3_stmt *st, struct cxr_triage_study_row *r)
+{
+    memset(r, 0, sizeof *r);
+    col_text(st, 0, r->study_instance_uid, sizeof r->study_instance_uid);
+    col_text(st, 1, r->accession_number, sizeof r->accession_number);
+    col_text(st, 2, r->patient_id, sizeof r->patient_id);
+    col_text(st, 3, r->study_date, sizeof r->study_date);
+    col_text(st, 4, r->study_description, sizeof r->study_description);
+    r->first_received_ms = sqlite3_column_int64(st, 5);
+    r->last_received_ms = sqlite3_column_int64(st, 6);
+    r->priority = sqlite3_column_int(st, 7);
+    r->score = col_real_or_nan(st, 8);
+    r->analysed = sqlite3_column_int(st, 9);
+    r->not_analysed = sqlite3_column_int(st, 10);
+    r->unreported = sqlite3_column_int(st, 11);
+    r->sr_count = sqlite3_column_int(st, 12);
+    col_text(st, 13, r->last_sr_sop_instance_uid, sizeof r->last_sr_sop_instance_uid);
+    col_text(st, 14, r->last_sr_series_instance_uid, sizeof r->last_sr_series_instance_uid);
+    r->last_sr_ms = sqlite3_column_int64(st, 15);
+    r->deliveries_pending = sqlite3_column_int(st, 16);
+    r->deliveries_delivered = sqlite3_column_int(st, 17);
+    r->deliveries_dead = sqlite3_column_int(st, 18);
+}
+
+static enum cxr_status collect_studies(struct sq_store *s, sqlite3_stmt *st,
+                                       struct cxr_triage_study_row **rows, size_t *n)
+{
+    struct cxr_triage_study_row *v = NULL;
+    size_t cap = 0, k = 0;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (!grow((void **)&v, &cap, k, sizeof *v)) {
+            free(v);
+            cxr_triage_store_set_error("job store %s: too many rows", s->path);
+            return CXR_ERR_LIMIT;
+        }
+        read_study(st, &v[k++]);
+    }
+    if (rc != SQLITE_DONE) {
+        free(v);
+        return sq_fail(s, rc, "reading studies");
+    }
+    *rows = v;
+    *n = k;
+    return CXR_OK;
+}
+
+static enum cxr_status query_studies(struct sq_store *s, const char *sql, int64_t a, int64_t b,
+                                     struct cxr_triage_study_row **rows, size_t *n)
+{
+    sqlite3_stmt *st = NULL;
+    enum cxr_status ret;
+    *rows = NULL;
+    *n = 0;
+    lock(s);
+    int rc = sq_prepare(s, sql, &st);
+    if (rc != SQLITE_OK) {
+        ret = sq_fail(s, rc, "preparing a study query");
+    } else {
+        if (a != INT64_MIN)
+            sqlite3_bind_int64(st, 1, a);
+        if (b != INT64_MIN)
+            sqlite3_bind_int64(st, 2, b);
+        ret = collect_studies(s, st, rows, n);
+    }
+    sqlite3_finalize(st);
+    unlock(s);
+    return ret;
+}
+
+static enum cxr_status sq_studies_unreported(struct cxr_triage_store *base,
+                                             struct cxr_triage_study_row **rows, size_t *n)
+{
+    return query_studies((struct sq_store *)base,
+                         "SELECT " STUDY_COLS " FROM studies s WHERE s.unreported>0"
+                         " ORDER BY s.last_received_ms LIMIT 10000",
+                         INT64_MIN, INT64_MIN, rows, n);
+}
+
+static enum cxr_status sq_studies_list(struct cxr_triage_store *base, int64_t since_ms,
+                                       size_t limit, struct cxr_triage_study_row **rows, size_t *n)
+{
+    return query_studies((struct sq_store *)base,
+                         "SELECT " STUDY_COLS " FROM studies s WHERE s.last_received_ms>=?"
+                         " ORDER BY s.priority DESC, s.score DESC, s.first_received_ms LIMIT ?",
+                         since_ms, (int64_t)(limit ? limit : MAX_ROWS), rows, n);
+}
+
+static enum cxr_status sq_study_get(struct cxr_triage_store *base, const char *uid,
+                                    struct cxr_triage_study_row *row, bool *found)
+{
+    struct sq_store *s = (struct sq_store *)base;
+    sqlite3_stmt *st = NULL;
+    enum cxr_status ret = CXR_OK;
+    *found = false;
+    lock(s);
+    int rc = sq_prepare(s, "SELECT " STUDY_COLS " FROM studies s WHERE s.study_instance_uid=?",
+                        &st);
+    if (rc == SQLITE_OK) {
+        bind_text(st, 1, uid);
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW) {
+            read_study(st, row);
+            *found = true;
+        } else if (rc != SQLITE_DONE) {
+            ret = sq_fail(s, rc, "reading a study");
+        }
+    } else {
+        ret = sq_fail(s, rc, "preparing a study query");
+    }
+    sqlite3_finalize(st);
+    unlock(s);
+    return ret;
+}
+
+/* ------------------------------------------------------------------ reports, deliveries */
+
+static enum cxr_status sq_report_add(struct cxr_triage_store *base,
+                                     const struct cxr_triage_store_report *rep, int64_t *sr_id)
+{
+    struct sq_store *s = (struct sq_store *)base;
+    sqlite3_stmt *st = NULL;
+    enum cxr_status ret = CXR_OK;
+    int64_t id = 0;
+    if (sr_id)
+        *sr_id = 0;
+    lock(s);
+    int rc = sq_exec(s, "BEGIN IMMEDIATE");
+    if (rc != SQLITE_OK) {
+        ret = sq_fail(s, rc, "starting a transaction");
+        goto done;
+    }
+    if (rep->has_sr) {
+        rc = sq_prepare(s,
+                        "INSERT INTO srs(study_instance_uid, sop_instance_uid, series_instance_uid,"
+                        " path, predecessor_sop_instance_uid, priority, study_last_received_ms,"
+                        " created_ms) VALUES(?,?,?,?,?,?,?,?)",
+                        &st);
+        if (rc == SQLITE_OK) {
+            bind_text(st, 1, rep->study_instance_uid);
+            bind_text(st, 2, rep->sr_sop_instance_uid);
+            bind_text(st, 3, rep->sr_series_instance_uid);
+            bind_text(st, 4, rep->sr_path);
+            bind_text(st, 5, rep->predecessor_sop_instance_uid);
+            sqlite3_bind_int(st, 6, rep->priority);
+            sqlite3_bind_int64(st, 7, rep->study_last_received_ms);
+            sqlite3_bind_int64(st, 8, rep->created_ms);
+            rc = sqlite3_step(st) == SQLITE_DONE ? SQLITE_OK : sqlite3_errcode(s->db);
+            id = sqlite3_last_insert_rowid(s->db);
+        }
+        sqlite3_finalize(st);
+        st = NULL;
+        if (rc == SQLITE_OK)
+            rc = sq_prepare(s,
+                            "INSERT INTO deliveries(sr_id, destination, state, attempts,"
+                            " next_attempt_ms, created_ms, updated_ms) VALUES(?,?,0,0,?,?,?)",
+                            &st);
+        for (size_t i = 0; rc == SQLITE_OK && i < rep->destination_count; i++) {
+            sqlite3_reset(st);
+            sqlite3_bind_int64(st, 1, id);
+            bind_text(st, 2, rep->destinations[i]);
+            sqlite3_bind_int64(st, 3, rep->created_ms);
+            sqlite3_bind_int64(st, 4, rep->created_ms);
+            sqlite3_bind_int64(st, 5, rep->created_ms);
+            rc = sqlite3_step(st) == SQLITE_DONE ? SQLITE_OK : sqlite3_errcode(s->db);
+        }
+        sqlite3_finalize(st);
+        st = NULL;
+    }
+    if (rc == SQLITE_OK)
+        rc = sq_prepare(s,
+                        "UPDATE instances SET reported=1 WHERE study_instance_uid=?1 AND state<>0"
+                        " AND reported=0 AND id<=?2",
+                        &st);
+    if (rc == SQLITE_OK) {
+        bind_text(st, 1, rep->study_instance_uid);
+        sqlite3_bind_int64(st, 2, rep->up_to_instance_id);
+        rc = sqlite3_step(st) == SQLITE_DONE ? SQLITE_OK : sqlite3_errcode(s->db);
+    }
+    sqlite3_finalize(st);
+    st = NULL;
+    if (rc == SQLITE_OK)
+        rc = sq_prepare(
+            s,
+            "UPDATE studies SET unreported=(SELECT count(*) FROM instances"
+            "  WHERE study_instance_uid=?1 AND state<>0 AND reported=0),"
+            " sr_count=sr_count+?2,"
+            " last_sr_sop_instance_uid=CASE WHEN ?2 THEN ?3 ELSE last_sr_sop_instance_uid END,"
+            " last_sr_series_instance_uid=CASE WHEN ?2 THEN ?4 ELSE last_sr_series_instance_uid END,"
+            " last_sr_ms=CASE WHEN ?2 THEN ?5 ELSE last_sr_ms END"
+            " WHERE study_instance_uid=?1",
+            &st);
+    if (rc == SQLITE_OK) {
+        bind_text(st, 1, rep->study_instance_uid);
+        sqlite3_bind_int(st, 2, rep->has_sr ? 1 : 0);
+        bind_text(st, 3, rep->sr_sop_instance_uid);
+        bind_text(st, 4, rep->sr_series_instance_uid);
+        sqlite3_bind_int64(st, 5, rep->created_ms);
+        rc = sqlite3_step(st) == SQLITE_DONE ? SQLITE_OK : sqlite3_errcode(s->db);
+    }
+    sqlite3_finalize(st);
+    st = NULL;
+    if (rc == SQLITE_OK)
+        rc = sq_exec(s, "COMMIT");
+    if (rc != SQLITE_OK) {
+        ret = sq_fail(s, rc, "recording a report");
+        rollback(s);
+    } else if (sr_id) {
+        *sr_id = id;
+    }
+done:
+    sqlite3_finalize(st);
+    unlock(s);
+    return ret;
+}
+
+#define DELIVERY_COLS                                                                              \
+    "d.id, d.sr_id, d.destination, d.state, d.attempts, d.next_attempt_ms, d.created_ms,"          \
+    " d.updated_ms, d.last_error, r.path, r.sop_instance_uid, r.study_instance_uid, r.priority,"   \
+    " r.study_last_received_ms"
+
+static void read_delivery(sqlite3_stmt *st, struct cxr_triage_delivery_row *r)
+{
+    memset(r, 0, sizeof *r);
+    r->id = sqlite3_column_int64(st, 0);
+    r->sr_id = sqlite3_column_int64(st, 1);
+    col_text(st, 2, r->destination, sizeof r->destination);
+    r->state = (enum cxr_triage_delivery_state)sqlite3_column_int(st, 3);
+    r->attempts = sqlite3_column_int(st, 4);
+    r->next_attempt_ms = sqlite3_column_int64(st, 5);
+    r->created_ms = sqlite3_column_int64(st, 6);
+    r->updated_ms = sqlite3_column_int64(st, 7);
+    col_text(st, 8, r->last_error, sizeof r->last_error);
+    col_text(st, 9, r->sr_path, sizeof r->sr_path);
+    col_text(st, 10, r->sr_sop_instance_uid, sizeof r->sr_sop_instance_uid);
+    col_text(st, 11, r->study_instance_uid, sizeof r->study_instance_uid);
+    r->priority = sqlite3_column_int(st, 12);
+    r->study_last_received_ms = sqlite3_column_int64(st, 13);
+}
+
+static enum cxr_status sq_delivery_next(struct cxr_triage_store *base, const char *dest,
+                                        int64_t now_ms, struct cxr_triage_delivery_row *row,
+                                        bool *found, int64_t *next_due_ms)
+{
+    struct sq_store *s = (struct sq_store *)base;
+    sqlite3_stmt *st = NULL;
+    enum cxr_status ret = CXR_OK;
+    *found = false;
+    *next_due_ms = INT64_MAX;
+    lock(s);
+    int rc = sq_prepare(s,
+                        "SELECT " DELIVERY_COLS " FROM deliveries d JOIN srs r ON r.id=d.sr_id"
+                        " WHERE d.destination=? AND d.state=0 AND d.next_attempt_ms<=?"
+                        " ORDER BY r.priority DESC, d.id LIMIT 1",
+                        &st);
+    if (rc != SQLITE_OK) {
+        ret = sq_fail(s, rc, "preparing the delivery query");
+        goto done;
+    }
+    bind_text(st, 1, dest);
+    sqlite3_bind_int64(st, 2, now_ms);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        read_delivery(st, row);
+        *found = true;
+        *next_due_ms = row->next_attempt_ms;
+        goto done;
+    }
+    if (rc != SQLITE_DONE) {
+        ret = sq_fail(s, rc, "finding the next delivery");
+        goto done;
+    }
+    sqlite3_finalize(st);
+    st = NULL;
+    rc = sq_prepare(s,
+                    "SELECT min(next_attempt_ms) FROM deliveries WHERE destination=? AND state=0",
+                    &st);
+    if (rc == SQLITE_OK) {
+        bind_text(st, 1, dest);
+        rc = sqlite3_step(st);
+    }
+    if (rc == SQLITE_ROW) {
+        if (sqlite3_column_type(st, 0) != SQLITE_NULL)
+            *next_due_ms = sqlite3_column_int64(st, 0);
+    } else {
+        ret = sq_fail(s, rc, "finding the next due delivery");
+    }
+done:
+    sqlite3_finalize(st);
+    unlock(s);
+    return ret;
+}
+
+static enum cxr_status sq_delivery_update(struct cxr_triage_store *base, int64_t id,
+                                          enum cxr_triage_delivery_state state, int32_t attempts,
+                                          int64_t next_attempt_ms, const char *error, int64_t now_ms)
+{
+    struct sq_store *s = (struct sq_store *)base;
+    sqlite3_stmt *st = NULL;
+    enum cxr_status ret = CXR_OK;
+    lock(s);
+    /* Only a PENDING row changes: `queue drop` or `queue retry` run by an
+     * admin meanwhile win over the attempt that was in flight. */
+    int rc = sq_prepare(s,
+                        "UPDATE deliveries SET state=?, attempts=?, next_attempt_ms=?,"
+                        " last_error=?, updated_ms=? WHERE id=? AND state=0",
+                        &st);
+    if (rc == SQLITE_OK) {
+        sqlite3_bind_int(st, 1, (int)state);
+        sqlite3_bind_int(st, 2, attempts);
+        sqlite3_bind_int64(st, 3, next_attempt_ms);
+        bind_text(st, 4, error);
+        sqlite3_bind_int64(st, 5, now_ms);
+        sqlite3_bind_int64(st, 6, id);
+        rc = sqlite3_step(st);
+    }
+    if (rc != SQLITE_DONE)
+        ret = sq_fail(s, rc, "updating a delivery");
+    sqlite3_finalize(st);
+    unlock(s);
+    return ret;
+}
+
+static enum cxr_status sq_deliveries_list(struct cxr_triage_store *base, int32_t state,
+                                          size_t limit, struct cxr_triage_delivery_row **rows,
+                                          size_t *n)
+{
+    struct sq_store *s = (struct sq_store *)base;
+    sqlite3_stmt *st = NULL;
+    enum cxr_status ret = CXR_OK;
+    struct cxr_triage_delivery_row *v = NULL;
+    size_t cap = 0, k = 0;
+    *rows = NULL;
+    *n = 0;
+    lock(s);
+    int rc = sq_prepare(s,
+                        "SELECT " DELIVERY_COLS " FROM deliveries d JOIN srs r ON r.id=d.sr_id"
+                        " WHERE ?1<0 OR d.state=?1 ORDER BY d.id DESC LIMIT ?2",
+                        &st);
+    if (rc != SQLITE_OK) {
+        ret = sq_fail(s, rc, "preparing the delivery list");
+        goto done;
+    }
+    sqlite3_bind_int(st, 1, state);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)(limit ? limit : MAX_ROWS));
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (!grow((void **)&v, &cap, k, sizeof *v)) {
+            cxr_triage_store_set_error("job store %s: too many rows", s->path);
+            ret = CXR_ERR_LIMIT;
+            goto done;
+        }
+        read_delivery(st, &v[k++]);
+    }
+    if (rc != SQLITE_DONE) {
+        ret = sq_fail(s, rc, "listing deliveries");
+        goto done;
+    }
+    *rows = v;
+    *n = k;
+    v = NULL;
+done:
+    free(v);
+    sqlite3_finalize(st);
+    unlock(s);
+    return ret;
+}
+
+static enum cxr_status sq_deliveries_retry(struct cxr_triage_store *base, int64_t id,
+                                           int64_t now_ms, int64_t *count)
+{
+    *count = 0;
+    if (id > 0)
+        return exec_write((struct sq_store *)base,
+                          "UPDATE deliveries SET state=0, attempts=0, next_attempt_ms=?1,"
+                          " updated_ms=?1, last_error='' WHERE id=?2 AND state<>1",
+                          now_ms, id, INT64_MIN, count, "retrying a delivery");
+    return exec_write((struct sq_store *)base,
+                      "UPDATE deliveries SET state=0, attempts=0, next_attempt_ms=?1,"
+                      " updated_ms=?1, last_error='' WHERE state=2",
+                      now_ms, INT64_MIN, INT64_MIN, count, "retrying deliveries");
+}
+
+static enum cxr_status sq_deliveries_drop(struct cxr_triage_store *base, int64_t id,
+                                          int64_t *count)
+{
+    *count = 0;
+    if (id > 0)
+        return exec_write((struct sq_store *)base, "DELETE FROM deliveries WHERE id=?1 AND state<>1",
+                          id, INT64_MIN, INT64_MIN, count, "dropping a delivery");
+    return exec_write((struct sq_store *)base, "DELETE FROM deliveries WHERE state=2", INT64_MIN,
+                      INT64_MIN, INT64_MIN, count, "dropping dead deliveries");
+}
+
+static enum cxr_status sq_counts(struct cxr_triage_store *base, struct cxr_triage_store_counts *c)
+{
+    struct sq_store *s = (struct sq_store *)base;
+    sqlite3_stmt *st = NULL;
+    enum cxr_status ret = CXR_OK;
+    memset(c, 0, sizeof *c);
+    lock(s);
+    int rc = sq_prepare(
+        s,
+        "SELECT (SELECT count(*) FROM instances WHERE state=0),"
+        " (SELECT count(*) FROM instances WHERE state=1),"
+        " (SELECT count(*) FROM instances WHERE state=2),"
+        " (SELECT count(*) FROM studies),"
+        " (SELECT count(*) FROM studies WHERE unreported>0),"
+        " (SELECT count(*) FROM deliveries WHERE state=0),"
+        " (SELECT count(*) FROM deliveries WHERE state=1),"
+        " (SELECT count(*) FROM deliveries WHERE state=2)",
+        &st);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        c->instances_pending = sqlite3_column_int64(st, 0);
+        c->instances_analysed = sqlite3_column_int64(st, 1);
+        c->instances_not_analysed = sqlite3_column_int64(st, 2);
+        c->studies = sqlite3_column_int64(st, 3);
+        c->studies_unreported = sqlite3_column_int64(st, 4);
+        c->deliveries_pending = sqlite3_column_int64(st, 5);
+        c->deliveries_delivered = sqlite3_column_int64(st, 6);
+        c->deliveries_dead = sqlite3_column_int64(st, 7);
+    } else {
+        ret = sq_fail(s, rc, "counting");
+    }
+    sqlite3_finalize(st);
+    unlock(s);
+    return ret;
+}
+
+/* ------------------------------------------------------------------ open / close */
+
+static void sq_close(struct cxr_triage_store *base)
+{
+    struct sq_store *s = (struct sq_store *)base;
+    if (s->db)
+        sqlite3_close_v2(s->db);
+    pthread_mutex_destroy(&s->mu);
+    free(s);
+}
+
+static const struct cxr_triage_store_ops sq_ops = {
+    .name = "sqlite",
+    .close = sq_close,
+    .instance_add = sq_instance_add,
+    .instance_find = sq_instance_find,
+    .instances_pending = sq_instances_pending,
+    .instances_claim = sq_instances_claim,
+    .record = sq_record,
+    .pending_oldest = sq_pending_oldest,
+    .studies_unreported = sq_studies_unreported,
+    .study_instances = sq_study_instances,
+    .report_add = sq_report_add,
+    .delivery_next = sq_delivery_next,
+    .delivery_update = sq_delivery_update,
+    .deliveries_list = sq_deliveries_list,
+    .deliveries_retry = sq_deliveries_retry,
+    .deliveries_drop = sq_deliveries_drop,
+    .studies_list = sq_studies_list,
+    .study_get = sq_study_get,
+    .counts = sq_counts,
+    .path_known = sq_path_known,
+    .instances_expired = sq_instances_expired,
+    .instance_forget_file = sq_instance_forget_file,
+};
+
+/* Creates the tables of a new file, or checks the version of an existing
+ * one (a file from a newer version is refused rather than misread). */
+static enum cxr_status migrate(struct sq_store *s)
+{
+    sqlite3_stmt *st = NULL;
+    int version = 0;
+    int rc = sq_prepare(s, "PRAGMA user_version", &st);
+    if (rc == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
+        version = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_OK)
+        return sq_fail(s, rc, "reading the schema version");
+    if (version > SCHEMA_VERSION) {
+        cxr_triage_store_set_error("job store %s has schema version %d; this program knows %d:"
+                                   " use the newer cxr-triage that wrote it",
+                                   s->path, version, SCHEMA_VERSION);
+        return CXR_ERR_UNSUPPORTED;
+    }
+    if (version == SCHEMA_VERSION)
+        return CXR_OK;
+    rc = sq_exec(s, "BEGIN IMMEDIATE");
+    if (rc == SQLITE_OK)
+        rc = sq_exec(s, schema_sql);
+    if (rc == SQLITE_OK)
+        rc = sq_exec(s, "PRAGMA user_version=1");
+    if (rc == SQLITE_OK)
+        rc = sq_exec(s, "COMMIT");
+    if (rc != SQLITE_OK) {
+        enum cxr_status ret = sq_fail(s, rc, "creating the tables");
+        rollback(s);
+        return ret;
+    }
+    return CXR_OK;
+}
+
+enum cxr_status cxr_triage_store_open_sqlite(const char *path, bool readonly,
+                                             struct cxr_triage_store **out, char *err)
+{
+    enum cxr_status st = CXR_OK;
+    *out = NULL;
+    struct sq_store *s = calloc(1, sizeof *s);
+    if (!s)
+        return CXR_ERR_NOMEM;
+    s->base.ops = &sq_ops;
+    pthread_mutex_init(&s->mu, NULL);
+    snprintf(s->path, sizeof s->path, "%s", path);
+    int flags = readonly ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
+    int rc = sqlite3_open_v2(path, &s->db, flags | SQLITE_OPEN_NOMUTEX, NULL);
+    if (rc != SQLITE_OK) {
+        st = sq_fail(s, rc, readonly ? "cannot open (does it exist?)" : "cannot open or create");
+        goto fail;
+    }
+    sqlite3_busy_timeout(s->db, BUSY_TIMEOUT_MS);
+    sqlite3_extended_result_codes(s->db, 0);
+    if (!readonly) {
+        /* WAL must really be on: another process reads while we write. */
+        sqlite3_stmt *q = NULL;
+        char mode[16] = "";
+        rc = sq_prepare(s, "PRAGMA journal_mode=WAL", &q);
+        if (rc == SQLITE_OK && sqlite3_step(q) == SQLITE_ROW)
+            col_text(q, 0, mode, sizeof mode);
+        sqlite3_finalize(q);
+        if (rc != SQLITE_OK || strcmp(mode, "wal") != 0) {
+            st = sq_fail(s, rc == SQLITE_OK ? SQLITE_ERROR : rc,
+                         "cannot switch to WAL (is the folder on a local filesystem?)");
+            goto fail;
+        }
+    }
+    rc = sq_exec(s, "PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON");
+    if (rc != SQLITE_OK) {
+        st = sq_fail(s, rc, "setting durability pragmas");
+        goto fail;
+    }
+    if (!readonly) {
+        st = migrate(s);
+        if (st != CXR_OK)
+            goto fail;
+    }
+    *out = &s->base;
+    return CXR_OK;
+
+fail:
+    if (err)
+        snprintf(err, CXR_TRIAGE_STORE_ERRLEN, "%s", cxr_triage_store_last_error());
+    sq_close(&s->base);
+    return st;
+}
