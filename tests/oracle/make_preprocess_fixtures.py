@@ -7,6 +7,10 @@ Run with Debian's /usr/bin/python3 (python3-torch 1.13, torchvision 0.14).
         writes the committed fixtures:
           pre_*.bin                  preprocessing cases (format below)
           half_values.bin            float32 -> float16/bfloat16 as torch rounds
+          init_seed42_w4.json        what cxr_nn_model_init_width(resnet18, 1
+                                     channel, 2 classes, width 4, seed 42) must
+                                     produce, by an independent Python port of
+                                     the generator documented in model_init.c
           torch_resnet18_w4.safetensors + .json
                                      a torchvision ResNet-18 (1 channel, 2
                                      classes, widths 4/8/16/32) written with
@@ -216,6 +220,103 @@ def write_torch_model(out):
         f.write("\n")
 
 
+M64 = (1 << 64) - 1
+
+
+class Xoshiro:
+    """xoshiro256** seeded by splitmix64, as nn/src/model_init.c documents."""
+
+    def __init__(self, seed):
+        x = seed & M64
+        self.s = []
+        for _ in range(4):
+            x = (x + 0x9E3779B97F4A7C15) & M64
+            z = x
+            z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & M64
+            z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & M64
+            self.s.append(z ^ (z >> 31))
+        self.spare = None
+
+    @staticmethod
+    def rotl(x, k):
+        return ((x << k) | (x >> (64 - k))) & M64
+
+    def next(self):
+        s = self.s
+        result = (self.rotl((s[1] * 5) & M64, 7) * 9) & M64
+        t = (s[1] << 17) & M64
+        s[2] ^= s[0]
+        s[3] ^= s[1]
+        s[1] ^= s[2]
+        s[0] ^= s[3]
+        s[2] ^= t
+        s[3] = self.rotl(s[3], 45)
+        return result
+
+    def uniform(self):
+        return float(self.next() >> 11) * 2.0 ** -53
+
+    @staticmethod
+    def det_log(x):
+        e = 0
+        while x >= 2.0:
+            x *= 0.5
+            e += 1
+        while x < 1.0:
+            x *= 2.0
+            e -= 1
+        if x > 1.4142135623730951:
+            x *= 0.5
+            e += 1
+        t = (x - 1.0) / (x + 1.0)
+        t2, term, total = t * t, t, 0.0
+        for k in range(1, 42, 2):
+            total += term / k
+            term *= t2
+        return 2.0 * total + e * 0.6931471805599453
+
+    def normal(self):
+        if self.spare is not None:
+            v, self.spare = self.spare, None
+            return v
+        while True:
+            u = 2.0 * self.uniform() - 1.0
+            v = 2.0 * self.uniform() - 1.0
+            s = u * u + v * v
+            if 0.0 < s < 1.0:
+                break
+        f = math.sqrt(-2.0 * self.det_log(s) / s)
+        self.spare = v * f
+        return u * f
+
+
+def write_init_reference(out):
+    """Replays the documented init over torchvision's state_dict order."""
+    m = narrow_resnet18(4, 1, 2)
+    r = Xoshiro(42)
+    keep = {"conv1.weight": None, "layer1.0.conv1.weight": 32, "layer4.1.conv2.weight": 32,
+            "fc.weight": None, "fc.bias": None}
+    got = {}
+    fan_in = m.fc.weight.shape[1]
+    for name, t in m.state_dict().items():
+        n = t.numel()
+        if name.endswith("weight") and t.dim() == 4:
+            std = math.sqrt(2.0 / (t.shape[0] * t.shape[2] * t.shape[3]))
+            vals = [r.normal() * std for _ in range(n)]
+        elif name.startswith("fc."):
+            bound = 1.0 / math.sqrt(fan_in)
+            vals = [(2.0 * r.uniform() - 1.0) * bound for _ in range(n)]
+        else:
+            continue
+        if name in keep:
+            lim = keep[name] or n
+            got[name] = [float(v) for v in np.array(vals[:lim], dtype=np.float32)]
+    with open(os.path.join(out, "init_seed42_w4.json"), "w") as f:
+        json.dump({"arch": "resnet18", "channels": 1, "classes": 2, "base_width": 4, "seed": 42,
+                   "values": got}, f, indent=1)
+        f.write("\n")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", help="folder for the committed fixtures")
@@ -233,6 +334,7 @@ def main():
     write_preprocess(a.out)
     write_half_values(a.out)
     write_torch_model(a.out)
+    write_init_reference(a.out)
     return 0
 
 
