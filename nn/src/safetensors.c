@@ -32,6 +32,7 @@
 
 #define MAX_ENTRIES 8192
 #define MAX_DIM (INT64_C(1) << 40)
+#define MAX_KEYS (4 * MAX_ENTRIES + 4096) /* all objects of the header together */
 
 struct entry {
     const char *name;  /* owned by the json-c root */
@@ -50,59 +51,84 @@ static const struct {
     {"F64", CXR_NN_DTYPE_F64}, {"I64", CXR_NN_DTYPE_I64}, {"U8", CXR_NN_DTYPE_U8},
 };
 
-/* The JSON text of the header has no way to say which of two equal keys
- * json-c kept, so duplicates are found in the text: count the keys of the
- * top-level object and compare with what json-c holds. Sets *dup to the
- * first duplicated raw key (or leaves it NULL). Runs on text json-c already
- * accepted. */
-static size_t count_top_keys(const char *s, size_t n, const char **dup, size_t *dup_len)
+/* json-c keeps one of two equal keys of an object silently, so duplicates
+ * are found in the text: count the keys of every object there and compare
+ * with the keys json-c holds (count_tree_keys). Sets *dup to the first key
+ * seen twice in one object. Runs on text json-c already accepted (depth <=
+ * 16); returns SIZE_MAX for the 'single-quoted' strings json-c 0.16 takes
+ * even in strict mode but JSON does not, SIZE_MAX - 1 past MAX_KEYS keys. */
+static size_t count_text_keys(const char *s, size_t n, const char **dup, size_t *dup_len)
 {
-    size_t keys = 0, cap = 0;
-    struct {
+    struct key {
         const char *p;
         size_t len;
     } *list = NULL;
-    int depth = 0;
+    size_t total = 0, nlist = 0, cap = 0, starts[64];
+    int objs = 0;
     for (size_t i = 0; i < n; i++) {
         char c = s[i];
-        if (c == '{' || c == '[')
-            depth++;
-        else if (c == '}' || c == ']')
-            depth--;
-        else if (c == '"') {
+        if (c == '{') {
+            if (objs < 64)
+                starts[objs] = nlist;
+            objs++;
+        } else if (c == '}') {
+            objs--;
+            if (objs >= 0 && objs < 64)
+                nlist = starts[objs];
+        } else if (c == '\'') {
+            total = SIZE_MAX;
+            break;
+        } else if (c == '"') {
             size_t start = ++i;
             while (i < n && s[i] != '"')
                 i += s[i] == '\\' ? 2 : 1;
-            if (depth != 1)
-                continue;
             size_t j = i + 1;
             while (j < n && (s[j] == ' ' || s[j] == '\t' || s[j] == '\n' || s[j] == '\r'))
                 j++;
-            if (j < n && s[j] == ':') {
-                size_t len = i - start;
-                for (size_t k = 0; k < keys && !*dup; k++)
-                    if (list && list[k].len == len && memcmp(list[k].p, s + start, len) == 0) {
-                        *dup = s + start;
-                        *dup_len = len;
-                    }
-                if (keys == cap && cap < 4 * MAX_ENTRIES) {
-                    size_t ncap = cap ? cap * 2 : 64;
-                    void *p = realloc(list, ncap * sizeof *list);
-                    if (p) {
-                        list = p;
-                        cap = ncap;
-                    }
-                }
-                if (keys < cap) {
-                    list[keys].p = s + start;
-                    list[keys].len = len;
-                }
-                keys++;
+            if (j >= n || s[j] != ':' || objs < 1 || objs > 64)
+                continue;
+            size_t len = i - start;
+            if (++total > MAX_KEYS) {
+                total = SIZE_MAX - 1; /* bounds the quadratic duplicate search */
+                break;
             }
+            for (size_t k = starts[objs - 1]; k < nlist && !*dup; k++)
+                if (list[k].len == len && memcmp(list[k].p, s + start, len) == 0) {
+                    *dup = s + start;
+                    *dup_len = len;
+                }
+            if (nlist == cap) {
+                size_t ncap = cap ? cap * 2 : 256;
+                struct key *p = realloc(list, ncap * sizeof *list);
+                if (!p)
+                    continue; /* still counted; only the name of a duplicate may be lost */
+                list = p;
+                cap = ncap;
+            }
+            list[nlist].p = s + start;
+            list[nlist].len = len;
+            nlist++;
         }
     }
     free(list);
-    return keys;
+    return total;
+}
+
+static size_t count_tree_keys(struct json_object *o)
+{
+    size_t n = 0;
+    if (json_object_is_type(o, json_type_object)) {
+        json_object_object_foreach(o, k, v)
+        {
+            (void)k;
+            n += 1 + count_tree_keys(v);
+        }
+    } else if (json_object_is_type(o, json_type_array)) {
+        size_t len = json_object_array_length(o);
+        for (size_t i = 0; i < len; i++)
+            n += count_tree_keys(json_object_array_get_idx(o, i));
+    }
+    return n;
 }
 
 /* A non-negative JSON integer; false for anything else. */
@@ -484,8 +510,17 @@ enum cxr_status cxr_nn_model_load_memory(const void *buf, size_t len, const char
     size_t nkeys = (size_t)json_object_object_length(root);
     const char *dup = NULL;
     size_t dup_len = 0;
-    if (count_top_keys(hdr, end, &dup, &dup_len) != nkeys) {
-        st = cxr_nn_seterr(err, bad, "%s: tensor '%.*s' appears more than once in the header", file,
+    size_t counted = count_text_keys(hdr, end, &dup, &dup_len);
+    if (counted == SIZE_MAX) {
+        st = cxr_nn_seterr(err, bad, "%s: header is not valid JSON (single-quoted string)", file);
+        goto fail;
+    }
+    if (counted == SIZE_MAX - 1) {
+        st = cxr_nn_seterr(err, bad, "%s: more than %d keys in the header", file, MAX_KEYS);
+        goto fail;
+    }
+    if (counted != count_tree_keys(root)) {
+        st = cxr_nn_seterr(err, bad, "%s: key '%.*s' appears more than once in the header", file,
                            (int)(dup ? (dup_len > 80 ? 80 : dup_len) : 1), dup ? dup : "?");
         goto fail;
     }
