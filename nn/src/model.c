@@ -196,26 +196,39 @@ static void describe_json(const struct cxr_nn_model *m, FILE *fp)
     for (int c = 0; c < mt->channels; c++)
         json_object_array_add(a, json_object_new_double(mt->std[c]));
     json_object_object_add(o, "std", a);
-    json_object_object_add(o, "resize_mode", json_object_new_string(mt->resize_mode == CXR_NN_RESIZE_LETTERBOX ? "letterbox" : "stretch"));
-    json_object_object_add(o, "preprocessing_version", json_object_new_int(mt->preprocessing_version));
+    json_object_object_add(o, "resize_mode",
+                           json_object_new_string(mt->resize_mode == CXR_NN_RESIZE_LETTERBOX
+                                                      ? "letterbox"
+                                                      : "stretch"));
+    json_object_object_add(o, "preprocessing_version",
+                           json_object_new_int(mt->preprocessing_version));
     a = json_object_new_array();
     for (int k = 0; k < mt->num_classes; k++)
         json_object_array_add(a, json_object_new_string(mt->class_names[k]));
     json_object_object_add(o, "class_names", a);
     json_object_object_add(o, "positive_class", json_object_new_int(mt->positive_class));
-    json_object_object_add(o, "operating_threshold", json_object_new_double(mt->operating_threshold));
+    json_object_object_add(o, "operating_threshold",
+                           json_object_new_double(mt->operating_threshold));
     json_object_object_add(o, "urgent_threshold", json_object_new_double(mt->urgent_threshold));
-    json_object_object_add(o, "age_min_years", isnan(mt->age_min_years) ? NULL : json_object_new_double(mt->age_min_years));
-    json_object_object_add(o, "age_max_years", isnan(mt->age_max_years) ? NULL : json_object_new_double(mt->age_max_years));
+    json_object_object_add(o, "age_min_years",
+                           isnan(mt->age_min_years) ? NULL
+                                                    : json_object_new_double(mt->age_min_years));
+    json_object_object_add(o, "age_max_years",
+                           isnan(mt->age_max_years) ? NULL
+                                                    : json_object_new_double(mt->age_max_years));
     json_object_object_add(o, "name", json_object_new_string(mt->name));
     json_object_object_add(o, "version", json_object_new_string(mt->version));
     json_object_object_add(o, "created", json_object_new_string(mt->created));
-    json_object_object_add(o, "training_data_digest", json_object_new_string(mt->training_data_digest));
+    json_object_object_add(o, "training_data_digest",
+                           json_object_new_string(mt->training_data_digest));
     json_object_object_add(o, "sha256", json_object_new_string(m->sha256));
     struct json_object *metrics = mt->metrics_json ? json_tokener_parse(mt->metrics_json) : NULL;
     json_object_object_add(o, "metrics", metrics);
-    json_object_object_add(o, "description", mt->description ? json_object_new_string(mt->description) : NULL);
-    fprintf(fp, "%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE));
+    json_object_object_add(o, "description",
+                           mt->description ? json_object_new_string(mt->description) : NULL);
+    fprintf(fp, "%s\n",
+            json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY |
+                                                  JSON_C_TO_STRING_NOSLASHESCAPE));
     json_object_put(o);
 }
 
@@ -234,13 +247,15 @@ void cxr_nn_model_describe(const struct cxr_nn_model *m, FILE *fp, bool json)
     char num[40];
     fprintf(fp, "model:          %s %s%s%s%s\n", mt->name[0] ? mt->name : "(unnamed)", mt->version,
             mt->created[0] ? " (created " : "", mt->created, mt->created[0] ? ")" : "");
-    fprintf(fp, "architecture:   %s, base width %d, %s blocks %d-%d-%d-%d\n", cxr_nn_arch_name(mt->arch),
-            (int)sp->base_width, sp->bottleneck ? "bottleneck" : "basic", (int)sp->blocks_per_layer[0],
-            (int)sp->blocks_per_layer[1], (int)sp->blocks_per_layer[2], (int)sp->blocks_per_layer[3]);
+    fprintf(fp, "architecture:   %s, base width %d, %s blocks %d-%d-%d-%d\n",
+            cxr_nn_arch_name(mt->arch), (int)sp->base_width,
+            sp->bottleneck ? "bottleneck" : "basic", (int)sp->blocks_per_layer[0],
+            (int)sp->blocks_per_layer[1], (int)sp->blocks_per_layer[2],
+            (int)sp->blocks_per_layer[3]);
     fmt_thousands(num, sizeof num, cxr_nn_model_param_count(m));
     fprintf(fp, "parameters:     %s\n", num);
-    fprintf(fp, "input:          %d x %d x %d (C x H x W), %s, preprocessing v%d\n", (int)mt->channels,
-            (int)mt->input_height, (int)mt->input_width,
+    fprintf(fp, "input:          %d x %d x %d (C x H x W), %s, preprocessing v%d\n",
+            (int)mt->channels, (int)mt->input_height, (int)mt->input_width,
             mt->resize_mode == CXR_NN_RESIZE_LETTERBOX ? "letterbox" : "stretch",
             (int)mt->preprocessing_version);
     fprintf(fp, "normalisation:  (x/255 - mean) / std, mean");
@@ -260,7 +275,8 @@ void cxr_nn_model_describe(const struct cxr_nn_model *m, FILE *fp, bool json)
         fprintf(fp, "population:     age range not stated\n");
     else
         fprintf(fp, "population:     age %g to %g years\n", mt->age_min_years, mt->age_max_years);
-    fprintf(fp, "training data:  %s\n", mt->training_data_digest[0] ? mt->training_data_digest : "(not stated)");
+    fprintf(fp, "training data:  %s\n",
+            mt->training_data_digest[0] ? mt->training_data_digest : "(not stated)");
     fprintf(fp, "sha256:         %s\n", m->sha256[0] ? m->sha256 : "(not saved)");
     if (mt->metrics_json)
         fprintf(fp, "metrics:        %s\n", mt->metrics_json);

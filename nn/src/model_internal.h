@@ -54,7 +54,8 @@ enum cxr_status cxr_nn_meta_validate(const struct cxr_nn_model_meta *meta,
                                      const struct cxr_nn_resnet_spec *spec, char *err);
 
 /* Deep copy of src into dst (dst's owned strings are not freed first). */
-enum cxr_status cxr_nn_meta_copy(struct cxr_nn_model_meta *dst, const struct cxr_nn_model_meta *src);
+enum cxr_status cxr_nn_meta_copy(struct cxr_nn_model_meta *dst,
+                                 const struct cxr_nn_model_meta *src);
 void cxr_nn_meta_release(struct cxr_nn_model_meta *meta);
 
 /* Fills `meta` from the "__metadata__" key/value strings (a json-c object,
@@ -72,7 +73,7 @@ void cxr_nn_sha256_hex(const void *buf, size_t len, char out[65]);
 /* ---- number formats (tensor.c) */
 float cxr_nn_f16_to_f32(uint16_t h);
 float cxr_nn_bf16_to_f32(uint16_t b);
-uint16_t cxr_nn_f32_to_f16(float f);   /* round to nearest even */
-uint16_t cxr_nn_f32_to_bf16(float f);  /* round to nearest even, NaN kept NaN */
+uint16_t cxr_nn_f32_to_f16(float f);  /* round to nearest even */
+uint16_t cxr_nn_f32_to_bf16(float f); /* round to nearest even, NaN kept NaN */
 
 #endif

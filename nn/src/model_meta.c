@@ -126,11 +126,13 @@ enum cxr_status cxr_nn_meta_validate(const struct cxr_nn_model_meta *meta,
         return cxr_nn_seterr(err, bad, "metadata: preprocessing_version %d must be >= 1",
                              (int)meta->preprocessing_version);
     double amin = meta->age_min_years, amax = meta->age_max_years;
-    if ((!isnan(amin) && !(amin >= 0 && amin <= 150)) || (!isnan(amax) && !(amax >= 0 && amax <= 150)))
+    if ((!isnan(amin) && !(amin >= 0 && amin <= 150)) ||
+        (!isnan(amax) && !(amax >= 0 && amax <= 150)))
         return cxr_nn_seterr(err, bad, "metadata: age range outside 0..150 years");
     if (!isnan(amin) && !isnan(amax) && amin > amax)
         return cxr_nn_seterr(err, bad, "metadata: age_min_years %g > age_max_years %g", amin, amax);
-    if (!str_fits(meta->name, sizeof meta->name) || !str_fits(meta->version, sizeof meta->version) ||
+    if (!str_fits(meta->name, sizeof meta->name) ||
+        !str_fits(meta->version, sizeof meta->version) ||
         !str_fits(meta->created, sizeof meta->created) ||
         !str_fits(meta->training_data_digest, sizeof meta->training_data_digest))
         return cxr_nn_seterr(err, bad, "metadata: a text field is not terminated");
@@ -202,7 +204,8 @@ static enum cxr_status parse_class_names(const char *s, struct cxr_nn_model_meta
         size_t len = ok ? json_object_array_length(arr) : 0;
         for (size_t i = 0; ok && i < len; i++) {
             struct json_object *e = json_object_array_get_idx(arr, i);
-            const char *v = json_object_is_type(e, json_type_string) ? json_object_get_string(e) : NULL;
+            const char *v =
+                json_object_is_type(e, json_type_string) ? json_object_get_string(e) : NULL;
             if (!v || !*v || strlen(v) >= sizeof meta->class_names[0] || n >= CXR_NN_MAX_CLASSES)
                 ok = false;
             else
@@ -233,14 +236,15 @@ static enum cxr_status parse_class_names(const char *s, struct cxr_nn_model_meta
         }
     }
     if (n < 0)
-        return cxr_nn_seterr(err, CXR_ERR_NN_MODEL,
-                             "%s: metadata class_names \"%.80s\": expected up to %d non-empty names "
-                             "of < 32 bytes",
-                             file, s, CXR_NN_MAX_CLASSES);
+        return cxr_nn_seterr(
+            err, CXR_ERR_NN_MODEL,
+            "%s: metadata class_names \"%.80s\": expected up to %d non-empty names "
+            "of < 32 bytes",
+            file, s, CXR_NN_MAX_CLASSES);
     if (n != meta->num_classes)
         return cxr_nn_seterr(err, CXR_ERR_NN_MODEL,
-                             "%s: metadata class_names has %d names but fc.weight has %d rows", file,
-                             n, (int)meta->num_classes);
+                             "%s: metadata class_names has %d names but fc.weight has %d rows",
+                             file, n, (int)meta->num_classes);
     return CXR_OK;
 }
 
@@ -252,7 +256,7 @@ static const char *md_get(struct json_object *md, const char *key)
     return json_object_get_string(v);
 }
 
-#define BADMD(key, val, what)                                                                  \
+#define BADMD(key, val, what)                                                                      \
     cxr_nn_seterr(err, CXR_ERR_NN_MODEL, "%s: metadata %s \"%.80s\": %s", file, key, val, what)
 
 enum cxr_status cxr_nn_meta_from_json(struct json_object *md, const struct cxr_nn_resnet_spec *spec,
@@ -269,8 +273,7 @@ enum cxr_status cxr_nn_meta_from_json(struct json_object *md, const struct cxr_n
         meta->positive_class = spec->num_classes >= 2 ? 1 : 0;
     }
     if (md) {
-        json_object_object_foreach(md, key, val)
-        {
+        json_object_object_foreach (md, key, val) {
             if (!json_object_is_type(val, json_type_string))
                 return cxr_nn_seterr(err, CXR_ERR_NN_MODEL,
                                      "%s: metadata %s is not a string (safetensors metadata "
@@ -324,8 +327,9 @@ enum cxr_status cxr_nn_meta_from_json(struct json_object *md, const struct cxr_n
         float v[3];
         int n = parse_float_list(s, v, 3);
         if (n != meta->channels)
-            return BADMD(lists[i], s, meta->channels == 1 ? "expected 1 number (1 channel)"
-                                                          : "expected 3 numbers (3 channels)");
+            return BADMD(lists[i], s,
+                         meta->channels == 1 ? "expected 1 number (1 channel)"
+                                             : "expected 3 numbers (3 channels)");
         for (int c = 0; c < n; c++) {
             if (i == 1 && !(v[c] > 0.0f))
                 return BADMD(lists[i], s, "std must be > 0");
@@ -356,7 +360,8 @@ enum cxr_status cxr_nn_meta_from_json(struct json_object *md, const struct cxr_n
         double v;
         bool age = i >= 2;
         if (!parse_double(s, &v) || v < 0 || v > (age ? 150 : 1))
-            return BADMD(dkeys[i], s, age ? "expected years in 0..150" : "expected a number in 0..1");
+            return BADMD(dkeys[i], s,
+                         age ? "expected years in 0..150" : "expected a number in 0..1");
         *ddst[i] = v;
     }
     if ((s = md_get(md, "resize_mode"))) {
@@ -374,11 +379,11 @@ enum cxr_status cxr_nn_meta_from_json(struct json_object *md, const struct cxr_n
         const char *key;
         char *dst;
         size_t cap;
-    } texts[] = {{"name", meta->name, sizeof meta->name},
-                 {"version", meta->version, sizeof meta->version},
-                 {"created", meta->created, sizeof meta->created},
-                 {"training_data_digest", meta->training_data_digest,
-                  sizeof meta->training_data_digest}};
+    } texts[] = {
+        {"name", meta->name, sizeof meta->name},
+        {"version", meta->version, sizeof meta->version},
+        {"created", meta->created, sizeof meta->created},
+        {"training_data_digest", meta->training_data_digest, sizeof meta->training_data_digest}};
     for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {
         if (!(s = md_get(md, texts[i].key)))
             continue;
@@ -391,7 +396,8 @@ enum cxr_status cxr_nn_meta_from_json(struct json_object *md, const struct cxr_n
         if (!tok)
             return CXR_ERR_NOMEM;
         size_t len = strlen(s);
-        struct json_object *j = json_tokener_parse_ex(tok, s, (int)(len > INT32_MAX ? INT32_MAX : len));
+        struct json_object *j =
+            json_tokener_parse_ex(tok, s, (int)(len > INT32_MAX ? INT32_MAX : len));
         bool ok = j && json_tokener_get_error(tok) == json_tokener_success &&
                   json_tokener_get_parse_end(tok) == len;
         json_object_put(j);

@@ -110,7 +110,7 @@ static void vertical_pass(const uint8_t *px, int32_t width, int32_t stride, cons
             if (mask) {
                 const uint8_t *mk = mask + y * (size_t)width;
                 for (int32_t x = 0; x < width; x++) /* branch-free: vectorises */
-                    acc[x] += wk * (float)(src[x] & (uint8_t)-(uint8_t)(mk[x] != 0));
+                    acc[x] += wk * (float)(src[x] & (uint8_t) - (uint8_t)(mk[x] != 0));
             } else {
                 for (int32_t x = 0; x < width; x++)
                     acc[x] += wk * (float)src[x];

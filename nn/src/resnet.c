@@ -44,8 +44,8 @@ enum cxr_status cxr_nn_resnet_spec_make(enum cxr_nn_arch arch, int32_t in_channe
     return CXR_OK;
 }
 
-static void emit_conv(const char *prefix, int32_t o, int32_t i, int32_t k, cxr_nn_resnet_param_fn fn,
-                      void *ctx)
+static void emit_conv(const char *prefix, int32_t o, int32_t i, int32_t k,
+                      cxr_nn_resnet_param_fn fn, void *ctx)
 {
     char name[CXR_NN_NAME_LEN];
     int64_t shape[4] = {o, i, k, k};
@@ -59,8 +59,10 @@ static void emit_bn(const char *prefix, int32_t c, cxr_nn_resnet_param_fn fn, vo
         const char *suffix;
         enum cxr_nn_param_kind kind;
     } parts[] = {
-        {"weight", CXR_NN_PARAM_BN_WEIGHT},      {"bias", CXR_NN_PARAM_BN_BIAS},
-        {"running_mean", CXR_NN_PARAM_BN_MEAN},  {"running_var", CXR_NN_PARAM_BN_VAR},
+        {"weight", CXR_NN_PARAM_BN_WEIGHT},
+        {"bias", CXR_NN_PARAM_BN_BIAS},
+        {"running_mean", CXR_NN_PARAM_BN_MEAN},
+        {"running_var", CXR_NN_PARAM_BN_VAR},
         {"num_batches_tracked", CXR_NN_PARAM_BN_COUNT},
     };
     char name[CXR_NN_NAME_LEN];

@@ -35,7 +35,7 @@
 #define MAX_KEYS (4 * MAX_ENTRIES + 4096) /* all objects of the header together */
 
 struct entry {
-    const char *name;  /* owned by the json-c root */
+    const char *name; /* owned by the json-c root */
     enum cxr_nn_dtype dtype;
     int32_t ndim;
     int64_t shape[CXR_NN_MAX_DIMS];
@@ -118,8 +118,7 @@ static size_t count_tree_keys(struct json_object *o)
 {
     size_t n = 0;
     if (json_object_is_type(o, json_type_object)) {
-        json_object_object_foreach(o, k, v)
-        {
+        json_object_object_foreach (o, k, v) {
             (void)k;
             n += 1 + count_tree_keys(v);
         }
@@ -154,7 +153,8 @@ static enum cxr_status parse_entry(const char *file, const char *name, struct js
         return cxr_nn_seterr(err, bad, "%s: tensor name '%.60s...' longer than %d bytes", file,
                              name, CXR_NN_NAME_LEN - 1);
     if (!json_object_is_type(v, json_type_object))
-        return cxr_nn_seterr(err, bad, "%s: tensor '%s': header entry is not an object", file, name);
+        return cxr_nn_seterr(err, bad, "%s: tensor '%s': header entry is not an object", file,
+                             name);
     if (!json_object_object_get_ex(v, "dtype", &dt) || !json_object_is_type(dt, json_type_string))
         return cxr_nn_seterr(err, bad, "%s: tensor '%s': no \"dtype\" string", file, name);
     const char *dts = json_object_get_string(dt);
@@ -168,7 +168,8 @@ static enum cxr_status parse_entry(const char *file, const char *name, struct js
                              "I64, U8)",
                              file, name, dts);
     e->dtype = dtype_names[d].dtype;
-    if (!json_object_object_get_ex(v, "shape", &shape) || !json_object_is_type(shape, json_type_array))
+    if (!json_object_object_get_ex(v, "shape", &shape) ||
+        !json_object_is_type(shape, json_type_array))
         return cxr_nn_seterr(err, bad, "%s: tensor '%s': no \"shape\" list", file, name);
     size_t nd = json_object_array_length(shape);
     if (nd > CXR_NN_MAX_DIMS)
@@ -225,8 +226,8 @@ static int cmp_begin(const void *a, const void *b)
 }
 
 /* Overlap and coverage of the data area. */
-static enum cxr_status check_layout(const char *file, struct entry *ents, size_t n, uint64_t data_len,
-                                    char *err)
+static enum cxr_status check_layout(const char *file, struct entry *ents, size_t n,
+                                    uint64_t data_len, char *err)
 {
     struct entry **order = malloc((n ? n : 1) * sizeof *order);
     if (!order)
@@ -243,9 +244,9 @@ static enum cxr_status check_layout(const char *file, struct entry *ents, size_t
             continue; /* an empty tensor occupies nothing */
         if (e->begin < pos)
             st = cxr_nn_seterr(err, CXR_ERR_NN_MODEL,
-                               "%s: tensor '%s': data_offsets [%llu,%llu] overlap tensor '%s'", file,
-                               e->name, (unsigned long long)e->begin, (unsigned long long)e->end,
-                               prev ? prev : "?");
+                               "%s: tensor '%s': data_offsets [%llu,%llu] overlap tensor '%s'",
+                               file, e->name, (unsigned long long)e->begin,
+                               (unsigned long long)e->end, prev ? prev : "?");
         else if (e->begin > pos)
             st = cxr_nn_seterr(err, CXR_ERR_NN_MODEL,
                                "%s: tensor '%s': data_offsets [%llu,%llu] leave a hole of %llu "
@@ -256,9 +257,10 @@ static enum cxr_status check_layout(const char *file, struct entry *ents, size_t
         prev = e->name;
     }
     if (st == CXR_OK && pos != data_len)
-        st = cxr_nn_seterr(err, CXR_ERR_NN_MODEL,
-                           "%s: %llu bytes after the last tensor's data (data area %llu bytes)", file,
-                           (unsigned long long)(data_len - pos), (unsigned long long)data_len);
+        st =
+            cxr_nn_seterr(err, CXR_ERR_NN_MODEL,
+                          "%s: %llu bytes after the last tensor's data (data area %llu bytes)",
+                          file, (unsigned long long)(data_len - pos), (unsigned long long)data_len);
     free(order);
     return st;
 }
@@ -381,8 +383,8 @@ static enum cxr_status fill_model(const char *file, struct cxr_nn_model *m, stru
 
 /* The spec the entries describe: arch from metadata (or inferred), input
  * channels and base width from conv1.weight, classes from fc.weight. */
-static enum cxr_status make_spec(const char *file, struct json_object *md, struct entry *ents, size_t n,
-                                 struct cxr_nn_resnet_spec *spec, char *err)
+static enum cxr_status make_spec(const char *file, struct json_object *md, struct entry *ents,
+                                 size_t n, struct cxr_nn_resnet_spec *spec, char *err)
 {
     enum cxr_nn_arch arch, inferred;
     char desc[80];
@@ -391,10 +393,11 @@ static enum cxr_status make_spec(const char *file, struct json_object *md, struc
     if (md && json_object_object_get_ex(md, "arch", &a)) {
         const char *s = json_object_get_string(a);
         if (!json_object_is_type(a, json_type_string) || !cxr_nn_arch_parse(s, &arch))
-            return cxr_nn_seterr(err, CXR_ERR_UNSUPPORTED,
-                                 "%s: metadata arch \"%.40s\" is not one this build knows (resnet18, "
-                                 "resnet34, resnet50)",
-                                 file, s ? s : "");
+            return cxr_nn_seterr(
+                err, CXR_ERR_UNSUPPORTED,
+                "%s: metadata arch \"%.40s\" is not one this build knows (resnet18, "
+                "resnet34, resnet50)",
+                file, s ? s : "");
         if (have_inferred && inferred != arch)
             return cxr_nn_seterr(err, CXR_ERR_NN_MODEL,
                                  "%s: metadata arch %s but the tensors are %s's (%s)", file,
@@ -418,13 +421,15 @@ static enum cxr_status make_spec(const char *file, struct json_object *md, struc
                              "%s: tensor 'fc.weight' %s", file,
                              fc ? "is not 2-dimensional" : "missing (torchvision naming)");
     if (c1->shape[1] != 1 && c1->shape[1] != 3)
-        return cxr_nn_seterr(err, CXR_ERR_NN_SHAPE,
-                             "%s: tensor 'conv1.weight' takes %lld input channels (1 or 3 supported)",
-                             file, (long long)c1->shape[1]);
+        return cxr_nn_seterr(
+            err, CXR_ERR_NN_SHAPE,
+            "%s: tensor 'conv1.weight' takes %lld input channels (1 or 3 supported)", file,
+            (long long)c1->shape[1]);
     if (c1->shape[0] < 1 || c1->shape[0] > 1024)
-        return cxr_nn_seterr(err, CXR_ERR_NN_SHAPE,
-                             "%s: tensor 'conv1.weight' has %lld output channels (1..1024 supported)",
-                             file, (long long)c1->shape[0]);
+        return cxr_nn_seterr(
+            err, CXR_ERR_NN_SHAPE,
+            "%s: tensor 'conv1.weight' has %lld output channels (1..1024 supported)", file,
+            (long long)c1->shape[0]);
     if (fc->shape[0] < 1 || fc->shape[0] > CXR_NN_MAX_CLASSES)
         return cxr_nn_seterr(err, CXR_ERR_NN_SHAPE,
                              "%s: tensor 'fc.weight' has %lld classes (1..%d supported)", file,
@@ -464,7 +469,8 @@ enum cxr_status cxr_nn_model_load_memory(const void *buf, size_t len, const char
     if (!buf && len)
         return cxr_nn_seterr(err, CXR_ERR_INVALID_ARG, "%s: no buffer", file);
     if (len < 8)
-        return cxr_nn_seterr(err, bad, "%s: %zu bytes, too short for a safetensors file", file, len);
+        return cxr_nn_seterr(err, bad, "%s: %zu bytes, too short for a safetensors file", file,
+                             len);
     uint64_t hlen = 0;
     for (int i = 7; i >= 0; i--)
         hlen = (hlen << 8) | b[i];
@@ -533,8 +539,7 @@ enum cxr_status cxr_nn_model_load_memory(const void *buf, size_t len, const char
         goto fail;
     }
     size_t n = 0;
-    json_object_object_foreach(root, key, val)
-    {
+    json_object_object_foreach (root, key, val) {
         if (strcmp(key, "__metadata__") == 0) {
             if (!json_object_is_type(val, json_type_object)) {
                 st = cxr_nn_seterr(err, bad, "%s: \"__metadata__\" is not an object", file);
@@ -597,8 +602,9 @@ enum cxr_status cxr_nn_model_load(const char *path, struct cxr_nn_model **out, c
     }
     if (st.st_size < 8) {
         close(fd);
-        return cxr_nn_seterr(err, CXR_ERR_NN_MODEL, "%s: %lld bytes, too short for a safetensors file",
-                             path, (long long)st.st_size);
+        return cxr_nn_seterr(err, CXR_ERR_NN_MODEL,
+                             "%s: %lld bytes, too short for a safetensors file", path,
+                             (long long)st.st_size);
     }
     size_t len = (size_t)st.st_size;
     void *map = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
@@ -609,197 +615,4 @@ enum cxr_status cxr_nn_model_load(const char *path, struct cxr_nn_model **out, c
     enum cxr_status s = cxr_nn_model_load_memory(map, len, path, out, err);
     munmap(map, len);
     return s;
-}
-
-/* ---- writing */
-
-static enum cxr_nn_dtype stored_dtype(enum cxr_nn_param_kind k, enum cxr_nn_dtype storage)
-{
-    if (k == CXR_NN_PARAM_BN_MEAN || k == CXR_NN_PARAM_BN_VAR)
-        return CXR_NN_DTYPE_F32;
-    if (k == CXR_NN_PARAM_BN_COUNT)
-        return CXR_NN_DTYPE_I64;
-    return storage;
-}
-
-static bool write_all(int fd, const void *p, size_t n, EVP_MD_CTX *md)
-{
-    if (EVP_DigestUpdate(md, p, n) != 1)
-        return false;
-    const char *c = p;
-    while (n) {
-        ssize_t w = write(fd, c, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return false;
-        c += w;
-        n -= (size_t)w;
-    }
-    return true;
-}
-
-/* Writes one tensor in dtype `dt`, converting from F32 in chunks. */
-static bool write_tensor(int fd, const struct cxr_nn_tensor *t, enum cxr_nn_dtype dt, EVP_MD_CTX *md)
-{
-    if (dt == t->dtype)
-        return write_all(fd, t->data, t->nbytes, md);
-    uint16_t chunk[8192];
-    const float *src = t->data;
-    size_t n = t->nbytes / 4;
-    for (size_t i = 0; i < n; i += 8192) {
-        size_t k = n - i < 8192 ? n - i : 8192;
-        for (size_t j = 0; j < k; j++)
-            chunk[j] = dt == CXR_NN_DTYPE_F16 ? cxr_nn_f32_to_f16(src[i + j])
-                                              : cxr_nn_f32_to_bf16(src[i + j]);
-        if (!write_all(fd, chunk, k * 2, md))
-            return false;
-    }
-    return true;
-}
-
-/* The header JSON: "__metadata__" then the tensors in state_dict order with
- * contiguous data offsets. Caller frees with json_object_put. */
-static struct json_object *build_header(const struct cxr_nn_model *m, enum cxr_nn_dtype storage)
-{
-    struct json_object *root = json_object_new_object();
-    struct json_object *meta = cxr_nn_meta_to_json(&m->meta);
-    if (!root || !meta || json_object_object_add(root, "__metadata__", meta) != 0) {
-        json_object_put(meta);
-        json_object_put(root);
-        return NULL;
-    }
-    uint64_t off = 0;
-    for (uint32_t i = 0; i < m->n_tensors; i++) {
-        const struct cxr_nn_tensor *t = &m->tensors[i];
-        enum cxr_nn_dtype dt = stored_dtype(m->kinds[i], storage);
-        uint64_t size = (uint64_t)cxr_nn_tensor_numel(t) * cxr_nn_dtype_size(dt);
-        struct json_object *e = json_object_new_object(), *shape = json_object_new_array(),
-                           *offs = json_object_new_array();
-        bool ok = e && shape && offs;
-        for (int32_t d = 0; ok && d < t->ndim; d++)
-            ok = json_object_array_add(shape, json_object_new_int64(t->shape[d])) == 0;
-        ok = ok && json_object_array_add(offs, json_object_new_int64((int64_t)off)) == 0 &&
-             json_object_array_add(offs, json_object_new_int64((int64_t)(off + size))) == 0;
-        ok = ok && json_object_object_add(e, "dtype", json_object_new_string(cxr_nn_dtype_name(dt))) == 0;
-        ok = ok && json_object_object_add(e, "shape", shape) == 0;
-        if (ok)
-            shape = NULL;
-        ok = ok && json_object_object_add(e, "data_offsets", offs) == 0;
-        if (ok)
-            offs = NULL;
-        ok = ok && json_object_object_add(root, t->name, e) == 0;
-        if (ok)
-            e = NULL;
-        json_object_put(shape);
-        json_object_put(offs);
-        json_object_put(e);
-        if (!ok) {
-            json_object_put(root);
-            return NULL;
-        }
-        off += size;
-    }
-    return root;
-}
-
-static enum cxr_status io_err(char *err, const char *path, const char *what, int e)
-{
-    return cxr_nn_seterr(err, e == ENOSPC || e == EDQUOT ? CXR_ERR_NO_SPACE : CXR_ERR_IO,
-                         "%s: %s: %s", path, what, strerror(e));
-}
-
-/* Atomic: writes "<path>.tmp-XXXXXX" in the same folder, fsyncs it, renames
- * it over path and fsyncs the folder. The model's SHA-256 becomes that of
- * the written bytes (the one non-const effect; do not save a model another
- * thread is reading the digest of). */
-enum cxr_status cxr_nn_model_save(const struct cxr_nn_model *m, const char *path,
-                                  enum cxr_nn_dtype storage, char *err)
-{
-    if (!m || !path)
-        return cxr_nn_seterr(err, CXR_ERR_INVALID_ARG, "save: no model or no path");
-    if (storage != CXR_NN_DTYPE_F32 && storage != CXR_NN_DTYPE_F16 && storage != CXR_NN_DTYPE_BF16)
-        return cxr_nn_seterr(err, CXR_ERR_NN_DTYPE, "%s: storage dtype %s (F32, F16 or BF16)", path,
-                             cxr_nn_dtype_name(storage));
-    char verr[CXR_NN_ERRLEN];
-    enum cxr_status st = cxr_nn_meta_validate(&m->meta, &m->spec, verr);
-    if (st != CXR_OK)
-        return cxr_nn_seterr(err, st, "%s: not written: %s", path, verr);
-
-    struct json_object *root = build_header(m, storage);
-    if (!root)
-        return cxr_nn_seterr(err, CXR_ERR_NOMEM, "%s: out of memory for the header", path);
-    const char *text = json_object_to_json_string_ext(root, JSON_C_TO_STRING_PLAIN |
-                                                                JSON_C_TO_STRING_NOSLASHESCAPE);
-    size_t hlen = text ? strlen(text) : 0;
-    size_t pad = (8 - hlen % 8) % 8;
-    uint8_t lenbuf[8];
-    for (int i = 0; i < 8; i++)
-        lenbuf[i] = (uint8_t)((uint64_t)(hlen + pad) >> (8 * i));
-
-    size_t plen = strlen(path);
-    char *tmp = malloc(plen + 16);
-    EVP_MD_CTX *md = EVP_MD_CTX_new();
-    int fd = -1;
-    if (!text || !tmp || !md || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1) {
-        st = cxr_nn_seterr(err, CXR_ERR_NOMEM, "%s: out of memory", path);
-        goto fail;
-    }
-    snprintf(tmp, plen + 16, "%s.tmp-XXXXXX", path);
-    if ((fd = mkstemp(tmp)) < 0) {
-        st = io_err(err, tmp, "create", errno);
-        tmp[0] = '\0';
-        goto fail;
-    }
-    (void)fchmod(fd, 0644);
-    static const char spaces[8] = "        ";
-    bool ok = write_all(fd, lenbuf, 8, md) && write_all(fd, text, hlen, md) &&
-              write_all(fd, spaces, pad, md);
-    for (uint32_t i = 0; ok && i < m->n_tensors; i++)
-        ok = write_tensor(fd, &m->tensors[i], stored_dtype(m->kinds[i], storage), md);
-    if (!ok || fsync(fd) != 0) {
-        st = io_err(err, tmp, "write", errno);
-        goto fail;
-    }
-    int cfd = fd;
-    fd = -1;
-    if (close(cfd) != 0) {
-        st = io_err(err, tmp, "close", errno);
-        goto fail;
-    }
-    if (rename(tmp, path) != 0) {
-        st = io_err(err, path, "rename", errno);
-        goto fail;
-    }
-    tmp[0] = '\0';
-    /* make the rename durable */
-    char *slash = strrchr(path, '/');
-    char dir[4096];
-    if (slash && (size_t)(slash - path) < sizeof dir)
-        snprintf(dir, sizeof dir, "%.*s", slash == path ? 1 : (int)(slash - path), path);
-    else
-        snprintf(dir, sizeof dir, ".");
-    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-        (void)fsync(dfd);
-        close(dfd);
-    }
-    unsigned char dg[EVP_MAX_MD_SIZE];
-    unsigned int dglen = 0;
-    struct cxr_nn_model *mm = (struct cxr_nn_model *)m; /* the digest is a cache */
-    if (EVP_DigestFinal_ex(md, dg, &dglen) == 1 && dglen == 32)
-        for (unsigned i = 0; i < 32; i++)
-            snprintf(mm->sha256 + 2 * i, 3, "%02x", dg[i]);
-    else
-        mm->sha256[0] = '\0';
-    st = CXR_OK;
-fail:
-    if (fd >= 0)
-        close(fd);
-    if (tmp && tmp[0] && st != CXR_OK)
-        unlink(tmp);
-    free(tmp);
-    EVP_MD_CTX_free(md);
-    json_object_put(root);
-    return st;
 }

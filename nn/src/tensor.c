@@ -9,12 +9,18 @@
 size_t cxr_nn_dtype_size(enum cxr_nn_dtype t)
 {
     switch (t) {
-    case CXR_NN_DTYPE_F32: return 4;
-    case CXR_NN_DTYPE_F16: return 2;
-    case CXR_NN_DTYPE_BF16: return 2;
-    case CXR_NN_DTYPE_F64: return 8;
-    case CXR_NN_DTYPE_I64: return 8;
-    case CXR_NN_DTYPE_U8: return 1;
+    case CXR_NN_DTYPE_F32:
+        return 4;
+    case CXR_NN_DTYPE_F16:
+        return 2;
+    case CXR_NN_DTYPE_BF16:
+        return 2;
+    case CXR_NN_DTYPE_F64:
+        return 8;
+    case CXR_NN_DTYPE_I64:
+        return 8;
+    case CXR_NN_DTYPE_U8:
+        return 1;
     }
     return 0;
 }
@@ -22,12 +28,18 @@ size_t cxr_nn_dtype_size(enum cxr_nn_dtype t)
 const char *cxr_nn_dtype_name(enum cxr_nn_dtype t)
 {
     switch (t) {
-    case CXR_NN_DTYPE_F32: return "F32";
-    case CXR_NN_DTYPE_F16: return "F16";
-    case CXR_NN_DTYPE_BF16: return "BF16";
-    case CXR_NN_DTYPE_F64: return "F64";
-    case CXR_NN_DTYPE_I64: return "I64";
-    case CXR_NN_DTYPE_U8: return "U8";
+    case CXR_NN_DTYPE_F32:
+        return "F32";
+    case CXR_NN_DTYPE_F16:
+        return "F16";
+    case CXR_NN_DTYPE_BF16:
+        return "BF16";
+    case CXR_NN_DTYPE_F64:
+        return "F64";
+    case CXR_NN_DTYPE_I64:
+        return "I64";
+    case CXR_NN_DTYPE_U8:
+        return "U8";
     }
     return "?";
 }
@@ -108,8 +120,8 @@ uint16_t cxr_nn_f32_to_bf16(float f)
 {
     uint32_t u = f32_bits(f);
     if ((u & 0x7f800000u) == 0x7f800000u && (u & 0x007fffffu))
-        return (uint16_t)((u >> 16) | 0x0040u);  /* quiet NaN, sign kept */
-    u += 0x7fffu + ((u >> 16) & 1u);             /* round to nearest even */
+        return (uint16_t)((u >> 16) | 0x0040u); /* quiet NaN, sign kept */
+    u += 0x7fffu + ((u >> 16) & 1u);            /* round to nearest even */
     return (uint16_t)(u >> 16);
 }
 

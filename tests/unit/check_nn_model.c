@@ -104,7 +104,8 @@ static void count_fn(void *vctx, const char *name, enum cxr_nn_param_kind kind, 
 {
     struct count_ctx *c = vctx;
     c->entries++;
-    if (kind == CXR_NN_PARAM_BN_MEAN || kind == CXR_NN_PARAM_BN_VAR || kind == CXR_NN_PARAM_BN_COUNT)
+    if (kind == CXR_NN_PARAM_BN_MEAN || kind == CXR_NN_PARAM_BN_VAR ||
+        kind == CXR_NN_PARAM_BN_COUNT)
         return;
     int64_t n = 1;
     for (int32_t i = 0; i < ndim; i++)
@@ -119,8 +120,8 @@ static const struct {
     int32_t ch, classes;
     int64_t params, entries;
 } torchvision_counts[] = {
-    {CXR_NN_ARCH_RESNET18, 1, 2, 11171266, 122}, {CXR_NN_ARCH_RESNET18, 3, 16, 11184720, 122},
-    {CXR_NN_ARCH_RESNET18, 3, 2, 11177538, 122}, {CXR_NN_ARCH_RESNET34, 1, 2, 21279426, 218},
+    {CXR_NN_ARCH_RESNET18, 1, 2, 11171266, 122},  {CXR_NN_ARCH_RESNET18, 3, 16, 11184720, 122},
+    {CXR_NN_ARCH_RESNET18, 3, 2, 11177538, 122},  {CXR_NN_ARCH_RESNET34, 1, 2, 21279426, 218},
     {CXR_NN_ARCH_RESNET34, 3, 16, 21292880, 218}, {CXR_NN_ARCH_RESNET50, 1, 2, 23505858, 320},
     {CXR_NN_ARCH_RESNET50, 3, 16, 23540816, 320}, {CXR_NN_ARCH_RESNET50, 3, 2, 23512130, 320},
 };
@@ -222,8 +223,7 @@ START_TEST(test_init_matches_documented_generator)
     struct cxr_nn_model *m = small_model(CXR_NN_ARCH_RESNET18, 1, 2, 4, 42);
     ck_assert(json_object_object_get_ex(ref, "values", &vals));
     int checked = 0;
-    json_object_object_foreach(vals, name, arr)
-    {
+    json_object_object_foreach (vals, name, arr) {
         struct cxr_nn_tensor *t = cxr_nn_model_tensor_find(m, name);
         ck_assert_msg(t != NULL, "no tensor %s", name);
         const float *f = t->data;
@@ -444,12 +444,9 @@ START_TEST(test_saved_layout)
     ck_assert(json_object_object_get_ex(root, "__metadata__", &md));
     ck_assert(json_object_object_get_ex(md, "format", &e));
     ck_assert_str_eq(json_object_get_string(e), "cxr-triage-model/1");
-    const char *want[][2] = {{"conv1.weight", "BF16"},
-                             {"bn1.weight", "BF16"},
-                             {"bn1.running_mean", "F32"},
-                             {"bn1.running_var", "F32"},
-                             {"bn1.num_batches_tracked", "I64"},
-                             {"fc.bias", "BF16"}};
+    const char *want[][2] = {{"conv1.weight", "BF16"},           {"bn1.weight", "BF16"},
+                             {"bn1.running_mean", "F32"},        {"bn1.running_var", "F32"},
+                             {"bn1.num_batches_tracked", "I64"}, {"fc.bias", "BF16"}};
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
         ck_assert_msg(json_object_object_get_ex(root, want[i][0], &e), "%s", want[i][0]);
         ck_assert(json_object_object_get_ex(e, "dtype", &dt));
@@ -459,8 +456,7 @@ START_TEST(test_saved_layout)
     struct json_object *order = read_json("nn/torch_resnet18_w4.json"), *names;
     ck_assert(json_object_object_get_ex(order, "state_dict_order", &names));
     size_t k = 0;
-    json_object_object_foreach(root, key, val)
-    {
+    json_object_object_foreach (root, key, val) {
         (void)val;
         if (strcmp(key, "__metadata__") == 0)
             continue;
@@ -509,7 +505,8 @@ START_TEST(test_half_storage_matches_torch)
         for (int i = 7; i >= 0; i--)
             h = h << 8 | file[i];
         struct json_tokener *tok = json_tokener_new();
-        struct json_object *root = json_tokener_parse_ex(tok, (const char *)file + 8, (int)h), *e, *o;
+        struct json_object *root = json_tokener_parse_ex(tok, (const char *)file + 8, (int)h), *e,
+                           *o;
         ck_assert(json_object_object_get_ex(root, t->name, &e));
         ck_assert(json_object_object_get_ex(e, "data_offsets", &o));
         const uint8_t *data = file + 8 + h + json_object_get_int64(json_object_array_get_idx(o, 0));
@@ -530,7 +527,7 @@ START_TEST(test_half_storage_matches_torch)
                 ck_assert(wide == v || (isnan(wide) && isnan(v)));
             } else if (!isnan(x[i])) {
                 int e5 = (want[i] >> 10) & 31, man = want[i] & 1023;
-                double v = e5 == 31 ? INFINITY
+                double v = e5 == 31  ? INFINITY
                            : e5 == 0 ? ldexp(man, -24)
                                      : ldexp(1024 + man, e5 - 25);
                 if (want[i] & 0x8000)
@@ -639,8 +636,7 @@ START_TEST(test_torch_file_loads)
     ck_assert_int_eq(mt->input_height, 224);
     ck_assert(mt->operating_threshold == 0.5);
     ck_assert(json_object_object_get_ex(side, "tensors", &tensors));
-    json_object_object_foreach(tensors, name, info)
-    {
+    json_object_object_foreach (tensors, name, info) {
         struct cxr_nn_tensor *t = cxr_nn_model_tensor_find(m, name);
         ck_assert_msg(t != NULL, "%s", name);
         struct json_object *shape, *first, *sum;
@@ -649,7 +645,8 @@ START_TEST(test_torch_file_loads)
         ck_assert(json_object_object_get_ex(info, "sum", &sum));
         ck_assert_int_eq(t->ndim, (int)json_object_array_length(shape));
         for (int32_t d = 0; d < t->ndim; d++)
-            ck_assert_int_eq(t->shape[d], json_object_get_int64(json_object_array_get_idx(shape, d)));
+            ck_assert_int_eq(t->shape[d],
+                             json_object_get_int64(json_object_array_get_idx(shape, d)));
         double s = 0;
         int64_t n = cxr_nn_tensor_numel(t);
         for (int64_t i = 0; i < n; i++) {
@@ -660,7 +657,8 @@ START_TEST(test_torch_file_loads)
                 ck_assert_msg(x == json_object_get_double(json_object_array_get_idx(first, i)),
                               "%s[%lld]", name, (long long)i);
         }
-        ck_assert_msg(fabs(s - json_object_get_double(sum)) <= 1e-9 * (1 + fabs(s)), "%s sum", name);
+        ck_assert_msg(fabs(s - json_object_get_double(sum)) <= 1e-9 * (1 + fabs(s)), "%s sum",
+                      name);
     }
     struct cxr_nn_resnet_spec spec;
     cxr_nn_model_spec(m, &spec);
@@ -708,10 +706,12 @@ START_TEST(test_describe)
     fclose(fp);
     struct json_object *o = json_tokener_parse(text), *v;
     ck_assert_msg(o != NULL, "describe json does not parse: %s", text);
-    ck_assert(json_object_object_get_ex(o, "parameters", &v) && json_object_get_int64(v) == 11171266);
+    ck_assert(json_object_object_get_ex(o, "parameters", &v) &&
+              json_object_get_int64(v) == 11171266);
     ck_assert(json_object_object_get_ex(o, "sha256", &v));
     ck_assert_str_eq(json_object_get_string(v), cxr_nn_model_sha256(m));
-    ck_assert(json_object_object_get_ex(o, "metrics", &v) && json_object_is_type(v, json_type_object));
+    ck_assert(json_object_object_get_ex(o, "metrics", &v) &&
+              json_object_is_type(v, json_type_object));
     ck_assert(json_object_object_get_ex(o, "name", &v));
     ck_assert_str_eq(json_object_get_string(v), "cxr-test \"quoted\" / slash");
     ck_assert(json_object_object_get_ex(o, "operating_threshold", &v));

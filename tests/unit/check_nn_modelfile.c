@@ -54,8 +54,7 @@ static void tf_load(struct tf *t, const uint8_t *buf, size_t len)
     ck_assert_ptr_nonnull(root);
     json_tokener_free(tok);
     const uint8_t *data = buf + 8 + h;
-    json_object_object_foreach(root, key, val)
-    {
+    json_object_object_foreach (root, key, val) {
         if (strcmp(key, "__metadata__") == 0) {
             t->meta = json_object_get(val);
             continue;
@@ -338,8 +337,7 @@ static const struct fault faults[] = {
      "__metadata__"},
     {"metadata value number", NULL, NULL, NULL, raw_meta_number, CXR_ERR_NN_MODEL,
      "channels is not a string"},
-    {"size != numel*dtype", "conv1.weight", "shape", "[2,1,7,6]", NULL, CXR_ERR_NN_MODEL,
-     "need"},
+    {"size != numel*dtype", "conv1.weight", "shape", "[2,1,7,6]", NULL, CXR_ERR_NN_MODEL, "need"},
     {"wrong shape for arch", "layer2.0.conv1.weight", "shape", "[2,4,3,3]", NULL, CXR_ERR_NN_SHAPE,
      "needs [4,2,3,3]"},
     {"fc rows vs conv", "layer4.1.conv2.weight", "shape", "[16,16,9,1]", NULL, CXR_ERR_NN_SHAPE,
@@ -400,7 +398,8 @@ START_TEST(test_missing_extra_and_dtypes)
     tf_add(&t, "layer5.0.conv1.weight", "{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,0]}",
            &one, 4);
     bad = tf_pack(&t, NULL, &len);
-    expect_refused(bad, len, CXR_ERR_NN_MODEL, "'layer5.0.conv1.weight' is not a parameter", "extra");
+    expect_refused(bad, len, CXR_ERR_NN_MODEL, "'layer5.0.conv1.weight' is not a parameter",
+                   "extra");
     free(bad);
     tf_free(&t);
 
@@ -436,10 +435,10 @@ START_TEST(test_missing_extra_and_dtypes)
     /* no arch and an unknown block layout */
     tf_load(&t, base, blen);
     tf_meta(&t, "arch", NULL);
-    const char *parts[] = {"conv1.weight", "bn1.weight", "bn1.bias", "bn1.running_mean",
-                           "bn1.running_var", "bn1.num_batches_tracked", "conv2.weight",
-                           "bn2.weight", "bn2.bias", "bn2.running_mean", "bn2.running_var",
-                           "bn2.num_batches_tracked"};
+    const char *parts[] = {"conv1.weight",     "bn1.weight",      "bn1.bias",
+                           "bn1.running_mean", "bn1.running_var", "bn1.num_batches_tracked",
+                           "conv2.weight",     "bn2.weight",      "bn2.bias",
+                           "bn2.running_mean", "bn2.running_var", "bn2.num_batches_tracked"};
     char name[64];
     for (size_t k = 0; k < 6; k++) {
         snprintf(name, sizeof name, "layer4.1.%s", parts[6 + k]);
@@ -628,8 +627,8 @@ static const struct {
     {"age_min_years", "200", CXR_ERR_NN_MODEL, "age_min_years"},
     {"age_max_years", "-1", CXR_ERR_NN_MODEL, "age_max_years"},
     {"preprocessing_version", "0", CXR_ERR_NN_MODEL, "preprocessing_version"},
-    {"name", "0123456789012345678901234567890123456789012345678901234567890123456789", CXR_ERR_NN_MODEL,
-     "name"},
+    {"name", "0123456789012345678901234567890123456789012345678901234567890123456789",
+     CXR_ERR_NN_MODEL, "name"},
     {"format", "cxr-triage-model/2", CXR_ERR_UNSUPPORTED, "cxr-triage-model/2"},
 };
 

@@ -87,9 +87,9 @@ static float max_abs_diff(const float *a, const float *b, size_t n, size_t *wher
     return worst;
 }
 
-static const char *const cases[] = {"pre_down",           "pre_up",   "pre_mixed",
-                                    "pre_letterbox_wide", "pre_letterbox_tall", "pre_mask",
-                                    "pre_extreme"};
+static const char *const cases[] = {
+    "pre_down",           "pre_up",   "pre_mixed",  "pre_letterbox_wide",
+    "pre_letterbox_tall", "pre_mask", "pre_extreme"};
 
 /* Each committed PyTorch case within 1e-4 absolute, with a padded stride too. */
 START_TEST(test_matches_torch_fixture)
