@@ -112,7 +112,7 @@ struct cxr_conf_log {
 };
 
 struct cxr_conf {
-    char *source_path;                /* the file it was loaded from ("" for defaults) */
+    char *source_path;                /* absolute path of the file it was loaded from ("" for defaults and memory documents) */
     struct cxr_conf_model model;
     struct cxr_conf_gate gate;
     struct cxr_conf_sr sr;
@@ -145,13 +145,27 @@ const char *cxr_conf_schema_xsd(void);
 /* The Markdown table of every key generated from the key table; caller frees. */
 char *cxr_conf_doc_markdown(void);
 
-/* Looks a key up by "section/key"; returns its value as text in `buf`.
- * Returns CXR_ERR_NOT_FOUND for an unknown key. */
+/* Looks a key up by "section/key"; returns its value as text in `buf`, in
+ * the form the loader accepts ("model" for a threshold taken from the model,
+ * list items joined by one space). Returns CXR_ERR_NOT_FOUND for an unknown
+ * key, CXR_ERR_LIMIT when buflen is too small (the text is truncated). */
 enum cxr_status cxr_conf_get_text(const struct cxr_conf *conf, const char *key, char *buf,
                                   size_t buflen);
 
-/* Resolves a path from the config (relative to the config file's folder);
- * caller frees. */
+/* The keys, in table order: cxr_conf_key_path(i) is "section/key" for
+ * i < cxr_conf_key_count(), NULL past the end (static strings). */
+size_t cxr_conf_key_count(void);
+const char *cxr_conf_key_path(size_t i);
+
+/* True when every key has the same value in a and b (source_path is not
+ * compared). Two NULLs are equal. */
+bool cxr_conf_equal(const struct cxr_conf *a, const struct cxr_conf *b);
+
+/* Resolves a path from the config: absolute and empty paths are returned as
+ * they are; a relative one is joined to the folder of conf->source_path
+ * (cxr_conf_load stores the file's absolute path there). With no folder
+ * (defaults, memory documents) the path stays relative to the working
+ * directory. Caller frees; NULL for a NULL path or when out of memory. */
 char *cxr_conf_resolve_path(const struct cxr_conf *conf, const char *path);
 
 #ifdef __cplusplus

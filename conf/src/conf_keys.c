@@ -1,0 +1,244 @@
+/* conf_keys.c — THE key table: every configuration key, once.
+ *
+ * Add a key here (and its field in cxr/conf.h); the loader, the printer, the
+ * XSD and the documentation table follow. Then regenerate the committed
+ * artefacts (tests fail until they agree):
+ *     cxr-triage config schema   > conf/cxr-triage.xsd
+ *     cxr-triage config defaults > conf/cxr-triage.xml
+ *     cxr-triage config doc      → between the markers in docs/configuration.md
+ *
+ * The row macros check the field's C type at compile time (a mismatch is a
+ * "distinct pointer types" or negative-array-size diagnostic, fatal under
+ * -Werror), so a row cannot store an int into a char *.
+ */
+#include <string.h>
+
+#include "conf_internal.h"
+
+#define FSIZE(S, f) sizeof(((S *)0)->f)
+/* 0, but fails to compile (warning → -Werror) unless &S.f has type T *. */
+#define TYPECHECK(S, f, T) (0 * sizeof(&((S *)0)->f == (T *)0))
+/* 0, but fails to compile unless S.f is a char array. */
+#define ARRCHECK(S, f) (0 * sizeof(&((S *)0)->f == (char(*)[FSIZE(S, f)])0))
+/* 0, but fails to compile unless sizeof S.f == n. */
+#define SIZECHECK(S, f, n) (0 * sizeof(char[FSIZE(S, f) == (n) ? 1 : -1]))
+
+#define K_INT(S, f, nm, lo, hi, df, ds)                                                             \
+    { .name = nm, .type = CONF_T_INT, .store = CONF_S_I32,                                        \
+      .offset = offsetof(S, f) + TYPECHECK(S, f, int32_t), .size = FSIZE(S, f), .min = lo,         \
+      .max = hi, .def = df, .desc = ds }
+#define K_BOOL(S, f, nm, df, ds)                                                                    \
+    { .name = nm, .type = CONF_T_BOOL, .store = CONF_S_BOOL,                                      \
+      .offset = offsetof(S, f) + TYPECHECK(S, f, bool), .size = FSIZE(S, f), .min = 0, .max = 1,   \
+      .def = df, .desc = ds }
+#define K_STR(S, f, nm, ty, lo, hi, df, ds)                                                         \
+    { .name = nm, .type = ty, .store = CONF_S_STRPTR,                                             \
+      .offset = offsetof(S, f) + TYPECHECK(S, f, char *), .size = FSIZE(S, f), .min = lo,          \
+      .max = hi, .def = df, .desc = ds }
+#define K_CHARS(S, f, nm, ty, lo, hi, df, ds)                                                       \
+    { .name = nm, .type = ty, .store = CONF_S_CHARS,                                              \
+      .offset = offsetof(S, f) + ARRCHECK(S, f), .size = FSIZE(S, f),         \
+      .min = lo, .max = hi, .def = df, .desc = ds }
+#define K_ENUM(S, f, nm, df, ds, ...)                                                               \
+    { .name = nm, .type = CONF_T_ENUM, .store = CONF_S_ENUM,                                      \
+      .offset = offsetof(S, f) + SIZECHECK(S, f, sizeof(int)), .size = FSIZE(S, f),                \
+      .words = { __VA_ARGS__, NULL }, .def = df, .desc = ds }
+/* An enum whose word itself is stored (char[]), e.g. log/level. */
+#define K_WORD(S, f, nm, df, ds, ...)                                                               \
+    { .name = nm, .type = CONF_T_ENUM, .store = CONF_S_CHARS,                                     \
+      .offset = offsetof(S, f) + ARRCHECK(S, f), .size = FSIZE(S, f),         \
+      .words = { __VA_ARGS__, NULL }, .def = df, .desc = ds }
+#define K_LIST(S, f, nm, lo, hi, df, ds)                                                            \
+    { .name = nm, .type = CONF_T_LIST, .store = CONF_S_LIST,                                      \
+      .offset = offsetof(S, f) + TYPECHECK(S, f, struct cxr_conf_list), .size = FSIZE(S, f),       \
+      .min = lo, .max = hi, .def = df, .desc = ds }
+#define K_THRESHOLD(S, f, nm, df, ds)                                                               \
+    { .name = nm, .type = CONF_T_THRESHOLD, .store = CONF_S_DOUBLE,                               \
+      .offset = offsetof(S, f) + TYPECHECK(S, f, double), .size = FSIZE(S, f), .min = 0,           \
+      .max = 1, .def = df, .desc = ds }
+
+#define COUNT(a) (sizeof(a) / sizeof((a)[0]))
+#define PATH_MAXLEN 4095
+
+#define M struct cxr_conf_model
+static const struct conf_key model_keys[] = {
+    K_STR(M, path, "path", CONF_T_PATH, 1, PATH_MAXLEN, "../models/cxr-default.safetensors",
+          "Model file (.safetensors); a relative path resolves against the folder of this "
+          "configuration file."),
+    K_ENUM(M, backend, "backend", "auto",
+           "Compute backend: auto uses CUDA when a GPU is usable, else the CPU (oneDNN).",
+           "auto", "cpu", "cuda"),
+    K_ENUM(M, precision, "precision", "auto",
+           "Arithmetic precision: auto picks bf16 where the CPU has AMX or AVX512-BF16, else "
+           "fp32; fp16 is for the GPU only.",
+           "auto", "fp32", "bf16", "fp16"),
+    K_INT(M, threads, "threads", 0, 256, "0", "CPU threads for inference; 0 = the number of online CPUs."),
+    K_INT(M, batch_size, "batch-size", 1, 256, "8", "Images per forward pass."),
+};
+#undef M
+
+#define G struct cxr_conf_gate
+static const struct conf_key gate_keys[] = {
+    K_LIST(G, modalities, "modalities", 1, CXR_CONF_MAX_LIST, "CR DX",
+           "Modality (0008,0060) values that are analysed."),
+    K_BOOL(G, allow_secondary_capture, "allow-secondary-capture", "false",
+           "Also analyse Secondary Capture images whose modality is CR, DX or OT."),
+    K_LIST(G, body_parts, "body-parts", 1, CXR_CONF_MAX_LIST, "CHEST",
+           "Accepted Body Part Examined (0018,0015) values, compared in upper case."),
+    K_BOOL(G, allow_missing_body_part, "allow-missing-body-part", "true",
+           "An image without Body Part Examined passes the body-part check."),
+    K_LIST(G, view_positions, "view-positions", 1, CXR_CONF_MAX_LIST, "PA AP",
+           "Accepted View Position (0018,5101) values (frontal views)."),
+    K_BOOL(G, allow_missing_view_position, "allow-missing-view-position", "true",
+           "An image without View Position passes the view check."),
+    K_ENUM(G, for_processing, "for-processing", "reject",
+           "DX For Processing images (raw detector data): reject = not analysed, analyse = "
+           "analysed with a warning.",
+           "reject", "analyse"),
+    K_INT(G, min_rows, "min-rows", 1, 65535, "256",
+          "Smallest accepted image height (Rows), checked before pixel data is decoded."),
+    K_INT(G, max_rows, "max-rows", 1, 65535, "8192",
+          "Largest accepted image height (Rows), checked before pixel data is decoded."),
+    K_INT(G, min_cols, "min-columns", 1, 65535, "256",
+          "Smallest accepted image width (Columns), checked before pixel data is decoded."),
+    K_INT(G, max_cols, "max-columns", 1, 65535, "8192",
+          "Largest accepted image width (Columns), checked before pixel data is decoded."),
+    K_ENUM(G, age_policy, "age-policy", "warn",
+           "Patient age outside the model's intended range: reject = not analysed, warn = "
+           "analysed with a warning in the result, ignore = analysed silently.",
+           "reject", "warn", "ignore"),
+};
+#undef G
+
+#define S struct cxr_conf_sr
+static const struct conf_key sr_keys[] = {
+    K_STR(S, output_dir, "output-dir", CONF_T_PATH, 0, PATH_MAXLEN, "",
+          "Folder where score and the node write SR files; empty = no files. A relative path "
+          "resolves against the folder of this configuration file."),
+    K_STR(S, manufacturer, "manufacturer", CONF_T_LO, 1, 64, "cxr-triage project",
+          "Manufacturer (0008,0070) of the SR and of its device observer."),
+    K_STR(S, series_description, "series-description", CONF_T_LO, 0, 64, "CXR triage AI result",
+          "Series Description (0008,103E) of the SR series."),
+    K_INT(S, series_number, "series-number", 1, INT32_MAX, "9901",
+          "Series Number (0020,0011) of the SR series."),
+    K_STR(S, device_observer_uid, "device-observer-uid", CONF_T_UID, 0, 64, "",
+          "Device Observer UID (121012) in the SR; empty = derived from the host and product."),
+    K_STR(S, institution_name, "institution-name", CONF_T_LO, 0, 64, "",
+          "Institution Name (0008,0080) of the SR; empty = copied from the source image."),
+    K_ENUM(S, sop_class, "sop-class", "comprehensive",
+           "SR SOP class: comprehensive = Comprehensive SR (1.2.840.10008.5.1.4.1.1.88.33), "
+           "enhanced = Enhanced SR (1.2.840.10008.5.1.4.1.1.88.22).",
+           "comprehensive", "enhanced"),
+};
+#undef S
+
+#define P struct cxr_conf_priority
+static const struct conf_key priority_keys[] = {
+    K_THRESHOLD(P, urgent_threshold, "urgent-threshold", "model",
+                "Probability at or above which a study is URGENT; model = the urgent threshold "
+                "calibrated in the model file."),
+    K_THRESHOLD(P, priority_threshold, "priority-threshold", "model",
+                "Probability at or above which a study is PRIORITY; model = the model's "
+                "calibrated operating threshold."),
+    K_CHARS(P, urgent_name, "urgent-name", CONF_T_NAME, 1, 31, "URGENT",
+            "Name of the highest level, shown in worklists and SRs."),
+    K_CHARS(P, priority_name, "priority-name", CONF_T_NAME, 1, 31, "PRIORITY",
+            "Name of the level for a positive finding below the urgent threshold."),
+    K_CHARS(P, routine_name, "routine-name", CONF_T_NAME, 1, 31, "ROUTINE",
+            "Name of the level for a negative finding."),
+    K_CHARS(P, not_analysed_name, "not-analysed-name", CONF_T_NAME, 1, 31, "NOT_ANALYSED",
+            "Name of the level for a study with no analysable image."),
+    K_INT(P, max_wait_minutes, "max-wait-minutes", 0, 10080, "60",
+          "A ROUTINE study waiting longer than this many minutes moves up to PRIORITY in the "
+          "worklist; 0 = never."),
+};
+#undef P
+
+#define L struct cxr_conf_log
+static const struct conf_key log_keys[] = {
+    K_WORD(L, level, "level", "info",
+           "Most verbose level written to the log; the CXR_LOG_LEVEL environment variable "
+           "overrides it.",
+           "error", "warn", "info", "debug"),
+    K_BOOL(L, allow_phi, "allow-phi", "false",
+           "Allow patient names and IDs in log lines (PHI); keep false unless the logs are "
+           "protected like the PACS itself."),
+};
+#undef L
+
+#define SECTION(nm, field, ds, tbl)                                                                \
+    { .name = nm, .offset = offsetof(struct cxr_conf, field), .desc = ds, .keys = tbl,             \
+      .nkeys = COUNT(tbl) }
+
+const struct conf_section conf_sections[] = {
+    SECTION("model", model, "The neural network: model file, backend, precision, batching.",
+            model_keys),
+    SECTION("gate", gate, "Which images are analysed; the others are reported as not analysed.",
+            gate_keys),
+    SECTION("sr", sr, "The DICOM Structured Report (TID 1500) written for each study.", sr_keys),
+    SECTION("priority", priority, "How a probability becomes a triage priority.", priority_keys),
+    SECTION("log", log, "Logging.", log_keys),
+};
+const size_t conf_nsections = COUNT(conf_sections);
+
+const struct conf_order_rule conf_order_rules[] = {
+    { "gate/min-rows", "gate/max-rows" },
+    { "gate/min-columns", "gate/max-columns" },
+    { "priority/priority-threshold", "priority/urgent-threshold" },
+};
+const size_t conf_norder_rules = COUNT(conf_order_rules);
+
+const struct conf_section *conf_section_find(const char *name)
+{
+    for (size_t i = 0; i < conf_nsections; i++)
+        if (!strcmp(conf_sections[i].name, name))
+            return &conf_sections[i];
+    return NULL;
+}
+
+const struct conf_key *conf_section_key(const struct conf_section *sec, const char *name)
+{
+    for (size_t i = 0; i < sec->nkeys; i++)
+        if (!strcmp(sec->keys[i].name, name))
+            return &sec->keys[i];
+    return NULL;
+}
+
+const struct conf_key *conf_key_find(const char *path, const struct conf_section **sec_out)
+{
+    const char *slash = path ? strchr(path, '/') : NULL;
+    if (!slash)
+        return NULL;
+    char name[64];
+    size_t n = (size_t)(slash - path);
+    if (n >= sizeof name)
+        return NULL;
+    memcpy(name, path, n);
+    name[n] = '\0';
+    const struct conf_section *sec = conf_section_find(name);
+    const struct conf_key *key = sec ? conf_section_key(sec, slash + 1) : NULL;
+    if (key && sec_out)
+        *sec_out = sec;
+    return key;
+}
+
+size_t conf_key_total(void)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < conf_nsections; i++)
+        n += conf_sections[i].nkeys;
+    return n;
+}
+
+size_t conf_key_index(const struct conf_section *sec, const struct conf_key *key)
+{
+    size_t n = 0;
+    for (const struct conf_section *s = conf_sections; s != sec; s++)
+        n += s->nkeys;
+    return n + (size_t)(key - sec->keys);
+}
+
+void *conf_section_base(const struct cxr_conf *conf, const struct conf_section *sec)
+{
+    return (char *)conf + sec->offset;
+}
