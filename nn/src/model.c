@@ -100,7 +100,8 @@ struct cxr_nn_model_meta *cxr_nn_model_meta_mut(struct cxr_nn_model *m)
 }
 
 /* Replaces "metrics_json" or "description" with a copy of value (NULL
- * clears it). CXR_ERR_INVALID_ARG for another key, CXR_ERR_NOMEM. */
+ * clears it). CXR_ERR_INVALID_ARG for another key or for metrics that are
+ * not valid JSON text; CXR_ERR_NOMEM. */
 enum cxr_status cxr_nn_model_set_text(struct cxr_nn_model *m, const char *key, const char *value)
 {
     if (!m || !key)
@@ -111,6 +112,8 @@ enum cxr_status cxr_nn_model_set_text(struct cxr_nn_model *m, const char *key, c
     else if (strcmp(key, "description") == 0)
         slot = &m->meta.description;
     else
+        return CXR_ERR_INVALID_ARG;
+    if (value && slot == &m->meta.metrics_json && !cxr_nn_json_text_valid(value))
         return CXR_ERR_INVALID_ARG;
     char *copy = NULL;
     if (value && !(copy = strdup(value)))

@@ -53,6 +53,9 @@ enum cxr_nn_param_kind cxr_nn_model_kind_at(const struct cxr_nn_model *m, uint32
 enum cxr_status cxr_nn_meta_validate(const struct cxr_nn_model_meta *meta,
                                      const struct cxr_nn_resnet_spec *spec, char *err);
 
+/* Whether text is exactly one JSON value (surrounding whitespace allowed). */
+bool cxr_nn_json_text_valid(const char *text);
+
 /* Deep copy of src into dst (dst's owned strings are not freed first). */
 enum cxr_status cxr_nn_meta_copy(struct cxr_nn_model_meta *dst,
                                  const struct cxr_nn_model_meta *src);

@@ -83,6 +83,23 @@ static bool str_fits(const char *s, size_t cap)
     return memchr(s, '\0', cap) != NULL;
 }
 
+bool cxr_nn_json_text_valid(const char *text)
+{
+    struct json_tokener *tok = json_tokener_new();
+    if (!tok)
+        return false;
+    size_t len = strlen(text);
+    struct json_object *j = json_tokener_parse_ex(tok, text, len > INT32_MAX ? INT32_MAX : (int)len);
+    bool ok = json_tokener_get_error(tok) == json_tokener_success;
+    size_t end = json_tokener_get_parse_end(tok);
+    while (ok && end < len && strchr(" \t\r\n", text[end]))
+        end++;
+    ok = ok && end == len;
+    json_object_put(j);
+    json_tokener_free(tok);
+    return ok;
+}
+
 enum cxr_status cxr_nn_meta_validate(const struct cxr_nn_model_meta *meta,
                                      const struct cxr_nn_resnet_spec *spec, char *err)
 {
@@ -107,10 +124,15 @@ enum cxr_status cxr_nn_meta_validate(const struct cxr_nn_model_meta *meta,
             return cxr_nn_seterr(err, bad, "metadata: std[%d] = %g must be > 0", c,
                                  (double)meta->std[c]);
     }
-    for (int k = 0; k < meta->num_classes; k++)
-        if (!str_fits(meta->class_names[k], sizeof meta->class_names[k]) ||
-            !meta->class_names[k][0])
+    for (int k = 0; k < meta->num_classes; k++) {
+        const char *c = meta->class_names[k];
+        if (!str_fits(c, sizeof meta->class_names[k]) || !c[0])
             return cxr_nn_seterr(err, bad, "metadata: class name %d is empty or too long", k);
+        /* the file keeps them as a comma list */
+        if (strchr(c, ',') || c[0] == ' ' || c[strlen(c) - 1] == ' ')
+            return cxr_nn_seterr(err, bad,
+                                 "metadata: class name \"%s\" has a comma or an outer space", c);
+    }
     if (meta->positive_class < 0 || meta->positive_class >= meta->num_classes)
         return cxr_nn_seterr(err, bad, "metadata: positive_class %d outside 0..%d",
                              (int)meta->positive_class, (int)meta->num_classes - 1);
@@ -136,6 +158,8 @@ enum cxr_status cxr_nn_meta_validate(const struct cxr_nn_model_meta *meta,
         !str_fits(meta->created, sizeof meta->created) ||
         !str_fits(meta->training_data_digest, sizeof meta->training_data_digest))
         return cxr_nn_seterr(err, bad, "metadata: a text field is not terminated");
+    if (meta->metrics_json && !cxr_nn_json_text_valid(meta->metrics_json))
+        return cxr_nn_seterr(err, bad, "metadata: metrics is not valid JSON");
     return CXR_OK;
 }
 
@@ -392,17 +416,7 @@ enum cxr_status cxr_nn_meta_from_json(struct json_object *md, const struct cxr_n
         snprintf(texts[i].dst, texts[i].cap, "%s", s);
     }
     if ((s = md_get(md, "metrics"))) {
-        struct json_tokener *tok = json_tokener_new();
-        if (!tok)
-            return CXR_ERR_NOMEM;
-        size_t len = strlen(s);
-        struct json_object *j =
-            json_tokener_parse_ex(tok, s, (int)(len > INT32_MAX ? INT32_MAX : len));
-        bool ok = j && json_tokener_get_error(tok) == json_tokener_success &&
-                  json_tokener_get_parse_end(tok) == len;
-        json_object_put(j);
-        json_tokener_free(tok);
-        if (!ok)
+        if (!cxr_nn_json_text_valid(s))
             return BADMD("metrics", s, "not valid JSON");
         if (!(meta->metrics_json = strdup(s)))
             return CXR_ERR_NOMEM;

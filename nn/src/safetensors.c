@@ -24,7 +24,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -32,6 +31,7 @@
 
 #define MAX_ENTRIES 8192
 #define MAX_DIM (INT64_C(1) << 40)
+#define MAX_FILE (UINT64_C(16) << 30) /* resnet50 at width 1024 in F32 is ~6 GiB */
 #define MAX_KEYS (4 * MAX_ENTRIES + 4096) /* all objects of the header together */
 
 struct entry {
@@ -606,13 +606,33 @@ enum cxr_status cxr_nn_model_load(const char *path, struct cxr_nn_model **out, c
                              "%s: %lld bytes, too short for a safetensors file", path,
                              (long long)st.st_size);
     }
-    size_t len = (size_t)st.st_size;
-    void *map = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
-    int e = errno;
+    if ((uint64_t)st.st_size > MAX_FILE) {
+        close(fd);
+        return cxr_nn_seterr(err, CXR_ERR_LIMIT, "%s: %lld bytes, more than a model can be (%llu)",
+                             path, (long long)st.st_size, (unsigned long long)MAX_FILE);
+    }
+    /* read, not mmap: a file truncated under us must be an error, not SIGBUS */
+    size_t len = (size_t)st.st_size, got = 0;
+    uint8_t *buf = malloc(len);
+    if (!buf) {
+        close(fd);
+        return cxr_nn_seterr(err, CXR_ERR_NOMEM, "%s: no memory for %zu bytes", path, len);
+    }
+    while (got < len) {
+        ssize_t r = read(fd, buf + got, len - got);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0) {
+            int e = errno;
+            close(fd);
+            free(buf);
+            return cxr_nn_seterr(err, CXR_ERR_IO, "%s: read: %s", path,
+                                 r == 0 ? "file shrank while reading" : strerror(e));
+        }
+        got += (size_t)r;
+    }
     close(fd);
-    if (map == MAP_FAILED)
-        return cxr_nn_seterr(err, CXR_ERR_IO, "%s: mmap: %s", path, strerror(e));
-    enum cxr_status s = cxr_nn_model_load_memory(map, len, path, out, err);
-    munmap(map, len);
+    enum cxr_status s = cxr_nn_model_load_memory(buf, len, path, out, err);
+    free(buf);
     return s;
 }

@@ -316,6 +316,14 @@ START_TEST(test_init_refuses_bad_meta)
     meta.channels = 2;
     ck_assert_int_eq(cxr_nn_model_init_width(&meta, 4, 1, &m, err), CXR_ERR_INVALID_ARG);
     cxr_nn_model_meta_defaults(&meta, CXR_NN_ARCH_RESNET18);
+    snprintf(meta.class_names[0], sizeof meta.class_names[0], "NORMAL,CLEAR");
+    ck_assert_int_eq(cxr_nn_model_init_width(&meta, 4, 1, &m, err), CXR_ERR_INVALID_ARG);
+    ck_assert_ptr_nonnull(strstr(err, "comma"));
+    cxr_nn_model_meta_defaults(&meta, CXR_NN_ARCH_RESNET18);
+    meta.metrics_json = "{not json";
+    ck_assert_int_eq(cxr_nn_model_init_width(&meta, 4, 1, &m, err), CXR_ERR_INVALID_ARG);
+    ck_assert_ptr_nonnull(strstr(err, "metrics"));
+    cxr_nn_model_meta_defaults(&meta, CXR_NN_ARCH_RESNET18);
     ck_assert_int_eq(cxr_nn_model_init_width(&meta, 0, 1, &m, err), CXR_ERR_INVALID_ARG);
     ck_assert_int_eq(cxr_nn_model_init_width(NULL, 4, 1, &m, err), CXR_ERR_INVALID_ARG);
     ck_assert_ptr_null(m);
@@ -374,6 +382,8 @@ static void set_rich_meta(struct cxr_nn_model *m)
     ck_assert_int_eq(cxr_nn_model_set_text(m, "metrics_json", "{\"auc\":0.96,\"n\":624}"), CXR_OK);
     ck_assert_int_eq(cxr_nn_model_set_text(m, "description", "line 1\nline 2 \xc3\xa9"), CXR_OK);
     ck_assert_int_eq(cxr_nn_model_set_text(m, "colour", "x"), CXR_ERR_INVALID_ARG);
+    ck_assert_int_eq(cxr_nn_model_set_text(m, "metrics_json", "{\"auc\":"), CXR_ERR_INVALID_ARG);
+    ck_assert_str_eq(cxr_nn_model_meta(m)->metrics_json, "{\"auc\":0.96,\"n\":624}");
 }
 
 START_TEST(test_roundtrip_f32_bit_exact)
