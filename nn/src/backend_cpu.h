@@ -1,0 +1,73 @@
+/* backend_cpu.h (internal to the CPU backend) — what backend_cpu.c (the
+ * backend, parameter storage, threads) and backend_cpu_plan.c (compiling
+ * and running graphs) share. Only these two files include oneDNN.
+ */
+#ifndef CXR_NN_BACKEND_CPU_H
+#define CXR_NN_BACKEND_CPU_H
+
+#include <stdbool.h>
+
+#include <oneapi/dnnl/dnnl.h>
+#include <oneapi/dnnl/dnnl_debug.h>
+
+#include "backend.h"
+
+/* The backend's context (cxr_nn_backend.context). */
+struct cpu_ctx {
+    dnnl_engine_t engine;
+    dnnl_cpu_isa_t isa;
+    bool bf16;                 /* activations and weights in bf16 where a fast kernel exists */
+    int32_t threads;
+    void (*omp_set_num_threads)(int); /* NULL when the runtime is not OpenMP */
+};
+
+/* A weight converted to a primitive's preferred layout/type, kept with the
+ * parameter so that plans for other batch sizes reuse it. */
+struct cpu_wcache {
+    dnnl_memory_desc_t md;
+    dnnl_memory_t mem;
+};
+
+/* cxr_nn_tensor.extra of a parameter held by the CPU backend. */
+struct cpu_tensor {
+    float *data;               /* row-major F32, PyTorch order, 64-byte aligned */
+    size_t nbytes;
+    struct cpu_wcache *cache;
+    int32_t n_cache, cap_cache;
+};
+
+/* Turns a failed oneDNN call into CXR_ERR_NN_BACKEND with oneDNN's text:
+ * "oneDNN: <where>: <function>: <status>". */
+enum cxr_status cxr_nn_cpu_fail(char *err, dnnl_status_t s, const char *where, const char *call);
+
+/* Every oneDNN call goes through this: on failure it sets `st` (a local
+ * enum cxr_status) and jumps to the function's `fail` label. */
+#define CXR_DNNL(call, where)                                                          \
+    do {                                                                               \
+        dnnl_status_t dnnl_s_ = (call);                                                \
+        if (dnnl_s_ != dnnl_success) {                                                 \
+            st = cxr_nn_cpu_fail(err, dnnl_s_, (where), #call);                        \
+            goto fail;                                                                 \
+        }                                                                              \
+    } while (0)
+
+/* Applies the backend's thread count to the calling thread (OpenMP's
+ * per-thread setting); a no-op for other runtimes. */
+void cxr_nn_cpu_apply_threads(const struct cpu_ctx *c);
+
+/* The parameter's data as memory of layout `want`, converting (once, then
+ * cached) from its plain layout `plain` (same dims, F32). The memory is
+ * owned by the parameter's storage. */
+enum cxr_status cxr_nn_cpu_weights(struct cpu_ctx *c, struct cxr_nn_tensor *t,
+                                   const dnnl_memory_desc_t *plain, const dnnl_memory_desc_t *want,
+                                   dnnl_stream_t stream, dnnl_memory_t *out, char *err);
+
+/* backend_cpu_plan.c: the graph entries of the function table. */
+enum cxr_status cxr_nn_cpu_graph_plan(struct cxr_nn_backend *b, struct cxr_nn_graph *g,
+                                      int32_t batch, void **plan, char *err);
+void cxr_nn_cpu_plan_free(struct cxr_nn_backend *b, void *plan);
+void cxr_nn_cpu_graph_release(struct cxr_nn_backend *b, struct cxr_nn_graph *g);
+enum cxr_status cxr_nn_cpu_graph_compute(struct cxr_nn_backend *b, void *plan, const float *input,
+                                         float *output, char *err);
+
+#endif
