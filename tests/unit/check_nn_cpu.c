@@ -634,7 +634,8 @@ START_TEST(test_backend_auto_picks_cpu)
     ck_assert_msg(strstr(note, "no CUDA backend in this build") != NULL, "note: '%s'", note);
     ck_assert_msg(strstr(cxr_nn_backend_describe(b), "oneDNN 2.") != NULL, "describe: %s",
                   cxr_nn_backend_describe(b));
-    ck_assert(cxr_nn_backend_precision(b) != CXR_NN_PRECISION_AUTO);
+    /* precision auto resolves to fp32 on the CPU (bf16 is opt-in, see nn.h) */
+    ck_assert_int_eq(cxr_nn_backend_precision(b), CXR_NN_PRECISION_FP32);
     printf("auto: %s; %s\n", note, cxr_nn_backend_describe(b));
     cxr_nn_backend_close(b);
     ck_assert_msg(strstr(cxr_nn_backends_built(), "cpu(oneDNN") != NULL, "built: %s",

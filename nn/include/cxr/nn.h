@@ -169,9 +169,11 @@ enum cxr_nn_backend_kind {
 };
 
 enum cxr_nn_precision {
-    CXR_NN_PRECISION_AUTO = 0, /* CPU: bf16 when the CPU has AMX or AVX512-BF16, else fp32 */
+    CXR_NN_PRECISION_AUTO = 0, /* CPU: fp32 (bf16 is opt-in: scores would otherwise depend on
+                                * the host's CPU features and drift from the fp32-calibrated
+                                * thresholds; see docs/benchmarks.md) */
     CXR_NN_PRECISION_FP32 = 1,
-    CXR_NN_PRECISION_BF16 = 2,
+    CXR_NN_PRECISION_BF16 = 2, /* CPU: needs AVX512-BF16 or AMX, else CXR_ERR_UNSUPPORTED */
     CXR_NN_PRECISION_FP16 = 3
 };
 
