@@ -1,11 +1,13 @@
 /* backend_cpu.h (internal to the CPU backend) — what backend_cpu.c (the
- * backend, parameter storage, threads) and backend_cpu_plan.c (compiling
- * and running graphs) share. Only these two files include oneDNN.
+ * backend, parameter storage, threads), backend_cpu_plan.c (compiling a
+ * graph for a batch size) and backend_cpu_run.c (arena, execution) share.
+ * Only these files include oneDNN.
  */
 #ifndef CXR_NN_BACKEND_CPU_H
 #define CXR_NN_BACKEND_CPU_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include <oneapi/dnnl/dnnl.h>
 #include <oneapi/dnnl/dnnl_debug.h>
@@ -62,7 +64,57 @@ enum cxr_status cxr_nn_cpu_weights(struct cpu_ctx *c, struct cxr_nn_tensor *t,
                                    const dnnl_memory_desc_t *plain, const dnnl_memory_desc_t *want,
                                    dnnl_stream_t stream, dnnl_memory_t *out, char *err);
 
-/* backend_cpu_plan.c: the graph entries of the function table. */
+/* ---- plans (backend_cpu_plan.c builds them, backend_cpu_run.c runs them) */
+
+#define CPU_MAX_ARGS 8
+#define CPU_ALIGN 64
+
+enum buf_place { BUF_ARENA = 0, BUF_INPUT = 1, BUF_OUTPUT = 2 };
+
+struct cpu_buf {
+    size_t size, off;
+    int32_t first, last;          /* steps that touch it (inclusive) */
+    enum buf_place place;
+};
+
+struct cpu_mem {
+    dnnl_memory_t m;
+    int32_t buf;                  /* -1: scratchpad */
+};
+
+struct cpu_step {
+    dnnl_primitive_t prim;
+    int32_t n_args;
+    dnnl_exec_arg_t args[CPU_MAX_ARGS];
+};
+
+/* Per-graph state: the activation arena and the stream. */
+struct cpu_graph {
+    void *arena;
+    size_t size;
+    uint64_t generation;          /* bumps when the arena moves */
+    dnnl_stream_t stream;
+};
+
+struct cpu_plan {
+    struct cpu_ctx *ctx;
+    struct cpu_graph *cg;
+    int32_t batch;
+    struct cpu_step *steps;
+    int32_t n_steps, cap_steps;
+    struct cpu_buf *bufs;
+    int32_t n_bufs, cap_bufs;
+    struct cpu_mem *mems;
+    int32_t n_mems, cap_mems;
+    size_t scratch_size, scratch_off, arena_need;
+    uint64_t bound_generation;
+};
+
+/* Gives every arena buffer of p an offset (buffers whose live ranges
+ * overlap never share bytes) and sets p->arena_need. */
+void cxr_nn_cpu_place_buffers(struct cpu_plan *p);
+
+/* The graph entries of the function table. */
 enum cxr_status cxr_nn_cpu_graph_plan(struct cxr_nn_backend *b, struct cxr_nn_graph *g,
                                       int32_t batch, void **plan, char *err);
 void cxr_nn_cpu_plan_free(struct cxr_nn_backend *b, void *plan);

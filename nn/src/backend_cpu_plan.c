@@ -1,5 +1,5 @@
 /* backend_cpu_plan.c — compiles a fused graph into oneDNN primitives for one
- * batch size, and runs it.
+ * batch size (backend_cpu_run.c places its memory and runs it).
  *
  * Layouts are oneDNN's choice (format_tag_any): each value has one
  * canonical memory written by its producer; a consumer that wants another
@@ -7,8 +7,9 @@
  * Conv: batch norm already folded (bias), ReLU as an eltwise post-op, the
  * residual add as a sum post-op into a destination that holds the residual
  * (in place when the residual is dead afterwards and has the same layout).
- * bf16: activations and conv/pool weights in bf16, fc in fp32, logits fp32;
- * a bf16 conv that only has a reference kernel (e.g. the 1-channel stem on
+ * bf16: activations and conv/pool weights in bf16, except the outputs of
+ * the convs that take a residual (the block outputs: fp32, so the sum
+ * accumulates in fp32), fc in fp32, logits fp32; a bf16 conv that only has a reference kernel (e.g. the 1-channel stem on
  * some CPUs) runs in fp32 instead.
  * Activations live in one arena per graph (graph->extra), shared by all
  * batch sizes; offsets come from the live ranges of the plan's buffers.
@@ -19,50 +20,6 @@
 
 #include "backend_cpu.h"
 #include "cxr/log.h"
-
-#define MAX_ARGS 8
-#define ALIGN 64
-
-enum buf_place { BUF_ARENA = 0, BUF_INPUT = 1, BUF_OUTPUT = 2 };
-
-struct cpu_buf {
-    size_t size, off;
-    int32_t first, last;          /* steps that touch it (inclusive) */
-    enum buf_place place;
-};
-
-struct cpu_mem {
-    dnnl_memory_t m;
-    int32_t buf;                  /* -1: scratchpad */
-};
-
-struct cpu_step {
-    dnnl_primitive_t prim;
-    int32_t n_args;
-    dnnl_exec_arg_t args[MAX_ARGS];
-};
-
-/* Per-graph state: the activation arena and the stream. */
-struct cpu_graph {
-    void *arena;
-    size_t size;
-    uint64_t generation;          /* bumps when the arena moves */
-    dnnl_stream_t stream;
-};
-
-struct cpu_plan {
-    struct cpu_ctx *ctx;
-    struct cpu_graph *cg;
-    int32_t batch;
-    struct cpu_step *steps;
-    int32_t n_steps, cap_steps;
-    struct cpu_buf *bufs;
-    int32_t n_bufs, cap_bufs;
-    struct cpu_mem *mems;
-    int32_t n_mems, cap_mems;
-    size_t scratch_size, scratch_off, arena_need;
-    uint64_t bound_generation;
-};
 
 /* Planning state of one value. */
 #define MAX_CONV 4
@@ -154,7 +111,7 @@ static enum cxr_status add_step(struct cpu_plan *p, dnnl_primitive_t prim, const
 {
     enum cxr_status st = CXR_OK;
     const_dnnl_primitive_desc_t pd = NULL;
-    if (n + 1 > MAX_ARGS || !grow((void **)&p->steps, p->n_steps, &p->cap_steps, sizeof *p->steps)) {
+    if (n + 1 > CPU_MAX_ARGS || !grow((void **)&p->steps, p->n_steps, &p->cap_steps, sizeof *p->steps)) {
         dnnl_primitive_destroy(prim);
         return oom(err);
     }
@@ -571,87 +528,6 @@ static bool md_is_plain_f32(const dnnl_memory_desc_t *md)
     return dnnl_memory_desc_equal(md, &plain) != 0;
 }
 
-/* Places arena buffers: largest first, each at the lowest offset that does
- * not overlap a placed buffer whose live range intersects its own. */
-static void place_buffers(struct cpu_plan *p)
-{
-    int32_t n = p->n_bufs;
-    int32_t *order = malloc((size_t)n * sizeof *order);
-    bool *placed = calloc((size_t)n, sizeof *placed);
-    size_t top = 0;
-    if (!order || !placed) {  /* no memory to be clever: lay them end to end */
-        for (int32_t i = 0; i < n; i++) {
-            p->bufs[i].off = top;
-            top += (p->bufs[i].size + ALIGN - 1) & ~(size_t)(ALIGN - 1);
-        }
-        goto done;
-    }
-    for (int32_t i = 0; i < n; i++)
-        order[i] = i;
-    for (int32_t i = 1; i < n; i++) {  /* insertion sort by size, descending */
-        int32_t k = order[i], j = i - 1;
-        while (j >= 0 && p->bufs[order[j]].size < p->bufs[k].size) {
-            order[j + 1] = order[j];
-            j--;
-        }
-        order[j + 1] = k;
-    }
-    for (int32_t oi = 0; oi < n; oi++) {
-        struct cpu_buf *b = &p->bufs[order[oi]];
-        if (b->place != BUF_ARENA || b->first < 0)
-            continue;
-        size_t size = (b->size + ALIGN - 1) & ~(size_t)(ALIGN - 1), off = 0;
-        for (bool moved = true; moved;) {
-            moved = false;
-            for (int32_t j = 0; j < n; j++) {
-                const struct cpu_buf *o = &p->bufs[j];
-                if (!placed[j] || o->last < b->first || o->first > b->last)
-                    continue;
-                size_t osz = (o->size + ALIGN - 1) & ~(size_t)(ALIGN - 1);
-                if (off < o->off + osz && o->off < off + size) {
-                    off = o->off + osz;
-                    moved = true;
-                }
-            }
-        }
-        b->off = off;
-        placed[order[oi]] = true;
-        if (off + size > top)
-            top = off + size;
-    }
-done:
-    free(order);
-    free(placed);
-    p->scratch_off = top;
-    p->arena_need = top + ((p->scratch_size + ALIGN - 1) & ~(size_t)(ALIGN - 1)) + ALIGN;
-}
-
-void cxr_nn_cpu_plan_free(struct cxr_nn_backend *b, void *plan)
-{
-    struct cpu_plan *p = plan;
-    if (!p)
-        return;
-    for (int32_t i = 0; i < p->n_steps; i++)
-        dnnl_primitive_destroy(p->steps[i].prim);
-    for (int32_t i = 0; i < p->n_mems; i++)
-        dnnl_memory_destroy(p->mems[i].m);
-    free(p->steps);
-    free(p->mems);
-    free(p->bufs);
-    free(p);
-}
-
-void cxr_nn_cpu_graph_release(struct cxr_nn_backend *b, struct cxr_nn_graph *g)
-{
-    struct cpu_graph *cg = g ? g->extra : NULL;
-    if (!cg)
-        return;
-    if (cg->stream)
-        dnnl_stream_destroy(cg->stream);
-    free(cg->arena);
-    free(cg);
-    g->extra = NULL;
-}
 
 static enum cxr_status graph_state(struct cpu_ctx *c, struct cxr_nn_graph *g, char *err)
 {
@@ -759,66 +635,12 @@ enum cxr_status cxr_nn_cpu_graph_plan(struct cxr_nn_backend *b, struct cxr_nn_gr
             (st = add_reorder(p, om, m, "output", err)) != CXR_OK)
             goto fail;
     }
-    place_buffers(p);
+    cxr_nn_cpu_place_buffers(p);
     free(vs);
     *plan = p;
     return CXR_OK;
 fail:
     free(vs);
     cxr_nn_cpu_plan_free(b, p);
-    return st;
-}
-
-/* Points every arena memory at its place in the (possibly moved) arena. */
-static enum cxr_status bind_arena(struct cpu_plan *p, char *err)
-{
-    enum cxr_status st = CXR_OK;
-    char *base = (char *)(((uintptr_t)p->cg->arena + ALIGN - 1) & ~(uintptr_t)(ALIGN - 1));
-    for (int32_t i = 0; i < p->n_mems; i++) {
-        const struct cpu_mem *m = &p->mems[i];
-        if (m->buf >= 0 && p->bufs[m->buf].place != BUF_ARENA)
-            continue;
-        void *h = m->buf < 0 ? base + p->scratch_off : base + p->bufs[m->buf].off;
-        CXR_DNNL(dnnl_memory_set_data_handle(m->m, h), "arena");
-    }
-    p->bound_generation = p->cg->generation;
-fail:
-    return st;
-}
-
-enum cxr_status cxr_nn_cpu_graph_compute(struct cxr_nn_backend *b, void *plan, const float *input,
-                                         float *output, char *err)
-{
-    struct cpu_plan *p = plan;
-    struct cpu_graph *cg = p ? p->cg : NULL;
-    enum cxr_status st = CXR_OK;
-    if (!p || !input || !output)
-        return cxr_nn_backend_err(err, CXR_ERR_INVALID_ARG, "cpu: compute without plan or buffers");
-    cxr_nn_cpu_apply_threads(p->ctx);
-    if (cg->size < p->arena_need) {
-        free(cg->arena);
-        cg->size = 0;
-        cg->arena = malloc(p->arena_need);
-        if (!cg->arena)
-            return cxr_nn_backend_err(err, CXR_ERR_NOMEM, "cpu: cannot allocate %zu bytes of "
-                                      "activations", p->arena_need);
-        cg->size = p->arena_need;
-        cg->generation++;
-    }
-    if (p->bound_generation != cg->generation && (st = bind_arena(p, err)) != CXR_OK)
-        return st;
-    for (int32_t i = 0; i < p->n_mems; i++) {
-        const struct cpu_mem *m = &p->mems[i];
-        if (m->buf < 0 || p->bufs[m->buf].place == BUF_ARENA)
-            continue;
-        void *h = p->bufs[m->buf].place == BUF_INPUT ? (void *)(uintptr_t)input : (void *)output;
-        CXR_DNNL(dnnl_memory_set_data_handle(m->m, h), "input/output");
-    }
-    for (int32_t i = 0; i < p->n_steps; i++) {
-        const struct cpu_step *s = &p->steps[i];
-        CXR_DNNL(dnnl_primitive_execute(s->prim, cg->stream, s->n_args, s->args), "forward");
-    }
-    CXR_DNNL(dnnl_stream_wait(cg->stream), "forward");
-fail:
     return st;
 }

@@ -677,6 +677,31 @@ START_TEST(test_backend_options)
 }
 END_TEST
 
+/* A CPU without bf16 (oneDNN limited to AVX2 in this forked test process):
+ * bf16 is refused with a reason, fp32 still matches torch on AVX2 kernels. */
+START_TEST(test_cpu_without_bf16)
+{
+    setenv("ONEDNN_MAX_CPU_ISA", "AVX2", 1);
+    struct cxr_nn_backend *b = open_cpu(CXR_NN_PRECISION_FP32, 0);
+    if (!strstr(cxr_nn_backend_describe(b), "avx2,")) {
+        printf("SKIP ISA limit: oneDNN was initialised before the test (%s)\n",
+               cxr_nn_backend_describe(b));
+        cxr_nn_backend_close(b);
+        return;
+    }
+    cxr_nn_backend_close(b);
+    struct cxr_nn_backend_options o = {.kind = CXR_NN_BACKEND_CPU,
+                                       .precision = CXR_NN_PRECISION_BF16};
+    char err[CXR_NN_ERRLEN] = "";
+    b = (struct cxr_nn_backend *)&b;
+    ck_assert_int_eq(cxr_nn_backend_open(&o, &b, NULL, err), CXR_ERR_UNSUPPORTED);
+    ck_assert(b == NULL);
+    ck_assert_msg(strstr(err, "AVX512-BF16") && strstr(err, "avx2"), "err: %s", err);
+    double e = oracle_case(cxr_test_data_path("oracle"), &small[1], CXR_NN_PRECISION_FP32, true);
+    ck_assert_msg(e <= FP32_TOL, "avx2 fp32: relative error %.3e", e);
+}
+END_TEST
+
 START_TEST(test_batch_bounds)
 {
     char err[CXR_NN_ERRLEN] = "";
@@ -726,6 +751,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_backend_cuda_absent);
     tcase_add_test(tc, test_backend_options);
     tcase_add_test(tc, test_batch_bounds);
+    tcase_add_test(tc, test_cpu_without_bf16);
     suite_add_tcase(s, tc);
     return s;
 }
