@@ -11,8 +11,19 @@ static enum cxr_status table_status;
 static char table_why[256];
 static void table_check_once(void) { table_status = conf_table_check(table_why, sizeof table_why); }
 
+enum cxr_status conf_section_defaults(const struct conf_section *sec, void *base)
+{
+    enum cxr_status st = CXR_OK;
+    for (size_t i = 0; i < sec->nkeys && st == CXR_OK; i++) {
+        char why[256];
+        st = conf_value_parse(&sec->keys[i], sec->keys[i].def, base, why, sizeof why);
+    }
+    return st;
+}
+
 /* Every key at its default, parsed from the table's default text (so a
- * default obeys the same rules as a value from a file). */
+ * default obeys the same rules as a value from a file). Repeated sections
+ * start with no element. */
 enum cxr_status cxr_conf_defaults(struct cxr_conf **out)
 {
     if (!out)
@@ -25,14 +36,9 @@ enum cxr_status cxr_conf_defaults(struct cxr_conf **out)
     if (!conf)
         return CXR_ERR_NOMEM;
     enum cxr_status st = CXR_OK;
-    for (size_t s = 0; s < conf_nsections && st == CXR_OK; s++) {
-        const struct conf_section *sec = &conf_sections[s];
-        void *base = conf_section_base(conf, sec);
-        for (size_t i = 0; i < sec->nkeys && st == CXR_OK; i++) {
-            char why[256];
-            st = conf_value_parse(&sec->keys[i], sec->keys[i].def, base, why, sizeof why);
-        }
-    }
+    for (size_t s = 0; s < conf_nsections && st == CXR_OK; s++)
+        if (!conf_sections[s].max_count)
+            st = conf_section_defaults(&conf_sections[s], conf_section_base(conf, &conf_sections[s]));
     if (st == CXR_OK && !(conf->source_path = strdup("")))
         st = CXR_ERR_NOMEM;
     if (st != CXR_OK) {
@@ -49,8 +55,11 @@ void cxr_conf_free(struct cxr_conf *conf)
         return;
     for (size_t s = 0; s < conf_nsections; s++) {
         const struct conf_section *sec = &conf_sections[s];
-        for (size_t i = 0; i < sec->nkeys; i++)
-            conf_value_free(&sec->keys[i], conf_section_base(conf, sec));
+        /* every element a load may have touched, also past a failed one */
+        size_t n = sec->max_count ? sec->max_count : 1;
+        for (size_t e = 0; e < n; e++)
+            for (size_t i = 0; i < sec->nkeys; i++)
+                conf_value_free(&sec->keys[i], conf_section_elem(conf, sec, e));
     }
     free(conf->source_path);
     free(conf);
@@ -65,6 +74,11 @@ enum cxr_status cxr_conf_get_text(const struct cxr_conf *conf, const char *key, 
     const struct conf_key *k = conf_key_find(key, &sec);
     if (!k)
         return CXR_ERR_NOT_FOUND;
+    if (sec->max_count && conf_section_count(conf, sec) == 0) {
+        /* no element: the value a new element would have */
+        size_t n = (size_t)snprintf(buf, buflen, "%s", k->def);
+        return n < buflen ? CXR_OK : CXR_ERR_LIMIT;
+    }
     return conf_value_format(k, conf_section_base(conf, sec), buf, buflen);
 }
 
@@ -97,13 +111,19 @@ bool cxr_conf_equal(const struct cxr_conf *a, const struct cxr_conf *b)
         return a == b;
     for (size_t s = 0; s < conf_nsections; s++) {
         const struct conf_section *sec = &conf_sections[s];
-        for (size_t i = 0; i < sec->nkeys; i++) {
-            char va[CXR_CONF_MAX_LIST * 65 + 4096], vb[sizeof va];
-            if (conf_value_format(&sec->keys[i], conf_section_base(a, sec), va, sizeof va) != CXR_OK ||
-                conf_value_format(&sec->keys[i], conf_section_base(b, sec), vb, sizeof vb) != CXR_OK ||
-                strcmp(va, vb))
-                return false;
-        }
+        size_t n = conf_section_count(a, sec);
+        if (n != conf_section_count(b, sec))
+            return false;
+        for (size_t e = 0; e < n; e++)
+            for (size_t i = 0; i < sec->nkeys; i++) {
+                char va[CXR_CONF_MAX_LIST * 65 + 4096], vb[sizeof va];
+                if (conf_value_format(&sec->keys[i], conf_section_elem(a, sec, e), va, sizeof va) !=
+                        CXR_OK ||
+                    conf_value_format(&sec->keys[i], conf_section_elem(b, sec, e), vb, sizeof vb) !=
+                        CXR_OK ||
+                    strcmp(va, vb))
+                    return false;
+            }
     }
     return true;
 }

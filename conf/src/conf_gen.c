@@ -120,12 +120,14 @@ static void xsd_build(void)
                   "<xs:schema xmlns:xs=\"http://www.w3.org/2001/XMLSchema\">\n\n"
                   "  <xs:element name=\"cxr-triage\">\n"
                   "    <xs:complexType>\n"
-                  "      <xs:all>\n");
+                  "      <!-- Sections in any order; the loader also checks that a section that is\n"
+                  "           not repeatable appears at most once (XSD 1.0 cannot say both). -->\n"
+                  "      <xs:choice minOccurs=\"0\" maxOccurs=\"unbounded\">\n");
     for (size_t s = 0; s < conf_nsections; s++)
-        conf_buf_printf(&b, "        <xs:element name=\"%s\" type=\"%s-section\" minOccurs=\"0\"/>\n",
+        conf_buf_printf(&b, "        <xs:element name=\"%s\" type=\"%s-section\"/>\n",
                         conf_sections[s].name, conf_sections[s].name);
     conf_buf_puts(&b,
-                  "      </xs:all>\n"
+                  "      </xs:choice>\n"
                   "      <xs:attribute name=\"version\" use=\"optional\">\n"
                   "        <xs:simpleType>\n"
                   "          <xs:restriction base=\"xs:token\">\n"
@@ -195,7 +197,11 @@ char *cxr_conf_doc_markdown(void)
         for (size_t i = 0; i < sec->nkeys; i++) {
             const struct conf_key *k = &sec->keys[i];
             char exp[256];
-            conf_buf_printf(&b, "| `%s/%s` | %s | ", sec->name, k->name, type_word(k));
+            if (sec->max_count)
+                conf_buf_printf(&b, "| `%s/%s` | %s, in each `<%s>` (up to %zu) | ", sec->name, k->name,
+                                type_word(k), sec->name, sec->max_count);
+            else
+                conf_buf_printf(&b, "| `%s/%s` | %s | ", sec->name, k->name, type_word(k));
             md_cell(&b, conf_key_expected(k, exp, sizeof exp));
             conf_buf_puts(&b, " | ");
             if (*k->def) {
@@ -262,29 +268,54 @@ static enum cxr_status print_buf(const struct cxr_conf *conf, struct conf_buf *b
                   "<cxr-triage version=\"1\">\n");
     for (size_t s = 0; s < conf_nsections; s++) {
         const struct conf_section *sec = &conf_sections[s];
-        const void *base = conf_section_base(conf, sec);
+        size_t n = conf_section_count(conf, sec);
         conf_buf_puts(b, "\n");
         xml_comment(b, "  ", sec->desc);
-        conf_buf_printf(b, "  <%s>\n", sec->name);
-        for (size_t i = 0; i < sec->nkeys; i++) {
-            const struct conf_key *k = &sec->keys[i];
-            char value[VALUE_MAX];
-            enum cxr_status st = conf_value_format(k, base, value, sizeof value);
-            if (st != CXR_OK)
-                return st;
-            struct conf_buf note = { 0 };
-            key_note(&note, k, false);
-            if (note.failed) {
-                free(note.data);
-                return CXR_ERR_NOMEM;
+        if (n == 0) {
+            /* A repeated section with no element: its keys and defaults, as a
+             * commented-out example. */
+            conf_buf_printf(b, "  <!-- <%s>", sec->name);
+            for (size_t i = 0; i < sec->nkeys; i++) {
+                conf_buf_printf(b, "\n         <%s>", sec->keys[i].name);
+                conf_buf_xml_escape(b, sec->keys[i].def);
+                conf_buf_printf(b, "</%s>", sec->keys[i].name);
             }
-            xml_comment(b, "    ", note.data);
-            free(note.data);
-            conf_buf_printf(b, "    <%s>", k->name);
-            conf_buf_xml_escape(b, value);
-            conf_buf_printf(b, "</%s>\n", k->name);
+            conf_buf_printf(b, "\n       </%s> -->\n", sec->name);
+            for (size_t i = 0; i < sec->nkeys; i++) {
+                struct conf_buf note = { 0 };
+                conf_buf_printf(&note, "%s/%s: ", sec->name, sec->keys[i].name);
+                key_note(&note, &sec->keys[i], false);
+                if (note.failed) {
+                    free(note.data);
+                    return CXR_ERR_NOMEM;
+                }
+                xml_comment(b, "  ", note.data);
+                free(note.data);
+            }
         }
-        conf_buf_printf(b, "  </%s>\n", sec->name);
+        for (size_t e = 0; e < n; e++) {
+            const void *base = conf_section_elem(conf, sec, e);
+            conf_buf_printf(b, "  <%s>\n", sec->name);
+            for (size_t i = 0; i < sec->nkeys; i++) {
+                const struct conf_key *k = &sec->keys[i];
+                char value[VALUE_MAX];
+                enum cxr_status st = conf_value_format(k, base, value, sizeof value);
+                if (st != CXR_OK)
+                    return st;
+                struct conf_buf note = { 0 };
+                key_note(&note, k, false);
+                if (note.failed) {
+                    free(note.data);
+                    return CXR_ERR_NOMEM;
+                }
+                xml_comment(b, "    ", note.data);
+                free(note.data);
+                conf_buf_printf(b, "    <%s>", k->name);
+                conf_buf_xml_escape(b, value);
+                conf_buf_printf(b, "</%s>\n", k->name);
+            }
+            conf_buf_printf(b, "  </%s>\n", sec->name);
+        }
     }
     conf_buf_puts(b, "</cxr-triage>\n");
     return b->failed ? CXR_ERR_NOMEM : CXR_OK;

@@ -68,7 +68,12 @@ struct conf_section {
     const char *desc;
     const struct conf_key *keys;
     size_t nkeys;
-    /* A future repeated section adds: size_t count_offset, elem_size, max_count. */
+    /* A repeated section (<destination> several times) has max_count > 0:
+     * its elements are an array at `offset` of elem_size bytes each, and the
+     * uint32_t at count_offset says how many are used. */
+    size_t max_count;
+    size_t elem_size;
+    size_t count_offset;
 };
 
 /* "a must not be greater than b": a cross-key rule the XSD cannot express. */
@@ -90,8 +95,15 @@ const struct conf_key *conf_key_find(const char *path, const struct conf_section
 size_t conf_key_total(void);
 size_t conf_key_index(const struct conf_section *sec, const struct conf_key *key);
 
-/* Pointer to the section's struct inside conf. */
+/* Pointer to the section's struct inside conf (element 0 of a repeated one). */
 void *conf_section_base(const struct cxr_conf *conf, const struct conf_section *sec);
+/* Repeated sections: element i's struct, and the count of elements used
+ * (a singular section always has exactly one). */
+void *conf_section_elem(const struct cxr_conf *conf, const struct conf_section *sec, size_t i);
+size_t conf_section_count(const struct cxr_conf *conf, const struct conf_section *sec);
+uint32_t *conf_section_count_ptr(struct cxr_conf *conf, const struct conf_section *sec);
+/* Sets every key of one section struct (an element) to its default. */
+enum cxr_status conf_section_defaults(const struct conf_section *sec, void *base);
 
 /* Describes what a key accepts, as in "an integer 0..256"; used by error
  * messages, the XML comments and the Markdown table. Returns buf. */

@@ -166,9 +166,108 @@ static const struct conf_key log_keys[] = {
 };
 #undef L
 
+
+#define N struct cxr_conf_node
+static const struct conf_key node_keys[] = {
+    K_STR(N, ae_title, "ae-title", CONF_T_LO, 1, 16, "CXRTRIAGE",
+          "The node's AE title: what modalities and PACS call it, and the calling AE title of its "
+          "SR deliveries unless a destination says otherwise."),
+    K_STR(N, bind_address, "bind-address", CONF_T_TEXT, 1, 255, "127.0.0.1",
+          "Address the DICOM port listens on; 0.0.0.0 = every interface."),
+    K_INT(N, port, "port", 1, 65535, "11112", "DICOM port (TCP)."),
+    K_INT(N, max_associations, "max-associations", 1, 1024, "16",
+          "Simultaneous incoming associations; more are refused (transient) until one ends."),
+    K_INT(N, max_pdu, "max-pdu", 4096, 131072, "65536", "Largest PDU received, in bytes."),
+    K_INT(N, acse_timeout_s, "acse-timeout", 1, 3600, "30",
+          "Seconds to wait for association negotiation messages."),
+    K_INT(N, dimse_timeout_s, "dimse-timeout", 1, 3600, "60",
+          "Seconds to wait for a DIMSE message (in and out)."),
+    K_INT(N, connect_timeout_s, "connect-timeout", 1, 600, "10",
+          "Seconds to wait for a destination to accept a connection."),
+    K_BOOL(N, check_called_ae, "check-called-ae", "true",
+           "Refuse associations whose called AE title is not ae-title."),
+    K_BOOL(N, tls, "tls", "false",
+           "DICOM TLS (BCP 195) on the DICOM port; needs tls-certificate and tls-private-key."),
+    K_STR(N, tls_certificate, "tls-certificate", CONF_T_PATH, 0, PATH_MAXLEN, "",
+          "The node's certificate (PEM), also presented to TLS destinations."),
+    K_STR(N, tls_private_key, "tls-private-key", CONF_T_PATH, 0, PATH_MAXLEN, "",
+          "The private key of tls-certificate (PEM, unencrypted; readable by the node only)."),
+    K_STR(N, tls_ca_certificates, "tls-ca-certificates", CONF_T_PATH, 0, PATH_MAXLEN, "",
+          "CA certificates (PEM) that peers' and destinations' certificates are verified "
+          "against; empty = no verification."),
+    K_BOOL(N, tls_verify_peer, "tls-verify-peer", "false",
+           "Require a client certificate signed by tls-ca-certificates from every peer."),
+    K_STR(N, spool_dir, "spool-dir", CONF_T_PATH, 1, PATH_MAXLEN, "/var/lib/cxr-triage/spool",
+          "Folder for received instances, SRs and the job store (jobs.sqlite); a local "
+          "filesystem, owned by the node's user."),
+    K_INT(N, disk_min_free_mb, "disk-min-free-mb", 0, 100000000, "1024",
+          "New associations are refused while the spool filesystem has less free space (MB)."),
+    K_INT(N, spool_retention_hours, "spool-retention-hours", 0, 87600, "24",
+          "Hours a processed instance file stays in the spool (results stay in the job store)."),
+    K_INT(N, worker_threads, "worker-threads", 0, 64, "0",
+          "Scoring workers (decode and preprocess in parallel); 0 = automatic (2)."),
+    K_INT(N, batch_wait_ms, "batch-wait-ms", 0, 10000, "20",
+          "Milliseconds a worker waits for more images to fill a batch once it has one."),
+    K_INT(N, study_stable_seconds, "study-stable-seconds", 0, 86400, "5",
+          "A study is complete when no instance of it arrived for this many seconds; then its SR "
+          "is made."),
+    K_INT(N, retry_base_seconds, "retry-base-seconds", 1, 86400, "10",
+          "Delay before the first retry of a failed SR delivery; it doubles on each failure "
+          "(with jitter)."),
+    K_INT(N, retry_cap_seconds, "retry-cap-seconds", 1, 604800, "600",
+          "Longest delay between two delivery attempts."),
+    K_INT(N, retry_max_attempts, "retry-max-attempts", 1, 1000, "12",
+          "Delivery attempts before an SR goes to the dead-letter list (cxr-triage queue)."),
+};
+#undef N
+
+#define H struct cxr_conf_http
+static const struct conf_key http_keys[] = {
+    K_BOOL(H, enabled, "enabled", "true",
+           "Serve the worklist, study results, health and metrics over HTTP."),
+    K_STR(H, bind_address, "bind-address", CONF_T_TEXT, 1, 255, "127.0.0.1",
+          "Address of the HTTP endpoint (an IP address); it has no authentication, so keep it "
+          "on loopback or behind a proxy."),
+    K_INT(H, port, "port", 0, 65535, "8090", "HTTP port; 0 = any free port."),
+    K_BOOL(H, show_patient_id, "show-patient-id", "false",
+           "Include the Patient ID (PHI) in the worklist and study results."),
+    K_INT(H, worklist_hours, "worklist-hours", 0, 87600, "72",
+          "Studies whose last image arrived longer ago leave the worklist; 0 = keep all."),
+};
+#undef H
+
+#define A struct cxr_conf_allow
+static const struct conf_key allow_keys[] = {
+    K_STR(A, ae_title, "ae-title", CONF_T_LO, 0, 16, "",
+          "Calling AE title allowed to associate; empty = any AE title."),
+    K_STR(A, host, "host", CONF_T_TEXT, 0, 255, "",
+          "Peer address (IP or host name) allowed to associate; empty = any host."),
+};
+#undef A
+
+#define D struct cxr_conf_destination
+static const struct conf_key destination_keys[] = {
+    K_STR(D, name, "name", CONF_T_TEXT, 0, 63, "",
+          "Name of the destination in logs and in cxr-triage queue; empty = AE@host:port."),
+    K_STR(D, ae_title, "ae-title", CONF_T_LO, 1, 16, "PACS", "Called AE title of the destination."),
+    K_STR(D, host, "host", CONF_T_TEXT, 1, 255, "127.0.0.1", "Host name or IP address."),
+    K_INT(D, port, "port", 1, 65535, "104", "DICOM port of the destination."),
+    K_STR(D, calling_ae_title, "calling-ae-title", CONF_T_LO, 0, 16, "",
+          "Calling AE title used towards this destination; empty = node/ae-title."),
+    K_BOOL(D, tls, "tls", "false",
+           "Use DICOM TLS, with node/tls-certificate, tls-private-key and tls-ca-certificates."),
+};
+#undef D
+
 #define SECTION(nm, field, ds, tbl)                                                                \
     { .name = nm, .offset = offsetof(struct cxr_conf, field), .desc = ds, .keys = tbl,             \
       .nkeys = COUNT(tbl) }
+/* A section that may appear up to COUNT(array) times, into array[] and count. */
+#define REPEATED(nm, array, count, ds, tbl)                                                        \
+    { .name = nm, .offset = offsetof(struct cxr_conf, array), .desc = ds, .keys = tbl,             \
+      .nkeys = COUNT(tbl), .max_count = COUNT(((struct cxr_conf *)0)->array),                      \
+      .elem_size = sizeof(((struct cxr_conf *)0)->array[0]),                                       \
+      .count_offset = offsetof(struct cxr_conf, count) + TYPECHECK(struct cxr_conf, count, uint32_t) }
 
 const struct conf_section conf_sections[] = {
     SECTION("model", model, "The neural network: model file, backend, precision, batching.",
@@ -178,6 +277,16 @@ const struct conf_section conf_sections[] = {
     SECTION("sr", sr, "The DICOM Structured Report (TID 1500) written for each study.", sr_keys),
     SECTION("priority", priority, "How a probability becomes a triage priority.", priority_keys),
     SECTION("log", log, "Logging.", log_keys),
+    SECTION("node", node, "The DICOM node (cxr-triage serve): AE, port, TLS, spool, workers, "
+            "retries.", node_keys),
+    SECTION("http", http, "The node's HTTP endpoint: worklist, study results, health, metrics.",
+            http_keys),
+    REPEATED("allow", allow, allow_count,
+             "A peer allowed to associate with the node (repeat the element for each); without "
+             "any allow element every peer is allowed.", allow_keys),
+    REPEATED("destination", destinations, destination_count,
+             "A DICOM destination of the SRs (repeat the element for each); without any the SRs "
+             "stay in the spool.", destination_keys),
 };
 const size_t conf_nsections = COUNT(conf_sections);
 
@@ -241,4 +350,23 @@ size_t conf_key_index(const struct conf_section *sec, const struct conf_key *key
 void *conf_section_base(const struct cxr_conf *conf, const struct conf_section *sec)
 {
     return (char *)conf + sec->offset;
+}
+
+void *conf_section_elem(const struct cxr_conf *conf, const struct conf_section *sec, size_t i)
+{
+    return (char *)conf + sec->offset + i * sec->elem_size;
+}
+
+uint32_t *conf_section_count_ptr(struct cxr_conf *conf, const struct conf_section *sec)
+{
+    return sec->max_count ? (uint32_t *)((char *)conf + sec->count_offset) : NULL;
+}
+
+size_t conf_section_count(const struct cxr_conf *conf, const struct conf_section *sec)
+{
+    if (!sec->max_count)
+        return 1;
+    uint32_t n;
+    memcpy(&n, (const char *)conf + sec->count_offset, sizeof n);
+    return n < sec->max_count ? n : sec->max_count;
 }

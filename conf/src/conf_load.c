@@ -380,6 +380,27 @@ static void load_root(struct load_state *ls, xmlNodePtr root, struct cxr_conf *c
             break;
         }
         size_t si = (size_t)(sec - conf_sections);
+        if (sec->max_count) {
+            /* A repeated section: one more element, starting from the defaults;
+             * a key may appear once per element. */
+            uint32_t *count = conf_section_count_ptr(conf, sec);
+            if (*count >= sec->max_count) {
+                fail(ls, CXR_ERR_CONF_SCHEMA, xmlGetLineNo(c),
+                     "too many <%s> sections (at most %zu)", sec->name, sec->max_count);
+                break;
+            }
+            void *elem = conf_section_elem(conf, sec, *count);
+            enum cxr_status st = conf_section_defaults(sec, elem);
+            if (st != CXR_OK) {
+                fail(ls, st, 0, "out of memory");
+                break;
+            }
+            (*count)++;
+            for (size_t k = 0; k < sec->nkeys; k++)
+                ls->lines[conf_key_index(sec, &sec->keys[k])] = 0;
+            load_section(ls, sec, elem, c);
+            continue;
+        }
         if (section_line[si]) {
             fail(ls, CXR_ERR_CONF_SCHEMA, xmlGetLineNo(c), "section <%s> appears twice (first at line %ld)",
                  sec->name, section_line[si]);

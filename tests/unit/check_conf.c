@@ -130,7 +130,7 @@ START_TEST(test_defaults_key_paths)
     struct cxr_conf *c = NULL;
     ck_assert_int_eq(cxr_conf_defaults(&c), CXR_OK);
     size_t n = cxr_conf_key_count();
-    ck_assert_uint_eq(n, 33); /* one per field of conf.h's section structs */
+    ck_assert_uint_eq(n, 69); /* one per field of conf.h's section structs */
     ck_assert_ptr_null(cxr_conf_key_path(n));
     for (size_t i = 0; i < n; i++) {
         const char *k = cxr_conf_key_path(i);
@@ -740,6 +740,132 @@ START_TEST(test_xmllint_validates)
 }
 END_TEST
 
+/* ---- repeated sections (<allow>, <destination>) ------------------------ */
+
+static const char *REPEATED =
+    "<cxr-triage>\n"
+    "  <destination><name>pacs</name><ae-title>MAINPACS</ae-title><host>10.0.0.5</host>\n"
+    "    <port>11112</port><tls>true</tls></destination>\n"
+    "  <node><ae-title>TRIAGE1</ae-title><study-stable-seconds>0</study-stable-seconds></node>\n"
+    "  <allow><ae-title>CR01</ae-title></allow>\n"
+    "  <destination><host>archive.example.org</host></destination>\n"
+    "  <allow><host>10.1.2.3</host></allow>\n"
+    "  <allow><ae-title>DX02</ae-title><host>10.1.2.4</host></allow>\n"
+    "</cxr-triage>\n";
+
+START_TEST(test_repeated_sections_load)
+{
+    enum cxr_status st;
+    char err[CXR_CONF_ERRLEN];
+    struct cxr_conf *c = load_str(REPEATED, &st, err);
+    ck_assert_msg(st == CXR_OK, "%s", err);
+    ck_assert_str_eq(c->node.ae_title, "TRIAGE1");
+    ck_assert_int_eq(c->node.study_stable_seconds, 0);
+    ck_assert_uint_eq(c->destination_count, 2);
+    ck_assert_str_eq(c->destinations[0].name, "pacs");
+    ck_assert_str_eq(c->destinations[0].ae_title, "MAINPACS");
+    ck_assert_str_eq(c->destinations[0].host, "10.0.0.5");
+    ck_assert_int_eq(c->destinations[0].port, 11112);
+    ck_assert(c->destinations[0].tls);
+    /* omitted keys of an element take the element defaults */
+    ck_assert_str_eq(c->destinations[1].name, "");
+    ck_assert_str_eq(c->destinations[1].ae_title, "PACS");
+    ck_assert_str_eq(c->destinations[1].host, "archive.example.org");
+    ck_assert_int_eq(c->destinations[1].port, 104);
+    ck_assert(!c->destinations[1].tls);
+    ck_assert_uint_eq(c->allow_count, 3);
+    ck_assert_str_eq(c->allow[0].ae_title, "CR01");
+    ck_assert_str_eq(c->allow[0].host, "");
+    ck_assert_str_eq(c->allow[1].host, "10.1.2.3");
+    ck_assert_str_eq(c->allow[2].ae_title, "DX02");
+    char buf[64];
+    ck_assert_int_eq(cxr_conf_get_text(c, "destination/host", buf, sizeof buf), CXR_OK);
+    ck_assert_str_eq(buf, "10.0.0.5");
+
+    /* printed and loaded back: the same elements in the same order */
+    char *text = print_to_string(c);
+    struct cxr_conf *b = load_str(text, &st, err);
+    ck_assert_msg(st == CXR_OK, "printed config does not load: %s\n%s", err, text);
+    ck_assert(cxr_conf_equal(c, b));
+    ck_assert_str_eq(b->destinations[1].host, "archive.example.org");
+    /* one element fewer is a different configuration */
+    b->destination_count = 1;
+    ck_assert(!cxr_conf_equal(c, b));
+    b->destination_count = 2;
+    free(text);
+    cxr_conf_free(b);
+    cxr_conf_free(c);
+
+    /* defaults: no element; get_text gives the element default */
+    ck_assert_int_eq(cxr_conf_defaults(&c), CXR_OK);
+    ck_assert_uint_eq(c->destination_count, 0);
+    ck_assert_uint_eq(c->allow_count, 0);
+    ck_assert_int_eq(cxr_conf_get_text(c, "destination/port", buf, sizeof buf), CXR_OK);
+    ck_assert_str_eq(buf, "104");
+    cxr_conf_free(c);
+}
+END_TEST
+
+START_TEST(test_repeated_sections_errors)
+{
+    enum cxr_status st;
+    char err[CXR_CONF_ERRLEN];
+    /* a key twice inside one element */
+    struct cxr_conf *c = load_str("<cxr-triage>\n<destination><host>a</host>\n<host>b</host>"
+                                  "</destination>\n</cxr-triage>",
+                                  &st, err);
+    ck_assert_int_eq(st, CXR_ERR_CONF_SCHEMA);
+    ck_assert_msg(strstr(err, "test.xml:3:") && strstr(err, "'destination/host' appears twice (first at line 2)"),
+                  "%s", err);
+    /* a bad value inside the second element names its line */
+    c = load_str("<cxr-triage>\n<destination/>\n<destination>\n<port>0</port>\n</destination>\n"
+                 "</cxr-triage>",
+                 &st, err);
+    ck_assert_int_eq(st, CXR_ERR_CONF_VALUE);
+    ck_assert_msg(strstr(err, "test.xml:4:") && strstr(err, "destination/port"), "%s", err);
+    /* an unknown key inside an element */
+    c = load_str("<cxr-triage><allow><aet>X</aet></allow></cxr-triage>", &st, err);
+    ck_assert_int_eq(st, CXR_ERR_CONF_SCHEMA);
+    ck_assert_msg(strstr(err, "unknown key 'allow/aet'"), "%s", err);
+    /* more elements than the struct holds */
+    char doc[8192];
+    size_t n = (size_t)snprintf(doc, sizeof doc, "<cxr-triage>");
+    for (int i = 0; i <= CXR_CONF_MAX_DESTINATIONS; i++)
+        n += (size_t)snprintf(doc + n, sizeof doc - n, "<destination><port>%d</port></destination>\n",
+                              1000 + i);
+    snprintf(doc + n, sizeof doc - n, "</cxr-triage>");
+    c = load_str(doc, &st, err);
+    ck_assert_int_eq(st, CXR_ERR_CONF_SCHEMA);
+    ck_assert_msg(strstr(err, "too many <destination> sections (at most 16)"), "%s", err);
+    /* a section that is not repeatable still may appear only once */
+    c = load_str("<cxr-triage><node/><node/></cxr-triage>", &st, err);
+    ck_assert_int_eq(st, CXR_ERR_CONF_SCHEMA);
+    ck_assert_msg(strstr(err, "section <node> appears twice"), "%s", err);
+    (void)c;
+}
+END_TEST
+
+/* The committed XSD accepts repeated sections and refuses a bad key in one. */
+START_TEST(test_repeated_sections_xmllint)
+{
+    if (!have_xmllint())
+        return;
+    char *dir = cxr_test_tmpdir();
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/r.xml", dir);
+    ck_assert(cxr_test_write_file(path, REPEATED, strlen(REPEATED)));
+    const char *src = cxr_test_source_dir();
+    ck_assert_int_eq(cxr_test_sh("xmllint --noout --nonet --schema '%s/conf/cxr-triage.xsd' '%s' 2>/dev/null",
+                                 src, path), 0);
+    const char *bad = "<cxr-triage><destination><prot>1</prot></destination></cxr-triage>";
+    ck_assert(cxr_test_write_file(path, bad, strlen(bad)));
+    ck_assert_int_ne(cxr_test_sh("xmllint --noout --nonet --schema '%s/conf/cxr-triage.xsd' '%s' 2>/dev/null",
+                                 src, path), 0);
+    cxr_test_rmtree(dir);
+    free(dir);
+}
+END_TEST
+
 static Suite *conf_suite(void)
 {
     Suite *s = suite_create("conf");
@@ -773,6 +899,12 @@ static Suite *conf_suite(void)
     tcase_add_test(tc, test_equal_detects_difference);
     tcase_add_test(tc, test_get_text);
     tcase_add_test(tc, test_resolve_path);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("repeated");
+    tcase_add_test(tc, test_repeated_sections_load);
+    tcase_add_test(tc, test_repeated_sections_errors);
+    tcase_add_test(tc, test_repeated_sections_xmllint);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("artefacts");

@@ -111,6 +111,61 @@ struct cxr_conf_log {
     bool allow_phi;                   /* patient names/IDs may appear in logs */
 };
 
+/* The DICOM node (`cxr-triage serve`): its AE, spool, workers, retries. */
+struct cxr_conf_node {
+    char *ae_title;                   /* our AE title (1..16 characters) */
+    char *bind_address;               /* address the DICOM port listens on */
+    int32_t port;
+    int32_t max_associations;         /* simultaneous associations */
+    int32_t max_pdu;                  /* bytes */
+    int32_t acse_timeout_s;           /* association negotiation */
+    int32_t dimse_timeout_s;          /* one DIMSE message */
+    int32_t connect_timeout_s;        /* outgoing associations (SR delivery) */
+    bool check_called_ae;             /* refuse associations addressed to another AE title */
+    bool tls;                         /* DICOM TLS (BCP 195) on the listening port */
+    char *tls_certificate;            /* PEM; also the client certificate for TLS destinations */
+    char *tls_private_key;            /* PEM, unencrypted */
+    char *tls_ca_certificates;        /* PEM bundle to verify peers; "" = no verification */
+    bool tls_verify_peer;             /* require a client certificate signed by the CA */
+    char *spool_dir;                  /* received instances, SRs and the job store */
+    int32_t disk_min_free_mb;         /* below this much free space, associations are refused */
+    int32_t spool_retention_hours;    /* keep processed instance files this long */
+    int32_t worker_threads;           /* scoring workers; 0 = automatic */
+    int32_t batch_wait_ms;            /* wait this long for a batch to fill */
+    int32_t study_stable_seconds;     /* a study is complete after this quiet time */
+    int32_t retry_base_seconds;       /* first SR delivery retry delay (doubles each time) */
+    int32_t retry_cap_seconds;        /* longest delay between retries */
+    int32_t retry_max_attempts;       /* then the delivery is dead-lettered */
+};
+
+/* The node's HTTP endpoint (worklist, study results, health, metrics). */
+struct cxr_conf_http {
+    bool enabled;
+    char *bind_address;
+    int32_t port;                     /* 0 = any free port */
+    bool show_patient_id;             /* Patient ID in the worklist (PHI) */
+    int32_t worklist_hours;           /* studies whose last image is older leave the worklist; 0 = keep */
+};
+
+/* One <allow> element: a peer allowed to associate (empty field = any). */
+struct cxr_conf_allow {
+    char *ae_title;                   /* calling AE title */
+    char *host;                       /* IP address or host name */
+};
+
+/* One <destination> element: where the node sends its SRs (C-STORE). */
+struct cxr_conf_destination {
+    char *name;                       /* "" = derived from AE title, host and port */
+    char *ae_title;                   /* called AE title */
+    char *host;
+    int32_t port;
+    char *calling_ae_title;           /* "" = node/ae-title */
+    bool tls;
+};
+
+#define CXR_CONF_MAX_ALLOW 64         /* <allow> elements */
+#define CXR_CONF_MAX_DESTINATIONS 16  /* <destination> elements */
+
 struct cxr_conf {
     char *source_path;                /* absolute path of the file it was loaded from ("" for defaults and memory documents) */
     struct cxr_conf_model model;
@@ -118,6 +173,13 @@ struct cxr_conf {
     struct cxr_conf_sr sr;
     struct cxr_conf_priority priority;
     struct cxr_conf_log log;
+    struct cxr_conf_node node;
+    struct cxr_conf_http http;
+    /* Repeated sections: `count` elements are used (0 by default). */
+    uint32_t allow_count;
+    struct cxr_conf_allow allow[CXR_CONF_MAX_ALLOW];
+    uint32_t destination_count;
+    struct cxr_conf_destination destinations[CXR_CONF_MAX_DESTINATIONS];
 };
 
 /* Loads and validates `path`. On success *out is a new config (caller frees).
@@ -148,7 +210,9 @@ char *cxr_conf_doc_markdown(void);
 /* Looks a key up by "section/key"; returns its value as text in `buf`, in
  * the form the loader accepts ("model" for a threshold taken from the model,
  * list items joined by one space). Returns CXR_ERR_NOT_FOUND for an unknown
- * key, CXR_ERR_LIMIT when buflen is too small (the text is truncated). */
+ * key, CXR_ERR_LIMIT when buflen is too small (the text is truncated). A key
+ * of a repeated section (destination/host) gives the first element's value,
+ * or the key's default when there is none. */
 enum cxr_status cxr_conf_get_text(const struct cxr_conf *conf, const char *key, char *buf,
                                   size_t buflen);
 
