@@ -26,6 +26,8 @@ void cli_error(const char *cmd, const char *fmt, ...) __attribute__((format(prin
 int cmd_score(int argc, char **argv);
 int cmd_model(int argc, char **argv);
 int cmd_config(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
+int cmd_queue(int argc, char **argv);
 int cmd_version(int argc, char **argv);
 
 #endif

@@ -21,6 +21,8 @@ static const struct subcommand subcommands[] = {
     {"score", cmd_score, "score DICOM files and write one SR per analysed image"},
     {"model", cmd_model, "model init|info: create or inspect a model file"},
     {"config", cmd_config, "config check|schema|doc|defaults: validate or print the configuration"},
+    {"serve", cmd_serve, "run the DICOM node: receive, score, send SRs, serve the worklist"},
+    {"queue", cmd_queue, "queue list|retry|drop: the node's SR deliveries and dead letters"},
     {"version", cmd_version, "version, backends and codecs built in"},
 };
 

@@ -392,6 +392,109 @@ START_TEST(test_http_endpoints)
 }
 END_TEST
 
+/* ------------------------------------------------------------------ settings */
+
+static struct cxr_conf *conf_from(const char *xml)
+{
+    struct cxr_conf *c = NULL;
+    char err[CXR_CONF_ERRLEN] = "";
+    ck_assert_msg(cxr_conf_load_memory(xml, strlen(xml), "t.xml", &c, err) == CXR_OK, "%s", err);
+    return c;
+}
+
+START_TEST(test_settings_defaults)
+{
+    struct cxr_triage_node_settings s;
+    cxr_triage_node_settings_defaults(&s);
+    ck_assert_str_eq(s.ae_title, "CXRTRIAGE");
+    ck_assert_str_eq(s.bind_address, "127.0.0.1");
+    ck_assert_int_eq(s.port, 11112);
+    ck_assert(s.check_called_ae);
+    ck_assert(!s.tls_enabled);
+    ck_assert_int_eq(s.study_stable_s, 5);
+    ck_assert(s.http_enabled);
+    ck_assert_str_eq(s.http_bind_address, "127.0.0.1");
+    ck_assert_int_eq(s.http_port, 8090);
+    ck_assert(!s.worklist_show_patient_id);
+    ck_assert_uint_eq(s.destination_count, 0);
+    ck_assert_uint_eq(s.allowed_peer_count, 0);
+    ck_assert_uint_ge(s.retry_cap_s, s.retry_base_s);
+}
+END_TEST
+
+START_TEST(test_settings_from_conf)
+{
+    /* A config file in a folder: relative paths resolve against it. */
+    char *tmp = cxr_test_tmpdir();
+    char path[4096];
+    snprintf(path, sizeof path, "%s/node.xml", tmp);
+    const char *xml =
+        "<cxr-triage><node><ae-title>TRI</ae-title><spool-dir>spool</spool-dir>"
+        "<tls>true</tls><tls-certificate>c.pem</tls-certificate><tls-private-key>/k.pem</tls-private-key>"
+        "</node>"
+        "<allow><ae-title>CR01</ae-title></allow><allow><host>10.0.0.0/8</host></allow>"
+        "<destination><ae-title>PACS</ae-title><host>pacs.local</host><port>104</port></destination>"
+        "<destination><name>archive</name><host>10.1.1.1</host><calling-ae-title>TRI2</calling-ae-title>"
+        "<tls>true</tls></destination></cxr-triage>";
+    ck_assert(cxr_test_write_file(path, xml, strlen(xml)));
+    struct cxr_conf *c = NULL;
+    char err[CXR_TRIAGE_NODE_ERRLEN] = "";
+    ck_assert_msg(cxr_conf_load(path, &c, err) == CXR_OK, "%s", err);
+    struct cxr_triage_node_settings s;
+    ck_assert_msg(cxr_triage_node_settings_from_conf(c, &s, err) == CXR_OK, "%s", err);
+    char want[4200];
+    char *real = realpath(tmp, NULL);
+    snprintf(want, sizeof want, "%s/spool", real);
+    ck_assert_str_eq(s.spool_dir, want);
+    snprintf(want, sizeof want, "%s/c.pem", real);
+    ck_assert_str_eq(s.tls_certificate, want);
+    ck_assert_str_eq(s.tls_private_key, "/k.pem");
+    free(real);
+    ck_assert_str_eq(s.ae_title, "TRI");
+    ck_assert_uint_eq(s.allowed_peer_count, 2);
+    ck_assert_str_eq(s.allowed_peers[0].ae_title, "CR01");
+    ck_assert_str_eq(s.allowed_peers[1].host, "10.0.0.0/8");
+    ck_assert_uint_eq(s.destination_count, 2);
+    ck_assert_str_eq(s.destinations[0].name, "PACS@pacs.local:104");   /* derived */
+    ck_assert_str_eq(s.destinations[1].name, "archive");
+    ck_assert_str_eq(s.destinations[1].calling_ae_title, "TRI2");
+    ck_assert(s.destinations[1].tls);
+    /* The SCU target: own AE unless the destination names one; TLS files from node/. */
+    cxr_conf_free(c);
+    cxr_test_rmtree(tmp);
+    free(tmp);
+}
+END_TEST
+
+START_TEST(test_settings_refused)
+{
+    static const struct {
+        const char *xml;
+        const char *must;
+    } cases[] = {
+        {"<cxr-triage><node><tls>true</tls></node></cxr-triage>", "tls-certificate"},
+        {"<cxr-triage><node><tls-verify-peer>true</tls-verify-peer></node></cxr-triage>",
+         "tls-ca-certificates"},
+        {"<cxr-triage><node><retry-base-seconds>60</retry-base-seconds>"
+         "<retry-cap-seconds>5</retry-cap-seconds></node></cxr-triage>",
+         "retry-cap-seconds"},
+        {"<cxr-triage><destination><name>a</name></destination>"
+         "<destination><name>a</name><port>11</port></destination></cxr-triage>",
+         "named 'a'"},
+        {"<cxr-triage><destination/><destination/></cxr-triage>", "named 'PACS@127.0.0.1:104'"},
+        {"<cxr-triage><allow/></cxr-triage>", "neither an ae-title nor a host"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct cxr_conf *c = conf_from(cases[i].xml);
+        struct cxr_triage_node_settings s;
+        char err[CXR_TRIAGE_NODE_ERRLEN] = "";
+        ck_assert_int_eq(cxr_triage_node_settings_from_conf(c, &s, err), CXR_ERR_CONF_VALUE);
+        ck_assert_msg(strstr(err, cases[i].must), "case %zu: '%s' lacks '%s'", i, err, cases[i].must);
+        cxr_conf_free(c);
+    }
+}
+END_TEST
+
 static Suite *node_suite(void)
 {
     Suite *s = suite_create("triage_node");
@@ -405,6 +508,11 @@ static Suite *node_suite(void)
     suite_add_tcase(s, tc);
     tc = tcase_create("metrics");
     tcase_add_test(tc, test_metrics_render);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("settings");
+    tcase_add_test(tc, test_settings_defaults);
+    tcase_add_test(tc, test_settings_from_conf);
+    tcase_add_test(tc, test_settings_refused);
     suite_add_tcase(s, tc);
     tc = tcase_create("http");
     tcase_add_test(tc, test_http_endpoints);

@@ -207,7 +207,7 @@ enum cxr_status cxr_triage_http_start(const char *bind_address, uint16_t port,
     } else {
         if (err)
             snprintf(err, CXR_TRIAGE_NODE_ERRLEN,
-                     "HTTP bind address '%s' is not an IPv4 or IPv6 address (http/bind_address)",
+                     "HTTP bind address '%s' is not an IPv4 or IPv6 address (http/bind-address)",
                      bind);
         return CXR_ERR_INVALID_ARG;
     }
@@ -223,7 +223,7 @@ enum cxr_status cxr_triage_http_start(const char *bind_address, uint16_t port,
         if (err)
             snprintf(err, CXR_TRIAGE_NODE_ERRLEN,
                      "cannot serve HTTP on %s:%u (port in use, or no such address?);"
-                     " change http/port or http/bind_address",
+                     " change http/port or http/bind-address",
                      bind, (unsigned)port);
         free(h);
         return CXR_ERR_IO;

@@ -222,6 +222,11 @@ typedef void (*cxr_triage_node_state_fn)(void *ctx, const char *state);
 void cxr_triage_node_set_state_callback(struct cxr_triage_node *n, cxr_triage_node_state_fn fn,
                                         void *ctx);
 
+/* Tells systemd (Type=notify) the service state ("READY=1", "RELOADING=1",
+ * "STOPPING=1", "STATUS=..."): a datagram to $NOTIFY_SOCKET. False when not
+ * run by systemd or the send failed. Any thread. */
+bool cxr_triage_sd_notify(const char *state);
+
 /* The job store path inside a spool folder ("<spool>/jobs.sqlite"). */
 void cxr_triage_node_store_path(const char *spool_dir, char *out, size_t len);
 
