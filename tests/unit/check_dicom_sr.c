@@ -1,0 +1,843 @@
+/* check_dicom_sr.c — the SR writer (TID 1500 Imaging Measurement Report as
+ * IHE AIR shapes it). The UID generator has its own suite (check_dicom_uid.c).
+ *
+ * Every SR written here is checked twice, by tools that share no code with
+ * the writer's logic: dciodvfy (dicom3tools) must report no "Error" line, and
+ * DCMTK's dcm2json turns the file into the DICOM JSON model, which the tests
+ * walk to find each content item by its concept code. The expected values
+ * come from the request the test built, never from the writer. Requests are
+ * built by hand (struct cxr_dicom_info filled field by field): no source
+ * image file is needed. */
+#include <check.h>
+#include <json-c/json.h>
+#include <limits.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cxr/dicom.h"
+#include "test_util.h"
+
+#define SHA "00c0ffee11223344556677889900aabbccddeeff0123456789abcdef01234567"
+#define STUDY_UID "1.2.826.0.1.3680043.8.498.10"
+#define SRC_SERIES "1.2.826.0.1.3680043.8.498.10.1"
+#define DX_CLASS "1.2.840.10008.5.1.4.1.1.1.1"
+#define CR_CLASS "1.2.840.10008.5.1.4.1.1.1"
+
+/* ---- building requests ------------------------------------------------ */
+
+struct req_buf {
+    struct cxr_dicom_info study;
+    struct cxr_dicom_sr_image img[4];
+    struct cxr_dicom_sr_request req;
+};
+
+static const double PROBS[4] = {0.8734, 0.1, 0.95, 0.0};
+
+/* A request for `n` (1..4) images of one CR/DX study, threshold 0.5. */
+static void make_request(struct req_buf *b, uint32_t n)
+{
+    memset(b, 0, sizeof *b);
+    struct cxr_dicom_info *s = &b->study;
+    snprintf(s->study_instance_uid, sizeof s->study_instance_uid, STUDY_UID);
+    snprintf(s->patient_name, sizeof s->patient_name, "Doe^Jane");
+    snprintf(s->patient_id, sizeof s->patient_id, "PID-0042");
+    snprintf(s->issuer_of_patient_id, sizeof s->issuer_of_patient_id, "HOSP");
+    snprintf(s->patient_birth_date, sizeof s->patient_birth_date, "19800214");
+    snprintf(s->patient_sex, sizeof s->patient_sex, "F");
+    snprintf(s->patient_age, sizeof s->patient_age, "044Y");
+    snprintf(s->study_date, sizeof s->study_date, "20240102");
+    snprintf(s->study_time, sizeof s->study_time, "101530.25");
+    snprintf(s->study_id, sizeof s->study_id, "ST1");
+    snprintf(s->accession_number, sizeof s->accession_number, "ACC0001");
+    snprintf(s->referring_physician_name, sizeof s->referring_physician_name, "Smith^John");
+    snprintf(s->study_description, sizeof s->study_description, "CHEST PA");
+    snprintf(s->institution_name, sizeof s->institution_name, "General Hospital");
+    snprintf(s->modality, sizeof s->modality, "DX");
+    for (uint32_t i = 0; i < n; i++) {
+        struct cxr_dicom_sr_image *im = &b->img[i];
+        snprintf(im->sop_class_uid, sizeof im->sop_class_uid, "%s", i % 2 ? CR_CLASS : DX_CLASS);
+        snprintf(im->sop_instance_uid, sizeof im->sop_instance_uid, "%s.%u", SRC_SERIES, i + 1);
+        snprintf(im->series_instance_uid, sizeof im->series_instance_uid, "%s", SRC_SERIES);
+        im->probability = PROBS[i];
+        im->finding_present = PROBS[i] >= 0.5;
+    }
+    b->req = (struct cxr_dicom_sr_request){
+        .study = &b->study,
+        .images = b->img,
+        .image_count = n,
+        .algorithm_name = "cxr-triage pneumonia triage",
+        .algorithm_version = "resnet18-pneumonia 1.2.0",
+        .model_sha256 = SHA,
+        .operating_threshold = 0.5,
+        .device_observer_uid = "1.2.826.0.1.3680043.8.498.99",
+        .device_name = "CXRTRIAGE",
+        .manufacturer = "cxr-triage project",
+        .model_name = "cxr-triage",
+        .software_version = "0.1.0",
+        .priority_name = "URGENT",
+        .series_description = "CXR triage AI result",
+        .series_number = 9901,
+        .complete = true,
+    };
+}
+
+/* ---- tools -------------------------------------------------------------- */
+
+static bool have_tool(const char *name)
+{
+    if (cxr_test_sh("command -v %s >/dev/null 2>&1", name) == 0)
+        return true;
+    printf("SKIP checks needing %s: not installed (Debian: dicom3tools / dcmtk)\n", name);
+    return false;
+}
+
+/* dciodvfy must report no line containing "Error"; other lines (warnings)
+ * are printed. The one expected warning is dciodvfy not knowing the
+ * private coding scheme 99CXRTRIAGE (declared in the SR itself). */
+static void dciodvfy_clean(const char *path)
+{
+    if (!have_tool("dciodvfy"))
+        return;
+    char out[PATH_MAX + 32];
+    snprintf(out, sizeof out, "%s.dciodvfy.txt", path);
+    ck_assert_int_ne(cxr_test_sh("dciodvfy '%s' >'%s' 2>&1", path, out), -1);
+    char *text = cxr_test_read_file(out, NULL);
+    ck_assert_ptr_nonnull(text);
+    bool error = false;
+    for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
+        if (strstr(line, "Error"))
+            error = true;
+        else if (strstr(line, "Warning") && !strstr(line, "<99CXRTRIAGE>"))
+            printf("dciodvfy %s: %s\n", path, line);
+    }
+    free(text);
+    if (error) {
+        text = cxr_test_read_file(out, NULL);
+        printf("dciodvfy output for %s:\n%s\n", path, text ? text : "");
+        free(text);
+    }
+    ck_assert_msg(!error, "dciodvfy reports errors for %s (output above)", path);
+}
+
+/* The SR as DCMTK's dcm2json sees it (DICOM JSON model, PS3.18 F.2);
+ * NULL (after a SKIP line) when dcm2json is not installed. */
+static json_object *sr_json(const char *path)
+{
+    if (!have_tool("dcm2json"))
+        return NULL;
+    char out[PATH_MAX + 32];
+    snprintf(out, sizeof out, "%s.json", path);
+    ck_assert_int_eq(cxr_test_sh("dcm2json '%s' '%s' 2>/dev/null", path, out), 0);
+    json_object *j = json_object_from_file(out);
+    ck_assert_msg(j != NULL, "dcm2json output of %s does not parse", path);
+    return j;
+}
+
+/* The SR as pydicom (Debian's /usr/bin/python3) sees it, in the same JSON
+ * model: a second reader that shares no code with DCMTK. NULL when pydicom
+ * is not installed. */
+static json_object *sr_json_pydicom(const char *path)
+{
+    static int have = -1;
+    if (have < 0) {
+        have = cxr_test_sh("'%s' -c 'import pydicom' >/dev/null 2>&1", cxr_test_python()) == 0;
+        if (!have)
+            printf("SKIP pydicom cross-check: %s has no pydicom (python3-pydicom)\n",
+                   cxr_test_python());
+    }
+    if (!have)
+        return NULL;
+    char out[PATH_MAX + 32];
+    snprintf(out, sizeof out, "%s.pydicom.json", path);
+    ck_assert_int_eq(cxr_test_sh("'%s' -c 'import sys, pydicom; "
+                                 "open(sys.argv[2], \"w\").write(pydicom.dcmread(sys.argv[1]).to_json())'"
+                                 " '%s' '%s'",
+                                 cxr_test_python(), path, out),
+                     0);
+    json_object *j = json_object_from_file(out);
+    ck_assert_msg(j != NULL, "pydicom JSON of %s does not parse", path);
+    return j;
+}
+
+/* The value of one top-level attribute as dcmdump prints it ("" when absent). */
+static void dcmdump_value(const char *path, const char *tag, char *out, size_t cap)
+{
+    char txt[PATH_MAX + 32];
+    snprintf(txt, sizeof txt, "%s.dcmdump.txt", path);
+    ck_assert_int_eq(cxr_test_sh("dcmdump -q +P %s '%s' >'%s' 2>/dev/null", tag, path, txt), 0);
+    char *text = cxr_test_read_file(txt, NULL);
+    ck_assert_ptr_nonnull(text);
+    out[0] = '\0';
+    char *l = strchr(text, '['), *r = l ? strchr(l, ']') : NULL;
+    if (l && r)
+        snprintf(out, cap, "%.*s", (int)(r - l - 1), l + 1);
+    free(text);
+}
+
+/* ---- DICOM JSON accessors ------------------------------------------------ */
+
+static json_object *jval(json_object *ds, const char *tag, size_t i)
+{
+    json_object *el, *v;
+    if (!ds || !json_object_object_get_ex(ds, tag, &el) || !json_object_object_get_ex(el, "Value", &v))
+        return NULL;
+    return i < json_object_array_length(v) ? json_object_array_get_idx(v, i) : NULL;
+}
+static bool jhas(json_object *ds, const char *tag)
+{
+    json_object *el;
+    return ds && json_object_object_get_ex(ds, tag, &el);
+}
+static const char *jstr(json_object *ds, const char *tag)
+{
+    json_object *v = jval(ds, tag, 0);
+    return v ? json_object_get_string(v) : "";
+}
+static size_t jcount(json_object *ds, const char *tag)
+{
+    json_object *el, *v;
+    if (!ds || !json_object_object_get_ex(ds, tag, &el) || !json_object_object_get_ex(el, "Value", &v))
+        return 0;
+    return json_object_array_length(v);
+}
+static const char *pn_alpha(json_object *ds, const char *tag)
+{
+    json_object *v = jval(ds, tag, 0), *a;
+    return v && json_object_object_get_ex(v, "Alphabetic", &a) ? json_object_get_string(a) : "";
+}
+
+/* content items */
+static const char *concept(json_object *it) { return jstr(jval(it, "0040A043", 0), "00080100"); }
+static const char *code_val(json_object *it) { return jstr(jval(it, "0040A168", 0), "00080100"); }
+static const char *code_scheme(json_object *it) { return jstr(jval(it, "0040A168", 0), "00080102"); }
+static const char *text_val(json_object *it) { return jstr(it, "0040A160"); }
+static const char *uid_val(json_object *it) { return jstr(it, "0040A124"); }
+static const char *rel(json_object *it) { return jstr(it, "0040A010"); }
+static const char *vtype(json_object *it) { return jstr(it, "0040A040"); }
+static const char *ref_sop(json_object *it) { return jstr(jval(it, "00081199", 0), "00081155"); }
+static const char *ref_class(json_object *it) { return jstr(jval(it, "00081199", 0), "00081150"); }
+static double num_val(json_object *it, const char **unit, const char **unit_scheme)
+{
+    json_object *mv = jval(it, "0040A300", 0);
+    json_object *u = jval(mv, "004008EA", 0);
+    *unit = jstr(u, "00080100");
+    *unit_scheme = jstr(u, "00080102");
+    json_object *v = jval(mv, "0040A30A", 0);
+    ck_assert_msg(v != NULL, "NUM without Numeric Value");
+    return json_object_get_double(v);  /* DS: a number, or a string strtod reads */
+}
+static size_t nchildren(json_object *it) { return jcount(it, "0040A730"); }
+static json_object *child(json_object *it, size_t i) { return jval(it, "0040A730", i); }
+
+/* The direct children of `it` with concept code `code`: the k-th one. */
+static json_object *child_named(json_object *it, const char *code, size_t k)
+{
+    for (size_t i = 0; i < nchildren(it); i++)
+        if (strcmp(concept(child(it, i)), code) == 0 && k-- == 0)
+            return child(it, i);
+    return NULL;
+}
+static size_t count_named(json_object *it, const char *code)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < nchildren(it); i++)
+        n += strcmp(concept(child(it, i)), code) == 0;
+    return n;
+}
+static const char *template_id(json_object *it) { return jstr(jval(it, "0040A504", 0), "0040DB00"); }
+
+/* ---- the common content check -------------------------------------------- */
+
+static bool valid_uid(const char *u)
+{
+    size_t n = strlen(u);
+    if (n == 0 || n > 64 || u[0] == '.' || u[n - 1] == '.' || strstr(u, ".."))
+        return false;
+    return strspn(u, "0123456789.") == n;
+}
+
+/* Everything TID 1500 / the IOD must carry for request `r`, checked on the
+ * JSON of the written file. */
+static void check_sr(json_object *ds, const struct cxr_dicom_sr_request *r, const char *sop_uid)
+{
+    const struct cxr_dicom_info *st = r->study;
+    /* IOD and header */
+    ck_assert_str_eq(jstr(ds, "00080016"), r->enhanced_sr ? "1.2.840.10008.5.1.4.1.1.88.22"
+                                                           : "1.2.840.10008.5.1.4.1.1.88.33");
+    ck_assert_str_eq(jstr(ds, "00080018"), sop_uid);
+    ck_assert_str_eq(jstr(ds, "00080060"), "SR");
+    ck_assert_str_eq(jstr(ds, "0020000D"), st->study_instance_uid);
+    const char *series = jstr(ds, "0020000E");
+    ck_assert(valid_uid(series));
+    for (uint32_t i = 0; i < r->image_count; i++)
+        ck_assert_str_ne(series, r->images[i].series_instance_uid);
+    ck_assert_str_eq(jstr(ds, "0040A493"), "UNVERIFIED");
+    ck_assert_str_eq(jstr(ds, "0040A491"), r->complete ? "COMPLETE" : "PARTIAL");
+    ck_assert(jhas(ds, "0040A372")); /* Performed Procedure Code Sequence */
+    ck_assert(jhas(ds, "00081111")); /* Referenced Performed Procedure Step Sequence */
+    ck_assert_uint_le(strlen(jstr(ds, "00100020")), 64);  /* LO, cut when longer */
+    ck_assert_int_eq(strncmp(jstr(ds, "00100020"), st->patient_id, 64), 0);
+    ck_assert_str_eq(jstr(ds, "00080050"), st->accession_number);
+    ck_assert_int_eq(atoi(jstr(ds, "00200011")), r->series_number);
+    ck_assert_str_eq(jstr(ds, "00080070"), r->manufacturer);
+    ck_assert_str_eq(jstr(ds, "00181020"), r->software_version);
+
+    /* Current Requested Procedure Evidence: every source image */
+    json_object *ev = jval(ds, "0040A375", 0);
+    ck_assert_str_eq(jstr(ev, "0020000D"), st->study_instance_uid);
+    for (uint32_t i = 0; i < r->image_count; i++) {
+        bool found = false;
+        for (size_t s = 0; s < jcount(ev, "00081115"); s++) {
+            json_object *ser = jval(ev, "00081115", s);
+            for (size_t k = 0; k < jcount(ser, "00081199"); k++) {
+                json_object *ref = jval(ser, "00081199", k);
+                if (strcmp(jstr(ref, "00081155"), r->images[i].sop_instance_uid) == 0) {
+                    found = true;
+                    ck_assert_str_eq(jstr(ref, "00081150"), r->images[i].sop_class_uid);
+                    ck_assert_str_eq(jstr(ser, "0020000E"), r->images[i].series_instance_uid);
+                }
+            }
+        }
+        ck_assert_msg(found, "image %u not in the evidence sequence", i + 1);
+    }
+
+    /* root: TID 1500 */
+    ck_assert_str_eq(vtype(ds), "CONTAINER");
+    ck_assert_str_eq(concept(ds), "126000");
+    ck_assert_str_eq(template_id(ds), "1500");
+    json_object *lang = child_named(ds, "121049", 0);
+    ck_assert_str_eq(code_val(lang), "en");
+    ck_assert_str_eq(code_scheme(lang), "RFC5646");
+    json_object *obs = child_named(ds, "121005", 0);
+    ck_assert_str_eq(rel(obs), "HAS OBS CONTEXT");
+    ck_assert_str_eq(code_val(obs), "121007");
+    const char *dev_uid = uid_val(child_named(ds, "121012", 0));
+    ck_assert(valid_uid(dev_uid));
+    if (r->device_observer_uid && *r->device_observer_uid)
+        ck_assert_str_eq(dev_uid, r->device_observer_uid);
+    ck_assert_str_eq(text_val(child_named(ds, "121013", 0)), r->device_name);
+    ck_assert_str_eq(text_val(child_named(ds, "121014", 0)), r->manufacturer);
+    ck_assert_str_eq(text_val(child_named(ds, "121015", 0)), r->model_name);
+    json_object *proc = child_named(ds, "121058", 0);
+    ck_assert_str_eq(code_val(proc), "36554-4");
+    ck_assert_str_eq(code_scheme(proc), "LN");
+
+    /* Image Library: one IMAGE per source image */
+    json_object *lib = child_named(child_named(ds, "111028", 0), "126200", 0);
+    ck_assert_ptr_nonnull(lib);
+    ck_assert_uint_eq(nchildren(lib), r->image_count);
+    for (uint32_t i = 0; i < r->image_count; i++) {
+        ck_assert_str_eq(vtype(child(lib, i)), "IMAGE");
+        ck_assert_str_eq(ref_sop(child(lib, i)), r->images[i].sop_instance_uid);
+        ck_assert_str_eq(ref_class(child(lib, i)), r->images[i].sop_class_uid);
+    }
+
+    /* Imaging Measurements: one TID 1501 group per image */
+    json_object *meas = child_named(ds, "126010", 0);
+    ck_assert_uint_eq(count_named(meas, "125007"), r->image_count);
+    for (uint32_t i = 0; i < r->image_count; i++) {
+        const struct cxr_dicom_sr_image *im = &r->images[i];
+        json_object *g = child_named(meas, "125007", i);
+        ck_assert_str_eq(template_id(g), "1501");
+        ck_assert_str_ne(text_val(child_named(g, "112039", 0)), "");
+        ck_assert(valid_uid(uid_val(child_named(g, "112040", 0))));
+        json_object *finding = child_named(g, "121071", 0);
+        ck_assert_str_eq(code_val(finding), "233604007");
+        ck_assert_str_eq(code_scheme(finding), "SCT");
+        json_object *site = child_named(g, "363698007", 0);
+        ck_assert_str_eq(code_val(site), "39607008");
+        /* TID 4019 */
+        ck_assert_str_eq(text_val(child_named(g, "111001", 0)), r->algorithm_name);
+        ck_assert_str_eq(text_val(child_named(g, "111003", 0)), r->algorithm_version);
+        bool sha_found = false, thr_found = false;
+        for (size_t k = 0; k < count_named(g, "111002"); k++) {
+            const char *p = text_val(child_named(g, "111002", k));
+            sha_found |= strstr(p, SHA) != NULL;
+            char thr[32];
+            snprintf(thr, sizeof thr, "%g", r->operating_threshold);
+            thr_found |= strstr(p, "threshold") && strstr(p, thr);
+        }
+        ck_assert_msg(sha_found, "group %u: no Algorithm Parameters with the model SHA-256", i + 1);
+        ck_assert_msg(thr_found, "group %u: no Algorithm Parameters with the threshold", i + 1);
+        /* Certainty of Finding in %, inferred from the source image */
+        json_object *cert = child_named(g, "111012", 0);
+        ck_assert_str_eq(vtype(cert), "NUM");
+        const char *unit, *unit_scheme;
+        double pct = num_val(cert, &unit, &unit_scheme);
+        ck_assert_str_eq(unit, "%");
+        ck_assert_str_eq(unit_scheme, "UCUM");
+        ck_assert_double_eq_tol(pct, im->probability * 100.0, 0.01);
+        json_object *src = child_named(cert, "121112", 0);
+        ck_assert_str_eq(rel(src), "INFERRED FROM");
+        ck_assert_str_eq(ref_sop(src), im->sop_instance_uid);
+        /* presence at the operating threshold */
+        json_object *pres = child_named(g, "233604007", 0);
+        ck_assert_str_eq(code_val(pres),
+                         im->probability >= r->operating_threshold ? "52101004" : "2667000");
+        ck_assert_str_eq(code_scheme(pres), "SCT");
+        json_object *comment = child_named(g, "121106", 0);
+        if (im->warning[0])
+            ck_assert_str_eq(text_val(comment), im->warning);
+        else
+            ck_assert_ptr_null(comment);
+    }
+
+    /* Qualitative Evaluations: the study's triage priority */
+    json_object *qe = child_named(ds, "C0034375", 0);
+    ck_assert_str_eq(text_val(child_named(qe, "TRIAGEPRIORITY", 0)), r->priority_name);
+    ck_assert_str_eq(jstr(jval(ds, "00080110", 0), "00080102"), "99CXRTRIAGE");
+
+    /* never "Probability of cancer"; Enhanced SR has nothing Comprehensive-only */
+    const char *all = json_object_to_json_string(ds);
+    ck_assert_ptr_null(strstr(all, "\"111047\""));
+    ck_assert_ptr_null(strstr(all, "SCOORD3D"));
+
+    /* predecessor */
+    if (r->predecessor_sop_instance_uid && *r->predecessor_sop_instance_uid) {
+        json_object *pd = jval(ds, "0040A360", 0);
+        ck_assert_ptr_nonnull(pd);
+        ck_assert_str_eq(jstr(pd, "0020000D"), st->study_instance_uid);
+        json_object *ps = jval(pd, "00081115", 0);
+        ck_assert_str_eq(jstr(ps, "0020000E"), r->predecessor_series_instance_uid);
+        ck_assert_str_eq(jstr(jval(ps, "00081199", 0), "00081155"), r->predecessor_sop_instance_uid);
+    } else {
+        ck_assert(!jhas(ds, "0040A360"));
+    }
+}
+
+/* Writes `r` into a fresh folder, checks the call, dciodvfy and the content;
+ * returns the JSON (caller puts it) or NULL when dcm2json is missing.
+ * `dir_out` receives the folder (caller removes it). */
+static json_object *write_and_check(const struct cxr_dicom_sr_request *r, char **dir_out,
+                                    char *path, char *uid)
+{
+    char *dir = cxr_test_tmpdir();
+    ck_assert_ptr_nonnull(dir);
+    snprintf(path, PATH_MAX, "%s/sr.dcm", dir);
+    char err[CXR_DICOM_ERRLEN] = "";
+    enum cxr_status st = cxr_dicom_sr_write_file(r, path, uid, err);
+    ck_assert_msg(st == CXR_OK, "write failed: %s: %s", cxr_status_name(st), err);
+    ck_assert(valid_uid(uid));
+    ck_assert_int_eq(strncmp(uid, "2.25.", 5), 0);
+    dciodvfy_clean(path);
+    json_object *py = sr_json_pydicom(path);
+    if (py) {
+        check_sr(py, r, uid);
+        json_object_put(py);
+    }
+    json_object *j = sr_json(path);
+    if (j)
+        check_sr(j, r, uid);
+    *dir_out = dir;
+    return j;
+}
+
+/* ---- SR content ----------------------------------------------------------- */
+
+START_TEST(test_sr_one_image)
+{
+    struct req_buf b;
+    make_request(&b, 1);
+    char *dir, path[PATH_MAX], uid[CXR_DICOM_UID_LEN];
+    json_object *j = write_and_check(&b.req, &dir, path, uid);
+    if (j) {
+        /* patient / study copied */
+        ck_assert_str_eq(pn_alpha(j, "00100010"), "Doe^Jane");
+        ck_assert_str_eq(pn_alpha(j, "00080090"), "Smith^John");
+        ck_assert_str_eq(jstr(j, "00100030"), "19800214");
+        ck_assert_str_eq(jstr(j, "00100040"), "F");
+        ck_assert_str_eq(jstr(j, "00101010"), "044Y");
+        ck_assert_str_eq(jstr(j, "00100021"), "HOSP");
+        ck_assert_str_eq(jstr(j, "00080020"), "20240102");
+        ck_assert_str_eq(jstr(j, "00080030"), "101530.25");
+        ck_assert_str_eq(jstr(j, "00200010"), "ST1");
+        ck_assert_str_eq(jstr(j, "00081030"), "CHEST PA");
+        ck_assert_str_eq(jstr(j, "00080080"), "General Hospital");  /* the source's */
+        ck_assert_str_eq(jstr(j, "0008103E"), "CXR triage AI result");
+        ck_assert(!jhas(j, "00080005"));  /* ASCII only: no Specific Character Set */
+        json_object_put(j);
+    }
+    /* Part 10, Explicit VR Little Endian */
+    size_t len;
+    unsigned char *f = cxr_test_read_file(path, &len);
+    ck_assert(f && len > 300);
+    ck_assert_int_eq(memcmp(f + 128, "DICM", 4), 0);
+    ck_assert_ptr_nonnull(memmem(f, 400, "1.2.840.10008.1.2.1\0", 20));
+    free(f);
+    cxr_test_rmtree(dir);
+    free(dir);
+}
+END_TEST
+
+START_TEST(test_sr_several_images_warning)
+{
+    struct req_buf b;
+    make_request(&b, 4);
+    snprintf(b.img[1].warning, sizeof b.img[1].warning,
+             "patient age 4 years is outside the intended population (18-100 years)");
+    b.req.institution_name = "Radiology Partners";
+    b.req.priority_name = "ROUTINE";
+    b.req.complete = false;
+    char *dir, path[PATH_MAX], uid[CXR_DICOM_UID_LEN];
+    json_object *j = write_and_check(&b.req, &dir, path, uid);
+    if (j) {
+        ck_assert_str_eq(jstr(j, "00080080"), "Radiology Partners");
+        /* tracking UIDs differ between images */
+        json_object *meas = child_named(j, "126010", 0);
+        const char *t0 = uid_val(child_named(child_named(meas, "125007", 0), "112040", 0));
+        const char *t1 = uid_val(child_named(child_named(meas, "125007", 1), "112040", 0));
+        ck_assert_str_ne(t0, t1);
+        json_object_put(j);
+    }
+    cxr_test_rmtree(dir);
+    free(dir);
+}
+END_TEST
+
+/* Present exactly at the operating threshold, absent just below it. */
+START_TEST(test_sr_threshold_boundary)
+{
+    struct req_buf b;
+    make_request(&b, 2);
+    b.req.operating_threshold = 0.37;
+    b.img[0].probability = 0.37;
+    b.img[0].finding_present = true;
+    b.img[1].probability = nextafter(0.37, 0.0);
+    b.img[1].finding_present = false;
+    char *dir, path[PATH_MAX], uid[CXR_DICOM_UID_LEN];
+    json_object *j = write_and_check(&b.req, &dir, path, uid);
+    if (j) {
+        json_object *meas = child_named(j, "126010", 0);
+        ck_assert_str_eq(code_val(child_named(child_named(meas, "125007", 0), "233604007", 0)),
+                         "52101004");
+        ck_assert_str_eq(code_val(child_named(child_named(meas, "125007", 1), "233604007", 0)),
+                         "2667000");
+        json_object_put(j);
+    }
+    cxr_test_rmtree(dir);
+    free(dir);
+}
+END_TEST
+
+START_TEST(test_sr_enhanced_predecessor)
+{
+    struct req_buf b;
+    make_request(&b, 2);
+    b.req.enhanced_sr = true;
+    b.req.predecessor_sop_instance_uid = "2.25.1234567890123456789";
+    b.req.predecessor_series_instance_uid = "2.25.9876543210987654321";
+    char *dir, path[PATH_MAX], uid[CXR_DICOM_UID_LEN];
+    json_object *j = write_and_check(&b.req, &dir, path, uid);
+    if (j) {
+        json_object *ps = jval(jval(j, "0040A360", 0), "00081115", 0);
+        ck_assert_str_eq(jstr(jval(ps, "00081199", 0), "00081150"), "1.2.840.10008.5.1.4.1.1.88.22");
+        json_object_put(j);
+    }
+    cxr_test_rmtree(dir);
+    free(dir);
+}
+END_TEST
+
+START_TEST(test_sr_comprehensive_predecessor)
+{
+    struct req_buf b;
+    make_request(&b, 1);
+    b.req.predecessor_sop_instance_uid = "2.25.1234567890123456789";
+    b.req.predecessor_series_instance_uid = "2.25.9876543210987654321";
+    char *dir, path[PATH_MAX], uid[CXR_DICOM_UID_LEN];
+    json_object *j = write_and_check(&b.req, &dir, path, uid);
+    if (j) {
+        json_object *ps = jval(jval(j, "0040A360", 0), "00081115", 0);
+        ck_assert_str_eq(jstr(jval(ps, "00081199", 0), "00081150"), "1.2.840.10008.5.1.4.1.1.88.33");
+        json_object_put(j);
+    }
+    cxr_test_rmtree(dir);
+    free(dir);
+}
+END_TEST
+
+/* A UTF-8 source keeps its name and its Specific Character Set. */
+START_TEST(test_sr_utf8_name)
+{
+    struct req_buf b;
+    make_request(&b, 1);
+    snprintf(b.study.specific_character_set, sizeof b.study.specific_character_set, "ISO_IR 192");
+    snprintf(b.study.patient_name, sizeof b.study.patient_name, "Müller^Jürgen=山田^太郎");
+    char *dir, path[PATH_MAX], uid[CXR_DICOM_UID_LEN];
+    json_object *j = write_and_check(&b.req, &dir, path, uid);
+    if (j) {
+        ck_assert_str_eq(jstr(j, "00080005"), "ISO_IR 192");
+        ck_assert_str_eq(pn_alpha(j, "00100010"), "Müller^Jürgen");
+        json_object *pn = jval(j, "00100010", 0), *ideo;
+        ck_assert(json_object_object_get_ex(pn, "Ideographic", &ideo));
+        ck_assert_str_eq(json_object_get_string(ideo), "山田^太郎");
+        json_object_put(j);
+    }
+    cxr_test_rmtree(dir);
+    free(dir);
+}
+END_TEST
+
+/* A Latin-1 source stays Latin-1 while our strings are ASCII; when one of
+ * ours is not ASCII the copied values are converted and the SR is UTF-8. */
+START_TEST(test_sr_latin1_source)
+{
+    for (int own_utf8 = 0; own_utf8 < 2; own_utf8++) {
+        struct req_buf b;
+        make_request(&b, 1);
+        snprintf(b.study.specific_character_set, sizeof b.study.specific_character_set, "ISO_IR 100");
+        snprintf(b.study.patient_name, sizeof b.study.patient_name, "M\xfcller^J\xfcrgen");
+        if (own_utf8)
+            b.req.manufacturer = "Röntgen Süd AG";
+        char *dir, path[PATH_MAX], uid[CXR_DICOM_UID_LEN];
+        json_object *j = write_and_check(&b.req, &dir, path, uid);
+        if (j) {
+            /* dcm2json converts to UTF-8 and says so: ask dcmdump for the stored set */
+            char cs[64];
+            dcmdump_value(path, "0008,0005", cs, sizeof cs);
+            ck_assert_str_eq(cs, own_utf8 ? "ISO_IR 192" : "ISO_IR 100");
+            ck_assert_str_eq(pn_alpha(j, "00100010"), "Müller^Jürgen");
+            if (own_utf8)
+                ck_assert_str_eq(jstr(j, "00080070"), "Röntgen Süd AG");
+            json_object_put(j);
+        }
+        cxr_test_rmtree(dir);
+        free(dir);
+    }
+}
+END_TEST
+
+/* The memory variant gives the same kind of Part 10 object. */
+START_TEST(test_sr_memory)
+{
+    struct req_buf b;
+    make_request(&b, 2);
+    void *buf = (void *)1;
+    size_t len = 0;
+    char uid[CXR_DICOM_UID_LEN], err[CXR_DICOM_ERRLEN];
+    enum cxr_status st = cxr_dicom_sr_write_memory(&b.req, &buf, &len, uid, err);
+    ck_assert_msg(st == CXR_OK, "%s", err);
+    ck_assert(buf != NULL && len > 300);
+    ck_assert_int_eq(memcmp((char *)buf + 128, "DICM", 4), 0);
+    char *dir = cxr_test_tmpdir();
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/mem.dcm", dir);
+    ck_assert(cxr_test_write_file(path, buf, len));
+    free(buf);
+    dciodvfy_clean(path);
+    json_object *j = sr_json(path);
+    if (j) {
+        check_sr(j, &b.req, uid);
+        json_object_put(j);
+    }
+    cxr_test_rmtree(dir);
+    free(dir);
+}
+END_TEST
+
+/* No configured device UID: one derived, the same on every SR of this host;
+ * tracking UIDs follow the source image across reports. */
+START_TEST(test_sr_device_uid_stable)
+{
+    char uids[2][CXR_DICOM_UID_LEN], track[2][CXR_DICOM_UID_LEN], series[2][CXR_DICOM_UID_LEN];
+    char sop[2][CXR_DICOM_UID_LEN];
+    bool have = true;
+    for (int k = 0; k < 2; k++) {
+        struct req_buf b;
+        make_request(&b, 1);
+        b.req.device_observer_uid = k ? "" : NULL;
+        char *dir, path[PATH_MAX];
+        json_object *j = write_and_check(&b.req, &dir, path, sop[k]);
+        if (j) {
+            snprintf(uids[k], sizeof uids[k], "%s", uid_val(child_named(j, "121012", 0)));
+            json_object *g = child_named(child_named(j, "126010", 0), "125007", 0);
+            snprintf(track[k], sizeof track[k], "%s", uid_val(child_named(g, "112040", 0)));
+            snprintf(series[k], sizeof series[k], "%s", jstr(j, "0020000E"));
+            json_object_put(j);
+        } else {
+            have = false;
+        }
+        cxr_test_rmtree(dir);
+        free(dir);
+    }
+    ck_assert_str_ne(sop[0], sop[1]);
+    if (have) {
+        ck_assert_int_eq(strncmp(uids[0], "2.25.", 5), 0);
+        ck_assert_str_eq(uids[0], uids[1]);
+        ck_assert_str_eq(track[0], track[1]);
+        ck_assert_str_ne(series[0], series[1]);
+    }
+}
+END_TEST
+
+/* Long values are cut to their VR's maximum; copied values that are not
+ * valid for their VR are left empty instead of breaking the SR. */
+START_TEST(test_sr_truncation_and_bad_source_values)
+{
+    struct req_buf b;
+    make_request(&b, 1);
+    char longdesc[200];
+    memset(longdesc, 'D', sizeof longdesc - 1);
+    longdesc[sizeof longdesc - 1] = '\0';
+    b.req.series_description = longdesc;
+    memset(b.study.patient_id, 'P', sizeof b.study.patient_id - 1);
+    snprintf(b.study.study_date, sizeof b.study.study_date, "2020.01.01");
+    snprintf(b.study.patient_sex, sizeof b.study.patient_sex, "MALE");
+    snprintf(b.study.study_id, sizeof b.study.study_id, "STUDY\\2");
+    /* six PN components: DCMTK refuses it, the SR is still written */
+    snprintf(b.study.patient_name, sizeof b.study.patient_name, "A^B^C^D^E^F");
+    /* four component groups: the fourth is dropped */
+    snprintf(b.study.referring_physician_name, sizeof b.study.referring_physician_name,
+             "Smith^John=S=J=extra");
+    char *dir, path[PATH_MAX], uid[CXR_DICOM_UID_LEN];
+    json_object *j = write_and_check(&b.req, &dir, path, uid);
+    if (j) {
+        ck_assert_uint_eq(strlen(jstr(j, "0008103E")), 64);
+        ck_assert_uint_eq(strlen(jstr(j, "00100020")), 64);
+        ck_assert(jhas(j, "00080020"));
+        ck_assert_str_eq(jstr(j, "00080020"), "");
+        ck_assert_str_eq(jstr(j, "00100040"), "");
+        ck_assert_str_eq(jstr(j, "00200010"), "STUDY/2");
+        ck_assert_str_eq(pn_alpha(j, "00100010"), "");
+        ck_assert_str_eq(pn_alpha(j, "00080090"), "Smith^John");
+        json_object *rp = jval(j, "00080090", 0), *ph;
+        ck_assert(json_object_object_get_ex(rp, "Phonetic", &ph));
+        ck_assert_str_eq(json_object_get_string(ph), "J");
+        json_object_put(j);
+    }
+    cxr_test_rmtree(dir);
+    free(dir);
+}
+END_TEST
+
+/* ---- refusals ------------------------------------------------------------ */
+
+enum bad_kind {
+    BAD_NULL_STUDY, BAD_NO_IMAGES, BAD_NULL_IMAGES, BAD_NAN, BAD_PROB_HIGH, BAD_PROB_NEG,
+    BAD_UID_LETTERS, BAD_UID_LONG, BAD_UID_DOT, BAD_UID_EMPTY, BAD_STUDY_UID, BAD_ALGO_NULL, BAD_SHA_SHORT,
+    BAD_SHA_HEX, BAD_CONTRADICTION, BAD_DUPLICATE, BAD_PRED_NO_SERIES, BAD_THRESHOLD,
+    BAD_DEVICE_UID, BAD_PRIORITY_EMPTY, BAD_MANUFACTURER_NULL, BAD_COUNT
+};
+
+/* 65 characters: one more than a UID may have */
+#define LONG_UID "1.2.3456789012345678901234567890123456789012345678901234567890123"
+#define NOT_HEX "g0c0ffee11223344556677889900aabbccddeeff0123456789abcdef01234567"
+
+static void spoil(struct req_buf *b, int kind)
+{
+    switch (kind) {
+    case BAD_NULL_STUDY: b->req.study = NULL; break;
+    case BAD_NO_IMAGES: b->req.image_count = 0; break;
+    case BAD_NULL_IMAGES: b->req.images = NULL; break;
+    case BAD_NAN: b->img[1].probability = NAN; break;
+    case BAD_PROB_HIGH: b->img[0].probability = 1.5; break;
+    case BAD_PROB_NEG: b->img[1].probability = -0.01; break;
+    case BAD_UID_LETTERS: snprintf(b->img[0].sop_instance_uid, CXR_DICOM_UID_LEN, "1.2.abc"); break;
+    case BAD_UID_LONG: b->req.device_observer_uid = LONG_UID; break;
+    case BAD_UID_DOT: snprintf(b->img[1].series_instance_uid, CXR_DICOM_UID_LEN, "1.2.3."); break;
+    case BAD_UID_EMPTY: b->img[0].sop_class_uid[0] = '\0'; break;
+    case BAD_STUDY_UID: snprintf(b->study.study_instance_uid, CXR_DICOM_UID_LEN, "1..2"); break;
+    case BAD_ALGO_NULL: b->req.algorithm_name = NULL; break;
+    case BAD_SHA_SHORT: b->req.model_sha256 = SHA + 1; break;
+    case BAD_SHA_HEX: b->req.model_sha256 = NOT_HEX; break;
+    case BAD_CONTRADICTION: b->img[0].finding_present = !b->img[0].finding_present; break;
+    case BAD_DUPLICATE: memcpy(b->img[1].sop_instance_uid, b->img[0].sop_instance_uid, CXR_DICOM_UID_LEN); break;
+    case BAD_PRED_NO_SERIES: b->req.predecessor_sop_instance_uid = "2.25.5"; break;
+    case BAD_THRESHOLD: b->req.operating_threshold = INFINITY; break;
+    case BAD_DEVICE_UID: b->req.device_observer_uid = "2.25.-1"; break;
+    case BAD_PRIORITY_EMPTY: b->req.priority_name = ""; break;
+    case BAD_MANUFACTURER_NULL: b->req.manufacturer = NULL; break;
+    }
+}
+
+START_TEST(test_sr_invalid_requests)
+{
+    char *dir = cxr_test_tmpdir();
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/bad.dcm", dir);
+    for (int kind = 0; kind < BAD_COUNT; kind++) {
+        struct req_buf b;
+        make_request(&b, 2);
+        spoil(&b, kind);
+        char uid[CXR_DICOM_UID_LEN] = "x", err[CXR_DICOM_ERRLEN] = "";
+        enum cxr_status st = cxr_dicom_sr_write_file(&b.req, path, uid, err);
+        ck_assert_msg(st == CXR_ERR_INVALID_ARG, "case %d: %s (%s)", kind, cxr_status_name(st), err);
+        ck_assert_msg(err[0] != '\0', "case %d: no reason given", kind);
+        ck_assert_str_eq(uid, "");
+        ck_assert_msg(access(path, F_OK) != 0, "case %d: a file was written", kind);
+        void *buf = (void *)1;
+        size_t len = 7;
+        st = cxr_dicom_sr_write_memory(&b.req, &buf, &len, NULL, NULL);
+        ck_assert_int_eq(st, CXR_ERR_INVALID_ARG);
+        ck_assert_ptr_null(buf);
+        ck_assert_uint_eq(len, 0);
+    }
+    /* NULL request, path, out pointers */
+    struct req_buf b;
+    make_request(&b, 1);
+    char err[CXR_DICOM_ERRLEN];
+    ck_assert_int_eq(cxr_dicom_sr_write_file(NULL, path, NULL, err), CXR_ERR_INVALID_ARG);
+    ck_assert_int_eq(cxr_dicom_sr_write_file(&b.req, NULL, NULL, err), CXR_ERR_INVALID_ARG);
+    size_t len;
+    ck_assert_int_eq(cxr_dicom_sr_write_memory(&b.req, NULL, &len, NULL, err), CXR_ERR_INVALID_ARG);
+    /* the reason names the problem */
+    b.img[0].probability = NAN;
+    ck_assert_int_eq(cxr_dicom_sr_write_file(&b.req, path, NULL, err), CXR_ERR_INVALID_ARG);
+    ck_assert_msg(strstr(err, "probability") != NULL, "%s", err);
+    cxr_test_rmtree(dir);
+    free(dir);
+}
+END_TEST
+
+/* Temp file + rename: nothing left beside the SR, an old file is replaced,
+ * a missing folder is an I/O error that leaves nothing behind. */
+START_TEST(test_sr_atomic_write)
+{
+    struct req_buf b;
+    make_request(&b, 1);
+    char *dir = cxr_test_tmpdir();
+    char path[PATH_MAX], err[CXR_DICOM_ERRLEN], uid[CXR_DICOM_UID_LEN];
+    snprintf(path, sizeof path, "%s/sr.dcm", dir);
+    ck_assert(cxr_test_write_file(path, "old", 3));
+    ck_assert_int_eq(cxr_dicom_sr_write_file(&b.req, path, uid, err), CXR_OK);
+    struct stat sb;
+    ck_assert_int_eq(stat(path, &sb), 0);
+    ck_assert_int_gt(sb.st_size, 300);
+    ck_assert_int_eq(cxr_test_sh("test $(ls -A '%s' | wc -l) -eq 1", dir), 0);
+    char missing[PATH_MAX];
+    snprintf(missing, sizeof missing, "%s/no/such/folder/sr.dcm", dir);
+    ck_assert_int_eq(cxr_dicom_sr_write_file(&b.req, missing, uid, err), CXR_ERR_IO);
+    ck_assert_msg(strstr(err, "no/such/folder") != NULL, "%s", err);
+    ck_assert_str_eq(uid, "");
+    cxr_test_rmtree(dir);
+    free(dir);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("dicom_sr");
+    TCase *tc = tcase_create("sr_content");
+    tcase_add_test(tc, test_sr_one_image);
+    tcase_add_test(tc, test_sr_several_images_warning);
+    tcase_add_test(tc, test_sr_threshold_boundary);
+    tcase_add_test(tc, test_sr_enhanced_predecessor);
+    tcase_add_test(tc, test_sr_comprehensive_predecessor);
+    tcase_add_test(tc, test_sr_utf8_name);
+    tcase_add_test(tc, test_sr_latin1_source);
+    tcase_add_test(tc, test_sr_memory);
+    tcase_add_test(tc, test_sr_device_uid_stable);
+    tcase_add_test(tc, test_sr_truncation_and_bad_source_values);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("sr_refusals");
+    tcase_add_test(tc, test_sr_invalid_requests);
+    tcase_add_test(tc, test_sr_atomic_write);
+    suite_add_tcase(s, tc);
+    return cxr_test_run(s);
+}
