@@ -1,0 +1,136 @@
+/* net_internal.h — helpers shared by the DICOM networking files (net_scp.cc,
+ * net_scp_assoc.cc, net_scu.cc, net_tls.cc). C++ only; DCMTK types allowed. */
+#ifndef CXR_NET_INTERNAL_H
+#define CXR_NET_INTERNAL_H
+
+#include "dcmtk/config/osconfig.h" /* first, as DCMTK requires */
+
+#include "dcmtk/dcmnet/assoc.h"
+#include "dcmtk/dcmnet/dimse.h"
+#include "dcmtk/dcmtls/tlslayer.h"
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <list>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "cxr/dicom_net.h"
+
+namespace cxr_net {
+
+/* Once per process: quiets DCMTK's own network loggers (our log lines carry
+ * the condition text), turns off DCMTK's reverse DNS lookup of peers (the
+ * allowlist works on IP addresses; a slow resolver would stall the
+ * listener), ignores SIGPIPE (a peer closing mid-write must not kill the
+ * node), and initialises OpenSSL through DCMTK. Thread-safe. */
+void global_init();
+
+/* snprintf into an err buffer of CXR_DICOM_NET_ERRLEN bytes; err may be NULL. */
+void set_err(char *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* The socket of an established association, -1 if none. */
+int assoc_socket(T_ASC_Association *assoc);
+
+/* Sets TCP_NODELAY on the association's socket unless TCP_NODELAY=0 is in
+ * the environment (read once). DCMTK 3.6.7 only does it when that variable
+ * is set to non-zero at connect/accept time; we do it ourselves so the node
+ * needs no environment and no setenv() races. */
+void set_nodelay(T_ASC_Association *assoc);
+
+/* Builds a DCMTK TLS layer for `role` (NET_ACCEPTOR or NET_REQUESTOR) from our
+ * settings: non-downgrading BCP 195 profile, certificate/key (required for
+ * the acceptor), CA and verification mode as documented in cxr/dicom_net.h.
+ * Returns NULL with err set (and *st) when a file cannot be used. */
+DcmTLSTransportLayer *tls_layer_new(const struct cxr_dicom_tls *tls, T_ASC_NetworkRole role,
+                                    enum cxr_status *st, char *err);
+
+/* After an SCU association over TLS with a CA configured: checks that the
+ * server's certificate names `host` (IP or DNS subjectAltName, else CN).
+ * Returns false with err set on a mismatch or when no certificate is there. */
+bool tls_check_host(T_ASC_Association *assoc, const char *host, char *err);
+
+/* A one-line description of the peer's certificate subject, for the
+ * association log ("" without TLS). */
+void tls_peer_subject(T_ASC_Association *assoc, char *out, size_t len);
+
+/* The transfer syntaxes the SCP accepts, in order of preference
+ * (uncompressed first; compressed ones are kept as sent). */
+extern const char *const accepted_transfer_syntaxes[];
+extern const size_t accepted_transfer_syntax_count;
+
+/* "Rejected Permanent, Service User, Called AE Title Not Recognized". */
+void reject_text(const T_ASC_RejectParameters *rej, char *out, size_t len);
+
+/* DIMSE status text for logs and errors ("Refused: Out of Resources"). */
+const char *dimse_status_text(unsigned status);
+
+/* Copies s into out (len bytes) without leading/trailing spaces. */
+void trim_copy(char *out, size_t len, const char *s);
+
+/* ---- SCP internals shared by net_scp.cc (listener, policy, API) and
+ * net_scp_assoc.cc (one thread per association). */
+
+/* One allowlist rule, with its host resolved to IPv4 networks. */
+struct peer_rule {
+    std::string ae;                                   /* "" = any AE */
+    std::string host;                                 /* as configured, "" = any host */
+    std::vector<std::pair<uint32_t, uint32_t>> nets;  /* (address, mask), host order */
+};
+
+enum worker_state { WORKER_STARTING, WORKER_IDLE, WORKER_BUSY, WORKER_CLOSING };
+
+/* One association being served. The listener creates it; its thread owns
+ * `assoc`. `state` and `done` are guarded by scp->mu: the listener may
+ * shutdown() the socket only while the state is WORKER_IDLE, and the thread
+ * sets WORKER_CLOSING before it closes the socket. */
+struct worker {
+    struct cxr_dicom_scp *scp = nullptr;
+    T_ASC_Association *assoc = nullptr;
+    std::thread thread;
+    worker_state state = WORKER_STARTING;
+    bool done = false;
+    char calling[17] = "", called[17] = "", host[64] = "";
+    uint64_t stored = 0, failed = 0;
+};
+
+void scp_worker_main(worker *w);
+
+} // namespace cxr_net
+
+struct cxr_dicom_scp {
+    /* configuration (copied) */
+    std::string ae_title, bind_address, spool_tmp_dir;
+    uint16_t port = 0;
+    uint32_t max_associations = 0, max_pdu = 0, acse_timeout_s = 0, dimse_timeout_s = 0;
+    bool check_called_ae = false;
+    std::vector<cxr_net::peer_rule> rules;
+    bool tls_enabled = false;
+    DcmTLSTransportLayer *tls = nullptr;
+    cxr_dicom_store_fn store = nullptr;
+    cxr_dicom_assoc_fn assoc_cb = nullptr;
+    void *ctx = nullptr;
+
+    /* run state */
+    int wake_fd = -1;                       /* eventfd: stop() writes, listener polls */
+    std::atomic<bool> stop_requested{false};
+    std::atomic<bool> ran{false};
+    std::mutex mu;                          /* guards workers, ready_state, bound_port */
+    std::condition_variable ready_cv;
+    int ready_state = 0;                    /* 0 not yet, 1 listening, -1 failed/stopped */
+    uint16_t bound_port = 0;
+    std::list<cxr_net::worker *> workers;
+
+    /* counters */
+    std::atomic<uint64_t> n_accepted{0}, n_rejected{0}, n_failed{0}, n_stores_ok{0},
+        n_stores_failed{0}, n_echoes{0}, n_bytes{0};
+};
+
+#endif
