@@ -659,6 +659,8 @@ enum cxr_status cxr_triage_dataset_load(const char *path,
                                         struct cxr_triage_dataset **out, char *err)
 {
     *out = NULL;
+    if (err)
+        err[0] = '\0';
     if (!path || !opt || !opt->meta)
         return seterr(err, CXR_ERR_INVALID_ARG, "dataset: no path or no model metadata");
     const struct cxr_nn_model_meta *meta = opt->meta;
@@ -773,6 +775,8 @@ fail_early:
         free(L);
     }
     if (st != CXR_OK) {
+        if (err && !err[0]) /* e.g. out of memory inside a reader */
+            seterr(err, st, "%s: %s", path, cxr_status_str(st));
         cxr_triage_dataset_free(ds);
         return st;
     }
