@@ -51,11 +51,7 @@ static void *signal_main(void *arg)
             cxr_triage_sd_notify("RELOADING=1");
             struct cxr_conf *conf = cli_load_conf(sc->config_path);
             char err[CXR_TRIAGE_NODE_ERRLEN] = "";
-            if (!conf)
-                cxr_log(CXR_LOG_ERROR, "serve", "reload refused: the configuration does not load;"
-                        " the running one keeps serving");
-            else
-                cxr_triage_node_reload(sc->node, conf, err);
+            cxr_triage_node_reload(sc->node, conf, err);   /* NULL: counted as refused */
             cxr_triage_sd_notify("READY=1");
         }
     }

@@ -530,6 +530,12 @@ enum cxr_status cxr_triage_node_reload(struct cxr_triage_node *n, struct cxr_con
                                        char *err)
 {
     err[0] = '\0';
+    if (!conf) {
+        cxr_triage_metrics_count(n->metrics, CXR_TRIAGE_COUNT_RELOADS_FAILED, 1);
+        snprintf(err, CXR_TRIAGE_NODE_ERRLEN, "the new configuration does not load");
+        cxr_log(CXR_LOG_ERROR, "node", "reload refused, the running configuration stays: %s", err);
+        return CXR_ERR_INVALID_ARG;
+    }
     struct cxr_triage_node_settings *nw = malloc(sizeof *nw);
     struct cxr_triage_engine *engine = NULL;
     enum cxr_status st = nw ? settings_for(n, conf, nw, err) : CXR_ERR_NOMEM;

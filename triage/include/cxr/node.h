@@ -206,6 +206,7 @@ void cxr_triage_node_stop(struct cxr_triage_node *n);
 /* Replaces the configuration and the model with `conf` (ownership taken in
  * every case). A configuration whose model does not load, or that the node
  * cannot use, is refused: the old one keeps serving and err says why.
+ * conf NULL (the new file did not even load) counts as a refused reload.
  * Settings that need a new listening socket (AE title, port, TLS, peers) take
  * effect at the next start; a warning says so. */
 enum cxr_status cxr_triage_node_reload(struct cxr_triage_node *n, struct cxr_conf *conf,

@@ -1,0 +1,147 @@
+#!/usr/bin/env bash
+# test_node_basic.sh — the node with real DICOM peers (DCMTK echoscu,
+# storescu, storescp; dciodvfy):
+#   - C-ECHO succeeds; an unknown calling AE and a wrong called AE are rejected
+#     at association time;
+#   - the real chest files of ../shared/data/dicom-cxr (synthetic CR images on
+#     a clean clone) give exactly one SR per analysable study at a storescp
+#     destination, each passing dciodvfy and referencing its study and exactly
+#     the images `cxr-triage score` analyses (both doors agree);
+#   - the worklist, a study page (a lateral view stays listed with its reason,
+#     no patient ID without permission) and the metrics;
+#   - a late image of a reported study gives a new SR naming its predecessor;
+#   - SIGHUP with a broken configuration is refused and the node keeps serving;
+#   - SIGTERM: clean exit 0.
+. "$(dirname "$0")/node_lib.sh"
+need_tools storescu storescp echoscu dcmdump dciodvfy curl
+setup_work
+make_model
+DICOM_PORT=$(free_port)
+HTTP_PORT=$(free_port)
+DEST_PORT=$(free_port)
+start_storescp "$DEST_PORT" "$WORK/recv"
+write_conf "$WORK/node.xml" '<allow><ae-title>CR01</ae-title></allow>'
+start_node "$WORK/node.xml"
+
+# ---- association policy
+check "C-ECHO from an allowed calling AE" echoscu -aet CR01 -aec CXRTRIAGE 127.0.0.1 "$DICOM_PORT"
+out=$(echoscu -aet STRANGER -aec CXRTRIAGE 127.0.0.1 "$DICOM_PORT" 2>&1) && fail "unknown calling AE accepted"
+echo "$out" | grep -q "Calling AE Title Not Recognized" || fail "unknown calling AE: wrong rejection: $out"
+out=$(echoscu -aet CR01 -aec NOTME 127.0.0.1 "$DICOM_PORT" 2>&1) && fail "wrong called AE accepted"
+echo "$out" | grep -q "Called AE Title Not Recognized" || fail "wrong called AE: wrong rejection: $out"
+log "association policy: echo ok, unknown calling AE and wrong called AE rejected"
+
+# ---- the inputs
+FILES=()
+if [ -f "$CXR_SHARED_DATA/dicom-cxr/MANIFEST.tsv" ]; then
+    while IFS=$'\t' read -r path _; do
+        [ "$path" = path ] || FILES+=("$CXR_SHARED_DATA/dicom-cxr/$path")
+    done <"$CXR_SHARED_DATA/dicom-cxr/MANIFEST.tsv"
+    log "sending the ${#FILES[@]} real chest files of $CXR_SHARED_DATA/dicom-cxr"
+else
+    log "no $CXR_SHARED_DATA/dicom-cxr (a fresh clone): synthetic CR images instead"
+    make_instances "$WORK/in" 6 3 101
+    FILES=("$WORK"/in/*.dcm)
+fi
+# What the other door (cxr-triage score) analyses, per study.
+"$CXR_BIN" score --config "$WORK/node.xml" --json "${FILES[@]}" >"$WORK/score.json" 2>/dev/null
+"$CXR_PYTHON" - "$WORK/score.json" "$WORK/expected" <<'PY' || fail "cannot read score --json"
+import json, os, sys
+studies = {}
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    if r.get("analysed"):
+        studies.setdefault(r["study_instance_uid"], set()).add(r["sop_instance_uid"])
+os.makedirs(sys.argv[2])
+for s, uids in studies.items():
+    with open(os.path.join(sys.argv[2], s), "w") as f:
+        f.write("\n".join(sorted(uids)) + "\n")
+PY
+NSTUDIES=$(ls "$WORK/expected" | wc -l)
+[ "$NSTUDIES" -ge 1 ] || fail "no analysable study among the inputs"
+
+# Compressed files are sent as they are (one association per transfer syntax).
+send_files CR01 "$DICOM_PORT" "${FILES[@]}" || { cat "$WORK/storescu.log"; fail "storescu failed"; }
+
+sr_count() { [ "$(count_files "$WORK/recv")" -ge "$NSTUDIES" ]; }
+wait_until 120 "$NSTUDIES SR(s) at the destination" sr_count
+sleep 3   # nothing more may come: one SR per study
+[ "$(count_files "$WORK/recv")" -eq "$NSTUDIES" ] ||
+    fail "$(count_files "$WORK/recv") SRs for $NSTUDIES analysable studies"
+for sr in "$WORK"/recv/*; do
+    sr_valid "$sr" || fail "dciodvfy finds errors in $(basename "$sr")"
+    [ "$(dcm_value "$sr" 0008,0060)" = SR ] || fail "$(basename "$sr") is not an SR"
+    study=$(dcm_value "$sr" 0020,000d)
+    [ -f "$WORK/expected/$study" ] || fail "SR for a study that has no analysable image: $study"
+    [ ! -f "$WORK/seen.$study" ] || fail "two SRs for study $study"
+    touch "$WORK/seen.$study"
+    sr_refs "$sr" >"$WORK/refs"
+    diff -u "$WORK/expected/$study" "$WORK/refs" >/dev/null ||
+        fail "SR of study $study references $(tr '\n' ' ' <"$WORK/refs") instead of $(tr '\n' ' ' <"$WORK/expected/$study")"
+done
+log "$NSTUDIES studies -> exactly one valid SR each, referencing the images score analyses"
+
+# ---- worklist, study page, metrics
+curl -sf "http://127.0.0.1:$HTTP_PORT/worklist" >"$WORK/worklist.json" || fail "GET /worklist"
+"$CXR_PYTHON" - "$WORK/worklist.json" "$WORK/expected" <<'PY' || fail "worklist content"
+import json, os, sys
+w = json.load(open(sys.argv[1]))
+order = {"URGENT": 3, "PRIORITY": 2, "ROUTINE": 1, "NOT_ANALYSED": 0}
+studies = {s["study_instance_uid"]: s for s in w["studies"]}
+for uid in os.listdir(sys.argv[2]):
+    assert uid in studies, f"analysable study {uid} missing from the worklist"
+    assert studies[uid]["priority"] != "NOT_ANALYSED", uid
+    assert studies[uid]["sr_count"] == 1, studies[uid]
+    assert "patient_id" not in studies[uid], "patient ID shown without http/show-patient-id"
+keys = [(order[s["priority"]], s["score"] if s["score"] is not None else -1, -s["first_received_ms"])
+        for s in w["studies"]]
+assert keys == sorted(keys, reverse=True), "worklist not ordered by priority, score, arrival"
+PY
+[ "$(metric cxr_node_srs_created_total)" -eq "$NSTUDIES" ] || fail "metrics: srs_created"
+[ "$(metric 'cxr_node_sr_deliveries_total{result="delivered"}')" -eq "$NSTUDIES" ] || fail "metrics: delivered"
+curl -sf "http://127.0.0.1:$HTTP_PORT/healthz" | grep -q ok || fail "GET /healthz"
+
+# ---- a late image after the SR: a successor SR naming its predecessor;
+# ---- a lateral view: not analysed, listed with its reason, no new SR
+make_instances "$WORK/s1" 1 1 202
+storescu -aet CR01 -aec CXRTRIAGE 127.0.0.1 "$DICOM_PORT" "$WORK"/s1/*.dcm >/dev/null 2>&1 || fail "storescu s1"
+want=$((NSTUDIES + 1))
+sr_count2() { [ "$(count_files "$WORK/recv")" -ge "$want" ]; }
+wait_until 60 "the SR of a new study" sr_count2
+first_sr=$(grep -l "2.25.202.1.1" "$WORK"/recv/* | head -n 1)
+first_uid=$(dcm_value "$first_sr" 0008,0018)
+VIEW=LL FIRST=1 make_instances "$WORK/s1" 1 1 202
+storescu -aet CR01 -aec CXRTRIAGE 127.0.0.1 "$DICOM_PORT" "$WORK/s1/img00002.dcm" >/dev/null 2>&1 || fail "storescu lateral"
+lateral_done() {
+    curl -s "http://127.0.0.1:$HTTP_PORT/studies/2.25.202.1" | grep -q '"reason":"[^"]*lateral\|"reason":"[^"]*LL'
+}
+wait_until 30 "the lateral view listed as not analysed" lateral_done
+sleep 2
+[ "$(count_files "$WORK/recv")" -eq "$want" ] || fail "a not-analysed late image made a new SR"
+FIRST=2 make_instances "$WORK/s1" 1 1 202
+storescu -aet CR01 -aec CXRTRIAGE 127.0.0.1 "$DICOM_PORT" "$WORK/s1/img00003.dcm" >/dev/null 2>&1 || fail "storescu late"
+want=$((want + 1))
+wait_until 60 "the successor SR" sr_count2
+second_sr=$(ls -t "$WORK"/recv/* | head -n 1)
+[ "$(dcm_value "$second_sr" 0020,000d)" = 2.25.202.1 ] || fail "successor SR in the wrong study"
+dcmdump "$second_sr" | grep -q "PredecessorDocumentsSequence" || fail "successor SR has no Predecessor Documents Sequence"
+dcmdump "$second_sr" | grep -q "\[$first_uid\]" || fail "successor SR does not name $first_uid"
+printf '2.25.202.1.1\n2.25.202.1.3\n' >"$WORK/want_refs"
+sr_refs "$second_sr" | grep -v "^$first_uid\$" >"$WORK/refs"
+diff -u "$WORK/want_refs" "$WORK/refs" >/dev/null || fail "successor SR references $(tr '\n' ' ' <"$WORK/refs")"
+sr_valid "$second_sr" || fail "successor SR fails dciodvfy"
+log "late image: successor SR names its predecessor and covers both analysed images; lateral view listed, no SR"
+
+# ---- SIGHUP with a broken configuration: refused, still serving
+cp "$WORK/node.xml" "$WORK/node.good"
+echo "<cxr-triage><node><port>oops</port>" >"$WORK/node.xml"
+kill -HUP "$NODE_PID"
+wait_until 20 "the refused reload in the log" grep -q "reload refused" "$WORK/node.log"
+check "C-ECHO after a refused reload" echoscu -aet CR01 -aec CXRTRIAGE 127.0.0.1 "$DICOM_PORT"
+cp "$WORK/node.good" "$WORK/node.xml"
+kill -HUP "$NODE_PID"
+wait_until 20 "a reload" grep -q "reloaded:" "$WORK/node.log"
+[ "$(metric cxr_node_reloads_failed_total)" -ge 1 ] || fail "metrics: failed reload not counted"
+stop_node
+grep -q "stopped" "$WORK/node.log" || fail "no clean stop in the log"
+log "PASS"
