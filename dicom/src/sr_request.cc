@@ -273,7 +273,8 @@ enum cxr_status prepare(const struct cxr_dicom_sr_request *req, Plan &plan, char
     }
 
     // ---- character set: the source's, unless our own strings need UTF-8
-    plan.charset = clean(st->specific_character_set, 64, "", false);
+    // (multi-valued only for ISO 2022 sets, whose backslash clean() keeps)
+    plan.charset = clean(st->specific_character_set, 64, st->specific_character_set);
     const std::string &cs0 = plan.charset;
     plan.patient_name = clean_pn(st->patient_name, cs0);
     plan.referring_physician_name = clean_pn(st->referring_physician_name, cs0);

@@ -68,6 +68,14 @@ using Setter = OFCondition (DSRDocument::*)(const OFString &, const OFBool);
 OFCondition set_copied(DSRDocument &doc, Setter set, const std::string &value, const char *name)
 {
     OFCondition c = (doc.*set)(value.c_str(), OFTrue);
+    // DCMTK's checker knows neither ISO 2022 escape sequences (PS3.5
+    // 6.1.2.5) nor multi-valued character sets: a value beyond ASCII is kept
+    // as the source wrote it (sr_request.cc has cut it to length already).
+    bool beyond_ascii = false;
+    for (unsigned char ch : value)
+        beyond_ascii |= ch >= 0x80 || ch == 0x1B;
+    if (c.bad() && beyond_ascii)
+        c = (doc.*set)(value.c_str(), OFFalse);
     if (c.bad()) {
         cxr_log(CXR_LOG_WARN, "dicom", "SR: the source's %s is not valid for its VR (%s); left empty",
                 name, c.text());
@@ -79,9 +87,11 @@ OFCondition set_copied(DSRDocument &doc, Setter set, const std::string &value, c
 // The document header (PS3.3 A.35.2/A.35.3 modules) and content of `plan`.
 enum cxr_status fill_document(const Plan &plan, DSRDocument &doc, char *err)
 {
-    if (!plan.charset.empty())
-        SR_TRY(doc.setSpecificCharacterSet(plan.charset.c_str()), "Specific Character Set");
     // Patient and General Study modules: copied from the source
+    // DSRDocument checks values against a single-valued set only; the
+    // dataset gets the full value in patch_dataset().
+    if (!plan.charset.empty() && plan.charset.find('\\') == std::string::npos)
+        SR_TRY(doc.setSpecificCharacterSet(plan.charset.c_str()), "Specific Character Set");
     const struct {
         Setter set;
         const std::string &value;
@@ -148,6 +158,10 @@ enum cxr_status fill_document(const Plan &plan, DSRDocument &doc, char *err)
 // ones DSRDocument generated under DCMTK's root.
 enum cxr_status patch_dataset(const Plan &plan, DcmDataset &ds, char *err)
 {
+    // Again here: DSRDocument writes only the single-valued sets it knows
+    if (!plan.charset.empty())
+        SR_TRY(ds.putAndInsertString(DCM_SpecificCharacterSet, plan.charset.c_str()),
+               "Specific Character Set");
     SR_TRY(ds.putAndInsertString(DCM_SOPInstanceUID, plan.sop_instance_uid.c_str()),
            "SOP Instance UID");
     SR_TRY(ds.putAndInsertString(DCM_SeriesInstanceUID, plan.series_instance_uid.c_str()),
