@@ -35,7 +35,11 @@ const char *cxr_dicom_codecs_built(void);
 const char *cxr_dicom_dcmtk_version(void);
 
 /* Header values of one instance, copied out of the dataset (NUL-terminated,
- * "" when absent; numbers 0 when absent). Plain data: copy it freely. */
+ * "" when absent, cut at a UTF-8 character boundary when too long; numbers 0
+ * when absent). Text declared in another Specific Character Set is converted
+ * to UTF-8 at load time, and specific_character_set then reads "ISO_IR 192";
+ * where conversion is impossible the original bytes and set are kept.
+ * Plain data: copy it freely. */
 struct cxr_dicom_info {
     /* SOP common / file meta */
     char sop_class_uid[CXR_DICOM_UID_LEN];
@@ -81,12 +85,19 @@ struct cxr_dicom_info {
 struct cxr_dicom_instance;  /* opaque: one parsed dataset */
 
 /* Reads a Part 10 file, or a file without preamble/meta header (implicit or
- * explicit VR little endian detected). The pixel data is read but not
- * decoded. On failure *out == NULL; err names the file and the problem. */
+ * explicit VR little endian detected). The pixel data is not decoded, and
+ * values larger than 4 KB (the pixel data) stay in the file until
+ * _present/_decode reads them: keep the file in place until then. Before
+ * DCMTK parses anything, the structure is checked with hard limits (file
+ * <= 2 GiB, sequences nested <= 32 deep, <= 1 000 000 elements, every length
+ * inside its container): truncated or hostile files are refused with
+ * CXR_ERR_DICOM_PARSE / CXR_ERR_LIMIT, never a crash. On failure
+ * *out == NULL; err names the file and the problem. Any thread. */
 enum cxr_status cxr_dicom_instance_load_file(const char *path, struct cxr_dicom_instance **out,
                                              char *err);
-/* The same from memory (a C-STORE payload, an Orthanc buffer); the buffer is
- * copied, the caller keeps it. `name` is used in messages. */
+/* The same from memory (a C-STORE payload, an Orthanc buffer); the values
+ * are copied while parsing, the caller keeps the buffer and may free it on
+ * return. `name` is used in messages. */
 enum cxr_status cxr_dicom_instance_load_memory(const void *buf, size_t len, const char *name,
                                                struct cxr_dicom_instance **out, char *err);
 void cxr_dicom_instance_free(struct cxr_dicom_instance *inst);
@@ -124,15 +135,37 @@ struct cxr_dicom_image {
     char voi_used[128];   /* "window C=2048 W=4096 LINEAR", "VOI LUT 1 of 2", "min/max" */
 };
 
-/* Decodes the pixel data (any supported transfer syntax; unsupported →
- * CXR_ERR_DICOM_TS naming it) and applies, in PS3.4 Annex N order: Modality
+/* Decodes the first frame (any supported transfer syntax; unsupported →
+ * CXR_ERR_DICOM_TS naming it; frames over 2^26 pixels → CXR_ERR_LIMIT before
+ * any allocation) and applies, in PS3.4 Annex N order: Modality
  * LUT (rescale slope/intercept or Modality LUT Sequence) → VOI (the first
  * window, with VOI LUT Function LINEAR/LINEAR_EXACT/SIGMOID; else the first
  * VOI LUT; else min/max of the values excluding Pixel Padding) → inversion for
- * MONOCHROME1 → 8 bits. Pixel padding becomes black. */
+ * MONOCHROME1 → 8 bits. Pixel padding becomes black. Colour (RGB, YBR)
+ * becomes grey by luma (0.299 R + 0.587 G + 0.114 B) without VOI; PALETTE
+ * COLOR → CXR_ERR_UNSUPPORTED. On failure *out is zeroed. See
+ * docs/conformance-input.md. */
 enum cxr_status cxr_dicom_instance_present(struct cxr_dicom_instance *inst,
                                            struct cxr_dicom_image *out, char *err);
 void cxr_dicom_image_release(struct cxr_dicom_image *img);
+
+/* The first frame's stored pixel values, decoded but untransformed (no LUT):
+ * what the modality wrote, for checks and tools. `values` has
+ * width*height*samples entries, row-major, samples interleaved, each the
+ * stored value masked to Bits Stored and sign-extended when signed; owned by
+ * the struct, free with cxr_dicom_pixels_release. `photometric` is that of the
+ * decoded samples (JPEG/JPEG 2000 colour comes out as RGB). `note` names a
+ * correction forced by the codestream (JPEG 2000 precision or signedness
+ * disagreeing with the header), "" none. Same errors as _present. */
+struct cxr_dicom_pixels {
+    int32_t width, height, samples;
+    int32_t *values;
+    char photometric[20];
+    char note[160];
+};
+enum cxr_status cxr_dicom_instance_decode(struct cxr_dicom_instance *inst,
+                                          struct cxr_dicom_pixels *out, char *err);
+void cxr_dicom_pixels_release(struct cxr_dicom_pixels *px);
 
 /* ------------------------------------------------------------------ SR */
 
