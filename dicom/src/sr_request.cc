@@ -174,6 +174,9 @@ bool convert_to_utf8(const std::string &charset, StudyText *st, size_t n)
     return true;
 }
 
+template <size_t N> bool terminated(const char (&a)[N]) { return std::memchr(a, '\0', N) != nullptr; }
+template <size_t N> void terminate(char (&a)[N]) { a[N - 1] = '\0'; }
+
 bool present_required(const char *s) { return s && *s && clean(s, 16, "").size() > 0; }
 
 }  // namespace
@@ -223,7 +226,26 @@ enum cxr_status prepare(const struct cxr_dicom_sr_request *req, Plan &plan, char
         return fail(err, CXR_ERR_INVALID_ARG, "operating_threshold %g is not in [0, 1]",
                     req->operating_threshold);
 
-    const struct cxr_dicom_info *st = req->study;
+    // The study's fixed-size strings, each cut at its array's end: a caller's
+    // missing NUL must not make us read past the struct.
+    struct cxr_dicom_info study = *req->study;
+    const struct cxr_dicom_info *st = &study;
+    if (!terminated(study.study_instance_uid))
+        return fail(err, CXR_ERR_INVALID_ARG, "Study Instance UID of the source is longer than 64");
+    terminate(study.specific_character_set);
+    terminate(study.patient_name);
+    terminate(study.patient_id);
+    terminate(study.issuer_of_patient_id);
+    terminate(study.patient_birth_date);
+    terminate(study.patient_sex);
+    terminate(study.patient_age);
+    terminate(study.study_date);
+    terminate(study.study_time);
+    terminate(study.study_id);
+    terminate(study.accession_number);
+    terminate(study.referring_physician_name);
+    terminate(study.study_description);
+    terminate(study.institution_name);
     if (!cxr_dicom_uid_valid(st->study_instance_uid))
         return fail(err, CXR_ERR_INVALID_ARG,
                     "Study Instance UID \"%.80s\" of the source is not a valid UID "
@@ -254,6 +276,13 @@ enum cxr_status prepare(const struct cxr_dicom_sr_request *req, Plan &plan, char
         } uids[] = {{"SOP Class UID", im->sop_class_uid},
                     {"SOP Instance UID", im->sop_instance_uid},
                     {"Series Instance UID", im->series_instance_uid}};
+        for (const auto &u : uids)
+            if (!std::memchr(u.uid, '\0', CXR_DICOM_UID_LEN))
+                return fail(err, CXR_ERR_INVALID_ARG, "image %u: %s is longer than 64",
+                            (unsigned)i + 1, u.name);
+        if (!terminated(im->warning))
+            return fail(err, CXR_ERR_INVALID_ARG, "image %u: warning is not NUL-terminated",
+                        (unsigned)i + 1);
         for (const auto &u : uids)
             if (!cxr_dicom_uid_valid(u.uid))
                 return fail(err, CXR_ERR_INVALID_ARG, "image %u: %s \"%.80s\" is not a valid UID",

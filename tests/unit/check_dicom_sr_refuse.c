@@ -18,7 +18,8 @@ enum bad_kind {
     BAD_NULL_STUDY, BAD_NO_IMAGES, BAD_NULL_IMAGES, BAD_NAN, BAD_PROB_HIGH, BAD_PROB_NEG,
     BAD_UID_LETTERS, BAD_UID_LONG, BAD_UID_DOT, BAD_UID_EMPTY, BAD_STUDY_UID, BAD_ALGO_NULL, BAD_SHA_SHORT,
     BAD_SHA_HEX, BAD_CONTRADICTION, BAD_DUPLICATE, BAD_PRED_NO_SERIES, BAD_THRESHOLD,
-    BAD_DEVICE_UID, BAD_PRIORITY_EMPTY, BAD_MANUFACTURER_NULL, BAD_COUNT
+    BAD_DEVICE_UID, BAD_PRIORITY_EMPTY, BAD_MANUFACTURER_NULL, BAD_UID_NO_NUL,
+    BAD_WARNING_NO_NUL, BAD_COUNT
 };
 
 /* 65 characters: one more than a UID may have */
@@ -49,6 +50,8 @@ static void spoil(struct req_buf *b, int kind)
     case BAD_DEVICE_UID: b->req.device_observer_uid = "2.25.-1"; break;
     case BAD_PRIORITY_EMPTY: b->req.priority_name = ""; break;
     case BAD_MANUFACTURER_NULL: b->req.manufacturer = NULL; break;
+    case BAD_UID_NO_NUL: memset(b->img[1].sop_instance_uid, '1', CXR_DICOM_UID_LEN); break;
+    case BAD_WARNING_NO_NUL: memset(b->img[0].warning, 'w', sizeof b->img[0].warning); break;
     }
 }
 
@@ -82,6 +85,12 @@ START_TEST(test_sr_invalid_requests)
     ck_assert_int_eq(cxr_dicom_sr_write_file(&b.req, NULL, NULL, err), CXR_ERR_INVALID_ARG);
     size_t len;
     ck_assert_int_eq(cxr_dicom_sr_write_memory(&b.req, NULL, &len, NULL, err), CXR_ERR_INVALID_ARG);
+    /* unterminated copied strings are cut at their array's end, not refused */
+    memset(b.study.patient_name, 'A', sizeof b.study.patient_name);
+    memset(b.study.institution_name, 'I', sizeof b.study.institution_name);
+    void *mem = NULL;
+    ck_assert_int_eq(cxr_dicom_sr_write_memory(&b.req, &mem, &len, NULL, err), CXR_OK);
+    free(mem);
     /* the reason names the problem */
     b.img[0].probability = NAN;
     ck_assert_int_eq(cxr_dicom_sr_write_file(&b.req, path, NULL, err), CXR_ERR_INVALID_ARG);
