@@ -301,7 +301,7 @@ send_files() {
         esac
         local list=()
         mapfile -t list < <(printf '%s' "${groups[$ts]}")
-        storescu $opt -aet "$aet" -aec CXRTRIAGE 127.0.0.1 "$port" "${list[@]}" >>"$WORK/storescu.log" 2>&1 || rc=1
+        storescu -nh $opt -aet "$aet" -aec CXRTRIAGE 127.0.0.1 "$port" "${list[@]}" >>"$WORK/storescu.log" 2>&1 || rc=1
     done
     return $rc
 }
