@@ -169,6 +169,10 @@ void dispatch(cxr_dicom_scp *scp, T_ASC_Association *assoc)
     char calling[17], called[17], host[64];
     trim_copy(calling, sizeof calling, assoc->params->DULparams.callingAPTitle);
     trim_copy(called, sizeof called, assoc->params->DULparams.calledAPTitle);
+    if (!*calling)
+        snprintf(calling, sizeof calling, "(none)");
+    if (!*called)
+        snprintf(called, sizeof called, "(none)");
     trim_copy(host, sizeof host, assoc->params->DULparams.callingPresentationAddress);
 
     char ctxname[128] = "";
@@ -341,6 +345,10 @@ void listen_loop(cxr_dicom_scp *scp, T_ASC_Network *net, int lfd)
                 ASC_dropAssociation(assoc);
                 ASC_destroyAssociation(&assoc);
             }
+            /* No peer address: accept() itself failed (EMFILE, ENOBUFS...)
+             * and the connection is still pending; do not spin on it. */
+            if (host[0] == '?')
+                usleep(100 * 1000);
             continue;
         }
         dispatch(scp, assoc);

@@ -12,6 +12,7 @@
 #include <check.h>
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -246,9 +247,13 @@ FIXTURE pid_t spawn(const char *log, const char *fmt, ...)
     va_end(ap);
     pid_t pid = fork();
     if (pid == 0) {
-        FILE *f = freopen(log, "w", stdout);
-        if (f)
-            dup2(fileno(stdout), 2);
+        /* only async-signal-safe calls here: the parent has SCP threads */
+        int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd >= 0) {
+            dup2(fd, 1);
+            dup2(fd, 2);
+            close(fd);
+        }
         execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
         _exit(127);
     }
