@@ -225,15 +225,7 @@ int cmd_queue(int argc, char **argv)
         {"limit", required_argument, NULL, 'l'},  {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
-        queue_usage(argc < 2 ? stderr : stdout);
-        return argc < 2 ? CLI_EXIT_FATAL : CLI_EXIT_OK;
-    }
-    const char *sub = argv[1];
-    bool is_list = !strcmp(sub, "list"), is_retry = !strcmp(sub, "retry"),
-         is_drop = !strcmp(sub, "drop");
-    if (!is_list && !is_retry && !is_drop) {
-        cli_error("queue", "unknown subcommand '%s'", sub);
+    if (argc < 2) {
         queue_usage(stderr);
         return CLI_EXIT_FATAL;
     }
@@ -243,7 +235,8 @@ int cmd_queue(int argc, char **argv)
     size_t limit = 1000;
     int c;
     optind = 1;
-    while ((c = getopt_long(argc - 1, argv + 1, "h", opts, NULL)) != -1) {
+    /* Options may come before or after the subcommand (GNU getopt permutes). */
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
         case 'c': config_path = optarg; break;
         case 's': spool = optarg; break;
@@ -267,8 +260,21 @@ int cmd_queue(int argc, char **argv)
         default: queue_usage(stderr); return CLI_EXIT_FATAL;
         }
     }
-    char **rest = argv + 1 + optind;
-    int nrest = argc - 1 - optind;
+    if (optind >= argc) {
+        cli_error("queue", "which subcommand: list, retry or drop?");
+        queue_usage(stderr);
+        return CLI_EXIT_FATAL;
+    }
+    const char *sub = argv[optind];
+    bool is_list = !strcmp(sub, "list"), is_retry = !strcmp(sub, "retry"),
+         is_drop = !strcmp(sub, "drop");
+    if (!is_list && !is_retry && !is_drop) {
+        cli_error("queue", "unknown subcommand '%s'", sub);
+        queue_usage(stderr);
+        return CLI_EXIT_FATAL;
+    }
+    char **rest = argv + optind + 1;
+    int nrest = argc - optind - 1;
     if (is_list && nrest > 0) {
         cli_error("queue", "list takes no IDs");
         return CLI_EXIT_FATAL;
