@@ -5,6 +5,7 @@
  * cap, failure statuses and disk-full handling (0xA700, no partial file),
  * malformed and truncated streams, and stop. The SCU and TLS are in
  * check_dicom_net_scu.c. */
+#include <netinet/tcp.h>
 #include <sys/mount.h>
 #include <sys/resource.h>
 
@@ -661,6 +662,52 @@ START_TEST(test_config_checked)
 }
 END_TEST
 
+/* TCP_NODELAY of the SCP's end of the connection whose client end is
+ * `client_fd` (the SCP runs in this process: find its socket in
+ * /proc/self/fd); -1 if not found. */
+static int server_side_nodelay(uint16_t scp_port, int client_fd)
+{
+    struct sockaddr_in cl;
+    socklen_t len = sizeof cl;
+    ck_assert_int_eq(getsockname(client_fd, (struct sockaddr *)&cl, &len), 0);
+    int result = -1;
+    DIR *d = opendir("/proc/self/fd");
+    struct dirent *e;
+    while (d && (e = readdir(d)) && result < 0) {
+        int fd = atoi(e->d_name);
+        struct sockaddr_in a, b;
+        socklen_t la = sizeof a, lb = sizeof b;
+        if (fd == client_fd || getsockname(fd, (struct sockaddr *)&a, &la) != 0 || a.sin_family != AF_INET ||
+            ntohs(a.sin_port) != scp_port || getpeername(fd, (struct sockaddr *)&b, &lb) != 0 ||
+            b.sin_port != cl.sin_port)
+            continue;
+        int v = 0;
+        socklen_t lv = sizeof v;
+        if (getsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &v, &lv) == 0)
+            result = v != 0;
+    }
+    if (d)
+        closedir(d);
+    return result;
+}
+
+/* Nagle's algorithm is off on association sockets (DCMTK leaves it on
+ * unless TCP_NODELAY is in the environment, costing ~3x on loopback). */
+START_TEST(test_tcp_nodelay_on)
+{
+    struct srv s;
+    struct cxr_dicom_scp_config cfg = srv_config(&s);
+    unsetenv("TCP_NODELAY");
+    srv_start(&s, &cfg);
+    int fd = raw_connect(s.port);
+    ck_assert_int_eq(raw_associate(fd, "RAWSCU", NET_AE, "1.2.840.10008.5.1.4.1.1.1"), 2);
+    ck_assert_int_eq(server_side_nodelay(s.port, fd), 1);
+    close(fd);
+    srv_stop(&s);
+    srv_cleanup(&s);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("dicom_net");
@@ -671,6 +718,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_allowlist);
     tcase_add_test(tc, test_assoc_callback_refuses);
     tcase_add_test(tc, test_presentation_contexts);
+    tcase_add_test(tc, test_tcp_nodelay_on);
     suite_add_tcase(s, tc);
     tc = tcase_create("store");
     tcase_set_timeout(tc, 600);
