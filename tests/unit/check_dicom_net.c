@@ -6,6 +6,7 @@
  * malformed and truncated streams, and stop. The SCU and TLS are in
  * check_dicom_net_scu.c. */
 #include <netinet/tcp.h>
+#include <sched.h>
 #include <sys/mount.h>
 #include <sys/resource.h>
 
@@ -393,7 +394,11 @@ START_TEST(test_disk_full_tmpfs)
     char mnt[PATH_MAX];
     pathf(mnt, sizeof mnt, "%s/small-fs", s.dir);
     mkdir(mnt, 0700);
-    if (mount("tmpfs", mnt, "tmpfs", 0, "size=128k") != 0) {
+    /* A private mount namespace for this (forked, still single-threaded)
+     * test process: the tmpfs disappears with it even if an assertion
+     * ends the test before the umount. */
+    if (unshare(CLONE_NEWNS) != 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0 ||
+        mount("tmpfs", mnt, "tmpfs", 0, "size=128k") != 0) {
         printf("SKIP disk-full on tmpfs: cannot mount a tmpfs here (%s); the RLIMIT_FSIZE test covers "
                "the write failure\n", strerror(errno));
         srv_cleanup(&s);
