@@ -176,7 +176,7 @@ start_node() {
     local before
     before=$(grep -c 'listening: DICOM' "$WORK/node.log" 2>/dev/null)
     before=${before:-0}
-    "$CXR_BIN" serve --config "$conf" "$@" >>"$WORK/node.log" 2>&1 &
+    ${NODE_WRAP:-} "$CXR_BIN" serve --config "$conf" "$@" >>"$WORK/node.log" 2>&1 &
     NODE_PID=$!
     NODE_PIDS+=("$NODE_PID")
     local i
