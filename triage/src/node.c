@@ -423,7 +423,7 @@ enum cxr_status cxr_triage_node_run(struct cxr_triage_node *n, char *err)
     char derr[CXR_TRIAGE_NODE_ERRLEN] = "";
     st = cxr_dicom_scp_new(&sc, node_on_store, node_on_association, n, &scp, derr);
     if (st != CXR_OK) {
-        snprintf(err, CXR_TRIAGE_NODE_ERRLEN, "DICOM service: %s", derr);
+        snprintf(err, CXR_TRIAGE_NODE_ERRLEN, "DICOM service: %.1000s", derr);
         goto fail;
     }
     pthread_mutex_lock(&n->scp_mu);
@@ -464,7 +464,7 @@ enum cxr_status cxr_triage_node_run(struct cxr_triage_node *n, char *err)
     pthread_mutex_unlock(&n->scp_mu);
     cxr_dicom_scp_free(scp);
     if (st != CXR_OK)
-        snprintf(err, CXR_TRIAGE_NODE_ERRLEN, "DICOM service: %s", derr);
+        snprintf(err, CXR_TRIAGE_NODE_ERRLEN, "DICOM service: %.1000s", derr);
 fail:
     stop_threads(n);
     if (st == CXR_OK)

@@ -86,7 +86,7 @@ static void attempt(struct node_deliverer *dl, const struct cxr_triage_delivery_
     if (st == CXR_OK)
         snprintf(why, sizeof why, "the destination answered status 0x%04X", dimse);
     else
-        snprintf(why, sizeof why, "%s", err[0] ? err : cxr_status_str(st));
+        snprintf(why, sizeof why, "%.600s", err[0] ? err : cxr_status_str(st));
     cxr_triage_metrics_count(n->metrics, CXR_TRIAGE_COUNT_SR_ATTEMPT_FAILED, 1);
     if (attempts >= (int32_t)set->retry_max_attempts) {
         cxr_triage_store_delivery_update(n->store, row->id, CXR_TRIAGE_DELIVERY_DEAD, attempts, 0,

@@ -121,7 +121,7 @@ enum cxr_status cxr_triage_node_settings_from_conf(const struct cxr_conf *conf,
             if (!copy(o->name, sizeof o->name, d->name))
                 BAD("<destination> number %u: name is too long", i + 1);
         } else {
-            snprintf(o->name, sizeof o->name, "%.16s@%.30s:%u", o->ae_title, o->host,
+            snprintf(o->name, sizeof o->name, "%.16s@%.30s:%u", d->ae_title, d->host,
                      (unsigned)o->port);
         }
         for (uint32_t j = 0; j < i; j++)
