@@ -39,8 +39,29 @@ test-asan: deps
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  ctest --output-on-failure -j $(JOBS) -LE integration
 
+# make run: the DICOM node (`cxr-triage serve`) on the embedded defaults:
+# conf/cxr-triage.xml (AE CXRTRIAGE on 127.0.0.1:11112, worklist and metrics
+# on http://127.0.0.1:8090/) with the bundled model; the spool goes to
+# $(BUILD)/spool instead of /var/lib (no root needed). Until a trained model
+# is bundled, an UNTRAINED placeholder is made in $(BUILD) and used, with a
+# loud warning: its scores are meaningless. Ctrl-C stops the node cleanly.
+RUN_MODEL       ?= models/cxr-default.safetensors
+RUN_PLACEHOLDER ?= $(BUILD)/untrained-placeholder.safetensors
+RUN_SPOOL       ?= $(BUILD)/spool
 run: deps build
-	@scripts/run-default.sh $(BUILD)
+	@model=$(RUN_MODEL); \
+	if [ ! -f "$$model" ]; then \
+	  model=$(RUN_PLACEHOLDER); \
+	  echo "*****************************************************************************"; \
+	  echo "** WARNING: $(RUN_MODEL) is missing (no trained model is bundled yet)."; \
+	  echo "** Using an UNTRAINED placeholder: $$model"; \
+	  echo "** Its scores, priorities and SRs are MEANINGLESS: try the plumbing only."; \
+	  echo "*****************************************************************************"; \
+	  [ -f "$$model" ] || $(BUILD)/cxr-triage model init --arch resnet50 --seed 1 \
+	      --name "UNTRAINED-placeholder" --out "$$model" || exit 1; \
+	fi; \
+	echo "starting: $(BUILD)/cxr-triage serve --config conf/cxr-triage.xml --model $$model --spool $(RUN_SPOOL)"; \
+	exec $(BUILD)/cxr-triage serve --config conf/cxr-triage.xml --model "$$model" --spool $(RUN_SPOOL)
 
 bench: build
 	@for b in bench/*.sh; do echo "== $$b"; bash $$b || exit 1; done
