@@ -7,6 +7,7 @@
 #     a clean clone) give exactly one SR per analysable study at a storescp
 #     destination, each passing dciodvfy and referencing its study and exactly
 #     the images `cxr-triage score` analyses (both doors agree);
+#   - a copy of each SR in sr/output-dir;
 #   - the worklist, a study page (a lateral view stays listed with its reason,
 #     no patient ID without permission) and the metrics;
 #   - a late image of a reported study gives a new SR naming its predecessor;
@@ -20,7 +21,8 @@ DICOM_PORT=$(free_port)
 HTTP_PORT=$(free_port)
 DEST_PORT=$(free_port)
 start_storescp "$DEST_PORT" "$WORK/recv"
-write_conf "$WORK/node.xml" '<allow><ae-title>CR01</ae-title></allow>'
+write_conf "$WORK/node.xml" "<allow><ae-title>CR01</ae-title></allow>
+  <sr><output-dir>$WORK/srcopy</output-dir></sr>"
 start_node "$WORK/node.xml"
 
 # ---- association policy
@@ -78,6 +80,9 @@ for sr in "$WORK"/recv/*; do
     sr_refs "$sr" >"$WORK/refs"
     diff -u "$WORK/expected/$study" "$WORK/refs" >/dev/null ||
         fail "SR of study $study references $(tr '\n' ' ' <"$WORK/refs") instead of $(tr '\n' ' ' <"$WORK/expected/$study")"
+done
+for sr in "$WORK"/recv/*; do
+    [ -f "$WORK/srcopy/$(dcm_value "$sr" 0008,0018).dcm" ] || fail "no copy of $(basename "$sr") in sr/output-dir"
 done
 log "$NSTUDIES studies -> exactly one valid SR each, referencing the images score analyses"
 

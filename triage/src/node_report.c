@@ -111,6 +111,9 @@ static bool report_study(struct cxr_triage_node *n, const struct cxr_triage_stud
         enum cxr_status st = cxr_triage_engine_write_sr(
             n->engine, res, nres, study->sr_count > 0 && pred.sop_instance_uid[0] ? &pred : NULL,
             NULL, &buf, &len, sop, err);
+        char *copy_dir = n->conf->sr.output_dir && n->conf->sr.output_dir[0]
+                             ? cxr_conf_resolve_path(n->conf, n->conf->sr.output_dir)
+                             : NULL;
         size_t nd = n->set.destination_count;
         static __thread char dest_names[CXR_TRIAGE_NODE_MAX_DESTINATIONS][CXR_TRIAGE_DEST_NAMELEN];
         for (size_t i = 0; i < nd; i++) {
@@ -123,12 +126,22 @@ static bool report_study(struct cxr_triage_node *n, const struct cxr_triage_stud
              * say so, do not retry for ever. */
             cxr_log(CXR_LOG_ERROR, "node", "study %s: no SR: %s", study->study_instance_uid,
                     err[0] ? err : cxr_status_str(st));
+            free(copy_dir);
             goto record;
         }
         snprintf(rel, sizeof rel, "sr/%s.dcm", sop);
         char path[CXR_TRIAGE_NODE_PATHLEN + CXR_TRIAGE_STORE_PATHLEN + 2];
         snprintf(path, sizeof path, "%s/%s", n->spool_dir, rel);
         st = node_write_durable(path, buf, len, err, sizeof err);
+        if (st == CXR_OK && copy_dir) {
+            /* sr/output-dir: a copy for people and scripts; the spool's is the one delivered */
+            char copy[CXR_TRIAGE_NODE_PATHLEN + CXR_DICOM_UID_LEN + 8], cerr[CXR_TRIAGE_ERRLEN];
+            snprintf(copy, sizeof copy, "%.1000s/%s.dcm", copy_dir, sop);
+            if (!node_mkdirs(copy_dir) || node_write_durable(copy, buf, len, cerr, sizeof cerr) != CXR_OK)
+                cxr_log(CXR_LOG_WARN, "node", "study %s: no copy of the SR in sr/output-dir %s",
+                        study->study_instance_uid, copy_dir);
+        }
+        free(copy_dir);
         free(buf);
         if (st != CXR_OK) {
             cxr_log(CXR_LOG_ERROR, "node", "study %s: cannot write the SR (will retry): %s",
