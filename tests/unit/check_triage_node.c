@@ -4,6 +4,7 @@
  * node's configuration keys. The node end to end (real storescu/storescp
  * peers) is tested by tests/integration/test_node_*.sh. */
 #include <arpa/inet.h>
+#include <stddef.h>
 #include <json-c/json.h>
 #include <math.h>
 #include <netinet/in.h>
@@ -11,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "cxr/node.h"
@@ -495,6 +497,49 @@ START_TEST(test_settings_refused)
 }
 END_TEST
 
+/* ------------------------------------------------------------------ sd_notify */
+
+/* A datagram socket at `path` (abstract when it starts with '@'). */
+static int notify_listener(const char *path)
+{
+    int fd = socket(AF_UNIX, SOCK_DGRAM, 0);
+    ck_assert_int_ge(fd, 0);
+    struct sockaddr_un a;
+    memset(&a, 0, sizeof a);
+    a.sun_family = AF_UNIX;
+    size_t len = strlen(path);
+    memcpy(a.sun_path, path, len);
+    if (path[0] == '@')
+        a.sun_path[0] = '\0';
+    ck_assert_int_eq(bind(fd, (struct sockaddr *)&a, (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len)), 0);
+    return fd;
+}
+
+START_TEST(test_sd_notify)
+{
+    unsetenv("NOTIFY_SOCKET");
+    ck_assert(!cxr_triage_sd_notify("READY=1"));   /* not under systemd: nothing to do */
+    char *tmp = cxr_test_tmpdir();
+    char path[512];
+    snprintf(path, sizeof path, "%s/notify.sock", tmp);
+    const char *paths[] = {path, "@cxr-triage-test-notify"};
+    for (int i = 0; i < 2; i++) {
+        int fd = notify_listener(paths[i]);
+        setenv("NOTIFY_SOCKET", paths[i], 1);
+        ck_assert(cxr_triage_sd_notify("READY=1\nSTATUS=serving"));
+        char buf[128] = "";
+        ssize_t n = recv(fd, buf, sizeof buf - 1, MSG_DONTWAIT);
+        ck_assert_int_eq(n, 22);
+        buf[n] = '\0';
+        ck_assert_str_eq(buf, "READY=1\nSTATUS=serving");
+        close(fd);
+    }
+    unsetenv("NOTIFY_SOCKET");
+    cxr_test_rmtree(tmp);
+    free(tmp);
+}
+END_TEST
+
 static Suite *node_suite(void)
 {
     Suite *s = suite_create("triage_node");
@@ -513,6 +558,9 @@ static Suite *node_suite(void)
     tcase_add_test(tc, test_settings_defaults);
     tcase_add_test(tc, test_settings_from_conf);
     tcase_add_test(tc, test_settings_refused);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("sd_notify");
+    tcase_add_test(tc, test_sd_notify);
     suite_add_tcase(s, tc);
     tc = tcase_create("http");
     tcase_add_test(tc, test_http_endpoints);
