@@ -30,6 +30,7 @@
 #define NODE_MAX_WORKERS 64
 #define NODE_MAX_ATTEMPTS 3          /* a job that was taken this often without a result is not retried */
 #define NODE_RECEIVE_STRIPES 64
+#define NODE_WORKER_NICE 10          /* scoring yields the CPU to reception */
 
 /* One job for the scoring workers. */
 struct node_job {

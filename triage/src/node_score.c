@@ -14,7 +14,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cxr/log.h"
 #include "node_internal.h"
@@ -402,6 +404,11 @@ void *node_worker_main(void *arg)
 {
     struct cxr_triage_node *n = arg;
     struct scratch s = {0};
+    /* Reception comes first: a peer waits for each C-STORE response, while a
+     * score can wait a little. Scoring threads (and the compute threads they
+     * start) run at a lower CPU priority (Linux: nice is per thread). */
+    if (setpriority(PRIO_PROCESS, (id_t)gettid(), NODE_WORKER_NICE) != 0)
+        cxr_log(CXR_LOG_DEBUG, "node", "cannot lower the scoring threads' priority");
     for (;;) {
         pthread_rwlock_rdlock(&n->gen_lock);
         int32_t bs = cxr_triage_engine_batch_size(n->engine);

@@ -1,32 +1,33 @@
-/* store_sqlite.c — the job store on SQLite (see cxr/store.h).
+/* store_sqlite.c — the job store on SQLite (see cxr/store.h): helpers,
+ * instances, open/close; store_sqlite_reports.c has studies, reports and
+ * deliveries.
  *
- * WAL journal, synchronous=FULL: every committed transaction is on disk when
- * the call returns, and readers (the HTTP thread, `cxr-triage queue` in
- * another process) never block the writer. Write transactions start with
- * BEGIN IMMEDIATE so two processes never deadlock on a lock upgrade; the busy
- * timeout makes one wait for the other. One connection per store object,
- * serialised by a mutex.
+ * WAL journal. Durability per write: what the node promised a peer (a
+ * received instance: instance_add) and what must not be made twice (an SR:
+ * report_add) and an admin's queue commands commit with synchronous=FULL, on
+ * disk when the call returns. Later steps that a power loss may only undo
+ * (a job's attempt count, its result, a delivery's outcome) commit with
+ * synchronous=NORMAL: in WAL mode they are in the OS at once (a crashed
+ * process loses nothing) and reach the disk with the next FULL commit or
+ * checkpoint; if a power loss undoes one, the step is simply done again and
+ * each is idempotent (a rescored instance, a resent SR). This keeps
+ * reception to one WAL sync per instance while scoring runs.
+ * Readers (the HTTP thread, `cxr-triage queue` in another process) never
+ * block the writer. Write transactions start with BEGIN IMMEDIATE so two
+ * processes never deadlock on a lock upgrade; the busy timeout makes one
+ * wait for the other. One connection per store object, serialised by a
+ * mutex.
  */
-#include "cxr/store.h"
+#include "store_sqlite_internal.h"
 
 #include <inttypes.h>
 #include <math.h>
-#include <pthread.h>
-#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define SCHEMA_VERSION 1
 #define BUSY_TIMEOUT_MS 15000
-#define MAX_ROWS 100000
-
-struct sq_store {
-    struct cxr_triage_store base;
-    sqlite3 *db;
-    pthread_mutex_t mu;
-    char path[CXR_TRIAGE_STORE_PATHLEN];
-};
 
 static const char *const schema_sql =
     "CREATE TABLE IF NOT EXISTS instances("
@@ -102,7 +103,7 @@ static const char *const schema_sql =
 
 /* ------------------------------------------------------------------ helpers */
 
-static enum cxr_status sq_fail(struct sq_store *s, int rc, const char *what)
+enum cxr_status sq_fail(struct sq_store *s, int rc, const char *what)
 {
     cxr_triage_store_set_error("job store %s: %s: %s", s->path, what,
                                s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
@@ -113,22 +114,22 @@ static enum cxr_status sq_fail(struct sq_store *s, int rc, const char *what)
     return CXR_ERR_TRIAGE_STORE;
 }
 
-static int sq_exec(struct sq_store *s, const char *sql)
+int sq_exec(struct sq_store *s, const char *sql)
 {
     return sqlite3_exec(s->db, sql, NULL, NULL, NULL);
 }
 
-static int sq_prepare(struct sq_store *s, const char *sql, sqlite3_stmt **st)
+int sq_prepare(struct sq_store *s, const char *sql, sqlite3_stmt **st)
 {
     return sqlite3_prepare_v2(s->db, sql, -1, st, NULL);
 }
 
-static void bind_text(sqlite3_stmt *st, int i, const char *v)
+void sq_bind_text(sqlite3_stmt *st, int i, const char *v)
 {
     sqlite3_bind_text(st, i, v ? v : "", -1, SQLITE_TRANSIENT);
 }
 
-static void bind_real_or_null(sqlite3_stmt *st, int i, double v)
+void sq_bind_real(sqlite3_stmt *st, int i, double v)
 {
     if (isnan(v))
         sqlite3_bind_null(st, i);
@@ -136,29 +137,29 @@ static void bind_real_or_null(sqlite3_stmt *st, int i, double v)
         sqlite3_bind_double(st, i, v);
 }
 
-static void col_text(sqlite3_stmt *st, int i, char *buf, size_t size)
+void sq_col_text(sqlite3_stmt *st, int i, char *buf, size_t size)
 {
     const unsigned char *t = sqlite3_column_text(st, i);
     snprintf(buf, size, "%s", t ? (const char *)t : "");
 }
 
-static double col_real_or_nan(sqlite3_stmt *st, int i)
+double sq_col_real(sqlite3_stmt *st, int i)
 {
     return sqlite3_column_type(st, i) == SQLITE_NULL ? NAN : sqlite3_column_double(st, i);
 }
 
-static void lock(struct sq_store *s) { pthread_mutex_lock(&s->mu); }
-static void unlock(struct sq_store *s) { pthread_mutex_unlock(&s->mu); }
+void sq_lock(struct sq_store *s) { pthread_mutex_lock(&s->mu); }
+void sq_unlock(struct sq_store *s) { pthread_mutex_unlock(&s->mu); }
 
 /* Rolls back a failed write transaction; the error text already set stays. */
-static void rollback(struct sq_store *s)
+void sq_rollback(struct sq_store *s)
 {
     if (!sqlite3_get_autocommit(s->db))
         sq_exec(s, "ROLLBACK");
 }
 
 /* A growable row array capped at MAX_ROWS. */
-static bool grow(void **rows, size_t *cap, size_t n, size_t elem)
+bool sq_grow(void **rows, size_t *cap, size_t n, size_t elem)
 {
     if (n < *cap)
         return true;
@@ -173,6 +174,43 @@ static bool grow(void **rows, size_t *cap, size_t n, size_t elem)
     return true;
 }
 
+enum cxr_status sq_exec_write(struct sq_store *s, enum sq_durability d, const char *sql, int64_t a,
+                              int64_t b, int64_t c, int64_t *changes, const char *what)
+{
+    sqlite3_stmt *st = NULL;
+    enum cxr_status ret = CXR_OK;
+    sq_lock(s);
+    int rc = sq_set_durability(s, d);
+    if (rc == SQLITE_OK)
+        rc = sq_prepare(s, sql, &st);
+    if (rc == SQLITE_OK) {
+        if (a != INT64_MIN)
+            sqlite3_bind_int64(st, 1, a);
+        if (b != INT64_MIN)
+            sqlite3_bind_int64(st, 2, b);
+        if (c != INT64_MIN)
+            sqlite3_bind_int64(st, 3, c);
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_DONE && changes)
+            *changes = sqlite3_changes(s->db);
+    }
+    if (rc != SQLITE_DONE)
+        ret = sq_fail(s, rc, what);
+    sqlite3_finalize(st);
+    sq_unlock(s);
+    return ret;
+}
+
+int sq_set_durability(struct sq_store *s, enum sq_durability d)
+{
+    if (s->sync_level == (int)d)
+        return SQLITE_OK;
+    int rc = sq_exec(s, d == SQ_PROMISED ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL");
+    if (rc == SQLITE_OK)
+        s->sync_level = (int)d;
+    return rc;
+}
+
 /* ------------------------------------------------------------------ instances */
 
 #define INSTANCE_COLS                                                                              \
@@ -184,24 +222,24 @@ static void read_instance(sqlite3_stmt *st, struct cxr_triage_instance_row *r)
 {
     memset(r, 0, sizeof *r);
     r->id = sqlite3_column_int64(st, 0);
-    col_text(st, 1, r->sop_instance_uid, sizeof r->sop_instance_uid);
-    col_text(st, 2, r->sop_class_uid, sizeof r->sop_class_uid);
-    col_text(st, 3, r->transfer_syntax_uid, sizeof r->transfer_syntax_uid);
-    col_text(st, 4, r->path, sizeof r->path);
+    sq_col_text(st, 1, r->sop_instance_uid, sizeof r->sop_instance_uid);
+    sq_col_text(st, 2, r->sop_class_uid, sizeof r->sop_class_uid);
+    sq_col_text(st, 3, r->transfer_syntax_uid, sizeof r->transfer_syntax_uid);
+    sq_col_text(st, 4, r->path, sizeof r->path);
     r->size = (uint64_t)sqlite3_column_int64(st, 5);
-    col_text(st, 6, r->calling_ae, sizeof r->calling_ae);
-    col_text(st, 7, r->peer_host, sizeof r->peer_host);
+    sq_col_text(st, 6, r->calling_ae, sizeof r->calling_ae);
+    sq_col_text(st, 7, r->peer_host, sizeof r->peer_host);
     r->received_ms = sqlite3_column_int64(st, 8);
     r->attempts = sqlite3_column_int(st, 9);
     r->state = (enum cxr_triage_instance_state)sqlite3_column_int(st, 10);
-    col_text(st, 11, r->study_instance_uid, sizeof r->study_instance_uid);
-    col_text(st, 12, r->series_instance_uid, sizeof r->series_instance_uid);
-    r->probability = col_real_or_nan(st, 13);
+    sq_col_text(st, 11, r->study_instance_uid, sizeof r->study_instance_uid);
+    sq_col_text(st, 12, r->series_instance_uid, sizeof r->series_instance_uid);
+    r->probability = sq_col_real(st, 13);
     r->finding_present = sqlite3_column_int(st, 14) != 0;
     r->priority = sqlite3_column_int(st, 15);
     r->status = sqlite3_column_int(st, 16);
-    col_text(st, 17, r->reason, sizeof r->reason);
-    col_text(st, 18, r->warning, sizeof r->warning);
+    sq_col_text(st, 17, r->reason, sizeof r->reason);
+    sq_col_text(st, 18, r->warning, sizeof r->warning);
     r->processed_ms = sqlite3_column_int64(st, 19);
     r->reported = sqlite3_column_int(st, 20) != 0;
     /* The header values are kept as the struct's bytes; a blob of another
@@ -222,7 +260,7 @@ static enum cxr_status collect_instances(struct sq_store *s, sqlite3_stmt *st,
     size_t cap = 0, k = 0;
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (!grow((void **)&v, &cap, k, sizeof *v)) {
+        if (!sq_grow((void **)&v, &cap, k, sizeof *v)) {
             free(v);
             cxr_triage_store_set_error("job store %s: too many rows", s->path);
             return CXR_ERR_LIMIT;
@@ -248,8 +286,10 @@ static enum cxr_status sq_instance_add(struct cxr_triage_store *base,
     *duplicate = false;
     if (id)
         *id = 0;
-    lock(s);
-    int rc = sq_prepare(s,
+    sq_lock(s);
+    int rc = sq_set_durability(s, SQ_PROMISED);
+    if (rc == SQLITE_OK)
+        rc = sq_prepare(s,
                         "INSERT INTO instances(sop_instance_uid, sop_class_uid, transfer_syntax_uid,"
                         " path, size, calling_ae, peer_host, received_ms) VALUES(?,?,?,?,?,?,?,?)"
                         " ON CONFLICT(sop_instance_uid) DO NOTHING",
@@ -258,13 +298,13 @@ static enum cxr_status sq_instance_add(struct cxr_triage_store *base,
         ret = sq_fail(s, rc, "preparing insert");
         goto done;
     }
-    bind_text(st, 1, row->sop_instance_uid);
-    bind_text(st, 2, row->sop_class_uid);
-    bind_text(st, 3, row->transfer_syntax_uid);
-    bind_text(st, 4, row->path);
+    sq_bind_text(st, 1, row->sop_instance_uid);
+    sq_bind_text(st, 2, row->sop_class_uid);
+    sq_bind_text(st, 3, row->transfer_syntax_uid);
+    sq_bind_text(st, 4, row->path);
     sqlite3_bind_int64(st, 5, (sqlite3_int64)row->size);
-    bind_text(st, 6, row->calling_ae);
-    bind_text(st, 7, row->peer_host);
+    sq_bind_text(st, 6, row->calling_ae);
+    sq_bind_text(st, 7, row->peer_host);
     sqlite3_bind_int64(st, 8, row->received_ms);
     rc = sqlite3_step(st);
     if (rc != SQLITE_DONE) {
@@ -277,7 +317,7 @@ static enum cxr_status sq_instance_add(struct cxr_triage_store *base,
         *id = sqlite3_last_insert_rowid(s->db);
 done:
     sqlite3_finalize(st);
-    unlock(s);
+    sq_unlock(s);
     return ret;
 }
 
@@ -287,10 +327,10 @@ static enum cxr_status sq_instance_find(struct cxr_triage_store *base, const cha
     sqlite3_stmt *st = NULL;
     enum cxr_status ret = CXR_OK;
     *found = false;
-    lock(s);
+    sq_lock(s);
     int rc = sq_prepare(s, "SELECT 1 FROM instances WHERE sop_instance_uid=?", &st);
     if (rc == SQLITE_OK) {
-        bind_text(st, 1, uid);
+        sq_bind_text(st, 1, uid);
         rc = sqlite3_step(st);
         if (rc == SQLITE_ROW)
             *found = true;
@@ -300,7 +340,7 @@ static enum cxr_status sq_instance_find(struct cxr_triage_store *base, const cha
         ret = sq_fail(s, rc, "preparing lookup");
     }
     sqlite3_finalize(st);
-    unlock(s);
+    sq_unlock(s);
     return ret;
 }
 
@@ -313,7 +353,7 @@ static enum cxr_status sq_instances_pending(struct cxr_triage_store *base, int64
     enum cxr_status ret;
     *rows = NULL;
     *n = 0;
-    lock(s);
+    sq_lock(s);
     int rc = sq_prepare(s,
                         "SELECT " INSTANCE_COLS " FROM instances WHERE state=0 AND id>?"
                         " ORDER BY id LIMIT ?",
@@ -326,7 +366,7 @@ static enum cxr_status sq_instances_pending(struct cxr_triage_store *base, int64
         ret = collect_instances(s, st, rows, n);
     }
     sqlite3_finalize(st);
-    unlock(s);
+    sq_unlock(s);
     return ret;
 }
 
@@ -336,8 +376,10 @@ static enum cxr_status sq_instances_claim(struct cxr_triage_store *base, const i
     struct sq_store *s = (struct sq_store *)base;
     sqlite3_stmt *st = NULL;
     enum cxr_status ret = CXR_OK;
-    lock(s);
-    int rc = sq_exec(s, "BEGIN IMMEDIATE");
+    sq_lock(s);
+    int rc = sq_set_durability(s, SQ_REDOABLE);
+    if (rc == SQLITE_OK)
+        rc = sq_exec(s, "BEGIN IMMEDIATE");
     if (rc != SQLITE_OK) {
         ret = sq_fail(s, rc, "starting a transaction");
         goto done;
@@ -352,11 +394,11 @@ static enum cxr_status sq_instances_claim(struct cxr_triage_store *base, const i
         rc = sq_exec(s, "COMMIT");
     if (rc != SQLITE_OK) {
         ret = sq_fail(s, rc, "claiming jobs");
-        rollback(s);
+        sq_rollback(s);
     }
 done:
     sqlite3_finalize(st);
-    unlock(s);
+    sq_unlock(s);
     return ret;
 }
 
@@ -371,14 +413,14 @@ static int record_one(struct sq_store *s, sqlite3_stmt *upd, sqlite3_stmt *study
     sqlite3_clear_bindings(upd);
     sqlite3_bind_int(upd, 1, r->analysed ? CXR_TRIAGE_INSTANCE_ANALYSED
                                          : CXR_TRIAGE_INSTANCE_NOT_ANALYSED);
-    bind_text(upd, 2, info->study_instance_uid);
-    bind_text(upd, 3, info->series_instance_uid);
-    bind_real_or_null(upd, 4, r->analysed ? r->probability : NAN);
+    sq_bind_text(upd, 2, info->study_instance_uid);
+    sq_bind_text(upd, 3, info->series_instance_uid);
+    sq_bind_real(upd, 4, r->analysed ? r->probability : NAN);
     sqlite3_bind_int(upd, 5, r->analysed && r->finding_present);
     sqlite3_bind_int(upd, 6, r->analysed ? (int)r->priority : CXR_TRIAGE_PRIORITY_NOT_ANALYSED);
     sqlite3_bind_int(upd, 7, (int)r->status);
-    bind_text(upd, 8, r->analysed ? "" : r->reason);
-    bind_text(upd, 9, r->warning);
+    sq_bind_text(upd, 8, r->analysed ? "" : r->reason);
+    sq_bind_text(upd, 9, r->warning);
     if (o->has_info)
         sqlite3_bind_blob(upd, 10, info, sizeof *info, SQLITE_TRANSIENT);
     else
@@ -393,14 +435,14 @@ static int record_one(struct sq_store *s, sqlite3_stmt *upd, sqlite3_stmt *study
         return SQLITE_OK;
     sqlite3_reset(study);
     sqlite3_clear_bindings(study);
-    bind_text(study, 1, info->study_instance_uid);
-    bind_text(study, 2, info->accession_number);
-    bind_text(study, 3, info->patient_id);
-    bind_text(study, 4, info->study_date);
-    bind_text(study, 5, info->study_description);
+    sq_bind_text(study, 1, info->study_instance_uid);
+    sq_bind_text(study, 2, info->accession_number);
+    sq_bind_text(study, 3, info->patient_id);
+    sq_bind_text(study, 4, info->study_date);
+    sq_bind_text(study, 5, info->study_description);
     sqlite3_bind_int64(study, 6, o->instance_id);
     sqlite3_bind_int(study, 7, r->analysed ? (int)r->priority : CXR_TRIAGE_PRIORITY_NOT_ANALYSED);
-    bind_real_or_null(study, 8, r->analysed ? r->probability : NAN);
+    sq_bind_real(study, 8, r->analysed ? r->probability : NAN);
     sqlite3_bind_int(study, 9, r->analysed ? 1 : 0);
     sqlite3_bind_int(study, 10, r->analysed ? 0 : 1);
     rc = sqlite3_step(study);
@@ -414,8 +456,10 @@ static enum cxr_status sq_record(struct cxr_triage_store *base,
     struct sq_store *s = (struct sq_store *)base;
     sqlite3_stmt *upd = NULL, *study = NULL;
     enum cxr_status ret = CXR_OK;
-    lock(s);
-    int rc = sq_exec(s, "BEGIN IMMEDIATE");
+    sq_lock(s);
+    int rc = sq_set_durability(s, SQ_REDOABLE);
+    if (rc == SQLITE_OK)
+        rc = sq_exec(s, "BEGIN IMMEDIATE");
     if (rc != SQLITE_OK) {
         ret = sq_fail(s, rc, "starting a transaction");
         goto done;
@@ -456,12 +500,12 @@ static enum cxr_status sq_record(struct cxr_triage_store *base,
         rc = sq_exec(s, "COMMIT");
     if (rc != SQLITE_OK) {
         ret = sq_fail(s, rc, "recording results");
-        rollback(s);
+        sq_rollback(s);
     }
 done:
     sqlite3_finalize(upd);
     sqlite3_finalize(study);
-    unlock(s);
+    sq_unlock(s);
     return ret;
 }
 
@@ -473,7 +517,7 @@ static enum cxr_status sq_pending_oldest(struct cxr_triage_store *base, int64_t 
     enum cxr_status ret = CXR_OK;
     *any = false;
     *received_ms = 0;
-    lock(s);
+    sq_lock(s);
     int rc = sq_prepare(s, "SELECT min(received_ms) FROM instances WHERE state=0", &st);
     if (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
         if (sqlite3_column_type(st, 0) != SQLITE_NULL) {
@@ -484,7 +528,7 @@ static enum cxr_status sq_pending_oldest(struct cxr_triage_store *base, int64_t 
         ret = sq_fail(s, rc, "finding the oldest job");
     }
     sqlite3_finalize(st);
-    unlock(s);
+    sq_unlock(s);
     return ret;
 }
 
@@ -496,7 +540,7 @@ static enum cxr_status sq_study_instances(struct cxr_triage_store *base, const c
     enum cxr_status ret;
     *rows = NULL;
     *n = 0;
-    lock(s);
+    sq_lock(s);
     int rc = sq_prepare(s,
                         "SELECT " INSTANCE_COLS " FROM instances WHERE study_instance_uid=?"
                         " AND state<>0 ORDER BY id",
@@ -504,11 +548,11 @@ static enum cxr_status sq_study_instances(struct cxr_triage_store *base, const c
     if (rc != SQLITE_OK) {
         ret = sq_fail(s, rc, "preparing study query");
     } else {
-        bind_text(st, 1, uid);
+        sq_bind_text(st, 1, uid);
         ret = collect_instances(s, st, rows, n);
     }
     sqlite3_finalize(st);
-    unlock(s);
+    sq_unlock(s);
     return ret;
 }
 
@@ -521,7 +565,7 @@ static enum cxr_status sq_instances_expired(struct cxr_triage_store *base, int64
     enum cxr_status ret;
     *rows = NULL;
     *n = 0;
-    lock(s);
+    sq_lock(s);
     int rc = sq_prepare(s,
                         "SELECT " INSTANCE_COLS " FROM instances WHERE state<>0 AND path<>''"
                         " AND (reported=1 OR study_instance_uid='') AND received_ms<?"
@@ -535,40 +579,14 @@ static enum cxr_status sq_instances_expired(struct cxr_triage_store *base, int64
         ret = collect_instances(s, st, rows, n);
     }
     sqlite3_finalize(st);
-    unlock(s);
+    sq_unlock(s);
     return ret;
 }
 
-/* Runs a one-statement write with up to three int64 bindings (INT64_MIN = not
- * bound); *changes gets the rows changed. */
-static enum cxr_status exec_write(struct sq_store *s, const char *sql, int64_t a, int64_t b,
-                                  int64_t c, int64_t *changes, const char *what)
-{
-    sqlite3_stmt *st = NULL;
-    enum cxr_status ret = CXR_OK;
-    lock(s);
-    int rc = sq_prepare(s, sql, &st);
-    if (rc == SQLITE_OK) {
-        if (a != INT64_MIN)
-            sqlite3_bind_int64(st, 1, a);
-        if (b != INT64_MIN)
-            sqlite3_bind_int64(st, 2, b);
-        if (c != INT64_MIN)
-            sqlite3_bind_int64(st, 3, c);
-        rc = sqlite3_step(st);
-        if (rc == SQLITE_DONE && changes)
-            *changes = sqlite3_changes(s->db);
-    }
-    if (rc != SQLITE_DONE)
-        ret = sq_fail(s, rc, what);
-    sqlite3_finalize(st);
-    unlock(s);
-    return ret;
-}
 
 static enum cxr_status sq_instance_forget_file(struct cxr_triage_store *base, int64_t id)
 {
-    return exec_write((struct sq_store *)base, "UPDATE instances SET path='' WHERE id=?1", id,
+    return sq_exec_write((struct sq_store *)base, SQ_REDOABLE, "UPDATE instances SET path='' WHERE id=?1", id,
                       INT64_MIN, INT64_MIN, NULL, "forgetting a spool file");
 }
 
@@ -578,13 +596,13 @@ static enum cxr_status sq_path_known(struct cxr_triage_store *base, const char *
     sqlite3_stmt *st = NULL;
     enum cxr_status ret = CXR_OK;
     *known = false;
-    lock(s);
+    sq_lock(s);
     int rc = sq_prepare(s,
                         "SELECT 1 FROM instances WHERE path=?1 UNION ALL"
                         " SELECT 1 FROM srs WHERE path=?1 LIMIT 1",
                         &st);
     if (rc == SQLITE_OK) {
-        bind_text(st, 1, path);
+        sq_bind_text(st, 1, path);
         rc = sqlite3_step(st);
         if (rc == SQLITE_ROW)
             *known = true;
@@ -594,451 +612,7 @@ static enum cxr_status sq_path_known(struct cxr_triage_store *base, const char *
         ret = sq_fail(s, rc, "preparing path lookup");
     }
     sqlite3_finalize(st);
-    unlock(s);
-    return ret;
-}
-
-/* ------------------------------------------------------------------ studies */
-
-#define STUDY_COLS                                                                                 \
-    "s.study_instance_uid, s.accession_number, s.patient_id, s.study_date, s.study_description,"   \
-    " s.first_received_ms, s.last_received_ms, s.priority, s.score, s.analysed, s.not_analysed,"  \
-    " s.unreported, s.sr_count, s.last_sr_sop_instance_uid, s.last_sr_series_instance_uid,"       \
-    " s.last_sr_ms,"                                                                               \
-    " (SELECT count(*) FROM deliveries d JOIN srs r ON r.id=d.sr_id"                              \
-    "   WHERE r.study_instance_uid=s.study_instance_uid AND d.state=0),"                           \
-    " (SELECT count(*) FROM deliveries d JOIN srs r ON r.id=d.sr_id"                              \
-    "   WHERE r.study_instance_uid=s.study_instance_uid AND d.state=1),"                           \
-    " (SELECT count(*) FROM deliveries d JOIN srs r ON r.id=d.sr_id"                              \
-    "   WHERE r.study_instance_uid=s.study_instance_uid AND d.state=2)"
-
-static void read_study(sqlite3_stmt *st, struct cxr_triage_study_row *r)
-{
-    memset(r, 0, sizeof *r);
-    col_text(st, 0, r->study_instance_uid, sizeof r->study_instance_uid);
-    col_text(st, 1, r->accession_number, sizeof r->accession_number);
-    col_text(st, 2, r->patient_id, sizeof r->patient_id);
-    col_text(st, 3, r->study_date, sizeof r->study_date);
-    col_text(st, 4, r->study_description, sizeof r->study_description);
-    r->first_received_ms = sqlite3_column_int64(st, 5);
-    r->last_received_ms = sqlite3_column_int64(st, 6);
-    r->priority = sqlite3_column_int(st, 7);
-    r->score = col_real_or_nan(st, 8);
-    r->analysed = sqlite3_column_int(st, 9);
-    r->not_analysed = sqlite3_column_int(st, 10);
-    r->unreported = sqlite3_column_int(st, 11);
-    r->sr_count = sqlite3_column_int(st, 12);
-    col_text(st, 13, r->last_sr_sop_instance_uid, sizeof r->last_sr_sop_instance_uid);
-    col_text(st, 14, r->last_sr_series_instance_uid, sizeof r->last_sr_series_instance_uid);
-    r->last_sr_ms = sqlite3_column_int64(st, 15);
-    r->deliveries_pending = sqlite3_column_int(st, 16);
-    r->deliveries_delivered = sqlite3_column_int(st, 17);
-    r->deliveries_dead = sqlite3_column_int(st, 18);
-}
-
-static enum cxr_status collect_studies(struct sq_store *s, sqlite3_stmt *st,
-                                       struct cxr_triage_study_row **rows, size_t *n)
-{
-    struct cxr_triage_study_row *v = NULL;
-    size_t cap = 0, k = 0;
-    int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (!grow((void **)&v, &cap, k, sizeof *v)) {
-            free(v);
-            cxr_triage_store_set_error("job store %s: too many rows", s->path);
-            return CXR_ERR_LIMIT;
-        }
-        read_study(st, &v[k++]);
-    }
-    if (rc != SQLITE_DONE) {
-        free(v);
-        return sq_fail(s, rc, "reading studies");
-    }
-    *rows = v;
-    *n = k;
-    return CXR_OK;
-}
-
-static enum cxr_status query_studies(struct sq_store *s, const char *sql, int64_t a, int64_t b,
-                                     struct cxr_triage_study_row **rows, size_t *n)
-{
-    sqlite3_stmt *st = NULL;
-    enum cxr_status ret;
-    *rows = NULL;
-    *n = 0;
-    lock(s);
-    int rc = sq_prepare(s, sql, &st);
-    if (rc != SQLITE_OK) {
-        ret = sq_fail(s, rc, "preparing a study query");
-    } else {
-        if (a != INT64_MIN)
-            sqlite3_bind_int64(st, 1, a);
-        if (b != INT64_MIN)
-            sqlite3_bind_int64(st, 2, b);
-        ret = collect_studies(s, st, rows, n);
-    }
-    sqlite3_finalize(st);
-    unlock(s);
-    return ret;
-}
-
-static enum cxr_status sq_studies_unreported(struct cxr_triage_store *base,
-                                             struct cxr_triage_study_row **rows, size_t *n)
-{
-    return query_studies((struct sq_store *)base,
-                         "SELECT " STUDY_COLS " FROM studies s WHERE s.unreported>0"
-                         " ORDER BY s.last_received_ms LIMIT 10000",
-                         INT64_MIN, INT64_MIN, rows, n);
-}
-
-static enum cxr_status sq_studies_list(struct cxr_triage_store *base, int64_t since_ms,
-                                       size_t limit, struct cxr_triage_study_row **rows, size_t *n)
-{
-    return query_studies((struct sq_store *)base,
-                         "SELECT " STUDY_COLS " FROM studies s WHERE s.last_received_ms>=?"
-                         " ORDER BY s.priority DESC, s.score DESC, s.first_received_ms LIMIT ?",
-                         since_ms, (int64_t)(limit ? limit : MAX_ROWS), rows, n);
-}
-
-static enum cxr_status sq_study_get(struct cxr_triage_store *base, const char *uid,
-                                    struct cxr_triage_study_row *row, bool *found)
-{
-    struct sq_store *s = (struct sq_store *)base;
-    sqlite3_stmt *st = NULL;
-    enum cxr_status ret = CXR_OK;
-    *found = false;
-    lock(s);
-    int rc = sq_prepare(s, "SELECT " STUDY_COLS " FROM studies s WHERE s.study_instance_uid=?",
-                        &st);
-    if (rc == SQLITE_OK) {
-        bind_text(st, 1, uid);
-        rc = sqlite3_step(st);
-        if (rc == SQLITE_ROW) {
-            read_study(st, row);
-            *found = true;
-        } else if (rc != SQLITE_DONE) {
-            ret = sq_fail(s, rc, "reading a study");
-        }
-    } else {
-        ret = sq_fail(s, rc, "preparing a study query");
-    }
-    sqlite3_finalize(st);
-    unlock(s);
-    return ret;
-}
-
-/* ------------------------------------------------------------------ reports, deliveries */
-
-static enum cxr_status sq_report_add(struct cxr_triage_store *base,
-                                     const struct cxr_triage_store_report *rep, int64_t *sr_id)
-{
-    struct sq_store *s = (struct sq_store *)base;
-    sqlite3_stmt *st = NULL;
-    enum cxr_status ret = CXR_OK;
-    int64_t id = 0;
-    if (sr_id)
-        *sr_id = 0;
-    lock(s);
-    int rc = sq_exec(s, "BEGIN IMMEDIATE");
-    if (rc != SQLITE_OK) {
-        ret = sq_fail(s, rc, "starting a transaction");
-        goto done;
-    }
-    if (rep->has_sr) {
-        rc = sq_prepare(s,
-                        "INSERT INTO srs(study_instance_uid, sop_instance_uid, series_instance_uid,"
-                        " path, predecessor_sop_instance_uid, priority, study_last_received_ms,"
-                        " created_ms) VALUES(?,?,?,?,?,?,?,?)",
-                        &st);
-        if (rc == SQLITE_OK) {
-            bind_text(st, 1, rep->study_instance_uid);
-            bind_text(st, 2, rep->sr_sop_instance_uid);
-            bind_text(st, 3, rep->sr_series_instance_uid);
-            bind_text(st, 4, rep->sr_path);
-            bind_text(st, 5, rep->predecessor_sop_instance_uid);
-            sqlite3_bind_int(st, 6, rep->priority);
-            sqlite3_bind_int64(st, 7, rep->study_last_received_ms);
-            sqlite3_bind_int64(st, 8, rep->created_ms);
-            rc = sqlite3_step(st) == SQLITE_DONE ? SQLITE_OK : sqlite3_errcode(s->db);
-            id = sqlite3_last_insert_rowid(s->db);
-        }
-        sqlite3_finalize(st);
-        st = NULL;
-        if (rc == SQLITE_OK)
-            rc = sq_prepare(s,
-                            "INSERT INTO deliveries(sr_id, destination, state, attempts,"
-                            " next_attempt_ms, created_ms, updated_ms) VALUES(?,?,0,0,?,?,?)",
-                            &st);
-        for (size_t i = 0; rc == SQLITE_OK && i < rep->destination_count; i++) {
-            sqlite3_reset(st);
-            sqlite3_bind_int64(st, 1, id);
-            bind_text(st, 2, rep->destinations[i]);
-            sqlite3_bind_int64(st, 3, rep->created_ms);
-            sqlite3_bind_int64(st, 4, rep->created_ms);
-            sqlite3_bind_int64(st, 5, rep->created_ms);
-            rc = sqlite3_step(st) == SQLITE_DONE ? SQLITE_OK : sqlite3_errcode(s->db);
-        }
-        sqlite3_finalize(st);
-        st = NULL;
-    }
-    if (rc == SQLITE_OK)
-        rc = sq_prepare(s,
-                        "UPDATE instances SET reported=1 WHERE study_instance_uid=?1 AND state<>0"
-                        " AND reported=0 AND id<=?2",
-                        &st);
-    if (rc == SQLITE_OK) {
-        bind_text(st, 1, rep->study_instance_uid);
-        sqlite3_bind_int64(st, 2, rep->up_to_instance_id);
-        rc = sqlite3_step(st) == SQLITE_DONE ? SQLITE_OK : sqlite3_errcode(s->db);
-    }
-    sqlite3_finalize(st);
-    st = NULL;
-    if (rc == SQLITE_OK)
-        rc = sq_prepare(
-            s,
-            "UPDATE studies SET unreported=(SELECT count(*) FROM instances"
-            "  WHERE study_instance_uid=?1 AND state<>0 AND reported=0),"
-            " sr_count=sr_count+?2,"
-            " last_sr_sop_instance_uid=CASE WHEN ?2 THEN ?3 ELSE last_sr_sop_instance_uid END,"
-            " last_sr_series_instance_uid=CASE WHEN ?2 THEN ?4 ELSE last_sr_series_instance_uid END,"
-            " last_sr_ms=CASE WHEN ?2 THEN ?5 ELSE last_sr_ms END"
-            " WHERE study_instance_uid=?1",
-            &st);
-    if (rc == SQLITE_OK) {
-        bind_text(st, 1, rep->study_instance_uid);
-        sqlite3_bind_int(st, 2, rep->has_sr ? 1 : 0);
-        bind_text(st, 3, rep->sr_sop_instance_uid);
-        bind_text(st, 4, rep->sr_series_instance_uid);
-        sqlite3_bind_int64(st, 5, rep->created_ms);
-        rc = sqlite3_step(st) == SQLITE_DONE ? SQLITE_OK : sqlite3_errcode(s->db);
-    }
-    sqlite3_finalize(st);
-    st = NULL;
-    if (rc == SQLITE_OK)
-        rc = sq_exec(s, "COMMIT");
-    if (rc != SQLITE_OK) {
-        ret = sq_fail(s, rc, "recording a report");
-        rollback(s);
-    } else if (sr_id) {
-        *sr_id = id;
-    }
-done:
-    sqlite3_finalize(st);
-    unlock(s);
-    return ret;
-}
-
-#define DELIVERY_COLS                                                                              \
-    "d.id, d.sr_id, d.destination, d.state, d.attempts, d.next_attempt_ms, d.created_ms,"          \
-    " d.updated_ms, d.last_error, r.path, r.sop_instance_uid, r.study_instance_uid, r.priority,"   \
-    " r.study_last_received_ms"
-
-static void read_delivery(sqlite3_stmt *st, struct cxr_triage_delivery_row *r)
-{
-    memset(r, 0, sizeof *r);
-    r->id = sqlite3_column_int64(st, 0);
-    r->sr_id = sqlite3_column_int64(st, 1);
-    col_text(st, 2, r->destination, sizeof r->destination);
-    r->state = (enum cxr_triage_delivery_state)sqlite3_column_int(st, 3);
-    r->attempts = sqlite3_column_int(st, 4);
-    r->next_attempt_ms = sqlite3_column_int64(st, 5);
-    r->created_ms = sqlite3_column_int64(st, 6);
-    r->updated_ms = sqlite3_column_int64(st, 7);
-    col_text(st, 8, r->last_error, sizeof r->last_error);
-    col_text(st, 9, r->sr_path, sizeof r->sr_path);
-    col_text(st, 10, r->sr_sop_instance_uid, sizeof r->sr_sop_instance_uid);
-    col_text(st, 11, r->study_instance_uid, sizeof r->study_instance_uid);
-    r->priority = sqlite3_column_int(st, 12);
-    r->study_last_received_ms = sqlite3_column_int64(st, 13);
-}
-
-static enum cxr_status sq_delivery_next(struct cxr_triage_store *base, const char *dest,
-                                        int64_t now_ms, struct cxr_triage_delivery_row *row,
-                                        bool *found, int64_t *next_due_ms)
-{
-    struct sq_store *s = (struct sq_store *)base;
-    sqlite3_stmt *st = NULL;
-    enum cxr_status ret = CXR_OK;
-    *found = false;
-    *next_due_ms = INT64_MAX;
-    lock(s);
-    int rc = sq_prepare(s,
-                        "SELECT " DELIVERY_COLS " FROM deliveries d JOIN srs r ON r.id=d.sr_id"
-                        " WHERE d.destination=? AND d.state=0 AND d.next_attempt_ms<=?"
-                        " ORDER BY r.priority DESC, d.id LIMIT 1",
-                        &st);
-    if (rc != SQLITE_OK) {
-        ret = sq_fail(s, rc, "preparing the delivery query");
-        goto done;
-    }
-    bind_text(st, 1, dest);
-    sqlite3_bind_int64(st, 2, now_ms);
-    rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
-        read_delivery(st, row);
-        *found = true;
-        *next_due_ms = row->next_attempt_ms;
-        goto done;
-    }
-    if (rc != SQLITE_DONE) {
-        ret = sq_fail(s, rc, "finding the next delivery");
-        goto done;
-    }
-    sqlite3_finalize(st);
-    st = NULL;
-    rc = sq_prepare(s,
-                    "SELECT min(next_attempt_ms) FROM deliveries WHERE destination=? AND state=0",
-                    &st);
-    if (rc == SQLITE_OK) {
-        bind_text(st, 1, dest);
-        rc = sqlite3_step(st);
-    }
-    if (rc == SQLITE_ROW) {
-        if (sqlite3_column_type(st, 0) != SQLITE_NULL)
-            *next_due_ms = sqlite3_column_int64(st, 0);
-    } else {
-        ret = sq_fail(s, rc, "finding the next due delivery");
-    }
-done:
-    sqlite3_finalize(st);
-    unlock(s);
-    return ret;
-}
-
-static enum cxr_status sq_delivery_update(struct cxr_triage_store *base, int64_t id,
-                                          enum cxr_triage_delivery_state state, int32_t attempts,
-                                          int64_t next_attempt_ms, const char *error, int64_t now_ms)
-{
-    struct sq_store *s = (struct sq_store *)base;
-    sqlite3_stmt *st = NULL;
-    enum cxr_status ret = CXR_OK;
-    lock(s);
-    /* Only a PENDING row changes: `queue drop` or `queue retry` run by an
-     * admin meanwhile win over the attempt that was in flight. */
-    int rc = sq_prepare(s,
-                        "UPDATE deliveries SET state=?, attempts=?, next_attempt_ms=?,"
-                        " last_error=?, updated_ms=? WHERE id=? AND state=0",
-                        &st);
-    if (rc == SQLITE_OK) {
-        sqlite3_bind_int(st, 1, (int)state);
-        sqlite3_bind_int(st, 2, attempts);
-        sqlite3_bind_int64(st, 3, next_attempt_ms);
-        bind_text(st, 4, error);
-        sqlite3_bind_int64(st, 5, now_ms);
-        sqlite3_bind_int64(st, 6, id);
-        rc = sqlite3_step(st);
-    }
-    if (rc != SQLITE_DONE)
-        ret = sq_fail(s, rc, "updating a delivery");
-    sqlite3_finalize(st);
-    unlock(s);
-    return ret;
-}
-
-static enum cxr_status sq_deliveries_list(struct cxr_triage_store *base, int32_t state,
-                                          size_t limit, struct cxr_triage_delivery_row **rows,
-                                          size_t *n)
-{
-    struct sq_store *s = (struct sq_store *)base;
-    sqlite3_stmt *st = NULL;
-    enum cxr_status ret = CXR_OK;
-    struct cxr_triage_delivery_row *v = NULL;
-    size_t cap = 0, k = 0;
-    *rows = NULL;
-    *n = 0;
-    lock(s);
-    int rc = sq_prepare(s,
-                        "SELECT " DELIVERY_COLS " FROM deliveries d JOIN srs r ON r.id=d.sr_id"
-                        " WHERE ?1<0 OR d.state=?1 ORDER BY d.id DESC LIMIT ?2",
-                        &st);
-    if (rc != SQLITE_OK) {
-        ret = sq_fail(s, rc, "preparing the delivery list");
-        goto done;
-    }
-    sqlite3_bind_int(st, 1, state);
-    sqlite3_bind_int64(st, 2, (sqlite3_int64)(limit ? limit : MAX_ROWS));
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (!grow((void **)&v, &cap, k, sizeof *v)) {
-            cxr_triage_store_set_error("job store %s: too many rows", s->path);
-            ret = CXR_ERR_LIMIT;
-            goto done;
-        }
-        read_delivery(st, &v[k++]);
-    }
-    if (rc != SQLITE_DONE) {
-        ret = sq_fail(s, rc, "listing deliveries");
-        goto done;
-    }
-    *rows = v;
-    *n = k;
-    v = NULL;
-done:
-    free(v);
-    sqlite3_finalize(st);
-    unlock(s);
-    return ret;
-}
-
-static enum cxr_status sq_deliveries_retry(struct cxr_triage_store *base, int64_t id,
-                                           int64_t now_ms, int64_t *count)
-{
-    *count = 0;
-    if (id > 0)
-        return exec_write((struct sq_store *)base,
-                          "UPDATE deliveries SET state=0, attempts=0, next_attempt_ms=?1,"
-                          " updated_ms=?1, last_error='' WHERE id=?2 AND state<>1",
-                          now_ms, id, INT64_MIN, count, "retrying a delivery");
-    return exec_write((struct sq_store *)base,
-                      "UPDATE deliveries SET state=0, attempts=0, next_attempt_ms=?1,"
-                      " updated_ms=?1, last_error='' WHERE state=2",
-                      now_ms, INT64_MIN, INT64_MIN, count, "retrying deliveries");
-}
-
-static enum cxr_status sq_deliveries_drop(struct cxr_triage_store *base, int64_t id,
-                                          int64_t *count)
-{
-    *count = 0;
-    if (id > 0)
-        return exec_write((struct sq_store *)base, "DELETE FROM deliveries WHERE id=?1 AND state<>1",
-                          id, INT64_MIN, INT64_MIN, count, "dropping a delivery");
-    return exec_write((struct sq_store *)base, "DELETE FROM deliveries WHERE state=2", INT64_MIN,
-                      INT64_MIN, INT64_MIN, count, "dropping dead deliveries");
-}
-
-static enum cxr_status sq_counts(struct cxr_triage_store *base, struct cxr_triage_store_counts *c)
-{
-    struct sq_store *s = (struct sq_store *)base;
-    sqlite3_stmt *st = NULL;
-    enum cxr_status ret = CXR_OK;
-    memset(c, 0, sizeof *c);
-    lock(s);
-    int rc = sq_prepare(
-        s,
-        "SELECT (SELECT count(*) FROM instances WHERE state=0),"
-        " (SELECT count(*) FROM instances WHERE state=1),"
-        " (SELECT count(*) FROM instances WHERE state=2),"
-        " (SELECT count(*) FROM studies),"
-        " (SELECT count(*) FROM studies WHERE unreported>0),"
-        " (SELECT count(*) FROM deliveries WHERE state=0),"
-        " (SELECT count(*) FROM deliveries WHERE state=1),"
-        " (SELECT count(*) FROM deliveries WHERE state=2)",
-        &st);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
-        c->instances_pending = sqlite3_column_int64(st, 0);
-        c->instances_analysed = sqlite3_column_int64(st, 1);
-        c->instances_not_analysed = sqlite3_column_int64(st, 2);
-        c->studies = sqlite3_column_int64(st, 3);
-        c->studies_unreported = sqlite3_column_int64(st, 4);
-        c->deliveries_pending = sqlite3_column_int64(st, 5);
-        c->deliveries_delivered = sqlite3_column_int64(st, 6);
-        c->deliveries_dead = sqlite3_column_int64(st, 7);
-    } else {
-        ret = sq_fail(s, rc, "counting");
-    }
-    sqlite3_finalize(st);
-    unlock(s);
+    sq_unlock(s);
     return ret;
 }
 
@@ -1107,7 +681,7 @@ static enum cxr_status migrate(struct sq_store *s)
         rc = sq_exec(s, "COMMIT");
     if (rc != SQLITE_OK) {
         enum cxr_status ret = sq_fail(s, rc, "creating the tables");
-        rollback(s);
+        sq_rollback(s);
         return ret;
     }
     return CXR_OK;
@@ -1138,7 +712,7 @@ enum cxr_status cxr_triage_store_open_sqlite(const char *path, bool readonly,
         char mode[16] = "";
         rc = sq_prepare(s, "PRAGMA journal_mode=WAL", &q);
         if (rc == SQLITE_OK && sqlite3_step(q) == SQLITE_ROW)
-            col_text(q, 0, mode, sizeof mode);
+            sq_col_text(q, 0, mode, sizeof mode);
         sqlite3_finalize(q);
         if (rc != SQLITE_OK || strcmp(mode, "wal") != 0) {
             st = sq_fail(s, rc == SQLITE_OK ? SQLITE_ERROR : rc,
@@ -1147,6 +721,7 @@ enum cxr_status cxr_triage_store_open_sqlite(const char *path, bool readonly,
         }
     }
     rc = sq_exec(s, "PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON");
+    s->sync_level = SQ_PROMISED;
     if (rc != SQLITE_OK) {
         st = sq_fail(s, rc, "setting durability pragmas");
         goto fail;
