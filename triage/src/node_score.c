@@ -90,8 +90,8 @@ static enum cxr_status load_locked(struct cxr_triage_node *n)
     struct node_queue *q = &n->q;
     struct cxr_triage_instance_row *rows = NULL;
     size_t k = 0;
-    enum cxr_status st =
-        cxr_triage_store_instances_pending(n->store, 0, NODE_QUEUE_CAP - q->count, &rows, &k);
+    size_t room = NODE_QUEUE_CAP - q->count;
+    enum cxr_status st = cxr_triage_store_instances_pending(n->store, 0, room, &rows, &k);
     if (st != CXR_OK) {
         cxr_log(CXR_LOG_ERROR, "node", "cannot read the jobs: %s", cxr_triage_store_last_error());
         return st;
@@ -108,8 +108,8 @@ static enum cxr_status load_locked(struct cxr_triage_node *n)
         if (rows[i].id > q->loaded_max_id)
             q->loaded_max_id = rows[i].id;
     }
-    if (k >= NODE_QUEUE_CAP - q->count && k > 0)
-        q->overflow = true;
+    if (k == room)
+        q->overflow = true;   /* there may be more than fitted */
     free(rows);
     pthread_cond_broadcast(&q->cv);
     return CXR_OK;
