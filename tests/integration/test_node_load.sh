@@ -3,7 +3,9 @@
 # (25 studies of 4 images per sender, 100 studies in all). Every C-STORE is
 # acknowledged, all 400 instances are scored, every study gets exactly one
 # SR at the destination and the SRs together reference all 400 instances:
-# none lost, none duplicated. The node's own counters agree.
+# none lost, none duplicated. The node's own counters agree. The node's
+# in-memory job queue is limited to 7 here (CXR_NODE_QUEUE_LIMIT), so most
+# jobs wait in the job store and are picked up from there.
 . "$(dirname "$0")/node_lib.sh"
 need_tools storescu storescp echoscu dcmdump curl sqlite3
 setup_work
@@ -14,7 +16,7 @@ DEST_PORT=$(free_port)
 start_storescp "$DEST_PORT" "$WORK/recv"
 STABLE=2
 write_conf "$WORK/node.xml"
-start_node "$WORK/node.xml"
+CXR_NODE_QUEUE_LIMIT=7 start_node "$WORK/node.xml"
 
 for k in 1 2 3 4; do
     make_instances "$WORK/in$k" 100 25 "80$k"
@@ -53,6 +55,7 @@ for s in "$WORK"/recv/*; do sr_valid "$s" || fail "invalid SR under load"; break
 [ "$(metric 'cxr_node_sr_deliveries_total{result="delivered"}')" -eq 100 ] || fail "metrics: delivered"
 [ "$(sqlite3 "$WORK/spool/jobs.sqlite" 'SELECT count(*) FROM instances WHERE state=1')" -eq 400 ] ||
     fail "job store: not all 400 analysed"
-log "all 400 scored; 100 studies, 100 SRs, every instance referenced once"
+grep -q "the rest wait in the job store" "$WORK/node.log" || fail "the queue limit was never reached"
+log "all 400 scored; 100 studies, 100 SRs, every instance referenced once (queue overflowed into the store)"
 stop_node
 log "PASS"

@@ -45,6 +45,7 @@ struct node_queue {
     pthread_cond_t cv;
     struct node_job *v;              /* ring buffer */
     size_t cap, head, count;
+    size_t limit;                    /* NODE_QUEUE_CAP, or less from CXR_NODE_QUEUE_LIMIT */
     bool overflow;                   /* some RECEIVED jobs are only in the store */
     int64_t loaded_max_id;           /* ids <= this came from a store reload */
     size_t inflight;                 /* jobs taken and not yet done */

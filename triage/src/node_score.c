@@ -24,7 +24,12 @@
 enum cxr_status node_queue_init(struct node_queue *q)
 {
     memset(q, 0, sizeof *q);
-    q->cap = 1024;
+    q->limit = NODE_QUEUE_CAP;
+    /* A smaller limit makes tests exercise the overflow into the store. */
+    const char *env = getenv("CXR_NODE_QUEUE_LIMIT");
+    if (env && atol(env) > 0 && atol(env) < NODE_QUEUE_CAP)
+        q->limit = (size_t)atol(env);
+    q->cap = q->limit < 1024 ? q->limit : 1024;
     q->v = calloc(q->cap, sizeof *q->v);
     if (!q->v)
         return CXR_ERR_NOMEM;
@@ -48,10 +53,10 @@ void node_queue_destroy(struct node_queue *q)
 /* Appends under q->mu; false when full (the job stays in the store only). */
 static bool push_locked(struct node_queue *q, const struct node_job *job)
 {
+    if (q->count >= q->limit)
+        return false;
     if (q->count == q->cap) {
-        if (q->cap >= NODE_QUEUE_CAP)
-            return false;
-        size_t ncap = q->cap * 2;
+        size_t ncap = q->cap * 2 < q->limit ? q->cap * 2 : q->limit;
         struct node_job *nv = malloc(ncap * sizeof *nv);
         if (!nv)
             return false;
@@ -76,8 +81,8 @@ void node_queue_push(struct cxr_triage_node *n, const struct node_job *job)
     if (job->id > q->loaded_max_id && !q->overflow) {
         if (!push_locked(q, job)) {
             q->overflow = true;
-            cxr_log(CXR_LOG_WARN, "node", "more than %d jobs waiting: the rest wait in the job store",
-                    NODE_QUEUE_CAP);
+            cxr_log(CXR_LOG_WARN, "node", "more than %zu jobs waiting: the rest wait in the job store",
+                    q->limit);
         }
     }
     pthread_cond_signal(&q->cv);
@@ -90,7 +95,7 @@ static enum cxr_status load_locked(struct cxr_triage_node *n)
     struct node_queue *q = &n->q;
     struct cxr_triage_instance_row *rows = NULL;
     size_t k = 0;
-    size_t room = NODE_QUEUE_CAP - q->count;
+    size_t room = q->limit - q->count;
     enum cxr_status st = cxr_triage_store_instances_pending(n->store, 0, room, &rows, &k);
     if (st != CXR_OK) {
         cxr_log(CXR_LOG_ERROR, "node", "cannot read the jobs: %s", cxr_triage_store_last_error());
