@@ -11,7 +11,8 @@
 #   - the worklist, a study page (a lateral view stays listed with its reason,
 #     no patient ID without permission) and the metrics;
 #   - a late image of a reported study gives a new SR naming its predecessor;
-#   - SIGHUP with a broken configuration is refused and the node keeps serving;
+#   - SIGHUP with a broken configuration or a missing model is refused and the
+#     node keeps serving; a good one is taken and scoring goes on;
 #   - SIGTERM: clean exit 0.
 . "$(dirname "$0")/node_lib.sh"
 need_tools storescu storescp echoscu dcmdump dciodvfy curl
@@ -31,6 +32,7 @@ out=$(echoscu -aet STRANGER -aec CXRTRIAGE 127.0.0.1 "$DICOM_PORT" 2>&1) && fail
 echo "$out" | grep -q "Calling AE Title Not Recognized" || fail "unknown calling AE: wrong rejection: $out"
 out=$(echoscu -aet CR01 -aec NOTME 127.0.0.1 "$DICOM_PORT" 2>&1) && fail "wrong called AE accepted"
 echo "$out" | grep -q "Called AE Title Not Recognized" || fail "wrong called AE: wrong rejection: $out"
+[ "$(metric 'cxr_node_associations_total{result="rejected"}')" -ge 2 ] || fail "metrics: rejected associations"
 log "association policy: echo ok, unknown calling AE and wrong called AE rejected"
 
 # ---- the inputs
@@ -143,10 +145,22 @@ echo "<cxr-triage><node><port>oops</port>" >"$WORK/node.xml"
 kill -HUP "$NODE_PID"
 wait_until 20 "the refused reload in the log" grep -q "reload refused" "$WORK/node.log"
 check "C-ECHO after a refused reload" echoscu -aet CR01 -aec CXRTRIAGE 127.0.0.1 "$DICOM_PORT"
+sed "s|$WORK/model.safetensors|$WORK/no-such-model.safetensors|" "$WORK/node.good" >"$WORK/node.xml"
+kill -HUP "$NODE_PID"
+refused_twice() { [ "$(grep -c "reload refused" "$WORK/node.log")" -ge 2 ]; }
+wait_until 20 "the refused reload of a missing model" refused_twice
+check "C-ECHO after a refused model" echoscu -aet CR01 -aec CXRTRIAGE 127.0.0.1 "$DICOM_PORT"
 cp "$WORK/node.good" "$WORK/node.xml"
 kill -HUP "$NODE_PID"
 wait_until 20 "a reload" grep -q "reloaded:" "$WORK/node.log"
-[ "$(metric cxr_node_reloads_failed_total)" -ge 1 ] || fail "metrics: failed reload not counted"
+[ "$(metric cxr_node_reloads_failed_total)" -eq 2 ] || fail "metrics: refused reloads not counted"
+[ "$(metric cxr_node_reloads_total)" -eq 1 ] || fail "metrics: reload not counted"
+# still scoring with the reloaded engine
+FIRST=3 make_instances "$WORK/s1" 1 1 202
+analysed_before=$(metric cxr_node_instances_analysed_total)
+storescu -aet CR01 -aec CXRTRIAGE 127.0.0.1 "$DICOM_PORT" "$WORK/s1/img00004.dcm" >/dev/null 2>&1 || fail "storescu after reload"
+after_reload() { [ "$(metric cxr_node_instances_analysed_total)" -eq $((analysed_before + 1)) ]; }
+wait_until 30 "scoring after the reload" after_reload
 stop_node
 grep -q "stopped" "$WORK/node.log" || fail "no clean stop in the log"
 log "PASS"

@@ -273,6 +273,12 @@ static int http_get(uint16_t port, const char *method, const char *path, char **
     return status;
 }
 
+static char *extra_text(void *ctx)
+{
+    (void)ctx;
+    return strdup("cxr_node_extra_test 42\n");
+}
+
 static void fill_options(void *ctx, struct cxr_triage_worklist_options *o)
 {
     o->max_wait_minutes = 0;
@@ -317,7 +323,7 @@ START_TEST(test_http_endpoints)
     cxr_triage_metrics_count(m, CXR_TRIAGE_COUNT_RECEIVED, 3);
     bool show_pid = false;
     struct cxr_triage_http_source src = {.store = s, .metrics = m, .options = fill_options,
-                                         .ctx = &show_pid};
+                                         .extra_metrics = extra_text, .ctx = &show_pid};
     struct cxr_triage_http *h = NULL;
     ck_assert_msg(cxr_triage_http_start("127.0.0.1", 0, &src, &h, err) == CXR_OK, "%s", err);
     uint16_t port = cxr_triage_http_port(h);
@@ -374,6 +380,7 @@ START_TEST(test_http_endpoints)
     ck_assert_msg(!strncmp(ct, "text/plain; version=0.0.4", 25), "content type %s", ct);
     ck_assert(strstr(body, "\ncxr_node_instances_received_total 3\n"));
     ck_assert(strstr(body, "\ncxr_node_queue_studies_awaiting_report 2\n"));
+    ck_assert_msg(strstr(body, "\ncxr_node_extra_test 42\n"), "extra metrics not appended");
     free(body);
 
     cxr_triage_http_stop(h);

@@ -146,6 +146,16 @@ static enum MHD_Result get_metrics(struct cxr_triage_http *h, struct MHD_Connect
     bool have = cxr_triage_store_counts(h->src.store, &counts) == CXR_OK;
     int64_t q = h->src.queue_depth ? h->src.queue_depth(h->src.ctx) : 0;
     char *body = cxr_triage_metrics_render(h->src.metrics, have ? &counts : NULL, q);
+    char *extra = body && h->src.extra_metrics ? h->src.extra_metrics(h->src.ctx) : NULL;
+    if (extra) {
+        size_t a = strlen(body), b = strlen(extra);
+        char *both = realloc(body, a + b + 1);
+        if (both) {
+            memcpy(both + a, extra, b + 1);
+            body = both;
+        }
+        free(extra);
+    }
     return reply(c, MHD_HTTP_OK, "text/plain; version=0.0.4; charset=utf-8", body);
 }
 

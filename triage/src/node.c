@@ -2,6 +2,7 @@
  * free; and the small file and time helpers node*.c share. */
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -300,6 +301,37 @@ static bool http_healthy(void *ctx, char *why, size_t len)
 
 static int64_t http_queue_depth(void *ctx) { return node_queue_depth(ctx); }
 
+/* The DICOM service's own counters (associations), for /metrics. */
+static char *http_scp_metrics(void *ctx)
+{
+    struct cxr_triage_node *n = ctx;
+    struct cxr_dicom_scp_stats st;
+    pthread_mutex_lock(&n->scp_mu);
+    bool have = n->scp != NULL;
+    if (have)
+        cxr_dicom_scp_get_stats(n->scp, &st);
+    pthread_mutex_unlock(&n->scp_mu);
+    if (!have)
+        return NULL;
+    char *out = NULL;
+    if (asprintf(&out,
+                 "# HELP cxr_node_associations_total Incoming associations by outcome.\n"
+                 "# TYPE cxr_node_associations_total counter\n"
+                 "cxr_node_associations_total{result=\"accepted\"} %" PRIu64 "\n"
+                 "cxr_node_associations_total{result=\"rejected\"} %" PRIu64 "\n"
+                 "cxr_node_associations_total{result=\"failed\"} %" PRIu64 "\n"
+                 "# HELP cxr_node_associations_active Incoming associations open now.\n"
+                 "# TYPE cxr_node_associations_active gauge\n"
+                 "cxr_node_associations_active %u\n"
+                 "# HELP cxr_node_received_bytes_total Data set bytes received.\n"
+                 "# TYPE cxr_node_received_bytes_total counter\n"
+                 "cxr_node_received_bytes_total %" PRIu64 "\n",
+                 st.associations_accepted, st.associations_rejected, st.associations_failed,
+                 (unsigned)st.active_associations, st.bytes_received) < 0)
+        return NULL;
+    return out;
+}
+
 /* The SCP configuration from the settings (strings point into `s`). */
 static void scp_config(const struct cxr_triage_node *n, const struct cxr_triage_node_settings *s,
                        struct cxr_dicom_scp_config *c)
@@ -385,6 +417,7 @@ enum cxr_status cxr_triage_node_run(struct cxr_triage_node *n, char *err)
                                              .options = http_options,
                                              .healthy = http_healthy,
                                              .queue_depth = http_queue_depth,
+                                             .extra_metrics = http_scp_metrics,
                                              .ctx = n};
         st = cxr_triage_http_start(s->http_bind_address, s->http_port, &src, &n->http, err);
         if (st != CXR_OK)

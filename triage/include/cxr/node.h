@@ -159,6 +159,9 @@ struct cxr_triage_http_source {
     bool (*healthy)(void *ctx, char *why, size_t len);
     /* Jobs waiting in memory (for /metrics). May be NULL. */
     int64_t (*queue_depth)(void *ctx);
+    /* More Prometheus text appended to /metrics (malloc'd, freed by the
+     * caller; NULL for none). May be NULL. */
+    char *(*extra_metrics)(void *ctx);
     void *ctx;
 };
 
