@@ -5,12 +5,13 @@
 #   bench/ingest.sh [--n-raw N] [--n-jpeg N] [--latency M] [--model FILE]
 #
 # 1. Reception: the same N instances go to storescp and then to the node
-#    (storescu, one association, TCP_NODELAY on both sides, loopback):
+#    (storescu, one association, TCP_NODELAY on both sides, loopback;
+#    storescp both in its default mode and bit-preserving, +B):
 #    uncompressed ~15 MB CXRs made from a real chest file (JPEG-LS decoded,
 #    resampled to 2800x2800x16 bit, new UIDs), then the real JPEG-compressed
 #    chest files (sent as they are, new UIDs). The node scores while it
 #    receives (one study per instance). Reported: instances/s and MB/s for
-#    each, and node/storescp (target: >= 0.8).
+#    each, and node/storescp (target: >= 0.8) against both storescp modes.
 # 2. Latency: M single-image uncompressed studies sent one at a time to an
 #    idle node with study-stable-seconds 0 and batch-wait-ms 0; from the
 #    C-STORE response (timed by a small DICOM client in this script) to the
@@ -153,21 +154,33 @@ send() {
 echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
 echo "model: $("$BIN" model info "$MODEL" 2>/dev/null | sed -n 's/^architecture: *//p' | cut -d, -f1), fp32; $(storescu --version 2>&1 | head -n 1 | tr -d '$' | sed 's/^ *dcmtk: *//')"
 echo
-printf '%-28s %9s %10s %10s %10s\n' "reception (loopback)" instances "storescp/s" "node/s" "node/scp"
+printf '%-24s %5s %11s %11s %9s %9s %9s\n' "reception (loopback)" n "storescp/s" "scp +B/s" "node/s" "node/scp" "node/+B"
+# storescp_rate SET [storescp options]: instances/s of one storescp run
+storescp_rate() {
+    local set=$1
+    shift
+    local p
+    p=$(port)
+    rm -rf "$W/scp-$set"
+    mkdir -p "$W/scp-$set"
+    storescp +xa "$@" -aet STORESCP -od "$W/scp-$set" "$p" >"$W/scp-$set.log" 2>&1 &
+    local pid=$!
+    PIDS+=($pid)
+    sleep 0.5
+    local t
+    t=$(send "$W/$set" STORESCP "$p" "${opts[@]}") || exit 1
+    kill "$pid"
+    wait "$pid" 2>/dev/null
+    rm -rf "$W/scp-$set"
+    echo "$t"
+}
 for set in raw jpeg; do
     opts=()
     [ $set = jpeg ] && opts=(-xy)
     n=$(ls "$W/$set" | wc -l)
     mb=$(du -sm "$W/$set" | cut -f1)
-    SCP_PORT=$(port)
-    mkdir -p "$W/scp-$set"
-    storescp +xa -aet STORESCP -od "$W/scp-$set" "$SCP_PORT" >"$W/scp-$set.log" 2>&1 &
-    scp_pid=$!
-    PIDS+=($scp_pid)
-    sleep 0.5
-    t_scp=$(send "$W/$set" STORESCP "$SCP_PORT" "${opts[@]}") || exit 1
-    kill "$scp_pid"
-    rm -rf "$W/scp-$set"
+    t_scp=$(storescp_rate "$set") || exit 1
+    t_scpb=$(storescp_rate "$set" +B) || exit 1
     start_node "$set" 0 20
     t_node=$(send "$W/$set" CXRTRIAGE "$NODE_PORT" "${opts[@]}") || exit 1
     # let scoring finish (not part of the reception time)
@@ -178,13 +191,17 @@ for set in raw jpeg; do
         sleep 0.5
     done
     analysed=$(metric cxr_node_instances_analysed_total)
+    recv_ms=$(curl -s "http://127.0.0.1:$HTTP_PORT/metrics" | awk '/stage_seconds_sum\{stage="receive"/ {s=$2} /stage_seconds_count\{stage="receive"/ {c=$2} END {printf "%.1f", 1000*s/c}')
     stop_node
     rm -rf "$W/spool-$set"
-    awk -v n="$n" -v mb="$mb" -v a="$t_scp" -v b="$t_node" -v s="$set" -v an="$analysed" 'BEGIN {
+    awk -v n="$n" -v mb="$mb" -v a="$t_scp" -v b="$t_scpb" -v c="$t_node" -v s="$set" -v an="$analysed" -v r="$recv_ms" 'BEGIN {
         label = (s == "raw") ? "uncompressed ~15 MB" : "JPEG baseline (real)";
-        printf "%-28s %9d %10.1f %10.1f %10.2f   (%.0f vs %.0f MB/s; %d scored)\n", label, n, n / a, n / b, a / b,
-               mb / a, mb / b, an }'
+        printf "%-24s %5d %11.1f %11.1f %9.1f %9.2f %9.2f   (%.0f / %.0f / %.0f MB/s; node: %d scored, durable write %s ms each)\n",
+               label, n, n / a, n / b, n / c, a / c, b / c, mb / a, mb / b, mb / c, an, r }'
 done
+echo "(storescp: DCMTK's default, re-encodes each object; scp +B: storescp --bit-preserving,"
+echo " streams to disk like the node; neither fsyncs. The node fsyncs each object and commits"
+echo " its job before answering, and scores while it receives.)"
 
 # ---- latency: last C-STORE response -> SR at the destination
 start_node lat 0 0
