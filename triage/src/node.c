@@ -47,9 +47,24 @@ uint64_t node_wake_seq(struct cxr_triage_node *n)
 
 void node_wait(struct cxr_triage_node *n, uint64_t seen, int64_t deadline_ms)
 {
-    struct timespec ts = {.tv_sec = deadline_ms / 1000, .tv_nsec = (deadline_ms % 1000) * 1000000L};
+    /* The deadline is wall-clock (due times are stored); the wait itself runs
+     * on the monotonic clock, so that a step of the wall clock cannot make it
+     * sleep for hours. At most a minute at a time. */
+    int64_t left = deadline_ms - node_now_ms();
+    if (left > 60000)
+        left = 60000;
+    if (left < 0)
+        left = 0;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_sec += left / 1000;
+    ts.tv_nsec += (left % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
     pthread_mutex_lock(&n->wake_mu);
-    while (n->wake_seq == seen && !atomic_load(&n->stopping) && node_now_ms() < deadline_ms)
+    while (n->wake_seq == seen && !atomic_load(&n->stopping))
         if (pthread_cond_timedwait(&n->wake_cv, &n->wake_mu, &ts) == ETIMEDOUT)
             break;
     pthread_mutex_unlock(&n->wake_mu);
@@ -198,7 +213,11 @@ enum cxr_status cxr_triage_node_new(struct cxr_conf *conf, const struct cxr_tria
     pthread_mutex_init(&n->scp_mu, NULL);
     pthread_mutex_init(&n->deliverers_mu, NULL);
     pthread_mutex_init(&n->wake_mu, NULL);
-    pthread_cond_init(&n->wake_cv, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&n->wake_cv, &ca);
+    pthread_condattr_destroy(&ca);
     for (int i = 0; i < NODE_RECEIVE_STRIPES; i++)
         pthread_mutex_init(&n->receive_mu[i], NULL);
     atomic_init(&n->stopping, false);

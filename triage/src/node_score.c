@@ -34,7 +34,11 @@ enum cxr_status node_queue_init(struct node_queue *q)
     if (!q->v)
         return CXR_ERR_NOMEM;
     pthread_mutex_init(&q->mu, NULL);
-    pthread_cond_init(&q->cv, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&q->cv, &ca);
+    pthread_condattr_destroy(&ca);
     pthread_mutex_init(&q->collect_mu, NULL);
     return CXR_OK;
 }
@@ -149,7 +153,7 @@ void node_queue_stop(struct node_queue *q)
 
 static void deadline_after(struct timespec *ts, uint32_t ms)
 {
-    clock_gettime(CLOCK_REALTIME, ts);
+    clock_gettime(CLOCK_MONOTONIC, ts);   /* the queue's condition variable runs on it */
     ts->tv_sec += ms / 1000;
     ts->tv_nsec += (long)(ms % 1000) * 1000000L;
     if (ts->tv_nsec >= 1000000000L) {
