@@ -19,7 +19,7 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 build=${CXR_BENCH_BUILD:-$repo/build-bench}
 py=${CXR_PYTHON:-/usr/bin/python3}
 threads=$(nproc)
-iters=20
+iters=30
 warmup=5
 archs="resnet18 resnet50"
 batches="1 8"
@@ -84,17 +84,25 @@ print(f"cpu: {cpu} ({isa or 'no avx512'}), {threads} threads pinned to CPUs {cpu
 print(f"load average before: {lb}; after: {la}")
 print(f"ours: {next(iter(ours.values()))['backend'] if ours else '?'}")
 print(f"torch: {next(iter(torch.values()))['backend'] if torch else '?'}")
-print(f"each case: {warmup} warm-up, median of {iters} forward passes, 224x224x1, 2 classes")
+print(f"each case: {warmup} warm-up, then {iters} timed forward passes (median, and min in brackets), "
+      "224x224x1, 2 classes")
 print()
-print("| model | batch | precision | ours ms/image | torch ms/image (layout) | torch/ours | torch fp32/ours |")
+print("| model | batch | precision | ours ms/image median (min) | torch ms/image median (min), layout "
+      "| torch/ours median (min) | torch fp32/ours median (min) |")
 print("|---|---:|---|---:|---:|---:|---:|")
+def ms(r, k):
+    return r[k] / r["batch"]
 for key in sorted(ours, key=lambda k: (k[0], k[1], k[2] != "fp32")):
     o, t = ours[key], torch.get(key)
     t32 = torch.get((key[0], key[1], "fp32"))
-    ratio = f"{t['ms_per_image'] / o['ms_per_image']:.2f}x" if t else "-"
-    r32 = f"{t32['ms_per_image'] / o['ms_per_image']:.2f}x" if t32 else "-"
-    tcol = f"{t['ms_per_image']:.2f} ({t['layout']})" if t else "-"
-    print(f"| {key[0]} | {key[1]} | {key[2]} | {o['ms_per_image']:.2f} | {tcol} | {ratio} | {r32} |")
+    def ratio(a):
+        if not a:
+            return "-"
+        return (f"{ms(a, 'ms_per_batch') / ms(o, 'ms_per_batch'):.2f}x "
+                f"({ms(a, 'min_ms') / ms(o, 'min_ms'):.2f}x)")
+    tcol = f"{ms(t, 'ms_per_batch'):.2f} ({ms(t, 'min_ms'):.2f}), {t['layout']}" if t else "-"
+    print(f"| {key[0]} | {key[1]} | {key[2]} | {ms(o, 'ms_per_batch'):.2f} ({ms(o, 'min_ms'):.2f}) "
+          f"| {tcol} | {ratio(t)} | {ratio(t32)} |")
 spread = max((r["max_ms"] - r["min_ms"]) / r["ms_per_batch"] for r in rows)
 print()
 print(f"largest (max-min)/median spread of a case: {spread:.0%}"
