@@ -95,6 +95,11 @@ enum cxr_status cxr_nn_net_new_graph(struct cxr_nn_backend *b, struct cxr_nn_gra
                                      cxr_nn_param_lookup_fn lookup, void *ctx, int32_t max_batch,
                                      struct cxr_nn_net **out, char *err);
 
+/* The net's fused graph (its parameters carry the backend storage), for
+ * code that updates parameters in place (tensor_set) — the trainer, tests. */
+struct cxr_nn_graph *cxr_nn_net_graph(struct cxr_nn_net *net);
+struct cxr_nn_backend *cxr_nn_net_backend(struct cxr_nn_net *net);
+
 /* printf into err (CXR_NN_ERRLEN bytes, may be NULL); returns st. */
 enum cxr_status cxr_nn_backend_err(char *err, enum cxr_status st, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

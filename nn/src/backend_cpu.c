@@ -142,24 +142,61 @@ static enum cxr_status cpu_buffer_alloc(struct cxr_nn_backend *b, struct cxr_nn_
     return CXR_OK;
 }
 
-/* Drops converted copies: they were made from the old data. */
-static void drop_cache(struct cpu_tensor *ct)
+/* Reorders the plain data into `dst` (layout/type conversion) on `stream`. */
+static enum cxr_status convert(struct cpu_ctx *c, struct cpu_tensor *ct, const char *name,
+                               const dnnl_memory_desc_t *plain, dnnl_memory_t dst,
+                               dnnl_stream_t stream, char *err)
 {
-    for (int32_t i = 0; i < ct->n_cache; i++)
-        dnnl_memory_destroy(ct->cache[i].mem);
-    ct->n_cache = 0;
+    enum cxr_status st = CXR_OK;
+    dnnl_memory_t src = NULL;
+    dnnl_primitive_desc_t pd = NULL;
+    dnnl_primitive_t prim = NULL;
+    const dnnl_memory_desc_t *want = NULL;
+    CXR_DNNL(dnnl_memory_get_memory_desc(dst, &want), name);
+    CXR_DNNL(dnnl_memory_create(&src, plain, c->engine, ct->data), name);
+    CXR_DNNL(dnnl_reorder_primitive_desc_create(&pd, plain, c->engine, want, c->engine, NULL), name);
+    CXR_DNNL(dnnl_primitive_create(&prim, pd), name);
+    dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, src}, {DNNL_ARG_TO, dst}};
+    CXR_DNNL(dnnl_primitive_execute(prim, stream, 2, args), name);
+    CXR_DNNL(dnnl_stream_wait(stream), name);
+fail:
+    if (prim)
+        dnnl_primitive_destroy(prim);
+    if (pd)
+        dnnl_primitive_desc_destroy(pd);
+    if (src)
+        dnnl_memory_destroy(src);
+    return st;
 }
 
+/* Copies new data in and refreshes the converted copies in place, so that
+ * plans holding them see the new values (training updates weights). */
 static enum cxr_status cpu_tensor_set(struct cxr_nn_backend *b, struct cxr_nn_tensor *t,
                                       const void *data, size_t offset, size_t size, char *err)
 {
+    struct cpu_ctx *c = b->context;
     struct cpu_tensor *ct = t ? t->extra : NULL;
+    enum cxr_status st = CXR_OK;
+    dnnl_stream_t stream = NULL;
     if (!ct || (!data && size) || offset > ct->nbytes || size > ct->nbytes - offset)
         return cxr_nn_backend_err(err, CXR_ERR_INVALID_ARG, "cpu: tensor_set out of range");
     if (size)
         memcpy((char *)ct->data + offset, data, size);
-    drop_cache(ct);
-    return CXR_OK;
+    for (int32_t i = 0; i < ct->n_cache; i++) {
+        if (ct->cache[i].alias)
+            continue;
+        if (!stream) {
+            cxr_nn_cpu_apply_threads(c);
+            CXR_DNNL(dnnl_stream_create(&stream, c->engine, dnnl_stream_default_flags), t->name);
+        }
+        if ((st = convert(c, ct, t->name, &ct->cache[i].plain, ct->cache[i].mem, stream, err)) !=
+            CXR_OK)
+            goto fail;
+    }
+fail:
+    if (stream)
+        dnnl_stream_destroy(stream);
+    return st;
 }
 
 static enum cxr_status cpu_tensor_get(struct cxr_nn_backend *b, const struct cxr_nn_tensor *t,
@@ -179,9 +216,7 @@ enum cxr_status cxr_nn_cpu_weights(struct cpu_ctx *c, struct cxr_nn_tensor *t,
 {
     enum cxr_status st = CXR_OK;
     struct cpu_tensor *ct = t->extra;
-    dnnl_memory_t src = NULL, dst = NULL;
-    dnnl_primitive_desc_t pd = NULL;
-    dnnl_primitive_t prim = NULL;
+    dnnl_memory_t dst = NULL;
     *out = NULL;
     if (!ct)
         return cxr_nn_backend_err(err, CXR_ERR_INTERNAL, "cpu: parameter '%s' has no storage",
@@ -191,7 +226,8 @@ enum cxr_status cxr_nn_cpu_weights(struct cpu_ctx *c, struct cxr_nn_tensor *t,
                                   "kernel expects %zu", t->name, ct->nbytes,
                                   dnnl_memory_desc_get_size(plain));
     for (int32_t i = 0; i < ct->n_cache; i++)
-        if (dnnl_memory_desc_equal(&ct->cache[i].md, want)) {
+        if (dnnl_memory_desc_equal(&ct->cache[i].md, want) &&
+            dnnl_memory_desc_equal(&ct->cache[i].plain, plain)) {
             *out = ct->cache[i].mem;
             return CXR_OK;
         }
@@ -203,30 +239,20 @@ enum cxr_status cxr_nn_cpu_weights(struct cpu_ctx *c, struct cxr_nn_tensor *t,
         ct->cache = nc;
         ct->cap_cache = ncap;
     }
-    if (dnnl_memory_desc_equal(plain, want)) {
+    bool alias = dnnl_memory_desc_equal(plain, want) != 0;
+    if (alias) {
         CXR_DNNL(dnnl_memory_create(&dst, want, c->engine, ct->data), t->name);
     } else {
-        CXR_DNNL(dnnl_memory_create(&src, plain, c->engine, ct->data), t->name);
         CXR_DNNL(dnnl_memory_create(&dst, want, c->engine, DNNL_MEMORY_ALLOCATE), t->name);
-        CXR_DNNL(dnnl_reorder_primitive_desc_create(&pd, plain, c->engine, want, c->engine, NULL),
-                 t->name);
-        CXR_DNNL(dnnl_primitive_create(&prim, pd), t->name);
-        dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, src}, {DNNL_ARG_TO, dst}};
-        CXR_DNNL(dnnl_primitive_execute(prim, stream, 2, args), t->name);
-        CXR_DNNL(dnnl_stream_wait(stream), t->name);
+        if ((st = convert(c, ct, t->name, plain, dst, stream, err)) != CXR_OK)
+            goto fail;
     }
-    ct->cache[ct->n_cache].md = *want;
-    ct->cache[ct->n_cache].mem = dst;
+    ct->cache[ct->n_cache] = (struct cpu_wcache){.md = *want, .plain = *plain, .mem = dst,
+                                                 .alias = alias};
     ct->n_cache++;
     *out = dst;
-    dst = NULL;
+    return CXR_OK;
 fail:
-    if (prim)
-        dnnl_primitive_destroy(prim);
-    if (pd)
-        dnnl_primitive_desc_destroy(pd);
-    if (src)
-        dnnl_memory_destroy(src);
     if (dst)
         dnnl_memory_destroy(dst);
     return st;

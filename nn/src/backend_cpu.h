@@ -26,8 +26,10 @@ struct cpu_ctx {
 /* A weight converted to a primitive's preferred layout/type, kept with the
  * parameter so that plans for other batch sizes reuse it. */
 struct cpu_wcache {
-    dnnl_memory_desc_t md;
+    dnnl_memory_desc_t md;        /* the layout a primitive wants */
+    dnnl_memory_desc_t plain;     /* the layout it was converted from */
     dnnl_memory_t mem;
+    bool alias;                   /* mem is the plain data itself (no copy) */
 };
 
 /* cxr_nn_tensor.extra of a parameter held by the CPU backend. */
@@ -59,7 +61,8 @@ void cxr_nn_cpu_apply_threads(const struct cpu_ctx *c);
 
 /* The parameter's data as memory of layout `want`, converting (once, then
  * cached) from its plain layout `plain` (same dims, F32). The memory is
- * owned by the parameter's storage. */
+ * owned by the parameter's storage and stays valid (and current: tensor_set
+ * converts again into it) until buffer_free, so plans may keep it. */
 enum cxr_status cxr_nn_cpu_weights(struct cpu_ctx *c, struct cxr_nn_tensor *t,
                                    const dnnl_memory_desc_t *plain, const dnnl_memory_desc_t *want,
                                    dnnl_stream_t stream, dnnl_memory_t *out, char *err);

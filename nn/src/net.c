@@ -160,6 +160,16 @@ enum cxr_status cxr_nn_net_forward(struct cxr_nn_net *net, const float *input, i
     return bi->synchronize(net->b, net->err);
 }
 
+struct cxr_nn_graph *cxr_nn_net_graph(struct cxr_nn_net *net)
+{
+    return net ? net->g : NULL;
+}
+
+struct cxr_nn_backend *cxr_nn_net_backend(struct cxr_nn_net *net)
+{
+    return net ? net->b : NULL;
+}
+
 const char *cxr_nn_net_last_error(const struct cxr_nn_net *net)
 {
     return net ? net->err : "no net";

@@ -558,6 +558,68 @@ START_TEST(test_op_bf16)
 }
 END_TEST
 
+/* Parameters set after planning reach the converted (blocked) copies that
+ * the plans already hold: what a trainer updating weights relies on. */
+START_TEST(test_tensor_set_after_plan)
+{
+    char err[CXR_NN_ERRLEN] = "";
+    const struct op_case *oc = &op_cases[1]; /* conv 7x7 with bias */
+    const int32_t batch = 2;
+    rng_state = 12345;
+    struct cxr_nn_graph *g = cxr_nn_graph_new(oc->c, oc->h, oc->w);
+    oc->build(g, err);
+    struct params ps;
+    params_make(g, &ps);
+    size_t in_n = (size_t)batch * oc->c * oc->h * oc->w;
+    float *in = malloc(in_n * sizeof *in);
+    for (size_t i = 0; i < in_n; i++)
+        in[i] = (float)nrand();
+    const struct cxr_nn_value *yv = &g->values[g->output];
+    size_t out_n = (size_t)batch * yv->c * yv->h * yv->w;
+    struct cxr_nn_graph *ref_g = g;
+    g = cxr_nn_graph_new(oc->c, oc->h, oc->w);
+    oc->build(g, err);
+    struct cxr_nn_backend *b = open_cpu(CXR_NN_PRECISION_FP32, 0);
+    struct cxr_nn_net *net = NULL;
+    ck_assert_msg(cxr_nn_net_new_graph(b, g, params_find, &ps, batch, &net, err) == CXR_OK, "%s", err);
+    float *got = malloc(out_n * sizeof *got), *want = malloc(out_n * sizeof *want);
+    for (int round = 0; round < 2; round++) {
+        if (round == 1) { /* new weights, set through the backend */
+            struct cxr_nn_graph *ng = cxr_nn_net_graph(net);
+            for (int32_t i = 0; i < ps.n; i++) {
+                size_t n = ps.t[i].nbytes / sizeof(float);
+                float *d = ps.t[i].data;
+                for (size_t k = 0; k < n; k++)
+                    d[k] = (float)(nrand() * 0.2);
+                struct cxr_nn_tensor *t = NULL;
+                for (int32_t j = 0; j < ng->n_params; j++)
+                    if (!strcmp(ng->params[j].t.name, ps.t[i].name))
+                        t = &ng->params[j].t;
+                ck_assert(t && t->extra);
+                ck_assert(b->iface->tensor_set(b, t, d, 0, ps.t[i].nbytes, err) == CXR_OK);
+                float back[4];
+                ck_assert(b->iface->tensor_get(b, t, back, 0, sizeof back, err) == CXR_OK);
+                ck_assert(memcmp(back, d, sizeof back) == 0);
+            }
+        }
+        double *ref = ref_run(ref_g, &ps, batch, in);
+        for (size_t i = 0; i < out_n; i++)
+            want[i] = (float)ref[i];
+        free(ref);
+        ck_assert(cxr_nn_net_forward(net, in, batch, got) == CXR_OK);
+        double e = rel_error(got, want, out_n);
+        ck_assert_msg(e <= 1e-5, "round %d: relative error %.3e", round, e);
+    }
+    free(got);
+    free(want);
+    free(in);
+    params_free(&ps);
+    cxr_nn_graph_free(ref_g);
+    cxr_nn_net_free(net);
+    cxr_nn_backend_close(b);
+}
+END_TEST
+
 /* The fusion pass itself: what a ResNet-18 block turns into. */
 START_TEST(test_fusion_resnet)
 {
@@ -744,6 +806,7 @@ static Suite *suite(void)
     tcase_add_loop_test(tc, test_op_fp32, 0, sizeof op_cases / sizeof op_cases[0]);
     tcase_add_loop_test(tc, test_op_bf16, 0, sizeof op_cases / sizeof op_cases[0]);
     tcase_add_test(tc, test_fusion_resnet);
+    tcase_add_test(tc, test_tensor_set_after_plan);
     tcase_add_test(tc, test_softmax);
     suite_add_tcase(s, tc);
     tc = tcase_create("backend");
