@@ -46,7 +46,9 @@ struct cxr_nn_backend_i {
     enum cxr_status (*buffer_alloc)(struct cxr_nn_backend *b, struct cxr_nn_tensor *t, char *err);
     void (*buffer_free)(struct cxr_nn_backend *b, struct cxr_nn_tensor *t);
     /* Copies `size` bytes at byte `offset` of the tensor's host layout
-     * (row-major F32, PyTorch order) in or out of its backend storage. */
+     * (row-major F32, PyTorch order) in or out of its backend storage.
+     * Plans made before a tensor_set see the new values (a backend that
+     * keeps converted copies refreshes them). */
     enum cxr_status (*tensor_set)(struct cxr_nn_backend *b, struct cxr_nn_tensor *t,
                                   const void *data, size_t offset, size_t size, char *err);
     enum cxr_status (*tensor_get)(struct cxr_nn_backend *b, const struct cxr_nn_tensor *t,
