@@ -289,8 +289,8 @@ int cmd_score(int argc, char **argv)
                 results[i].analysed = false;
                 results[i].status = st;
                 results[i].probability = NAN;
-                snprintf(results[i].reason, sizeof results[i].reason, "%s",
-                         derr[0] ? derr : cxr_status_str(st));
+                snprintf(results[i].reason, sizeof results[i].reason, "%.*s",
+                         (int)sizeof results[i].reason - 1, derr[0] ? derr : cxr_status_str(st));
             }
         }
         cxr_triage_engine_score(engine, insts, nb, results);
@@ -309,7 +309,8 @@ int cmd_score(int argc, char **argv)
                     sr_path[0] = '\0';
                     r->analysed = false;
                     r->status = st;
-                    snprintf(r->reason, sizeof r->reason, "SR could not be written: %s", serr);
+                    snprintf(r->reason, sizeof r->reason, "SR could not be written: %.*s",
+                             (int)sizeof r->reason - 32, serr);
                 }
             }
             if (r->analysed)
