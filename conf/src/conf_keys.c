@@ -69,8 +69,9 @@ static const struct conf_key model_keys[] = {
            "Compute backend: auto uses CUDA when a GPU is usable, else the CPU (oneDNN).",
            "auto", "cpu", "cuda"),
     K_ENUM(M, precision, "precision", "auto",
-           "Arithmetic precision: auto picks bf16 where the CPU has AMX or AVX512-BF16, else "
-           "fp32; fp16 is for the GPU only.",
+           "Arithmetic precision: auto is fp32 on the CPU (the same score on every host; "
+           "thresholds are calibrated in fp32); bf16 needs AVX512-BF16 or AMX; fp16 is for the "
+           "GPU only.",
            "auto", "fp32", "bf16", "fp16"),
     K_INT(M, threads, "threads", 0, 256, "0", "CPU threads for inference; 0 = the number of online CPUs."),
     K_INT(M, batch_size, "batch-size", 1, 256, "8", "Images per forward pass."),

@@ -39,7 +39,7 @@ enum cxr_conf_backend {
 };
 
 enum cxr_conf_precision {
-    CXR_CONF_PRECISION_AUTO = 0, /* bf16 where the CPU has AMX or AVX512-BF16, else fp32 */
+    CXR_CONF_PRECISION_AUTO = 0, /* fp32 on the CPU (see nn.h); the GPU backend's choice there */
     CXR_CONF_PRECISION_FP32 = 1,
     CXR_CONF_PRECISION_BF16 = 2,
     CXR_CONF_PRECISION_FP16 = 3  /* GPU only */

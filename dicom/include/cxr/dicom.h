@@ -190,7 +190,7 @@ struct cxr_dicom_sr_request {
     const char *model_sha256;        /* 64 hex */
     double operating_threshold;
     /* device observer (TID 1004) */
-    const char *device_observer_uid; /* NULL/"" = generated from the product root */
+    const char *device_observer_uid; /* NULL/"" = a stable 2.25 UID derived from the host name */
     const char *device_name;         /* "CXRTRIAGE" */
     const char *manufacturer;
     const char *model_name;          /* "cxr-triage" */
@@ -218,7 +218,7 @@ enum cxr_status cxr_dicom_sr_write_file(const struct cxr_dicom_sr_request *req, 
 enum cxr_status cxr_dicom_sr_write_memory(const struct cxr_dicom_sr_request *req, void **buf,
                                           size_t *len, char *sop_instance_uid_out, char *err);
 
-/* A new globally unique UID under the product's root. */
+/* A new globally unique UID: "2.25." + a random (version 4) UUID as decimal (PS3.5 B.2). */
 void cxr_dicom_uid_new(char out[CXR_DICOM_UID_LEN]);
 
 #ifdef __cplusplus
