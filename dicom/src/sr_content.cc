@@ -83,8 +83,12 @@ public:
     void image(const Image &im, const char *row)
     {
         if (ok_)
-            check(tree_.getCurrentContentItem().setImageReference(DSRImageReferenceValue(
-                      im.sop_class_uid.c_str(), im.sop_instance_uid.c_str())),
+            // The source's UIDs exactly as the PACS knows them (see the evidence
+            // sequence in sr_writer.cc): DCMTK's stricter UID check is off.
+            check(tree_.getCurrentContentItem().setImageReference(
+                      DSRImageReferenceValue(im.sop_class_uid.c_str(), im.sop_instance_uid.c_str(),
+                                             OFFalse),
+                      OFFalse),
                   row);
     }
     void name(const DSRCodedEntryValue &v, const char *row)

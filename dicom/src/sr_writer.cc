@@ -128,18 +128,22 @@ enum cxr_status fill_document(const Plan &plan, DSRDocument &doc, char *err)
     if (plan.complete)
         SR_TRY(doc.completeDocument(), "Completion Flag");
 
-    // Current Requested Procedure Evidence: every image the content references
+    // Current Requested Procedure Evidence: every image the content references.
+    // The source's UIDs are referenced exactly as the PACS knows them, even when
+    // they break PS3.5 9.1's stricter rules (a component with a leading zero, as
+    // real archives hold): sr_request.cc has checked length and characters, so
+    // DCMTK's own UID check is off here (check = OFFalse).
     for (const cxr_sr::Image &im : plan.images)
         SR_TRY(doc.getCurrentRequestedProcedureEvidence().addItem(
                    plan.study_instance_uid.c_str(), im.series_instance_uid.c_str(),
-                   im.sop_class_uid.c_str(), im.sop_instance_uid.c_str()),
+                   im.sop_class_uid.c_str(), im.sop_instance_uid.c_str(), OFFalse),
                "Current Requested Procedure Evidence Sequence");
     // Predecessor Documents: the SR this one replaces (assumed of the same SOP class)
     if (!plan.predecessor_sop_instance_uid.empty())
         SR_TRY(doc.getPredecessorDocuments().addItem(
                    plan.study_instance_uid.c_str(), plan.predecessor_series_instance_uid.c_str(),
                    plan.enhanced ? UID_EnhancedSRStorage : UID_ComprehensiveSRStorage,
-                   plan.predecessor_sop_instance_uid.c_str()),
+                   plan.predecessor_sop_instance_uid.c_str(), OFFalse),
                "Predecessor Documents Sequence");
     // Our private coding scheme (the triage priority concept), PS3.3 C.12.1.1.4
     DSRCodingSchemeIdentificationList &schemes = doc.getCodingSchemeIdentification();

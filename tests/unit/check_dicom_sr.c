@@ -701,6 +701,32 @@ START_TEST(test_sr_truncation_and_bad_source_values)
 }
 END_TEST
 
+/* A real archive may hold UIDs that break PS3.5 9.1 (a component with a
+ * leading zero, as in the corpus's fo-dicom/CR-ModalitySequenceLUT.dcm). The
+ * SR must still reference the source exactly as the PACS knows it: written,
+ * the UID present unchanged in the evidence, the image library and the
+ * source of measurement, and dciodvfy's only errors are about that UID. */
+START_TEST(test_sr_source_uid_leading_zero)
+{
+    struct req_buf b;
+    make_request(&b, 1);
+    const char *bad = "999.999.01.23.45.6789";
+    snprintf(b.img[0].sop_instance_uid, sizeof b.img[0].sop_instance_uid, "%s", bad);
+    char *dir = cxr_test_tmpdir(), path[PATH_MAX], uid[CXR_DICOM_UID_LEN], err[CXR_DICOM_ERRLEN] = "";
+    ck_assert_ptr_nonnull(dir);
+    snprintf(path, sizeof path, "%s/sr.dcm", dir);
+    ck_assert_msg(cxr_dicom_sr_write_file(&b.req, path, uid, err) == CXR_OK, "%s", err);
+    ck_assert_int_eq(cxr_test_sh("test \"$(dcmdump +P 0008,1155 +s '%s' | grep -c '\\[%s\\]')\" = 3",
+                                 path, bad), 0);
+    if (cxr_test_sh("command -v dciodvfy >/dev/null") == 0)
+        ck_assert_int_eq(cxr_test_sh("dciodvfy '%s' 2>&1 | grep Error | grep -v '%s' "
+                                     "| grep -v 'invalid data values for Value Representations' "
+                                     "| grep -q .", path, bad), 1);
+    cxr_test_rmtree(dir);
+    free(dir);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("dicom_sr");
@@ -716,6 +742,7 @@ int main(void)
     tcase_add_test(tc, test_sr_memory);
     tcase_add_test(tc, test_sr_device_uid_stable);
     tcase_add_test(tc, test_sr_truncation_and_bad_source_values);
+    tcase_add_test(tc, test_sr_source_uid_leading_zero);
     suite_add_tcase(s, tc);
     return cxr_test_run(s);
 }
