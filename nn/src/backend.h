@@ -15,8 +15,8 @@
  *   graph_plan(batch) per batch size, cached by the caller; graph_compute
  *   plan_free for each plan, graph_release, buffer_free for each parameter
  *
- * Training (later) adds ops and entries (backward plans, parameter update);
- * the table grows at its end, existing entries keep their meaning.
+ * Training adds the entries at the end of the table (see "training" below);
+ * existing entries keep their meaning.
  *
  * Errors: every entry that can fail returns enum cxr_status and writes the
  * vendor's text to `err` (CXR_NN_ERRLEN bytes, may be NULL). No entry
@@ -34,6 +34,41 @@
 #include "graph.h"
 
 struct cxr_nn_backend;
+
+/* How train_plan compiles a graph (training entries below). */
+struct cxr_nn_train_plan_options {
+    int32_t batch;          /* images per step, >= 1 (batch norm in training mode needs >= 2
+                             * values per channel: batch * H * W >= 2 at every bn) */
+    bool bn_frozen;         /* batch norm in eval mode: running statistics, not updated */
+    float bn_momentum;      /* running-statistics momentum, PyTorch's 0.1 */
+};
+
+enum cxr_nn_optim_kind {
+    CXR_NN_OPTIM_ADAMW = 0, /* torch.optim.AdamW (decoupled weight decay) */
+    CXR_NN_OPTIM_SGD = 1    /* torch.optim.SGD with momentum (coupled weight decay) */
+};
+
+/* One optimizer update's hyper-parameters for one parameter tensor (the
+ * trainer resolves the schedule, the parameter group's weight decay and the
+ * clipping factor). The update, elementwise with g = grad * grad_scale:
+ *   AdamW (PyTorch 1.13 _single_tensor_adamw, amsgrad off):
+ *     p *= 1 - lr * weight_decay
+ *     m = beta1 m + (1 - beta1) g;  v = beta2 v + (1 - beta2) g^2
+ *     p -= lr / (1 - beta1^step) * m / (sqrt(v) / sqrt(1 - beta2^step) + eps)
+ *   SGD (dampening 0):
+ *     d = g + weight_decay p
+ *     b = step == 1 ? d : momentum b + d      (momentum 0: no buffer, b = d)
+ *     p -= lr * (nesterov ? d + momentum b : b) */
+struct cxr_nn_optim_step {
+    enum cxr_nn_optim_kind kind;
+    int64_t step;           /* 1 on the first update of this parameter */
+    double lr;
+    double weight_decay;
+    double beta1, beta2, eps; /* AdamW */
+    double momentum;          /* SGD */
+    bool nesterov;            /* SGD */
+    double grad_scale;        /* clipping factor, 1 when not clipped */
+};
 
 struct cxr_nn_backend_i {
     /* "cpu", "cuda". */
@@ -70,6 +105,62 @@ struct cxr_nn_backend_i {
     enum cxr_status (*graph_compute)(struct cxr_nn_backend *b, void *plan, const float *input,
                                      float *output, char *err);
     enum cxr_status (*synchronize)(struct cxr_nn_backend *b, char *err);
+
+    /* ---------------------------------------------------------------- training
+     * (nn/src/train.c drives these; a backend that cannot train leaves them
+     * NULL and cxr_nn_trainer_new says so). The life of a training graph:
+     *   graph built UNFUSED (cxr_nn_graph_build_resnet), never fused
+     *   every parameter: buffer_alloc + tensor_set (running stats included)
+     *   cxr_nn_graph_set_trainable marks the trainable ones; each trainable
+     *     parameter p gets g->params[p].grad (same shape, F32) with its own
+     *     buffer_alloc, and the optimizer state tensors (buffer_alloc, zeroed)
+     *   train_plan(batch) per batch size (shares g->extra with graph_plan)
+     *   per step: train_forward -> loss on the host from the logits ->
+     *     train_backward(dlogits) -> tensor_sumsq of each grad (clipping) ->
+     *     optim_step per trainable parameter
+     *   train_plan_free, graph_release, buffer_free for every tensor
+     *
+     * Semantics (PyTorch's, which the oracle test checks):
+     *  - train_forward: conv/fc/relu/maxpool/add/gap as in inference; batch
+     *    norm in training mode (opt->bn_frozen false): normalises with the
+     *    batch's statistics (biased variance) and then updates the running
+     *    statistics IN THE PARAMETERS' STORAGE: running = (1 - m) running +
+     *    m batch_stat with m = opt->bn_momentum and the UNBIASED variance
+     *    (x N*H*W / (N*H*W - 1)). With bn_frozen, batch norm uses the running
+     *    statistics and leaves them alone (PyTorch's eval()). `input` and
+     *    `logits` as graph_compute (plain NCHW F32; logits batch x classes).
+     *    Keeps what the backward pass needs (activations, workspaces).
+     *  - train_backward: `dlogits` (batch x classes F32) is dLoss/dlogits of
+     *    the last train_forward of this plan; OVERWRITES the grad tensor of
+     *    every trainable parameter with dLoss/dparam (F32, host layout), and
+     *    computes data gradients only where a trainable parameter needs them
+     *    (nothing before the fc when only the fc trains). A value read by
+     *    several ops gets the sum of its consumers' gradients.
+     *  - Precision: a bf16 backend may run activations, weights and data
+     *    gradients in bf16 but keeps the parameters (master weights), their
+     *    gradients and the optimizer state in F32.
+     * Threads: as graph_compute (one thread per graph at a time). */
+    enum cxr_status (*train_plan)(struct cxr_nn_backend *b, struct cxr_nn_graph *g,
+                                  const struct cxr_nn_train_plan_options *opt, void **plan,
+                                  char *err);
+    void (*train_plan_free)(struct cxr_nn_backend *b, void *plan);
+    enum cxr_status (*train_forward)(struct cxr_nn_backend *b, void *plan, const float *input,
+                                     float *logits, char *err);
+    enum cxr_status (*train_backward)(struct cxr_nn_backend *b, void *plan, const float *dlogits,
+                                      char *err);
+    /* Sum of squares of a tensor's elements (a gradient), in double: the
+     * trainer adds them up for global gradient-norm clipping. */
+    enum cxr_status (*tensor_sumsq)(struct cxr_nn_backend *b, const struct cxr_nn_tensor *t,
+                                    double *out, char *err);
+    /* One optimizer update of `param` from `grad` (both F32, same shape) and
+     * the optimizer state `state0`/`state1` (same shape; AdamW: exp_avg,
+     * exp_avg_sq; SGD: momentum buffer, state1 unused and may be NULL),
+     * exactly cxr_nn_optim_apply() (optim.c) elementwise; plans see the
+     * new values afterwards (as after tensor_set). */
+    enum cxr_status (*optim_step)(struct cxr_nn_backend *b, struct cxr_nn_tensor *param,
+                                  const struct cxr_nn_tensor *grad, struct cxr_nn_tensor *state0,
+                                  struct cxr_nn_tensor *state1, const struct cxr_nn_optim_step *h,
+                                  char *err);
 };
 
 struct cxr_nn_backend {
