@@ -583,3 +583,79 @@ int32_t cxr_nn_graph_live_ops(const struct cxr_nn_graph *g)
         n += g->ops[i].absorbed_by < 0;
     return n;
 }
+
+/* ------------------------------------------------------------------ training */
+
+int32_t cxr_nn_graph_set_trainable(struct cxr_nn_graph *g, bool fc_only, char *err)
+{
+    if (!g || g->fused) {
+        gerr(err, CXR_ERR_INVALID_ARG, "graph: %s", g ? "a fused (inference) graph cannot train"
+                                                       : "NULL");
+        return -1;
+    }
+    int32_t last_fc = -1, count = 0;
+    for (int32_t i = 0; i < g->n_ops; i++)
+        if (g->ops[i].kind == CXR_NN_OP_FC)
+            last_fc = i;
+    for (int32_t p = 0; p < g->n_params; p++)
+        g->params[p].trainable = false;
+    for (int32_t i = 0; i < g->n_ops; i++) {
+        const struct cxr_nn_op *op = &g->ops[i];
+        if (fc_only && i != last_fc)
+            continue;
+        /* bn: weight, bias train; running_mean/var (params 2, 3) never */
+        int32_t n = op->kind == CXR_NN_OP_BN ? 2 : op->n_params;
+        for (int32_t k = 0; k < n; k++) {
+            if (op->param[k] < 0)
+                continue;
+            struct cxr_nn_param *p = &g->params[op->param[k]];
+            p->trainable = true;
+            count++;
+        }
+    }
+    for (int32_t p = 0; p < g->n_params; p++) {
+        struct cxr_nn_param *pp = &g->params[p];
+        void *extra = pp->grad.extra;
+        memset(&pp->grad, 0, sizeof pp->grad);
+        pp->grad.extra = extra; /* storage is the trainer's to free */
+        if (!pp->trainable)
+            continue;
+        snprintf(pp->grad.name, sizeof pp->grad.name, "%.80s.grad", pp->t.name);
+        pp->grad.dtype = CXR_NN_DTYPE_F32;
+        pp->grad.ndim = pp->t.ndim;
+        memcpy(pp->grad.shape, pp->t.shape, sizeof pp->grad.shape);
+        pp->grad.nbytes = pp->t.nbytes;
+    }
+    return count;
+}
+
+bool cxr_nn_graph_param_is_no_decay(const struct cxr_nn_graph *g, int32_t param)
+{
+    if (!g || param < 0 || param >= g->n_params)
+        return false;
+    for (int32_t i = 0; i < g->n_ops; i++) {
+        const struct cxr_nn_op *op = &g->ops[i];
+        for (int32_t k = 0; k < op->n_params; k++)
+            if (op->param[k] == param)
+                return op->kind == CXR_NN_OP_BN || k > 0; /* bn params, or a bias */
+    }
+    return false;
+}
+
+void cxr_nn_graph_needs_grad(const struct cxr_nn_graph *g, bool *out)
+{
+    for (int32_t v = 0; v < g->n_values; v++)
+        out[v] = false;
+    for (int32_t i = 0; i < g->n_ops; i++) {
+        const struct cxr_nn_op *op = &g->ops[i];
+        bool need = false;
+        for (int32_t k = 0; k < op->n_params; k++)
+            if (op->param[k] >= 0 && g->params[op->param[k]].trainable)
+                need = true;
+        for (int32_t k = 0; k < op->n_in; k++)
+            if (out[op->in[k]])
+                need = true;
+        if (op->out >= 0)
+            out[op->out] = need;
+    }
+}

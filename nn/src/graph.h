@@ -76,6 +76,12 @@ struct cxr_nn_param {
     int32_t src_weight, src_bias; /* derived: the conv's own weight/bias params (bias -1) */
     bool owned;                   /* t.data was allocated by the graph */
     bool used;                    /* read by an op that is not absorbed */
+    /* Training (unfused graphs only; see backend.h "training"): a trainable
+     * parameter's gradient, same name + ".grad", shape and F32 dtype; its
+     * `extra` is backend storage the trainer allocates. Running statistics
+     * are never trainable (the training forward updates them). */
+    bool trainable;
+    struct cxr_nn_tensor grad;
 };
 
 struct cxr_nn_graph {
@@ -137,5 +143,25 @@ void cxr_nn_graph_unbind(struct cxr_nn_graph *g);
 
 /* Number of ops that still run (not absorbed). */
 int32_t cxr_nn_graph_live_ops(const struct cxr_nn_graph *g);
+
+/* ---- training */
+
+/* Marks the trainable parameters of an UNFUSED graph and describes each
+ * one's gradient tensor (name "<param>.grad", same shape, F32, no data or
+ * storage yet): conv weight/bias, bn weight/bias and fc weight/bias; with
+ * `fc_only` (a frozen backbone) just the parameters of the last fc op.
+ * bn running_mean/running_var never train. Returns the number of trainable
+ * parameters, or -1 for a fused graph (err says so). */
+int32_t cxr_nn_graph_set_trainable(struct cxr_nn_graph *g, bool fc_only, char *err);
+
+/* Whether a parameter is a "no weight decay" one: a batch-norm weight or
+ * bias or any bias (the usual AdamW parameter grouping; the trainer applies
+ * weight decay only to conv and fc weights). */
+bool cxr_nn_graph_param_is_no_decay(const struct cxr_nn_graph *g, int32_t param);
+
+/* For each value, whether the loss's gradient with respect to it is needed
+ * by a trainable parameter (a value on a path from a trainable op's input
+ * to the output). `out` has g->n_values entries. */
+void cxr_nn_graph_needs_grad(const struct cxr_nn_graph *g, bool *out);
 
 #endif
