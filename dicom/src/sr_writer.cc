@@ -16,6 +16,7 @@
 #include "dcmtk/dcmdata/dcostrmb.h"
 #include "dcmtk/dcmdata/dcuid.h"
 #include "dcmtk/dcmsr/dsrdoc.h"
+#include "dicom_internal.h"
 
 #include <atomic>
 #include <cerrno>
@@ -37,18 +38,7 @@ namespace {
 
 using cxr_sr::Plan;
 
-enum cxr_status say(char *err, enum cxr_status st, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-enum cxr_status say(char *err, enum cxr_status st, const char *fmt, ...)
-{
-    if (err) {
-        va_list ap;
-        va_start(ap, fmt);
-        std::vsnprintf(err, CXR_DICOM_ERRLEN, fmt, ap);
-        va_end(ap);
-    }
-    return st;
-}
+#define say cxr_dicom_fail // dicom's shared error helper (dicom_init.cc)
 
 // One DCMTK failure becomes CXR_ERR_DICOM_SR with DCMTK's text.
 #define SR_TRY(call, what)                                                                       \

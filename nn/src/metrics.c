@@ -11,22 +11,12 @@
 #include <string.h>
 
 #include "cxr/nn_train.h"
+#include "model_internal.h"
 
 #define MIN_RESAMPLES 100
 #define MAX_RESAMPLES 1000000
 
-static enum cxr_status seterr(char *err, enum cxr_status st, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static enum cxr_status seterr(char *err, enum cxr_status st, const char *fmt, ...)
-{
-    if (err) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, CXR_NN_ERRLEN, fmt, ap);
-        va_end(ap);
-    }
-    return st;
-}
+#define seterr cxr_nn_seterr /* nn's shared error helper (tensor.c) */
 
 void cxr_nn_confusion_at(const double *scores, const uint8_t *labels, size_t n, double threshold,
                          struct cxr_nn_confusion *out)

@@ -16,23 +16,11 @@
 #include <unistd.h>
 
 #include "dataset_internal.h"
+#include "triage_internal.h"
 
 #define MAX_DEPTH 32
 #define MAX_MANIFEST_BYTES (64u << 20)
 #define READ_CHUNK (1u << 16)
-
-static enum cxr_status seterr(char *err, enum cxr_status st, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static enum cxr_status seterr(char *err, enum cxr_status st, const char *fmt, ...)
-{
-    if (err) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, CXR_TRIAGE_ERRLEN, fmt, ap);
-        va_end(ap);
-    }
-    return st;
-}
 
 bool ds_normalize_entry_name(char *name)
 {

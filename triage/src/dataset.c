@@ -19,6 +19,7 @@
 #include "cxr/dicom.h"
 #include "cxr/nn_train.h"
 #include "dataset_internal.h"
+#include "triage_internal.h"
 
 #define QUEUE_BYTES (64u << 20) /* undecoded bytes waiting for a worker */
 #define MAX_THREADS 8
@@ -67,19 +68,6 @@ struct ds_loader {
     pthread_t *threads;
     int nthreads;
 };
-
-static enum cxr_status seterr(char *err, enum cxr_status st, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static enum cxr_status seterr(char *err, enum cxr_status st, const char *fmt, ...)
-{
-    if (err) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, CXR_TRIAGE_ERRLEN, fmt, ap);
-        va_end(ap);
-    }
-    return st;
-}
 
 const char *cxr_triage_image_kind_name(enum cxr_triage_image_kind k)
 {

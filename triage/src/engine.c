@@ -3,6 +3,7 @@
 #include "cxr/triage.h"
 
 #include <math.h>
+#include <stdarg.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +12,7 @@
 
 #include "cxr/log.h"
 #include "cxr/version.h"
+#include "triage_internal.h"
 
 struct cxr_triage_engine {
     const struct cxr_conf *conf;
@@ -26,17 +28,22 @@ struct cxr_triage_engine {
     char description[512];
 };
 
+enum cxr_status cxr_triage_seterr(char *err, enum cxr_status st, const char *fmt, ...)
+{
+    if (err) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, CXR_TRIAGE_ERRLEN, fmt, ap);
+        va_end(ap);
+    }
+    return st;
+}
+
 static double now_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
-
-static void set_err(char *err, const char *fmt, const char *a, const char *b)
-{
-    if (err)
-        snprintf(err, CXR_TRIAGE_ERRLEN, fmt, a, b);
 }
 
 void cxr_triage_engine_options_init(struct cxr_triage_engine_options *opt)
@@ -113,8 +120,7 @@ enum cxr_status cxr_triage_engine_new(const struct cxr_conf *conf,
     enum cxr_status st;
     *out = NULL;
     if (!conf) {
-        set_err(err, "%s%s", "no configuration given", "");
-        return CXR_ERR_INVALID_ARG;
+        return seterr(err, CXR_ERR_INVALID_ARG, "no configuration given");
     }
     struct cxr_triage_engine_options defaults;
     if (!opt) {
@@ -137,7 +143,7 @@ enum cxr_status cxr_triage_engine_new(const struct cxr_conf *conf,
     }
     st = cxr_nn_model_load(e->model_path, &e->model, nnerr);
     if (st != CXR_OK) {
-        set_err(err, "model %s", nnerr, "");
+        seterr(err, st, "model %s", nnerr);
         goto fail;
     }
 
@@ -151,7 +157,7 @@ enum cxr_status cxr_triage_engine_new(const struct cxr_conf *conf,
     };
     st = cxr_nn_backend_open(&bo, &e->backend, note, nnerr);
     if (st != CXR_OK) {
-        set_err(err, "backend: %s", nnerr, "");
+        seterr(err, st, "backend: %s", nnerr);
         goto fail;
     }
     e->batch_size = opt->batch_size > 0 ? opt->batch_size : conf->model.batch_size;
@@ -159,7 +165,7 @@ enum cxr_status cxr_triage_engine_new(const struct cxr_conf *conf,
         e->batch_size = 1;
     st = cxr_nn_net_new(e->backend, e->model, e->batch_size, &e->net, nnerr);
     if (st != CXR_OK) {
-        set_err(err, "cannot prepare the network: %s", nnerr, "");
+        seterr(err, st, "cannot prepare the network: %s", nnerr);
         goto fail;
     }
 

@@ -16,21 +16,9 @@
 #include <png.h>
 
 #include "cxr/dataset.h"
+#include "triage_internal.h"
 
 #define MAX_SIDE 16384
-
-static enum cxr_status seterr(char *err, enum cxr_status st, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static enum cxr_status seterr(char *err, enum cxr_status st, const char *fmt, ...)
-{
-    if (err) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, CXR_TRIAGE_ERRLEN, fmt, ap);
-        va_end(ap);
-    }
-    return st;
-}
 
 static inline uint8_t luma(const uint8_t *rgb)
 {

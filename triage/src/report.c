@@ -17,21 +17,9 @@
 #include "cxr/report.h"
 #include "cxr/version.h"
 #include "report_html.h"
+#include "triage_internal.h"
 
 #define MAX_SKIPPED_SHOWN 300
-
-static enum cxr_status seterr(char *err, enum cxr_status st, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static enum cxr_status seterr(char *err, enum cxr_status st, const char *fmt, ...)
-{
-    if (err) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, CXR_TRIAGE_ERRLEN, fmt, ap);
-        va_end(ap);
-    }
-    return st;
-}
 
 void cxr_triage_report_init(struct cxr_triage_report *r)
 {

@@ -8,19 +8,7 @@
 
 #include "cxr/nn_train.h"
 #include "dataset_internal.h"
-
-static enum cxr_status seterr(char *err, enum cxr_status st, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static enum cxr_status seterr(char *err, enum cxr_status st, const char *fmt, ...)
-{
-    if (err) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, CXR_TRIAGE_ERRLEN, fmt, ap);
-        va_end(ap);
-    }
-    return st;
-}
+#include "triage_internal.h"
 
 /* ---- union-find over sample indices */
 
