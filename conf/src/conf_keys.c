@@ -237,6 +237,36 @@ static const struct conf_key http_keys[] = {
 };
 #undef H
 
+#define PL struct cxr_conf_plugin
+static const struct conf_key plugin_keys[] = {
+    K_BOOL(PL, required, "required", "false",
+           "Refuse to load (Orthanc does not start) when this configuration or the model is "
+           "broken; false = Orthanc starts, the plugin scores nothing and says why on "
+           "/cxr-triage/status."),
+    K_STR(PL, state_dir, "state-dir", CONF_T_PATH, 0, PATH_MAXLEN, "",
+          "Folder of the plugin's queue and results (queue.sqlite); empty = a cxr-triage folder "
+          "in Orthanc's IndexDirectory."),
+    K_INT(PL, queue_limit, "queue-limit", 1, 10000000, "10000",
+          "Studies waiting or queued for scoring; beyond this the plugin stops reading Orthanc's "
+          "change log until there is room (nothing is lost)."),
+    K_STR(PL, forward_sr, "forward-sr", CONF_T_TEXT, 0, 1023, "",
+          "Where each SR is sent once stored: Orthanc modalities and peers as "
+          "modality:NAME or peer:NAME, separated by spaces; empty = nowhere."),
+    K_STR(PL, forward_study, "forward-study", CONF_T_TEXT, 0, 1023, "",
+          "Where the whole study (with its SR) is sent once scored, as in forward-sr."),
+    K_INT(PL, retry_seconds, "retry-seconds", 1, 86400, "10",
+          "Delay before the first retry of a failed forward; it doubles on each failure (with "
+          "jitter), at most 10 minutes."),
+    K_INT(PL, retry_max_attempts, "retry-max-attempts", 1, 1000, "12",
+          "Forward attempts before it is marked dead (listed on /cxr-triage/forwards, "
+          "retryable)."),
+    K_BOOL(PL, show_patient_id, "show-patient-id", "false",
+           "Include the Patient ID (PHI) in the plugin's worklist, study results and page."),
+    K_INT(PL, worklist_hours, "worklist-hours", 0, 87600, "72",
+          "Studies first seen longer ago leave the plugin's worklist; 0 = keep all."),
+};
+#undef PL
+
 #define A struct cxr_conf_allow
 static const struct conf_key allow_keys[] = {
     K_STR(A, ae_title, "ae-title", CONF_T_LO, 0, 16, "",
@@ -282,6 +312,8 @@ const struct conf_section conf_sections[] = {
             "retries.", node_keys),
     SECTION("http", http, "The node's HTTP endpoint: worklist, study results, health, metrics.",
             http_keys),
+    SECTION("plugin", plugin, "The Orthanc plugin: its queue, forwarding of SRs and studies "
+            "through Orthanc, its worklist.", plugin_keys),
     REPEATED("allow", allow, allow_count,
              "A peer allowed to associate with the node (repeat the element for each); without "
              "any allow element every peer is allowed.", allow_keys),

@@ -147,6 +147,20 @@ struct cxr_conf_http {
     int32_t worklist_hours;           /* studies whose last image is older leave the worklist; 0 = keep */
 };
 
+/* The Orthanc plugin (libcxr_triage_orthanc.so): its durable queue, SR and
+ * study forwarding through Orthanc, and its worklist. */
+struct cxr_conf_plugin {
+    bool required;                    /* a broken configuration or model stops Orthanc's start-up */
+    char *state_dir;                  /* the plugin's queue (SQLite); "" = <Orthanc IndexDirectory>/cxr-triage */
+    int32_t queue_limit;              /* studies waiting or queued; beyond, Orthanc's change log holds them */
+    char *forward_sr;                 /* "modality:NAME peer:NAME ..." that each SR is sent to */
+    char *forward_study;              /* the same, for the whole study once its SR is stored */
+    int32_t retry_seconds;            /* first retry of a failed forward (doubles, at most 10 min) */
+    int32_t retry_max_attempts;       /* then the forward is dead (listed, retryable over REST) */
+    bool show_patient_id;             /* Patient ID in the plugin's worklist and page (PHI) */
+    int32_t worklist_hours;           /* studies older than this leave the worklist; 0 = keep */
+};
+
 /* One <allow> element: a peer allowed to associate (empty field = any). */
 struct cxr_conf_allow {
     char *ae_title;                   /* calling AE title */
@@ -175,6 +189,7 @@ struct cxr_conf {
     struct cxr_conf_log log;
     struct cxr_conf_node node;
     struct cxr_conf_http http;
+    struct cxr_conf_plugin plugin;
     /* Repeated sections: `count` elements are used (0 by default). */
     uint32_t allow_count;
     struct cxr_conf_allow allow[CXR_CONF_MAX_ALLOW];
