@@ -30,6 +30,7 @@
 #include <libxml/tree.h>
 #include <libxml/xmlerror.h>
 #include <libxml/xmlschemas.h>
+#include <libxml/xmlschemastypes.h>
 
 #include "conf_internal.h"
 #include "conf_text.h"
@@ -125,7 +126,14 @@ static void on_doctype(void *ctx, const xmlChar *name, const xmlChar *external_i
 }
 
 static pthread_once_t xml_once = PTHREAD_ONCE_INIT;
-static void xml_init(void) { xmlInitParser(); }
+/* libxml2 2.9's first xmlSchemaInitTypes() (the built-in XSD types, global)
+ * is not thread-safe: two threads parsing a schema at once each build the
+ * table and one leaks it. Both run once here, before any parse. */
+static void xml_init(void)
+{
+    xmlInitParser();
+    xmlSchemaInitTypes();
+}
 
 /* Parses the bytes into a tree; NULL with ls->st set on failure. */
 static xmlDocPtr parse_document(struct load_state *ls, const char *xml, size_t len)
