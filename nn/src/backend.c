@@ -26,8 +26,17 @@ struct backend_entry {
     void (*version)(char *buf, size_t len);
 };
 
+#ifdef CXR_HAVE_CUDA /* set by nn/CMakeLists.txt when the CUDA backend is built */
+enum cxr_status cxr_nn_backend_cuda_open(const struct cxr_nn_backend_options *opt,
+                                         struct cxr_nn_backend **out, char *err);
+void cxr_nn_backend_cuda_version(char *buf, size_t len);
+#endif
+
 static const struct backend_entry backends[] = {
     {CXR_NN_BACKEND_CPU, cxr_nn_backend_cpu_open, cxr_nn_backend_cpu_version},
+#ifdef CXR_HAVE_CUDA
+    {CXR_NN_BACKEND_CUDA, cxr_nn_backend_cuda_open, cxr_nn_backend_cuda_version},
+#endif
 };
 #define N_BACKENDS (sizeof backends / sizeof backends[0])
 
@@ -80,9 +89,11 @@ enum cxr_status cxr_nn_backend_open(const struct cxr_nn_backend_options *opt,
         } else {
             char why[CXR_NN_ERRLEN];
             o.kind = CXR_NN_BACKEND_CUDA;
-            if (e->open(&o, out, why) == CXR_OK)
+            if (e->open(&o, out, why) == CXR_OK) {
+                set_note(note, "cuda: %s", (*out)->description);
                 return CXR_OK;
-            set_note(note, "cpu: CUDA not usable (%s)", why);
+            }
+            set_note(note, "cpu: CUDA not usable (%.960s)", why);
         }
         o.kind = CXR_NN_BACKEND_CPU;
         return cxr_nn_backend_cpu_open(&o, out, err);
