@@ -126,6 +126,20 @@ enum cxr_nn_precision cxr_nn_backend_precision(const struct cxr_nn_backend *b)
     return b ? b->precision : CXR_NN_PRECISION_FP32;
 }
 
+enum cxr_status cxr_nn_backend_preprocess_u8(struct cxr_nn_backend *b,
+                                             const struct cxr_nn_model_meta *meta,
+                                             const uint8_t *pixels, int32_t width, int32_t height,
+                                             int32_t stride, const uint8_t *mask, float *out,
+                                             char *err)
+{
+    if (b && b->iface && b->iface->preprocess_u8)
+        return b->iface->preprocess_u8(b, meta, pixels, width, height, stride, mask, out, err);
+    enum cxr_status st = cxr_nn_preprocess_u8(meta, pixels, width, height, stride, mask, out);
+    if (st != CXR_OK)
+        cxr_nn_backend_err(err, st, "preprocess: %s", cxr_status_str(st));
+    return st;
+}
+
 static char built[256];
 static pthread_once_t built_once = PTHREAD_ONCE_INIT;
 

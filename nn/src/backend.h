@@ -161,6 +161,14 @@ struct cxr_nn_backend_i {
                                   const struct cxr_nn_tensor *grad, struct cxr_nn_tensor *state0,
                                   struct cxr_nn_tensor *state1, const struct cxr_nn_optim_step *h,
                                   char *err);
+
+    /* ---------------------------------------------------------------- optional
+     * cxr_nn_preprocess_u8 on the device (same arguments and result, host
+     * memory in and out, plus err); NULL where the backend has none, and
+     * cxr_nn_backend_preprocess_u8 then runs the CPU reference. */
+    enum cxr_status (*preprocess_u8)(struct cxr_nn_backend *b, const struct cxr_nn_model_meta *meta,
+                                     const uint8_t *pixels, int32_t width, int32_t height,
+                                     int32_t stride, const uint8_t *mask, float *out, char *err);
 };
 
 struct cxr_nn_backend {

@@ -239,6 +239,7 @@ static enum cxr_status cuda_tensor_set(struct cxr_nn_backend *b, struct cxr_nn_t
     enum cxr_status st = CXR_OK;
     if (!ct || (!data && size) || offset > ct->nbytes || size > ct->nbytes - offset)
         return cxr_nn_backend_err(err, CXR_ERR_INVALID_ARG, "cuda: tensor_set out of range");
+    CXR_CUDA(cudaSetDevice(c->device), t->name);
     pthread_mutex_lock(&c->lock);
     cudaError_t e = cudaSuccess;
     if (size)
@@ -263,6 +264,7 @@ static enum cxr_status cuda_tensor_get(struct cxr_nn_backend *b, const struct cx
         return cxr_nn_backend_err(err, CXR_ERR_INVALID_ARG, "cuda: tensor_get out of range");
     if (!size)
         return CXR_OK;
+    CXR_CUDA(cudaSetDevice(c->device), t->name);
     pthread_mutex_lock(&c->lock);
     cudaError_t e = cudaMemcpyAsync(data, (const char *)ct->dev + offset, size,
                                     cudaMemcpyDeviceToHost, c->upload);
@@ -286,6 +288,7 @@ static void cuda_free(struct cxr_nn_backend *b)
         return;
     if (c->upload)
         cudaStreamDestroy(c->upload);
+    cudaFree(c->pre_dev);
     pthread_mutex_destroy(&c->lock);
     free(c->algos);
     free(c);
@@ -304,6 +307,7 @@ static const struct cxr_nn_backend_i cuda_iface = {
     .graph_release = cxr_nn_cuda_graph_release,
     .graph_compute = cxr_nn_cuda_graph_compute,
     .synchronize = cuda_synchronize,
+    .preprocess_u8 = cxr_nn_cuda_preprocess_u8,
 };
 
 /* ---------------------------------------------------------------- open */

@@ -95,7 +95,16 @@ struct cuda_ctx {
     pthread_mutex_t lock;         /* guards the algorithm cache and `upload` */
     struct cuda_algo *algos;
     int32_t n_algos, cap_algos;
+    void *pre_dev;                /* preprocessing scratch (under `lock`) */
+    size_t pre_size;
 };
+
+/* cxr_nn_preprocess_u8 on the device (backend_cuda_pre.c). */
+enum cxr_status cxr_nn_cuda_preprocess_u8(struct cxr_nn_backend *b,
+                                          const struct cxr_nn_model_meta *meta,
+                                          const uint8_t *pixels, int32_t width, int32_t height,
+                                          int32_t stride, const uint8_t *mask, float *out,
+                                          char *err);
 
 /* A parameter converted for a kernel: layout kind + type, on the device. */
 enum cuda_wkind {

@@ -455,7 +455,9 @@ enum cxr_status cxr_nn_cuda_graph_plan(struct cxr_nn_backend *b, struct cxr_nn_g
         return cxr_nn_backend_err(err, CXR_ERR_INVALID_ARG, "cuda: plan needs a fused graph and a "
                                   "batch >= 1");
     struct cuda_plan *p = NULL;
-    enum cxr_status st = cxr_nn_cuda_plan_build(c, g, batch, &p, err);
+    enum cxr_status st = CXR_OK;
+    CXR_CUDA(cudaSetDevice(c->device), "plan");
+    st = cxr_nn_cuda_plan_build(c, g, batch, &p, err);
     if (st == CXR_ERR_NOMEM && batch > 1) {
         /* measuring algorithms needs memory too: plan the batch as halves */
         cxr_log(CXR_LOG_WARN, "nn", "cuda: out of memory planning batch %d (%s); running it as "
@@ -465,5 +467,6 @@ enum cxr_status cxr_nn_cuda_graph_plan(struct cxr_nn_backend *b, struct cxr_nn_g
     }
     if (st == CXR_OK)
         *plan = p;
+fail:
     return st;
 }

@@ -14,7 +14,8 @@
  *    resnet18 and resnet50 at 224x224; batch N == N x batch 1; replays of
  *    the captured CUDA graph equal the first (eager) run; parameters set
  *    after planning reach the plans; the out-of-memory fallback to smaller
- *    batches gives the same logits.
+ *    batches gives the same logits; the preprocessing kernel against the
+ *    CPU reference (which is what a backend without one runs).
  * Run only the GPU cases with CK_INCLUDE_TAGS=gpu (bench/gpu.sh does).
  */
 #include <check.h>
@@ -635,6 +636,96 @@ START_TEST(test_oom_fallback)
 }
 END_TEST
 
+
+/* ------------------------------------------------------------ preprocessing */
+
+/* A test image with structure at every scale, a stride wider than the
+ * width, and a mask hiding a corner. */
+static uint8_t *test_image(int32_t w, int32_t h, int32_t stride, uint8_t **mask)
+{
+    uint8_t *px = malloc((size_t)stride * h);
+    *mask = malloc((size_t)w * h);
+    for (int32_t y = 0; y < h; y++)
+        for (int32_t x = 0; x < stride; x++) {
+            px[(size_t)y * stride + x] = (uint8_t)((x * 7 + y * 3 + (x * y) % 17) & 0xff);
+            if (x < w)
+                (*mask)[(size_t)y * w + x] = !(x < w / 5 && y < h / 6);
+        }
+    return px;
+}
+
+/* Without a device kernel the backend entry is the CPU reference itself. */
+START_TEST(test_preprocess_cpu_fallback)
+{
+    struct cxr_nn_model_meta meta;
+    cxr_nn_model_meta_defaults(&meta, CXR_NN_ARCH_RESNET18);
+    uint8_t *mask, *px = test_image(301, 257, 304, &mask);
+    size_t n = (size_t)meta.input_height * meta.input_width;
+    float *a = malloc(n * sizeof *a), *b2 = malloc(n * sizeof *b2);
+    char err[CXR_NN_ERRLEN] = "";
+    ck_assert(cxr_nn_preprocess_u8(&meta, px, 301, 257, 304, mask, a) == CXR_OK);
+    struct cxr_nn_backend *cpu = open_cpu_fp32();
+    ck_assert_msg(cxr_nn_backend_preprocess_u8(cpu, &meta, px, 301, 257, 304, mask, b2, err) ==
+                  CXR_OK, "%s", err);
+    ck_assert(memcmp(a, b2, n * sizeof *a) == 0);
+    ck_assert(cxr_nn_backend_preprocess_u8(NULL, &meta, px, 301, 257, 304, mask, b2, err) == CXR_OK);
+    ck_assert(memcmp(a, b2, n * sizeof *a) == 0);
+    ck_assert_int_eq(cxr_nn_backend_preprocess_u8(cpu, &meta, px, 301, 257, 300, mask, b2, err),
+                     CXR_ERR_INVALID_ARG);
+    cxr_nn_backend_close(cpu);
+    free(a);
+    free(b2);
+    free(px);
+    free(mask);
+}
+END_TEST
+
+/* The GPU's preprocessing against the CPU reference: down- and upscaling,
+ * stretch and letterbox, 1 and 3 channels, with and without a mask. */
+START_TEST(test_preprocess_gpu)
+{
+    struct cxr_nn_backend *gpu = open_gpu(CXR_NN_PRECISION_FP32);
+    if (!gpu)
+        return;
+    static const struct { int32_t w, h, stride, C; enum cxr_nn_resize_mode mode; bool mask; } cases[] = {
+        {1024, 1237, 1030, 1, CXR_NN_RESIZE_STRETCH, false},
+        {1024, 1237, 1030, 1, CXR_NN_RESIZE_LETTERBOX, true},
+        {150, 90, 160, 3, CXR_NN_RESIZE_STRETCH, true},   /* upscaling */
+        {2500, 2048, 2500, 3, CXR_NN_RESIZE_LETTERBOX, false},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        struct cxr_nn_model_meta meta;
+        cxr_nn_model_meta_defaults(&meta, CXR_NN_ARCH_RESNET18);
+        meta.channels = cases[k].C;
+        meta.resize_mode = cases[k].mode;
+        for (int c = 0; c < 3; c++) {
+            meta.mean[c] = 0.4f + 0.05f * c;
+            meta.std[c] = 0.2f + 0.02f * c;
+        }
+        uint8_t *mask, *px = test_image(cases[k].w, cases[k].h, cases[k].stride, &mask);
+        size_t n = (size_t)meta.channels * meta.input_height * meta.input_width;
+        float *want = malloc(n * sizeof *want), *got = malloc(n * sizeof *got);
+        char err[CXR_NN_ERRLEN] = "";
+        const uint8_t *m = cases[k].mask ? mask : NULL;
+        ck_assert(cxr_nn_preprocess_u8(&meta, px, cases[k].w, cases[k].h, cases[k].stride, m,
+                                       want) == CXR_OK);
+        ck_assert_msg(cxr_nn_backend_preprocess_u8(gpu, &meta, px, cases[k].w, cases[k].h,
+                                                   cases[k].stride, m, got, err) == CXR_OK,
+                      "%s", err);
+        double worst = 0;
+        for (size_t i = 0; i < n; i++)
+            worst = fmax(worst, fabs((double)got[i] - (double)want[i]));
+        printf("preprocess case %zu: max |gpu - cpu| = %.3g\n", k, worst);
+        ck_assert_msg(worst <= 1e-4, "case %zu: max difference %.3g", k, worst);
+        free(want);
+        free(got);
+        free(px);
+        free(mask);
+    }
+    cxr_nn_backend_close(gpu);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("nn_cuda");
@@ -645,6 +736,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_bad_device);
     tcase_add_test(tc, test_cpu_scoring_with_cuda_linked);
     tcase_add_test(tc, test_cli_version);
+    tcase_add_test(tc, test_preprocess_cpu_fallback);
     suite_add_tcase(s, tc);
     tc = tcase_create("gpu");
     tcase_set_tags(tc, "gpu");
@@ -655,6 +747,7 @@ static Suite *suite(void)
     tcase_add_loop_test(tc, test_resnet50, 0, 3);
     tcase_add_test(tc, test_tensor_set_after_plan);
     tcase_add_test(tc, test_oom_fallback);
+    tcase_add_test(tc, test_preprocess_gpu);
     suite_add_tcase(s, tc);
     return s;
 }

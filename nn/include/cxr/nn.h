@@ -234,6 +234,16 @@ enum cxr_status cxr_nn_preprocess_u8(const struct cxr_nn_model_meta *meta, const
                                      int32_t width, int32_t height, int32_t stride,
                                      const uint8_t *mask, float *out);
 
+/* The same on backend b's device when it has a preprocessing kernel (CUDA:
+ * the image goes up, C x H x W floats come back; results equal the CPU's to
+ * float rounding), else cxr_nn_preprocess_u8 itself. `err` (may be NULL)
+ * gets the device's error text. Thread-safe for one backend. */
+enum cxr_status cxr_nn_backend_preprocess_u8(struct cxr_nn_backend *b,
+                                             const struct cxr_nn_model_meta *meta,
+                                             const uint8_t *pixels, int32_t width, int32_t height,
+                                             int32_t stride, const uint8_t *mask, float *out,
+                                             char *err);
+
 #ifdef __cplusplus
 }
 #endif
