@@ -180,7 +180,7 @@ static enum cxr_status cpu_tensor_set(struct cxr_nn_backend *b, struct cxr_nn_te
     dnnl_stream_t stream = NULL;
     if (!ct || (!data && size) || offset > ct->nbytes || size > ct->nbytes - offset)
         return cxr_nn_backend_err(err, CXR_ERR_INVALID_ARG, "cpu: tensor_set out of range");
-    if (size)
+    if (size && data != (const char *)ct->data + offset) /* the storage itself: refresh only */
         memcpy((char *)ct->data + offset, data, size);
     for (int32_t i = 0; i < ct->n_cache; i++) {
         if (ct->cache[i].alias)
@@ -275,6 +275,12 @@ static const struct cxr_nn_backend_i cpu_iface = {
     .graph_release = cxr_nn_cpu_graph_release,
     .graph_compute = cxr_nn_cpu_graph_compute,
     .synchronize = cpu_synchronize,
+    .train_plan = cxr_nn_cpu_train_plan,
+    .train_plan_free = cxr_nn_cpu_train_plan_free,
+    .train_forward = cxr_nn_cpu_train_forward,
+    .train_backward = cxr_nn_cpu_train_backward,
+    .tensor_sumsq = cxr_nn_cpu_tensor_sumsq,
+    .optim_step = cxr_nn_cpu_optim_step,
 };
 
 static const char *precision_name(enum cxr_nn_precision p)

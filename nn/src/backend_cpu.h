@@ -69,10 +69,11 @@ enum cxr_status cxr_nn_cpu_weights(struct cpu_ctx *c, struct cxr_nn_tensor *t,
 
 /* ---- plans (backend_cpu_plan.c builds them, backend_cpu_run.c runs them) */
 
-#define CPU_MAX_ARGS 8
+#define CPU_MAX_ARGS 12   /* batch norm backward takes 9 + scratchpad */
 #define CPU_ALIGN 64
 
-enum buf_place { BUF_ARENA = 0, BUF_INPUT = 1, BUF_OUTPUT = 2 };
+enum buf_place { BUF_ARENA = 0, BUF_INPUT = 1, BUF_OUTPUT = 2,
+                 BUF_DLOGITS = 3 /* training: the caller's dLoss/dlogits */ };
 
 struct cpu_buf {
     size_t size, off;
@@ -124,5 +125,21 @@ void cxr_nn_cpu_plan_free(struct cxr_nn_backend *b, void *plan);
 void cxr_nn_cpu_graph_release(struct cxr_nn_backend *b, struct cxr_nn_graph *g);
 enum cxr_status cxr_nn_cpu_graph_compute(struct cxr_nn_backend *b, void *plan, const float *input,
                                          float *output, char *err);
+
+/* The training entries (backend_cpu_train*.c; contracts in backend.h). */
+enum cxr_status cxr_nn_cpu_train_plan(struct cxr_nn_backend *b, struct cxr_nn_graph *g,
+                                      const struct cxr_nn_train_plan_options *opt, void **plan,
+                                      char *err);
+void cxr_nn_cpu_train_plan_free(struct cxr_nn_backend *b, void *plan);
+enum cxr_status cxr_nn_cpu_train_forward(struct cxr_nn_backend *b, void *plan, const float *input,
+                                         float *logits, char *err);
+enum cxr_status cxr_nn_cpu_train_backward(struct cxr_nn_backend *b, void *plan,
+                                          const float *dlogits, char *err);
+enum cxr_status cxr_nn_cpu_tensor_sumsq(struct cxr_nn_backend *b, const struct cxr_nn_tensor *t,
+                                        double *out, char *err);
+enum cxr_status cxr_nn_cpu_optim_step(struct cxr_nn_backend *b, struct cxr_nn_tensor *param,
+                                      const struct cxr_nn_tensor *grad,
+                                      struct cxr_nn_tensor *state0, struct cxr_nn_tensor *state1,
+                                      const struct cxr_nn_optim_step *h, char *err);
 
 #endif
