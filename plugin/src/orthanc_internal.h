@@ -1,0 +1,127 @@
+/* orthanc_internal.h — the plugin's state and the functions its Orthanc-facing
+ * files share (orthanc_main.c: entry points and events; orthanc_rest.c: the
+ * REST routes and the page; orthanc_worker.c: change log, scoring, SRs,
+ * metadata; orthanc_forward.c: forwards; orthanc_util.c: REST calls into
+ * Orthanc, logging, metrics).
+ *
+ * Threads:
+ *  - Orthanc's threads run OrthancPluginInitialize/Finalize, the change
+ *    callback (which only wakes the worker: it never blocks and never calls
+ *    Orthanc) and the REST callbacks (short reads of the queue file);
+ *  - the worker thread (started on OrthancStarted, joined on OrthancStopped)
+ *    reads Orthanc's change log, scores, stores SRs and writes metadata: every
+ *    REST call into Orthanc and every inference happens there;
+ *  - the forwarder thread sends SRs and studies to modalities and peers.
+ * `lock` guards the configuration, the engine pointer and the status texts;
+ * the engine itself is used by the worker only.
+ */
+#ifndef CXR_PLUGIN_ORTHANC_INTERNAL_H
+#define CXR_PLUGIN_ORTHANC_INTERNAL_H
+
+#include <orthanc/OrthancCPlugin.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <json-c/json.h>
+
+#include "cxr/conf.h"
+#include "cxr/triage.h"
+#include "cxr/worklist.h"
+#include "plugin_assets.h"
+#include "plugin_db.h"
+#include "plugin_settings.h"
+
+#define PLUGIN_NAME "cxr-triage"
+
+enum plugin_health {
+    PLUGIN_HEALTH_STARTING = 0,   /* loaded, worker not running yet */
+    PLUGIN_HEALTH_READY,          /* configuration and model loaded */
+    PLUGIN_HEALTH_BROKEN,         /* configuration or model does not load: nothing is scored */
+    PLUGIN_HEALTH_UNCONFIGURED    /* no CxrTriage.ConfigFile in Orthanc's configuration */
+};
+
+struct plugin {
+    OrthancPluginContext *ctx;
+    struct plugin_orthanc_settings os;
+    bool labels;                   /* Orthanc >= 1.12: labels exist */
+
+    pthread_mutex_t lock;          /* guards everything down to `wake_lock` */
+    struct cxr_conf *conf;         /* NULL when it did not load */
+    struct cxr_triage_engine *engine;  /* NULL when the model did not load */
+    enum plugin_health health;
+    char health_reason[PLUGIN_ERRLEN];
+    char backend_note[CXR_TRIAGE_ERRLEN];
+    char last_error[PLUGIN_ERRLEN];
+    int64_t last_error_ms;
+    struct plugin_target fw_sr[PLUGIN_MAX_TARGETS], fw_study[PLUGIN_MAX_TARGETS];
+    size_t n_fw_sr, n_fw_study;
+    char state_dir[PLUGIN_PATHLEN];
+    int64_t queue_limit;
+    uint32_t retry_s, retry_max;
+    int64_t engine_retry_ms;       /* when the worker tries the configuration again */
+    /* latest latencies, ms (also Orthanc metrics) */
+    double last_study_ms, last_image_ms;
+
+    struct plugin_db *db;          /* opened once; NULL while the configuration never loaded */
+
+    pthread_mutex_t wake_lock;
+    pthread_cond_t wake_cond;
+    uint64_t wake_seq;
+    pthread_t worker, forwarder;
+    bool threads_running;
+    atomic_bool stopping;
+    atomic_bool reload_requested;
+    atomic_llong errors;           /* failures logged since start */
+};
+
+extern struct plugin *g_plugin;
+
+/* ---- orthanc_util.c */
+int64_t plugin_now_ms(void);
+/* Logs to Orthanc's log. Errors also become the status' last error. */
+void plugin_log(struct plugin *p, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+#define PLOG_ERROR 0
+#define PLOG_WARN 1
+#define PLOG_INFO 2
+/* Wakes the worker and the forwarder. Never blocks for long: any thread. */
+void plugin_wake(struct plugin *p);
+/* Waits until woken after `seq` or until deadline_ms (wall clock). */
+void plugin_wait(struct plugin *p, uint64_t seq, int64_t deadline_ms);
+uint64_t plugin_wake_seq(struct plugin *p);
+
+/* REST calls into Orthanc's built-in API (worker and forwarder threads, and
+ * REST callbacks; never the change callback). A 404 is CXR_ERR_NOT_FOUND;
+ * other failures CXR_ERR_PLUGIN_ORTHANC with Orthanc's error text in err
+ * (PLUGIN_ERRLEN). *out (may be NULL) receives the parsed answer. */
+enum cxr_status orest_get_json(struct plugin *p, const char *uri, json_object **out, char *err);
+enum cxr_status orest_post(struct plugin *p, const char *uri, const void *body, size_t len,
+                           json_object **out, char *err);
+enum cxr_status orest_put(struct plugin *p, const char *uri, const void *body, size_t len,
+                          char *err);
+enum cxr_status orest_delete(struct plugin *p, const char *uri, char *err);
+/* A string member of a JSON object ("" when absent). */
+const char *ojson_str(json_object *o, const char *key);
+/* A member of a nested object: ojson_str2(o, "MainDicomTags", "StudyInstanceUID"). */
+const char *ojson_str2(json_object *o, const char *obj, const char *key);
+
+/* Publishes counts and latencies as Orthanc metrics. */
+void plugin_publish_metrics(struct plugin *p);
+
+/* ---- orthanc_worker.c */
+void *plugin_worker_main(void *arg);
+/* Loads (or reloads) the configuration named in Orthanc's JSON and its
+ * model. Worker thread, or OrthancPluginInitialize before the threads run.
+ * On failure the plugin is BROKEN with the reason; returns the status. */
+enum cxr_status plugin_load_config(struct plugin *p, char *err);
+/* The worklist options of the current configuration (names, escalation, PHI). */
+void plugin_worklist_options(struct plugin *p, struct cxr_triage_worklist_options *o);
+
+/* ---- orthanc_forward.c */
+void *plugin_forwarder_main(void *arg);
+
+/* ---- orthanc_rest.c */
+void plugin_register_rest(struct plugin *p);
+
+#endif

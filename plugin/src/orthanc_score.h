@@ -1,0 +1,15 @@
+/* orthanc_score.h — one job of the worker thread (orthanc_score.c). */
+#ifndef CXR_PLUGIN_ORTHANC_SCORE_H
+#define CXR_PLUGIN_ORTHANC_SCORE_H
+
+#include "orthanc_internal.h"
+
+/* Runs one job the queue handed out: scores a queued study (every instance
+ * not yet scored with the current model), decides its priority, builds its
+ * SR and stores it in Orthanc; or, for a study whose SR is pending, stores
+ * that SR. Failures are recorded on the study and retried with backoff; a
+ * malformed instance is an instance result, never a failed job. Worker
+ * thread only. */
+void plugin_run_job(struct plugin *p, const struct plugin_study *job);
+
+#endif

@@ -1,0 +1,105 @@
+// The worklist page of the cxr-triage Orthanc plugin: reads ../worklist and
+// ../status (the plugin's REST routes, relative so the page also works
+// behind a reverse proxy) and redraws the table every REFRESH_MS. Values are
+// written with textContent only.
+'use strict';
+(function () {
+  const REFRESH_MS = 10000;
+  const rows = document.getElementById('rows');
+  const statusBox = document.getElementById('status');
+  document.getElementById('every').textContent = String(REFRESH_MS / 1000);
+
+  function waiting(s) {
+    if (s < 60) return Math.round(s) + ' s';
+    if (s < 3600) return Math.floor(s / 60) + ' min';
+    if (s < 86400) return Math.floor(s / 3600) + ' h ' + Math.floor((s % 3600) / 60) + ' min';
+    return Math.floor(s / 86400) + ' d ' + Math.floor((s % 86400) / 3600) + ' h';
+  }
+
+  function studyDate(d) {
+    return d && d.length === 8 ? d.slice(0, 4) + '-' + d.slice(4, 6) + '-' + d.slice(6) : (d || '');
+  }
+
+  function cell(tr, text, cls) {
+    const td = document.createElement('td');
+    if (cls) td.className = cls;
+    td.textContent = text;
+    tr.appendChild(td);
+    return td;
+  }
+
+  function render(w) {
+    const showPid = w.studies.some(function (s) { return 'patient_id' in s; });
+    document.querySelectorAll('.pid').forEach(function (th) { th.hidden = !showPid; });
+    rows.textContent = '';
+    if (!w.studies.length) {
+      const tr = document.createElement('tr');
+      tr.className = 'empty';
+      const td = cell(tr, 'No study yet.');
+      td.colSpan = 9;
+      rows.appendChild(tr);
+      return;
+    }
+    w.studies.forEach(function (s) {
+      const tr = document.createElement('tr');
+      tr.className = 'study prio-' + s.priority_level;
+      tr.dataset.uid = s.study_instance_uid;
+      tr.dataset.orthancId = s.orthanc_id || '';
+      tr.dataset.level = String(s.priority_level);
+      const p = cell(tr, '');
+      const b = document.createElement('span');
+      b.className = 'badge';
+      b.textContent = s.priority;
+      p.appendChild(b);
+      if (s.escalated) {
+        const e = document.createElement('span');
+        e.className = 'esc';
+        e.title = 'waited longer than allowed; result: ' + s.result_priority;
+        e.textContent = '↑';
+        p.appendChild(e);
+      }
+      cell(tr, s.score === null || s.score === undefined ? '–' : (100 * s.score).toFixed(1) + ' %', 'num');
+      cell(tr, s.accession_number || '–');
+      if (showPid) cell(tr, s.patient_id || '–');
+      cell(tr, studyDate(s.study_date));
+      cell(tr, waiting(s.waiting_s), 'num');
+      cell(tr, s.images_analysed + ' / ' + (s.images_analysed + s.images_not_analysed), 'num');
+      cell(tr, (s.state || '') + (s.sr_count ? ', SR' : ''), 'state');
+      const l = cell(tr, '');
+      if (s.orthanc_id) {
+        const a = document.createElement('a');
+        a.href = '../../app/explorer.html#study?uuid=' + encodeURIComponent(s.orthanc_id);
+        a.textContent = 'open';
+        a.title = s.study_instance_uid;
+        l.appendChild(a);
+      }
+      rows.appendChild(tr);
+    });
+  }
+
+  function renderStatus(st) {
+    const q = st.queue || {};
+    let text = st.state === 'ready'
+      ? 'model ' + (st.model.name || '?') + ' ' + (st.model.version || '') + ' · queue ' + (q.depth || 0)
+      : 'NOT SCORING: ' + (st.reason || st.state);
+    statusBox.textContent = text;
+    statusBox.className = 'status' + (st.state === 'ready' ? '' : ' bad');
+  }
+
+  function refresh() {
+    Promise.all([
+      fetch('../worklist', { cache: 'no-store' }).then(function (r) { return r.json(); }),
+      fetch('../status', { cache: 'no-store' }).then(function (r) { return r.json(); })
+    ]).then(function (res) {
+      render(res[0]);
+      renderStatus(res[1]);
+      document.getElementById('updated').textContent = 'Updated ' + new Date().toLocaleTimeString() + '.';
+    }).catch(function (e) {
+      statusBox.textContent = 'cannot reach the plugin: ' + e;
+      statusBox.className = 'status bad';
+    }).finally(function () {
+      setTimeout(refresh, REFRESH_MS);
+    });
+  }
+  refresh();
+})();
