@@ -229,6 +229,15 @@ fail:
     return st;
 }
 
+cudaError_t cxr_nn_cuda_refresh(struct cuda_ctx *c, struct cxr_nn_tensor *t)
+{
+    struct cuda_tensor *ct = t->extra;
+    cudaError_t e = cudaSuccess;
+    for (int32_t i = 0; ct && i < ct->n_cache && e == cudaSuccess; i++)
+        e = wcache_fill(t, ct, &ct->cache[i], c->upload);
+    return e;
+}
+
 /* Copies new data into the master copy and refreshes every converted
  * copy in place, so that plans holding them see the new values. */
 static enum cxr_status cuda_tensor_set(struct cxr_nn_backend *b, struct cxr_nn_tensor *t,
@@ -289,6 +298,7 @@ static void cuda_free(struct cxr_nn_backend *b)
     if (c->upload)
         cudaStreamDestroy(c->upload);
     cudaFree(c->pre_dev);
+    cudaFree(c->dsum);
     pthread_mutex_destroy(&c->lock);
     free(c->algos);
     free(c);
@@ -307,6 +317,12 @@ static const struct cxr_nn_backend_i cuda_iface = {
     .graph_release = cxr_nn_cuda_graph_release,
     .graph_compute = cxr_nn_cuda_graph_compute,
     .synchronize = cuda_synchronize,
+    .train_plan = cxr_nn_cuda_train_plan,
+    .train_plan_free = cxr_nn_cuda_train_plan_free,
+    .train_forward = cxr_nn_cuda_train_forward,
+    .train_backward = cxr_nn_cuda_train_backward,
+    .tensor_sumsq = cxr_nn_cuda_tensor_sumsq,
+    .optim_step = cxr_nn_cuda_optim_step,
     .preprocess_u8 = cxr_nn_cuda_preprocess_u8,
 };
 

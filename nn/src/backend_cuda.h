@@ -97,6 +97,7 @@ struct cuda_ctx {
     int32_t n_algos, cap_algos;
     void *pre_dev;                /* preprocessing scratch (under `lock`) */
     size_t pre_size;
+    double *dsum;                 /* tensor_sumsq accumulator (under `lock`) */
 };
 
 /* cxr_nn_preprocess_u8 on the device (backend_cuda_pre.c). */
@@ -248,6 +249,20 @@ void cxr_nn_cuda_graph_release(struct cxr_nn_backend *b, struct cxr_nn_graph *g)
 enum cxr_status cxr_nn_cuda_graph_compute(struct cxr_nn_backend *b, void *plan, const float *input,
                                           float *output, char *err);
 
+/* Places buffers by live range (overlapping ranges never share bytes);
+ * returns the bytes they span. */
+size_t cxr_nn_cuda_place(struct cuda_buf *bufs, int32_t n);
+/* Grows the graph's arena to `need` bytes (plans keep offsets into it;
+ * growing bumps cg->generation). CXR_ERR_NOMEM when it does not fit. */
+enum cxr_status cxr_nn_cuda_ensure_arena(struct cuda_ctx *c, struct cuda_graph *cg, size_t need,
+                                         char *err);
+/* Host <-> device copies on the graph's stream through pinned staging
+ * (straight when the host buffer is pinned); download waits for the stream. */
+enum cxr_status cxr_nn_cuda_upload(struct cuda_graph *cg, void *dev, const void *host, size_t bytes,
+                                   char *err);
+enum cxr_status cxr_nn_cuda_download(struct cuda_graph *cg, void *host, const void *dev, size_t bytes,
+                                     char *err);
+
 /* Places the plan's buffers in the arena (overlapping live ranges never
  * share bytes) and sets arena_need. */
 void cxr_nn_cuda_place_buffers(struct cuda_plan *p);
@@ -266,5 +281,92 @@ enum cxr_status cxr_nn_cuda_run_steps(struct cuda_plan *p, bool capturing, char 
  * plan `iters` times from the device input already in place (no host
  * copies) and returns the mean device time per run in ms (CUDA events). */
 enum cxr_status cxr_nn_cuda_plan_time_device(void *plan, int32_t iters, double *ms, char *err);
+
+/* ---- convolutions (backend_cuda_plan.c), shared by inference and training */
+
+struct cuda_conv_geo {
+    int32_t n, c, h, w;           /* input, c padded */
+    int32_t oc, oh, ow;           /* output, oc padded */
+    int32_t k, stride, pad;
+};
+
+/* The math mode the backend's precision allows (tensor ops; TF32 or FMA for fp32). */
+cudnnMathType_t cxr_nn_cuda_math(const struct cuda_ctx *c);
+enum cxr_status cxr_nn_cuda_conv_setup(struct cuda_ctx *c, struct cuda_conv *cv,
+                                       const struct cuda_conv_geo *geo, bool relu,
+                                       const char *where, char *err);
+enum cxr_status cxr_nn_cuda_conv_algo(struct cuda_ctx *c, cudnnHandle_t dnn, struct cuda_conv *cv,
+                                      const struct cuda_conv_geo *geo, int32_t dir,
+                                      struct cuda_algo *out, const char *where, char *err);
+
+/* ---- training (backend_cuda_train.c plans, backend_cuda_train_run.c runs)
+ * An unfused graph; one step per op forward, one per op backward. */
+
+struct tstep {
+    int32_t op;
+    enum cxr_nn_op_kind kind;
+    int32_t n, c, cp, h, w;       /* input (real and padded channels) */
+    int32_t oc, ocp, oh, ow;      /* output */
+    int32_t k, s, pad;
+    int32_t x, x2, y;             /* activation buffers (x2: add's second input) */
+    int32_t dx, dx2, dy;          /* gradient buffers, -1 when not needed */
+    bool acc_dx, acc_dx2;         /* add into dx (another consumer wrote it first) */
+    bool backward;                /* the op's backward runs (its output needs a gradient) */
+    int32_t pw, pb, pmean, pvar;  /* parameter indices, -1 */
+    /* conv */
+    struct cuda_conv cv;
+    cudnnConvolutionBwdDataAlgo_t bd_algo;
+    cudnnConvolutionBwdFilterAlgo_t bf_algo;
+    int32_t fwd_math, bd_math, bf_math;
+    size_t bd_ws, bf_ws;
+    int32_t dw;                   /* act-type weight gradient scratch */
+    /* bn */
+    int32_t stats;                /* CK_BN_SCRATCH, kept from forward to backward */
+    float eps;
+    /* fc */
+    void *fc_w32;                 /* [O][Cp] f32 (backward data) */
+    int32_t x32, dx32;            /* f32 copies of the fc input and its gradient */
+    int32_t dtmp;                 /* double scratch for column sums */
+};
+
+struct cuda_tplan {
+    struct cuda_ctx *ctx;
+    struct cuda_graph *cg;
+    struct cxr_nn_graph *g;
+    int32_t batch;
+    bool bn_frozen;
+    float bn_momentum;
+    struct tstep *steps;
+    int32_t n_steps;
+    struct cuda_buf *bufs;
+    int32_t n_bufs, cap_bufs;
+    int32_t in_buf, in_act, logits_buf, dlogits_buf, flag_buf;
+    size_t in_bytes, logits_bytes;
+    int32_t classes;
+    size_t workspace, ws_off, arena_need;
+    float loss_scale;             /* fp16: dynamic loss scale; else 1 */
+    int32_t good_steps;           /* steps since the scale last changed */
+    bool forwarded;               /* a forward ran: backward may follow */
+};
+
+enum cxr_status cxr_nn_cuda_train_plan(struct cxr_nn_backend *b, struct cxr_nn_graph *g,
+                                       const struct cxr_nn_train_plan_options *opt, void **plan,
+                                       char *err);
+void cxr_nn_cuda_train_plan_free(struct cxr_nn_backend *b, void *plan);
+enum cxr_status cxr_nn_cuda_train_forward(struct cxr_nn_backend *b, void *plan, const float *input,
+                                          float *logits, char *err);
+enum cxr_status cxr_nn_cuda_train_backward(struct cxr_nn_backend *b, void *plan,
+                                           const float *dlogits, char *err);
+enum cxr_status cxr_nn_cuda_tensor_sumsq(struct cxr_nn_backend *b, const struct cxr_nn_tensor *t,
+                                         double *out, char *err);
+enum cxr_status cxr_nn_cuda_optim_step(struct cxr_nn_backend *b, struct cxr_nn_tensor *param,
+                                       const struct cxr_nn_tensor *grad,
+                                       struct cxr_nn_tensor *state0, struct cxr_nn_tensor *state1,
+                                       const struct cxr_nn_optim_step *h, char *err);
+/* Refreshes a parameter's converted copies from its master (after an
+ * update on the device); caller holds c->lock, work on c->upload. */
+cudaError_t cxr_nn_cuda_refresh(struct cuda_ctx *c, struct cxr_nn_tensor *t);
+/* Frees a conv step's cuDNN descriptors. */
+void cxr_nn_cuda_conv_free(struct cuda_conv *cv);
 
 #endif

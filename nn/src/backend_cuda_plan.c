@@ -99,99 +99,132 @@ static int32_t value_buf(struct builder *B, int32_t v)
     return new_buf(B->p, bytes);
 }
 
-/* The fastest forward algorithm for the step's shape within the workspace
- * cap: from the backend's cache, else measured by cuDNN and cached. */
-static enum cxr_status choose_algo(struct builder *B, struct cuda_step *s)
+/* The fastest algorithm of direction `dir` (0 forward, 1 backward data,
+ * 2 backward filter) for the conv's shape within the workspace cap: from
+ * the backend's cache, else measured by cuDNN (on the graph's handle) and
+ * cached. The conv descriptor's math type is left as the choice wants. */
+enum cxr_status cxr_nn_cuda_conv_algo(struct cuda_ctx *c, cudnnHandle_t dnn, struct cuda_conv *cv,
+                                      const struct cuda_conv_geo *geo, int32_t dir,
+                                      struct cuda_algo *out, const char *where, char *err)
 {
-    struct cuda_plan *p = B->p;
-    struct cuda_ctx *c = p->ctx;
-    char *err = B->err;
     enum cxr_status st = CXR_OK;
     struct cuda_algo_key key;
     memset(&key, 0, sizeof key); /* compared with memcmp */
-    key.n = s->n;
-    key.c = s->c;
-    key.h = s->h;
-    key.w = s->w;
-    key.k = s->oc;
-    key.r = s->kernel;
-    key.s = s->kernel;
-    key.stride = s->stride;
-    key.pad = s->pad;
-    key.dtype = (int32_t)c->act;
-    key.dir = 0;
+    key.n = geo->n;
+    key.c = geo->c;
+    key.h = geo->h;
+    key.w = geo->w;
+    key.k = geo->oc;
+    key.r = geo->k;
+    key.s = geo->k;
+    key.stride = geo->stride;
+    key.pad = geo->pad;
+    key.dtype = (int32_t)c->act | (c->tf32 ? 0x100 : 0);
+    key.dir = dir;
     struct cuda_algo a;
     if (!cxr_nn_cuda_algo_find(c, &key, &a)) {
-        cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
-        int returned = 0;
-        const char *where = B->g->ops[s->op].name;
-        CXR_CUDNN(cudnnFindConvolutionForwardAlgorithm(p->cg->dnn, s->cv.x, s->cv.w, s->cv.conv,
-                                                       s->cv.y, CUDNN_CONVOLUTION_FWD_ALGO_COUNT,
-                                                       &returned, perf), where);
-        int pick = -1;
-        for (int i = 0; i < returned && pick < 0; i++)
-            if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].memory <= c->workspace_cap)
-                pick = i;
+        int returned = 0, pick = -1;
+        float ms = 0;
+        if (dir == 0) {
+            cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
+            CXR_CUDNN(cudnnFindConvolutionForwardAlgorithm(dnn, cv->x, cv->w, cv->conv, cv->y,
+                                                           CUDNN_CONVOLUTION_FWD_ALGO_COUNT,
+                                                           &returned, perf), where);
+            for (int i = 0; i < returned && pick < 0; i++)
+                if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].memory <= c->workspace_cap) {
+                    pick = i;
+                    a = (struct cuda_algo){.algo = (int32_t)perf[i].algo,
+                                           .math = (int32_t)perf[i].mathType,
+                                           .workspace = perf[i].memory};
+                    ms = perf[i].time;
+                }
+        } else if (dir == 1) {
+            cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
+            CXR_CUDNN(cudnnFindConvolutionBackwardDataAlgorithm(
+                          dnn, cv->w, cv->y, cv->conv, cv->x, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT,
+                          &returned, perf), where);
+            for (int i = 0; i < returned && pick < 0; i++)
+                if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].memory <= c->workspace_cap) {
+                    pick = i;
+                    a = (struct cuda_algo){.algo = (int32_t)perf[i].algo,
+                                           .math = (int32_t)perf[i].mathType,
+                                           .workspace = perf[i].memory};
+                    ms = perf[i].time;
+                }
+        } else {
+            cudnnConvolutionBwdFilterAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
+            CXR_CUDNN(cudnnFindConvolutionBackwardFilterAlgorithm(
+                          dnn, cv->x, cv->y, cv->conv, cv->w, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT,
+                          &returned, perf), where);
+            for (int i = 0; i < returned && pick < 0; i++)
+                if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].memory <= c->workspace_cap) {
+                    pick = i;
+                    a = (struct cuda_algo){.algo = (int32_t)perf[i].algo,
+                                           .math = (int32_t)perf[i].mathType,
+                                           .workspace = perf[i].memory};
+                    ms = perf[i].time;
+                }
+        }
         if (pick < 0)
-            return cxr_nn_backend_err(err, CXR_ERR_NN_BACKEND, "cuDNN: %s: no forward algorithm "
-                                      "for %dx%dx%dx%d (%s) within a %zu MiB workspace (raise "
-                                      "CXR_CUDA_WORKSPACE_MB)", where, (int)s->n, (int)s->h,
-                                      (int)s->w, (int)s->c, cxr_nn_cuda_dtype_name(c->act),
-                                      c->workspace_cap >> 20);
-        a = (struct cuda_algo){.key = key, .algo = (int32_t)perf[pick].algo,
-                               .math = (int32_t)perf[pick].mathType,
-                               .workspace = perf[pick].memory};
+            return cxr_nn_backend_err(err, CXR_ERR_NN_BACKEND, "cuDNN: %s: no %s algorithm for "
+                                      "%dx%dx%dx%d (%s) within a %zu MiB workspace (raise "
+                                      "CXR_CUDA_WORKSPACE_MB)", where,
+                                      dir == 0 ? "forward" : dir == 1 ? "backward-data"
+                                                                      : "backward-filter",
+                                      (int)geo->n, (int)geo->h, (int)geo->w, (int)geo->c,
+                                      cxr_nn_cuda_dtype_name(c->act), c->workspace_cap >> 20);
+        a.key = key;
         cxr_nn_cuda_algo_put(c, &a);
-        cxr_log(CXR_LOG_DEBUG, "nn", "cuda: %s batch %d: algo %d math %d, %.3f ms, %zu KiB "
-                "workspace", where, (int)s->n, a.algo, a.math, (double)perf[pick].time,
+        cxr_log(CXR_LOG_DEBUG, "nn", "cuda: %s batch %d dir %d: algo %d math %d, %.3f ms, %zu KiB "
+                "workspace", where, (int)geo->n, (int)dir, a.algo, a.math, (double)ms,
                 a.workspace >> 10);
     }
-    CXR_CUDNN(cudnnSetConvolutionMathType(s->cv.conv, (cudnnMathType_t)a.math), "conv");
-    s->cv.algo = (cudnnConvolutionFwdAlgo_t)a.algo;
-    s->cv.workspace = a.workspace;
-    if (a.workspace > p->workspace)
-        p->workspace = a.workspace;
+    *out = a;
 fail:
     return st;
 }
 
-/* Descriptors of a conv step (x, w, conv, y, bias, activation). */
-static enum cxr_status conv_descriptors(struct builder *B, struct cuda_step *s)
+/* Descriptors of a conv (x, w, conv, y, bias, activation) for `geo`. */
+enum cxr_status cxr_nn_cuda_conv_setup(struct cuda_ctx *c, struct cuda_conv *cv,
+                                       const struct cuda_conv_geo *geo, bool relu,
+                                       const char *where, char *err)
 {
-    struct cuda_ctx *c = B->p->ctx;
-    char *err = B->err;
     enum cxr_status st = CXR_OK;
-    const char *where = B->g->ops[s->op].name;
     cudnnDataType_t dt = dnn_type(c->act);
-    struct cuda_conv *cv = &s->cv;
     CXR_CUDNN(cudnnCreateTensorDescriptor(&cv->x), where);
     CXR_CUDNN(cudnnCreateTensorDescriptor(&cv->y), where);
     CXR_CUDNN(cudnnCreateTensorDescriptor(&cv->bias), where);
     CXR_CUDNN(cudnnCreateFilterDescriptor(&cv->w), where);
     CXR_CUDNN(cudnnCreateConvolutionDescriptor(&cv->conv), where);
     CXR_CUDNN(cudnnCreateActivationDescriptor(&cv->act), where);
-    CXR_CUDNN(cudnnSetTensor4dDescriptor(cv->x, CUDNN_TENSOR_NHWC, dt, s->n, s->c, s->h, s->w), where);
-    CXR_CUDNN(cudnnSetFilter4dDescriptor(cv->w, dt, CUDNN_TENSOR_NHWC, s->oc, s->c, s->kernel,
-                                         s->kernel), where);
-    CXR_CUDNN(cudnnSetConvolution2dDescriptor(cv->conv, s->pad, s->pad, s->stride, s->stride, 1, 1,
-                                              CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT), where);
-    cudnnMathType_t math = c->act != CK_F32 ? CUDNN_TENSOR_OP_MATH
-                           : c->tf32        ? CUDNN_DEFAULT_MATH
-                                            : CUDNN_FMA_MATH;
-    CXR_CUDNN(cudnnSetConvolutionMathType(cv->conv, math), where);
+    CXR_CUDNN(cudnnSetTensor4dDescriptor(cv->x, CUDNN_TENSOR_NHWC, dt, geo->n, geo->c, geo->h,
+                                         geo->w), where);
+    CXR_CUDNN(cudnnSetFilter4dDescriptor(cv->w, dt, CUDNN_TENSOR_NHWC, geo->oc, geo->c, geo->k,
+                                         geo->k), where);
+    CXR_CUDNN(cudnnSetConvolution2dDescriptor(cv->conv, geo->pad, geo->pad, geo->stride, geo->stride,
+                                              1, 1, CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT),
+              where);
+    CXR_CUDNN(cudnnSetConvolutionMathType(cv->conv, cxr_nn_cuda_math(c)), where);
     int on = 0, oc = 0, oh = 0, ow = 0;
-    CXR_CUDNN(cudnnGetConvolution2dForwardOutputDim(cv->conv, cv->x, cv->w, &on, &oc, &oh, &ow), where);
-    if (on != s->n || oc != s->oc || oh != s->oh || ow != s->ow)
+    CXR_CUDNN(cudnnGetConvolution2dForwardOutputDim(cv->conv, cv->x, cv->w, &on, &oc, &oh, &ow),
+              where);
+    if (on != geo->n || oc != geo->oc || oh != geo->oh || ow != geo->ow)
         return cxr_nn_backend_err(err, CXR_ERR_INTERNAL, "cuda: %s: cuDNN computes %dx%dx%dx%d, "
-                                  "the graph %dx%dx%dx%d", where, on, oc, oh, ow, (int)s->n,
-                                  (int)s->oc, (int)s->oh, (int)s->ow);
-    CXR_CUDNN(cudnnSetTensor4dDescriptor(cv->y, CUDNN_TENSOR_NHWC, dt, s->n, s->oc, s->oh, s->ow), where);
-    CXR_CUDNN(cudnnSetTensor4dDescriptor(cv->bias, CUDNN_TENSOR_NHWC, dt, 1, s->oc, 1, 1), where);
-    CXR_CUDNN(cudnnSetActivationDescriptor(cv->act, s->relu ? CUDNN_ACTIVATION_RELU
-                                                            : CUDNN_ACTIVATION_IDENTITY,
+                                  "the graph %dx%dx%dx%d", where, on, oc, oh, ow, (int)geo->n,
+                                  (int)geo->oc, (int)geo->oh, (int)geo->ow);
+    CXR_CUDNN(cudnnSetTensor4dDescriptor(cv->y, CUDNN_TENSOR_NHWC, dt, geo->n, geo->oc, geo->oh,
+                                         geo->ow), where);
+    CXR_CUDNN(cudnnSetTensor4dDescriptor(cv->bias, CUDNN_TENSOR_NHWC, dt, 1, geo->oc, 1, 1), where);
+    CXR_CUDNN(cudnnSetActivationDescriptor(cv->act, relu ? CUDNN_ACTIVATION_RELU
+                                                         : CUDNN_ACTIVATION_IDENTITY,
                                            CUDNN_NOT_PROPAGATE_NAN, 0.0), where);
 fail:
     return st;
+}
+
+cudnnMathType_t cxr_nn_cuda_math(const struct cuda_ctx *c)
+{
+    return c->act != CK_F32 ? CUDNN_TENSOR_OP_MATH : c->tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH;
 }
 
 static enum cxr_status plan_conv(struct builder *B, int32_t oi)
@@ -222,8 +255,19 @@ static enum cxr_status plan_conv(struct builder *B, int32_t oi)
     s->stride = op->stride;
     s->pad = op->pad;
     s->relu = op->relu;
-    if ((st = conv_descriptors(B, s)) != CXR_OK || (st = choose_algo(B, s)) != CXR_OK)
+    struct cuda_conv_geo geo = {.n = s->n, .c = s->c, .h = s->h, .w = s->w, .oc = s->oc,
+                                .oh = s->oh, .ow = s->ow, .k = s->kernel, .stride = s->stride,
+                                .pad = s->pad};
+    struct cuda_algo a;
+    if ((st = cxr_nn_cuda_conv_setup(p->ctx, &s->cv, &geo, s->relu, op->name, err)) != CXR_OK ||
+        (st = cxr_nn_cuda_conv_algo(p->ctx, p->cg->dnn, &s->cv, &geo, 0, &a, op->name, err)) !=
+            CXR_OK)
         return st;
+    CXR_CUDNN(cudnnSetConvolutionMathType(s->cv.conv, (cudnnMathType_t)a.math), op->name);
+    s->cv.algo = (cudnnConvolutionFwdAlgo_t)a.algo;
+    s->cv.workspace = a.workspace;
+    if (a.workspace > p->workspace)
+        p->workspace = a.workspace;
     struct cxr_nn_tensor *wt = &B->g->params[op->param[0]].t;
     if ((st = cxr_nn_cuda_weights(p->ctx, wt, CW_CONV, p->ctx->act, &s->cv.wdev, err)) != CXR_OK)
         return st;

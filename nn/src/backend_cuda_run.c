@@ -24,16 +24,15 @@
 
 #define ARENA_ALIGN 256
 
-void cxr_nn_cuda_place_buffers(struct cuda_plan *p)
+size_t cxr_nn_cuda_place(struct cuda_buf *bufs, int32_t n)
 {
-    int32_t n = p->n_bufs;
     int32_t *order = malloc((size_t)n * sizeof *order);
     bool *placed = calloc((size_t)n, sizeof *placed);
     size_t top = 0;
     if (!order || !placed) { /* no memory to be clever: end to end */
         for (int32_t i = 0; i < n; i++) {
-            p->bufs[i].off = top;
-            top += (p->bufs[i].size + ARENA_ALIGN - 1) & ~(size_t)(ARENA_ALIGN - 1);
+            bufs[i].off = top;
+            top += (bufs[i].size + ARENA_ALIGN - 1) & ~(size_t)(ARENA_ALIGN - 1);
         }
         goto done;
     }
@@ -41,19 +40,19 @@ void cxr_nn_cuda_place_buffers(struct cuda_plan *p)
         order[i] = i;
     for (int32_t i = 1; i < n; i++) { /* largest first */
         int32_t k = order[i], j = i - 1;
-        while (j >= 0 && p->bufs[order[j]].size < p->bufs[k].size) {
+        while (j >= 0 && bufs[order[j]].size < bufs[k].size) {
             order[j + 1] = order[j];
             j--;
         }
         order[j + 1] = k;
     }
     for (int32_t oi = 0; oi < n; oi++) {
-        struct cuda_buf *b = &p->bufs[order[oi]];
+        struct cuda_buf *b = &bufs[order[oi]];
         size_t size = (b->size + ARENA_ALIGN - 1) & ~(size_t)(ARENA_ALIGN - 1), off = 0;
         for (bool moved = true; moved;) {
             moved = false;
             for (int32_t j = 0; j < n; j++) {
-                const struct cuda_buf *o = &p->bufs[j];
+                const struct cuda_buf *o = &bufs[j];
                 if (!placed[j] || o->last < b->first || o->first > b->last)
                     continue;
                 size_t osz = (o->size + ARENA_ALIGN - 1) & ~(size_t)(ARENA_ALIGN - 1);
@@ -71,11 +70,16 @@ void cxr_nn_cuda_place_buffers(struct cuda_plan *p)
 done:
     free(order);
     free(placed);
-    p->ws_off = top;
-    p->arena_need = top + ((p->workspace + ARENA_ALIGN - 1) & ~(size_t)(ARENA_ALIGN - 1));
+    return top;
 }
 
-static void conv_free(struct cuda_conv *cv)
+void cxr_nn_cuda_place_buffers(struct cuda_plan *p)
+{
+    p->ws_off = cxr_nn_cuda_place(p->bufs, p->n_bufs);
+    p->arena_need = p->ws_off + ((p->workspace + ARENA_ALIGN - 1) & ~(size_t)(ARENA_ALIGN - 1));
+}
+
+void cxr_nn_cuda_conv_free(struct cuda_conv *cv)
 {
     if (cv->x)
         cudnnDestroyTensorDescriptor(cv->x);
@@ -102,7 +106,7 @@ void cxr_nn_cuda_plan_free(struct cxr_nn_backend *b, void *plan)
         cudaGraphExecDestroy(p->exec);
     for (int32_t i = 0; i < p->n_steps; i++)
         if (p->steps[i].kind == CS_CONV)
-            conv_free(&p->steps[i].cv);
+            cxr_nn_cuda_conv_free(&p->steps[i].cv);
     for (int32_t i = 0; i < p->n_zeros; i++)
         cudaFree(p->zeros[i]);
     free(p->zeros);
@@ -177,29 +181,32 @@ static enum cxr_status split_in_place(struct cuda_plan *p, char *err)
     return CXR_OK;
 }
 
-/* Grows the graph's arena to the plan's need. CXR_ERR_NOMEM when the device
- * has not that much memory (the arena is then empty). */
-static enum cxr_status ensure_arena(struct cuda_plan *p, char *err)
+enum cxr_status cxr_nn_cuda_ensure_arena(struct cuda_ctx *c, struct cuda_graph *cg, size_t need,
+                                         char *err)
 {
     enum cxr_status st = CXR_OK;
-    struct cuda_graph *cg = p->cg;
-    if (cg->size >= p->arena_need)
+    if (cg->size >= need)
         return CXR_OK;
     CXR_CUDA(cudaStreamSynchronize(cg->stream), "arena");
     cudaFree(cg->arena);
     cg->arena = NULL;
     cg->size = 0;
     cg->generation++;
-    if (p->ctx->arena_limit && p->arena_need > p->ctx->arena_limit)
+    if (c->arena_limit && need > c->arena_limit)
         return cxr_nn_backend_err(err, CXR_ERR_NOMEM, "cuda: arena: %zu MiB needed, "
-                                  "CXR_CUDA_ARENA_LIMIT_MB allows %zu", p->arena_need >> 20,
-                                  p->ctx->arena_limit >> 20);
-    CXR_CUDA(cudaMalloc(&cg->arena, p->arena_need), "arena");
-    cg->size = p->arena_need;
+                                  "CXR_CUDA_ARENA_LIMIT_MB allows %zu", need >> 20,
+                                  c->arena_limit >> 20);
+    CXR_CUDA(cudaMalloc(&cg->arena, need), "arena");
+    cg->size = need;
 fail:
     if (st != CXR_OK)
         cudaGetLastError();
     return st;
+}
+
+static enum cxr_status ensure_arena(struct cuda_plan *p, char *err)
+{
+    return cxr_nn_cuda_ensure_arena(p->ctx, p->cg, p->arena_need, err);
 }
 
 /* Pinned staging of at least `need` bytes; false when pinning failed (the
@@ -228,6 +235,34 @@ static bool is_pinned(const void *ptr)
         return false;
     }
     return a.type == cudaMemoryTypeHost;
+}
+
+enum cxr_status cxr_nn_cuda_upload(struct cuda_graph *cg, void *dev, const void *host, size_t bytes,
+                                   char *err)
+{
+    enum cxr_status st = CXR_OK;
+    const void *src = host;
+    if (!is_pinned(host) && ensure_pinned(&cg->pin_in, &cg->pin_in_size, bytes)) {
+        memcpy(cg->pin_in, host, bytes);
+        src = cg->pin_in;
+    }
+    CXR_CUDA(cudaMemcpyAsync(dev, src, bytes, cudaMemcpyHostToDevice, cg->stream), "input");
+fail:
+    return st;
+}
+
+enum cxr_status cxr_nn_cuda_download(struct cuda_graph *cg, void *host, const void *dev, size_t bytes,
+                                     char *err)
+{
+    enum cxr_status st = CXR_OK;
+    bool staged = !is_pinned(host) && ensure_pinned(&cg->pin_out, &cg->pin_out_size, bytes);
+    CXR_CUDA(cudaMemcpyAsync(staged ? cg->pin_out : host, dev, bytes, cudaMemcpyDeviceToHost,
+                             cg->stream), "output");
+    CXR_CUDA(cudaStreamSynchronize(cg->stream), "output");
+    if (staged)
+        memcpy(host, cg->pin_out, bytes);
+fail:
+    return st;
 }
 
 static cudaDataType_t blas_type(enum ck_dtype t)
@@ -400,22 +435,10 @@ static enum cxr_status compute(struct cuda_plan *p, const float *input, float *o
     if (st != CXR_OK)
         return st;
     void *dev_in = cuda_buf_ptr(p, p->in_buf), *dev_out = cuda_buf_ptr(p, p->out_buf);
-    const void *src = input;
-    if (!is_pinned(input) && ensure_pinned(&cg->pin_in, &cg->pin_in_size, p->in_bytes)) {
-        memcpy(cg->pin_in, input, p->in_bytes);
-        src = cg->pin_in;
-    }
-    CXR_CUDA(cudaMemcpyAsync(dev_in, src, p->in_bytes, cudaMemcpyHostToDevice, cg->stream), "input");
-    if ((st = run_device(p, err)) != CXR_OK)
+    if ((st = cxr_nn_cuda_upload(cg, dev_in, input, p->in_bytes, err)) != CXR_OK ||
+        (st = run_device(p, err)) != CXR_OK ||
+        (st = cxr_nn_cuda_download(cg, output, dev_out, p->out_bytes, err)) != CXR_OK)
         goto fail;
-    void *dst = output;
-    bool staged = !is_pinned(output) && ensure_pinned(&cg->pin_out, &cg->pin_out_size, p->out_bytes);
-    if (staged)
-        dst = cg->pin_out;
-    CXR_CUDA(cudaMemcpyAsync(dst, dev_out, p->out_bytes, cudaMemcpyDeviceToHost, cg->stream), "output");
-    CXR_CUDA(cudaStreamSynchronize(cg->stream), "forward");
-    if (staged)
-        memcpy(output, cg->pin_out, p->out_bytes);
     p->runs++;
     return CXR_OK;
 fail:

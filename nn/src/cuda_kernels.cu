@@ -3,57 +3,10 @@
 // average pool, softmax and the preprocessing of an 8-bit image (see
 // cuda_kernels.h for the contracts). Plain CUDA C style: templates only to
 // instantiate one kernel per element type.
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-#include <cuda_runtime.h>
-#include <stdint.h>
 
-#include "cuda_kernels.h"
+#include "cuda_kernels_common.cuh"
 
 namespace {
-
-const int kThreads = 256;
-
-inline unsigned blocks_for(size_t n)
-{
-    size_t b = (n + kThreads - 1) / kThreads;
-    return (unsigned)(b > 0x7fffffffu ? 0x7fffffffu : (b ? b : 1));
-}
-
-__device__ __forceinline__ float to_f(float v) { return v; }
-__device__ __forceinline__ float to_f(__half v) { return __half2float(v); }
-__device__ __forceinline__ float to_f(__nv_bfloat16 v) { return __bfloat162float(v); }
-
-template <typename T> __device__ __forceinline__ T from_f(float v);
-template <> __device__ __forceinline__ float from_f<float>(float v) { return v; }
-template <> __device__ __forceinline__ __half from_f<__half>(float v) { return __float2half_rn(v); }
-template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float v)
-{
-    return __float2bfloat16_rn(v);
-}
-
-// 16 bytes of T, for the elementwise kernels.
-template <typename T> struct vec16 {
-    static const int n = 16 / sizeof(T);
-    T v[16 / sizeof(T)];
-};
-
-template <typename T> __device__ __forceinline__ vec16<T> load16(const void *p, size_t i)
-{
-    vec16<T> r;
-    *reinterpret_cast<uint4 *>(r.v) = reinterpret_cast<const uint4 *>(p)[i];
-    return r;
-}
-
-template <typename T> __device__ __forceinline__ void store16(void *p, size_t i, const vec16<T> &r)
-{
-    reinterpret_cast<uint4 *>(p)[i] = *reinterpret_cast<const uint4 *>(r.v);
-}
-
-// Grid-stride loop over [0, n).
-#define GRID_LOOP(i, n)                                                              \
-    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < (size_t)(n);   \
-         i += (size_t)blockDim.x * gridDim.x)
 
 // ---------------------------------------------------------------- conversion
 
@@ -105,25 +58,6 @@ __global__ void k_conv_weight(void *dst_, const float *src, int32_t o, int32_t o
         float v = (k < o && i < ci) ? src[(((size_t)k * ci + i) * kh + y) * kw + x] : 0.0f;
         dst[idx] = from_f<T>(v);
     }
-}
-
-template <typename T>
-__global__ void k_conv_weight_back(float *dst, const void *src_, int32_t o, int32_t op, int32_t ci,
-                                   int32_t ip, int32_t kh, int32_t kw)
-{
-    const T *src = static_cast<const T *>(src_);
-    size_t total = (size_t)o * ci * kh * kw;
-    GRID_LOOP(idx, total)
-    {
-        int32_t x = (int32_t)(idx % kw);
-        size_t r = idx / kw;
-        int32_t y = (int32_t)(r % kh);
-        r /= kh;
-        int32_t i = (int32_t)(r % ci);
-        int32_t k = (int32_t)(r / ci);
-        dst[idx] = to_f(src[(((size_t)k * kh + y) * kw + x) * ip + i]);
-    }
-    (void)op;
 }
 
 template <typename T> __global__ void k_matrix(void *dst_, const float *src, int32_t rows, int32_t cols,
@@ -386,25 +320,6 @@ __global__ void k_resize_horizontal(float *out, const float *tmp, ck_preprocess 
 
 // ---------------------------------------------------------------- launchers
 
-// Launches KERNEL<T> for the element type dt with the given grid.
-#define DISPATCH(dt, KERNEL, grid, ...)                                                  \
-    do {                                                                                 \
-        switch (dt) {                                                                    \
-        case CK_F32:                                                                     \
-            KERNEL<float><<<(grid), kThreads, 0, stream>>>(__VA_ARGS__);                 \
-            break;                                                                       \
-        case CK_F16:                                                                     \
-            KERNEL<__half><<<(grid), kThreads, 0, stream>>>(__VA_ARGS__);                \
-            break;                                                                       \
-        case CK_BF16:                                                                    \
-            KERNEL<__nv_bfloat16><<<(grid), kThreads, 0, stream>>>(__VA_ARGS__);         \
-            break;                                                                       \
-        default:                                                                         \
-            return cudaErrorInvalidValue;                                                \
-        }                                                                                \
-        return cudaGetLastError();                                                       \
-    } while (0)
-
 extern "C" cudaError_t ck_nchw_to_nhwc(void *dst, enum ck_dtype dt, const float *src, int32_t n,
                                        int32_t c, int32_t cp, int32_t hw, cudaStream_t stream)
 {
@@ -423,14 +338,6 @@ extern "C" cudaError_t ck_conv_weight(void *dst, enum ck_dtype dt, const float *
 {
     DISPATCH(dt, k_conv_weight, blocks_for((size_t)op * kh * kw * ip), dst, src, o, op, i, ip, kh,
              kw);
-}
-
-extern "C" cudaError_t ck_conv_weight_back(float *dst, const void *src, enum ck_dtype dt, int32_t o,
-                                           int32_t op, int32_t i, int32_t ip, int32_t kh,
-                                           int32_t kw, cudaStream_t stream)
-{
-    DISPATCH(dt, k_conv_weight_back, blocks_for((size_t)o * i * kh * kw), dst, src, o, op, i, ip,
-             kh, kw);
 }
 
 extern "C" cudaError_t ck_matrix(void *dst, enum ck_dtype dt, const float *src, int32_t rows,

@@ -42,10 +42,6 @@ cudaError_t ck_nhwc_to_nchw(float *dst, const void *src, enum ck_dtype dt, int32
 /* Conv weight OIHW f32 [o][i][kh][kw] -> [op][kh][kw][ip] (zero padded). */
 cudaError_t ck_conv_weight(void *dst, enum ck_dtype dt, const float *src, int32_t o, int32_t op,
                            int32_t i, int32_t ip, int32_t kh, int32_t kw, cudaStream_t stream);
-/* The inverse for gradients: [op][kh][kw][ip] -> OIHW f32 [o][i][kh][kw]. */
-cudaError_t ck_conv_weight_back(float *dst, const void *src, enum ck_dtype dt, int32_t o,
-                                int32_t op, int32_t i, int32_t ip, int32_t kh, int32_t kw,
-                                cudaStream_t stream);
 /* Vector f32 [n] -> [np] (zero padded) of type dt. */
 cudaError_t ck_vec(void *dst, enum ck_dtype dt, const float *src, int32_t n, int32_t np,
                    cudaStream_t stream);
@@ -96,47 +92,75 @@ struct ck_preprocess {
 cudaError_t ck_preprocess_u8(float *out, float *tmp, const uint8_t *px, const uint8_t *mask,
                              const struct ck_preprocess *pp, cudaStream_t stream);
 
-/* ---- training helpers (f32 unless stated) */
+/* ---- training (cuda_kernels_train.cu). NHWC activations of c real and cp
+ * padded channels; per-channel vectors f32; `acc` nonzero adds into the
+ * destination instead of overwriting it (a value read by several ops). */
 
-/* Cross-entropy with integer labels: loss[r] = -log softmax(logits[r])[label[r]],
- * dlogits[r][j] = (softmax[r][j] - [j == label]) * weight[label] * scale / rows.
- * weight may be NULL (1). */
-cudaError_t ck_cross_entropy(float *loss, float *dlogits, const float *logits,
-                             const int32_t *labels, const float *weight, int32_t rows, int32_t k,
-                             float scale, cudaStream_t stream);
-/* dx = dy where y > 0 else 0 (ReLU backward from the output y); count elements. */
+/* dx (+)= dy where y > 0 (ReLU backward from its output y). */
 cudaError_t ck_relu_back(void *dx, const void *dy, const void *y, enum ck_dtype dt, size_t count,
-                         cudaStream_t stream);
-/* Max pool backward: dx (zeroed here) += dy routed to the first max (NHWC). */
+                         int acc, cudaStream_t stream);
+/* Max pool backward: each input element gets the dy of the windows whose
+ * first maximum it is (gathered, deterministic). */
 cudaError_t ck_maxpool_back(void *dx, const void *dy, const void *x, enum ck_dtype dt, int32_t n,
                             int32_t h, int32_t w, int32_t cp, int32_t oh, int32_t ow, int32_t k,
-                            int32_t s, int32_t p, cudaStream_t stream);
-/* GAP backward: dx[n][hw][c] = dy[n][c] / hw. */
+                            int32_t s, int32_t p, int acc, cudaStream_t stream);
+/* GAP backward: dx[n][hw][c] (+)= dy[n][c] / hw. */
 cudaError_t ck_gap_back(void *dx, const void *dy, enum ck_dtype dt, int32_t n, int32_t hw,
-                        int32_t cp, cudaStream_t stream);
-/* y += x (any dt, count elements). */
-cudaError_t ck_accumulate(void *y, const void *x, enum ck_dtype dt, size_t count,
-                          cudaStream_t stream);
-/* Batch-norm statistics over rows x cp (NHWC): mean[c], invstd[c] (f32). */
-cudaError_t ck_bn_stats(float *mean, float *invstd, const void *x, enum ck_dtype dt, size_t rows,
-                        int32_t cp, float eps, cudaStream_t stream);
-/* y = act((x - mean) * invstd * gamma + beta) with gamma/beta f32 [cp]. */
-cudaError_t ck_bn_apply(void *y, const void *x, enum ck_dtype dt, const float *mean,
-                        const float *invstd, const float *gamma, const float *beta, size_t rows,
-                        int32_t cp, cudaStream_t stream);
-/* Batch-norm backward: dgamma, dbeta (f32 [cp], overwritten) and dx. */
+                        int32_t cp, int acc, cudaStream_t stream);
+/* y (+)= x, count elements (a multiple of 8). */
+cudaError_t ck_copy_acc(void *y, const void *x, enum ck_dtype dt, size_t count, int acc,
+                        cudaStream_t stream);
+/* f32 -> dt, (+)=, count elements. */
+cudaError_t ck_from_f32(void *y, const float *x, enum ck_dtype dt, size_t count, int acc,
+                        cudaStream_t stream);
+
+/* Batch-norm scratch per bn op, f32: mean, var (biased), invstd, a, b
+ * (5 x cp) then 2 x cp doubles of accumulators. */
+#define CK_BN_SCRATCH(cp) ((size_t)(cp) * (5 * sizeof(float) + 2 * sizeof(double)))
+/* Training forward statistics of x (rows x cp): mean, biased var, invstd =
+ * 1/sqrt(var + eps), then a = gamma * invstd, b = beta - mean * a (zero for
+ * padded channels). With `frozen`, mean/var come from run_mean/run_var. */
+cudaError_t ck_bn_stats(void *scratch, const void *x, enum ck_dtype dt, size_t rows, int32_t c,
+                        int32_t cp, float eps, const float *gamma, const float *beta,
+                        const float *run_mean, const float *run_var, int frozen,
+                        cudaStream_t stream);
+/* y = x * a[ch] + b[ch] (the normalisation with the scratch's a and b). */
+cudaError_t ck_bn_apply(void *y, const void *x, enum ck_dtype dt, const void *scratch,
+                        size_t rows, int32_t cp, cudaStream_t stream);
+/* running = (1 - m) running + m batch (variance made unbiased: x rows/(rows-1)). */
+cudaError_t ck_bn_running(float *run_mean, float *run_var, const void *scratch, float momentum,
+                          size_t rows, int32_t c, int32_t cp, cudaStream_t stream);
+/* Batch-norm backward: dgamma = sum dy*xhat, dbeta = sum dy (each times
+ * gscale, written to dgamma/dbeta when not NULL), dx (+)= as PyTorch's
+ * (batch statistics) or dy * gamma * invstd (frozen); dx may be NULL. */
 cudaError_t ck_bn_back(void *dx, float *dgamma, float *dbeta, const void *dy, const void *x,
-                       enum ck_dtype dt, const float *mean, const float *invstd,
-                       const float *gamma, size_t rows, int32_t cp, cudaStream_t stream);
-/* running = (1 - m) * running + m * batch (variance unbiased with rows). */
-cudaError_t ck_bn_running(float *run_mean, float *run_var, const float *mean, const float *invstd,
-                          float eps, float momentum, size_t rows, int32_t c, cudaStream_t stream);
-/* Finite check: *flag |= 1 if any of count f32 is not finite. */
+                       enum ck_dtype dt, void *scratch, const float *gamma, size_t rows,
+                       int32_t c, int32_t cp, int frozen, float gscale, int acc,
+                       cudaStream_t stream);
+/* out[j] = scale * sum over rows of x[r][j], j < c (x has cp columns);
+ * tmp: c doubles of device scratch. */
+cudaError_t ck_colsum(float *out, double *tmp, const void *x, enum ck_dtype dt, size_t rows,
+                      int32_t c, int32_t cp, float scale, cudaStream_t stream);
+/* Conv weight gradient [op][kh][kw][ip] (dt) -> OIHW f32, times scale. */
+cudaError_t ck_conv_grad(float *dst, const void *src, enum ck_dtype dt, int32_t o, int32_t i,
+                         int32_t ip, int32_t kh, int32_t kw, float scale, cudaStream_t stream);
+/* *flag = 1 when any of count f32 is not finite (flag not cleared here). */
 cudaError_t ck_nonfinite(int32_t *flag, const float *x, size_t count, cudaStream_t stream);
-/* Scales count f32 in place. */
+/* x *= s, count f32. */
 cudaError_t ck_scale(float *x, float s, size_t count, cudaStream_t stream);
-/* Sum of squares into *out (f32, accumulated; zero it first). */
-cudaError_t ck_sumsq(float *out, const float *x, size_t count, cudaStream_t stream);
+/* *out += sum of x^2 (double accumulation). */
+cudaError_t ck_sumsq(double *out, const float *x, size_t count, cudaStream_t stream);
+
+/* One optimizer update, elementwise, as optim.c's cxr_nn_optim_apply. */
+struct ck_optim_args {
+    int adamw;
+    float scale;                      /* gradient scale (clipping) */
+    float decay, b1, b2, one_b1, one_b2, step_size, bc2_sqrt, eps; /* AdamW */
+    float lr, wd, mom;                /* SGD */
+    int first, nesterov;              /* SGD */
+};
+cudaError_t ck_optim(float *p, const float *grad, float *s0, float *s1, size_t count,
+                     const struct ck_optim_args *h, cudaStream_t stream);
 
 #ifdef __cplusplus
 }
