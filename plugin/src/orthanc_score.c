@@ -389,8 +389,7 @@ static void decide(struct plugin *p, const char *id)
                s.row.analysed, s.row.not_analysed);
 }
 
-/* Fills the study's header values from GET /studies/{id}. */
-static void note_header(struct plugin *p, const char *id, json_object *study)
+void plugin_note_header(struct plugin *p, const char *id, json_object *study)
 {
     struct plugin_study_header h = {
         .study_uid = ojson_str2(study, "MainDicomTags", "StudyInstanceUID"),
@@ -423,7 +422,7 @@ static void score_study(struct plugin *p, const struct plugin_study *job)
         goto out;
     }
     if (st == CXR_OK) {
-        note_header(p, id, study);
+        plugin_note_header(p, id, study);
         snprintf(uri, sizeof uri, "/studies/%s/series", id);
         st = orest_get_json(p, uri, &series, err);
     }

@@ -12,4 +12,8 @@
  * thread only. */
 void plugin_run_job(struct plugin *p, const struct plugin_study *job);
 
+/* Records a study's header values (Study Instance UID, accession, patient
+ * ID, date, description) from Orthanc's GET /studies/{id} answer. */
+void plugin_note_header(struct plugin *p, const char *id, json_object *study);
+
 #endif

@@ -208,6 +208,7 @@ static void read_change(struct plugin *p, json_object *c, struct plugin_change *
     const char *id = ojson_str(c, "ID");
     if (!strcmp(type, "NewStudy")) {
         out->kind = PLUGIN_CHANGE_SEEN;
+        out->new_study = true;
     } else if (!strcmp(type, "StableStudy")) {
         out->kind = PLUGIN_CHANGE_STABLE;
     } else if (!strcmp(type, "Deleted") && !strcmp(rt, "Study")) {
@@ -226,6 +227,16 @@ static void read_change(struct plugin *p, json_object *c, struct plugin_change *
     }
     if (out->kind != PLUGIN_CHANGE_IGNORE)
         snprintf(out->study, sizeof out->study, "%s", id);
+}
+
+static void note_study_header(struct plugin *p, const char *id)
+{
+    char uri[96], err[PLUGIN_ERRLEN];
+    json_object *s = NULL;
+    snprintf(uri, sizeof uri, "/studies/%s", id);
+    if (orest_get_json(p, uri, &s, err) == CXR_OK)
+        plugin_note_header(p, id, s);
+    json_object_put(s);
 }
 
 /* Reads new changes into the queue. Returns true when changes were applied. */
@@ -291,6 +302,10 @@ static bool consume_changes(struct plugin *p)
         size_t applied = 0;
         if (plugin_db_apply_changes(p->db, ch, n, limit, plugin_now_ms(), &applied) != CXR_OK)
             plugin_log(p, PLOG_ERROR, "recording Orthanc's changes: %s", plugin_db_last_error());
+        /* a new study is listed (waiting) with its accession number at once */
+        for (size_t i = 0; i < applied && !atomic_load(&p->stopping); i++)
+            if (ch[i].new_study)
+                note_study_header(p, ch[i].study);
         free(ch);
         any |= applied > 0;
         if (applied < n) {

@@ -107,6 +107,7 @@ struct plugin_change {
     enum plugin_change_kind kind;
     char study[PLUGIN_ID_LEN];
     int64_t time_ms;
+    bool new_study;               /* NewStudy (its header values are worth reading) */
 };
 
 struct plugin_counts {

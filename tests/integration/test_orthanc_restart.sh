@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# test_orthanc_restart.sh — what was queued when Orthanc stopped is scored
+# after the restart, and no study gets two SRs:
+#   1. Orthanc stopped (SIGTERM) while studies are queued in the plugin
+#      (a test hook, CXR_ORTHANC_TEST_JOB_DELAY_MS, makes each job wait so
+#      that the stop lands mid-queue): it exits 0 promptly; after the restart
+#      every study is scored, each with exactly one SR;
+#   2. Orthanc killed (SIGKILL) while the plugin works through a queue: the
+#      same after the restart;
+#   3. Orthanc stopped before the studies it just received were stable
+#      (Orthanc forgets unstable studies when it restarts, so no StableStudy
+#      comes again): the plugin finds them after the restart and scores them.
+# The plugin's own count of SRs made equals the number of studies: nothing
+# was scored twice into a second SR.
+. "$(dirname "$0")/orthanc_lib.sh"
+need_orthanc
+setup_work
+make_model
+HTTP_PORT=$(free_port)
+DICOM_PORT=$(free_port)
+STABLE_AGE=2
+write_cxr_conf "$WORK/cxr.xml"
+write_orthanc_json "$WORK/orthanc.json"
+
+# Every study of Orthanc has exactly one SR; prints the number of studies.
+one_sr_each() {
+    local n=0 s k
+    for s in $(ocurl /studies | "$CXR_PYTHON" -c 'import json,sys; print("\n".join(json.load(sys.stdin)))'); do
+        k=$(study_srs "$s" | wc -l)
+        [ "$k" -eq 1 ] || fail "study $s has $k SRs after the restart, want 1"
+        n=$((n + 1))
+    done
+    echo "$n"
+}
+scored() { [ "$(status_field counts.srs_stored)" -ge "$1" ] && plugin_idle; }
+
+# ---- 1. SIGTERM with studies queued
+make_instances "$WORK/a" 12 6 401
+export CXR_ORTHANC_TEST_JOB_DELAY_MS=1000
+start_orthanc
+send_dicom "$WORK"/a/*.dcm || fail "storescu (1)"
+mid_queue() { [ "$(status_field counts.srs_stored)" -ge 1 ] && [ "$(status_field queue.queued)" -ge 2 ]; }
+wait_until 60 "one SR stored and studies still queued" mid_queue
+queued=$(status_field queue.queued)
+t0=$(date +%s)
+stop_orthanc
+[ $(($(date +%s) - t0)) -le 20 ] || fail "Orthanc took more than 20 s to stop with the plugin busy"
+log "stopped with $queued studies queued"
+unset CXR_ORTHANC_TEST_JOB_DELAY_MS
+start_orthanc
+wait_until 90 "the 6 studies scored after the restart" scored 6
+sleep $((STABLE_AGE + 2))
+wait_until 30 "the queue empty" plugin_idle
+[ "$(one_sr_each)" -eq 6 ] || fail "phase 1: not 6 studies"
+log "SIGTERM mid-queue: all 6 studies scored after the restart, one SR each"
+
+# ---- 2. SIGKILL while the plugin works through a queue
+stop_orthanc
+make_instances "$WORK/b" 8 4 402
+export CXR_ORTHANC_TEST_JOB_DELAY_MS=700
+start_orthanc
+send_dicom "$WORK"/b/*.dcm || fail "storescu (2)"
+first_new() { [ "$(status_field counts.srs_stored)" -ge 7 ]; }
+wait_until 60 "a first SR of the new studies" first_new
+kill -9 "$ORTHANC_PID"
+wait "$ORTHANC_PID" 2>/dev/null
+unset CXR_ORTHANC_TEST_JOB_DELAY_MS
+start_orthanc
+wait_until 90 "the 10 studies scored after the SIGKILL" scored 10
+sleep $((STABLE_AGE + 2))
+wait_until 30 "the queue empty" plugin_idle
+[ "$(one_sr_each)" -eq 10 ] || fail "phase 2: not 10 studies"
+log "SIGKILL mid-queue: all 4 new studies scored after the restart, one SR each"
+
+# ---- 3. stopped before the new studies were stable (a long StableAge for
+# this run, so that the plugin has seen them as waiting when Orthanc stops)
+stop_orthanc
+STABLE_AGE=30 write_orthanc_json "$WORK/orthanc.json"
+start_orthanc
+make_instances "$WORK/c" 4 2 403
+send_dicom "$WORK"/c/*.dcm || fail "storescu (3)"
+states() {
+    ocurl /cxr-triage/worklist | "$CXR_PYTHON" -c '
+import json, sys
+print(" ".join(sorted(e["state"] for e in json.load(sys.stdin)["studies"] if e["study_instance_uid"].startswith("2.25.403."))))'
+}
+both_waiting() { [ "$(states)" = "waiting waiting" ]; }
+wait_until 20 "the 2 new studies seen, waiting to be stable" both_waiting
+stop_orthanc
+write_orthanc_json "$WORK/orthanc.json"
+start_orthanc
+wait_until 90 "the 12 studies scored after the restart" scored 12
+sleep $((STABLE_AGE + 2))
+wait_until 30 "the queue empty" plugin_idle
+[ "$(one_sr_each)" -eq 12 ] || fail "phase 3: not 12 studies"
+log "studies waiting to be stable at the stop (no StableStudy after a restart): found and scored, one SR each"
+
+# ---- nothing scored twice
+[ "$(status_field counts.srs)" -eq 12 ] || fail "the plugin made $(status_field counts.srs) SRs for 12 studies"
+[ "$(status_field errors)" -eq 0 ] || fail "errors: $(status_field last_error)"
+stop_orthanc
+log "PASS"
