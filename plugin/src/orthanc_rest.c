@@ -10,7 +10,7 @@
  *   POST /cxr-triage/reload               read the configuration and model again
  *   GET  /cxr-triage/forwards[?state=pending|done|dead]
  *   POST /cxr-triage/forwards/{id}/retry, POST /cxr-triage/forwards/retry (every dead one)
- *   GET  /cxr-triage/ui/                  the worklist page
+ *   GET  /cxr-triage/ui/                  the worklist page (→ ui/index.html)
  */
 #include <ctype.h>
 #include <stdio.h>
@@ -379,9 +379,12 @@ static OrthancPluginErrorCode on_retry(OrthancPluginRestOutput *out, const char 
 static OrthancPluginErrorCode on_ui_root(OrthancPluginRestOutput *out, const char *url,
                                          const OrthancPluginHttpRequest *req)
 {
+    /* Orthanc hands both /cxr-triage/ui and /cxr-triage/ui/ over as
+     * "/cxr-triage/ui": only an absolute target resolves the same from both
+     * (the page's own links are relative, so it works behind a proxy). */
     struct plugin *p = g_plugin;
     if (p)
-        OrthancPluginRedirect(p->ctx, out, "ui/");
+        OrthancPluginRedirect(p->ctx, out, "/cxr-triage/ui/index.html");
     (void)url;
     (void)req;
     return OrthancPluginErrorCode_Success;

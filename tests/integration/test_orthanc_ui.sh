@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# test_orthanc_ui.sh — the worklist page the plugin serves at /cxr-triage/ui/
+# (files embedded in the shared object), loaded in headless Chromium
+# (Debian's chromium package) against a real Orthanc with scored studies:
+#   - the page loads and its script fills the table from the REST API;
+#   - the rows are the studies of GET /cxr-triage/worklist, in that order,
+#     most severe first, each with its priority and a link to the study in
+#     Orthanc Explorer; the status line names the model;
+#   - a screenshot is saved as a test artifact:
+#     <build>/test-artifacts/orthanc-ui.png.
+# The untrained test model's thresholds are set in the configuration between
+# the probabilities it gives these studies, so that the page shows URGENT,
+# PRIORITY and ROUTINE rows.
+. "$(dirname "$0")/orthanc_lib.sh"
+need_orthanc
+CHROMIUM=$(command -v chromium || command -v chromium-browser) ||
+    skip "chromium is not installed (packaging/debian-packages.txt lists it)"
+setup_work
+make_model
+HTTP_PORT=$(free_port)
+DICOM_PORT=$(free_port)
+
+make_instances "$WORK/in" 6 6 601
+write_cxr_conf "$WORK/cxr.xml"
+"$CXR_BIN" score --config "$WORK/cxr.xml" --json "$WORK"/in/*.dcm >"$WORK/score.json" 2>/dev/null
+"$CXR_PYTHON" - "$WORK/score.json" >"$WORK/thr" <<'PY' || fail "cannot pick thresholds"
+import json, sys
+p = sorted((r["probability"] for r in map(json.loads, open(sys.argv[1]))), reverse=True)
+assert len(p) == 6 and p[1] > p[2] and p[3] > p[4], p
+print(f"{(p[3] + p[4]) / 2:.9f} {(p[1] + p[2]) / 2:.9f}")   # 2 URGENT, 2 PRIORITY, 2 ROUTINE
+PY
+read -r THR_P THR_U <"$WORK/thr"
+write_cxr_conf "$WORK/cxr.xml" "<priority><urgent-threshold>$THR_U</urgent-threshold><priority-threshold>$THR_P</priority-threshold></priority>"
+write_orthanc_json "$WORK/orthanc.json"
+start_orthanc
+send_dicom "$WORK"/in/*.dcm || fail "storescu"
+scored() { [ "$(status_field counts.srs_stored)" -ge 6 ] && plugin_idle; }
+wait_until 60 "6 studies scored" scored
+
+chrome() {
+    timeout 120 "$CHROMIUM" --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
+        --disable-background-networking --disable-component-update --disable-sync \
+        --disable-dev-shm-usage --user-data-dir="$WORK/chrome-$1" --virtual-time-budget=8000 \
+        "${@:2}" 2>>"$WORK/chromium.log"
+}
+URL=$(ourl /cxr-triage/ui/)
+chrome dom --dump-dom "$URL" >"$WORK/page.html" || fail "chromium --dump-dom failed (see $WORK/chromium.log)"
+ocurl /cxr-triage/worklist >"$WORK/worklist.json" || fail "GET worklist"
+"$CXR_PYTHON" - "$WORK/page.html" "$WORK/worklist.json" <<'PY' || fail "the page does not show the worklist"
+import json, sys
+from html.parser import HTMLParser
+class Rows(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.rows, self.links, self.badges, self.status, self._in = [], [], [], "", None
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "tr" and "study" in a.get("class", "").split():
+            self.rows.append((a.get("data-uid"), int(a.get("data-level")), a.get("data-orthanc-id")))
+        if tag == "a" and self.rows:
+            self.links.append(a.get("href", ""))
+        if tag == "span" and a.get("class") == "badge":
+            self._in = "badge"
+        if tag == "div" and a.get("id") == "status":
+            self._in = "status"
+    def handle_data(self, data):
+        if self._in == "badge":
+            self.badges.append(data.strip())
+        elif self._in == "status":
+            self.status += data
+    def handle_endtag(self, tag):
+        if tag in ("span", "div"):
+            self._in = None
+p = Rows()
+p.feed(open(sys.argv[1], encoding="utf-8").read())
+w = json.load(open(sys.argv[2]))["studies"]
+assert p.rows, "no study row on the page (did its script run?)"
+assert [r[0] for r in p.rows] == [e["study_instance_uid"] for e in w], (p.rows, [e["study_instance_uid"] for e in w])
+levels = [r[1] for r in p.rows]
+assert levels == sorted(levels, reverse=True), f"rows not most severe first: {levels}"
+assert sorted(set(levels), reverse=True) == [3, 2, 1], f"levels shown: {levels}"
+assert p.badges == [e["priority"] for e in w], p.badges
+for (uid, lvl, oid), href in zip(p.rows, p.links):
+    assert href.endswith("app/explorer.html#study?uuid=" + oid), (href, oid)
+assert "model" in p.status, f"status line: {p.status!r}"
+print(f"page: {len(p.rows)} rows, levels {levels}")
+PY
+mkdir -p "$CXR_BUILD_DIR/test-artifacts"
+SHOT="$CXR_BUILD_DIR/test-artifacts/orthanc-ui.png"
+rm -f "$SHOT"
+chrome shot --window-size=1280,720 --screenshot="$SHOT" "$URL" >/dev/null ||
+    fail "chromium --screenshot failed (see $WORK/chromium.log)"
+[ "$(head -c 8 "$SHOT" | od -An -tx1 | tr -d ' \n')" = 89504e470d0a1a0a ] || fail "no PNG screenshot at $SHOT"
+[ "$(stat -c %s "$SHOT")" -gt 10000 ] || fail "the screenshot is suspiciously small"
+log "page rows in worklist order (URGENT, PRIORITY, ROUTINE) with Explorer links; screenshot: $SHOT"
+stop_orthanc
+log "PASS"
