@@ -718,7 +718,13 @@ START_TEST(test_backend_cuda_absent)
     struct cxr_nn_backend *b = (struct cxr_nn_backend *)&b;
     char err[CXR_NN_ERRLEN] = "";
     struct cxr_nn_backend_options o = {.kind = CXR_NN_BACKEND_CUDA};
-    ck_assert_int_eq(cxr_nn_backend_open(&o, &b, NULL, err), CXR_ERR_NN_NO_DEVICE);
+    enum cxr_status st = cxr_nn_backend_open(&o, &b, NULL, err);
+    if (st == CXR_OK) { /* a usable GPU: check_nn_cuda covers that case */
+        printf("SKIP cuda absent: a CUDA device is usable (%s)\n", cxr_nn_backend_describe(b));
+        cxr_nn_backend_close(b);
+        return;
+    }
+    ck_assert_int_eq(st, CXR_ERR_NN_NO_DEVICE);
     ck_assert(b == NULL);
     ck_assert_msg(strstr(err, "CUDA") != NULL, "err: %s", err);
 }
