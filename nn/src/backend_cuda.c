@@ -216,11 +216,11 @@ enum cxr_status cxr_nn_cuda_weights(struct cuda_ctx *c, struct cxr_nn_tensor *t,
     CXR_CUDA(cudaMalloc(&dev, w.bytes), t->name);
     w.dev = dev;
     pthread_mutex_lock(&c->lock);
-    cudaError_t e = wcache_fill(t, ct, &w, c->upload);
-    if (e == cudaSuccess)
-        e = cudaStreamSynchronize(c->upload);
+    cudaError_t conversion = wcache_fill(t, ct, &w, c->upload);
+    if (conversion == cudaSuccess)
+        conversion = cudaStreamSynchronize(c->upload);
     pthread_mutex_unlock(&c->lock);
-    CXR_CUDA(e, t->name);
+    CXR_CUDA(conversion, t->name);
     ct->cache[ct->n_cache++] = w;
     *out = dev;
     return CXR_OK;
@@ -250,15 +250,16 @@ static enum cxr_status cuda_tensor_set(struct cxr_nn_backend *b, struct cxr_nn_t
         return cxr_nn_backend_err(err, CXR_ERR_INVALID_ARG, "cuda: tensor_set out of range");
     CXR_CUDA(cudaSetDevice(c->device), t->name);
     pthread_mutex_lock(&c->lock);
-    cudaError_t e = cudaSuccess;
+    cudaError_t upload = cudaSuccess;
     if (size)
-        e = cudaMemcpyAsync((char *)ct->dev + offset, data, size, cudaMemcpyHostToDevice, c->upload);
-    for (int32_t i = 0; i < ct->n_cache && e == cudaSuccess; i++)
-        e = wcache_fill(t, ct, &ct->cache[i], c->upload);
-    if (e == cudaSuccess)
-        e = cudaStreamSynchronize(c->upload);
+        upload = cudaMemcpyAsync((char *)ct->dev + offset, data, size, cudaMemcpyHostToDevice,
+                                 c->upload);
+    for (int32_t i = 0; i < ct->n_cache && upload == cudaSuccess; i++)
+        upload = wcache_fill(t, ct, &ct->cache[i], c->upload);
+    if (upload == cudaSuccess)
+        upload = cudaStreamSynchronize(c->upload);
     pthread_mutex_unlock(&c->lock);
-    CXR_CUDA(e, t->name);
+    CXR_CUDA(upload, t->name);
 fail:
     return st;
 }
@@ -275,12 +276,12 @@ static enum cxr_status cuda_tensor_get(struct cxr_nn_backend *b, const struct cx
         return CXR_OK;
     CXR_CUDA(cudaSetDevice(c->device), t->name);
     pthread_mutex_lock(&c->lock);
-    cudaError_t e = cudaMemcpyAsync(data, (const char *)ct->dev + offset, size,
-                                    cudaMemcpyDeviceToHost, c->upload);
-    if (e == cudaSuccess)
-        e = cudaStreamSynchronize(c->upload);
+    cudaError_t download = cudaMemcpyAsync(data, (const char *)ct->dev + offset, size,
+                                           cudaMemcpyDeviceToHost, c->upload);
+    if (download == cudaSuccess)
+        download = cudaStreamSynchronize(c->upload);
     pthread_mutex_unlock(&c->lock);
-    CXR_CUDA(e, t->name);
+    CXR_CUDA(download, t->name);
 fail:
     return st;
 }
