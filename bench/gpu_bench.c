@@ -102,6 +102,7 @@ int main(int argc, char **argv)
     struct cxr_nn_backend *b = NULL;
     if (cxr_nn_backend_open(&o, &b, note, err) != CXR_OK) {
         fprintf(stderr, "backend: %s\n", err);
+        cxr_nn_model_free(m);
         return 1;
     }
     size_t per = (size_t)channels * size * size;
