@@ -612,6 +612,7 @@ START_TEST(test_oom_fallback)
 {
     char err[CXR_NN_ERRLEN] = "";
     setenv("CXR_CUDA_ARENA_LIMIT_MB", "40", 1);
+    setenv("CXR_CUDA_WORKSPACE_MB", "4", 1); /* the arena holds the workspace too */
     struct cxr_nn_backend *gpu = open_gpu(CXR_NN_PRECISION_FP32);
     if (!gpu)
         return;
