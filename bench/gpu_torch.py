@@ -46,8 +46,9 @@ def infer(a, model):
         memory_format=torch.channels_last)
     use_amp = dt != torch.float32
 
-    def call(inp):
-        with torch.autocast("cuda", dtype=dt, enabled=use_amp):
+    def call(inp, cache=True):
+        # autocast's weight-cast cache must be off inside a CUDA graph capture
+        with torch.autocast("cuda", dtype=dt, enabled=use_amp, cache_enabled=cache):
             return model(inp)
 
     results = []
@@ -59,11 +60,11 @@ def infer(a, model):
                 s.wait_stream(torch.cuda.current_stream())
                 with torch.cuda.stream(s):
                     for _ in range(3):
-                        call(static_x)
+                        call(static_x, cache=False)
                 torch.cuda.current_stream().wait_stream(s)
                 graph = torch.cuda.CUDAGraph()
                 with torch.cuda.graph(graph):
-                    static_y = call(static_x)
+                    static_y = call(static_x, cache=False)
                 run = graph.replay
             else:
                 def run():
