@@ -27,7 +27,10 @@
 #          ours (host to host, and device only) vs PyTorch eager
 #          (channels_last + autocast) and PyTorch with CUDA graphs; training
 #          images/s of resnet50 (fp16 with loss scaling, bf16) vs PyTorch AMP;
-#          then the Markdown table and the targets (MET/MISSED).
+#          the default model (models/cxr-default.safetensors, when it exists)
+#          on the Kermany test split, GPU vs CPU probabilities in fp32, fp16
+#          and bf16 (max |diff| <= 0.01, same decisions outside +-0.01 of
+#          the threshold); then the Markdown table and the targets.
 # Results: $OUT (the device tool's folder) or build-gpu-bundle/out: logs,
 # results.jsonl, table.md. Each part fits the device tool's 10-minute limit
 # with --quick; "all" without --quick may need two calls (tests, then bench).
@@ -68,6 +71,14 @@ pack() {
             *) cp -L "$lib" "$stage/lib/" ;;
         esac
     done
+    # the test split for the default model's CPU/GPU parity (shared data: absent on a fresh clone)
+    local split=${CXR_SHARED_DATA:-$repo/../shared/data}/cxr-kermany/test
+    if [ -d "$split" ]; then
+        mkdir -p "$stage/parity"
+        cp -r "$split"/. "$stage/parity/"
+    else
+        echo "note: $split absent: the default-model parity check will be skipped" >&2
+    fi
     git -C "$repo" describe --always --dirty >"$stage/COMMIT" 2>/dev/null || echo unknown >"$stage/COMMIT"
     rm -rf "$bundle_dir"
     mkdir -p "$bundle_dir"
@@ -167,6 +178,16 @@ run() {
             python3 "$repo/bench/gpu_torch.py" train --arch resnet50 --precision $prec --batch "$tb" \
                 --iters $train_iters >>"$res" 2>>"$out/bench.log" || { echo "torch train $prec failed" >&2; status=1; }
         done
+        local model=$repo/models/cxr-default.safetensors
+        if [ -f "$model" ] && [ -d "$work/parity" ]; then
+            for prec in fp32 fp16 bf16; do
+                "$work/bin/cxr_bench_gpu" parity --model "$model" --dir "$work/parity" \
+                    --precision $prec --batch 32 >>"$res" 2>>"$out/bench.log" ||
+                    { echo "default-model parity $prec FAILED (see results.jsonl)" >&2; status=1; }
+            done
+        else
+            echo "default-model parity skipped: $model or the test split is absent" | tee -a "$out/bench.log"
+        fi
         python3 "$repo/bench/gpu_torch.py" table "$res" | tee "$out/table.md"
     fi
     rm -rf "$work"

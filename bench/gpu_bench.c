@@ -13,12 +13,23 @@
  * the GPU, as PyTorch benchmarks usually run.
  * train: cxr_nn_trainer_step (training-mode forward, loss, backward,
  * clipping, AdamW) per iteration; images/s from the median step.
+ * parity: a model file and a folder of class folders of JPEGs (the test
+ * split): every image decoded to grey (libjpeg), preprocessed on the CPU
+ * (the reference), scored by the CPU fp32 backend and by the GPU in
+ * --precision; passes when max |p_gpu - p_cpu| <= 0.01 and the decisions at
+ * the model's operating threshold agree except within 0.01 of it (exit 1
+ * otherwise).
+ *   cxr_bench_gpu parity --model FILE --dir DIR --precision fp16 [--batch 32]
  * One JSON object per run on stdout.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#include <dirent.h>
+#include <jpeglib.h>
+#include <math.h>
 
 #include <cuda_runtime_api.h>
 
@@ -44,8 +55,128 @@ static int usage(void)
 {
     fprintf(stderr, "usage: cxr_bench_gpu infer|train --arch resnet18|resnet34|resnet50 "
                     "--precision fp32|fp16|bf16 --batch N [--size S] [--channels 1|3] "
-                    "[--warmup N] [--iters N]\n");
+                    "[--warmup N] [--iters N]\n"
+                    "       cxr_bench_gpu parity --model FILE --dir DIR --precision P [--batch N]\n");
     return 2;
+}
+
+/* A JPEG file as 8-bit grey (libjpeg's conversion); NULL on any error. */
+static uint8_t *read_jpeg_grey(const char *path, int32_t *w, int32_t *h)
+{
+    FILE *fp = fopen(path, "rb");
+    if (!fp)
+        return NULL;
+    struct jpeg_decompress_struct ci;
+    struct jpeg_error_mgr jerr;
+    ci.err = jpeg_std_error(&jerr); /* exits on corrupt data: test files only */
+    jpeg_create_decompress(&ci);
+    jpeg_stdio_src(&ci, fp);
+    jpeg_read_header(&ci, TRUE);
+    ci.out_color_space = JCS_GRAYSCALE;
+    jpeg_start_decompress(&ci);
+    *w = (int32_t)ci.output_width;
+    *h = (int32_t)ci.output_height;
+    uint8_t *img = malloc((size_t)*w * (size_t)*h);
+    while (img && ci.output_scanline < ci.output_height) {
+        JSAMPROW row = img + (size_t)ci.output_scanline * (size_t)*w;
+        jpeg_read_scanlines(&ci, &row, 1);
+    }
+    jpeg_finish_decompress(&ci);
+    jpeg_destroy_decompress(&ci);
+    fclose(fp);
+    return img;
+}
+
+/* Scores every image under dir/<class name>/ on the CPU (fp32) and the GPU. */
+static int parity(const char *model_path, const char *dir, const char *prec, int batch)
+{
+    char err[CXR_NN_ERRLEN] = "";
+    struct cxr_nn_model *m = NULL;
+    if (cxr_nn_model_load(model_path, &m, err) != CXR_OK) {
+        fprintf(stderr, "model: %s\n", err);
+        return 1;
+    }
+    const struct cxr_nn_model_meta *meta = cxr_nn_model_meta(m);
+    size_t per = (size_t)meta->channels * meta->input_height * meta->input_width;
+    int32_t k = meta->num_classes, pos = meta->positive_class, cap = 4096, n = 0;
+    float *in = malloc((size_t)cap * per * sizeof(float));
+    if (!in)
+        return 1;
+    for (int32_t c = 0; c < k; c++) {
+        char sub[4096];
+        snprintf(sub, sizeof sub, "%s/%s", dir, meta->class_names[c]);
+        DIR *d = opendir(sub);
+        struct dirent *e;
+        while (d && (e = readdir(d)) && n < cap) {
+            if (e->d_name[0] == '.')
+                continue;
+            char path[8192];
+            int32_t w = 0, h = 0;
+            snprintf(path, sizeof path, "%s/%s", sub, e->d_name);
+            uint8_t *px = read_jpeg_grey(path, &w, &h);
+            if (!px || cxr_nn_preprocess_u8(meta, px, w, h, w, NULL, in + (size_t)n * per) != CXR_OK) {
+                fprintf(stderr, "cannot read %s\n", path);
+                return 1;
+            }
+            free(px);
+            n++;
+        }
+        if (d)
+            closedir(d);
+    }
+    if (n == 0) {
+        fprintf(stderr, "no images under %s/{%s,...}\n", dir, meta->class_names[0]);
+        return 1;
+    }
+    struct cxr_nn_backend_options oc = {.kind = CXR_NN_BACKEND_CPU, .precision = CXR_NN_PRECISION_FP32};
+    struct cxr_nn_backend_options og = {.kind = CXR_NN_BACKEND_CUDA};
+    og.precision = !strcmp(prec, "bf16") ? CXR_NN_PRECISION_BF16
+                   : !strcmp(prec, "fp16") ? CXR_NN_PRECISION_FP16 : CXR_NN_PRECISION_FP32;
+    struct cxr_nn_backend *bc = NULL, *bg = NULL;
+    struct cxr_nn_net *nc = NULL, *ng = NULL;
+    if (cxr_nn_backend_open(&oc, &bc, NULL, err) != CXR_OK ||
+        cxr_nn_backend_open(&og, &bg, NULL, err) != CXR_OK ||
+        cxr_nn_net_new(bc, m, batch, &nc, err) != CXR_OK ||
+        cxr_nn_net_new(bg, m, batch, &ng, err) != CXR_OK) {
+        fprintf(stderr, "backend/net: %s\n", err);
+        return 1;
+    }
+    double worst = 0, thr = meta->operating_threshold;
+    int32_t flips = 0, flips_outside = 0;
+    float lc[CXR_NN_MAX_CLASSES * 64], lg[CXR_NN_MAX_CLASSES * 64];
+    for (int32_t i = 0; i < n; i += batch) {
+        int32_t b = n - i < batch ? n - i : batch;
+        if (cxr_nn_net_forward(nc, in + (size_t)i * per, b, lc) != CXR_OK ||
+            cxr_nn_net_forward(ng, in + (size_t)i * per, b, lg) != CXR_OK) {
+            fprintf(stderr, "forward: %s %s\n", cxr_nn_net_last_error(nc), cxr_nn_net_last_error(ng));
+            return 1;
+        }
+        for (int32_t j = 0; j < b; j++) {
+            float pc[CXR_NN_MAX_CLASSES], pg[CXR_NN_MAX_CLASSES];
+            cxr_nn_softmax(lc + (size_t)j * k, k, pc);
+            cxr_nn_softmax(lg + (size_t)j * k, k, pg);
+            double d = fabs((double)pg[pos] - (double)pc[pos]);
+            worst = d > worst ? d : worst;
+            if ((pc[pos] >= thr) != (pg[pos] >= thr)) {
+                flips++;
+                if (fabs(pc[pos] - thr) > 0.01 && fabs(pg[pos] - thr) > 0.01)
+                    flips_outside++;
+            }
+        }
+    }
+    bool ok = worst <= 0.01 && flips_outside == 0;
+    printf("{\"impl\":\"cxr\",\"mode\":\"parity\",\"precision\":\"%s\",\"images\":%d,"
+           "\"max_abs_diff\":%.6f,\"decision_flips\":%d,\"flips_outside_0.01\":%d,"
+           "\"threshold\":%.4f,\"pass\":%s,\"backend\":\"%s\"}\n",
+           prec, (int)n, worst, (int)flips, (int)flips_outside, thr, ok ? "true" : "false",
+           cxr_nn_backend_describe(bg));
+    cxr_nn_net_free(nc);
+    cxr_nn_net_free(ng);
+    cxr_nn_backend_close(bc);
+    cxr_nn_backend_close(bg);
+    cxr_nn_model_free(m);
+    free(in);
+    return ok ? 0 : 1;
 }
 
 static double pct(const double *sorted, int n, double q)
@@ -58,9 +189,9 @@ int main(int argc, char **argv)
 {
     if (argc < 2)
         return usage();
-    const char *mode = argv[1], *arch = "resnet50", *prec = "fp16";
-    bool train = !strcmp(mode, "train");
-    if (!train && strcmp(mode, "infer"))
+    const char *mode = argv[1], *arch = "resnet50", *prec = "fp16", *model = NULL, *dir = NULL;
+    bool train = !strcmp(mode, "train"), check = !strcmp(mode, "parity");
+    if (!train && !check && strcmp(mode, "infer"))
         return usage();
     int batch = 1, size = 224, channels = 3, warmup = train ? 3 : 50, iters = train ? 20 : 1000;
     for (int i = 2; i < argc; i++) {
@@ -74,9 +205,13 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--channels")) channels = atoi(v);
         else if (!strcmp(a, "--warmup")) warmup = atoi(v);
         else if (!strcmp(a, "--iters")) iters = atoi(v);
+        else if (!strcmp(a, "--model")) model = v;
+        else if (!strcmp(a, "--dir")) dir = v;
         else return usage();
         i++;
     }
+    if (check)
+        return model && dir && batch >= 1 && batch <= 64 ? parity(model, dir, prec, batch) : usage();
     if (batch < 1 || iters < 1 || warmup < 0 || size < 32 || (train && batch < 2))
         return usage();
     char err[CXR_NN_ERRLEN] = "", note[CXR_NN_ERRLEN] = "";

@@ -164,10 +164,19 @@ def table(path):
             print(f"| {r['arch']} | {r['precision']} | {r['batch']} | {r['impl']} | "
                   f"{fmt(r['step_ms_median'])} | {fmt(r['images_per_s'])} |")
 
+    par = [r for r in rows if r["mode"] == "parity"]
+    if par:
+        print()
+        print("| default model parity | images | max abs diff p | decision flips (outside +-0.01) | pass |")
+        print("|---|---|---|---|---|")
+        for r in par:
+            print(f"| {r['precision']} vs CPU fp32 | {r['images']} | {r['max_abs_diff']:.5f} | "
+                  f"{r['decision_flips']} ({r['flips_outside_0.01']}) | {r['pass']} |")
+
     def find(impl, mode, arch, prec, batch=None):
         for r in rows:
-            if (r["impl"], r["mode"], r["arch"], r["precision"]) == (impl, mode, arch, prec) and \
-                    (batch is None or r["batch"] == batch):
+            if (r.get("impl"), r.get("mode"), r.get("arch"), r.get("precision")) == \
+                    (impl, mode, arch, prec) and (batch is None or r.get("batch") == batch):
                 return r
         return None
 
