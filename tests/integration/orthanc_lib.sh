@@ -14,7 +14,6 @@
 
 PLUGIN_SO="$CXR_BUILD_DIR/libcxr_triage_orthanc.so"
 ORTHANC_PID=""
-ORTHANC_ENV=()
 
 # Prints the Orthanc log tail and fails the test.
 fail() {
@@ -30,13 +29,13 @@ need_orthanc() {
     need_tools Orthanc storescu dcmdump curl "$@"
     [ -f "$PLUGIN_SO" ] || skip "no plugin at $PLUGIN_SO (needs orthanc-dev; build the cxr_triage_orthanc target)"
     "$CXR_PYTHON" -c 'import pydicom' 2>/dev/null || skip "$CXR_PYTHON lacks pydicom (python3-pydicom)"
-    # A plugin built with the sanitizers needs their runtime loaded first
-    # (Orthanc itself is not instrumented; its own leaks are not ours).
+    # A plugin built with the sanitizers would need libasan preloaded into
+    # Orthanc, and Debian's Orthanc 1.10.1 then hangs at start-up (a glibc
+    # locale lock in std::locale, with or without any plugin): the plugin's
+    # core runs under the sanitizers in check_plugin; run these tests on a
+    # plain build (by hand: CXR_ORTHANC_WRAP="valgrind ..." for memcheck).
     if ldd "$PLUGIN_SO" | grep -q libasan; then
-        ORTHANC_ENV=(env "LD_PRELOAD=$(gcc -print-file-name=libasan.so)"
-                     "ASAN_OPTIONS=detect_leaks=0:abort_on_error=1"
-                     "UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1")
-        log "sanitizer build: Orthanc runs with libasan preloaded"
+        skip "sanitizer build: Orthanc 1.10.1 hangs with libasan preloaded (see orthanc_lib.sh)"
     fi
 }
 
@@ -111,11 +110,13 @@ ocurl() { curl -sf --max-time 30 "$(ourl "$1")"; }
 # start_orthanc: starts Orthanc on $WORK/orthanc.json and waits until its
 # REST API answers (fails if it exits first).
 start_orthanc() {
-    (cd "$WORK" && exec "${ORTHANC_ENV[@]}" Orthanc "$WORK/orthanc.json" >>"$WORK/orthanc.log" 2>&1) &
+    # CXR_ORTHANC_WRAP: a command Orthanc runs under (e.g. valgrind), by hand
+    (cd "$WORK" && exec ${CXR_ORTHANC_WRAP:-} Orthanc "$WORK/orthanc.json" \
+        >>"$WORK/orthanc.log" 2>&1) &
     ORTHANC_PID=$!
     NODE_PIDS+=("$ORTHANC_PID")
     local i
-    for i in $(seq 1 300); do
+    for i in $(seq 1 "${CXR_ORTHANC_START_TENTHS:-300}"); do
         kill -0 "$ORTHANC_PID" 2>/dev/null || fail "Orthanc exited during start-up"
         ocurl /system >/dev/null 2>&1 && return 0
         sleep 0.1

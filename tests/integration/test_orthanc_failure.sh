@@ -62,7 +62,7 @@ cp "$WORK/good.safetensors" "$WORK/model.safetensors"
 # start_refused WHAT: Orthanc must exit non-zero by itself within 60 s.
 start_refused() {
     : >"$WORK/orthanc.log"
-    (cd "$WORK" && exec "${ORTHANC_ENV[@]}" Orthanc "$WORK/orthanc.json" >>"$WORK/orthanc.log" 2>&1) &
+    (cd "$WORK" && exec Orthanc "$WORK/orthanc.json" >>"$WORK/orthanc.log" 2>&1) &
     ORTHANC_PID=$!
     NODE_PIDS+=("$ORTHANC_PID")
     local i
