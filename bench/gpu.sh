@@ -49,11 +49,13 @@ die() {
 # ------------------------------------------------------------------ pack (here)
 pack() {
     [ -x /usr/local/cuda/bin/nvcc ] || die "pack needs the CUDA toolkit in /usr/local/cuda"
+    mkdir -p "$build"
     cmake -S "$repo" -B "$build" -DCMAKE_BUILD_TYPE=Release -DCXR_WITH_CUDA=ON \
-        -DBUILD_TESTING=ON >"$build.configure.log" 2>&1 || die "configure failed: $build.configure.log"
+        -DBUILD_TESTING=ON >"$build/gpu-configure.log" 2>&1 ||
+        die "configure failed: $build/gpu-configure.log"
     # shellcheck disable=SC2086
-    cmake --build "$build" --target $targets -j"${JOBS:-2}" >"$build.build.log" 2>&1 ||
-        die "build failed: $build.build.log"
+    cmake --build "$build" --target $targets -j"${JOBS:-2}" >"$build/gpu-build.log" 2>&1 ||
+        die "build failed: $build/gpu-build.log"
     local stage
     stage=$(mktemp -d)
     mkdir -p "$stage/bin" "$stage/lib"
