@@ -260,6 +260,18 @@ static void md4(dnnl_memory_desc_t *md, int64_t n, const struct cxr_nn_value *v,
     dnnl_memory_desc_init_by_tag(md, 4, d, dt, tag);
 }
 
+dnnl_alg_kind_t cxr_nn_ct_conv_alg(const struct tbuilder *B, const struct cxr_nn_op *op,
+                                   dnnl_data_type_t dt)
+{
+    switch (B->T->conv_algo) {
+    case CXR_NN_CONV_DIRECT: return dnnl_convolution_direct;
+    case CXR_NN_CONV_WINOGRAD:
+        return op->kernel_h == 3 && op->stride == 1 && dt == dnnl_f32 ? dnnl_convolution_winograd
+                                                                      : dnnl_convolution_direct;
+    default: return dnnl_convolution_auto;
+    }
+}
+
 /* ------------------------------------------------------------ forward ops */
 
 static enum cxr_status conv_fwd_pd(struct tbuilder *B, const struct cxr_nn_op *op,
@@ -277,10 +289,20 @@ static enum cxr_status conv_fwd_pd(struct tbuilder *B, const struct cxr_nn_op *o
     dnnl_convolution_desc_t cd;
     char *err = B->err;
     enum cxr_status st = CXR_OK;
-    CXR_DNNL(dnnl_convolution_forward_desc_init(&cd, dnnl_forward_training, dnnl_convolution_direct,
-                                                &smd, &wmd, op->param[1] >= 0 ? &bmd : NULL, &dmd,
-                                                strides, pad, pad), op->name);
-    CXR_DNNL(dnnl_primitive_desc_create(pd, &cd, attr, B->p->ctx->engine, NULL), op->name);
+    dnnl_alg_kind_t alg = cxr_nn_ct_conv_alg(B, op, dt);
+    dnnl_status_t s;
+    for (;;) {
+        CXR_DNNL(dnnl_convolution_forward_desc_init(&cd, dnnl_forward_training, alg, &smd, &wmd,
+                                                    op->param[1] >= 0 ? &bmd : NULL, &dmd, strides,
+                                                    pad, pad), op->name);
+        s = dnnl_primitive_desc_create(pd, &cd, attr, B->p->ctx->engine, NULL);
+        if (s == dnnl_unimplemented && alg != dnnl_convolution_direct) {
+            alg = dnnl_convolution_direct; /* no Winograd kernel for this shape */
+            continue;
+        }
+        break;
+    }
+    CXR_DNNL(s, op->name);
 fail:
     return st;
 }
@@ -781,6 +803,7 @@ enum cxr_status cxr_nn_cpu_train_plan(struct cxr_nn_backend *b, struct cxr_nn_gr
     T->g = g;
     T->momentum = opt->bn_momentum;
     T->frozen = opt->bn_frozen;
+    T->conv_algo = opt->conv_algo;
     struct cpu_plan *p = &T->p;
     p->ctx = c;
     p->cg = g->extra;

@@ -58,6 +58,7 @@ struct cpu_train_plan {
     int32_t n_raw, cap_raw;
     float momentum;
     bool frozen;
+    enum cxr_nn_conv_algo conv_algo;
     float *io;                    /* input copy, logits, dlogits (64-byte aligned) */
     size_t in_floats, out_floats;
 };
@@ -102,6 +103,11 @@ enum cxr_status cxr_nn_ct_weights(struct tbuilder *B, int32_t param, const dnnl_
                                   dnnl_memory_t *out, const char *where);
 /* The plain F32 layout of a parameter: oihw (fc: [O, C, 1, 1]) or a. */
 void cxr_nn_ct_plain_md(const struct cxr_nn_tensor *t, dnnl_memory_desc_t *md);
+
+/* The convolution algorithm to try first for op (the plan's conv_algo; a
+ * caller falls back to direct when oneDNN has no such kernel). */
+dnnl_alg_kind_t cxr_nn_ct_conv_alg(const struct tbuilder *B, const struct cxr_nn_op *op,
+                                   dnnl_data_type_t dt);
 
 /* The backward pass of op i (backend_cpu_train_bwd.c). */
 enum cxr_status cxr_nn_ct_backward_op(struct tbuilder *B, int32_t i);

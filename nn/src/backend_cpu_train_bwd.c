@@ -149,11 +149,20 @@ static enum cxr_status bwd_conv(struct tbuilder *B, int32_t oi)
             dnnl_memory_desc_init_by_tag(&wmd, 4, wd, dnnl_f32, dnnl_format_tag_any);
             dnnl_memory_desc_init_by_tag(&bmd, 1, bd, dnnl_f32, dnnl_a);
             dnnl_convolution_desc_t cd;
-            CXR_DNNL(dnnl_convolution_backward_weights_desc_init(
-                         &cd, dnnl_convolution_direct, &smd, &wmd,
-                         op->param[1] >= 0 ? &bmd : NULL, &dmd, strides, pad, pad), where);
-            CXR_DNNL(dnnl_primitive_desc_create(&pd, &cd, attr, B->p->ctx->engine, to->fwd_pd),
-                     where);
+            dnnl_alg_kind_t alg = cxr_nn_ct_conv_alg(B, op, wdt);
+            dnnl_status_t s;
+            for (;;) {
+                CXR_DNNL(dnnl_convolution_backward_weights_desc_init(
+                             &cd, alg, &smd, &wmd, op->param[1] >= 0 ? &bmd : NULL, &dmd, strides,
+                             pad, pad), where);
+                s = dnnl_primitive_desc_create(&pd, &cd, attr, B->p->ctx->engine, to->fwd_pd);
+                if (s == dnnl_unimplemented && alg != dnnl_convolution_direct) {
+                    alg = dnnl_convolution_direct;
+                    continue;
+                }
+                break;
+            }
+            CXR_DNNL(s, where);
             if (wdt == dnnl_bf16 && cxr_nn_ct_is_ref(pd)) {
                 dnnl_primitive_desc_destroy(pd);
                 pd = NULL;
@@ -197,10 +206,19 @@ static enum cxr_status bwd_conv(struct tbuilder *B, int32_t oi)
             dnnl_memory_desc_init_by_tag(&dmd, 4, dd, dt, dnnl_format_tag_any);
             dnnl_memory_desc_init_by_tag(&wmd, 4, wd, dt, dnnl_format_tag_any);
             dnnl_convolution_desc_t cd;
-            CXR_DNNL(dnnl_convolution_backward_data_desc_init(&cd, dnnl_convolution_direct, &smd,
-                                                              &wmd, &dmd, strides, pad, pad), where);
-            CXR_DNNL(dnnl_primitive_desc_create(&pd, &cd, attr, B->p->ctx->engine, to->fwd_pd),
-                     where);
+            dnnl_alg_kind_t alg = cxr_nn_ct_conv_alg(B, op, dt);
+            dnnl_status_t s;
+            for (;;) {
+                CXR_DNNL(dnnl_convolution_backward_data_desc_init(&cd, alg, &smd, &wmd, &dmd,
+                                                                  strides, pad, pad), where);
+                s = dnnl_primitive_desc_create(&pd, &cd, attr, B->p->ctx->engine, to->fwd_pd);
+                if (s == dnnl_unimplemented && alg != dnnl_convolution_direct) {
+                    alg = dnnl_convolution_direct;
+                    continue;
+                }
+                break;
+            }
+            CXR_DNNL(s, where);
             if (dt == dnnl_bf16 && cxr_nn_ct_is_ref(pd)) {
                 dnnl_primitive_desc_destroy(pd);
                 pd = NULL;

@@ -300,8 +300,9 @@ enum cxr_status cxr_nn_trainer_forward_backward(struct cxr_nn_trainer *tr, const
     const struct cxr_nn_backend_i *bi = tr->b->iface;
     enum cxr_status st;
     if (!tr->plans[n]) {
-        struct cxr_nn_train_plan_options po = {.batch = n, .bn_frozen = tr->o.freeze_backbone,
-                                               .bn_momentum = tr->o.bn_momentum};
+        struct cxr_nn_train_plan_options po = {
+            .batch = n, .bn_frozen = tr->o.freeze_backbone, .bn_momentum = tr->o.bn_momentum,
+            .conv_algo = tr->o.direct_conv ? CXR_NN_CONV_DIRECT : CXR_NN_CONV_AUTO};
         if ((st = bi->train_plan(tr->b, tr->g, &po, &tr->plans[n], err)) != CXR_OK)
             return st;
     }

@@ -13,6 +13,8 @@
  *   - the optimizer arithmetic (AdamW, SGD, nesterov) against a double
  *     transcription of PyTorch's update, one-cycle against torch's formula,
  *     clipping.
+ * Convolutions run as oneDNN chooses (which may be Winograd on large
+ * layers), and again forced to Winograd and to direct.
  * bf16 cases run the same graphs in bf16 with a looser tolerance (skipped
  * on CPUs without AVX512-BF16).
  */
@@ -329,6 +331,19 @@ static int32_t body_block(struct cxr_nn_graph *g, int32_t x, char *err)
     return cxr_nn_graph_relu(g, "r", y, err);
 }
 
+/* 16 channels, 3x3 stride 1: the shapes where oneDNN may pick its
+ * Winograd kernels (forward, backward data and weights). */
+static int32_t body_wide(struct cxr_nn_graph *g, int32_t x, char *err)
+{
+    int32_t a = cxr_nn_graph_conv(g, "c0", x, 16, 3, 1, 1, false, err);
+    a = cxr_nn_graph_bn(g, "b0", a, 1e-5f, err);
+    a = cxr_nn_graph_relu(g, "r0", a, err);
+    a = cxr_nn_graph_conv(g, "c1", a, 16, 3, 1, 1, false, err);
+    a = cxr_nn_graph_bn(g, "b1", a, 1e-5f, err);
+    a = cxr_nn_graph_relu(g, "r1", a, err);
+    return cxr_nn_graph_conv(g, "c2", a, 16, 3, 1, 1, false, err);
+}
+
 struct op_case {
     const char *name;
     body_fn body;
@@ -348,6 +363,7 @@ static const struct op_case cases[] = {
     {"max pool 3/2/1", body_maxpool, 2, 9, 8, 2},
     {"residual add + relu, fan-out", body_residual, 2, 6, 6, 3},
     {"downsample block", body_block, 2, 12, 12, 6},
+    {"wide 3x3 convs (Winograd shapes)", body_wide, 16, 12, 12, 4},
 };
 
 #define CLASSES 3
@@ -483,7 +499,7 @@ static double ref_total_loss(struct run *r)
  * gradient against finite differences of the fp64 loss: each tensor within
  * `tol` (relative L2) and all of them together within `tol_all`. */
 static void run_case(const struct op_case *c, enum cxr_nn_precision prec, double tol,
-                     double tol_all)
+                     double tol_all, enum cxr_nn_conv_algo algo)
 {
     struct run r = {0};
     char err[CXR_NN_ERRLEN] = "";
@@ -495,7 +511,7 @@ static void run_case(const struct op_case *c, enum cxr_nn_precision prec, double
     const struct cxr_nn_backend_i *bi = r.b->iface;
     struct cxr_nn_graph *g = r.g;
     void *plan = NULL;
-    struct cxr_nn_train_plan_options po = {.batch = r.n, .bn_momentum = 0.1f};
+    struct cxr_nn_train_plan_options po = {.batch = r.n, .bn_momentum = 0.1f, .conv_algo = algo};
     ck_assert_msg(bi->train_plan(r.b, g, &po, &plan, err) == CXR_OK, "%s: plan: %s", c->name, err);
     float logits[16 * CLASSES], dlogits[16 * CLASSES];
     ck_assert_msg(bi->train_forward(r.b, plan, r.finput, logits, err) == CXR_OK, "%s", err);
@@ -542,15 +558,19 @@ static void run_case(const struct op_case *c, enum cxr_nn_precision prec, double
         float *got = malloc(pp->t.nbytes);
         double *fd = malloc(cnt * sizeof(double));
         ck_assert_int_eq(bi->tensor_get(r.b, &pp->grad, got, 0, pp->t.nbytes, err), CXR_OK);
-        for (size_t j = 0; j < cnt; j++) {
+        /* large tensors: a fixed sample of 96 elements (stride through it) */
+        size_t step = cnt > 192 ? cnt / 96 : 1, k = 0;
+        for (size_t j = 0; j < cnt; j += step, k++) {
             double keep = r.R->param[p][j];
             r.R->param[p][j] = keep + h;
             double lp = ref_total_loss(&r);
             r.R->param[p][j] = keep - h;
             double lm = ref_total_loss(&r);
             r.R->param[p][j] = keep;
-            fd[j] = (lp - lm) / (2 * h);
+            fd[k] = (lp - lm) / (2 * h);
+            got[k] = got[j];
         }
+        cnt = k;
         double ge = rel_err(got, fd, cnt);
         for (size_t j = 0; j < cnt; j++) {
             all_num += ((double)got[j] - fd[j]) * ((double)got[j] - fd[j]);
@@ -577,7 +597,19 @@ static void run_case(const struct op_case *c, enum cxr_nn_precision prec, double
 
 START_TEST(test_backward_fp32)
 {
-    run_case(&cases[_i], CXR_NN_PRECISION_FP32, 1e-4, 1e-5);
+    run_case(&cases[_i], CXR_NN_PRECISION_FP32, 1e-4, 1e-5, CXR_NN_CONV_AUTO);
+}
+END_TEST
+
+/* The same with every 3x3 stride-1 convolution forced to oneDNN's Winograd
+ * kernels (AUTO takes them on large layers) and forced direct. */
+START_TEST(test_backward_conv_algos)
+{
+    const struct op_case *wide = &cases[sizeof cases / sizeof cases[0] - 1];
+    run_case(wide, CXR_NN_PRECISION_FP32, 1e-4, 1e-5,
+             _i == 0 ? CXR_NN_CONV_WINOGRAD : CXR_NN_CONV_DIRECT);
+    run_case(&cases[8], CXR_NN_PRECISION_FP32, 1e-4, 1e-5,
+             _i == 0 ? CXR_NN_CONV_WINOGRAD : CXR_NN_CONV_DIRECT);
 }
 END_TEST
 
@@ -588,7 +620,7 @@ START_TEST(test_backward_bf16)
      * of relative error is bf16 itself (fp32 is within 1e-6 on the same
      * cases), worst on small tensors like a batch norm's 4 weights; a
      * layout or indexing mistake shows as errors near 1. */
-    run_case(&cases[_i], CXR_NN_PRECISION_BF16, 0.3, 3e-2);
+    run_case(&cases[_i], CXR_NN_PRECISION_BF16, 0.3, 3e-2, CXR_NN_CONV_AUTO);
 }
 END_TEST
 
@@ -831,6 +863,7 @@ static Suite *suite(void)
     tcase_set_timeout(tc, 600);
     tcase_add_loop_test(tc, test_backward_fp32, 0, sizeof cases / sizeof cases[0]);
     tcase_add_loop_test(tc, test_backward_bf16, 0, sizeof cases / sizeof cases[0]);
+    tcase_add_loop_test(tc, test_backward_conv_algos, 0, 2);
     tcase_add_test(tc, test_frozen_backbone);
     suite_add_tcase(s, tc);
     tc = tcase_create("loss_optim");

@@ -74,6 +74,10 @@ struct cxr_nn_trainer_options {
     /* Per-class loss weights (index = class); all zero: unweighted. */
     float class_weights[CXR_NN_MAX_CLASSES];
     bool freeze_backbone;              /* only the fc trains; batch norm in eval mode */
+    bool direct_conv;                  /* direct convolutions only; default false lets the
+                                        * backend pick faster algorithms (CPU: Winograd for
+                                        * large 3x3 stride-1 layers, ~1e-6 relative
+                                        * difference in the gradients) */
     float bn_momentum;                 /* 0.1 */
     int32_t max_batch;                 /* largest batch given to step (default 32) */
 };
