@@ -23,6 +23,8 @@ static const struct subcommand subcommands[] = {
     {"config", cmd_config, "config check|schema|doc|defaults: validate or print the configuration"},
     {"serve", cmd_serve, "run the DICOM node: receive, score, send SRs, serve the worklist"},
     {"queue", cmd_queue, "queue list|retry|drop: the node's SR deliveries and dead letters"},
+    {"train", cmd_train, "train a model from labeled images (folders, archives, manifests)"},
+    {"evaluate", cmd_evaluate, "measure a model on labeled images, with confidence intervals"},
     {"version", cmd_version, "version, backends and codecs built in"},
 };
 

@@ -1,0 +1,230 @@
+/* train_run_eval.c — `cxr-triage evaluate` as a library call: every usable
+ * image of a labeled set, at its own presented size, through the inference
+ * preprocessing and the model (cxr_tr_score), the metrics at the model's
+ * own thresholds with bootstrap intervals, and the report without training
+ * curves. */
+#include <json-c/json.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "train_run_internal.h"
+
+void cxr_triage_evaluate_options_init(struct cxr_triage_evaluate_options *o)
+{
+    memset(o, 0, sizeof *o);
+    o->precision = CXR_NN_PRECISION_FP32;
+    o->batch = 16;
+    o->resamples = 2000;
+    o->seed = 1;
+}
+
+static struct json_object *ci(const struct cxr_nn_ci *c)
+{
+    struct json_object *o = json_object_new_object(), *a = json_object_new_array();
+    json_object_object_add(o, "value", isfinite(c->value) ? json_object_new_double(c->value) : NULL);
+    json_object_array_add(a, isfinite(c->lo) ? json_object_new_double(c->lo) : NULL);
+    json_object_array_add(a, isfinite(c->hi) ? json_object_new_double(c->hi) : NULL);
+    json_object_object_add(o, "ci95", a);
+    return o;
+}
+
+static struct json_object *eval_json(const struct cxr_nn_eval *e)
+{
+    struct json_object *o = json_object_new_object(), *cm = json_object_new_object();
+    json_object_object_add(o, "threshold", json_object_new_double(e->threshold));
+    json_object_object_add(cm, "tp", json_object_new_int64(e->cm.tp));
+    json_object_object_add(cm, "fp", json_object_new_int64(e->cm.fp));
+    json_object_object_add(cm, "tn", json_object_new_int64(e->cm.tn));
+    json_object_object_add(cm, "fn", json_object_new_int64(e->cm.fn));
+    json_object_object_add(o, "confusion", cm);
+    json_object_object_add(o, "sensitivity", ci(&e->sensitivity));
+    json_object_object_add(o, "specificity", ci(&e->specificity));
+    json_object_object_add(o, "accuracy", ci(&e->accuracy));
+    json_object_object_add(o, "ppv", ci(&e->ppv));
+    json_object_object_add(o, "npv", ci(&e->npv));
+    return o;
+}
+
+char *cxr_triage_evaluate_to_json(const struct cxr_triage_evaluate_result *r,
+                                  const struct cxr_nn_model_meta *meta)
+{
+    struct json_object *o = json_object_new_object();
+    if (!o)
+        return NULL;
+    json_object_object_add(o, "n", json_object_new_int64((int64_t)r->count));
+    json_object_object_add(o, "skipped", json_object_new_int64((int64_t)r->skipped));
+    json_object_object_add(o, "positives", json_object_new_int64(r->operating.positives));
+    json_object_object_add(o, "negatives", json_object_new_int64(r->operating.negatives));
+    json_object_object_add(o, "data_digest", json_object_new_string(r->digest));
+    if (meta)
+        json_object_object_add(o, "positive_class",
+                               json_object_new_string(meta->class_names[meta->positive_class]));
+    json_object_object_add(o, "auc", ci(&r->operating.auc));
+    json_object_object_add(o, "loss", isfinite(r->loss) ? json_object_new_double(r->loss) : NULL);
+    json_object_object_add(o, "operating", eval_json(&r->operating));
+    json_object_object_add(o, "urgent", eval_json(&r->urgent));
+    json_object_object_add(o, "bootstrap_resamples", json_object_new_int(r->operating.resamples));
+    const char *s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY |
+                                                          JSON_C_TO_STRING_SPACED);
+    char *copy = s ? strdup(s) : NULL;
+    json_object_put(o);
+    return copy;
+}
+
+static enum cxr_status eerr(char *err, enum cxr_status st, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static enum cxr_status eerr(char *err, enum cxr_status st, const char *fmt, ...)
+{
+    if (err) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, CXR_TRIAGE_ERRLEN, fmt, ap);
+        va_end(ap);
+    }
+    return st;
+}
+
+enum cxr_status cxr_triage_evaluate_run(const struct cxr_triage_evaluate_options *o,
+                                        struct cxr_triage_evaluate_result *res, char *err)
+{
+    struct cxr_triage_evaluate_result dummy;
+    if (!res)
+        res = &dummy;
+    memset(res, 0, sizeof *res);
+    if (!o || !o->model || !o->data)
+        return eerr(err, CXR_ERR_USAGE, "--model and --data are required");
+    if (o->batch < 1 || o->batch > 1024)
+        return eerr(err, CXR_ERR_USAGE, "--batch 1..1024");
+    FILE *log = o->log ? o->log : stderr;
+    char nerr[CXR_NN_ERRLEN] = "", terr[CXR_TRIAGE_ERRLEN] = "";
+    struct cxr_nn_model *m = NULL;
+    struct cxr_triage_dataset *ds = NULL;
+    struct cxr_nn_backend *b = NULL;
+    double *probs = NULL;
+    uint8_t *lab = NULL;
+    int32_t *idx = NULL;
+    struct cxr_triage_report_case *cases = NULL;
+    enum cxr_status st = cxr_nn_model_load(o->model, &m, nerr);
+    if (st != CXR_OK) {
+        eerr(err, st, "%s", nerr);
+        goto done;
+    }
+    const struct cxr_nn_model_meta *meta = cxr_nn_model_meta(m);
+    struct cxr_triage_dataset_options dopt;
+    cxr_triage_dataset_options_init(&dopt, meta);
+    dopt.label_map = o->label_map;
+    dopt.threads = o->threads;
+    /* the presented image as it is: preprocessing happens once, as at inference */
+    dopt.max_scale = 1e6;
+    if ((st = cxr_triage_dataset_load(o->data, &dopt, &ds, terr)) != CXR_OK) {
+        eerr(err, st, "%s", terr);
+        goto done;
+    }
+    fprintf(log, "read %s (%s): %zu images, %zu skipped, in %.1f s; digest %s\n", ds->source,
+            ds->source_kind, ds->count, ds->skipped_count, ds->load_seconds, ds->digest);
+    for (size_t i = 0; i < ds->skipped_count && i < 20; i++)
+        fprintf(log, "  skipped %s: %s\n", ds->skipped[i].name, ds->skipped[i].reason);
+    if (ds->skipped_count > 20)
+        fprintf(log, "  ... and %zu more skipped (all listed in the report)\n",
+                ds->skipped_count - 20);
+    res->count = ds->count;
+    res->skipped = ds->skipped_count;
+    snprintf(res->digest, sizeof res->digest, "%s", ds->digest);
+    int64_t pos = ds->class_counts[meta->positive_class];
+    if (pos == 0 || pos == (int64_t)ds->count) {
+        st = eerr(err, CXR_ERR_INVALID_ARG, "%s: the data must hold images of the positive class "
+                  "(%s) and of the others to measure sensitivity and specificity",
+                  o->data, meta->class_names[meta->positive_class]);
+        goto done;
+    }
+    struct cxr_nn_backend_options bo = {.kind = CXR_NN_BACKEND_CPU, .precision = o->precision,
+                                        .threads = o->threads};
+    if ((st = cxr_nn_backend_open(&bo, &b, NULL, nerr)) != CXR_OK) {
+        eerr(err, st, "backend: %s", nerr);
+        goto done;
+    }
+    probs = malloc(ds->count * sizeof *probs);
+    lab = malloc(ds->count);
+    idx = malloc(ds->count * sizeof *idx);
+    cases = calloc(ds->count, sizeof *cases);
+    if (!probs || !lab || !idx || !cases) {
+        st = eerr(err, CXR_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    for (size_t i = 0; i < ds->count; i++) {
+        idx[i] = (int32_t)i;
+        lab[i] = ds->samples[i].label == meta->positive_class;
+    }
+    double t0 = cxr_tr_now();
+    if ((st = cxr_tr_score(b, m, ds, idx, ds->count, o->batch, probs, &res->loss, NULL, terr)) !=
+        CXR_OK) {
+        eerr(err, st, "%s", terr);
+        goto done;
+    }
+    fprintf(log, "scored %zu images in %.1f s on %s\n", ds->count, cxr_tr_now() - t0,
+            cxr_nn_backend_describe(b));
+    if ((st = cxr_nn_evaluate(probs, lab, ds->count, meta->operating_threshold, o->resamples,
+                              o->seed, &res->operating, nerr)) != CXR_OK ||
+        (st = cxr_nn_evaluate(probs, lab, ds->count, meta->urgent_threshold, o->resamples, o->seed,
+                              &res->urgent, nerr)) != CXR_OK) {
+        eerr(err, st, "metrics: %s", nerr);
+        goto done;
+    }
+    if (o->report) {
+        for (size_t i = 0; i < ds->count; i++) {
+            const struct cxr_triage_sample *s = &ds->samples[i];
+            cases[i] = (struct cxr_triage_report_case){.name = s->name, .label = s->label,
+                                                       .probability = probs[i],
+                                                       .pixels = s->pixels, .width = s->width,
+                                                       .height = s->height, .stride = s->width};
+        }
+        struct cxr_triage_report_split split = {.name = "evaluated",
+                                                .groups = (int64_t)ds->patient_groups};
+        memcpy(split.counts, ds->class_counts, sizeof split.counts);
+        char machine[320], n[32];
+        cxr_tr_machine(machine, sizeof machine);
+        snprintf(n, sizeof n, "%zu", ds->count);
+        const char *notes[] = {"images", n, "machine", machine, "backend",
+                               cxr_nn_backend_describe(b)};
+        struct cxr_triage_report r;
+        cxr_triage_report_init(&r);
+        r.title = "Evaluation report";
+        r.command = o->command_line;
+        r.meta = meta;
+        r.model_sha256 = cxr_nn_model_sha256(m);
+        r.model_path = o->model;
+        r.data_source = ds->source;
+        r.data_kind = ds->source_kind;
+        r.data_digest = ds->digest;
+        r.splits = &split;
+        r.split_count = 1;
+        r.skipped = ds->skipped;
+        r.skipped_count = ds->skipped_count;
+        r.age_min_years = ds->age_min_years;
+        r.age_max_years = ds->age_max_years;
+        r.eval_name = "evaluated data";
+        r.cases = cases;
+        r.case_count = ds->count;
+        r.operating = &res->operating;
+        r.urgent = &res->urgent;
+        r.target_sensitivity = NAN;
+        r.urgent_specificity = NAN;
+        r.notes = notes;
+        r.note_count = 3;
+        if ((st = cxr_triage_report_write(&r, o->report, terr)) != CXR_OK) {
+            eerr(err, st, "report: %s", terr);
+            goto done;
+        }
+        fprintf(log, "report: %s\n", o->report);
+    }
+done:
+    free(probs);
+    free(lab);
+    free(idx);
+    free(cases);
+    cxr_nn_backend_close(b);
+    cxr_triage_dataset_free(ds);
+    cxr_nn_model_free(m);
+    return st;
+}
