@@ -65,6 +65,7 @@ struct plugin_study {
     int64_t scored_ms;
     char sr_orthanc_id[PLUGIN_ID_LEN];        /* the last SR, once stored */
     char sr_series_orthanc_id[PLUGIN_ID_LEN];
+    int64_t sr_stored_ms;              /* when the last SR was stored in Orthanc (0 none) */
     int32_t attempts;                  /* failed attempts at the current step */
     int64_t next_attempt_ms;
     char last_error[512];

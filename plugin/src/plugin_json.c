@@ -52,6 +52,8 @@ static void add_study_fields(json_object *j, const struct plugin_study *s)
     add_str(j, "state", plugin_study_state_name(s->state));
     add_str(j, "model_version", s->model_version);
     json_object_object_add(j, "scored_ms", json_object_new_int64(s->scored_ms));
+    json_object_object_add(j, "queued_ms", json_object_new_int64(s->queued_ms));
+    json_object_object_add(j, "sr_stored_ms", json_object_new_int64(s->sr_stored_ms));
 }
 
 char *plugin_worklist_json(const struct plugin_study *rows, size_t n,

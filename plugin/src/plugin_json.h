@@ -13,7 +13,7 @@
 
 /* {"generated_ms":..,"count":..,"studies":[..]}: cxr_triage_worklist_json's
  * document, each entry with "orthanc_id", "state", "model_version",
- * "scored_ms" added. */
+ * "scored_ms", "queued_ms", "sr_stored_ms" added. */
 char *plugin_worklist_json(const struct plugin_study *rows, size_t n,
                            const struct cxr_triage_worklist_options *o);
 

@@ -214,6 +214,7 @@ START_TEST(test_sr_kept_until_stored_then_forwards)
     s = get(db, "S");
     ck_assert_int_eq(s.state, PLUGIN_STUDY_DONE);
     ck_assert_str_eq(s.sr_orthanc_id, "SR-ID");
+    ck_assert_int_eq(s.sr_stored_ms, 500);
     ck_assert_int_eq(s.row.unreported, 0);
     ck_assert_int_eq(s.row.deliveries_pending, 2);
     ck_assert_int_eq(plugin_db_study_sr(db, "S", &b, &len, &found), CXR_OK);
