@@ -1,0 +1,209 @@
+#!/usr/bin/env bash
+# test_train_cli.sh — `cxr-triage train` and `evaluate` as an admin runs them
+# (issue 4), kept short (well under 2 minutes on 2 cores):
+#   - a tiny labeled tar.gz (synthetic PNGs with Kermany-style patient names,
+#     the JPEG/PNG fixtures of tests/data/train, a real DICOM chest film, a
+#     truncated JPEG and a text file) trains a small resnet18 at 48x48 with an
+#     explicit validation folder: exit 1 because entries were skipped, the
+#     skipped ones named with reasons, class counts printed;
+#   - the model file loads (`model info --json`) with calibrated thresholds,
+#     the training data digest, validation metrics and name/version/created;
+#   - the report exists, is one self-contained file with SVG and no network
+#     reference, and lists the skipped entries;
+#   - `evaluate --json` and `evaluate --report` on the validation folder;
+#   - `score` with the new model on a DICOM file from tests/data;
+#   - Ctrl-C (SIGINT) during training leaves a checkpoint and exit 1;
+#     `--resume` finishes the run;
+#   - `--init ... --freeze-backbone` keeps the backbone byte for byte;
+#   - usage errors exit 2;
+#   - with ../shared/data/cxr-kermany: a 48-image subset trains and evaluates.
+set -u
+: "${CXR_SOURCE_DIR:=$(cd "$(dirname "$0")/../.." && pwd)}"
+: "${CXR_BUILD_DIR:=$CXR_SOURCE_DIR/build}"
+: "${CXR_BIN:=$CXR_BUILD_DIR/cxr-triage}"
+: "${CXR_SHARED_DATA:=$CXR_SOURCE_DIR/../shared/data}"
+export CXR_LOG_LEVEL=warn
+
+T=$(basename "$0" .sh)
+fail() { echo "[$T] FAIL: $*"; exit 1; }
+ok() { echo "[$T] ok: $*"; }
+[ -x "$CXR_BIN" ] || { echo "[$T] SKIP: no binary $CXR_BIN"; exit 77; }
+PY=$(command -v python3 || true)
+[ -n "$PY" ] || { echo "[$T] SKIP: python3 missing (writes the synthetic PNGs)"; exit 77; }
+W=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$W"' EXIT
+DATA=$CXR_SOURCE_DIR/tests/data
+SMALL=(--arch resnet18 --width 4 --input 48x48 --batch 8 --threads 2)
+
+# ---- the data: synthetic greyscale PNGs (stripes across = NORMAL, down =
+# PNEUMONIA, random phase/period/noise), written with the standard library
+"$PY" - "$W" <<'EOF' || fail "cannot write the synthetic PNGs"
+import os, random, struct, sys, zlib
+root = sys.argv[1]
+def png(path, w, h, pix):
+    raw = b"".join(b"\0" + bytes(pix[r * w:(r + 1) * w]) for r in range(h))
+    def chunk(t, d):
+        c = struct.pack(">I", len(d)) + t + d
+        return c + struct.pack(">I", zlib.crc32(t + d) & 0xffffffff)
+    with open(path, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
+                + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+import math
+rnd = random.Random(7)
+def image(cls):
+    w = h = 56
+    per, ph = rnd.uniform(6, 12), rnd.uniform(0, 6.28)
+    return [max(0, min(255, int(128 + 90 * math.sin(2 * math.pi * (c if cls else r) / per + ph)
+                               + rnd.gauss(0, 20)))) for r in range(h) for c in range(w)]
+for split, n in (("data", 14), ("val", 5)):
+    for cls, name in ((0, "NORMAL"), (1, "PNEUMONIA")):
+        d = os.path.join(root, split, name)
+        os.makedirs(d, exist_ok=True)
+        for i in range(n):
+            pid = i // 2 + (0 if split == "data" else 100) + 1000 * cls
+            png(os.path.join(d, f"person{pid}_img{i}.png"), 56, 56, image(cls))
+EOF
+cp "$DATA/train/gray.jpg" "$W/data/NORMAL/fixture_gray.jpg"
+cp "$DATA/train/rgb.png" "$W/data/PNEUMONIA/fixture_rgb.png"
+cp "$DATA/siim_cr_chest_jpeg_baseline.dcm" "$W/data/PNEUMONIA/chest.dcm"
+cp "$DATA/train/truncated.jpg" "$W/data/NORMAL/broken.jpg"
+echo "not an image" >"$W/data/PNEUMONIA/notes.txt"
+tar -czf "$W/data.tar.gz" -C "$W/data" . || fail "tar"
+
+# ---- train from the archive with an explicit validation folder
+"$CXR_BIN" train --data "$W/data.tar.gz" --val "$W/val" "${SMALL[@]}" --epochs 3 --seed 5 \
+    --out "$W/m.safetensors" --report "$W/r.html" --name test-model --version 0.0.1 \
+    >"$W/train.out" 2>"$W/train.err"
+rc=$?
+[ $rc -eq 1 ] || fail "train exit $rc, expected 1 (entries skipped): $(tail -5 "$W/train.err")"
+grep -q "broken.jpg" "$W/train.err" && grep -q "notes.txt" "$W/train.err" \
+    || fail "the skipped entries are not listed: $(cat "$W/train.err")"
+grep -Eq "training +31 images: NORMAL 15, PNEUMONIA 16" "$W/train.err" \
+    || fail "class counts not printed before training: $(head -12 "$W/train.err")"
+grep -q "epoch 3/3:" "$W/train.err" || fail "no epoch summary"
+grep -q "validation AUC" "$W/train.out" || fail "no final summary on stdout"
+ok "train from a tar.gz: skipped entries listed, class counts printed, exit 1"
+
+# ---- the model file
+"$CXR_BIN" model info --json "$W/m.safetensors" >"$W/info.json" || fail "model info"
+"$PY" - "$W/info.json" <<'EOF' || fail "model metadata incomplete: $(cat "$W/info.json")"
+import json, sys
+d = json.load(open(sys.argv[1]))
+flat = json.dumps(d)
+def find(o, key):
+    if isinstance(o, dict):
+        if key in o:
+            return o[key]
+        for v in o.values():
+            r = find(v, key)
+            if r is not None:
+                return r
+    return None
+op, ur = find(d, "operating_threshold"), find(d, "urgent_threshold")
+assert op is not None and 0 <= float(op) <= 1, op
+assert ur is not None and float(ur) >= float(op), (op, ur)
+dig = find(d, "training_data_digest")
+assert dig and str(dig).startswith("sha256:") and len(str(dig)) == 71, dig
+m = find(d, "metrics")
+m = json.loads(m) if isinstance(m, str) else m
+assert m and "auc" in m and m["split"] == "validation", m
+assert m["training"]["epochs"] == 3, m["training"]
+assert find(d, "name") == "test-model" and find(d, "version") == "0.0.1"
+assert find(d, "created")
+EOF
+ok "model file: thresholds, digest, validation metrics, name/version/created"
+
+# ---- the report: one file, SVG, no network reference, skipped entries
+[ -s "$W/r.html" ] || fail "no report"
+grep -q "<svg" "$W/r.html" || fail "report without SVG charts"
+grep -q "notes.txt" "$W/r.html" || fail "report does not list the skipped entries"
+if grep -Eiq "(src|href)=[\"']?(https?:|//)|url\((['\"])?(https?:|//)|<script|@import" "$W/r.html"; then
+    fail "the report references the network or has a script"
+fi
+ok "report: self-contained, SVG, skipped entries, no network reference"
+
+# ---- evaluate
+"$CXR_BIN" evaluate --model "$W/m.safetensors" --data "$W/val" --json --resamples 200 \
+    >"$W/eval.json" 2>"$W/eval.err" || fail "evaluate exit $?: $(cat "$W/eval.err")"
+"$PY" -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["n"]==10 and d["positives"]==5 and "ci95" in d["auc"], d' \
+    "$W/eval.json" || fail "evaluate --json: $(cat "$W/eval.json")"
+"$CXR_BIN" evaluate --model "$W/m.safetensors" --data "$W/val" --report "$W/e.html" \
+    >"$W/eval.txt" 2>&1 || fail "evaluate --report"
+grep -q "sensitivity" "$W/eval.txt" && [ -s "$W/e.html" ] || fail "evaluate text or report missing"
+ok "evaluate: JSON with CIs, text, report"
+
+# ---- score a DICOM file with the new model
+"$CXR_BIN" score --model "$W/m.safetensors" --json "$DATA/cr_mono1_10_chest_nometa.dcm" \
+    >"$W/score.json" 2>"$W/score.err" || fail "score with the trained model: $(cat "$W/score.err")"
+grep -q '"probability"' "$W/score.json" || fail "score output: $(cat "$W/score.json")"
+ok "score with the trained model"
+
+# ---- Ctrl-C leaves a checkpoint; --resume finishes
+"$CXR_BIN" train --data "$W/data" --val "$W/val" "${SMALL[@]}" --epochs 30 --seed 9 \
+    --out "$W/int.safetensors" --checkpoint-dir "$W/ck" >"$W/int.out" 2>"$W/int.err" &
+pid=$!
+for _ in $(seq 1 600); do
+    grep -q "epoch 2/30:" "$W/int.err" 2>/dev/null && break
+    sleep 0.1
+done
+kill -INT $pid
+wait $pid
+rc=$?
+[ $rc -eq 1 ] || fail "interrupted train exit $rc, expected 1: $(tail -3 "$W/int.err")"
+grep -q "interrupted" "$W/int.err" && [ -s "$W/ck/checkpoint.safetensors" ] \
+    || fail "no checkpoint after Ctrl-C: $(tail -3 "$W/int.err")"
+[ ! -e "$W/int.safetensors" ] || fail "an interrupted run wrote the model"
+"$CXR_BIN" train --data "$W/data" --val "$W/val" "${SMALL[@]}" --epochs 30 --seed 9 \
+    --out "$W/int.safetensors" --checkpoint-dir "$W/ck" --resume >"$W/res.out" 2>"$W/res.err"
+rc=$?
+[ $rc -eq 1 ] || fail "resumed train exit $rc: $(tail -3 "$W/res.err")"
+grep -q "resumed from" "$W/res.err" && grep -q "epoch 30/30:" "$W/res.err" && [ -s "$W/int.safetensors" ] \
+    || fail "resume did not finish the run: $(tail -3 "$W/res.err")"
+"$CXR_BIN" train --data "$W/data" --val "$W/val" "${SMALL[@]}" --epochs 30 --seed 10 \
+    --out "$W/x.safetensors" --checkpoint-dir "$W/ck" --resume >/dev/null 2>"$W/bad.err"
+[ $? -eq 2 ] && grep -q "other data or options" "$W/bad.err" || fail "resume with another seed accepted"
+ok "Ctrl-C: checkpoint, exit 1; --resume finishes; a mismatched --resume is refused"
+
+# ---- transfer learning with a frozen backbone
+"$CXR_BIN" train --data "$W/data" --val "$W/val" --init "$W/m.safetensors" --freeze-backbone \
+    --epochs 2 --batch 8 --threads 2 --out "$W/ft.safetensors" >/dev/null 2>"$W/ft.err"
+[ $? -eq 1 ] || fail "fine-tuning: $(tail -3 "$W/ft.err")"
+"$PY" - "$W/m.safetensors" "$W/ft.safetensors" <<'EOF' || fail "the frozen backbone changed"
+import json, struct, sys
+def tensors(p):
+    b = open(p, "rb").read()
+    n = struct.unpack("<Q", b[:8])[0]
+    h = json.loads(b[8:8 + n])
+    return {k: b[8 + n + v["data_offsets"][0]:8 + n + v["data_offsets"][1]]
+            for k, v in h.items() if k != "__metadata__"}
+a, b = tensors(sys.argv[1]), tensors(sys.argv[2])
+changed = [k for k in a if a[k] != b[k]]
+assert changed and all(k.startswith("fc.") for k in changed), changed
+EOF
+"$CXR_BIN" train --data "$W/data" --freeze-backbone --out "$W/y" 2>/dev/null
+[ $? -eq 2 ] || fail "--freeze-backbone without --init accepted"
+"$CXR_BIN" train --data "$W/data" 2>/dev/null
+[ $? -eq 2 ] || fail "missing --out not a usage error"
+"$CXR_BIN" train --data "$W/data" --out "$W/y" --epochs zero 2>/dev/null
+[ $? -eq 2 ] || fail "bad --epochs not a usage error"
+ok "--init --freeze-backbone trains only the fc; usage errors exit 2"
+
+# ---- a Kermany subset, when the shared data is here
+K=$CXR_SHARED_DATA/cxr-kermany
+if [ -d "$K/train/NORMAL" ]; then
+    for cls in NORMAL PNEUMONIA; do
+        mkdir -p "$W/k/$cls" "$W/kt/$cls"
+        ls "$K/train/$cls" | sort | head -24 | while read -r f; do cp "$K/train/$cls/$f" "$W/k/$cls/"; done
+        ls "$K/test/$cls" | sort | head -8 | while read -r f; do cp "$K/test/$cls/$f" "$W/kt/$cls/"; done
+    done
+    "$CXR_BIN" train --data "$W/k" --arch resnet18 --width 8 --input 64x64 --epochs 3 --batch 8 \
+        --threads 2 --out "$W/k.safetensors" >/dev/null 2>"$W/k.err" \
+        || fail "Kermany subset: $(tail -3 "$W/k.err")"
+    grep -q "patient groups" "$W/k.err" || fail "Kermany subset: no patient groups"
+    "$CXR_BIN" evaluate --model "$W/k.safetensors" --data "$W/kt" --resamples 200 >"$W/kt.txt" 2>&1 \
+        || fail "Kermany subset evaluate: $(tail -3 "$W/kt.txt")"
+    ok "Kermany subset (48 images): trained and evaluated ($(grep AUC "$W/kt.txt" | tr -s ' '))"
+else
+    echo "[$T] SKIP Kermany subset: $K absent"
+fi
+echo "[$T] PASS"
