@@ -90,6 +90,9 @@ void plugin_wake(struct plugin *p);
 /* Waits until woken after `seq` or until deadline_ms (wall clock). */
 void plugin_wait(struct plugin *p, uint64_t seq, int64_t deadline_ms);
 uint64_t plugin_wake_seq(struct plugin *p);
+/* Sleeps until deadline_ms whatever wakes the thread; returns early only on
+ * shutdown. */
+void plugin_nap(struct plugin *p, int64_t deadline_ms);
 
 /* REST calls into Orthanc's built-in API (worker and forwarder threads, and
  * REST callbacks; never the change callback). A 404 is CXR_ERR_NOT_FOUND;

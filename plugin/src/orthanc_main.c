@@ -69,7 +69,6 @@ static OrthancPluginErrorCode on_change(OrthancPluginChangeType type,
         stop_threads(p);
         break;
     case OrthancPluginChangeType_NewStudy:
-    case OrthancPluginChangeType_NewSeries:
     case OrthancPluginChangeType_StableStudy:
         plugin_wake(p);  /* the worker reads Orthanc's change log */
         break;

@@ -65,6 +65,12 @@ void plugin_wait(struct plugin *p, uint64_t seq, int64_t deadline_ms)
     pthread_mutex_unlock(&p->wake_lock);
 }
 
+void plugin_nap(struct plugin *p, int64_t deadline_ms)
+{
+    while (!atomic_load(&p->stopping) && plugin_now_ms() < deadline_ms)
+        plugin_wait(p, plugin_wake_seq(p), deadline_ms);
+}
+
 /* ------------------------------------------------------------------ REST */
 
 static enum cxr_status rest_status(struct plugin *p, OrthancPluginErrorCode code, const char *method,

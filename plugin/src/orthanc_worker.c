@@ -25,8 +25,9 @@
 #include "orthanc_internal.h"
 #include "orthanc_score.h"
 
-#define CHANGES_PAGE 100
+#define CHANGES_PAGE 500
 #define CHANGES_PAGES_PER_ROUND 20
+#define CHANGES_EVERY_MS 100        /* during an ingest, read the log at most this often */
 #define ENGINE_RETRY_MS 30000
 #define WORKER_NICE 10              /* scoring yields the CPU to Orthanc's ingest */
 #define METRICS_EVERY_MS 1000
@@ -196,7 +197,7 @@ void plugin_worklist_options(struct plugin *p, struct cxr_triage_worklist_option
 /* ------------------------------------------------------------------ change log */
 
 /* What one change of Orthanc's log means for the queue. */
-static void read_change(struct plugin *p, json_object *c, struct plugin_change *out)
+static void read_change(json_object *c, struct plugin_change *out)
 {
     memset(out, 0, sizeof *out);
     json_object *v = NULL;
@@ -206,37 +207,16 @@ static void read_change(struct plugin *p, json_object *c, struct plugin_change *
     out->time_ms = plugin_now_ms();
     const char *type = ojson_str(c, "ChangeType"), *rt = ojson_str(c, "ResourceType");
     const char *id = ojson_str(c, "ID");
-    if (!strcmp(type, "NewStudy")) {
+    /* NewSeries/NewInstance are not followed: a late image in a scored
+     * study makes Orthanc send StableStudy again, which re-queues it. */
+    if (!strcmp(type, "NewStudy"))
         out->kind = PLUGIN_CHANGE_SEEN;
-        out->new_study = true;
-    } else if (!strcmp(type, "StableStudy")) {
+    else if (!strcmp(type, "StableStudy"))
         out->kind = PLUGIN_CHANGE_STABLE;
-    } else if (!strcmp(type, "Deleted") && !strcmp(rt, "Study")) {
+    else if (!strcmp(type, "Deleted") && !strcmp(rt, "Study"))
         out->kind = PLUGIN_CHANGE_DELETED;
-    } else if (!strcmp(type, "NewSeries")) {
-        /* a series added to a study (late images, or our own SR): its study */
-        char uri[128], err[PLUGIN_ERRLEN];
-        json_object *s = NULL;
-        snprintf(uri, sizeof uri, "/series/%.64s", id);
-        if (orest_get_json(p, uri, &s, err) == CXR_OK) {
-            snprintf(out->study, sizeof out->study, "%s", ojson_str(s, "ParentStudy"));
-            out->kind = out->study[0] ? PLUGIN_CHANGE_SEEN : PLUGIN_CHANGE_IGNORE;
-        }
-        json_object_put(s);
-        return;
-    }
     if (out->kind != PLUGIN_CHANGE_IGNORE)
         snprintf(out->study, sizeof out->study, "%s", id);
-}
-
-static void note_study_header(struct plugin *p, const char *id)
-{
-    char uri[96], err[PLUGIN_ERRLEN];
-    json_object *s = NULL;
-    snprintf(uri, sizeof uri, "/studies/%s", id);
-    if (orest_get_json(p, uri, &s, err) == CXR_OK)
-        plugin_note_header(p, id, s);
-    json_object_put(s);
 }
 
 /* Reads new changes into the queue. Returns true when changes were applied. */
@@ -297,15 +277,11 @@ static bool consume_changes(struct plugin *p)
             return any;
         }
         for (size_t i = 0; i < n; i++)
-            read_change(p, json_object_array_get_idx(list, i), &ch[i]);
+            read_change(json_object_array_get_idx(list, i), &ch[i]);
         json_object_put(ans);
         size_t applied = 0;
         if (plugin_db_apply_changes(p->db, ch, n, limit, plugin_now_ms(), &applied) != CXR_OK)
             plugin_log(p, PLOG_ERROR, "recording Orthanc's changes: %s", plugin_db_last_error());
-        /* a new study is listed (waiting) with its accession number at once */
-        for (size_t i = 0; i < applied && !atomic_load(&p->stopping); i++)
-            if (ch[i].new_study)
-                note_study_header(p, ch[i].study);
         free(ch);
         any |= applied > 0;
         if (applied < n) {
@@ -341,6 +317,7 @@ static void sweep_waiting(struct plugin *p)
         if (st == CXR_ERR_NOT_FOUND) {
             plugin_db_study_forget(p->db, ids[i]);
         } else if (st == CXR_OK) {
+            plugin_note_header(p, ids[i], s);  /* listed with its accession number */
             json_object *stable = NULL;
             if (json_object_object_get_ex(s, "IsStable", &stable) && json_object_get_boolean(stable))
                 plugin_db_study_stable(p->db, ids[i], now);
@@ -365,9 +342,8 @@ static void test_delay(struct plugin *p)
         if (delay_ms > 0)
             plugin_log(p, PLOG_WARN, "test hook: each job waits %lld ms first", (long long)delay_ms);
     }
-    int64_t until = plugin_now_ms() + delay_ms;
-    while (delay_ms > 0 && !atomic_load(&p->stopping) && plugin_now_ms() < until)
-        plugin_wait(p, plugin_wake_seq(p), until);
+    if (delay_ms > 0)
+        plugin_nap(p, plugin_now_ms() + delay_ms);
 }
 
 void *plugin_worker_main(void *arg)
@@ -375,7 +351,7 @@ void *plugin_worker_main(void *arg)
     struct plugin *p = arg;
     if (setpriority(PRIO_PROCESS, (id_t)gettid(), WORKER_NICE) != 0)
         plugin_log(p, PLOG_INFO, "cannot lower the scoring thread's CPU priority");
-    int64_t metrics_ms = 0;
+    int64_t metrics_ms = 0, last_changes_ms = 0;
     while (!atomic_load(&p->stopping)) {
         uint64_t seq = plugin_wake_seq(p);
         int64_t now = plugin_now_ms();
@@ -395,6 +371,11 @@ void *plugin_worker_main(void *arg)
             plugin_wait(p, seq, plugin_now_ms() + 1000);
             continue;
         }
+        /* coalesce the wake-ups of an ingest into fewer reads of the log */
+        int64_t since = plugin_now_ms() - last_changes_ms;
+        if (since >= 0 && since < CHANGES_EVERY_MS)
+            plugin_nap(p, last_changes_ms + CHANGES_EVERY_MS);
+        last_changes_ms = plugin_now_ms();
         consume_changes(p);
         sweep_waiting(p);
         int64_t next_due = plugin_now_ms() + 1000;

@@ -98,7 +98,7 @@ struct plugin_forward {
 
 /* One entry read from Orthanc's change log, as the worker understood it. */
 enum plugin_change_kind {
-    PLUGIN_CHANGE_SEEN = 0,       /* a new study or series: the study is receiving */
+    PLUGIN_CHANGE_SEEN = 0,       /* a new study (or series): the study is receiving */
     PLUGIN_CHANGE_STABLE = 1,     /* StableStudy */
     PLUGIN_CHANGE_DELETED = 2,    /* the study was deleted from Orthanc */
     PLUGIN_CHANGE_IGNORE = 3      /* only moves the cursor */
@@ -108,7 +108,6 @@ struct plugin_change {
     enum plugin_change_kind kind;
     char study[PLUGIN_ID_LEN];
     int64_t time_ms;
-    bool new_study;               /* NewStudy (its header values are worth reading) */
 };
 
 struct plugin_counts {

@@ -79,12 +79,7 @@ STABLE_AGE=30 write_orthanc_json "$WORK/orthanc.json"
 start_orthanc
 make_instances "$WORK/c" 4 2 403
 send_dicom "$WORK"/c/*.dcm || fail "storescu (3)"
-states() {
-    ocurl /cxr-triage/worklist | "$CXR_PYTHON" -c '
-import json, sys
-print(" ".join(sorted(e["state"] for e in json.load(sys.stdin)["studies"] if e["study_instance_uid"].startswith("2.25.403."))))'
-}
-both_waiting() { [ "$(states)" = "waiting waiting" ]; }
+both_waiting() { [ "$(status_field queue.waiting)" = 2 ]; }
 wait_until 20 "the 2 new studies seen, waiting to be stable" both_waiting
 stop_orthanc
 write_orthanc_json "$WORK/orthanc.json"
