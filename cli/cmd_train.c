@@ -52,6 +52,8 @@ static void train_usage(FILE *fp)
         "  --target-sensitivity X (0.95)  --urgent-specificity X (0.95)  --resamples N (2000)\n"
         "machinery\n"
         "  --threads N (all)  --precision fp32|bf16 (fp32)\n"
+        "  --no-prefetch            prepare each batch just before its step (default: on a\n"
+        "                           second thread while the previous step trains)\n"
         "  --checkpoint-dir DIR     (default OUT.ckpt)  --resume   continue an interrupted run\n"
         "  --report FILE.html       self-contained report (curves, ROC, confusion, thumbnails)\n"
         "\n"
@@ -87,7 +89,7 @@ enum {
     O_DATA = 256, O_VAL, O_VALFRAC, O_LABELMAP, O_CLASSES, O_ARCH, O_INPUT, O_INIT, O_FREEZE,
     O_OUT, O_STORAGE, O_NAME, O_VERSION, O_EPOCHS, O_BATCH, O_LR, O_WD, O_OPT, O_CLIP, O_BAL,
     O_NOAUG, O_SEED, O_PATIENCE, O_DIRECT, O_TSENS, O_USPEC, O_RESAMPLES, O_THREADS, O_PREC,
-    O_CKDIR, O_RESUME, O_REPORT, O_WIDTH
+    O_CKDIR, O_RESUME, O_REPORT, O_WIDTH, O_NOPREFETCH
 };
 
 int cmd_train(int argc, char **argv)
@@ -114,6 +116,7 @@ int cmd_train(int argc, char **argv)
         {"checkpoint-dir", required_argument, 0, O_CKDIR},
         {"resume", no_argument, 0, O_RESUME},         {"report", required_argument, 0, O_REPORT},
         {"width", required_argument, 0, O_WIDTH},     /* base width (tests, small models) */
+        {"no-prefetch", no_argument, 0, O_NOPREFETCH},
         {"help", no_argument, 0, 'h'},                {0, 0, 0, 0},
     };
     struct cxr_triage_train_options o;
@@ -188,6 +191,7 @@ int cmd_train(int argc, char **argv)
         case O_RESUME: o.resume = true; break;
         case O_REPORT: o.report = optarg; break;
         case O_WIDTH: ok = parse_int(optarg, &o.base_width) && o.base_width >= 1; break;
+        case O_NOPREFETCH: o.no_prefetch = true; break;
         case 'h': train_usage(stdout); return CLI_EXIT_OK;
         default: train_usage(stderr); return CLI_EXIT_FATAL;
         }

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <json-c/json.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -390,19 +391,69 @@ static enum cxr_status end_epoch(struct train_run *R, int32_t epoch, double trai
     return CXR_OK;
 }
 
+/* One batch being prepared, possibly on a thread of its own. */
+struct prep {
+    const struct train_run *R;
+    const int32_t *order;
+    int32_t epoch, k;
+    float *x;
+    int32_t *y;
+    uint8_t *scratch;
+    enum cxr_status st;
+    char err[CXR_TRIAGE_ERRLEN];
+    pthread_t thread;
+    bool running;
+};
+
+static void *prep_main(void *arg)
+{
+    struct prep *p = arg;
+    p->st = cxr_tr_make_batch(p->R, p->order, p->epoch, p->k, p->x, p->y, p->scratch, p->err);
+    return NULL;
+}
+
+/* Starts preparing batch k of the epoch into p (on a thread when `thread`,
+ * else now). */
+static void prep_start(struct prep *p, const int32_t *order, int32_t epoch, int32_t k, bool thread)
+{
+    p->order = order;
+    p->epoch = epoch;
+    p->k = k;
+    p->st = CXR_OK;
+    p->err[0] = '\0';
+    p->running = thread && pthread_create(&p->thread, NULL, prep_main, p) == 0;
+    if (!p->running)
+        prep_main(p);
+}
+
+static enum cxr_status prep_wait(struct train_run *R, struct prep *p)
+{
+    if (p->running) {
+        pthread_join(p->thread, NULL);
+        p->running = false;
+    }
+    return p->st == CXR_OK ? CXR_OK : cxr_tr_err(R, p->st, "%s", p->err);
+}
+
 static enum cxr_status train_epochs(struct train_run *R, struct position *pos, bool *early)
 {
     const struct cxr_triage_train_options *o = R->o;
     const struct cxr_nn_model_meta *m = R->meta;
     size_t per = (size_t)m->channels * (size_t)m->input_height * (size_t)m->input_width;
-    float *x = malloc((size_t)R->batch * per * sizeof(float));
-    int32_t *y = malloc((size_t)R->batch * sizeof(int32_t));
-    uint8_t *scratch = malloc(R->max_pixels ? R->max_pixels : 1);
+    struct prep buf[2];
     int32_t *order = NULL;
     enum cxr_status st = CXR_OK;
-    if (!x || !y || !scratch) {
-        st = cxr_tr_err(R, CXR_ERR_NOMEM, "out of memory for a batch");
-        goto done;
+    bool thread = !o->no_prefetch;
+    memset(buf, 0, sizeof buf);
+    for (int i = 0; i < 2; i++) {
+        buf[i].R = R;
+        buf[i].x = malloc((size_t)R->batch * per * sizeof(float));
+        buf[i].y = malloc((size_t)R->batch * sizeof(int32_t));
+        buf[i].scratch = malloc(R->max_pixels ? R->max_pixels : 1);
+        if (!buf[i].x || !buf[i].y || !buf[i].scratch) {
+            st = cxr_tr_err(R, CXR_ERR_NOMEM, "out of memory for a batch");
+            goto done;
+        }
     }
     int64_t total_steps = (int64_t)o->epochs * R->steps_per_epoch;
     for (int32_t epoch = pos->epoch; epoch < o->epochs; epoch++) {
@@ -412,12 +463,18 @@ static enum cxr_status train_epochs(struct train_run *R, struct position *pos, b
             goto done;
         }
         double t_epoch = cxr_tr_now();
+        if (pos->batch < R->steps_per_epoch)
+            prep_start(&buf[pos->batch & 1], order, epoch, pos->batch, false);
         for (int32_t k = pos->batch; k < R->steps_per_epoch; k++) {
             double t0 = cxr_tr_now();
-            if ((st = cxr_tr_make_batch(R, order, epoch, k, x, y, scratch)) != CXR_OK)
+            struct prep *cur = &buf[k & 1];
+            if ((st = prep_wait(R, cur)) != CXR_OK)
                 goto done;
+            /* the next batch is prepared while this one trains */
+            if (k + 1 < R->steps_per_epoch)
+                prep_start(&buf[(k + 1) & 1], order, epoch, k + 1, thread);
             struct cxr_nn_step_stats s;
-            if ((st = cxr_nn_trainer_step(R->tr, x, y, R->batch, &s)) != CXR_OK) {
+            if ((st = cxr_nn_trainer_step(R->tr, cur->x, cur->y, R->batch, &s)) != CXR_OK) {
                 cxr_tr_err(R, st, "epoch %d batch %d: %s", (int)epoch + 1, (int)k + 1,
                            cxr_nn_trainer_last_error(R->tr));
                 goto done;
@@ -465,10 +522,14 @@ static enum cxr_status train_epochs(struct train_run *R, struct position *pos, b
         }
     }
 done:
+    for (int i = 0; i < 2; i++) {
+        if (buf[i].running)
+            pthread_join(buf[i].thread, NULL);
+        free(buf[i].x);
+        free(buf[i].y);
+        free(buf[i].scratch);
+    }
     free(order);
-    free(x);
-    free(y);
-    free(scratch);
     return st;
 }
 

@@ -178,8 +178,8 @@ oom:
     return NULL;
 }
 
-enum cxr_status cxr_tr_make_batch(struct train_run *R, const int32_t *order, int32_t epoch,
-                                  int32_t k, float *x, int32_t *y, uint8_t *scratch)
+enum cxr_status cxr_tr_make_batch(const struct train_run *R, const int32_t *order, int32_t epoch,
+                                  int32_t k, float *x, int32_t *y, uint8_t *scratch, char *err)
 {
     const struct cxr_nn_model_meta *m = R->meta;
     size_t per = (size_t)m->channels * (size_t)m->input_height * (size_t)m->input_width;
@@ -195,8 +195,10 @@ enum cxr_status cxr_tr_make_batch(struct train_run *R, const int32_t *order, int
             cxr_nn_augment_draw(&ao, cxr_nn_seed_mix(R->o->seed, (uint64_t)epoch, id), &p);
         enum cxr_status st = cxr_nn_train_input(m, R->o->augment ? &p : NULL, s->pixels, s->width,
                                                 s->height, s->width, scratch, x + (size_t)j * per);
-        if (st != CXR_OK)
-            return cxr_tr_err(R, st, "%s: preprocessing failed", s->name);
+        if (st != CXR_OK) {
+            snprintf(err, CXR_TRIAGE_ERRLEN, "%s: preprocessing failed", s->name);
+            return st;
+        }
         y[j] = s->label;
     }
     return CXR_OK;

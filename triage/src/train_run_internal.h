@@ -67,9 +67,11 @@ enum cxr_status cxr_tr_load_data(struct train_run *R);
 /* The training order of an epoch: indices into R->ds (n_train of them,
  * shuffled or class-balanced draws from (seed, epoch)); caller frees. */
 int32_t *cxr_tr_epoch_order(struct train_run *R, int32_t epoch);
-/* Fills x (n x C x H x W) and y for the samples order[k*batch ...]. */
-enum cxr_status cxr_tr_make_batch(struct train_run *R, const int32_t *order, int32_t epoch,
-                                  int32_t k, float *x, int32_t *y, uint8_t *scratch);
+/* Fills x (n x C x H x W) and y for the samples order[k*batch ...]; on
+ * failure `err` (CXR_TRIAGE_ERRLEN) names the sample. Reads R only: may run
+ * on another thread while the trainer steps. */
+enum cxr_status cxr_tr_make_batch(const struct train_run *R, const int32_t *order, int32_t epoch,
+                                  int32_t k, float *x, int32_t *y, uint8_t *scratch, char *err);
 /* Scores samples idx[0..n) of ds with `m` through the inference path
  * (net batches of R->batch): probabilities of the positive class, mean
  * unweighted cross-entropy and accuracy (argmax). */

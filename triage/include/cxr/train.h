@@ -61,6 +61,8 @@ struct cxr_triage_train_options {
     bool balanced_sampler;        /* draw classes equally instead of weighting the loss */
     bool augment;                 /* true: rotation/scale/translation/intensity jitter */
     bool direct_conv;             /* no Winograd (see nn_trainer.h) */
+    bool no_prefetch;             /* prepare each batch before its step instead of on a second
+                                   * thread during the previous step */
     uint64_t seed;                /* 1 */
     int32_t patience;             /* early stop after this many epochs without a better
                                    * validation AUC; 0 = never */
