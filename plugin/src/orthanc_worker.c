@@ -29,7 +29,7 @@
 #define CHANGES_PAGES_PER_ROUND 20
 #define CHANGES_EVERY_MS 100        /* during an ingest, read the log at most this often */
 #define ENGINE_RETRY_MS 30000
-#define WORKER_NICE 10              /* scoring yields the CPU to Orthanc's ingest */
+#define WORKER_NICE 19              /* scoring yields the CPU to Orthanc's ingest */
 #define METRICS_EVERY_MS 1000
 
 /* ------------------------------------------------------------------ configuration */
