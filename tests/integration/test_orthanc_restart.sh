@@ -11,9 +11,10 @@
 #      (Orthanc forgets unstable studies when it restarts, so no StableStudy
 #      comes again): the plugin finds them after the restart and scores them.
 # The plugin's own count of SRs made equals the number of studies: nothing
-# was scored twice into a second SR.
+# was scored twice into a second SR. Then late images: a lateral view makes
+# no new SR; a frontal one makes a successor SR naming the first.
 . "$(dirname "$0")/orthanc_lib.sh"
-need_orthanc
+need_orthanc dciodvfy
 setup_work
 make_model
 HTTP_PORT=$(free_port)
@@ -93,5 +94,34 @@ log "studies waiting to be stable at the stop (no StableStudy after a restart): 
 # ---- nothing scored twice
 [ "$(status_field counts.srs)" -eq 12 ] || fail "the plugin made $(status_field counts.srs) SRs for 12 studies"
 [ "$(status_field errors)" -eq 0 ] || fail "errors: $(status_field last_error)"
+log "12 studies, 12 SRs made: none scored twice"
+
+# ---- a late lateral view (not analysed) and a late frontal image: only the
+# frontal one makes a new SR, which names the first in its Predecessor
+# Documents Sequence and covers the study's three analysed images
+id=$(study_id_of 2.25.401.1)
+first_sr=$(study_srs "$id")
+first_uid=$(ocurl "/instances/$first_sr/simplified-tags" | "$CXR_PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["SOPInstanceUID"])')
+VIEW=LL FIRST=12 make_instances "$WORK/d" 1 6 401      # instance 13 -> study 2.25.401.1
+send_dicom "$WORK/d/img00013.dcm" || fail "storescu (lateral)"
+lateral_listed() { ocurl "/cxr-triage/studies/$id" | grep -q '"reason":"[^"]*\(lateral\|LL\)'; }
+wait_until 30 "the late lateral view listed as not analysed" lateral_listed
+sleep $((STABLE_AGE + 2))
+[ "$(study_srs "$id" | wc -l)" -eq 1 ] || fail "a not-analysed late image made a new SR"
+FIRST=18 make_instances "$WORK/d" 1 6 401              # instance 19 -> study 2.25.401.1
+send_dicom "$WORK/d/img00019.dcm" || fail "storescu (late frontal)"
+two_srs() { [ "$(study_srs "$id" | wc -l)" -eq 2 ] && plugin_idle; }
+wait_until 60 "a second SR for the late frontal image" two_srs
+second_sr=$(study_srs "$id" | grep -v "^$first_sr\$")
+curl -sf "$(ourl "/instances/$second_sr/file")" -o "$WORK/second.dcm" || fail "download the second SR"
+dcmdump "$WORK/second.dcm" | grep -q "PredecessorDocumentsSequence" || fail "the second SR has no Predecessor Documents Sequence"
+dcmdump "$WORK/second.dcm" | grep -q "\[$first_uid\]" || fail "the second SR does not name $first_uid"
+printf '2.25.401.1.1\n2.25.401.1.19\n2.25.401.1.7\n' >"$WORK/want_refs"
+sr_refs "$WORK/second.dcm" | grep -v "^$first_uid\$" >"$WORK/refs"
+diff -u "$WORK/want_refs" "$WORK/refs" >/dev/null || fail "the second SR references $(tr '\n' ' ' <"$WORK/refs")"
+sr_valid "$WORK/second.dcm" || fail "the second SR fails dciodvfy"
+[ "$(ocurl "/studies/$id/metadata/CxrTriageSr")" = "$(dcm_value "$WORK/second.dcm" 0008,0018)" ] ||
+    fail "metadata CxrTriageSr does not name the newest SR"
+log "late images: a lateral view is listed without a new SR; a frontal one gets a successor SR naming the first"
 stop_orthanc
 log "PASS"
