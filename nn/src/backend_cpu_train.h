@@ -82,7 +82,11 @@ struct targ {
     dnnl_memory_t raw;
 };
 
-/* Helpers (backend_cpu_train.c). */
+/* Helpers (backend_cpu_train_util.c). Grows arr (n used, *cap) by doubling. */
+bool cxr_nn_ct_grow(void **arr, int32_t n, int32_t *cap, size_t size);
+int32_t cxr_nn_ct_new_buf(struct cpu_plan *p, size_t size, enum buf_place place);
+enum cxr_status cxr_nn_ct_new_mem(struct cpu_plan *p, const dnnl_memory_desc_t *md, int32_t buf,
+                                  int32_t *out, char *err);
 enum cxr_status cxr_nn_ct_oom(char *err);
 const char *cxr_nn_ct_impl(const_dnnl_primitive_desc_t pd);
 bool cxr_nn_ct_is_ref(const_dnnl_primitive_desc_t pd);
