@@ -371,14 +371,17 @@ void *plugin_worker_main(void *arg)
             plugin_wait(p, seq, plugin_now_ms() + 1000);
             continue;
         }
-        /* coalesce the wake-ups of an ingest into fewer reads of the log */
-        int64_t since = plugin_now_ms() - last_changes_ms;
-        if (since >= 0 && since < CHANGES_EVERY_MS)
-            plugin_nap(p, last_changes_ms + CHANGES_EVERY_MS);
-        last_changes_ms = plugin_now_ms();
-        consume_changes(p);
-        sweep_waiting(p);
+        /* the wake-ups of an ingest are coalesced into fewer reads of the
+         * log (jobs are not held back by this) */
         int64_t next_due = plugin_now_ms() + 1000;
+        int64_t since = plugin_now_ms() - last_changes_ms;
+        if (since < 0 || since >= CHANGES_EVERY_MS) {
+            last_changes_ms = plugin_now_ms();
+            consume_changes(p);
+            sweep_waiting(p);
+        } else {
+            next_due = last_changes_ms + CHANGES_EVERY_MS;  /* a change may be waiting */
+        }
         bool worked = false;
         pthread_mutex_lock(&p->lock);
         bool ready = p->engine != NULL;
@@ -398,7 +401,7 @@ void *plugin_worker_main(void *arg)
             }
         }
         now = plugin_now_ms();
-        if (worked || now - metrics_ms >= METRICS_EVERY_MS) {
+        if (now - metrics_ms >= METRICS_EVERY_MS) {
             plugin_publish_metrics(p);
             metrics_ms = now;
         }
