@@ -15,6 +15,8 @@
 #     model is an untrained test model: its thresholds are set in the
 #     configuration (priority section) between the probabilities it gives
 #     these files, so that the studies spread over URGENT, PRIORITY, ROUTINE;
+#   - POST /cxr-triage/studies/{uid}/score looks at a scored study again
+#     without a second SR (same images, same model); 404 for an unknown one;
 #   - GET /cxr-triage/status and the Orthanc metrics count them; Orthanc
 #     stops cleanly (exit 0) with the plugin loaded.
 . "$(dirname "$0")/orthanc_lib.sh"
@@ -160,6 +162,21 @@ for sr in "$WORK"/sr/*.dcm; do
         fail "the SR of $(basename "$sr" .dcm) references $(tr '\n' ' ' <"$WORK/refs") instead of $(tr '\n' ' ' <"${sr%.dcm}.refs")"
 done
 log "one valid SR per analysable study, in the study; metadata, per-image probabilities (<= 1e-6 from score) and worklist order checked"
+
+# ---- POST /cxr-triage/studies/{id}/score on a scored study (by its Study
+# Instance UID): queued and looked at again, but the same images and model
+# make no second SR; an unknown study is a 404
+uid=$(ls "$WORK"/sr/*.dcm | head -n 1 | xargs -n 1 basename | sed 's/\.dcm$//')
+id=$(study_id_of "$uid")
+curl -sf -X POST "$(ourl "/cxr-triage/studies/$uid/score")" | grep -q "\"orthanc_id\":\"$id\"" ||
+    fail "POST score by Study Instance UID"
+sleep 2
+wait_until 30 "the queue empty after the re-score" plugin_idle
+[ "$(study_srs "$id" | wc -l)" -eq 1 ] || fail "a re-score with the same model made a second SR"
+[ "$(status_field counts.srs)" -eq "$NEXPECT" ] || fail "a re-score made an SR"
+code=$(curl -s -o /dev/null -w '%{http_code}' -X POST "$(ourl /cxr-triage/studies/1.2.3.4.5.6.7/score)")
+[ "$code" = 404 ] || fail "POST score of an unknown study answered $code"
+log "POST .../score: queued again, no second SR with the same model; unknown study 404"
 
 # ---- status and Orthanc metrics
 [ "$(status_field counts.srs_stored)" -eq "$NEXPECT" ] || fail "status: srs_stored $(status_field counts.srs_stored), want $NEXPECT"
