@@ -235,7 +235,8 @@ int cmd_train(int argc, char **argv)
     }
     printf("%s: %s, %d epochs (kept %d), validation AUC %.4f, sensitivity %.3f, specificity "
            "%.3f at threshold %.4f; %.1f images/s; %.0f s\n",
-           o.out, res.model_sha256, (int)res.epochs_run, (int)res.best_epoch, res.best_val_auc,
+           o.out, res.model_sha256, (int)res.epochs_run, (int)res.best_epoch,
+           res.validation.auc.value,
            res.validation.sensitivity.value, res.validation.specificity.value,
            res.operating_threshold, res.images_per_second, res.seconds);
     return res.skipped ? CLI_EXIT_PARTIAL : CLI_EXIT_OK;

@@ -248,14 +248,21 @@ enum cxr_status cxr_tr_finish(struct train_run *R, struct cxr_triage_train_resul
         goto done;
     }
     const struct cxr_nn_eval *e = &cal.operating;
-    cxr_tr_log(R, "kept epoch %d (validation AUC %.4f); thresholds: operating %.4f (target "
-               "sensitivity %.2f), urgent %.4f\n", (int)R->best_epoch, e->auc.value,
-               cal.operating_threshold, o->target_sensitivity, cal.urgent_threshold);
-    cxr_tr_log(R, "validation at the operating threshold: sensitivity %.3f [%.3f, %.3f], "
-               "specificity %.3f [%.3f, %.3f], accuracy %.3f [%.3f, %.3f] (n %zu)\n",
-               e->sensitivity.value, e->sensitivity.lo, e->sensitivity.hi, e->specificity.value,
-               e->specificity.lo, e->specificity.hi, e->accuracy.value, e->accuracy.lo,
-               e->accuracy.hi, e->n);
+    char ci[3][48];
+    const struct cxr_nn_ci *cis[3] = {&e->sensitivity, &e->specificity, &e->accuracy};
+    for (int i = 0; i < 3; i++)
+        if (isfinite(cis[i]->lo))
+            snprintf(ci[i], sizeof ci[i], " [%.3f, %.3f]", cis[i]->lo, cis[i]->hi);
+        else
+            ci[i][0] = '\0';
+    cxr_tr_log(R, "kept epoch %d (validation AUC %.4f during training); scored as inference "
+               "sees them, the validation images give AUC %.4f and the thresholds: operating "
+               "%.4f (target sensitivity %.2f), urgent %.4f\n", (int)R->best_epoch, R->best_auc,
+               e->auc.value, cal.operating_threshold, o->target_sensitivity,
+               cal.urgent_threshold);
+    cxr_tr_log(R, "validation at the operating threshold: sensitivity %.3f%s, specificity "
+               "%.3f%s, accuracy %.3f%s (n %zu)\n", e->sensitivity.value, ci[0],
+               e->specificity.value, ci[1], e->accuracy.value, ci[2], e->n);
     cxr_tr_log(R, "model: %s (%s storage, sha256 %s)\n", o->out, cxr_nn_dtype_name(o->storage),
                cxr_nn_model_sha256(m));
     res->best_epoch = R->best_epoch;

@@ -86,11 +86,13 @@ void cxr_triage_train_options_init(struct cxr_triage_train_options *o);
 struct cxr_triage_train_result {
     int32_t epochs_run;           /* epochs completed in this call and before (resume) */
     int32_t best_epoch;           /* 1-based, the one kept */
-    double best_val_auc;
+    double best_val_auc;          /* during training (memory-capped images) */
     double seconds;               /* wall time of this call */
     double images_per_second;     /* training images per second of training time */
     double operating_threshold, urgent_threshold;
-    struct cxr_nn_eval validation; /* at the operating threshold, best epoch */
+    struct cxr_nn_eval validation; /* the kept model on the validation images as inference
+                                    * sees them, at the operating threshold (its auc is
+                                    * the one in the model's metrics) */
     size_t train_count, val_count;
     size_t skipped;               /* entries not used (both sources) */
     bool stopped_early;
