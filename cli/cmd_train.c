@@ -35,6 +35,8 @@ static void train_usage(FILE *fp)
         "model\n"
         "  --arch resnet18|resnet34|resnet50   (default resnet18)\n"
         "  --input HxW              input size (default 224x224, or --init's)\n"
+        "  --contrast none|equalize contrast normalisation before the resize, at training\n"
+        "                           and inference alike (default none, or --init's)\n"
         "  --init MODEL             start from this model's weights (transfer learning)\n"
         "  --freeze-backbone        train only the final fc layer (needs --init)\n"
         "  --out FILE               the model file to write (atomic replace)\n"
@@ -86,7 +88,7 @@ static void command_line(int argc, char **argv, char *buf, size_t len)
 }
 
 enum {
-    O_DATA = 256, O_VAL, O_VALFRAC, O_LABELMAP, O_CLASSES, O_ARCH, O_INPUT, O_INIT, O_FREEZE,
+    O_DATA = 256, O_VAL, O_VALFRAC, O_LABELMAP, O_CLASSES, O_ARCH, O_INPUT, O_CONTRAST, O_INIT, O_FREEZE,
     O_OUT, O_STORAGE, O_NAME, O_VERSION, O_EPOCHS, O_BATCH, O_LR, O_WD, O_OPT, O_CLIP, O_BAL,
     O_NOAUG, O_SEED, O_PATIENCE, O_DIRECT, O_TSENS, O_USPEC, O_RESAMPLES, O_THREADS, O_PREC,
     O_CKDIR, O_RESUME, O_REPORT, O_WIDTH, O_NOPREFETCH
@@ -100,6 +102,7 @@ int cmd_train(int argc, char **argv)
         {"label-map", required_argument, 0, O_LABELMAP},
         {"classes", required_argument, 0, O_CLASSES}, {"arch", required_argument, 0, O_ARCH},
         {"input", required_argument, 0, O_INPUT},     {"init", required_argument, 0, O_INIT},
+        {"contrast", required_argument, 0, O_CONTRAST},
         {"freeze-backbone", no_argument, 0, O_FREEZE}, {"out", required_argument, 0, O_OUT},
         {"storage", required_argument, 0, O_STORAGE}, {"name", required_argument, 0, O_NAME},
         {"version", required_argument, 0, O_VERSION}, {"epochs", required_argument, 0, O_EPOCHS},
@@ -142,6 +145,15 @@ int cmd_train(int argc, char **argv)
                  o.input_height >= 32 && o.input_width >= 32 && o.input_height <= 4096 &&
                  o.input_width <= 4096;
             o.input_given = true;
+            break;
+        case O_CONTRAST:
+            o.contrast_given = true;
+            if (!strcmp(optarg, "none"))
+                o.contrast = CXR_NN_CONTRAST_NONE;
+            else if (!strcmp(optarg, "equalize"))
+                o.contrast = CXR_NN_CONTRAST_EQUALIZE;
+            else
+                ok = false;
             break;
         case O_INIT: o.init = optarg; break;
         case O_FREEZE: o.freeze_backbone = true; break;

@@ -132,7 +132,8 @@ enum cxr_status cxr_nn_backend_preprocess_u8(struct cxr_nn_backend *b,
                                              int32_t stride, const uint8_t *mask, float *out,
                                              char *err)
 {
-    if (b && b->iface && b->iface->preprocess_u8)
+    /* a backend's own preprocessing (the GPU kernel) covers contrast none only */
+    if (b && b->iface && b->iface->preprocess_u8 && meta && meta->contrast == CXR_NN_CONTRAST_NONE)
         return b->iface->preprocess_u8(b, meta, pixels, width, height, stride, mask, out, err);
     enum cxr_status st = cxr_nn_preprocess_u8(meta, pixels, width, height, stride, mask, out);
     if (st != CXR_OK)

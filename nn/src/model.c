@@ -203,6 +203,10 @@ static void describe_json(const struct cxr_nn_model *m, FILE *fp)
                            json_object_new_string(mt->resize_mode == CXR_NN_RESIZE_LETTERBOX
                                                       ? "letterbox"
                                                       : "stretch"));
+    json_object_object_add(o, "contrast",
+                           json_object_new_string(mt->contrast == CXR_NN_CONTRAST_EQUALIZE
+                                                      ? "equalize"
+                                                      : "none"));
     json_object_object_add(o, "preprocessing_version",
                            json_object_new_int(mt->preprocessing_version));
     a = json_object_new_array();
@@ -257,9 +261,10 @@ void cxr_nn_model_describe(const struct cxr_nn_model *m, FILE *fp, bool json)
             (int)sp->blocks_per_layer[3]);
     fmt_thousands(num, sizeof num, cxr_nn_model_param_count(m));
     fprintf(fp, "parameters:     %s\n", num);
-    fprintf(fp, "input:          %d x %d x %d (C x H x W), %s, preprocessing v%d\n",
+    fprintf(fp, "input:          %d x %d x %d (C x H x W), %s, contrast %s, preprocessing v%d\n",
             (int)mt->channels, (int)mt->input_height, (int)mt->input_width,
             mt->resize_mode == CXR_NN_RESIZE_LETTERBOX ? "letterbox" : "stretch",
+            mt->contrast == CXR_NN_CONTRAST_EQUALIZE ? "equalize" : "none",
             (int)mt->preprocessing_version);
     fprintf(fp, "normalisation:  (x/255 - mean) / std, mean");
     for (int c = 0; c < mt->channels; c++)

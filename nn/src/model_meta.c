@@ -18,6 +18,7 @@
  *   operating_threshold    0..1, p(positive) >= it: finding present  default 0.5
  *   urgent_threshold       0..1, p >= it: URGENT priority            default 0.9
  *   resize_mode            stretch | letterbox                       default stretch
+ *   contrast               none | equalize                           default none
  *   preprocessing_version  integer >= 1                              default 1
  *   age_min_years,         intended population, 0..150, min <= max   default unknown
  *   age_max_years
@@ -53,6 +54,7 @@ void cxr_nn_model_meta_defaults(struct cxr_nn_model_meta *meta, enum cxr_nn_arch
     meta->operating_threshold = 0.5;
     meta->urgent_threshold = 0.9;
     meta->resize_mode = CXR_NN_RESIZE_STRETCH;
+    meta->contrast = CXR_NN_CONTRAST_NONE;
     meta->preprocessing_version = 1;
     meta->age_min_years = NAN;
     meta->age_max_years = NAN;
@@ -144,6 +146,8 @@ enum cxr_status cxr_nn_meta_validate(const struct cxr_nn_model_meta *meta,
                              meta->urgent_threshold);
     if (meta->resize_mode != CXR_NN_RESIZE_STRETCH && meta->resize_mode != CXR_NN_RESIZE_LETTERBOX)
         return cxr_nn_seterr(err, bad, "metadata: unknown resize_mode %d", (int)meta->resize_mode);
+    if (meta->contrast != CXR_NN_CONTRAST_NONE && meta->contrast != CXR_NN_CONTRAST_EQUALIZE)
+        return cxr_nn_seterr(err, bad, "metadata: unknown contrast %d", (int)meta->contrast);
     if (meta->preprocessing_version < 1)
         return cxr_nn_seterr(err, bad, "metadata: preprocessing_version %d must be >= 1",
                              (int)meta->preprocessing_version);
@@ -396,6 +400,14 @@ enum cxr_status cxr_nn_meta_from_json(struct json_object *md, const struct cxr_n
         else
             return BADMD("resize_mode", s, "expected stretch or letterbox");
     }
+    if ((s = md_get(md, "contrast"))) {
+        if (strcmp(s, "none") == 0)
+            meta->contrast = CXR_NN_CONTRAST_NONE;
+        else if (strcmp(s, "equalize") == 0)
+            meta->contrast = CXR_NN_CONTRAST_EQUALIZE;
+        else
+            return BADMD("contrast", s, "expected none or equalize");
+    }
     if ((s = md_get(md, "preprocessing_version")) &&
         !parse_int(s, 1, 1000000, &meta->preprocessing_version))
         return BADMD("preprocessing_version", s, "expected an integer >= 1");
@@ -497,6 +509,7 @@ struct json_object *cxr_nn_meta_to_json(const struct cxr_nn_model_meta *meta)
     ok = ok && put(o, "urgent_threshold", buf);
     ok = ok && put(o, "resize_mode",
                    meta->resize_mode == CXR_NN_RESIZE_LETTERBOX ? "letterbox" : "stretch");
+    ok = ok && put(o, "contrast", meta->contrast == CXR_NN_CONTRAST_EQUALIZE ? "equalize" : "none");
     snprintf(buf, sizeof buf, "%d", (int)meta->preprocessing_version);
     ok = ok && put(o, "preprocessing_version", buf);
     if (!isnan(meta->age_min_years)) {

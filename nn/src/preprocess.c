@@ -19,6 +19,10 @@
  * columns, placed at top = (H - h')/2, left = (W - w')/2 (integer division),
  * and the rest is black (pixel value 0) before normalisation.
  *
+ * Contrast: with meta->contrast == equalize the image is first equalised
+ * (cxr_nn_equalize_u8, contrast.c; masked pixels become 0) and the resize
+ * reads the equalised copy.
+ *
  * Normalisation: out[c] = (v/255 - mean[c]) / std[c], the grey value v
  * replicated into every channel. Mask: pixels whose mask byte is 0 count as
  * black (0) in the resize.
@@ -146,7 +150,21 @@ enum cxr_status cxr_nn_preprocess_u8(const struct cxr_nn_model_meta *meta, const
 
     struct axis ay = {0}, ax = {0};
     float *tmp = NULL;
+    uint8_t *equalised = NULL;
     enum cxr_status st = CXR_ERR_NOMEM;
+    if (meta->contrast == CXR_NN_CONTRAST_EQUALIZE) {
+        if (!(equalised = malloc((size_t)width * (size_t)height)))
+            goto done;
+        st = cxr_nn_equalize_u8(pixels, width, height, stride, mask, equalised);
+        if (st != CXR_OK)
+            goto done;
+        st = CXR_ERR_NOMEM;
+        pixels = equalised;
+        stride = width;
+        mask = NULL;  /* masked pixels are 0 in the equalised copy */
+    } else if (meta->contrast != CXR_NN_CONTRAST_NONE) {
+        return CXR_ERR_INVALID_ARG;
+    }
     if (!axis_make(height, oh, &ay) || !axis_make(width, ow, &ax))
         goto done;
     if (!(tmp = malloc((size_t)oh * (size_t)width * sizeof *tmp)))
@@ -180,6 +198,7 @@ enum cxr_status cxr_nn_preprocess_u8(const struct cxr_nn_model_meta *meta, const
     }
     st = CXR_OK;
 done:
+    free(equalised);
     free(tmp);
     axis_free(&ay);
     axis_free(&ax);

@@ -188,6 +188,18 @@ EOF
 [ $? -eq 2 ] || fail "bad --epochs not a usage error"
 ok "--init --freeze-backbone trains only the fc; usage errors exit 2"
 
+# ---- contrast normalisation travels in the model: training and inference alike
+"$CXR_BIN" train --data "$W/data" --val "$W/val" "${SMALL[@]}" --epochs 1 --seed 5 --contrast equalize \
+    --out "$W/eq.safetensors" >/dev/null 2>"$W/eq.err"
+[ $? -le 1 ] || fail "train --contrast equalize: $(tail -3 "$W/eq.err")"
+"$CXR_BIN" model info --json "$W/eq.safetensors" | grep -q '"contrast": *"equalize"' \
+    || fail "--contrast equalize not in the model's metadata"
+"$CXR_BIN" model info --json "$W/m.safetensors" | grep -q '"contrast": *"none"' \
+    || fail "the default model's contrast is not none"
+"$CXR_BIN" train --data "$W/data" --out "$W/y" --contrast sharpen 2>/dev/null
+[ $? -eq 2 ] || fail "bad --contrast not a usage error"
+ok "--contrast equalize is stored in the model"
+
 # ---- a Kermany subset, when the shared data is here
 K=$CXR_SHARED_DATA/cxr-kermany
 if [ -d "$K/train/NORMAL" ]; then

@@ -622,6 +622,7 @@ static const struct {
     {"positive_class", "7", CXR_ERR_NN_MODEL, "positive_class"},
     {"positive_class", "FOO", CXR_ERR_NN_MODEL, "positive_class"},
     {"resize_mode", "crop", CXR_ERR_NN_MODEL, "resize_mode"},
+    {"contrast", "sharpen", CXR_ERR_NN_MODEL, "contrast"},
     {"metrics", "{bad", CXR_ERR_NN_MODEL, "metrics"},
     {"metrics", "{\"a\":1} trailing", CXR_ERR_NN_MODEL, "metrics"},
     {"age_min_years", "200", CXR_ERR_NN_MODEL, "age_min_years"},

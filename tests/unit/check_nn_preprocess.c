@@ -285,6 +285,113 @@ START_TEST(test_matches_torch_live)
 }
 END_TEST
 
+
+/* ---- contrast: histogram equalisation ------------------------------------ */
+
+/* A hand-worked case of the OpenCV formula: values 0 x2, 10 x3, 20 x1,
+ * 255 x2 -> cdf 2,5,6,8; m = 2, n = 8: 0 -> 0, 10 -> round(255*3/6) = 128,
+ * 20 -> round(255*4/6) = 170, 255 -> 255. */
+START_TEST(test_equalize_hand_case)
+{
+    const uint8_t px[8] = {0, 0, 10, 10, 10, 20, 255, 255};
+    const uint8_t want[8] = {0, 0, 128, 128, 128, 170, 255, 255};
+    uint8_t out[8];
+    ck_assert(cxr_nn_equalize_u8(px, 4, 2, 4, NULL, out) == CXR_OK);
+    for (int i = 0; i < 8; i++)
+        ck_assert_msg(out[i] == want[i], "pixel %d: %d, want %d", i, out[i], want[i]);
+    /* a constant image is copied unchanged */
+    const uint8_t flat[4] = {77, 77, 77, 77};
+    ck_assert(cxr_nn_equalize_u8(flat, 2, 2, 2, NULL, out) == CXR_OK);
+    for (int i = 0; i < 4; i++)
+        ck_assert_int_eq(out[i], 77);
+    /* masked pixels are left out of the histogram and become 0: masking the
+     * two 255s leaves 20 as the brightest value -> 255 */
+    const uint8_t mask[8] = {1, 1, 1, 1, 1, 1, 0, 0};
+    ck_assert(cxr_nn_equalize_u8(px, 4, 2, 4, mask, out) == CXR_OK);
+    ck_assert_int_eq(out[5], 255);
+    ck_assert_int_eq(out[6], 0);
+    ck_assert_int_eq(out[2], 191);  /* round(255*3/4) */
+    ck_assert(cxr_nn_equalize_u8(NULL, 4, 2, 4, NULL, out) == CXR_ERR_INVALID_ARG);
+    ck_assert(cxr_nn_equalize_u8(px, 4, 2, 3, NULL, out) == CXR_ERR_INVALID_ARG);
+}
+END_TEST
+
+/* Against numpy's rendering of the same formula on a seeded 173x131 image
+ * with a row stride of 180 and a mask (skipped without numpy). */
+START_TEST(test_equalize_matches_numpy)
+{
+    if (cxr_test_sh("'%s' -c 'import numpy' >/dev/null 2>&1", cxr_test_python()) != 0) {
+        printf("SKIP equalize vs numpy: %s has no numpy\n", cxr_test_python());
+        return;
+    }
+    enum { W = 173, H = 131, S = 180 };
+    static uint8_t px[S * H], mask[W * H], out[W * H];
+    uint32_t x = 12345;
+    for (int i = 0; i < S * H; i++) {
+        x = x * 1103515245u + 12345u;
+        px[i] = (uint8_t)(((x >> 16) % 200) + ((i / S) % 7) * 5);  /* skewed, not uniform */
+    }
+    for (int i = 0; i < W * H; i++)
+        mask[i] = (i % 11) != 0;
+    ck_assert(cxr_nn_equalize_u8(px, W, H, S, mask, out) == CXR_OK);
+    char *dir = cxr_test_tmpdir();
+    char in[4096], mk[4096], ref[4096];
+    snprintf(in, sizeof in, "%s/px.bin", dir);
+    snprintf(mk, sizeof mk, "%s/mask.bin", dir);
+    snprintf(ref, sizeof ref, "%s/ref.bin", dir);
+    ck_assert(cxr_test_write_file(in, px, sizeof px));
+    ck_assert(cxr_test_write_file(mk, mask, sizeof mask));
+    ck_assert_int_eq(
+        cxr_test_sh("'%s' -c \""
+                    "import numpy as np\n"
+                    "px=np.fromfile('%s',np.uint8).reshape(%d,%d)[:, :%d]\n"
+                    "m=np.fromfile('%s',np.uint8).reshape(%d,%d)!=0\n"
+                    "h=np.bincount(px[m],minlength=256); c=np.cumsum(h); n=c[-1]; lo=c[h>0][0]\n"
+                    "lut=np.rint(255.0*np.clip(c-lo,0,None)/(n-lo)+1e-9).astype(np.uint8)\n"
+                    "o=np.where(m,lut[px],0).astype(np.uint8); o.tofile('%s')\"",
+                    cxr_test_python(), in, H, S, W, mk, H, W, ref),
+        0);
+    size_t len;
+    uint8_t *want = cxr_test_read_file(ref, &len);
+    ck_assert_ptr_nonnull(want);
+    ck_assert_uint_eq(len, sizeof out);
+    for (int i = 0; i < W * H; i++)
+        ck_assert_msg(out[i] == want[i], "pixel %d: %d, numpy %d", i, out[i], want[i]);
+    free(want);
+    cxr_test_rmtree(dir);
+    free(dir);
+}
+END_TEST
+
+/* contrast=equalize in the model's metadata = equalise, then the usual
+ * preprocessing: the two paths give the same tensor. */
+START_TEST(test_preprocess_with_equalize)
+{
+    enum { W = 97, H = 61 };
+    static uint8_t px[W * H], eq[W * H];
+    for (int i = 0; i < W * H; i++)
+        px[i] = (uint8_t)(40 + (i * 7) % 90);
+    struct cxr_nn_model_meta meta;
+    cxr_nn_model_meta_defaults(&meta, CXR_NN_ARCH_RESNET18);
+    meta.input_height = 32;
+    meta.input_width = 40;
+    static float a[32 * 40], b[32 * 40], c[32 * 40];
+    ck_assert(cxr_nn_equalize_u8(px, W, H, W, NULL, eq) == CXR_OK);
+    ck_assert(cxr_nn_preprocess_u8(&meta, eq, W, H, W, NULL, a) == CXR_OK);
+    ck_assert(cxr_nn_preprocess_u8(&meta, px, W, H, W, NULL, c) == CXR_OK);
+    meta.contrast = CXR_NN_CONTRAST_EQUALIZE;
+    ck_assert(cxr_nn_preprocess_u8(&meta, px, W, H, W, NULL, b) == CXR_OK);
+    double diff = 0;
+    for (int i = 0; i < 32 * 40; i++) {
+        ck_assert_msg(a[i] == b[i], "element %d: %g vs %g", i, a[i], b[i]);
+        diff += fabs(b[i] - c[i]);
+    }
+    ck_assert_msg(diff > 1.0, "equalisation changed nothing");  /* the setting has an effect */
+    meta.contrast = (enum cxr_nn_contrast)7;
+    ck_assert(cxr_nn_preprocess_u8(&meta, px, W, H, W, NULL, b) == CXR_ERR_INVALID_ARG);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("nn_preprocess");
@@ -296,6 +403,11 @@ static Suite *suite(void)
     tcase_add_test(tc, test_uniform_image);
     tcase_add_test(tc, test_mask_extremes);
     tcase_add_test(tc, test_invalid_arguments);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("contrast");
+    tcase_add_test(tc, test_equalize_hand_case);
+    tcase_add_test(tc, test_equalize_matches_numpy);
+    tcase_add_test(tc, test_preprocess_with_equalize);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -124,6 +124,7 @@ static enum cxr_status make_model(struct train_run *R)
         memcpy(meta.mean, im->mean, sizeof meta.mean);
         memcpy(meta.std, im->std, sizeof meta.std);
         meta.resize_mode = im->resize_mode;
+        meta.contrast = o->contrast_given ? o->contrast : im->contrast;
         meta.input_height = o->input_given ? o->input_height : im->input_height;
         meta.input_width = o->input_given ? o->input_width : im->input_width;
         meta.num_classes = im->num_classes;
@@ -133,6 +134,7 @@ static enum cxr_status make_model(struct train_run *R)
         cxr_nn_model_meta_defaults(&meta, o->arch);
         meta.input_height = o->input_height;
         meta.input_width = o->input_width;
+        meta.contrast = o->contrast;
     }
     if (o->classes && !parse_classes(o->classes, &meta)) {
         cxr_nn_model_free(init);

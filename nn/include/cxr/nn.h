@@ -70,6 +70,13 @@ enum cxr_nn_arch {
 const char *cxr_nn_arch_name(enum cxr_nn_arch a);
 bool cxr_nn_arch_parse(const char *name, enum cxr_nn_arch *out);
 
+/* Contrast normalisation of the 8-bit image before resizing (metadata key
+ * "contrast"). */
+enum cxr_nn_contrast {
+    CXR_NN_CONTRAST_NONE = 0,     /* the presentation image as it is */
+    CXR_NN_CONTRAST_EQUALIZE = 1  /* global histogram equalisation (see cxr_nn_equalize_u8) */
+};
+
 enum cxr_nn_resize_mode {
     CXR_NN_RESIZE_STRETCH = 0,   /* scale each axis to the input size */
     CXR_NN_RESIZE_LETTERBOX = 1  /* keep aspect, pad with black, centred */
@@ -88,6 +95,7 @@ struct cxr_nn_model_meta {
     double operating_threshold;         /* p(positive) >= this: finding present */
     double urgent_threshold;            /* p >= this: URGENT priority */
     enum cxr_nn_resize_mode resize_mode;
+    enum cxr_nn_contrast contrast;      /* applied before the resize; default none */
     int32_t preprocessing_version;      /* bumps when the pixel pipeline changes */
     double age_min_years, age_max_years;/* intended population (NaN: unknown) */
     char name[64];                      /* e.g. "cxr-default" */
@@ -225,6 +233,7 @@ void cxr_nn_softmax(const float *logits, int32_t k, float *probs);
 
 /* Turns an 8-bit greyscale presentation image (row stride in bytes) into the
  * model's input tensor C x H x W (C = meta->channels; grey replicated):
+ * contrast normalisation per meta->contrast (cxr_nn_equalize_u8), then an
  * antialiased resize (triangle filter widened by the scale factor, as PIL and
  * torch's interpolate(antialias=True) do), stretch or letterbox per
  * meta->resize_mode (letterbox pads with black), then (x/255 - mean)/std.
@@ -243,6 +252,17 @@ enum cxr_status cxr_nn_backend_preprocess_u8(struct cxr_nn_backend *b,
                                              const uint8_t *pixels, int32_t width, int32_t height,
                                              int32_t stride, const uint8_t *mask, float *out,
                                              char *err);
+
+/* Global histogram equalisation of an 8-bit image, as OpenCV's
+ * equalizeHist defines it: with h the histogram of the valid pixels (mask
+ * non-zero, or all when mask is NULL), cdf its running sum, n the number of
+ * valid pixels and m = cdf[v_min] (v_min the smallest value present),
+ * lut[v] = round(255 * (cdf[v] - m) / (n - m)); the smallest value present
+ * maps to 0, the largest to 255. A constant image (n == m) is copied as it
+ * is. Masked-out pixels become 0. `out` has width*height bytes (row stride =
+ * width); it may not alias `pixels`. */
+enum cxr_status cxr_nn_equalize_u8(const uint8_t *pixels, int32_t width, int32_t height,
+                                   int32_t stride, const uint8_t *mask, uint8_t *out);
 
 #ifdef __cplusplus
 }

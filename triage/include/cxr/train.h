@@ -46,6 +46,9 @@ struct cxr_triage_train_options {
     int32_t base_width;           /* 64 (torchvision); smaller for tests */
     int32_t input_height, input_width; /* 224 x 224 (--init: the model's unless given) */
     bool input_given;
+    enum cxr_nn_contrast contrast; /* contrast normalisation before the resize: none (default;
+                                    * --init: the model's unless given) or equalize */
+    bool contrast_given;
     const char *init;             /* --init MODEL: start from its weights; NULL: seeded init */
     bool freeze_backbone;         /* only the fc trains (needs --init) */
     const char *out;              /* model file to write (required) */
