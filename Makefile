@@ -42,9 +42,10 @@ test-asan: deps
 # make run: the DICOM node (`cxr-triage serve`) on the embedded defaults:
 # conf/cxr-triage.xml (AE CXRTRIAGE on 127.0.0.1:11112, worklist and metrics
 # on http://127.0.0.1:8090/) with the bundled model; the spool goes to
-# $(BUILD)/spool instead of /var/lib (no root needed). Until a trained model
-# is bundled, an UNTRAINED placeholder is made in $(BUILD) and used, with a
-# loud warning: its scores are meaningless. Ctrl-C stops the node cleanly.
+# $(BUILD)/spool instead of /var/lib (no root needed). Should the bundled
+# model be missing (a trimmed checkout), an UNTRAINED placeholder is made in
+# $(BUILD) and used, with a loud warning: its scores are meaningless. Ctrl-C
+# stops the node cleanly.
 RUN_MODEL       ?= models/cxr-default.safetensors
 RUN_PLACEHOLDER ?= $(BUILD)/untrained-placeholder.safetensors
 RUN_SPOOL       ?= $(BUILD)/spool
@@ -53,7 +54,7 @@ run: deps build
 	if [ ! -f "$$model" ]; then \
 	  model=$(RUN_PLACEHOLDER); \
 	  echo "*****************************************************************************"; \
-	  echo "** WARNING: $(RUN_MODEL) is missing (no trained model is bundled yet)."; \
+	  echo "** WARNING: $(RUN_MODEL) is missing."; \
 	  echo "** Using an UNTRAINED placeholder: $$model"; \
 	  echo "** Its scores, priorities and SRs are MEANINGLESS: try the plumbing only."; \
 	  echo "*****************************************************************************"; \

@@ -23,6 +23,10 @@ struct cxr_conf *cli_load_conf(const char *explicit_path);
 /* Prints "cxr-triage <cmd>: <message>" to stderr. */
 void cli_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* Parses an age range "MIN-MAX" in years (0..150, MIN <= MAX; "5" alone is
+ * 5-5, "none" clears it to NaN-NaN). False on anything else. */
+bool cli_parse_age_range(const char *s, double *min_years, double *max_years);
+
 int cmd_score(int argc, char **argv);
 int cmd_model(int argc, char **argv);
 int cmd_config(int argc, char **argv);

@@ -1,5 +1,6 @@
-/* cmd_model.c — `cxr-triage model init|info`. */
+/* cmd_model.c — `cxr-triage model init|info|set`. */
 #include <getopt.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,7 +16,12 @@ static void model_usage(FILE *fp)
             "                             [--input HxW] [--storage f32|f16|bf16] [--name NAME]\n"
             "         a new model with seeded He-initialised (untrained) weights\n"
             "       cxr-triage model info [--json] FILE\n"
-            "         architecture, parameters, metadata and SHA-256 of a model file\n");
+            "         architecture, parameters, metadata and SHA-256 of a model file\n"
+            "       cxr-triage model set FILE --out FILE [--age-range MIN-MAX|none]\n"
+            "                            [--name NAME] [--version V] [--note TEXT]\n"
+            "         a copy with edited metadata, same weights and storage type (e.g. the\n"
+            "         intended population after a local validation); the gate checks the\n"
+            "         patient's age against --age-range\n");
 }
 
 static bool parse_storage(const char *s, enum cxr_nn_dtype *out)
@@ -166,6 +172,92 @@ static int model_info(int argc, char **argv)
     return CLI_EXIT_OK;
 }
 
+static int model_set(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"out", required_argument, 0, 'o'},     {"age-range", required_argument, 0, 'a'},
+        {"name", required_argument, 0, 'n'},    {"version", required_argument, 0, 'v'},
+        {"note", required_argument, 0, 't'},    {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0},
+    };
+    const char *out = NULL, *name = NULL, *version = NULL, *note = NULL;
+    bool age_given = false;
+    double amin = NAN, amax = NAN;
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'o': out = optarg; break;
+        case 'n': name = optarg; break;
+        case 'v': version = optarg; break;
+        case 't': note = optarg; break;
+        case 'a':
+            if (!cli_parse_age_range(optarg, &amin, &amax)) {
+                cli_error("model set",
+                          "--age-range expects MIN-MAX in years (0..150, MIN <= MAX) or none, "
+                          "got '%s'",
+                          optarg);
+                return CLI_EXIT_FATAL;
+            }
+            age_given = true;
+            break;
+        case 'h': model_usage(stdout); return CLI_EXIT_OK;
+        default: model_usage(stderr); return CLI_EXIT_FATAL;
+        }
+    }
+    if (!out || optind != argc - 1) {
+        model_usage(stderr);
+        return CLI_EXIT_FATAL;
+    }
+    const char *in = argv[optind];
+    if ((name && (!*name || strlen(name) >= 64)) || (version && (!*version || strlen(version) >= 32))) {
+        cli_error("model set", "--name takes 1..63 characters and --version 1..31");
+        return CLI_EXIT_FATAL;
+    }
+    char err[CXR_NN_ERRLEN] = "";
+    struct cxr_nn_model *m = NULL;
+    enum cxr_status st = cxr_nn_model_load(in, &m, err);
+    if (st != CXR_OK) {
+        cli_error("model set", "%s", err[0] ? err : cxr_status_str(st));
+        return CLI_EXIT_FATAL;
+    }
+    struct cxr_nn_model_meta *mm = cxr_nn_model_meta_mut(m);
+    if (age_given) {
+        mm->age_min_years = amin;
+        mm->age_max_years = amax;
+    }
+    if (name)
+        snprintf(mm->name, sizeof mm->name, "%s", name);
+    if (version)
+        snprintf(mm->version, sizeof mm->version, "%s", version);
+    if (note) {
+        const char *old = mm->description ? mm->description : "";
+        size_t olen = strlen(old);
+        while (olen && (old[olen - 1] == ' ' || old[olen - 1] == '\n'))
+            olen--;
+        size_t len = olen + strlen(note) + 2;
+        char *d = malloc(len);
+        if (!d) {
+            cxr_nn_model_free(m);
+            cli_error("model set", "out of memory");
+            return CLI_EXIT_FATAL;
+        }
+        snprintf(d, len, "%.*s%s%s", (int)olen, old, olen ? " " : "", note);
+        st = cxr_nn_model_set_text(m, "description", d);
+        free(d);
+    }
+    if (st == CXR_OK)
+        st = cxr_nn_model_save(m, out, cxr_nn_model_storage(m), err);
+    if (st != CXR_OK) {
+        cli_error("model set", "%s: %s", out, err[0] ? err : cxr_status_str(st));
+        cxr_nn_model_free(m);
+        return CLI_EXIT_FATAL;
+    }
+    printf("%s: sha256 %s\n", out, cxr_nn_model_sha256(m));
+    cxr_nn_model_free(m);
+    return CLI_EXIT_OK;
+}
+
 int cmd_model(int argc, char **argv)
 {
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
@@ -176,6 +268,8 @@ int cmd_model(int argc, char **argv)
         return model_init(argc - 1, argv + 1);
     if (!strcmp(argv[1], "info"))
         return model_info(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "set"))
+        return model_set(argc - 1, argv + 1);
     cli_error("model", "unknown subcommand '%s'", argv[1]);
     model_usage(stderr);
     return CLI_EXIT_FATAL;

@@ -42,6 +42,8 @@ static void train_usage(FILE *fp)
         "  --out FILE               the model file to write (atomic replace)\n"
         "  --storage f32|bf16|f16   parameter storage in the file (default f32)\n"
         "  --name NAME --version V  model metadata (default cxr-custom, today's date)\n"
+        "  --age-range MIN-MAX      intended population in years, checked by the gate\n"
+        "                           (default: the range of the DICOM ages in the data)\n"
         "optimisation\n"
         "  --epochs N (10)  --batch N (32)  --lr X (3e-3, one-cycle peak)\n"
         "  --weight-decay X (1e-4)  --optimizer adamw|sgd (adamw)  --clip X (1.0, 0 = off)\n"
@@ -89,7 +91,7 @@ static void command_line(int argc, char **argv, char *buf, size_t len)
 
 enum {
     O_DATA = 256, O_VAL, O_VALFRAC, O_LABELMAP, O_CLASSES, O_ARCH, O_INPUT, O_CONTRAST, O_INIT, O_FREEZE,
-    O_OUT, O_STORAGE, O_NAME, O_VERSION, O_EPOCHS, O_BATCH, O_LR, O_WD, O_OPT, O_CLIP, O_BAL,
+    O_OUT, O_STORAGE, O_NAME, O_VERSION, O_AGE, O_EPOCHS, O_BATCH, O_LR, O_WD, O_OPT, O_CLIP, O_BAL,
     O_NOAUG, O_SEED, O_PATIENCE, O_DIRECT, O_TSENS, O_USPEC, O_RESAMPLES, O_THREADS, O_PREC,
     O_CKDIR, O_RESUME, O_REPORT, O_WIDTH, O_NOPREFETCH
 };
@@ -106,6 +108,7 @@ int cmd_train(int argc, char **argv)
         {"freeze-backbone", no_argument, 0, O_FREEZE}, {"out", required_argument, 0, O_OUT},
         {"storage", required_argument, 0, O_STORAGE}, {"name", required_argument, 0, O_NAME},
         {"version", required_argument, 0, O_VERSION}, {"epochs", required_argument, 0, O_EPOCHS},
+        {"age-range", required_argument, 0, O_AGE},
         {"batch", required_argument, 0, O_BATCH},     {"lr", required_argument, 0, O_LR},
         {"weight-decay", required_argument, 0, O_WD}, {"optimizer", required_argument, 0, O_OPT},
         {"clip", required_argument, 0, O_CLIP},       {"balanced-sampler", no_argument, 0, O_BAL},
@@ -170,6 +173,7 @@ int cmd_train(int argc, char **argv)
             break;
         case O_NAME: o.name = optarg; break;
         case O_VERSION: o.version = optarg; break;
+        case O_AGE: ok = cli_parse_age_range(optarg, &o.age_min_years, &o.age_max_years); break;
         case O_EPOCHS: ok = parse_int(optarg, &o.epochs); break;
         case O_BATCH: ok = parse_int(optarg, &o.batch); break;
         case O_LR: ok = parse_double(optarg, &o.lr); break;

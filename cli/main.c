@@ -1,4 +1,5 @@
 /* main.c — the cxr-triage command: dispatch to subcommands. */
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,6 +45,30 @@ void cli_error(const char *cmd, const char *fmt, ...)
     vfprintf(stderr, fmt, ap);
     va_end(ap);
     fputc('\n', stderr);
+}
+
+bool cli_parse_age_range(const char *s, double *min_years, double *max_years)
+{
+    if (!strcmp(s, "none")) {
+        *min_years = *max_years = NAN;
+        return true;
+    }
+    char *end = NULL;
+    double lo = strtod(s, &end);
+    if (end == s)
+        return false;
+    double hi = lo;
+    if (*end == '-') {
+        const char *q = end + 1;
+        hi = strtod(q, &end);
+        if (end == q)
+            return false;
+    }
+    if (*end || !(lo >= 0 && hi <= 150 && lo <= hi))
+        return false;
+    *min_years = lo;
+    *max_years = hi;
+    return true;
 }
 
 struct cxr_conf *cli_load_conf(const char *explicit_path)

@@ -123,6 +123,11 @@ enum cxr_status cxr_nn_model_set_text(struct cxr_nn_model *m, const char *key, c
     return CXR_OK;
 }
 
+enum cxr_nn_dtype cxr_nn_model_storage(const struct cxr_nn_model *m)
+{
+    return m->storage;
+}
+
 const char *cxr_nn_model_sha256(const struct cxr_nn_model *m)
 {
     return m ? m->sha256 : "";

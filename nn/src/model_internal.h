@@ -30,6 +30,7 @@ struct cxr_nn_model {
     struct cxr_nn_tensor *tensors;
     enum cxr_nn_param_kind *kinds; /* per tensor */
     uint32_t n_tensors;
+    enum cxr_nn_dtype storage; /* float storage of the file it came from (F64 read as F32) */
     char sha256[65];
 };
 

@@ -373,6 +373,8 @@ static enum cxr_status fill_model(const char *file, struct cxr_nn_model *m, stru
                                  (int)m->spec.base_width, (int)m->spec.num_classes, want);
         }
         convert(t, e, data);
+        if (kind == CXR_NN_PARAM_CONV_WEIGHT || kind == CXR_NN_PARAM_FC_WEIGHT)
+            m->storage = e->dtype == CXR_NN_DTYPE_F64 ? CXR_NN_DTYPE_F32 : e->dtype;
     }
     for (size_t i = 0; i < n; i++)
         if (!ents[i].used)

@@ -44,6 +44,33 @@ grep -q "cut.safetensors" "$W/cut.err" || fail "the error does not name the trun
 "$CXR_BIN" model init --arch resnet99 --out "$W/x" 2>/dev/null; [ $? -eq 2 ] || fail "unknown arch not a usage error"
 ok "model init/info"
 
+# ---- model set: edited metadata, same weights, same storage type
+"$CXR_BIN" model init --arch resnet18 --seed 7 --input 96x96 --storage f16 --out "$W/h.safetensors" >/dev/null \
+    || fail "model init --storage f16"
+"$CXR_BIN" model set "$W/h.safetensors" --age-range 1-5 --name kids --version 9.9 --note "checked here" \
+    --out "$W/h2.safetensors" >"$W/set.txt" || fail "model set"
+"$CXR_BIN" model info "$W/h2.safetensors" >"$W/h2.txt" || fail "model info after set"
+grep -q "population: *age 1 to 5 years" "$W/h2.txt" || fail "age range not set: $(cat "$W/h2.txt")"
+grep -q "model: *kids 9.9" "$W/h2.txt" || fail "name/version not set"
+grep -q "checked here" "$W/h2.txt" || fail "note not appended to the description"
+grep -q "$(sha256sum "$W/h2.safetensors" | cut -d' ' -f1)" "$W/set.txt" || fail "model set does not print the new SHA-256"
+s1=$(stat -c %s "$W/h.safetensors"); s2=$(stat -c %s "$W/h2.safetensors")
+[ $((s2 - s1)) -lt 1000 ] && [ $((s1 - s2)) -lt 1000 ] || fail "storage type changed: $s1 -> $s2 bytes"
+"$CXR_PYTHON" - "$W/h.safetensors" "$W/h2.safetensors" <<'EOF' || fail "model set changed the weights"
+import json, struct, sys
+def tensors(p):
+    b = open(p, "rb").read(); n = struct.unpack("<Q", b[:8])[0]; h = json.loads(b[8:8 + n])
+    h.pop("__metadata__", None)
+    return {k: (v["dtype"], b[8 + n + v["data_offsets"][0]:8 + n + v["data_offsets"][1]]) for k, v in h.items()}
+a, b = tensors(sys.argv[1]), tensors(sys.argv[2])
+assert a.keys() == b.keys() and all(a[k] == b[k] for k in a), "tensors differ"
+assert a["conv1.weight"][0] == "F16", a["conv1.weight"][0]
+EOF
+"$CXR_BIN" model set "$W/h.safetensors" --age-range 5-1 --out "$W/x" 2>/dev/null; [ $? -eq 2 ] || fail "age range 5-1 accepted"
+"$CXR_BIN" model set "$W/cut.safetensors" --age-range 1-5 --out "$W/x" 2>/dev/null; [ $? -eq 2 ] || fail "model set of a corrupt file not exit 2"
+[ ! -e "$W/x" ] || fail "model set wrote a file after an error"
+ok "model set"
+
 # ---- config check / version
 "$CXR_BIN" config check "$CXR_SOURCE_DIR/conf/cxr-triage.xml" >"$W/eff.xml" 2>/dev/null || fail "shipped config refused"
 xmllint --noout --schema "$CXR_SOURCE_DIR/conf/cxr-triage.xsd" "$W/eff.xml" || fail "printed config fails the XSD"

@@ -190,7 +190,7 @@ ok "--init --freeze-backbone trains only the fc; usage errors exit 2"
 
 # ---- contrast normalisation travels in the model: training and inference alike
 "$CXR_BIN" train --data "$W/data" --val "$W/val" "${SMALL[@]}" --epochs 1 --seed 5 --contrast equalize \
-    --out "$W/eq.safetensors" >/dev/null 2>"$W/eq.err"
+    --age-range 1-5 --out "$W/eq.safetensors" >/dev/null 2>"$W/eq.err"
 [ $? -le 1 ] || fail "train --contrast equalize: $(tail -3 "$W/eq.err")"
 "$CXR_BIN" model info --json "$W/eq.safetensors" | grep -q '"contrast": *"equalize"' \
     || fail "--contrast equalize not in the model's metadata"
@@ -198,7 +198,13 @@ ok "--init --freeze-backbone trains only the fc; usage errors exit 2"
     || fail "the default model's contrast is not none"
 "$CXR_BIN" train --data "$W/data" --out "$W/y" --contrast sharpen 2>/dev/null
 [ $? -eq 2 ] || fail "bad --contrast not a usage error"
-ok "--contrast equalize is stored in the model"
+"$CXR_BIN" model info "$W/eq.safetensors" | grep -q "population: *age 1 to 5 years" \
+    || fail "--age-range not in the model's metadata"
+"$CXR_BIN" model info "$W/m.safetensors" | grep -q "population: *age 38 to 38 years" \
+    || fail "without --age-range, the range is not the one measured on the DICOM ages (one file, 38Y)"
+"$CXR_BIN" train --data "$W/data" --out "$W/y" --age-range 10-2 2>/dev/null
+[ $? -eq 2 ] || fail "bad --age-range not a usage error"
+ok "--contrast equalize and --age-range are stored in the model"
 
 # ---- a Kermany subset, when the shared data is here
 K=$CXR_SHARED_DATA/cxr-kermany

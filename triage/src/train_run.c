@@ -48,6 +48,7 @@ void cxr_triage_train_options_init(struct cxr_triage_train_options *o)
     o->val_fraction = 0.25;
     o->arch = CXR_NN_ARCH_RESNET18;
     o->base_width = 64;
+    o->age_min_years = o->age_max_years = NAN;
     o->input_height = o->input_width = 224;
     o->storage = CXR_NN_DTYPE_F32;
     o->epochs = 10;

@@ -85,8 +85,13 @@ static void set_identity(struct train_run *R, struct cxr_nn_model_meta *m)
         strftime(m->version, sizeof m->version, "%Y.%m.%d", &tm);
     strftime(m->created, sizeof m->created, "%Y-%m-%dT%H:%M:%SZ", &tm);
     snprintf(m->training_data_digest, sizeof m->training_data_digest, "%s", R->ds->digest);
-    m->age_min_years = R->ds->age_min_years;
-    m->age_max_years = R->ds->age_max_years;
+    if (!isnan(o->age_min_years) || !isnan(o->age_max_years)) {
+        m->age_min_years = o->age_min_years;
+        m->age_max_years = o->age_max_years;
+    } else {
+        m->age_min_years = R->ds->age_min_years;
+        m->age_max_years = R->ds->age_max_years;
+    }
 }
 
 /* The report: validation cases with their thumbnails, the curves. */

@@ -157,6 +157,10 @@ enum cxr_status cxr_nn_model_set_text(struct cxr_nn_model *m, const char *key, c
  * model made in memory and not yet saved; save updates it). */
 const char *cxr_nn_model_sha256(const struct cxr_nn_model *m);
 
+/* The float storage type of the file the model was loaded from (F32, F16 or
+ * BF16; F64 files and models made in memory give F32). */
+enum cxr_nn_dtype cxr_nn_model_storage(const struct cxr_nn_model *m);
+
 uint32_t cxr_nn_model_tensor_count(const struct cxr_nn_model *m);
 struct cxr_nn_tensor *cxr_nn_model_tensor_at(const struct cxr_nn_model *m, uint32_t i);
 /* NULL when absent. */

@@ -54,6 +54,8 @@ struct cxr_triage_train_options {
     const char *out;              /* model file to write (required) */
     enum cxr_nn_dtype storage;    /* F32 (default), BF16 or F16 */
     const char *name, *version;   /* metadata; default "cxr-custom", "<UTC date>" */
+    double age_min_years, age_max_years; /* intended population stated by the trainer (NaN:
+                                   * the range measured on DICOM ages of the data, if any) */
     /* optimisation */
     int32_t epochs;               /* 10 */
     int32_t batch;                /* 32 */
