@@ -124,12 +124,15 @@ run() {
     cudnn=$(find_lib_dir libcudnn.so.9) || die "libcudnn.so.9 not found on this machine"
     cublas=$(find_lib_dir libcublas.so.13) || die "libcublas.so.13 not found on this machine"
     cublaslt=$(find_lib_dir libcublasLt.so.13) || die "libcublasLt.so.13 not found on this machine"
+    # PyTorch brings its own cuDNN (a different 9.x than the system's): it
+    # runs with the machine's own library path, our programs with ours
+    orig_ldp=${LD_LIBRARY_PATH-}
     export LD_LIBRARY_PATH="$work/lib:$cudnn:$cublas:$cublaslt${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
     {
         echo "# GPU run $(date -u +%Y-%m-%dT%H:%M:%SZ), bundle of commit $(cat "$work/COMMIT")"
         nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader
         echo "cuDNN from $cudnn; cuBLAS from $cublas"
-        python3 -c 'import torch; print("PyTorch", torch.__version__, "CUDA", torch.version.cuda, "cuDNN", torch.backends.cudnn.version())' 2>/dev/null || echo "PyTorch: not importable"
+        LD_LIBRARY_PATH=$orig_ldp python3 -c 'import torch; print("PyTorch", torch.__version__, "CUDA", torch.version.cuda, "cuDNN", torch.backends.cudnn.version())' 2>/dev/null || echo "PyTorch: not importable"
         echo "cpu: $(nproc) cores"
     } | tee "$out/header.txt"
     if ldd "$work"/bin/* | grep -E "not found|version .* not found"; then
@@ -169,7 +172,7 @@ run() {
                     "$work/bin/cxr_bench_gpu" infer --arch $arch --precision $prec --batch $b \
                         --iters $it >>"$res" 2>>"$out/bench.log" || { echo "cxr $arch $prec $b failed" >&2; status=1; }
                 done
-                python3 "$repo/bench/gpu_torch.py" infer --arch $arch --precision $prec \
+                LD_LIBRARY_PATH=$orig_ldp python3 "$repo/bench/gpu_torch.py" infer --arch $arch --precision $prec \
                     --batch 1,64,256 --iters $iters_lat >>"$res" 2>>"$out/bench.log" ||
                     { echo "torch $arch $prec failed" >&2; status=1; }
             done
@@ -177,9 +180,20 @@ run() {
         for prec in fp16 bf16; do
             "$work/bin/cxr_bench_gpu" train --arch resnet50 --precision $prec --batch "$tb" \
                 --iters $train_iters >>"$res" 2>>"$out/bench.log" || { echo "cxr train $prec failed" >&2; status=1; }
-            python3 "$repo/bench/gpu_torch.py" train --arch resnet50 --precision $prec --batch "$tb" \
+            LD_LIBRARY_PATH=$orig_ldp python3 "$repo/bench/gpu_torch.py" train --arch resnet50 --precision $prec --batch "$tb" \
                 --iters $train_iters >>"$res" 2>>"$out/bench.log" || { echo "torch train $prec failed" >&2; status=1; }
         done
+        # the same batch-1 latency with PyTorch's own cuDNN (the wheel's, often a
+        # newer 9.x than the system's): does the library version matter?
+        local wheel_cudnn
+        wheel_cudnn=$(LD_LIBRARY_PATH=$orig_ldp python3 -c 'import os, nvidia.cudnn as c; print(os.path.join(list(c.__path__)[0], "lib"))' 2>/dev/null || true)
+        if [ -n "$wheel_cudnn" ] && [ -e "$wheel_cudnn/libcudnn.so.9" ] && [ "$wheel_cudnn" != "$cudnn" ]; then
+            for arch in resnet50 resnet18; do
+                LD_LIBRARY_PATH="$work/lib:$wheel_cudnn:$cublas:$cublaslt${orig_ldp:+:$orig_ldp}" \
+                    "$work/bin/cxr_bench_gpu" infer --arch $arch --precision fp16 --batch 1 \
+                    --iters "$iters_lat" 2>>"$out/bench.log" | sed "s/^/wheel-cudnn /" | tee -a "$out/bench.log"
+            done
+        fi
         local model=$repo/models/cxr-default.safetensors
         if [ -f "$model" ] && [ -d "$work/parity" ]; then
             for prec in fp32 fp16 bf16; do

@@ -63,6 +63,24 @@ static double tol_for(enum cxr_nn_precision p)
     return p == CXR_NN_PRECISION_FP32 ? 1e-3 : 5e-2;
 }
 
+/* The noise floor. Whole networks with batch norm in training mode on a
+ * batch of 4 amplify rounding differences: measured on an H200 and on the
+ * CPU alone, two CORRECT CPU computations of the resnet50 (width 8) case,
+ * direct against Winograd convolutions, differ by 1.2e-2 at conv1.weight,
+ * and CPU bf16 against CPU fp32 by 0.42 on resnet18 - the same figures the
+ * GPU gave. So each comparison GPU-vs-CPU-fp32 is also made for a second
+ * CPU reference (fp32: Winograd instead of direct; fp16/bf16: the CPU's
+ * bf16, fp16 having the finer mantissa) and the GPU may differ from the
+ * CPU by max(tol, FLOOR_FACTOR x that reference's difference). A wrong
+ * backward op still fails: its error does not follow the floor (the
+ * single-op cases have floors near 0, so the fixed tolerance rules them). */
+#define FLOOR_FACTOR 3.0
+
+static double allowed(double tol, double floor_err)
+{
+    return isfinite(floor_err) ? fmax(tol, FLOOR_FACTOR * floor_err) : tol;
+}
+
 static struct cxr_nn_backend *open_gpu(enum cxr_nn_precision prec)
 {
     setenv("CXR_CUDA_TF32", "0", 1);
@@ -80,6 +98,26 @@ static struct cxr_nn_backend *open_gpu(enum cxr_nn_precision prec)
 }
 
 /* The CPU reference, or NULL (with a SKIP line) when it cannot train. */
+/* The second CPU reference for prec (see FLOOR_FACTOR), or NULL with a
+ * note when this CPU cannot run it (no bf16): the fixed tolerance alone. */
+static struct cxr_nn_backend *open_cpu_floor(enum cxr_nn_precision prec)
+{
+    struct cxr_nn_backend_options o = {.kind = CXR_NN_BACKEND_CPU,
+                                       .precision = prec == CXR_NN_PRECISION_FP32
+                                                        ? CXR_NN_PRECISION_FP32
+                                                        : CXR_NN_PRECISION_BF16};
+    struct cxr_nn_backend *b = NULL;
+    char err[CXR_NN_ERRLEN] = "";
+    if (cxr_nn_backend_open(&o, &b, NULL, err) != CXR_OK || !b->iface->train_plan) {
+        printf("note: no CPU %s reference for the noise floor (%s): fixed tolerance only\n",
+               prec_name(o.precision), err);
+        if (b)
+            cxr_nn_backend_close(b);
+        return NULL;
+    }
+    return b;
+}
+
 static struct cxr_nn_backend *open_cpu(void)
 {
     struct cxr_nn_backend_options o = {.kind = CXR_NN_BACKEND_CPU,
@@ -173,7 +211,11 @@ static struct cxr_nn_graph *build(const struct tcase *tc)
     }
     struct cxr_nn_resnet_spec spec;
     ck_assert(cxr_nn_resnet_spec_make(tc->arch, tc->c, 8, 3, &spec) == CXR_OK);
-    ck_assert_msg(cxr_nn_graph_build_resnet(&spec, tc->h, tc->w, &g, err) == CXR_OK, "%s", err);
+    /* CXR_TEST_NET_INPUT=S: the whole-network cases at S x S instead (diagnosis:
+     * more rows per batch-norm channel in the deep layers) */
+    int32_t side = getenv("CXR_TEST_NET_INPUT") ? atoi(getenv("CXR_TEST_NET_INPUT")) : 0;
+    int32_t h = side >= 32 ? side : tc->h, w = side >= 32 ? side : tc->w;
+    ck_assert_msg(cxr_nn_graph_build_resnet(&spec, h, w, &g, err) == CXR_OK, "%s", err);
     return g;
 }
 
@@ -215,8 +257,8 @@ static float **make_values(const struct cxr_nn_graph *g, uint64_t seed)
     return v;
 }
 
-static void side_setup(struct side *sd, struct cxr_nn_backend *b, const struct tcase *tc,
-                       float **values)
+static void side_setup_algo(struct side *sd, struct cxr_nn_backend *b, const struct tcase *tc,
+                            float **values, enum cxr_nn_conv_algo algo)
 {
     char err[CXR_NN_ERRLEN] = "";
     const struct cxr_nn_backend_i *bi = b->iface;
@@ -232,9 +274,24 @@ static void side_setup(struct side *sd, struct cxr_nn_backend *b, const struct t
     for (int32_t i = 0; i < sd->g->n_params; i++)
         if (sd->g->params[i].trainable)
             ck_assert_msg(bi->buffer_alloc(b, &sd->g->params[i].grad, err) == CXR_OK, "%s", err);
-    struct cxr_nn_train_plan_options po = {.batch = BATCH, .bn_momentum = 0.1f};
+    struct cxr_nn_train_plan_options po = {.batch = BATCH, .bn_momentum = 0.1f,
+                                           .conv_algo = algo};
     ck_assert_msg(bi->train_plan(b, sd->g, &po, &sd->plan, err) == CXR_OK, "%s plan: %s",
                   cxr_nn_backend_name(b), err);
+}
+
+static void side_setup(struct side *sd, struct cxr_nn_backend *b, const struct tcase *tc,
+                       float **values)
+{
+    side_setup_algo(sd, b, tc, values, CXR_NN_CONV_AUTO);
+}
+
+/* The floor reference's side: Winograd for fp32, else as it comes. */
+static void side_setup_floor(struct side *sd, struct cxr_nn_backend *b, const struct tcase *tc,
+                             float **values, enum cxr_nn_precision prec)
+{
+    side_setup_algo(sd, b, tc, values,
+                    prec == CXR_NN_PRECISION_FP32 ? CXR_NN_CONV_WINOGRAD : CXR_NN_CONV_AUTO);
 }
 
 static void side_free(struct side *sd)
@@ -278,25 +335,41 @@ static void backward_case(const struct tcase *tc, enum cxr_nn_precision prec)
         cxr_nn_backend_close(gpu);
         return;
     }
+    struct cxr_nn_backend *fcpu = open_cpu_floor(prec); /* may be NULL */
     struct cxr_nn_graph *shape = build(tc);
     float **values = make_values(shape, 0x5EED0000u + (uint64_t)(tc - cases));
-    struct side sc, sg;
+    struct side sc, sg, sf;
     side_setup(&sc, cpu, tc, values);
     side_setup(&sg, gpu, tc, values);
+    if (fcpu)
+        side_setup_floor(&sf, fcpu, tc, values, prec);
     size_t in_n = input_count(shape);
     float *in = malloc(in_n * sizeof *in);
     for (size_t i = 0; i < in_n; i++)
         in[i] = (float)(2.0 * urand() - 1.0);
-    float lc[BATCH * 3], lg[BATCH * 3], dl[BATCH * 3];
+    float lc[BATCH * 3], lg[BATCH * 3], lf[BATCH * 3], dl[BATCH * 3];
     ck_assert_msg(cpu->iface->train_forward(cpu, sc.plan, in, lc, err) == CXR_OK, "%s", err);
     ck_assert_msg(gpu->iface->train_forward(gpu, sg.plan, in, lg, err) == CXR_OK, "%s", err);
-    double tol = tol_for(prec), e = rel_error(lg, lc, BATCH * 3);
-    ck_assert_msg(e <= tol, "%s %s: logits differ by %.3e", tc->what, prec_name(prec), e);
+    double tol = tol_for(prec), e = rel_error(lg, lc, BATCH * 3), fe = NAN;
+    if (fcpu) {
+        ck_assert_msg(fcpu->iface->train_forward(fcpu, sf.plan, in, lf, err) == CXR_OK, "%s", err);
+        fe = rel_error(lf, lc, BATCH * 3);
+    }
+    ck_assert_msg(e <= allowed(tol, fe), "%s %s: logits differ by %.3e (CPU reference floor %.3e)",
+                  tc->what, prec_name(prec), e, fe);
     for (int i = 0; i < BATCH * 3; i++)
         dl[i] = (float)((urand() - 0.5) * 0.5);
     ck_assert_msg(cpu->iface->train_backward(cpu, sc.plan, dl, err) == CXR_OK, "%s", err);
     ck_assert_msg(gpu->iface->train_backward(gpu, sg.plan, dl, err) == CXR_OK, "%s", err);
-    double worst = 0;
+    if (fcpu)
+        ck_assert_msg(fcpu->iface->train_backward(fcpu, sf.plan, dl, err) == CXR_OK, "%s", err);
+    /* every parameter is compared before the verdict, and each one out of
+     * tolerance is printed (CXR_TEST_VERBOSE: all of them): the list locates
+     * a faulty backward op (errors flow towards conv1, so the deepest failing
+     * layer is the lead) */
+    double worst = 0, worst_ratio = 0;
+    int bad = 0;
+    char first[200] = "";
     for (int32_t i = 0; i < shape->n_params; i++) {
         struct cxr_nn_param *pc = &sc.g->params[i], *pg = &sg.g->params[i];
         size_t n = pc->t.nbytes / sizeof(float);
@@ -304,20 +377,44 @@ static void backward_case(const struct tcase *tc, enum cxr_nn_precision prec)
         const struct cxr_nn_tensor *tg_t = pg->trainable ? &pg->grad : &pg->t;
         float *a = get(&sc, tc_t), *b = get(&sg, tg_t);
         double d = rel_error(b, a, n); /* gradients; running statistics for the others */
+        double fd = NAN;
+        if (fcpu) {
+            struct cxr_nn_param *pf = &sf.g->params[i];
+            float *f = get(&sf, pf->trainable ? &pf->grad : &pf->t);
+            fd = rel_error(f, a, n);
+            free(f);
+        }
+        double lim = allowed(tol, fd);
         worst = fmax(worst, d);
-        ck_assert_msg(d <= tol, "%s %s: %s%s differs by %.3e", tc->what, prec_name(prec),
-                      pc->t.name, pc->trainable ? " gradient" : "", d);
+        worst_ratio = fmax(worst_ratio, d / lim);
+        bool ok = d <= lim;
+        if (!ok || getenv("CXR_TEST_VERBOSE")) {
+            printf("  %s %s: %s%s differs by %.3e (floor %.3e, allowed %.3e)%s\n", tc->what,
+                   prec_name(prec), pc->t.name, pc->trainable ? " gradient" : "", d, fd, lim,
+                   ok ? "" : " FAIL");
+            fflush(stdout); /* a failed check ends the forked test without flushing */
+            if (!ok && !bad++)
+                snprintf(first, sizeof first, "%s%s differs by %.3e (allowed %.3e)", pc->t.name,
+                         pc->trainable ? " gradient" : "", d, lim);
+        }
         free(a);
         free(b);
     }
-    printf("%s %s: logits %.2e, worst gradient/statistic %.2e\n", tc->what, prec_name(prec), e,
-           worst);
+    ck_assert_msg(bad == 0, "%s %s: %d of %d tensors out of tolerance, first %s", tc->what,
+                  prec_name(prec), bad, (int)shape->n_params, first);
+    printf("%s %s: logits %.2e (floor %.2e), worst gradient/statistic %.2e, worst error/allowed "
+           "%.2f\n",
+           tc->what, prec_name(prec), e, fe, worst, worst_ratio);
     for (int32_t i = 0; i < shape->n_params; i++)
         free(values[i]);
     free(values);
     free(in);
     side_free(&sc);
     side_free(&sg);
+    if (fcpu) {
+        side_free(&sf);
+        cxr_nn_backend_close(fcpu);
+    }
     cxr_nn_graph_free(shape);
     cxr_nn_backend_close(cpu);
     cxr_nn_backend_close(gpu);
@@ -457,18 +554,22 @@ static void step_case(enum cxr_nn_precision prec)
         cxr_nn_backend_close(gpu);
         return;
     }
+    struct cxr_nn_backend *fcpu = open_cpu_floor(prec); /* may be NULL */
     const struct tcase *tc = &cases[4]; /* resnet18 width 8 */
     struct cxr_nn_graph *shape = build(tc);
     float **values = make_values(shape, 4242);
-    struct side sd[2];
+    struct side sd[3]; /* CPU fp32, GPU, the CPU floor reference */
+    int nsides = fcpu ? 3 : 2;
     side_setup(&sd[0], cpu, tc, values);
     side_setup(&sd[1], gpu, tc, values);
+    if (fcpu)
+        side_setup_floor(&sd[2], fcpu, tc, values, prec);
     size_t in_n = input_count(shape);
     float *in = malloc(in_n * sizeof *in);
     for (size_t i = 0; i < in_n; i++)
         in[i] = (float)(2.0 * urand() - 1.0);
     const int32_t labels[BATCH] = {0, 2, 1, 2};
-    for (int s = 0; s < 2; s++) {
+    for (int s = 0; s < nsides; s++) {
         struct cxr_nn_backend *b = sd[s].b;
         float logits[BATCH * 3], dl[BATCH * 3];
         ck_assert_msg(b->iface->train_forward(b, sd[s].plan, in, logits, err) == CXR_OK, "%s", err);
@@ -482,42 +583,61 @@ static void step_case(enum cxr_nn_precision prec)
             ck_assert(b->iface->tensor_sumsq(b, &sd[s].g->params[i].grad, &v, err) == CXR_OK);
             ss += v;
         }
-        ck_assert(isfinite(ss));
+        ck_assert_msg(isfinite(ss), "%s %s: the gradients are not finite", cxr_nn_backend_name(b),
+                      prec_name(prec));
         double clip = 1.0 / (sqrt(ss) + 1e-6); /* clip_grad_norm_(1.0) */
         struct cxr_nn_optim_step h = {.kind = CXR_NN_OPTIM_SGD, .step = 1, .lr = 0.1,
                                       .weight_decay = 1e-4, .grad_scale = clip < 1 ? clip : 1};
-        for (int32_t i = 0; i < sd[s].g->n_params; i++)
-            if (sd[s].g->params[i].trainable)
-                ck_assert_msg(b->iface->optim_step(b, &sd[s].g->params[i].t,
-                                                   &sd[s].g->params[i].grad, NULL, NULL, &h, err) ==
-                              CXR_OK, "%s", err);
+        for (int32_t i = 0; i < sd[s].g->n_params; i++) {
+            if (!sd[s].g->params[i].trainable)
+                continue;
+            /* plain SGD still takes a (momentum) state tensor: zeros */
+            int64_t n = (int64_t)(sd[s].g->params[i].t.nbytes / sizeof(float));
+            struct cxr_nn_tensor m = vec_tensor("momentum", n);
+            float *zero = calloc((size_t)n, sizeof *zero);
+            ck_assert(b->iface->buffer_alloc(b, &m, err) == CXR_OK);
+            ck_assert(b->iface->tensor_set(b, &m, zero, 0, m.nbytes, err) == CXR_OK);
+            ck_assert_msg(b->iface->optim_step(b, &sd[s].g->params[i].t, &sd[s].g->params[i].grad,
+                                               &m, NULL, &h, err) == CXR_OK,
+                          "%s: %s", cxr_nn_backend_name(b), err);
+            b->iface->buffer_free(b, &m);
+            free(zero);
+        }
     }
-    /* compare the updates (new - old) of every parameter, and the running statistics */
-    double worst = 0;
+    /* compare the updates (new - old) of every parameter, and the running
+     * statistics, against CPU fp32, allowing FLOOR_FACTOR x the floor */
+    double worst = 0, worst_ratio = 0;
     for (int32_t i = 0; i < shape->n_params; i++) {
         const struct cxr_nn_tensor *t = &sd[0].g->params[i].t;
         size_t n = t->nbytes / sizeof(float);
-        float *a = get(&sd[0], t), *b = get(&sd[1], &sd[1].g->params[i].t);
-        if (sd[0].g->params[i].trainable)
-            for (size_t k = 0; k < n; k++) {
-                a[k] -= values[i][k];
-                b[k] -= values[i][k];
-            }
-        double d = rel_error(b, a, n);
+        float *v[3] = {NULL, NULL, NULL};
+        for (int s = 0; s < nsides; s++) {
+            v[s] = get(&sd[s], &sd[s].g->params[i].t);
+            if (sd[0].g->params[i].trainable)
+                for (size_t k = 0; k < n; k++)
+                    v[s][k] -= values[i][k];
+        }
+        double d = rel_error(v[1], v[0], n), fd = fcpu ? rel_error(v[2], v[0], n) : NAN;
+        double lim = allowed(tol_for(prec), fd);
         worst = fmax(worst, d);
-        ck_assert_msg(d <= tol_for(prec), "step %s: %s %s differs by %.3e", prec_name(prec),
-                      t->name, sd[0].g->params[i].trainable ? "update" : "value", d);
-        free(a);
-        free(b);
+        worst_ratio = fmax(worst_ratio, d / lim);
+        ck_assert_msg(d <= lim, "step %s: %s %s differs by %.3e (floor %.3e, allowed %.3e)",
+                      prec_name(prec), t->name,
+                      sd[0].g->params[i].trainable ? "update" : "value", d, fd, lim);
+        for (int s = 0; s < nsides; s++)
+            free(v[s]);
     }
-    printf("training step %s: worst parameter update difference %.2e\n", prec_name(prec), worst);
+    printf("training step %s: worst parameter update difference %.2e, worst error/allowed %.2f\n",
+           prec_name(prec), worst, worst_ratio);
     for (int32_t i = 0; i < shape->n_params; i++)
         free(values[i]);
     free(values);
     free(in);
-    side_free(&sd[0]);
-    side_free(&sd[1]);
+    for (int s = 0; s < nsides; s++)
+        side_free(&sd[s]);
     cxr_nn_graph_free(shape);
+    if (fcpu)
+        cxr_nn_backend_close(fcpu);
     cxr_nn_backend_close(cpu);
     cxr_nn_backend_close(gpu);
 }
