@@ -224,6 +224,58 @@ static enum cxr_status finish(struct cxr_dicom_instance *inst, OFCondition c,
     return CXR_OK;
 }
 
+/* What bytes that failed the DICOM scan look like, for the message: a
+ * common non-DICOM format by its signature, or nullptr. Only when there is
+ * no "DICM" at offset 128 (a Part 10 file that fails is a broken DICOM). */
+static const char *foreign_format(const uint8_t *p, size_t n)
+{
+    if (n >= 132 && std::memcmp(p + 128, "DICM", 4) == 0)
+        return nullptr;
+    struct sig {
+        const char *bytes;
+        size_t len;
+        const char *what;
+    };
+    static const sig sigs[] = {
+        {"\xFF\xD8\xFF", 3, "a JPEG image"},
+        {"\x89PNG\r\n\x1A\n", 8, "a PNG image"},
+        {"%PDF", 4, "a PDF document"},
+        {"PK\x03\x04", 4, "a ZIP archive"},
+        {"\x1F\x8B", 2, "a gzip file"},
+        {"II*\0", 4, "a TIFF image"},
+        {"MM\0*", 4, "a TIFF image"},
+        {"GIF8", 4, "a GIF image"},
+        {"BM", 2, "a BMP image"},
+        {"<?xml", 5, "an XML document"},
+    };
+    for (const sig &s : sigs)
+        if (n >= s.len && std::memcmp(p, s.bytes, s.len) == 0)
+            return s.what;
+    size_t look = n < 512 ? n : 512, printable = 0;
+    for (size_t i = 0; i < look; i++)
+        if ((p[i] >= 0x20 && p[i] < 0x7F) || p[i] == '\n' || p[i] == '\r' || p[i] == '\t')
+            printable++;
+    if (look >= 8 && printable == look)
+        return "a text file";
+    return nullptr;
+}
+
+/* The message of a failed scan: names the foreign format when it is one. */
+static enum cxr_status scan_fail(char *err, enum cxr_status st, const char *name,
+                                 const uint8_t *p, size_t n, const char *why)
+{
+    const char *other = foreign_format(p, n);
+    if (other)
+        return cxr_dicom_fail(err, st, "%s: not a DICOM file: it looks like %s (%s)", name, other,
+                              why);
+    if (n < 132 || std::memcmp(p + 128, "DICM", 4) != 0)
+        return cxr_dicom_fail(err, st,
+                              "%s: not readable as DICOM (no DICM preamble, and not a raw DICOM "
+                              "data set either: %s)",
+                              name, why);
+    return cxr_dicom_fail(err, st, "%s: not readable as DICOM: %s", name, why);
+}
+
 static struct cxr_dicom_instance *new_instance(const char *name)
 {
     auto *inst = static_cast<struct cxr_dicom_instance *>(
@@ -248,7 +300,7 @@ static enum cxr_status load_bytes(const uint8_t *p, size_t n, const char *name,
     char why[CXR_DICOM_ERRLEN] = "";
     enum cxr_status st = cxr_dicom_scan(p, n, &scan, why);
     if (st != CXR_OK)
-        return cxr_dicom_fail(err, st, "%s: not readable as DICOM: %s", name, why);
+        return scan_fail(err, st, name, p, n, why);
     struct cxr_dicom_instance *inst = new_instance(name);
     if (!inst)
         return cxr_dicom_fail(err, CXR_ERR_NOMEM, "%s: out of memory", name);
@@ -353,11 +405,13 @@ extern "C" enum cxr_status cxr_dicom_instance_load_file(const char *path,
         struct cxr_dicom_scan_result scan;
         char why[CXR_DICOM_ERRLEN] = "";
         enum cxr_status st = cxr_dicom_scan(bytes, n, &scan, why);
-        std::free(bytes);
         if (st != CXR_OK) {
+            st = scan_fail(err, st, path, bytes, n, why);
+            std::free(bytes);
             close(fd);
-            return cxr_dicom_fail(err, st, "%s: not readable as DICOM: %s", path, why);
+            return st;
         }
+        std::free(bytes);
         struct cxr_dicom_instance *inst = new_instance(path);
         if (!inst) {
             close(fd);

@@ -344,6 +344,19 @@ START_TEST(test_read_refuses_bad_input)
     ck_assert_int_eq(cxr_dicom_instance_load_memory(text, sizeof text - 1, "text", &inst, g_err),
                      CXR_ERR_DICOM_PARSE);
     ck_assert_ptr_null(inst);
+    ck_assert_msg(strstr(g_err, "not a DICOM file: it looks like a text file"), "%s", g_err);
+
+    /* a picture handed over instead of DICOM is named as what it is */
+    static const struct {
+        const char *file, *what;
+    } foreign[] = {{"train/gray.jpg", "a JPEG image"}, {"train/rgb.png", "a PNG image"}};
+    for (size_t k = 0; k < sizeof foreign / sizeof foreign[0]; k++) {
+        const char *path = cxr_test_data_path(foreign[k].file);
+        ck_assert_int_eq(cxr_dicom_instance_load_file(path, &inst, g_err), CXR_ERR_DICOM_PARSE);
+        ck_assert_ptr_null(inst);
+        ck_assert_msg(strstr(g_err, foreign[k].what) && strstr(g_err, "not a DICOM file"),
+                      "%s: %s", path, g_err);
+    }
     ck_assert_int_eq(cxr_dicom_instance_load_memory(text, 0, "empty", &inst, g_err),
                      CXR_ERR_DICOM_PARSE);
 
@@ -369,6 +382,9 @@ START_TEST(test_read_refuses_bad_input)
     ck_assert_int_eq(cxr_dicom_instance_load_memory(f, n, "huge", &inst, g_err),
                      CXR_ERR_DICOM_PARSE);
     ck_assert_ptr_nonnull(strstr(g_err, "claims"));
+    /* a Part 10 file that fails is a broken DICOM file, not a foreign one */
+    ck_assert_msg(!strstr(g_err, "not a DICOM file") && strstr(g_err, "not readable as DICOM"),
+                  "%s", g_err);
     free(f);
     free(d.p);
 }
