@@ -311,8 +311,9 @@ void rpt_svg_roc(struct rpt_buf *b, const double *fpr, const double *tpr, size_t
         rpt_printf(b,
                    "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"4\" fill=\"none\" stroke=\"%s\" "
                    "stroke-width=\"2\"/><text x=\"%.1f\" y=\"%.1f\" class=\"legend\">",
-                   f.left + f.w - 150, f.top + f.h - 12 - 16.0 * i, marks[i].color,
-                   f.left + f.w - 140, f.top + f.h - 8 - 16.0 * i);
+                   f.left + f.w - 195, f.top + f.h - 12 - 16.0 * i, marks[i].color,
+                   f.left + f.w - 185, f.top + f.h - 8 - 16.0 * i); /* room for "operating
+                                                                     * point (p >= 0.8323)" */
         rpt_esc(b, marks[i].label);
         rpt_put(b, "</text>\n");
     }

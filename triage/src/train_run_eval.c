@@ -203,7 +203,7 @@ enum cxr_status cxr_triage_evaluate_run(const struct cxr_triage_evaluate_options
         r.skipped_count = ds->skipped_count;
         r.age_min_years = ds->age_min_years;
         r.age_max_years = ds->age_max_years;
-        r.eval_name = "evaluated data";
+        r.eval_name = "evaluated";
         r.cases = cases;
         r.case_count = ds->count;
         r.operating = &res->operating;
