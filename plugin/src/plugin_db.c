@@ -570,7 +570,9 @@ enum cxr_status plugin_db_study_forget(struct plugin_db *d, const char *id)
     " (SELECT count(*) FROM forwards f WHERE f.study = s.orthanc_id AND f.state = 0),"             \
     " (SELECT count(*) FROM forwards f WHERE f.study = s.orthanc_id AND f.state = 1),"             \
     " (SELECT count(*) FROM forwards f WHERE f.study = s.orthanc_id AND f.state = 2),"             \
-    " (SELECT coalesce(max(stored_ms), 0) FROM srs WHERE srs.study = s.orthanc_id)"                \
+    " (SELECT coalesce(max(stored_ms), 0) FROM srs WHERE srs.study = s.orthanc_id),"               \
+    " (SELECT i.warning FROM instances i WHERE i.study = s.orthanc_id AND i.warning <> ''"         \
+    "   ORDER BY i.rowid LIMIT 1)"                                                                 \
     " FROM studies s"
 
 static void read_study(sqlite3_stmt *st, struct plugin_study *s)
@@ -608,6 +610,7 @@ static void read_study(sqlite3_stmt *st, struct plugin_study *s)
     r->deliveries_delivered = sqlite3_column_int(st, 28);
     r->deliveries_dead = sqlite3_column_int(st, 29);
     s->sr_stored_ms = sqlite3_column_int64(st, 30);
+    pdb_col_text(st, 31, r->warning, sizeof r->warning);
 }
 
 /* Runs a study query (one row wanted); *found says whether there was one. */

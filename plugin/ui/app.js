@@ -58,6 +58,14 @@
         e.textContent = '↑';
         p.appendChild(e);
       }
+      if (s.warning) {
+        // e.g. a patient outside the model's intended population
+        const wn = document.createElement('span');
+        wn.className = 'warn';
+        wn.title = s.warning;
+        wn.textContent = '⚠';
+        p.appendChild(wn);
+      }
       cell(tr, s.score === null || s.score === undefined ? '–' : (100 * s.score).toFixed(1) + ' %', 'num');
       cell(tr, s.accession_number || '–');
       if (showPid) cell(tr, s.patient_id || '–');

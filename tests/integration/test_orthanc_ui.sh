@@ -17,6 +17,10 @@ CHROMIUM=$(command -v chromium || command -v chromium-browser) ||
     skip "chromium is not installed (packaging/debian-packages.txt lists it)"
 setup_work
 make_model
+# a pediatric population, so that every (adult, 46 years) test study carries the
+# gate's warning, which the page must show
+"$CXR_BIN" model set "$WORK/model.safetensors" --age-range 1-5 --out "$WORK/model.safetensors" \
+    >/dev/null || fail "model set --age-range"
 HTTP_PORT=$(free_port)
 DICOM_PORT=$(free_port)
 
@@ -53,6 +57,7 @@ class Rows(HTMLParser):
     def __init__(self):
         super().__init__()
         self.rows, self.links, self.badges, self.status, self._in = [], [], [], "", None
+        self.warns = []
     def handle_starttag(self, tag, attrs):
         a = dict(attrs)
         if tag == "tr" and "study" in a.get("class", "").split():
@@ -61,6 +66,8 @@ class Rows(HTMLParser):
             self.links.append(a.get("href", ""))
         if tag == "span" and a.get("class") == "badge":
             self._in = "badge"
+        if tag == "span" and a.get("class") == "warn":
+            self.warns.append(a.get("title", ""))
         if tag == "div" and a.get("id") == "status":
             self._in = "status"
     def handle_data(self, data):
@@ -83,6 +90,9 @@ assert p.badges == [e["priority"] for e in w], p.badges
 for (uid, lvl, oid), href in zip(p.rows, p.links):
     assert href.endswith("app/explorer.html#study?uuid=" + oid), (href, oid)
 assert "model" in p.status, f"status line: {p.status!r}"
+# the age warning: in the worklist JSON and as a marker on every row
+assert all("intended maximum of 5 years" in e.get("warning", "") for e in w), w
+assert len(p.warns) == len(p.rows) and all("intended maximum of 5 years" in t for t in p.warns), p.warns
 print(f"page: {len(p.rows)} rows, levels {levels}")
 PY
 mkdir -p "$CXR_BUILD_DIR/test-artifacts"
@@ -92,6 +102,6 @@ chrome shot --window-size=1280,720 --screenshot="$SHOT" "$URL" >/dev/null ||
     fail "chromium --screenshot failed (see $WORK/chromium.log)"
 [ "$(head -c 8 "$SHOT" | od -An -tx1 | tr -d ' \n')" = 89504e470d0a1a0a ] || fail "no PNG screenshot at $SHOT"
 [ "$(stat -c %s "$SHOT")" -gt 10000 ] || fail "the screenshot is suspiciously small"
-log "page rows in worklist order (URGENT, PRIORITY, ROUTINE) with Explorer links; screenshot: $SHOT"
+log "page rows in worklist order (URGENT, PRIORITY, ROUTINE) with Explorer links and age warnings; screenshot: $SHOT"
 stop_orthanc
 log "PASS"

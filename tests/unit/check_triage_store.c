@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "cxr/store.h"
+#include "cxr/worklist.h"
 #include "test_util.h"
 
 static char *tmp;
@@ -253,6 +254,40 @@ START_TEST(test_priority_never_lowered)
     ck_assert_str_eq(rows[2].reason, "lateral view (ViewPosition LL)");
     ck_assert_int_eq(rows[2].status, CXR_ERR_DICOM_GATE);
     free(rows);
+    cxr_triage_store_close(s);
+}
+END_TEST
+
+/* An image's warning (e.g. a patient outside the model's population) shows
+ * at the study level, in the store row and in the worklist JSON. */
+START_TEST(test_study_warning_reaches_worklist)
+{
+    struct cxr_triage_store *s = open_store();
+    int64_t a = add(s, "4.1", 1000);
+    int64_t b = add(s, "4.2", 2000);
+    struct cxr_triage_result r;
+    result(&r, "S4", "4.1", 0.2, CXR_TRIAGE_PRIORITY_ROUTINE);
+    record(s, a, &r);
+    struct cxr_triage_study_row st = get_study(s, "S4");
+    ck_assert_str_eq(st.warning, "");
+    result(&r, "S4", "4.2", 0.3, CXR_TRIAGE_PRIORITY_ROUTINE);
+    snprintf(r.warning, sizeof r.warning, "patient age 38.0 years is above the intended maximum "
+                                          "of 5 years");
+    record(s, b, &r);
+    st = get_study(s, "S4");
+    ck_assert_str_eq(st.warning, r.warning);
+
+    struct cxr_triage_worklist_options o;
+    memset(&o, 0, sizeof o);
+    o.now_ms = 5000;
+    for (int i = 0; i < 4; i++)
+        snprintf(o.priority_names[i], sizeof o.priority_names[i], "P%d", i);
+    char *json = cxr_triage_worklist_json(&st, 1, &o);
+    ck_assert_ptr_nonnull(json);
+    ck_assert_msg(strstr(json, "\"warning\": \"patient age 38.0 years") ||
+                      strstr(json, "\"warning\":\"patient age 38.0 years"),
+                  "%s", json);
+    free(json);
     cxr_triage_store_close(s);
 }
 END_TEST
@@ -564,6 +599,7 @@ static Suite *store_suite(void)
     tcase_add_test(tc, test_duplicate_is_idempotent);
     tcase_add_test(tc, test_jobs_survive_reopen_in_order);
     tcase_add_test(tc, test_priority_never_lowered);
+    tcase_add_test(tc, test_study_warning_reaches_worklist);
     tcase_add_test(tc, test_unreadable_instance_has_no_study);
     tcase_add_test(tc, test_studies_list_window);
     suite_add_tcase(s, tc);

@@ -19,7 +19,9 @@
     " (SELECT count(*) FROM deliveries d JOIN srs r ON r.id=d.sr_id"                              \
     "   WHERE r.study_instance_uid=s.study_instance_uid AND d.state=1),"                           \
     " (SELECT count(*) FROM deliveries d JOIN srs r ON r.id=d.sr_id"                              \
-    "   WHERE r.study_instance_uid=s.study_instance_uid AND d.state=2)"
+    "   WHERE r.study_instance_uid=s.study_instance_uid AND d.state=2),"                           \
+    " (SELECT i.warning FROM instances i WHERE i.study_instance_uid=s.study_instance_uid"         \
+    "   AND i.warning<>'' ORDER BY i.id LIMIT 1)"
 
 static void read_study(sqlite3_stmt *st, struct cxr_triage_study_row *r)
 {
@@ -43,6 +45,7 @@ static void read_study(sqlite3_stmt *st, struct cxr_triage_study_row *r)
     r->deliveries_pending = sqlite3_column_int(st, 16);
     r->deliveries_delivered = sqlite3_column_int(st, 17);
     r->deliveries_dead = sqlite3_column_int(st, 18);
+    sq_col_text(st, 19, r->warning, sizeof r->warning);
 }
 
 static enum cxr_status collect_studies(struct sq_store *s, sqlite3_stmt *st,

@@ -106,6 +106,8 @@ struct cxr_triage_study_row {
     int32_t deliveries_pending;
     int32_t deliveries_delivered;
     int32_t deliveries_dead;
+    char warning[256];                     /* the first image warning of the study, e.g. an
+                                            * age outside the model's population; "" none */
 };
 
 /* A report decision for a study: the SR made (or none, when nothing new was
