@@ -29,7 +29,7 @@
 #include "cxr/conf.h"
 #include "cxr/triage.h"
 #include "cxr/worklist.h"
-#include "plugin_assets.h"
+#include "cxr/ui_assets.h"
 #include "plugin_db.h"
 #include "plugin_settings.h"
 

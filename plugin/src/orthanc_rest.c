@@ -400,13 +400,10 @@ static OrthancPluginErrorCode on_ui(OrthancPluginRestOutput *out, const char *ur
         OrthancPluginSendMethodNotAllowed(p->ctx, out, "GET");
         return OrthancPluginErrorCode_Success;
     }
-    const char *name = req->groupsCount && req->groups[0][0] ? req->groups[0] : "index.html";
-    for (size_t i = 0; i < plugin_asset_count; i++) {
-        if (strcmp(plugin_assets[i].name, name) != 0)
-            continue;
+    const struct cxr_ui_asset *a = cxr_ui_asset_find(req->groupsCount ? req->groups[0] : NULL);
+    if (a) {
         OrthancPluginSetHttpHeader(p->ctx, out, "Cache-Control", "no-cache");
-        OrthancPluginAnswerBuffer(p->ctx, out, plugin_assets[i].data,
-                                  (uint32_t)plugin_assets[i].size, plugin_assets[i].mime);
+        OrthancPluginAnswerBuffer(p->ctx, out, a->data, (uint32_t)a->size, a->mime);
         return OrthancPluginErrorCode_Success;
     }
     OrthancPluginSendHttpStatusCode(p->ctx, out, 404);

@@ -1,6 +1,7 @@
 /* http.c — the node's HTTP endpoint (libmicrohttpd, one internal thread):
- * GET /worklist, /studies/{StudyInstanceUID}, /healthz, /metrics. Read-only;
- * bound to loopback unless configured otherwise. */
+ * GET /worklist, /studies/{StudyInstanceUID}, /status, /healthz, /metrics and
+ * the reading worklist page at /ui/ (cxr/ui_assets.h). Read-only; bound to
+ * loopback unless configured otherwise. */
 #include <arpa/inet.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
@@ -12,6 +13,7 @@
 
 #include "cxr/log.h"
 #include "cxr/node.h"
+#include "cxr/ui_assets.h"
 
 #define WORKLIST_FETCH_MAX 20000
 
@@ -40,6 +42,36 @@ static enum MHD_Result reply(struct MHD_Connection *c, unsigned int code, const 
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type);
     MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
     enum MHD_Result ret = MHD_queue_response(c, code, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+/* A file of the page (static bytes, not copied), or a redirect of /ui to /ui/. */
+static enum MHD_Result reply_asset(struct MHD_Connection *c, const char *name)
+{
+    const struct cxr_ui_asset *a = cxr_ui_asset_find(name);
+    if (!a) {
+        char *body = strdup("{\"error\":\"no such file of the page\"}\n");
+        return reply(c, MHD_HTTP_NOT_FOUND, "application/json", body);
+    }
+    struct MHD_Response *r = MHD_create_response_from_buffer(a->size, (void *)a->data,
+                                                             MHD_RESPMEM_PERSISTENT);
+    if (!r)
+        return MHD_NO;
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, a->mime);
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+    enum MHD_Result ret = MHD_queue_response(c, MHD_HTTP_OK, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+static enum MHD_Result redirect(struct MHD_Connection *c, const char *to)
+{
+    struct MHD_Response *r = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+    if (!r)
+        return MHD_NO;
+    MHD_add_response_header(r, MHD_HTTP_HEADER_LOCATION, to);
+    enum MHD_Result ret = MHD_queue_response(c, MHD_HTTP_MOVED_PERMANENTLY, r);
     MHD_destroy_response(r);
     return ret;
 }
@@ -179,8 +211,18 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
         return get_health(h, c);
     if (!strcmp(url, "/metrics"))
         return get_metrics(h, c);
+    if (!strcmp(url, "/status")) {
+        char *body = h->src.status_json ? h->src.status_json(h->src.ctx) : NULL;
+        return reply(c, body ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE, "application/json",
+                     body ? body : error_json("status unavailable"));
+    }
+    if (!strcmp(url, "/") || !strcmp(url, "/ui"))
+        return redirect(c, "/ui/");
+    if (!strncmp(url, "/ui/", 4))
+        return reply_asset(c, url + 4);
     return reply(c, MHD_HTTP_NOT_FOUND, "application/json",
-                 error_json("no such resource (try /worklist, /studies/{uid}, /healthz, /metrics)"));
+                 error_json("no such resource (try /ui/, /worklist, /studies/{uid}, /status, "
+                            "/healthz, /metrics)"));
 }
 
 static void mhd_log(void *cls, const char *fmt, va_list ap)

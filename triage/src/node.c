@@ -10,7 +10,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <json-c/json.h>
+
 #include "cxr/log.h"
+#include "cxr/version.h"
 #include "node_internal.h"
 
 /* ------------------------------------------------------------------ helpers */
@@ -320,6 +323,47 @@ static bool http_healthy(void *ctx, char *why, size_t len)
 
 static int64_t http_queue_depth(void *ctx) { return node_queue_depth(ctx); }
 
+/* GET /status: what the worklist page's status line shows, in the shape of
+ * the Orthanc plugin's status (state, reason, model, backend, queue). */
+static char *http_status_json(void *ctx)
+{
+    struct cxr_triage_node *n = ctx;
+    json_object *o = json_object_new_object(), *m = json_object_new_object(),
+                *q = json_object_new_object();
+    if (!o || !m || !q) {
+        json_object_put(o);
+        json_object_put(m);
+        json_object_put(q);
+        return NULL;
+    }
+    char why[256] = "";
+    bool ok = http_healthy(ctx, why, sizeof why);
+    json_object_object_add(o, "service", json_object_new_string("node"));
+    json_object_object_add(o, "version", json_object_new_string(CXR_VERSION));
+    json_object_object_add(o, "state", json_object_new_string(ok ? "ready" : "stopping"));
+    if (!ok)
+        json_object_object_add(o, "reason", json_object_new_string(why));
+    pthread_rwlock_rdlock(&n->gen_lock);
+    if (n->engine) {
+        const struct cxr_nn_model_meta *meta = cxr_triage_engine_model_meta(n->engine);
+        json_object_object_add(m, "name", json_object_new_string(meta->name));
+        json_object_object_add(m, "version", json_object_new_string(meta->version));
+        json_object_object_add(m, "sha256",
+                               json_object_new_string(cxr_triage_engine_model_sha256(n->engine)));
+        json_object_object_add(o, "backend",
+                               json_object_new_string(cxr_triage_engine_describe(n->engine)));
+    }
+    pthread_rwlock_unlock(&n->gen_lock);
+    json_object_object_add(o, "model", m);
+    json_object_object_add(q, "depth", json_object_new_int64(node_queue_depth(n)));
+    json_object_object_add(o, "queue", q);
+    const char *text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN |
+                                                             JSON_C_TO_STRING_NOSLASHESCAPE);
+    char *out = text ? strdup(text) : NULL;
+    json_object_put(o);
+    return out;
+}
+
 /* The DICOM service's own counters (associations), for /metrics. */
 static char *http_scp_metrics(void *ctx)
 {
@@ -437,6 +481,7 @@ enum cxr_status cxr_triage_node_run(struct cxr_triage_node *n, char *err)
                                              .healthy = http_healthy,
                                              .queue_depth = http_queue_depth,
                                              .extra_metrics = http_scp_metrics,
+                                             .status_json = http_status_json,
                                              .ctx = n};
         st = cxr_triage_http_start(s->http_bind_address, s->http_port, &src, &n->http, err);
         if (st != CXR_OK)

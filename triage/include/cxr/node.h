@@ -162,13 +162,19 @@ struct cxr_triage_http_source {
     /* More Prometheus text appended to /metrics (malloc'd, freed by the
      * caller; NULL for none). May be NULL. */
     char *(*extra_metrics)(void *ctx);
+    /* GET /status: a JSON object (malloc'd, freed by the caller) with "state"
+     * ("ready" or not, and "reason"), "model" {name, version, sha256},
+     * "backend" and "queue" {depth}, as the Orthanc plugin's status gives
+     * them (the page reads both). May be NULL: 503. */
+    char *(*status_json)(void *ctx);
     void *ctx;
 };
 
 struct cxr_triage_http;
 
-/* Serves GET /worklist, /studies/{StudyInstanceUID}, /healthz and /metrics
- * on bind_address:port (loopback by default) on a thread of its own. port 0
+/* Serves GET /worklist, /studies/{StudyInstanceUID}, /status, /healthz,
+ * /metrics and the reading worklist page (/ui/) on bind_address:port
+ * (loopback by default) on a thread of its own. port 0
  * takes any free port (cxr_triage_http_port says which). */
 enum cxr_status cxr_triage_http_start(const char *bind_address, uint16_t port,
                                       const struct cxr_triage_http_source *src,

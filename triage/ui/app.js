@@ -1,7 +1,8 @@
-// The worklist page of the cxr-triage Orthanc plugin: reads ../worklist and
-// ../status (the plugin's REST routes, relative so the page also works
-// behind a reverse proxy) and redraws the table every REFRESH_MS. Values are
-// written with textContent only.
+// The reading worklist page, served by the node (/ui/) and by the Orthanc
+// plugin (/cxr-triage/ui/): reads ../worklist and ../status (relative, so the
+// page also works behind a reverse proxy) and redraws the table every
+// REFRESH_MS. Values are written with textContent only. The Orthanc Explorer
+// link appears for studies the plugin knows (orthanc_id).
 'use strict';
 (function () {
   const REFRESH_MS = 10000;
@@ -72,15 +73,18 @@
       cell(tr, studyDate(s.study_date));
       cell(tr, waiting(s.waiting_s), 'num');
       cell(tr, s.images_analysed + ' / ' + (s.images_analysed + s.images_not_analysed), 'num');
-      cell(tr, (s.state || '') + (s.sr_count ? ', SR' : ''), 'state');
+      cell(tr, [s.state, s.sr_count ? 'SR' : ''].filter(Boolean).join(', ') || '–', 'state');
       const l = cell(tr, '');
-      if (s.orthanc_id) {
-        const a = document.createElement('a');
+      const a = document.createElement('a');
+      a.title = s.study_instance_uid;
+      if (s.orthanc_id) { // the plugin: the study in Orthanc Explorer
         a.href = '../../app/explorer.html#study?uuid=' + encodeURIComponent(s.orthanc_id);
         a.textContent = 'open';
-        a.title = s.study_instance_uid;
-        l.appendChild(a);
+      } else { // the node: every image's result or reason
+        a.href = '../studies/' + encodeURIComponent(s.study_instance_uid);
+        a.textContent = 'details';
       }
+      l.appendChild(a);
       rows.appendChild(tr);
     });
   }
