@@ -3,18 +3,8 @@
 # model init/info, config check (good and broken), version, and `score` with
 # its text and JSON output, its SR files (each passing dciodvfy and naming
 # its source image) and its exit statuses 0 / 1 / 2.
-set -u
-: "${CXR_SOURCE_DIR:=$(cd "$(dirname "$0")/../.." && pwd)}"
-: "${CXR_BUILD_DIR:=$CXR_SOURCE_DIR/build}"
-: "${CXR_BIN:=$CXR_BUILD_DIR/cxr-triage}"
-: "${CXR_SHARED_DATA:=$CXR_SOURCE_DIR/../shared/data}"
-: "${CXR_PYTHON:=/usr/bin/python3}"
+. "$(dirname "$0")/cli_lib.sh"
 export CXR_LOG_LEVEL=warn
-
-T=$(basename "$0" .sh)
-fail() { echo "[$T] FAIL: $*"; exit 1; }
-ok() { echo "[$T] ok: $*"; }
-[ -x "$CXR_BIN" ] || { echo "[$T] SKIP: no binary $CXR_BIN"; exit 77; }
 for tool in dcmdump dciodvfy; do
     command -v $tool >/dev/null || { echo "[$T] SKIP: $tool missing"; exit 77; }
 done

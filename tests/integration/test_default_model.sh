@@ -4,18 +4,8 @@
 # the shipped configuration finds and uses it, the age gate warns on an adult,
 # and, where ../shared/data is present, re-scoring the Kermany test split
 # reproduces the model card's test figures.
-set -u
-: "${CXR_SOURCE_DIR:=$(cd "$(dirname "$0")/../.." && pwd)}"
-: "${CXR_BUILD_DIR:=$CXR_SOURCE_DIR/build}"
-: "${CXR_BIN:=$CXR_BUILD_DIR/cxr-triage}"
-: "${CXR_SHARED_DATA:=$CXR_SOURCE_DIR/../shared/data}"
-: "${CXR_PYTHON:=/usr/bin/python3}"
+. "$(dirname "$0")/cli_lib.sh"
 export CXR_LOG_LEVEL=info
-
-T=$(basename "$0" .sh)
-fail() { echo "[$T] FAIL: $*"; exit 1; }
-ok() { echo "[$T] ok: $*"; }
-[ -x "$CXR_BIN" ] || { echo "[$T] SKIP: no binary $CXR_BIN"; exit 77; }
 W=$(mktemp -d)
 trap 'rm -rf "$W"' EXIT
 MODEL=$CXR_SOURCE_DIR/models/cxr-default.safetensors

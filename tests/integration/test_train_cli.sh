@@ -17,17 +17,8 @@
 #   - `--init ... --freeze-backbone` keeps the backbone byte for byte;
 #   - usage errors exit 2;
 #   - with ../shared/data/cxr-kermany: a 48-image subset trains and evaluates.
-set -u
-: "${CXR_SOURCE_DIR:=$(cd "$(dirname "$0")/../.." && pwd)}"
-: "${CXR_BUILD_DIR:=$CXR_SOURCE_DIR/build}"
-: "${CXR_BIN:=$CXR_BUILD_DIR/cxr-triage}"
-: "${CXR_SHARED_DATA:=$CXR_SOURCE_DIR/../shared/data}"
+. "$(dirname "$0")/cli_lib.sh"
 export CXR_LOG_LEVEL=warn
-
-T=$(basename "$0" .sh)
-fail() { echo "[$T] FAIL: $*"; exit 1; }
-ok() { echo "[$T] ok: $*"; }
-[ -x "$CXR_BIN" ] || { echo "[$T] SKIP: no binary $CXR_BIN"; exit 77; }
 PY=$(command -v python3 || true)
 [ -n "$PY" ] || { echo "[$T] SKIP: python3 missing (writes the synthetic PNGs)"; exit 77; }
 W=$(mktemp -d)
