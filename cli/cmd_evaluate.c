@@ -18,8 +18,10 @@ static void evaluate_usage(FILE *fp)
         "                           [--precision fp32|bf16] [--batch N] [--resamples N] [--seed N]\n"
         "  Scores every usable image of PATH (folder, archive or CSV manifest, as for train)\n"
         "  and prints AUC, sensitivity, specificity, accuracy, PPV and NPV at the model's\n"
-        "  operating and urgent thresholds with bootstrap 95 %% intervals (--json: one JSON\n"
-        "  object on stdout). Exit status: 0 done, 1 done but entries were skipped, 2 error.\n");
+        "  operating and urgent thresholds with bootstrap 95 %% intervals, and how well the\n"
+        "  probabilities are calibrated (10 bins, expected calibration error) (--json: one\n"
+        "  JSON object on stdout). Exit status: 0 done, 1 done but entries were skipped, 2\n"
+        "  error.\n");
 }
 
 static void print_ci(const char *name, const struct cxr_nn_ci *c)
@@ -129,6 +131,7 @@ int cmd_evaluate(int argc, char **argv)
         print_ci("NPV", &e->npv);
         printf("urgent threshold %.4f: sensitivity %.4f, specificity %.4f\n", g->threshold,
                g->sensitivity.value, g->specificity.value);
+        printf("calibration: expected calibration error %.4f (10 bins of p)\n", r.reliability.ece);
         printf("mean cross-entropy %.4f; data %s\n", r.loss, r.digest);
     }
     return r.skipped ? CLI_EXIT_PARTIAL : CLI_EXIT_OK;

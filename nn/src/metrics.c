@@ -399,6 +399,46 @@ fail:
     return st;
 }
 
+/* ---- reliability */
+
+enum cxr_status cxr_nn_reliability_compute(const double *scores, const uint8_t *labels, size_t n,
+                                           int32_t nbins, struct cxr_nn_reliability *out,
+                                           char *err)
+{
+    memset(out, 0, sizeof *out);
+    if (n == 0 || nbins < 1 || nbins > CXR_NN_MAX_RELIABILITY_BINS)
+        return seterr(err, CXR_ERR_INVALID_ARG, "reliability: %zu cases in %d bins (1..%d)", n,
+                      (int)nbins, CXR_NN_MAX_RELIABILITY_BINS);
+    double sum[CXR_NN_MAX_RELIABILITY_BINS] = {0}, pos[CXR_NN_MAX_RELIABILITY_BINS] = {0};
+    for (size_t i = 0; i < n; i++) {
+        double p = scores[i];
+        if (!(p >= 0.0 && p <= 1.0)) {
+            memset(out, 0, sizeof *out);
+            return seterr(err, CXR_ERR_INVALID_ARG, "reliability: score %g of case %zu is not a "
+                          "probability", p, i);
+        }
+        int32_t b = (int32_t)(p * nbins);
+        if (b >= nbins)
+            b = nbins - 1; /* p == 1 */
+        out->count[b]++;
+        sum[b] += p;
+        pos[b] += labels[i] ? 1.0 : 0.0;
+    }
+    out->nbins = nbins;
+    double ece = 0.0;
+    for (int32_t b = 0; b < nbins; b++) {
+        if (!out->count[b]) {
+            out->mean_score[b] = out->observed[b] = NAN;
+            continue;
+        }
+        out->mean_score[b] = sum[b] / (double)out->count[b];
+        out->observed[b] = pos[b] / (double)out->count[b];
+        ece += (double)out->count[b] / (double)n * fabs(out->mean_score[b] - out->observed[b]);
+    }
+    out->ece = ece;
+    return CXR_OK;
+}
+
 /* ---- calibration */
 
 void cxr_nn_calibration_options_defaults(struct cxr_nn_calibration_options *o)

@@ -116,7 +116,7 @@ ok "report: self-contained, SVG, skipped entries, no network reference"
 # ---- evaluate
 "$CXR_BIN" evaluate --model "$W/m.safetensors" --data "$W/val" --json --resamples 200 \
     >"$W/eval.json" 2>"$W/eval.err" || fail "evaluate exit $?: $(cat "$W/eval.err")"
-"$PY" -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["n"]==10 and d["positives"]==5 and "ci95" in d["auc"], d' \
+"$PY" -c 'import json,sys; d=json.load(open(sys.argv[1])); c=d["calibration"]; assert d["n"]==10 and d["positives"]==5 and "ci95" in d["auc"] and len(c["bins"])==10 and sum(b["n"] for b in c["bins"])==10 and 0<=c["ece"]<=1, d' \
     "$W/eval.json" || fail "evaluate --json: $(cat "$W/eval.json")"
 "$CXR_BIN" evaluate --model "$W/m.safetensors" --data "$W/val" --report "$W/e.html" \
     >"$W/eval.txt" 2>&1 || fail "evaluate --report"

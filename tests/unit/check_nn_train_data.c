@@ -625,6 +625,41 @@ START_TEST(bootstrap_matches_naive_resampling)
 }
 END_TEST
 
+/* Reliability by hand: 0.05 and 0.15 are normals, 0.85 and 0.95 positives,
+ * 0.55 and 0.58 one of each; ten bins. ECE = (0.05 + 0.15 + 0.15 + 0.05 +
+ * 2 |0.565 - 0.5|) / 6. A 1.0 lands in the last bin, not past it. */
+START_TEST(reliability_hand_example)
+{
+    const double sc[] = {0.05, 0.15, 0.55, 0.58, 0.85, 0.95, 1.0};
+    const uint8_t lab[] = {0, 0, 1, 0, 1, 1, 1};
+    struct cxr_nn_reliability r;
+    char err[CXR_NN_ERRLEN];
+    ck_assert_int_eq(cxr_nn_reliability_compute(sc, lab, 6, 10, &r, err), CXR_OK);
+    ck_assert_int_eq(r.nbins, 10);
+    ck_assert_int_eq(r.count[0], 1);
+    ck_assert_int_eq(r.count[1], 1);
+    ck_assert_int_eq(r.count[5], 2);
+    ck_assert_int_eq(r.count[8], 1);
+    ck_assert_int_eq(r.count[9], 1);
+    ck_assert_int_eq(r.count[3], 0);
+    ck_assert(isnan(r.mean_score[3]) && isnan(r.observed[3]));
+    ck_assert_double_eq_tol(r.mean_score[5], 0.565, 1e-12);
+    ck_assert_double_eq_tol(r.observed[5], 0.5, 1e-12);
+    ck_assert_double_eq_tol(r.ece, (0.05 + 0.15 + 0.15 + 0.05 + 2 * 0.065) / 6.0, 1e-12);
+    ck_assert_int_eq(cxr_nn_reliability_compute(sc, lab, 7, 10, &r, err), CXR_OK);
+    ck_assert_int_eq(r.count[9], 2);
+    ck_assert_double_eq_tol(r.observed[9], 1.0, 1e-12);
+    /* refused: no case, a bad bin count, a score that is not a probability */
+    ck_assert_int_eq(cxr_nn_reliability_compute(sc, lab, 0, 10, &r, err), CXR_ERR_INVALID_ARG);
+    ck_assert_int_eq(cxr_nn_reliability_compute(sc, lab, 6, 0, &r, err), CXR_ERR_INVALID_ARG);
+    ck_assert_int_eq(cxr_nn_reliability_compute(sc, lab, 6, 21, &r, err), CXR_ERR_INVALID_ARG);
+    const double bad[] = {0.5, NAN};
+    ck_assert_int_eq(cxr_nn_reliability_compute(bad, lab, 2, 10, &r, err), CXR_ERR_INVALID_ARG);
+    const double over[] = {1.5};
+    ck_assert_int_eq(cxr_nn_reliability_compute(over, lab, 1, 10, &r, err), CXR_ERR_INVALID_ARG);
+}
+END_TEST
+
 START_TEST(calibration_picks_documented_thresholds)
 {
     enum { N = 600 };
@@ -691,6 +726,7 @@ static Suite *suite(void)
     tcase_add_test(t, roc_hand_example);
     tcase_add_test(t, thresholds_match_exhaustive_search);
     tcase_add_test(t, bootstrap_matches_naive_resampling);
+    tcase_add_test(t, reliability_hand_example);
     tcase_add_test(t, calibration_picks_documented_thresholds);
     suite_add_tcase(s, t);
     return s;

@@ -279,6 +279,9 @@ START_TEST(report_parses_with_xmllint)
     ck_assert_int_eq(cxr_test_sh("test \"$(xmllint --xpath 'count(//svg)' '%s')\" = 1", path), 0);
     ck_assert_int_eq(cxr_test_sh("! grep -q 'Loss per epoch' '%s'", path), 0);
     ck_assert_int_eq(cxr_test_sh("grep -q 'Results on the test data' '%s'", path), 0);
+    /* the calibration table: one row per non-empty bin, cases summing to the cases */
+    ck_assert_int_eq(cxr_test_sh("grep -q 'id=\"calibration\"' '%s'", path), 0);
+    ck_assert_int_eq(cxr_test_sh("grep -q 'Expected calibration error' '%s'", path), 0);
 
     /* a folder that does not exist: an error, nothing written */
     snprintf(path, sizeof path, "%s/no/such/report.html", dir);

@@ -397,6 +397,45 @@ static enum cxr_status section_results(struct rpt_buf *b, const struct cxr_triag
         rpt_put(b, "</td></tr>\n");
     }
     rpt_put(b, "</table>\n");
+
+    /* calibration: are the probabilities frequencies? */
+    if (num_classes(r) == 2 && r->case_count > 0) {
+        double *ps = malloc(r->case_count * sizeof *ps);
+        uint8_t *ls = malloc(r->case_count);
+        struct cxr_nn_reliability rel;
+        bool have = false;
+        if (ps && ls) {
+            for (size_t i = 0; i < r->case_count; i++) {
+                ps[i] = r->cases[i].probability;
+                ls[i] = r->cases[i].label == pos;
+            }
+            have = cxr_nn_reliability_compute(ps, ls, r->case_count, 10, &rel, rerr) == CXR_OK;
+        }
+        free(ps);
+        free(ls);
+        if (have) {
+            rpt_put(b, "<h2 id=\"calibration\">Calibration</h2>\n<table class=\"thresholds\">"
+                       "<tr><th class=\"l\">p(");
+            rpt_esc(b, pname);
+            rpt_put(b, ")</th><th>cases</th><th>mean p</th><th>observed share</th></tr>\n");
+            for (int32_t k = 0; k < rel.nbins; k++) {
+                if (!rel.count[k])
+                    continue;
+                rpt_printf(b, "<tr><th class=\"l\">%.1f to %.1f</th><td>%lld</td><td>",
+                           (double)k / rel.nbins, (double)(k + 1) / rel.nbins,
+                           (long long)rel.count[k]);
+                rpt_num(b, rel.mean_score[k], 3);
+                rpt_put(b, "</td><td>");
+                rpt_num(b, rel.observed[k], 3);
+                rpt_put(b, "</td></tr>\n");
+            }
+            rpt_put(b, "</table>\n<p class=\"note\">Expected calibration error ");
+            rpt_num(b, rel.ece, 3);
+            rpt_put(b, " (10 equal-width bins): the mean distance between the probability the "
+                       "model gives and the share of positives among the cases given it. A "
+                       "probability is only a frequency where the two columns agree.</p>\n");
+        }
+    }
     return CXR_OK;
 }
 

@@ -64,6 +64,22 @@ char *cxr_triage_evaluate_to_json(const struct cxr_triage_evaluate_result *r,
     json_object_object_add(o, "loss", isfinite(r->loss) ? json_object_new_double(r->loss) : NULL);
     json_object_object_add(o, "operating", eval_json(&r->operating));
     json_object_object_add(o, "urgent", eval_json(&r->urgent));
+    struct json_object *cal = json_object_new_object(), *bins = json_object_new_array();
+    const struct cxr_nn_reliability *rl = &r->reliability;
+    for (int32_t k = 0; k < rl->nbins; k++) {
+        struct json_object *bj = json_object_new_object();
+        json_object_object_add(bj, "from", json_object_new_double((double)k / rl->nbins));
+        json_object_object_add(bj, "to", json_object_new_double((double)(k + 1) / rl->nbins));
+        json_object_object_add(bj, "n", json_object_new_int64(rl->count[k]));
+        json_object_object_add(bj, "mean_probability",
+                               rl->count[k] ? json_object_new_double(rl->mean_score[k]) : NULL);
+        json_object_object_add(bj, "observed",
+                               rl->count[k] ? json_object_new_double(rl->observed[k]) : NULL);
+        json_object_array_add(bins, bj);
+    }
+    json_object_object_add(cal, "ece", rl->nbins ? json_object_new_double(rl->ece) : NULL);
+    json_object_object_add(cal, "bins", bins);
+    json_object_object_add(o, "calibration", cal);
     json_object_object_add(o, "bootstrap_resamples", json_object_new_int(r->operating.resamples));
     const char *s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY |
                                                           JSON_C_TO_STRING_SPACED);
@@ -169,6 +185,11 @@ enum cxr_status cxr_triage_evaluate_run(const struct cxr_triage_evaluate_options
         (st = cxr_nn_evaluate(probs, lab, ds->count, meta->urgent_threshold, o->resamples, o->seed,
                               &res->urgent, nerr)) != CXR_OK) {
         eerr(err, st, "metrics: %s", nerr);
+        goto done;
+    }
+    if ((st = cxr_nn_reliability_compute(probs, lab, ds->count, 10, &res->reliability, nerr)) !=
+        CXR_OK) {
+        eerr(err, st, "calibration: %s", nerr);
         goto done;
     }
     if (o->report) {

@@ -187,6 +187,25 @@ double cxr_nn_threshold_for_sensitivity(const double *scores, const uint8_t *lab
 double cxr_nn_threshold_for_specificity(const double *scores, const uint8_t *labels, size_t n,
                                         double target);
 
+/* Reliability of the probabilities (are they frequencies?): the n cases in
+ * `nbins` equal-width score bins [0, 1/k), [1/k, 2/k), ..., [(k-1)/k, 1];
+ * per bin its case count, mean score and observed share of positives (NaN
+ * for an empty bin), and the expected calibration error
+ * ece = sum_b n_b / n * |mean_b - observed_b|. */
+#define CXR_NN_MAX_RELIABILITY_BINS 20
+struct cxr_nn_reliability {
+    int32_t nbins;
+    int64_t count[CXR_NN_MAX_RELIABILITY_BINS];
+    double mean_score[CXR_NN_MAX_RELIABILITY_BINS];
+    double observed[CXR_NN_MAX_RELIABILITY_BINS];
+    double ece;
+};
+/* CXR_ERR_INVALID_ARG for n == 0, nbins outside 1..CXR_NN_MAX_RELIABILITY_BINS
+ * or a score outside [0, 1] (NaN included); *out zeroed on failure. */
+enum cxr_status cxr_nn_reliability_compute(const double *scores, const uint8_t *labels, size_t n,
+                                           int32_t nbins, struct cxr_nn_reliability *out,
+                                           char *err);
+
 /* A value with its percentile bootstrap 95 % interval (NaN when undefined). */
 struct cxr_nn_ci {
     double value, lo, hi;

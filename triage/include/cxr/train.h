@@ -129,6 +129,7 @@ struct cxr_triage_evaluate_result {
     struct cxr_nn_eval operating; /* at the model's operating threshold */
     struct cxr_nn_eval urgent;    /* at its urgent threshold */
     double loss;                  /* mean cross-entropy */
+    struct cxr_nn_reliability reliability; /* 10 bins of p(positive) */
     size_t count, skipped;
     char digest[72];
 };
