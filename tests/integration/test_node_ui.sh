@@ -10,9 +10,8 @@
 #   - a screenshot is kept as a test artifact.
 . "$(dirname "$0")/node_lib.sh"
 need_tools storescu curl
-CHROMIUM=$(command -v chromium || command -v chromium-browser) ||
-    skip "chromium is not installed (packaging/debian-packages.txt lists it)"
 setup_work
+. "$(dirname "$0")/ui_lib.sh"
 make_model
 "$CXR_BIN" model set "$WORK/model.safetensors" --age-range 1-5 --name kids-model \
     --out "$WORK/model.safetensors" >/dev/null || fail "model set --age-range"
@@ -48,46 +47,15 @@ assert s["model"]["name"] == "kids-model" and len(s["model"]["sha256"]) == 64, s
 assert s["queue"]["depth"] == 0, s
 PY
 
-chrome() {
-    timeout 120 "$CHROMIUM" --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
-        --disable-background-networking --disable-component-update --disable-sync \
-        --disable-dev-shm-usage --user-data-dir="$WORK/chrome-$1" --virtual-time-budget=8000 \
-        "${@:2}" 2>>"$WORK/chromium.log"
-}
 chrome dom --dump-dom "$URL/ui/" >"$WORK/page.html" || fail "chromium --dump-dom failed (see $WORK/chromium.log)"
 curl -sf "$URL/worklist" >"$WORK/worklist.json" || fail "GET /worklist"
 uid=$("$CXR_PYTHON" -c 'import json,sys; print(json.load(open(sys.argv[1]))["studies"][0]["study_instance_uid"])' "$WORK/worklist.json")
 curl -sf "$URL/ui/../studies/$uid" | grep -q "\"instances\"" || fail "the page's details link target /studies/$uid"
 "$CXR_PYTHON" - "$WORK/page.html" "$WORK/worklist.json" <<'PY' || fail "the page does not show the worklist"
-import json, sys
-from html.parser import HTMLParser
-class Page(HTMLParser):
-    def __init__(self):
-        super().__init__()
-        self.rows, self.badges, self.warns, self.status, self._in = [], [], [], "", None
-        self.links = []
-    def handle_starttag(self, tag, attrs):
-        a = dict(attrs)
-        if tag == "tr" and "study" in a.get("class", "").split():
-            self.rows.append((a.get("data-uid"), int(a.get("data-level"))))
-        if tag == "a" and self.rows:
-            self.links.append(a.get("href", ""))
-        if tag == "span" and a.get("class") == "badge":
-            self._in = "badge"
-        if tag == "span" and a.get("class") == "warn":
-            self.warns.append(a.get("title", ""))
-        if tag == "div" and a.get("id") == "status":
-            self._in = "status"
-    def handle_data(self, data):
-        if self._in == "badge":
-            self.badges.append(data.strip())
-        elif self._in == "status":
-            self.status += data
-    def handle_endtag(self, tag):
-        if tag in ("span", "div"):
-            self._in = None
-p = Page()
-p.feed(open(sys.argv[1], encoding="utf-8").read())
+import json, os, sys
+sys.path.insert(0, os.environ["UI_LIB_DIR"])
+from ui_page import parse
+p = parse(sys.argv[1])
 w = json.load(open(sys.argv[2]))["studies"]
 assert len(w) == 4, w
 assert [r[0] for r in p.rows] == [e["study_instance_uid"] for e in w], (p.rows, w)
@@ -100,12 +68,8 @@ assert "kids-model" in p.status, f"status line: {p.status!r}"
 assert p.links == ["../studies/" + e["study_instance_uid"] for e in w], p.links
 print(f"page: {len(p.rows)} rows, levels {levels}")
 PY
-mkdir -p "$CXR_BUILD_DIR/test-artifacts"
 SHOT="$CXR_BUILD_DIR/test-artifacts/node-ui.png"
-rm -f "$SHOT"
-chrome shot --window-size=1280,480 --screenshot="$SHOT" "$URL/ui/" >/dev/null ||
-    fail "chromium --screenshot failed (see $WORK/chromium.log)"
-[ "$(head -c 8 "$SHOT" | od -An -tx1 | tr -d ' \n')" = 89504e470d0a1a0a ] || fail "no PNG screenshot at $SHOT"
+screenshot "$URL/ui/" "$SHOT" 1280,480
 log "page: the worklist in order, badges, age warnings, status line; screenshot: $SHOT"
 stop_node
 log "PASS"

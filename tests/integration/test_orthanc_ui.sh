@@ -13,9 +13,8 @@
 # PRIORITY and ROUTINE rows.
 . "$(dirname "$0")/orthanc_lib.sh"
 need_orthanc
-CHROMIUM=$(command -v chromium || command -v chromium-browser) ||
-    skip "chromium is not installed (packaging/debian-packages.txt lists it)"
 setup_work
+. "$(dirname "$0")/ui_lib.sh"
 make_model
 # a pediatric population, so that every (adult, 46 years) test study carries the
 # gate's warning, which the page must show
@@ -41,45 +40,14 @@ send_dicom "$WORK"/in/*.dcm || fail "storescu"
 scored() { [ "$(status_field counts.srs_stored)" -ge 6 ] && plugin_idle; }
 wait_until 60 "6 studies scored" scored
 
-chrome() {
-    timeout 120 "$CHROMIUM" --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
-        --disable-background-networking --disable-component-update --disable-sync \
-        --disable-dev-shm-usage --user-data-dir="$WORK/chrome-$1" --virtual-time-budget=8000 \
-        "${@:2}" 2>>"$WORK/chromium.log"
-}
 URL=$(ourl /cxr-triage/ui/)
 chrome dom --dump-dom "$URL" >"$WORK/page.html" || fail "chromium --dump-dom failed (see $WORK/chromium.log)"
 ocurl /cxr-triage/worklist >"$WORK/worklist.json" || fail "GET worklist"
 "$CXR_PYTHON" - "$WORK/page.html" "$WORK/worklist.json" <<'PY' || fail "the page does not show the worklist"
-import json, sys
-from html.parser import HTMLParser
-class Rows(HTMLParser):
-    def __init__(self):
-        super().__init__()
-        self.rows, self.links, self.badges, self.status, self._in = [], [], [], "", None
-        self.warns = []
-    def handle_starttag(self, tag, attrs):
-        a = dict(attrs)
-        if tag == "tr" and "study" in a.get("class", "").split():
-            self.rows.append((a.get("data-uid"), int(a.get("data-level")), a.get("data-orthanc-id")))
-        if tag == "a" and self.rows:
-            self.links.append(a.get("href", ""))
-        if tag == "span" and a.get("class") == "badge":
-            self._in = "badge"
-        if tag == "span" and a.get("class") == "warn":
-            self.warns.append(a.get("title", ""))
-        if tag == "div" and a.get("id") == "status":
-            self._in = "status"
-    def handle_data(self, data):
-        if self._in == "badge":
-            self.badges.append(data.strip())
-        elif self._in == "status":
-            self.status += data
-    def handle_endtag(self, tag):
-        if tag in ("span", "div"):
-            self._in = None
-p = Rows()
-p.feed(open(sys.argv[1], encoding="utf-8").read())
+import json, os, sys
+sys.path.insert(0, os.environ["UI_LIB_DIR"])
+from ui_page import parse
+p = parse(sys.argv[1])
 w = json.load(open(sys.argv[2]))["studies"]
 assert p.rows, "no study row on the page (did its script run?)"
 assert [r[0] for r in p.rows] == [e["study_instance_uid"] for e in w], (p.rows, [e["study_instance_uid"] for e in w])
@@ -95,12 +63,8 @@ assert all("intended maximum of 5 years" in e.get("warning", "") for e in w), w
 assert len(p.warns) == len(p.rows) and all("intended maximum of 5 years" in t for t in p.warns), p.warns
 print(f"page: {len(p.rows)} rows, levels {levels}")
 PY
-mkdir -p "$CXR_BUILD_DIR/test-artifacts"
 SHOT="$CXR_BUILD_DIR/test-artifacts/orthanc-ui.png"
-rm -f "$SHOT"
-chrome shot --window-size=1280,720 --screenshot="$SHOT" "$URL" >/dev/null ||
-    fail "chromium --screenshot failed (see $WORK/chromium.log)"
-[ "$(head -c 8 "$SHOT" | od -An -tx1 | tr -d ' \n')" = 89504e470d0a1a0a ] || fail "no PNG screenshot at $SHOT"
+screenshot "$URL" "$SHOT" 1280,720
 [ "$(stat -c %s "$SHOT")" -gt 10000 ] || fail "the screenshot is suspiciously small"
 log "page rows in worklist order (URGENT, PRIORITY, ROUTINE) with Explorer links and age warnings; screenshot: $SHOT"
 stop_orthanc
