@@ -123,6 +123,42 @@ ok "report: self-contained, SVG, skipped entries, no network reference"
 grep -q "sensitivity" "$W/eval.txt" && [ -s "$W/e.html" ] || fail "evaluate text or report missing"
 ok "evaluate: JSON with CIs, text, report"
 
+# ---- recalibration on "local" labeled images: new thresholds, same weights
+sha_before=$(sha256sum "$W/m.safetensors" | cut -d' ' -f1)
+"$CXR_BIN" evaluate --model "$W/m.safetensors" --data "$W/val" --resamples 0 --json \
+    --calibrate-out "$W/recal.safetensors" --target-sensitivity 1.0 --urgent-specificity 0.8 \
+    >"$W/recal.json" 2>"$W/recal.err" || fail "evaluate --calibrate-out: $(tail -3 "$W/recal.err")"
+[ "$(sha256sum "$W/m.safetensors" | cut -d' ' -f1)" = "$sha_before" ] || fail "recalibration changed the input model"
+"$CXR_BIN" model info --json "$W/recal.safetensors" >"$W/recal-info.json" || fail "model info of the recalibrated model"
+"$CXR_BIN" evaluate --model "$W/recal.safetensors" --data "$W/val" --resamples 0 --json \
+    >"$W/recal-eval.json" 2>/dev/null || fail "evaluate of the recalibrated model"
+"$PY" - "$W/recal.json" "$W/recal-info.json" "$W/recal-eval.json" "$W/m.safetensors" "$W/recal.safetensors" <<'EOF' || fail "recalibration"
+import json, struct, sys
+r = json.load(open(sys.argv[1]))["recalibration"]
+info = json.load(open(sys.argv[2]))
+ev = json.load(open(sys.argv[3]))
+# sensitivity 1.0 on these images, and the new file says so
+assert r["operating"]["sensitivity"]["value"] == 1.0, r
+assert ev["operating"]["threshold"] == r["operating_threshold"], (ev["operating"], r)
+assert ev["operating"]["sensitivity"]["value"] == 1.0, ev["operating"]
+assert ev["urgent"]["threshold"] >= ev["operating"]["threshold"], ev
+m = info["metrics"]
+assert m["split"] == "recalibration" and m["before_recalibration"]["split"] == "validation", m
+assert m["data_digest"].startswith("sha256:") and abs(m["operating"]["threshold"] - r["operating_threshold"]) < 1e-6, m
+assert abs(info["operating_threshold"] - r["operating_threshold"]) < 1e-6, info
+assert abs(info["urgent_threshold"] - r["urgent_threshold"]) < 1e-6 and m["urgent_specificity"] == 0.8, info
+assert "Thresholds recalibrated on 10 images" in info["description"], info["description"]
+def tensors(p):
+    b = open(p, "rb").read(); n = struct.unpack("<Q", b[:8])[0]; h = json.loads(b[8:8 + n])
+    h.pop("__metadata__", None)
+    return {k: (v["dtype"], b[8 + n + v["data_offsets"][0]:8 + n + v["data_offsets"][1]]) for k, v in h.items()}
+a, b = tensors(sys.argv[4]), tensors(sys.argv[5])
+assert a.keys() == b.keys() and all(a[k] == b[k] for k in a), "weights changed"
+EOF
+"$CXR_BIN" evaluate --model "$W/m.safetensors" --data "$W/val" --calibrate-out "$W/x" \
+    --target-sensitivity 1.5 2>/dev/null; [ $? -eq 2 ] || fail "a bad --target-sensitivity is not a usage error"
+ok "evaluate --calibrate-out: thresholds from local images, weights unchanged, provenance in the metadata"
+
 # ---- score a DICOM file with the new model
 "$CXR_BIN" score --model "$W/m.safetensors" --json "$DATA/cr_mono1_10_chest_nometa.dcm" \
     >"$W/score.json" 2>"$W/score.err" || fail "score with the trained model: $(cat "$W/score.err")"

@@ -17,6 +17,8 @@ void cxr_triage_evaluate_options_init(struct cxr_triage_evaluate_options *o)
     o->batch = 16;
     o->resamples = 2000;
     o->seed = 1;
+    o->target_sensitivity = 0.95;
+    o->urgent_specificity = 0.95;
 }
 
 static struct json_object *ci(const struct cxr_nn_ci *c)
@@ -80,6 +82,16 @@ char *cxr_triage_evaluate_to_json(const struct cxr_triage_evaluate_result *r,
     json_object_object_add(cal, "ece", rl->nbins ? json_object_new_double(rl->ece) : NULL);
     json_object_object_add(cal, "bins", bins);
     json_object_object_add(o, "calibration", cal);
+    if (r->recalibrated) {
+        struct json_object *rc = json_object_new_object();
+        json_object_object_add(rc, "operating_threshold",
+                               json_object_new_double(r->recalibration.operating_threshold));
+        json_object_object_add(rc, "urgent_threshold",
+                               json_object_new_double(r->recalibration.urgent_threshold));
+        json_object_object_add(rc, "operating", eval_json(&r->recalibration.operating));
+        json_object_object_add(rc, "sha256", json_object_new_string(r->recalibrated_sha256));
+        json_object_object_add(o, "recalibration", rc);
+    }
     json_object_object_add(o, "bootstrap_resamples", json_object_new_int(r->operating.resamples));
     const char *s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY |
                                                           JSON_C_TO_STRING_SPACED);
@@ -99,6 +111,70 @@ static enum cxr_status eerr(char *err, enum cxr_status st, const char *fmt, ...)
         va_end(ap);
     }
     return st;
+}
+
+/* --calibrate-out: thresholds from these scores, written into a copy of the
+ * model (same weights, same storage) whose metrics say where they came from
+ * and keep the previous ones. */
+static enum cxr_status recalibrate(const struct cxr_triage_evaluate_options *o,
+                                   struct cxr_nn_model *m, const struct cxr_triage_dataset *ds,
+                                   const double *probs, const uint8_t *lab,
+                                   struct cxr_triage_evaluate_result *res, FILE *log, char *err)
+{
+    char nerr[CXR_NN_ERRLEN] = "";
+    struct cxr_nn_calibration_options co;
+    cxr_nn_calibration_options_defaults(&co);
+    co.target_sensitivity = o->target_sensitivity;
+    co.urgent_specificity = o->urgent_specificity;
+    co.resamples = o->resamples;
+    co.seed = o->seed;
+    struct cxr_nn_calibration *cal = &res->recalibration;
+    enum cxr_status st = cxr_nn_calibrate(probs, lab, ds->count, &co, cal, nerr);
+    if (st != CXR_OK)
+        return eerr(err, st, "recalibration: %s", nerr);
+    struct cxr_nn_model_meta *mm = cxr_nn_model_meta_mut(m);
+    char *fresh = cxr_nn_calibration_to_json(cal, "recalibration");
+    struct json_object *j = fresh ? json_tokener_parse(fresh) : NULL;
+    free(fresh);
+    if (!j)
+        return eerr(err, CXR_ERR_NOMEM, "out of memory");
+    json_object_object_add(j, "data", json_object_new_string(o->data));
+    json_object_object_add(j, "data_digest", json_object_new_string(ds->digest));
+    json_object_object_add(j, "precision", json_object_new_string(
+                                               o->precision == CXR_NN_PRECISION_BF16 ? "bf16"
+                                                                                     : "fp32"));
+    struct json_object *before = mm->metrics_json ? json_tokener_parse(mm->metrics_json) : NULL;
+    if (before)
+        json_object_object_add(j, "before_recalibration", before);
+    char *note = NULL;
+    if (asprintf(&note, "%s%sThresholds recalibrated on %zu images of %s (%s) for sensitivity "
+                        "%.3f: operating %.4f -> %.4f, urgent %.4f -> %.4f.",
+                 mm->description ? mm->description : "",
+                 mm->description && mm->description[0] ? " " : "", ds->count, o->data,
+                 ds->digest, o->target_sensitivity, mm->operating_threshold,
+                 cal->operating_threshold, mm->urgent_threshold, cal->urgent_threshold) < 0)
+        note = NULL;
+    const char *text = json_object_to_json_string_ext(j, JSON_C_TO_STRING_PLAIN);
+    st = !note || !text ? CXR_ERR_NOMEM : cxr_nn_model_set_text(m, "metrics_json", text);
+    if (st == CXR_OK)
+        st = cxr_nn_model_set_text(m, "description", note);
+    free(note);
+    json_object_put(j);
+    if (st != CXR_OK)
+        return eerr(err, st, "out of memory");
+    mm->operating_threshold = cal->operating_threshold;
+    mm->urgent_threshold = cal->urgent_threshold;
+    if ((st = cxr_nn_model_save(m, o->calibrate_out, cxr_nn_model_storage(m), nerr)) != CXR_OK)
+        return eerr(err, st, "%s", nerr);
+    res->recalibrated = true;
+    snprintf(res->recalibrated_sha256, sizeof res->recalibrated_sha256, "%s",
+             cxr_nn_model_sha256(m));
+    fprintf(log, "recalibrated on these images: operating %.4f (sensitivity %.3f, specificity %.3f "
+                 "here), urgent %.4f; wrote %s (sha256 %s)\n",
+            cal->operating_threshold, cal->operating.sensitivity.value,
+            cal->operating.specificity.value, cal->urgent_threshold, o->calibrate_out,
+            res->recalibrated_sha256);
+    return CXR_OK;
 }
 
 enum cxr_status cxr_triage_evaluate_run(const struct cxr_triage_evaluate_options *o,
@@ -239,6 +315,9 @@ enum cxr_status cxr_triage_evaluate_run(const struct cxr_triage_evaluate_options
         }
         fprintf(log, "report: %s\n", o->report);
     }
+    /* last: it changes the model's thresholds and file identity */
+    if (o->calibrate_out)
+        st = recalibrate(o, m, ds, probs, lab, res, log, err);
 done:
     free(probs);
     free(lab);

@@ -122,6 +122,13 @@ struct cxr_triage_evaluate_options {
     int32_t resamples;            /* 2000 */
     uint64_t seed;                /* bootstrap seed, 1 */
     FILE *log;                    /* NULL: stderr */
+    /* Recalibration on these images (a site's own labeled films): the
+     * thresholds chosen as `train` chooses them on validation data, written
+     * with the same weights to `calibrate_out` (NULL: none). The metrics
+     * printed stay those at the model's own thresholds. */
+    const char *calibrate_out;
+    double target_sensitivity;    /* 0.95 */
+    double urgent_specificity;    /* 0.95 */
 };
 void cxr_triage_evaluate_options_init(struct cxr_triage_evaluate_options *o);
 
@@ -132,6 +139,9 @@ struct cxr_triage_evaluate_result {
     struct cxr_nn_reliability reliability; /* 10 bins of p(positive) */
     size_t count, skipped;
     char digest[72];
+    bool recalibrated;                     /* calibrate_out written */
+    struct cxr_nn_calibration recalibration; /* its thresholds and metrics on these images */
+    char recalibrated_sha256[65];
 };
 
 /* Scores every usable image of `data` with the model: the presented 8-bit
