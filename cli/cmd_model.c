@@ -230,22 +230,8 @@ static int model_set(int argc, char **argv)
         snprintf(mm->name, sizeof mm->name, "%s", name);
     if (version)
         snprintf(mm->version, sizeof mm->version, "%s", version);
-    if (note) {
-        const char *old = mm->description ? mm->description : "";
-        size_t olen = strlen(old);
-        while (olen && (old[olen - 1] == ' ' || old[olen - 1] == '\n'))
-            olen--;
-        size_t len = olen + strlen(note) + 2;
-        char *d = malloc(len);
-        if (!d) {
-            cxr_nn_model_free(m);
-            cli_error("model set", "out of memory");
-            return CLI_EXIT_FATAL;
-        }
-        snprintf(d, len, "%.*s%s%s", (int)olen, old, olen ? " " : "", note);
-        st = cxr_nn_model_set_text(m, "description", d);
-        free(d);
-    }
+    if (note)
+        st = cxr_nn_model_append_note(m, note);
     if (st == CXR_OK)
         st = cxr_nn_model_save(m, out, cxr_nn_model_storage(m), err);
     if (st != CXR_OK) {

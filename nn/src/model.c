@@ -94,6 +94,24 @@ const struct cxr_nn_model_meta *cxr_nn_model_meta(const struct cxr_nn_model *m)
     return m ? &m->meta : NULL;
 }
 
+enum cxr_status cxr_nn_model_append_note(struct cxr_nn_model *m, const char *note)
+{
+    if (!m || !note)
+        return CXR_ERR_INVALID_ARG;
+    const char *old = m->meta.description ? m->meta.description : "";
+    size_t olen = strlen(old);
+    while (olen && (old[olen - 1] == ' ' || old[olen - 1] == '\n'))
+        olen--;
+    size_t len = olen + strlen(note) + 2;
+    char *d = malloc(len);
+    if (!d)
+        return CXR_ERR_NOMEM;
+    snprintf(d, len, "%.*s%s%s", (int)olen, old, olen ? " " : "", note);
+    free(m->meta.description);
+    m->meta.description = d;
+    return CXR_OK;
+}
+
 struct cxr_nn_model_meta *cxr_nn_model_meta_mut(struct cxr_nn_model *m)
 {
     return m ? &m->meta : NULL;

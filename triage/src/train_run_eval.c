@@ -147,17 +147,15 @@ static enum cxr_status recalibrate(const struct cxr_triage_evaluate_options *o,
     if (before)
         json_object_object_add(j, "before_recalibration", before);
     char *note = NULL;
-    if (asprintf(&note, "%s%sThresholds recalibrated on %zu images of %s (%s) for sensitivity "
+    if (asprintf(&note, "Thresholds recalibrated on %zu images of %s (%s) for sensitivity "
                         "%.3f: operating %.4f -> %.4f, urgent %.4f -> %.4f.",
-                 mm->description ? mm->description : "",
-                 mm->description && mm->description[0] ? " " : "", ds->count, o->data,
-                 ds->digest, o->target_sensitivity, mm->operating_threshold,
+                 ds->count, o->data, ds->digest, o->target_sensitivity, mm->operating_threshold,
                  cal->operating_threshold, mm->urgent_threshold, cal->urgent_threshold) < 0)
         note = NULL;
     const char *text = json_object_to_json_string_ext(j, JSON_C_TO_STRING_PLAIN);
     st = !note || !text ? CXR_ERR_NOMEM : cxr_nn_model_set_text(m, "metrics_json", text);
     if (st == CXR_OK)
-        st = cxr_nn_model_set_text(m, "description", note);
+        st = cxr_nn_model_append_note(m, note);
     free(note);
     json_object_put(j);
     if (st != CXR_OK)

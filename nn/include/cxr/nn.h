@@ -152,6 +152,9 @@ const struct cxr_nn_model_meta *cxr_nn_model_meta(const struct cxr_nn_model *m);
 struct cxr_nn_model_meta *cxr_nn_model_meta_mut(struct cxr_nn_model *m);
 /* Replaces an owned text field: key "metrics_json" or "description". */
 enum cxr_status cxr_nn_model_set_text(struct cxr_nn_model *m, const char *key, const char *value);
+/* Appends `note` to the description: the old text without trailing blanks,
+ * one space, the note. CXR_ERR_NOMEM. */
+enum cxr_status cxr_nn_model_append_note(struct cxr_nn_model *m, const char *note);
 
 /* SHA-256 of the file it was loaded from, as 64 hex characters ("" for a
  * model made in memory and not yet saved; save updates it). */
