@@ -130,6 +130,50 @@ START_TEST(test_newer_schema_refused)
 }
 END_TEST
 
+/* A store of the first version (files only) is upgraded in place by a
+ * writer, its jobs kept; a reader names the version instead of misreading. */
+START_TEST(test_first_version_store_upgraded)
+{
+    struct cxr_triage_store *s = open_store();
+    int64_t id = add(s, "2.25.61.1", 1000);
+    cxr_triage_store_close(s);
+    sqlite3 *db = NULL;
+    ck_assert_int_eq(sqlite3_open(dbpath, &db), SQLITE_OK);
+    ck_assert_int_eq(sqlite3_exec(db,
+                                  "DROP TABLE instance_data; ALTER TABLE instances DROP COLUMN in_store;"
+                                  " PRAGMA user_version=1",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
+    sqlite3_close(db);
+
+    char err[CXR_TRIAGE_STORE_ERRLEN] = "";
+    struct cxr_triage_store *ro = (void *)1;
+    ck_assert_int_eq(cxr_triage_store_open_sqlite(dbpath, true, &ro, err), CXR_ERR_UNSUPPORTED);
+    ck_assert_ptr_null(ro);
+    ck_assert_msg(strstr(err, "schema version 1") && strstr(err, "upgrade"), "err: %s", err);
+
+    s = open_store();
+    struct cxr_triage_instance_row *rows = NULL;
+    size_t n = 0;
+    ck_assert_int_eq(cxr_triage_store_instances_pending(s, 0, 0, &rows, &n), CXR_OK);
+    ck_assert_uint_eq(n, 1);
+    ck_assert_int_eq(rows[0].id, id);
+    ck_assert(!rows[0].in_store);
+    free(rows);
+    static const unsigned char bytes[] = {'D', 'I', 'C', 'M', 0, 1, 2};
+    struct cxr_triage_instance_row r;
+    memset(&r, 0, sizeof r);
+    snprintf(r.sop_instance_uid, sizeof r.sop_instance_uid, "2.25.61.2");
+    r.size = sizeof bytes;
+    bool dup = true;
+    ck_assert_int_eq(cxr_triage_store_instance_add_inline(s, &r, bytes, sizeof bytes, &dup, &id), CXR_OK);
+    ck_assert(!dup);
+    cxr_triage_store_close(s);
+    ck_assert_int_eq(cxr_triage_store_open_sqlite(dbpath, true, &ro, err), CXR_OK);
+    cxr_triage_store_close(ro);
+}
+END_TEST
+
 START_TEST(test_open_unwritable_folder_fails)
 {
     char err[CXR_TRIAGE_STORE_ERRLEN] = "";
@@ -170,6 +214,75 @@ START_TEST(test_duplicate_is_idempotent)
     ck_assert_int_eq(cxr_triage_store_instance_find(s, "1.2.3.9", &found), CXR_OK);
     ck_assert(!found);
     cxr_triage_store_close(s);
+}
+END_TEST
+
+/* An instance kept in the store: its bytes survive a reopen exactly (NUL
+ * bytes included), a duplicate does not replace them, retention removes
+ * them; a file instance has none. */
+START_TEST(test_kept_instance_bytes)
+{
+    struct cxr_triage_store *s = open_store();
+    size_t len = 300000;
+    unsigned char *bytes = malloc(len);
+    ck_assert_ptr_nonnull(bytes);
+    for (size_t i = 0; i < len; i++)
+        bytes[i] = (unsigned char)((i * 131u) >> 3);
+    struct cxr_triage_instance_row r;
+    memset(&r, 0, sizeof r);
+    snprintf(r.sop_instance_uid, sizeof r.sop_instance_uid, "2.25.62.1");
+    snprintf(r.path, sizeof r.path, "ab/2.25.62.1.dcm");
+    r.size = len;
+    r.received_ms = 1000;
+    bool dup = true;
+    int64_t id = 0;
+    ck_assert_int_eq(cxr_triage_store_instance_add_inline(s, &r, bytes, len, &dup, &id), CXR_OK);
+    ck_assert(!dup);
+    ck_assert_int_gt(id, 0);
+    int64_t file_id = add(s, "2.25.62.2", 1001);
+    /* the same UID again, other bytes: idempotent, the first copy stays */
+    unsigned char other[16] = {0};
+    int64_t id2 = 0;
+    ck_assert_int_eq(cxr_triage_store_instance_add_inline(s, &r, other, sizeof other, &dup, &id2), CXR_OK);
+    ck_assert(dup);
+    cxr_triage_store_close(s);
+
+    s = open_store();
+    struct cxr_triage_instance_row *rows = NULL;
+    size_t n = 0;
+    ck_assert_int_eq(cxr_triage_store_instances_pending(s, 0, 0, &rows, &n), CXR_OK);
+    ck_assert_uint_eq(n, 2);
+    ck_assert(rows[0].in_store);
+    ck_assert(!rows[1].in_store);
+    free(rows);
+    void *got = NULL;
+    size_t got_len = 0;
+    ck_assert_int_eq(cxr_triage_store_instance_data(s, id, &got, &got_len), CXR_OK);
+    ck_assert_uint_eq(got_len, len);
+    ck_assert(memcmp(got, bytes, len) == 0);
+    free(got);
+    got = (void *)1;
+    ck_assert_int_eq(cxr_triage_store_instance_data(s, file_id, &got, &got_len), CXR_ERR_NOT_FOUND);
+    ck_assert_ptr_null(got);
+
+    /* processed and reported, then past retention: the bytes go */
+    struct cxr_triage_result res;
+    result(&res, "2.25.62", "2.25.62.1", 0.2, CXR_TRIAGE_PRIORITY_ROUTINE);
+    res.info.study_instance_uid[0] = '\0';   /* no study: expires without a report */
+    record(s, id, &res);
+    struct cxr_triage_instance_row *exp = NULL;
+    ck_assert_int_eq(cxr_triage_store_instances_expired(s, 5000, 0, &exp, &n), CXR_OK);
+    ck_assert_uint_eq(n, 1);
+    ck_assert_int_eq(exp[0].id, id);
+    ck_assert(exp[0].in_store);
+    free(exp);
+    ck_assert_int_eq(cxr_triage_store_instance_forget_file(s, id), CXR_OK);
+    ck_assert_int_eq(cxr_triage_store_instance_data(s, id, &got, &got_len), CXR_ERR_NOT_FOUND);
+    ck_assert_int_eq(cxr_triage_store_instances_expired(s, 5000, 0, &exp, &n), CXR_OK);
+    ck_assert_uint_eq(n, 0);
+    free(exp);
+    cxr_triage_store_close(s);
+    free(bytes);
 }
 END_TEST
 
@@ -591,12 +704,14 @@ static Suite *store_suite(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, test_open_is_wal_full_sync);
     tcase_add_test(tc, test_newer_schema_refused);
+    tcase_add_test(tc, test_first_version_store_upgraded);
     tcase_add_test(tc, test_open_unwritable_folder_fails);
     tcase_add_test(tc, test_null_store_is_an_error);
     suite_add_tcase(s, tc);
     tc = tcase_create("instances");
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, test_duplicate_is_idempotent);
+    tcase_add_test(tc, test_kept_instance_bytes);
     tcase_add_test(tc, test_jobs_survive_reopen_in_order);
     tcase_add_test(tc, test_priority_never_lowered);
     tcase_add_test(tc, test_study_warning_reaches_worklist);

@@ -37,7 +37,25 @@ enum cxr_status cxr_triage_store_instance_add(struct cxr_triage_store *s,
                                               const struct cxr_triage_instance_row *row,
                                               bool *duplicate, int64_t *id)
 {
-    STORE_CALL(s, instance_add, row, duplicate, id);
+    STORE_CALL(s, instance_add, row, NULL, 0, duplicate, id);
+}
+
+enum cxr_status cxr_triage_store_instance_add_inline(struct cxr_triage_store *s,
+                                                     const struct cxr_triage_instance_row *row,
+                                                     const void *data, size_t len,
+                                                     bool *duplicate, int64_t *id)
+{
+    if (!data) {
+        cxr_triage_store_set_error("job store: no bytes to keep for %s", row->sop_instance_uid);
+        return CXR_ERR_INVALID_ARG;
+    }
+    STORE_CALL(s, instance_add, row, data, len, duplicate, id);
+}
+
+enum cxr_status cxr_triage_store_instance_data(struct cxr_triage_store *s, int64_t id, void **data,
+                                               size_t *len)
+{
+    STORE_CALL(s, instance_data, id, data, len);
 }
 
 enum cxr_status cxr_triage_store_instance_find(struct cxr_triage_store *s,

@@ -58,6 +58,7 @@ struct cxr_triage_instance_row {
     char sop_class_uid[CXR_DICOM_UID_LEN];
     char transfer_syntax_uid[CXR_DICOM_UID_LEN];
     char path[CXR_TRIAGE_STORE_PATHLEN];   /* spool file, relative to the spool folder; "" = removed */
+    bool in_store;                         /* the bytes are in the store (instance_data), no file at path */
     uint64_t size;
     char calling_ae[17];
     char peer_host[64];
@@ -166,8 +167,10 @@ struct cxr_triage_store_ops {
     const char *name;
     void (*close)(struct cxr_triage_store *s);
     enum cxr_status (*instance_add)(struct cxr_triage_store *s,
-                                    const struct cxr_triage_instance_row *row, bool *duplicate,
-                                    int64_t *id);
+                                    const struct cxr_triage_instance_row *row, const void *data,
+                                    size_t data_len, bool *duplicate, int64_t *id);
+    enum cxr_status (*instance_data)(struct cxr_triage_store *s, int64_t id, void **data,
+                                     size_t *len);
     enum cxr_status (*instance_find)(struct cxr_triage_store *s, const char *sop_instance_uid,
                                      bool *found);
     enum cxr_status (*instances_pending)(struct cxr_triage_store *s, int64_t after_id, size_t limit,
@@ -232,6 +235,17 @@ void cxr_triage_store_set_error(const char *fmt, ...) __attribute__((format(prin
 enum cxr_status cxr_triage_store_instance_add(struct cxr_triage_store *s,
                                               const struct cxr_triage_instance_row *row,
                                               bool *duplicate, int64_t *id);
+/* The same, with the instance's bytes kept in the store itself (row->in_store
+ * is implied): one durable commit holds both, so a small instance costs one
+ * disk sync instead of a file's three (file, folder, row). */
+enum cxr_status cxr_triage_store_instance_add_inline(struct cxr_triage_store *s,
+                                                     const struct cxr_triage_instance_row *row,
+                                                     const void *data, size_t len,
+                                                     bool *duplicate, int64_t *id);
+/* The bytes of an instance kept in the store: *data malloc'd (caller frees).
+ * CXR_ERR_NOT_FOUND when the store holds none for that id. */
+enum cxr_status cxr_triage_store_instance_data(struct cxr_triage_store *s, int64_t id, void **data,
+                                               size_t *len);
 enum cxr_status cxr_triage_store_instance_find(struct cxr_triage_store *s,
                                                const char *sop_instance_uid, bool *found);
 /* Instances still RECEIVED with id > after_id, oldest first, at most `limit`. */
