@@ -108,6 +108,7 @@ void scp_worker_main(worker *w);
 struct cxr_dicom_scp {
     /* configuration (copied) */
     std::string ae_title, bind_address, spool_tmp_dir;
+    std::atomic<uint64_t> memory_max{0};   /* data sets up to this size stay in memory */
     uint16_t port = 0;
     uint32_t max_associations = 0, max_pdu = 0, acse_timeout_s = 0, dimse_timeout_s = 0;
     bool check_called_ae = false;

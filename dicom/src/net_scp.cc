@@ -483,6 +483,7 @@ enum cxr_status cxr_dicom_scp_new(const struct cxr_dicom_scp_config *cfg, cxr_di
         scp->ae_title = ae;
         scp->bind_address = cfg->bind_address ? cfg->bind_address : "";
         scp->spool_tmp_dir = cfg->spool_tmp_dir;
+        scp->memory_max = cfg->memory_max_bytes;
         scp->port = cfg->port;
         scp->max_associations = cfg->max_associations ? cfg->max_associations : DEFAULT_MAX_ASSOCIATIONS;
         scp->max_pdu = max_pdu;
@@ -616,3 +617,9 @@ void cxr_dicom_scp_free(struct cxr_dicom_scp *scp)
 }
 
 } // extern "C"
+
+void cxr_dicom_scp_set_memory_max(struct cxr_dicom_scp *scp, uint64_t bytes)
+{
+    if (scp)
+        scp->memory_max = bytes;
+}

@@ -1,8 +1,8 @@
 /* net_scp_assoc.cc — one thread per accepted association: presentation
  * context negotiation (all storage SOP classes, unknown/private ones too, and
  * Verification), the DIMSE loop (C-ECHO, C-STORE), and the bit-preserving
- * receive of each C-STORE data set into a temp file (PS3.7 9.1.1, PS3.10
- * File Meta Information built from the request). */
+ * receive of each C-STORE data set into memory or a temp file (PS3.7 9.1.1,
+ * PS3.10 File Meta Information built from the request). */
 #include "net_internal.h"
 
 #include "dcmtk/dcmdata/dcdeftag.h"
@@ -24,22 +24,30 @@ namespace cxr_net {
 
 namespace {
 
-/* A DCMTK stream consumer that writes straight to a file descriptor with
- * write(2) and remembers the first failure (ENOSPC, EFBIG, EIO...). After a
- * failure it reports a bad status: DIMSE_receiveDataSetInFile then drains
- * the rest of the data set from the network and returns
- * DIMSEC_OUTOFRESOURCES, so the association survives and we can answer
- * 0xA700. Unbuffered: every PDV fragment (<= max PDU) is one write.
+/* A DCMTK stream consumer for one received data set. Up to `mem_max` bytes
+ * it keeps in memory (small instances: no temp file is created at all, the
+ * store callback gets the bytes); past that it creates the temp file, writes
+ * what it kept and streams the rest straight to it with write(2),
+ * unbuffered: every PDV fragment (<= max PDU) is one write. It remembers the
+ * first failure (temp file not creatable, ENOSPC, EFBIG, EIO...) and then
+ * reports a bad status: DIMSE_receiveDataSetInFile drains the rest of the
+ * data set from the network and returns DIMSEC_OUTOFRESOURCES, so the
+ * association survives and we can answer 0xA700.
  * On Linux, every kWritebackChunk bytes it starts the disk writeback of
  * what arrived (sync_file_range, asynchronous), so that the fsync the
  * store callback makes before answering waits for the tail of a large
  * image instead of all of it. Durability still rests on that fsync. */
-class FdConsumer : public DcmConsumer {
+class SpillConsumer : public DcmConsumer {
   public:
     static constexpr uint64_t kWritebackChunk = 4u << 20;
-    explicit FdConsumer(int fd)
-        : fd_(fd), errno_(0), written_(0), started_(0), status_(EC_Normal)
+    SpillConsumer(const std::string &dir, uint64_t mem_max)
+        : dir_(dir), mem_max_(mem_max), status_(EC_Normal)
     {
+    }
+    ~SpillConsumer() override
+    {
+        if (fd_ >= 0)
+            ::close(fd_);
     }
     OFBool good() const override { return status_.good(); }
     OFCondition status() const override { return status_; }
@@ -49,21 +57,20 @@ class FdConsumer : public DcmConsumer {
     {
         if (!good())
             return 0;
+        if (fd_ < 0 && !spilled_) {
+            if (mem_.size() + (size_t)buflen <= mem_max_) {
+                mem_.insert(mem_.end(), (const char *)buf, (const char *)buf + buflen);
+                written_ += (uint64_t)buflen;
+                return buflen;
+            }
+            if (!spill())
+                return 0;
+        }
         const char *p = (const char *)buf;
         offile_off_t left = buflen;
-        while (left > 0) {
-            ssize_t n = ::write(fd_, p, (size_t)left);
-            if (n < 0 && errno == EINTR)
-                continue;
-            if (n <= 0) {
-                errno_ = n < 0 ? errno : EIO;
-                status_ = makeOFCondition(OFM_dcmdata, 900, OF_error, "temp file write failed");
-                return buflen - left;
-            }
-            p += n;
-            left -= n;
-            written_ += (uint64_t)n;
-        }
+        if (!write_all(p, (size_t)left))
+            return 0;
+        written_ += (uint64_t)buflen;
 #ifdef __linux__
         if (written_ - started_ >= kWritebackChunk) {
             /* advisory: a failure here only means the fsync does all the work */
@@ -77,19 +84,79 @@ class FdConsumer : public DcmConsumer {
     void flush() override {}
     int error() const { return errno_; }
     uint64_t written() const { return written_; }
+    /* The temp file ("" while everything is in memory). */
+    const std::string &path() const { return path_; }
+    const struct stat &file_stat() const { return stat_; }
+    const std::vector<char> &memory() const { return mem_; }
+    /* Closes the temp file; false (and error()) when the close failed. */
+    bool close_file()
+    {
+        if (fd_ < 0)
+            return true;
+        int rc = ::close(fd_);
+        fd_ = -1;
+        if (rc != 0 && !errno_)
+            errno_ = errno;
+        return rc == 0;
+    }
 
   private:
-    int fd_;
-    int errno_;
-    uint64_t written_;
-    uint64_t started_; /* bytes whose writeback was started */
+    bool fail(int e, const char *what)
+    {
+        errno_ = e ? e : EIO;
+        status_ = makeOFCondition(OFM_dcmdata, 900, OF_error, what);
+        return false;
+    }
+    bool spill()
+    {
+        spilled_ = true;
+        std::string tmpl = dir_ + "/rx-XXXXXX.part";
+        std::vector<char> pbuf(tmpl.begin(), tmpl.end());
+        pbuf.push_back('\0');
+        fd_ = mkostemps(pbuf.data(), 5, O_CLOEXEC);
+        if (fd_ < 0)
+            return fail(errno, "temp file not creatable");
+        path_ = pbuf.data();
+        fstat(fd_, &stat_);
+        bool ok = write_all(mem_.data(), mem_.size());
+        mem_.clear();
+        mem_.shrink_to_fit();
+        return ok;
+    }
+    bool write_all(const char *p, size_t left)
+    {
+        while (left > 0) {
+            ssize_t n = ::write(fd_, p, left);
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n <= 0)
+                return fail(n < 0 ? errno : EIO, "temp file write failed");
+            p += n;
+            left -= (size_t)n;
+        }
+        return true;
+    }
+
+    std::string dir_;
+    uint64_t mem_max_;
+    std::vector<char> mem_;
+    bool spilled_ = false;
+    int fd_ = -1;
+    std::string path_;
+    struct stat stat_ = {};
+    int errno_ = 0;
+    uint64_t written_ = 0;
+    uint64_t started_ = 0; /* bytes whose writeback was started */
     OFCondition status_;
 };
 
-class FdOutputStream : public DcmOutputStream {
+class SpillOutputStream : public DcmOutputStream {
   public:
-    explicit FdOutputStream(int fd) : DcmOutputStream(&consumer_), consumer_(fd) {}
-    FdConsumer consumer_;
+    SpillOutputStream(const std::string &dir, uint64_t mem_max)
+        : DcmOutputStream(&consumer_), consumer_(dir, mem_max)
+    {
+    }
+    SpillConsumer consumer_;
 };
 
 bool is_success(uint16_t status)
@@ -137,7 +204,7 @@ int negotiate(T_ASC_Parameters *params)
 
 /* Writes the File Meta Information (preamble, DICM, group 0002) for the
  * object announced by `req`, received on a context in transfer syntax `ts`. */
-bool write_meta(FdOutputStream &out, const T_DIMSE_C_StoreRQ &req, const char *ts,
+bool write_meta(SpillOutputStream &out, const T_DIMSE_C_StoreRQ &req, const char *ts,
                 const char *calling)
 {
     DcmMetaInfo meta;
@@ -203,22 +270,7 @@ store_outcome receive_store(worker *w, T_ASC_PresentationContextID pres_id, T_DI
         return out;
     }
 
-    std::string path = scp->spool_tmp_dir + "/rx-XXXXXX.part";
-    std::vector<char> pbuf(path.begin(), path.end());
-    pbuf.push_back('\0');
-    int fd = mkostemps(pbuf.data(), 5, O_CLOEXEC);
-    if (fd < 0) {
-        cxr_log(CXR_LOG_WARN, "dicom", "%s@%s: cannot create a temp file in '%s': %s; answering 0xA700",
-                w->calling, w->host, scp->spool_tmp_dir.c_str(), strerror(errno));
-        out.net = DIMSE_ignoreDataSet(assoc, mode, timeout, &bytes, &pdvs);
-        out.status = CXR_DIMSE_OUT_OF_RESOURCES;
-        return out;
-    }
-    struct stat ours;
-    fstat(fd, &ours);
-    const char *tmp = pbuf.data();
-
-    FdOutputStream stream(fd);
+    SpillOutputStream stream(scp->spool_tmp_dir, scp->memory_max.load());
     bool meta_ok = write_meta(stream, req, pc.acceptedTransferSyntax, w->calling);
     uint64_t meta_bytes = stream.consumer_.written();
     T_ASC_PresentationContextID data_id = 0;
@@ -227,14 +279,15 @@ store_outcome receive_store(worker *w, T_ASC_PresentationContextID pres_id, T_DI
         c = DIMSE_receiveDataSetInFile(assoc, mode, timeout, &data_id, &stream, NULL, NULL);
     else
         c = DIMSE_ignoreDataSet(assoc, mode, timeout, &bytes, &pdvs);
+    stream.consumer_.close_file();
     int write_errno = stream.consumer_.error();
     uint64_t size = stream.consumer_.written();
-    int close_rc = close(fd);
-    if (close_rc != 0 && !write_errno)
-        write_errno = errno;
+    const std::string &tmp_path = stream.consumer_.path();
+    const char *tmp = tmp_path.empty() ? NULL : tmp_path.c_str();
 
     if (!meta_ok || write_errno || (c.bad() && stream.consumer_.error())) {
-        unlink(tmp);
+        if (tmp)
+            unlink(tmp);
         cxr_log(CXR_LOG_WARN, "dicom", "%s@%s: writing temp file in '%s' failed: %s; answering 0xA700",
                 w->calling, w->host, scp->spool_tmp_dir.c_str(),
                 strerror(write_errno ? write_errno : EIO));
@@ -246,7 +299,8 @@ store_outcome receive_store(worker *w, T_ASC_PresentationContextID pres_id, T_DI
         return out;
     }
     if (c.bad()) {
-        unlink(tmp);
+        if (tmp)
+            unlink(tmp);
         out.net = c;
         return out;
     }
@@ -260,10 +314,11 @@ store_outcome receive_store(worker *w, T_ASC_PresentationContextID pres_id, T_DI
     ev.sop_instance_uid = req.AffectedSOPInstanceUID;
     ev.transfer_syntax_uid = pc.acceptedTransferSyntax;
     ev.tmp_path = tmp;
+    ev.data = tmp ? NULL : stream.consumer_.memory().data();
     ev.size = size;
     out.status = scp->store(scp->ctx, &ev);
-    if (!is_success(out.status))
-        remove_if_ours(tmp, &ours);
+    if (!is_success(out.status) && tmp)
+        remove_if_ours(tmp, &stream.consumer_.file_stat());
     return out;
 }
 

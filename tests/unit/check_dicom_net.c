@@ -5,6 +5,7 @@
  * cap, failure statuses and disk-full handling (0xA700, no partial file),
  * malformed and truncated streams, and stop. The SCU and TLS are in
  * check_dicom_net_scu.c. */
+#include <inttypes.h>
 #include <netinet/tcp.h>
 #include <sched.h>
 #include <sys/mount.h>
@@ -171,10 +172,14 @@ END_TEST
  * our callback gets must equal, byte for byte, what storescp wrote, and
  * for the files generated here also the original (DCMTK resends them
  * unchanged). */
-START_TEST(test_store_bit_preserving)
+/* Every corpus file sent by storescu arrives with the data set storescp +B
+ * writes, byte for byte; memory_max: objects up to that size come as bytes
+ * (0: always a temp file). */
+static void store_bit_preserving(uint64_t memory_max)
 {
     struct srv s;
     struct cxr_dicom_scp_config cfg = srv_config(&s);
+    cfg.memory_max_bytes = memory_max;
     srv_start(&s, &cfg);
     setup_log(&s);
     char cdir[PATH_MAX], ref[PATH_MAX];
@@ -245,10 +250,34 @@ START_TEST(test_store_bit_preserving)
     cxr_dicom_scp_get_stats(s.scp, &st);
     ck_assert_uint_eq(st.stores_ok, (uint64_t)sent);
     ck_assert_uint_eq(st.stores_failed, 0);
+    /* the form follows the size: bytes up to memory_max, a file beyond */
+    int in_memory = 0, as_file = 0;
+    for (int k = 0; k < s.n_events; k++) {
+        ck_assert_msg(s.ev[k].in_memory == (s.ev[k].size <= memory_max),
+                      "%s (%" PRIu64 " bytes) came %s with memory_max %" PRIu64, s.ev[k].sop_instance,
+                      s.ev[k].size, s.ev[k].in_memory ? "in memory" : "as a file", memory_max);
+        s.ev[k].in_memory ? in_memory++ : as_file++;
+    }
+    if (memory_max)
+        ck_assert_msg(in_memory > 0 && as_file > 0, "memory_max %" PRIu64 ": %d in memory, %d as files",
+                      memory_max, in_memory, as_file);
     kill(ref_pid, SIGTERM);
     wait_child(ref_pid);
     srv_stop(&s);
     srv_cleanup(&s);
+}
+
+START_TEST(test_store_bit_preserving)
+{
+    store_bit_preserving(0);
+}
+END_TEST
+
+/* Small objects in memory, larger ones spilled to a temp file mid-stream:
+ * the same bytes either way. */
+START_TEST(test_store_bit_preserving_in_memory)
+{
+    store_bit_preserving(64 * 1024);
 }
 END_TEST
 
@@ -728,6 +757,7 @@ static Suite *suite(void)
     tc = tcase_create("store");
     tcase_set_timeout(tc, 600);
     tcase_add_test(tc, test_store_bit_preserving);
+    tcase_add_test(tc, test_store_bit_preserving_in_memory);
     tcase_add_test(tc, test_store_concurrent);
     tcase_add_test(tc, test_association_cap);
     tcase_add_test(tc, test_callback_refusal);

@@ -56,6 +56,7 @@ struct rx_event {
     char sop_class[65], sop_instance[65], ts[65];
     char kept[PATH_MAX];   /* where the callback moved the file ("" if not kept) */
     uint64_t size;
+    bool in_memory;        /* handed over as bytes, not as a temp file */
 };
 
 struct srv {
@@ -97,15 +98,25 @@ FIXTURE uint16_t srv_store_cb(void *ctx, const struct cxr_dicom_store_event *ev)
         pathf(e->sop_instance, sizeof e->sop_instance, "%s", ev->sop_instance_uid);
         pathf(e->ts, sizeof e->ts, "%s", ev->transfer_syntax_uid);
         e->size = ev->size;
+        e->in_memory = ev->data != NULL;
         struct stat st;
-        if (stat(ev->tmp_path, &st) != 0 || (uint64_t)st.st_size != ev->size)
+        /* exactly one of the two forms, of the size announced */
+        if ((ev->data != NULL) == (ev->tmp_path != NULL) ||
+            (ev->tmp_path && (stat(ev->tmp_path, &st) != 0 || (uint64_t)st.st_size != ev->size)))
             e->size = UINT64_MAX; /* the test asserts on it */
     }
     if (answer == 0 && s->keep && e) {
         pathf(e->kept, sizeof e->kept, "%s/%s.dcm", s->rx, ev->sop_instance_uid);
-        if (rename(ev->tmp_path, e->kept) != 0)
+        if (ev->data) {
+            FILE *f = fopen(e->kept, "wb");
+            if (!f || fwrite(ev->data, 1, ev->size, f) != ev->size)
+                e->kept[0] = '\0';
+            if (f)
+                fclose(f);
+        } else if (rename(ev->tmp_path, e->kept) != 0) {
             e->kept[0] = '\0';
-    } else if (answer == 0) {
+        }
+    } else if (answer == 0 && ev->tmp_path) {
         unlink(ev->tmp_path);
     }
     /* on a failure answer the file is left for the SCP to remove */

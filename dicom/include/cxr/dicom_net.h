@@ -100,16 +100,19 @@ struct cxr_dicom_scp_config {
     size_t allowed_peer_count;
     struct cxr_dicom_tls tls;
     const char *spool_tmp_dir;     /* where incoming objects are first written (same filesystem as the spool) */
+    uint64_t memory_max_bytes;     /* objects up to this size are handed over in memory, not as a file; 0 = always a file */
 };
 
-/* What the SCP hands to the store callback: the received object written
- * bit-preserving as a complete Part 10 file at `tmp_path` (not yet fsynced):
- * a File Meta Information group built from the C-STORE request (SOP class and
- * instance, the accepted transfer syntax, Source AE = calling AE) followed by
- * the data set bytes exactly as they arrived (compressed syntaxes as-is).
- * The callback owns the file from then on (rename it into place or remove
- * it); if it answers a non-success status and leaves the file there, the SCP
- * removes it. The strings are valid only during the call. If the temp file
+/* What the SCP hands to the store callback: the received object,
+ * bit-preserving, as a complete Part 10 file: a File Meta Information group
+ * built from the C-STORE request (SOP class and instance, the accepted
+ * transfer syntax, Source AE = calling AE) followed by the data set bytes
+ * exactly as they arrived (compressed syntaxes as-is). An object of at most
+ * memory_max_bytes comes as `data` (size bytes, valid during the call;
+ * tmp_path NULL); a larger one as the file at `tmp_path` (not yet fsynced;
+ * data NULL). The callback owns that file from then on (rename it into place
+ * or remove it); if it answers a non-success status and leaves the file
+ * there, the SCP removes it. The strings are valid only during the call. If the temp file
  * cannot be created or written (disk full, unwritable spool) the callback is
  * not called: the SCP answers 0xA700 and removes the partial file. A stream
  * that breaks mid-object aborts the association; nothing is left behind. */
@@ -120,7 +123,8 @@ struct cxr_dicom_store_event {
     const char *sop_class_uid;
     const char *sop_instance_uid;
     const char *transfer_syntax_uid;
-    const char *tmp_path;
+    const char *tmp_path;          /* the object as a file, or NULL (see data) */
+    const void *data;              /* the object in memory, or NULL (see tmp_path) */
     uint64_t size;
 };
 
@@ -172,6 +176,8 @@ struct cxr_dicom_scp_stats {
 };
 void cxr_dicom_scp_get_stats(struct cxr_dicom_scp *scp, struct cxr_dicom_scp_stats *out);
 /* Frees an SCP that is not running (run never called, or returned). */
+/* Changes memory_max_bytes for the objects received from now on (any thread). */
+void cxr_dicom_scp_set_memory_max(struct cxr_dicom_scp *scp, uint64_t bytes);
 void cxr_dicom_scp_free(struct cxr_dicom_scp *scp);
 
 /* A remote AE to send to. Zero numbers take defaults: max_pdu 65536,
