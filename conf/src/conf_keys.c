@@ -205,6 +205,9 @@ static const struct conf_key node_keys[] = {
           "New associations are refused while the spool filesystem has less free space (MB)."),
     K_INT(N, spool_retention_hours, "spool-retention-hours", 0, 87600, "24",
           "Hours a processed instance file stays in the spool (results stay in the job store)."),
+    K_INT(N, spool_inline_max_kb, "spool-inline-max-kb", 0, 65536, "1024",
+          "Received instances up to this size (KiB) are kept inside the job store, committed with "
+          "their job in one disk sync, instead of as spool files (three syncs); 0 = always files."),
     K_INT(N, worker_threads, "worker-threads", 0, 64, "0",
           "Scoring workers (decode and preprocess in parallel); 0 = automatic (2)."),
     K_INT(N, batch_wait_ms, "batch-wait-ms", 0, 10000, "20",

@@ -240,6 +240,27 @@ wait_until() {
 
 count_files() { find "$1" -type f 2>/dev/null | wc -l; }
 
+# spool_consistent SPOOL: nothing half-written: no temp file; one spool file
+# per job row that names a file; the bytes of every instance kept in the job
+# store (node/spool-inline-max-kb) are there, and none without a row. Sets
+# SPOOL_FILES and SPOOL_KEPT (spool files, instances kept in the store).
+spool_consistent() {
+    local sp=$1 files rows kept missing orphans
+    [ "$(count_files "$sp/tmp")" -eq 0 ] || fail "temp files left in the spool: $(ls -la "$sp/tmp")"
+    files=$(find "$sp" -mindepth 2 -path "$sp/[0-9a-f][0-9a-f]/*" -type f | wc -l)
+    rows=$(sqlite3 "$sp/jobs.sqlite" "SELECT count(*) FROM instances WHERE path<>'' AND in_store=0")
+    [ "$files" -eq "$rows" ] || fail "$files spool files but $rows job rows that name a file"
+    kept=$(sqlite3 "$sp/jobs.sqlite" "SELECT count(*) FROM instances WHERE in_store=1")
+    missing=$(sqlite3 "$sp/jobs.sqlite" "SELECT count(*) FROM instances i WHERE in_store=1 AND NOT EXISTS
+        (SELECT 1 FROM instance_data d WHERE d.instance_id=i.id AND length(d.data)=i.size)")
+    [ "$missing" -eq 0 ] || fail "$missing instance(s) kept in the job store lack their bytes"
+    orphans=$(sqlite3 "$sp/jobs.sqlite" "SELECT count(*) FROM instance_data d WHERE NOT EXISTS
+        (SELECT 1 FROM instances i WHERE i.id=d.instance_id AND i.in_store=1)")
+    [ "$orphans" -eq 0 ] || fail "$orphans kept byte blob(s) without their job row"
+    SPOOL_FILES=$files
+    SPOOL_KEPT=$kept
+}
+
 # A metric's value from /metrics (0 when absent).
 metric() {
     curl -s "http://127.0.0.1:$HTTP_PORT/metrics" | awk -v m="$1" '$1 == m { v = $2 } END { print v + 0 }'

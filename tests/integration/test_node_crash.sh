@@ -19,17 +19,22 @@ write_conf "$WORK/node.xml"
 start_node "$WORK/node.xml"
 
 N=50
-make_instances "$WORK/in" "$N" 10 404 1024 1024 16
+# Half large (2 MiB: spool files), half small (512 KiB: kept in the job store,
+# node/spool-inline-max-kb 1024): both ways of making an instance durable.
+make_instances "$WORK/in" 25 10 404 1024 1024 16
+FIRST=25 make_instances "$WORK/in" 25 10 404 512 512 16
 for k in 0 1 2 3 4; do
     files=()
-    for i in $(seq $((k + 1)) 5 "$N"); do files+=("$(printf '%s/in/img%05d.dcm' "$WORK" "$i")"); done
+    for i in $(seq $((k + 1)) 5 25); do   # a large and a small one in turn
+        files+=("$(printf '%s/in/img%05d.dcm' "$WORK" "$i")" "$(printf '%s/in/img%05d.dcm' "$WORK" $((i + 25)))")
+    done
     storescu -d -aet CR01 -aec CXRTRIAGE 127.0.0.1 "$DICOM_PORT" "${files[@]}" >"$WORK/send$k.log" 2>&1 &
     SENDERS[$k]=$!
     NODE_PIDS+=("${SENDERS[$k]}")
 done
 # Kill as soon as a few instances are spooled (polled every 10 ms).
 for _ in $(seq 1 6000); do
-    [ "$(find "$WORK/spool" -mindepth 2 -path "$WORK/spool/[0-9a-f][0-9a-f]/*" -type f 2>/dev/null | wc -l)" -ge 6 ] && break
+    [ "$(sqlite3 "$WORK/spool/jobs.sqlite" "SELECT count(*) FROM instances" 2>/dev/null || echo 0)" -ge 6 ] && break
     sleep 0.01
 done
 kill -9 "$NODE_PID"
@@ -44,10 +49,11 @@ log "killed the node with SIGKILL: $NACK of $N instances were acknowledged"
 
 # Restart: leftovers are cleaned, every acknowledged instance is there.
 start_node "$WORK/node.xml"
-[ "$(count_files "$WORK/spool/tmp")" -eq 0 ] || fail "temp files survived the restart"
-files=$(find "$WORK/spool" -mindepth 2 -path "$WORK/spool/[0-9a-f][0-9a-f]/*" -type f | wc -l)
+spool_consistent "$WORK/spool"
 rows=$(sqlite3 "$WORK/spool/jobs.sqlite" "SELECT count(*) FROM instances")
-[ "$files" -eq "$rows" ] || fail "after the restart: $files spool files, $rows job rows"
+[ $((SPOOL_FILES + SPOOL_KEPT)) -eq "$rows" ] ||
+    fail "after the restart: $SPOOL_FILES spool files + $SPOOL_KEPT kept in the store for $rows job rows"
+log "after the restart: $SPOOL_FILES spool files, $SPOOL_KEPT instances kept in the job store"
 while read -r uid; do
     n=$(sqlite3 "$WORK/spool/jobs.sqlite" "SELECT count(*) FROM instances WHERE sop_instance_uid='$uid'")
     [ "$n" -eq 1 ] || fail "acknowledged instance $uid is not in the job store"
@@ -78,5 +84,7 @@ all_delivered() {
 wait_until 180 "all $N instances in delivered SRs" all_delivered
 rows=$(sqlite3 "$WORK/spool/jobs.sqlite" "SELECT count(*) FROM instances")
 [ "$rows" -eq "$N" ] || fail "$rows job rows for $N distinct instances (duplicates not idempotent)"
+spool_consistent "$WORK/spool"
+[ "$SPOOL_KEPT" -eq 25 ] || fail "$SPOOL_KEPT of the 25 small instances kept in the job store"
 stop_node
 log "PASS"

@@ -27,7 +27,8 @@ db() { sqlite3 "$SPOOL/jobs.sqlite" "$1"; }
 if [ -n "${CXR_NODE_NS:-}" ] && mkdir -p "$WORK/small" && mount -t tmpfs -o size=16m tmpfs "$WORK/small"; then
     MODE=tmpfs
     SPOOL=$WORK/small/spool
-    make_instances "$WORK/in" 8 2 606 512 1024 16      # 1 MiB each
+    make_instances "$WORK/in" 4 2 606 512 1024 16           # 1 MiB: spool files
+    FIRST=4 make_instances "$WORK/in" 4 2 606 512 512 16    # 512 KiB: kept in the job store
 else
     MODE=fsize
     SPOOL=$WORK/spool
@@ -49,7 +50,7 @@ if [ "$MODE" = tmpfs ]; then
     # Leave about 3 MiB free.
     avail=$(df -k --output=avail "$WORK/small" | tail -n 1)
     dd if=/dev/zero of="$WORK/small/filler" bs=1k count=$((avail - 3072)) status=none 2>/dev/null
-    log "tmpfs spool: $(df -k --output=avail "$WORK/small" | tail -n 1) KiB left before sending 8 x 1 MiB"
+    log "tmpfs spool: $(df -k --output=avail "$WORK/small" | tail -n 1) KiB left before sending 4 x 1 MiB and 4 x 512 KiB"
 fi
 storescu -nh -d -aet CR01 -aec CXRTRIAGE 127.0.0.1 "$DICOM_PORT" "$WORK"/in/*.dcm >"$WORK/send1.log" 2>&1
 acked_uids "$WORK/send1.log" >"$WORK/acked1"
@@ -59,10 +60,11 @@ log "disk full: $(wc -l <"$WORK/acked1") acknowledged, $refused refused with 0xA
 [ "$(wc -l <"$WORK/acked1")" -lt 8 ] || fail "everything was acknowledged on a full disk"
 kill -0 "$NODE_PID" || fail "the node died on a full disk"
 echoscu -aet CR01 -aec CXRTRIAGE 127.0.0.1 "$DICOM_PORT" >/dev/null 2>&1 || fail "no C-ECHO on a full disk"
-[ "$(count_files "$SPOOL/tmp")" -eq 0 ] || fail "partial files left in the spool: $(ls -la "$SPOOL/tmp")"
-files=$(find "$SPOOL" -mindepth 2 -path "$SPOOL/[0-9a-f][0-9a-f]/*" -type f | wc -l)
+spool_consistent "$SPOOL"
 rows=$(db "SELECT count(*) FROM instances")
-[ "$files" -eq "$rows" ] || fail "$files spooled files for $rows job rows"
+[ $((SPOOL_FILES + SPOOL_KEPT)) -eq "$rows" ] || fail "$SPOOL_FILES spool files + $SPOOL_KEPT kept for $rows job rows"
+log "after the refusals: $SPOOL_FILES spool files, $SPOOL_KEPT kept in the job store; refusals said:"
+grep "refused (0xA700)" "$WORK/node.log" | sed 's/.*refused (0xA700): /    /' | sort | uniq -c
 while read -r uid; do
     [ "$(db "SELECT count(*) FROM instances WHERE sop_instance_uid='$uid'")" -eq 1 ] ||
         fail "acknowledged $uid has no job row"
@@ -103,6 +105,8 @@ all_in_srs() {
 }
 wait_until 120 "all 8 instances in delivered SRs" all_in_srs
 [ "$(db "SELECT count(*) FROM instances")" -eq 8 ] || fail "job rows: $(db 'SELECT count(*) FROM instances')"
+spool_consistent "$SPOOL"
+[ "$MODE" = fsize ] || [ "$SPOOL_KEPT" -eq 4 ] || fail "$SPOOL_KEPT of the 4 small instances kept in the job store"
 log "space returned: all 8 acknowledged, scored and delivered ($MODE)"
 stop_node
 log "PASS"

@@ -416,6 +416,7 @@ static void scp_config(const struct cxr_triage_node *n, const struct cxr_triage_
     c->tls.ca_certificates = s->tls_ca_certificates[0] ? s->tls_ca_certificates : NULL;
     c->tls.verify_peer = s->tls_verify_peer;
     c->spool_tmp_dir = n->tmp_dir;
+    c->memory_max_bytes = (uint64_t)s->spool_inline_max_kb * 1024u;
 }
 
 /* Stops and joins every background thread (in-flight work finishes). */
@@ -660,6 +661,8 @@ enum cxr_status cxr_triage_node_reload(struct cxr_triage_node *n, struct cxr_con
     n->engine = engine;
     pthread_rwlock_unlock(&n->gen_lock);
     warn_restart_only(&old, nw);
+    if (n->scp)
+        cxr_dicom_scp_set_memory_max(n->scp, (uint64_t)nw->spool_inline_max_kb * 1024u);
     if (!same_destinations(&old, nw) && !atomic_load(&n->stopping)) {
         node_deliverers_stop(n);
         node_deliverers_start(n);

@@ -38,6 +38,7 @@ struct node_job {
     int64_t received_ms;
     int32_t attempts;                /* before this take */
     char path[CXR_TRIAGE_STORE_PATHLEN];   /* relative to the spool */
+    bool in_store;                   /* the bytes are in the job store, not at path */
 };
 
 struct node_queue {
@@ -118,6 +119,10 @@ void node_wait(struct cxr_triage_node *n, uint64_t seen, int64_t deadline_ms);
 bool node_mkdirs(const char *path);
 /* fsync of a folder (after a rename or unlink in it). */
 bool node_fsync_dir(const char *dir);
+/* Loads a received instance: from the job store when it is kept there
+ * (in_store), else from its spool file `rel`. err: CXR_DICOM_ERRLEN. */
+enum cxr_status node_instance_load(struct cxr_triage_node *n, int64_t id, bool in_store,
+                                   const char *rel, struct cxr_dicom_instance **out, char *err);
 /* Writes a whole buffer to `path` durably: temp file, fsync, rename, fsync dir. */
 enum cxr_status node_write_durable(const char *path, const void *buf, size_t len, char *err,
                                    size_t errlen);

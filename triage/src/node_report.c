@@ -35,11 +35,9 @@ static bool fill_info(struct cxr_triage_node *n, const struct cxr_triage_instanc
     }
     if (!row->path[0])
         return false;
-    char path[CXR_TRIAGE_NODE_PATHLEN + CXR_TRIAGE_STORE_PATHLEN + 2];
-    snprintf(path, sizeof path, "%s/%s", n->spool_dir, row->path);
     struct cxr_dicom_instance *inst = NULL;
     char err[CXR_DICOM_ERRLEN];
-    if (cxr_dicom_instance_load_file(path, &inst, err) != CXR_OK)
+    if (node_instance_load(n, row->id, row->in_store, row->path, &inst, err) != CXR_OK)
         return false;
     *info = *cxr_dicom_instance_info(inst);
     cxr_dicom_instance_free(inst);

@@ -110,6 +110,7 @@ static enum cxr_status load_locked(struct cxr_triage_node *n)
         struct node_job job = {.id = rows[i].id, .received_ms = rows[i].received_ms,
                                .attempts = rows[i].attempts};
         snprintf(job.path, sizeof job.path, "%s", rows[i].path);
+        job.in_store = rows[i].in_store;
         if (!push_locked(q, &job)) {
             q->overflow = true;
             break;
@@ -311,12 +312,10 @@ static void prepare_one(struct cxr_triage_node *n, struct cxr_triage_engine *e, 
         cxr_log(CXR_LOG_ERROR, "node", "job %" PRId64 ": %s", job->id, why);
         return;
     }
-    char path[CXR_TRIAGE_NODE_PATHLEN + CXR_TRIAGE_STORE_PATHLEN + 2];
-    snprintf(path, sizeof path, "%s/%s", n->spool_dir, job->path);
     char err[CXR_DICOM_ERRLEN] = "";
     struct cxr_dicom_instance *inst = NULL;
     double t0 = node_mono_ms();
-    enum cxr_status st = cxr_dicom_instance_load_file(path, &inst, err);
+    enum cxr_status st = node_instance_load(n, job->id, job->in_store, job->path, &inst, err);
     r->t.read_ms = node_mono_ms() - t0;
     if (st != CXR_OK) {
         not_analysed(r, st, err);

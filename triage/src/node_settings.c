@@ -76,6 +76,7 @@ enum cxr_status cxr_triage_node_settings_from_conf(const struct cxr_conf *conf,
         BAD("node/tls-verify-peer is true but node/tls-ca-certificates is empty");
     s->disk_min_free_mb = (uint64_t)c->disk_min_free_mb;
     s->spool_retention_hours = (uint32_t)c->spool_retention_hours;
+    s->spool_inline_max_kb = (uint32_t)c->spool_inline_max_kb;
     s->worker_threads = c->worker_threads;
     s->batch_wait_ms = (uint32_t)c->batch_wait_ms;
     s->study_stable_s = (uint32_t)c->study_stable_seconds;

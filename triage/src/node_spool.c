@@ -1,9 +1,12 @@
 /* node_spool.c — reception: the association check (disk watermark), the
  * durable C-STORE callback, leftovers of a crash, and retention.
  *
- * The store callback answers success only after the instance is durable:
- * fsync of the received file, rename into <spool>/<aa>/<SOP UID>.dcm, fsync
- * of that folder, and the job row committed (synchronous=FULL). Any failure
+ * The store callback answers success only after the instance is durable.
+ * An instance up to node/spool-inline-max-kb is kept in the job store: its
+ * bytes and its job row in one commit (synchronous=FULL: one WAL sync). A
+ * larger one becomes a spool file: fsync of the received file, rename into
+ * <spool>/<aa>/<SOP UID>.dcm, fsync of that folder, and the job row
+ * committed (three syncs). Any failure
  * answers 0xA700 (Refused: Out of Resources, PS3.4 B.2.3) and leaves nothing
  * half-written: the temp file and a renamed file are removed again.
  */
@@ -108,6 +111,129 @@ static bool fsync_path(const char *path, int *errnum)
     return ok;
 }
 
+enum cxr_status node_instance_load(struct cxr_triage_node *n, int64_t id, bool in_store,
+                                   const char *rel, struct cxr_dicom_instance **out, char *err)
+{
+    if (!in_store) {
+        char path[CXR_TRIAGE_NODE_PATHLEN + CXR_TRIAGE_STORE_PATHLEN + 2];
+        snprintf(path, sizeof path, "%s/%s", n->spool_dir, rel);
+        return cxr_dicom_instance_load_file(path, out, err);
+    }
+    void *buf = NULL;
+    size_t len = 0;
+    enum cxr_status st = cxr_triage_store_instance_data(n->store, id, &buf, &len);
+    if (st != CXR_OK) {
+        snprintf(err, CXR_DICOM_ERRLEN, "%s", cxr_triage_store_last_error());
+        return st;
+    }
+    st = cxr_dicom_instance_load_memory(buf, len, rel, out, err);
+    free(buf);
+    return st;
+}
+
+/* The whole received file, for an instance kept in the job store. */
+static void *read_received(const char *path, uint64_t *len, int *errnum)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        *errnum = errno;
+        return NULL;
+    }
+    struct stat sb;
+    unsigned char *buf = NULL;
+    if (fstat(fd, &sb) != 0 || sb.st_size < 0) {
+        *errnum = errno;
+        goto fail;
+    }
+    size_t n = (size_t)sb.st_size, got = 0;
+    buf = malloc(n ? n : 1);
+    if (!buf) {
+        *errnum = ENOMEM;
+        goto fail;
+    }
+    while (got < n) {
+        ssize_t r = read(fd, buf + got, n - got);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0) {
+            *errnum = r < 0 ? errno : EIO;
+            goto fail;
+        }
+        got += (size_t)r;
+    }
+    close(fd);
+    *len = n;
+    return buf;
+fail:
+    free(buf);
+    close(fd);
+    return NULL;
+}
+
+/* An object that came in memory but must become a spool file: into a new
+ * temp file (not yet fsynced) whose path goes to `out`. */
+static bool write_received(struct cxr_triage_node *n, const void *data, uint64_t len, char *out,
+                           size_t outlen, int *errnum)
+{
+    snprintf(out, outlen, "%s/rx-XXXXXX.part", n->tmp_dir);
+    int fd = mkostemps(out, 5, O_CLOEXEC);
+    if (fd < 0) {
+        *errnum = errno;
+        return false;
+    }
+    const unsigned char *p = data;
+    uint64_t left = len;
+    while (left > 0) {
+        ssize_t w = write(fd, p, (size_t)left);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            *errnum = w < 0 ? errno : EIO;
+            close(fd);
+            unlink(out);
+            return false;
+        }
+        p += w;
+        left -= (uint64_t)w;
+    }
+    if (close(fd) != 0) {
+        *errnum = errno;
+        unlink(out);
+        return false;
+    }
+    return true;
+}
+
+/* A received file into the spool for good: the caller has fsynced it; it is
+ * renamed to `abs` and its folder fsynced. On failure the file is gone. */
+static bool spool_file(struct cxr_triage_node *n, const char *tmp, const char *abs, const char *dir,
+                       const char **what, int *errnum)
+{
+    struct stat sb;
+    if (stat(dir, &sb) != 0) {
+        if (mkdir(dir, 0750) != 0 && errno != EEXIST) {
+            *errnum = errno;
+            *what = "cannot create a spool folder";
+            unlink(tmp);
+            return false;
+        }
+        node_fsync_dir(n->spool_dir);
+    }
+    if (rename(tmp, abs) != 0) {
+        *errnum = errno;
+        *what = "cannot move the received file into the spool";
+        unlink(tmp);
+        return false;
+    }
+    if (!node_fsync_dir(dir)) {
+        *errnum = errno;
+        *what = "fsync of the spool folder failed";
+        unlink(abs);
+        return false;
+    }
+    return true;
+}
+
 uint16_t node_on_store(void *ctx, const struct cxr_dicom_store_event *ev)
 {
     struct cxr_triage_node *n = ctx;
@@ -117,10 +243,36 @@ uint16_t node_on_store(void *ctx, const struct cxr_dicom_store_event *ev)
     if (!ev->sop_instance_uid || !ev->sop_instance_uid[0])
         return refuse(n, ev, ev->tmp_path, "no SOP Instance UID", 0, CXR_DIMSE_CANNOT_UNDERSTAND);
 
-    /* 1. The received bytes reach the disk. */
-    if (!fsync_path(ev->tmp_path, &e))
-        return refuse(n, ev, ev->tmp_path, "fsync of the received file failed", e,
+    /* Small instances are kept in the job store: the row and the bytes reach
+     * the disk in one commit (one sync). Larger ones become spool files. */
+    pthread_rwlock_rdlock(&n->gen_lock);
+    uint64_t inline_max = (uint64_t)n->set.spool_inline_max_kb * 1024u;
+    pthread_rwlock_unlock(&n->gen_lock);
+    /* The SCP hands objects up to the same size over in memory; after a
+     * reload changed the size, either side of it is converted here. */
+    const void *bytes = NULL;   /* kept in the store: these bytes */
+    void *owned = NULL;
+    uint64_t nbytes = ev->size;
+    char tmp_buf[CXR_TRIAGE_NODE_PATHLEN + 32];
+    const char *tmp = ev->tmp_path;
+    if (ev->data && ev->size <= inline_max) {
+        bytes = ev->data;
+    } else if (ev->data) {
+        if (!write_received(n, ev->data, ev->size, tmp_buf, sizeof tmp_buf, &e))
+            return refuse(n, ev, NULL, "cannot write the received object to a temp file", e,
+                          CXR_DIMSE_OUT_OF_RESOURCES);
+        tmp = tmp_buf;
+    } else if (ev->size <= inline_max) {
+        bytes = owned = read_received(tmp, &nbytes, &e);
+        if (!bytes)
+            return refuse(n, ev, tmp, "cannot read the received file back", e,
+                          CXR_DIMSE_OUT_OF_RESOURCES);
+    }
+    if (!bytes && !fsync_path(tmp, &e)) {
+        /* 1. The received bytes reach the disk. */
+        return refuse(n, ev, tmp, "fsync of the received file failed", e,
                       CXR_DIMSE_OUT_OF_RESOURCES);
+    }
 
     struct cxr_triage_instance_row row;
     memset(&row, 0, sizeof row);
@@ -136,12 +288,14 @@ uint16_t node_on_store(void *ctx, const struct cxr_dicom_store_event *ev)
     bool found = false;
     if (cxr_triage_store_instance_find(n->store, ev->sop_instance_uid, &found) != CXR_OK) {
         pthread_mutex_unlock(stripe);
-        return refuse(n, ev, ev->tmp_path, cxr_triage_store_last_error(), 0,
-                      CXR_DIMSE_OUT_OF_RESOURCES);
+        free(owned);
+        return refuse(n, ev, tmp, cxr_triage_store_last_error(), 0, CXR_DIMSE_OUT_OF_RESOURCES);
     }
     if (found) {
         pthread_mutex_unlock(stripe);
-        unlink(ev->tmp_path);
+        free(owned);
+        if (tmp)
+            unlink(tmp);
         cxr_log(CXR_LOG_DEBUG, "node", "C-STORE %s from %s: already received (idempotent)",
                 ev->sop_instance_uid, ev->calling_ae);
         cxr_triage_metrics_count(n->metrics, CXR_TRIAGE_COUNT_RECEIVED, 1);
@@ -149,32 +303,14 @@ uint16_t node_on_store(void *ctx, const struct cxr_dicom_store_event *ev)
         return CXR_DIMSE_SUCCESS;
     }
 
-    /* 2. Into the spool; the folder entry reaches the disk. */
-    struct stat sb;
-    if (stat(dir, &sb) != 0) {
-        if (mkdir(dir, 0750) != 0 && errno != EEXIST) {
-            e = errno;
-            pthread_mutex_unlock(stripe);
-            return refuse(n, ev, ev->tmp_path, "cannot create a spool folder", e,
-                          CXR_DIMSE_OUT_OF_RESOURCES);
-        }
-        node_fsync_dir(n->spool_dir);
-    }
-    if (rename(ev->tmp_path, abs) != 0) {
-        e = errno;
+    /* 2. A spool file: into the spool; the folder entry reaches the disk. */
+    const char *what = "";
+    if (!bytes && !spool_file(n, tmp, abs, dir, &what, &e)) {
         pthread_mutex_unlock(stripe);
-        return refuse(n, ev, ev->tmp_path, "cannot move the received file into the spool", e,
-                      CXR_DIMSE_OUT_OF_RESOURCES);
-    }
-    if (!node_fsync_dir(dir)) {
-        e = errno;
-        unlink(abs);
-        pthread_mutex_unlock(stripe);
-        return refuse(n, ev, NULL, "fsync of the spool folder failed", e,
-                      CXR_DIMSE_OUT_OF_RESOURCES);
+        return refuse(n, ev, NULL, what, e, CXR_DIMSE_OUT_OF_RESOURCES);
     }
 
-    /* 3. The job row, committed. */
+    /* 3. The job row (with the bytes of a kept instance), committed. */
     snprintf(row.sop_instance_uid, sizeof row.sop_instance_uid, "%s", ev->sop_instance_uid);
     snprintf(row.sop_class_uid, sizeof row.sop_class_uid, "%s",
              ev->sop_class_uid ? ev->sop_class_uid : "");
@@ -182,29 +318,43 @@ uint16_t node_on_store(void *ctx, const struct cxr_dicom_store_event *ev)
              ev->transfer_syntax_uid ? ev->transfer_syntax_uid : "");
     snprintf(row.calling_ae, sizeof row.calling_ae, "%s", ev->calling_ae ? ev->calling_ae : "");
     snprintf(row.peer_host, sizeof row.peer_host, "%s", ev->peer_host ? ev->peer_host : "");
-    row.size = ev->size;
+    row.size = bytes ? nbytes : ev->size;
     row.received_ms = received_ms;
+    row.in_store = bytes != NULL;
     bool dup = false;
     int64_t id = 0;
-    enum cxr_status st = cxr_triage_store_instance_add(n->store, &row, &dup, &id);
+    enum cxr_status st =
+        bytes ? cxr_triage_store_instance_add_inline(n->store, &row, bytes, (size_t)nbytes, &dup, &id)
+              : cxr_triage_store_instance_add(n->store, &row, &dup, &id);
+    free(owned);
     if (st != CXR_OK) {
         char why[CXR_TRIAGE_STORE_ERRLEN];
         snprintf(why, sizeof why, "%s", cxr_triage_store_last_error());
-        unlink(abs);
-        node_fsync_dir(dir);
+        if (row.in_store) {
+            if (tmp)
+                unlink(tmp);
+        } else {
+            unlink(abs);
+            node_fsync_dir(dir);
+        }
         pthread_mutex_unlock(stripe);
         return refuse(n, ev, NULL, why, 0, CXR_DIMSE_OUT_OF_RESOURCES);
     }
     pthread_mutex_unlock(stripe);
+    /* The kept instance's received file is no longer needed (a crash
+     * before this leaves it in tmp/, which the next start sweeps). */
+    if (row.in_store && tmp)
+        unlink(tmp);
     if (!dup) {
-        struct node_job job = {.id = id, .received_ms = received_ms, .attempts = 0};
+        struct node_job job = {.id = id, .received_ms = received_ms, .attempts = 0,
+                               .in_store = row.in_store};
         snprintf(job.path, sizeof job.path, "%s", row.path);
         node_queue_push(n, &job);
     }
     cxr_triage_metrics_count(n->metrics, CXR_TRIAGE_COUNT_RECEIVED, 1);
     cxr_triage_metrics_observe(n->metrics, CXR_TRIAGE_STAGE_RECEIVE, (node_mono_ms() - t0) / 1e3);
-    cxr_log(CXR_LOG_DEBUG, "node", "C-STORE %s from %s stored (%" PRIu64 " bytes)",
-            ev->sop_instance_uid, ev->calling_ae, ev->size);
+    cxr_log(CXR_LOG_DEBUG, "node", "C-STORE %s from %s stored (%" PRIu64 " bytes%s)",
+            ev->sop_instance_uid, ev->calling_ae, row.size, row.in_store ? ", in the job store" : "");
     return CXR_DIMSE_SUCCESS;
 }
 
@@ -268,8 +418,9 @@ enum cxr_status node_spool_clean(struct cxr_triage_node *n)
     return CXR_OK;
 }
 
-/* Retention: spool files of processed, reported instances older than the
- * configured hours are removed (their results stay in the store). */
+/* Retention: spool files (or the kept bytes) of processed, reported
+ * instances older than the configured hours are removed (their results stay
+ * in the store). */
 static void retention_pass(struct cxr_triage_node *n)
 {
     pthread_rwlock_rdlock(&n->gen_lock);
@@ -286,7 +437,7 @@ static void retention_pass(struct cxr_triage_node *n)
         for (size_t i = 0; i < k; i++) {
             char abs[CXR_TRIAGE_NODE_PATHLEN + CXR_TRIAGE_STORE_PATHLEN + 2];
             snprintf(abs, sizeof abs, "%s/%s", n->spool_dir, rows[i].path);
-            if (unlink(abs) == 0 || errno == ENOENT)
+            if (rows[i].in_store || unlink(abs) == 0 || errno == ENOENT)
                 cxr_triage_store_instance_forget_file(n->store, rows[i].id);
         }
         free(rows);

@@ -130,6 +130,7 @@ struct cxr_conf_node {
     char *spool_dir;                  /* received instances, SRs and the job store */
     int32_t disk_min_free_mb;         /* below this much free space, associations are refused */
     int32_t spool_retention_hours;    /* keep processed instance files this long */
+    int32_t spool_inline_max_kb;      /* instances up to this size live in the job store */
     int32_t worker_threads;           /* scoring workers; 0 = automatic */
     int32_t batch_wait_ms;            /* wait this long for a batch to fill */
     int32_t study_stable_seconds;     /* a study is complete after this quiet time */

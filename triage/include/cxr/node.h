@@ -67,6 +67,7 @@ struct cxr_triage_node_settings {
     char spool_dir[CXR_TRIAGE_NODE_PATHLEN];
     uint64_t disk_min_free_mb;             /* below this, new associations are refused */
     uint32_t spool_retention_hours;        /* processed instance files kept this long */
+    uint32_t spool_inline_max_kb;          /* instances up to this size are kept in the job store */
     int32_t worker_threads;                /* 0 = automatic */
     uint32_t batch_wait_ms;                /* wait this long to fill a batch */
     uint32_t study_stable_s;               /* a study is complete after this quiet time */
