@@ -6,6 +6,7 @@
 #
 # 1. Reception: the same N instances go to storescp and then to the node
 #    (storescu, one association, TCP_NODELAY on both sides, loopback;
+#    the JPEG files also from 4 storescu at once, storescp then with --fork;
 #    storescp both in its default mode and bit-preserving, +B):
 #    uncompressed ~15 MB CXRs made from a real chest file (JPEG-LS decoded,
 #    resampled to 2800x2800x16 bit, new UIDs), then the real JPEG-compressed
@@ -139,14 +140,22 @@ EOF
 stop_node() { kill -TERM "$NODE_PID"; wait "$NODE_PID" 2>/dev/null; }
 metric() { curl -s "http://127.0.0.1:$HTTP_PORT/metrics" | awk -v m="$1" '$1 == m { v = $2 } END { print v + 0 }'; }
 
-# send DIR AEC PORT [storescu options]: prints seconds
+# send DIR AEC PORT [storescu options]: prints seconds. With CONC=k set, k
+# storescu processes (one association each) share the files, all at once.
 send() {
     local dir=$1 aec=$2 p=$3
     shift 3
-    local t0 t1
+    local t0 t1 k conc=${CONC:-1} pids=() files
     t0=$(now)
-    storescu "$@" -aet MODALITY -aec "$aec" 127.0.0.1 "$p" "$dir"/*.dcm >"$W/send.log" 2>&1 ||
-        { echo "storescu failed: $(tail -3 "$W/send.log")" >&2; exit 1; }
+    for k in $(seq 0 $((conc - 1))); do
+        files=$(ls "$dir"/*.dcm | awk -v k="$k" -v c="$conc" '(NR - 1) % c == k')
+        # shellcheck disable=SC2086
+        storescu "$@" -aet MODALITY -aec "$aec" 127.0.0.1 "$p" $files >"$W/send$k.log" 2>&1 &
+        pids+=($!)
+    done
+    for k in "${!pids[@]}"; do
+        wait "${pids[$k]}" || { echo "storescu failed: $(tail -3 "$W/send$k.log")" >&2; exit 1; }
+    done
     t1=$(now)
     awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }'
 }
@@ -163,7 +172,9 @@ storescp_rate() {
     p=$(port)
     rm -rf "$W/scp-$set"
     mkdir -p "$W/scp-$set"
-    storescp +xa "$@" -aet STORESCP -od "$W/scp-$set" "$p" >"$W/scp-$set.log" 2>&1 &
+    local fork=()
+    [ "${CONC:-1}" -gt 1 ] && fork=(--fork)   # one process per association, as the node has a thread each
+    storescp +xa "${fork[@]}" "$@" -aet STORESCP -od "$W/scp-$set" "$p" >"$W/scp-$set.log" 2>&1 &
     local pid=$!
     PIDS+=($pid)
     sleep 0.5
@@ -174,15 +185,19 @@ storescp_rate() {
     rm -rf "$W/scp-$set"
     echo "$t"
 }
-for set in raw jpeg; do
+export CONC=1
+for set in raw jpeg jpeg4; do
     opts=()
-    [ $set = jpeg ] && opts=(-xy)
-    n=$(ls "$W/$set" | wc -l)
-    mb=$(du -sm "$W/$set" | cut -f1)
-    t_scp=$(storescp_rate "$set") || exit 1
-    t_scpb=$(storescp_rate "$set" +B) || exit 1
+    src=$set
+    export CONC=1
+    [ $set != raw ] && opts=(-xy)
+    [ $set = jpeg4 ] && { src=jpeg; CONC=4; }
+    n=$(ls "$W/$src" | wc -l)
+    mb=$(du -sm "$W/$src" | cut -f1)
+    t_scp=$(storescp_rate "$src") || exit 1
+    t_scpb=$(storescp_rate "$src" +B) || exit 1
     start_node "$set" 0 20
-    t_node=$(send "$W/$set" CXRTRIAGE "$NODE_PORT" "${opts[@]}") || exit 1
+    t_node=$(send "$W/$src" CXRTRIAGE "$NODE_PORT" "${opts[@]}") || exit 1
     # let scoring finish (not part of the reception time)
     for _ in $(seq 1 600); do
         [ "$(metric 'cxr_node_sr_deliveries_total{result="delivered"}')" -ge "$n" ] && break
@@ -191,13 +206,14 @@ for set in raw jpeg; do
         sleep 0.5
     done
     analysed=$(metric cxr_node_instances_analysed_total)
+    commits=$(metric cxr_node_intake_commits_total)
     recv_ms=$(curl -s "http://127.0.0.1:$HTTP_PORT/metrics" | awk '/stage_seconds_sum\{stage="receive"/ {s=$2} /stage_seconds_count\{stage="receive"/ {c=$2} END {printf "%.1f", 1000*s/c}')
     stop_node
     rm -rf "$W/spool-$set"
-    awk -v n="$n" -v mb="$mb" -v a="$t_scp" -v b="$t_scpb" -v c="$t_node" -v s="$set" -v an="$analysed" -v r="$recv_ms" 'BEGIN {
-        label = (s == "raw") ? "uncompressed ~15 MB" : "JPEG baseline (real)";
-        printf "%-24s %5d %11.1f %11.1f %9.1f %9.2f %9.2f   (%.0f / %.0f / %.0f MB/s; node: %d scored, durable write %s ms each)\n",
-               label, n, n / a, n / b, n / c, a / c, b / c, mb / a, mb / b, mb / c, an, r }'
+    awk -v n="$n" -v mb="$mb" -v a="$t_scp" -v b="$t_scpb" -v c="$t_node" -v s="$set" -v an="$analysed" -v r="$recv_ms" -v cm="$commits" 'BEGIN {
+        label = (s == "raw") ? "uncompressed ~15 MB" : (s == "jpeg4") ? "JPEG, 4 associations" : "JPEG baseline (real)";
+        printf "%-24s %5d %11.1f %11.1f %9.1f %9.2f %9.2f   (%.0f / %.0f / %.0f MB/s; node: %d scored, durable write %s ms each, %d commits)\n",
+               label, n, n / a, n / b, n / c, a / c, b / c, mb / a, mb / b, mb / c, an, r, cm }'
 done
 echo "(storescp: DCMTK's default, re-encodes each object; scp +B: storescp --bit-preserving,"
 echo " streams to disk like the node; neither fsyncs. The node fsyncs each object and commits"

@@ -75,6 +75,7 @@ pending=$(sqlite3 "$WORK/spool/jobs.sqlite" "SELECT count(*) FROM instances WHER
 log "after the restart: all $NACK acknowledged instances scored and in delivered SRs ($pending still queued)"
 
 # The senders retry everything: duplicates change nothing, all 50 arrive.
+before=$(sqlite3 "$WORK/spool/jobs.sqlite" "SELECT count(*) FROM instances")
 storescu -aet CR01 -aec CXRTRIAGE 127.0.0.1 "$DICOM_PORT" "$WORK"/in/*.dcm >"$WORK/resend.log" 2>&1 ||
     fail "resending failed: $(tail -3 "$WORK/resend.log")"
 all_delivered() {
@@ -84,6 +85,8 @@ all_delivered() {
 wait_until 180 "all $N instances in delivered SRs" all_delivered
 rows=$(sqlite3 "$WORK/spool/jobs.sqlite" "SELECT count(*) FROM instances")
 [ "$rows" -eq "$N" ] || fail "$rows job rows for $N distinct instances (duplicates not idempotent)"
+dups=$(metric cxr_node_instances_duplicate_total)
+[ "$dups" -eq "$before" ] || fail "$dups duplicates counted; $before instances were sent again"
 spool_consistent "$WORK/spool"
 [ "$SPOOL_KEPT" -eq 25 ] || fail "$SPOOL_KEPT of the 25 small instances kept in the job store"
 stop_node

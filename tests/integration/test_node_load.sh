@@ -51,6 +51,12 @@ done
 [ "$(sort -u "$WORK/refs" | wc -l)" -eq 400 ] || fail "the SRs reference $(sort -u "$WORK/refs" | wc -l) of 400 instances"
 for s in "$WORK"/recv/*; do sr_valid "$s" || fail "invalid SR under load"; break; done
 [ "$(metric cxr_node_instances_received_total)" -eq 400 ] || fail "metrics: received"
+# Concurrent associations share durable commits (group commit): 400
+# acknowledged instances in fewer commits than instances, never more.
+commits=$(metric cxr_node_intake_commits_total)
+[ "$commits" -ge 1 ] && [ "$commits" -lt 400 ] || fail "metrics: $commits durable commits for 400 instances"
+log "400 instances made durable in $commits commits"
+spool_consistent "$WORK/spool"
 [ "$(metric cxr_node_instances_analysed_total)" -eq 400 ] || fail "metrics: analysed"
 [ "$(metric 'cxr_node_sr_deliveries_total{result="delivered"}')" -eq 100 ] || fail "metrics: delivered"
 [ "$(sqlite3 "$WORK/spool/jobs.sqlite" 'SELECT count(*) FROM instances WHERE state=1')" -eq 400 ] ||

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cxr/store.h"
@@ -281,6 +282,114 @@ START_TEST(test_kept_instance_bytes)
     ck_assert_int_eq(cxr_triage_store_instances_expired(s, 5000, 0, &exp, &n), CXR_OK);
     ck_assert_uint_eq(n, 0);
     free(exp);
+    cxr_triage_store_close(s);
+    free(bytes);
+}
+END_TEST
+
+/* A group commit: rows and kept bytes of several instances in one
+ * transaction, duplicates flagged per item; a failure of one item records
+ * none of the group (each sender then gets a refusal, nothing half-kept). */
+START_TEST(test_group_commit_all_or_nothing)
+{
+    struct cxr_triage_store *s = open_store();
+    add(s, "2.25.63.1", 1000);
+    struct cxr_triage_instance_row r[3];
+    memset(r, 0, sizeof r);
+    const char *uids[3] = {"2.25.63.2", "2.25.63.1", "2.25.63.3"};
+    for (int i = 0; i < 3; i++) {
+        snprintf(r[i].sop_instance_uid, sizeof r[i].sop_instance_uid, "%s", uids[i]);
+        r[i].received_ms = 2000 + i;
+    }
+    static const char small[] = "kept bytes";
+    struct cxr_triage_store_new_instance it[3] = {
+        {.row = &r[0], .data = small, .data_len = sizeof small},
+        {.row = &r[1]},
+        {.row = &r[2]},
+    };
+    ck_assert_int_eq(cxr_triage_store_instances_add(s, it, 3), CXR_OK);
+    ck_assert(!it[0].duplicate && it[0].id > 0);
+    ck_assert(it[1].duplicate && it[1].id == 0);
+    ck_assert(!it[2].duplicate && it[2].id > it[0].id);
+    void *got = NULL;
+    size_t len = 0;
+    ck_assert_int_eq(cxr_triage_store_instance_data(s, it[0].id, &got, &len), CXR_OK);
+    ck_assert_uint_eq(len, sizeof small);
+    ck_assert(memcmp(got, small, len) == 0);
+    free(got);
+
+    /* the second of two items is refused by the database: neither is kept */
+    sqlite3 *db = NULL;
+    ck_assert_int_eq(sqlite3_open(dbpath, &db), SQLITE_OK);
+    ck_assert_int_eq(sqlite3_exec(db,
+                                  "CREATE TRIGGER refuse_bad BEFORE INSERT ON instances"
+                                  " WHEN NEW.sop_instance_uid='2.25.63.9'"
+                                  " BEGIN SELECT RAISE(ABORT, 'refused by the test'); END",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
+    sqlite3_close(db);
+    snprintf(r[0].sop_instance_uid, sizeof r[0].sop_instance_uid, "2.25.63.8");
+    snprintf(r[2].sop_instance_uid, sizeof r[2].sop_instance_uid, "2.25.63.9");
+    struct cxr_triage_store_new_instance bad[2] = {
+        {.row = &r[0], .data = small, .data_len = sizeof small},
+        {.row = &r[2]},
+    };
+    ck_assert_int_ne(cxr_triage_store_instances_add(s, bad, 2), CXR_OK);
+    ck_assert_msg(strstr(cxr_triage_store_last_error(), "refused by the test"), "error: %s",
+                  cxr_triage_store_last_error());
+    ck_assert_int_eq(bad[0].id, 0);
+    bool found = true;
+    ck_assert_int_eq(cxr_triage_store_instance_find(s, "2.25.63.8", &found), CXR_OK);
+    ck_assert(!found);
+    struct cxr_triage_instance_row *rows = NULL;
+    size_t n = 0;
+    ck_assert_int_eq(cxr_triage_store_instances_pending(s, 0, 0, &rows, &n), CXR_OK);
+    ck_assert_uint_eq(n, 3);
+    free(rows);
+    /* and the store goes on */
+    add(s, "2.25.63.10", 3000);
+    cxr_triage_store_close(s);
+}
+END_TEST
+
+/* With background checkpoints the journal still reaches the database file
+ * (no commit does it any more: the store's thread must), while the store
+ * keeps serving; closing stops the thread. */
+START_TEST(test_background_checkpoints)
+{
+    struct cxr_triage_store *s = open_store();
+    ck_assert_int_eq(cxr_triage_store_background_checkpoints(s), CXR_OK);
+    ck_assert_int_eq(cxr_triage_store_background_checkpoints(s), CXR_OK);   /* once only */
+    struct stat before;
+    ck_assert_int_eq(stat(dbpath, &before), 0);
+    size_t len = 200 * 1024;
+    unsigned char *bytes = calloc(1, len);
+    ck_assert_ptr_nonnull(bytes);
+    for (int i = 0; i < 40; i++) {   /* 8 MB: twice the 4 MB that wakes the thread */
+        struct cxr_triage_instance_row r;
+        memset(&r, 0, sizeof r);
+        snprintf(r.sop_instance_uid, sizeof r.sop_instance_uid, "2.25.64.%d", i);
+        r.size = len;
+        bytes[0] = (unsigned char)i;
+        bool dup = true;
+        int64_t id = 0;
+        ck_assert_int_eq(cxr_triage_store_instance_add_inline(s, &r, bytes, len, &dup, &id), CXR_OK);
+    }
+    struct stat now;
+    bool copied = false;
+    for (int t = 0; t < 50 && !copied; t++) {   /* 2.5 s, under the test timeout */
+        ck_assert_int_eq(stat(dbpath, &now), 0);
+        copied = now.st_size >= before.st_size + 6 * 1024 * 1024;
+        if (!copied)
+            usleep(50 * 1000);
+    }
+    ck_assert_msg(copied, "database file %lld bytes after 8 MB of commits: no checkpoint ran",
+                  (long long)now.st_size);
+    struct cxr_triage_instance_row *rows = NULL;
+    size_t n = 0;
+    ck_assert_int_eq(cxr_triage_store_instances_pending(s, 0, 0, &rows, &n), CXR_OK);
+    ck_assert_uint_eq(n, 40);
+    free(rows);
     cxr_triage_store_close(s);
     free(bytes);
 }
@@ -712,6 +821,8 @@ static Suite *store_suite(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, test_duplicate_is_idempotent);
     tcase_add_test(tc, test_kept_instance_bytes);
+    tcase_add_test(tc, test_group_commit_all_or_nothing);
+    tcase_add_test(tc, test_background_checkpoints);
     tcase_add_test(tc, test_jobs_survive_reopen_in_order);
     tcase_add_test(tc, test_priority_never_lowered);
     tcase_add_test(tc, test_study_warning_reaches_worklist);

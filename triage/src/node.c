@@ -223,6 +223,8 @@ enum cxr_status cxr_triage_node_new(struct cxr_conf *conf, const struct cxr_tria
     pthread_condattr_destroy(&ca);
     for (int i = 0; i < NODE_RECEIVE_STRIPES; i++)
         pthread_mutex_init(&n->receive_mu[i], NULL);
+    pthread_mutex_init(&n->intake_mu, NULL);
+    pthread_cond_init(&n->intake_cv, NULL);
     atomic_init(&n->stopping, false);
     n->conf = conf;
     if (opt)
@@ -263,6 +265,10 @@ enum cxr_status cxr_triage_node_new(struct cxr_conf *conf, const struct cxr_tria
         snprintf(err, CXR_TRIAGE_NODE_ERRLEN, "%s", serr);
         goto fail;
     }
+    /* C-STORE commits never wait for the WAL to be copied into the database */
+    if (cxr_triage_store_background_checkpoints(n->store) != CXR_OK)
+        cxr_log(CXR_LOG_WARN, "node", "%s; checkpoints run inside commits",
+                cxr_triage_store_last_error());
     st = node_spool_clean(n);
     if (st != CXR_OK) {
         snprintf(err, CXR_TRIAGE_NODE_ERRLEN, "cannot read the spool folder %.900s", n->spool_dir);
@@ -692,6 +698,8 @@ void cxr_triage_node_free(struct cxr_triage_node *n)
     free(n->opt_spool_dir);
     for (int i = 0; i < NODE_RECEIVE_STRIPES; i++)
         pthread_mutex_destroy(&n->receive_mu[i]);
+    pthread_cond_destroy(&n->intake_cv);
+    pthread_mutex_destroy(&n->intake_mu);
     pthread_cond_destroy(&n->wake_cv);
     pthread_mutex_destroy(&n->wake_mu);
     pthread_mutex_destroy(&n->deliverers_mu);

@@ -85,6 +85,12 @@ struct cxr_triage_node {
     pthread_mutex_t scp_mu;
     struct cxr_dicom_scp *scp;
     pthread_mutex_t receive_mu[NODE_RECEIVE_STRIPES];
+    /* Group commit of received instances (node_spool.c): associations that
+     * finish a C-STORE while a commit is being made share the next one. */
+    pthread_mutex_t intake_mu;
+    pthread_cond_t intake_cv;
+    struct node_intake_item *intake_head, *intake_tail;
+    bool intake_busy;
 
     struct node_queue q;
     pthread_t workers[NODE_MAX_WORKERS];

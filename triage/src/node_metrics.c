@@ -175,6 +175,10 @@ char *cxr_triage_metrics_render(struct cxr_triage_metrics *m,
     counter(&t, "cxr_node_instances_duplicate_total",
             "Acknowledged instances whose SOP Instance UID was already known.",
             c[CXR_TRIAGE_COUNT_DUPLICATE]);
+    counter(&t, "cxr_node_intake_commits_total",
+            "Durable commits of received instances; C-STOREs of concurrent associations that"
+            " finish together share one (group commit).",
+            c[CXR_TRIAGE_COUNT_INTAKE_COMMITS]);
     counter(&t, "cxr_node_instances_refused_total",
             "C-STORE requests answered with a failure status.", c[CXR_TRIAGE_COUNT_REFUSED]);
     counter(&t, "cxr_node_associations_refused_total",

@@ -170,6 +170,73 @@ fail:
     return NULL;
 }
 
+/* One received instance waiting for the group commit. */
+struct node_intake_item {
+    struct cxr_triage_store_new_instance it;
+    enum cxr_status st;
+    char err[CXR_TRIAGE_STORE_ERRLEN];
+    bool done;
+    struct node_intake_item *next;
+};
+
+/* Commits `me` (its row, and its bytes when kept in the store) durably.
+ * Group commit: the first thread to arrive commits every item queued by
+ * then in one transaction (one sync); threads arriving meanwhile queue up
+ * and one of them commits the next group. A single association sees a
+ * group of one. On failure me->err says why (the store's words). */
+static enum cxr_status intake_commit(struct cxr_triage_node *n, struct node_intake_item *me)
+{
+    pthread_mutex_lock(&n->intake_mu);
+    me->next = NULL;
+    me->done = false;
+    if (n->intake_tail)
+        n->intake_tail->next = me;
+    else
+        n->intake_head = me;
+    n->intake_tail = me;
+    while (!me->done) {
+        if (n->intake_busy) {
+            pthread_cond_wait(&n->intake_cv, &n->intake_mu);
+            continue;
+        }
+        n->intake_busy = true;
+        struct node_intake_item *group = n->intake_head;
+        n->intake_head = n->intake_tail = NULL;
+        pthread_mutex_unlock(&n->intake_mu);
+        size_t k = 0;
+        for (struct node_intake_item *p = group; p; p = p->next)
+            k++;
+        struct cxr_triage_store_new_instance *v = malloc(k * sizeof *v);
+        enum cxr_status st = CXR_ERR_NOMEM;
+        char err[CXR_TRIAGE_STORE_ERRLEN] = "out of memory";
+        if (v) {
+            size_t i = 0;
+            for (struct node_intake_item *p = group; p; p = p->next)
+                v[i++] = p->it;
+            st = cxr_triage_store_instances_add(n->store, v, k);
+            snprintf(err, sizeof err, "%s", st == CXR_OK ? "" : cxr_triage_store_last_error());
+        }
+        cxr_triage_metrics_count(n->metrics, CXR_TRIAGE_COUNT_INTAKE_COMMITS, 1);
+        pthread_mutex_lock(&n->intake_mu);
+        /* The owners read their item only under intake_mu, after `done`. */
+        size_t i = 0;
+        for (struct node_intake_item *p = group; p; p = p->next, i++) {
+            if (v) {
+                p->it.duplicate = v[i].duplicate;
+                p->it.id = v[i].id;
+            }
+            p->st = st;
+            snprintf(p->err, sizeof p->err, "%s", err);
+            p->done = true;
+        }
+        free(v);
+        n->intake_busy = false;
+        pthread_cond_broadcast(&n->intake_cv);
+    }
+    pthread_mutex_unlock(&n->intake_mu);
+    return me->st;
+}
+
 /* An object that came in memory but must become a spool file: into a new
  * temp file (not yet fsynced) whose path goes to `out`. */
 static bool write_received(struct cxr_triage_node *n, const void *data, uint64_t len, char *out,
@@ -282,11 +349,15 @@ uint16_t node_on_store(void *ctx, const struct cxr_dicom_store_event *ev)
     snprintf(abs, sizeof abs, "%s/%s", n->spool_dir, row.path);
     snprintf(dir, sizeof dir, "%s/%.2s", n->spool_dir, row.path);
 
-    /* Same UID in two associations at once: one wins, the other is a duplicate. */
+    /* Same UID in two associations at once: one wins, the other is a
+     * duplicate. A file must not replace the file of an instance already
+     * received, so it is looked up first; a kept instance needs no lookup:
+     * its commit says whether the UID was known (and the other receivers
+     * are not held up waiting for the store meanwhile). */
     pthread_mutex_t *stripe = &n->receive_mu[fnv1a(ev->sop_instance_uid) % NODE_RECEIVE_STRIPES];
     pthread_mutex_lock(stripe);
     bool found = false;
-    if (cxr_triage_store_instance_find(n->store, ev->sop_instance_uid, &found) != CXR_OK) {
+    if (!bytes && cxr_triage_store_instance_find(n->store, ev->sop_instance_uid, &found) != CXR_OK) {
         pthread_mutex_unlock(stripe);
         free(owned);
         return refuse(n, ev, tmp, cxr_triage_store_last_error(), 0, CXR_DIMSE_OUT_OF_RESOURCES);
@@ -321,15 +392,13 @@ uint16_t node_on_store(void *ctx, const struct cxr_dicom_store_event *ev)
     row.size = bytes ? nbytes : ev->size;
     row.received_ms = received_ms;
     row.in_store = bytes != NULL;
-    bool dup = false;
-    int64_t id = 0;
-    enum cxr_status st =
-        bytes ? cxr_triage_store_instance_add_inline(n->store, &row, bytes, (size_t)nbytes, &dup, &id)
-              : cxr_triage_store_instance_add(n->store, &row, &dup, &id);
+    struct node_intake_item item = {.it = {.row = &row, .data = bytes, .data_len = (size_t)nbytes}};
+    enum cxr_status st = intake_commit(n, &item);
+    bool dup = item.it.duplicate;
+    int64_t id = item.it.id;
     free(owned);
     if (st != CXR_OK) {
-        char why[CXR_TRIAGE_STORE_ERRLEN];
-        snprintf(why, sizeof why, "%s", cxr_triage_store_last_error());
+        const char *why = item.err;
         if (row.in_store) {
             if (tmp)
                 unlink(tmp);
@@ -345,7 +414,11 @@ uint16_t node_on_store(void *ctx, const struct cxr_dicom_store_event *ev)
      * before this leaves it in tmp/, which the next start sweeps). */
     if (row.in_store && tmp)
         unlink(tmp);
-    if (!dup) {
+    if (dup) {
+        cxr_log(CXR_LOG_DEBUG, "node", "C-STORE %s from %s: already received (idempotent)",
+                ev->sop_instance_uid, ev->calling_ae);
+        cxr_triage_metrics_count(n->metrics, CXR_TRIAGE_COUNT_DUPLICATE, 1);
+    } else {
         struct node_job job = {.id = id, .received_ms = received_ms, .attempts = 0,
                                .in_store = row.in_store};
         snprintf(job.path, sizeof job.path, "%s", row.path);

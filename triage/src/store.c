@@ -37,7 +37,23 @@ enum cxr_status cxr_triage_store_instance_add(struct cxr_triage_store *s,
                                               const struct cxr_triage_instance_row *row,
                                               bool *duplicate, int64_t *id)
 {
-    STORE_CALL(s, instance_add, row, NULL, 0, duplicate, id);
+    return cxr_triage_store_instance_add_inline(s, row, NULL, 0, duplicate, id);
+}
+
+enum cxr_status cxr_triage_store_background_checkpoints(struct cxr_triage_store *s)
+{
+    if (!s || !s->ops->background_checkpoints) {
+        cxr_triage_store_set_error("job store: background checkpoints are not available");
+        return CXR_ERR_INVALID_ARG;
+    }
+    return s->ops->background_checkpoints(s);
+}
+
+enum cxr_status cxr_triage_store_instances_add(struct cxr_triage_store *s,
+                                               struct cxr_triage_store_new_instance *items,
+                                               size_t n)
+{
+    STORE_CALL(s, instances_add, items, n);
 }
 
 enum cxr_status cxr_triage_store_instance_add_inline(struct cxr_triage_store *s,
@@ -45,11 +61,12 @@ enum cxr_status cxr_triage_store_instance_add_inline(struct cxr_triage_store *s,
                                                      const void *data, size_t len,
                                                      bool *duplicate, int64_t *id)
 {
-    if (!data) {
-        cxr_triage_store_set_error("job store: no bytes to keep for %s", row->sop_instance_uid);
-        return CXR_ERR_INVALID_ARG;
-    }
-    STORE_CALL(s, instance_add, row, data, len, duplicate, id);
+    struct cxr_triage_store_new_instance it = {.row = row, .data = data, .data_len = len};
+    enum cxr_status st = cxr_triage_store_instances_add(s, &it, 1);
+    *duplicate = it.duplicate;
+    if (id)
+        *id = it.id;
+    return st;
 }
 
 enum cxr_status cxr_triage_store_instance_data(struct cxr_triage_store *s, int64_t id, void **data,

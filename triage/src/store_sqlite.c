@@ -20,11 +20,14 @@
  */
 #include "store_sqlite_internal.h"
 
+#include "cxr/log.h"
+
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define SCHEMA_VERSION 2
 #define BUSY_TIMEOUT_MS 15000
@@ -284,89 +287,82 @@ static enum cxr_status collect_instances(struct sq_store *s, sqlite3_stmt *st,
     return CXR_OK;
 }
 
-/* The row, and with `data` the instance's bytes, in one durable commit. */
-static enum cxr_status sq_instance_add(struct cxr_triage_store *base,
-                                       const struct cxr_triage_instance_row *row, const void *data,
-                                       size_t data_len, bool *duplicate, int64_t *id)
+/* Inserts one received instance (and its bytes) inside the caller's
+ * transaction; SQLITE_OK or the failing step's code. */
+static int insert_one(struct sq_store *s, sqlite3_stmt *ins, sqlite3_stmt *data,
+                      struct cxr_triage_store_new_instance *it)
+{
+    const struct cxr_triage_instance_row *row = it->row;
+    sqlite3_reset(ins);
+    sq_bind_text(ins, 1, row->sop_instance_uid);
+    sq_bind_text(ins, 2, row->sop_class_uid);
+    sq_bind_text(ins, 3, row->transfer_syntax_uid);
+    sq_bind_text(ins, 4, row->path);
+    sqlite3_bind_int64(ins, 5, (sqlite3_int64)row->size);
+    sq_bind_text(ins, 6, row->calling_ae);
+    sq_bind_text(ins, 7, row->peer_host);
+    sqlite3_bind_int64(ins, 8, row->received_ms);
+    sqlite3_bind_int(ins, 9, it->data ? 1 : 0);
+    if (sqlite3_step(ins) != SQLITE_DONE)
+        return sqlite3_errcode(s->db);
+    it->duplicate = sqlite3_changes(s->db) == 0;
+    it->id = it->duplicate ? 0 : sqlite3_last_insert_rowid(s->db);
+    if (!it->data || it->duplicate)
+        return SQLITE_OK;
+    sqlite3_reset(data);
+    sqlite3_bind_int64(data, 1, it->id);
+    sqlite3_bind_blob(data, 2, it->data_len ? it->data : "", (int)it->data_len, SQLITE_STATIC);
+    return sqlite3_step(data) == SQLITE_DONE ? SQLITE_OK : sqlite3_errcode(s->db);
+}
+
+/* Received instances (rows, and the bytes of those kept in the store) in
+ * one durable commit: all or none. */
+static enum cxr_status sq_instances_add(struct cxr_triage_store *base,
+                                        struct cxr_triage_store_new_instance *items, size_t n)
 {
     struct sq_store *s = (struct sq_store *)base;
-    sqlite3_stmt *st = NULL;
+    sqlite3_stmt *ins = NULL, *data = NULL;
     enum cxr_status ret = CXR_OK;
-    bool in_txn = false;
-    *duplicate = false;
-    if (id)
-        *id = 0;
-    if (data && data_len > (size_t)INT32_MAX) {
-        cxr_triage_store_set_error("job store %s: %zu bytes are too many to keep in the store",
-                                   s->path, data_len);
-        return CXR_ERR_LIMIT;
+    for (size_t i = 0; i < n; i++) {
+        items[i].duplicate = false;
+        items[i].id = 0;
+        if (items[i].data && items[i].data_len > (size_t)INT32_MAX) {
+            cxr_triage_store_set_error("job store %s: %zu bytes are too many to keep in the store",
+                                       s->path, items[i].data_len);
+            return CXR_ERR_LIMIT;
+        }
     }
     sq_lock(s);
     int rc = sq_set_durability(s, SQ_PROMISED);
-    if (rc == SQLITE_OK && data) {
-        rc = sq_exec(s, "BEGIN IMMEDIATE");
-        in_txn = rc == SQLITE_OK;
-    }
     if (rc == SQLITE_OK)
-        rc = sq_prepare(s,
-                        "INSERT INTO instances(sop_instance_uid, sop_class_uid, transfer_syntax_uid,"
-                        " path, size, calling_ae, peer_host, received_ms, in_store)"
-                        " VALUES(?,?,?,?,?,?,?,?,?)"
-                        " ON CONFLICT(sop_instance_uid) DO NOTHING",
-                        &st);
+        rc = sq_exec(s, "BEGIN IMMEDIATE");
     if (rc != SQLITE_OK) {
-        ret = sq_fail(s, rc, "preparing insert");
+        ret = sq_fail(s, rc, "starting a transaction");
         goto done;
     }
-    sq_bind_text(st, 1, row->sop_instance_uid);
-    sq_bind_text(st, 2, row->sop_class_uid);
-    sq_bind_text(st, 3, row->transfer_syntax_uid);
-    sq_bind_text(st, 4, row->path);
-    sqlite3_bind_int64(st, 5, (sqlite3_int64)row->size);
-    sq_bind_text(st, 6, row->calling_ae);
-    sq_bind_text(st, 7, row->peer_host);
-    sqlite3_bind_int64(st, 8, row->received_ms);
-    sqlite3_bind_int(st, 9, data ? 1 : 0);
-    rc = sqlite3_step(st);
-    if (rc != SQLITE_DONE) {
-        ret = sq_fail(s, rc, "recording a received instance");
-        goto done;
-    }
-    int64_t new_id = 0;
-    if (sqlite3_changes(s->db) == 0)
-        *duplicate = true;
-    else
-        new_id = sqlite3_last_insert_rowid(s->db);
-    if (data && new_id) {
-        sqlite3_finalize(st);
-        st = NULL;
-        rc = sq_prepare(s, "INSERT INTO instance_data(instance_id, data) VALUES(?,?)", &st);
-        if (rc == SQLITE_OK) {
-            sqlite3_bind_int64(st, 1, new_id);
-            sqlite3_bind_blob(st, 2, data_len ? data : "", (int)data_len, SQLITE_STATIC);
-            rc = sqlite3_step(st) == SQLITE_DONE ? SQLITE_OK : sqlite3_errcode(s->db);
-        }
-        if (rc != SQLITE_OK) {
-            ret = sq_fail(s, rc, "keeping a received instance in the store");
-            goto done;
-        }
-    }
-    if (in_txn) {
+    rc = sq_prepare(s,
+                    "INSERT INTO instances(sop_instance_uid, sop_class_uid, transfer_syntax_uid,"
+                    " path, size, calling_ae, peer_host, received_ms, in_store)"
+                    " VALUES(?,?,?,?,?,?,?,?,?)"
+                    " ON CONFLICT(sop_instance_uid) DO NOTHING",
+                    &ins);
+    if (rc == SQLITE_OK)
+        rc = sq_prepare(s, "INSERT INTO instance_data(instance_id, data) VALUES(?,?)", &data);
+    for (size_t i = 0; rc == SQLITE_OK && i < n; i++)
+        rc = insert_one(s, ins, data, &items[i]);
+    if (rc == SQLITE_OK)
         rc = sq_exec(s, "COMMIT");
-        if (rc != SQLITE_OK) {
-            ret = sq_fail(s, rc, "committing a received instance");
-            goto done;
-        }
-        in_txn = false;
-    }
-    if (id)
-        *id = new_id;
-done:
-    sqlite3_finalize(st);
-    if (in_txn) {
+    if (rc != SQLITE_OK) {
+        ret = sq_fail(s, rc, "recording received instances");
         sq_rollback(s);
-        *duplicate = false;
+        for (size_t i = 0; i < n; i++) {
+            items[i].duplicate = false;
+            items[i].id = 0;
+        }
     }
+done:
+    sqlite3_finalize(ins);
+    sqlite3_finalize(data);
     sq_unlock(s);
     return ret;
 }
@@ -716,9 +712,109 @@ static enum cxr_status sq_path_known(struct cxr_triage_store *base, const char *
 
 /* ------------------------------------------------------------------ open / close */
 
+/* ------------------------------------------------------------------ checkpoints */
+
+/* WAL frames that wake the checkpoint thread (16 KiB pages: 4 MiB). */
+#define CK_WAKE_PAGES 256
+/* With fewer frames it still runs after this quiet time, so that an idle
+ * store's WAL is fully copied and the next write starts it over. */
+#define CK_IDLE_MS 1000
+
+static int ck_wal_hook(void *arg, sqlite3 *db, const char *name, int pages)
+{
+    (void)db;
+    (void)name;
+    struct sq_store *s = arg;
+    pthread_mutex_lock(&s->ck.mu);
+    s->ck.wal_pages = pages;
+    if (pages >= CK_WAKE_PAGES)
+        pthread_cond_signal(&s->ck.cv);
+    pthread_mutex_unlock(&s->ck.mu);
+    return SQLITE_OK;
+}
+
+static void *ck_main(void *arg)
+{
+    struct sq_store *s = arg;
+    pthread_mutex_lock(&s->ck.mu);
+    while (!s->ck.stop) {
+        if (s->ck.wal_pages < CK_WAKE_PAGES) {
+            struct timespec until;
+            clock_gettime(CLOCK_REALTIME, &until);
+            until.tv_sec += CK_IDLE_MS / 1000;
+            int pages = s->ck.wal_pages;
+            if (pthread_cond_timedwait(&s->ck.cv, &s->ck.mu, &until) != 0 && s->ck.wal_pages == pages &&
+                pages == 0)
+                continue;   /* quiet and nothing to copy */
+            if (s->ck.stop)
+                break;
+        }
+        s->ck.wal_pages = 0;
+        pthread_mutex_unlock(&s->ck.mu);
+        /* PASSIVE: copies what no reader still needs, never blocks a writer. */
+        int log = 0, done = 0;
+        int rc = sqlite3_wal_checkpoint_v2(s->ck.db, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &done);
+        if (rc != SQLITE_OK && rc != SQLITE_BUSY)
+            cxr_log(CXR_LOG_WARN, "store", "job store %s: checkpoint: %s", s->path,
+                    sqlite3_errmsg(s->ck.db));
+        pthread_mutex_lock(&s->ck.mu);
+        s->ck.runs++;
+    }
+    pthread_mutex_unlock(&s->ck.mu);
+    return NULL;
+}
+
+static enum cxr_status sq_background_checkpoints(struct cxr_triage_store *base)
+{
+    struct sq_store *s = (struct sq_store *)base;
+    if (s->ck.started)
+        return CXR_OK;
+    int rc = sqlite3_open_v2(s->path, &s->ck.db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
+    if (rc == SQLITE_OK) {
+        sqlite3_busy_timeout(s->ck.db, BUSY_TIMEOUT_MS);
+        rc = sqlite3_exec(s->ck.db, "PRAGMA synchronous=FULL", NULL, NULL, NULL);
+    }
+    if (rc != SQLITE_OK) {
+        cxr_triage_store_set_error("job store %s: checkpoint connection: %s", s->path,
+                                   s->ck.db ? sqlite3_errmsg(s->ck.db) : sqlite3_errstr(rc));
+        sqlite3_close_v2(s->ck.db);
+        s->ck.db = NULL;
+        return CXR_ERR_IO;
+    }
+    /* the checkpoint connection never writes: its own automatic checkpoint stays idle */
+    pthread_mutex_init(&s->ck.mu, NULL);
+    pthread_cond_init(&s->ck.cv, NULL);
+    s->ck.stop = false;
+    if (pthread_create(&s->ck.thread, NULL, ck_main, s) != 0) {
+        pthread_cond_destroy(&s->ck.cv);
+        pthread_mutex_destroy(&s->ck.mu);
+        sqlite3_close_v2(s->ck.db);
+        s->ck.db = NULL;
+        cxr_triage_store_set_error("job store %s: cannot start the checkpoint thread", s->path);
+        return CXR_ERR_INTERNAL;
+    }
+    sq_lock(s);
+    sqlite3_wal_hook(s->db, ck_wal_hook, s);   /* replaces the automatic checkpoint */
+    sq_unlock(s);
+    s->ck.started = true;
+    return CXR_OK;
+}
+
 static void sq_close(struct cxr_triage_store *base)
 {
     struct sq_store *s = (struct sq_store *)base;
+    if (s->ck.started) {
+        pthread_mutex_lock(&s->ck.mu);
+        s->ck.stop = true;
+        pthread_cond_signal(&s->ck.cv);
+        pthread_mutex_unlock(&s->ck.mu);
+        pthread_join(s->ck.thread, NULL);
+        sqlite3_close_v2(s->ck.db);
+        pthread_cond_destroy(&s->ck.cv);
+        pthread_mutex_destroy(&s->ck.mu);
+        if (s->db)
+            sqlite3_wal_autocheckpoint(s->db, 1000);   /* close checkpoints as usual */
+    }
     if (s->db)
         sqlite3_close_v2(s->db);
     pthread_mutex_destroy(&s->mu);
@@ -728,8 +824,9 @@ static void sq_close(struct cxr_triage_store *base)
 static const struct cxr_triage_store_ops sq_ops = {
     .name = "sqlite",
     .close = sq_close,
-    .instance_add = sq_instance_add,
+    .instances_add = sq_instances_add,
     .instance_data = sq_instance_data,
+    .background_checkpoints = sq_background_checkpoints,
     .instance_find = sq_instance_find,
     .instances_pending = sq_instances_pending,
     .instances_claim = sq_instances_claim,

@@ -17,6 +17,18 @@ struct sq_store {
     struct cxr_triage_store base;
     sqlite3 *db;
     pthread_mutex_t mu;
+    /* Background checkpoints (store_sqlite.c): a thread with its own
+     * connection copies the WAL into the database, so that no write of
+     * this connection (a C-STORE's commit) waits for a checkpoint. */
+    struct {
+        bool started, stop;
+        sqlite3 *db;
+        pthread_t thread;
+        pthread_mutex_t mu;
+        pthread_cond_t cv;
+        int wal_pages;             /* frames in the WAL after the last commit */
+        uint64_t runs;
+    } ck;
     int sync_level;                /* the connection's PRAGMA synchronous now (1 NORMAL, 2 FULL) */
     char path[CXR_TRIAGE_STORE_PATHLEN];
 };

@@ -119,6 +119,7 @@ enum cxr_triage_stage {
 enum cxr_triage_counter {
     CXR_TRIAGE_COUNT_RECEIVED = 0,        /* instances acknowledged */
     CXR_TRIAGE_COUNT_DUPLICATE,           /* of which already known */
+    CXR_TRIAGE_COUNT_INTAKE_COMMITS,      /* durable commits of received instances (group commit) */
     CXR_TRIAGE_COUNT_REFUSED,             /* C-STORE answered with a failure */
     CXR_TRIAGE_COUNT_ASSOC_REFUSED,       /* associations refused (disk watermark) */
     CXR_TRIAGE_COUNT_ANALYSED,

@@ -86,6 +86,17 @@ struct cxr_triage_store_outcome {
     bool has_info;                           /* result->info was read from the file */
 };
 
+/* A received instance for cxr_triage_store_instances_add: the row, and
+ * with `data` its bytes kept in the store (row->in_store is implied). The
+ * store fills `duplicate` and `id` (0 for a duplicate). */
+struct cxr_triage_store_new_instance {
+    const struct cxr_triage_instance_row *row;
+    const void *data;
+    size_t data_len;
+    bool duplicate;
+    int64_t id;
+};
+
 /* One study row. */
 struct cxr_triage_study_row {
     char study_instance_uid[CXR_DICOM_UID_LEN];
@@ -166,11 +177,11 @@ struct cxr_triage_store;
 struct cxr_triage_store_ops {
     const char *name;
     void (*close)(struct cxr_triage_store *s);
-    enum cxr_status (*instance_add)(struct cxr_triage_store *s,
-                                    const struct cxr_triage_instance_row *row, const void *data,
-                                    size_t data_len, bool *duplicate, int64_t *id);
+    enum cxr_status (*instances_add)(struct cxr_triage_store *s,
+                                     struct cxr_triage_store_new_instance *items, size_t n);
     enum cxr_status (*instance_data)(struct cxr_triage_store *s, int64_t id, void **data,
                                      size_t *len);
+    enum cxr_status (*background_checkpoints)(struct cxr_triage_store *s);
     enum cxr_status (*instance_find)(struct cxr_triage_store *s, const char *sop_instance_uid,
                                      bool *found);
     enum cxr_status (*instances_pending)(struct cxr_triage_store *s, int64_t after_id, size_t limit,
@@ -236,12 +247,23 @@ enum cxr_status cxr_triage_store_instance_add(struct cxr_triage_store *s,
                                               const struct cxr_triage_instance_row *row,
                                               bool *duplicate, int64_t *id);
 /* The same, with the instance's bytes kept in the store itself (row->in_store
- * is implied): one durable commit holds both, so a small instance costs one
- * disk sync instead of a file's three (file, folder, row). */
+ * is implied; data NULL: the row only): one durable commit holds both, so a
+ * small instance costs one disk sync instead of a file's three (file,
+ * folder, row). */
 enum cxr_status cxr_triage_store_instance_add_inline(struct cxr_triage_store *s,
                                                      const struct cxr_triage_instance_row *row,
                                                      const void *data, size_t len,
                                                      bool *duplicate, int64_t *id);
+/* From now on the store's journal is copied into the database by a thread of
+ * its own (with its own connection) instead of inside whichever write
+ * crosses the threshold: the node's C-STORE commits never wait for that
+ * copy. Stopped by cxr_triage_store_close. */
+enum cxr_status cxr_triage_store_background_checkpoints(struct cxr_triage_store *s);
+/* Several received instances in one durable commit (group commit of
+ * concurrent associations): all are recorded or none (the error says why). */
+enum cxr_status cxr_triage_store_instances_add(struct cxr_triage_store *s,
+                                               struct cxr_triage_store_new_instance *items,
+                                               size_t n);
 /* The bytes of an instance kept in the store: *data malloc'd (caller frees).
  * CXR_ERR_NOT_FOUND when the store holds none for that id. */
 enum cxr_status cxr_triage_store_instance_data(struct cxr_triage_store *s, int64_t id, void **data,
