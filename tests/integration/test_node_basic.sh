@@ -150,7 +150,9 @@ kill -HUP "$NODE_PID"
 refused_twice() { [ "$(grep -c "reload refused" "$WORK/node.log")" -ge 2 ]; }
 wait_until 20 "the refused reload of a missing model" refused_twice
 check "C-ECHO after a refused model" echoscu -aet CR01 -aec CXRTRIAGE 127.0.0.1 "$DICOM_PORT"
-cp "$WORK/node.good" "$WORK/node.xml"
+# the good configuration again, now keeping every instance as a file
+sed 's|</node>|<spool-inline-max-kb>0</spool-inline-max-kb></node>|' "$WORK/node.good" >"$WORK/node.xml"
+grep -q "<spool-inline-max-kb>0<" "$WORK/node.xml" || fail "test setup: no inline setting"
 kill -HUP "$NODE_PID"
 wait_until 20 "a reload" grep -q "reloaded:" "$WORK/node.log"
 [ "$(metric cxr_node_reloads_failed_total)" -eq 2 ] || fail "metrics: refused reloads not counted"
@@ -161,6 +163,16 @@ analysed_before=$(metric cxr_node_instances_analysed_total)
 storescu -aet CR01 -aec CXRTRIAGE 127.0.0.1 "$DICOM_PORT" "$WORK/s1/img00004.dcm" >/dev/null 2>&1 || fail "storescu after reload"
 after_reload() { [ "$(metric cxr_node_instances_analysed_total)" -eq $((analysed_before + 1)) ]; }
 wait_until 30 "scoring after the reload" after_reload
+# small instances were kept in the job store until the reload, as files after it
+db() { sqlite3 "$WORK/spool/jobs.sqlite" "$1"; }
+[ "$(db "SELECT in_store FROM instances WHERE sop_instance_uid='2.25.202.1.3'")" = 1 ] ||
+    fail "a small instance before the reload was not kept in the job store"
+[ "$(db "SELECT in_store FROM instances WHERE sop_instance_uid='2.25.202.1.4'")" = 0 ] ||
+    fail "after reloading spool-inline-max-kb 0 a small instance was still kept in the job store"
+[ -f "$WORK/spool/$(db "SELECT path FROM instances WHERE sop_instance_uid='2.25.202.1.4'")" ] ||
+    fail "after reloading spool-inline-max-kb 0: no spool file"
+spool_consistent "$WORK/spool"
+log "spool-inline-max-kb reloaded: $SPOOL_KEPT instances kept in the job store, then files ($SPOOL_FILES)"
 stop_node
 grep -q "stopped" "$WORK/node.log" || fail "no clean stop in the log"
 log "PASS"
