@@ -131,45 +131,6 @@ enum cxr_status node_instance_load(struct cxr_triage_node *n, int64_t id, bool i
     return st;
 }
 
-/* The whole received file, for an instance kept in the job store. */
-static void *read_received(const char *path, uint64_t *len, int *errnum)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        *errnum = errno;
-        return NULL;
-    }
-    struct stat sb;
-    unsigned char *buf = NULL;
-    if (fstat(fd, &sb) != 0 || sb.st_size < 0) {
-        *errnum = errno;
-        goto fail;
-    }
-    size_t n = (size_t)sb.st_size, got = 0;
-    buf = malloc(n ? n : 1);
-    if (!buf) {
-        *errnum = ENOMEM;
-        goto fail;
-    }
-    while (got < n) {
-        ssize_t r = read(fd, buf + got, n - got);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0) {
-            *errnum = r < 0 ? errno : EIO;
-            goto fail;
-        }
-        got += (size_t)r;
-    }
-    close(fd);
-    *len = n;
-    return buf;
-fail:
-    free(buf);
-    close(fd);
-    return NULL;
-}
-
 /* One received instance waiting for the group commit. */
 struct node_intake_item {
     struct cxr_triage_store_new_instance it;
@@ -237,40 +198,6 @@ static enum cxr_status intake_commit(struct cxr_triage_node *n, struct node_inta
     return me->st;
 }
 
-/* An object that came in memory but must become a spool file: into a new
- * temp file (not yet fsynced) whose path goes to `out`. */
-static bool write_received(struct cxr_triage_node *n, const void *data, uint64_t len, char *out,
-                           size_t outlen, int *errnum)
-{
-    snprintf(out, outlen, "%s/rx-XXXXXX.part", n->tmp_dir);
-    int fd = mkostemps(out, 5, O_CLOEXEC);
-    if (fd < 0) {
-        *errnum = errno;
-        return false;
-    }
-    const unsigned char *p = data;
-    uint64_t left = len;
-    while (left > 0) {
-        ssize_t w = write(fd, p, (size_t)left);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0) {
-            *errnum = w < 0 ? errno : EIO;
-            close(fd);
-            unlink(out);
-            return false;
-        }
-        p += w;
-        left -= (uint64_t)w;
-    }
-    if (close(fd) != 0) {
-        *errnum = errno;
-        unlink(out);
-        return false;
-    }
-    return true;
-}
-
 /* A received file into the spool for good: the caller has fsynced it; it is
  * renamed to `abs` and its folder fsynced. On failure the file is gone. */
 static bool spool_file(struct cxr_triage_node *n, const char *tmp, const char *abs, const char *dir,
@@ -311,30 +238,11 @@ uint16_t node_on_store(void *ctx, const struct cxr_dicom_store_event *ev)
         return refuse(n, ev, ev->tmp_path, "no SOP Instance UID", 0, CXR_DIMSE_CANNOT_UNDERSTAND);
 
     /* Small instances are kept in the job store: the row and the bytes reach
-     * the disk in one commit (one sync). Larger ones become spool files. */
-    pthread_rwlock_rdlock(&n->gen_lock);
-    uint64_t inline_max = (uint64_t)n->set.spool_inline_max_kb * 1024u;
-    pthread_rwlock_unlock(&n->gen_lock);
-    /* The SCP hands objects up to the same size over in memory; after a
-     * reload changed the size, either side of it is converted here. */
-    const void *bytes = NULL;   /* kept in the store: these bytes */
-    void *owned = NULL;
-    uint64_t nbytes = ev->size;
-    char tmp_buf[CXR_TRIAGE_NODE_PATHLEN + 32];
+     * the disk in one commit (one sync). The SCP hands them over in memory
+     * (up to node/spool-inline-max-kb, which it follows on reload); larger
+     * ones arrive as a temp file and become spool files. */
+    const void *bytes = ev->data;   /* kept in the store: these bytes */
     const char *tmp = ev->tmp_path;
-    if (ev->data && ev->size <= inline_max) {
-        bytes = ev->data;
-    } else if (ev->data) {
-        if (!write_received(n, ev->data, ev->size, tmp_buf, sizeof tmp_buf, &e))
-            return refuse(n, ev, NULL, "cannot write the received object to a temp file", e,
-                          CXR_DIMSE_OUT_OF_RESOURCES);
-        tmp = tmp_buf;
-    } else if (ev->size <= inline_max) {
-        bytes = owned = read_received(tmp, &nbytes, &e);
-        if (!bytes)
-            return refuse(n, ev, tmp, "cannot read the received file back", e,
-                          CXR_DIMSE_OUT_OF_RESOURCES);
-    }
     if (!bytes && !fsync_path(tmp, &e)) {
         /* 1. The received bytes reach the disk. */
         return refuse(n, ev, tmp, "fsync of the received file failed", e,
@@ -359,12 +267,10 @@ uint16_t node_on_store(void *ctx, const struct cxr_dicom_store_event *ev)
     bool found = false;
     if (!bytes && cxr_triage_store_instance_find(n->store, ev->sop_instance_uid, &found) != CXR_OK) {
         pthread_mutex_unlock(stripe);
-        free(owned);
         return refuse(n, ev, tmp, cxr_triage_store_last_error(), 0, CXR_DIMSE_OUT_OF_RESOURCES);
     }
     if (found) {
         pthread_mutex_unlock(stripe);
-        free(owned);
         if (tmp)
             unlink(tmp);
         cxr_log(CXR_LOG_DEBUG, "node", "C-STORE %s from %s: already received (idempotent)",
@@ -389,14 +295,13 @@ uint16_t node_on_store(void *ctx, const struct cxr_dicom_store_event *ev)
              ev->transfer_syntax_uid ? ev->transfer_syntax_uid : "");
     snprintf(row.calling_ae, sizeof row.calling_ae, "%s", ev->calling_ae ? ev->calling_ae : "");
     snprintf(row.peer_host, sizeof row.peer_host, "%s", ev->peer_host ? ev->peer_host : "");
-    row.size = bytes ? nbytes : ev->size;
+    row.size = ev->size;
     row.received_ms = received_ms;
     row.in_store = bytes != NULL;
-    struct node_intake_item item = {.it = {.row = &row, .data = bytes, .data_len = (size_t)nbytes}};
+    struct node_intake_item item = {.it = {.row = &row, .data = bytes, .data_len = (size_t)ev->size}};
     enum cxr_status st = intake_commit(n, &item);
     bool dup = item.it.duplicate;
     int64_t id = item.it.id;
-    free(owned);
     if (st != CXR_OK) {
         const char *why = item.err;
         if (row.in_store) {
