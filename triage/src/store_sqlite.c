@@ -3,7 +3,7 @@
  * deliveries.
  *
  * WAL journal. Durability per write: what the node promised a peer (a
- * received instance: instance_add) and what must not be made twice (an SR:
+ * received instance: instances_add) and what must not be made twice (an SR:
  * report_add) and an admin's queue commands commit with synchronous=FULL, on
  * disk when the call returns. Later steps that a power loss may only undo
  * (a job's attempt count, its result, a delivery's outcome) commit with
@@ -16,7 +16,11 @@
  * block the writer. Write transactions start with BEGIN IMMEDIATE so two
  * processes never deadlock on a lock upgrade; the busy timeout makes one
  * wait for the other. One connection per store object, serialised by a
- * mutex.
+ * mutex; with cxr_triage_store_background_checkpoints a second one, used
+ * only by the store's checkpoint thread.
+ * Received instances are added in groups (one transaction, one sync for
+ * the C-STOREs of concurrent associations); a small instance's bytes go
+ * into instance_data in the same transaction as its row.
  */
 #include "store_sqlite_internal.h"
 
