@@ -52,6 +52,17 @@ if [ "$MODE" = tmpfs ]; then
     dd if=/dev/zero of="$WORK/small/filler" bs=1k count=$((avail - 3072)) status=none 2>/dev/null
     log "tmpfs spool: $(df -k --output=avail "$WORK/small" | tail -n 1) KiB left before sending 4 x 1 MiB and 4 x 512 KiB"
 fi
+if [ "$MODE" = tmpfs ]; then
+    # the gauges an admin alerts on: what df says, and the job store's size
+    avail=$(df -B1 --output=avail "$WORK/small" | tail -n 1 | tr -d ' ')
+    got=$(metric cxr_node_spool_free_bytes)
+    [ "$got" -gt $((avail - 1048576)) ] && [ "$got" -lt $((avail + 1048576)) ] ||
+        fail "metrics: spool free $got bytes, df says $avail"
+    store=$(($(stat -c %s "$SPOOL/jobs.sqlite") + $(stat -c %s "$SPOOL/jobs.sqlite-wal" 2>/dev/null || echo 0)))
+    [ "$(metric cxr_node_job_store_bytes)" -eq "$store" ] ||
+        fail "metrics: job store $(metric cxr_node_job_store_bytes) bytes, the files are $store"
+    log "metrics: spool free $got bytes (df: $avail), job store $store bytes"
+fi
 storescu -nh -d -aet CR01 -aec CXRTRIAGE 127.0.0.1 "$DICOM_PORT" "$WORK"/in/*.dcm >"$WORK/send1.log" 2>&1
 acked_uids "$WORK/send1.log" >"$WORK/acked1"
 refused=$(grep -c "DIMSE Status *: 0xa700" "$WORK/send1.log")

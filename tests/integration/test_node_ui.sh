@@ -45,6 +45,7 @@ s = json.load(open(sys.argv[1]))
 assert s["state"] == "ready", s
 assert s["model"]["name"] == "kids-model" and len(s["model"]["sha256"]) == 64, s
 assert s["queue"]["depth"] == 0, s
+assert s["spool"]["free_bytes"] > 0 and s["spool"]["job_store_bytes"] > 0, s
 PY
 
 chrome dom --dump-dom "$URL/ui/" >"$WORK/page.html" || fail "chromium --dump-dom failed (see $WORK/chromium.log)"

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -329,6 +330,26 @@ static bool http_healthy(void *ctx, char *why, size_t len)
 
 static int64_t http_queue_depth(void *ctx) { return node_queue_depth(ctx); }
 
+/* Free space of the spool's filesystem and the job store's size (with its
+ * WAL), in bytes; -1 where unknown. The job store holds the small instances
+ * (node/spool-inline-max-kb), so both matter for sizing the spool. */
+static void spool_space(const struct cxr_triage_node *n, int64_t *free_bytes, int64_t *store_bytes)
+{
+    struct statvfs vfs;
+    *free_bytes = statvfs(n->spool_dir, &vfs) == 0
+                      ? (int64_t)vfs.f_bavail * (int64_t)vfs.f_frsize
+                      : -1;
+    *store_bytes = -1;
+    struct stat sb;
+    if (stat(n->db_path, &sb) == 0) {
+        *store_bytes = (int64_t)sb.st_size;
+        char wal[sizeof n->db_path + 8];
+        snprintf(wal, sizeof wal, "%s-wal", n->db_path);
+        if (stat(wal, &sb) == 0)
+            *store_bytes += (int64_t)sb.st_size;
+    }
+}
+
 /* GET /status: what the worklist page's status line shows, in the shape of
  * the Orthanc plugin's status (state, reason, model, backend, queue). */
 static char *http_status_json(void *ctx)
@@ -363,6 +384,14 @@ static char *http_status_json(void *ctx)
     json_object_object_add(o, "model", m);
     json_object_object_add(q, "depth", json_object_new_int64(node_queue_depth(n)));
     json_object_object_add(o, "queue", q);
+    int64_t free_bytes, store_bytes;
+    spool_space(n, &free_bytes, &store_bytes);
+    json_object *sp = json_object_new_object();
+    if (sp) {
+        json_object_object_add(sp, "free_bytes", json_object_new_int64(free_bytes));
+        json_object_object_add(sp, "job_store_bytes", json_object_new_int64(store_bytes));
+        json_object_object_add(o, "spool", sp);
+    }
     const char *text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN |
                                                              JSON_C_TO_STRING_NOSLASHESCAPE);
     char *out = text ? strdup(text) : NULL;
@@ -370,10 +399,24 @@ static char *http_status_json(void *ctx)
     return out;
 }
 
-/* The DICOM service's own counters (associations), for /metrics. */
-static char *http_scp_metrics(void *ctx)
+/* The node's own gauges and the DICOM service's counters, for /metrics. */
+static char *http_node_metrics(void *ctx)
 {
     struct cxr_triage_node *n = ctx;
+    int64_t free_bytes, store_bytes;
+    spool_space(n, &free_bytes, &store_bytes);
+    char *spool = NULL;
+    if (asprintf(&spool,
+                 "# HELP cxr_node_spool_free_bytes Free space on the spool's filesystem (new"
+                 " associations are refused below node/disk-min-free-mb).\n"
+                 "# TYPE cxr_node_spool_free_bytes gauge\n"
+                 "cxr_node_spool_free_bytes %" PRId64 "\n"
+                 "# HELP cxr_node_job_store_bytes Size of jobs.sqlite and its journal (it holds the"
+                 " instances up to node/spool-inline-max-kb).\n"
+                 "# TYPE cxr_node_job_store_bytes gauge\n"
+                 "cxr_node_job_store_bytes %" PRId64 "\n",
+                 free_bytes, store_bytes) < 0)
+        return NULL;
     struct cxr_dicom_scp_stats st;
     pthread_mutex_lock(&n->scp_mu);
     bool have = n->scp != NULL;
@@ -381,9 +424,10 @@ static char *http_scp_metrics(void *ctx)
         cxr_dicom_scp_get_stats(n->scp, &st);
     pthread_mutex_unlock(&n->scp_mu);
     if (!have)
-        return NULL;
+        return spool;
     char *out = NULL;
     if (asprintf(&out,
+                 "%s"
                  "# HELP cxr_node_associations_total Incoming associations by outcome.\n"
                  "# TYPE cxr_node_associations_total counter\n"
                  "cxr_node_associations_total{result=\"accepted\"} %" PRIu64 "\n"
@@ -395,9 +439,10 @@ static char *http_scp_metrics(void *ctx)
                  "# HELP cxr_node_received_bytes_total Data set bytes received.\n"
                  "# TYPE cxr_node_received_bytes_total counter\n"
                  "cxr_node_received_bytes_total %" PRIu64 "\n",
-                 st.associations_accepted, st.associations_rejected, st.associations_failed,
+                 spool, st.associations_accepted, st.associations_rejected, st.associations_failed,
                  (unsigned)st.active_associations, st.bytes_received) < 0)
-        return NULL;
+        out = NULL;
+    free(spool);
     return out;
 }
 
@@ -487,7 +532,7 @@ enum cxr_status cxr_triage_node_run(struct cxr_triage_node *n, char *err)
                                              .options = http_options,
                                              .healthy = http_healthy,
                                              .queue_depth = http_queue_depth,
-                                             .extra_metrics = http_scp_metrics,
+                                             .extra_metrics = http_node_metrics,
                                              .status_json = http_status_json,
                                              .ctx = n};
         st = cxr_triage_http_start(s->http_bind_address, s->http_port, &src, &n->http, err);
