@@ -712,8 +712,10 @@ enum cxr_status cxr_triage_node_reload(struct cxr_triage_node *n, struct cxr_con
     n->engine = engine;
     pthread_rwlock_unlock(&n->gen_lock);
     warn_restart_only(&old, nw);
+    pthread_mutex_lock(&n->scp_mu);   /* n->scp comes and goes with run/stop */
     if (n->scp)
         cxr_dicom_scp_set_memory_max(n->scp, (uint64_t)nw->spool_inline_max_kb * 1024u);
+    pthread_mutex_unlock(&n->scp_mu);
     if (!same_destinations(&old, nw) && !atomic_load(&n->stopping)) {
         node_deliverers_stop(n);
         node_deliverers_start(n);
