@@ -141,7 +141,8 @@ START_TEST(test_first_version_store_upgraded)
     sqlite3 *db = NULL;
     ck_assert_int_eq(sqlite3_open(dbpath, &db), SQLITE_OK);
     ck_assert_int_eq(sqlite3_exec(db,
-                                  "DROP TABLE instance_data; ALTER TABLE instances DROP COLUMN in_store;"
+                                  "DROP TRIGGER instance_bytes_forgotten; DROP TABLE instance_data;"
+                                  " ALTER TABLE instances DROP COLUMN in_store;"
                                   " PRAGMA user_version=1",
                                   NULL, NULL, NULL),
                      SQLITE_OK);

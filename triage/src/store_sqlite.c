@@ -36,11 +36,14 @@
 #define SCHEMA_VERSION 2
 #define BUSY_TIMEOUT_MS 15000
 
-/* Version 2: small instances kept in the store (instances.in_store, instance_data). */
+/* Version 2: small instances kept in the store (instances.in_store,
+ * instance_data). Clearing in_store drops the bytes in the same statement. */
 static const char *const schema_v2_sql =
     "CREATE TABLE IF NOT EXISTS instance_data("
     " instance_id INTEGER PRIMARY KEY REFERENCES instances(id) ON DELETE CASCADE,"
-    " data BLOB NOT NULL);";
+    " data BLOB NOT NULL);"
+    "CREATE TRIGGER IF NOT EXISTS instance_bytes_forgotten AFTER UPDATE OF in_store ON instances"
+    " WHEN NEW.in_store=0 BEGIN DELETE FROM instance_data WHERE instance_id=NEW.id; END;";
 
 static const char *const schema_sql =
     "CREATE TABLE IF NOT EXISTS instances("
@@ -679,13 +682,10 @@ static enum cxr_status sq_instances_expired(struct cxr_triage_store *base, int64
 
 static enum cxr_status sq_instance_forget_file(struct cxr_triage_store *base, int64_t id)
 {
-    struct sq_store *s = (struct sq_store *)base;
-    enum cxr_status st = sq_exec_write(s, SQ_REDOABLE, "DELETE FROM instance_data WHERE instance_id=?1",
-                                       id, INT64_MIN, INT64_MIN, NULL, "removing kept bytes");
-    if (st != CXR_OK)
-        return st;
-    return sq_exec_write(s, SQ_REDOABLE, "UPDATE instances SET path='', in_store=0 WHERE id=?1", id,
-                         INT64_MIN, INT64_MIN, NULL, "forgetting a spool file");
+    /* the trigger instance_bytes_forgotten drops kept bytes in the same statement */
+    return sq_exec_write((struct sq_store *)base, SQ_REDOABLE,
+                         "UPDATE instances SET path='', in_store=0 WHERE id=?1", id, INT64_MIN,
+                         INT64_MIN, NULL, "forgetting a spool file");
 }
 
 static enum cxr_status sq_path_known(struct cxr_triage_store *base, const char *path, bool *known)
