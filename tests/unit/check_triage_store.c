@@ -43,6 +43,19 @@ static struct cxr_triage_store *open_store(void)
     return s;
 }
 
+/* Runs SQL on the store's file through a connection of the test's own (to
+ * make a file of another version, or a database that refuses a row). */
+static void raw_sql(const char *sql)
+{
+    sqlite3 *db = NULL;
+    ck_assert_int_eq(sqlite3_open(dbpath, &db), SQLITE_OK);
+    char *msg = NULL;
+    int rc = sqlite3_exec(db, sql, NULL, NULL, &msg);
+    ck_assert_msg(rc == SQLITE_OK, "%s: %s", sql, msg ? msg : sqlite3_errstr(rc));
+    sqlite3_free(msg);
+    sqlite3_close(db);
+}
+
 static int64_t add(struct cxr_triage_store *s, const char *uid, int64_t received_ms)
 {
     struct cxr_triage_instance_row r;
@@ -119,10 +132,7 @@ END_TEST
 START_TEST(test_newer_schema_refused)
 {
     cxr_triage_store_close(open_store());
-    sqlite3 *db = NULL;
-    ck_assert_int_eq(sqlite3_open(dbpath, &db), SQLITE_OK);
-    ck_assert_int_eq(sqlite3_exec(db, "PRAGMA user_version=99", NULL, NULL, NULL), SQLITE_OK);
-    sqlite3_close(db);
+    raw_sql("PRAGMA user_version=99");
     char err[CXR_TRIAGE_STORE_ERRLEN] = "";
     struct cxr_triage_store *s = (void *)1;
     ck_assert_int_eq(cxr_triage_store_open_sqlite(dbpath, false, &s, err), CXR_ERR_UNSUPPORTED);
@@ -138,15 +148,8 @@ START_TEST(test_first_version_store_upgraded)
     struct cxr_triage_store *s = open_store();
     int64_t id = add(s, "2.25.61.1", 1000);
     cxr_triage_store_close(s);
-    sqlite3 *db = NULL;
-    ck_assert_int_eq(sqlite3_open(dbpath, &db), SQLITE_OK);
-    ck_assert_int_eq(sqlite3_exec(db,
-                                  "DROP TRIGGER instance_bytes_forgotten; DROP TABLE instance_data;"
-                                  " ALTER TABLE instances DROP COLUMN in_store;"
-                                  " PRAGMA user_version=1",
-                                  NULL, NULL, NULL),
-                     SQLITE_OK);
-    sqlite3_close(db);
+    raw_sql("DROP TRIGGER instance_bytes_forgotten; DROP TABLE instance_data;"
+            " ALTER TABLE instances DROP COLUMN in_store; PRAGMA user_version=1");
 
     char err[CXR_TRIAGE_STORE_ERRLEN] = "";
     struct cxr_triage_store *ro = (void *)1;
@@ -320,15 +323,9 @@ START_TEST(test_group_commit_all_or_nothing)
     free(got);
 
     /* the second of two items is refused by the database: neither is kept */
-    sqlite3 *db = NULL;
-    ck_assert_int_eq(sqlite3_open(dbpath, &db), SQLITE_OK);
-    ck_assert_int_eq(sqlite3_exec(db,
-                                  "CREATE TRIGGER refuse_bad BEFORE INSERT ON instances"
-                                  " WHEN NEW.sop_instance_uid='2.25.63.9'"
-                                  " BEGIN SELECT RAISE(ABORT, 'refused by the test'); END",
-                                  NULL, NULL, NULL),
-                     SQLITE_OK);
-    sqlite3_close(db);
+    raw_sql("CREATE TRIGGER refuse_bad BEFORE INSERT ON instances"
+            " WHEN NEW.sop_instance_uid='2.25.63.9'"
+            " BEGIN SELECT RAISE(ABORT, 'refused by the test'); END");
     snprintf(r[0].sop_instance_uid, sizeof r[0].sop_instance_uid, "2.25.63.8");
     snprintf(r[2].sop_instance_uid, sizeof r[2].sop_instance_uid, "2.25.63.9");
     struct cxr_triage_store_new_instance bad[2] = {
