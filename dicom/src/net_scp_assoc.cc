@@ -57,7 +57,7 @@ class SpillConsumer : public DcmConsumer {
     {
         if (!good())
             return 0;
-        if (fd_ < 0 && !spilled_) {
+        if (fd_ < 0) {   /* still in memory (a failed spill made good() false) */
             if (mem_.size() + (size_t)buflen <= mem_max_) {
                 mem_.insert(mem_.end(), (const char *)buf, (const char *)buf + buflen);
                 written_ += (uint64_t)buflen;
@@ -66,9 +66,7 @@ class SpillConsumer : public DcmConsumer {
             if (!spill())
                 return 0;
         }
-        const char *p = (const char *)buf;
-        offile_off_t left = buflen;
-        if (!write_all(p, (size_t)left))
+        if (!write_all((const char *)buf, (size_t)buflen))
             return 0;
         written_ += (uint64_t)buflen;
 #ifdef __linux__
@@ -109,7 +107,6 @@ class SpillConsumer : public DcmConsumer {
     }
     bool spill()
     {
-        spilled_ = true;
         std::string tmpl = dir_ + "/rx-XXXXXX.part";
         std::vector<char> pbuf(tmpl.begin(), tmpl.end());
         pbuf.push_back('\0');
@@ -140,7 +137,6 @@ class SpillConsumer : public DcmConsumer {
     std::string dir_;
     uint64_t mem_max_;
     std::vector<char> mem_;
-    bool spilled_ = false;
     int fd_ = -1;
     std::string path_;
     struct stat stat_ = {};

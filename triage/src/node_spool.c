@@ -198,6 +198,14 @@ static enum cxr_status intake_commit(struct cxr_triage_node *n, struct node_inta
     return me->st;
 }
 
+/* An instance whose SOP Instance UID is known already: success, nothing changes. */
+static void note_duplicate(struct cxr_triage_node *n, const struct cxr_dicom_store_event *ev)
+{
+    cxr_log(CXR_LOG_DEBUG, "node", "C-STORE %s from %s: already received (idempotent)",
+            ev->sop_instance_uid, ev->calling_ae);
+    cxr_triage_metrics_count(n->metrics, CXR_TRIAGE_COUNT_DUPLICATE, 1);
+}
+
 /* A received file into the spool for good: the caller has fsynced it; it is
  * renamed to `abs` and its folder fsynced. On failure the file is gone. */
 static bool spool_file(struct cxr_triage_node *n, const char *tmp, const char *abs, const char *dir,
@@ -271,12 +279,9 @@ uint16_t node_on_store(void *ctx, const struct cxr_dicom_store_event *ev)
     }
     if (found) {
         pthread_mutex_unlock(stripe);
-        if (tmp)
-            unlink(tmp);
-        cxr_log(CXR_LOG_DEBUG, "node", "C-STORE %s from %s: already received (idempotent)",
-                ev->sop_instance_uid, ev->calling_ae);
+        unlink(tmp);
+        note_duplicate(n, ev);
         cxr_triage_metrics_count(n->metrics, CXR_TRIAGE_COUNT_RECEIVED, 1);
-        cxr_triage_metrics_count(n->metrics, CXR_TRIAGE_COUNT_DUPLICATE, 1);
         return CXR_DIMSE_SUCCESS;
     }
 
@@ -304,10 +309,7 @@ uint16_t node_on_store(void *ctx, const struct cxr_dicom_store_event *ev)
     int64_t id = item.it.id;
     if (st != CXR_OK) {
         const char *why = item.err;
-        if (row.in_store) {
-            if (tmp)
-                unlink(tmp);
-        } else {
+        if (!row.in_store) {   /* a kept instance left nothing on disk */
             unlink(abs);
             node_fsync_dir(dir);
         }
@@ -315,14 +317,8 @@ uint16_t node_on_store(void *ctx, const struct cxr_dicom_store_event *ev)
         return refuse(n, ev, NULL, why, 0, CXR_DIMSE_OUT_OF_RESOURCES);
     }
     pthread_mutex_unlock(stripe);
-    /* The kept instance's received file is no longer needed (a crash
-     * before this leaves it in tmp/, which the next start sweeps). */
-    if (row.in_store && tmp)
-        unlink(tmp);
     if (dup) {
-        cxr_log(CXR_LOG_DEBUG, "node", "C-STORE %s from %s: already received (idempotent)",
-                ev->sop_instance_uid, ev->calling_ae);
-        cxr_triage_metrics_count(n->metrics, CXR_TRIAGE_COUNT_DUPLICATE, 1);
+        note_duplicate(n, ev);
     } else {
         struct node_job job = {.id = id, .received_ms = received_ms, .attempts = 0,
                                .in_store = row.in_store};
