@@ -7,6 +7,11 @@
 #     while the first destination keeps getting its SRs;
 #   - `cxr-triage queue retry --all-dead` once it is up: delivered;
 #   - `cxr-triage queue drop` removes a dead letter.
+# Each phase waits for states, never for a duration: the first runs with so
+# many attempts allowed that nothing is dead-lettered however slow the machine
+# (a 4-attempt limit there dead-lettered the SR before the destination came up
+# on a loaded 2-core machine); the dead-letter phase restarts the node with
+# the archive added and 4 attempts, while the PACS is up.
 . "$(dirname "$0")/node_lib.sh"
 need_tools storescu storescp echoscu dcmdump curl sqlite3
 setup_work
@@ -15,14 +20,13 @@ DICOM_PORT=$(free_port)
 HTTP_PORT=$(free_port)
 DEST_PORT=$(free_port)
 DEST2_PORT=$(free_port)
-RETRY_BASE=1 RETRY_CAP=2 RETRY_MAX=4
-write_conf "$WORK/node.xml" "<destination><name>archive</name><ae-title>ARCHIVE</ae-title>
-  <host>127.0.0.1</host><port>$DEST2_PORT</port></destination>"
+RETRY_BASE=1 RETRY_CAP=2 RETRY_MAX=1000
+write_conf "$WORK/node.xml"
 start_node "$WORK/node.xml"
 Q=("$CXR_BIN" queue --spool "$WORK/spool")
 db() { sqlite3 "$WORK/spool/jobs.sqlite" "$1"; }
 
-# ---- both destinations down; a study arrives and is scored
+# ---- the destination is down; a study arrives and is scored
 make_instances "$WORK/a" 2 1 505
 send_files CR01 "$DICOM_PORT" "$WORK"/a/*.dcm || fail "storescu (study A)"
 sr_made() { [ "$(db 'SELECT count(*) FROM srs')" -ge 1 ]; }
@@ -34,9 +38,10 @@ grep -q "pending" "$WORK/list1.txt" || fail "queue list does not show the pendin
 
 # Reception and scoring go on while nothing can be delivered.
 make_instances "$WORK/b" 1 1 506
-send_files CR01 "$DICOM_PORT" "$WORK"/b/*.dcm || fail "storescu (study B) while destinations are down"
+send_files CR01 "$DICOM_PORT" "$WORK"/b/*.dcm || fail "storescu (study B) while the destination is down"
 two_srs() { [ "$(db 'SELECT count(*) FROM srs')" -ge 2 ]; }
-wait_until 60 "the SR of study B while the destinations are down" two_srs
+wait_until 60 "the SR of study B while the destination is down" two_srs
+[ "$(db "SELECT count(*) FROM deliveries WHERE state=2")" -eq 0 ] || fail "a delivery was dead-lettered with $RETRY_MAX attempts allowed"
 
 # ---- pacs comes up: its SRs arrive after retries
 start_storescp "$DEST_PORT" "$WORK/recv"
@@ -46,7 +51,16 @@ att=$(db "SELECT min(attempts) FROM deliveries WHERE destination='pacs' AND stat
 [ "$att" -ge 2 ] || fail "study A's SR reached pacs in $att attempt(s); expected retries"
 log "pacs down then up: SRs delivered after $att attempts; reception and scoring went on"
 
-# ---- archive stays down: dead letters
+# ---- the archive is added and stays down; 4 attempts: dead letters
+stop_node
+RETRY_MAX=4
+write_conf "$WORK/node.xml" "<destination><name>archive</name><ae-title>ARCHIVE</ae-title>
+  <host>127.0.0.1</host><port>$DEST2_PORT</port></destination>"
+start_node "$WORK/node.xml"
+make_instances "$WORK/c" 2 2 507
+send_files CR01 "$DICOM_PORT" "$WORK"/c/*.dcm || fail "storescu (studies C and D)"
+four_at_pacs() { [ "$(count_files "$WORK/recv")" -ge 4 ]; }
+wait_until 60 "the SRs of studies C and D at pacs" four_at_pacs
 dead2() { [ "$(db "SELECT count(*) FROM deliveries WHERE destination='archive' AND state=2")" -ge 2 ]; }
 wait_until 60 "archive deliveries dead-lettered after $RETRY_MAX attempts" dead2
 "${Q[@]}" list --dead >"$WORK/dead.txt" || fail "queue list --dead"
@@ -63,10 +77,10 @@ assert len(dead) == 2 and all(x["attempts"] == 4 and x["last_error"] for x in de
 [ "$(metric 'cxr_node_sr_deliveries_total{result="dead"}')" -eq 2 ] || fail "metrics: dead deliveries"
 [ "$(metric cxr_node_dead_letters)" -eq 2 ] || fail "metrics: dead letter gauge"
 # pacs still gets new SRs while archive is dead
-make_instances "$WORK/c" 1 1 507
-send_files CR01 "$DICOM_PORT" "$WORK"/c/*.dcm || fail "storescu (study C)"
-three_at_pacs() { [ "$(count_files "$WORK/recv")" -ge 3 ]; }
-wait_until 60 "study C's SR at pacs" three_at_pacs
+make_instances "$WORK/e" 1 1 508
+send_files CR01 "$DICOM_PORT" "$WORK"/e/*.dcm || fail "storescu (study E)"
+five_at_pacs() { [ "$(count_files "$WORK/recv")" -ge 5 ]; }
+wait_until 60 "study E's SR at pacs" five_at_pacs
 log "archive stayed down: 2 dead letters listed; pacs unaffected"
 
 # ---- drop one dead letter, retry the other once archive is up
