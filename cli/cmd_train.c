@@ -41,6 +41,8 @@ static void train_usage(FILE *fp)
         "  --freeze-backbone        train only the final fc layer (needs --init)\n"
         "  --out FILE               the model file to write (atomic replace)\n"
         "  --storage f32|bf16|f16   parameter storage in the file (default f32)\n"
+        "  --width N                channels of the first stage (default 64, as torchvision;\n"
+        "                           smaller only for tests and quick experiments)\n"
         "  --name NAME --version V  model metadata (default cxr-custom, today's date)\n"
         "  --age-range MIN-MAX      intended population in years, checked by the gate\n"
         "                           (default: the range of the DICOM ages in the data)\n"
