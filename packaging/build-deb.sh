@@ -66,6 +66,7 @@ echo "build-deb: cxr-triage $version from $src"
 
 rm -f "$out"/*.deb "$out"/*.changes "$out"/*.buildinfo
 mv "$stage"/*.deb "$stage"/*.changes "$stage"/*.buildinfo "$out"/
+rm -rf "$stage"   # kept only when the build fails, to look into
 changes=$(ls "$out"/*.changes)
 echo "build-deb: packages in $out:"
 ls -l "$out"/*.deb
