@@ -89,9 +89,10 @@ getent passwd cxr-triage >/dev/null || fail "no system user cxr-triage"
 log "files, user, state folder, conffile, man page: as packaged"
 
 # The unit, checked by systemd's own verifier (systemd does not run in a
-# chroot: its binaries are enough for verify).
-command -v systemd-analyze >/dev/null || apt-get install -y -q --no-install-recommends systemd >>"$work/apt-install.log" 2>&1 ||
-    fail "cannot install systemd for systemd-analyze"
+# chroot: its binaries are enough for verify; man-db lets it check the unit's
+# man: documentation link).
+apt-get install -y -q --no-install-recommends systemd man-db >>"$work/apt-install.log" 2>&1 ||
+    fail "cannot install systemd and man-db for systemd-analyze verify"
 systemd-analyze verify "$unit" >"$work/verify.txt" 2>&1 || fail "systemd-analyze verify failed: $(cat "$work/verify.txt")"
 [ ! -s "$work/verify.txt" ] || fail "systemd-analyze verify is not clean: $(cat "$work/verify.txt")"
 log "systemd-analyze verify $unit: clean"
