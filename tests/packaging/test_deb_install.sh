@@ -156,8 +156,9 @@ study=$(dcmdump +P 0020,000d "$chest" | sed -n 's/.*\[\(.*\)\].*/\1/p' | head -n
 sr_at_pacs() { [ "$(find "$work/pacs" -type f | wc -l)" -ge 1 ]; }
 wait_until 180 "the SR at the PACS (storescp)" sr_at_pacs
 sr=$(find "$work/pacs" -type f | head -n 1)
-[ "$(dcmdump +P 0008,0060 "$sr" | sed -n 's/.*\[\(.*\)\].*/\1/p')" = SR ] || fail "what reached the PACS is not an SR"
-[ "$(dcmdump +P 0020,000d "$sr" | sed -n 's/.*\[\(.*\)\].*/\1/p')" = "$study" ] || fail "the SR is not in the study"
+dcm_value() { dcmdump +P "$2" "$1" | head -n 1 | sed -n 's/.*\[\(.*\)\].*/\1/p'; }
+[ "$(dcm_value "$sr" 0008,0060)" = SR ] || fail "what reached the PACS is not an SR"
+[ "$(dcm_value "$sr" 0020,000d)" = "$study" ] || fail "the SR is not in the study ($(dcm_value "$sr" 0020,000d))"
 worklist_has_study() { curl -sf http://127.0.0.1:8090/worklist | grep -q "$study"; }
 wait_until 30 "the study on the worklist" worklist_has_study
 queue() { setpriv --reuid="$user" --regid="$group" --init-groups cxr-triage queue "$@" --config "$conf"; }
