@@ -41,6 +41,7 @@ cleanup() {
     local p
     for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done
     for p in "${pids[@]}"; do wait "$p" 2>/dev/null; done
+    return 0
 }
 trap cleanup EXIT
 # wait_until SECONDS WHAT command...: polls a state; the time is a last resort.
@@ -111,9 +112,11 @@ umask_=$(unit_value UMask)
 pre=$(unit_value ExecStartPre)
 start=$(unit_value ExecStart)
 [ -n "$user" ] && [ -n "$start" ] || fail "the unit has no User= or ExecStart="
-as_unit() {   # as_unit COMMAND-LINE: the unit's user, group, umask and working folder
-    (cd / && umask "$umask_" && exec setpriv --reuid="$user" --regid="$group" --init-groups \
-        --reset-env /bin/sh -c "exec $1")
+# as_unit COMMAND-LINE: the unit's user, group, umask and working folder. It
+# execs: run it in a subshell or in the background (then $! is the command).
+as_unit() {
+    cd / && umask "$umask_" &&
+        exec setpriv --reuid="$user" --regid="$group" --init-groups --reset-env /bin/sh -c "exec $1"
 }
 pacs_port=11200
 down_port=11201
@@ -125,7 +128,7 @@ sed -i -e "s|</cxr-triage>|  <destination><name>pacs</name><ae-title>PACS</ae-ti
 grep -q "<name>offsite</name>" "$conf" || fail "could not edit $conf"
 
 start_node() {
-    as_unit "$pre" >"$work/pre.log" 2>&1 || fail "ExecStartPre ($pre) failed: $(cat "$work/pre.log")"
+    (as_unit "$pre") >"$work/pre.log" 2>&1 || fail "ExecStartPre ($pre) failed: $(cat "$work/pre.log")"
     as_unit "$start" >>"$work/node.log" 2>&1 &
     node_pid=$!
     pids+=("$node_pid")
