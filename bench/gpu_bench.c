@@ -90,7 +90,7 @@ static uint8_t *read_jpeg_grey(const char *path, int32_t *w, int32_t *h)
 /* Scores every image under dir/<class name>/ on the CPU (fp32) and the GPU. */
 static int parity(const char *model_path, const char *dir, const char *prec, int batch)
 {
-    char err[CXR_NN_ERRLEN] = "";
+    char err[CXR_ERRLEN] = "";
     struct cxr_nn_model *m = NULL;
     if (cxr_nn_model_load(model_path, &m, err) != CXR_OK) {
         fprintf(stderr, "model: %s\n", err);
@@ -214,7 +214,7 @@ int main(int argc, char **argv)
         return model && dir && batch >= 1 && batch <= 64 ? parity(model, dir, prec, batch) : usage();
     if (batch < 1 || iters < 1 || warmup < 0 || size < 32 || (train && batch < 2))
         return usage();
-    char err[CXR_NN_ERRLEN] = "", note[CXR_NN_ERRLEN] = "";
+    char err[CXR_ERRLEN] = "", note[CXR_ERRLEN] = "";
     struct cxr_nn_model_meta meta;
     enum cxr_nn_arch ak;
     if (!cxr_nn_arch_parse(arch, &ak))

@@ -57,7 +57,7 @@ int main(int argc, char **argv)
     }
     if (batch < 1 || iters < 1 || warmup < 0 || size < 32)
         return usage();
-    char err[CXR_NN_ERRLEN] = "", note[CXR_NN_ERRLEN] = "";
+    char err[CXR_ERRLEN] = "", note[CXR_ERRLEN] = "";
     struct cxr_nn_model *m = NULL;
     enum cxr_status st;
     if (model_path) {

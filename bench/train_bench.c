@@ -72,7 +72,7 @@ int main(int argc, char **argv)
     }
     if (batch < 2 || iters < 1 || warmup < 0 || size < 32)
         return usage();
-    char err[CXR_NN_ERRLEN] = "", note[CXR_NN_ERRLEN] = "";
+    char err[CXR_ERRLEN] = "", note[CXR_ERRLEN] = "";
     struct cxr_nn_model_meta meta;
     enum cxr_nn_arch ak;
     if (!cxr_nn_arch_parse(arch, &ak))

@@ -1,6 +1,6 @@
 /* cmd_evaluate.c — `cxr-triage evaluate`: any model on any labeled set,
  * through exactly the inference preprocessing and the model's own
- * thresholds (cxr_triage_evaluate_run, triage/include/cxr/train.h). */
+ * thresholds (cxr_train_evaluate_run, train/include/cxr/train.h). */
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,8 +46,8 @@ int cmd_evaluate(int argc, char **argv)
         {"urgent-specificity", required_argument, 0, 'U'},
         {"help", no_argument, 0, 'h'},          {0, 0, 0, 0},
     };
-    struct cxr_triage_evaluate_options o;
-    cxr_triage_evaluate_options_init(&o);
+    struct cxr_train_evaluate_options o;
+    cxr_train_evaluate_options_init(&o);
     bool json = false;
     int c;
     optind = 1;
@@ -123,15 +123,15 @@ int cmd_evaluate(int argc, char **argv)
         u += (size_t)snprintf(cmdline + u, sizeof cmdline - u, " %s", argv[i]);
     o.command_line = cmdline;
     o.log = stderr;
-    struct cxr_triage_evaluate_result r;
-    char err[CXR_TRIAGE_ERRLEN] = "";
-    enum cxr_status st = cxr_triage_evaluate_run(&o, &r, err);
+    struct cxr_train_evaluate_result r;
+    char err[CXR_ERRLEN] = "";
+    enum cxr_status st = cxr_train_evaluate_run(&o, &r, err);
     if (st != CXR_OK) {
         cli_error("evaluate", "%s", err[0] ? err : cxr_status_str(st));
         return CLI_EXIT_FATAL;
     }
     if (json) {
-        char *text = cxr_triage_evaluate_to_json(&r, NULL);
+        char *text = cxr_train_evaluate_to_json(&r, NULL);
         if (!text) {
             cli_error("evaluate", "out of memory");
             return CLI_EXIT_FATAL;

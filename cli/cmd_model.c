@@ -119,7 +119,7 @@ static int model_init(int argc, char **argv)
         meta.std[ch] = meta.std[0];
     }
     snprintf(meta.name, sizeof meta.name, "%s", name ? name : "untrained");
-    char err[CXR_NN_ERRLEN] = "";
+    char err[CXR_ERRLEN] = "";
     struct cxr_nn_model *m = NULL;
     enum cxr_status st = cxr_nn_model_init(&meta, seed, &m, err);
     if (st == CXR_OK) {
@@ -160,7 +160,7 @@ static int model_info(int argc, char **argv)
         model_usage(stderr);
         return CLI_EXIT_FATAL;
     }
-    char err[CXR_NN_ERRLEN] = "";
+    char err[CXR_ERRLEN] = "";
     struct cxr_nn_model *m = NULL;
     enum cxr_status st = cxr_nn_model_load(path, &m, err);
     if (st != CXR_OK) {
@@ -214,7 +214,7 @@ static int model_set(int argc, char **argv)
         cli_error("model set", "--name takes 1..63 characters and --version 1..31");
         return CLI_EXIT_FATAL;
     }
-    char err[CXR_NN_ERRLEN] = "";
+    char err[CXR_ERRLEN] = "";
     struct cxr_nn_model *m = NULL;
     enum cxr_status st = cxr_nn_model_load(in, &m, err);
     if (st != CXR_OK) {

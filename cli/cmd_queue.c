@@ -49,9 +49,9 @@ static void format_time(int64_t ms, char *buf, size_t len)
 }
 
 /* Opens the node's job store; prints why not and returns NULL. */
-static struct cxr_triage_store *open_store(const char *config_path, const char *spool)
+static struct cxr_node_store *open_store(const char *config_path, const char *spool)
 {
-    char dir[CXR_TRIAGE_NODE_PATHLEN], db[CXR_TRIAGE_NODE_PATHLEN + 16];
+    char dir[CXR_NODE_PATHLEN], db[CXR_NODE_PATHLEN + 16];
     if (spool) {
         snprintf(dir, sizeof dir, "%s", spool);
     } else {
@@ -63,15 +63,15 @@ static struct cxr_triage_store *open_store(const char *config_path, const char *
         free(abs);
         cxr_conf_free(conf);
     }
-    cxr_triage_node_store_path(dir, db, sizeof db);
+    cxr_node_store_path(dir, db, sizeof db);
     if (access(db, F_OK) != 0) {
         cli_error("queue", "no job store at %s: has the node run with this spool folder?"
                   " (give --spool DIR or --config FILE)", db);
         return NULL;
     }
-    char err[CXR_TRIAGE_STORE_ERRLEN] = "";
-    struct cxr_triage_store *s = NULL;
-    if (cxr_triage_store_open_sqlite(db, false, &s, err) != CXR_OK) {
+    char err[CXR_NODE_STORE_ERRLEN] = "";
+    struct cxr_node_store *s = NULL;
+    if (cxr_node_store_open_sqlite(db, false, &s, err) != CXR_OK) {
         cli_error("queue", "%s", err);
         return NULL;
     }
@@ -79,17 +79,17 @@ static struct cxr_triage_store *open_store(const char *config_path, const char *
 }
 
 /* The rows of one state, or (state -2) the dead ones then the pending ones. */
-static enum cxr_status fetch(struct cxr_triage_store *s, int32_t state, size_t limit,
-                             struct cxr_triage_delivery_row **rows, size_t *n)
+static enum cxr_status fetch(struct cxr_node_store *s, int32_t state, size_t limit,
+                             struct cxr_node_delivery_row **rows, size_t *n)
 {
     if (state != -2)
-        return cxr_triage_store_deliveries_list(s, state, limit, rows, n);
-    struct cxr_triage_delivery_row *dead = NULL, *pending = NULL;
+        return cxr_node_store_deliveries_list(s, state, limit, rows, n);
+    struct cxr_node_delivery_row *dead = NULL, *pending = NULL;
     size_t nd = 0, np = 0;
-    enum cxr_status st = cxr_triage_store_deliveries_list(s, CXR_TRIAGE_DELIVERY_DEAD, limit, &dead, &nd);
+    enum cxr_status st = cxr_node_store_deliveries_list(s, CXR_NODE_DELIVERY_DEAD, limit, &dead, &nd);
     if (st == CXR_OK)
-        st = cxr_triage_store_deliveries_list(s, CXR_TRIAGE_DELIVERY_PENDING, limit, &pending, &np);
-    struct cxr_triage_delivery_row *all = st == CXR_OK ? malloc((nd + np + 1) * sizeof *all) : NULL;
+        st = cxr_node_store_deliveries_list(s, CXR_NODE_DELIVERY_PENDING, limit, &pending, &np);
+    struct cxr_node_delivery_row *all = st == CXR_OK ? malloc((nd + np + 1) * sizeof *all) : NULL;
     if (all) {
         if (nd)
             memcpy(all, dead, nd * sizeof *all);
@@ -105,13 +105,13 @@ static enum cxr_status fetch(struct cxr_triage_store *s, int32_t state, size_t l
     return st;
 }
 
-static int list(struct cxr_triage_store *s, int32_t state, bool json, size_t limit)
+static int list(struct cxr_node_store *s, int32_t state, bool json, size_t limit)
 {
-    struct cxr_triage_delivery_row *rows = NULL;
+    struct cxr_node_delivery_row *rows = NULL;
     size_t n = 0;
-    struct cxr_triage_store_counts c;
-    if (cxr_triage_store_counts(s, &c) != CXR_OK || fetch(s, state, limit, &rows, &n) != CXR_OK) {
-        cli_error("queue", "%s", cxr_triage_store_last_error());
+    struct cxr_node_store_counts c;
+    if (cxr_node_store_counts(s, &c) != CXR_OK || fetch(s, state, limit, &rows, &n) != CXR_OK) {
+        cli_error("queue", "%s", cxr_node_store_last_error());
         return CLI_EXIT_FATAL;
     }
     if (json) {
@@ -127,10 +127,10 @@ static int list(struct cxr_triage_store *s, int32_t state, bool json, size_t lim
         json_object_object_add(root, "counts", counts);
         json_object *list = json_object_new_array();
         for (size_t i = 0; i < n; i++) {
-            const struct cxr_triage_delivery_row *r = &rows[i];
+            const struct cxr_node_delivery_row *r = &rows[i];
             json_object *o = json_object_new_object();
             json_object_object_add(o, "id", json_object_new_int64(r->id));
-            json_object_object_add(o, "state", json_object_new_string(cxr_triage_delivery_state_name(r->state)));
+            json_object_object_add(o, "state", json_object_new_string(cxr_node_delivery_state_name(r->state)));
             json_object_object_add(o, "destination", json_object_new_string(r->destination));
             json_object_object_add(o, "attempts", json_object_new_int(r->attempts));
             json_object_object_add(o, "next_attempt_ms", json_object_new_int64(r->next_attempt_ms));
@@ -155,16 +155,16 @@ static int list(struct cxr_triage_store *s, int32_t state, bool json, size_t lim
     size_t shown = 0;
     int64_t now = now_ms();
     for (size_t i = 0; i < n; i++) {
-        const struct cxr_triage_delivery_row *r = &rows[i];
+        const struct cxr_node_delivery_row *r = &rows[i];
         char when[32];
-        if (r->state == CXR_TRIAGE_DELIVERY_PENDING && r->next_attempt_ms > now)
+        if (r->state == CXR_NODE_DELIVERY_PENDING && r->next_attempt_ms > now)
             format_time(r->next_attempt_ms, when, sizeof when);
-        else if (r->state == CXR_TRIAGE_DELIVERY_PENDING)
+        else if (r->state == CXR_NODE_DELIVERY_PENDING)
             snprintf(when, sizeof when, "due now");
         else
             format_time(r->updated_ms, when, sizeof when);
         printf("%-6" PRId64 " %-9s %-20.20s %4d  %-19s  %-40.64s %s\n", r->id,
-               cxr_triage_delivery_state_name(r->state), r->destination, r->attempts, when,
+               cxr_node_delivery_state_name(r->state), r->destination, r->attempts, when,
                r->study_instance_uid, r->last_error);
         shown++;
     }
@@ -175,16 +175,16 @@ static int list(struct cxr_triage_store *s, int32_t state, bool json, size_t lim
 }
 
 /* retry or drop: each ID given, or every dead one. */
-static int change(struct cxr_triage_store *s, bool retry, bool all_dead, char **ids, int nids)
+static int change(struct cxr_node_store *s, bool retry, bool all_dead, char **ids, int nids)
 {
     int64_t total = 0;
     int rc = CLI_EXIT_OK;
     if (all_dead) {
         int64_t k = 0;
-        enum cxr_status st = retry ? cxr_triage_store_deliveries_retry(s, 0, now_ms(), &k)
-                                   : cxr_triage_store_deliveries_drop(s, 0, &k);
+        enum cxr_status st = retry ? cxr_node_store_deliveries_retry(s, 0, now_ms(), &k)
+                                   : cxr_node_store_deliveries_drop(s, 0, &k);
         if (st != CXR_OK) {
-            cli_error("queue", "%s", cxr_triage_store_last_error());
+            cli_error("queue", "%s", cxr_node_store_last_error());
             return CLI_EXIT_FATAL;
         }
         total += k;
@@ -198,10 +198,10 @@ static int change(struct cxr_triage_store *s, bool retry, bool all_dead, char **
             continue;
         }
         int64_t k = 0;
-        enum cxr_status st = retry ? cxr_triage_store_deliveries_retry(s, id, now_ms(), &k)
-                                   : cxr_triage_store_deliveries_drop(s, id, &k);
+        enum cxr_status st = retry ? cxr_node_store_deliveries_retry(s, id, now_ms(), &k)
+                                   : cxr_node_store_deliveries_drop(s, id, &k);
         if (st != CXR_OK) {
-            cli_error("queue", "%s", cxr_triage_store_last_error());
+            cli_error("queue", "%s", cxr_node_store_last_error());
             return CLI_EXIT_FATAL;
         }
         if (k == 0) {
@@ -240,9 +240,9 @@ int cmd_queue(int argc, char **argv)
         switch (c) {
         case 'c': config_path = optarg; break;
         case 's': spool = optarg; break;
-        case 'd': state = CXR_TRIAGE_DELIVERY_DEAD; break;
-        case 'p': state = CXR_TRIAGE_DELIVERY_PENDING; break;
-        case 'D': state = CXR_TRIAGE_DELIVERY_DELIVERED; break;
+        case 'd': state = CXR_NODE_DELIVERY_DEAD; break;
+        case 'p': state = CXR_NODE_DELIVERY_PENDING; break;
+        case 'D': state = CXR_NODE_DELIVERY_DELIVERED; break;
         case 'a': state = -1; break;
         case 'A': all_dead = true; break;
         case 'j': json = true; break;
@@ -283,10 +283,10 @@ int cmd_queue(int argc, char **argv)
         cli_error("queue", "%s needs delivery IDs (see queue list) or --all-dead", sub);
         return CLI_EXIT_FATAL;
     }
-    struct cxr_triage_store *s = open_store(config_path, spool);
+    struct cxr_node_store *s = open_store(config_path, spool);
     if (!s)
         return CLI_EXIT_FATAL;
     int rc = is_list ? list(s, state, json, limit) : change(s, is_retry, all_dead, rest, nrest);
-    cxr_triage_store_close(s);
+    cxr_node_store_close(s);
     return rc;
 }

@@ -258,7 +258,7 @@ int cmd_score(int argc, char **argv)
     }
 
     cxr_dicom_global_init();
-    char err[CXR_TRIAGE_ERRLEN] = "", note[CXR_TRIAGE_ERRLEN] = "";
+    char err[CXR_ERRLEN] = "", note[CXR_ERRLEN] = "";
     enum cxr_status st = cxr_triage_engine_new(conf, &eo, &engine, note, err);
     if (st != CXR_OK) {
         cli_error("score", "%s", err[0] ? err : cxr_status_str(st));
@@ -281,7 +281,7 @@ int cmd_score(int argc, char **argv)
         int32_t nb = inputs.n - base < (size_t)bs ? (int32_t)(inputs.n - base) : bs;
         memset(results, 0, sizeof *results * (size_t)nb);
         for (int32_t i = 0; i < nb; i++) {
-            char derr[CXR_DICOM_ERRLEN] = "";
+            char derr[CXR_ERRLEN] = "";
             double t0 = now_ms();
             st = cxr_dicom_instance_load_file(inputs.v[base + i], &insts[i], derr);
             results[i].t.read_ms = now_ms() - t0;
@@ -298,7 +298,7 @@ int cmd_score(int argc, char **argv)
             struct cxr_triage_result *r = &results[i];
             char sr_path[4096] = "";
             if (r->analysed && sr_out) {
-                char serr[CXR_TRIAGE_ERRLEN] = "";
+                char serr[CXR_ERRLEN] = "";
                 snprintf(sr_path, sizeof sr_path, "%s/SR_%s.dcm", sr_out, r->info.sop_instance_uid);
                 double t0 = now_ms();
                 st = cxr_triage_engine_write_sr(engine, r, 1, NULL, sr_path, NULL, NULL, NULL, serr);

@@ -28,7 +28,7 @@ static void serve_usage(FILE *fp)
 }
 
 struct signal_ctx {
-    struct cxr_triage_node *node;
+    struct cxr_node *node;
     const char *config_path;     /* NULL: the usual search */
     sigset_t set;
     volatile bool done;
@@ -45,14 +45,14 @@ static void *signal_main(void *arg)
             break;
         if (sig == SIGTERM || sig == SIGINT) {
             cxr_log(CXR_LOG_INFO, "serve", "%s received: stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");
-            cxr_triage_node_stop(sc->node);
+            cxr_node_stop(sc->node);
         } else if (sig == SIGHUP) {
             cxr_log(CXR_LOG_INFO, "serve", "SIGHUP received: reloading the configuration and the model");
-            cxr_triage_sd_notify("RELOADING=1");
+            cxr_node_sd_notify("RELOADING=1");
             struct cxr_conf *conf = cli_load_conf(sc->config_path);
-            char err[CXR_TRIAGE_NODE_ERRLEN] = "";
-            cxr_triage_node_reload(sc->node, conf, err);   /* NULL: counted as refused */
-            cxr_triage_sd_notify("READY=1");
+            char err[CXR_ERRLEN] = "";
+            cxr_node_reload(sc->node, conf, err);   /* NULL: counted as refused */
+            cxr_node_sd_notify("READY=1");
         }
     }
     return NULL;
@@ -61,7 +61,7 @@ static void *signal_main(void *arg)
 static void on_state(void *ctx, const char *state)
 {
     (void)ctx;
-    cxr_triage_sd_notify(state);
+    cxr_node_sd_notify(state);
 }
 
 static bool parse_port(const char *text, bool allow_zero, int32_t *out)
@@ -83,8 +83,8 @@ int cmd_serve(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0},
     };
     const char *config_path = NULL;
-    struct cxr_triage_node_options opt;
-    cxr_triage_node_options_init(&opt);
+    struct cxr_node_options opt;
+    cxr_node_options_init(&opt);
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -137,26 +137,26 @@ int cmd_serve(int argc, char **argv)
     struct cxr_conf *conf = cli_load_conf(config_path);
     if (!conf)
         return CLI_EXIT_FATAL;
-    char err[CXR_TRIAGE_NODE_ERRLEN] = "";
-    struct cxr_triage_node *node = NULL;
-    enum cxr_status st = cxr_triage_node_new(conf, &opt, &node, err);
+    char err[CXR_ERRLEN] = "";
+    struct cxr_node *node = NULL;
+    enum cxr_status st = cxr_node_new(conf, &opt, &node, err);
     if (st != CXR_OK) {
         cli_error("serve", "%s", err[0] ? err : cxr_status_str(st));
         return CLI_EXIT_FATAL;
     }
-    cxr_triage_node_set_state_callback(node, on_state, NULL);
+    cxr_node_set_state_callback(node, on_state, NULL);
     sc.node = node;
     pthread_t sig_thread;
     if (pthread_create(&sig_thread, NULL, signal_main, &sc) != 0) {
         cli_error("serve", "cannot start the signal thread");
-        cxr_triage_node_free(node);
+        cxr_node_free(node);
         return CLI_EXIT_FATAL;
     }
-    st = cxr_triage_node_run(node, err);
+    st = cxr_node_run(node, err);
     sc.done = true;
     pthread_kill(sig_thread, SIGUSR1);
     pthread_join(sig_thread, NULL);
-    cxr_triage_node_free(node);
+    cxr_node_free(node);
     if (st != CXR_OK) {
         cli_error("serve", "%s", err[0] ? err : cxr_status_str(st));
         return CLI_EXIT_FATAL;

@@ -1,5 +1,5 @@
-/* cmd_train.c — `cxr-triage train`: argument parsing for cxr_triage_train_run
- * (triage/include/cxr/train.h); Ctrl-C asks the run to write a resumable
+/* cmd_train.c — `cxr-triage train`: argument parsing for cxr_train_run
+ * (train/include/cxr/train.h); Ctrl-C asks the run to write a resumable
  * checkpoint (a second Ctrl-C ends the process at once). */
 #include <getopt.h>
 #include <signal.h>
@@ -127,8 +127,8 @@ int cmd_train(int argc, char **argv)
         {"no-prefetch", no_argument, 0, O_NOPREFETCH},
         {"help", no_argument, 0, 'h'},                {0, 0, 0, 0},
     };
-    struct cxr_triage_train_options o;
-    cxr_triage_train_options_init(&o);
+    struct cxr_train_options o;
+    cxr_train_options_init(&o);
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -238,9 +238,9 @@ int cmd_train(int argc, char **argv)
     o.stop = &stop_flag;
     signal(SIGINT, on_sigint);
     signal(SIGTERM, on_sigint);
-    struct cxr_triage_train_result res;
-    char err[CXR_TRIAGE_ERRLEN] = "";
-    enum cxr_status st = cxr_triage_train_run(&o, &res, err);
+    struct cxr_train_result res;
+    char err[CXR_ERRLEN] = "";
+    enum cxr_status st = cxr_train_run(&o, &res, err);
     signal(SIGINT, SIG_DFL);
     signal(SIGTERM, SIG_DFL);
     if (st == CXR_ERR_CANCELLED) {

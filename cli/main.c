@@ -73,7 +73,7 @@ bool cli_parse_age_range(const char *s, double *min_years, double *max_years)
 
 struct cxr_conf *cli_load_conf(const char *explicit_path)
 {
-    char err[CXR_CONF_ERRLEN] = "";
+    char err[CXR_ERRLEN] = "";
     struct cxr_conf *conf = NULL;
     const char *path = explicit_path;
     char candidate[4200];

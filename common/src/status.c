@@ -1,6 +1,9 @@
 /* status.c — names and descriptions of enum cxr_status. */
 #include "cxr/status.h"
 
+#include <stdarg.h>
+#include <stdio.h>
+
 struct status_row {
     enum cxr_status s;
     const char *name;
@@ -59,4 +62,15 @@ const char *cxr_status_name(enum cxr_status s)
 {
     const struct status_row *r = find(s);
     return r ? r->name : "CXR_ERR_UNKNOWN";
+}
+
+enum cxr_status cxr_seterr(char *err, enum cxr_status st, const char *fmt, ...)
+{
+    if (err) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, CXR_ERRLEN, fmt, ap);
+        va_end(ap);
+    }
+    return st;
 }

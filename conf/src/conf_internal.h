@@ -141,7 +141,7 @@ void conf_buf_puts(struct conf_buf *b, const char *s);
 /* Appends s with & < > " escaped for XML text and attribute values. */
 void conf_buf_xml_escape(struct conf_buf *b, const char *s);
 
-/* snprintf into a CXR_CONF_ERRLEN buffer that may be NULL. */
+/* snprintf into a CXR_ERRLEN buffer that may be NULL. */
 void conf_err(char *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #endif

@@ -47,7 +47,7 @@ typedef xmlErrorPtr conf_xml_error_t;
 
 struct load_state {
     const char *name;      /* file name used in messages */
-    char *err;             /* CXR_CONF_ERRLEN bytes */
+    char *err;             /* CXR_ERRLEN bytes */
     enum cxr_status st;    /* first failure, CXR_OK while none */
     bool doctype;          /* a DOCTYPE was seen (and the parse stopped) */
     long doctype_line;
@@ -64,7 +64,7 @@ static void fail(struct load_state *ls, enum cxr_status st, long line, const cha
     if (ls->st != CXR_OK)
         return;
     ls->st = st;
-    char msg[CXR_CONF_ERRLEN];
+    char msg[CXR_ERRLEN];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);

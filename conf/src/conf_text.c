@@ -82,7 +82,7 @@ void conf_err(char *err, const char *fmt, ...)
         return;
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(err, CXR_CONF_ERRLEN, fmt, ap);
+    vsnprintf(err, CXR_ERRLEN, fmt, ap);
     va_end(ap);
 }
 

@@ -54,28 +54,17 @@ extern "C" const char *cxr_dicom_dcmtk_version(void)
 
 /* ------------------------------------------------------------------ helpers */
 
-enum cxr_status cxr_dicom_fail(char *err, enum cxr_status st, const char *fmt, ...)
-{
-    if (err) {
-        va_list ap;
-        va_start(ap, fmt);
-        std::vsnprintf(err, CXR_DICOM_ERRLEN, fmt, ap);
-        va_end(ap);
-    }
-    return st;
-}
-
 enum cxr_status cxr_dicom_cond(char *err, enum cxr_status st, const OFCondition &cond,
                                const char *fmt, ...)
 {
     if (err) {
         va_list ap;
         va_start(ap, fmt);
-        int k = std::vsnprintf(err, CXR_DICOM_ERRLEN, fmt, ap);
+        int k = std::vsnprintf(err, CXR_ERRLEN, fmt, ap);
         va_end(ap);
-        if (k >= 0 && k < CXR_DICOM_ERRLEN - 3) {
+        if (k >= 0 && k < CXR_ERRLEN - 3) {
             size_t used = static_cast<size_t>(k);
-            std::snprintf(err + used, CXR_DICOM_ERRLEN - used, ": %s", cond.text());
+            std::snprintf(err + used, CXR_ERRLEN - used, ": %s", cond.text());
         }
     }
     return st;

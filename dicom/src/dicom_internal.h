@@ -4,7 +4,7 @@
  * module wraps its body in cxr_dicom_guard() (all C++ exceptions become a
  * status) and turns DCMTK failures into a status with cxr_dicom_cond() (the
  * status plus DCMTK's own text). Errors are written into the caller's `err`
- * buffer (CXR_DICOM_ERRLEN bytes, may be NULL).
+ * buffer (CXR_ERRLEN bytes, may be NULL).
  */
 #ifndef CXR_DICOM_INTERNAL_H
 #define CXR_DICOM_INTERNAL_H
@@ -58,11 +58,6 @@ struct cxr_dicom_scan_result {
 enum cxr_status cxr_dicom_scan(const uint8_t *p, size_t n, struct cxr_dicom_scan_result *r,
                                char *err);
 
-/* Writes a printf-style message into err (NULL-safe, always NUL-terminated,
- * truncated to CXR_DICOM_ERRLEN) and returns `st`. */
-enum cxr_status cxr_dicom_fail(char *err, enum cxr_status st, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
 /* A failed OFCondition as a status: "<context>: <DCMTK's text>". */
 enum cxr_status cxr_dicom_cond(char *err, enum cxr_status st, const OFCondition &cond,
                                const char *fmt, ...) __attribute__((format(printf, 4, 5)));
@@ -76,11 +71,11 @@ template <class F> enum cxr_status cxr_dicom_guard(char *err, F &&body) noexcept
     try {
         return body();
     } catch (const std::bad_alloc &) {
-        return cxr_dicom_fail(err, CXR_ERR_NOMEM, "out of memory");
+        return cxr_seterr(err, CXR_ERR_NOMEM, "out of memory");
     } catch (const std::exception &e) {
-        return cxr_dicom_fail(err, CXR_ERR_INTERNAL, "internal error (C++ exception: %s)", e.what());
+        return cxr_seterr(err, CXR_ERR_INTERNAL, "internal error (C++ exception: %s)", e.what());
     } catch (...) {
-        return cxr_dicom_fail(err, CXR_ERR_INTERNAL, "internal error (unknown C++ exception)");
+        return cxr_seterr(err, CXR_ERR_INTERNAL, "internal error (unknown C++ exception)");
     }
 }
 

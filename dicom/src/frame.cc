@@ -47,7 +47,7 @@ static bool ts_supported(E_TransferSyntax x)
 
 static enum cxr_status ts_error(char *err, const char *name, const char *uid)
 {
-    return cxr_dicom_fail(err, CXR_ERR_DICOM_TS, "%s: transfer syntax not supported: %s (%s)", name,
+    return cxr_seterr(err, CXR_ERR_DICOM_TS, "%s: transfer syntax not supported: %s (%s)", name,
                           cxr_dicom_ts_name(uid), uid && *uid ? uid : "none");
 }
 
@@ -99,20 +99,20 @@ static enum cxr_status merge_rle_fragments(DcmPixelData *pix, E_TransferSyntax x
         DcmPixelItem *it = nullptr;
         Uint8 *p = nullptr;
         if (seq->getItem(it, i).bad() || !it)
-            return cxr_dicom_fail(err, CXR_ERR_DICOM_DECODE, "%s: RLE fragment %lu unreadable",
+            return cxr_seterr(err, CXR_ERR_DICOM_DECODE, "%s: RLE fragment %lu unreadable",
                                   name, i);
         Uint32 n = it->getLength();
         if (n > 0 && (it->getUint8Array(p).bad() || !p))
-            return cxr_dicom_fail(err, CXR_ERR_DICOM_DECODE, "%s: RLE fragment %lu unreadable",
+            return cxr_seterr(err, CXR_ERR_DICOM_DECODE, "%s: RLE fragment %lu unreadable",
                                   name, i);
         joined.insert(joined.end(), p, p + n);
     }
     if (joined.size() >= 0xFFFFFFFEu)
-        return cxr_dicom_fail(err, CXR_ERR_LIMIT, "%s: RLE frame too large", name);
+        return cxr_seterr(err, CXR_ERR_LIMIT, "%s: RLE frame too large", name);
     DcmPixelItem *first = nullptr;
     if (seq->getItem(first, 1).bad() || !first ||
         first->putUint8Array(joined.data(), static_cast<unsigned long>(joined.size())).bad())
-        return cxr_dicom_fail(err, CXR_ERR_DICOM_DECODE, "%s: cannot join RLE fragments", name);
+        return cxr_seterr(err, CXR_ERR_DICOM_DECODE, "%s: cannot join RLE fragments", name);
     while (seq->card() > 2) {
         DcmPixelItem *it = nullptr;
         if (seq->remove(it, seq->card() - 1).bad())
@@ -141,7 +141,7 @@ enum cxr_status cxr_frame_decode(struct cxr_dicom_instance *inst, struct cxr_fra
     DcmElement *elem = nullptr;
     if (ds->findAndGetElement(DCM_PixelData, elem).bad() || !elem ||
         elem->ident() != EVR_PixelData)
-        return cxr_dicom_fail(err, CXR_ERR_DICOM_MISSING, "%s: no Pixel Data (not an image)",
+        return cxr_seterr(err, CXR_ERR_DICOM_MISSING, "%s: no Pixel Data (not an image)",
                               name);
 
     /* Image Pixel Module (PS3.3 C.7.6.3): checked before anything is allocated. */
@@ -151,7 +151,7 @@ enum cxr_status cxr_frame_decode(struct cxr_dicom_instance *inst, struct cxr_fra
     bool spp_present = true;
     if (ds->findAndGetUint16(DCM_Rows, rows).bad() || ds->findAndGetUint16(DCM_Columns, cols).bad() ||
         ds->findAndGetUint16(DCM_BitsAllocated, ba).bad())
-        return cxr_dicom_fail(err, CXR_ERR_DICOM_MISSING,
+        return cxr_seterr(err, CXR_ERR_DICOM_MISSING,
                               "%s: Rows, Columns or BitsAllocated missing", name);
     if (ds->findAndGetUint16(DCM_SamplesPerPixel, spp).bad()) {
         spp = 1;
@@ -175,30 +175,30 @@ enum cxr_status cxr_frame_decode(struct cxr_dicom_instance *inst, struct cxr_fra
         ds->putAndInsertUint16(DCM_SamplesPerPixel, 1);
     }
     if (rows == 0 || cols == 0)
-        return cxr_dicom_fail(err, CXR_ERR_DICOM_DECODE, "%s: image size %ux%u", name, cols, rows);
+        return cxr_seterr(err, CXR_ERR_DICOM_DECODE, "%s: image size %ux%u", name, cols, rows);
     if (static_cast<uint64_t>(rows) * cols > CXR_DICOM_MAX_PIXELS)
-        return cxr_dicom_fail(err, CXR_ERR_LIMIT,
+        return cxr_seterr(err, CXR_ERR_LIMIT,
                               "%s: %ux%u pixels is more than the %llu-pixel limit", name, cols,
                               rows, static_cast<unsigned long long>(CXR_DICOM_MAX_PIXELS));
     if (ba != 8 && ba != 16)
-        return cxr_dicom_fail(err, CXR_ERR_UNSUPPORTED,
+        return cxr_seterr(err, CXR_ERR_UNSUPPORTED,
                               "%s: BitsAllocated %u not supported (8 or 16)", name, ba);
     if (bs < 1 || bs > ba || hb >= ba || hb + 1 < bs)
-        return cxr_dicom_fail(err, CXR_ERR_DICOM_DECODE,
+        return cxr_seterr(err, CXR_ERR_DICOM_DECODE,
                               "%s: inconsistent BitsStored %u / HighBit %u / BitsAllocated %u",
                               name, bs, hb, ba);
     if (spp != 1 && spp != 3)
-        return cxr_dicom_fail(err, CXR_ERR_UNSUPPORTED, "%s: SamplesPerPixel %u not supported",
+        return cxr_seterr(err, CXR_ERR_UNSUPPORTED, "%s: SamplesPerPixel %u not supported",
                               name, spp);
     if (!photometric_known(pi, spp))
-        return cxr_dicom_fail(err, CXR_ERR_UNSUPPORTED,
+        return cxr_seterr(err, CXR_ERR_UNSUPPORTED,
                               "%s: PhotometricInterpretation '%s' with %u sample(s) per pixel not "
                               "supported",
                               name, pi.c_str(), spp);
 
     if (pi == "YBR_FULL_422" || pi == "YBR_PARTIAL_422" || pi == "YBR_PARTIAL_420") {
         if (!DcmXfer(x).isEncapsulated() && !htj2k)
-            return cxr_dicom_fail(err, CXR_ERR_UNSUPPORTED,
+            return cxr_seterr(err, CXR_ERR_UNSUPPORTED,
                                   "%s: uncompressed sub-sampled colour (%s) not supported", name,
                                   pi.c_str());
     }
@@ -229,22 +229,22 @@ enum cxr_status cxr_frame_decode(struct cxr_dicom_instance *inst, struct cxr_fra
         DcmPixelSequence *seq = nullptr;
         pix->getOriginalRepresentationKey(orig, rp);
         if (pix->getEncapsulatedRepresentation(orig, rp, seq).bad() || !seq)
-            return cxr_dicom_fail(err, CXR_ERR_DICOM_DECODE,
+            return cxr_seterr(err, CXR_ERR_DICOM_DECODE,
                                   "%s: HTJ2K Pixel Data is not encapsulated", name);
         std::vector<uint8_t> bytes;
-        char why[CXR_DICOM_ERRLEN];
+        char why[CXR_ERRLEN];
         enum cxr_status st =
             cxr_j2k_frame_bytes(seq, 0, static_cast<uint32_t>(frames), bytes, why);
         if (st != CXR_OK)
-            return cxr_dicom_fail(err, st, "%s: %s", name, why);
+            return cxr_seterr(err, st, "%s: %s", name, why);
         const size_t size = static_cast<size_t>(rows) * cols * spp * (ba / 8);
         if (!f->alloc(size))
-            return cxr_dicom_fail(err, CXR_ERR_NOMEM, "%s: out of memory (%zu bytes)", name, size);
+            return cxr_seterr(err, CXR_ERR_NOMEM, "%s: out of memory (%zu bytes)", name, size);
         cxr_j2k_target t{rows, cols, spp, ba};
         cxr_j2k_decoded got{};
         st = cxr_j2k_decode(bytes.data(), bytes.size(), &t, f->data, f->size, &got, why);
         if (st != CXR_OK)
-            return cxr_dicom_fail(err, st, "%s: %s", name, why);
+            return cxr_seterr(err, st, "%s: %s", name, why);
         apply_codestream(f, got, pi);
         return CXR_OK;
     }
@@ -277,13 +277,13 @@ enum cxr_status cxr_frame_decode(struct cxr_dicom_instance *inst, struct cxr_fra
         /* native: the value must hold the whole first frame */
         Uint32 have = pix->getLength(x);
         if (have < size)
-            return cxr_dicom_fail(err, CXR_ERR_DICOM_DECODE,
+            return cxr_seterr(err, CXR_ERR_DICOM_DECODE,
                                   "%s: Pixel Data holds %u bytes, one %ux%u frame needs %u "
                                   "(truncated)",
                                   name, have, cols, rows, size);
     }
     if (!f->alloc(size))
-        return cxr_dicom_fail(err, CXR_ERR_NOMEM, "%s: out of memory (%u bytes)", name, size);
+        return cxr_seterr(err, CXR_ERR_NOMEM, "%s: out of memory (%u bytes)", name, size);
     Uint32 start_fragment = 0;
     OFString model;
     /* DCMTK wants an even buffer (it may swap bytes in place); alloc() gave n+1 */
@@ -319,7 +319,7 @@ extern "C" enum cxr_status cxr_dicom_instance_decode(struct cxr_dicom_instance *
         std::memset(out, 0, sizeof *out);
     return cxr_dicom_guard(err, [&]() -> enum cxr_status {
         if (!inst || !out)
-            return cxr_dicom_fail(err, CXR_ERR_INVALID_ARG, "decode: NULL argument");
+            return cxr_seterr(err, CXR_ERR_INVALID_ARG, "decode: NULL argument");
         cxr_frame f;
         enum cxr_status st = cxr_frame_decode(inst, &f, err);
         if (st != CXR_OK)
@@ -327,12 +327,12 @@ extern "C" enum cxr_status cxr_dicom_instance_decode(struct cxr_dicom_instance *
         const size_t npix = static_cast<size_t>(f.rows) * f.columns;
         const size_t n = npix * f.samples;
         if (f.samples > 1 && n * (f.bits_allocated / 8) > f.size)
-            return cxr_dicom_fail(err, CXR_ERR_UNSUPPORTED,
+            return cxr_seterr(err, CXR_ERR_UNSUPPORTED,
                                   "%s: sub-sampled colour (%s) not supported by the raw decoder",
                                   inst->name, f.photometric);
         auto *v = static_cast<int32_t *>(std::malloc(n * sizeof(int32_t)));
         if (!v)
-            return cxr_dicom_fail(err, CXR_ERR_NOMEM, "%s: out of memory", inst->name);
+            return cxr_seterr(err, CXR_ERR_NOMEM, "%s: out of memory", inst->name);
         for (size_t i = 0; i < npix; i++)
             for (size_t s = 0; s < f.samples; s++) {
                 /* planar configuration 1 stores each colour plane whole */

@@ -211,7 +211,7 @@ static enum cxr_status finish(struct cxr_dicom_instance *inst, OFCondition c,
     if (c.bad()) {
         enum cxr_status st =
             c == EC_StreamNotifyClient
-                ? cxr_dicom_fail(err, CXR_ERR_DICOM_PARSE,
+                ? cxr_seterr(err, CXR_ERR_DICOM_PARSE,
                                  "%s: not readable as DICOM: data ends early (truncated)", name)
                 : cxr_dicom_cond(err, CXR_ERR_DICOM_PARSE, c, "%s: not readable as DICOM", name);
         cxr_dicom_instance_free(inst);
@@ -266,14 +266,14 @@ static enum cxr_status scan_fail(char *err, enum cxr_status st, const char *name
 {
     const char *other = foreign_format(p, n);
     if (other)
-        return cxr_dicom_fail(err, st, "%s: not a DICOM file: it looks like %s (%s)", name, other,
+        return cxr_seterr(err, st, "%s: not a DICOM file: it looks like %s (%s)", name, other,
                               why);
     if (n < 132 || std::memcmp(p + 128, "DICM", 4) != 0)
-        return cxr_dicom_fail(err, st,
+        return cxr_seterr(err, st,
                               "%s: not readable as DICOM (no DICM preamble, and not a raw DICOM "
                               "data set either: %s)",
                               name, why);
-    return cxr_dicom_fail(err, st, "%s: not readable as DICOM: %s", name, why);
+    return cxr_seterr(err, st, "%s: not readable as DICOM: %s", name, why);
 }
 
 static struct cxr_dicom_instance *new_instance(const char *name)
@@ -297,13 +297,13 @@ static enum cxr_status load_bytes(const uint8_t *p, size_t n, const char *name,
                                   struct cxr_dicom_instance **out, char *err)
 {
     struct cxr_dicom_scan_result scan;
-    char why[CXR_DICOM_ERRLEN] = "";
+    char why[CXR_ERRLEN] = "";
     enum cxr_status st = cxr_dicom_scan(p, n, &scan, why);
     if (st != CXR_OK)
         return scan_fail(err, st, name, p, n, why);
     struct cxr_dicom_instance *inst = new_instance(name);
     if (!inst)
-        return cxr_dicom_fail(err, CXR_ERR_NOMEM, "%s: out of memory", name);
+        return cxr_seterr(err, CXR_ERR_NOMEM, "%s: out of memory", name);
     DcmInputBufferStream in;
     in.setBuffer(p, static_cast<offile_off_t>(n));
     in.setEos();
@@ -347,11 +347,11 @@ extern "C" enum cxr_status cxr_dicom_instance_load_memory(const void *buf, size_
         *out = nullptr;
     return cxr_dicom_guard(err, [&]() -> enum cxr_status {
         if (!out || (!buf && len > 0))
-            return cxr_dicom_fail(err, CXR_ERR_INVALID_ARG, "load_memory: NULL argument");
+            return cxr_seterr(err, CXR_ERR_INVALID_ARG, "load_memory: NULL argument");
         cxr_dicom_global_init();
         const char *label = name && *name ? name : "(memory)";
         if (len > CXR_DICOM_MAX_INPUT_BYTES)
-            return cxr_dicom_fail(err, CXR_ERR_LIMIT,
+            return cxr_seterr(err, CXR_ERR_LIMIT,
                                   "%s: %zu bytes is larger than the %zu-byte limit", label, len,
                                   CXR_DICOM_MAX_INPUT_BYTES);
         return load_bytes(static_cast<const uint8_t *>(buf), len, label, out, err);
@@ -366,29 +366,29 @@ extern "C" enum cxr_status cxr_dicom_instance_load_file(const char *path,
         *out = nullptr;
     return cxr_dicom_guard(err, [&]() -> enum cxr_status {
         if (!out || !path)
-            return cxr_dicom_fail(err, CXR_ERR_INVALID_ARG, "load_file: NULL argument");
+            return cxr_seterr(err, CXR_ERR_INVALID_ARG, "load_file: NULL argument");
         cxr_dicom_global_init();
         int fd = open(path, O_RDONLY | O_CLOEXEC);
         if (fd < 0)
-            return cxr_dicom_fail(err, errno == ENOENT ? CXR_ERR_NOT_FOUND : CXR_ERR_IO,
+            return cxr_seterr(err, errno == ENOENT ? CXR_ERR_NOT_FOUND : CXR_ERR_IO,
                                   "%s: cannot open: %s", path, std::strerror(errno));
         struct stat sb;
         if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
             int e = errno;
             close(fd);
-            return cxr_dicom_fail(err, CXR_ERR_IO, "%s: not a regular file%s%s", path,
+            return cxr_seterr(err, CXR_ERR_IO, "%s: not a regular file%s%s", path,
                                   e ? ": " : "", e ? std::strerror(e) : "");
         }
         size_t n = static_cast<size_t>(sb.st_size);
         if (static_cast<uint64_t>(sb.st_size) > CXR_DICOM_MAX_INPUT_BYTES) {
             close(fd);
-            return cxr_dicom_fail(err, CXR_ERR_LIMIT,
+            return cxr_seterr(err, CXR_ERR_LIMIT,
                                   "%s: %zu bytes is larger than the %zu-byte limit", path, n,
                                   CXR_DICOM_MAX_INPUT_BYTES);
         }
         if (n == 0) {
             close(fd);
-            return cxr_dicom_fail(err, CXR_ERR_DICOM_PARSE, "%s: empty file", path);
+            return cxr_seterr(err, CXR_ERR_DICOM_PARSE, "%s: empty file", path);
         }
         /* The file is read once whole for the structural scan and released;
          * DCMTK then parses the file itself, leaving values above
@@ -399,11 +399,11 @@ extern "C" enum cxr_status cxr_dicom_instance_load_file(const char *path,
         if (!bytes) {
             int e = errno;
             close(fd);
-            return cxr_dicom_fail(err, e == ENOMEM ? CXR_ERR_NOMEM : CXR_ERR_IO,
+            return cxr_seterr(err, e == ENOMEM ? CXR_ERR_NOMEM : CXR_ERR_IO,
                                   "%s: cannot read: %s", path, std::strerror(e));
         }
         struct cxr_dicom_scan_result scan;
-        char why[CXR_DICOM_ERRLEN] = "";
+        char why[CXR_ERRLEN] = "";
         enum cxr_status st = cxr_dicom_scan(bytes, n, &scan, why);
         if (st != CXR_OK) {
             st = scan_fail(err, st, path, bytes, n, why);
@@ -415,7 +415,7 @@ extern "C" enum cxr_status cxr_dicom_instance_load_file(const char *path,
         struct cxr_dicom_instance *inst = new_instance(path);
         if (!inst) {
             close(fd);
-            return cxr_dicom_fail(err, CXR_ERR_NOMEM, "%s: out of memory", path);
+            return cxr_seterr(err, CXR_ERR_NOMEM, "%s: out of memory", path);
         }
         OFCondition c = inst->file->loadFile(OFFilename(path), scan.has_meta ? EXS_Unknown
                                                                              : scan.xfer,

@@ -111,11 +111,11 @@ enum cxr_status cxr_j2k_decode(const uint8_t *data, size_t len, const struct cxr
     uint64_t need = static_cast<uint64_t>(t->rows) * t->columns * t->samples * bytes_per_sample;
 
     if (t->bits_allocated != 8 && t->bits_allocated != 16)
-        return cxr_dicom_fail(err, CXR_ERR_DICOM_DECODE,
+        return cxr_seterr(err, CXR_ERR_DICOM_DECODE,
                               "JPEG 2000: BitsAllocated %u not supported (8 or 16)",
                               t->bits_allocated);
     if (need > out_size)
-        return cxr_dicom_fail(err, CXR_ERR_LIMIT,
+        return cxr_seterr(err, CXR_ERR_LIMIT,
                               "JPEG 2000: output buffer of %zu bytes, frame needs %llu", out_size,
                               static_cast<unsigned long long>(need));
     if (len >= 12 && std::memcmp(data, k_jp2_signature, 12) == 0)
@@ -123,14 +123,14 @@ enum cxr_status cxr_j2k_decode(const uint8_t *data, size_t len, const struct cxr
     else if (len >= 4 && data[0] == 0xFF && data[1] == 0x4F && data[2] == 0xFF && data[3] == 0x51)
         fmt = OPJ_CODEC_J2K;
     else
-        return cxr_dicom_fail(err, CXR_ERR_DICOM_DECODE,
+        return cxr_seterr(err, CXR_ERR_DICOM_DECODE,
                               "JPEG 2000: the frame does not start with a codestream (SOC/SIZ "
                               "markers) or a JP2 signature");
 
     stream = opj_stream_create(OPJ_J2K_STREAM_CHUNK_SIZE, OPJ_TRUE);
     codec = opj_create_decompress(fmt);
     if (!stream || !codec) {
-        st = cxr_dicom_fail(err, CXR_ERR_NOMEM, "JPEG 2000: OpenJPEG could not allocate a decoder");
+        st = cxr_seterr(err, CXR_ERR_NOMEM, "JPEG 2000: OpenJPEG could not allocate a decoder");
         goto fail;
     }
     opj_stream_set_user_data(stream, &src, nullptr);
@@ -143,7 +143,7 @@ enum cxr_status cxr_j2k_decode(const uint8_t *data, size_t len, const struct cxr
     opj_set_info_handler(codec, on_opj_quiet, nullptr);
     opj_set_default_decoder_parameters(&params);
     if (!opj_setup_decoder(codec, &params)) {
-        st = cxr_dicom_fail(err, CXR_ERR_DICOM_DECODE, "JPEG 2000 decoder setup failed: %s",
+        st = cxr_seterr(err, CXR_ERR_DICOM_DECODE, "JPEG 2000 decoder setup failed: %s",
                             msgs.first_error[0] ? msgs.first_error : "no detail from OpenJPEG");
         goto fail;
     }
@@ -157,14 +157,14 @@ enum cxr_status cxr_j2k_decode(const uint8_t *data, size_t len, const struct cxr
         (void)opj_codec_set_threads(codec, ncpu < 1 ? 1 : ncpu > 4 ? 4 : static_cast<int>(ncpu));
     }
     if (!opj_read_header(stream, codec, &image) || !image) {
-        st = cxr_dicom_fail(err, CXR_ERR_DICOM_DECODE, "JPEG 2000 header unreadable: %s",
+        st = cxr_seterr(err, CXR_ERR_DICOM_DECODE, "JPEG 2000 header unreadable: %s",
                             msgs.first_error[0] ? msgs.first_error : "no detail from OpenJPEG");
         goto fail;
     }
 
     /* Check the codestream against the dataset before decoding allocates. */
     if (image->numcomps != t->samples) {
-        st = cxr_dicom_fail(err, CXR_ERR_DICOM_DECODE,
+        st = cxr_seterr(err, CXR_ERR_DICOM_DECODE,
                             "JPEG 2000 codestream has %u components, SamplesPerPixel is %u",
                             image->numcomps, t->samples);
         goto fail;
@@ -174,39 +174,39 @@ enum cxr_status cxr_j2k_decode(const uint8_t *data, size_t len, const struct cxr
     for (uint32_t c = 0; c < image->numcomps; c++) {
         const opj_image_comp_t &k = image->comps[c];
         if (k.dx != 1 || k.dy != 1) {
-            st = cxr_dicom_fail(err, CXR_ERR_DICOM_DECODE,
+            st = cxr_seterr(err, CXR_ERR_DICOM_DECODE,
                                 "JPEG 2000 component %u is sub-sampled (%ux%u): not supported", c,
                                 k.dx, k.dy);
             goto fail;
         }
         if (k.w != t->columns || k.h != t->rows) {
-            st = cxr_dicom_fail(err, CXR_ERR_DICOM_DECODE,
+            st = cxr_seterr(err, CXR_ERR_DICOM_DECODE,
                                 "JPEG 2000 codestream is %ux%u, the dataset says %ux%u "
                                 "(Columns x Rows)",
                                 k.w, k.h, t->columns, t->rows);
             goto fail;
         }
         if (k.prec != prec || (k.sgnd != 0) != sgnd) {
-            st = cxr_dicom_fail(err, CXR_ERR_DICOM_DECODE,
+            st = cxr_seterr(err, CXR_ERR_DICOM_DECODE,
                                 "JPEG 2000 components differ in precision or signedness");
             goto fail;
         }
     }
     if (prec < 1 || prec > 16 || prec > t->bits_allocated) {
-        st = cxr_dicom_fail(err, CXR_ERR_DICOM_DECODE,
+        st = cxr_seterr(err, CXR_ERR_DICOM_DECODE,
                             "JPEG 2000 precision %u bits does not fit BitsAllocated %u", prec,
                             t->bits_allocated);
         goto fail;
     }
 
     if (!opj_decode(codec, stream, image) || !opj_end_decompress(codec, stream)) {
-        st = cxr_dicom_fail(err, CXR_ERR_DICOM_DECODE, "JPEG 2000 decoding failed: %s",
+        st = cxr_seterr(err, CXR_ERR_DICOM_DECODE, "JPEG 2000 decoding failed: %s",
                             msgs.first_error[0] ? msgs.first_error : "no detail from OpenJPEG");
         goto fail;
     }
     for (uint32_t c = 0; c < image->numcomps; c++)
         if (!image->comps[c].data) {
-            st = cxr_dicom_fail(err, CXR_ERR_DICOM_DECODE,
+            st = cxr_seterr(err, CXR_ERR_DICOM_DECODE,
                                 "JPEG 2000 decoding produced no data for component %u", c);
             goto fail;
         }
@@ -279,12 +279,12 @@ enum cxr_status cxr_j2k_frame_bytes(DcmPixelSequence *seq, uint32_t frame, uint3
     bytes.clear();
     const unsigned long nitems = seq ? seq->card() : 0;
     if (nitems < 2)
-        return cxr_dicom_fail(err, CXR_ERR_DICOM_DECODE,
+        return cxr_seterr(err, CXR_ERR_DICOM_DECODE,
                               "encapsulated Pixel Data has no fragments after the offset table");
     if (frames < 1)
         frames = 1;
     if (frame >= frames)
-        return cxr_dicom_fail(err, CXR_ERR_DICOM_DECODE, "frame %u requested, the image has %u",
+        return cxr_seterr(err, CXR_ERR_DICOM_DECODE, "frame %u requested, the image has %u",
                               frame + 1, frames);
 
     struct frag {
@@ -297,10 +297,10 @@ enum cxr_status cxr_j2k_frame_bytes(DcmPixelSequence *seq, uint32_t frame, uint3
         DcmPixelItem *it = nullptr;
         Uint8 *p = nullptr;
         if (seq->getItem(it, i).bad() || !it)
-            return cxr_dicom_fail(err, CXR_ERR_DICOM_DECODE, "pixel fragment %lu unreadable", i);
+            return cxr_seterr(err, CXR_ERR_DICOM_DECODE, "pixel fragment %lu unreadable", i);
         Uint32 n = it->getLength();
         if (n > 0 && (it->getUint8Array(p).bad() || !p))
-            return cxr_dicom_fail(err, CXR_ERR_DICOM_DECODE, "pixel fragment %lu unreadable", i);
+            return cxr_seterr(err, CXR_ERR_DICOM_DECODE, "pixel fragment %lu unreadable", i);
         frags.push_back({p, n});
     }
 
@@ -334,7 +334,7 @@ enum cxr_status cxr_j2k_frame_bytes(DcmPixelSequence *seq, uint32_t frame, uint3
                 pos += 8 + static_cast<uint64_t>(frags[i].n);
             }
             if (first == SIZE_MAX)
-                return cxr_dicom_fail(err, CXR_ERR_DICOM_DECODE,
+                return cxr_seterr(err, CXR_ERR_DICOM_DECODE,
                                       "Basic Offset Table entry %u (%llu) points between "
                                       "fragments",
                                       frame, static_cast<unsigned long long>(start));
@@ -359,19 +359,19 @@ enum cxr_status cxr_j2k_frame_bytes(DcmPixelSequence *seq, uint32_t frame, uint3
                 k++;
             }
             if (first == SIZE_MAX)
-                return cxr_dicom_fail(err, CXR_ERR_DICOM_DECODE,
+                return cxr_seterr(err, CXR_ERR_DICOM_DECODE,
                                       "cannot find frame %u among %zu fragments (no offset "
                                       "table)",
                                       frame + 1, frags.size());
         }
     }
     if (first >= last)
-        return cxr_dicom_fail(err, CXR_ERR_DICOM_DECODE, "frame %u has no fragments", frame + 1);
+        return cxr_seterr(err, CXR_ERR_DICOM_DECODE, "frame %u has no fragments", frame + 1);
     size_t total = 0;
     for (size_t i = first; i < last; i++)
         total += frags[i].n;
     if (total == 0)
-        return cxr_dicom_fail(err, CXR_ERR_DICOM_DECODE, "frame %u is empty", frame + 1);
+        return cxr_seterr(err, CXR_ERR_DICOM_DECODE, "frame %u is empty", frame + 1);
     bytes.reserve(total);
     for (size_t i = first; i < last; i++)
         bytes.insert(bytes.end(), frags[i].p, frags[i].p + frags[i].n);
@@ -488,7 +488,7 @@ public:
         if (c.bad())
             return c;
         std::vector<uint8_t> bytes;
-        char err[CXR_DICOM_ERRLEN];
+        char err[CXR_ERRLEN];
         for (uint32_t f = 0; f < g.frames; f++) {
             enum cxr_status st = cxr_j2k_frame_bytes(pixSeq, f, g.frames, bytes, err);
             if (st == CXR_OK)
@@ -520,7 +520,7 @@ public:
         if (c.bad())
             return c;
         std::vector<uint8_t> bytes;
-        char err[CXR_DICOM_ERRLEN];
+        char err[CXR_ERRLEN];
         enum cxr_status st = cxr_j2k_frame_bytes(fromPixSeq, frameNo, g.frames, bytes, err);
         if (st == CXR_OK)
             st = cxr_j2k_decode(bytes.data(), bytes.size(), &g.t, buffer, bufSize, nullptr, err);

@@ -88,7 +88,7 @@ void set_err(char *err, const char *fmt, ...)
         return;
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(err, CXR_DICOM_NET_ERRLEN, fmt, ap);
+    vsnprintf(err, CXR_ERRLEN, fmt, ap);
     va_end(ap);
 }
 

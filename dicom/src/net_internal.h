@@ -33,7 +33,7 @@ namespace cxr_net {
  * node), and initialises OpenSSL through DCMTK. Thread-safe. */
 void global_init();
 
-/* snprintf into an err buffer of CXR_DICOM_NET_ERRLEN bytes; err may be NULL. */
+/* snprintf into an err buffer of CXR_ERRLEN bytes; err may be NULL. */
 void set_err(char *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* The socket of an established association, -1 if none. */

@@ -171,7 +171,7 @@ public:
         if (err_) {
             va_list ap;
             va_start(ap, fmt);
-            std::vsnprintf(err_, CXR_DICOM_ERRLEN, fmt, ap);
+            std::vsnprintf(err_, CXR_ERRLEN, fmt, ap);
             va_end(ap);
         }
         return CXR_ERR_DICOM_PARSE;
@@ -295,7 +295,7 @@ enum cxr_status inflate_dataset(const uint8_t *p, size_t n, std::vector<uint8_t>
         if (k <= 0)
             break;
         if (out.size() + static_cast<size_t>(k) > CXR_DICOM_MAX_INPUT_BYTES)
-            return cxr_dicom_fail(err, CXR_ERR_LIMIT,
+            return cxr_seterr(err, CXR_ERR_LIMIT,
                                   "deflated dataset inflates beyond %zu bytes: refused",
                                   CXR_DICOM_MAX_INPUT_BYTES);
         out.insert(out.end(), chunk, chunk + k);
@@ -311,10 +311,10 @@ enum cxr_status cxr_dicom_scan(const uint8_t *p, size_t n, struct cxr_dicom_scan
     *r = cxr_dicom_scan_result{};
     r->xfer = EXS_Unknown;
     if (n > CXR_DICOM_MAX_INPUT_BYTES)
-        return cxr_dicom_fail(err, CXR_ERR_LIMIT, "%zu bytes: larger than the %zu-byte limit", n,
+        return cxr_seterr(err, CXR_ERR_LIMIT, "%zu bytes: larger than the %zu-byte limit", n,
                               CXR_DICOM_MAX_INPUT_BYTES);
     if (n < 8)
-        return cxr_dicom_fail(err, CXR_ERR_DICOM_PARSE, "%zu bytes: too short to be DICOM", n);
+        return cxr_seterr(err, CXR_ERR_DICOM_PARSE, "%zu bytes: too short to be DICOM", n);
     scanner s(p, n, err);
     size_t pos = 0;
     if (n >= 132 && std::memcmp(p + 128, "DICM", 4) == 0) {

@@ -183,7 +183,7 @@ enum cxr_status present(struct cxr_dicom_instance *inst, struct cxr_dicom_image 
     if (st != CXR_OK)
         return st;
     if (std::strcmp(f.photometric, "PALETTE COLOR") == 0)
-        return cxr_dicom_fail(err, CXR_ERR_UNSUPPORTED,
+        return cxr_seterr(err, CXR_ERR_UNSUPPORTED,
                               "%s: PALETTE COLOR images are not supported (not a radiograph)",
                               name);
     const bool mono = f.samples == 1;
@@ -222,17 +222,17 @@ enum cxr_status present(struct cxr_dicom_instance *inst, struct cxr_dicom_image 
     std::unique_ptr<DicomImage> img(new DicomImage(&pds, EXS_LittleEndianExplicit,
                                                    CIF_MayDetachPixelData));
     if (img->getStatus() != EIS_Normal)
-        return cxr_dicom_fail(err, CXR_ERR_DICOM_DECODE, "%s: image not renderable: %s", name,
+        return cxr_seterr(err, CXR_ERR_DICOM_DECODE, "%s: image not renderable: %s", name,
                               DicomImage::getString(img->getStatus()));
     if (img->getFrameCount() < 1 || img->getWidth() != f.columns || img->getHeight() != f.rows)
-        return cxr_dicom_fail(err, CXR_ERR_DICOM_DECODE, "%s: rendered size differs", name);
+        return cxr_seterr(err, CXR_ERR_DICOM_DECODE, "%s: rendered size differs", name);
 
     char voi[sizeof out->voi_used] = "";
     if (!mono) {
         DicomImage *grey = img->createMonochromeImage(0.299, 0.587, 0.114);
         if (!grey || grey->getStatus() != EIS_Normal) {
             delete grey;
-            return cxr_dicom_fail(err, CXR_ERR_DICOM_DECODE, "%s: colour to grey failed", name);
+            return cxr_seterr(err, CXR_ERR_DICOM_DECODE, "%s: colour to grey failed", name);
         }
         img.reset(grey);
         std::snprintf(voi, sizeof voi, "colour %s to grey (luma), no VOI", f.photometric);
@@ -274,7 +274,7 @@ enum cxr_status present(struct cxr_dicom_instance *inst, struct cxr_dicom_image 
             const double width = hi > lo ? hi - lo : 1;
             img->setVoiLutFunction(EFV_Linear);
             if (!img->setWindow((lo + hi) / 2 + 0.5, width + 1))
-                return cxr_dicom_fail(err, CXR_ERR_DICOM_DECODE, "%s: min/max window refused",
+                return cxr_seterr(err, CXR_ERR_DICOM_DECODE, "%s: min/max window refused",
                                       name);
         }
         /* MONOCHROME1: DicomImage's default presentation LUT shape inverts it,
@@ -284,9 +284,9 @@ enum cxr_status present(struct cxr_dicom_instance *inst, struct cxr_dicom_image 
     std::unique_ptr<uint8_t, void (*)(void *)> pixels(
         static_cast<uint8_t *>(std::malloc(npix ? npix : 1)), std::free);
     if (!pixels)
-        return cxr_dicom_fail(err, CXR_ERR_NOMEM, "%s: out of memory", name);
+        return cxr_seterr(err, CXR_ERR_NOMEM, "%s: out of memory", name);
     if (!img->getOutputData(pixels.get(), static_cast<unsigned long>(npix), 8, 0)) {
-        return cxr_dicom_fail(err, CXR_ERR_DICOM_DECODE, "%s: rendering failed: %s", name,
+        return cxr_seterr(err, CXR_ERR_DICOM_DECODE, "%s: rendering failed: %s", name,
                               DicomImage::getString(img->getStatus()));
     }
     if (!pad.empty())
@@ -313,7 +313,7 @@ extern "C" enum cxr_status cxr_dicom_instance_present(struct cxr_dicom_instance 
         std::memset(out, 0, sizeof *out);
     return cxr_dicom_guard(err, [&]() -> enum cxr_status {
         if (!inst || !out)
-            return cxr_dicom_fail(err, CXR_ERR_INVALID_ARG, "present: NULL argument");
+            return cxr_seterr(err, CXR_ERR_INVALID_ARG, "present: NULL argument");
         enum cxr_status st = present(inst, out, err);
         if (st != CXR_OK)
             std::memset(out, 0, sizeof *out);

@@ -72,7 +72,7 @@ struct Plan {
 };
 
 /* Checks `req` and fills `plan`. CXR_ERR_INVALID_ARG (or CXR_ERR_LIMIT for a
- * huge image count) with the reason in `err` (CXR_DICOM_ERRLEN, may be
+ * huge image count) with the reason in `err` (CXR_ERRLEN, may be
  * NULL). May throw std::bad_alloc. */
 enum cxr_status prepare(const struct cxr_dicom_sr_request *req, Plan &plan, char *err);
 

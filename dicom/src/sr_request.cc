@@ -30,10 +30,10 @@ enum cxr_status fail(char *err, enum cxr_status st, const char *fmt, ...)
 enum cxr_status fail(char *err, enum cxr_status st, const char *fmt, ...)
 {
     if (err) {
-        int n = std::snprintf(err, CXR_DICOM_ERRLEN, "SR request: ");
+        int n = std::snprintf(err, CXR_ERRLEN, "SR request: ");
         va_list ap;
         va_start(ap, fmt);
-        std::vsnprintf(err + n, CXR_DICOM_ERRLEN - (size_t)n, fmt, ap);
+        std::vsnprintf(err + n, CXR_ERRLEN - (size_t)n, fmt, ap);
         va_end(ap);
     }
     return st;

@@ -38,14 +38,13 @@ namespace {
 
 using cxr_sr::Plan;
 
-#define say cxr_dicom_fail // dicom's shared error helper (dicom_init.cc)
 
 // One DCMTK failure becomes CXR_ERR_DICOM_SR with DCMTK's text.
 #define SR_TRY(call, what)                                                                       \
     do {                                                                                         \
         OFCondition c_ = (call);                                                                 \
         if (c_.bad())                                                                            \
-            return say(err, CXR_ERR_DICOM_SR, "SR: %s: %s", (what), c_.text());                 \
+            return cxr_seterr(err, CXR_ERR_DICOM_SR, "SR: %s: %s", (what), c_.text());                 \
     } while (0)
 
 using Setter = OFCondition (DSRDocument::*)(const OFString &, const OFBool);
@@ -144,7 +143,7 @@ enum cxr_status fill_document(const Plan &plan, DSRDocument &doc, char *err)
 
     std::string what;
     if (!cxr_sr::build_content(plan, doc.getTree(), what))
-        return say(err, CXR_ERR_DICOM_SR, "SR content: %s", what.c_str());
+        return cxr_seterr(err, CXR_ERR_DICOM_SR, "SR content: %s", what.c_str());
     return CXR_OK;
 }
 
@@ -196,7 +195,7 @@ enum cxr_status encode(DcmFileFormat &ff, std::vector<unsigned char> &out, char 
     os.flushBuffer(p, n);
     out.insert(out.end(), (unsigned char *)p, (unsigned char *)p + n);
     if (c.bad())
-        return say(err, CXR_ERR_DICOM_SR, "SR: encoding as Part 10: %s", c.text());
+        return cxr_seterr(err, CXR_ERR_DICOM_SR, "SR: encoding as Part 10: %s", c.text());
     return CXR_OK;
 }
 
@@ -224,7 +223,7 @@ enum cxr_status build(const struct cxr_dicom_sr_request *req, std::vector<unsign
 
 enum cxr_status io_fail(char *err, const char *what, const std::string &path, int e)
 {
-    return say(err, e == ENOSPC || e == EDQUOT ? CXR_ERR_NO_SPACE : CXR_ERR_IO,
+    return cxr_seterr(err, e == ENOSPC || e == EDQUOT ? CXR_ERR_NO_SPACE : CXR_ERR_IO,
                "SR: %s %s: %s", what, path.c_str(), std::strerror(e));
 }
 
@@ -299,11 +298,11 @@ enum cxr_status caught(char *err)
     try {
         throw;
     } catch (const std::bad_alloc &) {
-        return say(err, CXR_ERR_NOMEM, "SR: out of memory");
+        return cxr_seterr(err, CXR_ERR_NOMEM, "SR: out of memory");
     } catch (const std::exception &e) {
-        return say(err, CXR_ERR_INTERNAL, "SR: unexpected exception: %s", e.what());
+        return cxr_seterr(err, CXR_ERR_INTERNAL, "SR: unexpected exception: %s", e.what());
     } catch (...) {
-        return say(err, CXR_ERR_INTERNAL, "SR: unexpected exception");
+        return cxr_seterr(err, CXR_ERR_INTERNAL, "SR: unexpected exception");
     }
 }
 
@@ -319,7 +318,7 @@ extern "C" enum cxr_status cxr_dicom_sr_write_file(const struct cxr_dicom_sr_req
         err[0] = '\0';
     try {
         if (!path || !*path)
-            return say(err, CXR_ERR_INVALID_ARG, "SR: no output path");
+            return cxr_seterr(err, CXR_ERR_INVALID_ARG, "SR: no output path");
         std::vector<unsigned char> data;
         std::string uid;
         enum cxr_status st = build(req, data, uid, err);
@@ -342,7 +341,7 @@ extern "C" enum cxr_status cxr_dicom_sr_write_memory(const struct cxr_dicom_sr_r
     if (err)
         err[0] = '\0';
     if (!buf || !len)
-        return say(err, CXR_ERR_INVALID_ARG, "SR: buf and len must not be NULL");
+        return cxr_seterr(err, CXR_ERR_INVALID_ARG, "SR: buf and len must not be NULL");
     *buf = nullptr;
     *len = 0;
     try {
@@ -353,7 +352,7 @@ extern "C" enum cxr_status cxr_dicom_sr_write_memory(const struct cxr_dicom_sr_r
             return st;
         void *copy = std::malloc(data.size());
         if (!copy)
-            return say(err, CXR_ERR_NOMEM, "SR: out of memory (%zu bytes)", data.size());
+            return cxr_seterr(err, CXR_ERR_NOMEM, "SR: out of memory (%zu bytes)", data.size());
         std::memcpy(copy, data.data(), data.size());
         *buf = copy;
         *len = data.size();

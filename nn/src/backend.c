@@ -6,17 +6,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum cxr_status cxr_nn_backend_err(char *err, enum cxr_status st, const char *fmt, ...)
-{
-    if (err) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, CXR_NN_ERRLEN, fmt, ap);
-        va_end(ap);
-    }
-    return st;
-}
-
 /* The backends this build has. A CUDA backend adds a row here (under its
  * build option); nothing else in nn knows which backends exist. */
 struct backend_entry {
@@ -51,7 +40,7 @@ static const struct backend_entry *find_backend(enum cxr_nn_backend_kind kind)
 static void set_note(char *note, const char *fmt, const char *arg)
 {
     if (note)
-        snprintf(note, CXR_NN_ERRLEN, fmt, arg);
+        snprintf(note, CXR_ERRLEN, fmt, arg);
 }
 
 enum cxr_status cxr_nn_backend_open(const struct cxr_nn_backend_options *opt,
@@ -60,14 +49,14 @@ enum cxr_status cxr_nn_backend_open(const struct cxr_nn_backend_options *opt,
     if (note)
         note[0] = '\0';
     if (!out)
-        return cxr_nn_backend_err(err, CXR_ERR_INVALID_ARG, "backend: no output pointer");
+        return cxr_seterr(err, CXR_ERR_INVALID_ARG, "backend: no output pointer");
     *out = NULL;
     struct cxr_nn_backend_options o = {.kind = CXR_NN_BACKEND_AUTO,
                                        .precision = CXR_NN_PRECISION_AUTO};
     if (opt)
         o = *opt;
     if (o.threads < 0 || o.threads > 1024 || o.device < 0)
-        return cxr_nn_backend_err(err, CXR_ERR_INVALID_ARG,
+        return cxr_seterr(err, CXR_ERR_INVALID_ARG,
                                   "backend: threads %d (0..1024) or device %d (>= 0) out of range",
                                   (int)o.threads, (int)o.device);
     switch (o.kind) {
@@ -76,7 +65,7 @@ enum cxr_status cxr_nn_backend_open(const struct cxr_nn_backend_options *opt,
     case CXR_NN_BACKEND_CUDA: {
         const struct backend_entry *e = find_backend(CXR_NN_BACKEND_CUDA);
         if (!e)
-            return cxr_nn_backend_err(err, CXR_ERR_NN_NO_DEVICE,
+            return cxr_seterr(err, CXR_ERR_NN_NO_DEVICE,
                                       "backend: CUDA asked for, but this build has no CUDA backend "
                                       "(built with: %s); use backend auto or cpu",
                                       cxr_nn_backends_built());
@@ -87,7 +76,7 @@ enum cxr_status cxr_nn_backend_open(const struct cxr_nn_backend_options *opt,
         if (!e) {
             set_note(note, "%s", "cpu: no CUDA backend in this build");
         } else {
-            char why[CXR_NN_ERRLEN];
+            char why[CXR_ERRLEN];
             o.kind = CXR_NN_BACKEND_CUDA;
             if (e->open(&o, out, why) == CXR_OK) {
                 set_note(note, "cuda: %s", (*out)->description);
@@ -99,7 +88,7 @@ enum cxr_status cxr_nn_backend_open(const struct cxr_nn_backend_options *opt,
         return cxr_nn_backend_cpu_open(&o, out, err);
     }
     }
-    return cxr_nn_backend_err(err, CXR_ERR_INVALID_ARG, "backend: unknown kind %d", (int)o.kind);
+    return cxr_seterr(err, CXR_ERR_INVALID_ARG, "backend: unknown kind %d", (int)o.kind);
 }
 
 void cxr_nn_backend_close(struct cxr_nn_backend *b)
@@ -137,7 +126,7 @@ enum cxr_status cxr_nn_backend_preprocess_u8(struct cxr_nn_backend *b,
         return b->iface->preprocess_u8(b, meta, pixels, width, height, stride, mask, out, err);
     enum cxr_status st = cxr_nn_preprocess_u8(meta, pixels, width, height, stride, mask, out);
     if (st != CXR_OK)
-        cxr_nn_backend_err(err, st, "preprocess: %s", cxr_status_str(st));
+        cxr_seterr(err, st, "preprocess: %s", cxr_status_str(st));
     return st;
 }
 

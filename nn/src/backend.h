@@ -19,7 +19,7 @@
  * existing entries keep their meaning.
  *
  * Errors: every entry that can fail returns enum cxr_status and writes the
- * vendor's text to `err` (CXR_NN_ERRLEN bytes, may be NULL). No entry
+ * vendor's text to `err` (CXR_ERRLEN bytes, may be NULL). No entry
  * aborts or exits. Threads: a backend may be shared by several nets; one
  * graph/plan is used by one thread at a time.
  */
@@ -209,9 +209,5 @@ enum cxr_status cxr_nn_net_new_graph(struct cxr_nn_backend *b, struct cxr_nn_gra
  * code that updates parameters in place (tensor_set) — the trainer, tests. */
 struct cxr_nn_graph *cxr_nn_net_graph(struct cxr_nn_net *net);
 struct cxr_nn_backend *cxr_nn_net_backend(struct cxr_nn_net *net);
-
-/* printf into err (CXR_NN_ERRLEN bytes, may be NULL); returns st. */
-enum cxr_status cxr_nn_backend_err(char *err, enum cxr_status st, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
 
 #endif

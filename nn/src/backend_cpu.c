@@ -23,7 +23,7 @@
 enum cxr_status cxr_nn_cpu_fail(char *err, dnnl_status_t s, const char *where, const char *call)
 {
     size_t fn = strcspn(call, "(");
-    return cxr_nn_backend_err(err, CXR_ERR_NN_BACKEND, "oneDNN: %s: %.*s: %s", where, (int)fn, call,
+    return cxr_seterr(err, CXR_ERR_NN_BACKEND, "oneDNN: %s: %.*s: %s", where, (int)fn, call,
                               dnnl_status2str(s));
 }
 
@@ -125,7 +125,7 @@ static enum cxr_status cpu_buffer_alloc(struct cxr_nn_backend *b, struct cxr_nn_
 {
     if (!t || t->extra || t->dtype != CXR_NN_DTYPE_F32 || t->nbytes == 0 ||
         t->nbytes > ((size_t)1 << 34))
-        return cxr_nn_backend_err(err, CXR_ERR_INVALID_ARG,
+        return cxr_seterr(err, CXR_ERR_INVALID_ARG,
                                   "cpu: cannot hold tensor '%s' (F32, 1 byte .. 16 GiB, once)",
                                   t ? t->name : "(null)");
     struct cpu_tensor *ct = calloc(1, sizeof *ct);
@@ -134,7 +134,7 @@ static enum cxr_status cpu_buffer_alloc(struct cxr_nn_backend *b, struct cxr_nn_
         ct->data = aligned_alloc(64, cap);
     if (!ct || !ct->data) {
         free(ct);
-        return cxr_nn_backend_err(err, CXR_ERR_NOMEM, "cpu: out of memory for tensor '%s'", t->name);
+        return cxr_seterr(err, CXR_ERR_NOMEM, "cpu: out of memory for tensor '%s'", t->name);
     }
     memset(ct->data, 0, cap);
     ct->nbytes = t->nbytes;
@@ -179,7 +179,7 @@ static enum cxr_status cpu_tensor_set(struct cxr_nn_backend *b, struct cxr_nn_te
     enum cxr_status st = CXR_OK;
     dnnl_stream_t stream = NULL;
     if (!ct || (!data && size) || offset > ct->nbytes || size > ct->nbytes - offset)
-        return cxr_nn_backend_err(err, CXR_ERR_INVALID_ARG, "cpu: tensor_set out of range");
+        return cxr_seterr(err, CXR_ERR_INVALID_ARG, "cpu: tensor_set out of range");
     if (size && data != (const char *)ct->data + offset) /* the storage itself: refresh only */
         memcpy((char *)ct->data + offset, data, size);
     for (int32_t i = 0; i < ct->n_cache; i++) {
@@ -204,7 +204,7 @@ static enum cxr_status cpu_tensor_get(struct cxr_nn_backend *b, const struct cxr
 {
     const struct cpu_tensor *ct = t ? t->extra : NULL;
     if (!ct || (!data && size) || offset > ct->nbytes || size > ct->nbytes - offset)
-        return cxr_nn_backend_err(err, CXR_ERR_INVALID_ARG, "cpu: tensor_get out of range");
+        return cxr_seterr(err, CXR_ERR_INVALID_ARG, "cpu: tensor_get out of range");
     if (size)
         memcpy(data, (const char *)ct->data + offset, size);
     return CXR_OK;
@@ -219,10 +219,10 @@ enum cxr_status cxr_nn_cpu_weights(struct cpu_ctx *c, struct cxr_nn_tensor *t,
     dnnl_memory_t dst = NULL;
     *out = NULL;
     if (!ct)
-        return cxr_nn_backend_err(err, CXR_ERR_INTERNAL, "cpu: parameter '%s' has no storage",
+        return cxr_seterr(err, CXR_ERR_INTERNAL, "cpu: parameter '%s' has no storage",
                                   t->name);
     if (dnnl_memory_desc_get_size(plain) != ct->nbytes)
-        return cxr_nn_backend_err(err, CXR_ERR_NN_SHAPE, "cpu: parameter '%s' has %zu bytes, the "
+        return cxr_seterr(err, CXR_ERR_NN_SHAPE, "cpu: parameter '%s' has %zu bytes, the "
                                   "kernel expects %zu", t->name, ct->nbytes,
                                   dnnl_memory_desc_get_size(plain));
     for (int32_t i = 0; i < ct->n_cache; i++)
@@ -235,7 +235,7 @@ enum cxr_status cxr_nn_cpu_weights(struct cpu_ctx *c, struct cxr_nn_tensor *t,
         int32_t ncap = ct->cap_cache ? ct->cap_cache * 2 : 2;
         struct cpu_wcache *nc = realloc(ct->cache, (size_t)ncap * sizeof *nc);
         if (!nc)
-            return cxr_nn_backend_err(err, CXR_ERR_NOMEM, "cpu: out of memory");
+            return cxr_seterr(err, CXR_ERR_NOMEM, "cpu: out of memory");
         ct->cache = nc;
         ct->cap_cache = ncap;
     }
@@ -310,20 +310,20 @@ enum cxr_status cxr_nn_backend_cpu_open(const struct cxr_nn_backend_options *opt
         break;
     case CXR_NN_PRECISION_BF16:
         if (!isa_has_bf16(isa))
-            return cxr_nn_backend_err(err, CXR_ERR_UNSUPPORTED,
+            return cxr_seterr(err, CXR_ERR_UNSUPPORTED,
                                       "cpu: bf16 asked for, but this CPU (oneDNN ISA %s) has neither "
                                       "AVX512-BF16 nor AMX; use precision fp32 or auto",
                                       isa_name(isa));
         break;
     default:
-        return cxr_nn_backend_err(err, CXR_ERR_UNSUPPORTED,
+        return cxr_seterr(err, CXR_ERR_UNSUPPORTED,
                                   "cpu: precision %s is not supported on the CPU; use fp32, bf16 "
                                   "or auto", precision_name(prec));
     }
     b = calloc(1, sizeof *b);
     c = calloc(1, sizeof *c);
     if (!b || !c) {
-        st = cxr_nn_backend_err(err, CXR_ERR_NOMEM, "cpu: out of memory");
+        st = cxr_seterr(err, CXR_ERR_NOMEM, "cpu: out of memory");
         goto fail;
     }
     CXR_DNNL(dnnl_engine_create(&c->engine, dnnl_cpu, 0), "cpu engine");

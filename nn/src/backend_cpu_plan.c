@@ -52,7 +52,7 @@ static bool grow(void **arr, int32_t n, int32_t *cap, size_t size)
 
 static enum cxr_status oom(char *err)
 {
-    return cxr_nn_backend_err(err, CXR_ERR_NOMEM, "cpu: out of memory while planning");
+    return cxr_seterr(err, CXR_ERR_NOMEM, "cpu: out of memory while planning");
 }
 
 static int32_t new_buf(struct cpu_plan *p, size_t size, enum buf_place place)
@@ -552,7 +552,7 @@ enum cxr_status cxr_nn_cpu_graph_plan(struct cxr_nn_backend *b, struct cxr_nn_gr
     enum cxr_status st;
     *plan = NULL;
     if (!g || !g->fused || batch < 1 || g->n_ops < 1)
-        return cxr_nn_backend_err(err, CXR_ERR_INVALID_ARG, "cpu: plan needs a fused graph and a "
+        return cxr_seterr(err, CXR_ERR_INVALID_ARG, "cpu: plan needs a fused graph and a "
                                   "batch >= 1");
     if ((st = graph_state(c, g, err)) != CXR_OK)
         return st;
@@ -597,7 +597,7 @@ enum cxr_status cxr_nn_cpu_graph_plan(struct cxr_nn_backend *b, struct cxr_nn_gr
             continue;
         for (int32_t k = 0; k < op->n_in; k++)
             if (vs[op->in[k]].mem < 0) {
-                st = cxr_nn_backend_err(err, CXR_ERR_INTERNAL, "cpu: '%s' reads a value not "
+                st = cxr_seterr(err, CXR_ERR_INTERNAL, "cpu: '%s' reads a value not "
                                         "computed yet", op->name);
                 goto fail;
             }
@@ -609,7 +609,7 @@ enum cxr_status cxr_nn_cpu_graph_plan(struct cxr_nn_backend *b, struct cxr_nn_gr
         case CXR_NN_OP_ADD: st = plan_elementwise(&B, i); break;
         case CXR_NN_OP_FC: st = plan_fc(&B, i); break;
         default:
-            st = cxr_nn_backend_err(err, CXR_ERR_UNSUPPORTED, "cpu: %s op '%s' is not supported "
+            st = cxr_seterr(err, CXR_ERR_UNSUPPORTED, "cpu: %s op '%s' is not supported "
                                     "for inference (batch norm must follow a convolution)",
                                     cxr_nn_op_kind_name(op->kind), op->name);
         }

@@ -112,14 +112,14 @@ enum cxr_status cxr_nn_cpu_graph_compute(struct cxr_nn_backend *b, void *plan, c
     struct cpu_graph *cg = p ? p->cg : NULL;
     enum cxr_status st = CXR_OK;
     if (!p || !input || !output)
-        return cxr_nn_backend_err(err, CXR_ERR_INVALID_ARG, "cpu: compute without plan or buffers");
+        return cxr_seterr(err, CXR_ERR_INVALID_ARG, "cpu: compute without plan or buffers");
     cxr_nn_cpu_apply_threads(p->ctx);
     if (cg->size < p->arena_need) {
         free(cg->arena);
         cg->size = 0;
         cg->arena = malloc(p->arena_need);
         if (!cg->arena)
-            return cxr_nn_backend_err(err, CXR_ERR_NOMEM, "cpu: cannot allocate %zu bytes of "
+            return cxr_seterr(err, CXR_ERR_NOMEM, "cpu: cannot allocate %zu bytes of "
                                       "activations", p->arena_need);
         cg->size = p->arena_need;
         cg->generation++;

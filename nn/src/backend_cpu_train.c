@@ -151,7 +151,7 @@ static enum cxr_status fwd_bn(struct tbuilder *B, int32_t oi)
     const struct cxr_nn_value *x = &B->g->values[op->in[0]];
     double count = (double)B->p->batch * x->h * x->w;
     if (!T->frozen && count < 2)
-        return cxr_nn_backend_err(err, CXR_ERR_INVALID_ARG, "cpu: batch norm '%s' in training mode "
+        return cxr_seterr(err, CXR_ERR_INVALID_ARG, "cpu: batch norm '%s' in training mode "
                                   "needs at least 2 values per channel (batch %d x %dx%d)", op->name,
                                   (int)B->p->batch, (int)x->h, (int)x->w);
     int32_t relu = sole_relu_reader(B, op->out);
@@ -503,12 +503,12 @@ static enum cxr_status plan_forward(struct tbuilder *B, int32_t *out_mem)
         (st = cxr_nn_ct_new_mem(p, &omd, ob, out_mem, err)) != CXR_OK)
         return st;
     if (g->ops[g->n_ops - 1].kind != CXR_NN_OP_FC || g->ops[g->n_ops - 1].out != g->output)
-        return cxr_nn_backend_err(err, CXR_ERR_UNSUPPORTED, "cpu: training needs a graph that "
+        return cxr_seterr(err, CXR_ERR_UNSUPPORTED, "cpu: training needs a graph that "
                                   "ends in an fc op");
     for (int32_t i = 0; i < g->n_ops && st == CXR_OK; i++) {
         const struct cxr_nn_op *op = &g->ops[i];
         if (op->absorbed_by >= 0)
-            return cxr_nn_backend_err(err, CXR_ERR_INVALID_ARG, "cpu: training needs an unfused "
+            return cxr_seterr(err, CXR_ERR_INVALID_ARG, "cpu: training needs an unfused "
                                       "graph");
         switch (op->kind) {
         case CXR_NN_OP_CONV: st = fwd_conv(B, i); break;
@@ -519,7 +519,7 @@ static enum cxr_status plan_forward(struct tbuilder *B, int32_t *out_mem)
         case CXR_NN_OP_GAP: st = fwd_pool(B, i); break;
         case CXR_NN_OP_FC: st = fwd_fc(B, i, i == g->n_ops - 1 ? *out_mem : -1); break;
         default:
-            st = cxr_nn_backend_err(err, CXR_ERR_UNSUPPORTED, "cpu: no training for %s op '%s'",
+            st = cxr_seterr(err, CXR_ERR_UNSUPPORTED, "cpu: no training for %s op '%s'",
                                     cxr_nn_op_kind_name(op->kind), op->name);
         }
     }
@@ -534,7 +534,7 @@ enum cxr_status cxr_nn_cpu_train_plan(struct cxr_nn_backend *b, struct cxr_nn_gr
     enum cxr_status st;
     *plan = NULL;
     if (!g || !opt || g->fused || opt->batch < 1 || g->n_ops < 1)
-        return cxr_nn_backend_err(err, CXR_ERR_INVALID_ARG, "cpu: train_plan needs an unfused "
+        return cxr_seterr(err, CXR_ERR_INVALID_ARG, "cpu: train_plan needs an unfused "
                                   "graph and a batch >= 1");
     if ((st = graph_state(c, g, err)) != CXR_OK)
         return st;

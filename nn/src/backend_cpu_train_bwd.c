@@ -71,7 +71,7 @@ static enum cxr_status diff_as(struct tbuilder *B, int32_t v, const dnnl_memory_
 {
     int32_t d = B->vs[v].diff;
     if (d < 0)
-        return cxr_nn_backend_err(B->err, CXR_ERR_INTERNAL, "cpu: %s: no gradient arrived", where);
+        return cxr_seterr(B->err, CXR_ERR_INTERNAL, "cpu: %s: no gradient arrived", where);
     if (dnnl_memory_desc_equal(cxr_nn_ct_md(B->p, d), md)) {
         *out = d;
         return CXR_OK;
@@ -94,7 +94,7 @@ static enum cxr_status grad_target(struct tbuilder *B, int32_t param, const dnnl
     *mem = -1;
     *raw = *plain_raw = NULL;
     if (!pp->trainable || !ct)
-        return cxr_nn_backend_err(B->err, CXR_ERR_INTERNAL, "cpu: '%s' has no gradient storage",
+        return cxr_seterr(B->err, CXR_ERR_INTERNAL, "cpu: '%s' has no gradient storage",
                                   pp->t.name);
     dnnl_memory_desc_t plain;
     cxr_nn_ct_plain_md(&pp->t, &plain);
@@ -267,7 +267,7 @@ static enum cxr_status bwd_bn(struct tbuilder *B, int32_t oi)
     dnnl_primitive_desc_t pd = NULL;
     dnnl_primitive_t prim = NULL;
     if (B->T->frozen)
-        return cxr_nn_backend_err(err, CXR_ERR_UNSUPPORTED, "cpu: backward through the frozen "
+        return cxr_seterr(err, CXR_ERR_UNSUPPORTED, "cpu: backward through the frozen "
                                   "batch norm '%s' (only the layers after the backbone can train "
                                   "while it is frozen)", where);
     bool relu = to->fused_relu >= 0;
@@ -373,7 +373,7 @@ static enum cxr_status bwd_add(struct tbuilder *B, int32_t oi)
     const struct cxr_nn_op *op = &B->g->ops[oi];
     int32_t d = B->vs[op->out].diff;
     if (d < 0)
-        return cxr_nn_backend_err(B->err, CXR_ERR_INTERNAL, "cpu: %s: no gradient arrived",
+        return cxr_seterr(B->err, CXR_ERR_INTERNAL, "cpu: %s: no gradient arrived",
                                   op->name);
     enum cxr_status st = contribute(B, op->in[0], d, op->name);
     if (st == CXR_OK)
@@ -447,7 +447,7 @@ static enum cxr_status bwd_fc(struct tbuilder *B, int32_t oi)
     dnnl_memory_desc_t smd, wmd, bmd;
     int32_t ddst = B->vs[op->out].diff;
     if (ddst < 0) {
-        st = cxr_nn_backend_err(err, CXR_ERR_INTERNAL, "cpu: %s: no gradient arrived", where);
+        st = cxr_seterr(err, CXR_ERR_INTERNAL, "cpu: %s: no gradient arrived", where);
         goto fail;
     }
     const dnnl_memory_desc_t *dmd = cxr_nn_ct_md(B->p, ddst);
@@ -524,7 +524,7 @@ enum cxr_status cxr_nn_ct_backward_op(struct tbuilder *B, int32_t i)
     case CXR_NN_OP_GAP: return bwd_pool(B, i);
     case CXR_NN_OP_FC: return bwd_fc(B, i);
     default:
-        return cxr_nn_backend_err(B->err, CXR_ERR_UNSUPPORTED, "cpu: no backward for %s op '%s'",
+        return cxr_seterr(B->err, CXR_ERR_UNSUPPORTED, "cpu: no backward for %s op '%s'",
                                   cxr_nn_op_kind_name(B->g->ops[i].kind), B->g->ops[i].name);
     }
 }

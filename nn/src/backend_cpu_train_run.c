@@ -21,7 +21,7 @@ static enum cxr_status bind(struct cpu_train_plan *T, char *err)
         cg->size = 0;
         cg->arena = malloc(p->arena_need);
         if (!cg->arena)
-            return cxr_nn_backend_err(err, CXR_ERR_NOMEM, "cpu: cannot allocate %zu MiB for "
+            return cxr_seterr(err, CXR_ERR_NOMEM, "cpu: cannot allocate %zu MiB for "
                                       "training activations (use a smaller batch or input)",
                                       p->arena_need >> 20);
         cg->size = p->arena_need;
@@ -69,7 +69,7 @@ static enum cxr_status update_running(struct cpu_train_plan *T, char *err)
         CXR_DNNL(dnnl_memory_get_data_handle(p->mems[b->var].m, &hv), "running statistics");
         struct cpu_tensor *rm = T->g->params[b->rm].t.extra, *rv = T->g->params[b->rv].t.extra;
         if (!rm || !rv)
-            return cxr_nn_backend_err(err, CXR_ERR_INTERNAL, "cpu: running statistics of '%s' "
+            return cxr_seterr(err, CXR_ERR_INTERNAL, "cpu: running statistics of '%s' "
                                       "have no storage", T->g->params[b->rm].t.name);
         const float *bm = hm, *bv = hv;
         size_t c = rm->nbytes / sizeof(float);
@@ -89,7 +89,7 @@ enum cxr_status cxr_nn_cpu_train_forward(struct cxr_nn_backend *b, void *plan, c
     struct cpu_train_plan *T = plan;
     enum cxr_status st;
     if (!T || !input || !logits)
-        return cxr_nn_backend_err(err, CXR_ERR_INVALID_ARG, "cpu: train_forward without plan or "
+        return cxr_seterr(err, CXR_ERR_INVALID_ARG, "cpu: train_forward without plan or "
                                   "buffers");
     cxr_nn_cpu_apply_threads(T->p.ctx);
     if ((st = bind(T, err)) != CXR_OK)
@@ -109,7 +109,7 @@ enum cxr_status cxr_nn_cpu_train_backward(struct cxr_nn_backend *b, void *plan,
     struct cpu_train_plan *T = plan;
     enum cxr_status st;
     if (!T || !dlogits)
-        return cxr_nn_backend_err(err, CXR_ERR_INVALID_ARG, "cpu: train_backward without plan or "
+        return cxr_seterr(err, CXR_ERR_INVALID_ARG, "cpu: train_backward without plan or "
                                   "gradient");
     cxr_nn_cpu_apply_threads(T->p.ctx);
     if ((st = bind(T, err)) != CXR_OK)
@@ -124,7 +124,7 @@ enum cxr_status cxr_nn_cpu_tensor_sumsq(struct cxr_nn_backend *b, const struct c
 {
     const struct cpu_tensor *ct = t ? t->extra : NULL;
     if (!ct || !out)
-        return cxr_nn_backend_err(err, CXR_ERR_INVALID_ARG, "cpu: tensor_sumsq without storage");
+        return cxr_seterr(err, CXR_ERR_INVALID_ARG, "cpu: tensor_sumsq without storage");
     size_t n = ct->nbytes / sizeof(float);
     double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
     size_t i = 0;
@@ -150,7 +150,7 @@ enum cxr_status cxr_nn_cpu_optim_step(struct cxr_nn_backend *b, struct cxr_nn_te
     struct cpu_tensor *s1 = state1 ? state1->extra : NULL;
     if (!p || !g || !s0 || !h || (h->kind == CXR_NN_OPTIM_ADAMW && !s1) ||
         g->nbytes != p->nbytes || s0->nbytes != p->nbytes || (s1 && s1->nbytes != p->nbytes))
-        return cxr_nn_backend_err(err, CXR_ERR_INVALID_ARG, "cpu: optim_step on '%s': missing or "
+        return cxr_seterr(err, CXR_ERR_INVALID_ARG, "cpu: optim_step on '%s': missing or "
                                   "mismatched tensors", param ? param->name : "(null)");
     cxr_nn_optim_apply(h, p->data, g->data, s0->data, s1 ? s1->data : NULL,
                        p->nbytes / sizeof(float));

@@ -23,7 +23,7 @@ bool cxr_nn_ct_grow(void **arr, int32_t n, int32_t *cap, size_t size)
 
 enum cxr_status cxr_nn_ct_oom(char *err)
 {
-    return cxr_nn_backend_err(err, CXR_ERR_NOMEM, "cpu: out of memory while planning training");
+    return cxr_seterr(err, CXR_ERR_NOMEM, "cpu: out of memory while planning training");
 }
 
 const char *cxr_nn_ct_impl(const_dnnl_primitive_desc_t pd)
@@ -199,7 +199,7 @@ enum cxr_status cxr_nn_ct_value_as(struct tbuilder *B, int32_t v, const dnnl_mem
 {
     struct tv *s = &B->vs[v];
     if (s->mem < 0)
-        return cxr_nn_backend_err(B->err, CXR_ERR_INTERNAL, "cpu: %s reads a value that was "
+        return cxr_seterr(B->err, CXR_ERR_INTERNAL, "cpu: %s reads a value that was "
                                   "not materialised", where);
     if (dnnl_memory_desc_equal(cxr_nn_ct_md(B->p, s->mem), md)) {
         *out = s->mem;

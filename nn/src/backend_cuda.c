@@ -29,7 +29,7 @@ enum cxr_status cxr_nn_cuda_fail(char *err, cudaError_t e, const char *where, co
 {
     size_t fn = strcspn(call, "(");
     enum cxr_status st = e == cudaErrorMemoryAllocation ? CXR_ERR_NOMEM : CXR_ERR_NN_BACKEND;
-    return cxr_nn_backend_err(err, st, "cuda: %s: %.*s: %s: %s", where, (int)fn, call,
+    return cxr_seterr(err, st, "cuda: %s: %.*s: %s: %s", where, (int)fn, call,
                               cudaGetErrorName(e), cudaGetErrorString(e));
 }
 
@@ -39,7 +39,7 @@ enum cxr_status cxr_nn_cudnn_fail(char *err, cudnnStatus_t s, const char *where,
     enum cxr_status st = s == CUDNN_STATUS_ALLOC_FAILED ? CXR_ERR_NOMEM : CXR_ERR_NN_BACKEND;
     char detail[256] = "";
     cudnnGetLastErrorString(detail, sizeof detail);
-    return cxr_nn_backend_err(err, st, "cuDNN: %s: %.*s: %s%s%s", where, (int)fn, call,
+    return cxr_seterr(err, st, "cuDNN: %s: %.*s: %s%s%s", where, (int)fn, call,
                               cudnnGetErrorString(s), detail[0] ? ": " : "", detail);
 }
 
@@ -47,7 +47,7 @@ enum cxr_status cxr_nn_cublas_fail(char *err, cublasStatus_t s, const char *wher
 {
     size_t fn = strcspn(call, "(");
     enum cxr_status st = s == CUBLAS_STATUS_ALLOC_FAILED ? CXR_ERR_NOMEM : CXR_ERR_NN_BACKEND;
-    return cxr_nn_backend_err(err, st, "cuBLAS: %s: %.*s: %s: %s", where, (int)fn, call,
+    return cxr_seterr(err, st, "cuBLAS: %s: %.*s: %s: %s", where, (int)fn, call,
                               cublasGetStatusName(s), cublasGetStatusString(s));
 }
 
@@ -131,12 +131,12 @@ static enum cxr_status cuda_buffer_alloc(struct cxr_nn_backend *b, struct cxr_nn
     struct cuda_ctx *c = b->context;
     if (!t || t->extra || t->dtype != CXR_NN_DTYPE_F32 || t->nbytes == 0 ||
         t->nbytes > ((size_t)1 << 34))
-        return cxr_nn_backend_err(err, CXR_ERR_INVALID_ARG,
+        return cxr_seterr(err, CXR_ERR_INVALID_ARG,
                                   "cuda: cannot hold tensor '%s' (F32, 1 byte .. 16 GiB, once)",
                                   t ? t->name : "(null)");
     struct cuda_tensor *ct = calloc(1, sizeof *ct);
     if (!ct)
-        return cxr_nn_backend_err(err, CXR_ERR_NOMEM, "cuda: out of memory for tensor '%s'", t->name);
+        return cxr_seterr(err, CXR_ERR_NOMEM, "cuda: out of memory for tensor '%s'", t->name);
     CXR_CUDA(cudaSetDevice(c->device), t->name);
     CXR_CUDA(cudaMalloc((void **)&ct->dev, t->nbytes), t->name);
     CXR_CUDA(cudaMemset(ct->dev, 0, t->nbytes), t->name);
@@ -193,11 +193,11 @@ enum cxr_status cxr_nn_cuda_weights(struct cuda_ctx *c, struct cxr_nn_tensor *t,
     void *dev = NULL;
     *out = NULL;
     if (!ct)
-        return cxr_nn_backend_err(err, CXR_ERR_INTERNAL, "cuda: parameter '%s' has no storage",
+        return cxr_seterr(err, CXR_ERR_INTERNAL, "cuda: parameter '%s' has no storage",
                                   t->name);
     int32_t want_dims = kind == CW_CONV ? 4 : kind == CW_FC ? 2 : 1;
     if (t->ndim != want_dims)
-        return cxr_nn_backend_err(err, CXR_ERR_NN_SHAPE, "cuda: parameter '%s' has %d dims, the "
+        return cxr_seterr(err, CXR_ERR_NN_SHAPE, "cuda: parameter '%s' has %d dims, the "
                                   "kernel expects %d", t->name, (int)t->ndim, (int)want_dims);
     for (int32_t i = 0; i < ct->n_cache; i++)
         if (ct->cache[i].kind == kind && ct->cache[i].dtype == dtype) {
@@ -209,7 +209,7 @@ enum cxr_status cxr_nn_cuda_weights(struct cuda_ctx *c, struct cxr_nn_tensor *t,
         return CXR_OK;
     }
     if (ct->n_cache == (int32_t)(sizeof ct->cache / sizeof ct->cache[0]))
-        return cxr_nn_backend_err(err, CXR_ERR_LIMIT, "cuda: parameter '%s': too many forms",
+        return cxr_seterr(err, CXR_ERR_LIMIT, "cuda: parameter '%s': too many forms",
                                   t->name);
     struct cuda_wcache w = {.kind = kind, .dtype = dtype,
                             .bytes = wcache_count(t, kind) * ck_size(dtype)};
@@ -247,7 +247,7 @@ static enum cxr_status cuda_tensor_set(struct cxr_nn_backend *b, struct cxr_nn_t
     struct cuda_tensor *ct = t ? t->extra : NULL;
     enum cxr_status st = CXR_OK;
     if (!ct || (!data && size) || offset > ct->nbytes || size > ct->nbytes - offset)
-        return cxr_nn_backend_err(err, CXR_ERR_INVALID_ARG, "cuda: tensor_set out of range");
+        return cxr_seterr(err, CXR_ERR_INVALID_ARG, "cuda: tensor_set out of range");
     CXR_CUDA(cudaSetDevice(c->device), t->name);
     pthread_mutex_lock(&c->lock);
     cudaError_t upload = cudaSuccess;
@@ -271,7 +271,7 @@ static enum cxr_status cuda_tensor_get(struct cxr_nn_backend *b, const struct cx
     const struct cuda_tensor *ct = t ? t->extra : NULL;
     enum cxr_status st = CXR_OK;
     if (!ct || (!data && size) || offset > ct->nbytes || size > ct->nbytes - offset)
-        return cxr_nn_backend_err(err, CXR_ERR_INVALID_ARG, "cuda: tensor_get out of range");
+        return cxr_seterr(err, CXR_ERR_INVALID_ARG, "cuda: tensor_get out of range");
     if (!size)
         return CXR_OK;
     CXR_CUDA(cudaSetDevice(c->device), t->name);
@@ -355,27 +355,27 @@ static enum cxr_status probe(struct cuda_ctx *c, int32_t device, char *err)
     cudaError_t e = cudaGetDeviceCount(&count);
     if (e != cudaSuccess) {
         cudaGetLastError(); /* not sticky, but leave nothing behind */
-        return cxr_nn_backend_err(err, CXR_ERR_NN_NO_DEVICE,
+        return cxr_seterr(err, CXR_ERR_NN_NO_DEVICE,
                                   "cuda: no CUDA device (cudaGetDeviceCount: %s: %s)",
                                   cudaGetErrorName(e), cudaGetErrorString(e));
     }
     if (count < 1)
-        return cxr_nn_backend_err(err, CXR_ERR_NN_NO_DEVICE,
+        return cxr_seterr(err, CXR_ERR_NN_NO_DEVICE,
                                   "cuda: no CUDA device (cudaGetDeviceCount found none)");
     if (device >= count)
-        return cxr_nn_backend_err(err, CXR_ERR_NN_NO_DEVICE,
+        return cxr_seterr(err, CXR_ERR_NN_NO_DEVICE,
                                   "cuda: CUDA device %d asked for, this machine has %d (0..%d)",
                                   (int)device, count, count - 1);
     CXR_CUDA(cudaSetDevice(device), "device");
     CXR_CUDA(cudaGetDeviceProperties(&c->prop, device), "device");
     if (c->prop.major < 7) {
-        return cxr_nn_backend_err(err, CXR_ERR_NN_NO_DEVICE,
+        return cxr_seterr(err, CXR_ERR_NN_NO_DEVICE,
                                   "cuda: %s has compute capability %d.%d; tensor cores need 7.0 or "
                                   "newer", c->prop.name, c->prop.major, c->prop.minor);
     }
     cudnnStatus_t s = cudnnCreate(&h);
     if (s != CUDNN_STATUS_SUCCESS)
-        return cxr_nn_backend_err(err, CXR_ERR_NN_NO_DEVICE, "cuda: cuDNN unusable on %s "
+        return cxr_seterr(err, CXR_ERR_NN_NO_DEVICE, "cuda: cuDNN unusable on %s "
                                   "(cudnnCreate: %s)", c->prop.name, cudnnGetErrorString(s));
     cudnnDestroy(h);
     c->device = device;
@@ -397,7 +397,7 @@ enum cxr_status cxr_nn_backend_cuda_open(const struct cxr_nn_backend_options *op
     b = calloc(1, sizeof *b);
     c = calloc(1, sizeof *c);
     if (!b || !c) {
-        st = cxr_nn_backend_err(err, CXR_ERR_NOMEM, "cuda: out of memory");
+        st = cxr_seterr(err, CXR_ERR_NOMEM, "cuda: out of memory");
         goto fail;
     }
     if ((st = probe(c, opt->device, err)) != CXR_OK)
@@ -416,7 +416,7 @@ enum cxr_status cxr_nn_backend_cuda_open(const struct cxr_nn_backend_options *op
         break;
     case CXR_NN_PRECISION_BF16:
         if (c->prop.major < 8) {
-            st = cxr_nn_backend_err(err, CXR_ERR_UNSUPPORTED,
+            st = cxr_seterr(err, CXR_ERR_UNSUPPORTED,
                                     "cuda: bf16 needs compute capability 8.0 (Ampere) or newer; "
                                     "%s is %d.%d: use fp16 or fp32", c->prop.name, c->prop.major,
                                     c->prop.minor);
@@ -424,7 +424,7 @@ enum cxr_status cxr_nn_backend_cuda_open(const struct cxr_nn_backend_options *op
         }
         break;
     default:
-        st = cxr_nn_backend_err(err, CXR_ERR_UNSUPPORTED, "cuda: unknown precision %d",
+        st = cxr_seterr(err, CXR_ERR_UNSUPPORTED, "cuda: unknown precision %d",
                                 (int)prec);
         goto fail;
     }
@@ -434,7 +434,7 @@ enum cxr_status cxr_nn_backend_cuda_open(const struct cxr_nn_backend_options *op
     c->workspace_cap = (size_t)env_long("CXR_CUDA_WORKSPACE_MB", 256, 0, 1 << 20) << 20;
     c->arena_limit = (size_t)env_long("CXR_CUDA_ARENA_LIMIT_MB", 0, 0, 1 << 20) << 20;
     if (pthread_mutex_init(&c->lock, NULL) != 0) {
-        st = cxr_nn_backend_err(err, CXR_ERR_INTERNAL, "cuda: cannot create a mutex");
+        st = cxr_seterr(err, CXR_ERR_INTERNAL, "cuda: cannot create a mutex");
         goto fail;
     }
     locked = true;

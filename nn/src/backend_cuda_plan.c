@@ -44,7 +44,7 @@ static bool grow(void **arr, int32_t n, int32_t *cap, size_t size)
 
 static enum cxr_status oom(char *err)
 {
-    return cxr_nn_backend_err(err, CXR_ERR_NOMEM, "cuda: out of host memory while planning");
+    return cxr_seterr(err, CXR_ERR_NOMEM, "cuda: out of host memory while planning");
 }
 
 static int32_t new_buf(struct cuda_plan *p, size_t size)
@@ -166,7 +166,7 @@ enum cxr_status cxr_nn_cuda_conv_algo(struct cuda_ctx *c, cudnnHandle_t dnn, str
                 }
         }
         if (pick < 0)
-            return cxr_nn_backend_err(err, CXR_ERR_NN_BACKEND, "cuDNN: %s: no %s algorithm for "
+            return cxr_seterr(err, CXR_ERR_NN_BACKEND, "cuDNN: %s: no %s algorithm for "
                                       "%dx%dx%dx%d (%s) within a %zu MiB workspace (raise "
                                       "CXR_CUDA_WORKSPACE_MB)", where,
                                       dir == 0 ? "forward" : dir == 1 ? "backward-data"
@@ -209,7 +209,7 @@ enum cxr_status cxr_nn_cuda_conv_setup(struct cuda_ctx *c, struct cuda_conv *cv,
     CXR_CUDNN(cudnnGetConvolution2dForwardOutputDim(cv->conv, cv->x, cv->w, &on, &oc, &oh, &ow),
               where);
     if (on != geo->n || oc != geo->oc || oh != geo->oh || ow != geo->ow)
-        return cxr_nn_backend_err(err, CXR_ERR_INTERNAL, "cuda: %s: cuDNN computes %dx%dx%dx%d, "
+        return cxr_seterr(err, CXR_ERR_INTERNAL, "cuda: %s: cuDNN computes %dx%dx%dx%d, "
                                   "the graph %dx%dx%dx%d", where, on, oc, oh, ow, (int)geo->n,
                                   (int)geo->oc, (int)geo->oh, (int)geo->ow);
     CXR_CUDNN(cudnnSetTensor4dDescriptor(cv->y, CUDNN_TENSOR_NHWC, dt, geo->n, geo->oc, geo->oh,
@@ -235,7 +235,7 @@ static enum cxr_status plan_conv(struct builder *B, int32_t oi)
     enum cxr_status st;
     const struct cxr_nn_value *x = &B->g->values[op->in[0]], *y = &B->g->values[op->out];
     if (op->kernel_h != op->kernel_w)
-        return cxr_nn_backend_err(err, CXR_ERR_UNSUPPORTED, "cuda: %s: non-square kernel",
+        return cxr_seterr(err, CXR_ERR_UNSUPPORTED, "cuda: %s: non-square kernel",
                                   op->name);
     int32_t yb = value_buf(B, op->out);
     if (yb < 0)
@@ -349,7 +349,7 @@ static enum cxr_status plan_fc(struct builder *B, int32_t oi)
         return st;
     const struct cuda_tensor *cb = bt->extra;
     if (!cb)
-        return cxr_nn_backend_err(err, CXR_ERR_INTERNAL, "cuda: '%s' has no storage", bt->name);
+        return cxr_seterr(err, CXR_ERR_INTERNAL, "cuda: '%s' has no storage", bt->name);
     s->fc_b = cb->dev; /* f32 [O], the master copy itself */
     B->vbuf[op->out] = yb;
     B->vf32[op->out] = true;
@@ -429,12 +429,12 @@ enum cxr_status cxr_nn_cuda_plan_build(struct cuda_ctx *c, struct cxr_nn_graph *
             continue;
         for (int32_t k = 0; k < op->n_in; k++) {
             if (vbuf[op->in[k]] < 0) {
-                st = cxr_nn_backend_err(err, CXR_ERR_INTERNAL, "cuda: '%s' reads a value not "
+                st = cxr_seterr(err, CXR_ERR_INTERNAL, "cuda: '%s' reads a value not "
                                         "computed yet", op->name);
                 goto fail;
             }
             if (vf32[op->in[k]] && op->kind != CXR_NN_OP_FC) {
-                st = cxr_nn_backend_err(err, CXR_ERR_UNSUPPORTED, "cuda: '%s' reads an fc output; "
+                st = cxr_seterr(err, CXR_ERR_UNSUPPORTED, "cuda: '%s' reads an fc output; "
                                         "only the graph's result may come from an fc", op->name);
                 goto fail;
             }
@@ -447,13 +447,13 @@ enum cxr_status cxr_nn_cuda_plan_build(struct cuda_ctx *c, struct cxr_nn_graph *
         case CXR_NN_OP_GAP: st = plan_simple(&B, i); break;
         case CXR_NN_OP_FC:
             if (vf32[op->in[0]] || g->values[op->in[0]].h != 1 || g->values[op->in[0]].w != 1)
-                st = cxr_nn_backend_err(err, CXR_ERR_UNSUPPORTED, "cuda: fc '%s' needs a C x 1 x 1 "
+                st = cxr_seterr(err, CXR_ERR_UNSUPPORTED, "cuda: fc '%s' needs a C x 1 x 1 "
                                         "activation", op->name);
             else
                 st = plan_fc(&B, i);
             break;
         default:
-            st = cxr_nn_backend_err(err, CXR_ERR_UNSUPPORTED, "cuda: %s op '%s' is not supported "
+            st = cxr_seterr(err, CXR_ERR_UNSUPPORTED, "cuda: %s op '%s' is not supported "
                                     "for inference (batch norm must follow a convolution)",
                                     cxr_nn_op_kind_name(op->kind), op->name);
         }
@@ -496,7 +496,7 @@ enum cxr_status cxr_nn_cuda_graph_plan(struct cxr_nn_backend *b, struct cxr_nn_g
     struct cuda_ctx *c = b->context;
     *plan = NULL;
     if (!g || !g->fused || batch < 1 || g->n_ops < 1)
-        return cxr_nn_backend_err(err, CXR_ERR_INVALID_ARG, "cuda: plan needs a fused graph and a "
+        return cxr_seterr(err, CXR_ERR_INVALID_ARG, "cuda: plan needs a fused graph and a "
                                   "batch >= 1");
     struct cuda_plan *p = NULL;
     enum cxr_status st = CXR_OK;

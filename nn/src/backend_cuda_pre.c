@@ -26,16 +26,16 @@ enum cxr_status cxr_nn_cuda_preprocess_u8(struct cxr_nn_backend *b,
     enum cxr_status st = CXR_OK;
     if (!meta || !pixels || !out || width < 1 || height < 1 || stride < width || width > 65536 ||
         height > 65536)
-        return cxr_nn_backend_err(err, CXR_ERR_INVALID_ARG, "preprocess: bad image arguments");
+        return cxr_seterr(err, CXR_ERR_INVALID_ARG, "preprocess: bad image arguments");
     const int32_t H = meta->input_height, W = meta->input_width, C = meta->channels;
     if (H < 1 || H > 4096 || W < 1 || W > 4096 || (C != 1 && C != 3))
-        return cxr_nn_backend_err(err, CXR_ERR_INVALID_ARG, "preprocess: model input %dx%dx%d",
+        return cxr_seterr(err, CXR_ERR_INVALID_ARG, "preprocess: model input %dx%dx%d",
                                   (int)C, (int)H, (int)W);
     struct ck_preprocess pp = {.width = width, .height = height, .stride = stride, .H = H, .W = W,
                                .C = C, .oh = H, .ow = W};
     for (int32_t k = 0; k < C; k++) {
         if (!(meta->std[k] > 0.0f) || !isfinite(meta->std[k]) || !isfinite(meta->mean[k]))
-            return cxr_nn_backend_err(err, CXR_ERR_INVALID_ARG, "preprocess: bad mean/std");
+            return cxr_seterr(err, CXR_ERR_INVALID_ARG, "preprocess: bad mean/std");
         pp.mean[k] = meta->mean[k];
         pp.std[k] = meta->std[k];
     }
@@ -47,7 +47,7 @@ enum cxr_status cxr_nn_cuda_preprocess_u8(struct cxr_nn_backend *b,
         pp.top = (H - pp.oh) / 2;
         pp.left = (W - pp.ow) / 2;
     } else if (meta->resize_mode != CXR_NN_RESIZE_STRETCH) {
-        return cxr_nn_backend_err(err, CXR_ERR_INVALID_ARG, "preprocess: unknown resize mode");
+        return cxr_seterr(err, CXR_ERR_INVALID_ARG, "preprocess: unknown resize mode");
     }
     size_t px_bytes = (size_t)(height - 1) * (size_t)stride + (size_t)width;
     size_t mask_bytes = mask ? (size_t)width * (size_t)height : 0;

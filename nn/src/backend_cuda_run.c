@@ -143,7 +143,7 @@ enum cxr_status cxr_nn_cuda_plan_split(struct cuda_ctx *c, struct cxr_nn_graph *
     *out = NULL;
     struct cuda_plan *p = calloc(1, sizeof *p);
     if (!p)
-        return cxr_nn_backend_err(err, CXR_ERR_NOMEM, "cuda: out of host memory");
+        return cxr_seterr(err, CXR_ERR_NOMEM, "cuda: out of host memory");
     p->ctx = c;
     p->cg = g->extra;
     p->g = g;
@@ -193,7 +193,7 @@ enum cxr_status cxr_nn_cuda_ensure_arena(struct cuda_ctx *c, struct cuda_graph *
     cg->size = 0;
     cg->generation++;
     if (c->arena_limit && need > c->arena_limit)
-        return cxr_nn_backend_err(err, CXR_ERR_NOMEM, "cuda: arena: %zu MiB needed, "
+        return cxr_seterr(err, CXR_ERR_NOMEM, "cuda: arena: %zu MiB needed, "
                                   "CXR_CUDA_ARENA_LIMIT_MB allows %zu", need >> 20,
                                   c->arena_limit >> 20);
     CXR_CUDA(cudaMalloc(&cg->arena, need), "arena");
@@ -366,7 +366,7 @@ fail:
  * runs eagerly from then on (logged once, not an error). */
 static void capture(struct cuda_plan *p)
 {
-    char err[CXR_NN_ERRLEN] = "";
+    char err[CXR_ERRLEN] = "";
     cudaGraph_t graph = NULL;
     struct cuda_graph *cg = p->cg;
     if (p->exec) {
@@ -453,7 +453,7 @@ enum cxr_status cxr_nn_cuda_graph_compute(struct cxr_nn_backend *b, void *plan, 
     struct cuda_plan *p = plan;
     enum cxr_status st = CXR_OK;
     if (!p || !input || !output)
-        return cxr_nn_backend_err(err, CXR_ERR_INVALID_ARG, "cuda: compute without plan or buffers");
+        return cxr_seterr(err, CXR_ERR_INVALID_ARG, "cuda: compute without plan or buffers");
     CXR_CUDA(cudaSetDevice(p->ctx->device), "device");
     return compute(p, input, output, err);
 fail:
@@ -485,7 +485,7 @@ enum cxr_status cxr_nn_cuda_plan_time_device(void *plan, int32_t iters, double *
     cudaEvent_t e0 = NULL, e1 = NULL;
     *ms = 0;
     if (!p || iters < 1 || p->runs + (p->lo ? 1 : 0) < 1)
-        return cxr_nn_backend_err(err, CXR_ERR_INVALID_ARG, "cuda: time a plan after one compute");
+        return cxr_seterr(err, CXR_ERR_INVALID_ARG, "cuda: time a plan after one compute");
     cudaStream_t stream = p->cg->stream;
     CXR_CUDA(cudaEventCreate(&e0), "timing");
     CXR_CUDA(cudaEventCreate(&e1), "timing");

@@ -30,7 +30,7 @@ struct tbuilder {
 
 static enum cxr_status toom(char *err)
 {
-    return cxr_nn_backend_err(err, CXR_ERR_NOMEM, "cuda: out of host memory while planning "
+    return cxr_seterr(err, CXR_ERR_NOMEM, "cuda: out of host memory while planning "
                               "training");
 }
 
@@ -122,14 +122,14 @@ static enum cxr_status plan_forward(struct tbuilder *B, int32_t i)
     s->dx = s->dx2 = s->dy = s->dw = s->stats = s->x32 = s->dx32 = s->dtmp = -1;
     for (int32_t k = 0; k < op->n_params; k++)
         if (op->param[k] >= 0 && !param_storage(g, op->param[k]))
-            return cxr_nn_backend_err(err, CXR_ERR_INTERNAL, "cuda: '%s' has no storage",
+            return cxr_seterr(err, CXR_ERR_INTERNAL, "cuda: '%s' has no storage",
                                       g->params[op->param[k]].t.name);
     if (op->kind == CXR_NN_OP_FC) {
         if (op->out != g->output)
-            return cxr_nn_backend_err(err, CXR_ERR_UNSUPPORTED, "cuda: fc '%s' must give the "
+            return cxr_seterr(err, CXR_ERR_UNSUPPORTED, "cuda: fc '%s' must give the "
                                       "graph's result (the logits)", op->name);
         if (x->h != 1 || x->w != 1)
-            return cxr_nn_backend_err(err, CXR_ERR_UNSUPPORTED, "cuda: fc '%s' needs a C x 1 x 1 "
+            return cxr_seterr(err, CXR_ERR_UNSUPPORTED, "cuda: fc '%s' needs a C x 1 x 1 "
                                       "input", op->name);
         s->y = tbuf(p, (size_t)p->batch * (size_t)y->c * sizeof(float));
         s->x32 = tbuf(p, (size_t)p->batch * (size_t)s->cp * sizeof(float));
@@ -157,7 +157,7 @@ static enum cxr_status plan_forward(struct tbuilder *B, int32_t i)
     }
     if (op->kind == CXR_NN_OP_CONV) {
         if (op->kernel_h != op->kernel_w)
-            return cxr_nn_backend_err(err, CXR_ERR_UNSUPPORTED, "cuda: %s: non-square kernel",
+            return cxr_seterr(err, CXR_ERR_UNSUPPORTED, "cuda: %s: non-square kernel",
                                       op->name);
         struct cuda_conv_geo geo = {.n = s->n, .c = s->cp, .h = s->h, .w = s->w, .oc = s->ocp,
                                     .oh = s->oh, .ow = s->ow, .k = s->k, .stride = s->s,
@@ -213,7 +213,7 @@ static enum cxr_status plan_backward(struct tbuilder *B, int32_t i)
         return CXR_OK;
     s->dy = B->gbuf[op->out];
     if (s->dy < 0)
-        return cxr_nn_backend_err(err, CXR_ERR_INTERNAL, "cuda: '%s': no gradient reaches its "
+        return cxr_seterr(err, CXR_ERR_INTERNAL, "cuda: '%s': no gradient reaches its "
                                   "output", op->name);
     ttouch(p, s->dy, t);
     bool need_x = B->need[op->in[0]];
@@ -282,7 +282,7 @@ static enum cxr_status plan_backward(struct tbuilder *B, int32_t i)
     case CXR_NN_OP_GAP:
         break;
     default:
-        return cxr_nn_backend_err(err, CXR_ERR_UNSUPPORTED, "cuda: no backward for %s op '%s'",
+        return cxr_seterr(err, CXR_ERR_UNSUPPORTED, "cuda: no backward for %s op '%s'",
                                   cxr_nn_op_kind_name(op->kind), op->name);
     }
     return CXR_OK;
@@ -309,11 +309,11 @@ enum cxr_status cxr_nn_cuda_train_plan(struct cxr_nn_backend *b, struct cxr_nn_g
     enum cxr_status st = CXR_OK;
     *plan = NULL;
     if (!g || g->fused || !opt || opt->batch < 1 || g->n_ops < 1)
-        return cxr_nn_backend_err(err, CXR_ERR_INVALID_ARG, "cuda: train_plan needs an unfused "
+        return cxr_seterr(err, CXR_ERR_INVALID_ARG, "cuda: train_plan needs an unfused "
                                   "graph and a batch >= 1");
     if (g->output < 0 || g->values[g->output].producer < 0 ||
         g->ops[g->values[g->output].producer].kind != CXR_NN_OP_FC)
-        return cxr_nn_backend_err(err, CXR_ERR_UNSUPPORTED, "cuda: training needs a graph that "
+        return cxr_seterr(err, CXR_ERR_UNSUPPORTED, "cuda: training needs a graph that "
                                   "ends in an fc (the logits)");
     cudaError_t e = cudaSetDevice(c->device);
     if (e != cudaSuccess)
@@ -354,12 +354,12 @@ enum cxr_status cxr_nn_cuda_train_plan(struct cxr_nn_backend *b, struct cxr_nn_g
     ttouch(p, B.vbuf[g->input], 0);
     for (int32_t i = 0; i < g->n_ops; i++) {
         if (g->ops[i].absorbed_by >= 0) {
-            st = cxr_nn_backend_err(err, CXR_ERR_INVALID_ARG, "cuda: train_plan on a fused graph");
+            st = cxr_seterr(err, CXR_ERR_INVALID_ARG, "cuda: train_plan on a fused graph");
             goto fail;
         }
         for (int32_t k = 0; k < g->ops[i].n_in; k++)
             if (B.vbuf[g->ops[i].in[k]] < 0) {
-                st = cxr_nn_backend_err(err, CXR_ERR_INTERNAL, "cuda: '%s' reads a value not "
+                st = cxr_seterr(err, CXR_ERR_INTERNAL, "cuda: '%s' reads a value not "
                                         "computed yet", g->ops[i].name);
                 goto fail;
             }

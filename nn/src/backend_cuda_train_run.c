@@ -98,7 +98,7 @@ static enum cxr_status forward_step(struct cuda_tplan *p, struct tstep *s, char 
                    where);
         break;
     default:
-        return cxr_nn_backend_err(err, CXR_ERR_UNSUPPORTED, "cuda: %s op '%s' cannot train",
+        return cxr_seterr(err, CXR_ERR_UNSUPPORTED, "cuda: %s op '%s' cannot train",
                                   cxr_nn_op_kind_name(s->kind), where);
     }
 fail:
@@ -185,7 +185,7 @@ static enum cxr_status backward_step(struct cuda_tplan *p, struct tstep *s, floa
         break;
     }
     default:
-        return cxr_nn_backend_err(err, CXR_ERR_UNSUPPORTED, "cuda: no backward for '%s'", where);
+        return cxr_seterr(err, CXR_ERR_UNSUPPORTED, "cuda: no backward for '%s'", where);
     }
 fail:
     return st;
@@ -197,14 +197,14 @@ enum cxr_status cxr_nn_cuda_train_forward(struct cxr_nn_backend *b, void *plan, 
     struct cuda_tplan *p = plan;
     enum cxr_status st = CXR_OK;
     if (!p || !input || !logits)
-        return cxr_nn_backend_err(err, CXR_ERR_INVALID_ARG, "cuda: train_forward without plan or "
+        return cxr_seterr(err, CXR_ERR_INVALID_ARG, "cuda: train_forward without plan or "
                                   "buffers");
     struct cuda_graph *cg = p->cg;
     p->forwarded = false;
     CXR_CUDA(cudaSetDevice(p->ctx->device), "train");
     if ((st = cxr_nn_cuda_ensure_arena(p->ctx, cg, p->arena_need, err)) != CXR_OK) {
         if (st == CXR_ERR_NOMEM)
-            cxr_nn_backend_err(err, st, "cuda: training batch %d needs %zu MiB of GPU memory for "
+            cxr_seterr(err, st, "cuda: training batch %d needs %zu MiB of GPU memory for "
                                "activations and gradients: use a smaller batch", (int)p->batch,
                                p->arena_need >> 20);
         return st;
@@ -255,10 +255,10 @@ enum cxr_status cxr_nn_cuda_train_backward(struct cxr_nn_backend *b, void *plan,
     struct cuda_tplan *p = plan;
     enum cxr_status st = CXR_OK;
     if (!p || !dlogits)
-        return cxr_nn_backend_err(err, CXR_ERR_INVALID_ARG, "cuda: train_backward without plan or "
+        return cxr_seterr(err, CXR_ERR_INVALID_ARG, "cuda: train_backward without plan or "
                                   "gradient");
     if (!p->forwarded)
-        return cxr_nn_backend_err(err, CXR_ERR_INVALID_ARG, "cuda: train_backward without a "
+        return cxr_seterr(err, CXR_ERR_INVALID_ARG, "cuda: train_backward without a "
                                   "train_forward of this plan");
     struct cuda_graph *cg = p->cg;
     CXR_CUDA(cudaSetDevice(p->ctx->device), "train");
@@ -267,7 +267,7 @@ enum cxr_status cxr_nn_cuda_train_backward(struct cxr_nn_backend *b, void *plan,
         const struct cxr_nn_param *prm = &p->g->params[i];
         const struct cuda_tensor *ct = prm->trainable ? prm->grad.extra : NULL;
         if (prm->trainable && !ct)
-            return cxr_nn_backend_err(err, CXR_ERR_INVALID_ARG, "cuda: '%s' trains but its "
+            return cxr_seterr(err, CXR_ERR_INVALID_ARG, "cuda: '%s' trains but its "
                                       "gradient has no storage", prm->t.name);
         if (ct)
             CXR_CUDA(cudaMemsetAsync(ct->dev, 0, ct->nbytes, cg->stream), "gradients");
@@ -320,7 +320,7 @@ enum cxr_status cxr_nn_cuda_tensor_sumsq(struct cxr_nn_backend *b, const struct 
     const struct cuda_tensor *ct = t ? t->extra : NULL;
     enum cxr_status st = CXR_OK;
     if (!ct || !out)
-        return cxr_nn_backend_err(err, CXR_ERR_INVALID_ARG, "cuda: tensor_sumsq of a tensor "
+        return cxr_seterr(err, CXR_ERR_INVALID_ARG, "cuda: tensor_sumsq of a tensor "
                                   "without storage");
     *out = 0;
     pthread_mutex_lock(&c->lock);
@@ -349,10 +349,10 @@ enum cxr_status cxr_nn_cuda_optim_step(struct cxr_nn_backend *b, struct cxr_nn_t
     bool adam = h && h->kind == CXR_NN_OPTIM_ADAMW;
     if (!p || !gt || !h || gt->nbytes != p->nbytes || (adam && (!s0 || !s1)) ||
         (s0 && s0->nbytes != p->nbytes) || (s1 && s1->nbytes != p->nbytes))
-        return cxr_nn_backend_err(err, CXR_ERR_INVALID_ARG, "cuda: optim_step: tensors missing or "
+        return cxr_seterr(err, CXR_ERR_INVALID_ARG, "cuda: optim_step: tensors missing or "
                                   "of different sizes");
     if (!adam && h->momentum != 0.0 && !s0)
-        return cxr_nn_backend_err(err, CXR_ERR_INVALID_ARG, "cuda: SGD with momentum needs a "
+        return cxr_seterr(err, CXR_ERR_INVALID_ARG, "cuda: SGD with momentum needs a "
                                   "state tensor");
     /* the same float arithmetic as cxr_nn_optim_apply (optim.c) */
     struct ck_optim_args a = {.adamw = adam, .scale = (float)h->grad_scale};

@@ -7,19 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static enum cxr_status gerr(char *err, enum cxr_status st, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static enum cxr_status gerr(char *err, enum cxr_status st, const char *fmt, ...)
-{
-    if (err) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, CXR_NN_ERRLEN, fmt, ap);
-        va_end(ap);
-    }
-    return st;
-}
-
 const char *cxr_nn_op_kind_name(enum cxr_nn_op_kind k)
 {
     static const char *const names[CXR_NN_OP_KIND_COUNT] = {"conv", "bn",  "relu", "maxpool",
@@ -109,13 +96,13 @@ static struct cxr_nn_op *add_op(struct cxr_nn_graph *g, enum cxr_nn_op_kind kind
 {
     if (!g || x < 0 || x >= g->n_values || (y >= 0 && y >= g->n_values) || !name ||
         strlen(name) + 16 >= CXR_NN_NAME_LEN) {
-        gerr(err, CXR_ERR_INVALID_ARG, "graph: bad arguments for %s op '%s'",
+        cxr_seterr(err, CXR_ERR_INVALID_ARG, "graph: bad arguments for %s op '%s'",
              cxr_nn_op_kind_name(kind), name ? name : "(null)");
         return NULL;
     }
     if (g->n_ops >= CXR_NN_GRAPH_MAX_OPS ||
         !grow((void **)&g->ops, g->n_ops, &g->cap_ops, sizeof *g->ops)) {
-        gerr(err, CXR_ERR_NOMEM, "graph: cannot add op '%s' (out of memory or too many ops)", name);
+        cxr_seterr(err, CXR_ERR_NOMEM, "graph: cannot add op '%s' (out of memory or too many ops)", name);
         return NULL;
     }
     struct cxr_nn_op *op = &g->ops[g->n_ops];
@@ -140,13 +127,13 @@ static int32_t finish_op(struct cxr_nn_graph *g, struct cxr_nn_op *op, int32_t c
                          int32_t w, char *err)
 {
     if (c < 1 || h < 1 || w < 1) {
-        gerr(err, CXR_ERR_NN_SHAPE, "graph: op '%s' would produce an empty %dx%dx%d tensor", op->name,
+        cxr_seterr(err, CXR_ERR_NN_SHAPE, "graph: op '%s' would produce an empty %dx%dx%d tensor", op->name,
              c, h, w);
         return -1;
     }
     int32_t v = add_value(g, c, h, w, g->n_ops);
     if (v < 0) {
-        gerr(err, CXR_ERR_NOMEM, "graph: out of memory");
+        cxr_seterr(err, CXR_ERR_NOMEM, "graph: out of memory");
         return -1;
     }
     op->out = v;
@@ -170,7 +157,7 @@ int32_t cxr_nn_graph_conv(struct cxr_nn_graph *g, const char *name, int32_t x, i
         return -1;
     const struct cxr_nn_value in = g->values[x];
     if (out_ch < 1 || kernel < 1 || stride < 1 || pad < 0 || pad >= kernel) {
-        gerr(err, CXR_ERR_INVALID_ARG, "graph: conv '%s': bad geometry", name);
+        cxr_seterr(err, CXR_ERR_INVALID_ARG, "graph: conv '%s': bad geometry", name);
         return -1;
     }
     int64_t wshape[4] = {out_ch, in.c, kernel, kernel}, bshape[1] = {out_ch};
@@ -182,7 +169,7 @@ int32_t cxr_nn_graph_conv(struct cxr_nn_graph *g, const char *name, int32_t x, i
     if (bias)
         op->param[1] = add_param(g, name, "bias", 1, bshape);
     if (op->param[0] < 0 || (bias && op->param[1] < 0)) {
-        gerr(err, CXR_ERR_NOMEM, "graph: out of memory");
+        cxr_seterr(err, CXR_ERR_NOMEM, "graph: out of memory");
         return -1;
     }
     return finish_op(g, op, out_ch, out_dim(in.h, kernel, stride, pad),
@@ -202,7 +189,7 @@ int32_t cxr_nn_graph_bn(struct cxr_nn_graph *g, const char *name, int32_t x, flo
     for (int32_t i = 0; i < 4; i++) {
         op->param[i] = add_param(g, name, parts[i], 1, shape);
         if (op->param[i] < 0) {
-            gerr(err, CXR_ERR_NOMEM, "graph: out of memory");
+            cxr_seterr(err, CXR_ERR_NOMEM, "graph: out of memory");
             return -1;
         }
     }
@@ -225,7 +212,7 @@ int32_t cxr_nn_graph_maxpool(struct cxr_nn_graph *g, const char *name, int32_t x
     if (!op)
         return -1;
     if (kernel < 1 || stride < 1 || pad < 0 || 2 * pad > kernel) {
-        gerr(err, CXR_ERR_INVALID_ARG, "graph: maxpool '%s': bad geometry", name);
+        cxr_seterr(err, CXR_ERR_INVALID_ARG, "graph: maxpool '%s': bad geometry", name);
         return -1;
     }
     const struct cxr_nn_value in = g->values[x];
@@ -239,7 +226,7 @@ int32_t cxr_nn_graph_maxpool(struct cxr_nn_graph *g, const char *name, int32_t x
 int32_t cxr_nn_graph_add(struct cxr_nn_graph *g, const char *name, int32_t a, int32_t b, char *err)
 {
     if (b < 0) {
-        gerr(err, CXR_ERR_INVALID_ARG, "graph: add '%s': second input missing", name);
+        cxr_seterr(err, CXR_ERR_INVALID_ARG, "graph: add '%s': second input missing", name);
         return -1;
     }
     struct cxr_nn_op *op = add_op(g, CXR_NN_OP_ADD, name, a, b, err);
@@ -247,7 +234,7 @@ int32_t cxr_nn_graph_add(struct cxr_nn_graph *g, const char *name, int32_t a, in
         return -1;
     const struct cxr_nn_value va = g->values[a], vb = g->values[b];
     if (va.c != vb.c || va.h != vb.h || va.w != vb.w) {
-        gerr(err, CXR_ERR_NN_SHAPE, "graph: add '%s': %dx%dx%d + %dx%dx%d", name, va.c, va.h, va.w,
+        cxr_seterr(err, CXR_ERR_NN_SHAPE, "graph: add '%s': %dx%dx%d + %dx%dx%d", name, va.c, va.h, va.w,
              vb.c, vb.h, vb.w);
         return -1;
     }
@@ -274,7 +261,7 @@ int32_t cxr_nn_graph_fc(struct cxr_nn_graph *g, const char *name, int32_t x, int
         return -1;
     const struct cxr_nn_value in = g->values[x];
     if (in.h != 1 || in.w != 1 || out_features < 1) {
-        gerr(err, CXR_ERR_NN_SHAPE, "graph: fc '%s' needs a C x 1 x 1 input, got %dx%dx%d", name,
+        cxr_seterr(err, CXR_ERR_NN_SHAPE, "graph: fc '%s' needs a C x 1 x 1 input, got %dx%dx%d", name,
              in.c, in.h, in.w);
         return -1;
     }
@@ -283,7 +270,7 @@ int32_t cxr_nn_graph_fc(struct cxr_nn_graph *g, const char *name, int32_t x, int
     op->param[1] = add_param(g, name, "bias", 1, bshape);
     op->n_params = 2;
     if (op->param[0] < 0 || op->param[1] < 0) {
-        gerr(err, CXR_ERR_NOMEM, "graph: out of memory");
+        cxr_seterr(err, CXR_ERR_NOMEM, "graph: out of memory");
         return -1;
     }
     return finish_op(g, op, out_features, 1, 1, err);
@@ -347,16 +334,16 @@ enum cxr_status cxr_nn_graph_build_resnet(const struct cxr_nn_resnet_spec *spec,
                                           int32_t w, struct cxr_nn_graph **out, char *err)
 {
     if (!out)
-        return gerr(err, CXR_ERR_INVALID_ARG, "graph: no output pointer");
+        return cxr_seterr(err, CXR_ERR_INVALID_ARG, "graph: no output pointer");
     *out = NULL;
     if (!spec || spec->n_blocks < 1 || spec->n_blocks > CXR_NN_RESNET_MAX_BLOCKS)
-        return gerr(err, CXR_ERR_INVALID_ARG, "graph: bad ResNet spec");
+        return cxr_seterr(err, CXR_ERR_INVALID_ARG, "graph: bad ResNet spec");
     if (h < 32 || w < 32 || h > 8192 || w > 8192)
-        return gerr(err, CXR_ERR_NN_SHAPE,
+        return cxr_seterr(err, CXR_ERR_NN_SHAPE,
                     "graph: input %dx%d outside 32..8192 (a ResNet halves it five times)", h, w);
     struct cxr_nn_graph *g = cxr_nn_graph_new(spec->in_channels, h, w);
     if (!g)
-        return gerr(err, CXR_ERR_NOMEM, "graph: out of memory");
+        return cxr_seterr(err, CXR_ERR_NOMEM, "graph: out of memory");
     int32_t x = conv_bn(g, "conv1", "bn1", g->input, spec->base_width, 7, 2, 3, err);
     if (x >= 0)
         x = cxr_nn_graph_relu(g, "relu", x, err);
@@ -411,7 +398,7 @@ static enum cxr_status fold_bn(struct cxr_nn_graph *g, int32_t i, int32_t bn, ch
     int32_t dw = add_param(g, op->name, "weight+bn", 4, ws);
     int32_t db = dw < 0 ? -1 : add_param(g, op->name, "bias+bn", 1, bshape);
     if (dw < 0 || db < 0)
-        return gerr(err, CXR_ERR_NOMEM, "graph: out of memory");
+        return cxr_seterr(err, CXR_ERR_NOMEM, "graph: out of memory");
     for (int32_t k = 0; k < 2; k++) {
         struct cxr_nn_param *p = &g->params[k == 0 ? dw : db];
         p->derived_from = i;
@@ -428,7 +415,7 @@ static enum cxr_status fold_bn(struct cxr_nn_graph *g, int32_t i, int32_t bn, ch
 enum cxr_status cxr_nn_graph_fuse_inference(struct cxr_nn_graph *g, char *err)
 {
     if (!g)
-        return gerr(err, CXR_ERR_INVALID_ARG, "graph: NULL");
+        return cxr_seterr(err, CXR_ERR_INVALID_ARG, "graph: NULL");
     if (g->fused)
         return CXR_OK;
     for (int32_t i = 0; i < g->n_ops; i++) {
@@ -502,14 +489,14 @@ static enum cxr_status fold_compute(struct cxr_nn_graph *g, const struct cxr_nn_
     if (!ow || !ob) {
         free(ow);
         free(ob);
-        return gerr(err, CXR_ERR_NOMEM, "graph: out of memory folding '%s'", op->name);
+        return cxr_seterr(err, CXR_ERR_NOMEM, "graph: out of memory folding '%s'", op->name);
     }
     for (int64_t c = 0; c < o; c++) {
         double v = (double)var[c] + (double)bn->eps;
         if (!(v > 0.0) || !isfinite(v)) {
             free(ow);
             free(ob);
-            return gerr(err, CXR_ERR_NN_MODEL, "'%s.running_var'[%lld] = %g: not a variance",
+            return cxr_seterr(err, CXR_ERR_NN_MODEL, "'%s.running_var'[%lld] = %g: not a variance",
                         bn->name, (long long)c, (double)var[c]);
         }
         double s = (double)gamma[c] / sqrt(v);
@@ -528,7 +515,7 @@ enum cxr_status cxr_nn_graph_bind(struct cxr_nn_graph *g, cxr_nn_param_lookup_fn
                                   char *err)
 {
     if (!g || !lookup)
-        return gerr(err, CXR_ERR_INVALID_ARG, "graph: bind without a lookup");
+        return cxr_seterr(err, CXR_ERR_INVALID_ARG, "graph: bind without a lookup");
     enum cxr_status st = CXR_OK;
     for (int32_t i = 0; i < g->n_params; i++) {
         struct cxr_nn_param *p = &g->params[i];
@@ -536,7 +523,7 @@ enum cxr_status cxr_nn_graph_bind(struct cxr_nn_graph *g, cxr_nn_param_lookup_fn
             continue;
         const struct cxr_nn_tensor *t = lookup(ctx, p->t.name);
         if (!t) {
-            st = gerr(err, CXR_ERR_NN_MODEL, "parameter '%s' missing", p->t.name);
+            st = cxr_seterr(err, CXR_ERR_NN_MODEL, "parameter '%s' missing", p->t.name);
             goto fail;
         }
         bool same = t->dtype == CXR_NN_DTYPE_F32 && t->ndim == p->t.ndim && t->data &&
@@ -544,7 +531,7 @@ enum cxr_status cxr_nn_graph_bind(struct cxr_nn_graph *g, cxr_nn_param_lookup_fn
         for (int32_t d = 0; same && d < p->t.ndim; d++)
             same = t->shape[d] == p->t.shape[d];
         if (!same) {
-            st = gerr(err, CXR_ERR_NN_SHAPE, "parameter '%s': %s tensor of %d dims does not fit the "
+            st = cxr_seterr(err, CXR_ERR_NN_SHAPE, "parameter '%s': %s tensor of %d dims does not fit the "
                       "graph (F32, %d dims)", p->t.name, cxr_nn_dtype_name(t->dtype), (int)t->ndim,
                       (int)p->t.ndim);
             goto fail;
@@ -589,7 +576,7 @@ int32_t cxr_nn_graph_live_ops(const struct cxr_nn_graph *g)
 int32_t cxr_nn_graph_set_trainable(struct cxr_nn_graph *g, bool fc_only, char *err)
 {
     if (!g || g->fused) {
-        gerr(err, CXR_ERR_INVALID_ARG, "graph: %s", g ? "a fused (inference) graph cannot train"
+        cxr_seterr(err, CXR_ERR_INVALID_ARG, "graph: %s", g ? "a fused (inference) graph cannot train"
                                                        : "NULL");
         return -1;
     }

@@ -16,7 +16,6 @@
 #define MIN_RESAMPLES 100
 #define MAX_RESAMPLES 1000000
 
-#define seterr cxr_nn_seterr /* nn's shared error helper (tensor.c) */
 
 void cxr_nn_confusion_at(const double *scores, const uint8_t *labels, size_t n, double threshold,
                          struct cxr_nn_confusion *out)
@@ -138,14 +137,14 @@ enum cxr_status cxr_nn_roc_compute(const double *scores, const uint8_t *labels, 
     bool nan;
     int64_t pos, neg;
     if (n == 0 || n > UINT32_MAX)
-        return seterr(err, CXR_ERR_INVALID_ARG, "ROC: %zu cases", n);
+        return cxr_seterr(err, CXR_ERR_INVALID_ARG, "ROC: %zu cases", n);
     struct scored *v = sorted_desc(scores, labels, n, &nan, &pos, &neg);
     if (!v)
-        return nan ? seterr(err, CXR_ERR_INVALID_ARG, "ROC: a score is NaN")
-                   : seterr(err, CXR_ERR_NOMEM, "ROC: out of memory");
+        return nan ? cxr_seterr(err, CXR_ERR_INVALID_ARG, "ROC: a score is NaN")
+                   : cxr_seterr(err, CXR_ERR_NOMEM, "ROC: out of memory");
     if (pos == 0 || neg == 0) {
         free(v);
-        return seterr(err, CXR_ERR_INVALID_ARG,
+        return cxr_seterr(err, CXR_ERR_INVALID_ARG,
                       "ROC: needs both classes (%lld positive, %lld negative cases)",
                       (long long)pos, (long long)neg);
     }
@@ -155,7 +154,7 @@ enum cxr_status cxr_nn_roc_compute(const double *scores, const uint8_t *labels, 
     if (!out->fpr || !out->tpr || !out->threshold) {
         free(v);
         cxr_nn_roc_release(out);
-        return seterr(err, CXR_ERR_NOMEM, "ROC: out of memory");
+        return cxr_seterr(err, CXR_ERR_NOMEM, "ROC: out of memory");
     }
     out->positives = pos;
     out->negatives = neg;
@@ -287,18 +286,18 @@ enum cxr_status cxr_nn_evaluate(const double *scores, const uint8_t *labels, siz
 {
     memset(out, 0, sizeof *out);
     if (n == 0 || n > UINT32_MAX)
-        return seterr(err, CXR_ERR_INVALID_ARG, "evaluate: %zu cases", n);
+        return cxr_seterr(err, CXR_ERR_INVALID_ARG, "evaluate: %zu cases", n);
     if (resamples != 0 && (resamples < MIN_RESAMPLES || resamples > MAX_RESAMPLES))
-        return seterr(err, CXR_ERR_INVALID_ARG, "evaluate: %d bootstrap resamples (0 or %d..%d)",
+        return cxr_seterr(err, CXR_ERR_INVALID_ARG, "evaluate: %d bootstrap resamples (0 or %d..%d)",
                       (int)resamples, MIN_RESAMPLES, MAX_RESAMPLES);
     if (isnan(threshold))
-        return seterr(err, CXR_ERR_INVALID_ARG, "evaluate: the threshold is NaN");
+        return cxr_seterr(err, CXR_ERR_INVALID_ARG, "evaluate: the threshold is NaN");
     bool nan;
     int64_t pos, neg;
     struct scored *v = sorted_desc(scores, labels, n, &nan, &pos, &neg);
     if (!v)
-        return nan ? seterr(err, CXR_ERR_INVALID_ARG, "evaluate: a score is NaN")
-                   : seterr(err, CXR_ERR_NOMEM, "evaluate: out of memory");
+        return nan ? cxr_seterr(err, CXR_ERR_INVALID_ARG, "evaluate: a score is NaN")
+                   : cxr_seterr(err, CXR_ERR_NOMEM, "evaluate: out of memory");
 
     out->threshold = threshold;
     out->n = n;
@@ -332,12 +331,12 @@ enum cxr_status cxr_nn_evaluate(const double *scores, const uint8_t *labels, siz
     size_t m[6] = {0};
     enum cxr_status st = CXR_OK;
     if (!w || !at) {
-        st = seterr(err, CXR_ERR_NOMEM, "bootstrap: out of memory");
+        st = cxr_seterr(err, CXR_ERR_NOMEM, "bootstrap: out of memory");
         goto fail;
     }
     for (int k = 0; k < 6; k++)
         if (!(vals[k] = malloc((size_t)resamples * sizeof(double)))) {
-            st = seterr(err, CXR_ERR_NOMEM, "bootstrap: out of memory");
+            st = cxr_seterr(err, CXR_ERR_NOMEM, "bootstrap: out of memory");
             goto fail;
         }
     for (size_t i = 0; i < n; i++)
@@ -407,14 +406,14 @@ enum cxr_status cxr_nn_reliability_compute(const double *scores, const uint8_t *
 {
     memset(out, 0, sizeof *out);
     if (n == 0 || nbins < 1 || nbins > CXR_NN_MAX_RELIABILITY_BINS)
-        return seterr(err, CXR_ERR_INVALID_ARG, "reliability: %zu cases in %d bins (1..%d)", n,
+        return cxr_seterr(err, CXR_ERR_INVALID_ARG, "reliability: %zu cases in %d bins (1..%d)", n,
                       (int)nbins, CXR_NN_MAX_RELIABILITY_BINS);
     double sum[CXR_NN_MAX_RELIABILITY_BINS] = {0}, pos[CXR_NN_MAX_RELIABILITY_BINS] = {0};
     for (size_t i = 0; i < n; i++) {
         double p = scores[i];
         if (!(p >= 0.0 && p <= 1.0)) {
             memset(out, 0, sizeof *out);
-            return seterr(err, CXR_ERR_INVALID_ARG, "reliability: score %g of case %zu is not a "
+            return cxr_seterr(err, CXR_ERR_INVALID_ARG, "reliability: score %g of case %zu is not a "
                           "probability", p, i);
         }
         int32_t b = (int32_t)(p * nbins);
@@ -466,20 +465,20 @@ enum cxr_status cxr_nn_calibrate(const double *scores, const uint8_t *labels, si
         cxr_nn_calibration_options_defaults(&o);
     if (!(o.target_sensitivity > 0.0 && o.target_sensitivity <= 1.0) ||
         !(o.urgent_specificity > 0.0 && o.urgent_specificity <= 1.0))
-        return seterr(err, CXR_ERR_INVALID_ARG,
+        return cxr_seterr(err, CXR_ERR_INVALID_ARG,
                       "calibration: target sensitivity %g and urgent specificity %g must be in (0, 1]",
                       o.target_sensitivity, o.urgent_specificity);
     int64_t pos = 0;
     for (size_t i = 0; i < n; i++)
         pos += labels[i] ? 1 : 0;
     if (n == 0 || pos == 0 || pos == (int64_t)n)
-        return seterr(err, CXR_ERR_INVALID_ARG,
+        return cxr_seterr(err, CXR_ERR_INVALID_ARG,
                       "calibration needs both classes in the validation data (%lld positive of %zu)",
                       (long long)pos, n);
     double op = cxr_nn_threshold_for_sensitivity(scores, labels, n, o.target_sensitivity);
     double urg = cxr_nn_threshold_for_specificity(scores, labels, n, o.urgent_specificity);
     if (isnan(op) || isnan(urg))
-        return seterr(err, CXR_ERR_INVALID_ARG, "calibration: a score is NaN");
+        return cxr_seterr(err, CXR_ERR_INVALID_ARG, "calibration: a score is NaN");
     op = clamp01(op);
     urg = clamp01(urg > op ? urg : op);
     enum cxr_status st = cxr_nn_evaluate(scores, labels, n, op, o.resamples, o.seed,

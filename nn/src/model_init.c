@@ -157,29 +157,29 @@ enum cxr_status cxr_nn_model_init_width(const struct cxr_nn_model_meta *meta, in
                                         uint64_t seed, struct cxr_nn_model **out, char *err)
 {
     if (!out)
-        return cxr_nn_seterr(err, CXR_ERR_INVALID_ARG, "init: no output pointer");
+        return cxr_seterr(err, CXR_ERR_INVALID_ARG, "init: no output pointer");
     *out = NULL;
     if (!meta)
-        return cxr_nn_seterr(err, CXR_ERR_INVALID_ARG, "init: no metadata");
+        return cxr_seterr(err, CXR_ERR_INVALID_ARG, "init: no metadata");
     struct cxr_nn_resnet_spec spec;
     if (cxr_nn_resnet_spec_make(meta->arch, meta->channels, base_width, meta->num_classes, &spec) !=
         CXR_OK)
-        return cxr_nn_seterr(err, CXR_ERR_INVALID_ARG,
+        return cxr_seterr(err, CXR_ERR_INVALID_ARG,
                              "init: arch %d, %d channels, base width %d, %d classes: not a model "
                              "this build makes (resnet18/34/50, 1 or 3 channels, width 1..1024, "
                              "1..%d classes)",
                              (int)meta->arch, (int)meta->channels, (int)base_width,
                              (int)meta->num_classes, CXR_NN_MAX_CLASSES);
-    char verr[CXR_NN_ERRLEN];
+    char verr[CXR_ERRLEN];
     enum cxr_status st = cxr_nn_meta_validate(meta, &spec, verr);
     if (st != CXR_OK)
-        return cxr_nn_seterr(err, CXR_ERR_INVALID_ARG, "init: %s", verr);
+        return cxr_seterr(err, CXR_ERR_INVALID_ARG, "init: %s", verr);
     struct cxr_nn_model *m = cxr_nn_model_alloc(&spec);
     if (!m)
-        return cxr_nn_seterr(err, CXR_ERR_NOMEM, "init: out of memory for the tensors");
+        return cxr_seterr(err, CXR_ERR_NOMEM, "init: out of memory for the tensors");
     if (cxr_nn_meta_copy(&m->meta, meta) != CXR_OK) {
         cxr_nn_model_free(m);
-        return cxr_nn_seterr(err, CXR_ERR_NOMEM, "init: out of memory");
+        return cxr_seterr(err, CXR_ERR_NOMEM, "init: out of memory");
     }
     init_tensors(m, seed);
     *out = m;

@@ -34,9 +34,6 @@ struct cxr_nn_model {
     char sha256[65];
 };
 
-/* printf into err (CXR_NN_ERRLEN bytes, may be NULL); returns st. */
-enum cxr_status cxr_nn_seterr(char *err, enum cxr_status st, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
 
 /* Allocates an empty model with one zeroed F32/I64 tensor per parameter of
  * `spec` (names, kinds and shapes from cxr_nn_resnet_spec_params). The

@@ -16,7 +16,7 @@ struct cxr_nn_net {
     struct cxr_nn_graph *g;
     int32_t max_batch;
     void **plans;                 /* [max_batch + 1], index = batch size */
-    char err[CXR_NN_ERRLEN];
+    char err[CXR_ERRLEN];
 };
 
 void cxr_nn_net_free(struct cxr_nn_net *net)
@@ -69,29 +69,29 @@ enum cxr_status cxr_nn_net_new_graph(struct cxr_nn_backend *b, struct cxr_nn_gra
     enum cxr_status st;
     if (!out) {
         cxr_nn_graph_free(g);
-        return cxr_nn_backend_err(err, CXR_ERR_INVALID_ARG, "net: no output pointer");
+        return cxr_seterr(err, CXR_ERR_INVALID_ARG, "net: no output pointer");
     }
     *out = NULL;
     if (!b || !g || !lookup) {
         cxr_nn_graph_free(g);
-        return cxr_nn_backend_err(err, CXR_ERR_INVALID_ARG, "net: backend, graph or lookup missing");
+        return cxr_seterr(err, CXR_ERR_INVALID_ARG, "net: backend, graph or lookup missing");
     }
     if (max_batch < 1 || max_batch > NET_MAX_BATCH) {
         cxr_nn_graph_free(g);
-        return cxr_nn_backend_err(err, CXR_ERR_INVALID_ARG, "net: max_batch %d outside 1..%d",
+        return cxr_seterr(err, CXR_ERR_INVALID_ARG, "net: max_batch %d outside 1..%d",
                                   (int)max_batch, NET_MAX_BATCH);
     }
     struct cxr_nn_net *net = calloc(1, sizeof *net);
     if (!net) {
         cxr_nn_graph_free(g);
-        return cxr_nn_backend_err(err, CXR_ERR_NOMEM, "net: out of memory");
+        return cxr_seterr(err, CXR_ERR_NOMEM, "net: out of memory");
     }
     net->b = b;
     net->g = g;
     net->max_batch = max_batch;
     net->plans = calloc((size_t)max_batch + 1, sizeof *net->plans);
     if (!net->plans) {
-        st = cxr_nn_backend_err(err, CXR_ERR_NOMEM, "net: out of memory");
+        st = cxr_seterr(err, CXR_ERR_NOMEM, "net: out of memory");
         goto fail;
     }
     if ((st = cxr_nn_graph_fuse_inference(g, err)) != CXR_OK ||
@@ -120,15 +120,15 @@ enum cxr_status cxr_nn_net_new(struct cxr_nn_backend *b, const struct cxr_nn_mod
                                int32_t max_batch, struct cxr_nn_net **out, char *err)
 {
     if (!out)
-        return cxr_nn_backend_err(err, CXR_ERR_INVALID_ARG, "net: no output pointer");
+        return cxr_seterr(err, CXR_ERR_INVALID_ARG, "net: no output pointer");
     *out = NULL;
     if (!b || !m)
-        return cxr_nn_backend_err(err, CXR_ERR_INVALID_ARG, "net: backend or model missing");
+        return cxr_seterr(err, CXR_ERR_INVALID_ARG, "net: backend or model missing");
     const struct cxr_nn_model_meta *meta = cxr_nn_model_meta(m);
     struct cxr_nn_resnet_spec spec;
     cxr_nn_model_spec(m, &spec);
     if (meta->channels != spec.in_channels)
-        return cxr_nn_backend_err(err, CXR_ERR_NN_MODEL, "net: metadata says %d input channels, "
+        return cxr_seterr(err, CXR_ERR_NN_MODEL, "net: metadata says %d input channels, "
                                   "conv1.weight has %d", (int)meta->channels,
                                   (int)spec.in_channels);
     struct cxr_nn_graph *g = NULL;
@@ -146,9 +146,9 @@ enum cxr_status cxr_nn_net_forward(struct cxr_nn_net *net, const float *input, i
         return CXR_ERR_INVALID_ARG;
     net->err[0] = '\0';
     if (!input || !logits)
-        return cxr_nn_backend_err(net->err, CXR_ERR_INVALID_ARG, "forward: input or output is NULL");
+        return cxr_seterr(net->err, CXR_ERR_INVALID_ARG, "forward: input or output is NULL");
     if (n < 1 || n > net->max_batch)
-        return cxr_nn_backend_err(net->err, CXR_ERR_INVALID_ARG,
+        return cxr_seterr(net->err, CXR_ERR_INVALID_ARG,
                                   "forward: batch of %d images, this net takes 1..%d (max_batch "
                                   "given to cxr_nn_net_new)", (int)n, (int)net->max_batch);
     const struct cxr_nn_backend_i *bi = net->b->iface;

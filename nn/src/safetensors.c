@@ -150,65 +150,65 @@ static enum cxr_status parse_entry(const char *file, const char *name, struct js
     struct json_object *dt, *shape, *offs;
     e->name = name;
     if (strlen(name) >= CXR_NN_NAME_LEN)
-        return cxr_nn_seterr(err, bad, "%s: tensor name '%.60s...' longer than %d bytes", file,
+        return cxr_seterr(err, bad, "%s: tensor name '%.60s...' longer than %d bytes", file,
                              name, CXR_NN_NAME_LEN - 1);
     if (!json_object_is_type(v, json_type_object))
-        return cxr_nn_seterr(err, bad, "%s: tensor '%s': header entry is not an object", file,
+        return cxr_seterr(err, bad, "%s: tensor '%s': header entry is not an object", file,
                              name);
     if (!json_object_object_get_ex(v, "dtype", &dt) || !json_object_is_type(dt, json_type_string))
-        return cxr_nn_seterr(err, bad, "%s: tensor '%s': no \"dtype\" string", file, name);
+        return cxr_seterr(err, bad, "%s: tensor '%s': no \"dtype\" string", file, name);
     const char *dts = json_object_get_string(dt);
     size_t d;
     for (d = 0; d < sizeof dtype_names / sizeof dtype_names[0]; d++)
         if (strcmp(dts, dtype_names[d].name) == 0)
             break;
     if (d == sizeof dtype_names / sizeof dtype_names[0])
-        return cxr_nn_seterr(err, CXR_ERR_NN_DTYPE,
+        return cxr_seterr(err, CXR_ERR_NN_DTYPE,
                              "%s: tensor '%s': dtype \"%.20s\" not supported (F32, F16, BF16, F64, "
                              "I64, U8)",
                              file, name, dts);
     e->dtype = dtype_names[d].dtype;
     if (!json_object_object_get_ex(v, "shape", &shape) ||
         !json_object_is_type(shape, json_type_array))
-        return cxr_nn_seterr(err, bad, "%s: tensor '%s': no \"shape\" list", file, name);
+        return cxr_seterr(err, bad, "%s: tensor '%s': no \"shape\" list", file, name);
     size_t nd = json_object_array_length(shape);
     if (nd > CXR_NN_MAX_DIMS)
-        return cxr_nn_seterr(err, bad, "%s: tensor '%s': %zu dimensions (at most %d)", file, name,
+        return cxr_seterr(err, bad, "%s: tensor '%s': %zu dimensions (at most %d)", file, name,
                              nd, CXR_NN_MAX_DIMS);
     e->ndim = (int32_t)nd;
     uint64_t numel = 1;
     for (size_t i = 0; i < nd; i++) {
         uint64_t dim;
         if (!json_u64(json_object_array_get_idx(shape, i), &dim) || dim > (uint64_t)MAX_DIM)
-            return cxr_nn_seterr(err, bad,
+            return cxr_seterr(err, bad,
                                  "%s: tensor '%s': shape entry %zu is not a non-negative integer "
                                  "(or is absurdly large)",
                                  file, name, i);
         e->shape[i] = (int64_t)dim;
         if (dim && numel > (uint64_t)INT64_MAX / 8 / dim)
-            return cxr_nn_seterr(err, bad, "%s: tensor '%s': element count overflows", file, name);
+            return cxr_seterr(err, bad, "%s: tensor '%s': element count overflows", file, name);
         numel *= dim;
     }
     if (!json_object_object_get_ex(v, "data_offsets", &offs) ||
         !json_object_is_type(offs, json_type_array) || json_object_array_length(offs) != 2 ||
         !json_u64(json_object_array_get_idx(offs, 0), &e->begin) ||
         !json_u64(json_object_array_get_idx(offs, 1), &e->end))
-        return cxr_nn_seterr(err, bad,
+        return cxr_seterr(err, bad,
                              "%s: tensor '%s': \"data_offsets\" is not a list of 2 non-negative "
                              "integers",
                              file, name);
     if (e->begin > e->end)
-        return cxr_nn_seterr(err, bad, "%s: tensor '%s': data_offsets [%llu,%llu] begin > end",
+        return cxr_seterr(err, bad, "%s: tensor '%s': data_offsets [%llu,%llu] begin > end",
                              file, name, (unsigned long long)e->begin, (unsigned long long)e->end);
     if (e->end > data_len)
-        return cxr_nn_seterr(err, bad,
+        return cxr_seterr(err, bad,
                              "%s: tensor '%s': data_offsets [%llu,%llu] past the end of the data "
                              "area (%llu bytes; file truncated?)",
                              file, name, (unsigned long long)e->begin, (unsigned long long)e->end,
                              (unsigned long long)data_len);
     uint64_t want = numel * cxr_nn_dtype_size(e->dtype);
     if (e->end - e->begin != want)
-        return cxr_nn_seterr(err, bad,
+        return cxr_seterr(err, bad,
                              "%s: tensor '%s': data_offsets [%llu,%llu] hold %llu bytes but %s x "
                              "%llu elements need %llu",
                              file, name, (unsigned long long)e->begin, (unsigned long long)e->end,
@@ -243,12 +243,12 @@ static enum cxr_status check_layout(const char *file, struct entry *ents, size_t
         if (e->begin == e->end && e->begin <= pos)
             continue; /* an empty tensor occupies nothing */
         if (e->begin < pos)
-            st = cxr_nn_seterr(err, CXR_ERR_NN_MODEL,
+            st = cxr_seterr(err, CXR_ERR_NN_MODEL,
                                "%s: tensor '%s': data_offsets [%llu,%llu] overlap tensor '%s'",
                                file, e->name, (unsigned long long)e->begin,
                                (unsigned long long)e->end, prev ? prev : "?");
         else if (e->begin > pos)
-            st = cxr_nn_seterr(err, CXR_ERR_NN_MODEL,
+            st = cxr_seterr(err, CXR_ERR_NN_MODEL,
                                "%s: tensor '%s': data_offsets [%llu,%llu] leave a hole of %llu "
                                "bytes in the data area",
                                file, e->name, (unsigned long long)e->begin,
@@ -258,7 +258,7 @@ static enum cxr_status check_layout(const char *file, struct entry *ents, size_t
     }
     if (st == CXR_OK && pos != data_len)
         st =
-            cxr_nn_seterr(err, CXR_ERR_NN_MODEL,
+            cxr_seterr(err, CXR_ERR_NN_MODEL,
                           "%s: %llu bytes after the last tensor's data (data area %llu bytes)",
                           file, (unsigned long long)(data_len - pos), (unsigned long long)data_len);
     free(order);
@@ -345,7 +345,7 @@ static enum cxr_status fill_model(const char *file, struct cxr_nn_model *m, stru
         if (!e) {
             if (kind == CXR_NN_PARAM_BN_COUNT)
                 continue; /* optional buffer, stays 0 */
-            return cxr_nn_seterr(err, CXR_ERR_NN_MODEL,
+            return cxr_seterr(err, CXR_ERR_NN_MODEL,
                                  "%s: tensor '%s' missing (%s needs it; torchvision naming)", file,
                                  t->name, arch);
         }
@@ -353,7 +353,7 @@ static enum cxr_status fill_model(const char *file, struct cxr_nn_model *m, stru
         bool is_float = e->dtype == CXR_NN_DTYPE_F32 || e->dtype == CXR_NN_DTYPE_F16 ||
                         e->dtype == CXR_NN_DTYPE_BF16 || e->dtype == CXR_NN_DTYPE_F64;
         if (kind == CXR_NN_PARAM_BN_COUNT ? e->dtype != CXR_NN_DTYPE_I64 : !is_float)
-            return cxr_nn_seterr(err, CXR_ERR_NN_DTYPE, "%s: tensor '%s': dtype %s, expected %s",
+            return cxr_seterr(err, CXR_ERR_NN_DTYPE, "%s: tensor '%s': dtype %s, expected %s",
                                  file, t->name, cxr_nn_dtype_name(e->dtype),
                                  kind == CXR_NN_PARAM_BN_COUNT ? "I64" : "F32, F16, BF16 or F64");
         bool same = e->ndim == t->ndim;
@@ -366,7 +366,7 @@ static enum cxr_status fill_model(const char *file, struct cxr_nn_model *m, stru
             char got[96], want[96];
             fmt_shape(got, sizeof got, e->ndim, e->shape);
             fmt_shape(want, sizeof want, t->ndim, t->shape);
-            return cxr_nn_seterr(err, CXR_ERR_NN_SHAPE,
+            return cxr_seterr(err, CXR_ERR_NN_SHAPE,
                                  "%s: tensor '%s': shape %s, but %s (in %d, width %d, %d classes) "
                                  "needs %s",
                                  file, t->name, got, arch, (int)m->spec.in_channels,
@@ -378,7 +378,7 @@ static enum cxr_status fill_model(const char *file, struct cxr_nn_model *m, stru
     }
     for (size_t i = 0; i < n; i++)
         if (!ents[i].used)
-            return cxr_nn_seterr(err, CXR_ERR_NN_MODEL, "%s: tensor '%s' is not a parameter of %s",
+            return cxr_seterr(err, CXR_ERR_NN_MODEL, "%s: tensor '%s' is not a parameter of %s",
                                  file, ents[i].name, arch);
     return CXR_OK;
 }
@@ -395,19 +395,19 @@ static enum cxr_status make_spec(const char *file, struct json_object *md, struc
     if (md && json_object_object_get_ex(md, "arch", &a)) {
         const char *s = json_object_get_string(a);
         if (!json_object_is_type(a, json_type_string) || !cxr_nn_arch_parse(s, &arch))
-            return cxr_nn_seterr(
+            return cxr_seterr(
                 err, CXR_ERR_UNSUPPORTED,
                 "%s: metadata arch \"%.40s\" is not one this build knows (resnet18, "
                 "resnet34, resnet50)",
                 file, s ? s : "");
         if (have_inferred && inferred != arch)
-            return cxr_nn_seterr(err, CXR_ERR_NN_MODEL,
+            return cxr_seterr(err, CXR_ERR_NN_MODEL,
                                  "%s: metadata arch %s but the tensors are %s's (%s)", file,
                                  cxr_nn_arch_name(arch), cxr_nn_arch_name(inferred), desc);
     } else if (have_inferred) {
         arch = inferred;
     } else {
-        return cxr_nn_seterr(err, CXR_ERR_NN_MODEL,
+        return cxr_seterr(err, CXR_ERR_NN_MODEL,
                              "%s: no \"arch\" metadata and the tensors (%s) are not those of "
                              "resnet18, resnet34 or resnet50",
                              file, desc);
@@ -415,30 +415,30 @@ static enum cxr_status make_spec(const char *file, struct json_object *md, struc
     struct entry *c1 = find_entry(ents, n, "conv1.weight");
     struct entry *fc = find_entry(ents, n, "fc.weight");
     if (!c1 || c1->ndim != 4)
-        return cxr_nn_seterr(err, c1 ? CXR_ERR_NN_SHAPE : CXR_ERR_NN_MODEL,
+        return cxr_seterr(err, c1 ? CXR_ERR_NN_SHAPE : CXR_ERR_NN_MODEL,
                              "%s: tensor 'conv1.weight' %s", file,
                              c1 ? "is not 4-dimensional" : "missing (torchvision naming)");
     if (!fc || fc->ndim != 2)
-        return cxr_nn_seterr(err, fc ? CXR_ERR_NN_SHAPE : CXR_ERR_NN_MODEL,
+        return cxr_seterr(err, fc ? CXR_ERR_NN_SHAPE : CXR_ERR_NN_MODEL,
                              "%s: tensor 'fc.weight' %s", file,
                              fc ? "is not 2-dimensional" : "missing (torchvision naming)");
     if (c1->shape[1] != 1 && c1->shape[1] != 3)
-        return cxr_nn_seterr(
+        return cxr_seterr(
             err, CXR_ERR_NN_SHAPE,
             "%s: tensor 'conv1.weight' takes %lld input channels (1 or 3 supported)", file,
             (long long)c1->shape[1]);
     if (c1->shape[0] < 1 || c1->shape[0] > 1024)
-        return cxr_nn_seterr(
+        return cxr_seterr(
             err, CXR_ERR_NN_SHAPE,
             "%s: tensor 'conv1.weight' has %lld output channels (1..1024 supported)", file,
             (long long)c1->shape[0]);
     if (fc->shape[0] < 1 || fc->shape[0] > CXR_NN_MAX_CLASSES)
-        return cxr_nn_seterr(err, CXR_ERR_NN_SHAPE,
+        return cxr_seterr(err, CXR_ERR_NN_SHAPE,
                              "%s: tensor 'fc.weight' has %lld classes (1..%d supported)", file,
                              (long long)fc->shape[0], CXR_NN_MAX_CLASSES);
     if (cxr_nn_resnet_spec_make(arch, (int32_t)c1->shape[1], (int32_t)c1->shape[0],
                                 (int32_t)fc->shape[0], spec) != CXR_OK)
-        return cxr_nn_seterr(err, CXR_ERR_INTERNAL, "%s: cannot make the %s spec", file,
+        return cxr_seterr(err, CXR_ERR_INTERNAL, "%s: cannot make the %s spec", file,
                              cxr_nn_arch_name(arch));
     return CXR_OK;
 }
@@ -466,31 +466,31 @@ enum cxr_status cxr_nn_model_load_memory(const void *buf, size_t len, const char
     struct cxr_nn_model *m = NULL;
     enum cxr_status st;
     if (!out)
-        return cxr_nn_seterr(err, CXR_ERR_INVALID_ARG, "%s: no output pointer", file);
+        return cxr_seterr(err, CXR_ERR_INVALID_ARG, "%s: no output pointer", file);
     *out = NULL;
     if (!buf && len)
-        return cxr_nn_seterr(err, CXR_ERR_INVALID_ARG, "%s: no buffer", file);
+        return cxr_seterr(err, CXR_ERR_INVALID_ARG, "%s: no buffer", file);
     if (len < 8)
-        return cxr_nn_seterr(err, bad, "%s: %zu bytes, too short for a safetensors file", file,
+        return cxr_seterr(err, bad, "%s: %zu bytes, too short for a safetensors file", file,
                              len);
     uint64_t hlen = 0;
     for (int i = 7; i >= 0; i--)
         hlen = (hlen << 8) | b[i];
     if (hlen > CXR_NN_MAX_HEADER)
-        return cxr_nn_seterr(err, bad,
+        return cxr_seterr(err, bad,
                              "%s: header length %llu is absurd (cap %u bytes): not a safetensors "
                              "file?",
                              file, (unsigned long long)hlen, CXR_NN_MAX_HEADER);
     if (hlen > len - 8)
-        return cxr_nn_seterr(err, bad,
+        return cxr_seterr(err, bad,
                              "%s: header length %llu runs past the end of the file (%zu bytes; "
                              "truncated?)",
                              file, (unsigned long long)hlen, len);
     if (hlen < 2 || b[8] != '{')
-        return cxr_nn_seterr(err, bad, "%s: header does not start with a JSON object", file);
+        return cxr_seterr(err, bad, "%s: header does not start with a JSON object", file);
     const char *hdr = (const char *)b + 8;
     if (memchr(hdr, '\0', hlen))
-        return cxr_nn_seterr(err, bad, "%s: header contains a NUL byte", file);
+        return cxr_seterr(err, bad, "%s: header contains a NUL byte", file);
     uint64_t data_len = len - 8 - hlen;
     const uint8_t *data = b + 8 + hlen;
 
@@ -501,18 +501,18 @@ enum cxr_status cxr_nn_model_load_memory(const void *buf, size_t len, const char
     enum json_tokener_error jerr = json_tokener_get_error(tok);
     size_t end = json_tokener_get_parse_end(tok);
     if (!root || jerr != json_tokener_success) {
-        st = cxr_nn_seterr(err, bad, "%s: header is not valid JSON (%s near byte %zu)", file,
+        st = cxr_seterr(err, bad, "%s: header is not valid JSON (%s near byte %zu)", file,
                            root ? "trailing data" : json_tokener_error_desc(jerr), end);
         goto fail;
     }
     for (size_t i = end; i < hlen; i++)
         if (hdr[i] != ' ' && hdr[i] != '\t' && hdr[i] != '\n' && hdr[i] != '\r') {
-            st = cxr_nn_seterr(err, bad, "%s: header has data after the JSON object (byte %zu)",
+            st = cxr_seterr(err, bad, "%s: header has data after the JSON object (byte %zu)",
                                file, i);
             goto fail;
         }
     if (!json_object_is_type(root, json_type_object)) {
-        st = cxr_nn_seterr(err, bad, "%s: header is not a JSON object", file);
+        st = cxr_seterr(err, bad, "%s: header is not a JSON object", file);
         goto fail;
     }
     size_t nkeys = (size_t)json_object_object_length(root);
@@ -520,20 +520,20 @@ enum cxr_status cxr_nn_model_load_memory(const void *buf, size_t len, const char
     size_t dup_len = 0;
     size_t counted = count_text_keys(hdr, end, &dup, &dup_len);
     if (counted == SIZE_MAX) {
-        st = cxr_nn_seterr(err, bad, "%s: header is not valid JSON (single-quoted string)", file);
+        st = cxr_seterr(err, bad, "%s: header is not valid JSON (single-quoted string)", file);
         goto fail;
     }
     if (counted == SIZE_MAX - 1) {
-        st = cxr_nn_seterr(err, bad, "%s: more than %d keys in the header", file, MAX_KEYS);
+        st = cxr_seterr(err, bad, "%s: more than %d keys in the header", file, MAX_KEYS);
         goto fail;
     }
     if (counted != count_tree_keys(root)) {
-        st = cxr_nn_seterr(err, bad, "%s: key '%.*s' appears more than once in the header", file,
+        st = cxr_seterr(err, bad, "%s: key '%.*s' appears more than once in the header", file,
                            (int)(dup ? (dup_len > 80 ? 80 : dup_len) : 1), dup ? dup : "?");
         goto fail;
     }
     if (nkeys > MAX_ENTRIES) {
-        st = cxr_nn_seterr(err, bad, "%s: %zu header entries (cap %d)", file, nkeys, MAX_ENTRIES);
+        st = cxr_seterr(err, bad, "%s: %zu header entries (cap %d)", file, nkeys, MAX_ENTRIES);
         goto fail;
     }
     if (!(ents = calloc(nkeys ? nkeys : 1, sizeof *ents))) {
@@ -544,7 +544,7 @@ enum cxr_status cxr_nn_model_load_memory(const void *buf, size_t len, const char
     json_object_object_foreach (root, key, val) {
         if (strcmp(key, "__metadata__") == 0) {
             if (!json_object_is_type(val, json_type_object)) {
-                st = cxr_nn_seterr(err, bad, "%s: \"__metadata__\" is not an object", file);
+                st = cxr_seterr(err, bad, "%s: \"__metadata__\" is not an object", file);
                 goto fail;
             }
             md = val;
@@ -560,7 +560,7 @@ enum cxr_status cxr_nn_model_load_memory(const void *buf, size_t len, const char
     if ((st = make_spec(file, md, ents, n, &spec, err)) != CXR_OK)
         goto fail;
     if (!(m = cxr_nn_model_alloc(&spec))) {
-        st = cxr_nn_seterr(err, CXR_ERR_NOMEM, "%s: out of memory for the tensors", file);
+        st = cxr_seterr(err, CXR_ERR_NOMEM, "%s: out of memory for the tensors", file);
         goto fail;
     }
     if ((st = fill_model(file, m, ents, n, data, err)) != CXR_OK)
@@ -584,33 +584,33 @@ fail:
 enum cxr_status cxr_nn_model_load(const char *path, struct cxr_nn_model **out, char *err)
 {
     if (!out)
-        return cxr_nn_seterr(err, CXR_ERR_INVALID_ARG, "no output pointer");
+        return cxr_seterr(err, CXR_ERR_INVALID_ARG, "no output pointer");
     *out = NULL;
     if (!path)
-        return cxr_nn_seterr(err, CXR_ERR_INVALID_ARG, "no model path");
+        return cxr_seterr(err, CXR_ERR_INVALID_ARG, "no model path");
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
-        return cxr_nn_seterr(err, errno == ENOENT ? CXR_ERR_NOT_FOUND : CXR_ERR_IO, "%s: %s", path,
+        return cxr_seterr(err, errno == ENOENT ? CXR_ERR_NOT_FOUND : CXR_ERR_IO, "%s: %s", path,
                              strerror(errno));
     struct stat st;
     if (fstat(fd, &st) != 0) {
         int e = errno;
         close(fd);
-        return cxr_nn_seterr(err, CXR_ERR_IO, "%s: %s", path, strerror(e));
+        return cxr_seterr(err, CXR_ERR_IO, "%s: %s", path, strerror(e));
     }
     if (!S_ISREG(st.st_mode)) {
         close(fd);
-        return cxr_nn_seterr(err, CXR_ERR_IO, "%s: not a regular file", path);
+        return cxr_seterr(err, CXR_ERR_IO, "%s: not a regular file", path);
     }
     if (st.st_size < 8) {
         close(fd);
-        return cxr_nn_seterr(err, CXR_ERR_NN_MODEL,
+        return cxr_seterr(err, CXR_ERR_NN_MODEL,
                              "%s: %lld bytes, too short for a safetensors file", path,
                              (long long)st.st_size);
     }
     if ((uint64_t)st.st_size > MAX_FILE) {
         close(fd);
-        return cxr_nn_seterr(err, CXR_ERR_LIMIT, "%s: %lld bytes, more than a model can be (%llu)",
+        return cxr_seterr(err, CXR_ERR_LIMIT, "%s: %lld bytes, more than a model can be (%llu)",
                              path, (long long)st.st_size, (unsigned long long)MAX_FILE);
     }
     /* read, not mmap: a file truncated under us must be an error, not SIGBUS */
@@ -618,7 +618,7 @@ enum cxr_status cxr_nn_model_load(const char *path, struct cxr_nn_model **out, c
     uint8_t *buf = malloc(len);
     if (!buf) {
         close(fd);
-        return cxr_nn_seterr(err, CXR_ERR_NOMEM, "%s: no memory for %zu bytes", path, len);
+        return cxr_seterr(err, CXR_ERR_NOMEM, "%s: no memory for %zu bytes", path, len);
     }
     while (got < len) {
         ssize_t r = read(fd, buf + got, len - got);
@@ -628,7 +628,7 @@ enum cxr_status cxr_nn_model_load(const char *path, struct cxr_nn_model **out, c
             int e = errno;
             close(fd);
             free(buf);
-            return cxr_nn_seterr(err, CXR_ERR_IO, "%s: read: %s", path,
+            return cxr_seterr(err, CXR_ERR_IO, "%s: read: %s", path,
                                  r == 0 ? "file shrank while reading" : strerror(e));
         }
         got += (size_t)r;

@@ -108,7 +108,7 @@ static struct json_object *build_header(const struct cxr_nn_model *m, enum cxr_n
 
 static enum cxr_status io_err(char *err, const char *path, const char *what, int e)
 {
-    return cxr_nn_seterr(err, e == ENOSPC || e == EDQUOT ? CXR_ERR_NO_SPACE : CXR_ERR_IO,
+    return cxr_seterr(err, e == ENOSPC || e == EDQUOT ? CXR_ERR_NO_SPACE : CXR_ERR_IO,
                          "%s: %s: %s", path, what, strerror(e));
 }
 
@@ -120,18 +120,18 @@ enum cxr_status cxr_nn_model_save(const struct cxr_nn_model *m, const char *path
                                   enum cxr_nn_dtype storage, char *err)
 {
     if (!m || !path)
-        return cxr_nn_seterr(err, CXR_ERR_INVALID_ARG, "save: no model or no path");
+        return cxr_seterr(err, CXR_ERR_INVALID_ARG, "save: no model or no path");
     if (storage != CXR_NN_DTYPE_F32 && storage != CXR_NN_DTYPE_F16 && storage != CXR_NN_DTYPE_BF16)
-        return cxr_nn_seterr(err, CXR_ERR_NN_DTYPE, "%s: storage dtype %s (F32, F16 or BF16)", path,
+        return cxr_seterr(err, CXR_ERR_NN_DTYPE, "%s: storage dtype %s (F32, F16 or BF16)", path,
                              cxr_nn_dtype_name(storage));
-    char verr[CXR_NN_ERRLEN];
+    char verr[CXR_ERRLEN];
     enum cxr_status st = cxr_nn_meta_validate(&m->meta, &m->spec, verr);
     if (st != CXR_OK)
-        return cxr_nn_seterr(err, st, "%s: not written: %s", path, verr);
+        return cxr_seterr(err, st, "%s: not written: %s", path, verr);
 
     struct json_object *root = build_header(m, storage);
     if (!root)
-        return cxr_nn_seterr(err, CXR_ERR_NOMEM, "%s: out of memory for the header", path);
+        return cxr_seterr(err, CXR_ERR_NOMEM, "%s: out of memory for the header", path);
     const char *text = json_object_to_json_string_ext(root, JSON_C_TO_STRING_PLAIN |
                                                                 JSON_C_TO_STRING_NOSLASHESCAPE);
     size_t hlen = text ? strlen(text) : 0;
@@ -145,7 +145,7 @@ enum cxr_status cxr_nn_model_save(const struct cxr_nn_model *m, const char *path
     EVP_MD_CTX *md = EVP_MD_CTX_new();
     int fd = -1;
     if (!text || !tmp || !md || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1) {
-        st = cxr_nn_seterr(err, CXR_ERR_NOMEM, "%s: out of memory", path);
+        st = cxr_seterr(err, CXR_ERR_NOMEM, "%s: out of memory", path);
         goto fail;
     }
     snprintf(tmp, plen + 16, "%s.tmp-XXXXXX", path);

@@ -84,16 +84,6 @@ bool cxr_nn_arch_parse(const char *name, enum cxr_nn_arch *out)
     return false;
 }
 
-enum cxr_status cxr_nn_seterr(char *err, enum cxr_status st, const char *fmt, ...)
-{
-    if (err) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, CXR_NN_ERRLEN, fmt, ap);
-        va_end(ap);
-    }
-    return st;
-}
 
 /* ---- IEEE half and bfloat16 */
 

@@ -70,19 +70,6 @@ void cxr_nn_class_weights_balanced(const int64_t *counts, int32_t k, float *out)
                                : 0.0f;
 }
 
-static enum cxr_status terr(char *err, enum cxr_status st, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static enum cxr_status terr(char *err, enum cxr_status st, const char *fmt, ...)
-{
-    if (err) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, CXR_NN_ERRLEN, fmt, ap);
-        va_end(ap);
-    }
-    return st;
-}
-
 void cxr_nn_trainer_free(struct cxr_nn_trainer *tr)
 {
     if (!tr)
@@ -125,7 +112,7 @@ static enum cxr_status alloc_zero(struct cxr_nn_trainer *tr, struct cxr_nn_tenso
         return st;
     void *zero = calloc(1, t->nbytes);
     if (!zero)
-        return terr(err, CXR_ERR_NOMEM, "trainer: out of memory");
+        return cxr_seterr(err, CXR_ERR_NOMEM, "trainer: out of memory");
     st = bi->tensor_set(tr->b, t, zero, 0, t->nbytes, err);
     free(zero);
     return st;
@@ -144,26 +131,26 @@ static void state_tensor(struct cxr_nn_tensor *s, const struct cxr_nn_tensor *p,
 static enum cxr_status check_options(const struct cxr_nn_trainer_options *o, char *err)
 {
     if (o->optimizer != CXR_NN_OPTIMIZER_ADAMW && o->optimizer != CXR_NN_OPTIMIZER_SGD)
-        return terr(err, CXR_ERR_INVALID_ARG, "trainer: unknown optimizer %d", (int)o->optimizer);
+        return cxr_seterr(err, CXR_ERR_INVALID_ARG, "trainer: unknown optimizer %d", (int)o->optimizer);
     if (!(o->lr > 0.0 && o->lr < 10.0) || !(o->weight_decay >= 0.0 && o->weight_decay < 1.0))
-        return terr(err, CXR_ERR_INVALID_ARG, "trainer: lr %g (0..10) or weight decay %g (0..1) "
+        return cxr_seterr(err, CXR_ERR_INVALID_ARG, "trainer: lr %g (0..10) or weight decay %g (0..1) "
                     "out of range", o->lr, o->weight_decay);
     if (!(o->beta1 >= 0.0 && o->beta1 < 1.0) || !(o->beta2 >= 0.0 && o->beta2 < 1.0) ||
         !(o->eps > 0.0) || !(o->momentum >= 0.0 && o->momentum < 1.0) || !(o->clip_norm >= 0.0))
-        return terr(err, CXR_ERR_INVALID_ARG, "trainer: betas, eps, momentum or clip norm out of "
+        return cxr_seterr(err, CXR_ERR_INVALID_ARG, "trainer: betas, eps, momentum or clip norm out of "
                     "range");
     if (o->max_batch < 1 || o->max_batch > TRAINER_MAX_BATCH)
-        return terr(err, CXR_ERR_INVALID_ARG, "trainer: max_batch %d outside 1..%d",
+        return cxr_seterr(err, CXR_ERR_INVALID_ARG, "trainer: max_batch %d outside 1..%d",
                     (int)o->max_batch, TRAINER_MAX_BATCH);
     if (o->schedule == CXR_NN_SCHEDULE_ONECYCLE &&
         (o->total_steps < 1 || !(o->pct_start > 0.0 && o->pct_start < 1.0) ||
          !(o->div_factor > 0.0) || !(o->final_div_factor > 0.0) ||
          !(o->base_momentum >= 0.0 && o->base_momentum < 1.0) ||
          !(o->max_momentum >= 0.0 && o->max_momentum < 1.0)))
-        return terr(err, CXR_ERR_INVALID_ARG, "trainer: the one-cycle schedule needs total_steps "
+        return cxr_seterr(err, CXR_ERR_INVALID_ARG, "trainer: the one-cycle schedule needs total_steps "
                     ">= 1, pct_start in (0,1), positive div factors and momenta in [0,1)");
     if (!(o->bn_momentum >= 0.0f && o->bn_momentum <= 1.0f))
-        return terr(err, CXR_ERR_INVALID_ARG, "trainer: bn_momentum %g outside 0..1",
+        return cxr_seterr(err, CXR_ERR_INVALID_ARG, "trainer: bn_momentum %g outside 0..1",
                     (double)o->bn_momentum);
     return CXR_OK;
 }
@@ -174,20 +161,20 @@ enum cxr_status cxr_nn_trainer_new(struct cxr_nn_backend *b, const struct cxr_nn
 {
     enum cxr_status st;
     if (!out)
-        return terr(err, CXR_ERR_INVALID_ARG, "trainer: no output pointer");
+        return cxr_seterr(err, CXR_ERR_INVALID_ARG, "trainer: no output pointer");
     *out = NULL;
     if (!b || !m || !o)
-        return terr(err, CXR_ERR_INVALID_ARG, "trainer: backend, model or options missing");
+        return cxr_seterr(err, CXR_ERR_INVALID_ARG, "trainer: backend, model or options missing");
     if (!b->iface->train_plan || !b->iface->train_forward || !b->iface->train_backward ||
         !b->iface->tensor_sumsq || !b->iface->optim_step)
-        return terr(err, CXR_ERR_UNSUPPORTED, "trainer: the %s backend cannot train (no training "
+        return cxr_seterr(err, CXR_ERR_UNSUPPORTED, "trainer: the %s backend cannot train (no training "
                     "entries); use the CPU backend", cxr_nn_backend_name(b));
     if ((st = check_options(o, err)) != CXR_OK)
         return st;
     const struct cxr_nn_model_meta *meta = cxr_nn_model_meta(m);
     struct cxr_nn_trainer *tr = calloc(1, sizeof *tr);
     if (!tr)
-        return terr(err, CXR_ERR_NOMEM, "trainer: out of memory");
+        return cxr_seterr(err, CXR_ERR_NOMEM, "trainer: out of memory");
     tr->b = b;
     tr->o = *o;
     cxr_nn_model_spec(m, &tr->spec);
@@ -199,11 +186,11 @@ enum cxr_status cxr_nn_trainer_new(struct cxr_nn_backend *b, const struct cxr_nn
     tr->logits = calloc((size_t)o->max_batch * (size_t)tr->k, sizeof(float));
     tr->dlogits = calloc((size_t)o->max_batch * (size_t)tr->k, sizeof(float));
     if (!tr->plans || !tr->logits || !tr->dlogits) {
-        st = terr(err, CXR_ERR_NOMEM, "trainer: out of memory");
+        st = cxr_seterr(err, CXR_ERR_NOMEM, "trainer: out of memory");
         goto fail;
     }
     if (meta->channels != tr->spec.in_channels) {
-        st = terr(err, CXR_ERR_NN_MODEL, "trainer: metadata says %d channels, conv1 takes %d",
+        st = cxr_seterr(err, CXR_ERR_NN_MODEL, "trainer: metadata says %d channels, conv1 takes %d",
                   (int)meta->channels, (int)tr->spec.in_channels);
         goto fail;
     }
@@ -232,12 +219,12 @@ enum cxr_status cxr_nn_trainer_new(struct cxr_nn_backend *b, const struct cxr_nn
     }
     int32_t ntrain = cxr_nn_graph_set_trainable(tr->g, o->freeze_backbone, err);
     if (ntrain < 1) {
-        st = terr(err, CXR_ERR_INTERNAL, "trainer: no trainable parameter");
+        st = cxr_seterr(err, CXR_ERR_INTERNAL, "trainer: no trainable parameter");
         goto fail;
     }
     tr->tp = calloc((size_t)ntrain, sizeof *tr->tp);
     if (!tr->tp) {
-        st = terr(err, CXR_ERR_NOMEM, "trainer: out of memory");
+        st = cxr_seterr(err, CXR_ERR_NOMEM, "trainer: out of memory");
         goto fail;
     }
     bool adam = o->optimizer == CXR_NN_OPTIMIZER_ADAMW;
@@ -295,7 +282,7 @@ enum cxr_status cxr_nn_trainer_forward_backward(struct cxr_nn_trainer *tr, const
     err[0] = '\0';
     tr->have_grads = false;
     if (!input || !labels || n < 1 || n > tr->o.max_batch)
-        return terr(err, CXR_ERR_INVALID_ARG, "trainer: batch of %d images, this trainer takes "
+        return cxr_seterr(err, CXR_ERR_INVALID_ARG, "trainer: batch of %d images, this trainer takes "
                     "1..%d", (int)n, (int)tr->o.max_batch);
     const struct cxr_nn_backend_i *bi = tr->b->iface;
     enum cxr_status st;
@@ -321,10 +308,10 @@ enum cxr_status cxr_nn_trainer_forward_backward(struct cxr_nn_trainer *tr, const
                                    weighted ? tr->o.class_weights : NULL, tr->dlogits, &loss,
                                    &correct);
     if (st == CXR_ERR_NN_BACKEND)
-        return terr(err, st, "trainer: the loss is not finite: training diverged (lower the "
+        return cxr_seterr(err, st, "trainer: the loss is not finite: training diverged (lower the "
                     "learning rate)");
     if (st != CXR_OK)
-        return terr(err, st, "trainer: a label is outside 0..%d or the class weights of this "
+        return cxr_seterr(err, st, "trainer: a label is outside 0..%d or the class weights of this "
                     "batch sum to 0", (int)tr->k - 1);
     if ((st = bi->train_backward(tr->b, tr->plans[n], tr->dlogits, err)) != CXR_OK)
         return st;
@@ -337,7 +324,7 @@ enum cxr_status cxr_nn_trainer_forward_backward(struct cxr_nn_trainer *tr, const
     }
     tr->grad_norm = sqrt(ss);
     if (!isfinite(tr->grad_norm))
-        return terr(err, CXR_ERR_NN_BACKEND, "trainer: the gradients are not finite: training "
+        return cxr_seterr(err, CXR_ERR_NN_BACKEND, "trainer: the gradients are not finite: training "
                     "diverged (lower the learning rate)");
     tr->have_grads = true;
     if (stats) {
@@ -357,7 +344,7 @@ enum cxr_status cxr_nn_trainer_update(struct cxr_nn_trainer *tr, struct cxr_nn_s
         return CXR_ERR_INVALID_ARG;
     char *err = tr->err;
     if (!tr->have_grads)
-        return terr(err, CXR_ERR_INVALID_ARG, "trainer: update without gradients");
+        return cxr_seterr(err, CXR_ERR_INVALID_ARG, "trainer: update without gradients");
     const struct cxr_nn_backend_i *bi = tr->b->iface;
     double lr, mom;
     schedule_at(tr, tr->step, &lr, &mom);
@@ -409,13 +396,13 @@ double cxr_nn_trainer_next_lr(const struct cxr_nn_trainer *tr)
 enum cxr_status cxr_nn_trainer_export(struct cxr_nn_trainer *tr, struct cxr_nn_model *m, char *err)
 {
     if (!tr || !m)
-        return terr(err, CXR_ERR_INVALID_ARG, "trainer: export needs a trainer and a model");
+        return cxr_seterr(err, CXR_ERR_INVALID_ARG, "trainer: export needs a trainer and a model");
     const struct cxr_nn_backend_i *bi = tr->b->iface;
     for (int32_t i = 0; i < tr->g->n_params; i++) {
         struct cxr_nn_tensor *t = &tr->g->params[i].t;
         struct cxr_nn_tensor *mt = cxr_nn_model_tensor_find(m, t->name);
         if (!mt || mt->dtype != CXR_NN_DTYPE_F32 || mt->nbytes != t->nbytes || !mt->data)
-            return terr(err, CXR_ERR_NN_SHAPE, "trainer: the model has no F32 '%s' of %zu bytes "
+            return cxr_seterr(err, CXR_ERR_NN_SHAPE, "trainer: the model has no F32 '%s' of %zu bytes "
                         "(another architecture?)", t->name, t->nbytes);
         enum cxr_status st = bi->tensor_get(tr->b, t, mt->data, 0, t->nbytes, err);
         if (st != CXR_OK)

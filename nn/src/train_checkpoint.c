@@ -25,19 +25,6 @@
 #define CKPT_FORMAT "cxr-triage-checkpoint/1"
 #define CKPT_MAX_HEADER (64u << 20)
 
-static enum cxr_status cerr(char *err, enum cxr_status st, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static enum cxr_status cerr(char *err, enum cxr_status st, const char *fmt, ...)
-{
-    if (err) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, CXR_NN_ERRLEN, fmt, ap);
-        va_end(ap);
-    }
-    return st;
-}
-
 /* The tensors of a checkpoint, in file order: graph parameters, then the
  * optimizer state of each trainable one. */
 struct ck_item {
@@ -165,7 +152,7 @@ static bool write_all(int fd, const void *p, size_t n)
 
 static enum cxr_status io_err(char *err, const char *path, const char *what, int e)
 {
-    return cerr(err, e == ENOSPC || e == EDQUOT ? CXR_ERR_NO_SPACE : CXR_ERR_IO,
+    return cxr_seterr(err, e == ENOSPC || e == EDQUOT ? CXR_ERR_NO_SPACE : CXR_ERR_IO,
                 "checkpoint %s: %s: %s", path, what, strerror(e));
 }
 
@@ -192,13 +179,13 @@ enum cxr_status cxr_nn_trainer_checkpoint_save(struct cxr_nn_trainer *tr, const 
                                                const char *extra_json, char *err)
 {
     if (!tr || !path)
-        return cerr(err, CXR_ERR_INVALID_ARG, "checkpoint: trainer or path missing");
+        return cxr_seterr(err, CXR_ERR_INVALID_ARG, "checkpoint: trainer or path missing");
     if (extra_json && !extra_json[0])
         extra_json = NULL;
     struct ck_item *it = NULL;
     int32_t n = ck_items(tr, &it);
     if (n < 0)
-        return cerr(err, CXR_ERR_NOMEM, "checkpoint: out of memory");
+        return cxr_seterr(err, CXR_ERR_NOMEM, "checkpoint: out of memory");
     enum cxr_status st = CXR_OK;
     struct json_object *hdr = ck_header(tr, it, n, extra_json);
     char tmp[PATH_MAX] = "";
@@ -206,14 +193,14 @@ enum cxr_status cxr_nn_trainer_checkpoint_save(struct cxr_nn_trainer *tr, const 
     void *buf = NULL;
     size_t cap = 0;
     if (!hdr) {
-        st = cerr(err, CXR_ERR_NOMEM, "checkpoint: out of memory");
+        st = cxr_seterr(err, CXR_ERR_NOMEM, "checkpoint: out of memory");
         goto done;
     }
     size_t hl = 0;
     const char *h = json_object_to_json_string_length(hdr, JSON_C_TO_STRING_PLAIN, &hl);
     size_t padded = (hl + 7) & ~(size_t)7;
     if (strlen(path) + 12 >= sizeof tmp) {
-        st = cerr(err, CXR_ERR_INVALID_ARG, "checkpoint: path too long");
+        st = cxr_seterr(err, CXR_ERR_INVALID_ARG, "checkpoint: path too long");
         goto done;
     }
     snprintf(tmp, sizeof tmp, "%s.tmp-XXXXXX", path);
@@ -237,7 +224,7 @@ enum cxr_status cxr_nn_trainer_checkpoint_save(struct cxr_nn_trainer *tr, const 
         if (t->nbytes > cap) {
             void *nb = realloc(buf, t->nbytes);
             if (!nb) {
-                st = cerr(err, CXR_ERR_NOMEM, "checkpoint: out of memory");
+                st = cxr_seterr(err, CXR_ERR_NOMEM, "checkpoint: out of memory");
                 goto done;
             }
             buf = nb;
@@ -294,7 +281,7 @@ static enum cxr_status ck_match(struct cxr_nn_trainer *tr, struct json_object *m
     char want[64];
     const char *f = md_get(md, "format");
     if (!f || strcmp(f, CKPT_FORMAT) != 0)
-        return cerr(err, CXR_ERR_INVALID_ARG, "checkpoint %s: not a cxr-triage checkpoint "
+        return cxr_seterr(err, CXR_ERR_INVALID_ARG, "checkpoint %s: not a cxr-triage checkpoint "
                     "(format \"%s\")", path, f ? f : "");
     struct {
         const char *key;
@@ -312,7 +299,7 @@ static enum cxr_status ck_match(struct cxr_nn_trainer *tr, struct json_object *m
         const char *v = md_get(md, need[i].key);
         snprintf(want, sizeof want, "%s", need[i].val);
         if (!v || strcmp(v, want) != 0)
-            return cerr(err, CXR_ERR_INVALID_ARG, "checkpoint %s: %s is \"%s\" there but \"%s\" "
+            return cxr_seterr(err, CXR_ERR_INVALID_ARG, "checkpoint %s: %s is \"%s\" there but \"%s\" "
                         "here: resume with the options the run started with", path, need[i].key,
                         v ? v : "(missing)", want);
     }
@@ -338,7 +325,7 @@ enum cxr_status cxr_nn_trainer_checkpoint_load(struct cxr_nn_trainer *tr, const 
     if (extra_json)
         *extra_json = NULL;
     if (!tr || !path)
-        return cerr(err, CXR_ERR_INVALID_ARG, "checkpoint: trainer or path missing");
+        return cxr_seterr(err, CXR_ERR_INVALID_ARG, "checkpoint: trainer or path missing");
     enum cxr_status st = CXR_OK;
     struct ck_item *it = NULL;
     struct json_object *root = NULL;
@@ -346,17 +333,17 @@ enum cxr_status cxr_nn_trainer_checkpoint_load(struct cxr_nn_trainer *tr, const 
     size_t len = 0;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
-        return cerr(err, errno == ENOENT ? CXR_ERR_NOT_FOUND : CXR_ERR_IO, "checkpoint %s: %s",
+        return cxr_seterr(err, errno == ENOENT ? CXR_ERR_NOT_FOUND : CXR_ERR_IO, "checkpoint %s: %s",
                     path, strerror(errno));
     struct stat sb;
     if (fstat(fd, &sb) != 0 || sb.st_size < 8) {
-        st = cerr(err, CXR_ERR_INVALID_ARG, "checkpoint %s: not a checkpoint (too short)", path);
+        st = cxr_seterr(err, CXR_ERR_INVALID_ARG, "checkpoint %s: not a checkpoint (too short)", path);
         goto done;
     }
     len = (size_t)sb.st_size;
     map = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
     if (map == MAP_FAILED) {
-        st = cerr(err, CXR_ERR_IO, "checkpoint %s: mmap: %s", path, strerror(errno));
+        st = cxr_seterr(err, CXR_ERR_IO, "checkpoint %s: mmap: %s", path, strerror(errno));
         goto done;
     }
     const uint8_t *b = map;
@@ -364,13 +351,13 @@ enum cxr_status cxr_nn_trainer_checkpoint_load(struct cxr_nn_trainer *tr, const 
     for (int i = 7; i >= 0; i--)
         hl = hl << 8 | b[i];
     if (hl > CKPT_MAX_HEADER || hl > len - 8) {
-        st = cerr(err, CXR_ERR_INVALID_ARG, "checkpoint %s: header length %" PRIu64 " is not "
+        st = cxr_seterr(err, CXR_ERR_INVALID_ARG, "checkpoint %s: header length %" PRIu64 " is not "
                   "inside the file", path, hl);
         goto done;
     }
     struct json_tokener *tok = json_tokener_new();
     if (!tok) {
-        st = cerr(err, CXR_ERR_NOMEM, "checkpoint: out of memory");
+        st = cxr_seterr(err, CXR_ERR_NOMEM, "checkpoint: out of memory");
         goto done;
     }
     root = json_tokener_parse_ex(tok, (const char *)b + 8, (int)hl);
@@ -378,7 +365,7 @@ enum cxr_status cxr_nn_trainer_checkpoint_load(struct cxr_nn_trainer *tr, const 
     struct json_object *md = NULL;
     if (!root || !json_object_is_type(root, json_type_object) ||
         !json_object_object_get_ex(root, "__metadata__", &md)) {
-        st = cerr(err, CXR_ERR_INVALID_ARG, "checkpoint %s: header is not a safetensors JSON "
+        st = cxr_seterr(err, CXR_ERR_INVALID_ARG, "checkpoint %s: header is not a safetensors JSON "
                   "object with metadata", path);
         goto done;
     }
@@ -387,12 +374,12 @@ enum cxr_status cxr_nn_trainer_checkpoint_load(struct cxr_nn_trainer *tr, const 
     int64_t step, bn_steps, nbt_base;
     if (!parse_i64(md_get(md, "step"), &step) || !parse_i64(md_get(md, "bn_steps"), &bn_steps) ||
         !parse_i64(md_get(md, "nbt_base"), &nbt_base)) {
-        st = cerr(err, CXR_ERR_INVALID_ARG, "checkpoint %s: step counters missing", path);
+        st = cxr_seterr(err, CXR_ERR_INVALID_ARG, "checkpoint %s: step counters missing", path);
         goto done;
     }
     int32_t n = ck_items(tr, &it);
     if (n < 0) {
-        st = cerr(err, CXR_ERR_NOMEM, "checkpoint: out of memory");
+        st = cxr_seterr(err, CXR_ERR_NOMEM, "checkpoint: out of memory");
         goto done;
     }
     const uint8_t *data = b + 8 + hl;
@@ -402,7 +389,7 @@ enum cxr_status cxr_nn_trainer_checkpoint_load(struct cxr_nn_trainer *tr, const 
         struct json_object *e, *v;
         const struct cxr_nn_tensor *t = it[i].t;
         if (!json_object_object_get_ex(root, it[i].name, &e)) {
-            st = cerr(err, CXR_ERR_INVALID_ARG, "checkpoint %s: tensor '%s' missing", path,
+            st = cxr_seterr(err, CXR_ERR_INVALID_ARG, "checkpoint %s: tensor '%s' missing", path,
                       it[i].name);
             goto done;
         }
@@ -415,7 +402,7 @@ enum cxr_status cxr_nn_trainer_checkpoint_load(struct cxr_nn_trainer *tr, const 
         const char *dt = json_object_object_get_ex(e, "dtype", &v) ? json_object_get_string(v) : "";
         if (strcmp(dt ? dt : "", "F32") != 0 || a < 0 || z < a || (uint64_t)z > data_len ||
             (size_t)(z - a) != t->nbytes) {
-            st = cerr(err, CXR_ERR_INVALID_ARG, "checkpoint %s: tensor '%s': not F32 of %zu "
+            st = cxr_seterr(err, CXR_ERR_INVALID_ARG, "checkpoint %s: tensor '%s': not F32 of %zu "
                       "bytes inside the file", path, it[i].name, t->nbytes);
             goto done;
         }
@@ -432,7 +419,7 @@ enum cxr_status cxr_nn_trainer_checkpoint_load(struct cxr_nn_trainer *tr, const 
         const char *x = md_get(md, "extra");
         *extra_json = strdup(x ? x : "");
         if (!*extra_json)
-            st = cerr(err, CXR_ERR_NOMEM, "checkpoint: out of memory");
+            st = cxr_seterr(err, CXR_ERR_NOMEM, "checkpoint: out of memory");
     }
 done:
     if (map != MAP_FAILED)

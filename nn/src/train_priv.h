@@ -30,7 +30,7 @@ struct cxr_nn_trainer {
     float *logits, *dlogits;
     double grad_norm;
     bool have_grads;
-    char err[CXR_NN_ERRLEN];
+    char err[CXR_ERRLEN];
 };
 
 #endif

@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cxr/node.h"
+#include "cxr/outbox.h"
 #include "orthanc_internal.h"
 
 #define RETRY_CAP_MS 600000

@@ -52,7 +52,7 @@ struct plugin {
     struct cxr_triage_engine *engine;  /* NULL when the model did not load */
     enum plugin_health health;
     char health_reason[PLUGIN_ERRLEN];
-    char backend_note[CXR_TRIAGE_ERRLEN];
+    char backend_note[CXR_ERRLEN];
     char last_error[PLUGIN_ERRLEN];
     int64_t last_error_ms;
     struct plugin_target fw_sr[PLUGIN_MAX_TARGETS], fw_study[PLUGIN_MAX_TARGETS];

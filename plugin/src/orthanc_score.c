@@ -22,7 +22,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "cxr/node.h"
+#include "cxr/outbox.h"
 
 #define MAX_TAKES 3
 #define RETRY_BASE_MS 5000
@@ -253,7 +253,7 @@ static bool score_instances(struct plugin *p, const struct plugin_study *job, co
                     OrthancPluginFreeMemoryBuffer(p->ctx, &buf);
                 continue;
             }
-            char derr[CXR_DICOM_ERRLEN] = "";
+            char derr[CXR_ERRLEN] = "";
             enum cxr_status st = cxr_dicom_instance_load_memory(buf.data, buf.size, t->id,
                                                                 &insts[i], derr);
             OrthancPluginFreeMemoryBuffer(p->ctx, &buf);
@@ -348,7 +348,7 @@ static void decide(struct plugin *p, const char *id)
     int32_t priority = cxr_triage_study_priority(res, nres);
     void *buf = NULL;
     size_t len = 0;
-    char sop[CXR_DICOM_UID_LEN] = "", series[CXR_DICOM_UID_LEN] = "", err[CXR_TRIAGE_ERRLEN] = "";
+    char sop[CXR_DICOM_UID_LEN] = "", series[CXR_DICOM_UID_LEN] = "", err[CXR_ERRLEN] = "";
     bool have_sr = false;
     if (unreported && nres > 0) {
         struct cxr_triage_sr_predecessor pred = {s.row.last_sr_sop_instance_uid,
@@ -357,7 +357,7 @@ static void decide(struct plugin *p, const char *id)
                                                         NULL, &buf, &len, sop, err);
         if (st == CXR_OK) {
             struct cxr_dicom_instance *inst = NULL;
-            char derr[CXR_DICOM_ERRLEN];
+            char derr[CXR_ERRLEN];
             if (cxr_dicom_instance_load_memory(buf, len, "SR", &inst, derr) == CXR_OK) {
                 snprintf(series, sizeof series, "%s", cxr_dicom_instance_info(inst)->series_instance_uid);
                 cxr_dicom_instance_free(inst);

@@ -100,7 +100,7 @@ enum cxr_status plugin_load_config(struct plugin *p, char *err)
 {
     struct cxr_conf *conf = NULL;
     struct cxr_triage_engine *engine = NULL;
-    char cerr[CXR_CONF_ERRLEN] = "", note[CXR_TRIAGE_ERRLEN] = "", eerr[CXR_TRIAGE_ERRLEN] = "";
+    char cerr[CXR_ERRLEN] = "", note[CXR_ERRLEN] = "", eerr[CXR_ERRLEN] = "";
     struct plugin_target sr[PLUGIN_MAX_TARGETS], st_[PLUGIN_MAX_TARGETS];
     size_t nsr = 0, nst = 0;
     enum cxr_status st = cxr_conf_load(p->os.config_file, &conf, cerr);

@@ -31,7 +31,7 @@
 #include <stdint.h>
 
 #include "cxr/status.h"
-#include "cxr/store.h"
+#include "cxr/study.h"
 #include "cxr/triage.h"
 
 #define PLUGIN_DB_ERRLEN 512

@@ -146,7 +146,7 @@ END_TEST
 
 START_TEST(test_load_shipped_equals_defaults)
 {
-    char path[PATH_MAX], err[CXR_CONF_ERRLEN];
+    char path[PATH_MAX], err[CXR_ERRLEN];
     snprintf(path, sizeof path, "%s/conf/cxr-triage.xml", cxr_test_source_dir());
     struct cxr_conf *c = NULL, *d = NULL;
     ck_assert_msg(cxr_conf_load(path, &c, err) == CXR_OK, "%s", err);
@@ -169,7 +169,7 @@ START_TEST(test_load_empty_root_gives_defaults)
     ck_assert_int_eq(cxr_conf_defaults(&d), CXR_OK);
     for (size_t i = 0; i < sizeof docs / sizeof docs[0]; i++) {
         enum cxr_status st;
-        char err[CXR_CONF_ERRLEN];
+        char err[CXR_ERRLEN];
         struct cxr_conf *c = load_str(docs[i], &st, err);
         ck_assert_msg(st == CXR_OK, "doc %zu: %s", i, err);
         ck_assert(cxr_conf_equal(c, d));
@@ -182,7 +182,7 @@ END_TEST
 START_TEST(test_load_all_keys_set)
 {
     enum cxr_status st;
-    char err[CXR_CONF_ERRLEN];
+    char err[CXR_ERRLEN];
     struct cxr_conf *c = load_str(ALL_SET, &st, err);
     ck_assert_msg(st == CXR_OK, "%s", err);
     ck_assert_str_eq(c->model.path, "/opt/m/x.safetensors");
@@ -227,7 +227,7 @@ START_TEST(test_load_lexical_forms)
         "  <priority><urgent-threshold>1.</urgent-threshold><priority-threshold>.25</priority-threshold></priority>\n"
         "</cxr-triage>\n";
     enum cxr_status st;
-    char err[CXR_CONF_ERRLEN];
+    char err[CXR_ERRLEN];
     struct cxr_conf *c = load_str(doc, &st, err);
     ck_assert_msg(st == CXR_OK, "%s", err);
     ck_assert_int_eq(c->model.threads, 12);
@@ -352,7 +352,7 @@ START_TEST(test_load_bad_case)
 {
     const struct bad_case *bc = &bad_cases[_i];
     enum cxr_status st;
-    char err[CXR_CONF_ERRLEN] = "";
+    char err[CXR_ERRLEN] = "";
     struct cxr_conf *c = load_str(bc->xml, &st, err);
     cxr_conf_free(c);
     ck_assert_msg(st == bc->status, "%s: status %s, expected %s (%s)", bc->what, cxr_status_name(st),
@@ -385,7 +385,7 @@ START_TEST(test_load_external_entity_not_read)
                  "<cxr-triage><sr><manufacturer>&xxe;</manufacturer></sr></cxr-triage>",
                  targets[i]);
         enum cxr_status st;
-        char err[CXR_CONF_ERRLEN];
+        char err[CXR_ERRLEN];
         struct cxr_conf *c = load_str(xml, &st, err);
         ck_assert_ptr_null(c);
         ck_assert_int_eq(st, CXR_ERR_CONF_PARSE);
@@ -398,7 +398,7 @@ END_TEST
 
 START_TEST(test_load_file_errors)
 {
-    char err[CXR_CONF_ERRLEN];
+    char err[CXR_ERRLEN];
     struct cxr_conf *c = (struct cxr_conf *)1;
     ck_assert_int_eq(cxr_conf_load("/nonexistent/cxr-triage.xml", &c, err), CXR_ERR_NOT_FOUND);
     ck_assert_ptr_null(c);
@@ -464,7 +464,7 @@ START_TEST(test_loader_agrees_with_xsd)
             snprintf(xml, sizeof xml, "<cxr-triage><%.*s><%s>%s</%s></%.*s></cxr-triage>",
                      (int)(slash - path), path, slash + 1, values[v], slash + 1, (int)(slash - path), path);
             enum cxr_status st;
-            char err[CXR_CONF_ERRLEN];
+            char err[CXR_ERRLEN];
             struct cxr_conf *c = load_str(xml, &st, err);
             ck_assert_msg(st == CXR_OK || st == CXR_ERR_CONF_VALUE, "%s = '%s': %s", path, values[v], err);
             cxr_conf_free(c);
@@ -480,7 +480,7 @@ static void *load_many(void *arg)
 {
     long id = (long)arg;
     for (int i = 0; i < 40; i++) {
-        char xml[256], err[CXR_CONF_ERRLEN], want[64];
+        char xml[256], err[CXR_ERRLEN], want[64];
         int threads = (int)((id * 40 + i) % 300);
         snprintf(xml, sizeof xml, "<cxr-triage>\n<model><threads>%d</threads></model></cxr-triage>", threads);
         struct cxr_conf *c = NULL;
@@ -526,7 +526,7 @@ START_TEST(test_load_locale_independent)
         return;
     }
     enum cxr_status st;
-    char err[CXR_CONF_ERRLEN], buf[64];
+    char err[CXR_ERRLEN], buf[64];
     struct cxr_conf *c = load_str("<cxr-triage><priority><urgent-threshold>0.75</urgent-threshold>"
                                   "</priority></cxr-triage>", &st, err);
     ck_assert_msg(st == CXR_OK, "%s", err);
@@ -547,7 +547,7 @@ START_TEST(test_print_round_trip)
                            "<priority-threshold>0.000001</priority-threshold></priority></cxr-triage>" };
     for (size_t i = 0; i < sizeof docs / sizeof docs[0]; i++) {
         enum cxr_status st;
-        char err[CXR_CONF_ERRLEN];
+        char err[CXR_ERRLEN];
         struct cxr_conf *a = load_str(docs[i], &st, err);
         ck_assert_msg(st == CXR_OK, "%s", err);
         char *text = print_to_string(a);
@@ -594,7 +594,7 @@ END_TEST
 START_TEST(test_get_text)
 {
     enum cxr_status st;
-    char err[CXR_CONF_ERRLEN], buf[128];
+    char err[CXR_ERRLEN], buf[128];
     struct cxr_conf *c = load_str(ALL_SET, &st, err);
     ck_assert_msg(st == CXR_OK, "%s", err);
     ck_assert_int_eq(cxr_conf_get_text(c, "model/batch-size", buf, sizeof buf), CXR_OK);
@@ -622,7 +622,7 @@ END_TEST
 START_TEST(test_resolve_path)
 {
     char *dir = cxr_test_tmpdir();
-    char sub[PATH_MAX], path[PATH_MAX + 32], err[CXR_CONF_ERRLEN];
+    char sub[PATH_MAX], path[PATH_MAX + 32], err[CXR_ERRLEN];
     snprintf(sub, sizeof sub, "%s/etc", dir);
     ck_assert_int_eq(mkdir(sub, 0700), 0);
     snprintf(path, sizeof path, "%s/cxr-triage.xml", sub);
@@ -732,7 +732,7 @@ START_TEST(test_xmllint_validates)
         ck_assert_msg(cxr_test_sh("xmllint --noout --nonet --schema '%s/conf/cxr-triage.xsd' '%s' 2>/dev/null",
                                   src, path) != 0, "xmllint accepted broken copy %zu", i);
         struct cxr_conf *c = NULL;
-        char err[CXR_CONF_ERRLEN];
+        char err[CXR_ERRLEN];
         ck_assert_int_ne(cxr_conf_load(path, &c, err), CXR_OK);
     }
     cxr_test_rmtree(dir);
@@ -756,7 +756,7 @@ static const char *REPEATED =
 START_TEST(test_repeated_sections_load)
 {
     enum cxr_status st;
-    char err[CXR_CONF_ERRLEN];
+    char err[CXR_ERRLEN];
     struct cxr_conf *c = load_str(REPEATED, &st, err);
     ck_assert_msg(st == CXR_OK, "%s", err);
     ck_assert_str_eq(c->node.ae_title, "TRIAGE1");
@@ -809,7 +809,7 @@ END_TEST
 START_TEST(test_repeated_sections_errors)
 {
     enum cxr_status st;
-    char err[CXR_CONF_ERRLEN];
+    char err[CXR_ERRLEN];
     /* a key twice inside one element */
     struct cxr_conf *c = load_str("<cxr-triage>\n<destination><host>a</host>\n<host>b</host>"
                                   "</destination>\n</cxr-triage>",

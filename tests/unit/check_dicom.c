@@ -23,7 +23,7 @@
 
 /* ------------------------------------------------------------------ helpers */
 
-static char g_err[CXR_DICOM_ERRLEN];
+static char g_err[CXR_ERRLEN];
 
 static struct cxr_dicom_instance *load_ok(const char *path)
 {

@@ -42,7 +42,7 @@ START_TEST(test_echo_accepted)
     srv_start(&s, &cfg);
     setup_log(&s);
     ck_assert_msg(echoscu(s.port, "NETSCU", NET_AE) == 0, "echoscu: %s", file_text(g_log));
-    char err[CXR_DICOM_NET_ERRLEN] = "";
+    char err[CXR_ERRLEN] = "";
     ck_assert_msg(our_echo(s.port, "NETSCU", NET_AE, err) == CXR_OK, "%s", err);
     struct cxr_dicom_scp_stats st;
     cxr_dicom_scp_get_stats(s.scp, &st);
@@ -63,7 +63,7 @@ START_TEST(test_called_ae_rejected)
     ck_assert_int_ne(echoscu(s.port, "NETSCU", "WRONGAE"), 0);
     ck_assert_msg(file_contains(g_log, "Called AE Title Not Recognized"), "%s", file_text(g_log));
     ck_assert_msg(file_contains(g_log, "Rejected Permanent"), "%s", file_text(g_log));
-    char err[CXR_DICOM_NET_ERRLEN] = "";
+    char err[CXR_ERRLEN] = "";
     ck_assert_int_eq(our_echo(s.port, "NETSCU", "WRONGAE", err), CXR_ERR_DICOM_NET);
     ck_assert_msg(strstr(err, "called AE title not recognized") && strstr(err, "rejected permanent"),
                   "%s", err);
@@ -102,7 +102,7 @@ START_TEST(test_allowlist)
 
     ck_assert_int_ne(echoscu(s.port, "BADSCU", NET_AE), 0);
     ck_assert_msg(file_contains(g_log, "Calling AE Title Not Recognized"), "%s", file_text(g_log));
-    char err[CXR_DICOM_NET_ERRLEN] = "";
+    char err[CXR_ERRLEN] = "";
     ck_assert_int_eq(our_echo(s.port, "BADSCU", NET_AE, err), CXR_ERR_DICOM_NET);
     ck_assert_msg(strstr(err, "calling AE title not recognized"), "%s", err);
     /* known AE from the wrong host */
@@ -131,7 +131,7 @@ START_TEST(test_assoc_callback_refuses)
     s.refuse_assoc = true;
     ck_assert_int_ne(echoscu(s.port, "NETSCU", NET_AE), 0);
     ck_assert_msg(file_contains(g_log, "Rejected Transient"), "%s", file_text(g_log));
-    char err[CXR_DICOM_NET_ERRLEN] = "";
+    char err[CXR_ERRLEN] = "";
     ck_assert_int_eq(our_echo(s.port, "NETSCU", NET_AE, err), CXR_ERR_DICOM_NET);
     ck_assert_msg(strstr(err, "rejected transient, service provider (presentation), temporary congestion"),
                   "%s", err);
@@ -343,7 +343,7 @@ START_TEST(test_association_cap)
     ck_assert_int_ne(echoscu(s.port, "THIRD", NET_AE), 0);
     ck_assert_msg(file_contains(g_log, "Local Limit Exceeded") && file_contains(g_log, "Rejected Transient"),
                   "%s", file_text(g_log));
-    char err[CXR_DICOM_NET_ERRLEN] = "";
+    char err[CXR_ERRLEN] = "";
     ck_assert_int_eq(our_echo(s.port, "THIRD", NET_AE, err), CXR_ERR_DICOM_NET);
     ck_assert_msg(strstr(err, "rejected transient, service provider (presentation), local limit exceeded"),
                   "%s", err);
@@ -412,7 +412,7 @@ static void check_write_failure(struct srv *s, const struct wf_files *f, const c
     cxr_dicom_scp_get_stats(s->scp, &st);
     ck_assert_uint_eq(st.stores_failed, 1);
     ck_assert_uint_eq(st.stores_ok, 1);
-    char err[CXR_DICOM_NET_ERRLEN];
+    char err[CXR_ERRLEN];
     ck_assert_msg(our_echo(s->port, "NETSCU", NET_AE, err) == CXR_OK, "%s", err);
 }
 
@@ -637,7 +637,7 @@ START_TEST(test_port_in_use)
     srv_start(&s, &cfg);
     cfg.port = s.port;
     struct cxr_dicom_scp *second = NULL;
-    char err[CXR_DICOM_NET_ERRLEN] = "";
+    char err[CXR_ERRLEN] = "";
     ck_assert_int_eq(cxr_dicom_scp_new(&cfg, srv_store_cb, NULL, &s, &second, err), CXR_OK);
     ck_assert_int_eq(cxr_dicom_scp_run(second, err), CXR_ERR_DICOM_NET);
     char port[16];
@@ -657,7 +657,7 @@ START_TEST(test_config_checked)
     struct srv s;
     struct cxr_dicom_scp_config cfg = srv_config(&s);
     struct cxr_dicom_scp *scp = (struct cxr_dicom_scp *)&s; /* must come back NULL */
-    char err[CXR_DICOM_NET_ERRLEN];
+    char err[CXR_ERRLEN];
 
     struct cxr_dicom_scp_config bad = cfg;
     bad.ae_title = "SEVENTEEN_CHARS_X";

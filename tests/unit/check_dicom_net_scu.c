@@ -55,7 +55,7 @@ static int send_all(struct cxr_dicom_scu_target *t, struct corpus_file *files, i
     for (int i = 0; i < n; i++) {
         if (skip_57 && !strcmp(files[i].ts, "1.2.840.10008.1.2.4.57"))
             continue;
-        char err[CXR_DICOM_NET_ERRLEN] = "";
+        char err[CXR_ERRLEN] = "";
         uint16_t status = 0x1234;
         enum cxr_status st = cxr_dicom_scu_store_file(t, files[i].path, &status, err);
         ck_assert_msg(st == CXR_OK, "%s: %s", files[i].path, err);
@@ -138,7 +138,7 @@ START_TEST(test_scu_compressed_to_uncompressed_peer)
     uint16_t port;
     pid_t pid = start_storescp(dir, out, &port, true, NULL, NULL);
     struct cxr_dicom_scu_target t = target("DEST", port);
-    char err[CXR_DICOM_NET_ERRLEN] = "";
+    char err[CXR_ERRLEN] = "";
     uint16_t status;
     enum cxr_status st = cxr_dicom_scu_store_file(&t, jpg, &status, err);
     if (st == CXR_OK) {
@@ -176,7 +176,7 @@ START_TEST(test_scu_echo_and_peer_down)
     uint16_t port;
     pid_t pid = start_storescp(dir, out, &port, false, NULL, NULL);
     struct cxr_dicom_scu_target t = target("DEST", port);
-    char err[CXR_DICOM_NET_ERRLEN] = "";
+    char err[CXR_ERRLEN] = "";
     ck_assert_msg(cxr_dicom_scu_echo(&t, err) == CXR_OK, "%s", err);
     stop_child(pid);
     /* nobody listens on the port now */
@@ -198,7 +198,7 @@ START_TEST(test_scu_bad_input)
     pathf(junk, sizeof junk, "%s/junk.dcm", dir);
     ck_assert(cxr_test_write_file(junk, "this is not DICOM at all, not even close......", 46));
     struct cxr_dicom_scu_target t = target("DEST", 1);
-    char err[CXR_DICOM_NET_ERRLEN];
+    char err[CXR_ERRLEN];
     uint16_t status = 0;
     ck_assert_int_eq(cxr_dicom_scu_store_file(&t, "/nonexistent/x.dcm", &status, err), CXR_ERR_IO);
     ck_assert_msg(strstr(err, "/nonexistent/x.dcm"), "%s", err);
@@ -225,7 +225,7 @@ START_TEST(test_scu_reports_rejection_and_status)
     char f[PATH_MAX], uid[65];
     pathf(f, sizeof f, "%s/one.dcm", s.dir);
     write_cr(f, 48, 48, 16, uid);
-    char err[CXR_DICOM_NET_ERRLEN] = "";
+    char err[CXR_ERRLEN] = "";
     uint16_t status = 0;
 
     struct cxr_dicom_scu_target t = target("NOTUS", s.port);
@@ -416,7 +416,7 @@ START_TEST(test_tls_scu_to_storescp)
 
     struct cxr_dicom_scu_target t = target("DEST", port);
     t.tls = good;
-    char err[CXR_DICOM_NET_ERRLEN] = "";
+    char err[CXR_ERRLEN] = "";
     uint16_t status = 1;
     ck_assert_msg(cxr_dicom_scu_store_file(&t, f, &status, err) == CXR_OK, "%s", err);
     ck_assert_uint_eq(status, 0);
@@ -456,7 +456,7 @@ START_TEST(test_tls_scu_to_our_scp)
     write_cr(f, 64, 64, 16, uid);
     struct cxr_dicom_scu_target t = target(NET_AE, s.port);
     t.tls = tls_of("client", "ca.pem", true);
-    char err[CXR_DICOM_NET_ERRLEN] = "";
+    char err[CXR_ERRLEN] = "";
     uint16_t status;
     ck_assert_msg(cxr_dicom_scu_echo(&t, err) == CXR_OK, "%s", err);
     ck_assert_msg(cxr_dicom_scu_store_file(&t, f, &status, err) == CXR_OK, "%s", err);

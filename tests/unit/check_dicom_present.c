@@ -15,7 +15,7 @@
 #include "dicom_test_writer.h"
 #include "test_util.h"
 
-static char g_err[CXR_DICOM_ERRLEN];
+static char g_err[CXR_ERRLEN];
 
 struct spec {
     const char *pi;             /* default MONOCHROME2 */

@@ -357,7 +357,7 @@ static json_object *write_and_check(const struct cxr_dicom_sr_request *r, char *
     char *dir = cxr_test_tmpdir();
     ck_assert_ptr_nonnull(dir);
     snprintf(path, PATH_MAX, "%s/sr.dcm", dir);
-    char err[CXR_DICOM_ERRLEN] = "";
+    char err[CXR_ERRLEN] = "";
     enum cxr_status st = cxr_dicom_sr_write_file(r, path, uid, err);
     ck_assert_msg(st == CXR_OK, "write failed: %s: %s", cxr_status_name(st), err);
     ck_assert(valid_uid(uid));
@@ -545,7 +545,7 @@ START_TEST(test_sr_iso2022_name)
             b.req.manufacturer = "R\xc3\xb6ntgen AG";
             dir = cxr_test_tmpdir();
             snprintf(path, sizeof path, "%s/sr.dcm", dir);
-            char err[CXR_DICOM_ERRLEN];
+            char err[CXR_ERRLEN];
             ck_assert_msg(cxr_dicom_sr_write_file(&b.req, path, uid, err) == CXR_OK, "%s", err);
             dciodvfy_clean(path);
         }
@@ -605,7 +605,7 @@ START_TEST(test_sr_memory)
     make_request(&b, 2);
     void *buf = (void *)1;
     size_t len = 0;
-    char uid[CXR_DICOM_UID_LEN], err[CXR_DICOM_ERRLEN];
+    char uid[CXR_DICOM_UID_LEN], err[CXR_ERRLEN];
     enum cxr_status st = cxr_dicom_sr_write_memory(&b.req, &buf, &len, uid, err);
     ck_assert_msg(st == CXR_OK, "%s", err);
     ck_assert(buf != NULL && len > 300);
@@ -712,7 +712,7 @@ START_TEST(test_sr_source_uid_leading_zero)
     make_request(&b, 1);
     const char *bad = "999.999.01.23.45.6789";
     snprintf(b.img[0].sop_instance_uid, sizeof b.img[0].sop_instance_uid, "%s", bad);
-    char *dir = cxr_test_tmpdir(), path[PATH_MAX], uid[CXR_DICOM_UID_LEN], err[CXR_DICOM_ERRLEN] = "";
+    char *dir = cxr_test_tmpdir(), path[PATH_MAX], uid[CXR_DICOM_UID_LEN], err[CXR_ERRLEN] = "";
     ck_assert_ptr_nonnull(dir);
     snprintf(path, sizeof path, "%s/sr.dcm", dir);
     ck_assert_msg(cxr_dicom_sr_write_file(&b.req, path, uid, err) == CXR_OK, "%s", err);

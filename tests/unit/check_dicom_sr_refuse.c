@@ -64,7 +64,7 @@ START_TEST(test_sr_invalid_requests)
         struct req_buf b;
         make_request(&b, 2);
         spoil(&b, kind);
-        char uid[CXR_DICOM_UID_LEN] = "x", err[CXR_DICOM_ERRLEN] = "";
+        char uid[CXR_DICOM_UID_LEN] = "x", err[CXR_ERRLEN] = "";
         enum cxr_status st = cxr_dicom_sr_write_file(&b.req, path, uid, err);
         ck_assert_msg(st == CXR_ERR_INVALID_ARG, "case %d: %s (%s)", kind, cxr_status_name(st), err);
         ck_assert_msg(err[0] != '\0', "case %d: no reason given", kind);
@@ -80,7 +80,7 @@ START_TEST(test_sr_invalid_requests)
     /* NULL request, path, out pointers */
     struct req_buf b;
     make_request(&b, 1);
-    char err[CXR_DICOM_ERRLEN];
+    char err[CXR_ERRLEN];
     ck_assert_int_eq(cxr_dicom_sr_write_file(NULL, path, NULL, err), CXR_ERR_INVALID_ARG);
     ck_assert_int_eq(cxr_dicom_sr_write_file(&b.req, NULL, NULL, err), CXR_ERR_INVALID_ARG);
     size_t len;
@@ -107,7 +107,7 @@ START_TEST(test_sr_atomic_write)
     struct req_buf b;
     make_request(&b, 1);
     char *dir = cxr_test_tmpdir();
-    char path[PATH_MAX], err[CXR_DICOM_ERRLEN], uid[CXR_DICOM_UID_LEN];
+    char path[PATH_MAX], err[CXR_ERRLEN], uid[CXR_DICOM_UID_LEN];
     snprintf(path, sizeof path, "%s/sr.dcm", dir);
     ck_assert(cxr_test_write_file(path, "old", 3));
     ck_assert_int_eq(cxr_dicom_sr_write_file(&b.req, path, uid, err), CXR_OK);

@@ -155,7 +155,7 @@ static bool known_status(enum cxr_status st)
 /* Runs one file through the pipeline; returns true when it presented. */
 static bool run_file(const char *path, const struct cxr_conf_gate *rules, bool *gate_pass)
 {
-    char err[CXR_DICOM_ERRLEN] = "";
+    char err[CXR_ERRLEN] = "";
     struct cxr_dicom_instance *inst = NULL;
     enum cxr_status st = cxr_dicom_instance_load_file(path, &inst, err);
 
@@ -164,7 +164,7 @@ static bool run_file(const char *path, const struct cxr_conf_gate *rules, bool *
     void *bytes = cxr_test_read_file(path, &n);
     ck_assert_ptr_nonnull(bytes);
     struct cxr_dicom_instance *minst = NULL;
-    char merr[CXR_DICOM_ERRLEN] = "";
+    char merr[CXR_ERRLEN] = "";
     enum cxr_status mst = cxr_dicom_instance_load_memory(bytes, n, path, &minst, merr);
     free(bytes);
     ck_assert_msg(mst == st, "%s: file gives %d (%s), memory %d (%s)", path, st, err, mst, merr);

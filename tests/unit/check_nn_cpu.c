@@ -46,7 +46,7 @@ static struct cxr_nn_backend *open_cpu(enum cxr_nn_precision prec, int32_t threa
     struct cxr_nn_backend_options o = {.kind = CXR_NN_BACKEND_CPU, .precision = prec,
                                        .threads = threads};
     struct cxr_nn_backend *b = NULL;
-    char err[CXR_NN_ERRLEN] = "";
+    char err[CXR_ERRLEN] = "";
     enum cxr_status st = cxr_nn_backend_open(&o, &b, NULL, err);
     if (st == CXR_ERR_UNSUPPORTED && prec == CXR_NN_PRECISION_BF16) {
         printf("SKIP bf16: %s\n", err);
@@ -131,7 +131,7 @@ static const struct fixture full[] = {
 static double oracle_case(const char *dir, const struct fixture *f, enum cxr_nn_precision prec,
                           bool check_single)
 {
-    char path[4096], err[CXR_NN_ERRLEN] = "";
+    char path[4096], err[CXR_ERRLEN] = "";
     struct io_tensor in, want;
     snprintf(path, sizeof path, "%s/%s.io.safetensors", dir, f->name);
     ck_assert_msg(io_read(path, "input", &in), "cannot read input of %s", path);
@@ -497,7 +497,7 @@ static const struct op_case op_cases[] = {
 
 static void op_case_run(const struct op_case *oc, enum cxr_nn_precision prec)
 {
-    char err[CXR_NN_ERRLEN] = "";
+    char err[CXR_ERRLEN] = "";
     const int32_t batch = 2;
     rng_state = 0x9E3779B97F4A7C15ull ^ (uint64_t)(oc - op_cases);
     struct cxr_nn_graph *g = cxr_nn_graph_new(oc->c, oc->h, oc->w);
@@ -562,7 +562,7 @@ END_TEST
  * the plans already hold: what a trainer updating weights relies on. */
 START_TEST(test_tensor_set_after_plan)
 {
-    char err[CXR_NN_ERRLEN] = "";
+    char err[CXR_ERRLEN] = "";
     const struct op_case *oc = &op_cases[1]; /* conv 7x7 with bias */
     const int32_t batch = 2;
     rng_state = 12345;
@@ -626,7 +626,7 @@ START_TEST(test_fusion_resnet)
     struct cxr_nn_resnet_spec spec;
     ck_assert(cxr_nn_resnet_spec_make(CXR_NN_ARCH_RESNET18, 1, 8, 2, &spec) == CXR_OK);
     struct cxr_nn_graph *g = NULL;
-    char err[CXR_NN_ERRLEN];
+    char err[CXR_ERRLEN];
     ck_assert(cxr_nn_graph_build_resnet(&spec, 64, 64, &g, err) == CXR_OK);
     /* 20 convs, 20 bn, 17 relu, maxpool, 8 adds, gap, fc */
     ck_assert_int_eq(g->n_ops, 20 + 20 + 17 + 1 + 8 + 1 + 1);
@@ -689,7 +689,7 @@ END_TEST
 START_TEST(test_backend_auto_picks_cpu)
 {
     struct cxr_nn_backend *b = NULL;
-    char note[CXR_NN_ERRLEN] = "", err[CXR_NN_ERRLEN] = "";
+    char note[CXR_ERRLEN] = "", err[CXR_ERRLEN] = "";
     struct cxr_nn_backend_options o = {.kind = CXR_NN_BACKEND_AUTO};
     ck_assert_msg(cxr_nn_backend_open(&o, &b, note, err) == CXR_OK, "%s", err);
     if (!strcmp(cxr_nn_backend_name(b), "cuda")) { /* check_nn_cuda covers that case */
@@ -716,7 +716,7 @@ END_TEST
 START_TEST(test_backend_cuda_absent)
 {
     struct cxr_nn_backend *b = (struct cxr_nn_backend *)&b;
-    char err[CXR_NN_ERRLEN] = "";
+    char err[CXR_ERRLEN] = "";
     struct cxr_nn_backend_options o = {.kind = CXR_NN_BACKEND_CUDA};
     enum cxr_status st = cxr_nn_backend_open(&o, &b, NULL, err);
     if (st == CXR_OK) { /* a usable GPU: check_nn_cuda covers that case */
@@ -733,7 +733,7 @@ END_TEST
 START_TEST(test_backend_options)
 {
     struct cxr_nn_backend *b = NULL;
-    char err[CXR_NN_ERRLEN] = "";
+    char err[CXR_ERRLEN] = "";
     struct cxr_nn_backend_options o = {.kind = CXR_NN_BACKEND_CPU,
                                        .precision = CXR_NN_PRECISION_FP16};
     ck_assert_int_eq(cxr_nn_backend_open(&o, &b, NULL, err), CXR_ERR_UNSUPPORTED);
@@ -768,7 +768,7 @@ START_TEST(test_cpu_without_bf16)
     cxr_nn_backend_close(b);
     struct cxr_nn_backend_options o = {.kind = CXR_NN_BACKEND_CPU,
                                        .precision = CXR_NN_PRECISION_BF16};
-    char err[CXR_NN_ERRLEN] = "";
+    char err[CXR_ERRLEN] = "";
     b = (struct cxr_nn_backend *)&b;
     ck_assert_int_eq(cxr_nn_backend_open(&o, &b, NULL, err), CXR_ERR_UNSUPPORTED);
     ck_assert(b == NULL);
@@ -780,7 +780,7 @@ END_TEST
 
 START_TEST(test_batch_bounds)
 {
-    char err[CXR_NN_ERRLEN] = "";
+    char err[CXR_ERRLEN] = "";
     struct cxr_nn_model_meta meta;
     cxr_nn_model_meta_defaults(&meta, CXR_NN_ARCH_RESNET18);
     meta.input_height = meta.input_width = 64;

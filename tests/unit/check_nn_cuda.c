@@ -70,7 +70,7 @@ static struct cxr_nn_backend *open_gpu(enum cxr_nn_precision prec)
 {
     struct cxr_nn_backend_options o = {.kind = CXR_NN_BACKEND_CUDA, .precision = prec};
     struct cxr_nn_backend *b = NULL;
-    char err[CXR_NN_ERRLEN] = "";
+    char err[CXR_ERRLEN] = "";
     enum cxr_status st = cxr_nn_backend_open(&o, &b, NULL, err);
     if (st == CXR_ERR_NN_NO_DEVICE) {
         printf("SKIP gpu: no CUDA device (%s)\n", err);
@@ -85,7 +85,7 @@ static struct cxr_nn_backend *open_cpu_fp32(void)
     struct cxr_nn_backend_options o = {.kind = CXR_NN_BACKEND_CPU,
                                        .precision = CXR_NN_PRECISION_FP32};
     struct cxr_nn_backend *b = NULL;
-    char err[CXR_NN_ERRLEN] = "";
+    char err[CXR_ERRLEN] = "";
     ck_assert_msg(cxr_nn_backend_open(&o, &b, NULL, err) == CXR_OK, "open cpu: %s", err);
     return b;
 }
@@ -178,7 +178,7 @@ END_TEST
 static void check_no_device(const char *how)
 {
     struct cxr_nn_backend *b = (struct cxr_nn_backend *)&b;
-    char err[CXR_NN_ERRLEN] = "", note[CXR_NN_ERRLEN] = "";
+    char err[CXR_ERRLEN] = "", note[CXR_ERRLEN] = "";
     struct cxr_nn_backend_options o = {.kind = CXR_NN_BACKEND_CUDA};
     ck_assert_int_eq(cxr_nn_backend_open(&o, &b, NULL, err), CXR_ERR_NN_NO_DEVICE);
     ck_assert(b == NULL);
@@ -204,7 +204,7 @@ static void check_no_device(const char *how)
 START_TEST(test_no_device)
 {
     struct cxr_nn_backend *b = NULL;
-    char err[CXR_NN_ERRLEN] = "";
+    char err[CXR_ERRLEN] = "";
     struct cxr_nn_backend_options o = {.kind = CXR_NN_BACKEND_CUDA};
     if (cxr_nn_backend_open(&o, &b, NULL, err) == CXR_OK) {
         printf("SKIP no-device path: a CUDA device is usable (%s); see test_hidden_device\n",
@@ -228,7 +228,7 @@ END_TEST
 START_TEST(test_bad_device)
 {
     struct cxr_nn_backend *b = (struct cxr_nn_backend *)&b;
-    char err[CXR_NN_ERRLEN] = "";
+    char err[CXR_ERRLEN] = "";
     struct cxr_nn_backend_options o = {.kind = CXR_NN_BACKEND_CUDA, .device = 97};
     ck_assert_int_eq(cxr_nn_backend_open(&o, &b, NULL, err), CXR_ERR_NN_NO_DEVICE);
     ck_assert(b == NULL);
@@ -243,7 +243,7 @@ END_TEST
  * same. */
 START_TEST(test_cpu_scoring_with_cuda_linked)
 {
-    char err[CXR_NN_ERRLEN] = "", note[CXR_NN_ERRLEN] = "";
+    char err[CXR_ERRLEN] = "", note[CXR_ERRLEN] = "";
     struct cxr_nn_model_meta meta;
     cxr_nn_model_meta_defaults(&meta, CXR_NN_ARCH_RESNET18);
     meta.input_height = meta.input_width = 64;
@@ -386,7 +386,7 @@ static const struct op_case op_cases[] = {
  * batch `batch`; returns the relative error of the GPU result. */
 static double op_parity(const struct op_case *oc, struct cxr_nn_backend *gpu, int32_t batch)
 {
-    char err[CXR_NN_ERRLEN] = "";
+    char err[CXR_ERRLEN] = "";
     rng_state = 0x9E3779B97F4A7C15ull ^ (uint64_t)(oc - op_cases);
     struct cxr_nn_graph *g[2];
     for (int k = 0; k < 2; k++) {
@@ -467,7 +467,7 @@ END_TEST
 /* A full-width model with batch-norm statistics away from the identity. */
 static struct cxr_nn_model *make_model(enum cxr_nn_arch arch, int32_t size, uint64_t seed)
 {
-    char err[CXR_NN_ERRLEN] = "";
+    char err[CXR_ERRLEN] = "";
     struct cxr_nn_model_meta meta;
     cxr_nn_model_meta_defaults(&meta, arch);
     meta.input_height = meta.input_width = size;
@@ -491,7 +491,7 @@ static struct cxr_nn_model *make_model(enum cxr_nn_arch arch, int32_t size, uint
 
 static void net_parity(enum cxr_nn_arch arch, enum cxr_nn_precision prec)
 {
-    char err[CXR_NN_ERRLEN] = "";
+    char err[CXR_ERRLEN] = "";
     struct cxr_nn_backend *gpu = open_gpu(prec);
     if (!gpu)
         return;
@@ -549,7 +549,7 @@ END_TEST
  * copies the plans hold. */
 START_TEST(test_tensor_set_after_plan)
 {
-    char err[CXR_NN_ERRLEN] = "";
+    char err[CXR_ERRLEN] = "";
     struct cxr_nn_backend *gpu = open_gpu(CXR_NN_PRECISION_FP16);
     if (!gpu)
         return;
@@ -610,7 +610,7 @@ END_TEST
  * one image at a time gives. */
 START_TEST(test_oom_fallback)
 {
-    char err[CXR_NN_ERRLEN] = "";
+    char err[CXR_ERRLEN] = "";
     setenv("CXR_CUDA_ARENA_LIMIT_MB", "40", 1);
     setenv("CXR_CUDA_WORKSPACE_MB", "4", 1); /* the arena holds the workspace too */
     struct cxr_nn_backend *gpu = open_gpu(CXR_NN_PRECISION_FP32);
@@ -663,7 +663,7 @@ START_TEST(test_preprocess_cpu_fallback)
     uint8_t *mask, *px = test_image(301, 257, 304, &mask);
     size_t n = (size_t)meta.input_height * meta.input_width;
     float *a = malloc(n * sizeof *a), *b2 = malloc(n * sizeof *b2);
-    char err[CXR_NN_ERRLEN] = "";
+    char err[CXR_ERRLEN] = "";
     ck_assert(cxr_nn_preprocess_u8(&meta, px, 301, 257, 304, mask, a) == CXR_OK);
     struct cxr_nn_backend *cpu = open_cpu_fp32();
     ck_assert_msg(cxr_nn_backend_preprocess_u8(cpu, &meta, px, 301, 257, 304, mask, b2, err) ==
@@ -706,7 +706,7 @@ START_TEST(test_preprocess_gpu)
         uint8_t *mask, *px = test_image(cases[k].w, cases[k].h, cases[k].stride, &mask);
         size_t n = (size_t)meta.channels * meta.input_height * meta.input_width;
         float *want = malloc(n * sizeof *want), *got = malloc(n * sizeof *got);
-        char err[CXR_NN_ERRLEN] = "";
+        char err[CXR_ERRLEN] = "";
         const uint8_t *m = cases[k].mask ? mask : NULL;
         ck_assert(cxr_nn_preprocess_u8(&meta, px, cases[k].w, cases[k].h, cases[k].stride, m,
                                        want) == CXR_OK);

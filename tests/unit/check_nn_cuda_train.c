@@ -86,7 +86,7 @@ static struct cxr_nn_backend *open_gpu(enum cxr_nn_precision prec)
     setenv("CXR_CUDA_TF32", "0", 1);
     struct cxr_nn_backend_options o = {.kind = CXR_NN_BACKEND_CUDA, .precision = prec};
     struct cxr_nn_backend *b = NULL;
-    char err[CXR_NN_ERRLEN] = "";
+    char err[CXR_ERRLEN] = "";
     enum cxr_status st = cxr_nn_backend_open(&o, &b, NULL, err);
     if (st == CXR_ERR_NN_NO_DEVICE) {
         printf("SKIP gpu: no CUDA device (%s)\n", err);
@@ -107,7 +107,7 @@ static struct cxr_nn_backend *open_cpu_floor(enum cxr_nn_precision prec)
                                                         ? CXR_NN_PRECISION_FP32
                                                         : CXR_NN_PRECISION_BF16};
     struct cxr_nn_backend *b = NULL;
-    char err[CXR_NN_ERRLEN] = "";
+    char err[CXR_ERRLEN] = "";
     if (cxr_nn_backend_open(&o, &b, NULL, err) != CXR_OK || !b->iface->train_plan) {
         printf("note: no CPU %s reference for the noise floor (%s): fixed tolerance only\n",
                prec_name(o.precision), err);
@@ -123,7 +123,7 @@ static struct cxr_nn_backend *open_cpu(void)
     struct cxr_nn_backend_options o = {.kind = CXR_NN_BACKEND_CPU,
                                        .precision = CXR_NN_PRECISION_FP32};
     struct cxr_nn_backend *b = NULL;
-    char err[CXR_NN_ERRLEN] = "";
+    char err[CXR_ERRLEN] = "";
     ck_assert_msg(cxr_nn_backend_open(&o, &b, NULL, err) == CXR_OK, "open cpu: %s", err);
     if (!b->iface->train_plan || !b->iface->optim_step || !b->iface->tensor_sumsq) {
         printf("SKIP gpu training parity: the CPU backend of this build has no training entries\n");
@@ -201,7 +201,7 @@ static const struct tcase cases[] = {
 
 static struct cxr_nn_graph *build(const struct tcase *tc)
 {
-    char err[CXR_NN_ERRLEN] = "";
+    char err[CXR_ERRLEN] = "";
     struct cxr_nn_graph *g = NULL;
     if (tc->build) {
         g = cxr_nn_graph_new(tc->c, tc->h, tc->w);
@@ -260,7 +260,7 @@ static float **make_values(const struct cxr_nn_graph *g, uint64_t seed)
 static void side_setup_algo(struct side *sd, struct cxr_nn_backend *b, const struct tcase *tc,
                             float **values, enum cxr_nn_conv_algo algo)
 {
-    char err[CXR_NN_ERRLEN] = "";
+    char err[CXR_ERRLEN] = "";
     const struct cxr_nn_backend_i *bi = b->iface;
     sd->b = b;
     sd->g = build(tc);
@@ -309,7 +309,7 @@ static void side_free(struct side *sd)
 /* Tensor t of side sd, read back to the host (caller frees). */
 static float *get(struct side *sd, const struct cxr_nn_tensor *t)
 {
-    char err[CXR_NN_ERRLEN] = "";
+    char err[CXR_ERRLEN] = "";
     float *d = malloc(t->nbytes);
     ck_assert_msg(sd->b->iface->tensor_get(sd->b, t, d, 0, t->nbytes, err) == CXR_OK, "%s: %s",
                   t->name, err);
@@ -326,7 +326,7 @@ static size_t input_count(const struct cxr_nn_graph *g)
 
 static void backward_case(const struct tcase *tc, enum cxr_nn_precision prec)
 {
-    char err[CXR_NN_ERRLEN] = "";
+    char err[CXR_ERRLEN] = "";
     struct cxr_nn_backend *gpu = open_gpu(prec);
     if (!gpu)
         return;
@@ -454,7 +454,7 @@ static struct cxr_nn_tensor vec_tensor(const char *name, int64_t n)
 
 START_TEST(test_optim_and_sumsq)
 {
-    char err[CXR_NN_ERRLEN] = "";
+    char err[CXR_ERRLEN] = "";
     struct cxr_nn_backend *gpu = open_gpu(CXR_NN_PRECISION_FP32);
     if (!gpu)
         return;
@@ -545,7 +545,7 @@ static void cross_entropy(const float *logits, const int32_t *labels, float *dlo
 
 static void step_case(enum cxr_nn_precision prec)
 {
-    char err[CXR_NN_ERRLEN] = "";
+    char err[CXR_ERRLEN] = "";
     struct cxr_nn_backend *gpu = open_gpu(prec);
     if (!gpu)
         return;

@@ -32,7 +32,7 @@ static struct cxr_nn_model *small_model(enum cxr_nn_arch arch, int32_t channels,
         snprintf(meta.class_names[k], sizeof meta.class_names[k], "C%d", k);
     meta.positive_class = classes > 1 ? 1 : 0;
     struct cxr_nn_model *m = NULL;
-    char err[CXR_NN_ERRLEN] = "";
+    char err[CXR_ERRLEN] = "";
     enum cxr_status st = cxr_nn_model_init_width(&meta, width, seed, &m, err);
     ck_assert_msg(st == CXR_OK, "init: %s", err);
     return m;
@@ -42,7 +42,7 @@ static char *save_tmp(const struct cxr_nn_model *m, const char *dir, const char 
                       enum cxr_nn_dtype dt)
 {
     static char path[4096];
-    char err[CXR_NN_ERRLEN] = "";
+    char err[CXR_ERRLEN] = "";
     snprintf(path, sizeof path, "%s/%s", dir, name);
     enum cxr_status st = cxr_nn_model_save(m, path, dt, err);
     ck_assert_msg(st == CXR_OK, "save: %s", err);
@@ -52,7 +52,7 @@ static char *save_tmp(const struct cxr_nn_model *m, const char *dir, const char 
 static struct cxr_nn_model *load_ok(const char *path)
 {
     struct cxr_nn_model *m = NULL;
-    char err[CXR_NN_ERRLEN] = "";
+    char err[CXR_ERRLEN] = "";
     enum cxr_status st = cxr_nn_model_load(path, &m, err);
     ck_assert_msg(st == CXR_OK, "load %s: %s (%s)", path, cxr_status_name(st), err);
     return m;
@@ -264,7 +264,7 @@ START_TEST(test_init_distribution)
     struct cxr_nn_model_meta meta;
     cxr_nn_model_meta_defaults(&meta, CXR_NN_ARCH_RESNET18);
     struct cxr_nn_model *m = NULL;
-    char err[CXR_NN_ERRLEN];
+    char err[CXR_ERRLEN];
     ck_assert_int_eq(cxr_nn_model_init(&meta, 1, &m, err), CXR_OK);
     ck_assert_int_eq(cxr_nn_model_param_count(m), 11171266);
     const struct cxr_nn_tensor *t = cxr_nn_model_tensor_find(m, "layer4.0.conv2.weight");
@@ -306,7 +306,7 @@ START_TEST(test_init_refuses_bad_meta)
 {
     struct cxr_nn_model_meta meta;
     struct cxr_nn_model *m = (struct cxr_nn_model *)&meta;
-    char err[CXR_NN_ERRLEN] = "";
+    char err[CXR_ERRLEN] = "";
     cxr_nn_model_meta_defaults(&meta, CXR_NN_ARCH_RESNET18);
     meta.operating_threshold = 1.5;
     ck_assert_int_eq(cxr_nn_model_init_width(&meta, 4, 1, &m, err), CXR_ERR_INVALID_ARG);
@@ -589,7 +589,7 @@ START_TEST(test_roundtrip_half_within_rounding)
         }
         cxr_nn_model_free(r);
     }
-    char err[CXR_NN_ERRLEN] = "";
+    char err[CXR_ERRLEN] = "";
     ck_assert_int_eq(cxr_nn_model_save(m, "/tmp/x.safetensors", CXR_NN_DTYPE_F64, err),
                      CXR_ERR_NN_DTYPE);
     cxr_nn_model_free(m);
@@ -601,7 +601,7 @@ END_TEST
 START_TEST(test_save_failures_leave_nothing)
 {
     char *dir = cxr_test_tmpdir();
-    char path[4096], err[CXR_NN_ERRLEN] = "";
+    char path[4096], err[CXR_ERRLEN] = "";
     struct cxr_nn_model *m = small_model(CXR_NN_ARCH_RESNET18, 1, 2, 2, 1);
     snprintf(path, sizeof path, "%s/no/such/dir/m.safetensors", dir);
     enum cxr_status st = cxr_nn_model_save(m, path, CXR_NN_DTYPE_F32, err);
@@ -682,7 +682,7 @@ END_TEST
 START_TEST(test_load_missing_file)
 {
     struct cxr_nn_model *m = (struct cxr_nn_model *)&m;
-    char err[CXR_NN_ERRLEN] = "";
+    char err[CXR_ERRLEN] = "";
     ck_assert_int_eq(cxr_nn_model_load("/nonexistent/m.safetensors", &m, err), CXR_ERR_NOT_FOUND);
     ck_assert_ptr_null(m);
     ck_assert_ptr_nonnull(strstr(err, "/nonexistent/m.safetensors"));

@@ -209,7 +209,7 @@ static uint8_t *base_bytes(enum cxr_nn_arch arch, size_t *len)
     struct cxr_nn_model_meta meta;
     cxr_nn_model_meta_defaults(&meta, arch);
     struct cxr_nn_model *m = NULL;
-    char err[CXR_NN_ERRLEN] = "", path[4096];
+    char err[CXR_ERRLEN] = "", path[4096];
     ck_assert_int_eq(cxr_nn_model_init_width(&meta, 2, 5, &m, err), CXR_OK);
     char *dir = cxr_test_tmpdir();
     snprintf(path, sizeof path, "%s/base.safetensors", dir);
@@ -225,7 +225,7 @@ static uint8_t *base_bytes(enum cxr_nn_arch arch, size_t *len)
 static void expect_refused(const uint8_t *buf, size_t len, enum cxr_status want, const char *needle,
                            const char *what)
 {
-    char err[CXR_NN_ERRLEN] = "";
+    char err[CXR_ERRLEN] = "";
     struct cxr_nn_model *m = (struct cxr_nn_model *)&err; /* must be reset to NULL */
     enum cxr_status st = cxr_nn_model_load_memory(buf, len, FILE_NAME, &m, err);
     ck_assert_msg(st == want, "%s: status %s, want %s (%s)", what, cxr_status_name(st),
@@ -237,7 +237,7 @@ static void expect_refused(const uint8_t *buf, size_t len, enum cxr_status want,
 
 static struct cxr_nn_model *expect_loads(const uint8_t *buf, size_t len, const char *what)
 {
-    char err[CXR_NN_ERRLEN] = "";
+    char err[CXR_ERRLEN] = "";
     struct cxr_nn_model *m = NULL;
     enum cxr_status st = cxr_nn_model_load_memory(buf, len, FILE_NAME, &m, err);
     ck_assert_msg(st == CXR_OK && m, "%s: %s (%s)", what, cxr_status_name(st), err);
@@ -747,7 +747,7 @@ START_TEST(test_truncation_everywhere)
     for (size_t cut = 0; cut < blen; cut += cut < 8 + h + 64 ? 3 : 97) {
         uint8_t *p = malloc(cut ? cut : 1);
         memcpy(p, base, cut);
-        char err[CXR_NN_ERRLEN] = "";
+        char err[CXR_ERRLEN] = "";
         struct cxr_nn_model *m = (struct cxr_nn_model *)&err;
         enum cxr_status st = cxr_nn_model_load_memory(p, cut, FILE_NAME, &m, err);
         ck_assert_msg(st == CXR_ERR_NN_MODEL, "cut at %zu of %zu: %s (%s)", cut, blen,
@@ -759,7 +759,7 @@ START_TEST(test_truncation_everywhere)
     }
     ck_assert_uint_gt(tried, 1000);
     /* and from a file on disk: the error names the path */
-    char *dir = cxr_test_tmpdir(), path[4096], err[CXR_NN_ERRLEN] = "";
+    char *dir = cxr_test_tmpdir(), path[4096], err[CXR_ERRLEN] = "";
     snprintf(path, sizeof path, "%s/cut.safetensors", dir);
     ck_assert(cxr_test_write_file(path, base, blen - 1));
     struct cxr_nn_model *m = NULL;
@@ -785,7 +785,7 @@ START_TEST(test_header_byte_flips)
     for (size_t i = 0; i < 8 + h; i += 5) {
         memcpy(b, base, blen);
         b[i] ^= (uint8_t)(0x5a + i);
-        char err[CXR_NN_ERRLEN] = "";
+        char err[CXR_ERRLEN] = "";
         struct cxr_nn_model *m = NULL;
         enum cxr_status st = cxr_nn_model_load_memory(b, blen, FILE_NAME, &m, err);
         if (st == CXR_OK)

@@ -377,7 +377,7 @@ struct run {
 
 static struct cxr_nn_graph *build(const struct op_case *c)
 {
-    char err[CXR_NN_ERRLEN] = "";
+    char err[CXR_ERRLEN] = "";
     struct cxr_nn_graph *g = cxr_nn_graph_new(c->c, c->h, c->w);
     ck_assert_ptr_nonnull(g);
     int32_t x = c->body(g, g->input, err);
@@ -394,7 +394,7 @@ static struct cxr_nn_backend *open_cpu(enum cxr_nn_precision prec)
     struct cxr_nn_backend_options o = {.kind = CXR_NN_BACKEND_CPU, .precision = prec,
                                        .threads = 2};
     struct cxr_nn_backend *b = NULL;
-    char err[CXR_NN_ERRLEN] = "";
+    char err[CXR_ERRLEN] = "";
     enum cxr_status st = cxr_nn_backend_open(&o, &b, NULL, err);
     if (st == CXR_ERR_UNSUPPORTED && prec == CXR_NN_PRECISION_BF16) {
         printf("SKIP bf16: %s\n", err);
@@ -408,7 +408,7 @@ static struct cxr_nn_backend *open_cpu(enum cxr_nn_precision prec)
  * statistics random; uploaded; every trainable one gets a gradient buffer. */
 static void setup(struct run *r, const struct op_case *c, uint64_t seed)
 {
-    char err[CXR_NN_ERRLEN] = "";
+    char err[CXR_ERRLEN] = "";
     struct cxr_nn_graph *g = r->g;
     const struct cxr_nn_backend_i *bi = r->b->iface;
     r->n = c->batch;
@@ -498,7 +498,7 @@ static void run_case(const struct op_case *c, enum cxr_nn_precision prec, double
                      double tol_all, enum cxr_nn_conv_algo algo)
 {
     struct run r = {0};
-    char err[CXR_NN_ERRLEN] = "";
+    char err[CXR_ERRLEN] = "";
     r.b = open_cpu(prec);
     if (!r.b)
         return;
@@ -625,7 +625,7 @@ END_TEST
 START_TEST(test_frozen_backbone)
 {
     struct run r = {0};
-    char err[CXR_NN_ERRLEN] = "";
+    char err[CXR_ERRLEN] = "";
     r.b = open_cpu(CXR_NN_PRECISION_FP32);
     const struct op_case *c = &cases[5]; /* bn + relu */
     r.g = build(c);

@@ -619,7 +619,7 @@ START_TEST(bootstrap_matches_naive_resampling)
     /* No resampling: values only. */
     ck_assert_int_eq(cxr_nn_evaluate(s, l, N, thr, 0, 1, &e2, NULL), CXR_OK);
     ck_assert(isnan(e2.auc.lo) && e2.auc.value == e.auc.value);
-    char err[CXR_NN_ERRLEN] = "";
+    char err[CXR_ERRLEN] = "";
     ck_assert_int_eq(cxr_nn_evaluate(s, l, N, thr, 5, 1, &e2, err), CXR_ERR_INVALID_ARG);
     ck_assert_str_ne(err, "");
 }
@@ -633,7 +633,7 @@ START_TEST(reliability_hand_example)
     const double sc[] = {0.05, 0.15, 0.55, 0.58, 0.85, 0.95, 1.0};
     const uint8_t lab[] = {0, 0, 1, 0, 1, 1, 1};
     struct cxr_nn_reliability r;
-    char err[CXR_NN_ERRLEN];
+    char err[CXR_ERRLEN];
     ck_assert_int_eq(cxr_nn_reliability_compute(sc, lab, 6, 10, &r, err), CXR_OK);
     ck_assert_int_eq(r.nbins, 10);
     ck_assert_int_eq(r.count[0], 1);
@@ -672,7 +672,7 @@ START_TEST(calibration_picks_documented_thresholds)
     ck_assert_int_ge(o.resamples, 1000);
     o.resamples = 1000;
     struct cxr_nn_calibration cal;
-    char err[CXR_NN_ERRLEN];
+    char err[CXR_ERRLEN];
     ck_assert_int_eq(cxr_nn_calibrate(s, l, N, &o, &cal, err), CXR_OK);
     ck_assert_double_eq(cal.operating_threshold, brute_sens_threshold(s, l, N, 0.95));
     double spec_thr = brute_spec_threshold(s, l, N, 0.95);

@@ -35,7 +35,7 @@ static struct cxr_nn_model *tiny_model(enum cxr_nn_arch arch, int32_t width, uin
     cxr_nn_model_meta_defaults(&meta, arch);
     meta.input_height = meta.input_width = S;
     struct cxr_nn_model *m = NULL;
-    char err[CXR_NN_ERRLEN] = "";
+    char err[CXR_ERRLEN] = "";
     ck_assert_msg(cxr_nn_model_init_width(&meta, width, seed, &m, err) == CXR_OK, "%s", err);
     return m;
 }
@@ -45,7 +45,7 @@ static struct cxr_nn_backend *cpu_prec(enum cxr_nn_precision prec)
     struct cxr_nn_backend_options o = {.kind = CXR_NN_BACKEND_CPU, .precision = prec,
                                        .threads = 2};
     struct cxr_nn_backend *b = NULL;
-    char err[CXR_NN_ERRLEN] = "";
+    char err[CXR_ERRLEN] = "";
     enum cxr_status st = cxr_nn_backend_open(&o, &b, NULL, err);
     if (st == CXR_ERR_UNSUPPORTED && prec == CXR_NN_PRECISION_BF16) {
         printf("SKIP bf16: %s\n", err);
@@ -86,7 +86,7 @@ static int inference_correct(struct cxr_nn_backend *b, const struct cxr_nn_model
                              const int32_t *y)
 {
     struct cxr_nn_net *net = NULL;
-    char err[CXR_NN_ERRLEN] = "";
+    char err[CXR_ERRLEN] = "";
     ck_assert_msg(cxr_nn_net_new(b, m, N_IMAGES, &net, err) == CXR_OK, "%s", err);
     float logits[N_IMAGES * 2];
     ck_assert_int_eq(cxr_nn_net_forward(net, x, N_IMAGES, logits), CXR_OK);
@@ -134,7 +134,7 @@ START_TEST(test_overfit)
     o.total_steps = oc->epochs * steps_per_epoch;
     o.max_batch = batch;
     struct cxr_nn_trainer *tr = NULL;
-    char err[CXR_NN_ERRLEN] = "";
+    char err[CXR_ERRLEN] = "";
     ck_assert_msg(cxr_nn_trainer_new(b, m, &o, &tr, err) == CXR_OK, "%s", err);
     int before = inference_correct(b, m, x, y);
     double first = 0, last = 0;
@@ -181,7 +181,7 @@ END_TEST
 
 static void params_of(struct cxr_nn_trainer *tr, struct cxr_nn_model *m)
 {
-    char err[CXR_NN_ERRLEN] = "";
+    char err[CXR_ERRLEN] = "";
     ck_assert_int_eq(cxr_nn_trainer_export(tr, m, err), CXR_OK);
 }
 
@@ -224,7 +224,7 @@ START_TEST(test_checkpoint_resume_exact)
         o.optimizer = optk ? CXR_NN_OPTIMIZER_SGD : CXR_NN_OPTIMIZER_ADAMW;
         o.total_steps = 6;
         o.max_batch = 4;
-        char err[CXR_NN_ERRLEN] = "", *dir = cxr_test_tmpdir(), path[4096];
+        char err[CXR_ERRLEN] = "", *dir = cxr_test_tmpdir(), path[4096];
         snprintf(path, sizeof path, "%s/ckpt.safetensors", dir);
         struct cxr_nn_trainer *t1 = NULL, *t2 = NULL;
         ck_assert_int_eq(cxr_nn_trainer_new(b, m0, &o, &t1, err), CXR_OK);
@@ -268,7 +268,7 @@ START_TEST(test_checkpoint_refused)
     cxr_nn_trainer_options_defaults(&o);
     o.total_steps = 4;
     o.max_batch = 4;
-    char err[CXR_NN_ERRLEN] = "", *dir = cxr_test_tmpdir(), path[4096], bad[4096];
+    char err[CXR_ERRLEN] = "", *dir = cxr_test_tmpdir(), path[4096], bad[4096];
     snprintf(path, sizeof path, "%s/c.safetensors", dir);
     struct cxr_nn_trainer *t = NULL, *u = NULL;
     ck_assert_int_eq(cxr_nn_trainer_new(b, m, &o, &t, err), CXR_OK);
@@ -321,7 +321,7 @@ START_TEST(test_bad_steps)
     cxr_nn_trainer_options_defaults(&o);
     o.schedule = CXR_NN_SCHEDULE_CONSTANT;
     o.max_batch = 4;
-    char err[CXR_NN_ERRLEN] = "";
+    char err[CXR_ERRLEN] = "";
     struct cxr_nn_trainer *t = NULL;
     ck_assert_int_eq(cxr_nn_trainer_new(b, m, &o, &t, err), CXR_OK);
     int32_t bad[4] = {0, 1, 2, 0};

@@ -124,7 +124,7 @@ static int compare_params(struct cxr_nn_trainer *tr, struct st_file *io, const c
 {
     struct cxr_nn_graph *g = cxr_nn_trainer_graph(tr);
     struct cxr_nn_backend *b = cxr_nn_trainer_backend(tr);
-    char key[256], err[CXR_NN_ERRLEN];
+    char key[256], err[CXR_ERRLEN];
     int compared = 0;
     double worst = 0;
     const char *worst_name = "";
@@ -157,7 +157,7 @@ static int compare_params(struct cxr_nn_trainer *tr, struct st_file *io, const c
 START_TEST(test_oracle_step)
 {
     const struct fixture *fx = &fixtures[_i];
-    char path[4096], err[CXR_NN_ERRLEN] = "";
+    char path[4096], err[CXR_ERRLEN] = "";
     snprintf(path, sizeof path, "%s/%s.model.safetensors", cxr_test_data_path("oracle_train"),
              fx->name);
     struct cxr_nn_model *m = NULL;

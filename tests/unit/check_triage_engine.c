@@ -32,7 +32,7 @@ static void make_model(double operating, double urgent)
     meta.urgent_threshold = urgent;
     snprintf(meta.name, sizeof meta.name, "engine-test");
     struct cxr_nn_model *m = NULL;
-    char err[CXR_NN_ERRLEN] = "";
+    char err[CXR_ERRLEN] = "";
     ck_assert_msg(cxr_nn_model_init_width(&meta, 8, 11, &m, err) == CXR_OK, "%s", err);
     snprintf(model_path, sizeof model_path, "%s/model.safetensors", tmpdir);
     ck_assert_msg(cxr_nn_model_save(m, model_path, CXR_NN_DTYPE_F32, err) == CXR_OK, "%s", err);
@@ -70,7 +70,7 @@ static struct cxr_conf *permissive_conf(const char *priority_extra)
              "</cxr-triage>",
              model_path, priority_extra ? priority_extra : "");
     struct cxr_conf *conf = NULL;
-    char err[CXR_CONF_ERRLEN] = "";
+    char err[CXR_ERRLEN] = "";
     ck_assert_msg(cxr_conf_load_memory(xml, strlen(xml), "test.xml", &conf, err) == CXR_OK, "%s",
                   err);
     return conf;
@@ -79,7 +79,7 @@ static struct cxr_conf *permissive_conf(const char *priority_extra)
 static struct cxr_triage_engine *engine_for(const struct cxr_conf *conf)
 {
     struct cxr_triage_engine *e = NULL;
-    char err[CXR_TRIAGE_ERRLEN] = "";
+    char err[CXR_ERRLEN] = "";
     ck_assert_msg(cxr_triage_engine_new(conf, NULL, &e, NULL, err) == CXR_OK, "%s", err);
     return e;
 }
@@ -90,7 +90,7 @@ static struct cxr_triage_result score_one(struct cxr_triage_engine *e, const cha
     struct cxr_triage_result r;
     memset(&r, 0, sizeof r);
     struct cxr_dicom_instance *inst = NULL;
-    char err[CXR_DICOM_ERRLEN] = "";
+    char err[CXR_ERRLEN] = "";
     enum cxr_status st = cxr_dicom_instance_load_file(path, &inst, err);
     if (st != CXR_OK) {
         r.status = st;
@@ -173,7 +173,7 @@ START_TEST(test_batch_independent)
     struct cxr_triage_result batch[N], alone[N];
     memset(batch, 0, sizeof batch);
     for (int i = 0; i < N; i++) {
-        char err[CXR_DICOM_ERRLEN] = "";
+        char err[CXR_ERRLEN] = "";
         ck_assert_msg(cxr_dicom_instance_load_file(cxr_test_data_path(names[i]), &insts[i], err) ==
                           CXR_OK,
                       "%s", err);
@@ -208,7 +208,7 @@ START_TEST(test_engine_equals_manual_pipeline)
     struct cxr_triage_result r = score_one(e, path);
     ck_assert_msg(r.analysed, "%s", r.reason);
 
-    char err[CXR_NN_ERRLEN] = "";
+    char err[CXR_ERRLEN] = "";
     struct cxr_nn_model *m = NULL;
     ck_assert(cxr_nn_model_load(model_path, &m, err) == CXR_OK);
     const struct cxr_nn_model_meta *meta = cxr_nn_model_meta(m);
@@ -248,7 +248,7 @@ START_TEST(test_write_sr)
     struct cxr_triage_engine *e = engine_for(conf);
     struct cxr_triage_result r = score_one(e, cxr_test_data_path("cr_mono1_10_chest_nometa.dcm"));
     ck_assert(r.analysed);
-    char path[4300], uid[CXR_DICOM_UID_LEN] = "", err[CXR_TRIAGE_ERRLEN] = "";
+    char path[4300], uid[CXR_DICOM_UID_LEN] = "", err[CXR_ERRLEN] = "";
     snprintf(path, sizeof path, "%s/sr.dcm", tmpdir);
     ck_assert_msg(cxr_triage_engine_write_sr(e, &r, 1, NULL, path, NULL, NULL, uid, err) == CXR_OK,
                   "%s", err);
@@ -271,7 +271,7 @@ START_TEST(test_bad_model_refused)
 {
     struct cxr_conf *conf = permissive_conf(NULL);
     struct cxr_triage_engine *e = NULL;
-    char err[CXR_TRIAGE_ERRLEN] = "";
+    char err[CXR_ERRLEN] = "";
     struct cxr_triage_engine_options o;
     cxr_triage_engine_options_init(&o);
     char missing[4300];

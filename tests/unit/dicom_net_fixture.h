@@ -66,7 +66,7 @@ struct srv {
     char *dir;             /* test directory: tmp/ (spool) and rx/ (kept files) */
     char tmp[PATH_MAX], rx[PATH_MAX];
     enum cxr_status run_status;
-    char run_err[CXR_DICOM_NET_ERRLEN];
+    char run_err[CXR_ERRLEN];
     pthread_mutex_t mu;
     pthread_cond_t cv;
     struct rx_event ev[MAX_EVENTS];
@@ -174,7 +174,7 @@ FIXTURE struct cxr_dicom_scp_config srv_config(struct srv *s)
 
 FIXTURE void srv_start(struct srv *s, const struct cxr_dicom_scp_config *cfg)
 {
-    char err[CXR_DICOM_NET_ERRLEN] = "";
+    char err[CXR_ERRLEN] = "";
     enum cxr_status st = cxr_dicom_scp_new(cfg, srv_store_cb, srv_assoc_cb, s, &s->scp, err);
     ck_assert_msg(st == CXR_OK, "scp_new: %s", err);
     ck_assert_int_eq(pthread_create(&s->thread, NULL, srv_thread, s), 0);
@@ -326,7 +326,7 @@ FIXTURE bool wait_peer(const char *ae, uint16_t port, const struct cxr_dicom_tls
                                      .port = port, .connect_timeout_s = 2, .dimse_timeout_s = 5};
     if (tls)
         t.tls = *tls;
-    char err[CXR_DICOM_NET_ERRLEN];
+    char err[CXR_ERRLEN];
     for (int i = 0; i < 150; i++) {
         if (cxr_dicom_scu_echo(&t, err) == CXR_OK)
             return true;

@@ -12,7 +12,6 @@
 
 #include "cxr/log.h"
 #include "cxr/version.h"
-#include "triage_internal.h"
 
 struct cxr_triage_engine {
     const struct cxr_conf *conf;
@@ -28,16 +27,6 @@ struct cxr_triage_engine {
     char description[512];
 };
 
-enum cxr_status cxr_triage_seterr(char *err, enum cxr_status st, const char *fmt, ...)
-{
-    if (err) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, CXR_TRIAGE_ERRLEN, fmt, ap);
-        va_end(ap);
-    }
-    return st;
-}
 
 static double now_ms(void)
 {
@@ -116,11 +105,11 @@ enum cxr_status cxr_triage_engine_new(const struct cxr_conf *conf,
                                       const struct cxr_triage_engine_options *opt,
                                       struct cxr_triage_engine **out, char *note, char *err)
 {
-    char nnerr[CXR_NN_ERRLEN] = "";
+    char nnerr[CXR_ERRLEN] = "";
     enum cxr_status st;
     *out = NULL;
     if (!conf) {
-        return seterr(err, CXR_ERR_INVALID_ARG, "no configuration given");
+        return cxr_seterr(err, CXR_ERR_INVALID_ARG, "no configuration given");
     }
     struct cxr_triage_engine_options defaults;
     if (!opt) {
@@ -143,7 +132,7 @@ enum cxr_status cxr_triage_engine_new(const struct cxr_conf *conf,
     }
     st = cxr_nn_model_load(e->model_path, &e->model, nnerr);
     if (st != CXR_OK) {
-        seterr(err, st, "model %s", nnerr);
+        cxr_seterr(err, st, "model %s", nnerr);
         goto fail;
     }
 
@@ -157,7 +146,7 @@ enum cxr_status cxr_triage_engine_new(const struct cxr_conf *conf,
     };
     st = cxr_nn_backend_open(&bo, &e->backend, note, nnerr);
     if (st != CXR_OK) {
-        seterr(err, st, "backend: %s", nnerr);
+        cxr_seterr(err, st, "backend: %s", nnerr);
         goto fail;
     }
     e->batch_size = opt->batch_size > 0 ? opt->batch_size : conf->model.batch_size;
@@ -165,7 +154,7 @@ enum cxr_status cxr_triage_engine_new(const struct cxr_conf *conf,
         e->batch_size = 1;
     st = cxr_nn_net_new(e->backend, e->model, e->batch_size, &e->net, nnerr);
     if (st != CXR_OK) {
-        seterr(err, st, "cannot prepare the network: %s", nnerr);
+        cxr_seterr(err, st, "cannot prepare the network: %s", nnerr);
         goto fail;
     }
 
@@ -259,7 +248,7 @@ static void not_analysed(struct cxr_triage_result *res, enum cxr_status st, cons
 bool cxr_triage_engine_prepare(struct cxr_triage_engine *e, struct cxr_dicom_instance *inst,
                                float *tensor, struct cxr_triage_result *res)
 {
-    char derr[CXR_DICOM_ERRLEN] = "";
+    char derr[CXR_ERRLEN] = "";
     const struct cxr_nn_model_meta *m = cxr_nn_model_meta(e->model);
     res->info = *cxr_dicom_instance_info(inst);
     res->warning[0] = '\0';
@@ -408,7 +397,7 @@ enum cxr_status cxr_triage_engine_write_sr(struct cxr_triage_engine *e,
     if (count == 0) {
         free(imgs);
         if (err)
-            snprintf(err, CXR_TRIAGE_ERRLEN, "no analysed image to report");
+            snprintf(err, CXR_ERRLEN, "no analysed image to report");
         return CXR_ERR_INVALID_ARG;
     }
     char algo_version[128];

@@ -181,3 +181,13 @@ char *cxr_triage_study_json(const struct cxr_triage_study_row *study,
     json_object_object_add(root, "instances", list);
     return to_string(root);
 }
+
+const char *cxr_triage_instance_state_name(enum cxr_triage_instance_state st)
+{
+    switch (st) {
+    case CXR_TRIAGE_INSTANCE_RECEIVED: return "received";
+    case CXR_TRIAGE_INSTANCE_ANALYSED: return "analysed";
+    case CXR_TRIAGE_INSTANCE_NOT_ANALYSED: return "not_analysed";
+    }
+    return "unknown";
+}

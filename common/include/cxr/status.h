@@ -65,6 +65,17 @@ enum cxr_status {
     CXR_ERR_PLUGIN_ORTHANC = 500  /* an Orthanc SDK call failed */
 };
 
+/* Size of every error text buffer (`char err[CXR_ERRLEN]`) that a function
+ * of any module fills on failure. */
+#define CXR_ERRLEN 1024
+
+/* Formats the detail of a failure into `err` (CXR_ERRLEN bytes; NULL allowed:
+ * nothing written) and returns `st`, so that a failure path is one line:
+ * `return cxr_seterr(err, CXR_ERR_IO, "%s: %s", path, strerror(errno));`.
+ * Thread-safe. */
+enum cxr_status cxr_seterr(char *err, enum cxr_status st, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 /* A short, constant, English description of a status ("model file is corrupt").
  * Never NULL; unknown values give "unknown status". Thread-safe. */
 const char *cxr_status_str(enum cxr_status s);

@@ -30,7 +30,6 @@ extern "C" {
 #endif
 
 #define CXR_CONF_MAX_LIST 16     /* max tokens in a list-typed key */
-#define CXR_CONF_ERRLEN 1024     /* size of an error text buffer */
 
 enum cxr_conf_backend {
     CXR_CONF_BACKEND_AUTO = 0,
@@ -199,7 +198,7 @@ struct cxr_conf {
 };
 
 /* Loads and validates `path`. On success *out is a new config (caller frees).
- * On failure *out == NULL and `err` (CXR_CONF_ERRLEN bytes, may be NULL) holds
+ * On failure *out == NULL and `err` (CXR_ERRLEN bytes, may be NULL) holds
  * "file:line: key 'model/threads': expected an integer 0..256, got 'x'".
  * The parser never touches the network and never expands entities. */
 enum cxr_status cxr_conf_load(const char *path, struct cxr_conf **out, char *err);

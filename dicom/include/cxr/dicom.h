@@ -7,7 +7,7 @@
  * (it registers the codecs) before any other call; it is idempotent and
  * thread-safe.
  * Errors: every function catches all C++ exceptions and returns a status; the
- * detail goes into `err` (CXR_DICOM_ERRLEN bytes, may be NULL).
+ * detail goes into `err` (CXR_ERRLEN bytes, may be NULL).
  */
 #ifndef CXR_DICOM_H
 #define CXR_DICOM_H
@@ -23,7 +23,6 @@
 extern "C" {
 #endif
 
-#define CXR_DICOM_ERRLEN 1024
 #define CXR_DICOM_UID_LEN 65      /* 64 characters + NUL */
 
 /* Registers DCMTK's decoders (JPEG, JPEG-LS, RLE) and ours (JPEG 2000 via

@@ -10,7 +10,7 @@
  * SIGTERM handler may call it directly. SCU calls are independent and may
  * run on any thread.
  * Errors: every function catches all C++ exceptions and returns a status;
- * `err` is a buffer of CXR_DICOM_NET_ERRLEN bytes (may be NULL) that gets a
+ * `err` is a buffer of CXR_ERRLEN bytes (may be NULL) that gets a
  * one-line explanation naming the peer (AE@host:port), the file or the
  * setting that failed.
  * Nagle: TCP_NODELAY is set on every association socket (both directions)
@@ -31,7 +31,6 @@ extern "C" {
 #endif
 
 #define CXR_DICOM_NET_MAX_PEERS 64
-#define CXR_DICOM_NET_ERRLEN 1024
 
 /* DIMSE status codes a store callback may return (PS3.4 Annex B.2.3). */
 enum {

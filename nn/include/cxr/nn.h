@@ -4,7 +4,7 @@
  * Threads: a model is immutable after load/init and may be shared by threads.
  * A net (a model compiled for one backend) is used by one thread at a time.
  * Errors: functions return enum cxr_status; detail text goes to the `err`
- * buffer given by the caller (CXR_NN_ERRLEN bytes, may be NULL) or to the
+ * buffer given by the caller (CXR_ERRLEN bytes, may be NULL) or to the
  * object's cxr_nn_*_last_error().
  */
 #ifndef CXR_NN_H
@@ -21,7 +21,6 @@
 extern "C" {
 #endif
 
-#define CXR_NN_ERRLEN 1024
 #define CXR_NN_MAX_DIMS 4
 #define CXR_NN_MAX_CLASSES 16
 #define CXR_NN_NAME_LEN 96
@@ -202,7 +201,7 @@ struct cxr_nn_backend_options {
 struct cxr_nn_backend;   /* opaque; see nn/src/backend.h for the function table */
 
 /* Opens a backend. AUTO picks CUDA when a device and the libraries are
- * usable, else the CPU, and says why in `note` (may be NULL, CXR_NN_ERRLEN).
+ * usable, else the CPU, and says why in `note` (may be NULL, CXR_ERRLEN).
  * CUDA asked for without a device: CXR_ERR_NN_NO_DEVICE. */
 enum cxr_status cxr_nn_backend_open(const struct cxr_nn_backend_options *opt,
                                     struct cxr_nn_backend **out, char *note, char *err);

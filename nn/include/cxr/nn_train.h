@@ -10,7 +10,7 @@
  * Threads: every function is reentrant; a struct cxr_nn_rng is used by one
  * thread at a time. Nothing here keeps global state.
  * Errors: functions that can fail return enum cxr_status with detail in `err`
- * (CXR_NN_ERRLEN bytes, may be NULL).
+ * (CXR_ERRLEN bytes, may be NULL).
  */
 #ifndef CXR_NN_TRAIN_H
 #define CXR_NN_TRAIN_H

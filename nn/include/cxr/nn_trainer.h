@@ -26,7 +26,7 @@
  * Threads: a trainer is used by one thread at a time; it holds its backend
  * for its life (the backend must outlive it and not be used by another
  * thread meanwhile). Errors: functions return enum cxr_status with detail in
- * `err` (CXR_NN_ERRLEN bytes, may be NULL) or cxr_nn_trainer_last_error().
+ * `err` (CXR_ERRLEN bytes, may be NULL) or cxr_nn_trainer_last_error().
  */
 #ifndef CXR_NN_TRAINER_H
 #define CXR_NN_TRAINER_H

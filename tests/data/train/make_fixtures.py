@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Writes the small image fixtures of check_triage_dataset (run with Debian's
+"""Writes the small image fixtures of check_train_dataset (run with Debian's
 /usr/bin/python3, Pillow 9.4, numpy) into the current folder. Deterministic."""
 import numpy as np
 from PIL import Image

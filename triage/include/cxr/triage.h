@@ -26,7 +26,6 @@
 extern "C" {
 #endif
 
-#define CXR_TRIAGE_ERRLEN 1024
 
 /* Ordered by severity: a larger value is read sooner. */
 enum cxr_triage_priority {
@@ -76,7 +75,7 @@ struct cxr_triage_engine;
 
 /* Loads the model (checked), opens the backend and compiles the net. On
  * failure *out == NULL and err says what (the model file and its problem, or
- * the backend). `note` (may be NULL, CXR_TRIAGE_ERRLEN) receives the backend
+ * the backend). `note` (may be NULL, CXR_ERRLEN) receives the backend
  * selection note ("CPU: no CUDA backend in this build"). */
 enum cxr_status cxr_triage_engine_new(const struct cxr_conf *conf,
                                       const struct cxr_triage_engine_options *opt,

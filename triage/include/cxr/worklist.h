@@ -13,7 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "cxr/store.h"
+#include "cxr/study.h"
 
 #ifdef __cplusplus
 extern "C" {
