@@ -53,10 +53,11 @@ static int cmp_double(const void *a, const void *b)
 
 static int usage(void)
 {
-    fprintf(stderr, "usage: cxr_bench_gpu infer|train --arch resnet18|resnet34|resnet50 "
-                    "--precision fp32|fp16|bf16 --batch N [--size S] [--channels 1|3] "
-                    "[--warmup N] [--iters N]\n"
-                    "       cxr_bench_gpu parity --model FILE --dir DIR --precision P [--batch N]\n");
+    fprintf(stderr,
+            "usage: cxr_bench_gpu infer|train --arch resnet18|resnet34|resnet50 "
+            "--precision fp32|fp16|bf16 --batch N [--size S] [--channels 1|3] "
+            "[--warmup N] [--iters N]\n"
+            "       cxr_bench_gpu parity --model FILE --dir DIR --precision P [--batch N]\n");
     return 2;
 }
 
@@ -114,7 +115,8 @@ static int parity(const char *model_path, const char *dir, const char *prec, int
             int32_t w = 0, h = 0;
             snprintf(path, sizeof path, "%s/%s", sub, e->d_name);
             uint8_t *px = read_jpeg_grey(path, &w, &h);
-            if (!px || cxr_nn_preprocess_u8(meta, px, w, h, w, NULL, in + (size_t)n * per) != CXR_OK) {
+            if (!px ||
+                cxr_nn_preprocess_u8(meta, px, w, h, w, NULL, in + (size_t)n * per) != CXR_OK) {
                 fprintf(stderr, "cannot read %s\n", path);
                 return 1;
             }
@@ -128,10 +130,12 @@ static int parity(const char *model_path, const char *dir, const char *prec, int
         fprintf(stderr, "no images under %s/{%s,...}\n", dir, meta->class_names[0]);
         return 1;
     }
-    struct cxr_nn_backend_options oc = {.kind = CXR_NN_BACKEND_CPU, .precision = CXR_NN_PRECISION_FP32};
+    struct cxr_nn_backend_options oc = {.kind = CXR_NN_BACKEND_CPU,
+                                        .precision = CXR_NN_PRECISION_FP32};
     struct cxr_nn_backend_options og = {.kind = CXR_NN_BACKEND_CUDA};
-    og.precision = !strcmp(prec, "bf16") ? CXR_NN_PRECISION_BF16
-                   : !strcmp(prec, "fp16") ? CXR_NN_PRECISION_FP16 : CXR_NN_PRECISION_FP32;
+    og.precision = !strcmp(prec, "bf16")   ? CXR_NN_PRECISION_BF16
+                   : !strcmp(prec, "fp16") ? CXR_NN_PRECISION_FP16
+                                           : CXR_NN_PRECISION_FP32;
     struct cxr_nn_backend *bc = NULL, *bg = NULL;
     struct cxr_nn_net *nc = NULL, *ng = NULL;
     if (cxr_nn_backend_open(&oc, &bc, NULL, err) != CXR_OK ||
@@ -148,7 +152,8 @@ static int parity(const char *model_path, const char *dir, const char *prec, int
         int32_t b = n - i < batch ? n - i : batch;
         if (cxr_nn_net_forward(nc, in + (size_t)i * per, b, lc) != CXR_OK ||
             cxr_nn_net_forward(ng, in + (size_t)i * per, b, lg) != CXR_OK) {
-            fprintf(stderr, "forward: %s %s\n", cxr_nn_net_last_error(nc), cxr_nn_net_last_error(ng));
+            fprintf(stderr, "forward: %s %s\n", cxr_nn_net_last_error(nc),
+                    cxr_nn_net_last_error(ng));
             return 1;
         }
         for (int32_t j = 0; j < b; j++) {
@@ -198,20 +203,31 @@ int main(int argc, char **argv)
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!v)
             return usage();
-        if (!strcmp(a, "--arch")) arch = v;
-        else if (!strcmp(a, "--precision")) prec = v;
-        else if (!strcmp(a, "--batch")) batch = atoi(v);
-        else if (!strcmp(a, "--size")) size = atoi(v);
-        else if (!strcmp(a, "--channels")) channels = atoi(v);
-        else if (!strcmp(a, "--warmup")) warmup = atoi(v);
-        else if (!strcmp(a, "--iters")) iters = atoi(v);
-        else if (!strcmp(a, "--model")) model = v;
-        else if (!strcmp(a, "--dir")) dir = v;
-        else return usage();
+        if (!strcmp(a, "--arch"))
+            arch = v;
+        else if (!strcmp(a, "--precision"))
+            prec = v;
+        else if (!strcmp(a, "--batch"))
+            batch = atoi(v);
+        else if (!strcmp(a, "--size"))
+            size = atoi(v);
+        else if (!strcmp(a, "--channels"))
+            channels = atoi(v);
+        else if (!strcmp(a, "--warmup"))
+            warmup = atoi(v);
+        else if (!strcmp(a, "--iters"))
+            iters = atoi(v);
+        else if (!strcmp(a, "--model"))
+            model = v;
+        else if (!strcmp(a, "--dir"))
+            dir = v;
+        else
+            return usage();
         i++;
     }
     if (check)
-        return model && dir && batch >= 1 && batch <= 64 ? parity(model, dir, prec, batch) : usage();
+        return model && dir && batch >= 1 && batch <= 64 ? parity(model, dir, prec, batch)
+                                                         : usage();
     if (batch < 1 || iters < 1 || warmup < 0 || size < 32 || (train && batch < 2))
         return usage();
     char err[CXR_ERRLEN] = "", note[CXR_ERRLEN] = "";
@@ -232,8 +248,9 @@ int main(int argc, char **argv)
         return 1;
     }
     struct cxr_nn_backend_options o = {.kind = CXR_NN_BACKEND_CUDA};
-    o.precision = !strcmp(prec, "bf16") ? CXR_NN_PRECISION_BF16
-                  : !strcmp(prec, "fp16") ? CXR_NN_PRECISION_FP16 : CXR_NN_PRECISION_FP32;
+    o.precision = !strcmp(prec, "bf16")   ? CXR_NN_PRECISION_BF16
+                  : !strcmp(prec, "fp16") ? CXR_NN_PRECISION_FP16
+                                          : CXR_NN_PRECISION_FP32;
     struct cxr_nn_backend *b = NULL;
     if (cxr_nn_backend_open(&o, &b, note, err) != CXR_OK) {
         fprintf(stderr, "backend: %s\n", err);
@@ -242,7 +259,8 @@ int main(int argc, char **argv)
     }
     size_t per = (size_t)channels * size * size;
     float *x = NULL, *out = NULL;
-    if (cudaHostAlloc((void **)&x, per * batch * sizeof(float), cudaHostAllocDefault) != cudaSuccess ||
+    if (cudaHostAlloc((void **)&x, per * batch * sizeof(float), cudaHostAllocDefault) !=
+            cudaSuccess ||
         cudaHostAlloc((void **)&out, (size_t)batch * 16 * sizeof(float), cudaHostAllocDefault) !=
             cudaSuccess) {
         fprintf(stderr, "cannot pin %zu MiB of host memory\n", per * batch * sizeof(float) >> 20);

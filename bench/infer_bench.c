@@ -43,16 +43,26 @@ int main(int argc, char **argv)
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!v)
             return usage();
-        if (!strcmp(a, "--arch")) arch = v;
-        else if (!strcmp(a, "--precision")) prec = v;
-        else if (!strcmp(a, "--model")) model_path = v;
-        else if (!strcmp(a, "--batch")) batch = atoi(v);
-        else if (!strcmp(a, "--threads")) threads = atoi(v);
-        else if (!strcmp(a, "--size")) size = atoi(v);
-        else if (!strcmp(a, "--channels")) channels = atoi(v);
-        else if (!strcmp(a, "--warmup")) warmup = atoi(v);
-        else if (!strcmp(a, "--iters")) iters = atoi(v);
-        else return usage();
+        if (!strcmp(a, "--arch"))
+            arch = v;
+        else if (!strcmp(a, "--precision"))
+            prec = v;
+        else if (!strcmp(a, "--model"))
+            model_path = v;
+        else if (!strcmp(a, "--batch"))
+            batch = atoi(v);
+        else if (!strcmp(a, "--threads"))
+            threads = atoi(v);
+        else if (!strcmp(a, "--size"))
+            size = atoi(v);
+        else if (!strcmp(a, "--channels"))
+            channels = atoi(v);
+        else if (!strcmp(a, "--warmup"))
+            warmup = atoi(v);
+        else if (!strcmp(a, "--iters"))
+            iters = atoi(v);
+        else
+            return usage();
         i++;
     }
     if (batch < 1 || iters < 1 || warmup < 0 || size < 32)
@@ -77,8 +87,9 @@ int main(int argc, char **argv)
         return 1;
     }
     struct cxr_nn_backend_options o = {.kind = CXR_NN_BACKEND_CPU, .threads = threads};
-    o.precision = !strcmp(prec, "bf16") ? CXR_NN_PRECISION_BF16
-                  : !strcmp(prec, "auto") ? CXR_NN_PRECISION_AUTO : CXR_NN_PRECISION_FP32;
+    o.precision = !strcmp(prec, "bf16")   ? CXR_NN_PRECISION_BF16
+                  : !strcmp(prec, "auto") ? CXR_NN_PRECISION_AUTO
+                                          : CXR_NN_PRECISION_FP32;
     struct cxr_nn_backend *b = NULL;
     struct cxr_nn_net *net = NULL;
     if (cxr_nn_backend_open(&o, &b, note, err) != CXR_OK ||
@@ -109,11 +120,12 @@ int main(int argc, char **argv)
     }
     qsort(t, (size_t)iters, sizeof *t, cmp_double);
     double med = iters % 2 ? t[iters / 2] : 0.5 * (t[iters / 2 - 1] + t[iters / 2]);
-    printf("{\"impl\":\"cxr\",\"arch\":\"%s\",\"batch\":%d,\"precision\":\"%s\",\"threads\":%d,"
-           "\"size\":%d,\"ms_per_batch\":%.3f,\"ms_per_image\":%.3f,\"min_ms\":%.3f,\"max_ms\":%.3f,"
-           "\"iters\":%d,\"backend\":\"%s\"}\n",
-           cxr_nn_arch_name(meta->arch), batch, prec, threads, size, med, med / batch,
-           t[0], t[iters - 1], iters, cxr_nn_backend_describe(b));
+    printf(
+        "{\"impl\":\"cxr\",\"arch\":\"%s\",\"batch\":%d,\"precision\":\"%s\",\"threads\":%d,"
+        "\"size\":%d,\"ms_per_batch\":%.3f,\"ms_per_image\":%.3f,\"min_ms\":%.3f,\"max_ms\":%.3f,"
+        "\"iters\":%d,\"backend\":\"%s\"}\n",
+        cxr_nn_arch_name(meta->arch), batch, prec, threads, size, med, med / batch, t[0],
+        t[iters - 1], iters, cxr_nn_backend_describe(b));
     free(in);
     free(out);
     free(t);

@@ -59,15 +59,24 @@ int main(int argc, char **argv)
         }
         if (!v)
             return usage();
-        if (!strcmp(a, "--arch")) arch = v;
-        else if (!strcmp(a, "--precision")) prec = v;
-        else if (!strcmp(a, "--batch")) batch = atoi(v);
-        else if (!strcmp(a, "--threads")) threads = atoi(v);
-        else if (!strcmp(a, "--size")) size = atoi(v);
-        else if (!strcmp(a, "--channels")) channels = atoi(v);
-        else if (!strcmp(a, "--warmup")) warmup = atoi(v);
-        else if (!strcmp(a, "--iters")) iters = atoi(v);
-        else return usage();
+        if (!strcmp(a, "--arch"))
+            arch = v;
+        else if (!strcmp(a, "--precision"))
+            prec = v;
+        else if (!strcmp(a, "--batch"))
+            batch = atoi(v);
+        else if (!strcmp(a, "--threads"))
+            threads = atoi(v);
+        else if (!strcmp(a, "--size"))
+            size = atoi(v);
+        else if (!strcmp(a, "--channels"))
+            channels = atoi(v);
+        else if (!strcmp(a, "--warmup"))
+            warmup = atoi(v);
+        else if (!strcmp(a, "--iters"))
+            iters = atoi(v);
+        else
+            return usage();
         i++;
     }
     if (batch < 2 || iters < 1 || warmup < 0 || size < 32)

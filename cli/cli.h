@@ -9,9 +9,9 @@
 
 /* Exit statuses of every subcommand. */
 enum {
-    CLI_EXIT_OK = 0,        /* everything done */
-    CLI_EXIT_PARTIAL = 1,   /* some inputs not analysed */
-    CLI_EXIT_FATAL = 2      /* usage or fatal error */
+    CLI_EXIT_OK = 0,      /* everything done */
+    CLI_EXIT_PARTIAL = 1, /* some inputs not analysed */
+    CLI_EXIT_FATAL = 2    /* usage or fatal error */
 };
 
 /* Finds and loads the configuration: an explicit path, else

@@ -7,12 +7,13 @@
 
 static void config_usage(FILE *fp)
 {
-    fprintf(fp,
-            "usage: cxr-triage config check [FILE]   validate FILE (default: the one the node uses)\n"
-            "                                        and print the effective configuration\n"
-            "       cxr-triage config schema         print the XSD (conf/cxr-triage.xsd)\n"
-            "       cxr-triage config doc            print the key table of docs/configuration.md\n"
-            "       cxr-triage config defaults       print a configuration holding every default\n");
+    fprintf(
+        fp,
+        "usage: cxr-triage config check [FILE]   validate FILE (default: the one the node uses)\n"
+        "                                        and print the effective configuration\n"
+        "       cxr-triage config schema         print the XSD (conf/cxr-triage.xsd)\n"
+        "       cxr-triage config doc            print the key table of docs/configuration.md\n"
+        "       cxr-triage config defaults       print a configuration holding every default\n");
 }
 
 int cmd_config(int argc, char **argv)
@@ -31,7 +32,8 @@ int cmd_config(int argc, char **argv)
         if (!conf)
             return CLI_EXIT_FATAL;
         fprintf(stderr, "configuration OK: %s\n",
-                conf->source_path && *conf->source_path ? conf->source_path : "(built-in defaults)");
+                conf->source_path && *conf->source_path ? conf->source_path
+                                                        : "(built-in defaults)");
         cxr_conf_print(conf, stdout);
         cxr_conf_free(conf);
         return CLI_EXIT_OK;

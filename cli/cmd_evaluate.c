@@ -12,7 +12,8 @@
 
 static void evaluate_usage(FILE *fp)
 {
-    fprintf(fp,
+    fprintf(
+        fp,
         "usage: cxr-triage evaluate --model FILE --data PATH [--report FILE.html] [--json]\n"
         "                           [--label-map \"a=NORMAL b=PNEUMONIA\"] [--threads N]\n"
         "                           [--precision fp32|bf16] [--batch N] [--resamples N] [--seed N]\n"
@@ -36,15 +37,21 @@ static void print_ci(const char *name, const struct cxr_nn_ci *c)
 int cmd_evaluate(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"model", required_argument, 0, 'm'},   {"data", required_argument, 0, 'd'},
-        {"report", required_argument, 0, 'r'},  {"json", no_argument, 0, 'j'},
-        {"label-map", required_argument, 0, 'l'}, {"threads", required_argument, 0, 't'},
-        {"precision", required_argument, 0, 'p'}, {"batch", required_argument, 0, 'b'},
-        {"resamples", required_argument, 0, 'n'}, {"seed", required_argument, 0, 's'},
+        {"model", required_argument, 0, 'm'},
+        {"data", required_argument, 0, 'd'},
+        {"report", required_argument, 0, 'r'},
+        {"json", no_argument, 0, 'j'},
+        {"label-map", required_argument, 0, 'l'},
+        {"threads", required_argument, 0, 't'},
+        {"precision", required_argument, 0, 'p'},
+        {"batch", required_argument, 0, 'b'},
+        {"resamples", required_argument, 0, 'n'},
+        {"seed", required_argument, 0, 's'},
         {"calibrate-out", required_argument, 0, 'c'},
         {"target-sensitivity", required_argument, 0, 'T'},
         {"urgent-specificity", required_argument, 0, 'U'},
-        {"help", no_argument, 0, 'h'},          {0, 0, 0, 0},
+        {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0},
     };
     struct cxr_train_evaluate_options o;
     cxr_train_evaluate_options_init(&o);
@@ -64,8 +71,8 @@ int cmd_evaluate(int argc, char **argv)
         case 'b':
         case 'n':
             v = strtol(optarg, &end, 10);
-            if (!*optarg || *end || v < 0 || v > 1000000 ||
-                (c == 'n' && v != 0 && v < 100) || (c == 'b' && v < 1)) {
+            if (!*optarg || *end || v < 0 || v > 1000000 || (c == 'n' && v != 0 && v < 100) ||
+                (c == 'b' && v < 1)) {
                 cli_error("evaluate", "bad number '%s'", optarg);
                 return CLI_EXIT_FATAL;
             }

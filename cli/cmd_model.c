@@ -175,9 +175,12 @@ static int model_info(int argc, char **argv)
 static int model_set(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"out", required_argument, 0, 'o'},     {"age-range", required_argument, 0, 'a'},
-        {"name", required_argument, 0, 'n'},    {"version", required_argument, 0, 'v'},
-        {"note", required_argument, 0, 't'},    {"help", no_argument, 0, 'h'},
+        {"out", required_argument, 0, 'o'},
+        {"age-range", required_argument, 0, 'a'},
+        {"name", required_argument, 0, 'n'},
+        {"version", required_argument, 0, 'v'},
+        {"note", required_argument, 0, 't'},
+        {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
     const char *out = NULL, *name = NULL, *version = NULL, *note = NULL;
@@ -210,7 +213,8 @@ static int model_set(int argc, char **argv)
         return CLI_EXIT_FATAL;
     }
     const char *in = argv[optind];
-    if ((name && (!*name || strlen(name) >= 64)) || (version && (!*version || strlen(version) >= 32))) {
+    if ((name && (!*name || strlen(name) >= 64)) ||
+        (version && (!*version || strlen(version) >= 32))) {
         cli_error("model set", "--name takes 1..63 characters and --version 1..31");
         return CLI_EXIT_FATAL;
     }

@@ -17,16 +17,17 @@
 
 static void queue_usage(FILE *fp)
 {
-    fprintf(fp,
-            "usage: cxr-triage queue list  [--dead|--pending|--delivered|--all] [--json] [--limit N]\n"
-            "       cxr-triage queue retry (ID... | --all-dead)\n"
-            "       cxr-triage queue drop  (ID... | --all-dead)\n"
-            "options for all: --config FILE (its node/spool-dir) or --spool DIR\n"
-            "  list   SR deliveries, newest first (default: those not delivered), and the\n"
-            "         counts of waiting jobs\n"
-            "  retry  put dead-lettered (or pending) deliveries back with their attempts reset;\n"
-            "         a running node sends them within a second\n"
-            "  drop   forget deliveries that are not delivered (the SR stays in the spool)\n");
+    fprintf(
+        fp,
+        "usage: cxr-triage queue list  [--dead|--pending|--delivered|--all] [--json] [--limit N]\n"
+        "       cxr-triage queue retry (ID... | --all-dead)\n"
+        "       cxr-triage queue drop  (ID... | --all-dead)\n"
+        "options for all: --config FILE (its node/spool-dir) or --spool DIR\n"
+        "  list   SR deliveries, newest first (default: those not delivered), and the\n"
+        "         counts of waiting jobs\n"
+        "  retry  put dead-lettered (or pending) deliveries back with their attempts reset;\n"
+        "         a running node sends them within a second\n"
+        "  drop   forget deliveries that are not delivered (the SR stays in the spool)\n");
 }
 
 static int64_t now_ms(void)
@@ -65,8 +66,10 @@ static struct cxr_node_store *open_store(const char *config_path, const char *sp
     }
     cxr_node_store_path(dir, db, sizeof db);
     if (access(db, F_OK) != 0) {
-        cli_error("queue", "no job store at %s: has the node run with this spool folder?"
-                  " (give --spool DIR or --config FILE)", db);
+        cli_error("queue",
+                  "no job store at %s: has the node run with this spool folder?"
+                  " (give --spool DIR or --config FILE)",
+                  db);
         return NULL;
     }
     char err[CXR_NODE_STORE_ERRLEN] = "";
@@ -86,7 +89,8 @@ static enum cxr_status fetch(struct cxr_node_store *s, int32_t state, size_t lim
         return cxr_node_store_deliveries_list(s, state, limit, rows, n);
     struct cxr_node_delivery_row *dead = NULL, *pending = NULL;
     size_t nd = 0, np = 0;
-    enum cxr_status st = cxr_node_store_deliveries_list(s, CXR_NODE_DELIVERY_DEAD, limit, &dead, &nd);
+    enum cxr_status st =
+        cxr_node_store_deliveries_list(s, CXR_NODE_DELIVERY_DEAD, limit, &dead, &nd);
     if (st == CXR_OK)
         st = cxr_node_store_deliveries_list(s, CXR_NODE_DELIVERY_PENDING, limit, &pending, &np);
     struct cxr_node_delivery_row *all = st == CXR_OK ? malloc((nd + np + 1) * sizeof *all) : NULL;
@@ -117,10 +121,12 @@ static int list(struct cxr_node_store *s, int32_t state, bool json, size_t limit
     if (json) {
         json_object *root = json_object_new_object();
         json_object *counts = json_object_new_object();
-        json_object_object_add(counts, "instances_waiting", json_object_new_int64(c.instances_pending));
+        json_object_object_add(counts, "instances_waiting",
+                               json_object_new_int64(c.instances_pending));
         json_object_object_add(counts, "studies_awaiting_report",
                                json_object_new_int64(c.studies_unreported));
-        json_object_object_add(counts, "deliveries_pending", json_object_new_int64(c.deliveries_pending));
+        json_object_object_add(counts, "deliveries_pending",
+                               json_object_new_int64(c.deliveries_pending));
         json_object_object_add(counts, "deliveries_delivered",
                                json_object_new_int64(c.deliveries_delivered));
         json_object_object_add(counts, "deliveries_dead", json_object_new_int64(c.deliveries_dead));
@@ -130,13 +136,16 @@ static int list(struct cxr_node_store *s, int32_t state, bool json, size_t limit
             const struct cxr_node_delivery_row *r = &rows[i];
             json_object *o = json_object_new_object();
             json_object_object_add(o, "id", json_object_new_int64(r->id));
-            json_object_object_add(o, "state", json_object_new_string(cxr_node_delivery_state_name(r->state)));
+            json_object_object_add(o, "state",
+                                   json_object_new_string(cxr_node_delivery_state_name(r->state)));
             json_object_object_add(o, "destination", json_object_new_string(r->destination));
             json_object_object_add(o, "attempts", json_object_new_int(r->attempts));
             json_object_object_add(o, "next_attempt_ms", json_object_new_int64(r->next_attempt_ms));
             json_object_object_add(o, "updated_ms", json_object_new_int64(r->updated_ms));
-            json_object_object_add(o, "study_instance_uid", json_object_new_string(r->study_instance_uid));
-            json_object_object_add(o, "sr_sop_instance_uid", json_object_new_string(r->sr_sop_instance_uid));
+            json_object_object_add(o, "study_instance_uid",
+                                   json_object_new_string(r->study_instance_uid));
+            json_object_object_add(o, "sr_sop_instance_uid",
+                                   json_object_new_string(r->sr_sop_instance_uid));
             json_object_object_add(o, "last_error", json_object_new_string(r->last_error));
             json_object_array_add(list, o);
         }
@@ -218,11 +227,16 @@ static int change(struct cxr_node_store *s, bool retry, bool all_dead, char **id
 int cmd_queue(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"config", required_argument, NULL, 'c'}, {"spool", required_argument, NULL, 's'},
-        {"dead", no_argument, NULL, 'd'},         {"pending", no_argument, NULL, 'p'},
-        {"delivered", no_argument, NULL, 'D'},    {"all", no_argument, NULL, 'a'},
-        {"all-dead", no_argument, NULL, 'A'},     {"json", no_argument, NULL, 'j'},
-        {"limit", required_argument, NULL, 'l'},  {"help", no_argument, NULL, 'h'},
+        {"config", required_argument, NULL, 'c'},
+        {"spool", required_argument, NULL, 's'},
+        {"dead", no_argument, NULL, 'd'},
+        {"pending", no_argument, NULL, 'p'},
+        {"delivered", no_argument, NULL, 'D'},
+        {"all", no_argument, NULL, 'a'},
+        {"all-dead", no_argument, NULL, 'A'},
+        {"json", no_argument, NULL, 'j'},
+        {"limit", required_argument, NULL, 'l'},
+        {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     if (argc < 2) {
@@ -230,7 +244,7 @@ int cmd_queue(int argc, char **argv)
         return CLI_EXIT_FATAL;
     }
     const char *config_path = NULL, *spool = NULL;
-    int32_t state = -2;   /* -2: everything not delivered */
+    int32_t state = -2; /* -2: everything not delivered */
     bool json = false, all_dead = false;
     size_t limit = 1000;
     int c;

@@ -20,16 +20,15 @@
 
 static void score_usage(FILE *fp)
 {
-    fprintf(fp,
-            "usage: cxr-triage score [options] FILE|DIR...\n"
-            "  --config FILE      configuration (default: see docs/configuration.md)\n"
-            "  --model FILE       model file (default: the configuration's model/path)\n"
-            "  --sr-out DIR       write one SR per analysed image into DIR\n"
-            "  --json             one JSON object per input instead of a text line\n"
-            "  --backend auto|cpu|cuda   --precision auto|fp32|bf16|fp16\n"
-            "  --threads N        --batch N\n"
-            "Folders are searched recursively. Exit status: 0 all analysed, 1 some not\n"
-            "analysed, 2 usage or fatal error.\n");
+    fprintf(fp, "usage: cxr-triage score [options] FILE|DIR...\n"
+                "  --config FILE      configuration (default: see docs/configuration.md)\n"
+                "  --model FILE       model file (default: the configuration's model/path)\n"
+                "  --sr-out DIR       write one SR per analysed image into DIR\n"
+                "  --json             one JSON object per input instead of a text line\n"
+                "  --backend auto|cpu|cuda   --precision auto|fp32|bf16|fp16\n"
+                "  --threads N        --batch N\n"
+                "Folders are searched recursively. Exit status: 0 all analysed, 1 some not\n"
+                "analysed, 2 usage or fatal error.\n");
 }
 
 /* A growable list of input paths (capped at MAX_INPUTS). */
@@ -148,7 +147,8 @@ static void print_json(const struct cxr_conf *conf, const char *file,
     json_object_object_add(t, "infer", json_object_new_double(r->t.infer_ms));
     json_object_object_add(t, "sr", json_object_new_double(r->t.sr_ms));
     json_object_object_add(o, "timing_ms", t);
-    puts(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
+    puts(
+        json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
     json_object_put(o);
 }
 
@@ -209,7 +209,8 @@ int cmd_score(int argc, char **argv)
             break;
         case 'p':
             if (!parse_precision(optarg, &eo.precision)) {
-                cli_error("score", "--precision expects auto, fp32, bf16 or fp16, got '%s'", optarg);
+                cli_error("score", "--precision expects auto, fp32, bf16 or fp16, got '%s'",
+                          optarg);
                 return CLI_EXIT_FATAL;
             }
             break;
@@ -269,7 +270,8 @@ int cmd_score(int argc, char **argv)
     cxr_log(CXR_LOG_INFO, "score", "%s", cxr_triage_engine_describe(engine));
     const struct cxr_nn_model_meta *meta = cxr_triage_engine_model_meta(engine);
     if (meta->description && strstr(meta->description, "UNTRAINED"))
-        cxr_log(CXR_LOG_WARN, "score", "the model is UNTRAINED (random weights): scores are meaningless");
+        cxr_log(CXR_LOG_WARN, "score",
+                "the model is UNTRAINED (random weights): scores are meaningless");
 
     int32_t bs = cxr_triage_engine_batch_size(engine);
     insts = calloc((size_t)bs, sizeof *insts);
@@ -301,7 +303,8 @@ int cmd_score(int argc, char **argv)
                 char serr[CXR_ERRLEN] = "";
                 snprintf(sr_path, sizeof sr_path, "%s/SR_%s.dcm", sr_out, r->info.sop_instance_uid);
                 double t0 = now_ms();
-                st = cxr_triage_engine_write_sr(engine, r, 1, NULL, sr_path, NULL, NULL, NULL, serr);
+                st =
+                    cxr_triage_engine_write_sr(engine, r, 1, NULL, sr_path, NULL, NULL, NULL, serr);
                 r->t.sr_ms = now_ms() - t0;
                 if (st != CXR_OK) {
                     cxr_log(CXR_LOG_ERROR, "score", "%s: SR not written: %s", inputs.v[base + i],

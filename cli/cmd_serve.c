@@ -13,23 +13,22 @@
 
 static void serve_usage(FILE *fp)
 {
-    fprintf(fp,
-            "usage: cxr-triage serve [options]\n"
-            "  --config FILE        configuration (default: see docs/configuration.md)\n"
-            "  --model FILE         model file (default: the configuration's model/path)\n"
-            "  --spool DIR          spool folder (default: node/spool-dir)\n"
-            "  --port N             DICOM port (default: node/port)\n"
-            "  --http-port N        HTTP port (default: http/port; 0 = any free port)\n"
-            "  --stable-seconds N   study stability wait (default: node/study-stable-seconds)\n"
-            "Receives studies over DICOM, scores them and sends one SR per study to the\n"
-            "configured destinations. SIGTERM or SIGINT: finish the work in flight and exit.\n"
-            "SIGHUP: reload the configuration and the model (a bad one is refused and the\n"
-            "running one keeps serving). See docs/admin-guide.md.\n");
+    fprintf(fp, "usage: cxr-triage serve [options]\n"
+                "  --config FILE        configuration (default: see docs/configuration.md)\n"
+                "  --model FILE         model file (default: the configuration's model/path)\n"
+                "  --spool DIR          spool folder (default: node/spool-dir)\n"
+                "  --port N             DICOM port (default: node/port)\n"
+                "  --http-port N        HTTP port (default: http/port; 0 = any free port)\n"
+                "  --stable-seconds N   study stability wait (default: node/study-stable-seconds)\n"
+                "Receives studies over DICOM, scores them and sends one SR per study to the\n"
+                "configured destinations. SIGTERM or SIGINT: finish the work in flight and exit.\n"
+                "SIGHUP: reload the configuration and the model (a bad one is refused and the\n"
+                "running one keeps serving). See docs/admin-guide.md.\n");
 }
 
 struct signal_ctx {
     struct cxr_node *node;
-    const char *config_path;     /* NULL: the usual search */
+    const char *config_path; /* NULL: the usual search */
     sigset_t set;
     volatile bool done;
 };
@@ -44,14 +43,16 @@ static void *signal_main(void *arg)
         if (sigwait(&sc->set, &sig) != 0 || sc->done)
             break;
         if (sig == SIGTERM || sig == SIGINT) {
-            cxr_log(CXR_LOG_INFO, "serve", "%s received: stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+            cxr_log(CXR_LOG_INFO, "serve", "%s received: stopping",
+                    sig == SIGTERM ? "SIGTERM" : "SIGINT");
             cxr_node_stop(sc->node);
         } else if (sig == SIGHUP) {
-            cxr_log(CXR_LOG_INFO, "serve", "SIGHUP received: reloading the configuration and the model");
+            cxr_log(CXR_LOG_INFO, "serve",
+                    "SIGHUP received: reloading the configuration and the model");
             cxr_node_sd_notify("RELOADING=1");
             struct cxr_conf *conf = cli_load_conf(sc->config_path);
             char err[CXR_ERRLEN] = "";
-            cxr_node_reload(sc->node, conf, err);   /* NULL: counted as refused */
+            cxr_node_reload(sc->node, conf, err); /* NULL: counted as refused */
             cxr_node_sd_notify("READY=1");
         }
     }
@@ -77,10 +78,14 @@ static bool parse_port(const char *text, bool allow_zero, int32_t *out)
 int cmd_serve(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"config", required_argument, NULL, 'c'},  {"model", required_argument, NULL, 'm'},
-        {"spool", required_argument, NULL, 's'},   {"port", required_argument, NULL, 'p'},
-        {"http-port", required_argument, NULL, 'H'}, {"stable-seconds", required_argument, NULL, 'S'},
-        {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0},
+        {"config", required_argument, NULL, 'c'},
+        {"model", required_argument, NULL, 'm'},
+        {"spool", required_argument, NULL, 's'},
+        {"port", required_argument, NULL, 'p'},
+        {"http-port", required_argument, NULL, 'H'},
+        {"stable-seconds", required_argument, NULL, 'S'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
     };
     const char *config_path = NULL;
     struct cxr_node_options opt;
@@ -130,7 +135,7 @@ int cmd_serve(int argc, char **argv)
     sigaddset(&sc.set, SIGTERM);
     sigaddset(&sc.set, SIGINT);
     sigaddset(&sc.set, SIGHUP);
-    sigaddset(&sc.set, SIGUSR1);   /* internal: the signal thread's exit */
+    sigaddset(&sc.set, SIGUSR1); /* internal: the signal thread's exit */
     pthread_sigmask(SIG_BLOCK, &sc.set, NULL);
     signal(SIGPIPE, SIG_IGN);
 

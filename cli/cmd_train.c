@@ -22,7 +22,8 @@ static void on_sigint(int sig)
 
 static void train_usage(FILE *fp)
 {
-    fprintf(fp,
+    fprintf(
+        fp,
         "usage: cxr-triage train --data PATH --out FILE [options]\n"
         "\n"
         "data\n"
@@ -92,40 +93,85 @@ static void command_line(int argc, char **argv, char *buf, size_t len)
 }
 
 enum {
-    O_DATA = 256, O_VAL, O_VALFRAC, O_LABELMAP, O_CLASSES, O_ARCH, O_INPUT, O_CONTRAST, O_INIT, O_FREEZE,
-    O_OUT, O_STORAGE, O_NAME, O_VERSION, O_AGE, O_EPOCHS, O_BATCH, O_LR, O_WD, O_OPT, O_CLIP, O_BAL,
-    O_NOAUG, O_SEED, O_PATIENCE, O_DIRECT, O_TSENS, O_USPEC, O_RESAMPLES, O_THREADS, O_PREC,
-    O_CKDIR, O_RESUME, O_REPORT, O_WIDTH, O_NOPREFETCH
+    O_DATA = 256,
+    O_VAL,
+    O_VALFRAC,
+    O_LABELMAP,
+    O_CLASSES,
+    O_ARCH,
+    O_INPUT,
+    O_CONTRAST,
+    O_INIT,
+    O_FREEZE,
+    O_OUT,
+    O_STORAGE,
+    O_NAME,
+    O_VERSION,
+    O_AGE,
+    O_EPOCHS,
+    O_BATCH,
+    O_LR,
+    O_WD,
+    O_OPT,
+    O_CLIP,
+    O_BAL,
+    O_NOAUG,
+    O_SEED,
+    O_PATIENCE,
+    O_DIRECT,
+    O_TSENS,
+    O_USPEC,
+    O_RESAMPLES,
+    O_THREADS,
+    O_PREC,
+    O_CKDIR,
+    O_RESUME,
+    O_REPORT,
+    O_WIDTH,
+    O_NOPREFETCH
 };
 
 int cmd_train(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"data", required_argument, 0, O_DATA},       {"val", required_argument, 0, O_VAL},
+        {"data", required_argument, 0, O_DATA},
+        {"val", required_argument, 0, O_VAL},
         {"val-fraction", required_argument, 0, O_VALFRAC},
         {"label-map", required_argument, 0, O_LABELMAP},
-        {"classes", required_argument, 0, O_CLASSES}, {"arch", required_argument, 0, O_ARCH},
-        {"input", required_argument, 0, O_INPUT},     {"init", required_argument, 0, O_INIT},
+        {"classes", required_argument, 0, O_CLASSES},
+        {"arch", required_argument, 0, O_ARCH},
+        {"input", required_argument, 0, O_INPUT},
+        {"init", required_argument, 0, O_INIT},
         {"contrast", required_argument, 0, O_CONTRAST},
-        {"freeze-backbone", no_argument, 0, O_FREEZE}, {"out", required_argument, 0, O_OUT},
-        {"storage", required_argument, 0, O_STORAGE}, {"name", required_argument, 0, O_NAME},
-        {"version", required_argument, 0, O_VERSION}, {"epochs", required_argument, 0, O_EPOCHS},
+        {"freeze-backbone", no_argument, 0, O_FREEZE},
+        {"out", required_argument, 0, O_OUT},
+        {"storage", required_argument, 0, O_STORAGE},
+        {"name", required_argument, 0, O_NAME},
+        {"version", required_argument, 0, O_VERSION},
+        {"epochs", required_argument, 0, O_EPOCHS},
         {"age-range", required_argument, 0, O_AGE},
-        {"batch", required_argument, 0, O_BATCH},     {"lr", required_argument, 0, O_LR},
-        {"weight-decay", required_argument, 0, O_WD}, {"optimizer", required_argument, 0, O_OPT},
-        {"clip", required_argument, 0, O_CLIP},       {"balanced-sampler", no_argument, 0, O_BAL},
-        {"no-augment", no_argument, 0, O_NOAUG},      {"seed", required_argument, 0, O_SEED},
+        {"batch", required_argument, 0, O_BATCH},
+        {"lr", required_argument, 0, O_LR},
+        {"weight-decay", required_argument, 0, O_WD},
+        {"optimizer", required_argument, 0, O_OPT},
+        {"clip", required_argument, 0, O_CLIP},
+        {"balanced-sampler", no_argument, 0, O_BAL},
+        {"no-augment", no_argument, 0, O_NOAUG},
+        {"seed", required_argument, 0, O_SEED},
         {"patience", required_argument, 0, O_PATIENCE},
         {"direct-conv", no_argument, 0, O_DIRECT},
         {"target-sensitivity", required_argument, 0, O_TSENS},
         {"urgent-specificity", required_argument, 0, O_USPEC},
         {"resamples", required_argument, 0, O_RESAMPLES},
-        {"threads", required_argument, 0, O_THREADS}, {"precision", required_argument, 0, O_PREC},
+        {"threads", required_argument, 0, O_THREADS},
+        {"precision", required_argument, 0, O_PREC},
         {"checkpoint-dir", required_argument, 0, O_CKDIR},
-        {"resume", no_argument, 0, O_RESUME},         {"report", required_argument, 0, O_REPORT},
-        {"width", required_argument, 0, O_WIDTH},     /* base width (tests, small models) */
+        {"resume", no_argument, 0, O_RESUME},
+        {"report", required_argument, 0, O_REPORT},
+        {"width", required_argument, 0, O_WIDTH}, /* base width (tests, small models) */
         {"no-prefetch", no_argument, 0, O_NOPREFETCH},
-        {"help", no_argument, 0, 'h'},                {0, 0, 0, 0},
+        {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0},
     };
     struct cxr_train_options o;
     cxr_train_options_init(&o);
@@ -254,8 +300,8 @@ int cmd_train(int argc, char **argv)
     printf("%s: %s, %d epochs (kept %d), validation AUC %.4f, sensitivity %.3f, specificity "
            "%.3f at threshold %.4f; %.1f images/s; %.0f s\n",
            o.out, res.model_sha256, (int)res.epochs_run, (int)res.best_epoch,
-           res.validation.auc.value,
-           res.validation.sensitivity.value, res.validation.specificity.value,
-           res.operating_threshold, res.images_per_second, res.seconds);
+           res.validation.auc.value, res.validation.sensitivity.value,
+           res.validation.specificity.value, res.operating_threshold, res.images_per_second,
+           res.seconds);
     return res.skipped ? CLI_EXIT_PARTIAL : CLI_EXIT_OK;
 }

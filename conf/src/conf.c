@@ -38,7 +38,8 @@ enum cxr_status cxr_conf_defaults(struct cxr_conf **out)
     enum cxr_status st = CXR_OK;
     for (size_t s = 0; s < conf_nsections && st == CXR_OK; s++)
         if (!conf_sections[s].max_count)
-            st = conf_section_defaults(&conf_sections[s], conf_section_base(conf, &conf_sections[s]));
+            st = conf_section_defaults(&conf_sections[s],
+                                       conf_section_base(conf, &conf_sections[s]));
     if (st == CXR_OK && !(conf->source_path = strdup("")))
         st = CXR_ERR_NOMEM;
     if (st != CXR_OK) {
@@ -65,7 +66,8 @@ void cxr_conf_free(struct cxr_conf *conf)
     free(conf);
 }
 
-enum cxr_status cxr_conf_get_text(const struct cxr_conf *conf, const char *key, char *buf, size_t buflen)
+enum cxr_status cxr_conf_get_text(const struct cxr_conf *conf, const char *key, char *buf,
+                                  size_t buflen)
 {
     if (!conf || !key || !buf || !buflen)
         return CXR_ERR_INVALID_ARG;

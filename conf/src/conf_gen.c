@@ -67,7 +67,9 @@ static void xsd_simple_type(struct conf_buf *b, const struct conf_key *k, const 
         break;
     case CONF_T_UID:
         conf_buf_printf(b, "%s<xs:restriction base=\"xs:token\">\n", ind);
-        conf_buf_printf(b, "%s  <xs:pattern value=\"(([0-9]|[1-9][0-9]+)(\\.([0-9]|[1-9][0-9]+))*)?\"/>\n", ind);
+        conf_buf_printf(
+            b, "%s  <xs:pattern value=\"(([0-9]|[1-9][0-9]+)(\\.([0-9]|[1-9][0-9]+))*)?\"/>\n",
+            ind);
         conf_buf_printf(b, "%s  <xs:maxLength value=\"%lld\"/>\n", ind, hi);
         conf_buf_printf(b, "%s</xs:restriction>\n", ind);
         break;
@@ -79,9 +81,7 @@ static void xsd_simple_type(struct conf_buf *b, const struct conf_key *k, const 
         conf_buf_printf(b, "%s  <xs:maxInclusive value=\"%lld\"/>\n", ind, hi);
         conf_buf_printf(b, "%s</xs:restriction>\n", ind);
         break;
-    case CONF_T_BOOL:
-        conf_buf_printf(b, "%s<xs:restriction base=\"xs:boolean\"/>\n", ind);
-        break;
+    case CONF_T_BOOL: conf_buf_printf(b, "%s<xs:restriction base=\"xs:boolean\"/>\n", ind); break;
     case CONF_T_ENUM:
         conf_buf_printf(b, "%s<xs:restriction base=\"xs:token\">\n", ind);
         for (int i = 0; k->words[i]; i++)
@@ -99,7 +99,8 @@ static void xsd_simple_type(struct conf_buf *b, const struct conf_key *k, const 
         break;
     case CONF_T_THRESHOLD:
         conf_buf_printf(b, "%s<xs:restriction base=\"xs:token\">\n", ind);
-        conf_buf_printf(b, "%s  <xs:pattern value=\"model|0*1(\\.0*)?|0+(\\.[0-9]*)?|0*\\.[0-9]+\"/>\n", ind);
+        conf_buf_printf(
+            b, "%s  <xs:pattern value=\"model|0*1(\\.0*)?|0+(\\.[0-9]*)?|0*\\.[0-9]+\"/>\n", ind);
         conf_buf_printf(b, "%s  <xs:maxLength value=\"26\"/>\n", ind);
         conf_buf_printf(b, "%s</xs:restriction>\n", ind);
         break;
@@ -111,37 +112,37 @@ static pthread_once_t xsd_once = PTHREAD_ONCE_INIT;
 
 static void xsd_build(void)
 {
-    struct conf_buf b = { 0 };
-    conf_buf_puts(&b,
-                  "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
-                  "<!-- The schema of the cxr-triage configuration file (version 1).\n"
-                  "     Generated from the key table (conf/src/conf_keys.c) by `cxr-triage config schema`;\n"
-                  "     do not edit by hand. Keys are described in docs/configuration.md. -->\n"
-                  "<xs:schema xmlns:xs=\"http://www.w3.org/2001/XMLSchema\">\n\n"
-                  "  <xs:element name=\"cxr-triage\">\n"
-                  "    <xs:complexType>\n"
-                  "      <!-- Sections in any order; the loader also checks that a section that is\n"
-                  "           not repeatable appears at most once (XSD 1.0 cannot say both). -->\n"
-                  "      <xs:choice minOccurs=\"0\" maxOccurs=\"unbounded\">\n");
+    struct conf_buf b = {0};
+    conf_buf_puts(
+        &b,
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+        "<!-- The schema of the cxr-triage configuration file (version 1).\n"
+        "     Generated from the key table (conf/src/conf_keys.c) by `cxr-triage config schema`;\n"
+        "     do not edit by hand. Keys are described in docs/configuration.md. -->\n"
+        "<xs:schema xmlns:xs=\"http://www.w3.org/2001/XMLSchema\">\n\n"
+        "  <xs:element name=\"cxr-triage\">\n"
+        "    <xs:complexType>\n"
+        "      <!-- Sections in any order; the loader also checks that a section that is\n"
+        "           not repeatable appears at most once (XSD 1.0 cannot say both). -->\n"
+        "      <xs:choice minOccurs=\"0\" maxOccurs=\"unbounded\">\n");
     for (size_t s = 0; s < conf_nsections; s++)
         conf_buf_printf(&b, "        <xs:element name=\"%s\" type=\"%s-section\"/>\n",
                         conf_sections[s].name, conf_sections[s].name);
-    conf_buf_puts(&b,
-                  "      </xs:choice>\n"
-                  "      <xs:attribute name=\"version\" use=\"optional\">\n"
-                  "        <xs:simpleType>\n"
-                  "          <xs:restriction base=\"xs:token\">\n"
-                  "            <xs:enumeration value=\"1\"/>\n"
-                  "          </xs:restriction>\n"
-                  "        </xs:simpleType>\n"
-                  "      </xs:attribute>\n"
-                  "    </xs:complexType>\n"
-                  "  </xs:element>\n\n"
-                  "  <xs:simpleType name=\"dicom-code-string\">\n"
-                  "    <xs:restriction base=\"xs:token\">\n"
-                  "      <xs:pattern value=\"[A-Z0-9_]{1,16}\"/>\n"
-                  "    </xs:restriction>\n"
-                  "  </xs:simpleType>\n");
+    conf_buf_puts(&b, "      </xs:choice>\n"
+                      "      <xs:attribute name=\"version\" use=\"optional\">\n"
+                      "        <xs:simpleType>\n"
+                      "          <xs:restriction base=\"xs:token\">\n"
+                      "            <xs:enumeration value=\"1\"/>\n"
+                      "          </xs:restriction>\n"
+                      "        </xs:simpleType>\n"
+                      "      </xs:attribute>\n"
+                      "    </xs:complexType>\n"
+                      "  </xs:element>\n\n"
+                      "  <xs:simpleType name=\"dicom-code-string\">\n"
+                      "    <xs:restriction base=\"xs:token\">\n"
+                      "      <xs:pattern value=\"[A-Z0-9_]{1,16}\"/>\n"
+                      "    </xs:restriction>\n"
+                      "  </xs:simpleType>\n");
     for (size_t s = 0; s < conf_nsections; s++) {
         const struct conf_section *sec = &conf_sections[s];
         conf_buf_printf(&b, "\n  <xs:complexType name=\"%s-section\">\n", sec->name);
@@ -181,7 +182,7 @@ static void md_cell(struct conf_buf *b, const char *s)
         if (*s == '|')
             conf_buf_puts(b, "\\|");
         else {
-            char c[2] = { *s, '\0' };
+            char c[2] = {*s, '\0'};
             conf_buf_puts(b, c);
         }
     }
@@ -189,7 +190,7 @@ static void md_cell(struct conf_buf *b, const char *s)
 
 char *cxr_conf_doc_markdown(void)
 {
-    struct conf_buf b = { 0 };
+    struct conf_buf b = {0};
     conf_buf_puts(&b, "| Key | Type | Allowed values | Default | Description |\n"
                       "|---|---|---|---|---|\n");
     for (size_t s = 0; s < conf_nsections; s++) {
@@ -198,8 +199,8 @@ char *cxr_conf_doc_markdown(void)
             const struct conf_key *k = &sec->keys[i];
             char exp[256];
             if (sec->max_count)
-                conf_buf_printf(&b, "| `%s/%s` | %s, in each `<%s>` (up to %zu) | ", sec->name, k->name,
-                                type_word(k), sec->name, sec->max_count);
+                conf_buf_printf(&b, "| `%s/%s` | %s, in each `<%s>` (up to %zu) | ", sec->name,
+                                k->name, type_word(k), sec->name, sec->max_count);
             else
                 conf_buf_printf(&b, "| `%s/%s` | %s | ", sec->name, k->name, type_word(k));
             md_cell(&b, conf_key_expected(k, exp, sizeof exp));
@@ -258,14 +259,14 @@ static void xml_comment(struct conf_buf *b, const char *indent, const char *text
 
 static enum cxr_status print_buf(const struct cxr_conf *conf, struct conf_buf *b)
 {
-    conf_buf_puts(b,
-                  "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
-                  "<!-- cxr-triage configuration (version 1).\n"
-                  "     Checked against conf/cxr-triage.xsd; docs/configuration.md describes every key.\n"
-                  "     An omitted key takes its default. A relative path resolves against the folder\n"
-                  "     of this file. `cxr-triage config check FILE` validates a file and prints the\n"
-                  "     effective configuration; `cxr-triage config defaults` prints this one. -->\n"
-                  "<cxr-triage version=\"1\">\n");
+    conf_buf_puts(
+        b, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+           "<!-- cxr-triage configuration (version 1).\n"
+           "     Checked against conf/cxr-triage.xsd; docs/configuration.md describes every key.\n"
+           "     An omitted key takes its default. A relative path resolves against the folder\n"
+           "     of this file. `cxr-triage config check FILE` validates a file and prints the\n"
+           "     effective configuration; `cxr-triage config defaults` prints this one. -->\n"
+           "<cxr-triage version=\"1\">\n");
     for (size_t s = 0; s < conf_nsections; s++) {
         const struct conf_section *sec = &conf_sections[s];
         size_t n = conf_section_count(conf, sec);
@@ -282,7 +283,7 @@ static enum cxr_status print_buf(const struct cxr_conf *conf, struct conf_buf *b
             }
             conf_buf_printf(b, "\n       </%s> -->\n", sec->name);
             for (size_t i = 0; i < sec->nkeys; i++) {
-                struct conf_buf note = { 0 };
+                struct conf_buf note = {0};
                 conf_buf_printf(&note, "%s/%s: ", sec->name, sec->keys[i].name);
                 key_note(&note, &sec->keys[i], false);
                 if (note.failed) {
@@ -302,7 +303,7 @@ static enum cxr_status print_buf(const struct cxr_conf *conf, struct conf_buf *b
                 enum cxr_status st = conf_value_format(k, base, value, sizeof value);
                 if (st != CXR_OK)
                     return st;
-                struct conf_buf note = { 0 };
+                struct conf_buf note = {0};
                 key_note(&note, k, false);
                 if (note.failed) {
                     free(note.data);
@@ -325,7 +326,7 @@ enum cxr_status cxr_conf_print(const struct cxr_conf *conf, void *fp)
 {
     if (!conf || !fp)
         return CXR_ERR_INVALID_ARG;
-    struct conf_buf b = { 0 };
+    struct conf_buf b = {0};
     enum cxr_status st = print_buf(conf, &b);
     if (st == CXR_OK && (fwrite(b.data, 1, b.len, fp) != b.len || fflush(fp) != 0))
         st = CXR_ERR_IO;

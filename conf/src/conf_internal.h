@@ -24,47 +24,48 @@
 
 /* What text a key accepts. */
 enum conf_type {
-    CONF_T_TEXT,      /* free text (no control characters), length limits */
-    CONF_T_LO,        /* DICOM LO: text without backslash, at most 64 characters */
-    CONF_T_NAME,      /* a word of A-Z a-z 0-9 _ - */
-    CONF_T_PATH,      /* a file or folder path; relative = against the config file's folder */
-    CONF_T_UID,       /* empty, or a DICOM UID (PS3.5 9.1) */
-    CONF_T_INT,       /* a decimal integer in [min, max] */
-    CONF_T_BOOL,      /* true | false (also 1 | 0, as xs:boolean) */
-    CONF_T_ENUM,      /* one of `words` */
-    CONF_T_LIST,      /* min..max whitespace-separated DICOM CS tokens */
-    CONF_T_THRESHOLD  /* a probability 0..1, or the word "model" (stored as -1) */
+    CONF_T_TEXT,     /* free text (no control characters), length limits */
+    CONF_T_LO,       /* DICOM LO: text without backslash, at most 64 characters */
+    CONF_T_NAME,     /* a word of A-Z a-z 0-9 _ - */
+    CONF_T_PATH,     /* a file or folder path; relative = against the config file's folder */
+    CONF_T_UID,      /* empty, or a DICOM UID (PS3.5 9.1) */
+    CONF_T_INT,      /* a decimal integer in [min, max] */
+    CONF_T_BOOL,     /* true | false (also 1 | 0, as xs:boolean) */
+    CONF_T_ENUM,     /* one of `words` */
+    CONF_T_LIST,     /* min..max whitespace-separated DICOM CS tokens */
+    CONF_T_THRESHOLD /* a probability 0..1, or the word "model" (stored as -1) */
 };
 
 /* How the value is stored in the struct. */
 enum conf_store {
-    CONF_S_STRPTR,   /* char * (malloc'd, owned by the struct) */
-    CONF_S_CHARS,    /* char[size] */
-    CONF_S_I32,      /* int32_t */
-    CONF_S_ENUM,     /* a C enum (int-sized): the index of the word in `words` */
-    CONF_S_BOOL,     /* bool */
-    CONF_S_DOUBLE,   /* double */
-    CONF_S_LIST      /* struct cxr_conf_list */
+    CONF_S_STRPTR, /* char * (malloc'd, owned by the struct) */
+    CONF_S_CHARS,  /* char[size] */
+    CONF_S_I32,    /* int32_t */
+    CONF_S_ENUM,   /* a C enum (int-sized): the index of the word in `words` */
+    CONF_S_BOOL,   /* bool */
+    CONF_S_DOUBLE, /* double */
+    CONF_S_LIST    /* struct cxr_conf_list */
 };
 
-#define CONF_MAX_WORDS 8
+#define CONF_MAX_WORDS       8
 #define CONF_THRESHOLD_MODEL (-1.0) /* the stored value of the word "model" */
 
 struct conf_key {
-    const char *name;                 /* element name, lower-case, hyphenated */
+    const char *name; /* element name, lower-case, hyphenated */
     enum conf_type type;
     enum conf_store store;
-    size_t offset;                    /* inside the section's struct */
-    size_t size;                      /* sizeof the field */
-    int64_t min, max;                 /* INT: value range; text types: length; LIST: item count */
-    const char *words[CONF_MAX_WORDS];/* ENUM: allowed words, index = stored value; NULL-terminated */
-    const char *def;                  /* default as text (parsed like a file value) */
-    const char *desc;                 /* one line; must not contain "--" (XML comment) */
+    size_t offset;    /* inside the section's struct */
+    size_t size;      /* sizeof the field */
+    int64_t min, max; /* INT: value range; text types: length; LIST: item count */
+    const char
+        *words[CONF_MAX_WORDS]; /* ENUM: allowed words, index = stored value; NULL-terminated */
+    const char *def;            /* default as text (parsed like a file value) */
+    const char *desc;           /* one line; must not contain "--" (XML comment) */
 };
 
 struct conf_section {
-    const char *name;                 /* element name under <cxr-triage> */
-    size_t offset;                    /* inside struct cxr_conf */
+    const char *name; /* element name under <cxr-triage> */
+    size_t offset;    /* inside struct cxr_conf */
     const char *desc;
     const struct conf_key *keys;
     size_t nkeys;
@@ -78,8 +79,8 @@ struct conf_section {
 
 /* "a must not be greater than b": a cross-key rule the XSD cannot express. */
 struct conf_order_rule {
-    const char *lo;                   /* "gate/min-rows" */
-    const char *hi;                   /* "gate/max-rows" */
+    const char *lo; /* "gate/min-rows" */
+    const char *hi; /* "gate/max-rows" */
 };
 
 extern const struct conf_section conf_sections[];
@@ -136,7 +137,8 @@ struct conf_buf {
     size_t len, cap;
     bool failed;
 };
-void conf_buf_printf(struct conf_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void conf_buf_printf(struct conf_buf *b, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 void conf_buf_puts(struct conf_buf *b, const char *s);
 /* Appends s with & < > " escaped for XML text and attribute values. */
 void conf_buf_xml_escape(struct conf_buf *b, const char *s);

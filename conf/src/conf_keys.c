@@ -15,49 +15,64 @@
 
 #include "conf_internal.h"
 
-#define FSIZE(S, f) sizeof(((S *)0)->f)
+#define FSIZE(S, f)        sizeof(((S *)0)->f)
 /* 0, but fails to compile (warning → -Werror) unless &S.f has type T *. */
 #define TYPECHECK(S, f, T) (0 * sizeof(&((S *)0)->f == (T *)0))
 /* 0, but fails to compile unless S.f is a char array. */
-#define ARRCHECK(S, f) (0 * sizeof(&((S *)0)->f == (char(*)[FSIZE(S, f)])0))
+#define ARRCHECK(S, f)     (0 * sizeof(&((S *)0)->f == (char(*)[FSIZE(S, f)])0))
 /* 0, but fails to compile unless sizeof S.f == n. */
 #define SIZECHECK(S, f, n) (0 * sizeof(char[FSIZE(S, f) == (n) ? 1 : -1]))
 
-#define K_INT(S, f, nm, lo, hi, df, ds)                                                             \
-    { .name = nm, .type = CONF_T_INT, .store = CONF_S_I32,                                        \
-      .offset = offsetof(S, f) + TYPECHECK(S, f, int32_t), .size = FSIZE(S, f), .min = lo,         \
-      .max = hi, .def = df, .desc = ds }
-#define K_BOOL(S, f, nm, df, ds)                                                                    \
-    { .name = nm, .type = CONF_T_BOOL, .store = CONF_S_BOOL,                                      \
-      .offset = offsetof(S, f) + TYPECHECK(S, f, bool), .size = FSIZE(S, f), .min = 0, .max = 1,   \
-      .def = df, .desc = ds }
-#define K_STR(S, f, nm, ty, lo, hi, df, ds)                                                         \
-    { .name = nm, .type = ty, .store = CONF_S_STRPTR,                                             \
-      .offset = offsetof(S, f) + TYPECHECK(S, f, char *), .size = FSIZE(S, f), .min = lo,          \
-      .max = hi, .def = df, .desc = ds }
-#define K_CHARS(S, f, nm, ty, lo, hi, df, ds)                                                       \
-    { .name = nm, .type = ty, .store = CONF_S_CHARS,                                              \
-      .offset = offsetof(S, f) + ARRCHECK(S, f), .size = FSIZE(S, f),         \
-      .min = lo, .max = hi, .def = df, .desc = ds }
-#define K_ENUM(S, f, nm, df, ds, ...)                                                               \
-    { .name = nm, .type = CONF_T_ENUM, .store = CONF_S_ENUM,                                      \
-      .offset = offsetof(S, f) + SIZECHECK(S, f, sizeof(int)), .size = FSIZE(S, f),                \
-      .words = { __VA_ARGS__, NULL }, .def = df, .desc = ds }
+#define K_INT(S, f, nm, lo, hi, df, ds)                                                      \
+    {                                                                                        \
+        .name = nm, .type = CONF_T_INT, .store = CONF_S_I32,                                 \
+        .offset = offsetof(S, f) + TYPECHECK(S, f, int32_t), .size = FSIZE(S, f), .min = lo, \
+        .max = hi, .def = df, .desc = ds                                                     \
+    }
+#define K_BOOL(S, f, nm, df, ds)                                                                   \
+    {                                                                                              \
+        .name = nm, .type = CONF_T_BOOL, .store = CONF_S_BOOL,                                     \
+        .offset = offsetof(S, f) + TYPECHECK(S, f, bool), .size = FSIZE(S, f), .min = 0, .max = 1, \
+        .def = df, .desc = ds                                                                      \
+    }
+#define K_STR(S, f, nm, ty, lo, hi, df, ds)                                                 \
+    {                                                                                       \
+        .name = nm, .type = ty, .store = CONF_S_STRPTR,                                     \
+        .offset = offsetof(S, f) + TYPECHECK(S, f, char *), .size = FSIZE(S, f), .min = lo, \
+        .max = hi, .def = df, .desc = ds                                                    \
+    }
+#define K_CHARS(S, f, nm, ty, lo, hi, df, ds)                                                     \
+    {                                                                                             \
+        .name = nm, .type = ty, .store = CONF_S_CHARS, .offset = offsetof(S, f) + ARRCHECK(S, f), \
+        .size = FSIZE(S, f), .min = lo, .max = hi, .def = df, .desc = ds                          \
+    }
+#define K_ENUM(S, f, nm, df, ds, ...)                                                 \
+    {                                                                                 \
+        .name = nm, .type = CONF_T_ENUM, .store = CONF_S_ENUM,                        \
+        .offset = offsetof(S, f) + SIZECHECK(S, f, sizeof(int)), .size = FSIZE(S, f), \
+        .words = {__VA_ARGS__, NULL}, .def = df, .desc = ds                           \
+    }
 /* An enum whose word itself is stored (char[]), e.g. log/level. */
-#define K_WORD(S, f, nm, df, ds, ...)                                                               \
-    { .name = nm, .type = CONF_T_ENUM, .store = CONF_S_CHARS,                                     \
-      .offset = offsetof(S, f) + ARRCHECK(S, f), .size = FSIZE(S, f),         \
-      .words = { __VA_ARGS__, NULL }, .def = df, .desc = ds }
-#define K_LIST(S, f, nm, lo, hi, df, ds)                                                            \
-    { .name = nm, .type = CONF_T_LIST, .store = CONF_S_LIST,                                      \
-      .offset = offsetof(S, f) + TYPECHECK(S, f, struct cxr_conf_list), .size = FSIZE(S, f),       \
-      .min = lo, .max = hi, .def = df, .desc = ds }
-#define K_THRESHOLD(S, f, nm, df, ds)                                                               \
-    { .name = nm, .type = CONF_T_THRESHOLD, .store = CONF_S_DOUBLE,                               \
-      .offset = offsetof(S, f) + TYPECHECK(S, f, double), .size = FSIZE(S, f), .min = 0,           \
-      .max = 1, .def = df, .desc = ds }
+#define K_WORD(S, f, nm, df, ds, ...)                                   \
+    {                                                                   \
+        .name = nm, .type = CONF_T_ENUM, .store = CONF_S_CHARS,         \
+        .offset = offsetof(S, f) + ARRCHECK(S, f), .size = FSIZE(S, f), \
+        .words = {__VA_ARGS__, NULL}, .def = df, .desc = ds             \
+    }
+#define K_LIST(S, f, nm, lo, hi, df, ds)                                                       \
+    {                                                                                          \
+        .name = nm, .type = CONF_T_LIST, .store = CONF_S_LIST,                                 \
+        .offset = offsetof(S, f) + TYPECHECK(S, f, struct cxr_conf_list), .size = FSIZE(S, f), \
+        .min = lo, .max = hi, .def = df, .desc = ds                                            \
+    }
+#define K_THRESHOLD(S, f, nm, df, ds)                                                      \
+    {                                                                                      \
+        .name = nm, .type = CONF_T_THRESHOLD, .store = CONF_S_DOUBLE,                      \
+        .offset = offsetof(S, f) + TYPECHECK(S, f, double), .size = FSIZE(S, f), .min = 0, \
+        .max = 1, .def = df, .desc = ds                                                    \
+    }
 
-#define COUNT(a) (sizeof(a) / sizeof((a)[0]))
+#define COUNT(a)    (sizeof(a) / sizeof((a)[0]))
 #define PATH_MAXLEN 4095
 
 #define M struct cxr_conf_model
@@ -66,14 +81,15 @@ static const struct conf_key model_keys[] = {
           "Model file (.safetensors); a relative path resolves against the folder of this "
           "configuration file."),
     K_ENUM(M, backend, "backend", "auto",
-           "Compute backend: auto uses CUDA when a GPU is usable, else the CPU (oneDNN).",
-           "auto", "cpu", "cuda"),
+           "Compute backend: auto uses CUDA when a GPU is usable, else the CPU (oneDNN).", "auto",
+           "cpu", "cuda"),
     K_ENUM(M, precision, "precision", "auto",
            "Arithmetic precision: auto is fp32 on the CPU (the same score on every host; "
            "thresholds are calibrated in fp32); bf16 needs AVX512-BF16 or AMX; fp16 is for the "
            "GPU only.",
            "auto", "fp32", "bf16", "fp16"),
-    K_INT(M, threads, "threads", 0, 256, "0", "CPU threads for inference; 0 = the number of online CPUs."),
+    K_INT(M, threads, "threads", 0, 256, "0",
+          "CPU threads for inference; 0 = the number of online CPUs."),
     K_INT(M, batch_size, "batch-size", 1, 256, "8", "Images per forward pass."),
 };
 #undef M
@@ -166,7 +182,6 @@ static const struct conf_key log_keys[] = {
            "protected like the PACS itself."),
 };
 #undef L
-
 
 #define N struct cxr_conf_node
 static const struct conf_key node_keys[] = {
@@ -293,15 +308,20 @@ static const struct conf_key destination_keys[] = {
 };
 #undef D
 
-#define SECTION(nm, field, ds, tbl)                                                                \
-    { .name = nm, .offset = offsetof(struct cxr_conf, field), .desc = ds, .keys = tbl,             \
-      .nkeys = COUNT(tbl) }
+#define SECTION(nm, field, ds, tbl)                                                      \
+    {                                                                                    \
+        .name = nm, .offset = offsetof(struct cxr_conf, field), .desc = ds, .keys = tbl, \
+        .nkeys = COUNT(tbl)                                                              \
+    }
 /* A section that may appear up to COUNT(array) times, into array[] and count. */
-#define REPEATED(nm, array, count, ds, tbl)                                                        \
-    { .name = nm, .offset = offsetof(struct cxr_conf, array), .desc = ds, .keys = tbl,             \
-      .nkeys = COUNT(tbl), .max_count = COUNT(((struct cxr_conf *)0)->array),                      \
-      .elem_size = sizeof(((struct cxr_conf *)0)->array[0]),                                       \
-      .count_offset = offsetof(struct cxr_conf, count) + TYPECHECK(struct cxr_conf, count, uint32_t) }
+#define REPEATED(nm, array, count, ds, tbl)                                                \
+    {                                                                                      \
+        .name = nm, .offset = offsetof(struct cxr_conf, array), .desc = ds, .keys = tbl,   \
+        .nkeys = COUNT(tbl), .max_count = COUNT(((struct cxr_conf *)0)->array),            \
+        .elem_size = sizeof(((struct cxr_conf *)0)->array[0]),                             \
+        .count_offset =                                                                    \
+            offsetof(struct cxr_conf, count) + TYPECHECK(struct cxr_conf, count, uint32_t) \
+    }
 
 const struct conf_section conf_sections[] = {
     SECTION("model", model, "The neural network: model file, backend, precision, batching.",
@@ -311,25 +331,31 @@ const struct conf_section conf_sections[] = {
     SECTION("sr", sr, "The DICOM Structured Report (TID 1500) written for each study.", sr_keys),
     SECTION("priority", priority, "How a probability becomes a triage priority.", priority_keys),
     SECTION("log", log, "Logging.", log_keys),
-    SECTION("node", node, "The DICOM node (cxr-triage serve): AE, port, TLS, spool, workers, "
-            "retries.", node_keys),
+    SECTION("node", node,
+            "The DICOM node (cxr-triage serve): AE, port, TLS, spool, workers, "
+            "retries.",
+            node_keys),
     SECTION("http", http, "The node's HTTP endpoint: worklist, study results, health, metrics.",
             http_keys),
-    SECTION("plugin", plugin, "The Orthanc plugin: its queue, forwarding of SRs and studies "
-            "through Orthanc, its worklist.", plugin_keys),
+    SECTION("plugin", plugin,
+            "The Orthanc plugin: its queue, forwarding of SRs and studies "
+            "through Orthanc, its worklist.",
+            plugin_keys),
     REPEATED("allow", allow, allow_count,
              "A peer allowed to associate with the node (repeat the element for each); without "
-             "any allow element every peer is allowed.", allow_keys),
+             "any allow element every peer is allowed.",
+             allow_keys),
     REPEATED("destination", destinations, destination_count,
              "A DICOM destination of the SRs (repeat the element for each); without any the SRs "
-             "stay in the spool.", destination_keys),
+             "stay in the spool.",
+             destination_keys),
 };
 const size_t conf_nsections = COUNT(conf_sections);
 
 const struct conf_order_rule conf_order_rules[] = {
-    { "gate/min-rows", "gate/max-rows" },
-    { "gate/min-columns", "gate/max-columns" },
-    { "priority/priority-threshold", "priority/urgent-threshold" },
+    {"gate/min-rows", "gate/max-rows"},
+    {"gate/min-columns", "gate/max-columns"},
+    {"priority/priority-threshold", "priority/urgent-threshold"},
 };
 const size_t conf_norder_rules = COUNT(conf_order_rules);
 

@@ -36,8 +36,8 @@
 #include "conf_text.h"
 
 #define CONF_MAX_FILE (1u << 20) /* a configuration is a few KB; refuse anything over 1 MiB */
-#define ROOT_NAME "cxr-triage"
-#define CONF_VERSION "1"
+#define ROOT_NAME     "cxr-triage"
+#define CONF_VERSION  "1"
 
 #if LIBXML_VERSION >= 21200
 typedef const xmlError *conf_xml_error_t;
@@ -46,14 +46,14 @@ typedef xmlErrorPtr conf_xml_error_t;
 #endif
 
 struct load_state {
-    const char *name;      /* file name used in messages */
-    char *err;             /* CXR_ERRLEN bytes */
-    enum cxr_status st;    /* first failure, CXR_OK while none */
-    bool doctype;          /* a DOCTYPE was seen (and the parse stopped) */
+    const char *name;   /* file name used in messages */
+    char *err;          /* CXR_ERRLEN bytes */
+    enum cxr_status st; /* first failure, CXR_OK while none */
+    bool doctype;       /* a DOCTYPE was seen (and the parse stopped) */
     long doctype_line;
-    int xml_line;          /* first libxml2 error */
+    int xml_line; /* first libxml2 error */
     char xml_msg[512];
-    int *lines;            /* per key (conf_key_index): line where it was set, 0 = absent */
+    int *lines; /* per key (conf_key_index): line where it was set, 0 = absent */
 };
 
 /* Records the first failure; later ones are dropped (the first is the cause). */
@@ -80,7 +80,8 @@ static void keep_xml_error(struct load_state *ls, conf_xml_error_t e)
     if (!e || e->level < XML_ERR_ERROR || ls->xml_msg[0])
         return;
     ls->xml_line = e->line;
-    snprintf(ls->xml_msg, sizeof ls->xml_msg, "%s", e->message ? e->message : "unknown libxml2 error");
+    snprintf(ls->xml_msg, sizeof ls->xml_msg, "%s",
+             e->message ? e->message : "unknown libxml2 error");
     size_t n = strlen(ls->xml_msg);
     while (n && (ls->xml_msg[n - 1] == '\n' || ls->xml_msg[n - 1] == ' '))
         ls->xml_msg[--n] = '\0';
@@ -146,7 +147,8 @@ static xmlDocPtr parse_document(struct load_state *ls, const char *xml, size_t l
     ctxt->_private = ls;
     ctxt->sax->serror = on_parser_error;
     ctxt->sax->internalSubset = on_doctype;
-    const int options = XML_PARSE_NONET | XML_PARSE_BIG_LINES; /* and NOT: NOENT, DTDLOAD, DTDATTR, HUGE */
+    const int options =
+        XML_PARSE_NONET | XML_PARSE_BIG_LINES; /* and NOT: NOENT, DTDLOAD, DTDATTR, HUGE */
     xmlDocPtr doc = xmlCtxtReadMemory(ctxt, xml, (int)len, ls->name, NULL, options);
     bool well_formed = ctxt->wellFormed;
     xmlFreeParserCtxt(ctxt);
@@ -181,8 +183,9 @@ static bool check_text(struct load_state *ls, xmlNodePtr n, const char *where)
         char q[48];
         const char *text = (const char *)n->content;
         text += strspn(text, " \t\r\n");
-        fail(ls, CXR_ERR_CONF_SCHEMA, xmlGetLineNo(n), "unexpected text '%s' in %s; expected only elements",
-             conf_quote(text, q, sizeof q), where);
+        fail(ls, CXR_ERR_CONF_SCHEMA, xmlGetLineNo(n),
+             "unexpected text '%s' in %s; expected only elements", conf_quote(text, q, sizeof q),
+             where);
         return false;
     }
     if (n->type == XML_ENTITY_REF_NODE) {
@@ -212,19 +215,20 @@ static char *key_text(struct load_state *ls, xmlNodePtr el, const char *path)
              el->properties->name);
         return NULL;
     }
-    struct conf_buf b = { 0 };
+    struct conf_buf b = {0};
     conf_buf_puts(&b, "");
     for (xmlNodePtr c = el->children; c; c = c->next) {
         if (c->type == XML_TEXT_NODE || c->type == XML_CDATA_SECTION_NODE) {
             conf_buf_puts(&b, (const char *)c->content);
         } else if (c->type == XML_ELEMENT_NODE) {
             fail(ls, CXR_ERR_CONF_SCHEMA, xmlGetLineNo(c),
-                 "key '%s': unexpected element <%s>; the key holds a value, not elements", path, c->name);
+                 "key '%s': unexpected element <%s>; the key holds a value, not elements", path,
+                 c->name);
             free(b.data);
             return NULL;
         } else if (c->type == XML_ENTITY_REF_NODE) {
-            fail(ls, CXR_ERR_CONF_SCHEMA, xmlGetLineNo(c), "key '%s': entity references are not allowed",
-                 path);
+            fail(ls, CXR_ERR_CONF_SCHEMA, xmlGetLineNo(c),
+                 "key '%s': entity references are not allowed", path);
             free(b.data);
             return NULL;
         }
@@ -253,13 +257,14 @@ static void list_keys(const struct conf_section *sec, char *buf, size_t len)
 }
 
 /* Applies one section element to the section struct at `base`. */
-static void load_section(struct load_state *ls, const struct conf_section *sec, void *base, xmlNodePtr el)
+static void load_section(struct load_state *ls, const struct conf_section *sec, void *base,
+                         xmlNodePtr el)
 {
     char where[64];
     snprintf(where, sizeof where, "<%s>", sec->name);
     if (el->properties) {
-        fail(ls, CXR_ERR_CONF_SCHEMA, xmlGetLineNo(el), "section <%s>: attribute '%s' is not allowed",
-             sec->name, el->properties->name);
+        fail(ls, CXR_ERR_CONF_SCHEMA, xmlGetLineNo(el),
+             "section <%s>: attribute '%s' is not allowed", sec->name, el->properties->name);
         return;
     }
     for (xmlNodePtr c = el->children; c && ls->st == CXR_OK; c = c->next) {
@@ -274,15 +279,16 @@ static void load_section(struct load_state *ls, const struct conf_section *sec, 
         if (!key) {
             char valid[512];
             list_keys(sec, valid, sizeof valid);
-            fail(ls, CXR_ERR_CONF_SCHEMA, line, "unknown key '%s/%s'; valid keys of <%s>: %s", sec->name,
-                 c->name, sec->name, valid);
+            fail(ls, CXR_ERR_CONF_SCHEMA, line, "unknown key '%s/%s'; valid keys of <%s>: %s",
+                 sec->name, c->name, sec->name, valid);
             return;
         }
         char path[128];
         snprintf(path, sizeof path, "%s/%s", sec->name, key->name);
         int *seen = &ls->lines[conf_key_index(sec, key)];
         if (*seen) {
-            fail(ls, CXR_ERR_CONF_SCHEMA, line, "key '%s' appears twice (first at line %d)", path, *seen);
+            fail(ls, CXR_ERR_CONF_SCHEMA, line, "key '%s' appears twice (first at line %d)", path,
+                 *seen);
             return;
         }
         *seen = line > 0 && line <= INT_MAX ? (int)line : 1;
@@ -321,7 +327,8 @@ static void check_order(struct load_state *ls, const struct cxr_conf *conf)
         if (!wrong)
             continue;
         /* Blame the key the file set last (or the one it set at all). */
-        int line_lo = ls->lines[conf_key_index(slo, lo)], line_hi = ls->lines[conf_key_index(shi, hi)];
+        int line_lo = ls->lines[conf_key_index(slo, lo)],
+            line_hi = ls->lines[conf_key_index(shi, hi)];
         bool blame_hi = line_hi >= line_lo;
         char vlo[64], vhi[64];
         conf_value_format(lo, conf_section_base(conf, slo), vlo, sizeof vlo);
@@ -343,7 +350,8 @@ static void load_root(struct load_state *ls, xmlNodePtr root, struct cxr_conf *c
     }
     if (strcmp((const char *)root->name, ROOT_NAME) || root->ns) {
         fail(ls, CXR_ERR_CONF_SCHEMA, xmlGetLineNo(root),
-             "root element is <%s%s%s>; expected <" ROOT_NAME " version=\"" CONF_VERSION "\"> (no namespace)",
+             "root element is <%s%s%s>; expected <" ROOT_NAME " version=\"" CONF_VERSION
+             "\"> (no namespace)",
              root->ns && root->ns->prefix ? (const char *)root->ns->prefix : "",
              root->ns && root->ns->prefix ? ":" : "", root->name);
         return;
@@ -351,16 +359,18 @@ static void load_root(struct load_state *ls, xmlNodePtr root, struct cxr_conf *c
     for (xmlAttrPtr a = root->properties; a && ls->st == CXR_OK; a = a->next) {
         if (strcmp((const char *)a->name, "version") || a->ns) {
             fail(ls, CXR_ERR_CONF_SCHEMA, xmlGetLineNo(root),
-                 "attribute '%s' is not allowed on <" ROOT_NAME ">; only version=\"" CONF_VERSION "\"",
+                 "attribute '%s' is not allowed on <" ROOT_NAME ">; only version=\"" CONF_VERSION
+                 "\"",
                  a->name);
             return;
         }
         xmlChar *v = xmlNodeListGetString(root->doc, a->children, 1);
         if (!v || strcmp((const char *)v, CONF_VERSION)) {
             char q[48];
-            fail(ls, CXR_ERR_UNSUPPORTED, xmlGetLineNo(root),
-                 "configuration version '%s' is not supported; this build reads version " CONF_VERSION,
-                 conf_quote(v ? (const char *)v : "", q, sizeof q));
+            fail(
+                ls, CXR_ERR_UNSUPPORTED, xmlGetLineNo(root),
+                "configuration version '%s' is not supported; this build reads version " CONF_VERSION,
+                conf_quote(v ? (const char *)v : "", q, sizeof q));
         }
         xmlFree(v);
     }
@@ -382,9 +392,10 @@ static void load_root(struct load_state *ls, xmlNodePtr root, struct cxr_conf *c
             size_t n = 0;
             valid[0] = '\0';
             for (size_t i = 0; i < conf_nsections; i++)
-                n += (size_t)snprintf(valid + n, sizeof valid - n, "%s%s", i ? ", " : "", conf_sections[i].name);
-            fail(ls, CXR_ERR_CONF_SCHEMA, xmlGetLineNo(c), "unknown section <%s>; valid sections: %s",
-                 c->name, valid);
+                n += (size_t)snprintf(valid + n, sizeof valid - n, "%s%s", i ? ", " : "",
+                                      conf_sections[i].name);
+            fail(ls, CXR_ERR_CONF_SCHEMA, xmlGetLineNo(c),
+                 "unknown section <%s>; valid sections: %s", c->name, valid);
             break;
         }
         size_t si = (size_t)(sec - conf_sections);
@@ -410,8 +421,8 @@ static void load_root(struct load_state *ls, xmlNodePtr root, struct cxr_conf *c
             continue;
         }
         if (section_line[si]) {
-            fail(ls, CXR_ERR_CONF_SCHEMA, xmlGetLineNo(c), "section <%s> appears twice (first at line %ld)",
-                 sec->name, section_line[si]);
+            fail(ls, CXR_ERR_CONF_SCHEMA, xmlGetLineNo(c),
+                 "section <%s> appears twice (first at line %ld)", sec->name, section_line[si]);
             break;
         }
         section_line[si] = xmlGetLineNo(c) > 0 ? xmlGetLineNo(c) : 1;
@@ -457,15 +468,15 @@ done:
 
 /* The common path of cxr_conf_load and cxr_conf_load_memory; `source` is
  * stored as conf->source_path ("" for memory documents). */
-static enum cxr_status load_memory(const char *xml, size_t len, const char *name, const char *source,
-                                   struct cxr_conf **out, char *err)
+static enum cxr_status load_memory(const char *xml, size_t len, const char *name,
+                                   const char *source, struct cxr_conf **out, char *err)
 {
-    struct load_state ls = { .name = name ? name : "<memory>", .err = err };
+    struct load_state ls = {.name = name ? name : "<memory>", .err = err};
     struct cxr_conf *conf = NULL;
     xmlDocPtr doc = NULL;
     if (len > CONF_MAX_FILE) {
-        fail(&ls, CXR_ERR_LIMIT, 0, "too large (%zu bytes; a configuration may have at most %u)", len,
-             CONF_MAX_FILE);
+        fail(&ls, CXR_ERR_LIMIT, 0, "too large (%zu bytes; a configuration may have at most %u)",
+             len, CONF_MAX_FILE);
         goto fail;
     }
     size_t nonblank = 0;
@@ -473,7 +484,8 @@ static enum cxr_status load_memory(const char *xml, size_t len, const char *name
         nonblank++;
     if (nonblank == len) {
         fail(&ls, CXR_ERR_CONF_PARSE, 1,
-             "empty file; expected an XML document with root <" ROOT_NAME " version=\"" CONF_VERSION "\">");
+             "empty file; expected an XML document with root <" ROOT_NAME " version=\"" CONF_VERSION
+             "\">");
         goto fail;
     }
     enum cxr_status st = cxr_conf_defaults(&conf);
@@ -525,8 +537,8 @@ fail:
     return ls.st;
 }
 
-enum cxr_status cxr_conf_load_memory(const char *xml, size_t len, const char *name, struct cxr_conf **out,
-                                     char *err)
+enum cxr_status cxr_conf_load_memory(const char *xml, size_t len, const char *name,
+                                     struct cxr_conf **out, char *err)
 {
     if (err)
         err[0] = '\0';

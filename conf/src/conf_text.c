@@ -69,7 +69,7 @@ void conf_buf_xml_escape(struct conf_buf *b, const char *s)
         case '>': conf_buf_puts(b, "&gt;"); break;
         case '"': conf_buf_puts(b, "&quot;"); break;
         default: {
-            char c[2] = { *s, '\0' };
+            char c[2] = {*s, '\0'};
             conf_buf_puts(b, c);
         }
         }

@@ -10,8 +10,8 @@
 #include "conf_text.h"
 
 #define THRESHOLD_MAXLEN 26 /* "0." and 24 decimals: enough for any probability */
-#define CS_MAXLEN 16        /* DICOM CS value length (PS3.5 6.2) */
-#define UID_MAXLEN 64
+#define CS_MAXLEN        16 /* DICOM CS value length (PS3.5 6.2) */
+#define UID_MAXLEN       64
 
 static void *field(void *base, const struct conf_key *key) { return (char *)base + key->offset; }
 static const void *cfield(const void *base, const struct conf_key *key)
@@ -28,7 +28,10 @@ static size_t utf8_chars(const char *s)
     return n;
 }
 
-static bool is_cs_char(char c) { return (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_'; }
+static bool is_cs_char(char c)
+{
+    return (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_';
+}
 static bool is_name_char(char c)
 {
     return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' ||
@@ -77,14 +80,13 @@ const char *conf_key_expected(const struct conf_key *key, char *buf, size_t len)
                  (long long)key->max);
         break;
     case CONF_T_UID:
-        snprintf(buf, len, "empty, or a DICOM UID (digits and dots, at most %d characters)", UID_MAXLEN);
+        snprintf(buf, len, "empty, or a DICOM UID (digits and dots, at most %d characters)",
+                 UID_MAXLEN);
         break;
     case CONF_T_INT:
         snprintf(buf, len, "an integer %lld..%lld", (long long)key->min, (long long)key->max);
         break;
-    case CONF_T_BOOL:
-        snprintf(buf, len, "true or false");
-        break;
+    case CONF_T_BOOL: snprintf(buf, len, "true or false"); break;
     case CONF_T_ENUM: {
         size_t n = (size_t)snprintf(buf, len, "one of");
         for (size_t i = 0; key->words[i] && n < len; i++)
@@ -97,16 +99,14 @@ const char *conf_key_expected(const struct conf_key *key, char *buf, size_t len)
                  "separated by spaces",
                  (long long)key->min, (long long)key->max, CS_MAXLEN);
         break;
-    case CONF_T_THRESHOLD:
-        snprintf(buf, len, "a probability 0..1, or the word 'model'");
-        break;
+    case CONF_T_THRESHOLD: snprintf(buf, len, "a probability 0..1, or the word 'model'"); break;
     }
     return buf;
 }
 
 /* Writes "expected <what the key accepts>, got '<text>'<extra>" into why. */
-static enum cxr_status bad(const struct conf_key *key, const char *text, const char *extra, char *why,
-                           size_t whylen)
+static enum cxr_status bad(const struct conf_key *key, const char *text, const char *extra,
+                           char *why, size_t whylen)
 {
     char exp[256], got[64];
     snprintf(why, whylen, "expected %s, got '%s'%s", conf_key_expected(key, exp, sizeof exp),
@@ -114,12 +114,13 @@ static enum cxr_status bad(const struct conf_key *key, const char *text, const c
     return CXR_ERR_CONF_VALUE;
 }
 
-static enum cxr_status parse_text(const struct conf_key *key, const char *text, void *base, char *why,
-                                  size_t whylen)
+static enum cxr_status parse_text(const struct conf_key *key, const char *text, void *base,
+                                  char *why, size_t whylen)
 {
     for (const char *p = text; *p; p++) {
         if ((unsigned char)*p < 0x20 || *p == 0x7f)
-            return bad(key, text, " (tabs and line breaks are not allowed inside a value)", why, whylen);
+            return bad(key, text, " (tabs and line breaks are not allowed inside a value)", why,
+                       whylen);
         if (key->type == CONF_T_LO && *p == '\\')
             return bad(key, text, NULL, why, whylen);
         if (key->type == CONF_T_NAME && !is_name_char(*p))
@@ -152,8 +153,8 @@ static enum cxr_status parse_text(const struct conf_key *key, const char *text, 
     return CXR_OK;
 }
 
-static enum cxr_status parse_int(const struct conf_key *key, const char *text, void *base, char *why,
-                                 size_t whylen)
+static enum cxr_status parse_int(const struct conf_key *key, const char *text, void *base,
+                                 char *why, size_t whylen)
 {
     const char *p = text + (*text == '+' || *text == '-');
     if (!*p)
@@ -171,8 +172,8 @@ static enum cxr_status parse_int(const struct conf_key *key, const char *text, v
     return CXR_OK;
 }
 
-static enum cxr_status parse_enum(const struct conf_key *key, const char *text, void *base, char *why,
-                                  size_t whylen)
+static enum cxr_status parse_enum(const struct conf_key *key, const char *text, void *base,
+                                  char *why, size_t whylen)
 {
     for (int i = 0; key->words[i]; i++) {
         if (!strcmp(key->words[i], text)) {
@@ -189,8 +190,8 @@ static enum cxr_status parse_enum(const struct conf_key *key, const char *text, 
     return bad(key, text, NULL, why, whylen);
 }
 
-static enum cxr_status parse_list(const struct conf_key *key, const char *text, void *base, char *why,
-                                  size_t whylen)
+static enum cxr_status parse_list(const struct conf_key *key, const char *text, void *base,
+                                  char *why, size_t whylen)
 {
     struct cxr_conf_list list;
     memset(&list, 0, sizeof list);
@@ -269,18 +270,16 @@ static enum cxr_status parse_threshold(const struct conf_key *key, const char *t
     return CXR_OK;
 }
 
-enum cxr_status conf_value_parse(const struct conf_key *key, const char *text, void *base, char *why,
-                                 size_t whylen)
+enum cxr_status conf_value_parse(const struct conf_key *key, const char *text, void *base,
+                                 char *why, size_t whylen)
 {
     switch (key->type) {
     case CONF_T_TEXT:
     case CONF_T_LO:
     case CONF_T_NAME:
     case CONF_T_PATH:
-    case CONF_T_UID:
-        return parse_text(key, text, base, why, whylen);
-    case CONF_T_INT:
-        return parse_int(key, text, base, why, whylen);
+    case CONF_T_UID: return parse_text(key, text, base, why, whylen);
+    case CONF_T_INT: return parse_int(key, text, base, why, whylen);
     case CONF_T_BOOL: {
         bool v;
         if (!strcmp(text, "true") || !strcmp(text, "1"))
@@ -292,12 +291,9 @@ enum cxr_status conf_value_parse(const struct conf_key *key, const char *text, v
         memcpy(field(base, key), &v, sizeof v);
         return CXR_OK;
     }
-    case CONF_T_ENUM:
-        return parse_enum(key, text, base, why, whylen);
-    case CONF_T_LIST:
-        return parse_list(key, text, base, why, whylen);
-    case CONF_T_THRESHOLD:
-        return parse_threshold(key, text, base, why, whylen);
+    case CONF_T_ENUM: return parse_enum(key, text, base, why, whylen);
+    case CONF_T_LIST: return parse_list(key, text, base, why, whylen);
+    case CONF_T_THRESHOLD: return parse_threshold(key, text, base, why, whylen);
     }
     snprintf(why, whylen, "internal error: key type %d", (int)key->type);
     return CXR_ERR_INTERNAL;
@@ -313,19 +309,16 @@ static void format_probability(double v, char *buf, size_t len)
     }
 }
 
-enum cxr_status conf_value_format(const struct conf_key *key, const void *base, char *buf, size_t len)
+enum cxr_status conf_value_format(const struct conf_key *key, const void *base, char *buf,
+                                  size_t len)
 {
     const void *p = cfield(base, key);
     char tmp[CXR_CONF_MAX_LIST * 65 + 64];
     tmp[0] = '\0';
     const char *text = tmp;
     switch (key->store) {
-    case CONF_S_STRPTR:
-        text = *(char *const *)p ? *(char *const *)p : "";
-        break;
-    case CONF_S_CHARS:
-        snprintf(tmp, sizeof tmp, "%.*s", (int)key->size, (const char *)p);
-        break;
+    case CONF_S_STRPTR: text = *(char *const *)p ? *(char *const *)p : ""; break;
+    case CONF_S_CHARS: snprintf(tmp, sizeof tmp, "%.*s", (int)key->size, (const char *)p); break;
     case CONF_S_I32: {
         int32_t v;
         memcpy(&v, p, sizeof v);
@@ -415,20 +408,22 @@ enum cxr_status conf_table_check(char *why, size_t whylen)
         for (size_t i = 0; i < sec->nkeys && st == CXR_OK; i++) {
             const struct conf_key *k = &sec->keys[i];
             char sub[256];
-            if (strstr(k->desc, "--") || strchr(k->desc, '\n') || strstr(k->def, "--") || strlen(k->name) > 40 ||
+            if (strstr(k->desc, "--") || strchr(k->desc, '\n') || strstr(k->def, "--") ||
+                strlen(k->name) > 40 ||
                 strspn(k->name, "abcdefghijklmnopqrstuvwxyz-") != strlen(k->name)) {
                 snprintf(why, whylen, "key %s/%s: bad name or description", sec->name, k->name);
                 st = CXR_ERR_INTERNAL;
             } else if (!store_fits(k) || (k->store == CONF_S_CHARS && k->type != CONF_T_ENUM &&
                                           k->type != CONF_T_NAME)) {
-                snprintf(why, whylen, "key %s/%s: storage does not fit its type", sec->name, k->name);
+                snprintf(why, whylen, "key %s/%s: storage does not fit its type", sec->name,
+                         k->name);
                 st = CXR_ERR_INTERNAL;
             } else if (conf_section_key(sec, k->name) != k) {
                 snprintf(why, whylen, "key %s/%s appears twice", sec->name, k->name);
                 st = CXR_ERR_INTERNAL;
             } else if (conf_value_parse(k, k->def, base, sub, sizeof sub) != CXR_OK) {
-                snprintf(why, whylen, "key %s/%s: default '%s' does not parse: %s", sec->name, k->name,
-                         k->def, sub);
+                snprintf(why, whylen, "key %s/%s: default '%s' does not parse: %s", sec->name,
+                         k->name, k->def, sub);
                 st = CXR_ERR_INTERNAL;
             }
         }

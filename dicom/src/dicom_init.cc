@@ -30,7 +30,7 @@ static void init_once(void)
     DJDecoderRegistration::registerCodecs();   /* JPEG: baseline, extended, lossless (14, 14 SV1) */
     DJLSDecoderRegistration::registerCodecs(); /* JPEG-LS lossless and near-lossless */
     DcmRLEDecoderRegistration::registerCodecs();
-    cxr_j2k_register_codecs();                 /* JPEG 2000 (.90/.91) through OpenJPEG */
+    cxr_j2k_register_codecs(); /* JPEG 2000 (.90/.91) through OpenJPEG */
 
     std::snprintf(g_codecs, sizeof g_codecs, "JPEG JPEG-LS RLE JPEG2000%s deflate",
                   cxr_j2k_have_htj2k() ? " HTJ2K" : "");
@@ -47,10 +47,7 @@ extern "C" const char *cxr_dicom_codecs_built(void)
     return g_codecs;
 }
 
-extern "C" const char *cxr_dicom_dcmtk_version(void)
-{
-    return OFFIS_DCMTK_VERSION;
-}
+extern "C" const char *cxr_dicom_dcmtk_version(void) { return OFFIS_DCMTK_VERSION; }
 
 /* ------------------------------------------------------------------ helpers */
 
@@ -95,9 +92,9 @@ void cxr_dicom_get_str(DcmItem *item, const DcmTagKey &tag, char *dst, size_t si
     if (!item)
         return;
     OFString v;
-    OFCondition c = index < 0 ? item->findAndGetOFStringArray(tag, v, OFFalse)
-                              : item->findAndGetOFString(tag, v, static_cast<unsigned long>(index),
-                                                         OFFalse);
+    OFCondition c =
+        index < 0 ? item->findAndGetOFStringArray(tag, v, OFFalse)
+                  : item->findAndGetOFString(tag, v, static_cast<unsigned long>(index), OFFalse);
     if (c.bad())
         return;
     size_t b = 0, e = v.length();

@@ -26,28 +26,28 @@
 #include <dcmtk/dcmdata/dctk.h>
 
 /* Hard limits of the reader, stated in docs/conformance-input.md. */
-#define CXR_DICOM_MAX_INPUT_BYTES ((size_t)2 << 30)     /* 2 GiB: bigger files are refused */
-#define CXR_DICOM_MAX_SEQ_DEPTH 32                      /* nested sequences */
-#define CXR_DICOM_MAX_ELEMENTS 1000000u                 /* elements + items in one dataset */
-#define CXR_DICOM_MAX_PIXELS ((uint64_t)1 << 26)        /* rows*columns a frame may have (67 M) */
+#define CXR_DICOM_MAX_INPUT_BYTES ((size_t)2 << 30)   /* 2 GiB: bigger files are refused */
+#define CXR_DICOM_MAX_SEQ_DEPTH   32                  /* nested sequences */
+#define CXR_DICOM_MAX_ELEMENTS    1000000u            /* elements + items in one dataset */
+#define CXR_DICOM_MAX_PIXELS      ((uint64_t)1 << 26) /* rows*columns a frame may have (67 M) */
 
 /* One parsed dataset (the opaque handle of cxr/dicom.h). */
 struct cxr_dicom_instance {
-    DcmFileFormat *file;         /* owns meta header and dataset */
-    struct cxr_dicom_info info;  /* header values copied out at load time */
-    E_TransferSyntax xfer;       /* DCMTK's view of the dataset encoding (EXS_Unknown if the
-                                    meta header names a syntax DCMTK 3.6.7 does not know) */
-    char name[256];              /* file name or caller's label, for messages */
+    DcmFileFormat *file;        /* owns meta header and dataset */
+    struct cxr_dicom_info info; /* header values copied out at load time */
+    E_TransferSyntax xfer;      /* DCMTK's view of the dataset encoding (EXS_Unknown if the
+                                   meta header names a syntax DCMTK 3.6.7 does not know) */
+    char name[256];             /* file name or caller's label, for messages */
 };
 
 /* What the pre-scan (parse_guard.cc) learnt about a byte stream. */
 struct cxr_dicom_scan_result {
-    bool has_preamble;            /* 128 bytes + "DICM" */
-    bool has_meta;                /* group 0002 present */
+    bool has_preamble;              /* 128 bytes + "DICM" */
+    bool has_meta;                  /* group 0002 present */
     char ts_uid[CXR_DICOM_UID_LEN]; /* (0002,0010), "" when absent */
-    E_TransferSyntax xfer;        /* the dataset encoding DCMTK is to read */
-    size_t dataset_offset;        /* first byte after the meta header */
-    unsigned long elements;       /* elements + items + fragments seen */
+    E_TransferSyntax xfer;          /* the dataset encoding DCMTK is to read */
+    size_t dataset_offset;          /* first byte after the meta header */
+    unsigned long elements;         /* elements + items + fragments seen */
 };
 
 /* Walks the DICOM structure of p[0..n) without recursion limits being
@@ -99,8 +99,7 @@ void cxr_dicom_copy_str(char *dst, size_t size, const char *src);
 /* Copies value `index` of a string-valued tag of `item` (trimmed of leading
  * and trailing spaces) into dst[size]; "" when absent or empty. With index -1
  * all values joined with '\'. */
-void cxr_dicom_get_str(DcmItem *item, const DcmTagKey &tag, char *dst, size_t size,
-                       long index = 0);
+void cxr_dicom_get_str(DcmItem *item, const DcmTagKey &tag, char *dst, size_t size, long index = 0);
 
 /* The name of a transfer syntax ("JPEG 2000 Image Compression (Lossless
  * Only)"), including UIDs DCMTK 3.6.7 does not know (HTJ2K, JPEG XL, ...);

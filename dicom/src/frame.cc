@@ -38,17 +38,15 @@ static bool ts_supported(E_TransferSyntax x)
     case EXS_JPEGLSLossy:
     case EXS_RLELossless:
     case EXS_JPEG2000LosslessOnly:
-    case EXS_JPEG2000:
-        return true;
-    default:
-        return false;
+    case EXS_JPEG2000: return true;
+    default: return false;
     }
 }
 
 static enum cxr_status ts_error(char *err, const char *name, const char *uid)
 {
     return cxr_seterr(err, CXR_ERR_DICOM_TS, "%s: transfer syntax not supported: %s (%s)", name,
-                          cxr_dicom_ts_name(uid), uid && *uid ? uid : "none");
+                      cxr_dicom_ts_name(uid), uid && *uid ? uid : "none");
 }
 
 static bool photometric_known(const OFString &pi, Uint16 spp)
@@ -84,8 +82,8 @@ static void apply_codestream(struct cxr_frame *f, const cxr_j2k_decoded &got, co
  * segments that cross a fragment boundary. For a single-frame image every
  * fragment belongs to the one frame: join them into one fragment first (the
  * bytes are unchanged, only the item boundaries go). */
-static enum cxr_status merge_rle_fragments(DcmPixelData *pix, E_TransferSyntax x,
-                                           const char *name, char *err)
+static enum cxr_status merge_rle_fragments(DcmPixelData *pix, E_TransferSyntax x, const char *name,
+                                           char *err)
 {
     const DcmRepresentationParameter *rp = nullptr;
     E_TransferSyntax orig = EXS_Unknown;
@@ -99,12 +97,12 @@ static enum cxr_status merge_rle_fragments(DcmPixelData *pix, E_TransferSyntax x
         DcmPixelItem *it = nullptr;
         Uint8 *p = nullptr;
         if (seq->getItem(it, i).bad() || !it)
-            return cxr_seterr(err, CXR_ERR_DICOM_DECODE, "%s: RLE fragment %lu unreadable",
-                                  name, i);
+            return cxr_seterr(err, CXR_ERR_DICOM_DECODE, "%s: RLE fragment %lu unreadable", name,
+                              i);
         Uint32 n = it->getLength();
         if (n > 0 && (it->getUint8Array(p).bad() || !p))
-            return cxr_seterr(err, CXR_ERR_DICOM_DECODE, "%s: RLE fragment %lu unreadable",
-                                  name, i);
+            return cxr_seterr(err, CXR_ERR_DICOM_DECODE, "%s: RLE fragment %lu unreadable", name,
+                              i);
         joined.insert(joined.end(), p, p + n);
     }
     if (joined.size() >= 0xFFFFFFFEu)
@@ -139,20 +137,19 @@ enum cxr_status cxr_frame_decode(struct cxr_dicom_instance *inst, struct cxr_fra
         return ts_error(err, name, uid);
 
     DcmElement *elem = nullptr;
-    if (ds->findAndGetElement(DCM_PixelData, elem).bad() || !elem ||
-        elem->ident() != EVR_PixelData)
-        return cxr_seterr(err, CXR_ERR_DICOM_MISSING, "%s: no Pixel Data (not an image)",
-                              name);
+    if (ds->findAndGetElement(DCM_PixelData, elem).bad() || !elem || elem->ident() != EVR_PixelData)
+        return cxr_seterr(err, CXR_ERR_DICOM_MISSING, "%s: no Pixel Data (not an image)", name);
 
     /* Image Pixel Module (PS3.3 C.7.6.3): checked before anything is allocated. */
     Uint16 rows = 0, cols = 0, spp = 0, ba = 0, bs = 0, hb = 0, pr = 0, pc = 0;
     OFString pi;
     char pi_buf[20];
     bool spp_present = true;
-    if (ds->findAndGetUint16(DCM_Rows, rows).bad() || ds->findAndGetUint16(DCM_Columns, cols).bad() ||
+    if (ds->findAndGetUint16(DCM_Rows, rows).bad() ||
+        ds->findAndGetUint16(DCM_Columns, cols).bad() ||
         ds->findAndGetUint16(DCM_BitsAllocated, ba).bad())
-        return cxr_seterr(err, CXR_ERR_DICOM_MISSING,
-                              "%s: Rows, Columns or BitsAllocated missing", name);
+        return cxr_seterr(err, CXR_ERR_DICOM_MISSING, "%s: Rows, Columns or BitsAllocated missing",
+                          name);
     if (ds->findAndGetUint16(DCM_SamplesPerPixel, spp).bad()) {
         spp = 1;
         spp_present = false;
@@ -177,30 +174,29 @@ enum cxr_status cxr_frame_decode(struct cxr_dicom_instance *inst, struct cxr_fra
     if (rows == 0 || cols == 0)
         return cxr_seterr(err, CXR_ERR_DICOM_DECODE, "%s: image size %ux%u", name, cols, rows);
     if (static_cast<uint64_t>(rows) * cols > CXR_DICOM_MAX_PIXELS)
-        return cxr_seterr(err, CXR_ERR_LIMIT,
-                              "%s: %ux%u pixels is more than the %llu-pixel limit", name, cols,
-                              rows, static_cast<unsigned long long>(CXR_DICOM_MAX_PIXELS));
+        return cxr_seterr(err, CXR_ERR_LIMIT, "%s: %ux%u pixels is more than the %llu-pixel limit",
+                          name, cols, rows, static_cast<unsigned long long>(CXR_DICOM_MAX_PIXELS));
     if (ba != 8 && ba != 16)
-        return cxr_seterr(err, CXR_ERR_UNSUPPORTED,
-                              "%s: BitsAllocated %u not supported (8 or 16)", name, ba);
+        return cxr_seterr(err, CXR_ERR_UNSUPPORTED, "%s: BitsAllocated %u not supported (8 or 16)",
+                          name, ba);
     if (bs < 1 || bs > ba || hb >= ba || hb + 1 < bs)
         return cxr_seterr(err, CXR_ERR_DICOM_DECODE,
-                              "%s: inconsistent BitsStored %u / HighBit %u / BitsAllocated %u",
-                              name, bs, hb, ba);
+                          "%s: inconsistent BitsStored %u / HighBit %u / BitsAllocated %u", name,
+                          bs, hb, ba);
     if (spp != 1 && spp != 3)
-        return cxr_seterr(err, CXR_ERR_UNSUPPORTED, "%s: SamplesPerPixel %u not supported",
-                              name, spp);
+        return cxr_seterr(err, CXR_ERR_UNSUPPORTED, "%s: SamplesPerPixel %u not supported", name,
+                          spp);
     if (!photometric_known(pi, spp))
         return cxr_seterr(err, CXR_ERR_UNSUPPORTED,
-                              "%s: PhotometricInterpretation '%s' with %u sample(s) per pixel not "
-                              "supported",
-                              name, pi.c_str(), spp);
+                          "%s: PhotometricInterpretation '%s' with %u sample(s) per pixel not "
+                          "supported",
+                          name, pi.c_str(), spp);
 
     if (pi == "YBR_FULL_422" || pi == "YBR_PARTIAL_422" || pi == "YBR_PARTIAL_420") {
         if (!DcmXfer(x).isEncapsulated() && !htj2k)
             return cxr_seterr(err, CXR_ERR_UNSUPPORTED,
-                                  "%s: uncompressed sub-sampled colour (%s) not supported", name,
-                                  pi.c_str());
+                              "%s: uncompressed sub-sampled colour (%s) not supported", name,
+                              pi.c_str());
     }
 
     DcmPixelData *pix = static_cast<DcmPixelData *>(elem);
@@ -229,12 +225,11 @@ enum cxr_status cxr_frame_decode(struct cxr_dicom_instance *inst, struct cxr_fra
         DcmPixelSequence *seq = nullptr;
         pix->getOriginalRepresentationKey(orig, rp);
         if (pix->getEncapsulatedRepresentation(orig, rp, seq).bad() || !seq)
-            return cxr_seterr(err, CXR_ERR_DICOM_DECODE,
-                                  "%s: HTJ2K Pixel Data is not encapsulated", name);
+            return cxr_seterr(err, CXR_ERR_DICOM_DECODE, "%s: HTJ2K Pixel Data is not encapsulated",
+                              name);
         std::vector<uint8_t> bytes;
         char why[CXR_ERRLEN];
-        enum cxr_status st =
-            cxr_j2k_frame_bytes(seq, 0, static_cast<uint32_t>(frames), bytes, why);
+        enum cxr_status st = cxr_j2k_frame_bytes(seq, 0, static_cast<uint32_t>(frames), bytes, why);
         if (st != CXR_OK)
             return cxr_seterr(err, st, "%s: %s", name, why);
         const size_t size = static_cast<size_t>(rows) * cols * spp * (ba / 8);
@@ -278,9 +273,9 @@ enum cxr_status cxr_frame_decode(struct cxr_dicom_instance *inst, struct cxr_fra
         Uint32 have = pix->getLength(x);
         if (have < size)
             return cxr_seterr(err, CXR_ERR_DICOM_DECODE,
-                                  "%s: Pixel Data holds %u bytes, one %ux%u frame needs %u "
-                                  "(truncated)",
-                                  name, have, cols, rows, size);
+                              "%s: Pixel Data holds %u bytes, one %ux%u frame needs %u "
+                              "(truncated)",
+                              name, have, cols, rows, size);
     }
     if (!f->alloc(size))
         return cxr_seterr(err, CXR_ERR_NOMEM, "%s: out of memory (%u bytes)", name, size);
@@ -301,9 +296,9 @@ enum cxr_status cxr_frame_decode(struct cxr_dicom_instance *inst, struct cxr_fra
 
 int32_t cxr_frame_stored_value(const struct cxr_frame *f, size_t i)
 {
-    uint32_t raw = f->bits_allocated == 8 ? f->data[i]
-                                          : static_cast<uint32_t>(
-                                                reinterpret_cast<const uint16_t *>(f->data)[i]);
+    uint32_t raw = f->bits_allocated == 8
+                       ? f->data[i]
+                       : static_cast<uint32_t>(reinterpret_cast<const uint16_t *>(f->data)[i]);
     const unsigned shift = static_cast<unsigned>(f->high_bit + 1 - f->bits_stored);
     const uint32_t mask = f->bits_stored >= 32 ? 0xFFFFFFFFu : (1u << f->bits_stored) - 1u;
     raw = (raw >> shift) & mask;
@@ -317,36 +312,37 @@ extern "C" enum cxr_status cxr_dicom_instance_decode(struct cxr_dicom_instance *
 {
     if (out)
         std::memset(out, 0, sizeof *out);
-    return cxr_dicom_guard(err, [&]() -> enum cxr_status {
-        if (!inst || !out)
-            return cxr_seterr(err, CXR_ERR_INVALID_ARG, "decode: NULL argument");
-        cxr_frame f;
-        enum cxr_status st = cxr_frame_decode(inst, &f, err);
-        if (st != CXR_OK)
-            return st;
-        const size_t npix = static_cast<size_t>(f.rows) * f.columns;
-        const size_t n = npix * f.samples;
-        if (f.samples > 1 && n * (f.bits_allocated / 8) > f.size)
-            return cxr_seterr(err, CXR_ERR_UNSUPPORTED,
+    return cxr_dicom_guard(
+        err, [&]() -> enum cxr_status {
+            if (!inst || !out)
+                return cxr_seterr(err, CXR_ERR_INVALID_ARG, "decode: NULL argument");
+            cxr_frame f;
+            enum cxr_status st = cxr_frame_decode(inst, &f, err);
+            if (st != CXR_OK)
+                return st;
+            const size_t npix = static_cast<size_t>(f.rows) * f.columns;
+            const size_t n = npix * f.samples;
+            if (f.samples > 1 && n * (f.bits_allocated / 8) > f.size)
+                return cxr_seterr(err, CXR_ERR_UNSUPPORTED,
                                   "%s: sub-sampled colour (%s) not supported by the raw decoder",
                                   inst->name, f.photometric);
-        auto *v = static_cast<int32_t *>(std::malloc(n * sizeof(int32_t)));
-        if (!v)
-            return cxr_seterr(err, CXR_ERR_NOMEM, "%s: out of memory", inst->name);
-        for (size_t i = 0; i < npix; i++)
-            for (size_t s = 0; s < f.samples; s++) {
-                /* planar configuration 1 stores each colour plane whole */
-                size_t src = f.planar_configuration == 1 ? s * npix + i : i * f.samples + s;
-                v[i * f.samples + s] = cxr_frame_stored_value(&f, src);
-            }
-        out->width = f.columns;
-        out->height = f.rows;
-        out->samples = f.samples;
-        out->values = v;
-        cxr_dicom_copy_str(out->photometric, sizeof out->photometric, f.photometric);
-        cxr_dicom_copy_str(out->note, sizeof out->note, f.note);
-        return CXR_OK;
-    });
+            auto *v = static_cast<int32_t *>(std::malloc(n * sizeof(int32_t)));
+            if (!v)
+                return cxr_seterr(err, CXR_ERR_NOMEM, "%s: out of memory", inst->name);
+            for (size_t i = 0; i < npix; i++)
+                for (size_t s = 0; s < f.samples; s++) {
+                    /* planar configuration 1 stores each colour plane whole */
+                    size_t src = f.planar_configuration == 1 ? s * npix + i : i * f.samples + s;
+                    v[i * f.samples + s] = cxr_frame_stored_value(&f, src);
+                }
+            out->width = f.columns;
+            out->height = f.rows;
+            out->samples = f.samples;
+            out->values = v;
+            cxr_dicom_copy_str(out->photometric, sizeof out->photometric, f.photometric);
+            cxr_dicom_copy_str(out->note, sizeof out->note, f.note);
+            return CXR_OK;
+        });
 }
 
 extern "C" void cxr_dicom_pixels_release(struct cxr_dicom_pixels *px)

@@ -12,13 +12,13 @@
 /* Native samples of one frame plus the Image Pixel Module values that
  * describe them (after any correction the codestream forced). Owns `data`. */
 struct cxr_frame {
-    uint8_t *data = nullptr;   /* little-endian host order; 8- or 16-bit samples */
+    uint8_t *data = nullptr; /* little-endian host order; 8- or 16-bit samples */
     size_t size = 0;
     uint16_t rows = 0, columns = 0, samples = 0;
     uint16_t bits_allocated = 0, bits_stored = 0, high_bit = 0;
     uint16_t pixel_representation = 0, planar_configuration = 0;
-    char photometric[20] = "";  /* of the decoded samples (YBR_ICT/RCT → RGB, JPEG YBR → RGB) */
-    char note[160] = "";        /* a correction made while decoding, "" none */
+    char photometric[20] = ""; /* of the decoded samples (YBR_ICT/RCT → RGB, JPEG YBR → RGB) */
+    char note[160] = "";       /* a correction made while decoding, "" none */
 
     cxr_frame() = default;
     cxr_frame(const cxr_frame &) = delete;

@@ -13,10 +13,10 @@
 
 #include "cxr/dicom.h"
 
-#define SOP_CR "1.2.840.10008.5.1.4.1.1.1"
+#define SOP_CR              "1.2.840.10008.5.1.4.1.1.1"
 #define SOP_DX_PRESENTATION "1.2.840.10008.5.1.4.1.1.1.1"
-#define SOP_DX_PROCESSING "1.2.840.10008.5.1.4.1.1.1.1.1"
-#define SOP_SC "1.2.840.10008.5.1.4.1.1.7"
+#define SOP_DX_PROCESSING   "1.2.840.10008.5.1.4.1.1.1.1.1"
+#define SOP_SC              "1.2.840.10008.5.1.4.1.1.7"
 
 /* Storage SOP classes a PACS commonly sends that are not analysed, named for
  * the reason text (PS3.4 B.5). */
@@ -129,7 +129,8 @@ static const char *sop_name(const char *uid)
 
 static bool is_lateral(const char *view)
 {
-    static const char *const k_lateral[] = {"LL", "RL", "LATERAL", "LAT", "LLD", "RLD", "LLO", "RLO"};
+    static const char *const k_lateral[] = {"LL",  "RL",  "LATERAL", "LAT",
+                                            "LLD", "RLD", "LLO",     "RLO"};
     for (size_t i = 0; i < sizeof k_lateral / sizeof k_lateral[0]; i++)
         if (same_token(view, k_lateral[i]))
             return true;
@@ -155,8 +156,7 @@ static void reject(struct cxr_dicom_gate_result *res, const char *fmt, ...)
 }
 
 void cxr_dicom_gate(const struct cxr_dicom_info *info, const struct cxr_conf_gate *rules,
-                    double age_min_years, double age_max_years,
-                    struct cxr_dicom_gate_result *res)
+                    double age_min_years, double age_max_years, struct cxr_dicom_gate_result *res)
 {
     char allowed[CXR_CONF_MAX_LIST * 66];
     if (!res)
@@ -227,7 +227,8 @@ void cxr_dicom_gate(const struct cxr_dicom_info *info, const struct cxr_conf_gat
         return;
     }
     if (info->number_of_frames > 1) {
-        reject(res, "multi-frame image (%d frames): a radiograph has one", (int)info->number_of_frames);
+        reject(res, "multi-frame image (%d frames): a radiograph has one",
+               (int)info->number_of_frames);
         return;
     }
 
@@ -273,8 +274,7 @@ void cxr_dicom_gate(const struct cxr_dicom_info *info, const struct cxr_conf_gat
         return;
     }
     if (info->bits_stored < 1 || info->bits_stored > 16 ||
-        info->bits_stored > info->bits_allocated ||
-        info->high_bit >= info->bits_allocated) {
+        info->bits_stored > info->bits_allocated || info->high_bit >= info->bits_allocated) {
         reject(res, "inconsistent bit depth (BitsStored %u, HighBit %u, BitsAllocated %u)",
                (unsigned)info->bits_stored, (unsigned)info->high_bit,
                (unsigned)info->bits_allocated);
@@ -289,8 +289,7 @@ void cxr_dicom_gate(const struct cxr_dicom_info *info, const struct cxr_conf_gat
         }
     } else if (!in_list(&rules->body_parts, info->body_part_examined)) {
         list_text(&rules->body_parts, allowed, sizeof allowed);
-        reject(res, "body part %s is not a chest (allowed: %s)", info->body_part_examined,
-               allowed);
+        reject(res, "body part %s is not a chest (allowed: %s)", info->body_part_examined, allowed);
         return;
     }
 

@@ -71,10 +71,14 @@ static double parse_as(const char *s)
     if (k + (k < n ? 1 : 0) != n)
         return NAN;
     switch (unit) {
-    case 'D': case 'd': return v / 365.2425;
-    case 'W': case 'w': return v * 7 / 365.2425;
-    case 'M': case 'm': return v / 12;
-    case 'Y': case 'y': return v;
+    case 'D':
+    case 'd': return v / 365.2425;
+    case 'W':
+    case 'w': return v * 7 / 365.2425;
+    case 'M':
+    case 'm': return v / 12;
+    case 'Y':
+    case 'y': return v;
     default: return NAN;
     }
 }
@@ -89,8 +93,7 @@ static double patient_age_years(DcmItem *ds, const struct cxr_dicom_info *in)
     long birth, when;
     if (!parse_da(in->patient_birth_date, &birth))
         return NAN;
-    const DcmTagKey dates[] = {DCM_StudyDate, DCM_SeriesDate, DCM_AcquisitionDate,
-                               DCM_ContentDate};
+    const DcmTagKey dates[] = {DCM_StudyDate, DCM_SeriesDate, DCM_AcquisitionDate, DCM_ContentDate};
     for (const DcmTagKey &t : dates) {
         char buf[20];
         cxr_dicom_get_str(ds, t, buf, sizeof buf);
@@ -174,9 +177,8 @@ static void fill_info(DcmFileFormat *ff, const struct cxr_dicom_scan_result *sca
     in->samples_per_pixel = get_us(ds, DCM_SamplesPerPixel);
     in->pixel_representation = get_us(ds, DCM_PixelRepresentation);
     Sint32 frames = 1;
-    in->number_of_frames = ds->findAndGetSint32(DCM_NumberOfFrames, frames).good() && frames > 0
-                               ? frames
-                               : 1;
+    in->number_of_frames =
+        ds->findAndGetSint32(DCM_NumberOfFrames, frames).good() && frames > 0 ? frames : 1;
     in->has_pixel_data = ds->tagExists(DCM_PixelData);
 }
 
@@ -212,7 +214,7 @@ static enum cxr_status finish(struct cxr_dicom_instance *inst, OFCondition c,
         enum cxr_status st =
             c == EC_StreamNotifyClient
                 ? cxr_seterr(err, CXR_ERR_DICOM_PARSE,
-                                 "%s: not readable as DICOM: data ends early (truncated)", name)
+                             "%s: not readable as DICOM: data ends early (truncated)", name)
                 : cxr_dicom_cond(err, CXR_ERR_DICOM_PARSE, c, "%s: not readable as DICOM", name);
         cxr_dicom_instance_free(inst);
         return st;
@@ -261,25 +263,24 @@ static const char *foreign_format(const uint8_t *p, size_t n)
 }
 
 /* The message of a failed scan: names the foreign format when it is one. */
-static enum cxr_status scan_fail(char *err, enum cxr_status st, const char *name,
-                                 const uint8_t *p, size_t n, const char *why)
+static enum cxr_status scan_fail(char *err, enum cxr_status st, const char *name, const uint8_t *p,
+                                 size_t n, const char *why)
 {
     const char *other = foreign_format(p, n);
     if (other)
-        return cxr_seterr(err, st, "%s: not a DICOM file: it looks like %s (%s)", name, other,
-                              why);
+        return cxr_seterr(err, st, "%s: not a DICOM file: it looks like %s (%s)", name, other, why);
     if (n < 132 || std::memcmp(p + 128, "DICM", 4) != 0)
         return cxr_seterr(err, st,
-                              "%s: not readable as DICOM (no DICM preamble, and not a raw DICOM "
-                              "data set either: %s)",
-                              name, why);
+                          "%s: not readable as DICOM (no DICM preamble, and not a raw DICOM "
+                          "data set either: %s)",
+                          name, why);
     return cxr_seterr(err, st, "%s: not readable as DICOM: %s", name, why);
 }
 
 static struct cxr_dicom_instance *new_instance(const char *name)
 {
-    auto *inst = static_cast<struct cxr_dicom_instance *>(
-        std::calloc(1, sizeof(struct cxr_dicom_instance)));
+    auto *inst =
+        static_cast<struct cxr_dicom_instance *>(std::calloc(1, sizeof(struct cxr_dicom_instance)));
     if (!inst)
         return nullptr;
     inst->file = new (std::nothrow) DcmFileFormat();
@@ -345,94 +346,95 @@ extern "C" enum cxr_status cxr_dicom_instance_load_memory(const void *buf, size_
 {
     if (out)
         *out = nullptr;
-    return cxr_dicom_guard(err, [&]() -> enum cxr_status {
-        if (!out || (!buf && len > 0))
-            return cxr_seterr(err, CXR_ERR_INVALID_ARG, "load_memory: NULL argument");
-        cxr_dicom_global_init();
-        const char *label = name && *name ? name : "(memory)";
-        if (len > CXR_DICOM_MAX_INPUT_BYTES)
-            return cxr_seterr(err, CXR_ERR_LIMIT,
+    return cxr_dicom_guard(
+        err, [&]() -> enum cxr_status {
+            if (!out || (!buf && len > 0))
+                return cxr_seterr(err, CXR_ERR_INVALID_ARG, "load_memory: NULL argument");
+            cxr_dicom_global_init();
+            const char *label = name && *name ? name : "(memory)";
+            if (len > CXR_DICOM_MAX_INPUT_BYTES)
+                return cxr_seterr(err, CXR_ERR_LIMIT,
                                   "%s: %zu bytes is larger than the %zu-byte limit", label, len,
                                   CXR_DICOM_MAX_INPUT_BYTES);
-        return load_bytes(static_cast<const uint8_t *>(buf), len, label, out, err);
-    });
+            return load_bytes(static_cast<const uint8_t *>(buf), len, label, out, err);
+        });
 }
 
 extern "C" enum cxr_status cxr_dicom_instance_load_file(const char *path,
-                                                        struct cxr_dicom_instance **out,
-                                                        char *err)
+                                                        struct cxr_dicom_instance **out, char *err)
 {
     if (out)
         *out = nullptr;
-    return cxr_dicom_guard(err, [&]() -> enum cxr_status {
-        if (!out || !path)
-            return cxr_seterr(err, CXR_ERR_INVALID_ARG, "load_file: NULL argument");
-        cxr_dicom_global_init();
-        int fd = open(path, O_RDONLY | O_CLOEXEC);
-        if (fd < 0)
-            return cxr_seterr(err, errno == ENOENT ? CXR_ERR_NOT_FOUND : CXR_ERR_IO,
+    return cxr_dicom_guard(
+        err, [&]() -> enum cxr_status {
+            if (!out || !path)
+                return cxr_seterr(err, CXR_ERR_INVALID_ARG, "load_file: NULL argument");
+            cxr_dicom_global_init();
+            int fd = open(path, O_RDONLY | O_CLOEXEC);
+            if (fd < 0)
+                return cxr_seterr(err, errno == ENOENT ? CXR_ERR_NOT_FOUND : CXR_ERR_IO,
                                   "%s: cannot open: %s", path, std::strerror(errno));
-        struct stat sb;
-        if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-            int e = errno;
-            close(fd);
-            return cxr_seterr(err, CXR_ERR_IO, "%s: not a regular file%s%s", path,
+            struct stat sb;
+            if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+                int e = errno;
+                close(fd);
+                return cxr_seterr(err, CXR_ERR_IO, "%s: not a regular file%s%s", path,
                                   e ? ": " : "", e ? std::strerror(e) : "");
-        }
-        size_t n = static_cast<size_t>(sb.st_size);
-        if (static_cast<uint64_t>(sb.st_size) > CXR_DICOM_MAX_INPUT_BYTES) {
-            close(fd);
-            return cxr_seterr(err, CXR_ERR_LIMIT,
+            }
+            size_t n = static_cast<size_t>(sb.st_size);
+            if (static_cast<uint64_t>(sb.st_size) > CXR_DICOM_MAX_INPUT_BYTES) {
+                close(fd);
+                return cxr_seterr(err, CXR_ERR_LIMIT,
                                   "%s: %zu bytes is larger than the %zu-byte limit", path, n,
                                   CXR_DICOM_MAX_INPUT_BYTES);
-        }
-        if (n == 0) {
-            close(fd);
-            return cxr_seterr(err, CXR_ERR_DICOM_PARSE, "%s: empty file", path);
-        }
-        /* The file is read once whole for the structural scan and released;
-         * DCMTK then parses the file itself, leaving values above
-         * DCM_MaxReadLength (the pixel data) on disk until they are used, so the
-         * big buffers never exist twice. A file that changes between the two
-         * reads is refused (size and modification time are compared). */
-        uint8_t *bytes = read_all(fd, n);
-        if (!bytes) {
-            int e = errno;
-            close(fd);
-            return cxr_seterr(err, e == ENOMEM ? CXR_ERR_NOMEM : CXR_ERR_IO,
+            }
+            if (n == 0) {
+                close(fd);
+                return cxr_seterr(err, CXR_ERR_DICOM_PARSE, "%s: empty file", path);
+            }
+            /* The file is read once whole for the structural scan and released;
+             * DCMTK then parses the file itself, leaving values above
+             * DCM_MaxReadLength (the pixel data) on disk until they are used, so the
+             * big buffers never exist twice. A file that changes between the two
+             * reads is refused (size and modification time are compared). */
+            uint8_t *bytes = read_all(fd, n);
+            if (!bytes) {
+                int e = errno;
+                close(fd);
+                return cxr_seterr(err, e == ENOMEM ? CXR_ERR_NOMEM : CXR_ERR_IO,
                                   "%s: cannot read: %s", path, std::strerror(e));
-        }
-        struct cxr_dicom_scan_result scan;
-        char why[CXR_ERRLEN] = "";
-        enum cxr_status st = cxr_dicom_scan(bytes, n, &scan, why);
-        if (st != CXR_OK) {
-            st = scan_fail(err, st, path, bytes, n, why);
+            }
+            struct cxr_dicom_scan_result scan;
+            char why[CXR_ERRLEN] = "";
+            enum cxr_status st = cxr_dicom_scan(bytes, n, &scan, why);
+            if (st != CXR_OK) {
+                st = scan_fail(err, st, path, bytes, n, why);
+                std::free(bytes);
+                close(fd);
+                return st;
+            }
             std::free(bytes);
+            struct cxr_dicom_instance *inst = new_instance(path);
+            if (!inst) {
+                close(fd);
+                return cxr_seterr(err, CXR_ERR_NOMEM, "%s: out of memory", path);
+            }
+            OFCondition c =
+                inst->file->loadFile(OFFilename(path), scan.has_meta ? EXS_Unknown : scan.xfer,
+                                     EGL_noChange, DCM_MaxReadLength, ERM_autoDetect);
+            struct stat sb2;
+            bool changed = fstat(fd, &sb2) != 0 || sb2.st_size != sb.st_size ||
+                           sb2.st_mtim.tv_sec != sb.st_mtim.tv_sec ||
+                           sb2.st_mtim.tv_nsec != sb.st_mtim.tv_nsec;
+            struct stat sb3;
+            changed = changed || stat(path, &sb3) != 0 || sb3.st_ino != sb.st_ino ||
+                      sb3.st_dev != sb.st_dev;
             close(fd);
-            return st;
-        }
-        std::free(bytes);
-        struct cxr_dicom_instance *inst = new_instance(path);
-        if (!inst) {
-            close(fd);
-            return cxr_seterr(err, CXR_ERR_NOMEM, "%s: out of memory", path);
-        }
-        OFCondition c = inst->file->loadFile(OFFilename(path), scan.has_meta ? EXS_Unknown
-                                                                             : scan.xfer,
-                                             EGL_noChange, DCM_MaxReadLength, ERM_autoDetect);
-        struct stat sb2;
-        bool changed = fstat(fd, &sb2) != 0 || sb2.st_size != sb.st_size ||
-                       sb2.st_mtim.tv_sec != sb.st_mtim.tv_sec ||
-                       sb2.st_mtim.tv_nsec != sb.st_mtim.tv_nsec;
-        struct stat sb3;
-        changed = changed || stat(path, &sb3) != 0 || sb3.st_ino != sb.st_ino ||
-                  sb3.st_dev != sb.st_dev;
-        close(fd);
-        if (changed && c.good())
-            c = makeOFCondition(OFM_dcmdata, 202, OF_error,
-                                "the file changed while it was being read");
-        return finish(inst, c, &scan, out, err);
-    });
+            if (changed && c.good())
+                c = makeOFCondition(OFM_dcmdata, 202, OF_error,
+                                    "the file changed while it was being read");
+            return finish(inst, c, &scan, out, err);
+        });
 }
 
 extern "C" void cxr_dicom_instance_free(struct cxr_dicom_instance *inst)

@@ -19,7 +19,8 @@
 
 /* ------------------------------------------------------------------ OpenJPEG */
 
-namespace {
+namespace
+{
 
 struct mem_source {
     const uint8_t *p;
@@ -94,8 +95,7 @@ bool cxr_j2k_have_htj2k(void)
 }
 
 enum cxr_status cxr_j2k_decode(const uint8_t *data, size_t len, const struct cxr_j2k_target *t,
-                               void *out, size_t out_size, struct cxr_j2k_decoded *got,
-                               char *err)
+                               void *out, size_t out_size, struct cxr_j2k_decoded *got, char *err)
 {
     enum cxr_status st = CXR_OK;
     opj_stream_t *stream = nullptr;
@@ -112,20 +112,19 @@ enum cxr_status cxr_j2k_decode(const uint8_t *data, size_t len, const struct cxr
 
     if (t->bits_allocated != 8 && t->bits_allocated != 16)
         return cxr_seterr(err, CXR_ERR_DICOM_DECODE,
-                              "JPEG 2000: BitsAllocated %u not supported (8 or 16)",
-                              t->bits_allocated);
+                          "JPEG 2000: BitsAllocated %u not supported (8 or 16)", t->bits_allocated);
     if (need > out_size)
         return cxr_seterr(err, CXR_ERR_LIMIT,
-                              "JPEG 2000: output buffer of %zu bytes, frame needs %llu", out_size,
-                              static_cast<unsigned long long>(need));
+                          "JPEG 2000: output buffer of %zu bytes, frame needs %llu", out_size,
+                          static_cast<unsigned long long>(need));
     if (len >= 12 && std::memcmp(data, k_jp2_signature, 12) == 0)
         fmt = OPJ_CODEC_JP2;
     else if (len >= 4 && data[0] == 0xFF && data[1] == 0x4F && data[2] == 0xFF && data[3] == 0x51)
         fmt = OPJ_CODEC_J2K;
     else
         return cxr_seterr(err, CXR_ERR_DICOM_DECODE,
-                              "JPEG 2000: the frame does not start with a codestream (SOC/SIZ "
-                              "markers) or a JP2 signature");
+                          "JPEG 2000: the frame does not start with a codestream (SOC/SIZ "
+                          "markers) or a JP2 signature");
 
     stream = opj_stream_create(OPJ_J2K_STREAM_CHUNK_SIZE, OPJ_TRUE);
     codec = opj_create_decompress(fmt);
@@ -144,7 +143,7 @@ enum cxr_status cxr_j2k_decode(const uint8_t *data, size_t len, const struct cxr
     opj_set_default_decoder_parameters(&params);
     if (!opj_setup_decoder(codec, &params)) {
         st = cxr_seterr(err, CXR_ERR_DICOM_DECODE, "JPEG 2000 decoder setup failed: %s",
-                            msgs.first_error[0] ? msgs.first_error : "no detail from OpenJPEG");
+                        msgs.first_error[0] ? msgs.first_error : "no detail from OpenJPEG");
         goto fail;
     }
     /* Code blocks decode in parallel: decoding dominates the time of a
@@ -158,15 +157,15 @@ enum cxr_status cxr_j2k_decode(const uint8_t *data, size_t len, const struct cxr
     }
     if (!opj_read_header(stream, codec, &image) || !image) {
         st = cxr_seterr(err, CXR_ERR_DICOM_DECODE, "JPEG 2000 header unreadable: %s",
-                            msgs.first_error[0] ? msgs.first_error : "no detail from OpenJPEG");
+                        msgs.first_error[0] ? msgs.first_error : "no detail from OpenJPEG");
         goto fail;
     }
 
     /* Check the codestream against the dataset before decoding allocates. */
     if (image->numcomps != t->samples) {
         st = cxr_seterr(err, CXR_ERR_DICOM_DECODE,
-                            "JPEG 2000 codestream has %u components, SamplesPerPixel is %u",
-                            image->numcomps, t->samples);
+                        "JPEG 2000 codestream has %u components, SamplesPerPixel is %u",
+                        image->numcomps, t->samples);
         goto fail;
     }
     prec = image->comps[0].prec;
@@ -175,39 +174,39 @@ enum cxr_status cxr_j2k_decode(const uint8_t *data, size_t len, const struct cxr
         const opj_image_comp_t &k = image->comps[c];
         if (k.dx != 1 || k.dy != 1) {
             st = cxr_seterr(err, CXR_ERR_DICOM_DECODE,
-                                "JPEG 2000 component %u is sub-sampled (%ux%u): not supported", c,
-                                k.dx, k.dy);
+                            "JPEG 2000 component %u is sub-sampled (%ux%u): not supported", c, k.dx,
+                            k.dy);
             goto fail;
         }
         if (k.w != t->columns || k.h != t->rows) {
             st = cxr_seterr(err, CXR_ERR_DICOM_DECODE,
-                                "JPEG 2000 codestream is %ux%u, the dataset says %ux%u "
-                                "(Columns x Rows)",
-                                k.w, k.h, t->columns, t->rows);
+                            "JPEG 2000 codestream is %ux%u, the dataset says %ux%u "
+                            "(Columns x Rows)",
+                            k.w, k.h, t->columns, t->rows);
             goto fail;
         }
         if (k.prec != prec || (k.sgnd != 0) != sgnd) {
             st = cxr_seterr(err, CXR_ERR_DICOM_DECODE,
-                                "JPEG 2000 components differ in precision or signedness");
+                            "JPEG 2000 components differ in precision or signedness");
             goto fail;
         }
     }
     if (prec < 1 || prec > 16 || prec > t->bits_allocated) {
         st = cxr_seterr(err, CXR_ERR_DICOM_DECODE,
-                            "JPEG 2000 precision %u bits does not fit BitsAllocated %u", prec,
-                            t->bits_allocated);
+                        "JPEG 2000 precision %u bits does not fit BitsAllocated %u", prec,
+                        t->bits_allocated);
         goto fail;
     }
 
     if (!opj_decode(codec, stream, image) || !opj_end_decompress(codec, stream)) {
         st = cxr_seterr(err, CXR_ERR_DICOM_DECODE, "JPEG 2000 decoding failed: %s",
-                            msgs.first_error[0] ? msgs.first_error : "no detail from OpenJPEG");
+                        msgs.first_error[0] ? msgs.first_error : "no detail from OpenJPEG");
         goto fail;
     }
     for (uint32_t c = 0; c < image->numcomps; c++)
         if (!image->comps[c].data) {
             st = cxr_seterr(err, CXR_ERR_DICOM_DECODE,
-                                "JPEG 2000 decoding produced no data for component %u", c);
+                            "JPEG 2000 decoding produced no data for component %u", c);
             goto fail;
         }
 
@@ -280,12 +279,12 @@ enum cxr_status cxr_j2k_frame_bytes(DcmPixelSequence *seq, uint32_t frame, uint3
     const unsigned long nitems = seq ? seq->card() : 0;
     if (nitems < 2)
         return cxr_seterr(err, CXR_ERR_DICOM_DECODE,
-                              "encapsulated Pixel Data has no fragments after the offset table");
+                          "encapsulated Pixel Data has no fragments after the offset table");
     if (frames < 1)
         frames = 1;
     if (frame >= frames)
         return cxr_seterr(err, CXR_ERR_DICOM_DECODE, "frame %u requested, the image has %u",
-                              frame + 1, frames);
+                          frame + 1, frames);
 
     struct frag {
         Uint8 *p;
@@ -335,9 +334,9 @@ enum cxr_status cxr_j2k_frame_bytes(DcmPixelSequence *seq, uint32_t frame, uint3
             }
             if (first == SIZE_MAX)
                 return cxr_seterr(err, CXR_ERR_DICOM_DECODE,
-                                      "Basic Offset Table entry %u (%llu) points between "
-                                      "fragments",
-                                      frame, static_cast<unsigned long long>(start));
+                                  "Basic Offset Table entry %u (%llu) points between "
+                                  "fragments",
+                                  frame, static_cast<unsigned long long>(start));
             if (last == SIZE_MAX)
                 last = frags.size();
         } else if (frags.size() == frames) {
@@ -360,9 +359,9 @@ enum cxr_status cxr_j2k_frame_bytes(DcmPixelSequence *seq, uint32_t frame, uint3
             }
             if (first == SIZE_MAX)
                 return cxr_seterr(err, CXR_ERR_DICOM_DECODE,
-                                      "cannot find frame %u among %zu fragments (no offset "
-                                      "table)",
-                                      frame + 1, frags.size());
+                                  "cannot find frame %u among %zu fragments (no offset "
+                                  "table)",
+                                  frame + 1, frags.size());
         }
     }
     if (first >= last)
@@ -380,16 +379,19 @@ enum cxr_status cxr_j2k_frame_bytes(DcmPixelSequence *seq, uint32_t frame, uint3
 
 /* ------------------------------------------------------------------ DcmCodec */
 
-namespace {
+namespace
+{
 
-class J2KCodecParameter : public DcmCodecParameter {
-public:
+class J2KCodecParameter : public DcmCodecParameter
+{
+  public:
     DcmCodecParameter *clone() const override { return new J2KCodecParameter(*this); }
     const char *className() const override { return "cxr::J2KCodecParameter"; }
 };
 
-class J2KRepresentationParameter : public DcmRepresentationParameter {
-public:
+class J2KRepresentationParameter : public DcmRepresentationParameter
+{
+  public:
     DcmRepresentationParameter *clone() const override
     {
         return new J2KRepresentationParameter(*this);
@@ -447,8 +449,9 @@ OFCondition status_to_cond(const char *detail)
     return makeOFCondition(OFM_dcmdata, 200, OF_error, detail);
 }
 
-class J2KDecoder : public DcmCodec {
-public:
+class J2KDecoder : public DcmCodec
+{
+  public:
     explicit J2KDecoder(E_TransferSyntax xfer) : xfer_(xfer) {}
 
     OFBool canChangeCoding(const E_TransferSyntax oldRepType,
@@ -471,8 +474,8 @@ public:
         OFCondition c = read_geometry(ds, g);
         if (c.bad())
             return c;
-        const uint64_t frame_bytes = static_cast<uint64_t>(g.t.rows) * g.t.columns * g.t.samples *
-                                     (g.t.bits_allocated / 8);
+        const uint64_t frame_bytes =
+            static_cast<uint64_t>(g.t.rows) * g.t.columns * g.t.samples * (g.t.bits_allocated / 8);
         const uint64_t total = frame_bytes * g.frames;
         if (total >= 0xFFFFFFFEull || total > CXR_DICOM_MAX_INPUT_BYTES)
             return EC_ElemLengthExceeds32BitField;
@@ -539,9 +542,8 @@ public:
     }
 
     OFCondition encode(const E_TransferSyntax, const DcmRepresentationParameter *,
-                       DcmPixelSequence *, const DcmRepresentationParameter *,
-                       DcmPixelSequence *&, const DcmCodecParameter *, DcmStack &,
-                       OFBool &) const override
+                       DcmPixelSequence *, const DcmRepresentationParameter *, DcmPixelSequence *&,
+                       const DcmCodecParameter *, DcmStack &, OFBool &) const override
     {
         return EC_IllegalCall;
     }
@@ -560,7 +562,7 @@ public:
         return c;
     }
 
-private:
+  private:
     E_TransferSyntax xfer_;
 };
 

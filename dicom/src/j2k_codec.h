@@ -22,13 +22,13 @@ class DcmPixelSequence;
  * before anything is written. */
 struct cxr_j2k_target {
     uint32_t rows, columns;
-    uint32_t samples;         /* 1 or 3 */
-    uint32_t bits_allocated;  /* 8 or 16 */
+    uint32_t samples;        /* 1 or 3 */
+    uint32_t bits_allocated; /* 8 or 16 */
 };
 
 /* What the codestream holds. */
 struct cxr_j2k_decoded {
-    uint32_t precision;       /* bits per sample in the codestream (<= 16) */
+    uint32_t precision; /* bits per sample in the codestream (<= 16) */
     bool is_signed;
 };
 
@@ -49,8 +49,7 @@ bool cxr_j2k_have_htj2k(void);
  * CXR_ERR_DICOM_DECODE with OpenJPEG's text, CXR_ERR_LIMIT if out_size is too
  * small. Thread-safe (no shared state). */
 enum cxr_status cxr_j2k_decode(const uint8_t *data, size_t len, const struct cxr_j2k_target *t,
-                               void *out, size_t out_size, struct cxr_j2k_decoded *got,
-                               char *err);
+                               void *out, size_t out_size, struct cxr_j2k_decoded *got, char *err);
 
 /* Reads precision and signedness of the first component from the SIZ marker
  * of a codestream (raw, or inside a JP2 file) without decoding; false when

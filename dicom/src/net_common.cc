@@ -19,27 +19,29 @@
 
 #include "cxr/log.h"
 
-namespace cxr_net {
+namespace cxr_net
+{
 
 const char *const accepted_transfer_syntaxes[] = {
     UID_LittleEndianExplicitTransferSyntax,
     UID_BigEndianExplicitTransferSyntax,
     UID_LittleEndianImplicitTransferSyntax,
     UID_DeflatedExplicitVRLittleEndianTransferSyntax,
-    UID_JPEGProcess1TransferSyntax,           /* .50 baseline */
-    UID_JPEGProcess2_4TransferSyntax,         /* .51 extended */
-    UID_JPEGProcess14TransferSyntax,          /* .57 lossless */
-    UID_JPEGProcess14SV1TransferSyntax,       /* .70 lossless SV1 */
-    UID_JPEGLSLosslessTransferSyntax,         /* .80 */
-    UID_JPEGLSLossyTransferSyntax,            /* .81 near-lossless */
-    UID_RLELosslessTransferSyntax,            /* .5 */
-    UID_JPEG2000LosslessOnlyTransferSyntax,   /* .90 */
-    UID_JPEG2000TransferSyntax,               /* .91 */
+    UID_JPEGProcess1TransferSyntax,         /* .50 baseline */
+    UID_JPEGProcess2_4TransferSyntax,       /* .51 extended */
+    UID_JPEGProcess14TransferSyntax,        /* .57 lossless */
+    UID_JPEGProcess14SV1TransferSyntax,     /* .70 lossless SV1 */
+    UID_JPEGLSLosslessTransferSyntax,       /* .80 */
+    UID_JPEGLSLossyTransferSyntax,          /* .81 near-lossless */
+    UID_RLELosslessTransferSyntax,          /* .5 */
+    UID_JPEG2000LosslessOnlyTransferSyntax, /* .90 */
+    UID_JPEG2000TransferSyntax,             /* .91 */
 };
 const size_t accepted_transfer_syntax_count =
     sizeof accepted_transfer_syntaxes / sizeof accepted_transfer_syntaxes[0];
 
-namespace {
+namespace
+{
 
 pthread_once_t init_once = PTHREAD_ONCE_INIT;
 int nodelay_setting = 1;
@@ -49,8 +51,8 @@ void init_once_fn()
     /* DCMTK's dcmnet/dcmtls loggers would print their own copy of every
      * failure to stderr; our log lines carry the condition text instead.
      * At debug level they stay on (warnings) for diagnosis. */
-    OFLogger::LogLevel lvl = cxr_log_get_level() >= CXR_LOG_DEBUG ? OFLogger::WARN_LOG_LEVEL
-                                                                  : OFLogger::OFF_LOG_LEVEL;
+    OFLogger::LogLevel lvl =
+        cxr_log_get_level() >= CXR_LOG_DEBUG ? OFLogger::WARN_LOG_LEVEL : OFLogger::OFF_LOG_LEVEL;
     OFLog::getLogger("dcmtk.dcmnet").setLogLevel(lvl);
     OFLog::getLogger("dcmtk.dcmtls").setLogLevel(lvl);
     dcmDisableGethostbyaddr.set(OFTrue);
@@ -71,16 +73,14 @@ void init_once_fn()
     const char *env = getenv("TCP_NODELAY");
     if (env && *env && atoi(env) == 0) {
         nodelay_setting = 0;
-        cxr_log(CXR_LOG_INFO, "dicom", "TCP_NODELAY=0 in the environment: Nagle's algorithm stays on");
+        cxr_log(CXR_LOG_INFO, "dicom",
+                "TCP_NODELAY=0 in the environment: Nagle's algorithm stays on");
     }
 }
 
 } // namespace
 
-void global_init()
-{
-    pthread_once(&init_once, init_once_fn);
-}
+void global_init() { pthread_once(&init_once, init_once_fn); }
 
 void set_err(char *err, const char *fmt, ...)
 {
@@ -92,7 +92,8 @@ void set_err(char *err, const char *fmt, ...)
     va_end(ap);
 }
 
-namespace {
+namespace
+{
 /* DcmTransportConnection::getSocket() is protected in 3.6.7; a pointer to
  * the inherited member, named through a derived class, reaches it legally
  * (the class is never instantiated). */
@@ -132,16 +133,24 @@ void reject_text(const T_ASC_RejectParameters *rej, char *out, size_t len)
     switch (rej->source) {
     case ASC_SOURCE_SERVICEUSER: source = "service user"; break;
     case ASC_SOURCE_SERVICEPROVIDER_ACSE_RELATED: source = "service provider (ACSE)"; break;
-    case ASC_SOURCE_SERVICEPROVIDER_PRESENTATION_RELATED: source = "service provider (presentation)"; break;
+    case ASC_SOURCE_SERVICEPROVIDER_PRESENTATION_RELATED:
+        source = "service provider (presentation)";
+        break;
     }
     const char *reason = "unknown reason";
     switch (rej->reason) {
     case ASC_REASON_SU_NOREASON:
     case ASC_REASON_SP_ACSE_NOREASON: reason = "no reason given"; break;
-    case ASC_REASON_SU_APPCONTEXTNAMENOTSUPPORTED: reason = "application context name not supported"; break;
-    case ASC_REASON_SU_CALLINGAETITLENOTRECOGNIZED: reason = "calling AE title not recognized"; break;
+    case ASC_REASON_SU_APPCONTEXTNAMENOTSUPPORTED:
+        reason = "application context name not supported";
+        break;
+    case ASC_REASON_SU_CALLINGAETITLENOTRECOGNIZED:
+        reason = "calling AE title not recognized";
+        break;
     case ASC_REASON_SU_CALLEDAETITLENOTRECOGNIZED: reason = "called AE title not recognized"; break;
-    case ASC_REASON_SP_ACSE_PROTOCOLVERSIONNOTSUPPORTED: reason = "protocol version not supported"; break;
+    case ASC_REASON_SP_ACSE_PROTOCOLVERSIONNOTSUPPORTED:
+        reason = "protocol version not supported";
+        break;
     case ASC_REASON_SP_PRES_TEMPORARYCONGESTION: reason = "temporary congestion"; break;
     case ASC_REASON_SP_PRES_LOCALLIMITEXCEEDED: reason = "local limit exceeded"; break;
     }

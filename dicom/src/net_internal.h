@@ -24,7 +24,8 @@
 
 #include "cxr/dicom_net.h"
 
-namespace cxr_net {
+namespace cxr_net
+{
 
 /* Once per process: quiets DCMTK's own network loggers (our log lines carry
  * the condition text), turns off DCMTK's reverse DNS lookup of peers (the
@@ -80,9 +81,9 @@ void trim_copy(char *out, size_t len, const char *s);
 
 /* One allowlist rule, with its host resolved to IPv4 networks. */
 struct peer_rule {
-    std::string ae;                                   /* "" = any AE */
-    std::string host;                                 /* as configured, "" = any host */
-    std::vector<std::pair<uint32_t, uint32_t>> nets;  /* (address, mask), host order */
+    std::string ae;                                  /* "" = any AE */
+    std::string host;                                /* as configured, "" = any host */
+    std::vector<std::pair<uint32_t, uint32_t>> nets; /* (address, mask), host order */
 };
 
 enum worker_state { WORKER_STARTING, WORKER_IDLE, WORKER_BUSY, WORKER_CLOSING };
@@ -108,7 +109,7 @@ void scp_worker_main(worker *w);
 struct cxr_dicom_scp {
     /* configuration (copied) */
     std::string ae_title, bind_address, spool_tmp_dir;
-    std::atomic<uint64_t> memory_max{0};   /* data sets up to this size stay in memory */
+    std::atomic<uint64_t> memory_max{0}; /* data sets up to this size stay in memory */
     uint16_t port = 0;
     uint32_t max_associations = 0, max_pdu = 0, acse_timeout_s = 0, dimse_timeout_s = 0;
     bool check_called_ae = false;
@@ -120,12 +121,12 @@ struct cxr_dicom_scp {
     void *ctx = nullptr;
 
     /* run state */
-    int wake_fd = -1;                       /* eventfd: stop() writes, listener polls */
+    int wake_fd = -1; /* eventfd: stop() writes, listener polls */
     std::atomic<bool> stop_requested{false};
     std::atomic<bool> ran{false};
-    std::mutex mu;                          /* guards workers, ready_state, bound_port */
+    std::mutex mu; /* guards workers, ready_state, bound_port */
     std::condition_variable ready_cv;
-    int ready_state = 0;                    /* 0 not yet, 1 listening, -1 failed/stopped */
+    int ready_state = 0; /* 0 not yet, 1 listening, -1 failed/stopped */
     uint16_t bound_port = 0;
     std::list<cxr_net::worker *> workers;
 

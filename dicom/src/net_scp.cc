@@ -28,7 +28,8 @@
 
 using namespace cxr_net;
 
-namespace {
+namespace
+{
 
 const uint32_t DEFAULT_MAX_ASSOCIATIONS = 16;
 const uint32_t DEFAULT_MAX_PDU = 65536;
@@ -119,7 +120,8 @@ int open_listener(const cxr_dicom_scp *scp, uint16_t *bound, char *err)
         hints.ai_socktype = SOCK_STREAM;
         int rc = getaddrinfo(where, NULL, &hints, &res);
         if (rc != 0 || !res) {
-            set_err(err, "DICOM SCP: bind address '%s' is not an IPv4 address or a resolvable name (%s)",
+            set_err(err,
+                    "DICOM SCP: bind address '%s' is not an IPv4 address or a resolvable name (%s)",
                     where, rc ? gai_strerror(rc) : "no address");
             return -1;
         }
@@ -224,7 +226,8 @@ void dispatch(cxr_dicom_scp *scp, T_ASC_Association *assoc)
             refused = true;
         } else if (scp->assoc_cb && !scp->assoc_cb(scp->ctx, calling, host, reason)) {
             reason[sizeof reason - 1] = '\0';
-            std::string why = std::string("refused by the node: ") + (*reason ? reason : "no reason");
+            std::string why =
+                std::string("refused by the node: ") + (*reason ? reason : "no reason");
             reject(scp, assoc, ASC_RESULT_REJECTEDTRANSIENT,
                    ASC_SOURCE_SERVICEPROVIDER_PRESENTATION_RELATED,
                    ASC_REASON_SP_PRES_TEMPORARYCONGESTION, calling, called, host, why.c_str());
@@ -368,7 +371,8 @@ enum cxr_status scp_run(cxr_dicom_scp *scp, char *err)
     if (stat(scp->spool_tmp_dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
         cxr_log(CXR_LOG_WARN, "dicom",
                 "spool temp directory '%s' is not a directory: every C-STORE will be refused "
-                "(0xA700) until it exists", scp->spool_tmp_dir.c_str());
+                "(0xA700) until it exists",
+                scp->spool_tmp_dir.c_str());
 
     uint16_t port = 0;
     int lfd = open_listener(scp, &port, err);
@@ -403,8 +407,9 @@ enum cxr_status scp_run(cxr_dicom_scp *scp, char *err)
         }
     }
     cxr_log(CXR_LOG_INFO, "dicom", "SCP %s listening on %s:%u%s (max %u associations)",
-            scp->ae_title.c_str(), scp->bind_address.empty() ? "0.0.0.0" : scp->bind_address.c_str(),
-            (unsigned)port, scp->tls_enabled ? " with TLS" : "", scp->max_associations);
+            scp->ae_title.c_str(),
+            scp->bind_address.empty() ? "0.0.0.0" : scp->bind_address.c_str(), (unsigned)port,
+            scp->tls_enabled ? " with TLS" : "", scp->max_associations);
     set_ready(scp, 1, port);
 
     listen_loop(scp, net, dfd);
@@ -475,7 +480,8 @@ enum cxr_status cxr_dicom_scp_new(const struct cxr_dicom_scp_config *cfg, cxr_di
             return CXR_ERR_INVALID_ARG;
         }
         if (cfg->bind_address && strchr(cfg->bind_address, ':')) {
-            set_err(err, "DICOM SCP: bind address '%s' is IPv6; DCMTK 3.6.7's acceptor is IPv4 only",
+            set_err(err,
+                    "DICOM SCP: bind address '%s' is IPv6; DCMTK 3.6.7's acceptor is IPv4 only",
                     cfg->bind_address);
             return CXR_ERR_INVALID_ARG;
         }
@@ -485,10 +491,12 @@ enum cxr_status cxr_dicom_scp_new(const struct cxr_dicom_scp_config *cfg, cxr_di
         scp->spool_tmp_dir = cfg->spool_tmp_dir;
         scp->memory_max = cfg->memory_max_bytes;
         scp->port = cfg->port;
-        scp->max_associations = cfg->max_associations ? cfg->max_associations : DEFAULT_MAX_ASSOCIATIONS;
+        scp->max_associations =
+            cfg->max_associations ? cfg->max_associations : DEFAULT_MAX_ASSOCIATIONS;
         scp->max_pdu = max_pdu;
         scp->acse_timeout_s = cfg->acse_timeout_s ? cfg->acse_timeout_s : DEFAULT_ACSE_TIMEOUT_S;
-        scp->dimse_timeout_s = cfg->dimse_timeout_s ? cfg->dimse_timeout_s : DEFAULT_DIMSE_TIMEOUT_S;
+        scp->dimse_timeout_s =
+            cfg->dimse_timeout_s ? cfg->dimse_timeout_s : DEFAULT_DIMSE_TIMEOUT_S;
         scp->check_called_ae = cfg->check_called_ae;
         for (size_t i = 0; i < cfg->allowed_peer_count; i++) {
             peer_rule r;

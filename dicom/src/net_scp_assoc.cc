@@ -20,9 +20,11 @@
 
 #include "cxr/log.h"
 
-namespace cxr_net {
+namespace cxr_net
+{
 
-namespace {
+namespace
+{
 
 /* A DCMTK stream consumer for one received data set. Up to `mem_max` bytes
  * it keeps in memory (small instances: no temp file is created at all, the
@@ -37,7 +39,8 @@ namespace {
  * what arrived (sync_file_range, asynchronous), so that the fsync the
  * store callback makes before answering waits for the tail of a large
  * image instead of all of it. Durability still rests on that fsync. */
-class SpillConsumer : public DcmConsumer {
+class SpillConsumer : public DcmConsumer
+{
   public:
     static constexpr uint64_t kWritebackChunk = 4u << 20;
     SpillConsumer(const std::string &dir, uint64_t mem_max)
@@ -57,7 +60,7 @@ class SpillConsumer : public DcmConsumer {
     {
         if (!good())
             return 0;
-        if (fd_ < 0) {   /* still in memory (a failed spill made good() false) */
+        if (fd_ < 0) { /* still in memory (a failed spill made good() false) */
             if (mem_.size() + (size_t)buflen <= mem_max_) {
                 mem_.insert(mem_.end(), (const char *)buf, (const char *)buf + buflen);
                 written_ += (uint64_t)buflen;
@@ -146,7 +149,8 @@ class SpillConsumer : public DcmConsumer {
     OFCondition status_;
 };
 
-class SpillOutputStream : public DcmOutputStream {
+class SpillOutputStream : public DcmOutputStream
+{
   public:
     SpillOutputStream(const std::string &dir, uint64_t mem_max)
         : DcmOutputStream(&consumer_), consumer_(dir, mem_max)
@@ -173,8 +177,8 @@ int negotiate(T_ASC_Parameters *params)
         if (ASC_getPresentationContext(params, i, &pc).bad())
             continue;
         const char *as = pc.abstractSyntax;
-        bool ok = strcmp(as, UID_VerificationSOPClass) == 0 || dcmIsaStorageSOPClassUID(as, ESSC_All) ||
-                  dcmFindNameOfUID(as) == NULL;
+        bool ok = strcmp(as, UID_VerificationSOPClass) == 0 ||
+                  dcmIsaStorageSOPClassUID(as, ESSC_All) || dcmFindNameOfUID(as) == NULL;
         if (!ok) {
             ASC_refusePresentationContext(params, pc.presentationContextID,
                                           ASC_P_ABSTRACTSYNTAXNOTSUPPORTED);
@@ -206,16 +210,24 @@ bool write_meta(SpillOutputStream &out, const T_DIMSE_C_StoreRQ &req, const char
     DcmMetaInfo meta;
     Uint8 version[2] = {0, 1};
     OFCondition c = meta.putAndInsertUint32(DCM_FileMetaInformationGroupLength, 0);
-    if (c.good()) c = meta.putAndInsertUint8Array(DCM_FileMetaInformationVersion, version, 2);
-    if (c.good()) c = meta.putAndInsertString(DCM_MediaStorageSOPClassUID, req.AffectedSOPClassUID);
-    if (c.good()) c = meta.putAndInsertString(DCM_MediaStorageSOPInstanceUID, req.AffectedSOPInstanceUID);
-    if (c.good()) c = meta.putAndInsertString(DCM_TransferSyntaxUID, ts);
-    if (c.good()) c = meta.putAndInsertString(DCM_ImplementationClassUID, OFFIS_IMPLEMENTATION_CLASS_UID);
-    if (c.good()) c = meta.putAndInsertString(DCM_ImplementationVersionName, OFFIS_DTK_IMPLEMENTATION_VERSION_NAME);
-    if (c.good() && *calling) c = meta.putAndInsertString(DCM_SourceApplicationEntityTitle, calling);
     if (c.good())
-        c = meta.computeGroupLengthAndPadding(EGL_withGL, EPD_noChange, META_HEADER_DEFAULT_TRANSFERSYNTAX,
-                                              EET_UndefinedLength);
+        c = meta.putAndInsertUint8Array(DCM_FileMetaInformationVersion, version, 2);
+    if (c.good())
+        c = meta.putAndInsertString(DCM_MediaStorageSOPClassUID, req.AffectedSOPClassUID);
+    if (c.good())
+        c = meta.putAndInsertString(DCM_MediaStorageSOPInstanceUID, req.AffectedSOPInstanceUID);
+    if (c.good())
+        c = meta.putAndInsertString(DCM_TransferSyntaxUID, ts);
+    if (c.good())
+        c = meta.putAndInsertString(DCM_ImplementationClassUID, OFFIS_IMPLEMENTATION_CLASS_UID);
+    if (c.good())
+        c = meta.putAndInsertString(DCM_ImplementationVersionName,
+                                    OFFIS_DTK_IMPLEMENTATION_VERSION_NAME);
+    if (c.good() && *calling)
+        c = meta.putAndInsertString(DCM_SourceApplicationEntityTitle, calling);
+    if (c.good())
+        c = meta.computeGroupLengthAndPadding(
+            EGL_withGL, EPD_noChange, META_HEADER_DEFAULT_TRANSFERSYNTAX, EET_UndefinedLength);
     if (c.bad())
         return false;
     meta.transferInit();
@@ -233,8 +245,8 @@ void remove_if_ours(const char *path, const struct stat *ours)
 }
 
 struct store_outcome {
-    OFCondition net;      /* bad: the association is broken, abort it */
-    uint16_t status;      /* what to answer when net is good */
+    OFCondition net; /* bad: the association is broken, abort it */
+    uint16_t status; /* what to answer when net is good */
 };
 
 /* Receives one C-STORE data set into a temp file and asks the store
@@ -259,8 +271,9 @@ store_outcome receive_store(worker *w, T_ASC_PresentationContextID pres_id, T_DI
     }
     DIC_UL bytes = 0, pdvs = 0;
     if (strcmp(pc.abstractSyntax, req.AffectedSOPClassUID) != 0) {
-        cxr_log(CXR_LOG_WARN, "dicom", "%s@%s: C-STORE of SOP class %s on a context for %s: refused",
-                w->calling, w->host, req.AffectedSOPClassUID, pc.abstractSyntax);
+        cxr_log(CXR_LOG_WARN, "dicom",
+                "%s@%s: C-STORE of SOP class %s on a context for %s: refused", w->calling, w->host,
+                req.AffectedSOPClassUID, pc.abstractSyntax);
         out.net = DIMSE_ignoreDataSet(assoc, mode, timeout, &bytes, &pdvs);
         out.status = CXR_DIMSE_SOP_CLASS_NOT_SUPPORTED;
         return out;
@@ -284,9 +297,9 @@ store_outcome receive_store(worker *w, T_ASC_PresentationContextID pres_id, T_DI
     if (!meta_ok || write_errno || (c.bad() && stream.consumer_.error())) {
         if (tmp)
             unlink(tmp);
-        cxr_log(CXR_LOG_WARN, "dicom", "%s@%s: writing temp file in '%s' failed: %s; answering 0xA700",
-                w->calling, w->host, scp->spool_tmp_dir.c_str(),
-                strerror(write_errno ? write_errno : EIO));
+        cxr_log(CXR_LOG_WARN, "dicom",
+                "%s@%s: writing temp file in '%s' failed: %s; answering 0xA700", w->calling,
+                w->host, scp->spool_tmp_dir.c_str(), strerror(write_errno ? write_errno : EIO));
         /* DCMTK drained the rest of the data set; if that failed too the
          * association is broken. */
         if (c.bad() && !(c.module() == OFM_dcmnet && c.code() == DIMSEC_OUTOFRESOURCES))
@@ -326,7 +339,8 @@ OFCondition send_store_response(T_ASC_Association *assoc, T_ASC_PresentationCont
     rsp.MessageIDBeingRespondedTo = req.MessageID;
     rsp.DimseStatus = status;
     rsp.DataSetType = DIMSE_DATASET_NULL;
-    OFStandard::strlcpy(rsp.AffectedSOPClassUID, req.AffectedSOPClassUID, sizeof rsp.AffectedSOPClassUID);
+    OFStandard::strlcpy(rsp.AffectedSOPClassUID, req.AffectedSOPClassUID,
+                        sizeof rsp.AffectedSOPClassUID);
     OFStandard::strlcpy(rsp.AffectedSOPInstanceUID, req.AffectedSOPInstanceUID,
                         sizeof rsp.AffectedSOPInstanceUID);
     rsp.opts = O_STORE_AFFECTEDSOPCLASSUID | O_STORE_AFFECTEDSOPINSTANCEUID;
@@ -401,8 +415,9 @@ std::string serve(worker *w)
             } else {
                 w->failed++;
                 scp->n_stores_failed++;
-                cxr_log(CXR_LOG_WARN, "dicom", "%s@%s: C-STORE of SOP class %s answered 0x%04X (%s)",
-                        w->calling, w->host, msg.msg.CStoreRQ.AffectedSOPClassUID, o.status,
+                cxr_log(CXR_LOG_WARN, "dicom",
+                        "%s@%s: C-STORE of SOP class %s answered 0x%04X (%s)", w->calling, w->host,
+                        msg.msg.CStoreRQ.AffectedSOPClassUID, o.status,
                         dimse_status_text(o.status));
             }
         } else {
@@ -455,8 +470,9 @@ void run_association(worker *w)
             w->calling, w->host, w->called, n, ASC_countPresentationContexts(assoc->params),
             *subject ? ", TLS client " : "", subject);
     std::string end = serve(w);
-    cxr_log(CXR_LOG_INFO, "dicom", "association from %s@%s %s; %llu stored, %llu failed", w->calling,
-            w->host, end.c_str(), (unsigned long long)w->stored, (unsigned long long)w->failed);
+    cxr_log(CXR_LOG_INFO, "dicom", "association from %s@%s %s; %llu stored, %llu failed",
+            w->calling, w->host, end.c_str(), (unsigned long long)w->stored,
+            (unsigned long long)w->failed);
 }
 
 } // namespace
@@ -469,7 +485,8 @@ void scp_worker_main(worker *w)
     try {
         run_association(w);
     } catch (const std::exception &e) {
-        cxr_log(CXR_LOG_ERROR, "dicom", "association from %s@%s: %s", w->calling, w->host, e.what());
+        cxr_log(CXR_LOG_ERROR, "dicom", "association from %s@%s: %s", w->calling, w->host,
+                e.what());
         ASC_abortAssociation(w->assoc);
     } catch (...) {
         cxr_log(CXR_LOG_ERROR, "dicom", "association from %s@%s: unexpected exception", w->calling,

@@ -19,7 +19,8 @@
 
 using namespace cxr_net;
 
-namespace {
+namespace
+{
 
 const uint32_t DEFAULT_MAX_PDU = 65536;
 const uint32_t DEFAULT_CONNECT_TIMEOUT_S = 10;
@@ -88,8 +89,8 @@ enum cxr_status check_target(const struct cxr_dicom_scu_target *t, char *err)
 
 /* Opens an association to the target proposing `props` (context IDs 1, 3,
  * 5...). On failure returns the status with err set; `s` cleans up. */
-enum cxr_status open_session(const struct cxr_dicom_scu_target *t, const std::vector<proposal> &props,
-                             session &s, char *err)
+enum cxr_status open_session(const struct cxr_dicom_scu_target *t,
+                             const std::vector<proposal> &props, session &s, char *err)
 {
     global_init();
     enum cxr_status st = check_target(t, err);
@@ -151,8 +152,9 @@ enum cxr_status open_session(const struct cxr_dicom_scu_target *t, const std::ve
             const char *hint = strstr(c.text(), "refused") ? " (is the peer running on that port?)"
                                : strstr(c.text(), "imeout") || strstr(c.text(), "timed out")
                                    ? " (peer unreachable or too slow)"
-                               : s.tls ? " (TLS: check certificates, CA and that the peer speaks TLS)"
-                                       : "";
+                               : s.tls
+                                   ? " (TLS: check certificates, CA and that the peer speaks TLS)"
+                                   : "";
             set_err(err, "DICOM SCU: cannot associate with %s: %s%s", s.peer, c.text(), hint);
         }
         if (s.assoc) {
@@ -173,10 +175,7 @@ enum cxr_status open_session(const struct cxr_dicom_scu_target *t, const std::ve
     return CXR_OK;
 }
 
-bool status_ok(uint16_t s)
-{
-    return s == 0x0000 || s == 0x0001 || (s & 0xF000) == 0xB000;
-}
+bool status_ok(uint16_t s) { return s == 0x0000 || s == 0x0001 || (s & 0xF000) == 0xB000; }
 
 /* " (peer says: <ErrorComment>)" from a status detail, or "". */
 std::string detail_comment(DcmDataset *detail)
@@ -190,9 +189,9 @@ std::string detail_comment(DcmDataset *detail)
 enum cxr_status echo(const struct cxr_dicom_scu_target *t, char *err)
 {
     session s;
-    std::vector<proposal> props = {{UID_VerificationSOPClass,
-                                    {UID_LittleEndianExplicitTransferSyntax,
-                                     UID_LittleEndianImplicitTransferSyntax}}};
+    std::vector<proposal> props = {
+        {UID_VerificationSOPClass,
+         {UID_LittleEndianExplicitTransferSyntax, UID_LittleEndianImplicitTransferSyntax}}};
     enum cxr_status st = open_session(t, props, s, err);
     if (st != CXR_OK)
         return st;
@@ -215,8 +214,8 @@ enum cxr_status echo(const struct cxr_dicom_scu_target *t, char *err)
     return CXR_OK;
 }
 
-enum cxr_status store(const struct cxr_dicom_scu_target *t, const char *path, uint16_t *dimse_status,
-                      char *err)
+enum cxr_status store(const struct cxr_dicom_scu_target *t, const char *path,
+                      uint16_t *dimse_status, char *err)
 {
     *dimse_status = CXR_DIMSE_NO_RESPONSE;
     enum cxr_status st = check_target(t, err);
@@ -257,7 +256,8 @@ enum cxr_status store(const struct cxr_dicom_scu_target *t, const char *path, ui
     E_TransferSyntax file_xfer = ds->getOriginalXfer();
     DcmXfer file_ts(file_xfer);
     const char *file_uid = file_ts.getXferID();
-    const char *ex = UID_LittleEndianExplicitTransferSyntax, *im = UID_LittleEndianImplicitTransferSyntax;
+    const char *ex = UID_LittleEndianExplicitTransferSyntax,
+               *im = UID_LittleEndianImplicitTransferSyntax;
     /* The file's own syntax alone in the first context, so that a peer
      * preferring another one cannot make us transcode; the uncompressed
      * fallback in a second context. */
@@ -281,7 +281,8 @@ enum cxr_status store(const struct cxr_dicom_scu_target *t, const char *path, ui
         }
     }
     if (pres == 0) {
-        set_err(err, "DICOM SCU: %s accepted no context for SOP class %s", s.peer, sop_class.c_str());
+        set_err(err, "DICOM SCU: %s accepted no context for SOP class %s", s.peer,
+                sop_class.c_str());
         return CXR_ERR_DICOM_NET;
     }
     if (strcmp(pc.acceptedTransferSyntax, file_uid) != 0) {
@@ -292,7 +293,8 @@ enum cxr_status store(const struct cxr_dicom_scu_target *t, const char *path, ui
             ds->loadAllDataIntoMemory();
         if (ds->chooseRepresentation(to, NULL).bad() || !ds->canWriteXfer(to, file_xfer) ||
             (file_ts.isEncapsulated() && !ds->hasRepresentation(to, NULL))) {
-            set_err(err, "DICOM SCU: '%s' is %s; %s accepted only %s and it cannot be converted here",
+            set_err(err,
+                    "DICOM SCU: '%s' is %s; %s accepted only %s and it cannot be converted here",
                     path, file_ts.getXferName(), s.peer, DcmXfer(to).getXferName());
             return CXR_ERR_DICOM_TS;
         }
@@ -301,7 +303,8 @@ enum cxr_status store(const struct cxr_dicom_scu_target *t, const char *path, ui
     memset(&req, 0, sizeof req);
     req.MessageID = s.assoc->nextMsgID++;
     OFStandard::strlcpy(req.AffectedSOPClassUID, sop_class.c_str(), sizeof req.AffectedSOPClassUID);
-    OFStandard::strlcpy(req.AffectedSOPInstanceUID, sop_instance.c_str(), sizeof req.AffectedSOPInstanceUID);
+    OFStandard::strlcpy(req.AffectedSOPInstanceUID, sop_instance.c_str(),
+                        sizeof req.AffectedSOPInstanceUID);
     req.DataSetType = DIMSE_DATASET_PRESENT;
     req.Priority = DIMSE_PRIORITY_MEDIUM;
     T_DIMSE_C_StoreRSP rsp;

@@ -12,9 +12,11 @@
 #include <arpa/inet.h>
 #include <string.h>
 
-namespace cxr_net {
+namespace cxr_net
+{
 
-namespace {
+namespace
+{
 
 bool readable(const char *path)
 {

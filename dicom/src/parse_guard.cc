@@ -22,7 +22,8 @@
 
 #include <dcmtk/dcmdata/dcistrmb.h>
 
-namespace {
+namespace
+{
 
 struct enc {
     bool explicit_vr;
@@ -48,8 +49,9 @@ bool found_vr(const uint8_t *v)
     return DcmVR(name).isStandard();
 }
 
-class scanner {
-public:
+class scanner
+{
+  public:
     scanner(const uint8_t *p, size_t n, char *err) : p_(p), n_(n), err_(err) {}
 
     /* Scans the dataset in [pos, end) at nesting `depth`. With `item_undefined`
@@ -103,11 +105,11 @@ public:
                     st = fragments(pos, end, e, g, el);
                 else if (is_sq || is_un || implicit_elem)
                     /* UN of undefined length holds Implicit VR Little Endian (PS3.5 6.2.2) */
-                    st = sequence(pos, end, end, is_un ? enc{false, false} : e, depth, g, el,
-                                  false);
+                    st =
+                        sequence(pos, end, end, is_un ? enc{false, false} : e, depth, g, el, false);
                 else
-                    return fail("element (%04X,%04X) has undefined length but is not a sequence",
-                                g, el);
+                    return fail("element (%04X,%04X) has undefined length but is not a sequence", g,
+                                el);
                 if (st != CXR_OK)
                     return st;
                 continue;
@@ -125,7 +127,8 @@ public:
                     return st;
                 pos = q > pos + len ? q : pos + len;
                 continue;
-            } else if (!pixel_data && (is_un || implicit_elem) && len >= 8 && looks_like_item(pos, e)) {
+            } else if (!pixel_data && (is_un || implicit_elem) && len >= 8 &&
+                       looks_like_item(pos, e)) {
                 /* DCMTK may read this as a sequence (private dictionary entries):
                  * count its nesting too; if it does not scan as one, it is opaque. */
                 size_t q = pos;
@@ -185,11 +188,12 @@ public:
     uint32_t u32(size_t at, enc e) const
     {
         const uint8_t *q = p_ + at;
-        return e.big_endian ? (uint32_t)q[0] << 24 | (uint32_t)q[1] << 16 | (uint32_t)q[2] << 8 | q[3]
-                            : (uint32_t)q[3] << 24 | (uint32_t)q[2] << 16 | (uint32_t)q[1] << 8 | q[0];
+        return e.big_endian
+                   ? (uint32_t)q[0] << 24 | (uint32_t)q[1] << 16 | (uint32_t)q[2] << 8 | q[3]
+                   : (uint32_t)q[3] << 24 | (uint32_t)q[2] << 16 | (uint32_t)q[1] << 8 | q[0];
     }
 
-private:
+  private:
     static uint16_t swap(uint16_t v) { return static_cast<uint16_t>(v << 8 | v >> 8); }
 
     bool looks_like_item(size_t at, enc e) const
@@ -296,8 +300,8 @@ enum cxr_status inflate_dataset(const uint8_t *p, size_t n, std::vector<uint8_t>
             break;
         if (out.size() + static_cast<size_t>(k) > CXR_DICOM_MAX_INPUT_BYTES)
             return cxr_seterr(err, CXR_ERR_LIMIT,
-                                  "deflated dataset inflates beyond %zu bytes: refused",
-                                  CXR_DICOM_MAX_INPUT_BYTES);
+                              "deflated dataset inflates beyond %zu bytes: refused",
+                              CXR_DICOM_MAX_INPUT_BYTES);
         out.insert(out.end(), chunk, chunk + k);
     }
     return CXR_OK;
@@ -312,7 +316,7 @@ enum cxr_status cxr_dicom_scan(const uint8_t *p, size_t n, struct cxr_dicom_scan
     r->xfer = EXS_Unknown;
     if (n > CXR_DICOM_MAX_INPUT_BYTES)
         return cxr_seterr(err, CXR_ERR_LIMIT, "%zu bytes: larger than the %zu-byte limit", n,
-                              CXR_DICOM_MAX_INPUT_BYTES);
+                          CXR_DICOM_MAX_INPUT_BYTES);
     if (n < 8)
         return cxr_seterr(err, CXR_ERR_DICOM_PARSE, "%zu bytes: too short to be DICOM", n);
     scanner s(p, n, err);
@@ -361,15 +365,9 @@ enum cxr_status cxr_dicom_scan(const uint8_t *p, size_t n, struct cxr_dicom_scan
     E_TransferSyntax x = r->ts_uid[0] ? DcmXfer(r->ts_uid).getXfer() : EXS_Unknown;
     bool deflated = false;
     switch (x) {
-    case EXS_LittleEndianImplicit:
-        e = {false, false};
-        break;
-    case EXS_BigEndianExplicit:
-        e = {true, true};
-        break;
-    case EXS_DeflatedLittleEndianExplicit:
-        deflated = true;
-        break;
+    case EXS_LittleEndianImplicit: e = {false, false}; break;
+    case EXS_BigEndianExplicit: e = {true, true}; break;
+    case EXS_DeflatedLittleEndianExplicit: deflated = true; break;
     case EXS_Unknown:
     case EXS_BigEndianImplicit:
         /* no meta header, or a syntax DCMTK 3.6.7 does not know (HTJ2K, ...):
@@ -378,8 +376,7 @@ enum cxr_status cxr_dicom_scan(const uint8_t *p, size_t n, struct cxr_dicom_scan
         x = e.explicit_vr ? (e.big_endian ? EXS_BigEndianExplicit : EXS_LittleEndianExplicit)
                           : (e.big_endian ? EXS_BigEndianImplicit : EXS_LittleEndianImplicit);
         break;
-    default: /* every encapsulated syntax is Explicit VR Little Endian */
-        break;
+    default: /* every encapsulated syntax is Explicit VR Little Endian */ break;
     }
     r->xfer = x;
 

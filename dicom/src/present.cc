@@ -31,7 +31,8 @@
 #include <dcmtk/dcmimgle/dipixel.h>
 #include <dcmtk/dcmimage/diregist.h> /* registers colour support in DicomImage */
 
-namespace {
+namespace
+{
 
 /* Appends `text` to the NUL-terminated dst[size], truncating. */
 void append(char *dst, size_t size, const char *text)
@@ -148,28 +149,38 @@ bool inter_minmax(const DiPixel *px, size_t n, const std::vector<uint8_t> &pad, 
 OFCondition build_presentation_dataset(DcmDataset *src, const cxr_frame &f, DcmDataset &dst)
 {
     static const DcmTagKey k_copied[] = {
-        DCM_SOPClassUID,        DCM_Modality,         DCM_RescaleSlope,
-        DCM_RescaleIntercept,   DCM_RescaleType,      DCM_ModalityLUTSequence,
-        DCM_VOILUTSequence,     DCM_WindowCenter,     DCM_WindowWidth,
-        DCM_WindowCenterWidthExplanation,
+        DCM_SOPClassUID,    DCM_Modality,
+        DCM_RescaleSlope,   DCM_RescaleIntercept,
+        DCM_RescaleType,    DCM_ModalityLUTSequence,
+        DCM_VOILUTSequence, DCM_WindowCenter,
+        DCM_WindowWidth,    DCM_WindowCenterWidthExplanation,
     };
     for (const DcmTagKey &t : k_copied)
         copy_element(src, &dst, t);
     OFCondition c = dst.putAndInsertUint16(DCM_Rows, f.rows);
-    if (c.good()) c = dst.putAndInsertUint16(DCM_Columns, f.columns);
-    if (c.good()) c = dst.putAndInsertUint16(DCM_SamplesPerPixel, f.samples);
-    if (c.good()) c = dst.putAndInsertUint16(DCM_BitsAllocated, f.bits_allocated);
-    if (c.good()) c = dst.putAndInsertUint16(DCM_BitsStored, f.bits_stored);
-    if (c.good()) c = dst.putAndInsertUint16(DCM_HighBit, f.high_bit);
-    if (c.good()) c = dst.putAndInsertUint16(DCM_PixelRepresentation, f.pixel_representation);
-    if (c.good()) c = dst.putAndInsertString(DCM_PhotometricInterpretation, f.photometric);
+    if (c.good())
+        c = dst.putAndInsertUint16(DCM_Columns, f.columns);
+    if (c.good())
+        c = dst.putAndInsertUint16(DCM_SamplesPerPixel, f.samples);
+    if (c.good())
+        c = dst.putAndInsertUint16(DCM_BitsAllocated, f.bits_allocated);
+    if (c.good())
+        c = dst.putAndInsertUint16(DCM_BitsStored, f.bits_stored);
+    if (c.good())
+        c = dst.putAndInsertUint16(DCM_HighBit, f.high_bit);
+    if (c.good())
+        c = dst.putAndInsertUint16(DCM_PixelRepresentation, f.pixel_representation);
+    if (c.good())
+        c = dst.putAndInsertString(DCM_PhotometricInterpretation, f.photometric);
     if (c.good() && f.samples > 1)
         c = dst.putAndInsertUint16(DCM_PlanarConfiguration, f.planar_configuration);
-    if (c.good()) c = dst.putAndInsertString(DCM_NumberOfFrames, "1");
+    if (c.good())
+        c = dst.putAndInsertString(DCM_NumberOfFrames, "1");
     if (c.bad())
         return c;
     if (f.bits_allocated == 8)
-        return dst.putAndInsertUint8Array(DCM_PixelData, f.data, static_cast<unsigned long>(f.size));
+        return dst.putAndInsertUint8Array(DCM_PixelData, f.data,
+                                          static_cast<unsigned long>(f.size));
     return dst.putAndInsertUint16Array(DCM_PixelData, reinterpret_cast<const Uint16 *>(f.data),
                                        static_cast<unsigned long>(f.size / 2));
 }
@@ -184,8 +195,7 @@ enum cxr_status present(struct cxr_dicom_instance *inst, struct cxr_dicom_image 
         return st;
     if (std::strcmp(f.photometric, "PALETTE COLOR") == 0)
         return cxr_seterr(err, CXR_ERR_UNSUPPORTED,
-                              "%s: PALETTE COLOR images are not supported (not a radiograph)",
-                              name);
+                          "%s: PALETTE COLOR images are not supported (not a radiograph)", name);
     const bool mono = f.samples == 1;
     const size_t npix = static_cast<size_t>(f.rows) * f.columns;
 
@@ -219,11 +229,11 @@ enum cxr_status present(struct cxr_dicom_instance *inst, struct cxr_dicom_image 
     f.data = nullptr;
     f.size = 0;
 
-    std::unique_ptr<DicomImage> img(new DicomImage(&pds, EXS_LittleEndianExplicit,
-                                                   CIF_MayDetachPixelData));
+    std::unique_ptr<DicomImage> img(
+        new DicomImage(&pds, EXS_LittleEndianExplicit, CIF_MayDetachPixelData));
     if (img->getStatus() != EIS_Normal)
         return cxr_seterr(err, CXR_ERR_DICOM_DECODE, "%s: image not renderable: %s", name,
-                              DicomImage::getString(img->getStatus()));
+                          DicomImage::getString(img->getStatus()));
     if (img->getFrameCount() < 1 || img->getWidth() != f.columns || img->getHeight() != f.rows)
         return cxr_seterr(err, CXR_ERR_DICOM_DECODE, "%s: rendered size differs", name);
 
@@ -245,8 +255,8 @@ enum cxr_status present(struct cxr_dicom_instance *inst, struct cxr_dicom_image 
             const bool sigmoid = std::strcmp(w.function, "SIGMOID") == 0;
             ok = img->setVoiLutFunction(sigmoid ? EFV_Sigmoid : EFV_Linear);
             /* LINEAR_EXACT ((x - c)/w + 0.5) is LINEAR with c + 0.5, w + 1 */
-            ok = ok && img->setWindow(exact ? w.center + 0.5 : w.center,
-                                      exact ? w.width + 1 : w.width);
+            ok = ok &&
+                 img->setWindow(exact ? w.center + 0.5 : w.center, exact ? w.width + 1 : w.width);
             std::snprintf(voi, sizeof voi, "window C=%g W=%g %s%s", w.center, w.width,
                           exact || sigmoid ? w.function : "LINEAR",
                           exact || sigmoid || std::strcmp(w.function, "LINEAR") == 0
@@ -274,8 +284,7 @@ enum cxr_status present(struct cxr_dicom_instance *inst, struct cxr_dicom_image 
             const double width = hi > lo ? hi - lo : 1;
             img->setVoiLutFunction(EFV_Linear);
             if (!img->setWindow((lo + hi) / 2 + 0.5, width + 1))
-                return cxr_seterr(err, CXR_ERR_DICOM_DECODE, "%s: min/max window refused",
-                                      name);
+                return cxr_seterr(err, CXR_ERR_DICOM_DECODE, "%s: min/max window refused", name);
         }
         /* MONOCHROME1: DicomImage's default presentation LUT shape inverts it,
          * so the output is always MONOCHROME2 (bright bone). */
@@ -287,7 +296,7 @@ enum cxr_status present(struct cxr_dicom_instance *inst, struct cxr_dicom_image 
         return cxr_seterr(err, CXR_ERR_NOMEM, "%s: out of memory", name);
     if (!img->getOutputData(pixels.get(), static_cast<unsigned long>(npix), 8, 0)) {
         return cxr_seterr(err, CXR_ERR_DICOM_DECODE, "%s: rendering failed: %s", name,
-                              DicomImage::getString(img->getStatus()));
+                          DicomImage::getString(img->getStatus()));
     }
     if (!pad.empty())
         for (size_t i = 0; i < npix; i++)
@@ -311,14 +320,15 @@ extern "C" enum cxr_status cxr_dicom_instance_present(struct cxr_dicom_instance 
 {
     if (out)
         std::memset(out, 0, sizeof *out);
-    return cxr_dicom_guard(err, [&]() -> enum cxr_status {
-        if (!inst || !out)
-            return cxr_seterr(err, CXR_ERR_INVALID_ARG, "present: NULL argument");
-        enum cxr_status st = present(inst, out, err);
-        if (st != CXR_OK)
-            std::memset(out, 0, sizeof *out);
-        return st;
-    });
+    return cxr_dicom_guard(
+        err, [&]() -> enum cxr_status {
+            if (!inst || !out)
+                return cxr_seterr(err, CXR_ERR_INVALID_ARG, "present: NULL argument");
+            enum cxr_status st = present(inst, out, err);
+            if (st != CXR_OK)
+                std::memset(out, 0, sizeof *out);
+            return st;
+        });
 }
 
 extern "C" void cxr_dicom_image_release(struct cxr_dicom_image *img)

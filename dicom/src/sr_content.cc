@@ -16,8 +16,10 @@
 #include "dcmtk/dcmsr/dsrimgvl.h"
 #include "dcmtk/dcmsr/dsrnumvl.h"
 
-namespace cxr_sr {
-namespace {
+namespace cxr_sr
+{
+namespace
+{
 
 // Codes DCMTK 3.6.7 does not define (SNOMED CT, LOINC, UCUM, RFC 5646 as
 // PS3.16 lists them), and our one private code (declared in the Coding
@@ -33,8 +35,9 @@ const DSRCodedEntryValue kTriagePriority("TRIAGEPRIORITY", "99CXRTRIAGE", "Triag
 
 // Adds content items one after another and remembers the first failure
 // (later calls do nothing), so the builder below reads like the template.
-class Builder {
-public:
+class Builder
+{
+  public:
     Builder(DSRDocumentTree &tree, std::string &what) : tree_(tree), what_(what) {}
 
     bool ok() const { return ok_; }
@@ -104,7 +107,7 @@ public:
                   row);
     }
 
-private:
+  private:
     void check(const OFCondition &c, const char *row)
     {
         if (c.bad())
@@ -177,7 +180,7 @@ void measurement_group(Builder &b, const Plan &plan, const Image &im, bool first
     b.up();
 }
 
-}  // namespace
+} // namespace
 
 bool build_content(const Plan &plan, DSRDocumentTree &tree, std::string &what)
 {
@@ -223,14 +226,14 @@ bool build_content(const Plan &plan, DSRDocumentTree &tree, std::string &what)
                       DSRTypes::RT_contains, DSRTypes::VT_Image, "TID 1601 Image Library Entry");
         b.image(plan.images[i], "TID 1601 Image Library Entry reference");
     }
-    b.up();  // to the group
-    b.up();  // to the library
+    b.up(); // to the group
+    b.up(); // to the library
     // TID 1500 row 6: Imaging Measurements, one TID 1501 group per image
     b.next(DSRTypes::RT_contains, DSRTypes::VT_Container, CODE_DCM_ImagingMeasurements,
            "TID 1500 Imaging Measurements");
     for (size_t i = 0; i < plan.images.size(); i++)
         measurement_group(b, plan, plan.images[i], i == 0);
-    b.up();  // to Imaging Measurements
+    b.up(); // to Imaging Measurements
     // TID 1500 row 10: Qualitative Evaluations, the study's triage priority
     b.next(DSRTypes::RT_contains, DSRTypes::VT_Container, CODE_UMLS_QualitativeEvaluations,
            "TID 1500 Qualitative Evaluations");
@@ -240,4 +243,4 @@ bool build_content(const Plan &plan, DSRDocumentTree &tree, std::string &what)
     return b.ok();
 }
 
-}  // namespace cxr_sr
+} // namespace cxr_sr

@@ -36,16 +36,17 @@ bool cxr_dicom_uid_valid(const char *uid);
 
 class DSRDocumentTree;
 
-namespace cxr_sr {
+namespace cxr_sr
+{
 
 /* One analysed image after validation. */
 struct Image {
     std::string sop_class_uid, sop_instance_uid, series_instance_uid;
     double probability = 0.0;
     bool present = false;
-    std::string warning;        /* "" none; sanitised for TEXT */
-    std::string tracking_id;    /* human-readable (112039) */
-    std::string tracking_uid;   /* 2.25 UID derived from the source instance (112040) */
+    std::string warning;      /* "" none; sanitised for TEXT */
+    std::string tracking_id;  /* human-readable (112039) */
+    std::string tracking_uid; /* 2.25 UID derived from the source instance (112040) */
 };
 
 /* Everything the SR carries, validated, truncated to each VR's maximum and
@@ -57,12 +58,12 @@ struct Plan {
     std::string charset;
     /* patient / general study (copied from the source) */
     std::string patient_name, patient_id, issuer_of_patient_id, patient_birth_date, patient_sex,
-        patient_age, study_instance_uid, study_date, study_time, referring_physician_name,
-        study_id, accession_number, study_description;
+        patient_age, study_instance_uid, study_date, study_time, referring_physician_name, study_id,
+        accession_number, study_description;
     /* SR series, equipment, instance */
     std::string series_instance_uid, sop_instance_uid, series_description, series_number,
         institution_name, manufacturer, model_name, software_version;
-    std::string content_date, content_time;   /* now, local time */
+    std::string content_date, content_time; /* now, local time */
     /* device observer (TID 1004) and algorithm (TID 4019) */
     std::string device_observer_uid, device_name;
     std::string algorithm_name, algorithm_version, model_sha256, threshold_text;
@@ -85,6 +86,6 @@ bool build_content(const Plan &plan, DSRDocumentTree &tree, std::string &what);
  * characters): 4 decimals, trailing zeros removed ("87.1234", "100"). */
 std::string percent_text(double probability);
 
-}  // namespace cxr_sr
+} // namespace cxr_sr
 #endif
 #endif

@@ -19,11 +19,13 @@
 #include <ctime>
 #include <set>
 
-namespace cxr_sr {
-namespace {
+namespace cxr_sr
+{
+namespace
+{
 
-constexpr uint32_t kMaxImages = 1000;  // a chest study has a handful; a cap bounds the SR size
-constexpr size_t kTextMax = 1024;      // our TEXT values (UT has no practical limit)
+constexpr uint32_t kMaxImages = 1000; // a chest study has a handful; a cap bounds the SR size
+constexpr size_t kTextMax = 1024;     // our TEXT values (UT has no practical limit)
 
 enum cxr_status fail(char *err, enum cxr_status st, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -39,7 +41,10 @@ enum cxr_status fail(char *err, enum cxr_status st, const char *fmt, ...)
     return st;
 }
 
-bool has_utf8(const std::string &charset) { return charset.find("ISO_IR 192") != std::string::npos; }
+bool has_utf8(const std::string &charset)
+{
+    return charset.find("ISO_IR 192") != std::string::npos;
+}
 bool has_2022(const std::string &charset) { return charset.find("2022") != std::string::npos; }
 
 bool non_ascii(const std::string &s)
@@ -69,7 +74,7 @@ std::string clean(const char *s, size_t max, const std::string &charset, bool te
     out.erase(0, b == std::string::npos ? out.size() : b);
     if (out.size() > max) {
         size_t cut = max;
-        if (has_utf8(charset) || charset.empty())  // never leave half a UTF-8 character
+        if (has_utf8(charset) || charset.empty()) // never leave half a UTF-8 character
             while (cut > 0 && ((unsigned char)out[cut] & 0xC0) == 0x80)
                 cut--;
         out.resize(cut);
@@ -87,7 +92,8 @@ std::string clean_pn(const char *s, const std::string &charset)
     size_t start = 0;
     for (int group = 0; group < 3; group++) {
         size_t eq = in.find('=', start);
-        std::string part = in.substr(start, eq == std::string::npos ? std::string::npos : eq - start);
+        std::string part =
+            in.substr(start, eq == std::string::npos ? std::string::npos : eq - start);
         if (group)
             out += '=';
         out += clean(part.c_str(), 64, charset);
@@ -149,14 +155,14 @@ std::string valid_sex(const char *s)
 struct StudyText {
     DcmTagKey tag;
     std::string *dst;
-    size_t max;  // 0: a PN
+    size_t max; // 0: a PN
 };
 
 // Converts the copied study strings to UTF-8 with DCMTK (iconv). False when
 // the source character set is unknown to the converter.
 bool convert_to_utf8(const std::string &charset, StudyText *st, size_t n)
 {
-    DcmDataset item;  // a DcmItem alone does not convert (DCMTK 3.6.7)
+    DcmDataset item; // a DcmItem alone does not convert (DCMTK 3.6.7)
     if (item.putAndInsertString(DCM_SpecificCharacterSet, charset.c_str()).bad())
         return false;
     for (size_t i = 0; i < n; i++)
@@ -174,12 +180,15 @@ bool convert_to_utf8(const std::string &charset, StudyText *st, size_t n)
     return true;
 }
 
-template <size_t N> bool terminated(const char (&a)[N]) { return std::memchr(a, '\0', N) != nullptr; }
+template <size_t N> bool terminated(const char (&a)[N])
+{
+    return std::memchr(a, '\0', N) != nullptr;
+}
 template <size_t N> void terminate(char (&a)[N]) { a[N - 1] = '\0'; }
 
 bool present_required(const char *s) { return s && *s && clean(s, 16, "").size() > 0; }
 
-}  // namespace
+} // namespace
 
 std::string percent_text(double probability)
 {
@@ -208,9 +217,9 @@ enum cxr_status prepare(const struct cxr_dicom_sr_request *req, Plan &plan, char
     const struct {
         const char *name, *value;
     } required[] = {
-        {"algorithm_name", req->algorithm_name},   {"algorithm_version", req->algorithm_version},
-        {"model_sha256", req->model_sha256},       {"device_name", req->device_name},
-        {"manufacturer", req->manufacturer},       {"model_name", req->model_name},
+        {"algorithm_name", req->algorithm_name},     {"algorithm_version", req->algorithm_version},
+        {"model_sha256", req->model_sha256},         {"device_name", req->device_name},
+        {"manufacturer", req->manufacturer},         {"model_name", req->model_name},
         {"software_version", req->software_version}, {"priority_name", req->priority_name},
     };
     for (const auto &r : required)
@@ -249,7 +258,8 @@ enum cxr_status prepare(const struct cxr_dicom_sr_request *req, Plan &plan, char
     if (!cxr_dicom_uid_valid(st->study_instance_uid))
         return fail(err, CXR_ERR_INVALID_ARG,
                     "Study Instance UID \"%.80s\" of the source is not a valid UID "
-                    "(1-64 digits and dots)", st->study_instance_uid);
+                    "(1-64 digits and dots)",
+                    st->study_instance_uid);
     if (req->device_observer_uid && *req->device_observer_uid &&
         !cxr_dicom_uid_valid(req->device_observer_uid))
         return fail(err, CXR_ERR_INVALID_ARG, "device_observer_uid \"%.80s\" is not a valid UID",
@@ -297,8 +307,9 @@ enum cxr_status prepare(const struct cxr_dicom_sr_request *req, Plan &plan, char
             return fail(err, CXR_ERR_INVALID_ARG,
                         "image %u (%s): finding_present=%s contradicts probability %g against "
                         "operating threshold %g",
-                        (unsigned)i + 1, im->sop_instance_uid, im->finding_present ? "true" : "false",
-                        im->probability, req->operating_threshold);
+                        (unsigned)i + 1, im->sop_instance_uid,
+                        im->finding_present ? "true" : "false", im->probability,
+                        req->operating_threshold);
     }
 
     // ---- character set: the source's, unless our own strings need UTF-8
@@ -315,10 +326,9 @@ enum cxr_status prepare(const struct cxr_dicom_sr_request *req, Plan &plan, char
     bool own_institution = req->institution_name && *req->institution_name;
     plan.institution_name = own_institution ? "" : clean(st->institution_name, 64, cs0);
 
-    const char *own_text[] = {req->algorithm_name, req->algorithm_version, req->device_name,
-                              req->manufacturer,   req->model_name,        req->software_version,
-                              req->priority_name,  req->series_description,
-                              req->institution_name};
+    const char *own_text[] = {req->algorithm_name, req->algorithm_version,  req->device_name,
+                              req->manufacturer,   req->model_name,         req->software_version,
+                              req->priority_name,  req->series_description, req->institution_name};
     bool own_non_ascii = false;
     for (const char *t : own_text)
         if (t && non_ascii(t))
@@ -326,7 +336,7 @@ enum cxr_status prepare(const struct cxr_dicom_sr_request *req, Plan &plan, char
     for (uint32_t i = 0; i < req->image_count; i++)
         if (non_ascii(req->images[i].warning))
             own_non_ascii = true;
-    bool ascii_only = false;  // replace non-ASCII bytes of our strings with '?'
+    bool ascii_only = false; // replace non-ASCII bytes of our strings with '?'
     if (own_non_ascii && !has_utf8(plan.charset)) {
         StudyText texts[] = {
             {DCM_PatientName, &plan.patient_name, 0},
@@ -339,7 +349,7 @@ enum cxr_status prepare(const struct cxr_dicom_sr_request *req, Plan &plan, char
             {DCM_InstitutionName, &plan.institution_name, 64},
         };
         if (plan.charset.empty() || plan.charset == "ISO_IR 6") {
-            plan.charset = "ISO_IR 192";  // ASCII is a subset of UTF-8
+            plan.charset = "ISO_IR 192"; // ASCII is a subset of UTF-8
         } else if (convert_to_utf8(plan.charset, texts, sizeof texts / sizeof texts[0])) {
             plan.charset = "ISO_IR 192";
         } else {
@@ -434,4 +444,4 @@ enum cxr_status prepare(const struct cxr_dicom_sr_request *req, Plan &plan, char
     return CXR_OK;
 }
 
-}  // namespace cxr_sr
+} // namespace cxr_sr

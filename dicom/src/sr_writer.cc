@@ -34,17 +34,17 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-namespace {
+namespace
+{
 
 using cxr_sr::Plan;
 
-
 // One DCMTK failure becomes CXR_ERR_DICOM_SR with DCMTK's text.
-#define SR_TRY(call, what)                                                                       \
-    do {                                                                                         \
-        OFCondition c_ = (call);                                                                 \
-        if (c_.bad())                                                                            \
-            return cxr_seterr(err, CXR_ERR_DICOM_SR, "SR: %s: %s", (what), c_.text());                 \
+#define SR_TRY(call, what)                                                             \
+    do {                                                                               \
+        OFCondition c_ = (call);                                                       \
+        if (c_.bad())                                                                  \
+            return cxr_seterr(err, CXR_ERR_DICOM_SR, "SR: %s: %s", (what), c_.text()); \
     } while (0)
 
 using Setter = OFCondition (DSRDocument::*)(const OFString &, const OFBool);
@@ -66,8 +66,8 @@ OFCondition set_copied(DSRDocument &doc, Setter set, const std::string &value, c
     if (c.bad() && beyond_ascii)
         c = (doc.*set)(value.c_str(), OFFalse);
     if (c.bad()) {
-        cxr_log(CXR_LOG_WARN, "dicom", "SR: the source's %s is not valid for its VR (%s); left empty",
-                name, c.text());
+        cxr_log(CXR_LOG_WARN, "dicom",
+                "SR: the source's %s is not valid for its VR (%s); left empty", name, c.text());
         c = (doc.*set)("", OFTrue);
     }
     return c;
@@ -224,7 +224,7 @@ enum cxr_status build(const struct cxr_dicom_sr_request *req, std::vector<unsign
 enum cxr_status io_fail(char *err, const char *what, const std::string &path, int e)
 {
     return cxr_seterr(err, e == ENOSPC || e == EDQUOT ? CXR_ERR_NO_SPACE : CXR_ERR_IO,
-               "SR: %s %s: %s", what, path.c_str(), std::strerror(e));
+                      "SR: %s %s: %s", what, path.c_str(), std::strerror(e));
 }
 
 // Writes `data` to `path` atomically: a new file beside it (O_EXCL, mode
@@ -243,8 +243,8 @@ enum cxr_status write_atomic(const std::string &path, const std::vector<unsigned
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
         char suffix[80];
-        std::snprintf(suffix, sizeof suffix, ".tmp-%ld-%u-%ld", (long)getpid(), counter.fetch_add(1),
-                      (long)ts.tv_nsec);
+        std::snprintf(suffix, sizeof suffix, ".tmp-%ld-%u-%ld", (long)getpid(),
+                      counter.fetch_add(1), (long)ts.tv_nsec);
         tmp = path + suffix;
         fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
         if (fd < 0 && errno != EEXIST)
@@ -282,7 +282,7 @@ enum cxr_status write_atomic(const std::string &path, const std::vector<unsigned
         return io_fail(err, "cannot rename the temporary file to", path, e);
     }
     int dfd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {  // the rename itself is durable only once the folder is
+    if (dfd >= 0) { // the rename itself is durable only once the folder is
         int rc = fsync(dfd);
         int e = errno;
         close(dfd);
@@ -306,7 +306,7 @@ enum cxr_status caught(char *err)
     }
 }
 
-}  // namespace
+} // namespace
 
 extern "C" enum cxr_status cxr_dicom_sr_write_file(const struct cxr_dicom_sr_request *req,
                                                    const char *path, char *sop_instance_uid_out,

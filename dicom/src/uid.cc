@@ -16,7 +16,8 @@
 #include <sys/random.h>
 #include <unistd.h>
 
-namespace {
+namespace
+{
 
 // Writes "2.25." followed by the 128-bit big-endian integer in `b` in
 // decimal (at most 39 digits, so at most 44 characters; never a leading zero
@@ -28,7 +29,7 @@ void format_2_25(const uint8_t b[16], char out[CXR_DICOM_UID_LEN])
     char digits[48];
     int nd = 0;
     bool nonzero = true;
-    while (nonzero) {  // repeated division by 10, most significant byte first
+    while (nonzero) { // repeated division by 10, most significant byte first
         unsigned rem = 0;
         nonzero = false;
         for (int i = 0; i < 16; i++) {
@@ -49,7 +50,7 @@ void format_2_25(const uint8_t b[16], char out[CXR_DICOM_UID_LEN])
 void set_uuid_bits(uint8_t b[16], unsigned version)
 {
     b[6] = (uint8_t)((b[6] & 0x0F) | (version << 4));
-    b[8] = (uint8_t)((b[8] & 0x3F) | 0x80);  // RFC 9562 variant 10xx
+    b[8] = (uint8_t)((b[8] & 0x3F) | 0x80); // RFC 9562 variant 10xx
 }
 
 bool sha256(const void *data, size_t len, uint8_t md[32])
@@ -79,7 +80,7 @@ void random16(uint8_t b[16])
         std::memcpy(b, seed, 16);
 }
 
-}  // namespace
+} // namespace
 
 extern "C" void cxr_dicom_uid_new(char out[CXR_DICOM_UID_LEN])
 {

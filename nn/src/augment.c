@@ -101,8 +101,7 @@ enum cxr_status cxr_nn_augment_apply(const struct cxr_nn_augment_params *p, cons
                                      int32_t sw, int32_t sh, int32_t sstride, uint8_t *dst,
                                      int32_t dw, int32_t dh, int32_t dstride)
 {
-    if (!p || !src || !dst || sw < 1 || sh < 1 || dw < 1 || dh < 1 || sstride < sw ||
-        dstride < dw)
+    if (!p || !src || !dst || sw < 1 || sh < 1 || dw < 1 || dh < 1 || sstride < sw || dstride < dw)
         return CXR_ERR_INVALID_ARG;
     if (!isfinite(p->angle_deg) || !isfinite(p->scale) || !(p->scale > 0.0) ||
         !isfinite(p->translate_x) || !isfinite(p->translate_y) || !isfinite(p->brightness) ||

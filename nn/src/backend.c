@@ -57,18 +57,17 @@ enum cxr_status cxr_nn_backend_open(const struct cxr_nn_backend_options *opt,
         o = *opt;
     if (o.threads < 0 || o.threads > 1024 || o.device < 0)
         return cxr_seterr(err, CXR_ERR_INVALID_ARG,
-                                  "backend: threads %d (0..1024) or device %d (>= 0) out of range",
-                                  (int)o.threads, (int)o.device);
+                          "backend: threads %d (0..1024) or device %d (>= 0) out of range",
+                          (int)o.threads, (int)o.device);
     switch (o.kind) {
-    case CXR_NN_BACKEND_CPU:
-        return cxr_nn_backend_cpu_open(&o, out, err);
+    case CXR_NN_BACKEND_CPU: return cxr_nn_backend_cpu_open(&o, out, err);
     case CXR_NN_BACKEND_CUDA: {
         const struct backend_entry *e = find_backend(CXR_NN_BACKEND_CUDA);
         if (!e)
             return cxr_seterr(err, CXR_ERR_NN_NO_DEVICE,
-                                      "backend: CUDA asked for, but this build has no CUDA backend "
-                                      "(built with: %s); use backend auto or cpu",
-                                      cxr_nn_backends_built());
+                              "backend: CUDA asked for, but this build has no CUDA backend "
+                              "(built with: %s); use backend auto or cpu",
+                              cxr_nn_backends_built());
         return e->open(&o, out, err);
     }
     case CXR_NN_BACKEND_AUTO: {

@@ -37,18 +37,18 @@ struct cxr_nn_backend;
 
 /* Convolution algorithms a training plan may use. */
 enum cxr_nn_conv_algo {
-    CXR_NN_CONV_AUTO = 0,     /* the backend's choice (CPU: oneDNN's convolution_auto, which
-                               * takes Winograd F(4x4,3x3) for 3x3 stride-1 layers when faster) */
-    CXR_NN_CONV_DIRECT = 1,   /* direct convolution only (as PyTorch's oneDNN calls) */
-    CXR_NN_CONV_WINOGRAD = 2  /* Winograd wherever the kernel exists, direct elsewhere (tests) */
+    CXR_NN_CONV_AUTO = 0,    /* the backend's choice (CPU: oneDNN's convolution_auto, which
+                              * takes Winograd F(4x4,3x3) for 3x3 stride-1 layers when faster) */
+    CXR_NN_CONV_DIRECT = 1,  /* direct convolution only (as PyTorch's oneDNN calls) */
+    CXR_NN_CONV_WINOGRAD = 2 /* Winograd wherever the kernel exists, direct elsewhere (tests) */
 };
 
 /* How train_plan compiles a graph (training entries below). */
 struct cxr_nn_train_plan_options {
-    int32_t batch;          /* images per step, >= 1 (batch norm in training mode needs >= 2
-                             * values per channel: batch * H * W >= 2 at every bn) */
-    bool bn_frozen;         /* batch norm in eval mode: running statistics, not updated */
-    float bn_momentum;      /* running-statistics momentum, PyTorch's 0.1 */
+    int32_t batch;     /* images per step, >= 1 (batch norm in training mode needs >= 2
+                        * values per channel: batch * H * W >= 2 at every bn) */
+    bool bn_frozen;    /* batch norm in eval mode: running statistics, not updated */
+    float bn_momentum; /* running-statistics momentum, PyTorch's 0.1 */
     enum cxr_nn_conv_algo conv_algo; /* a hint; a backend may ignore it */
 };
 
@@ -70,7 +70,7 @@ enum cxr_nn_optim_kind {
  *     p -= lr * (nesterov ? d + momentum b : b) */
 struct cxr_nn_optim_step {
     enum cxr_nn_optim_kind kind;
-    int64_t step;           /* 1 on the first update of this parameter */
+    int64_t step; /* 1 on the first update of this parameter */
     double lr;
     double weight_decay;
     double beta1, beta2, eps; /* AdamW */
@@ -183,10 +183,10 @@ struct cxr_nn_backend_i {
 struct cxr_nn_backend {
     const struct cxr_nn_backend_i *iface;
     enum cxr_nn_backend_kind kind;
-    enum cxr_nn_precision precision;  /* resolved, never AUTO */
-    int32_t threads;                  /* CPU threads actually used */
+    enum cxr_nn_precision precision; /* resolved, never AUTO */
+    int32_t threads;                 /* CPU threads actually used */
     char description[256];
-    void *context;                    /* the backend's own state */
+    void *context; /* the backend's own state */
 };
 
 /* Opens the oneDNN CPU backend (backend_cpu.c). */

@@ -24,7 +24,7 @@ enum cxr_status cxr_nn_cpu_fail(char *err, dnnl_status_t s, const char *where, c
 {
     size_t fn = strcspn(call, "(");
     return cxr_seterr(err, CXR_ERR_NN_BACKEND, "oneDNN: %s: %.*s: %s", where, (int)fn, call,
-                              dnnl_status2str(s));
+                      dnnl_status2str(s));
 }
 
 static const char *runtime_name(unsigned rt)
@@ -92,10 +92,7 @@ void cxr_nn_cpu_apply_threads(const struct cpu_ctx *c)
         c->omp_set_num_threads(c->threads);
 }
 
-static const char *cpu_get_name(const struct cxr_nn_backend *b)
-{
-    return "cpu";
-}
+static const char *cpu_get_name(const struct cxr_nn_backend *b) { return "cpu"; }
 
 static void cpu_free(struct cxr_nn_backend *b)
 {
@@ -121,13 +118,14 @@ static void cpu_buffer_free(struct cxr_nn_backend *b, struct cxr_nn_tensor *t)
     t->extra = NULL;
 }
 
-static enum cxr_status cpu_buffer_alloc(struct cxr_nn_backend *b, struct cxr_nn_tensor *t, char *err)
+static enum cxr_status cpu_buffer_alloc(struct cxr_nn_backend *b, struct cxr_nn_tensor *t,
+                                        char *err)
 {
     if (!t || t->extra || t->dtype != CXR_NN_DTYPE_F32 || t->nbytes == 0 ||
         t->nbytes > ((size_t)1 << 34))
         return cxr_seterr(err, CXR_ERR_INVALID_ARG,
-                                  "cpu: cannot hold tensor '%s' (F32, 1 byte .. 16 GiB, once)",
-                                  t ? t->name : "(null)");
+                          "cpu: cannot hold tensor '%s' (F32, 1 byte .. 16 GiB, once)",
+                          t ? t->name : "(null)");
     struct cpu_tensor *ct = calloc(1, sizeof *ct);
     size_t cap = (t->nbytes + 63) & ~(size_t)63;
     if (ct)
@@ -154,7 +152,8 @@ static enum cxr_status convert(struct cpu_ctx *c, struct cpu_tensor *ct, const c
     const dnnl_memory_desc_t *want = NULL;
     CXR_DNNL(dnnl_memory_get_memory_desc(dst, &want), name);
     CXR_DNNL(dnnl_memory_create(&src, plain, c->engine, ct->data), name);
-    CXR_DNNL(dnnl_reorder_primitive_desc_create(&pd, plain, c->engine, want, c->engine, NULL), name);
+    CXR_DNNL(dnnl_reorder_primitive_desc_create(&pd, plain, c->engine, want, c->engine, NULL),
+             name);
     CXR_DNNL(dnnl_primitive_create(&prim, pd), name);
     dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, src}, {DNNL_ARG_TO, dst}};
     CXR_DNNL(dnnl_primitive_execute(prim, stream, 2, args), name);
@@ -219,12 +218,12 @@ enum cxr_status cxr_nn_cpu_weights(struct cpu_ctx *c, struct cxr_nn_tensor *t,
     dnnl_memory_t dst = NULL;
     *out = NULL;
     if (!ct)
-        return cxr_seterr(err, CXR_ERR_INTERNAL, "cpu: parameter '%s' has no storage",
-                                  t->name);
+        return cxr_seterr(err, CXR_ERR_INTERNAL, "cpu: parameter '%s' has no storage", t->name);
     if (dnnl_memory_desc_get_size(plain) != ct->nbytes)
-        return cxr_seterr(err, CXR_ERR_NN_SHAPE, "cpu: parameter '%s' has %zu bytes, the "
-                                  "kernel expects %zu", t->name, ct->nbytes,
-                                  dnnl_memory_desc_get_size(plain));
+        return cxr_seterr(err, CXR_ERR_NN_SHAPE,
+                          "cpu: parameter '%s' has %zu bytes, the "
+                          "kernel expects %zu",
+                          t->name, ct->nbytes, dnnl_memory_desc_get_size(plain));
     for (int32_t i = 0; i < ct->n_cache; i++)
         if (dnnl_memory_desc_equal(&ct->cache[i].md, want) &&
             dnnl_memory_desc_equal(&ct->cache[i].plain, plain)) {
@@ -247,8 +246,8 @@ enum cxr_status cxr_nn_cpu_weights(struct cpu_ctx *c, struct cxr_nn_tensor *t,
         if ((st = convert(c, ct, t->name, plain, dst, stream, err)) != CXR_OK)
             goto fail;
     }
-    ct->cache[ct->n_cache] = (struct cpu_wcache){.md = *want, .plain = *plain, .mem = dst,
-                                                 .alias = alias};
+    ct->cache[ct->n_cache] =
+        (struct cpu_wcache){.md = *want, .plain = *plain, .mem = dst, .alias = alias};
     ct->n_cache++;
     *out = dst;
     return CXR_OK;
@@ -306,19 +305,19 @@ enum cxr_status cxr_nn_backend_cpu_open(const struct cxr_nn_backend_options *opt
          * explicit choice (docs/benchmarks.md). */
         prec = CXR_NN_PRECISION_FP32;
         break;
-    case CXR_NN_PRECISION_FP32:
-        break;
+    case CXR_NN_PRECISION_FP32: break;
     case CXR_NN_PRECISION_BF16:
         if (!isa_has_bf16(isa))
             return cxr_seterr(err, CXR_ERR_UNSUPPORTED,
-                                      "cpu: bf16 asked for, but this CPU (oneDNN ISA %s) has neither "
-                                      "AVX512-BF16 nor AMX; use precision fp32 or auto",
-                                      isa_name(isa));
+                              "cpu: bf16 asked for, but this CPU (oneDNN ISA %s) has neither "
+                              "AVX512-BF16 nor AMX; use precision fp32 or auto",
+                              isa_name(isa));
         break;
     default:
         return cxr_seterr(err, CXR_ERR_UNSUPPORTED,
-                                  "cpu: precision %s is not supported on the CPU; use fp32, bf16 "
-                                  "or auto", precision_name(prec));
+                          "cpu: precision %s is not supported on the CPU; use fp32, bf16 "
+                          "or auto",
+                          precision_name(prec));
     }
     b = calloc(1, sizeof *b);
     c = calloc(1, sizeof *c);
@@ -337,8 +336,10 @@ enum cxr_status cxr_nn_backend_cpu_open(const struct cxr_nn_backend_options *opt
             memcpy(&c->omp_set_num_threads, &fn, sizeof fn);
     }
     if (!c->omp_set_num_threads && v->cpu_runtime != DNNL_RUNTIME_SEQ)
-        cxr_log(CXR_LOG_WARN, "nn", "cpu: cannot set the thread count of oneDNN's %s runtime; "
-                "it picks its own", runtime_name(v->cpu_runtime));
+        cxr_log(CXR_LOG_WARN, "nn",
+                "cpu: cannot set the thread count of oneDNN's %s runtime; "
+                "it picks its own",
+                runtime_name(v->cpu_runtime));
     if (v->cpu_runtime == DNNL_RUNTIME_SEQ)
         c->threads = 1;
     b->iface = &cpu_iface;

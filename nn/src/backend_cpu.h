@@ -18,7 +18,7 @@
 struct cpu_ctx {
     dnnl_engine_t engine;
     dnnl_cpu_isa_t isa;
-    bool bf16;                 /* activations and weights in bf16 where a fast kernel exists */
+    bool bf16; /* activations and weights in bf16 where a fast kernel exists */
     int32_t threads;
     void (*omp_set_num_threads)(int); /* NULL when the runtime is not OpenMP */
 };
@@ -26,15 +26,15 @@ struct cpu_ctx {
 /* A weight converted to a primitive's preferred layout/type, kept with the
  * parameter so that plans for other batch sizes reuse it. */
 struct cpu_wcache {
-    dnnl_memory_desc_t md;        /* the layout a primitive wants */
-    dnnl_memory_desc_t plain;     /* the layout it was converted from */
+    dnnl_memory_desc_t md;    /* the layout a primitive wants */
+    dnnl_memory_desc_t plain; /* the layout it was converted from */
     dnnl_memory_t mem;
-    bool alias;                   /* mem is the plain data itself (no copy) */
+    bool alias; /* mem is the plain data itself (no copy) */
 };
 
 /* cxr_nn_tensor.extra of a parameter held by the CPU backend. */
 struct cpu_tensor {
-    float *data;               /* row-major F32, PyTorch order, 64-byte aligned */
+    float *data; /* row-major F32, PyTorch order, 64-byte aligned */
     size_t nbytes;
     struct cpu_wcache *cache;
     int32_t n_cache, cap_cache;
@@ -46,13 +46,13 @@ enum cxr_status cxr_nn_cpu_fail(char *err, dnnl_status_t s, const char *where, c
 
 /* Every oneDNN call goes through this: on failure it sets `st` (a local
  * enum cxr_status) and jumps to the function's `fail` label. */
-#define CXR_DNNL(call, where)                                                          \
-    do {                                                                               \
-        dnnl_status_t dnnl_s_ = (call);                                                \
-        if (dnnl_s_ != dnnl_success) {                                                 \
-            st = cxr_nn_cpu_fail(err, dnnl_s_, (where), #call);                        \
-            goto fail;                                                                 \
-        }                                                                              \
+#define CXR_DNNL(call, where)                                   \
+    do {                                                        \
+        dnnl_status_t dnnl_s_ = (call);                         \
+        if (dnnl_s_ != dnnl_success) {                          \
+            st = cxr_nn_cpu_fail(err, dnnl_s_, (where), #call); \
+            goto fail;                                          \
+        }                                                       \
     } while (0)
 
 /* Applies the backend's thread count to the calling thread (OpenMP's
@@ -69,21 +69,25 @@ enum cxr_status cxr_nn_cpu_weights(struct cpu_ctx *c, struct cxr_nn_tensor *t,
 
 /* ---- plans (backend_cpu_plan.c builds them, backend_cpu_run.c runs them) */
 
-#define CPU_MAX_ARGS 12   /* batch norm backward takes 9 + scratchpad */
-#define CPU_ALIGN 64
+#define CPU_MAX_ARGS 12 /* batch norm backward takes 9 + scratchpad */
+#define CPU_ALIGN    64
 
-enum buf_place { BUF_ARENA = 0, BUF_INPUT = 1, BUF_OUTPUT = 2,
-                 BUF_DLOGITS = 3 /* training: the caller's dLoss/dlogits */ };
+enum buf_place {
+    BUF_ARENA = 0,
+    BUF_INPUT = 1,
+    BUF_OUTPUT = 2,
+    BUF_DLOGITS = 3 /* training: the caller's dLoss/dlogits */
+};
 
 struct cpu_buf {
     size_t size, off;
-    int32_t first, last;          /* steps that touch it (inclusive) */
+    int32_t first, last; /* steps that touch it (inclusive) */
     enum buf_place place;
 };
 
 struct cpu_mem {
     dnnl_memory_t m;
-    int32_t buf;                  /* -1: scratchpad */
+    int32_t buf; /* -1: scratchpad */
 };
 
 struct cpu_step {
@@ -96,7 +100,7 @@ struct cpu_step {
 struct cpu_graph {
     void *arena;
     size_t size;
-    uint64_t generation;          /* bumps when the arena moves */
+    uint64_t generation; /* bumps when the arena moves */
     dnnl_stream_t stream;
 };
 

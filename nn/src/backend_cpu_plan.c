@@ -9,10 +9,10 @@
  * (in place when the residual is dead afterwards and has the same layout).
  * bf16: activations and conv/pool weights in bf16, except the outputs of
  * the convs that take a residual (the block outputs: fp32, so the sum
- * accumulates in fp32), fc in fp32, logits fp32; a bf16 conv that only has a reference kernel (e.g. the 1-channel stem on
- * some CPUs) runs in fp32 instead.
- * Activations live in one arena per graph (graph->extra), shared by all
- * batch sizes; offsets come from the live ranges of the plan's buffers.
+ * accumulates in fp32), fc in fp32, logits fp32; a bf16 conv that only has a reference kernel (e.g.
+ * the 1-channel stem on some CPUs) runs in fp32 instead. Activations live in one arena per graph
+ * (graph->extra), shared by all batch sizes; offsets come from the live ranges of the plan's
+ * buffers.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,10 +24,10 @@
 /* Planning state of one value. */
 #define MAX_CONV 4
 struct vstate {
-    int32_t mem;                  /* canonical memory (-1: not produced yet) */
-    int32_t conv[MAX_CONV];       /* converted copies */
+    int32_t mem;            /* canonical memory (-1: not produced yet) */
+    int32_t conv[MAX_CONV]; /* converted copies */
     int32_t n_conv;
-    int32_t last_reader;          /* last live op reading it */
+    int32_t last_reader; /* last live op reading it */
 };
 
 struct builder {
@@ -111,7 +111,8 @@ static enum cxr_status add_step(struct cpu_plan *p, dnnl_primitive_t prim, const
 {
     enum cxr_status st = CXR_OK;
     const_dnnl_primitive_desc_t pd = NULL;
-    if (n + 1 > CPU_MAX_ARGS || !grow((void **)&p->steps, p->n_steps, &p->cap_steps, sizeof *p->steps)) {
+    if (n + 1 > CPU_MAX_ARGS ||
+        !grow((void **)&p->steps, p->n_steps, &p->cap_steps, sizeof *p->steps)) {
         dnnl_primitive_destroy(prim);
         return oom(err);
     }
@@ -149,8 +150,8 @@ fail:
     return st;
 }
 
-static enum cxr_status make_attr(dnnl_primitive_attr_t *attr, bool sum, bool relu, const char *where,
-                                 char *err)
+static enum cxr_status make_attr(dnnl_primitive_attr_t *attr, bool sum, bool relu,
+                                 const char *where, char *err)
 {
     enum cxr_status st = CXR_OK;
     dnnl_post_ops_t po = NULL;
@@ -188,7 +189,8 @@ static enum cxr_status add_reorder(struct cpu_plan *p, int32_t src, int32_t dst,
     if ((st = make_attr(&attr, false, false, where, err)) != CXR_OK)
         return st;
     CXR_DNNL(dnnl_reorder_primitive_desc_create(&pd, mem_md(p, src), p->ctx->engine, mem_md(p, dst),
-                                                p->ctx->engine, attr), where);
+                                                p->ctx->engine, attr),
+             where);
     CXR_DNNL(dnnl_primitive_create(&prim, pd), where);
     struct arg a[2] = {{DNNL_ARG_FROM, src, NULL}, {DNNL_ARG_TO, dst, NULL}};
     st = add_step(p, prim, a, 2, where, err);
@@ -337,14 +339,15 @@ static enum cxr_status plan_conv(struct builder *B, int32_t oi)
         struct cxr_nn_tensor *bt = &B->g->params[op->param[1]].t;
         dnnl_dims_t bd = {bt->shape[0]};
         init_md(&plain, 1, bd, dnnl_f32, dnnl_a);
-        if ((st = cxr_nn_cpu_weights(p->ctx, bt, &plain, want_b, p->cg->stream, &bmem, err)) != CXR_OK)
+        if ((st = cxr_nn_cpu_weights(p->ctx, bt, &plain, want_b, p->cg->stream, &bmem, err)) !=
+            CXR_OK)
             goto fail;
     }
     if (sum) {
         int32_t rbuf = p->mems[res].buf;
-        if (dnnl_memory_desc_equal(mem_md(p, res), want_dst) && B->vs[op->sum_in].last_reader == oi &&
-            p->bufs[rbuf].place == BUF_ARENA) {
-            st = new_mem(p, want_dst, rbuf, &dst, err);    /* accumulate in place */
+        if (dnnl_memory_desc_equal(mem_md(p, res), want_dst) &&
+            B->vs[op->sum_in].last_reader == oi && p->bufs[rbuf].place == BUF_ARENA) {
+            st = new_mem(p, want_dst, rbuf, &dst, err); /* accumulate in place */
         } else {
             st = fresh_mem(p, want_dst, &dst, err);
             if (st == CXR_OK)
@@ -355,8 +358,10 @@ static enum cxr_status plan_conv(struct builder *B, int32_t oi)
     }
     if (st != CXR_OK)
         goto fail;
-    struct arg a[4] = {{DNNL_ARG_SRC, src, NULL}, {DNNL_ARG_WEIGHTS, -1, wmem},
-                       {DNNL_ARG_DST, dst, NULL}, {DNNL_ARG_BIAS, -1, bmem}};
+    struct arg a[4] = {{DNNL_ARG_SRC, src, NULL},
+                       {DNNL_ARG_WEIGHTS, -1, wmem},
+                       {DNNL_ARG_DST, dst, NULL},
+                       {DNNL_ARG_BIAS, -1, bmem}};
     st = add_step(p, prim, a, bmem ? 4 : 3, where, err);
     prim = NULL;
     B->vs[op->out].mem = dst;
@@ -392,13 +397,16 @@ static enum cxr_status plan_pool(struct builder *B, int32_t oi)
     dnnl_dims_t strides = {op->stride, op->stride}, kernel = {op->kernel_h, op->kernel_w};
     dnnl_dims_t dil = {0, 0}, pad = {op->pad, op->pad};
     dnnl_pooling_v2_desc_t desc;
-    CXR_DNNL(dnnl_pooling_v2_forward_desc_init(&desc, dnnl_forward_inference,
-                                               max ? dnnl_pooling_max : dnnl_pooling_avg_exclude_padding,
-                                               smd, &dmd, strides, kernel, dil, pad, pad), where);
+    CXR_DNNL(
+        dnnl_pooling_v2_forward_desc_init(&desc, dnnl_forward_inference,
+                                          max ? dnnl_pooling_max : dnnl_pooling_avg_exclude_padding,
+                                          smd, &dmd, strides, kernel, dil, pad, pad),
+        where);
     CXR_DNNL(dnnl_primitive_desc_create(&pd, &desc, attr, p->ctx->engine, NULL), where);
     cxr_log(CXR_LOG_DEBUG, "nn", "cpu: batch %d %s: %s", (int)p->batch, where, impl_name(pd));
     CXR_DNNL(dnnl_primitive_create(&prim, pd), where);
-    if ((st = fresh_mem(p, dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0), &dst, err)) != CXR_OK)
+    if ((st = fresh_mem(p, dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0), &dst, err)) !=
+        CXR_OK)
         goto fail;
     struct arg a[2] = {{DNNL_ARG_SRC, src, NULL}, {DNNL_ARG_DST, dst, NULL}};
     st = add_step(p, prim, a, 2, where, err);
@@ -438,13 +446,15 @@ static enum cxr_status plan_elementwise(struct builder *B, int32_t oi)
     } else {
         dnnl_eltwise_desc_t ed;
         CXR_DNNL(dnnl_eltwise_forward_desc_init(&ed, dnnl_forward_inference, dnnl_eltwise_relu, md,
-                                                0.0f, 0.0f), where);
+                                                0.0f, 0.0f),
+                 where);
         CXR_DNNL(dnnl_primitive_desc_create(&pd, &ed, attr, p->ctx->engine, NULL), where);
     }
     CXR_DNNL(dnnl_primitive_create(&prim, pd), where);
     if ((st = fresh_mem(p, md, &dst, err)) != CXR_OK)
         goto fail;
-    struct arg a[3] = {{add ? DNNL_ARG_SRC_0 : DNNL_ARG_SRC, a0, NULL}, {DNNL_ARG_DST, dst, NULL},
+    struct arg a[3] = {{add ? DNNL_ARG_SRC_0 : DNNL_ARG_SRC, a0, NULL},
+                       {DNNL_ARG_DST, dst, NULL},
                        {DNNL_ARG_SRC_1, a1, NULL}};
     st = add_step(p, prim, a, add ? 3 : 2, where, err);
     prim = NULL;
@@ -480,8 +490,9 @@ static enum cxr_status plan_fc(struct builder *B, int32_t oi)
     init_md(&bmd, 1, bd, dnnl_f32, dnnl_a);
     init_md(&dmd, 2, dd, dnnl_f32, dnnl_nc);
     dnnl_inner_product_desc_t ipd;
-    CXR_DNNL(dnnl_inner_product_forward_desc_init(&ipd, dnnl_forward_inference, &smd, &wmd, &bmd, &dmd),
-             where);
+    CXR_DNNL(
+        dnnl_inner_product_forward_desc_init(&ipd, dnnl_forward_inference, &smd, &wmd, &bmd, &dmd),
+        where);
     CXR_DNNL(dnnl_primitive_desc_create(&pd, &ipd, attr, p->ctx->engine, NULL), where);
     cxr_log(CXR_LOG_DEBUG, "nn", "cpu: batch %d %s: %s", (int)p->batch, where, impl_name(pd));
     CXR_DNNL(dnnl_primitive_create(&prim, pd), where);
@@ -499,10 +510,13 @@ static enum cxr_status plan_fc(struct builder *B, int32_t oi)
                                  dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 1),
                                  p->cg->stream, &bmem, err)) != CXR_OK)
         goto fail;
-    if ((st = fresh_mem(p, dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0), &dst, err)) != CXR_OK)
+    if ((st = fresh_mem(p, dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0), &dst, err)) !=
+        CXR_OK)
         goto fail;
-    struct arg a[4] = {{DNNL_ARG_SRC, src, NULL}, {DNNL_ARG_WEIGHTS, -1, wmem},
-                       {DNNL_ARG_BIAS, -1, bmem}, {DNNL_ARG_DST, dst, NULL}};
+    struct arg a[4] = {{DNNL_ARG_SRC, src, NULL},
+                       {DNNL_ARG_WEIGHTS, -1, wmem},
+                       {DNNL_ARG_BIAS, -1, bmem},
+                       {DNNL_ARG_DST, dst, NULL}};
     st = add_step(p, prim, a, 4, where, err);
     prim = NULL;
     B->vs[op->out].mem = dst;
@@ -528,7 +542,6 @@ static bool md_is_plain_f32(const dnnl_memory_desc_t *md)
     return dnnl_memory_desc_equal(md, &plain) != 0;
 }
 
-
 static enum cxr_status graph_state(struct cpu_ctx *c, struct cxr_nn_graph *g, char *err)
 {
     enum cxr_status st = CXR_OK;
@@ -552,8 +565,9 @@ enum cxr_status cxr_nn_cpu_graph_plan(struct cxr_nn_backend *b, struct cxr_nn_gr
     enum cxr_status st;
     *plan = NULL;
     if (!g || !g->fused || batch < 1 || g->n_ops < 1)
-        return cxr_seterr(err, CXR_ERR_INVALID_ARG, "cpu: plan needs a fused graph and a "
-                                  "batch >= 1");
+        return cxr_seterr(err, CXR_ERR_INVALID_ARG,
+                          "cpu: plan needs a fused graph and a "
+                          "batch >= 1");
     if ((st = graph_state(c, g, err)) != CXR_OK)
         return st;
     cxr_nn_cpu_apply_threads(c);
@@ -597,8 +611,10 @@ enum cxr_status cxr_nn_cpu_graph_plan(struct cxr_nn_backend *b, struct cxr_nn_gr
             continue;
         for (int32_t k = 0; k < op->n_in; k++)
             if (vs[op->in[k]].mem < 0) {
-                st = cxr_seterr(err, CXR_ERR_INTERNAL, "cpu: '%s' reads a value not "
-                                        "computed yet", op->name);
+                st = cxr_seterr(err, CXR_ERR_INTERNAL,
+                                "cpu: '%s' reads a value not "
+                                "computed yet",
+                                op->name);
                 goto fail;
             }
         switch (op->kind) {
@@ -609,9 +625,10 @@ enum cxr_status cxr_nn_cpu_graph_plan(struct cxr_nn_backend *b, struct cxr_nn_gr
         case CXR_NN_OP_ADD: st = plan_elementwise(&B, i); break;
         case CXR_NN_OP_FC: st = plan_fc(&B, i); break;
         default:
-            st = cxr_seterr(err, CXR_ERR_UNSUPPORTED, "cpu: %s op '%s' is not supported "
-                                    "for inference (batch norm must follow a convolution)",
-                                    cxr_nn_op_kind_name(op->kind), op->name);
+            st = cxr_seterr(err, CXR_ERR_UNSUPPORTED,
+                            "cpu: %s op '%s' is not supported "
+                            "for inference (batch norm must follow a convolution)",
+                            cxr_nn_op_kind_name(op->kind), op->name);
         }
         if (st != CXR_OK)
             goto fail;

@@ -14,7 +14,7 @@ void cxr_nn_cpu_place_buffers(struct cpu_plan *p)
     int32_t *order = malloc((size_t)n * sizeof *order);
     bool *placed = calloc((size_t)n, sizeof *placed);
     size_t top = 0;
-    if (!order || !placed) {  /* no memory to be clever: lay them end to end */
+    if (!order || !placed) { /* no memory to be clever: lay them end to end */
         for (int32_t i = 0; i < n; i++) {
             p->bufs[i].off = top;
             top += (p->bufs[i].size + CPU_ALIGN - 1) & ~(size_t)(CPU_ALIGN - 1);
@@ -23,7 +23,7 @@ void cxr_nn_cpu_place_buffers(struct cpu_plan *p)
     }
     for (int32_t i = 0; i < n; i++)
         order[i] = i;
-    for (int32_t i = 1; i < n; i++) {  /* insertion sort by size, descending */
+    for (int32_t i = 1; i < n; i++) { /* insertion sort by size, descending */
         int32_t k = order[i], j = i - 1;
         while (j >= 0 && p->bufs[order[j]].size < p->bufs[k].size) {
             order[j + 1] = order[j];
@@ -58,7 +58,8 @@ done:
     free(order);
     free(placed);
     p->scratch_off = top;
-    p->arena_need = top + ((p->scratch_size + CPU_ALIGN - 1) & ~(size_t)(CPU_ALIGN - 1)) + CPU_ALIGN;
+    p->arena_need =
+        top + ((p->scratch_size + CPU_ALIGN - 1) & ~(size_t)(CPU_ALIGN - 1)) + CPU_ALIGN;
 }
 
 void cxr_nn_cpu_plan_free(struct cxr_nn_backend *b, void *plan)
@@ -119,8 +120,10 @@ enum cxr_status cxr_nn_cpu_graph_compute(struct cxr_nn_backend *b, void *plan, c
         cg->size = 0;
         cg->arena = malloc(p->arena_need);
         if (!cg->arena)
-            return cxr_seterr(err, CXR_ERR_NOMEM, "cpu: cannot allocate %zu bytes of "
-                                      "activations", p->arena_need);
+            return cxr_seterr(err, CXR_ERR_NOMEM,
+                              "cpu: cannot allocate %zu bytes of "
+                              "activations",
+                              p->arena_need);
         cg->size = p->arena_need;
         cg->generation++;
     }

@@ -44,7 +44,8 @@ static enum cxr_status conv_fwd_pd(struct tbuilder *B, const struct cxr_nn_op *o
     for (;;) {
         CXR_DNNL(dnnl_convolution_forward_desc_init(&cd, dnnl_forward_training, alg, &smd, &wmd,
                                                     op->param[1] >= 0 ? &bmd : NULL, &dmd, strides,
-                                                    pad, pad), op->name);
+                                                    pad, pad),
+                 op->name);
         s = dnnl_primitive_desc_create(pd, &cd, attr, B->p->ctx->engine, NULL);
         if (s == dnnl_unimplemented && alg != dnnl_convolution_direct) {
             alg = dnnl_convolution_direct; /* no Winograd kernel for this shape */
@@ -85,8 +86,9 @@ static enum cxr_status fwd_conv(struct tbuilder *B, int32_t oi)
     CXR_DNNL(dnnl_primitive_create(&prim, pd), op->name);
     int32_t src, dst;
     dnnl_memory_t wmem = NULL, bmem = NULL;
-    if ((st = cxr_nn_ct_value_as(B, op->in[0], dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0),
-                                 &src, op->name)) != CXR_OK ||
+    if ((st = cxr_nn_ct_value_as(B, op->in[0],
+                                 dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0), &src,
+                                 op->name)) != CXR_OK ||
         (st = cxr_nn_ct_weights(B, op->param[0],
                                 dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0), &wmem,
                                 op->name)) != CXR_OK)
@@ -99,8 +101,10 @@ static enum cxr_status fwd_conv(struct tbuilder *B, int32_t oi)
     if ((st = cxr_nn_ct_fresh(B, dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0), &dst)) !=
         CXR_OK)
         goto fail;
-    struct targ a[4] = {{DNNL_ARG_SRC, src, NULL}, {DNNL_ARG_WEIGHTS, -1, wmem},
-                        {DNNL_ARG_DST, dst, NULL}, {DNNL_ARG_BIAS, -1, bmem}};
+    struct targ a[4] = {{DNNL_ARG_SRC, src, NULL},
+                        {DNNL_ARG_WEIGHTS, -1, wmem},
+                        {DNNL_ARG_DST, dst, NULL},
+                        {DNNL_ARG_BIAS, -1, bmem}};
     st = cxr_nn_ct_step(B, prim, a, bmem ? 4 : 3, op->name);
     prim = NULL;
     if (st != CXR_OK)
@@ -151,9 +155,10 @@ static enum cxr_status fwd_bn(struct tbuilder *B, int32_t oi)
     const struct cxr_nn_value *x = &B->g->values[op->in[0]];
     double count = (double)B->p->batch * x->h * x->w;
     if (!T->frozen && count < 2)
-        return cxr_seterr(err, CXR_ERR_INVALID_ARG, "cpu: batch norm '%s' in training mode "
-                                  "needs at least 2 values per channel (batch %d x %dx%d)", op->name,
-                                  (int)B->p->batch, (int)x->h, (int)x->w);
+        return cxr_seterr(err, CXR_ERR_INVALID_ARG,
+                          "cpu: batch norm '%s' in training mode "
+                          "needs at least 2 values per channel (batch %d x %dx%d)",
+                          op->name, (int)B->p->batch, (int)x->h, (int)x->w);
     int32_t relu = sole_relu_reader(B, op->out);
     if ((st = cxr_nn_ct_attr(&attr, false, op->name, err)) != CXR_OK)
         return st;
@@ -162,7 +167,8 @@ static enum cxr_status fwd_bn(struct tbuilder *B, int32_t oi)
     dnnl_batch_normalization_desc_t bd;
     CXR_DNNL(dnnl_batch_normalization_forward_desc_init(
                  &bd, T->frozen ? dnnl_forward_inference : dnnl_forward_training, md, op->eps,
-                 bn_flags(relu >= 0, T->frozen)), op->name);
+                 bn_flags(relu >= 0, T->frozen)),
+             op->name);
     CXR_DNNL(dnnl_primitive_desc_create(&pd, &bd, attr, B->p->ctx->engine, NULL), op->name);
     cxr_log(CXR_LOG_DEBUG, "nn", "cpu train: batch %d %s fwd: %s", (int)B->p->batch, op->name,
             cxr_nn_ct_impl(pd));
@@ -184,14 +190,15 @@ static enum cxr_status fwd_bn(struct tbuilder *B, int32_t oi)
         if ((st = cxr_nn_ct_fresh(B, &cmd, &mean)) != CXR_OK ||
             (st = cxr_nn_ct_fresh(B, &cmd, &var)) != CXR_OK)
             goto fail;
-        const dnnl_memory_desc_t *wmd = dnnl_primitive_desc_query_md(pd, dnnl_query_workspace_md, 0);
+        const dnnl_memory_desc_t *wmd =
+            dnnl_primitive_desc_query_md(pd, dnnl_query_workspace_md, 0);
         if (relu >= 0 && wmd && dnnl_memory_desc_get_size(wmd) > 0 &&
             (st = cxr_nn_ct_fresh(B, wmd, &ws)) != CXR_OK)
             goto fail;
     }
-    struct targ a[7] = {{DNNL_ARG_SRC, src, NULL},      {DNNL_ARG_DST, dst, NULL},
-                        {DNNL_ARG_SCALE, -1, scale},    {DNNL_ARG_SHIFT, -1, shift},
-                        {DNNL_ARG_MEAN, mean, rmean},   {DNNL_ARG_VARIANCE, var, rvar},
+    struct targ a[7] = {{DNNL_ARG_SRC, src, NULL},     {DNNL_ARG_DST, dst, NULL},
+                        {DNNL_ARG_SCALE, -1, scale},   {DNNL_ARG_SHIFT, -1, shift},
+                        {DNNL_ARG_MEAN, mean, rmean},  {DNNL_ARG_VARIANCE, var, rvar},
                         {DNNL_ARG_WORKSPACE, ws, NULL}};
     st = cxr_nn_ct_step(B, prim, a, ws >= 0 ? 7 : 6, op->name);
     prim = NULL;
@@ -202,8 +209,8 @@ static enum cxr_status fwd_bn(struct tbuilder *B, int32_t oi)
             st = cxr_nn_ct_oom(err);
             goto fail;
         }
-        T->bn[T->n_bn++] = (struct bn_stat){.mean = mean, .var = var, .rm = op->param[2],
-                                            .rv = op->param[3], .count = count};
+        T->bn[T->n_bn++] = (struct bn_stat){
+            .mean = mean, .var = var, .rm = op->param[2], .rv = op->param[3], .count = count};
     }
     to->fwd_pd = pd;
     pd = NULL;
@@ -300,8 +307,8 @@ static enum cxr_status fwd_add(struct tbuilder *B, int32_t oi)
     CXR_DNNL(dnnl_primitive_create(&prim, pd), op->name);
     if ((st = cxr_nn_ct_fresh(B, md, &dst)) != CXR_OK)
         goto fail;
-    struct targ a[3] = {{DNNL_ARG_SRC_0, a0, NULL}, {DNNL_ARG_SRC_1, a1, NULL},
-                        {DNNL_ARG_DST, dst, NULL}};
+    struct targ a[3] = {
+        {DNNL_ARG_SRC_0, a0, NULL}, {DNNL_ARG_SRC_1, a1, NULL}, {DNNL_ARG_DST, dst, NULL}};
     st = cxr_nn_ct_step(B, prim, a, 3, op->name);
     prim = NULL;
     if (st != CXR_OK)
@@ -349,10 +356,11 @@ static enum cxr_status fwd_pool(struct tbuilder *B, int32_t oi)
     dnnl_dims_t strides = {op->stride, op->stride}, kernel = {op->kernel_h, op->kernel_w};
     dnnl_dims_t dil = {0, 0}, pad = {op->pad, op->pad};
     dnnl_pooling_v2_desc_t desc;
-    CXR_DNNL(dnnl_pooling_v2_forward_desc_init(&desc, dnnl_forward_training,
-                                               max ? dnnl_pooling_max
-                                                   : dnnl_pooling_avg_exclude_padding,
-                                               smd, &dmd, strides, kernel, dil, pad, pad), op->name);
+    CXR_DNNL(
+        dnnl_pooling_v2_forward_desc_init(&desc, dnnl_forward_training,
+                                          max ? dnnl_pooling_max : dnnl_pooling_avg_exclude_padding,
+                                          smd, &dmd, strides, kernel, dil, pad, pad),
+        op->name);
     CXR_DNNL(dnnl_primitive_desc_create(&pd, &desc, attr, B->p->ctx->engine, NULL), op->name);
     cxr_log(CXR_LOG_DEBUG, "nn", "cpu train: batch %d %s fwd: %s", (int)B->p->batch, op->name,
             cxr_nn_ct_impl(pd));
@@ -364,8 +372,8 @@ static enum cxr_status fwd_pool(struct tbuilder *B, int32_t oi)
     if (max && wmd && dnnl_memory_desc_get_size(wmd) > 0 &&
         (st = cxr_nn_ct_fresh(B, wmd, &ws)) != CXR_OK)
         goto fail;
-    struct targ a[3] = {{DNNL_ARG_SRC, src, NULL}, {DNNL_ARG_DST, dst, NULL},
-                        {DNNL_ARG_WORKSPACE, ws, NULL}};
+    struct targ a[3] = {
+        {DNNL_ARG_SRC, src, NULL}, {DNNL_ARG_DST, dst, NULL}, {DNNL_ARG_WORKSPACE, ws, NULL}};
     st = cxr_nn_ct_step(B, prim, a, ws >= 0 ? 3 : 2, op->name);
     prim = NULL;
     if (st != CXR_OK)
@@ -406,20 +414,24 @@ static enum cxr_status fwd_fc(struct tbuilder *B, int32_t oi, int32_t out_mem)
     dnnl_memory_desc_init_by_tag(&bmd, 1, bd, dnnl_f32, dnnl_a);
     dnnl_inner_product_desc_t ipd;
     CXR_DNNL(dnnl_inner_product_forward_desc_init(&ipd, dnnl_forward_training, &smd, &wmd, &bmd,
-                                                  cxr_nn_ct_md(B->p, out_mem)), op->name);
+                                                  cxr_nn_ct_md(B->p, out_mem)),
+             op->name);
     CXR_DNNL(dnnl_primitive_desc_create(&pd, &ipd, attr, B->p->ctx->engine, NULL), op->name);
     CXR_DNNL(dnnl_primitive_create(&prim, pd), op->name);
     int32_t src;
     dnnl_memory_t wmem = NULL, bmem = NULL;
-    if ((st = cxr_nn_ct_value_as(B, op->in[0], dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0),
-                                 &src, op->name)) != CXR_OK ||
+    if ((st = cxr_nn_ct_value_as(B, op->in[0],
+                                 dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0), &src,
+                                 op->name)) != CXR_OK ||
         (st = cxr_nn_ct_weights(B, op->param[0],
                                 dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0), &wmem,
                                 op->name)) != CXR_OK ||
         (st = cxr_nn_ct_weights(B, op->param[1], &bmd, &bmem, op->name)) != CXR_OK)
         goto fail;
-    struct targ a[4] = {{DNNL_ARG_SRC, src, NULL}, {DNNL_ARG_WEIGHTS, -1, wmem},
-                        {DNNL_ARG_BIAS, -1, bmem}, {DNNL_ARG_DST, out_mem, NULL}};
+    struct targ a[4] = {{DNNL_ARG_SRC, src, NULL},
+                        {DNNL_ARG_WEIGHTS, -1, wmem},
+                        {DNNL_ARG_BIAS, -1, bmem},
+                        {DNNL_ARG_DST, out_mem, NULL}};
     st = cxr_nn_ct_step(B, prim, a, 4, op->name);
     prim = NULL;
     if (st != CXR_OK)
@@ -479,10 +491,7 @@ fail:
 }
 
 /* The io block: input copy, logits, dlogits, each 64-byte aligned. */
-static size_t round64(size_t n)
-{
-    return (n + 15) & ~(size_t)15;
-}
+static size_t round64(size_t n) { return (n + 15) & ~(size_t)15; }
 
 static enum cxr_status plan_forward(struct tbuilder *B, int32_t *out_mem)
 {
@@ -503,13 +512,15 @@ static enum cxr_status plan_forward(struct tbuilder *B, int32_t *out_mem)
         (st = cxr_nn_ct_new_mem(p, &omd, ob, out_mem, err)) != CXR_OK)
         return st;
     if (g->ops[g->n_ops - 1].kind != CXR_NN_OP_FC || g->ops[g->n_ops - 1].out != g->output)
-        return cxr_seterr(err, CXR_ERR_UNSUPPORTED, "cpu: training needs a graph that "
-                                  "ends in an fc op");
+        return cxr_seterr(err, CXR_ERR_UNSUPPORTED,
+                          "cpu: training needs a graph that "
+                          "ends in an fc op");
     for (int32_t i = 0; i < g->n_ops && st == CXR_OK; i++) {
         const struct cxr_nn_op *op = &g->ops[i];
         if (op->absorbed_by >= 0)
-            return cxr_seterr(err, CXR_ERR_INVALID_ARG, "cpu: training needs an unfused "
-                                      "graph");
+            return cxr_seterr(err, CXR_ERR_INVALID_ARG,
+                              "cpu: training needs an unfused "
+                              "graph");
         switch (op->kind) {
         case CXR_NN_OP_CONV: st = fwd_conv(B, i); break;
         case CXR_NN_OP_BN: st = fwd_bn(B, i); break;
@@ -520,7 +531,7 @@ static enum cxr_status plan_forward(struct tbuilder *B, int32_t *out_mem)
         case CXR_NN_OP_FC: st = fwd_fc(B, i, i == g->n_ops - 1 ? *out_mem : -1); break;
         default:
             st = cxr_seterr(err, CXR_ERR_UNSUPPORTED, "cpu: no training for %s op '%s'",
-                                    cxr_nn_op_kind_name(op->kind), op->name);
+                            cxr_nn_op_kind_name(op->kind), op->name);
         }
     }
     return st;
@@ -534,8 +545,9 @@ enum cxr_status cxr_nn_cpu_train_plan(struct cxr_nn_backend *b, struct cxr_nn_gr
     enum cxr_status st;
     *plan = NULL;
     if (!g || !opt || g->fused || opt->batch < 1 || g->n_ops < 1)
-        return cxr_seterr(err, CXR_ERR_INVALID_ARG, "cpu: train_plan needs an unfused "
-                                  "graph and a batch >= 1");
+        return cxr_seterr(err, CXR_ERR_INVALID_ARG,
+                          "cpu: train_plan needs an unfused "
+                          "graph and a batch >= 1");
     if ((st = graph_state(c, g, err)) != CXR_OK)
         return st;
     cxr_nn_cpu_apply_threads(c);
@@ -558,13 +570,19 @@ enum cxr_status cxr_nn_cpu_train_plan(struct cxr_nn_backend *b, struct cxr_nn_gr
     p->ctx = c;
     p->cg = g->extra;
     p->batch = opt->batch;
-    struct tbuilder B = {.T = T, .p = p, .g = g, .vs = vs, .ops = ops, .need = need,
-                         .readers = readers, .err = err};
+    struct tbuilder B = {
+        .T = T, .p = p, .g = g, .vs = vs, .ops = ops, .need = need, .readers = readers, .err = err};
     for (int32_t v = 0; v < g->n_values; v++)
         vs[v].mem = vs[v].diff = -1;
     for (int32_t i = 0; i < g->n_ops; i++) {
-        ops[i] = (struct top){.src = -1, .dst = -1, .ws = -1, .mean = -1, .var = -1,
-                              .fused_relu = -1, .absorbed_by = -1, .dt = dnnl_f32};
+        ops[i] = (struct top){.src = -1,
+                              .dst = -1,
+                              .ws = -1,
+                              .mean = -1,
+                              .var = -1,
+                              .fused_relu = -1,
+                              .absorbed_by = -1,
+                              .dt = dnnl_f32};
         for (int32_t k = 0; k < g->ops[i].n_in; k++)
             readers[g->ops[i].in[k]]++;
     }
@@ -609,16 +627,16 @@ enum cxr_status cxr_nn_cpu_train_plan(struct cxr_nn_backend *b, struct cxr_nn_gr
         const struct cpu_mem *m = &p->mems[i];
         if (m->buf < 0 || p->bufs[m->buf].place == BUF_ARENA)
             continue;
-        float *h = p->bufs[m->buf].place == BUF_INPUT    ? T->io
-                   : p->bufs[m->buf].place == BUF_OUTPUT ? T->io + round64(T->in_floats)
-                                                         : T->io + round64(T->in_floats) +
-                                                               round64(T->out_floats);
+        float *h = p->bufs[m->buf].place == BUF_INPUT ? T->io
+                   : p->bufs[m->buf].place == BUF_OUTPUT
+                       ? T->io + round64(T->in_floats)
+                       : T->io + round64(T->in_floats) + round64(T->out_floats);
         CXR_DNNL(dnnl_memory_set_data_handle(m->m, h), "training io");
     }
     cxr_nn_cpu_place_buffers(p);
-    cxr_log(CXR_LOG_DEBUG, "nn", "cpu train: batch %d: %d forward + %d backward steps, arena %.1f MiB",
-            (int)p->batch, (int)T->n_fwd, (int)(p->n_steps - T->n_fwd),
-            (double)p->arena_need / 1048576.0);
+    cxr_log(CXR_LOG_DEBUG, "nn",
+            "cpu train: batch %d: %d forward + %d backward steps, arena %.1f MiB", (int)p->batch,
+            (int)T->n_fwd, (int)(p->n_steps - T->n_fwd), (double)p->arena_need / 1048576.0);
 done:
 fail:
     if (ops)

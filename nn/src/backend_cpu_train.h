@@ -23,10 +23,10 @@
 
 /* Planning state of one value. */
 struct tv {
-    int32_t mem;                  /* forward memory (-1: not materialised) */
-    int32_t conv[TV_MAX_CONV];    /* converted copies of it */
+    int32_t mem;               /* forward memory (-1: not materialised) */
+    int32_t conv[TV_MAX_CONV]; /* converted copies of it */
     int32_t n_conv;
-    int32_t diff;                 /* gradient memory (-1: none yet) */
+    int32_t diff; /* gradient memory (-1: none yet) */
 };
 
 /* Planning state of one op. */
@@ -43,23 +43,23 @@ struct top {
 
 /* A batch norm whose running statistics the forward pass updates. */
 struct bn_stat {
-    int32_t mean, var;            /* the batch statistics memories */
-    int32_t rm, rv;               /* graph parameter indices of running_mean/var */
-    double count;                 /* values per channel: batch * H * W */
+    int32_t mean, var; /* the batch statistics memories */
+    int32_t rm, rv;    /* graph parameter indices of running_mean/var */
+    double count;      /* values per channel: batch * H * W */
 };
 
 struct cpu_train_plan {
-    struct cpu_plan p;            /* steps, buffers, memories */
+    struct cpu_plan p; /* steps, buffers, memories */
     int32_t n_fwd;
     struct cxr_nn_graph *g;
     struct bn_stat *bn;
     int32_t n_bn, cap_bn;
-    dnnl_memory_t *raw;           /* memories on parameter/grad storage, owned */
+    dnnl_memory_t *raw; /* memories on parameter/grad storage, owned */
     int32_t n_raw, cap_raw;
     float momentum;
     bool frozen;
     enum cxr_nn_conv_algo conv_algo;
-    float *io;                    /* input copy, logits, dlogits (64-byte aligned) */
+    float *io; /* input copy, logits, dlogits (64-byte aligned) */
     size_t in_floats, out_floats;
 };
 
@@ -70,8 +70,8 @@ struct tbuilder {
     struct cxr_nn_graph *g;
     struct tv *vs;
     struct top *ops;
-    bool *need;                   /* per value: its gradient is needed */
-    int32_t *readers;             /* per value: live ops reading it */
+    bool *need;       /* per value: its gradient is needed */
+    int32_t *readers; /* per value: live ops reading it */
     char *err;
 };
 

@@ -50,8 +50,8 @@ static enum cxr_status contribute(struct tbuilder *B, int32_t v, int32_t m, cons
     CXR_DNNL(dnnl_primitive_create(&prim, pd), where);
     if ((st = cxr_nn_ct_fresh(B, md, &sum)) != CXR_OK)
         goto fail;
-    struct targ a[3] = {{DNNL_ARG_SRC_0, s->diff, NULL}, {DNNL_ARG_SRC_1, other, NULL},
-                        {DNNL_ARG_DST, sum, NULL}};
+    struct targ a[3] = {
+        {DNNL_ARG_SRC_0, s->diff, NULL}, {DNNL_ARG_SRC_1, other, NULL}, {DNNL_ARG_DST, sum, NULL}};
     st = cxr_nn_ct_step(B, prim, a, 3, where);
     prim = NULL;
     if (st == CXR_OK)
@@ -95,7 +95,7 @@ static enum cxr_status grad_target(struct tbuilder *B, int32_t param, const dnnl
     *raw = *plain_raw = NULL;
     if (!pp->trainable || !ct)
         return cxr_seterr(B->err, CXR_ERR_INTERNAL, "cpu: '%s' has no gradient storage",
-                                  pp->t.name);
+                          pp->t.name);
     dnnl_memory_desc_t plain;
     cxr_nn_ct_plain_md(&pp->t, &plain);
     enum cxr_status st = cxr_nn_ct_raw(B, &plain, ct->data, plain_raw, where);
@@ -115,10 +115,7 @@ static enum cxr_status finish_grad(struct tbuilder *B, int32_t mem, dnnl_memory_
 }
 
 /* The data type a backward primitive should try first: the forward's. */
-static dnnl_data_type_t bwd_dt(const struct top *to)
-{
-    return to->dt;
-}
+static dnnl_data_type_t bwd_dt(const struct top *to) { return to->dt; }
 
 static enum cxr_status bwd_conv(struct tbuilder *B, int32_t oi)
 {
@@ -154,7 +151,8 @@ static enum cxr_status bwd_conv(struct tbuilder *B, int32_t oi)
             for (;;) {
                 CXR_DNNL(dnnl_convolution_backward_weights_desc_init(
                              &cd, alg, &smd, &wmd, op->param[1] >= 0 ? &bmd : NULL, &dmd, strides,
-                             pad, pad), where);
+                             pad, pad),
+                         where);
                 s = dnnl_primitive_desc_create(&pd, &cd, attr, B->p->ctx->engine, to->fwd_pd);
                 if (s == dnnl_unimplemented && alg != dnnl_convolution_direct) {
                     alg = dnnl_convolution_direct;
@@ -190,8 +188,10 @@ static enum cxr_status bwd_conv(struct tbuilder *B, int32_t oi)
                               dnnl_primitive_desc_query_md(pd, dnnl_query_diff_weights_md, 1), &gb,
                               &rb, &pb, where)) != CXR_OK)
             goto fail;
-        struct targ a[4] = {{DNNL_ARG_SRC, src, NULL}, {DNNL_ARG_DIFF_DST, ddst, NULL},
-                            {DNNL_ARG_DIFF_WEIGHTS, gw, rw}, {DNNL_ARG_DIFF_BIAS, gb, rb}};
+        struct targ a[4] = {{DNNL_ARG_SRC, src, NULL},
+                            {DNNL_ARG_DIFF_DST, ddst, NULL},
+                            {DNNL_ARG_DIFF_WEIGHTS, gw, rw},
+                            {DNNL_ARG_DIFF_BIAS, gb, rb}};
         st = cxr_nn_ct_step(B, prim, a, op->param[1] >= 0 ? 4 : 3, where);
         prim = NULL;
         if (st != CXR_OK || (st = finish_grad(B, gw, pw, where)) != CXR_OK ||
@@ -210,7 +210,8 @@ static enum cxr_status bwd_conv(struct tbuilder *B, int32_t oi)
             dnnl_status_t s;
             for (;;) {
                 CXR_DNNL(dnnl_convolution_backward_data_desc_init(&cd, alg, &smd, &wmd, &dmd,
-                                                                  strides, pad, pad), where);
+                                                                  strides, pad, pad),
+                         where);
                 s = dnnl_primitive_desc_create(&pd, &cd, attr, B->p->ctx->engine, to->fwd_pd);
                 if (s == dnnl_unimplemented && alg != dnnl_convolution_direct) {
                     alg = dnnl_convolution_direct;
@@ -240,7 +241,8 @@ static enum cxr_status bwd_conv(struct tbuilder *B, int32_t oi)
             (st = cxr_nn_ct_fresh(B, dnnl_primitive_desc_query_md(pd, dnnl_query_diff_src_md, 0),
                                   &dsrc)) != CXR_OK)
             goto fail;
-        struct targ a[3] = {{DNNL_ARG_DIFF_DST, ddst, NULL}, {DNNL_ARG_WEIGHTS, -1, wmem},
+        struct targ a[3] = {{DNNL_ARG_DIFF_DST, ddst, NULL},
+                            {DNNL_ARG_WEIGHTS, -1, wmem},
                             {DNNL_ARG_DIFF_SRC, dsrc, NULL}};
         st = cxr_nn_ct_step(B, prim, a, 3, where);
         prim = NULL;
@@ -267,9 +269,11 @@ static enum cxr_status bwd_bn(struct tbuilder *B, int32_t oi)
     dnnl_primitive_desc_t pd = NULL;
     dnnl_primitive_t prim = NULL;
     if (B->T->frozen)
-        return cxr_seterr(err, CXR_ERR_UNSUPPORTED, "cpu: backward through the frozen "
-                                  "batch norm '%s' (only the layers after the backbone can train "
-                                  "while it is frozen)", where);
+        return cxr_seterr(err, CXR_ERR_UNSUPPORTED,
+                          "cpu: backward through the frozen "
+                          "batch norm '%s' (only the layers after the backbone can train "
+                          "while it is frozen)",
+                          where);
     bool relu = to->fused_relu >= 0;
     int32_t gout = relu ? B->g->ops[to->fused_relu].out : op->out;
     bool train = B->g->params[op->param[0]].trainable || B->g->params[op->param[1]].trainable;
@@ -279,7 +283,8 @@ static enum cxr_status bwd_bn(struct tbuilder *B, int32_t oi)
     unsigned flags = dnnl_use_scale | dnnl_use_shift | (relu ? dnnl_fuse_norm_relu : 0u);
     dnnl_batch_normalization_desc_t bd;
     CXR_DNNL(dnnl_batch_normalization_backward_desc_init(
-                 &bd, train ? dnnl_backward : dnnl_backward_data, md, md, op->eps, flags), where);
+                 &bd, train ? dnnl_backward : dnnl_backward_data, md, md, op->eps, flags),
+             where);
     CXR_DNNL(dnnl_primitive_desc_create(&pd, &bd, attr, B->p->ctx->engine, to->fwd_pd), where);
     cxr_log(CXR_LOG_DEBUG, "nn", "cpu train: batch %d %s bwd: %s", (int)B->p->batch, where,
             cxr_nn_ct_impl(pd));
@@ -297,9 +302,9 @@ static enum cxr_status bwd_bn(struct tbuilder *B, int32_t oi)
     if (train && ((st = grad_target(B, op->param[0], &cmd, &gs, &rs, &ps, where)) != CXR_OK ||
                   (st = grad_target(B, op->param[1], &cmd, &gh, &rh, &ph, where)) != CXR_OK))
         goto fail;
-    struct targ a[10] = {{DNNL_ARG_SRC, to->src, NULL},       {DNNL_ARG_MEAN, to->mean, NULL},
-                         {DNNL_ARG_VARIANCE, to->var, NULL},  {DNNL_ARG_DIFF_DST, ddst, NULL},
-                         {DNNL_ARG_SCALE, -1, scale},         {DNNL_ARG_SHIFT, -1, shift},
+    struct targ a[10] = {{DNNL_ARG_SRC, to->src, NULL},      {DNNL_ARG_MEAN, to->mean, NULL},
+                         {DNNL_ARG_VARIANCE, to->var, NULL}, {DNNL_ARG_DIFF_DST, ddst, NULL},
+                         {DNNL_ARG_SCALE, -1, scale},        {DNNL_ARG_SHIFT, -1, shift},
                          {DNNL_ARG_DIFF_SRC, dsrc, NULL}};
     int32_t na = 7;
     if (relu)
@@ -344,15 +349,17 @@ static enum cxr_status bwd_relu(struct tbuilder *B, int32_t oi)
         return st;
     const dnnl_memory_desc_t *md = cxr_nn_ct_md(B->p, to->dst);
     dnnl_eltwise_desc_t ed;
-    CXR_DNNL(dnnl_eltwise_backward_desc_init(&ed, dnnl_eltwise_relu_use_dst_for_bwd, md, md, 0.0f,
-                                             0.0f), where);
+    CXR_DNNL(
+        dnnl_eltwise_backward_desc_init(&ed, dnnl_eltwise_relu_use_dst_for_bwd, md, md, 0.0f, 0.0f),
+        where);
     CXR_DNNL(dnnl_primitive_desc_create(&pd, &ed, attr, B->p->ctx->engine, to->fwd_pd), where);
     CXR_DNNL(dnnl_primitive_create(&prim, pd), where);
     int32_t ddst, dsrc;
     if ((st = diff_as(B, op->out, md, &ddst, where)) != CXR_OK ||
         (st = cxr_nn_ct_fresh(B, md, &dsrc)) != CXR_OK)
         goto fail;
-    struct targ a[3] = {{DNNL_ARG_DST, to->dst, NULL}, {DNNL_ARG_DIFF_DST, ddst, NULL},
+    struct targ a[3] = {{DNNL_ARG_DST, to->dst, NULL},
+                        {DNNL_ARG_DIFF_DST, ddst, NULL},
                         {DNNL_ARG_DIFF_SRC, dsrc, NULL}};
     st = cxr_nn_ct_step(B, prim, a, 3, where);
     prim = NULL;
@@ -373,8 +380,7 @@ static enum cxr_status bwd_add(struct tbuilder *B, int32_t oi)
     const struct cxr_nn_op *op = &B->g->ops[oi];
     int32_t d = B->vs[op->out].diff;
     if (d < 0)
-        return cxr_seterr(B->err, CXR_ERR_INTERNAL, "cpu: %s: no gradient arrived",
-                                  op->name);
+        return cxr_seterr(B->err, CXR_ERR_INTERNAL, "cpu: %s: no gradient arrived", op->name);
     enum cxr_status st = contribute(B, op->in[0], d, op->name);
     if (st == CXR_OK)
         st = contribute(B, op->in[1], d, op->name);
@@ -400,21 +406,22 @@ static enum cxr_status bwd_pool(struct tbuilder *B, int32_t oi)
     dnnl_dims_t dil = {0, 0}, pad = {op->pad, op->pad};
     const dnnl_memory_desc_t *smd = cxr_nn_ct_md(B->p, to->src), *dmd = cxr_nn_ct_md(B->p, to->dst);
     dnnl_pooling_v2_desc_t desc;
-    CXR_DNNL(dnnl_pooling_v2_backward_desc_init(&desc,
-                                                max ? dnnl_pooling_max
-                                                    : dnnl_pooling_avg_exclude_padding,
-                                                smd, dmd, strides, kernel, dil, pad, pad), where);
+    CXR_DNNL(dnnl_pooling_v2_backward_desc_init(
+                 &desc, max ? dnnl_pooling_max : dnnl_pooling_avg_exclude_padding, smd, dmd,
+                 strides, kernel, dil, pad, pad),
+             where);
     CXR_DNNL(dnnl_primitive_desc_create(&pd, &desc, attr, B->p->ctx->engine, to->fwd_pd), where);
     cxr_log(CXR_LOG_DEBUG, "nn", "cpu train: batch %d %s bwd: %s", (int)B->p->batch, where,
             cxr_nn_ct_impl(pd));
     CXR_DNNL(dnnl_primitive_create(&prim, pd), where);
     int32_t ddst, dsrc;
-    if ((st = diff_as(B, op->out, dnnl_primitive_desc_query_md(pd, dnnl_query_diff_dst_md, 0), &ddst,
-                      where)) != CXR_OK ||
+    if ((st = diff_as(B, op->out, dnnl_primitive_desc_query_md(pd, dnnl_query_diff_dst_md, 0),
+                      &ddst, where)) != CXR_OK ||
         (st = cxr_nn_ct_fresh(B, dnnl_primitive_desc_query_md(pd, dnnl_query_diff_src_md, 0),
                               &dsrc)) != CXR_OK)
         goto fail;
-    struct targ a[3] = {{DNNL_ARG_DIFF_DST, ddst, NULL}, {DNNL_ARG_DIFF_SRC, dsrc, NULL},
+    struct targ a[3] = {{DNNL_ARG_DIFF_DST, ddst, NULL},
+                        {DNNL_ARG_DIFF_SRC, dsrc, NULL},
                         {DNNL_ARG_WORKSPACE, to->ws, NULL}};
     st = cxr_nn_ct_step(B, prim, a, to->ws >= 0 ? 3 : 2, where);
     prim = NULL;
@@ -451,7 +458,8 @@ static enum cxr_status bwd_fc(struct tbuilder *B, int32_t oi)
         goto fail;
     }
     const dnnl_memory_desc_t *dmd = cxr_nn_ct_md(B->p, ddst);
-    bool train_w = B->g->params[op->param[0]].trainable, train_b = B->g->params[op->param[1]].trainable;
+    bool train_w = B->g->params[op->param[0]].trainable,
+         train_b = B->g->params[op->param[1]].trainable;
     if (train_w || train_b) {
         dnnl_memory_desc_init_by_tag(&smd, 4, sd, dnnl_f32, dnnl_format_tag_any);
         dnnl_memory_desc_init_by_tag(&wmd, 4, wd, dnnl_f32, dnnl_format_tag_any);
@@ -472,8 +480,10 @@ static enum cxr_status bwd_fc(struct tbuilder *B, int32_t oi)
                               dnnl_primitive_desc_query_md(pd, dnnl_query_diff_weights_md, 1), &gb,
                               &rb, &pb, where)) != CXR_OK)
             goto fail;
-        struct targ a[4] = {{DNNL_ARG_SRC, src, NULL}, {DNNL_ARG_DIFF_DST, ddst, NULL},
-                            {DNNL_ARG_DIFF_WEIGHTS, gw, rw}, {DNNL_ARG_DIFF_BIAS, gb, rb}};
+        struct targ a[4] = {{DNNL_ARG_SRC, src, NULL},
+                            {DNNL_ARG_DIFF_DST, ddst, NULL},
+                            {DNNL_ARG_DIFF_WEIGHTS, gw, rw},
+                            {DNNL_ARG_DIFF_BIAS, gb, rb}};
         st = cxr_nn_ct_step(B, prim, a, 4, where);
         prim = NULL;
         if (st != CXR_OK || (st = finish_grad(B, gw, pw, where)) != CXR_OK ||
@@ -497,7 +507,8 @@ static enum cxr_status bwd_fc(struct tbuilder *B, int32_t oi)
             (st = cxr_nn_ct_fresh(B, dnnl_primitive_desc_query_md(pd, dnnl_query_diff_src_md, 0),
                                   &dsrc)) != CXR_OK)
             goto fail;
-        struct targ a[3] = {{DNNL_ARG_DIFF_DST, ddst, NULL}, {DNNL_ARG_WEIGHTS, -1, wmem},
+        struct targ a[3] = {{DNNL_ARG_DIFF_DST, ddst, NULL},
+                            {DNNL_ARG_WEIGHTS, -1, wmem},
                             {DNNL_ARG_DIFF_SRC, dsrc, NULL}};
         st = cxr_nn_ct_step(B, prim, a, 3, where);
         prim = NULL;
@@ -525,6 +536,6 @@ enum cxr_status cxr_nn_ct_backward_op(struct tbuilder *B, int32_t i)
     case CXR_NN_OP_FC: return bwd_fc(B, i);
     default:
         return cxr_seterr(B->err, CXR_ERR_UNSUPPORTED, "cpu: no backward for %s op '%s'",
-                                  cxr_nn_op_kind_name(B->g->ops[i].kind), B->g->ops[i].name);
+                          cxr_nn_op_kind_name(B->g->ops[i].kind), B->g->ops[i].name);
     }
 }

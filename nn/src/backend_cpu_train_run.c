@@ -21,9 +21,10 @@ static enum cxr_status bind(struct cpu_train_plan *T, char *err)
         cg->size = 0;
         cg->arena = malloc(p->arena_need);
         if (!cg->arena)
-            return cxr_seterr(err, CXR_ERR_NOMEM, "cpu: cannot allocate %zu MiB for "
-                                      "training activations (use a smaller batch or input)",
-                                      p->arena_need >> 20);
+            return cxr_seterr(err, CXR_ERR_NOMEM,
+                              "cpu: cannot allocate %zu MiB for "
+                              "training activations (use a smaller batch or input)",
+                              p->arena_need >> 20);
         cg->size = p->arena_need;
         cg->generation++;
     }
@@ -69,8 +70,10 @@ static enum cxr_status update_running(struct cpu_train_plan *T, char *err)
         CXR_DNNL(dnnl_memory_get_data_handle(p->mems[b->var].m, &hv), "running statistics");
         struct cpu_tensor *rm = T->g->params[b->rm].t.extra, *rv = T->g->params[b->rv].t.extra;
         if (!rm || !rv)
-            return cxr_seterr(err, CXR_ERR_INTERNAL, "cpu: running statistics of '%s' "
-                                      "have no storage", T->g->params[b->rm].t.name);
+            return cxr_seterr(err, CXR_ERR_INTERNAL,
+                              "cpu: running statistics of '%s' "
+                              "have no storage",
+                              T->g->params[b->rm].t.name);
         const float *bm = hm, *bv = hv;
         size_t c = rm->nbytes / sizeof(float);
         double unbias = b->count / (b->count - 1.0);
@@ -89,8 +92,9 @@ enum cxr_status cxr_nn_cpu_train_forward(struct cxr_nn_backend *b, void *plan, c
     struct cpu_train_plan *T = plan;
     enum cxr_status st;
     if (!T || !input || !logits)
-        return cxr_seterr(err, CXR_ERR_INVALID_ARG, "cpu: train_forward without plan or "
-                                  "buffers");
+        return cxr_seterr(err, CXR_ERR_INVALID_ARG,
+                          "cpu: train_forward without plan or "
+                          "buffers");
     cxr_nn_cpu_apply_threads(T->p.ctx);
     if ((st = bind(T, err)) != CXR_OK)
         return st;
@@ -109,8 +113,9 @@ enum cxr_status cxr_nn_cpu_train_backward(struct cxr_nn_backend *b, void *plan,
     struct cpu_train_plan *T = plan;
     enum cxr_status st;
     if (!T || !dlogits)
-        return cxr_seterr(err, CXR_ERR_INVALID_ARG, "cpu: train_backward without plan or "
-                                  "gradient");
+        return cxr_seterr(err, CXR_ERR_INVALID_ARG,
+                          "cpu: train_backward without plan or "
+                          "gradient");
     cxr_nn_cpu_apply_threads(T->p.ctx);
     if ((st = bind(T, err)) != CXR_OK)
         return st;
@@ -148,10 +153,12 @@ enum cxr_status cxr_nn_cpu_optim_step(struct cxr_nn_backend *b, struct cxr_nn_te
     struct cpu_tensor *p = param ? param->extra : NULL, *s0 = state0 ? state0->extra : NULL;
     const struct cpu_tensor *g = grad ? grad->extra : NULL;
     struct cpu_tensor *s1 = state1 ? state1->extra : NULL;
-    if (!p || !g || !s0 || !h || (h->kind == CXR_NN_OPTIM_ADAMW && !s1) ||
-        g->nbytes != p->nbytes || s0->nbytes != p->nbytes || (s1 && s1->nbytes != p->nbytes))
-        return cxr_seterr(err, CXR_ERR_INVALID_ARG, "cpu: optim_step on '%s': missing or "
-                                  "mismatched tensors", param ? param->name : "(null)");
+    if (!p || !g || !s0 || !h || (h->kind == CXR_NN_OPTIM_ADAMW && !s1) || g->nbytes != p->nbytes ||
+        s0->nbytes != p->nbytes || (s1 && s1->nbytes != p->nbytes))
+        return cxr_seterr(err, CXR_ERR_INVALID_ARG,
+                          "cpu: optim_step on '%s': missing or "
+                          "mismatched tensors",
+                          param ? param->name : "(null)");
     cxr_nn_optim_apply(h, p->data, g->data, s0->data, s1 ? s1->data : NULL,
                        p->nbytes / sizeof(float));
     /* refresh the converted copies plans read (bf16, blocked layouts) */

@@ -55,7 +55,7 @@ int32_t cxr_nn_ct_new_buf(struct cpu_plan *p, size_t size, enum buf_place place)
 }
 
 enum cxr_status cxr_nn_ct_new_mem(struct cpu_plan *p, const dnnl_memory_desc_t *md, int32_t buf,
-                               int32_t *out, char *err)
+                                  int32_t *out, char *err)
 {
     enum cxr_status st = CXR_OK;
     *out = -1;
@@ -139,8 +139,7 @@ fail:
     return st;
 }
 
-enum cxr_status cxr_nn_ct_attr(dnnl_primitive_attr_t *attr, bool relu, const char *where,
-                               char *err)
+enum cxr_status cxr_nn_ct_attr(dnnl_primitive_attr_t *attr, bool relu, const char *where, char *err)
 {
     enum cxr_status st = CXR_OK;
     dnnl_post_ops_t po = NULL;
@@ -180,7 +179,8 @@ enum cxr_status cxr_nn_ct_reorder(struct tbuilder *B, int32_t src, int32_t dst, 
     else
         CXR_DNNL(dnnl_memory_get_memory_desc(raw, &dmd), where);
     CXR_DNNL(dnnl_reorder_primitive_desc_create(&pd, cxr_nn_ct_md(p, src), p->ctx->engine, dmd,
-                                                p->ctx->engine, attr), where);
+                                                p->ctx->engine, attr),
+             where);
     CXR_DNNL(dnnl_primitive_create(&prim, pd), where);
     struct targ a[2] = {{DNNL_ARG_FROM, src, NULL}, {DNNL_ARG_TO, dst, raw}};
     st = cxr_nn_ct_step(B, prim, a, 2, where);
@@ -199,8 +199,10 @@ enum cxr_status cxr_nn_ct_value_as(struct tbuilder *B, int32_t v, const dnnl_mem
 {
     struct tv *s = &B->vs[v];
     if (s->mem < 0)
-        return cxr_seterr(B->err, CXR_ERR_INTERNAL, "cpu: %s reads a value that was "
-                                  "not materialised", where);
+        return cxr_seterr(B->err, CXR_ERR_INTERNAL,
+                          "cpu: %s reads a value that was "
+                          "not materialised",
+                          where);
     if (dnnl_memory_desc_equal(cxr_nn_ct_md(B->p, s->mem), md)) {
         *out = s->mem;
         return CXR_OK;
@@ -255,4 +257,3 @@ dnnl_alg_kind_t cxr_nn_ct_conv_alg(const struct tbuilder *B, const struct cxr_nn
     default: return dnnl_convolution_auto;
     }
 }
-

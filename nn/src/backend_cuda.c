@@ -29,8 +29,8 @@ enum cxr_status cxr_nn_cuda_fail(char *err, cudaError_t e, const char *where, co
 {
     size_t fn = strcspn(call, "(");
     enum cxr_status st = e == cudaErrorMemoryAllocation ? CXR_ERR_NOMEM : CXR_ERR_NN_BACKEND;
-    return cxr_seterr(err, st, "cuda: %s: %.*s: %s: %s", where, (int)fn, call,
-                              cudaGetErrorName(e), cudaGetErrorString(e));
+    return cxr_seterr(err, st, "cuda: %s: %.*s: %s: %s", where, (int)fn, call, cudaGetErrorName(e),
+                      cudaGetErrorString(e));
 }
 
 enum cxr_status cxr_nn_cudnn_fail(char *err, cudnnStatus_t s, const char *where, const char *call)
@@ -40,7 +40,7 @@ enum cxr_status cxr_nn_cudnn_fail(char *err, cudnnStatus_t s, const char *where,
     char detail[256] = "";
     cudnnGetLastErrorString(detail, sizeof detail);
     return cxr_seterr(err, st, "cuDNN: %s: %.*s: %s%s%s", where, (int)fn, call,
-                              cudnnGetErrorString(s), detail[0] ? ": " : "", detail);
+                      cudnnGetErrorString(s), detail[0] ? ": " : "", detail);
 }
 
 enum cxr_status cxr_nn_cublas_fail(char *err, cublasStatus_t s, const char *where, const char *call)
@@ -48,7 +48,7 @@ enum cxr_status cxr_nn_cublas_fail(char *err, cublasStatus_t s, const char *wher
     size_t fn = strcspn(call, "(");
     enum cxr_status st = s == CUBLAS_STATUS_ALLOC_FAILED ? CXR_ERR_NOMEM : CXR_ERR_NN_BACKEND;
     return cxr_seterr(err, st, "cuBLAS: %s: %.*s: %s: %s", where, (int)fn, call,
-                              cublasGetStatusName(s), cublasGetStatusString(s));
+                      cublasGetStatusName(s), cublasGetStatusString(s));
 }
 
 /* ---------------------------------------------------------------- names */
@@ -66,14 +66,11 @@ void cxr_nn_backend_cuda_version(char *buf, size_t len)
     cublasGetProperty(MINOR_VERSION, &minor);
     cublasGetProperty(PATCH_LEVEL, &patch);
     snprintf(buf, len, "CUDA runtime %d.%d, cuDNN %zu.%zu.%zu, cuBLAS %d.%d.%d",
-             CUDART_VERSION / 1000, CUDART_VERSION % 1000 / 10, v / 10000, v % 10000 / 100,
-             v % 100, major, minor, patch);
+             CUDART_VERSION / 1000, CUDART_VERSION % 1000 / 10, v / 10000, v % 10000 / 100, v % 100,
+             major, minor, patch);
 }
 
-static const char *cuda_get_name(const struct cxr_nn_backend *b)
-{
-    return "cuda";
-}
+static const char *cuda_get_name(const struct cxr_nn_backend *b) { return "cuda"; }
 
 /* ---------------------------------------------------------------- algorithm cache */
 
@@ -125,15 +122,16 @@ static void cuda_buffer_free(struct cxr_nn_backend *b, struct cxr_nn_tensor *t)
     t->extra = NULL;
 }
 
-static enum cxr_status cuda_buffer_alloc(struct cxr_nn_backend *b, struct cxr_nn_tensor *t, char *err)
+static enum cxr_status cuda_buffer_alloc(struct cxr_nn_backend *b, struct cxr_nn_tensor *t,
+                                         char *err)
 {
     enum cxr_status st = CXR_OK;
     struct cuda_ctx *c = b->context;
     if (!t || t->extra || t->dtype != CXR_NN_DTYPE_F32 || t->nbytes == 0 ||
         t->nbytes > ((size_t)1 << 34))
         return cxr_seterr(err, CXR_ERR_INVALID_ARG,
-                                  "cuda: cannot hold tensor '%s' (F32, 1 byte .. 16 GiB, once)",
-                                  t ? t->name : "(null)");
+                          "cuda: cannot hold tensor '%s' (F32, 1 byte .. 16 GiB, once)",
+                          t ? t->name : "(null)");
     struct cuda_tensor *ct = calloc(1, sizeof *ct);
     if (!ct)
         return cxr_seterr(err, CXR_ERR_NOMEM, "cuda: out of memory for tensor '%s'", t->name);
@@ -156,10 +154,8 @@ static size_t wcache_count(const struct cxr_nn_tensor *t, enum cuda_wkind kind)
     case CW_CONV:
         return (size_t)cuda_pad8((int32_t)t->shape[0]) * (size_t)t->shape[2] * (size_t)t->shape[3] *
                (size_t)cuda_pad8((int32_t)t->shape[1]);
-    case CW_VEC:
-        return (size_t)cuda_pad8((int32_t)t->shape[0]);
-    case CW_FC:
-        return (size_t)t->shape[0] * (size_t)cuda_pad8((int32_t)t->shape[1]);
+    case CW_VEC: return (size_t)cuda_pad8((int32_t)t->shape[0]);
+    case CW_FC: return (size_t)t->shape[0] * (size_t)cuda_pad8((int32_t)t->shape[1]);
     }
     return 0;
 }
@@ -193,12 +189,13 @@ enum cxr_status cxr_nn_cuda_weights(struct cuda_ctx *c, struct cxr_nn_tensor *t,
     void *dev = NULL;
     *out = NULL;
     if (!ct)
-        return cxr_seterr(err, CXR_ERR_INTERNAL, "cuda: parameter '%s' has no storage",
-                                  t->name);
+        return cxr_seterr(err, CXR_ERR_INTERNAL, "cuda: parameter '%s' has no storage", t->name);
     int32_t want_dims = kind == CW_CONV ? 4 : kind == CW_FC ? 2 : 1;
     if (t->ndim != want_dims)
-        return cxr_seterr(err, CXR_ERR_NN_SHAPE, "cuda: parameter '%s' has %d dims, the "
-                                  "kernel expects %d", t->name, (int)t->ndim, (int)want_dims);
+        return cxr_seterr(err, CXR_ERR_NN_SHAPE,
+                          "cuda: parameter '%s' has %d dims, the "
+                          "kernel expects %d",
+                          t->name, (int)t->ndim, (int)want_dims);
     for (int32_t i = 0; i < ct->n_cache; i++)
         if (ct->cache[i].kind == kind && ct->cache[i].dtype == dtype) {
             *out = ct->cache[i].dev;
@@ -209,10 +206,9 @@ enum cxr_status cxr_nn_cuda_weights(struct cuda_ctx *c, struct cxr_nn_tensor *t,
         return CXR_OK;
     }
     if (ct->n_cache == (int32_t)(sizeof ct->cache / sizeof ct->cache[0]))
-        return cxr_seterr(err, CXR_ERR_LIMIT, "cuda: parameter '%s': too many forms",
-                                  t->name);
-    struct cuda_wcache w = {.kind = kind, .dtype = dtype,
-                            .bytes = wcache_count(t, kind) * ck_size(dtype)};
+        return cxr_seterr(err, CXR_ERR_LIMIT, "cuda: parameter '%s': too many forms", t->name);
+    struct cuda_wcache w = {
+        .kind = kind, .dtype = dtype, .bytes = wcache_count(t, kind) * ck_size(dtype)};
     CXR_CUDA(cudaMalloc(&dev, w.bytes), t->name);
     w.dev = dev;
     pthread_mutex_lock(&c->lock);
@@ -356,27 +352,30 @@ static enum cxr_status probe(struct cuda_ctx *c, int32_t device, char *err)
     if (e != cudaSuccess) {
         cudaGetLastError(); /* not sticky, but leave nothing behind */
         return cxr_seterr(err, CXR_ERR_NN_NO_DEVICE,
-                                  "cuda: no CUDA device (cudaGetDeviceCount: %s: %s)",
-                                  cudaGetErrorName(e), cudaGetErrorString(e));
+                          "cuda: no CUDA device (cudaGetDeviceCount: %s: %s)", cudaGetErrorName(e),
+                          cudaGetErrorString(e));
     }
     if (count < 1)
         return cxr_seterr(err, CXR_ERR_NN_NO_DEVICE,
-                                  "cuda: no CUDA device (cudaGetDeviceCount found none)");
+                          "cuda: no CUDA device (cudaGetDeviceCount found none)");
     if (device >= count)
         return cxr_seterr(err, CXR_ERR_NN_NO_DEVICE,
-                                  "cuda: CUDA device %d asked for, this machine has %d (0..%d)",
-                                  (int)device, count, count - 1);
+                          "cuda: CUDA device %d asked for, this machine has %d (0..%d)",
+                          (int)device, count, count - 1);
     CXR_CUDA(cudaSetDevice(device), "device");
     CXR_CUDA(cudaGetDeviceProperties(&c->prop, device), "device");
     if (c->prop.major < 7) {
         return cxr_seterr(err, CXR_ERR_NN_NO_DEVICE,
-                                  "cuda: %s has compute capability %d.%d; tensor cores need 7.0 or "
-                                  "newer", c->prop.name, c->prop.major, c->prop.minor);
+                          "cuda: %s has compute capability %d.%d; tensor cores need 7.0 or "
+                          "newer",
+                          c->prop.name, c->prop.major, c->prop.minor);
     }
     cudnnStatus_t s = cudnnCreate(&h);
     if (s != CUDNN_STATUS_SUCCESS)
-        return cxr_seterr(err, CXR_ERR_NN_NO_DEVICE, "cuda: cuDNN unusable on %s "
-                                  "(cudnnCreate: %s)", c->prop.name, cudnnGetErrorString(s));
+        return cxr_seterr(err, CXR_ERR_NN_NO_DEVICE,
+                          "cuda: cuDNN unusable on %s "
+                          "(cudnnCreate: %s)",
+                          c->prop.name, cudnnGetErrorString(s));
     cudnnDestroy(h);
     c->device = device;
     return CXR_OK;
@@ -412,23 +411,23 @@ enum cxr_status cxr_nn_backend_cuda_open(const struct cxr_nn_backend_options *op
         prec = CXR_NN_PRECISION_FP32;
         break;
     case CXR_NN_PRECISION_FP32:
-    case CXR_NN_PRECISION_FP16:
-        break;
+    case CXR_NN_PRECISION_FP16: break;
     case CXR_NN_PRECISION_BF16:
         if (c->prop.major < 8) {
             st = cxr_seterr(err, CXR_ERR_UNSUPPORTED,
-                                    "cuda: bf16 needs compute capability 8.0 (Ampere) or newer; "
-                                    "%s is %d.%d: use fp16 or fp32", c->prop.name, c->prop.major,
-                                    c->prop.minor);
+                            "cuda: bf16 needs compute capability 8.0 (Ampere) or newer; "
+                            "%s is %d.%d: use fp16 or fp32",
+                            c->prop.name, c->prop.major, c->prop.minor);
             goto fail;
         }
         break;
     default:
-        st = cxr_seterr(err, CXR_ERR_UNSUPPORTED, "cuda: unknown precision %d",
-                                (int)prec);
+        st = cxr_seterr(err, CXR_ERR_UNSUPPORTED, "cuda: unknown precision %d", (int)prec);
         goto fail;
     }
-    c->act = prec == CXR_NN_PRECISION_FP16 ? CK_F16 : prec == CXR_NN_PRECISION_BF16 ? CK_BF16 : CK_F32;
+    c->act = prec == CXR_NN_PRECISION_FP16   ? CK_F16
+             : prec == CXR_NN_PRECISION_BF16 ? CK_BF16
+                                             : CK_F32;
     c->tf32 = env_long("CXR_CUDA_TF32", 1, 0, 1) != 0 && c->prop.major >= 8;
     c->graphs = env_long("CXR_CUDA_GRAPHS", 1, 0, 1) != 0;
     c->workspace_cap = (size_t)env_long("CXR_CUDA_WORKSPACE_MB", 256, 0, 1 << 20) << 20;
@@ -446,9 +445,10 @@ enum cxr_status cxr_nn_backend_cuda_open(const struct cxr_nn_backend_options *op
     b->context = c;
     char ver[128];
     cxr_nn_backend_cuda_version(ver, sizeof ver);
-    snprintf(b->description, sizeof b->description, "%.96s, GPU %d: %.64s (sm_%d%d, %.0f GiB), %s%s", ver,
-             (int)c->device, c->prop.name, c->prop.major, c->prop.minor,
-             (double)c->prop.totalGlobalMem / (1 << 30), cxr_nn_cuda_dtype_name(c->act),
+    snprintf(b->description, sizeof b->description,
+             "%.96s, GPU %d: %.64s (sm_%d%d, %.0f GiB), %s%s", ver, (int)c->device, c->prop.name,
+             c->prop.major, c->prop.minor, (double)c->prop.totalGlobalMem / (1 << 30),
+             cxr_nn_cuda_dtype_name(c->act),
              c->act == CK_F32 ? (c->tf32 ? " (TF32 tensor cores)" : " (no TF32)") : "");
     *out = b;
     return CXR_OK;

@@ -39,31 +39,31 @@ enum cxr_status cxr_nn_cudnn_fail(char *err, cudnnStatus_t s, const char *where,
 enum cxr_status cxr_nn_cublas_fail(char *err, cublasStatus_t s, const char *where,
                                    const char *call);
 
-#define CXR_CUDA(call, where)                                                     \
-    do {                                                                          \
-        cudaError_t cuda_e_ = (call);                                             \
-        if (cuda_e_ != cudaSuccess) {                                             \
-            st = cxr_nn_cuda_fail(err, cuda_e_, (where), #call);                  \
-            goto fail;                                                            \
-        }                                                                         \
+#define CXR_CUDA(call, where)                                    \
+    do {                                                         \
+        cudaError_t cuda_e_ = (call);                            \
+        if (cuda_e_ != cudaSuccess) {                            \
+            st = cxr_nn_cuda_fail(err, cuda_e_, (where), #call); \
+            goto fail;                                           \
+        }                                                        \
     } while (0)
 
-#define CXR_CUDNN(call, where)                                                    \
-    do {                                                                          \
-        cudnnStatus_t cudnn_s_ = (call);                                          \
-        if (cudnn_s_ != CUDNN_STATUS_SUCCESS) {                                   \
-            st = cxr_nn_cudnn_fail(err, cudnn_s_, (where), #call);                \
-            goto fail;                                                            \
-        }                                                                         \
+#define CXR_CUDNN(call, where)                                     \
+    do {                                                           \
+        cudnnStatus_t cudnn_s_ = (call);                           \
+        if (cudnn_s_ != CUDNN_STATUS_SUCCESS) {                    \
+            st = cxr_nn_cudnn_fail(err, cudnn_s_, (where), #call); \
+            goto fail;                                             \
+        }                                                          \
     } while (0)
 
-#define CXR_CUBLAS(call, where)                                                   \
-    do {                                                                          \
-        cublasStatus_t cublas_s_ = (call);                                        \
-        if (cublas_s_ != CUBLAS_STATUS_SUCCESS) {                                 \
-            st = cxr_nn_cublas_fail(err, cublas_s_, (where), #call);              \
-            goto fail;                                                            \
-        }                                                                         \
+#define CXR_CUBLAS(call, where)                                      \
+    do {                                                             \
+        cublasStatus_t cublas_s_ = (call);                           \
+        if (cublas_s_ != CUBLAS_STATUS_SUCCESS) {                    \
+            st = cxr_nn_cublas_fail(err, cublas_s_, (where), #call); \
+            goto fail;                                               \
+        }                                                            \
     } while (0)
 
 /* ---- the backend */
@@ -71,14 +71,14 @@ enum cxr_status cxr_nn_cublas_fail(char *err, cublasStatus_t s, const char *wher
 /* A cached algorithm choice for one convolution shape (see plan). */
 struct cuda_algo_key {
     int32_t n, c, h, w, k, r, s, stride, pad;
-    int32_t dtype;                /* enum ck_dtype */
-    int32_t dir;                  /* 0 forward, 1 backward data, 2 backward filter */
+    int32_t dtype; /* enum ck_dtype */
+    int32_t dir;   /* 0 forward, 1 backward data, 2 backward filter */
 };
 
 struct cuda_algo {
     struct cuda_algo_key key;
-    int32_t algo;                 /* cudnnConvolution{Fwd,BwdData,BwdFilter}Algo_t */
-    int32_t math;                 /* cudnnMathType_t */
+    int32_t algo; /* cudnnConvolution{Fwd,BwdData,BwdFilter}Algo_t */
+    int32_t math; /* cudnnMathType_t */
     size_t workspace;
 };
 
@@ -86,18 +86,18 @@ struct cuda_algo {
 struct cuda_ctx {
     int32_t device;
     struct cudaDeviceProp prop;
-    enum ck_dtype act;            /* activation/weight type of the convolutions */
-    bool tf32;                    /* fp32 convolutions may use TF32 tensor cores */
-    bool graphs;                  /* capture plans into CUDA graphs */
-    size_t workspace_cap;         /* bytes of cuDNN workspace one conv may use */
-    size_t arena_limit;           /* 0, or a cap on a graph's arena (tests the OOM path) */
-    cudaStream_t upload;          /* weight uploads and conversions */
-    pthread_mutex_t lock;         /* guards the algorithm cache and `upload` */
+    enum ck_dtype act;    /* activation/weight type of the convolutions */
+    bool tf32;            /* fp32 convolutions may use TF32 tensor cores */
+    bool graphs;          /* capture plans into CUDA graphs */
+    size_t workspace_cap; /* bytes of cuDNN workspace one conv may use */
+    size_t arena_limit;   /* 0, or a cap on a graph's arena (tests the OOM path) */
+    cudaStream_t upload;  /* weight uploads and conversions */
+    pthread_mutex_t lock; /* guards the algorithm cache and `upload` */
     struct cuda_algo *algos;
     int32_t n_algos, cap_algos;
-    void *pre_dev;                /* preprocessing scratch (under `lock`) */
+    void *pre_dev; /* preprocessing scratch (under `lock`) */
     size_t pre_size;
-    double *dsum;                 /* tensor_sumsq accumulator (under `lock`) */
+    double *dsum; /* tensor_sumsq accumulator (under `lock`) */
 };
 
 /* cxr_nn_preprocess_u8 on the device (backend_cuda_pre.c). */
@@ -109,9 +109,9 @@ enum cxr_status cxr_nn_cuda_preprocess_u8(struct cxr_nn_backend *b,
 
 /* A parameter converted for a kernel: layout kind + type, on the device. */
 enum cuda_wkind {
-    CW_CONV = 0,                  /* [Op][kh][kw][Cp] (cuDNN NHWC filter), zero padded */
-    CW_VEC = 1,                   /* [Op] (bias), zero padded */
-    CW_FC = 2                     /* [O][Cp] row-major (cuBLAS), zero padded columns */
+    CW_CONV = 0, /* [Op][kh][kw][Cp] (cuDNN NHWC filter), zero padded */
+    CW_VEC = 1,  /* [Op] (bias), zero padded */
+    CW_FC = 2    /* [O][Cp] row-major (cuBLAS), zero padded columns */
 };
 
 struct cuda_wcache {
@@ -131,10 +131,7 @@ struct cuda_tensor {
 };
 
 /* Pads a channel count to the multiple of 8 the tensor cores want. */
-static inline int32_t cuda_pad8(int32_t c)
-{
-    return (c + 7) & ~7;
-}
+static inline int32_t cuda_pad8(int32_t c) { return (c + 7) & ~7; }
 
 /* The parameter's data as `kind` x `dtype` on the device, converting once
  * (then cached with the parameter and refreshed by tensor_set). */
@@ -143,7 +140,8 @@ enum cxr_status cxr_nn_cuda_weights(struct cuda_ctx *c, struct cxr_nn_tensor *t,
                                     char *err);
 
 /* The algorithm cache (thread-safe). find returns false when absent. */
-bool cxr_nn_cuda_algo_find(struct cuda_ctx *c, const struct cuda_algo_key *k, struct cuda_algo *out);
+bool cxr_nn_cuda_algo_find(struct cuda_ctx *c, const struct cuda_algo_key *k,
+                           struct cuda_algo *out);
 void cxr_nn_cuda_algo_put(struct cuda_ctx *c, const struct cuda_algo *a);
 
 /* "fp16" ... */
@@ -158,11 +156,11 @@ struct cuda_graph {
     cudaStream_t stream;
     cudnnHandle_t dnn;
     cublasHandle_t blas;
-    void *blas_ws;                /* fixed cuBLAS workspace (needed for graph capture) */
+    void *blas_ws; /* fixed cuBLAS workspace (needed for graph capture) */
     void *arena;
     size_t size;
-    uint64_t generation;          /* bumps when the arena or staging moves */
-    void *pin_in, *pin_out;       /* pinned host staging */
+    uint64_t generation;    /* bumps when the arena or staging moves */
+    void *pin_in, *pin_out; /* pinned host staging */
     size_t pin_in_size, pin_out_size;
 };
 
@@ -171,14 +169,14 @@ enum cxr_status cxr_nn_cuda_graph_state(struct cuda_ctx *c, struct cxr_nn_graph 
 /* ---- plans */
 
 enum cstep_kind {
-    CS_INPUT = 0,                 /* NCHW f32 (device staging) -> NHWC act */
+    CS_INPUT = 0, /* NCHW f32 (device staging) -> NHWC act */
     CS_CONV,
     CS_MAXPOOL,
     CS_ADD,
     CS_RELU,
     CS_GAP,
     CS_FC,
-    CS_OUTPUT                     /* NHWC act -> NCHW f32 (device staging) */
+    CS_OUTPUT /* NHWC act -> NCHW f32 (device staging) */
 };
 
 /* One activation buffer in the arena: placed by live range. */
@@ -194,22 +192,22 @@ struct cuda_conv {
     cudnnActivationDescriptor_t act;
     cudnnConvolutionFwdAlgo_t algo;
     size_t workspace;
-    bool fused;                   /* cudnnConvolutionBiasActivationForward works */
-    bool tried;                   /* the fused call was tried once */
-    void *wdev, *bdev;            /* converted weights, bias (act type, padded) */
+    bool fused;        /* cudnnConvolutionBiasActivationForward works */
+    bool tried;        /* the fused call was tried once */
+    void *wdev, *bdev; /* converted weights, bias (act type, padded) */
 };
 
 struct cuda_step {
     enum cstep_kind kind;
-    int32_t op;                   /* graph op index (-1 for input/output) */
-    int32_t x, z, y;              /* buffers: input, residual (-1), output */
-    int32_t n, c, h, w;           /* input geometry (c padded) */
-    int32_t oc, oh, ow;           /* output geometry (oc padded, except fc: real) */
-    int32_t real_c;               /* unpadded channels (input/output conversion, fc) */
+    int32_t op;         /* graph op index (-1 for input/output) */
+    int32_t x, z, y;    /* buffers: input, residual (-1), output */
+    int32_t n, c, h, w; /* input geometry (c padded) */
+    int32_t oc, oh, ow; /* output geometry (oc padded, except fc: real) */
+    int32_t real_c;     /* unpadded channels (input/output conversion, fc) */
     int32_t kernel, stride, pad;
     bool relu;
     struct cuda_conv cv;
-    void *fc_w, *fc_b;            /* fc: [O][Cp] act, bias [O] f32 */
+    void *fc_w, *fc_b; /* fc: [O][Cp] act, bias [O] f32 */
 };
 
 struct cuda_plan {
@@ -221,14 +219,14 @@ struct cuda_plan {
     int32_t n_steps, cap_steps;
     struct cuda_buf *bufs;
     int32_t n_bufs, cap_bufs;
-    int32_t in_buf, out_buf;      /* f32 staging buffers on the device */
-    size_t in_bytes, out_bytes;   /* host-side sizes (NCHW f32) */
+    int32_t in_buf, out_buf;    /* f32 staging buffers on the device */
+    size_t in_bytes, out_bytes; /* host-side sizes (NCHW f32) */
     size_t workspace, ws_off, arena_need;
     uint64_t bound_generation;
-    int32_t runs;                 /* completed computes (the first runs eagerly) */
+    int32_t runs; /* completed computes (the first runs eagerly) */
     cudaGraphExec_t exec;
-    bool no_graph;                /* capture failed or disabled: run eagerly */
-    void **zeros;                 /* zero bias vectors of convs without bias */
+    bool no_graph; /* capture failed or disabled: run eagerly */
+    void **zeros;  /* zero bias vectors of convs without bias */
     int32_t n_zeros, cap_zeros;
     /* out-of-memory fallback: the batch runs as two halves */
     struct cuda_plan *lo, *hi;
@@ -260,8 +258,8 @@ enum cxr_status cxr_nn_cuda_ensure_arena(struct cuda_ctx *c, struct cuda_graph *
  * (straight when the host buffer is pinned); download waits for the stream. */
 enum cxr_status cxr_nn_cuda_upload(struct cuda_graph *cg, void *dev, const void *host, size_t bytes,
                                    char *err);
-enum cxr_status cxr_nn_cuda_download(struct cuda_graph *cg, void *host, const void *dev, size_t bytes,
-                                     char *err);
+enum cxr_status cxr_nn_cuda_download(struct cuda_graph *cg, void *host, const void *dev,
+                                     size_t bytes, char *err);
 
 /* Places the plan's buffers in the arena (overlapping live ranges never
  * share bytes) and sets arena_need. */
@@ -285,8 +283,8 @@ enum cxr_status cxr_nn_cuda_plan_time_device(void *plan, int32_t iters, double *
 /* ---- convolutions (backend_cuda_plan.c), shared by inference and training */
 
 struct cuda_conv_geo {
-    int32_t n, c, h, w;           /* input, c padded */
-    int32_t oc, oh, ow;           /* output, oc padded */
+    int32_t n, c, h, w; /* input, c padded */
+    int32_t oc, oh, ow; /* output, oc padded */
     int32_t k, stride, pad;
 };
 
@@ -305,28 +303,28 @@ enum cxr_status cxr_nn_cuda_conv_algo(struct cuda_ctx *c, cudnnHandle_t dnn, str
 struct tstep {
     int32_t op;
     enum cxr_nn_op_kind kind;
-    int32_t n, c, cp, h, w;       /* input (real and padded channels) */
-    int32_t oc, ocp, oh, ow;      /* output */
+    int32_t n, c, cp, h, w;  /* input (real and padded channels) */
+    int32_t oc, ocp, oh, ow; /* output */
     int32_t k, s, pad;
-    int32_t x, x2, y;             /* activation buffers (x2: add's second input) */
-    int32_t dx, dx2, dy;          /* gradient buffers, -1 when not needed */
-    bool acc_dx, acc_dx2;         /* add into dx (another consumer wrote it first) */
-    bool backward;                /* the op's backward runs (its output needs a gradient) */
-    int32_t pw, pb, pmean, pvar;  /* parameter indices, -1 */
+    int32_t x, x2, y;            /* activation buffers (x2: add's second input) */
+    int32_t dx, dx2, dy;         /* gradient buffers, -1 when not needed */
+    bool acc_dx, acc_dx2;        /* add into dx (another consumer wrote it first) */
+    bool backward;               /* the op's backward runs (its output needs a gradient) */
+    int32_t pw, pb, pmean, pvar; /* parameter indices, -1 */
     /* conv */
     struct cuda_conv cv;
     cudnnConvolutionBwdDataAlgo_t bd_algo;
     cudnnConvolutionBwdFilterAlgo_t bf_algo;
     int32_t fwd_math, bd_math, bf_math;
     size_t bd_ws, bf_ws;
-    int32_t dw;                   /* act-type weight gradient scratch */
+    int32_t dw; /* act-type weight gradient scratch */
     /* bn */
-    int32_t stats;                /* CK_BN_SCRATCH, kept from forward to backward */
+    int32_t stats; /* CK_BN_SCRATCH, kept from forward to backward */
     float eps;
     /* fc */
-    void *fc_w32;                 /* [O][Cp] f32 (backward data) */
-    int32_t x32, dx32;            /* f32 copies of the fc input and its gradient */
-    int32_t dtmp;                 /* double scratch for column sums */
+    void *fc_w32;      /* [O][Cp] f32 (backward data) */
+    int32_t x32, dx32; /* f32 copies of the fc input and its gradient */
+    int32_t dtmp;      /* double scratch for column sums */
 };
 
 struct cuda_tplan {
@@ -344,9 +342,9 @@ struct cuda_tplan {
     size_t in_bytes, logits_bytes;
     int32_t classes;
     size_t workspace, ws_off, arena_need;
-    float loss_scale;             /* fp16: dynamic loss scale; else 1 */
-    int32_t good_steps;           /* steps since the scale last changed */
-    bool forwarded;               /* a forward ran: backward may follow */
+    float loss_scale;   /* fp16: dynamic loss scale; else 1 */
+    int32_t good_steps; /* steps since the scale last changed */
+    bool forwarded;     /* a forward ran: backward may follow */
 };
 
 enum cxr_status cxr_nn_cuda_train_plan(struct cxr_nn_backend *b, struct cxr_nn_graph *g,

@@ -24,8 +24,8 @@
 struct builder {
     struct cuda_plan *p;
     struct cxr_nn_graph *g;
-    int32_t *vbuf;                /* value -> buffer */
-    bool *vf32;                   /* value is f32 [n][c] (an fc output) */
+    int32_t *vbuf; /* value -> buffer */
+    bool *vf32;    /* value is f32 [n][c] (an fc output) */
     char *err;
 };
 
@@ -129,7 +129,8 @@ enum cxr_status cxr_nn_cuda_conv_algo(struct cuda_ctx *c, cudnnHandle_t dnn, str
             cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
             CXR_CUDNN(cudnnFindConvolutionForwardAlgorithm(dnn, cv->x, cv->w, cv->conv, cv->y,
                                                            CUDNN_CONVOLUTION_FWD_ALGO_COUNT,
-                                                           &returned, perf), where);
+                                                           &returned, perf),
+                      where);
             for (int i = 0; i < returned && pick < 0; i++)
                 if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].memory <= c->workspace_cap) {
                     pick = i;
@@ -142,7 +143,8 @@ enum cxr_status cxr_nn_cuda_conv_algo(struct cuda_ctx *c, cudnnHandle_t dnn, str
             cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
             CXR_CUDNN(cudnnFindConvolutionBackwardDataAlgorithm(
                           dnn, cv->w, cv->y, cv->conv, cv->x, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT,
-                          &returned, perf), where);
+                          &returned, perf),
+                      where);
             for (int i = 0; i < returned && pick < 0; i++)
                 if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].memory <= c->workspace_cap) {
                     pick = i;
@@ -154,8 +156,9 @@ enum cxr_status cxr_nn_cuda_conv_algo(struct cuda_ctx *c, cudnnHandle_t dnn, str
         } else {
             cudnnConvolutionBwdFilterAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
             CXR_CUDNN(cudnnFindConvolutionBackwardFilterAlgorithm(
-                          dnn, cv->x, cv->y, cv->conv, cv->w, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT,
-                          &returned, perf), where);
+                          dnn, cv->x, cv->y, cv->conv, cv->w,
+                          CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &returned, perf),
+                      where);
             for (int i = 0; i < returned && pick < 0; i++)
                 if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].memory <= c->workspace_cap) {
                     pick = i;
@@ -166,18 +169,22 @@ enum cxr_status cxr_nn_cuda_conv_algo(struct cuda_ctx *c, cudnnHandle_t dnn, str
                 }
         }
         if (pick < 0)
-            return cxr_seterr(err, CXR_ERR_NN_BACKEND, "cuDNN: %s: no %s algorithm for "
-                                      "%dx%dx%dx%d (%s) within a %zu MiB workspace (raise "
-                                      "CXR_CUDA_WORKSPACE_MB)", where,
-                                      dir == 0 ? "forward" : dir == 1 ? "backward-data"
-                                                                      : "backward-filter",
-                                      (int)geo->n, (int)geo->h, (int)geo->w, (int)geo->c,
-                                      cxr_nn_cuda_dtype_name(c->act), c->workspace_cap >> 20);
+            return cxr_seterr(err, CXR_ERR_NN_BACKEND,
+                              "cuDNN: %s: no %s algorithm for "
+                              "%dx%dx%dx%d (%s) within a %zu MiB workspace (raise "
+                              "CXR_CUDA_WORKSPACE_MB)",
+                              where,
+                              dir == 0   ? "forward"
+                              : dir == 1 ? "backward-data"
+                                         : "backward-filter",
+                              (int)geo->n, (int)geo->h, (int)geo->w, (int)geo->c,
+                              cxr_nn_cuda_dtype_name(c->act), c->workspace_cap >> 20);
         a.key = key;
         cxr_nn_cuda_algo_put(c, &a);
-        cxr_log(CXR_LOG_DEBUG, "nn", "cuda: %s batch %d dir %d: algo %d math %d, %.3f ms, %zu KiB "
-                "workspace", where, (int)geo->n, (int)dir, a.algo, a.math, (double)ms,
-                a.workspace >> 10);
+        cxr_log(CXR_LOG_DEBUG, "nn",
+                "cuda: %s batch %d dir %d: algo %d math %d, %.3f ms, %zu KiB "
+                "workspace",
+                where, (int)geo->n, (int)dir, a.algo, a.math, (double)ms, a.workspace >> 10);
     }
     *out = a;
 fail:
@@ -197,27 +204,34 @@ enum cxr_status cxr_nn_cuda_conv_setup(struct cuda_ctx *c, struct cuda_conv *cv,
     CXR_CUDNN(cudnnCreateFilterDescriptor(&cv->w), where);
     CXR_CUDNN(cudnnCreateConvolutionDescriptor(&cv->conv), where);
     CXR_CUDNN(cudnnCreateActivationDescriptor(&cv->act), where);
-    CXR_CUDNN(cudnnSetTensor4dDescriptor(cv->x, CUDNN_TENSOR_NHWC, dt, geo->n, geo->c, geo->h,
-                                         geo->w), where);
-    CXR_CUDNN(cudnnSetFilter4dDescriptor(cv->w, dt, CUDNN_TENSOR_NHWC, geo->oc, geo->c, geo->k,
-                                         geo->k), where);
-    CXR_CUDNN(cudnnSetConvolution2dDescriptor(cv->conv, geo->pad, geo->pad, geo->stride, geo->stride,
-                                              1, 1, CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT),
+    CXR_CUDNN(
+        cudnnSetTensor4dDescriptor(cv->x, CUDNN_TENSOR_NHWC, dt, geo->n, geo->c, geo->h, geo->w),
+        where);
+    CXR_CUDNN(
+        cudnnSetFilter4dDescriptor(cv->w, dt, CUDNN_TENSOR_NHWC, geo->oc, geo->c, geo->k, geo->k),
+        where);
+    CXR_CUDNN(cudnnSetConvolution2dDescriptor(cv->conv, geo->pad, geo->pad, geo->stride,
+                                              geo->stride, 1, 1, CUDNN_CROSS_CORRELATION,
+                                              CUDNN_DATA_FLOAT),
               where);
     CXR_CUDNN(cudnnSetConvolutionMathType(cv->conv, cxr_nn_cuda_math(c)), where);
     int on = 0, oc = 0, oh = 0, ow = 0;
     CXR_CUDNN(cudnnGetConvolution2dForwardOutputDim(cv->conv, cv->x, cv->w, &on, &oc, &oh, &ow),
               where);
     if (on != geo->n || oc != geo->oc || oh != geo->oh || ow != geo->ow)
-        return cxr_seterr(err, CXR_ERR_INTERNAL, "cuda: %s: cuDNN computes %dx%dx%dx%d, "
-                                  "the graph %dx%dx%dx%d", where, on, oc, oh, ow, (int)geo->n,
-                                  (int)geo->oc, (int)geo->oh, (int)geo->ow);
-    CXR_CUDNN(cudnnSetTensor4dDescriptor(cv->y, CUDNN_TENSOR_NHWC, dt, geo->n, geo->oc, geo->oh,
-                                         geo->ow), where);
+        return cxr_seterr(err, CXR_ERR_INTERNAL,
+                          "cuda: %s: cuDNN computes %dx%dx%dx%d, "
+                          "the graph %dx%dx%dx%d",
+                          where, on, oc, oh, ow, (int)geo->n, (int)geo->oc, (int)geo->oh,
+                          (int)geo->ow);
+    CXR_CUDNN(
+        cudnnSetTensor4dDescriptor(cv->y, CUDNN_TENSOR_NHWC, dt, geo->n, geo->oc, geo->oh, geo->ow),
+        where);
     CXR_CUDNN(cudnnSetTensor4dDescriptor(cv->bias, CUDNN_TENSOR_NHWC, dt, 1, geo->oc, 1, 1), where);
-    CXR_CUDNN(cudnnSetActivationDescriptor(cv->act, relu ? CUDNN_ACTIVATION_RELU
-                                                         : CUDNN_ACTIVATION_IDENTITY,
-                                           CUDNN_NOT_PROPAGATE_NAN, 0.0), where);
+    CXR_CUDNN(cudnnSetActivationDescriptor(cv->act,
+                                           relu ? CUDNN_ACTIVATION_RELU : CUDNN_ACTIVATION_IDENTITY,
+                                           CUDNN_NOT_PROPAGATE_NAN, 0.0),
+              where);
 fail:
     return st;
 }
@@ -235,8 +249,7 @@ static enum cxr_status plan_conv(struct builder *B, int32_t oi)
     enum cxr_status st;
     const struct cxr_nn_value *x = &B->g->values[op->in[0]], *y = &B->g->values[op->out];
     if (op->kernel_h != op->kernel_w)
-        return cxr_seterr(err, CXR_ERR_UNSUPPORTED, "cuda: %s: non-square kernel",
-                                  op->name);
+        return cxr_seterr(err, CXR_ERR_UNSUPPORTED, "cuda: %s: non-square kernel", op->name);
     int32_t yb = value_buf(B, op->out);
     if (yb < 0)
         return oom(err);
@@ -255,8 +268,15 @@ static enum cxr_status plan_conv(struct builder *B, int32_t oi)
     s->stride = op->stride;
     s->pad = op->pad;
     s->relu = op->relu;
-    struct cuda_conv_geo geo = {.n = s->n, .c = s->c, .h = s->h, .w = s->w, .oc = s->oc,
-                                .oh = s->oh, .ow = s->ow, .k = s->kernel, .stride = s->stride,
+    struct cuda_conv_geo geo = {.n = s->n,
+                                .c = s->c,
+                                .h = s->h,
+                                .w = s->w,
+                                .oc = s->oc,
+                                .oh = s->oh,
+                                .ow = s->ow,
+                                .k = s->kernel,
+                                .stride = s->stride,
                                 .pad = s->pad};
     struct cuda_algo a;
     if ((st = cxr_nn_cuda_conv_setup(p->ctx, &s->cv, &geo, s->relu, op->name, err)) != CXR_OK ||
@@ -411,8 +431,8 @@ enum cxr_status cxr_nn_cuda_plan_build(struct cuda_ctx *c, struct cxr_nn_graph *
     p->in_bytes = (size_t)batch * (size_t)in->c * (size_t)in->h * (size_t)in->w * sizeof(float);
     p->in_buf = new_buf(p, p->in_bytes);
     int32_t ib = value_buf(&B, g->input);
-    struct cuda_step *s = p->in_buf >= 0 && ib >= 0 ? add_step(p, CS_INPUT, -1, p->in_buf, -1, ib)
-                                                     : NULL;
+    struct cuda_step *s =
+        p->in_buf >= 0 && ib >= 0 ? add_step(p, CS_INPUT, -1, p->in_buf, -1, ib) : NULL;
     if (!s) {
         st = oom(err);
         goto fail;
@@ -429,13 +449,17 @@ enum cxr_status cxr_nn_cuda_plan_build(struct cuda_ctx *c, struct cxr_nn_graph *
             continue;
         for (int32_t k = 0; k < op->n_in; k++) {
             if (vbuf[op->in[k]] < 0) {
-                st = cxr_seterr(err, CXR_ERR_INTERNAL, "cuda: '%s' reads a value not "
-                                        "computed yet", op->name);
+                st = cxr_seterr(err, CXR_ERR_INTERNAL,
+                                "cuda: '%s' reads a value not "
+                                "computed yet",
+                                op->name);
                 goto fail;
             }
             if (vf32[op->in[k]] && op->kind != CXR_NN_OP_FC) {
-                st = cxr_seterr(err, CXR_ERR_UNSUPPORTED, "cuda: '%s' reads an fc output; "
-                                        "only the graph's result may come from an fc", op->name);
+                st = cxr_seterr(err, CXR_ERR_UNSUPPORTED,
+                                "cuda: '%s' reads an fc output; "
+                                "only the graph's result may come from an fc",
+                                op->name);
                 goto fail;
             }
         }
@@ -447,15 +471,18 @@ enum cxr_status cxr_nn_cuda_plan_build(struct cuda_ctx *c, struct cxr_nn_graph *
         case CXR_NN_OP_GAP: st = plan_simple(&B, i); break;
         case CXR_NN_OP_FC:
             if (vf32[op->in[0]] || g->values[op->in[0]].h != 1 || g->values[op->in[0]].w != 1)
-                st = cxr_seterr(err, CXR_ERR_UNSUPPORTED, "cuda: fc '%s' needs a C x 1 x 1 "
-                                        "activation", op->name);
+                st = cxr_seterr(err, CXR_ERR_UNSUPPORTED,
+                                "cuda: fc '%s' needs a C x 1 x 1 "
+                                "activation",
+                                op->name);
             else
                 st = plan_fc(&B, i);
             break;
         default:
-            st = cxr_seterr(err, CXR_ERR_UNSUPPORTED, "cuda: %s op '%s' is not supported "
-                                    "for inference (batch norm must follow a convolution)",
-                                    cxr_nn_op_kind_name(op->kind), op->name);
+            st = cxr_seterr(err, CXR_ERR_UNSUPPORTED,
+                            "cuda: %s op '%s' is not supported "
+                            "for inference (batch norm must follow a convolution)",
+                            cxr_nn_op_kind_name(op->kind), op->name);
         }
         if (st != CXR_OK)
             goto fail;
@@ -464,7 +491,7 @@ enum cxr_status cxr_nn_cuda_plan_build(struct cuda_ctx *c, struct cxr_nn_graph *
     const struct cxr_nn_value *y = &g->values[g->output];
     p->out_bytes = (size_t)batch * (size_t)y->c * (size_t)y->h * (size_t)y->w * sizeof(float);
     if (vf32[g->output]) {
-        p->out_buf = vbuf[g->output];   /* the fc wrote [n][O] f32: copy it out as is */
+        p->out_buf = vbuf[g->output]; /* the fc wrote [n][O] f32: copy it out as is */
     } else {
         p->out_buf = new_buf(p, p->out_bytes);
         s = p->out_buf >= 0 ? add_step(p, CS_OUTPUT, -1, vbuf[g->output], -1, p->out_buf) : NULL;
@@ -496,17 +523,19 @@ enum cxr_status cxr_nn_cuda_graph_plan(struct cxr_nn_backend *b, struct cxr_nn_g
     struct cuda_ctx *c = b->context;
     *plan = NULL;
     if (!g || !g->fused || batch < 1 || g->n_ops < 1)
-        return cxr_seterr(err, CXR_ERR_INVALID_ARG, "cuda: plan needs a fused graph and a "
-                                  "batch >= 1");
+        return cxr_seterr(err, CXR_ERR_INVALID_ARG,
+                          "cuda: plan needs a fused graph and a "
+                          "batch >= 1");
     struct cuda_plan *p = NULL;
     enum cxr_status st = CXR_OK;
     CXR_CUDA(cudaSetDevice(c->device), "plan");
     st = cxr_nn_cuda_plan_build(c, g, batch, &p, err);
     if (st == CXR_ERR_NOMEM && batch > 1) {
         /* measuring algorithms needs memory too: plan the batch as halves */
-        cxr_log(CXR_LOG_WARN, "nn", "cuda: out of memory planning batch %d (%s); running it as "
-                "batches of %d and %d", (int)batch, err ? err : "", (int)(batch / 2),
-                (int)(batch - batch / 2));
+        cxr_log(CXR_LOG_WARN, "nn",
+                "cuda: out of memory planning batch %d (%s); running it as "
+                "batches of %d and %d",
+                (int)batch, err ? err : "", (int)(batch / 2), (int)(batch - batch / 2));
         st = cxr_nn_cuda_plan_split(c, g, batch, &p, err);
     }
     if (st == CXR_OK)

@@ -11,10 +11,7 @@
 
 #define PRE_ALIGN 256
 
-static size_t align_up(size_t v)
-{
-    return (v + PRE_ALIGN - 1) & ~(size_t)(PRE_ALIGN - 1);
-}
+static size_t align_up(size_t v) { return (v + PRE_ALIGN - 1) & ~(size_t)(PRE_ALIGN - 1); }
 
 enum cxr_status cxr_nn_cuda_preprocess_u8(struct cxr_nn_backend *b,
                                           const struct cxr_nn_model_meta *meta,
@@ -29,10 +26,16 @@ enum cxr_status cxr_nn_cuda_preprocess_u8(struct cxr_nn_backend *b,
         return cxr_seterr(err, CXR_ERR_INVALID_ARG, "preprocess: bad image arguments");
     const int32_t H = meta->input_height, W = meta->input_width, C = meta->channels;
     if (H < 1 || H > 4096 || W < 1 || W > 4096 || (C != 1 && C != 3))
-        return cxr_seterr(err, CXR_ERR_INVALID_ARG, "preprocess: model input %dx%dx%d",
-                                  (int)C, (int)H, (int)W);
-    struct ck_preprocess pp = {.width = width, .height = height, .stride = stride, .H = H, .W = W,
-                               .C = C, .oh = H, .ow = W};
+        return cxr_seterr(err, CXR_ERR_INVALID_ARG, "preprocess: model input %dx%dx%d", (int)C,
+                          (int)H, (int)W);
+    struct ck_preprocess pp = {.width = width,
+                               .height = height,
+                               .stride = stride,
+                               .H = H,
+                               .W = W,
+                               .C = C,
+                               .oh = H,
+                               .ow = W};
     for (int32_t k = 0; k < C; k++) {
         if (!(meta->std[k] > 0.0f) || !isfinite(meta->std[k]) || !isfinite(meta->mean[k]))
             return cxr_seterr(err, CXR_ERR_INVALID_ARG, "preprocess: bad mean/std");
@@ -67,12 +70,14 @@ enum cxr_status cxr_nn_cuda_preprocess_u8(struct cxr_nn_backend *b,
     uint8_t *d_mask = mask ? d_px + align_up(px_bytes) : NULL;
     float *d_tmp = (float *)(d_px + align_up(px_bytes) + align_up(mask_bytes));
     float *d_out = (float *)((char *)d_tmp + align_up(tmp_bytes));
-    CXR_CUDA(cudaMemcpyAsync(d_px, pixels, px_bytes, cudaMemcpyHostToDevice, c->upload), "preprocess");
+    CXR_CUDA(cudaMemcpyAsync(d_px, pixels, px_bytes, cudaMemcpyHostToDevice, c->upload),
+             "preprocess");
     if (mask)
         CXR_CUDA(cudaMemcpyAsync(d_mask, mask, mask_bytes, cudaMemcpyHostToDevice, c->upload),
                  "preprocess");
     CXR_CUDA(ck_preprocess_u8(d_out, d_tmp, d_px, d_mask, &pp, c->upload), "preprocess");
-    CXR_CUDA(cudaMemcpyAsync(out, d_out, out_bytes, cudaMemcpyDeviceToHost, c->upload), "preprocess");
+    CXR_CUDA(cudaMemcpyAsync(out, d_out, out_bytes, cudaMemcpyDeviceToHost, c->upload),
+             "preprocess");
     CXR_CUDA(cudaStreamSynchronize(c->upload), "preprocess");
 fail:
     if (st != CXR_OK)

@@ -193,9 +193,10 @@ enum cxr_status cxr_nn_cuda_ensure_arena(struct cuda_ctx *c, struct cuda_graph *
     cg->size = 0;
     cg->generation++;
     if (c->arena_limit && need > c->arena_limit)
-        return cxr_seterr(err, CXR_ERR_NOMEM, "cuda: arena: %zu MiB needed, "
-                                  "CXR_CUDA_ARENA_LIMIT_MB allows %zu", need >> 20,
-                                  c->arena_limit >> 20);
+        return cxr_seterr(err, CXR_ERR_NOMEM,
+                          "cuda: arena: %zu MiB needed, "
+                          "CXR_CUDA_ARENA_LIMIT_MB allows %zu",
+                          need >> 20, c->arena_limit >> 20);
     CXR_CUDA(cudaMalloc(&cg->arena, need), "arena");
     cg->size = need;
 fail:
@@ -251,13 +252,14 @@ fail:
     return st;
 }
 
-enum cxr_status cxr_nn_cuda_download(struct cuda_graph *cg, void *host, const void *dev, size_t bytes,
-                                     char *err)
+enum cxr_status cxr_nn_cuda_download(struct cuda_graph *cg, void *host, const void *dev,
+                                     size_t bytes, char *err)
 {
     enum cxr_status st = CXR_OK;
     bool staged = !is_pinned(host) && ensure_pinned(&cg->pin_out, &cg->pin_out_size, bytes);
     CXR_CUDA(cudaMemcpyAsync(staged ? cg->pin_out : host, dev, bytes, cudaMemcpyDeviceToHost,
-                             cg->stream), "output");
+                             cg->stream),
+             "output");
     CXR_CUDA(cudaStreamSynchronize(cg->stream), "output");
     if (staged)
         memcpy(host, cg->pin_out, bytes);
@@ -290,8 +292,10 @@ static enum cxr_status run_conv(struct cuda_plan *p, struct cuda_step *s, bool c
             s->cv.tried = true;
             s->cv.fused = r == CUDNN_STATUS_SUCCESS;
             if (r == CUDNN_STATUS_NOT_SUPPORTED || r == CUDNN_STATUS_BAD_PARAM) {
-                cxr_log(CXR_LOG_DEBUG, "nn", "cuda: %s: fused conv+bias+act not supported (%s); "
-                        "conv then epilogue", where, cudnnGetErrorString(r));
+                cxr_log(CXR_LOG_DEBUG, "nn",
+                        "cuda: %s: fused conv+bias+act not supported (%s); "
+                        "conv then epilogue",
+                        where, cudnnGetErrorString(r));
                 char clear[256];
                 cudnnGetLastErrorString(clear, sizeof clear);
             } else {
@@ -304,9 +308,11 @@ static enum cxr_status run_conv(struct cuda_plan *p, struct cuda_step *s, bool c
             return CXR_OK;
     }
     CXR_CUDNN(cudnnConvolutionForward(cg->dnn, &one, s->cv.x, x, s->cv.w, s->cv.wdev, s->cv.conv,
-                                      s->cv.algo, ws, s->cv.workspace, &zero, s->cv.y, y), where);
+                                      s->cv.algo, ws, s->cv.workspace, &zero, s->cv.y, y),
+              where);
     CXR_CUDA(ck_bias_act(y, s->cv.bdev, z, p->ctx->act, (size_t)s->n * s->oh * s->ow, s->oc,
-                         s->relu, cg->stream), where);
+                         s->relu, cg->stream),
+             where);
 fail:
     return st;
 }
@@ -319,8 +325,9 @@ enum cxr_status cxr_nn_cuda_run_steps(struct cuda_plan *p, bool capturing, char 
     cudaStream_t stream = cg->stream;
     for (int32_t i = 0; i < p->n_steps; i++) {
         struct cuda_step *s = &p->steps[i];
-        const char *where = s->op >= 0 ? p->g->ops[s->op].name : s->kind == CS_INPUT ? "input"
-                                                                                      : "output";
+        const char *where = s->op >= 0            ? p->g->ops[s->op].name
+                            : s->kind == CS_INPUT ? "input"
+                                                  : "output";
         void *x = cuda_buf_ptr(p, s->x), *y = cuda_buf_ptr(p, s->y);
         size_t count = (size_t)s->n * s->oh * s->ow * s->oc;
         switch (s->kind) {
@@ -335,18 +342,15 @@ enum cxr_status cxr_nn_cuda_run_steps(struct cuda_plan *p, bool capturing, char 
                 goto fail;
             break;
         case CS_MAXPOOL:
-            CXR_CUDA(ck_maxpool(y, x, dt, s->n, s->h, s->w, s->c, s->oh, s->ow, s->kernel, s->stride,
-                                s->pad, stream), where);
+            CXR_CUDA(ck_maxpool(y, x, dt, s->n, s->h, s->w, s->c, s->oh, s->ow, s->kernel,
+                                s->stride, s->pad, stream),
+                     where);
             break;
         case CS_ADD:
             CXR_CUDA(ck_add(y, x, cuda_buf_ptr(p, s->z), dt, count, s->relu, stream), where);
             break;
-        case CS_RELU:
-            CXR_CUDA(ck_relu(y, x, dt, count, stream), where);
-            break;
-        case CS_GAP:
-            CXR_CUDA(ck_gap(y, x, dt, s->n, s->h * s->w, s->c, stream), where);
-            break;
+        case CS_RELU: CXR_CUDA(ck_relu(y, x, dt, count, stream), where); break;
+        case CS_GAP: CXR_CUDA(ck_gap(y, x, dt, s->n, s->h * s->w, s->c, stream), where); break;
         case CS_FC: {
             const float one = 1.0f;
             CXR_CUDA(ck_bias_rows(y, s->fc_b, s->n, s->oc, stream), where);
@@ -374,7 +378,8 @@ static void capture(struct cuda_plan *p)
         p->exec = NULL;
     }
     cudaError_t e = cudaStreamBeginCapture(cg->stream, cudaStreamCaptureModeThreadLocal);
-    enum cxr_status st = e == cudaSuccess ? cxr_nn_cuda_run_steps(p, true, err) : CXR_ERR_NN_BACKEND;
+    enum cxr_status st =
+        e == cudaSuccess ? cxr_nn_cuda_run_steps(p, true, err) : CXR_ERR_NN_BACKEND;
     if (e == cudaSuccess) {
         cudaError_t e2 = cudaStreamEndCapture(cg->stream, &graph);
         if (e2 != cudaSuccess)
@@ -425,9 +430,11 @@ static enum cxr_status compute(struct cuda_plan *p, const float *input, float *o
     struct cuda_graph *cg = p->cg;
     st = ensure_arena(p, err);
     if (st == CXR_ERR_NOMEM && p->batch > 1) {
-        cxr_log(CXR_LOG_WARN, "nn", "cuda: out of GPU memory for batch %d (%zu MiB of "
-                "activations and workspace); running it as batches of %d and %d", (int)p->batch,
-                p->arena_need >> 20, (int)(p->batch / 2), (int)(p->batch - p->batch / 2));
+        cxr_log(CXR_LOG_WARN, "nn",
+                "cuda: out of GPU memory for batch %d (%zu MiB of "
+                "activations and workspace); running it as batches of %d and %d",
+                (int)p->batch, p->arena_need >> 20, (int)(p->batch / 2),
+                (int)(p->batch - p->batch / 2));
         if ((st = split_in_place(p, err)) != CXR_OK)
             return st;
         return compute(p, input, output, err);
@@ -466,7 +473,8 @@ static enum cxr_status time_runs(struct cuda_plan *p, int32_t iters, char *err)
     enum cxr_status st = CXR_OK;
     if (p->lo) {
         for (int32_t i = 0; i < iters; i++)
-            if ((st = time_runs(p->lo, 1, err)) != CXR_OK || (st = time_runs(p->hi, 1, err)) != CXR_OK)
+            if ((st = time_runs(p->lo, 1, err)) != CXR_OK ||
+                (st = time_runs(p->hi, 1, err)) != CXR_OK)
                 return st;
         return CXR_OK;
     }

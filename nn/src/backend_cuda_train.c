@@ -21,17 +21,18 @@
 struct tbuilder {
     struct cuda_tplan *p;
     struct cxr_nn_graph *g;
-    int32_t *vbuf;                /* value -> activation buffer */
-    int32_t *gbuf;                /* value -> gradient buffer */
-    bool *need;                   /* value needs a gradient */
-    int32_t L;                    /* ops */
+    int32_t *vbuf; /* value -> activation buffer */
+    int32_t *gbuf; /* value -> gradient buffer */
+    bool *need;    /* value needs a gradient */
+    int32_t L;     /* ops */
     char *err;
 };
 
 static enum cxr_status toom(char *err)
 {
-    return cxr_seterr(err, CXR_ERR_NOMEM, "cuda: out of host memory while planning "
-                              "training");
+    return cxr_seterr(err, CXR_ERR_NOMEM,
+                      "cuda: out of host memory while planning "
+                      "training");
 }
 
 static int32_t tbuf(struct cuda_tplan *p, size_t size)
@@ -65,10 +66,7 @@ static int32_t t_fwd(const struct tbuilder *B, int32_t i)
     return i + 1; /* time 0 is the input conversion */
 }
 
-static int32_t t_bwd(const struct tbuilder *B, int32_t i)
-{
-    return 2 * B->L + 1 - i;
-}
+static int32_t t_bwd(const struct tbuilder *B, int32_t i) { return 2 * B->L + 1 - i; }
 
 /* An activation buffer for value v: NHWC padded, the backend's type. */
 static int32_t act_buf(struct tbuilder *B, int32_t v)
@@ -123,14 +121,18 @@ static enum cxr_status plan_forward(struct tbuilder *B, int32_t i)
     for (int32_t k = 0; k < op->n_params; k++)
         if (op->param[k] >= 0 && !param_storage(g, op->param[k]))
             return cxr_seterr(err, CXR_ERR_INTERNAL, "cuda: '%s' has no storage",
-                                      g->params[op->param[k]].t.name);
+                              g->params[op->param[k]].t.name);
     if (op->kind == CXR_NN_OP_FC) {
         if (op->out != g->output)
-            return cxr_seterr(err, CXR_ERR_UNSUPPORTED, "cuda: fc '%s' must give the "
-                                      "graph's result (the logits)", op->name);
+            return cxr_seterr(err, CXR_ERR_UNSUPPORTED,
+                              "cuda: fc '%s' must give the "
+                              "graph's result (the logits)",
+                              op->name);
         if (x->h != 1 || x->w != 1)
-            return cxr_seterr(err, CXR_ERR_UNSUPPORTED, "cuda: fc '%s' needs a C x 1 x 1 "
-                                      "input", op->name);
+            return cxr_seterr(err, CXR_ERR_UNSUPPORTED,
+                              "cuda: fc '%s' needs a C x 1 x 1 "
+                              "input",
+                              op->name);
         s->y = tbuf(p, (size_t)p->batch * (size_t)y->c * sizeof(float));
         s->x32 = tbuf(p, (size_t)p->batch * (size_t)s->cp * sizeof(float));
         if (s->y < 0 || s->x32 < 0)
@@ -139,8 +141,8 @@ static enum cxr_status plan_forward(struct tbuilder *B, int32_t i)
         void *w = NULL;
         if ((st = cxr_nn_cuda_weights(p->ctx, &g->params[s->pw].t, CW_FC, p->ctx->act, &w, err)) !=
                 CXR_OK ||
-            (st = cxr_nn_cuda_weights(p->ctx, &g->params[s->pw].t, CW_FC, CK_F32, &s->fc_w32, err)) !=
-                CXR_OK)
+            (st = cxr_nn_cuda_weights(p->ctx, &g->params[s->pw].t, CW_FC, CK_F32, &s->fc_w32,
+                                      err)) != CXR_OK)
             return st;
         s->cv.wdev = w;
     } else {
@@ -157,10 +159,16 @@ static enum cxr_status plan_forward(struct tbuilder *B, int32_t i)
     }
     if (op->kind == CXR_NN_OP_CONV) {
         if (op->kernel_h != op->kernel_w)
-            return cxr_seterr(err, CXR_ERR_UNSUPPORTED, "cuda: %s: non-square kernel",
-                                      op->name);
-        struct cuda_conv_geo geo = {.n = s->n, .c = s->cp, .h = s->h, .w = s->w, .oc = s->ocp,
-                                    .oh = s->oh, .ow = s->ow, .k = s->k, .stride = s->s,
+            return cxr_seterr(err, CXR_ERR_UNSUPPORTED, "cuda: %s: non-square kernel", op->name);
+        struct cuda_conv_geo geo = {.n = s->n,
+                                    .c = s->cp,
+                                    .h = s->h,
+                                    .w = s->w,
+                                    .oc = s->ocp,
+                                    .oh = s->oh,
+                                    .ow = s->ow,
+                                    .k = s->k,
+                                    .stride = s->s,
                                     .pad = s->pad};
         struct cuda_algo a;
         if ((st = cxr_nn_cuda_conv_setup(p->ctx, &s->cv, &geo, false, op->name, err)) != CXR_OK ||
@@ -213,8 +221,10 @@ static enum cxr_status plan_backward(struct tbuilder *B, int32_t i)
         return CXR_OK;
     s->dy = B->gbuf[op->out];
     if (s->dy < 0)
-        return cxr_seterr(err, CXR_ERR_INTERNAL, "cuda: '%s': no gradient reaches its "
-                                  "output", op->name);
+        return cxr_seterr(err, CXR_ERR_INTERNAL,
+                          "cuda: '%s': no gradient reaches its "
+                          "output",
+                          op->name);
     ttouch(p, s->dy, t);
     bool need_x = B->need[op->in[0]];
     if (need_x)
@@ -223,8 +233,15 @@ static enum cxr_status plan_backward(struct tbuilder *B, int32_t i)
         s->dx2 = grad_for(B, op->in[1], t, &s->acc_dx2);
     switch (op->kind) {
     case CXR_NN_OP_CONV: {
-        struct cuda_conv_geo geo = {.n = s->n, .c = s->cp, .h = s->h, .w = s->w, .oc = s->ocp,
-                                    .oh = s->oh, .ow = s->ow, .k = s->k, .stride = s->s,
+        struct cuda_conv_geo geo = {.n = s->n,
+                                    .c = s->cp,
+                                    .h = s->h,
+                                    .w = s->w,
+                                    .oc = s->ocp,
+                                    .oh = s->oh,
+                                    .ow = s->ow,
+                                    .k = s->k,
+                                    .stride = s->s,
                                     .pad = s->pad};
         struct cuda_algo a;
         if (trainable(g, s->pw)) {
@@ -263,12 +280,8 @@ static enum cxr_status plan_backward(struct tbuilder *B, int32_t i)
         ttouch(p, s->x, t);
         ttouch(p, s->stats, t);
         break;
-    case CXR_NN_OP_RELU:
-        ttouch(p, s->y, t);
-        break;
-    case CXR_NN_OP_MAXPOOL:
-        ttouch(p, s->x, t);
-        break;
+    case CXR_NN_OP_RELU: ttouch(p, s->y, t); break;
+    case CXR_NN_OP_MAXPOOL: ttouch(p, s->x, t); break;
     case CXR_NN_OP_FC:
         ttouch(p, s->x32, t);
         if (need_x && (s->dx32 = tbuf(p, (size_t)p->batch * (size_t)s->cp * sizeof(float))) < 0)
@@ -279,11 +292,10 @@ static enum cxr_status plan_backward(struct tbuilder *B, int32_t i)
         ttouch(p, s->dtmp, t);
         break;
     case CXR_NN_OP_ADD:
-    case CXR_NN_OP_GAP:
-        break;
+    case CXR_NN_OP_GAP: break;
     default:
         return cxr_seterr(err, CXR_ERR_UNSUPPORTED, "cuda: no backward for %s op '%s'",
-                                  cxr_nn_op_kind_name(op->kind), op->name);
+                          cxr_nn_op_kind_name(op->kind), op->name);
     }
     return CXR_OK;
 }
@@ -309,12 +321,14 @@ enum cxr_status cxr_nn_cuda_train_plan(struct cxr_nn_backend *b, struct cxr_nn_g
     enum cxr_status st = CXR_OK;
     *plan = NULL;
     if (!g || g->fused || !opt || opt->batch < 1 || g->n_ops < 1)
-        return cxr_seterr(err, CXR_ERR_INVALID_ARG, "cuda: train_plan needs an unfused "
-                                  "graph and a batch >= 1");
+        return cxr_seterr(err, CXR_ERR_INVALID_ARG,
+                          "cuda: train_plan needs an unfused "
+                          "graph and a batch >= 1");
     if (g->output < 0 || g->values[g->output].producer < 0 ||
         g->ops[g->values[g->output].producer].kind != CXR_NN_OP_FC)
-        return cxr_seterr(err, CXR_ERR_UNSUPPORTED, "cuda: training needs a graph that "
-                                  "ends in an fc (the logits)");
+        return cxr_seterr(err, CXR_ERR_UNSUPPORTED,
+                          "cuda: training needs a graph that "
+                          "ends in an fc (the logits)");
     cudaError_t e = cudaSetDevice(c->device);
     if (e != cudaSuccess)
         return cxr_nn_cuda_fail(err, e, "train plan", "cudaSetDevice");
@@ -359,8 +373,10 @@ enum cxr_status cxr_nn_cuda_train_plan(struct cxr_nn_backend *b, struct cxr_nn_g
         }
         for (int32_t k = 0; k < g->ops[i].n_in; k++)
             if (B.vbuf[g->ops[i].in[k]] < 0) {
-                st = cxr_seterr(err, CXR_ERR_INTERNAL, "cuda: '%s' reads a value not "
-                                        "computed yet", g->ops[i].name);
+                st = cxr_seterr(err, CXR_ERR_INTERNAL,
+                                "cuda: '%s' reads a value not "
+                                "computed yet",
+                                g->ops[i].name);
                 goto fail;
             }
         if ((st = plan_forward(&B, i)) != CXR_OK)

@@ -59,9 +59,10 @@ static enum cxr_status forward_step(struct cuda_tplan *p, struct tstep *s, char 
     switch (s->kind) {
     case CXR_NN_OP_CONV:
         CXR_CUDNN(cudnnSetConvolutionMathType(s->cv.conv, (cudnnMathType_t)s->fwd_math), where);
-        CXR_CUDNN(cudnnConvolutionForward(cg->dnn, &one, s->cv.x, x, s->cv.w, s->cv.wdev, s->cv.conv,
-                                          s->cv.algo, (char *)cg->arena + p->ws_off,
-                                          s->cv.workspace, &zero, s->cv.y, y), where);
+        CXR_CUDNN(cudnnConvolutionForward(cg->dnn, &one, s->cv.x, x, s->cv.w, s->cv.wdev,
+                                          s->cv.conv, s->cv.algo, (char *)cg->arena + p->ws_off,
+                                          s->cv.workspace, &zero, s->cv.y, y),
+                  where);
         if (s->cv.bdev)
             CXR_CUDA(ck_bias_act(y, s->cv.bdev, NULL, dt, rows_out, s->ocp, 0, stream), where);
         break;
@@ -69,26 +70,25 @@ static enum cxr_status forward_step(struct cuda_tplan *p, struct tstep *s, char 
         void *stats = bp(p, s->stats);
         CXR_CUDA(ck_bn_stats(stats, x, dt, rows_in, s->c, s->cp, s->eps, master(g, s->pw),
                              master(g, s->pb), master(g, s->pmean), master(g, s->pvar),
-                             p->bn_frozen, stream), where);
+                             p->bn_frozen, stream),
+                 where);
         CXR_CUDA(ck_bn_apply(y, x, dt, stats, rows_in, s->cp, stream), where);
         if (!p->bn_frozen)
             CXR_CUDA(ck_bn_running(master(g, s->pmean), master(g, s->pvar), stats, p->bn_momentum,
-                                   rows_in, s->c, s->cp, stream), where);
+                                   rows_in, s->c, s->cp, stream),
+                     where);
         break;
     }
-    case CXR_NN_OP_RELU:
-        CXR_CUDA(ck_relu(y, x, dt, rows_out * s->ocp, stream), where);
-        break;
+    case CXR_NN_OP_RELU: CXR_CUDA(ck_relu(y, x, dt, rows_out * s->ocp, stream), where); break;
     case CXR_NN_OP_MAXPOOL:
-        CXR_CUDA(ck_maxpool(y, x, dt, s->n, s->h, s->w, s->cp, s->oh, s->ow, s->k, s->s, s->pad,
-                            stream), where);
+        CXR_CUDA(
+            ck_maxpool(y, x, dt, s->n, s->h, s->w, s->cp, s->oh, s->ow, s->k, s->s, s->pad, stream),
+            where);
         break;
     case CXR_NN_OP_ADD:
         CXR_CUDA(ck_add(y, x, bp(p, s->x2), dt, rows_out * s->ocp, 0, stream), where);
         break;
-    case CXR_NN_OP_GAP:
-        CXR_CUDA(ck_gap(y, x, dt, s->n, s->h * s->w, s->cp, stream), where);
-        break;
+    case CXR_NN_OP_GAP: CXR_CUDA(ck_gap(y, x, dt, s->n, s->h * s->w, s->cp, stream), where); break;
     case CXR_NN_OP_FC:
         CXR_CUDA(ck_to_f32(bp(p, s->x32), x, dt, (size_t)s->n * s->cp, stream), where);
         CXR_CUDA(ck_bias_rows(y, master(g, s->pb), s->n, s->oc, stream), where);
@@ -99,7 +99,7 @@ static enum cxr_status forward_step(struct cuda_tplan *p, struct tstep *s, char 
         break;
     default:
         return cxr_seterr(err, CXR_ERR_UNSUPPORTED, "cuda: %s op '%s' cannot train",
-                                  cxr_nn_op_kind_name(s->kind), where);
+                          cxr_nn_op_kind_name(s->kind), where);
     }
 fail:
     return st;
@@ -126,26 +126,31 @@ static enum cxr_status backward_step(struct cuda_tplan *p, struct tstep *s, floa
             CXR_CUDNN(cudnnSetConvolutionMathType(s->cv.conv, (cudnnMathType_t)s->bf_math), where);
             CXR_CUDNN(cudnnConvolutionBackwardFilter(cg->dnn, &one, s->cv.x, x, s->cv.y, dy,
                                                      s->cv.conv, s->bf_algo, ws, s->bf_ws, &zero,
-                                                     s->cv.w, bp(p, s->dw)), where);
-            CXR_CUDA(ck_conv_grad(gw, bp(p, s->dw), dt, s->oc, s->c, s->cp, s->k, s->k, unscale,
-                                  stream), where);
+                                                     s->cv.w, bp(p, s->dw)),
+                      where);
+            CXR_CUDA(
+                ck_conv_grad(gw, bp(p, s->dw), dt, s->oc, s->c, s->cp, s->k, s->k, unscale, stream),
+                where);
         }
         if (gb)
-            CXR_CUDA(ck_colsum(gb, bp(p, s->dtmp), dy, dt, rows_out, s->oc, s->ocp, unscale, stream),
-                     where);
+            CXR_CUDA(
+                ck_colsum(gb, bp(p, s->dtmp), dy, dt, rows_out, s->oc, s->ocp, unscale, stream),
+                where);
         if (dx) {
             const float beta = s->acc_dx ? 1.0f : 0.0f;
             CXR_CUDNN(cudnnSetConvolutionMathType(s->cv.conv, (cudnnMathType_t)s->bd_math), where);
             CXR_CUDNN(cudnnConvolutionBackwardData(cg->dnn, &one, s->cv.w, s->cv.wdev, s->cv.y, dy,
                                                    s->cv.conv, s->bd_algo, ws, s->bd_ws, &beta,
-                                                   s->cv.x, dx), where);
+                                                   s->cv.x, dx),
+                      where);
         }
         break;
     }
     case CXR_NN_OP_BN:
         CXR_CUDA(ck_bn_back(dx, grad_master(g, s->pw), grad_master(g, s->pb), dy, x, dt,
                             bp(p, s->stats), master(g, s->pw), rows_in, s->c, s->cp, p->bn_frozen,
-                            unscale, s->acc_dx, stream), where);
+                            unscale, s->acc_dx, stream),
+                 where);
         break;
     case CXR_NN_OP_RELU:
         if (dx)
@@ -154,7 +159,8 @@ static enum cxr_status backward_step(struct cuda_tplan *p, struct tstep *s, floa
     case CXR_NN_OP_MAXPOOL:
         if (dx)
             CXR_CUDA(ck_maxpool_back(dx, dy, x, dt, s->n, s->h, s->w, s->cp, s->oh, s->ow, s->k,
-                                     s->s, s->pad, s->acc_dx, stream), where);
+                                     s->s, s->pad, s->acc_dx, stream),
+                     where);
         break;
     case CXR_NN_OP_ADD:
         if (dx)
@@ -172,20 +178,22 @@ static enum cxr_status backward_step(struct cuda_tplan *p, struct tstep *s, floa
         float *gw = grad_master(g, s->pw), *gb = grad_master(g, s->pb);
         if (gw)
             CXR_CUBLAS(cublasSgemm(cg->blas, CUBLAS_OP_N, CUBLAS_OP_T, s->c, s->oc, s->n, &unscale,
-                                   bp(p, s->x32), s->cp, dy, s->oc, &zero, gw, s->c), where);
+                                   bp(p, s->x32), s->cp, dy, s->oc, &zero, gw, s->c),
+                       where);
         if (gb)
             CXR_CUDA(ck_colsum(gb, bp(p, s->dtmp), dy, CK_F32, (size_t)s->n, s->oc, s->oc, unscale,
-                               stream), where);
+                               stream),
+                     where);
         if (dx) {
             float *dx32 = bp(p, s->dx32);
             CXR_CUBLAS(cublasSgemm(cg->blas, CUBLAS_OP_N, CUBLAS_OP_N, s->cp, s->n, s->oc, &one,
-                                   s->fc_w32, s->cp, dy, s->oc, &zero, dx32, s->cp), where);
+                                   s->fc_w32, s->cp, dy, s->oc, &zero, dx32, s->cp),
+                       where);
             CXR_CUDA(ck_from_f32(dx, dx32, dt, (size_t)s->n * s->cp, s->acc_dx, stream), where);
         }
         break;
     }
-    default:
-        return cxr_seterr(err, CXR_ERR_UNSUPPORTED, "cuda: no backward for '%s'", where);
+    default: return cxr_seterr(err, CXR_ERR_UNSUPPORTED, "cuda: no backward for '%s'", where);
     }
 fail:
     return st;
@@ -197,27 +205,31 @@ enum cxr_status cxr_nn_cuda_train_forward(struct cxr_nn_backend *b, void *plan, 
     struct cuda_tplan *p = plan;
     enum cxr_status st = CXR_OK;
     if (!p || !input || !logits)
-        return cxr_seterr(err, CXR_ERR_INVALID_ARG, "cuda: train_forward without plan or "
-                                  "buffers");
+        return cxr_seterr(err, CXR_ERR_INVALID_ARG,
+                          "cuda: train_forward without plan or "
+                          "buffers");
     struct cuda_graph *cg = p->cg;
     p->forwarded = false;
     CXR_CUDA(cudaSetDevice(p->ctx->device), "train");
     if ((st = cxr_nn_cuda_ensure_arena(p->ctx, cg, p->arena_need, err)) != CXR_OK) {
         if (st == CXR_ERR_NOMEM)
-            cxr_seterr(err, st, "cuda: training batch %d needs %zu MiB of GPU memory for "
-                               "activations and gradients: use a smaller batch", (int)p->batch,
-                               p->arena_need >> 20);
+            cxr_seterr(err, st,
+                       "cuda: training batch %d needs %zu MiB of GPU memory for "
+                       "activations and gradients: use a smaller batch",
+                       (int)p->batch, p->arena_need >> 20);
         return st;
     }
     const struct cxr_nn_value *in = &p->g->values[p->g->input];
     if ((st = cxr_nn_cuda_upload(cg, bp(p, p->in_buf), input, p->in_bytes, err)) != CXR_OK)
         goto fail;
     CXR_CUDA(ck_nchw_to_nhwc(bp(p, p->in_act), p->ctx->act, bp(p, p->in_buf), p->batch, in->c,
-                             cuda_pad8(in->c), in->h * in->w, cg->stream), "input");
+                             cuda_pad8(in->c), in->h * in->w, cg->stream),
+             "input");
     for (int32_t i = 0; i < p->n_steps; i++)
         if ((st = forward_step(p, &p->steps[i], err)) != CXR_OK)
             goto fail;
-    if ((st = cxr_nn_cuda_download(cg, logits, bp(p, p->logits_buf), p->logits_bytes, err)) != CXR_OK)
+    if ((st = cxr_nn_cuda_download(cg, logits, bp(p, p->logits_buf), p->logits_bytes, err)) !=
+        CXR_OK)
         goto fail;
     p->forwarded = true;
     return CXR_OK;
@@ -255,11 +267,13 @@ enum cxr_status cxr_nn_cuda_train_backward(struct cxr_nn_backend *b, void *plan,
     struct cuda_tplan *p = plan;
     enum cxr_status st = CXR_OK;
     if (!p || !dlogits)
-        return cxr_seterr(err, CXR_ERR_INVALID_ARG, "cuda: train_backward without plan or "
-                                  "gradient");
+        return cxr_seterr(err, CXR_ERR_INVALID_ARG,
+                          "cuda: train_backward without plan or "
+                          "gradient");
     if (!p->forwarded)
-        return cxr_seterr(err, CXR_ERR_INVALID_ARG, "cuda: train_backward without a "
-                                  "train_forward of this plan");
+        return cxr_seterr(err, CXR_ERR_INVALID_ARG,
+                          "cuda: train_backward without a "
+                          "train_forward of this plan");
     struct cuda_graph *cg = p->cg;
     CXR_CUDA(cudaSetDevice(p->ctx->device), "train");
     /* gradients of trainable parameters that no op reaches stay zero */
@@ -267,8 +281,10 @@ enum cxr_status cxr_nn_cuda_train_backward(struct cxr_nn_backend *b, void *plan,
         const struct cxr_nn_param *prm = &p->g->params[i];
         const struct cuda_tensor *ct = prm->trainable ? prm->grad.extra : NULL;
         if (prm->trainable && !ct)
-            return cxr_seterr(err, CXR_ERR_INVALID_ARG, "cuda: '%s' trains but its "
-                                      "gradient has no storage", prm->t.name);
+            return cxr_seterr(err, CXR_ERR_INVALID_ARG,
+                              "cuda: '%s' trains but its "
+                              "gradient has no storage",
+                              prm->t.name);
         if (ct)
             CXR_CUDA(cudaMemsetAsync(ct->dev, 0, ct->nbytes, cg->stream), "gradients");
     }
@@ -278,8 +294,9 @@ enum cxr_status cxr_nn_cuda_train_backward(struct cxr_nn_backend *b, void *plan,
             CXR_OK)
             goto fail;
         if (scale != 1.0f)
-            CXR_CUDA(ck_scale(bp(p, p->dlogits_buf), scale, p->logits_bytes / sizeof(float),
-                              cg->stream), "loss scale");
+            CXR_CUDA(
+                ck_scale(bp(p, p->dlogits_buf), scale, p->logits_bytes / sizeof(float), cg->stream),
+                "loss scale");
         for (int32_t i = p->n_steps - 1; i >= 0; i--)
             if (p->steps[i].backward && (st = backward_step(p, &p->steps[i], scale, err)) != CXR_OK)
                 goto fail;
@@ -320,8 +337,9 @@ enum cxr_status cxr_nn_cuda_tensor_sumsq(struct cxr_nn_backend *b, const struct 
     const struct cuda_tensor *ct = t ? t->extra : NULL;
     enum cxr_status st = CXR_OK;
     if (!ct || !out)
-        return cxr_seterr(err, CXR_ERR_INVALID_ARG, "cuda: tensor_sumsq of a tensor "
-                                  "without storage");
+        return cxr_seterr(err, CXR_ERR_INVALID_ARG,
+                          "cuda: tensor_sumsq of a tensor "
+                          "without storage");
     *out = 0;
     pthread_mutex_lock(&c->lock);
     CXR_CUDA(cudaSetDevice(c->device), t->name);
@@ -329,7 +347,8 @@ enum cxr_status cxr_nn_cuda_tensor_sumsq(struct cxr_nn_backend *b, const struct 
         CXR_CUDA(cudaMalloc((void **)&c->dsum, sizeof *c->dsum), t->name);
     CXR_CUDA(cudaMemsetAsync(c->dsum, 0, sizeof *c->dsum, c->upload), t->name);
     CXR_CUDA(ck_sumsq(c->dsum, ct->dev, ct->nbytes / sizeof(float), c->upload), t->name);
-    CXR_CUDA(cudaMemcpyAsync(out, c->dsum, sizeof *out, cudaMemcpyDeviceToHost, c->upload), t->name);
+    CXR_CUDA(cudaMemcpyAsync(out, c->dsum, sizeof *out, cudaMemcpyDeviceToHost, c->upload),
+             t->name);
     CXR_CUDA(cudaStreamSynchronize(c->upload), t->name);
 fail:
     pthread_mutex_unlock(&c->lock);
@@ -349,15 +368,18 @@ enum cxr_status cxr_nn_cuda_optim_step(struct cxr_nn_backend *b, struct cxr_nn_t
     bool adam = h && h->kind == CXR_NN_OPTIM_ADAMW;
     if (!p || !gt || !h || gt->nbytes != p->nbytes || (adam && (!s0 || !s1)) ||
         (s0 && s0->nbytes != p->nbytes) || (s1 && s1->nbytes != p->nbytes))
-        return cxr_seterr(err, CXR_ERR_INVALID_ARG, "cuda: optim_step: tensors missing or "
-                                  "of different sizes");
+        return cxr_seterr(err, CXR_ERR_INVALID_ARG,
+                          "cuda: optim_step: tensors missing or "
+                          "of different sizes");
     if (!adam && h->momentum != 0.0 && !s0)
-        return cxr_seterr(err, CXR_ERR_INVALID_ARG, "cuda: SGD with momentum needs a "
-                                  "state tensor");
+        return cxr_seterr(err, CXR_ERR_INVALID_ARG,
+                          "cuda: SGD with momentum needs a "
+                          "state tensor");
     /* the same float arithmetic as cxr_nn_optim_apply (optim.c) */
     struct ck_optim_args a = {.adamw = adam, .scale = (float)h->grad_scale};
     if (adam) {
-        double bc1 = 1.0 - pow(h->beta1, (double)h->step), bc2 = 1.0 - pow(h->beta2, (double)h->step);
+        double bc1 = 1.0 - pow(h->beta1, (double)h->step),
+               bc2 = 1.0 - pow(h->beta2, (double)h->step);
         a.decay = (float)(1.0 - h->lr * h->weight_decay);
         a.b1 = (float)h->beta1;
         a.b2 = (float)h->beta2;
@@ -376,7 +398,8 @@ enum cxr_status cxr_nn_cuda_optim_step(struct cxr_nn_backend *b, struct cxr_nn_t
     pthread_mutex_lock(&c->lock);
     CXR_CUDA(cudaSetDevice(c->device), param->name);
     CXR_CUDA(ck_optim(p->dev, gt->dev, s0 ? s0->dev : NULL, s1 ? s1->dev : NULL,
-                      p->nbytes / sizeof(float), &a, c->upload), param->name);
+                      p->nbytes / sizeof(float), &a, c->upload),
+             param->name);
     CXR_CUDA(cxr_nn_cuda_refresh(c, param), param->name);
     CXR_CUDA(cudaStreamSynchronize(c->upload), param->name);
 fail:

@@ -33,7 +33,7 @@ enum cxr_status cxr_nn_equalize_u8(const uint8_t *pixels, int32_t width, int32_t
     n = run;
     uint8_t lut[256];
     for (int v = 0; v < 256; v++) {
-        if (n == m)  /* constant (or empty) image: unchanged */
+        if (n == m) /* constant (or empty) image: unchanged */
             lut[v] = (uint8_t)v;
         else {
             double t = cdf[v] < m ? 0.0 : 255.0 * (double)(cdf[v] - m) / (double)(n - m);

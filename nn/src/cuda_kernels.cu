@@ -6,7 +6,8 @@
 
 #include "cuda_kernels_common.cuh"
 
-namespace {
+namespace
+{
 
 // ---------------------------------------------------------------- conversion
 
@@ -60,8 +61,8 @@ __global__ void k_conv_weight(void *dst_, const float *src, int32_t o, int32_t o
     }
 }
 
-template <typename T> __global__ void k_matrix(void *dst_, const float *src, int32_t rows, int32_t cols,
-                                               int32_t cp)
+template <typename T>
+__global__ void k_matrix(void *dst_, const float *src, int32_t rows, int32_t cols, int32_t cp)
 {
     T *dst = static_cast<T *>(dst_);
     size_t total = (size_t)rows * cp;
@@ -158,7 +159,8 @@ template <typename T> __global__ void k_relu(void *y_, const void *x_, size_t ve
 }
 
 template <typename T>
-__global__ void k_bias_act(void *y_, const void *bias_, const void *z_, size_t vecs, int32_t cp, int relu)
+__global__ void k_bias_act(void *y_, const void *bias_, const void *z_, size_t vecs, int32_t cp,
+                           int relu)
 {
     T *y = static_cast<T *>(y_);
     const T *bias = static_cast<const T *>(bias_);
@@ -184,7 +186,8 @@ __global__ void k_bias_act(void *y_, const void *bias_, const void *z_, size_t v
 
 // One thread per (image, channel): threads of a block run along channels,
 // so each step of the loop reads consecutive addresses.
-template <typename T> __global__ void k_gap(void *y_, const void *x_, int32_t n, int32_t hw, int32_t cp)
+template <typename T>
+__global__ void k_gap(void *y_, const void *x_, int32_t n, int32_t hw, int32_t cp)
 {
     T *y = static_cast<T *>(y_);
     const T *x = static_cast<const T *>(x_);
@@ -412,8 +415,8 @@ extern "C" cudaError_t ck_preprocess_u8(float *out, float *tmp, const uint8_t *p
                                         const uint8_t *mask, const struct ck_preprocess *pp,
                                         cudaStream_t stream)
 {
-    k_resize_vertical<<<blocks_for((size_t)pp->oh * pp->width), kThreads, 0, stream>>>(tmp, px, mask,
-                                                                                      *pp);
+    k_resize_vertical<<<blocks_for((size_t)pp->oh * pp->width), kThreads, 0, stream>>>(tmp, px,
+                                                                                       mask, *pp);
     cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess)
         return e;

@@ -20,16 +20,9 @@
 extern "C" {
 #endif
 
-enum ck_dtype {
-    CK_F32 = 0,
-    CK_F16 = 1,
-    CK_BF16 = 2
-};
+enum ck_dtype { CK_F32 = 0, CK_F16 = 1, CK_BF16 = 2 };
 
-static inline size_t ck_size(enum ck_dtype t)
-{
-    return t == CK_F32 ? 4 : 2;
-}
+static inline size_t ck_size(enum ck_dtype t) { return t == CK_F32 ? 4 : 2; }
 
 /* ---- layout and type conversion */
 
@@ -84,9 +77,9 @@ cudaError_t ck_softmax_rows(float *probs, const float *logits, int32_t rows, int
  * (v/255 - mean)/std per channel). tmp holds oh x width floats; out is
  * C x H x W f32 on the device. */
 struct ck_preprocess {
-    int32_t width, height, stride;    /* source */
-    int32_t H, W, C;                  /* model input */
-    int32_t oh, ow, top, left;        /* resized area inside H x W */
+    int32_t width, height, stride; /* source */
+    int32_t H, W, C;               /* model input */
+    int32_t oh, ow, top, left;     /* resized area inside H x W */
     float mean[3], std[3];
 };
 cudaError_t ck_preprocess_u8(float *out, float *tmp, const uint8_t *px, const uint8_t *mask,
@@ -125,8 +118,8 @@ cudaError_t ck_bn_stats(void *scratch, const void *x, enum ck_dtype dt, size_t r
                         const float *run_mean, const float *run_var, int frozen,
                         cudaStream_t stream);
 /* y = x * a[ch] + b[ch] (the normalisation with the scratch's a and b). */
-cudaError_t ck_bn_apply(void *y, const void *x, enum ck_dtype dt, const void *scratch,
-                        size_t rows, int32_t cp, cudaStream_t stream);
+cudaError_t ck_bn_apply(void *y, const void *x, enum ck_dtype dt, const void *scratch, size_t rows,
+                        int32_t cp, cudaStream_t stream);
 /* running = (1 - m) running + m batch (variance made unbiased: x rows/(rows-1)). */
 cudaError_t ck_bn_running(float *run_mean, float *run_var, const void *scratch, float momentum,
                           size_t rows, int32_t c, int32_t cp, cudaStream_t stream);
@@ -134,9 +127,8 @@ cudaError_t ck_bn_running(float *run_mean, float *run_var, const void *scratch, 
  * gscale, written to dgamma/dbeta when not NULL), dx (+)= as PyTorch's
  * (batch statistics) or dy * gamma * invstd (frozen); dx may be NULL. */
 cudaError_t ck_bn_back(void *dx, float *dgamma, float *dbeta, const void *dy, const void *x,
-                       enum ck_dtype dt, void *scratch, const float *gamma, size_t rows,
-                       int32_t c, int32_t cp, int frozen, float gscale, int acc,
-                       cudaStream_t stream);
+                       enum ck_dtype dt, void *scratch, const float *gamma, size_t rows, int32_t c,
+                       int32_t cp, int frozen, float gscale, int acc, cudaStream_t stream);
 /* out[j] = scale * sum over rows of x[r][j], j < c (x has cp columns);
  * tmp: c doubles of device scratch. */
 cudaError_t ck_colsum(float *out, double *tmp, const void *x, enum ck_dtype dt, size_t rows,
@@ -154,10 +146,10 @@ cudaError_t ck_sumsq(double *out, const float *x, size_t count, cudaStream_t str
 /* One optimizer update, elementwise, as optim.c's cxr_nn_optim_apply. */
 struct ck_optim_args {
     int adamw;
-    float scale;                      /* gradient scale (clipping) */
+    float scale;                                                   /* gradient scale (clipping) */
     float decay, b1, b2, one_b1, one_b2, step_size, bc2_sqrt, eps; /* AdamW */
-    float lr, wd, mom;                /* SGD */
-    int first, nesterov;              /* SGD */
+    float lr, wd, mom;                                             /* SGD */
+    int first, nesterov;                                           /* SGD */
 };
 cudaError_t ck_optim(float *p, const float *grad, float *s0, float *s1, size_t count,
                      const struct ck_optim_args *h, cudaStream_t stream);

@@ -7,7 +7,8 @@
 // precision.
 #include "cuda_kernels_common.cuh"
 
-namespace {
+namespace
+{
 
 // ---------------------------------------------------------------- elementwise
 
@@ -301,10 +302,7 @@ __global__ void k_nonfinite(int32_t *flag, const float *x, size_t count)
     }
 }
 
-__global__ void k_scale(float *x, float s, size_t count)
-{
-    GRID_LOOP(i, count) x[i] *= s;
-}
+__global__ void k_scale(float *x, float s, size_t count) { GRID_LOOP(i, count) x[i] *= s; }
 
 __global__ void k_sumsq(double *out, const float *x, size_t count)
 {
@@ -322,7 +320,8 @@ __global__ void k_sumsq(double *out, const float *x, size_t count)
         atomicAdd(out, part[0]);
 }
 
-__global__ void k_optim(float *p, const float *grad, float *s0, float *s1, size_t count, ck_optim_args h)
+__global__ void k_optim(float *p, const float *grad, float *s0, float *s1, size_t count,
+                        ck_optim_args h)
 {
     GRID_LOOP(i, count)
     {
@@ -361,20 +360,19 @@ dim3 chan_grid(size_t rows, int32_t c)
     return dim3(cx, (unsigned)by);
 }
 
-#define CHAN_SUMS(dt, ...)                                                                  \
-    do {                                                                                    \
-        dim3 grid_ = chan_grid(rows, c), block_(32, kRowLanes);                             \
-        switch (dt) {                                                                       \
-        case CK_F32: k_chan_sums<float><<<grid_, block_, 0, stream>>>(__VA_ARGS__); break;  \
-        case CK_F16: k_chan_sums<__half><<<grid_, block_, 0, stream>>>(__VA_ARGS__); break; \
-        case CK_BF16:                                                                       \
-            k_chan_sums<__nv_bfloat16><<<grid_, block_, 0, stream>>>(__VA_ARGS__);          \
-            break;                                                                          \
-        default: return cudaErrorInvalidValue;                                              \
-        }                                                                                   \
-        cudaError_t e_ = cudaGetLastError();                                                \
-        if (e_ != cudaSuccess)                                                              \
-            return e_;                                                                      \
+#define CHAN_SUMS(dt, ...)                                                                   \
+    do {                                                                                     \
+        dim3 grid_ = chan_grid(rows, c), block_(32, kRowLanes);                              \
+        switch (dt) {                                                                        \
+        case CK_F32: k_chan_sums<float><<<grid_, block_, 0, stream>>>(__VA_ARGS__); break;   \
+        case CK_F16: k_chan_sums<__half><<<grid_, block_, 0, stream>>>(__VA_ARGS__); break;  \
+        case CK_BF16: k_chan_sums<__nv_bfloat16><<<grid_, block_, 0, stream>>>(__VA_ARGS__); \
+            break;                                                                           \
+        default: return cudaErrorInvalidValue;                                               \
+        }                                                                                    \
+        cudaError_t e_ = cudaGetLastError();                                                 \
+        if (e_ != cudaSuccess)                                                               \
+            return e_;                                                                       \
     } while (0)
 
 } // namespace
@@ -406,8 +404,8 @@ extern "C" cudaError_t ck_maxpool_back(void *dx, const void *dy, const void *x, 
              k, s, p, acc);
 }
 
-extern "C" cudaError_t ck_gap_back(void *dx, const void *dy, enum ck_dtype dt, int32_t n, int32_t hw,
-                                   int32_t cp, int acc, cudaStream_t stream)
+extern "C" cudaError_t ck_gap_back(void *dx, const void *dy, enum ck_dtype dt, int32_t n,
+                                   int32_t hw, int32_t cp, int acc, cudaStream_t stream)
 {
     DISPATCH(dt, k_gap_back, blocks_for((size_t)n * hw * cp), dx, dy, n, hw, cp, acc);
 }
@@ -430,7 +428,7 @@ extern "C" cudaError_t ck_bn_stats(void *scratch, const void *x, enum ck_dtype d
         CHAN_SUMS(dt, v.sum0, v.sum1, x, x, v.mean, v.invstd, rows, c, cp, 1);
     }
     k_bn_finish<<<blocks_for((size_t)cp), kThreads, 0, stream>>>(v, rows, c, cp, eps, gamma, beta,
-                                                                run_mean, run_var, frozen);
+                                                                 run_mean, run_var, frozen);
     return cudaGetLastError();
 }
 
@@ -495,7 +493,8 @@ extern "C" cudaError_t ck_conv_grad(float *dst, const void *src, enum ck_dtype d
              scale);
 }
 
-extern "C" cudaError_t ck_nonfinite(int32_t *flag, const float *x, size_t count, cudaStream_t stream)
+extern "C" cudaError_t ck_nonfinite(int32_t *flag, const float *x, size_t count,
+                                    cudaStream_t stream)
 {
     k_nonfinite<<<blocks_for(count), kThreads, 0, stream>>>(flag, x, count);
     return cudaGetLastError();
@@ -510,7 +509,8 @@ extern "C" cudaError_t ck_scale(float *x, float s, size_t count, cudaStream_t st
 extern "C" cudaError_t ck_sumsq(double *out, const float *x, size_t count, cudaStream_t stream)
 {
     unsigned g = blocks_for(count);
-    k_sumsq<<<g > 1024 ? 1024 : g, kThreads, 0, stream>>>(out, x, count);
+    unsigned nb = g > 1024 ? 1024 : g;
+    k_sumsq<<<nb, kThreads, 0, stream>>>(out, x, count);
     return cudaGetLastError();
 }
 

@@ -10,7 +10,7 @@
 const char *cxr_nn_op_kind_name(enum cxr_nn_op_kind k)
 {
     static const char *const names[CXR_NN_OP_KIND_COUNT] = {"conv", "bn",  "relu", "maxpool",
-                                                             "add",  "gap", "fc"};
+                                                            "add",  "gap", "fc"};
     return (unsigned)k < CXR_NN_OP_KIND_COUNT ? names[k] : "?";
 }
 
@@ -97,12 +97,13 @@ static struct cxr_nn_op *add_op(struct cxr_nn_graph *g, enum cxr_nn_op_kind kind
     if (!g || x < 0 || x >= g->n_values || (y >= 0 && y >= g->n_values) || !name ||
         strlen(name) + 16 >= CXR_NN_NAME_LEN) {
         cxr_seterr(err, CXR_ERR_INVALID_ARG, "graph: bad arguments for %s op '%s'",
-             cxr_nn_op_kind_name(kind), name ? name : "(null)");
+                   cxr_nn_op_kind_name(kind), name ? name : "(null)");
         return NULL;
     }
     if (g->n_ops >= CXR_NN_GRAPH_MAX_OPS ||
         !grow((void **)&g->ops, g->n_ops, &g->cap_ops, sizeof *g->ops)) {
-        cxr_seterr(err, CXR_ERR_NOMEM, "graph: cannot add op '%s' (out of memory or too many ops)", name);
+        cxr_seterr(err, CXR_ERR_NOMEM, "graph: cannot add op '%s' (out of memory or too many ops)",
+                   name);
         return NULL;
     }
     struct cxr_nn_op *op = &g->ops[g->n_ops];
@@ -127,8 +128,8 @@ static int32_t finish_op(struct cxr_nn_graph *g, struct cxr_nn_op *op, int32_t c
                          int32_t w, char *err)
 {
     if (c < 1 || h < 1 || w < 1) {
-        cxr_seterr(err, CXR_ERR_NN_SHAPE, "graph: op '%s' would produce an empty %dx%dx%d tensor", op->name,
-             c, h, w);
+        cxr_seterr(err, CXR_ERR_NN_SHAPE, "graph: op '%s' would produce an empty %dx%dx%d tensor",
+                   op->name, c, h, w);
         return -1;
     }
     int32_t v = add_value(g, c, h, w, g->n_ops);
@@ -234,8 +235,8 @@ int32_t cxr_nn_graph_add(struct cxr_nn_graph *g, const char *name, int32_t a, in
         return -1;
     const struct cxr_nn_value va = g->values[a], vb = g->values[b];
     if (va.c != vb.c || va.h != vb.h || va.w != vb.w) {
-        cxr_seterr(err, CXR_ERR_NN_SHAPE, "graph: add '%s': %dx%dx%d + %dx%dx%d", name, va.c, va.h, va.w,
-             vb.c, vb.h, vb.w);
+        cxr_seterr(err, CXR_ERR_NN_SHAPE, "graph: add '%s': %dx%dx%d + %dx%dx%d", name, va.c, va.h,
+                   va.w, vb.c, vb.h, vb.w);
         return -1;
     }
     return finish_op(g, op, va.c, va.h, va.w, err);
@@ -261,8 +262,8 @@ int32_t cxr_nn_graph_fc(struct cxr_nn_graph *g, const char *name, int32_t x, int
         return -1;
     const struct cxr_nn_value in = g->values[x];
     if (in.h != 1 || in.w != 1 || out_features < 1) {
-        cxr_seterr(err, CXR_ERR_NN_SHAPE, "graph: fc '%s' needs a C x 1 x 1 input, got %dx%dx%d", name,
-             in.c, in.h, in.w);
+        cxr_seterr(err, CXR_ERR_NN_SHAPE, "graph: fc '%s' needs a C x 1 x 1 input, got %dx%dx%d",
+                   name, in.c, in.h, in.w);
         return -1;
     }
     int64_t wshape[2] = {out_features, in.c}, bshape[1] = {out_features};
@@ -303,11 +304,11 @@ static int32_t build_block(struct cxr_nn_graph *g, const struct cxr_nn_resnet_sp
     int32_t n_convs = spec->bottleneck ? 3 : 2;
     for (int32_t i = 1; i <= n_convs; i++) {
         int32_t k, s, ch;
-        if (spec->bottleneck) {  /* 1x1, 3x3 (stride, torchvision v1.5), 1x1 expand */
+        if (spec->bottleneck) { /* 1x1, 3x3 (stride, torchvision v1.5), 1x1 expand */
             k = i == 2 ? 3 : 1;
             s = i == 2 ? b->stride : 1;
             ch = i == 3 ? b->out_ch : b->mid_ch;
-        } else {                 /* 3x3 (stride), 3x3 */
+        } else { /* 3x3 (stride), 3x3 */
             k = 3;
             s = i == 1 ? b->stride : 1;
             ch = i == 2 ? b->out_ch : b->mid_ch;
@@ -340,7 +341,8 @@ enum cxr_status cxr_nn_graph_build_resnet(const struct cxr_nn_resnet_spec *spec,
         return cxr_seterr(err, CXR_ERR_INVALID_ARG, "graph: bad ResNet spec");
     if (h < 32 || w < 32 || h > 8192 || w > 8192)
         return cxr_seterr(err, CXR_ERR_NN_SHAPE,
-                    "graph: input %dx%d outside 32..8192 (a ResNet halves it five times)", h, w);
+                          "graph: input %dx%d outside 32..8192 (a ResNet halves it five times)", h,
+                          w);
     struct cxr_nn_graph *g = cxr_nn_graph_new(spec->in_channels, h, w);
     if (!g)
         return cxr_seterr(err, CXR_ERR_NOMEM, "graph: out of memory");
@@ -497,7 +499,7 @@ static enum cxr_status fold_compute(struct cxr_nn_graph *g, const struct cxr_nn_
             free(ow);
             free(ob);
             return cxr_seterr(err, CXR_ERR_NN_MODEL, "'%s.running_var'[%lld] = %g: not a variance",
-                        bn->name, (long long)c, (double)var[c]);
+                              bn->name, (long long)c, (double)var[c]);
         }
         double s = (double)gamma[c] / sqrt(v);
         for (size_t k = 0; k < per; k++)
@@ -531,9 +533,10 @@ enum cxr_status cxr_nn_graph_bind(struct cxr_nn_graph *g, cxr_nn_param_lookup_fn
         for (int32_t d = 0; same && d < p->t.ndim; d++)
             same = t->shape[d] == p->t.shape[d];
         if (!same) {
-            st = cxr_seterr(err, CXR_ERR_NN_SHAPE, "parameter '%s': %s tensor of %d dims does not fit the "
-                      "graph (F32, %d dims)", p->t.name, cxr_nn_dtype_name(t->dtype), (int)t->ndim,
-                      (int)p->t.ndim);
+            st = cxr_seterr(err, CXR_ERR_NN_SHAPE,
+                            "parameter '%s': %s tensor of %d dims does not fit the "
+                            "graph (F32, %d dims)",
+                            p->t.name, cxr_nn_dtype_name(t->dtype), (int)t->ndim, (int)p->t.ndim);
             goto fail;
         }
         p->t.data = t->data;
@@ -576,8 +579,8 @@ int32_t cxr_nn_graph_live_ops(const struct cxr_nn_graph *g)
 int32_t cxr_nn_graph_set_trainable(struct cxr_nn_graph *g, bool fc_only, char *err)
 {
     if (!g || g->fused) {
-        cxr_seterr(err, CXR_ERR_INVALID_ARG, "graph: %s", g ? "a fused (inference) graph cannot train"
-                                                       : "NULL");
+        cxr_seterr(err, CXR_ERR_INVALID_ARG, "graph: %s",
+                   g ? "a fused (inference) graph cannot train" : "NULL");
         return -1;
     }
     int32_t last_fc = -1, count = 0;

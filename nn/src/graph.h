@@ -24,7 +24,7 @@
 #include "cxr/nn.h"
 #include "resnet.h"
 
-#define CXR_NN_OP_MAX_IN 2
+#define CXR_NN_OP_MAX_IN     2
 #define CXR_NN_OP_MAX_PARAMS 4
 #define CXR_NN_GRAPH_MAX_OPS 4096
 
@@ -50,20 +50,20 @@ struct cxr_nn_value {
 
 struct cxr_nn_op {
     enum cxr_nn_op_kind kind;
-    char name[CXR_NN_NAME_LEN];   /* "layer1.0.conv1"; parameters are "<name>.weight" ... */
+    char name[CXR_NN_NAME_LEN]; /* "layer1.0.conv1"; parameters are "<name>.weight" ... */
     int32_t n_in;
     int32_t in[CXR_NN_OP_MAX_IN]; /* value indices */
     int32_t out;                  /* value index */
     int32_t n_params;
-    int32_t param[CXR_NN_OP_MAX_PARAMS]; /* indices into graph->params; bias may be -1 */
+    int32_t param[CXR_NN_OP_MAX_PARAMS];     /* indices into graph->params; bias may be -1 */
     int32_t kernel_h, kernel_w, stride, pad; /* conv, maxpool */
-    float eps;                    /* bn */
+    float eps;                               /* bn */
 
     /* Inference fusion (set by cxr_nn_graph_fuse_inference). */
-    int32_t absorbed_by;          /* -1, or the op that does this op's work */
-    int32_t folded_bn;            /* conv: the bn op folded into weight/bias, -1 */
-    int32_t sum_in;               /* conv: value added to the result before relu, -1 */
-    bool relu;                    /* conv/add: ReLU applied last */
+    int32_t absorbed_by; /* -1, or the op that does this op's work */
+    int32_t folded_bn;   /* conv: the bn op folded into weight/bias, -1 */
+    int32_t sum_in;      /* conv: value added to the result before relu, -1 */
+    bool relu;           /* conv/add: ReLU applied last */
 };
 
 /* A parameter: a named F32 tensor. `t.data` is set only while the graph is
@@ -91,10 +91,10 @@ struct cxr_nn_graph {
     int32_t n_values, cap_values;
     struct cxr_nn_param *params;
     int32_t n_params, cap_params;
-    int32_t input;                /* value index of the input (0) */
-    int32_t output;               /* value index of the result */
+    int32_t input;  /* value index of the input (0) */
+    int32_t output; /* value index of the result */
     bool fused;
-    void *extra;                  /* backend state (plans' shared memory) */
+    void *extra; /* backend state (plans' shared memory) */
 };
 
 /* A new graph whose input value is C x H x W. NULL when out of memory or a

@@ -16,7 +16,6 @@
 #define MIN_RESAMPLES 100
 #define MAX_RESAMPLES 1000000
 
-
 void cxr_nn_confusion_at(const double *scores, const uint8_t *labels, size_t n, double threshold,
                          struct cxr_nn_confusion *out)
 {
@@ -30,10 +29,7 @@ void cxr_nn_confusion_at(const double *scores, const uint8_t *labels, size_t n, 
     }
 }
 
-static double ratio(int64_t a, int64_t b)
-{
-    return b > 0 ? (double)a / (double)b : NAN;
-}
+static double ratio(int64_t a, int64_t b) { return b > 0 ? (double)a / (double)b : NAN; }
 
 void cxr_nn_rates_of(const struct cxr_nn_confusion *c, struct cxr_nn_rates *out)
 {
@@ -145,8 +141,8 @@ enum cxr_status cxr_nn_roc_compute(const double *scores, const uint8_t *labels, 
     if (pos == 0 || neg == 0) {
         free(v);
         return cxr_seterr(err, CXR_ERR_INVALID_ARG,
-                      "ROC: needs both classes (%lld positive, %lld negative cases)",
-                      (long long)pos, (long long)neg);
+                          "ROC: needs both classes (%lld positive, %lld negative cases)",
+                          (long long)pos, (long long)neg);
     }
     out->fpr = malloc((n + 1) * sizeof(double));
     out->tpr = malloc((n + 1) * sizeof(double));
@@ -288,8 +284,9 @@ enum cxr_status cxr_nn_evaluate(const double *scores, const uint8_t *labels, siz
     if (n == 0 || n > UINT32_MAX)
         return cxr_seterr(err, CXR_ERR_INVALID_ARG, "evaluate: %zu cases", n);
     if (resamples != 0 && (resamples < MIN_RESAMPLES || resamples > MAX_RESAMPLES))
-        return cxr_seterr(err, CXR_ERR_INVALID_ARG, "evaluate: %d bootstrap resamples (0 or %d..%d)",
-                      (int)resamples, MIN_RESAMPLES, MAX_RESAMPLES);
+        return cxr_seterr(err, CXR_ERR_INVALID_ARG,
+                          "evaluate: %d bootstrap resamples (0 or %d..%d)", (int)resamples,
+                          MIN_RESAMPLES, MAX_RESAMPLES);
     if (isnan(threshold))
         return cxr_seterr(err, CXR_ERR_INVALID_ARG, "evaluate: the threshold is NaN");
     bool nan;
@@ -314,8 +311,8 @@ enum cxr_status cxr_nn_evaluate(const double *scores, const uint8_t *labels, siz
     out->accuracy.value = r.accuracy;
     out->ppv.value = r.ppv;
     out->npv.value = r.npv;
-    struct cxr_nn_ci *cis[6] = {&out->auc, &out->sensitivity, &out->specificity,
-                                &out->accuracy, &out->ppv, &out->npv};
+    struct cxr_nn_ci *cis[6] = {&out->auc,      &out->sensitivity, &out->specificity,
+                                &out->accuracy, &out->ppv,         &out->npv};
     for (int k = 0; k < 6; k++)
         cis[k]->lo = cis[k]->hi = NAN;
     if (resamples == 0) {
@@ -401,20 +398,21 @@ fail:
 /* ---- reliability */
 
 enum cxr_status cxr_nn_reliability_compute(const double *scores, const uint8_t *labels, size_t n,
-                                           int32_t nbins, struct cxr_nn_reliability *out,
-                                           char *err)
+                                           int32_t nbins, struct cxr_nn_reliability *out, char *err)
 {
     memset(out, 0, sizeof *out);
     if (n == 0 || nbins < 1 || nbins > CXR_NN_MAX_RELIABILITY_BINS)
         return cxr_seterr(err, CXR_ERR_INVALID_ARG, "reliability: %zu cases in %d bins (1..%d)", n,
-                      (int)nbins, CXR_NN_MAX_RELIABILITY_BINS);
+                          (int)nbins, CXR_NN_MAX_RELIABILITY_BINS);
     double sum[CXR_NN_MAX_RELIABILITY_BINS] = {0}, pos[CXR_NN_MAX_RELIABILITY_BINS] = {0};
     for (size_t i = 0; i < n; i++) {
         double p = scores[i];
         if (!(p >= 0.0 && p <= 1.0)) {
             memset(out, 0, sizeof *out);
-            return cxr_seterr(err, CXR_ERR_INVALID_ARG, "reliability: score %g of case %zu is not a "
-                          "probability", p, i);
+            return cxr_seterr(err, CXR_ERR_INVALID_ARG,
+                              "reliability: score %g of case %zu is not a "
+                              "probability",
+                              p, i);
         }
         int32_t b = (int32_t)(p * nbins);
         if (b >= nbins)
@@ -448,10 +446,7 @@ void cxr_nn_calibration_options_defaults(struct cxr_nn_calibration_options *o)
     o->seed = 1;
 }
 
-static double clamp01(double v)
-{
-    return v < 0.0 ? 0.0 : v > 1.0 ? 1.0 : v;
-}
+static double clamp01(double v) { return v < 0.0 ? 0.0 : v > 1.0 ? 1.0 : v; }
 
 enum cxr_status cxr_nn_calibrate(const double *scores, const uint8_t *labels, size_t n,
                                  const struct cxr_nn_calibration_options *opt,
@@ -465,24 +460,26 @@ enum cxr_status cxr_nn_calibrate(const double *scores, const uint8_t *labels, si
         cxr_nn_calibration_options_defaults(&o);
     if (!(o.target_sensitivity > 0.0 && o.target_sensitivity <= 1.0) ||
         !(o.urgent_specificity > 0.0 && o.urgent_specificity <= 1.0))
-        return cxr_seterr(err, CXR_ERR_INVALID_ARG,
-                      "calibration: target sensitivity %g and urgent specificity %g must be in (0, 1]",
-                      o.target_sensitivity, o.urgent_specificity);
+        return cxr_seterr(
+            err, CXR_ERR_INVALID_ARG,
+            "calibration: target sensitivity %g and urgent specificity %g must be in (0, 1]",
+            o.target_sensitivity, o.urgent_specificity);
     int64_t pos = 0;
     for (size_t i = 0; i < n; i++)
         pos += labels[i] ? 1 : 0;
     if (n == 0 || pos == 0 || pos == (int64_t)n)
-        return cxr_seterr(err, CXR_ERR_INVALID_ARG,
-                      "calibration needs both classes in the validation data (%lld positive of %zu)",
-                      (long long)pos, n);
+        return cxr_seterr(
+            err, CXR_ERR_INVALID_ARG,
+            "calibration needs both classes in the validation data (%lld positive of %zu)",
+            (long long)pos, n);
     double op = cxr_nn_threshold_for_sensitivity(scores, labels, n, o.target_sensitivity);
     double urg = cxr_nn_threshold_for_specificity(scores, labels, n, o.urgent_specificity);
     if (isnan(op) || isnan(urg))
         return cxr_seterr(err, CXR_ERR_INVALID_ARG, "calibration: a score is NaN");
     op = clamp01(op);
     urg = clamp01(urg > op ? urg : op);
-    enum cxr_status st = cxr_nn_evaluate(scores, labels, n, op, o.resamples, o.seed,
-                                         &out->operating, err);
+    enum cxr_status st =
+        cxr_nn_evaluate(scores, labels, n, op, o.resamples, o.seed, &out->operating, err);
     if (st == CXR_OK)
         st = cxr_nn_evaluate(scores, labels, n, urg, o.resamples, o.seed, &out->urgent, err);
     if (st != CXR_OK) {

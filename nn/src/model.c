@@ -141,20 +141,11 @@ enum cxr_status cxr_nn_model_set_text(struct cxr_nn_model *m, const char *key, c
     return CXR_OK;
 }
 
-enum cxr_nn_dtype cxr_nn_model_storage(const struct cxr_nn_model *m)
-{
-    return m->storage;
-}
+enum cxr_nn_dtype cxr_nn_model_storage(const struct cxr_nn_model *m) { return m->storage; }
 
-const char *cxr_nn_model_sha256(const struct cxr_nn_model *m)
-{
-    return m ? m->sha256 : "";
-}
+const char *cxr_nn_model_sha256(const struct cxr_nn_model *m) { return m ? m->sha256 : ""; }
 
-uint32_t cxr_nn_model_tensor_count(const struct cxr_nn_model *m)
-{
-    return m ? m->n_tensors : 0;
-}
+uint32_t cxr_nn_model_tensor_count(const struct cxr_nn_model *m) { return m ? m->n_tensors : 0; }
 
 struct cxr_nn_tensor *cxr_nn_model_tensor_at(const struct cxr_nn_model *m, uint32_t i)
 {
@@ -226,10 +217,9 @@ static void describe_json(const struct cxr_nn_model *m, FILE *fp)
                            json_object_new_string(mt->resize_mode == CXR_NN_RESIZE_LETTERBOX
                                                       ? "letterbox"
                                                       : "stretch"));
-    json_object_object_add(o, "contrast",
-                           json_object_new_string(mt->contrast == CXR_NN_CONTRAST_EQUALIZE
-                                                      ? "equalize"
-                                                      : "none"));
+    json_object_object_add(
+        o, "contrast",
+        json_object_new_string(mt->contrast == CXR_NN_CONTRAST_EQUALIZE ? "equalize" : "none"));
     json_object_object_add(o, "preprocessing_version",
                            json_object_new_int(mt->preprocessing_version));
     a = json_object_new_array();

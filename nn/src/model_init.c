@@ -39,10 +39,7 @@ static uint64_t splitmix64(uint64_t *x)
     return z ^ (z >> 31);
 }
 
-static uint64_t rotl(uint64_t x, int k)
-{
-    return (x << k) | (x >> (64 - k));
-}
+static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
 
 static uint64_t rng_next(struct rng *r)
 {
@@ -67,10 +64,7 @@ static void rng_seed(struct rng *r, uint64_t seed)
     r->spare = 0.0;
 }
 
-static double rng_uniform(struct rng *r)
-{
-    return (double)(rng_next(r) >> 11) * 0x1p-53;
-}
+static double rng_uniform(struct rng *r) { return (double)(rng_next(r) >> 11) * 0x1p-53; }
 
 /* ln(x) for finite x > 0 with + - * / only: x = m * 2^e with m in
  * [sqrt(1/2), sqrt(2)), ln m = 2 atanh(t), t = (m-1)/(m+1), |t| < 0.172;
@@ -139,9 +133,7 @@ static void init_tensors(struct cxr_nn_model *m, uint64_t seed)
             break;
         case CXR_NN_PARAM_BN_BIAS:
         case CXR_NN_PARAM_BN_MEAN:
-        case CXR_NN_PARAM_BN_COUNT:
-            memset(t->data, 0, t->nbytes);
-            break;
+        case CXR_NN_PARAM_BN_COUNT: memset(t->data, 0, t->nbytes); break;
         case CXR_NN_PARAM_FC_WEIGHT:
         case CXR_NN_PARAM_FC_BIAS: {
             double bound = 1.0 / sqrt((double)m->spec.feature_dim);
@@ -165,11 +157,11 @@ enum cxr_status cxr_nn_model_init_width(const struct cxr_nn_model_meta *meta, in
     if (cxr_nn_resnet_spec_make(meta->arch, meta->channels, base_width, meta->num_classes, &spec) !=
         CXR_OK)
         return cxr_seterr(err, CXR_ERR_INVALID_ARG,
-                             "init: arch %d, %d channels, base width %d, %d classes: not a model "
-                             "this build makes (resnet18/34/50, 1 or 3 channels, width 1..1024, "
-                             "1..%d classes)",
-                             (int)meta->arch, (int)meta->channels, (int)base_width,
-                             (int)meta->num_classes, CXR_NN_MAX_CLASSES);
+                          "init: arch %d, %d channels, base width %d, %d classes: not a model "
+                          "this build makes (resnet18/34/50, 1 or 3 channels, width 1..1024, "
+                          "1..%d classes)",
+                          (int)meta->arch, (int)meta->channels, (int)base_width,
+                          (int)meta->num_classes, CXR_NN_MAX_CLASSES);
     char verr[CXR_ERRLEN];
     enum cxr_status st = cxr_nn_meta_validate(meta, &spec, verr);
     if (st != CXR_OK)

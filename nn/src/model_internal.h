@@ -18,7 +18,7 @@
 /* The format tag written to "__metadata__"."format". */
 #define CXR_NN_MODEL_FORMAT "cxr-triage-model/1"
 /* Cap on a safetensors JSON header. */
-#define CXR_NN_MAX_HEADER (64u << 20)
+#define CXR_NN_MAX_HEADER   (64u << 20)
 
 /* A model: metadata, the spec it was checked against, and every tensor of
  * the spec in torchvision state_dict order (num_batches_tracked included,
@@ -33,7 +33,6 @@ struct cxr_nn_model {
     enum cxr_nn_dtype storage; /* float storage of the file it came from (F64 read as F32) */
     char sha256[65];
 };
-
 
 /* Allocates an empty model with one zeroed F32/I64 tensor per parameter of
  * `spec` (names, kinds and shapes from cxr_nn_resnet_spec_params). The

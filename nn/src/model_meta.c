@@ -80,10 +80,7 @@ enum cxr_status cxr_nn_meta_copy(struct cxr_nn_model_meta *dst, const struct cxr
     return CXR_OK;
 }
 
-static bool str_fits(const char *s, size_t cap)
-{
-    return memchr(s, '\0', cap) != NULL;
-}
+static bool str_fits(const char *s, size_t cap) { return memchr(s, '\0', cap) != NULL; }
 
 bool cxr_nn_json_text_valid(const char *text)
 {
@@ -91,7 +88,8 @@ bool cxr_nn_json_text_valid(const char *text)
     if (!tok)
         return false;
     size_t len = strlen(text);
-    struct json_object *j = json_tokener_parse_ex(tok, text, len > INT32_MAX ? INT32_MAX : (int)len);
+    struct json_object *j =
+        json_tokener_parse_ex(tok, text, len > INT32_MAX ? INT32_MAX : (int)len);
     bool ok = json_tokener_get_error(tok) == json_tokener_success;
     size_t end = json_tokener_get_parse_end(tok);
     while (ok && end < len && strchr(" \t\r\n", text[end]))
@@ -108,23 +106,23 @@ enum cxr_status cxr_nn_meta_validate(const struct cxr_nn_model_meta *meta,
     const enum cxr_status bad = CXR_ERR_NN_MODEL;
     if (meta->arch != spec->arch)
         return cxr_seterr(err, bad, "metadata: arch %s but the parameters are %s's",
-                             cxr_nn_arch_name(meta->arch), cxr_nn_arch_name(spec->arch));
+                          cxr_nn_arch_name(meta->arch), cxr_nn_arch_name(spec->arch));
     if (meta->channels != spec->in_channels)
         return cxr_seterr(err, bad, "metadata: channels %d but conv1.weight takes %d",
-                             (int)meta->channels, (int)spec->in_channels);
+                          (int)meta->channels, (int)spec->in_channels);
     if (meta->num_classes != spec->num_classes)
         return cxr_seterr(err, bad, "metadata: %d class names but fc.weight has %d rows",
-                             (int)meta->num_classes, (int)spec->num_classes);
+                          (int)meta->num_classes, (int)spec->num_classes);
     if (meta->input_height < 1 || meta->input_height > 4096 || meta->input_width < 1 ||
         meta->input_width > 4096)
         return cxr_seterr(err, bad, "metadata: input_size %dx%d outside 1..4096",
-                             (int)meta->input_height, (int)meta->input_width);
+                          (int)meta->input_height, (int)meta->input_width);
     for (int c = 0; c < meta->channels; c++) {
         if (!isfinite(meta->mean[c]))
             return cxr_seterr(err, bad, "metadata: mean[%d] is not a finite number", c);
         if (!isfinite(meta->std[c]) || meta->std[c] <= 0.0f)
             return cxr_seterr(err, bad, "metadata: std[%d] = %g must be > 0", c,
-                                 (double)meta->std[c]);
+                              (double)meta->std[c]);
     }
     for (int k = 0; k < meta->num_classes; k++) {
         const char *c = meta->class_names[k];
@@ -132,25 +130,25 @@ enum cxr_status cxr_nn_meta_validate(const struct cxr_nn_model_meta *meta,
             return cxr_seterr(err, bad, "metadata: class name %d is empty or too long", k);
         /* the file keeps them as a comma list */
         if (strchr(c, ',') || c[0] == ' ' || c[strlen(c) - 1] == ' ')
-            return cxr_seterr(err, bad,
-                                 "metadata: class name \"%s\" has a comma or an outer space", c);
+            return cxr_seterr(err, bad, "metadata: class name \"%s\" has a comma or an outer space",
+                              c);
     }
     if (meta->positive_class < 0 || meta->positive_class >= meta->num_classes)
         return cxr_seterr(err, bad, "metadata: positive_class %d outside 0..%d",
-                             (int)meta->positive_class, (int)meta->num_classes - 1);
+                          (int)meta->positive_class, (int)meta->num_classes - 1);
     if (!(meta->operating_threshold >= 0.0 && meta->operating_threshold <= 1.0))
         return cxr_seterr(err, bad, "metadata: operating_threshold %g outside 0..1",
-                             meta->operating_threshold);
+                          meta->operating_threshold);
     if (!(meta->urgent_threshold >= 0.0 && meta->urgent_threshold <= 1.0))
         return cxr_seterr(err, bad, "metadata: urgent_threshold %g outside 0..1",
-                             meta->urgent_threshold);
+                          meta->urgent_threshold);
     if (meta->resize_mode != CXR_NN_RESIZE_STRETCH && meta->resize_mode != CXR_NN_RESIZE_LETTERBOX)
         return cxr_seterr(err, bad, "metadata: unknown resize_mode %d", (int)meta->resize_mode);
     if (meta->contrast != CXR_NN_CONTRAST_NONE && meta->contrast != CXR_NN_CONTRAST_EQUALIZE)
         return cxr_seterr(err, bad, "metadata: unknown contrast %d", (int)meta->contrast);
     if (meta->preprocessing_version < 1)
         return cxr_seterr(err, bad, "metadata: preprocessing_version %d must be >= 1",
-                             (int)meta->preprocessing_version);
+                          (int)meta->preprocessing_version);
     double amin = meta->age_min_years, amax = meta->age_max_years;
     if ((!isnan(amin) && !(amin >= 0 && amin <= 150)) ||
         (!isnan(amax) && !(amax >= 0 && amax <= 150)))
@@ -264,15 +262,14 @@ static enum cxr_status parse_class_names(const char *s, struct cxr_nn_model_meta
         }
     }
     if (n < 0)
-        return cxr_seterr(
-            err, CXR_ERR_NN_MODEL,
-            "%s: metadata class_names \"%.80s\": expected up to %d non-empty names "
-            "of < 32 bytes",
-            file, s, CXR_NN_MAX_CLASSES);
+        return cxr_seterr(err, CXR_ERR_NN_MODEL,
+                          "%s: metadata class_names \"%.80s\": expected up to %d non-empty names "
+                          "of < 32 bytes",
+                          file, s, CXR_NN_MAX_CLASSES);
     if (n != meta->num_classes)
         return cxr_seterr(err, CXR_ERR_NN_MODEL,
-                             "%s: metadata class_names has %d names but fc.weight has %d rows",
-                             file, n, (int)meta->num_classes);
+                          "%s: metadata class_names has %d names but fc.weight has %d rows", file,
+                          n, (int)meta->num_classes);
     return CXR_OK;
 }
 
@@ -284,7 +281,7 @@ static const char *md_get(struct json_object *md, const char *key)
     return json_object_get_string(v);
 }
 
-#define BADMD(key, val, what)                                                                      \
+#define BADMD(key, val, what) \
     cxr_seterr(err, CXR_ERR_NN_MODEL, "%s: metadata %s \"%.80s\": %s", file, key, val, what)
 
 enum cxr_status cxr_nn_meta_from_json(struct json_object *md, const struct cxr_nn_resnet_spec *spec,
@@ -301,12 +298,13 @@ enum cxr_status cxr_nn_meta_from_json(struct json_object *md, const struct cxr_n
         meta->positive_class = spec->num_classes >= 2 ? 1 : 0;
     }
     if (md) {
-        json_object_object_foreach (md, key, val) {
+        json_object_object_foreach(md, key, val)
+        {
             if (!json_object_is_type(val, json_type_string))
                 return cxr_seterr(err, CXR_ERR_NN_MODEL,
-                                     "%s: metadata %s is not a string (safetensors metadata "
-                                     "values are strings)",
-                                     file, key);
+                                  "%s: metadata %s is not a string (safetensors metadata "
+                                  "values are strings)",
+                                  file, key);
         }
     }
     const char *s;
@@ -314,8 +312,8 @@ enum cxr_status cxr_nn_meta_from_json(struct json_object *md, const struct cxr_n
     if ((s = md_get(md, "format")) && strncmp(s, "cxr-triage-model/", 17) == 0 &&
         strcmp(s, CXR_NN_MODEL_FORMAT) != 0)
         return cxr_seterr(err, CXR_ERR_UNSUPPORTED,
-                             "%s: format \"%.40s\" is newer than this build reads (%s)", file, s,
-                             CXR_NN_MODEL_FORMAT);
+                          "%s: format \"%.40s\" is newer than this build reads (%s)", file, s,
+                          CXR_NN_MODEL_FORMAT);
     if ((s = md_get(md, "input_size"))) {
         int32_t h, w;
         const char *comma = strchr(s, ',');
@@ -344,8 +342,8 @@ enum cxr_status cxr_nn_meta_from_json(struct json_object *md, const struct cxr_n
             return BADMD("channels", s, "expected 1 or 3");
         if (c != spec->in_channels)
             return cxr_seterr(err, CXR_ERR_NN_MODEL,
-                                 "%s: metadata channels %d but conv1.weight takes %d", file, (int)c,
-                                 (int)spec->in_channels);
+                              "%s: metadata channels %d but conv1.weight takes %d", file, (int)c,
+                              (int)spec->in_channels);
     }
     const char *lists[2] = {"mean", "std"};
     float *dst[2] = {meta->mean, meta->std};

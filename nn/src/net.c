@@ -15,7 +15,7 @@ struct cxr_nn_net {
     struct cxr_nn_backend *b;
     struct cxr_nn_graph *g;
     int32_t max_batch;
-    void **plans;                 /* [max_batch + 1], index = batch size */
+    void **plans; /* [max_batch + 1], index = batch size */
     char err[CXR_ERRLEN];
 };
 
@@ -79,7 +79,7 @@ enum cxr_status cxr_nn_net_new_graph(struct cxr_nn_backend *b, struct cxr_nn_gra
     if (max_batch < 1 || max_batch > NET_MAX_BATCH) {
         cxr_nn_graph_free(g);
         return cxr_seterr(err, CXR_ERR_INVALID_ARG, "net: max_batch %d outside 1..%d",
-                                  (int)max_batch, NET_MAX_BATCH);
+                          (int)max_batch, NET_MAX_BATCH);
     }
     struct cxr_nn_net *net = calloc(1, sizeof *net);
     if (!net) {
@@ -128,12 +128,13 @@ enum cxr_status cxr_nn_net_new(struct cxr_nn_backend *b, const struct cxr_nn_mod
     struct cxr_nn_resnet_spec spec;
     cxr_nn_model_spec(m, &spec);
     if (meta->channels != spec.in_channels)
-        return cxr_seterr(err, CXR_ERR_NN_MODEL, "net: metadata says %d input channels, "
-                                  "conv1.weight has %d", (int)meta->channels,
-                                  (int)spec.in_channels);
+        return cxr_seterr(err, CXR_ERR_NN_MODEL,
+                          "net: metadata says %d input channels, "
+                          "conv1.weight has %d",
+                          (int)meta->channels, (int)spec.in_channels);
     struct cxr_nn_graph *g = NULL;
-    enum cxr_status st = cxr_nn_graph_build_resnet(&spec, meta->input_height, meta->input_width, &g,
-                                                   err);
+    enum cxr_status st =
+        cxr_nn_graph_build_resnet(&spec, meta->input_height, meta->input_width, &g, err);
     if (st != CXR_OK)
         return st;
     return cxr_nn_net_new_graph(b, g, model_lookup, (void *)m, max_batch, out, err);
@@ -149,26 +150,22 @@ enum cxr_status cxr_nn_net_forward(struct cxr_nn_net *net, const float *input, i
         return cxr_seterr(net->err, CXR_ERR_INVALID_ARG, "forward: input or output is NULL");
     if (n < 1 || n > net->max_batch)
         return cxr_seterr(net->err, CXR_ERR_INVALID_ARG,
-                                  "forward: batch of %d images, this net takes 1..%d (max_batch "
-                                  "given to cxr_nn_net_new)", (int)n, (int)net->max_batch);
+                          "forward: batch of %d images, this net takes 1..%d (max_batch "
+                          "given to cxr_nn_net_new)",
+                          (int)n, (int)net->max_batch);
     const struct cxr_nn_backend_i *bi = net->b->iface;
     enum cxr_status st;
-    if (!net->plans[n] && (st = bi->graph_plan(net->b, net->g, n, &net->plans[n], net->err)) != CXR_OK)
+    if (!net->plans[n] &&
+        (st = bi->graph_plan(net->b, net->g, n, &net->plans[n], net->err)) != CXR_OK)
         return st;
     if ((st = bi->graph_compute(net->b, net->plans[n], input, logits, net->err)) != CXR_OK)
         return st;
     return bi->synchronize(net->b, net->err);
 }
 
-struct cxr_nn_graph *cxr_nn_net_graph(struct cxr_nn_net *net)
-{
-    return net ? net->g : NULL;
-}
+struct cxr_nn_graph *cxr_nn_net_graph(struct cxr_nn_net *net) { return net ? net->g : NULL; }
 
-struct cxr_nn_backend *cxr_nn_net_backend(struct cxr_nn_net *net)
-{
-    return net ? net->b : NULL;
-}
+struct cxr_nn_backend *cxr_nn_net_backend(struct cxr_nn_net *net) { return net ? net->b : NULL; }
 
 const char *cxr_nn_net_last_error(const struct cxr_nn_net *net)
 {

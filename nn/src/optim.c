@@ -51,8 +51,7 @@ static double anneal_cos(double start, double end, double pct)
     return end + (start - end) / 2.0 * (cos(M_PI * pct) + 1.0);
 }
 
-void cxr_nn_onecycle_at(const struct cxr_nn_onecycle *s, int64_t step, double *lr,
-                        double *momentum)
+void cxr_nn_onecycle_at(const struct cxr_nn_onecycle *s, int64_t step, double *lr, double *momentum)
 {
     double initial = s->max_lr / s->div_factor;
     double min_lr = initial / s->final_div_factor;

@@ -161,7 +161,7 @@ enum cxr_status cxr_nn_preprocess_u8(const struct cxr_nn_model_meta *meta, const
         st = CXR_ERR_NOMEM;
         pixels = equalised;
         stride = width;
-        mask = NULL;  /* masked pixels are 0 in the equalised copy */
+        mask = NULL; /* masked pixels are 0 in the equalised copy */
     } else if (meta->contrast != CXR_NN_CONTRAST_NONE) {
         return CXR_ERR_INVALID_ARG;
     }

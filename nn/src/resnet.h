@@ -19,14 +19,14 @@
 
 /* What a parameter is, for init and for folding batch norm. */
 enum cxr_nn_param_kind {
-    CXR_NN_PARAM_CONV_WEIGHT = 0,   /* [out, in, kh, kw] */
-    CXR_NN_PARAM_BN_WEIGHT = 1,     /* gamma [c] */
-    CXR_NN_PARAM_BN_BIAS = 2,       /* beta [c] */
-    CXR_NN_PARAM_BN_MEAN = 3,       /* running_mean [c] (buffer) */
-    CXR_NN_PARAM_BN_VAR = 4,        /* running_var [c] (buffer) */
-    CXR_NN_PARAM_BN_COUNT = 5,      /* num_batches_tracked [] I64 (buffer, optional in files) */
-    CXR_NN_PARAM_FC_WEIGHT = 6,     /* [classes, features] */
-    CXR_NN_PARAM_FC_BIAS = 7        /* [classes] */
+    CXR_NN_PARAM_CONV_WEIGHT = 0, /* [out, in, kh, kw] */
+    CXR_NN_PARAM_BN_WEIGHT = 1,   /* gamma [c] */
+    CXR_NN_PARAM_BN_BIAS = 2,     /* beta [c] */
+    CXR_NN_PARAM_BN_MEAN = 3,     /* running_mean [c] (buffer) */
+    CXR_NN_PARAM_BN_VAR = 4,      /* running_var [c] (buffer) */
+    CXR_NN_PARAM_BN_COUNT = 5,    /* num_batches_tracked [] I64 (buffer, optional in files) */
+    CXR_NN_PARAM_FC_WEIGHT = 6,   /* [classes, features] */
+    CXR_NN_PARAM_FC_BIAS = 7      /* [classes] */
 };
 
 /* One residual block: layer L (1..4), index i inside the layer.
@@ -34,24 +34,24 @@ enum cxr_nn_param_kind {
  * (conv 1x1, stride) and ".downsample.1" (bn). */
 struct cxr_nn_resnet_block {
     int32_t layer, index;
-    int32_t in_ch;      /* channels entering the block */
-    int32_t mid_ch;     /* width of the block's inner convs ("planes") */
-    int32_t out_ch;     /* channels leaving the block (mid_ch * expansion) */
-    int32_t stride;     /* 1 or 2 (on conv1 for basic, conv2 for bottleneck, as torchvision v1.5) */
-    bool downsample;    /* identity replaced by conv1x1(stride)+bn */
+    int32_t in_ch;   /* channels entering the block */
+    int32_t mid_ch;  /* width of the block's inner convs ("planes") */
+    int32_t out_ch;  /* channels leaving the block (mid_ch * expansion) */
+    int32_t stride;  /* 1 or 2 (on conv1 for basic, conv2 for bottleneck, as torchvision v1.5) */
+    bool downsample; /* identity replaced by conv1x1(stride)+bn */
 };
 
 struct cxr_nn_resnet_spec {
     enum cxr_nn_arch arch;
-    int32_t in_channels;       /* 1 or 3 */
-    int32_t base_width;        /* 64 for torchvision */
+    int32_t in_channels; /* 1 or 3 */
+    int32_t base_width;  /* 64 for torchvision */
     int32_t num_classes;
-    bool bottleneck;           /* resnet50 */
-    int32_t expansion;         /* 1 basic, 4 bottleneck */
+    bool bottleneck;   /* resnet50 */
+    int32_t expansion; /* 1 basic, 4 bottleneck */
     int32_t blocks_per_layer[4];
     int32_t n_blocks;
     struct cxr_nn_resnet_block blocks[CXR_NN_RESNET_MAX_BLOCKS];
-    int32_t feature_dim;       /* channels into fc: 8 * base_width * expansion */
+    int32_t feature_dim; /* channels into fc: 8 * base_width * expansion */
 };
 
 /* Fills `out` for an architecture. base_width 1..1024, in_channels 1 or 3,

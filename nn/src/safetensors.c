@@ -30,9 +30,9 @@
 #include "model_internal.h"
 
 #define MAX_ENTRIES 8192
-#define MAX_DIM (INT64_C(1) << 40)
-#define MAX_FILE (UINT64_C(16) << 30) /* resnet50 at width 1024 in F32 is ~6 GiB */
-#define MAX_KEYS (4 * MAX_ENTRIES + 4096) /* all objects of the header together */
+#define MAX_DIM     (INT64_C(1) << 40)
+#define MAX_FILE    (UINT64_C(16) << 30)     /* resnet50 at width 1024 in F32 is ~6 GiB */
+#define MAX_KEYS    (4 * MAX_ENTRIES + 4096) /* all objects of the header together */
 
 struct entry {
     const char *name; /* owned by the json-c root */
@@ -118,7 +118,8 @@ static size_t count_tree_keys(struct json_object *o)
 {
     size_t n = 0;
     if (json_object_is_type(o, json_type_object)) {
-        json_object_object_foreach (o, k, v) {
+        json_object_object_foreach(o, k, v)
+        {
             (void)k;
             n += 1 + count_tree_keys(v);
         }
@@ -150,11 +151,10 @@ static enum cxr_status parse_entry(const char *file, const char *name, struct js
     struct json_object *dt, *shape, *offs;
     e->name = name;
     if (strlen(name) >= CXR_NN_NAME_LEN)
-        return cxr_seterr(err, bad, "%s: tensor name '%.60s...' longer than %d bytes", file,
-                             name, CXR_NN_NAME_LEN - 1);
+        return cxr_seterr(err, bad, "%s: tensor name '%.60s...' longer than %d bytes", file, name,
+                          CXR_NN_NAME_LEN - 1);
     if (!json_object_is_type(v, json_type_object))
-        return cxr_seterr(err, bad, "%s: tensor '%s': header entry is not an object", file,
-                             name);
+        return cxr_seterr(err, bad, "%s: tensor '%s': header entry is not an object", file, name);
     if (!json_object_object_get_ex(v, "dtype", &dt) || !json_object_is_type(dt, json_type_string))
         return cxr_seterr(err, bad, "%s: tensor '%s': no \"dtype\" string", file, name);
     const char *dts = json_object_get_string(dt);
@@ -164,26 +164,26 @@ static enum cxr_status parse_entry(const char *file, const char *name, struct js
             break;
     if (d == sizeof dtype_names / sizeof dtype_names[0])
         return cxr_seterr(err, CXR_ERR_NN_DTYPE,
-                             "%s: tensor '%s': dtype \"%.20s\" not supported (F32, F16, BF16, F64, "
-                             "I64, U8)",
-                             file, name, dts);
+                          "%s: tensor '%s': dtype \"%.20s\" not supported (F32, F16, BF16, F64, "
+                          "I64, U8)",
+                          file, name, dts);
     e->dtype = dtype_names[d].dtype;
     if (!json_object_object_get_ex(v, "shape", &shape) ||
         !json_object_is_type(shape, json_type_array))
         return cxr_seterr(err, bad, "%s: tensor '%s': no \"shape\" list", file, name);
     size_t nd = json_object_array_length(shape);
     if (nd > CXR_NN_MAX_DIMS)
-        return cxr_seterr(err, bad, "%s: tensor '%s': %zu dimensions (at most %d)", file, name,
-                             nd, CXR_NN_MAX_DIMS);
+        return cxr_seterr(err, bad, "%s: tensor '%s': %zu dimensions (at most %d)", file, name, nd,
+                          CXR_NN_MAX_DIMS);
     e->ndim = (int32_t)nd;
     uint64_t numel = 1;
     for (size_t i = 0; i < nd; i++) {
         uint64_t dim;
         if (!json_u64(json_object_array_get_idx(shape, i), &dim) || dim > (uint64_t)MAX_DIM)
             return cxr_seterr(err, bad,
-                                 "%s: tensor '%s': shape entry %zu is not a non-negative integer "
-                                 "(or is absurdly large)",
-                                 file, name, i);
+                              "%s: tensor '%s': shape entry %zu is not a non-negative integer "
+                              "(or is absurdly large)",
+                              file, name, i);
         e->shape[i] = (int64_t)dim;
         if (dim && numel > (uint64_t)INT64_MAX / 8 / dim)
             return cxr_seterr(err, bad, "%s: tensor '%s': element count overflows", file, name);
@@ -194,26 +194,26 @@ static enum cxr_status parse_entry(const char *file, const char *name, struct js
         !json_u64(json_object_array_get_idx(offs, 0), &e->begin) ||
         !json_u64(json_object_array_get_idx(offs, 1), &e->end))
         return cxr_seterr(err, bad,
-                             "%s: tensor '%s': \"data_offsets\" is not a list of 2 non-negative "
-                             "integers",
-                             file, name);
+                          "%s: tensor '%s': \"data_offsets\" is not a list of 2 non-negative "
+                          "integers",
+                          file, name);
     if (e->begin > e->end)
-        return cxr_seterr(err, bad, "%s: tensor '%s': data_offsets [%llu,%llu] begin > end",
-                             file, name, (unsigned long long)e->begin, (unsigned long long)e->end);
+        return cxr_seterr(err, bad, "%s: tensor '%s': data_offsets [%llu,%llu] begin > end", file,
+                          name, (unsigned long long)e->begin, (unsigned long long)e->end);
     if (e->end > data_len)
         return cxr_seterr(err, bad,
-                             "%s: tensor '%s': data_offsets [%llu,%llu] past the end of the data "
-                             "area (%llu bytes; file truncated?)",
-                             file, name, (unsigned long long)e->begin, (unsigned long long)e->end,
-                             (unsigned long long)data_len);
+                          "%s: tensor '%s': data_offsets [%llu,%llu] past the end of the data "
+                          "area (%llu bytes; file truncated?)",
+                          file, name, (unsigned long long)e->begin, (unsigned long long)e->end,
+                          (unsigned long long)data_len);
     uint64_t want = numel * cxr_nn_dtype_size(e->dtype);
     if (e->end - e->begin != want)
         return cxr_seterr(err, bad,
-                             "%s: tensor '%s': data_offsets [%llu,%llu] hold %llu bytes but %s x "
-                             "%llu elements need %llu",
-                             file, name, (unsigned long long)e->begin, (unsigned long long)e->end,
-                             (unsigned long long)(e->end - e->begin), dts,
-                             (unsigned long long)numel, (unsigned long long)want);
+                          "%s: tensor '%s': data_offsets [%llu,%llu] hold %llu bytes but %s x "
+                          "%llu elements need %llu",
+                          file, name, (unsigned long long)e->begin, (unsigned long long)e->end,
+                          (unsigned long long)(e->end - e->begin), dts, (unsigned long long)numel,
+                          (unsigned long long)want);
     return CXR_OK;
 }
 
@@ -244,23 +244,22 @@ static enum cxr_status check_layout(const char *file, struct entry *ents, size_t
             continue; /* an empty tensor occupies nothing */
         if (e->begin < pos)
             st = cxr_seterr(err, CXR_ERR_NN_MODEL,
-                               "%s: tensor '%s': data_offsets [%llu,%llu] overlap tensor '%s'",
-                               file, e->name, (unsigned long long)e->begin,
-                               (unsigned long long)e->end, prev ? prev : "?");
+                            "%s: tensor '%s': data_offsets [%llu,%llu] overlap tensor '%s'", file,
+                            e->name, (unsigned long long)e->begin, (unsigned long long)e->end,
+                            prev ? prev : "?");
         else if (e->begin > pos)
             st = cxr_seterr(err, CXR_ERR_NN_MODEL,
-                               "%s: tensor '%s': data_offsets [%llu,%llu] leave a hole of %llu "
-                               "bytes in the data area",
-                               file, e->name, (unsigned long long)e->begin,
-                               (unsigned long long)e->end, (unsigned long long)(e->begin - pos));
+                            "%s: tensor '%s': data_offsets [%llu,%llu] leave a hole of %llu "
+                            "bytes in the data area",
+                            file, e->name, (unsigned long long)e->begin, (unsigned long long)e->end,
+                            (unsigned long long)(e->begin - pos));
         pos = e->end;
         prev = e->name;
     }
     if (st == CXR_OK && pos != data_len)
-        st =
-            cxr_seterr(err, CXR_ERR_NN_MODEL,
-                          "%s: %llu bytes after the last tensor's data (data area %llu bytes)",
-                          file, (unsigned long long)(data_len - pos), (unsigned long long)data_len);
+        st = cxr_seterr(err, CXR_ERR_NN_MODEL,
+                        "%s: %llu bytes after the last tensor's data (data area %llu bytes)", file,
+                        (unsigned long long)(data_len - pos), (unsigned long long)data_len);
     free(order);
     return st;
 }
@@ -346,16 +345,16 @@ static enum cxr_status fill_model(const char *file, struct cxr_nn_model *m, stru
             if (kind == CXR_NN_PARAM_BN_COUNT)
                 continue; /* optional buffer, stays 0 */
             return cxr_seterr(err, CXR_ERR_NN_MODEL,
-                                 "%s: tensor '%s' missing (%s needs it; torchvision naming)", file,
-                                 t->name, arch);
+                              "%s: tensor '%s' missing (%s needs it; torchvision naming)", file,
+                              t->name, arch);
         }
         e->used = true;
         bool is_float = e->dtype == CXR_NN_DTYPE_F32 || e->dtype == CXR_NN_DTYPE_F16 ||
                         e->dtype == CXR_NN_DTYPE_BF16 || e->dtype == CXR_NN_DTYPE_F64;
         if (kind == CXR_NN_PARAM_BN_COUNT ? e->dtype != CXR_NN_DTYPE_I64 : !is_float)
-            return cxr_seterr(err, CXR_ERR_NN_DTYPE, "%s: tensor '%s': dtype %s, expected %s",
-                                 file, t->name, cxr_nn_dtype_name(e->dtype),
-                                 kind == CXR_NN_PARAM_BN_COUNT ? "I64" : "F32, F16, BF16 or F64");
+            return cxr_seterr(err, CXR_ERR_NN_DTYPE, "%s: tensor '%s': dtype %s, expected %s", file,
+                              t->name, cxr_nn_dtype_name(e->dtype),
+                              kind == CXR_NN_PARAM_BN_COUNT ? "I64" : "F32, F16, BF16 or F64");
         bool same = e->ndim == t->ndim;
         for (int32_t d = 0; same && d < t->ndim; d++)
             same = e->shape[d] == t->shape[d];
@@ -367,10 +366,10 @@ static enum cxr_status fill_model(const char *file, struct cxr_nn_model *m, stru
             fmt_shape(got, sizeof got, e->ndim, e->shape);
             fmt_shape(want, sizeof want, t->ndim, t->shape);
             return cxr_seterr(err, CXR_ERR_NN_SHAPE,
-                                 "%s: tensor '%s': shape %s, but %s (in %d, width %d, %d classes) "
-                                 "needs %s",
-                                 file, t->name, got, arch, (int)m->spec.in_channels,
-                                 (int)m->spec.base_width, (int)m->spec.num_classes, want);
+                              "%s: tensor '%s': shape %s, but %s (in %d, width %d, %d classes) "
+                              "needs %s",
+                              file, t->name, got, arch, (int)m->spec.in_channels,
+                              (int)m->spec.base_width, (int)m->spec.num_classes, want);
         }
         convert(t, e, data);
         if (kind == CXR_NN_PARAM_CONV_WEIGHT || kind == CXR_NN_PARAM_FC_WEIGHT)
@@ -379,7 +378,7 @@ static enum cxr_status fill_model(const char *file, struct cxr_nn_model *m, stru
     for (size_t i = 0; i < n; i++)
         if (!ents[i].used)
             return cxr_seterr(err, CXR_ERR_NN_MODEL, "%s: tensor '%s' is not a parameter of %s",
-                                 file, ents[i].name, arch);
+                              file, ents[i].name, arch);
     return CXR_OK;
 }
 
@@ -395,51 +394,48 @@ static enum cxr_status make_spec(const char *file, struct json_object *md, struc
     if (md && json_object_object_get_ex(md, "arch", &a)) {
         const char *s = json_object_get_string(a);
         if (!json_object_is_type(a, json_type_string) || !cxr_nn_arch_parse(s, &arch))
-            return cxr_seterr(
-                err, CXR_ERR_UNSUPPORTED,
-                "%s: metadata arch \"%.40s\" is not one this build knows (resnet18, "
-                "resnet34, resnet50)",
-                file, s ? s : "");
+            return cxr_seterr(err, CXR_ERR_UNSUPPORTED,
+                              "%s: metadata arch \"%.40s\" is not one this build knows (resnet18, "
+                              "resnet34, resnet50)",
+                              file, s ? s : "");
         if (have_inferred && inferred != arch)
             return cxr_seterr(err, CXR_ERR_NN_MODEL,
-                                 "%s: metadata arch %s but the tensors are %s's (%s)", file,
-                                 cxr_nn_arch_name(arch), cxr_nn_arch_name(inferred), desc);
+                              "%s: metadata arch %s but the tensors are %s's (%s)", file,
+                              cxr_nn_arch_name(arch), cxr_nn_arch_name(inferred), desc);
     } else if (have_inferred) {
         arch = inferred;
     } else {
         return cxr_seterr(err, CXR_ERR_NN_MODEL,
-                             "%s: no \"arch\" metadata and the tensors (%s) are not those of "
-                             "resnet18, resnet34 or resnet50",
-                             file, desc);
+                          "%s: no \"arch\" metadata and the tensors (%s) are not those of "
+                          "resnet18, resnet34 or resnet50",
+                          file, desc);
     }
     struct entry *c1 = find_entry(ents, n, "conv1.weight");
     struct entry *fc = find_entry(ents, n, "fc.weight");
     if (!c1 || c1->ndim != 4)
         return cxr_seterr(err, c1 ? CXR_ERR_NN_SHAPE : CXR_ERR_NN_MODEL,
-                             "%s: tensor 'conv1.weight' %s", file,
-                             c1 ? "is not 4-dimensional" : "missing (torchvision naming)");
+                          "%s: tensor 'conv1.weight' %s", file,
+                          c1 ? "is not 4-dimensional" : "missing (torchvision naming)");
     if (!fc || fc->ndim != 2)
         return cxr_seterr(err, fc ? CXR_ERR_NN_SHAPE : CXR_ERR_NN_MODEL,
-                             "%s: tensor 'fc.weight' %s", file,
-                             fc ? "is not 2-dimensional" : "missing (torchvision naming)");
+                          "%s: tensor 'fc.weight' %s", file,
+                          fc ? "is not 2-dimensional" : "missing (torchvision naming)");
     if (c1->shape[1] != 1 && c1->shape[1] != 3)
-        return cxr_seterr(
-            err, CXR_ERR_NN_SHAPE,
-            "%s: tensor 'conv1.weight' takes %lld input channels (1 or 3 supported)", file,
-            (long long)c1->shape[1]);
+        return cxr_seterr(err, CXR_ERR_NN_SHAPE,
+                          "%s: tensor 'conv1.weight' takes %lld input channels (1 or 3 supported)",
+                          file, (long long)c1->shape[1]);
     if (c1->shape[0] < 1 || c1->shape[0] > 1024)
-        return cxr_seterr(
-            err, CXR_ERR_NN_SHAPE,
-            "%s: tensor 'conv1.weight' has %lld output channels (1..1024 supported)", file,
-            (long long)c1->shape[0]);
+        return cxr_seterr(err, CXR_ERR_NN_SHAPE,
+                          "%s: tensor 'conv1.weight' has %lld output channels (1..1024 supported)",
+                          file, (long long)c1->shape[0]);
     if (fc->shape[0] < 1 || fc->shape[0] > CXR_NN_MAX_CLASSES)
         return cxr_seterr(err, CXR_ERR_NN_SHAPE,
-                             "%s: tensor 'fc.weight' has %lld classes (1..%d supported)", file,
-                             (long long)fc->shape[0], CXR_NN_MAX_CLASSES);
+                          "%s: tensor 'fc.weight' has %lld classes (1..%d supported)", file,
+                          (long long)fc->shape[0], CXR_NN_MAX_CLASSES);
     if (cxr_nn_resnet_spec_make(arch, (int32_t)c1->shape[1], (int32_t)c1->shape[0],
                                 (int32_t)fc->shape[0], spec) != CXR_OK)
         return cxr_seterr(err, CXR_ERR_INTERNAL, "%s: cannot make the %s spec", file,
-                             cxr_nn_arch_name(arch));
+                          cxr_nn_arch_name(arch));
     return CXR_OK;
 }
 
@@ -471,21 +467,20 @@ enum cxr_status cxr_nn_model_load_memory(const void *buf, size_t len, const char
     if (!buf && len)
         return cxr_seterr(err, CXR_ERR_INVALID_ARG, "%s: no buffer", file);
     if (len < 8)
-        return cxr_seterr(err, bad, "%s: %zu bytes, too short for a safetensors file", file,
-                             len);
+        return cxr_seterr(err, bad, "%s: %zu bytes, too short for a safetensors file", file, len);
     uint64_t hlen = 0;
     for (int i = 7; i >= 0; i--)
         hlen = (hlen << 8) | b[i];
     if (hlen > CXR_NN_MAX_HEADER)
         return cxr_seterr(err, bad,
-                             "%s: header length %llu is absurd (cap %u bytes): not a safetensors "
-                             "file?",
-                             file, (unsigned long long)hlen, CXR_NN_MAX_HEADER);
+                          "%s: header length %llu is absurd (cap %u bytes): not a safetensors "
+                          "file?",
+                          file, (unsigned long long)hlen, CXR_NN_MAX_HEADER);
     if (hlen > len - 8)
         return cxr_seterr(err, bad,
-                             "%s: header length %llu runs past the end of the file (%zu bytes; "
-                             "truncated?)",
-                             file, (unsigned long long)hlen, len);
+                          "%s: header length %llu runs past the end of the file (%zu bytes; "
+                          "truncated?)",
+                          file, (unsigned long long)hlen, len);
     if (hlen < 2 || b[8] != '{')
         return cxr_seterr(err, bad, "%s: header does not start with a JSON object", file);
     const char *hdr = (const char *)b + 8;
@@ -502,13 +497,13 @@ enum cxr_status cxr_nn_model_load_memory(const void *buf, size_t len, const char
     size_t end = json_tokener_get_parse_end(tok);
     if (!root || jerr != json_tokener_success) {
         st = cxr_seterr(err, bad, "%s: header is not valid JSON (%s near byte %zu)", file,
-                           root ? "trailing data" : json_tokener_error_desc(jerr), end);
+                        root ? "trailing data" : json_tokener_error_desc(jerr), end);
         goto fail;
     }
     for (size_t i = end; i < hlen; i++)
         if (hdr[i] != ' ' && hdr[i] != '\t' && hdr[i] != '\n' && hdr[i] != '\r') {
-            st = cxr_seterr(err, bad, "%s: header has data after the JSON object (byte %zu)",
-                               file, i);
+            st = cxr_seterr(err, bad, "%s: header has data after the JSON object (byte %zu)", file,
+                            i);
             goto fail;
         }
     if (!json_object_is_type(root, json_type_object)) {
@@ -529,7 +524,7 @@ enum cxr_status cxr_nn_model_load_memory(const void *buf, size_t len, const char
     }
     if (counted != count_tree_keys(root)) {
         st = cxr_seterr(err, bad, "%s: key '%.*s' appears more than once in the header", file,
-                           (int)(dup ? (dup_len > 80 ? 80 : dup_len) : 1), dup ? dup : "?");
+                        (int)(dup ? (dup_len > 80 ? 80 : dup_len) : 1), dup ? dup : "?");
         goto fail;
     }
     if (nkeys > MAX_ENTRIES) {
@@ -541,7 +536,8 @@ enum cxr_status cxr_nn_model_load_memory(const void *buf, size_t len, const char
         goto fail;
     }
     size_t n = 0;
-    json_object_object_foreach (root, key, val) {
+    json_object_object_foreach(root, key, val)
+    {
         if (strcmp(key, "__metadata__") == 0) {
             if (!json_object_is_type(val, json_type_object)) {
                 st = cxr_seterr(err, bad, "%s: \"__metadata__\" is not an object", file);
@@ -591,7 +587,7 @@ enum cxr_status cxr_nn_model_load(const char *path, struct cxr_nn_model **out, c
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return cxr_seterr(err, errno == ENOENT ? CXR_ERR_NOT_FOUND : CXR_ERR_IO, "%s: %s", path,
-                             strerror(errno));
+                          strerror(errno));
     struct stat st;
     if (fstat(fd, &st) != 0) {
         int e = errno;
@@ -604,14 +600,13 @@ enum cxr_status cxr_nn_model_load(const char *path, struct cxr_nn_model **out, c
     }
     if (st.st_size < 8) {
         close(fd);
-        return cxr_seterr(err, CXR_ERR_NN_MODEL,
-                             "%s: %lld bytes, too short for a safetensors file", path,
-                             (long long)st.st_size);
+        return cxr_seterr(err, CXR_ERR_NN_MODEL, "%s: %lld bytes, too short for a safetensors file",
+                          path, (long long)st.st_size);
     }
     if ((uint64_t)st.st_size > MAX_FILE) {
         close(fd);
         return cxr_seterr(err, CXR_ERR_LIMIT, "%s: %lld bytes, more than a model can be (%llu)",
-                             path, (long long)st.st_size, (unsigned long long)MAX_FILE);
+                          path, (long long)st.st_size, (unsigned long long)MAX_FILE);
     }
     /* read, not mmap: a file truncated under us must be an error, not SIGBUS */
     size_t len = (size_t)st.st_size, got = 0;
@@ -629,7 +624,7 @@ enum cxr_status cxr_nn_model_load(const char *path, struct cxr_nn_model **out, c
             close(fd);
             free(buf);
             return cxr_seterr(err, CXR_ERR_IO, "%s: read: %s", path,
-                                 r == 0 ? "file shrank while reading" : strerror(e));
+                              r == 0 ? "file shrank while reading" : strerror(e));
         }
         got += (size_t)r;
     }

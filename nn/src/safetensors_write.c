@@ -108,8 +108,8 @@ static struct json_object *build_header(const struct cxr_nn_model *m, enum cxr_n
 
 static enum cxr_status io_err(char *err, const char *path, const char *what, int e)
 {
-    return cxr_seterr(err, e == ENOSPC || e == EDQUOT ? CXR_ERR_NO_SPACE : CXR_ERR_IO,
-                         "%s: %s: %s", path, what, strerror(e));
+    return cxr_seterr(err, e == ENOSPC || e == EDQUOT ? CXR_ERR_NO_SPACE : CXR_ERR_IO, "%s: %s: %s",
+                      path, what, strerror(e));
 }
 
 /* Atomic: writes "<path>.tmp-XXXXXX" in the same folder, fsyncs it, renames
@@ -123,7 +123,7 @@ enum cxr_status cxr_nn_model_save(const struct cxr_nn_model *m, const char *path
         return cxr_seterr(err, CXR_ERR_INVALID_ARG, "save: no model or no path");
     if (storage != CXR_NN_DTYPE_F32 && storage != CXR_NN_DTYPE_F16 && storage != CXR_NN_DTYPE_BF16)
         return cxr_seterr(err, CXR_ERR_NN_DTYPE, "%s: storage dtype %s (F32, F16 or BF16)", path,
-                             cxr_nn_dtype_name(storage));
+                          cxr_nn_dtype_name(storage));
     char verr[CXR_ERRLEN];
     enum cxr_status st = cxr_nn_meta_validate(&m->meta, &m->spec, verr);
     if (st != CXR_OK)

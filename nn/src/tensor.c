@@ -9,18 +9,12 @@
 size_t cxr_nn_dtype_size(enum cxr_nn_dtype t)
 {
     switch (t) {
-    case CXR_NN_DTYPE_F32:
-        return 4;
-    case CXR_NN_DTYPE_F16:
-        return 2;
-    case CXR_NN_DTYPE_BF16:
-        return 2;
-    case CXR_NN_DTYPE_F64:
-        return 8;
-    case CXR_NN_DTYPE_I64:
-        return 8;
-    case CXR_NN_DTYPE_U8:
-        return 1;
+    case CXR_NN_DTYPE_F32: return 4;
+    case CXR_NN_DTYPE_F16: return 2;
+    case CXR_NN_DTYPE_BF16: return 2;
+    case CXR_NN_DTYPE_F64: return 8;
+    case CXR_NN_DTYPE_I64: return 8;
+    case CXR_NN_DTYPE_U8: return 1;
     }
     return 0;
 }
@@ -28,18 +22,12 @@ size_t cxr_nn_dtype_size(enum cxr_nn_dtype t)
 const char *cxr_nn_dtype_name(enum cxr_nn_dtype t)
 {
     switch (t) {
-    case CXR_NN_DTYPE_F32:
-        return "F32";
-    case CXR_NN_DTYPE_F16:
-        return "F16";
-    case CXR_NN_DTYPE_BF16:
-        return "BF16";
-    case CXR_NN_DTYPE_F64:
-        return "F64";
-    case CXR_NN_DTYPE_I64:
-        return "I64";
-    case CXR_NN_DTYPE_U8:
-        return "U8";
+    case CXR_NN_DTYPE_F32: return "F32";
+    case CXR_NN_DTYPE_F16: return "F16";
+    case CXR_NN_DTYPE_BF16: return "BF16";
+    case CXR_NN_DTYPE_F64: return "F64";
+    case CXR_NN_DTYPE_I64: return "I64";
+    case CXR_NN_DTYPE_U8: return "U8";
     }
     return "?";
 }
@@ -84,7 +72,6 @@ bool cxr_nn_arch_parse(const char *name, enum cxr_nn_arch *out)
     return false;
 }
 
-
 /* ---- IEEE half and bfloat16 */
 
 static uint32_t f32_bits(float f)
@@ -101,10 +88,7 @@ static float bits_f32(uint32_t u)
     return f;
 }
 
-float cxr_nn_bf16_to_f32(uint16_t b)
-{
-    return bits_f32((uint32_t)b << 16);
-}
+float cxr_nn_bf16_to_f32(uint16_t b) { return bits_f32((uint32_t)b << 16); }
 
 uint16_t cxr_nn_f32_to_bf16(float f)
 {

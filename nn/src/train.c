@@ -66,8 +66,8 @@ void cxr_nn_class_weights_balanced(const int64_t *counts, int32_t k, float *out)
             present++;
         }
     for (int32_t c = 0; c < k; c++)
-        out[c] = counts[c] > 0 ? (float)((double)total / ((double)present * (double)counts[c]))
-                               : 0.0f;
+        out[c] =
+            counts[c] > 0 ? (float)((double)total / ((double)present * (double)counts[c])) : 0.0f;
 }
 
 void cxr_nn_trainer_free(struct cxr_nn_trainer *tr)
@@ -131,27 +131,32 @@ static void state_tensor(struct cxr_nn_tensor *s, const struct cxr_nn_tensor *p,
 static enum cxr_status check_options(const struct cxr_nn_trainer_options *o, char *err)
 {
     if (o->optimizer != CXR_NN_OPTIMIZER_ADAMW && o->optimizer != CXR_NN_OPTIMIZER_SGD)
-        return cxr_seterr(err, CXR_ERR_INVALID_ARG, "trainer: unknown optimizer %d", (int)o->optimizer);
+        return cxr_seterr(err, CXR_ERR_INVALID_ARG, "trainer: unknown optimizer %d",
+                          (int)o->optimizer);
     if (!(o->lr > 0.0 && o->lr < 10.0) || !(o->weight_decay >= 0.0 && o->weight_decay < 1.0))
-        return cxr_seterr(err, CXR_ERR_INVALID_ARG, "trainer: lr %g (0..10) or weight decay %g (0..1) "
-                    "out of range", o->lr, o->weight_decay);
+        return cxr_seterr(err, CXR_ERR_INVALID_ARG,
+                          "trainer: lr %g (0..10) or weight decay %g (0..1) "
+                          "out of range",
+                          o->lr, o->weight_decay);
     if (!(o->beta1 >= 0.0 && o->beta1 < 1.0) || !(o->beta2 >= 0.0 && o->beta2 < 1.0) ||
         !(o->eps > 0.0) || !(o->momentum >= 0.0 && o->momentum < 1.0) || !(o->clip_norm >= 0.0))
-        return cxr_seterr(err, CXR_ERR_INVALID_ARG, "trainer: betas, eps, momentum or clip norm out of "
-                    "range");
+        return cxr_seterr(err, CXR_ERR_INVALID_ARG,
+                          "trainer: betas, eps, momentum or clip norm out of "
+                          "range");
     if (o->max_batch < 1 || o->max_batch > TRAINER_MAX_BATCH)
         return cxr_seterr(err, CXR_ERR_INVALID_ARG, "trainer: max_batch %d outside 1..%d",
-                    (int)o->max_batch, TRAINER_MAX_BATCH);
+                          (int)o->max_batch, TRAINER_MAX_BATCH);
     if (o->schedule == CXR_NN_SCHEDULE_ONECYCLE &&
         (o->total_steps < 1 || !(o->pct_start > 0.0 && o->pct_start < 1.0) ||
          !(o->div_factor > 0.0) || !(o->final_div_factor > 0.0) ||
          !(o->base_momentum >= 0.0 && o->base_momentum < 1.0) ||
          !(o->max_momentum >= 0.0 && o->max_momentum < 1.0)))
-        return cxr_seterr(err, CXR_ERR_INVALID_ARG, "trainer: the one-cycle schedule needs total_steps "
-                    ">= 1, pct_start in (0,1), positive div factors and momenta in [0,1)");
+        return cxr_seterr(err, CXR_ERR_INVALID_ARG,
+                          "trainer: the one-cycle schedule needs total_steps "
+                          ">= 1, pct_start in (0,1), positive div factors and momenta in [0,1)");
     if (!(o->bn_momentum >= 0.0f && o->bn_momentum <= 1.0f))
         return cxr_seterr(err, CXR_ERR_INVALID_ARG, "trainer: bn_momentum %g outside 0..1",
-                    (double)o->bn_momentum);
+                          (double)o->bn_momentum);
     return CXR_OK;
 }
 
@@ -167,8 +172,10 @@ enum cxr_status cxr_nn_trainer_new(struct cxr_nn_backend *b, const struct cxr_nn
         return cxr_seterr(err, CXR_ERR_INVALID_ARG, "trainer: backend, model or options missing");
     if (!b->iface->train_plan || !b->iface->train_forward || !b->iface->train_backward ||
         !b->iface->tensor_sumsq || !b->iface->optim_step)
-        return cxr_seterr(err, CXR_ERR_UNSUPPORTED, "trainer: the %s backend cannot train (no training "
-                    "entries); use the CPU backend", cxr_nn_backend_name(b));
+        return cxr_seterr(err, CXR_ERR_UNSUPPORTED,
+                          "trainer: the %s backend cannot train (no training "
+                          "entries); use the CPU backend",
+                          cxr_nn_backend_name(b));
     if ((st = check_options(o, err)) != CXR_OK)
         return st;
     const struct cxr_nn_model_meta *meta = cxr_nn_model_meta(m);
@@ -191,7 +198,7 @@ enum cxr_status cxr_nn_trainer_new(struct cxr_nn_backend *b, const struct cxr_nn
     }
     if (meta->channels != tr->spec.in_channels) {
         st = cxr_seterr(err, CXR_ERR_NN_MODEL, "trainer: metadata says %d channels, conv1 takes %d",
-                  (int)meta->channels, (int)tr->spec.in_channels);
+                        (int)meta->channels, (int)tr->spec.in_channels);
         goto fail;
     }
     if ((st = cxr_nn_graph_build_resnet(&tr->spec, tr->h, tr->w, &tr->g, err)) != CXR_OK ||
@@ -257,8 +264,10 @@ static void schedule_at(const struct cxr_nn_trainer *tr, int64_t step, double *l
     const struct cxr_nn_trainer_options *o = &tr->o;
     double m = o->optimizer == CXR_NN_OPTIMIZER_ADAMW ? o->beta1 : o->momentum;
     if (o->schedule == CXR_NN_SCHEDULE_ONECYCLE) {
-        struct cxr_nn_onecycle s = {.max_lr = o->lr, .total_steps = o->total_steps,
-                                    .pct_start = o->pct_start, .div_factor = o->div_factor,
+        struct cxr_nn_onecycle s = {.max_lr = o->lr,
+                                    .total_steps = o->total_steps,
+                                    .pct_start = o->pct_start,
+                                    .div_factor = o->div_factor,
                                     .final_div_factor = o->final_div_factor,
                                     .base_momentum = o->base_momentum,
                                     .max_momentum = o->max_momentum};
@@ -273,8 +282,8 @@ static void schedule_at(const struct cxr_nn_trainer *tr, int64_t step, double *l
 }
 
 enum cxr_status cxr_nn_trainer_forward_backward(struct cxr_nn_trainer *tr, const float *input,
-                                                const int32_t *labels, int32_t n,
-                                                float *logits, struct cxr_nn_step_stats *stats)
+                                                const int32_t *labels, int32_t n, float *logits,
+                                                struct cxr_nn_step_stats *stats)
 {
     if (!tr)
         return CXR_ERR_INVALID_ARG;
@@ -282,14 +291,18 @@ enum cxr_status cxr_nn_trainer_forward_backward(struct cxr_nn_trainer *tr, const
     err[0] = '\0';
     tr->have_grads = false;
     if (!input || !labels || n < 1 || n > tr->o.max_batch)
-        return cxr_seterr(err, CXR_ERR_INVALID_ARG, "trainer: batch of %d images, this trainer takes "
-                    "1..%d", (int)n, (int)tr->o.max_batch);
+        return cxr_seterr(err, CXR_ERR_INVALID_ARG,
+                          "trainer: batch of %d images, this trainer takes "
+                          "1..%d",
+                          (int)n, (int)tr->o.max_batch);
     const struct cxr_nn_backend_i *bi = tr->b->iface;
     enum cxr_status st;
     if (!tr->plans[n]) {
-        struct cxr_nn_train_plan_options po = {
-            .batch = n, .bn_frozen = tr->o.freeze_backbone, .bn_momentum = tr->o.bn_momentum,
-            .conv_algo = tr->o.direct_conv ? CXR_NN_CONV_DIRECT : CXR_NN_CONV_AUTO};
+        struct cxr_nn_train_plan_options po = {.batch = n,
+                                               .bn_frozen = tr->o.freeze_backbone,
+                                               .bn_momentum = tr->o.bn_momentum,
+                                               .conv_algo = tr->o.direct_conv ? CXR_NN_CONV_DIRECT
+                                                                              : CXR_NN_CONV_AUTO};
         if ((st = bi->train_plan(tr->b, tr->g, &po, &tr->plans[n], err)) != CXR_OK)
             return st;
     }
@@ -308,11 +321,14 @@ enum cxr_status cxr_nn_trainer_forward_backward(struct cxr_nn_trainer *tr, const
                                    weighted ? tr->o.class_weights : NULL, tr->dlogits, &loss,
                                    &correct);
     if (st == CXR_ERR_NN_BACKEND)
-        return cxr_seterr(err, st, "trainer: the loss is not finite: training diverged (lower the "
-                    "learning rate)");
+        return cxr_seterr(err, st,
+                          "trainer: the loss is not finite: training diverged (lower the "
+                          "learning rate)");
     if (st != CXR_OK)
-        return cxr_seterr(err, st, "trainer: a label is outside 0..%d or the class weights of this "
-                    "batch sum to 0", (int)tr->k - 1);
+        return cxr_seterr(err, st,
+                          "trainer: a label is outside 0..%d or the class weights of this "
+                          "batch sum to 0",
+                          (int)tr->k - 1);
     if ((st = bi->train_backward(tr->b, tr->plans[n], tr->dlogits, err)) != CXR_OK)
         return st;
     double ss = 0.0;
@@ -324,8 +340,9 @@ enum cxr_status cxr_nn_trainer_forward_backward(struct cxr_nn_trainer *tr, const
     }
     tr->grad_norm = sqrt(ss);
     if (!isfinite(tr->grad_norm))
-        return cxr_seterr(err, CXR_ERR_NN_BACKEND, "trainer: the gradients are not finite: training "
-                    "diverged (lower the learning rate)");
+        return cxr_seterr(err, CXR_ERR_NN_BACKEND,
+                          "trainer: the gradients are not finite: training "
+                          "diverged (lower the learning rate)");
     tr->have_grads = true;
     if (stats) {
         memset(stats, 0, sizeof *stats);
@@ -349,17 +366,21 @@ enum cxr_status cxr_nn_trainer_update(struct cxr_nn_trainer *tr, struct cxr_nn_s
     double lr, mom;
     schedule_at(tr, tr->step, &lr, &mom);
     bool adam = tr->o.optimizer == CXR_NN_OPTIMIZER_ADAMW;
-    struct cxr_nn_optim_step h = {
-        .kind = adam ? CXR_NN_OPTIM_ADAMW : CXR_NN_OPTIM_SGD, .step = tr->step + 1, .lr = lr,
-        .beta1 = adam ? mom : tr->o.beta1, .beta2 = tr->o.beta2, .eps = tr->o.eps,
-        .momentum = adam ? tr->o.momentum : mom, .nesterov = tr->o.nesterov,
-        .grad_scale = cxr_nn_clip_factor(tr->grad_norm, tr->o.clip_norm)};
+    struct cxr_nn_optim_step h = {.kind = adam ? CXR_NN_OPTIM_ADAMW : CXR_NN_OPTIM_SGD,
+                                  .step = tr->step + 1,
+                                  .lr = lr,
+                                  .beta1 = adam ? mom : tr->o.beta1,
+                                  .beta2 = tr->o.beta2,
+                                  .eps = tr->o.eps,
+                                  .momentum = adam ? tr->o.momentum : mom,
+                                  .nesterov = tr->o.nesterov,
+                                  .grad_scale = cxr_nn_clip_factor(tr->grad_norm, tr->o.clip_norm)};
     for (int32_t i = 0; i < tr->n_tp; i++) {
         struct tparam *tp = &tr->tp[i];
         struct cxr_nn_param *p = &tr->g->params[tp->index];
         h.weight_decay = tp->decay ? tr->o.weight_decay : 0.0;
-        enum cxr_status st = bi->optim_step(tr->b, &p->t, &p->grad, &tp->s0, adam ? &tp->s1 : NULL,
-                                            &h, err);
+        enum cxr_status st =
+            bi->optim_step(tr->b, &p->t, &p->grad, &tp->s0, adam ? &tp->s1 : NULL, &h, err);
         if (st != CXR_OK)
             return st;
     }
@@ -380,10 +401,7 @@ enum cxr_status cxr_nn_trainer_step(struct cxr_nn_trainer *tr, const float *inpu
     return st;
 }
 
-int64_t cxr_nn_trainer_steps(const struct cxr_nn_trainer *tr)
-{
-    return tr ? tr->step : 0;
-}
+int64_t cxr_nn_trainer_steps(const struct cxr_nn_trainer *tr) { return tr ? tr->step : 0; }
 
 double cxr_nn_trainer_next_lr(const struct cxr_nn_trainer *tr)
 {
@@ -402,8 +420,10 @@ enum cxr_status cxr_nn_trainer_export(struct cxr_nn_trainer *tr, struct cxr_nn_m
         struct cxr_nn_tensor *t = &tr->g->params[i].t;
         struct cxr_nn_tensor *mt = cxr_nn_model_tensor_find(m, t->name);
         if (!mt || mt->dtype != CXR_NN_DTYPE_F32 || mt->nbytes != t->nbytes || !mt->data)
-            return cxr_seterr(err, CXR_ERR_NN_SHAPE, "trainer: the model has no F32 '%s' of %zu bytes "
-                        "(another architecture?)", t->name, t->nbytes);
+            return cxr_seterr(err, CXR_ERR_NN_SHAPE,
+                              "trainer: the model has no F32 '%s' of %zu bytes "
+                              "(another architecture?)",
+                              t->name, t->nbytes);
         enum cxr_status st = bi->tensor_get(tr->b, t, mt->data, 0, t->nbytes, err);
         if (st != CXR_OK)
             return st;
@@ -424,10 +444,7 @@ const char *cxr_nn_trainer_last_error(const struct cxr_nn_trainer *tr)
     return tr ? tr->err : "no trainer";
 }
 
-struct cxr_nn_graph *cxr_nn_trainer_graph(struct cxr_nn_trainer *tr)
-{
-    return tr ? tr->g : NULL;
-}
+struct cxr_nn_graph *cxr_nn_trainer_graph(struct cxr_nn_trainer *tr) { return tr ? tr->g : NULL; }
 
 struct cxr_nn_backend *cxr_nn_trainer_backend(struct cxr_nn_trainer *tr)
 {

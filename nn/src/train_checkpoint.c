@@ -22,7 +22,7 @@
 
 #include "train_priv.h"
 
-#define CKPT_FORMAT "cxr-triage-checkpoint/1"
+#define CKPT_FORMAT     "cxr-triage-checkpoint/1"
 #define CKPT_MAX_HEADER (64u << 20)
 
 /* The tensors of a checkpoint, in file order: graph parameters, then the
@@ -74,8 +74,8 @@ static bool add_str(struct json_object *o, const char *key, const char *fmt, ...
     return true;
 }
 
-static struct json_object *ck_header(struct cxr_nn_trainer *tr, const struct ck_item *it,
-                                     int32_t n, const char *extra)
+static struct json_object *ck_header(struct cxr_nn_trainer *tr, const struct ck_item *it, int32_t n,
+                                     const char *extra)
 {
     struct json_object *root = json_object_new_object(), *md = json_object_new_object();
     bool ok = root && md && json_object_object_add(root, "__metadata__", md) == 0;
@@ -87,8 +87,7 @@ static struct json_object *ck_header(struct cxr_nn_trainer *tr, const struct ck_
     ok = add_str(md, "format", "%s", CKPT_FORMAT) &&
          add_str(md, "arch", "%s", cxr_nn_arch_name(tr->spec.arch)) &&
          add_str(md, "base_width", "%d", (int)tr->spec.base_width) &&
-         add_str(md, "channels", "%d", (int)tr->c) &&
-         add_str(md, "classes", "%d", (int)tr->k) &&
+         add_str(md, "channels", "%d", (int)tr->c) && add_str(md, "classes", "%d", (int)tr->k) &&
          add_str(md, "input_size", "%d,%d", (int)tr->h, (int)tr->w) &&
          add_str(md, "optimizer", "%s", cxr_nn_optimizer_name(tr->o.optimizer)) &&
          add_str(md, "freeze_backbone", "%d", tr->o.freeze_backbone ? 1 : 0) &&
@@ -106,7 +105,8 @@ static struct json_object *ck_header(struct cxr_nn_trainer *tr, const struct ck_
         const struct cxr_nn_tensor *t = it[i].t;
         struct json_object *e = json_object_new_object(), *shape = json_object_new_array(),
                            *offs = json_object_new_array();
-        ok = e && shape && offs && json_object_object_add(e, "dtype", json_object_new_string("F32")) == 0;
+        ok = e && shape && offs &&
+             json_object_object_add(e, "dtype", json_object_new_string("F32")) == 0;
         for (int32_t d = 0; ok && d < t->ndim; d++)
             ok = json_object_array_add(shape, json_object_new_int64(t->shape[d])) == 0;
         ok = ok && json_object_array_add(offs, json_object_new_int64((int64_t)off)) == 0 &&
@@ -153,7 +153,7 @@ static bool write_all(int fd, const void *p, size_t n)
 static enum cxr_status io_err(char *err, const char *path, const char *what, int e)
 {
     return cxr_seterr(err, e == ENOSPC || e == EDQUOT ? CXR_ERR_NO_SPACE : CXR_ERR_IO,
-                "checkpoint %s: %s: %s", path, what, strerror(e));
+                      "checkpoint %s: %s: %s", path, what, strerror(e));
 }
 
 /* fsync of the folder holding path (the rename's durability). */
@@ -281,13 +281,15 @@ static enum cxr_status ck_match(struct cxr_nn_trainer *tr, struct json_object *m
     char want[64];
     const char *f = md_get(md, "format");
     if (!f || strcmp(f, CKPT_FORMAT) != 0)
-        return cxr_seterr(err, CXR_ERR_INVALID_ARG, "checkpoint %s: not a cxr-triage checkpoint "
-                    "(format \"%s\")", path, f ? f : "");
+        return cxr_seterr(err, CXR_ERR_INVALID_ARG,
+                          "checkpoint %s: not a cxr-triage checkpoint "
+                          "(format \"%s\")",
+                          path, f ? f : "");
     struct {
         const char *key;
         char val[64];
-    } need[] = {{"arch", ""}, {"base_width", ""}, {"channels", ""}, {"classes", ""},
-                {"input_size", ""}, {"optimizer", ""}, {"freeze_backbone", ""}};
+    } need[] = {{"arch", ""},       {"base_width", ""}, {"channels", ""},       {"classes", ""},
+                {"input_size", ""}, {"optimizer", ""},  {"freeze_backbone", ""}};
     snprintf(need[0].val, sizeof need[0].val, "%s", cxr_nn_arch_name(tr->spec.arch));
     snprintf(need[1].val, sizeof need[1].val, "%d", (int)tr->spec.base_width);
     snprintf(need[2].val, sizeof need[2].val, "%d", (int)tr->c);
@@ -299,9 +301,10 @@ static enum cxr_status ck_match(struct cxr_nn_trainer *tr, struct json_object *m
         const char *v = md_get(md, need[i].key);
         snprintf(want, sizeof want, "%s", need[i].val);
         if (!v || strcmp(v, want) != 0)
-            return cxr_seterr(err, CXR_ERR_INVALID_ARG, "checkpoint %s: %s is \"%s\" there but \"%s\" "
-                        "here: resume with the options the run started with", path, need[i].key,
-                        v ? v : "(missing)", want);
+            return cxr_seterr(err, CXR_ERR_INVALID_ARG,
+                              "checkpoint %s: %s is \"%s\" there but \"%s\" "
+                              "here: resume with the options the run started with",
+                              path, need[i].key, v ? v : "(missing)", want);
     }
     return CXR_OK;
 }
@@ -333,11 +336,12 @@ enum cxr_status cxr_nn_trainer_checkpoint_load(struct cxr_nn_trainer *tr, const 
     size_t len = 0;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
-        return cxr_seterr(err, errno == ENOENT ? CXR_ERR_NOT_FOUND : CXR_ERR_IO, "checkpoint %s: %s",
-                    path, strerror(errno));
+        return cxr_seterr(err, errno == ENOENT ? CXR_ERR_NOT_FOUND : CXR_ERR_IO,
+                          "checkpoint %s: %s", path, strerror(errno));
     struct stat sb;
     if (fstat(fd, &sb) != 0 || sb.st_size < 8) {
-        st = cxr_seterr(err, CXR_ERR_INVALID_ARG, "checkpoint %s: not a checkpoint (too short)", path);
+        st = cxr_seterr(err, CXR_ERR_INVALID_ARG, "checkpoint %s: not a checkpoint (too short)",
+                        path);
         goto done;
     }
     len = (size_t)sb.st_size;
@@ -351,8 +355,10 @@ enum cxr_status cxr_nn_trainer_checkpoint_load(struct cxr_nn_trainer *tr, const 
     for (int i = 7; i >= 0; i--)
         hl = hl << 8 | b[i];
     if (hl > CKPT_MAX_HEADER || hl > len - 8) {
-        st = cxr_seterr(err, CXR_ERR_INVALID_ARG, "checkpoint %s: header length %" PRIu64 " is not "
-                  "inside the file", path, hl);
+        st = cxr_seterr(err, CXR_ERR_INVALID_ARG,
+                        "checkpoint %s: header length %" PRIu64 " is not "
+                        "inside the file",
+                        path, hl);
         goto done;
     }
     struct json_tokener *tok = json_tokener_new();
@@ -365,8 +371,10 @@ enum cxr_status cxr_nn_trainer_checkpoint_load(struct cxr_nn_trainer *tr, const 
     struct json_object *md = NULL;
     if (!root || !json_object_is_type(root, json_type_object) ||
         !json_object_object_get_ex(root, "__metadata__", &md)) {
-        st = cxr_seterr(err, CXR_ERR_INVALID_ARG, "checkpoint %s: header is not a safetensors JSON "
-                  "object with metadata", path);
+        st = cxr_seterr(err, CXR_ERR_INVALID_ARG,
+                        "checkpoint %s: header is not a safetensors JSON "
+                        "object with metadata",
+                        path);
         goto done;
     }
     if ((st = ck_match(tr, md, path, err)) != CXR_OK)
@@ -390,7 +398,7 @@ enum cxr_status cxr_nn_trainer_checkpoint_load(struct cxr_nn_trainer *tr, const 
         const struct cxr_nn_tensor *t = it[i].t;
         if (!json_object_object_get_ex(root, it[i].name, &e)) {
             st = cxr_seterr(err, CXR_ERR_INVALID_ARG, "checkpoint %s: tensor '%s' missing", path,
-                      it[i].name);
+                            it[i].name);
             goto done;
         }
         int64_t a = -1, z = -1;
@@ -402,8 +410,10 @@ enum cxr_status cxr_nn_trainer_checkpoint_load(struct cxr_nn_trainer *tr, const 
         const char *dt = json_object_object_get_ex(e, "dtype", &v) ? json_object_get_string(v) : "";
         if (strcmp(dt ? dt : "", "F32") != 0 || a < 0 || z < a || (uint64_t)z > data_len ||
             (size_t)(z - a) != t->nbytes) {
-            st = cxr_seterr(err, CXR_ERR_INVALID_ARG, "checkpoint %s: tensor '%s': not F32 of %zu "
-                      "bytes inside the file", path, it[i].name, t->nbytes);
+            st = cxr_seterr(err, CXR_ERR_INVALID_ARG,
+                            "checkpoint %s: tensor '%s': not F32 of %zu "
+                            "bytes inside the file",
+                            path, it[i].name, t->nbytes);
             goto done;
         }
         /* the backend copies from the map (tensor_set of a const view) */

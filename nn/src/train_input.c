@@ -34,8 +34,9 @@ enum cxr_status cxr_nn_resize_u8(const uint8_t *src, int32_t sw, int32_t sh, int
         for (int32_t y = 0; y < dh; y++)
             for (int32_t x = 0; x < dw; x++) {
                 float v = tmp[(size_t)y * (size_t)dw + (size_t)x];
-                dst[(size_t)y * (size_t)dstride + (size_t)x] =
-                    v <= 0.0f ? 0 : v >= 255.0f ? 255 : (uint8_t)lrintf(v);
+                dst[(size_t)y * (size_t)dstride + (size_t)x] = v <= 0.0f     ? 0
+                                                               : v >= 255.0f ? 255
+                                                                             : (uint8_t)lrintf(v);
             }
     free(tmp);
     return st;

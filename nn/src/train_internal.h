@@ -38,8 +38,8 @@ double cxr_nn_clip_factor(double total_norm, double max_norm);
  * loss/correct/grad_norm/clip_scale filled), then the update (clipping,
  * optimizer, schedule; stats lr filled). cxr_nn_trainer_step = both. */
 enum cxr_status cxr_nn_trainer_forward_backward(struct cxr_nn_trainer *tr, const float *input,
-                                                const int32_t *labels, int32_t n,
-                                                float *logits, struct cxr_nn_step_stats *stats);
+                                                const int32_t *labels, int32_t n, float *logits,
+                                                struct cxr_nn_step_stats *stats);
 enum cxr_status cxr_nn_trainer_update(struct cxr_nn_trainer *tr, struct cxr_nn_step_stats *stats);
 
 /* The trainer's graph (parameters and gradients carry backend storage) and

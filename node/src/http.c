@@ -54,8 +54,8 @@ static enum MHD_Result reply_asset(struct MHD_Connection *c, const char *name)
         char *body = strdup("{\"error\":\"no such file of the page\"}\n");
         return reply(c, MHD_HTTP_NOT_FOUND, "application/json", body);
     }
-    struct MHD_Response *r = MHD_create_response_from_buffer(a->size, (void *)a->data,
-                                                             MHD_RESPMEM_PERSISTENT);
+    struct MHD_Response *r =
+        MHD_create_response_from_buffer(a->size, (void *)a->data, MHD_RESPMEM_PERSISTENT);
     if (!r)
         return MHD_NO;
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, a->mime);
@@ -85,10 +85,7 @@ static char *text(const char *fmt, const char *arg)
     return s;
 }
 
-static char *error_json(const char *msg)
-{
-    return text("{\"error\":\"%s\"}\n", msg);
-}
+static char *error_json(const char *msg) { return text("{\"error\":\"%s\"}\n", msg); }
 
 static bool valid_uid(const char *uid)
 {
@@ -135,8 +132,7 @@ static enum MHD_Result get_worklist(struct cxr_node_http *h, struct MHD_Connecti
     return reply(c, MHD_HTTP_OK, "application/json", body);
 }
 
-static enum MHD_Result get_study(struct cxr_node_http *h, struct MHD_Connection *c,
-                                 const char *uid)
+static enum MHD_Result get_study(struct cxr_node_http *h, struct MHD_Connection *c, const char *uid)
 {
     if (!valid_uid(uid))
         return reply(c, MHD_HTTP_BAD_REQUEST, "application/json",
@@ -199,7 +195,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
     if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
         return reply(c, MHD_HTTP_METHOD_NOT_ALLOWED, "application/json",
                      error_json("only GET is served"));
-    if (*upload_data_size != 0) {  /* a GET with a body: ignore it */
+    if (*upload_data_size != 0) { /* a GET with a body: ignore it */
         *upload_data_size = 0;
         return MHD_YES;
     }
@@ -236,8 +232,8 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
 }
 
 enum cxr_status cxr_node_http_start(const char *bind_address, uint16_t port,
-                                      const struct cxr_node_http_source *src,
-                                      struct cxr_node_http **out, char *err)
+                                    const struct cxr_node_http_source *src,
+                                    struct cxr_node_http **out, char *err)
 {
     *out = NULL;
     struct sockaddr_in a4;
@@ -267,10 +263,10 @@ enum cxr_status cxr_node_http_start(const char *bind_address, uint16_t port,
     if (!h)
         return CXR_ERR_NOMEM;
     h->src = *src;
-    h->daemon = MHD_start_daemon(flags, port, NULL, NULL, handle, h, MHD_OPTION_EXTERNAL_LOGGER,
-                                 mhd_log, NULL, MHD_OPTION_SOCK_ADDR, addr,
-                                 MHD_OPTION_CONNECTION_LIMIT, 64u, MHD_OPTION_CONNECTION_TIMEOUT,
-                                 30u, MHD_OPTION_END);
+    h->daemon =
+        MHD_start_daemon(flags, port, NULL, NULL, handle, h, MHD_OPTION_EXTERNAL_LOGGER, mhd_log,
+                         NULL, MHD_OPTION_SOCK_ADDR, addr, MHD_OPTION_CONNECTION_LIMIT, 64u,
+                         MHD_OPTION_CONNECTION_TIMEOUT, 30u, MHD_OPTION_END);
     if (!h->daemon) {
         if (err)
             snprintf(err, CXR_ERRLEN,

@@ -203,7 +203,7 @@ static enum cxr_status new_engine(const struct cxr_node *n, const struct cxr_con
 /* ------------------------------------------------------------------ lifecycle */
 
 enum cxr_status cxr_node_new(struct cxr_conf *conf, const struct cxr_node_options *opt,
-                                    struct cxr_node **out, char *err)
+                             struct cxr_node **out, char *err)
 {
     enum cxr_status st;
     *out = NULL;
@@ -252,9 +252,10 @@ enum cxr_status cxr_node_new(struct cxr_conf *conf, const struct cxr_node_option
     snprintf(n->sr_dir, sizeof n->sr_dir, "%s/sr", n->spool_dir);
     cxr_node_store_path(n->spool_dir, n->db_path, sizeof n->db_path);
     if (!node_mkdirs(n->spool_dir) || !node_mkdirs(n->tmp_dir) || !node_mkdirs(n->sr_dir)) {
-        snprintf(err, CXR_ERRLEN,
-                 "cannot create the spool folder %.900s: %s (node/spool-dir; the node's user must own it)",
-                 n->spool_dir, strerror(errno));
+        snprintf(
+            err, CXR_ERRLEN,
+            "cannot create the spool folder %.900s: %s (node/spool-dir; the node's user must own it)",
+            n->spool_dir, strerror(errno));
         st = CXR_ERR_IO;
         goto fail;
     }
@@ -287,8 +288,7 @@ fail:
     return st;
 }
 
-void cxr_node_set_state_callback(struct cxr_node *n, cxr_node_state_fn fn,
-                                        void *ctx)
+void cxr_node_set_state_callback(struct cxr_node *n, cxr_node_state_fn fn, void *ctx)
 {
     n->state_fn = fn;
     n->state_ctx = ctx;
@@ -331,9 +331,8 @@ static int64_t http_queue_depth(void *ctx) { return node_queue_depth(ctx); }
 static void spool_space(const struct cxr_node *n, int64_t *free_bytes, int64_t *store_bytes)
 {
     struct statvfs vfs;
-    *free_bytes = statvfs(n->spool_dir, &vfs) == 0
-                      ? (int64_t)vfs.f_bavail * (int64_t)vfs.f_frsize
-                      : -1;
+    *free_bytes =
+        statvfs(n->spool_dir, &vfs) == 0 ? (int64_t)vfs.f_bavail * (int64_t)vfs.f_frsize : -1;
     *store_bytes = -1;
     struct stat sb;
     if (stat(n->db_path, &sb) == 0) {
@@ -387,8 +386,8 @@ static char *http_status_json(void *ctx)
         json_object_object_add(sp, "job_store_bytes", json_object_new_int64(store_bytes));
         json_object_object_add(o, "spool", sp);
     }
-    const char *text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN |
-                                                             JSON_C_TO_STRING_NOSLASHESCAPE);
+    const char *text =
+        json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
     char *out = text ? strdup(text) : NULL;
     json_object_put(o);
     return out;
@@ -523,13 +522,13 @@ enum cxr_status cxr_node_run(struct cxr_node *n, char *err)
     }
     if (s->http_enabled) {
         struct cxr_node_http_source src = {.store = n->http_store,
-                                             .metrics = n->metrics,
-                                             .options = http_options,
-                                             .healthy = http_healthy,
-                                             .queue_depth = http_queue_depth,
-                                             .extra_metrics = http_node_metrics,
-                                             .status_json = http_status_json,
-                                             .ctx = n};
+                                           .metrics = n->metrics,
+                                           .options = http_options,
+                                           .healthy = http_healthy,
+                                           .queue_depth = http_queue_depth,
+                                           .extra_metrics = http_node_metrics,
+                                           .status_json = http_status_json,
+                                           .ctx = n};
         st = cxr_node_http_start(s->http_bind_address, s->http_port, &src, &n->http, err);
         if (st != CXR_OK)
             goto fail;
@@ -629,8 +628,7 @@ void cxr_node_stop(struct cxr_node *n)
     node_wake(n);
 }
 
-static bool same_destinations(const struct cxr_node_settings *a,
-                              const struct cxr_node_settings *b)
+static bool same_destinations(const struct cxr_node_settings *a, const struct cxr_node_settings *b)
 {
     return a->destination_count == b->destination_count &&
            memcmp(a->destinations, b->destinations,
@@ -655,10 +653,10 @@ static void warn_restart_only(const struct cxr_node_settings *old,
                       memcmp(old->allowed_peers, nw->allowed_peers,
                              old->allowed_peer_count * sizeof old->allowed_peers[0]) != 0},
         {"node/tls*", old->tls_enabled != nw->tls_enabled ||
-                           strcmp(old->tls_certificate, nw->tls_certificate) != 0 ||
-                           strcmp(old->tls_private_key, nw->tls_private_key) != 0 ||
-                           strcmp(old->tls_ca_certificates, nw->tls_ca_certificates) != 0 ||
-                           old->tls_verify_peer != nw->tls_verify_peer},
+                          strcmp(old->tls_certificate, nw->tls_certificate) != 0 ||
+                          strcmp(old->tls_private_key, nw->tls_private_key) != 0 ||
+                          strcmp(old->tls_ca_certificates, nw->tls_ca_certificates) != 0 ||
+                          old->tls_verify_peer != nw->tls_verify_peer},
         {"node/spool-dir", strcmp(old->spool_dir, nw->spool_dir) != 0},
         {"node/worker-threads", old->worker_threads != nw->worker_threads},
         {"http/*", old->http_enabled != nw->http_enabled || old->http_port != nw->http_port ||
@@ -670,8 +668,7 @@ static void warn_restart_only(const struct cxr_node_settings *old,
                     keys[i].key);
 }
 
-enum cxr_status cxr_node_reload(struct cxr_node *n, struct cxr_conf *conf,
-                                       char *err)
+enum cxr_status cxr_node_reload(struct cxr_node *n, struct cxr_conf *conf, char *err)
 {
     err[0] = '\0';
     if (!conf) {
@@ -707,7 +704,7 @@ enum cxr_status cxr_node_reload(struct cxr_node *n, struct cxr_conf *conf,
     n->engine = engine;
     pthread_rwlock_unlock(&n->gen_lock);
     warn_restart_only(&old, nw);
-    pthread_mutex_lock(&n->scp_mu);   /* n->scp comes and goes with run/stop */
+    pthread_mutex_lock(&n->scp_mu); /* n->scp comes and goes with run/stop */
     if (n->scp)
         cxr_dicom_scp_set_memory_max(n->scp, (uint64_t)nw->spool_inline_max_kb * 1024u);
     pthread_mutex_unlock(&n->scp_mu);

@@ -14,8 +14,8 @@
 #include "cxr/log.h"
 #include "node_internal.h"
 
-void node_scu_target(const struct cxr_node_settings *set,
-                     const struct cxr_node_destination *d, struct cxr_dicom_scu_target *t)
+void node_scu_target(const struct cxr_node_settings *set, const struct cxr_node_destination *d,
+                     struct cxr_dicom_scu_target *t)
 {
     memset(t, 0, sizeof *t);
     t->called_ae = d->ae_title;
@@ -70,12 +70,12 @@ static void attempt(struct node_deliverer *dl, const struct cxr_node_delivery_ro
     int32_t attempts = row->attempts + 1;
     bool stored = st == CXR_OK && (dimse == 0x0000 || (dimse & 0xF000) == 0xB000);
     if (stored) {
-        cxr_node_store_delivery_update(n->store, row->id, CXR_NODE_DELIVERY_DELIVERED, attempts,
-                                         0, "", now);
+        cxr_node_store_delivery_update(n->store, row->id, CXR_NODE_DELIVERY_DELIVERED, attempts, 0,
+                                       "", now);
         cxr_node_metrics_count(n->metrics, CXR_NODE_COUNT_SR_DELIVERED, 1);
         cxr_node_metrics_observe(n->metrics, CXR_NODE_STAGE_DELIVER, took / 1e3);
         cxr_node_metrics_observe(n->metrics, CXR_NODE_STAGE_RESULT,
-                                   (double)(now - row->study_last_received_ms) / 1e3);
+                                 (double)(now - row->study_last_received_ms) / 1e3);
         cxr_log(CXR_LOG_INFO, "node", "SR %s (study %s) delivered to %s (%s@%s:%u) in %.0f ms%s",
                 row->sr_sop_instance_uid, row->study_instance_uid, dl->dest.name, dl->dest.ae_title,
                 dl->dest.host, (unsigned)dl->dest.port, took,
@@ -89,8 +89,8 @@ static void attempt(struct node_deliverer *dl, const struct cxr_node_delivery_ro
         snprintf(why, sizeof why, "%.600s", err[0] ? err : cxr_status_str(st));
     cxr_node_metrics_count(n->metrics, CXR_NODE_COUNT_SR_ATTEMPT_FAILED, 1);
     if (attempts >= (int32_t)set->retry_max_attempts) {
-        cxr_node_store_delivery_update(n->store, row->id, CXR_NODE_DELIVERY_DEAD, attempts, 0,
-                                         why, now);
+        cxr_node_store_delivery_update(n->store, row->id, CXR_NODE_DELIVERY_DEAD, attempts, 0, why,
+                                       now);
         cxr_node_metrics_count(n->metrics, CXR_NODE_COUNT_SR_DEAD, 1);
         cxr_log(CXR_LOG_ERROR, "node",
                 "SR %s (study %s) to %s: attempt %d failed: %s; given up (dead letter:"
@@ -101,7 +101,7 @@ static void attempt(struct node_deliverer *dl, const struct cxr_node_delivery_ro
     int64_t delay = cxr_triage_backoff_ms(attempts, (int64_t)set->retry_base_s * 1000,
                                           (int64_t)set->retry_cap_s * 1000, rand01(&dl->rng));
     cxr_node_store_delivery_update(n->store, row->id, CXR_NODE_DELIVERY_PENDING, attempts,
-                                     now + delay, why, now);
+                                   now + delay, why, now);
     cxr_log(CXR_LOG_WARN, "node", "SR %s (study %s) to %s: attempt %d failed: %s; next in %.1f s",
             row->sr_sop_instance_uid, row->study_instance_uid, dl->dest.name, attempts, why,
             (double)delay / 1e3);
@@ -157,7 +157,8 @@ enum cxr_status node_deliverers_start(struct cxr_node *n)
         return CXR_ERR_NOMEM;
     for (size_t i = 0; i < nd; i++) {
         if (pthread_create(&v[i].thread, NULL, deliverer_main, &v[i]) != 0) {
-            cxr_log(CXR_LOG_ERROR, "node", "cannot start the delivery thread for %s", v[i].dest.name);
+            cxr_log(CXR_LOG_ERROR, "node", "cannot start the delivery thread for %s",
+                    v[i].dest.name);
             continue;
         }
         v[i].started = true;

@@ -26,32 +26,32 @@
 #include "cxr/store.h"
 #include "cxr/triage.h"
 
-#define NODE_QUEUE_CAP 100000        /* jobs held in memory; the rest wait in the store */
-#define NODE_MAX_WORKERS 64
-#define NODE_MAX_ATTEMPTS 3          /* a job that was taken this often without a result is not retried */
+#define NODE_QUEUE_CAP       100000 /* jobs held in memory; the rest wait in the store */
+#define NODE_MAX_WORKERS     64
+#define NODE_MAX_ATTEMPTS    3 /* a job that was taken this often without a result is not retried */
 #define NODE_RECEIVE_STRIPES 64
-#define NODE_WORKER_NICE 10          /* scoring yields the CPU to reception */
+#define NODE_WORKER_NICE     10 /* scoring yields the CPU to reception */
 
 /* One job for the scoring workers. */
 struct node_job {
     int64_t id;
     int64_t received_ms;
-    int32_t attempts;                /* before this take */
-    char path[CXR_NODE_STORE_PATHLEN];   /* relative to the spool */
-    bool in_store;                   /* the bytes are in the job store, not at path */
+    int32_t attempts;                  /* before this take */
+    char path[CXR_NODE_STORE_PATHLEN]; /* relative to the spool */
+    bool in_store;                     /* the bytes are in the job store, not at path */
 };
 
 struct node_queue {
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    struct node_job *v;              /* ring buffer */
+    struct node_job *v; /* ring buffer */
     size_t cap, head, count;
-    size_t limit;                    /* NODE_QUEUE_CAP, or less from CXR_NODE_QUEUE_LIMIT */
-    bool overflow;                   /* some RECEIVED jobs are only in the store */
-    int64_t loaded_max_id;           /* ids <= this came from a store reload */
-    size_t inflight;                 /* jobs taken and not yet done */
+    size_t limit;          /* NODE_QUEUE_CAP, or less from CXR_NODE_QUEUE_LIMIT */
+    bool overflow;         /* some RECEIVED jobs are only in the store */
+    int64_t loaded_max_id; /* ids <= this came from a store reload */
+    size_t inflight;       /* jobs taken and not yet done */
     bool stopping;
-    pthread_mutex_t collect_mu;      /* one worker fills a batch at a time */
+    pthread_mutex_t collect_mu; /* one worker fills a batch at a time */
 };
 
 struct node_deliverer {
@@ -97,7 +97,7 @@ struct cxr_node {
     int nworkers;
     pthread_t reporter, housekeeper;
     bool reporter_started, housekeeper_started;
-    pthread_mutex_t deliverers_mu;   /* guards the array across reloads */
+    pthread_mutex_t deliverers_mu; /* guards the array across reloads */
     struct node_deliverer *deliverers;
     size_t ndeliverers;
 
@@ -127,8 +127,8 @@ bool node_mkdirs(const char *path);
 bool node_fsync_dir(const char *dir);
 /* Loads a received instance: from the job store when it is kept there
  * (in_store), else from its spool file `rel`. err: CXR_ERRLEN. */
-enum cxr_status node_instance_load(struct cxr_node *n, int64_t id, bool in_store,
-                                   const char *rel, struct cxr_dicom_instance **out, char *err);
+enum cxr_status node_instance_load(struct cxr_node *n, int64_t id, bool in_store, const char *rel,
+                                   struct cxr_dicom_instance **out, char *err);
 /* Writes a whole buffer to `path` durably: temp file, fsync, rename, fsync dir. */
 enum cxr_status node_write_durable(const char *path, const void *buf, size_t len, char *err,
                                    size_t errlen);
@@ -158,7 +158,7 @@ void *node_reporter_main(void *arg);
 enum cxr_status node_deliverers_start(struct cxr_node *n);
 void node_deliverers_stop(struct cxr_node *n);
 /* The SCU target for a destination under the current settings. */
-void node_scu_target(const struct cxr_node_settings *set,
-                     const struct cxr_node_destination *d, struct cxr_dicom_scu_target *t);
+void node_scu_target(const struct cxr_node_settings *set, const struct cxr_node_destination *d,
+                     struct cxr_dicom_scu_target *t);
 
 #endif

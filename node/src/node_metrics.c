@@ -10,17 +10,18 @@
 
 #include "cxr/node.h"
 
-#define NBUCKETS 16
+#define NBUCKETS    16
 #define MAX_REASONS 24
 
-static const double bucket_le[NBUCKETS] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+static const double bucket_le[NBUCKETS] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,  0.25,
                                            0.5,   1.0,    2.5,   5.0,  10.0,  30.0, 60.0, 300.0};
 
 static const char *const stage_names[CXR_NODE_STAGE_COUNT] = {
-    "receive", "queue", "read", "gate", "present", "preprocess", "infer", "sr", "deliver", "result"};
+    "receive",    "queue", "read", "gate",    "present",
+    "preprocess", "infer", "sr",   "deliver", "result"};
 
 struct histogram {
-    uint64_t buckets[NBUCKETS];   /* non-cumulative; rendered cumulative */
+    uint64_t buckets[NBUCKETS]; /* non-cumulative; rendered cumulative */
     uint64_t count;
     double sum;
 };
@@ -32,7 +33,7 @@ struct reason_count {
 
 struct cxr_node_metrics {
     _Atomic uint64_t counters[CXR_NODE_COUNT_COUNT];
-    pthread_mutex_t mu;           /* histograms and reasons */
+    pthread_mutex_t mu; /* histograms and reasons */
     struct histogram hist[CXR_NODE_STAGE_COUNT];
     struct reason_count reasons[MAX_REASONS];
     size_t nreasons;
@@ -91,8 +92,7 @@ void cxr_node_metrics_not_analysed(struct cxr_node_metrics *m, enum cxr_status w
     pthread_mutex_unlock(&m->mu);
 }
 
-void cxr_node_metrics_observe(struct cxr_node_metrics *m, enum cxr_node_stage stage,
-                                double seconds)
+void cxr_node_metrics_observe(struct cxr_node_metrics *m, enum cxr_node_stage stage, double seconds)
 {
     if (!m || stage < 0 || stage >= CXR_NODE_STAGE_COUNT || !(seconds >= 0.0))
         return;
@@ -159,8 +159,7 @@ static void gauge(struct text *t, const char *name, const char *help, int64_t v)
 }
 
 char *cxr_node_metrics_render(struct cxr_node_metrics *m,
-                                const struct cxr_node_store_counts *counts,
-                                int64_t in_memory_queue)
+                              const struct cxr_node_store_counts *counts, int64_t in_memory_queue)
 {
     struct text t = {.p = malloc(8192), .cap = 8192};
     if (!t.p)

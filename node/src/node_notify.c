@@ -22,7 +22,7 @@ bool cxr_node_sd_notify(const char *state)
     if (len >= sizeof addr.sun_path)
         return false;
     memcpy(addr.sun_path, path, len);
-    if (addr.sun_path[0] == '@')   /* abstract namespace */
+    if (addr.sun_path[0] == '@') /* abstract namespace */
         addr.sun_path[0] = '\0';
     int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     if (fd < 0)

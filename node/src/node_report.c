@@ -76,8 +76,10 @@ static bool report_study(struct cxr_node *n, const struct cxr_triage_study_row *
             new_analysed = true;
         struct cxr_triage_result *x = &res[nres];
         if (!fill_info(n, r, &x->info)) {
-            cxr_log(CXR_LOG_WARN, "node", "study %s: instance %s has no header values left;"
-                    " left out of the SR", study->study_instance_uid, r->sop_instance_uid);
+            cxr_log(CXR_LOG_WARN, "node",
+                    "study %s: instance %s has no header values left;"
+                    " left out of the SR",
+                    study->study_instance_uid, r->sop_instance_uid);
             continue;
         }
         x->analysed = true;
@@ -91,9 +93,9 @@ static bool report_study(struct cxr_node *n, const struct cxr_triage_study_row *
     free(rows);
 
     struct cxr_node_store_report rep = {.study_instance_uid = study->study_instance_uid,
-                                          .up_to_instance_id = up_to,
-                                          .study_last_received_ms = study->last_received_ms,
-                                          .created_ms = node_now_ms()};
+                                        .up_to_instance_id = up_to,
+                                        .study_last_received_ms = study->last_received_ms,
+                                        .created_ms = node_now_ms()};
     char sop[CXR_DICOM_UID_LEN] = "", series[CXR_DICOM_UID_LEN] = "", rel[CXR_NODE_STORE_PATHLEN];
     const char *names[CXR_NODE_MAX_DESTINATIONS];
     bool ok = true;
@@ -135,7 +137,8 @@ static bool report_study(struct cxr_node *n, const struct cxr_triage_study_row *
             /* sr/output-dir: a copy for people and scripts; the spool's is the one delivered */
             char copy[CXR_NODE_PATHLEN + CXR_DICOM_UID_LEN + 8], cerr[CXR_ERRLEN];
             snprintf(copy, sizeof copy, "%.1000s/%s.dcm", copy_dir, sop);
-            if (!node_mkdirs(copy_dir) || node_write_durable(copy, buf, len, cerr, sizeof cerr) != CXR_OK)
+            if (!node_mkdirs(copy_dir) ||
+                node_write_durable(copy, buf, len, cerr, sizeof cerr) != CXR_OK)
                 cxr_log(CXR_LOG_WARN, "node", "study %s: no copy of the SR in sr/output-dir %s",
                         study->study_instance_uid, copy_dir);
         }
@@ -153,14 +156,16 @@ static bool report_study(struct cxr_node *n, const struct cxr_triage_study_row *
         struct cxr_dicom_instance *inst = NULL;
         char derr[CXR_ERRLEN];
         if (cxr_dicom_instance_load_file(path, &inst, derr) == CXR_OK) {
-            snprintf(series, sizeof series, "%s", cxr_dicom_instance_info(inst)->series_instance_uid);
+            snprintf(series, sizeof series, "%s",
+                     cxr_dicom_instance_info(inst)->series_instance_uid);
             cxr_dicom_instance_free(inst);
         }
         rep.has_sr = true;
         rep.sr_sop_instance_uid = sop;
         rep.sr_series_instance_uid = series;
         rep.sr_path = rel;
-        rep.predecessor_sop_instance_uid = study->sr_count > 0 ? study->last_sr_sop_instance_uid : "";
+        rep.predecessor_sop_instance_uid =
+            study->sr_count > 0 ? study->last_sr_sop_instance_uid : "";
         int32_t p = cxr_triage_study_priority(res, nres);
         rep.priority = p > study->priority ? p : study->priority;
         rep.destinations = names;
@@ -182,7 +187,8 @@ record:
     if (rep.has_sr) {
         cxr_node_metrics_count(n->metrics, CXR_NODE_COUNT_SR_CREATED, 1);
         pthread_rwlock_rdlock(&n->gen_lock);
-        const char *pname = cxr_triage_priority_name(n->conf, (enum cxr_triage_priority)rep.priority);
+        const char *pname =
+            cxr_triage_priority_name(n->conf, (enum cxr_triage_priority)rep.priority);
         cxr_log(CXR_LOG_INFO, "node",
                 "study %s: SR %s, priority %s, %d image(s) analysed, %d not analysed%s%s",
                 study->study_instance_uid, sop, pname, nres, not_analysed,
@@ -227,14 +233,14 @@ void *node_reporter_main(void *arg)
                 continue;
             }
             if (any && oldest <= quiet_until)
-                continue;  /* an unread job may still belong to this study */
+                continue; /* an unread job may still belong to this study */
             if (report_study(n, &rows[i]))
                 made = true;
         }
         free(rows);
         if (made) {
             node_wake(n);
-            continue;  /* look again at once: the wake was ours */
+            continue; /* look again at once: the wake was ours */
         }
         node_wait(n, seq, next);
     }

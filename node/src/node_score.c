@@ -85,8 +85,8 @@ void node_queue_push(struct cxr_node *n, const struct node_job *job)
     if (job->id > q->loaded_max_id && !q->overflow) {
         if (!push_locked(q, job)) {
             q->overflow = true;
-            cxr_log(CXR_LOG_WARN, "node", "more than %zu jobs waiting: the rest wait in the job store",
-                    q->limit);
+            cxr_log(CXR_LOG_WARN, "node",
+                    "more than %zu jobs waiting: the rest wait in the job store", q->limit);
         }
     }
     pthread_cond_signal(&q->cv);
@@ -107,8 +107,8 @@ static enum cxr_status load_locked(struct cxr_node *n)
     }
     q->overflow = false;
     for (size_t i = 0; i < k; i++) {
-        struct node_job job = {.id = rows[i].id, .received_ms = rows[i].received_ms,
-                               .attempts = rows[i].attempts};
+        struct node_job job = {
+            .id = rows[i].id, .received_ms = rows[i].received_ms, .attempts = rows[i].attempts};
         snprintf(job.path, sizeof job.path, "%s", rows[i].path);
         job.in_store = rows[i].in_store;
         if (!push_locked(q, &job)) {
@@ -119,7 +119,7 @@ static enum cxr_status load_locked(struct cxr_node *n)
             q->loaded_max_id = rows[i].id;
     }
     if (k == room)
-        q->overflow = true;   /* there may be more than fitted */
+        q->overflow = true; /* there may be more than fitted */
     free(rows);
     pthread_cond_broadcast(&q->cv);
     return CXR_OK;
@@ -154,7 +154,7 @@ void node_queue_stop(struct node_queue *q)
 
 static void deadline_after(struct timespec *ts, uint32_t ms)
 {
-    clock_gettime(CLOCK_MONOTONIC, ts);   /* the queue's condition variable runs on it */
+    clock_gettime(CLOCK_MONOTONIC, ts); /* the queue's condition variable runs on it */
     ts->tv_sec += ms / 1000;
     ts->tv_nsec += (long)(ms % 1000) * 1000000L;
     if (ts->tv_nsec >= 1000000000L) {
@@ -165,8 +165,7 @@ static void deadline_after(struct timespec *ts, uint32_t ms)
 
 /* Takes 1..max jobs, waiting for the first and then up to wait_ms for the
  * batch to fill. Returns 0 when stopping. */
-static size_t queue_take(struct cxr_node *n, struct node_job *out, size_t max,
-                         uint32_t wait_ms)
+static size_t queue_take(struct cxr_node *n, struct node_job *out, size_t max, uint32_t wait_ms)
 {
     struct node_queue *q = &n->q;
     size_t k = 0;
@@ -239,8 +238,8 @@ struct scratch {
     int32_t *slot;
     struct cxr_node_store_outcome *outcomes;
     int64_t *ids;
-    size_t floats;                   /* per image, for the engine in use */
-    size_t tensor_cap;               /* floats allocated */
+    size_t floats;     /* per image, for the engine in use */
+    size_t tensor_cap; /* floats allocated */
     float *tensors;
 };
 
@@ -351,11 +350,10 @@ static void process(struct cxr_node *n, struct scratch *s, size_t k)
     for (size_t i = 0; i < k; i++) {
         s->ids[i] = s->jobs[i].id;
         cxr_node_metrics_observe(n->metrics, CXR_NODE_STAGE_QUEUE,
-                                   (double)(taken_ms - s->jobs[i].received_ms) / 1e3);
+                                 (double)(taken_ms - s->jobs[i].received_ms) / 1e3);
     }
     if (cxr_node_store_instances_claim(n->store, s->ids, k) != CXR_OK)
-        cxr_log(CXR_LOG_WARN, "node", "cannot count job attempts: %s",
-                cxr_node_store_last_error());
+        cxr_log(CXR_LOG_WARN, "node", "cannot count job attempts: %s", cxr_node_store_last_error());
 
     pthread_rwlock_rdlock(&n->gen_lock);
     struct cxr_triage_engine *e = n->engine;
@@ -403,7 +401,7 @@ static void process(struct cxr_node *n, struct scratch *s, size_t k)
         cxr_log(CXR_LOG_ERROR, "node", "cannot record %zu result(s), retrying: %s", k,
                 cxr_node_store_last_error());
         if (atomic_load(&n->stopping))
-            break;  /* they stay RECEIVED and are scored again at the next start */
+            break; /* they stay RECEIVED and are scored again at the next start */
         node_wait(n, node_wake_seq(n), node_now_ms() + 2000);
     }
 }

@@ -40,14 +40,14 @@ void cxr_node_settings_defaults(struct cxr_node_settings *s)
     cxr_conf_free(conf);
 }
 
-#define BAD(...)                                                                                   \
-    do {                                                                                           \
-        snprintf(err, CXR_ERRLEN, __VA_ARGS__);                                        \
-        return CXR_ERR_CONF_VALUE;                                                                 \
+#define BAD(...)                                \
+    do {                                        \
+        snprintf(err, CXR_ERRLEN, __VA_ARGS__); \
+        return CXR_ERR_CONF_VALUE;              \
     } while (0)
 
 enum cxr_status cxr_node_settings_from_conf(const struct cxr_conf *conf,
-                                                   struct cxr_node_settings *s, char *err)
+                                            struct cxr_node_settings *s, char *err)
 {
     const struct cxr_conf_node *c = &conf->node;
     memset(s, 0, sizeof *s);

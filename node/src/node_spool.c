@@ -76,7 +76,8 @@ bool node_on_association(void *ctx, const char *calling_ae, const char *peer_hos
     }
     uint64_t free_mb = (uint64_t)vfs.f_bavail * (uint64_t)vfs.f_frsize / (1024u * 1024u);
     if (free_mb < min_mb) {
-        snprintf(reason, 256, "spool folder has %" PRIu64 " MB free, below node/disk-min-free-mb %" PRIu64,
+        snprintf(reason, 256,
+                 "spool folder has %" PRIu64 " MB free, below node/disk-min-free-mb %" PRIu64,
                  free_mb, min_mb);
         cxr_log(CXR_LOG_WARN, "node", "association from %s (%s) refused: %s", calling_ae, peer_host,
                 reason);
@@ -86,13 +87,14 @@ bool node_on_association(void *ctx, const char *calling_ae, const char *peer_hos
     return true;
 }
 
-static uint16_t refuse(struct cxr_node *n, const struct cxr_dicom_store_event *ev,
-                       const char *tmp, const char *what, int errnum, uint16_t status)
+static uint16_t refuse(struct cxr_node *n, const struct cxr_dicom_store_event *ev, const char *tmp,
+                       const char *what, int errnum, uint16_t status)
 {
     if (tmp)
         unlink(tmp);
-    cxr_log(CXR_LOG_ERROR, "node", "C-STORE %s from %s refused (0x%04X): %s%s%s", ev->sop_instance_uid,
-            ev->calling_ae, status, what, errnum ? ": " : "", errnum ? strerror(errnum) : "");
+    cxr_log(CXR_LOG_ERROR, "node", "C-STORE %s from %s refused (0x%04X): %s%s%s",
+            ev->sop_instance_uid, ev->calling_ae, status, what, errnum ? ": " : "",
+            errnum ? strerror(errnum) : "");
     cxr_node_metrics_count(n->metrics, CXR_NODE_COUNT_REFUSED, 1);
     return status;
 }
@@ -111,8 +113,8 @@ static bool fsync_path(const char *path, int *errnum)
     return ok;
 }
 
-enum cxr_status node_instance_load(struct cxr_node *n, int64_t id, bool in_store,
-                                   const char *rel, struct cxr_dicom_instance **out, char *err)
+enum cxr_status node_instance_load(struct cxr_node *n, int64_t id, bool in_store, const char *rel,
+                                   struct cxr_dicom_instance **out, char *err)
 {
     if (!in_store) {
         char path[CXR_NODE_PATHLEN + CXR_NODE_STORE_PATHLEN + 2];
@@ -249,7 +251,7 @@ uint16_t node_on_store(void *ctx, const struct cxr_dicom_store_event *ev)
      * the disk in one commit (one sync). The SCP hands them over in memory
      * (up to node/spool-inline-max-kb, which it follows on reload); larger
      * ones arrive as a temp file and become spool files. */
-    const void *bytes = ev->data;   /* kept in the store: these bytes */
+    const void *bytes = ev->data; /* kept in the store: these bytes */
     const char *tmp = ev->tmp_path;
     if (!bytes && !fsync_path(tmp, &e)) {
         /* 1. The received bytes reach the disk. */
@@ -303,13 +305,14 @@ uint16_t node_on_store(void *ctx, const struct cxr_dicom_store_event *ev)
     row.size = ev->size;
     row.received_ms = received_ms;
     row.in_store = bytes != NULL;
-    struct node_intake_item item = {.it = {.row = &row, .data = bytes, .data_len = (size_t)ev->size}};
+    struct node_intake_item item = {
+        .it = {.row = &row, .data = bytes, .data_len = (size_t)ev->size}};
     enum cxr_status st = intake_commit(n, &item);
     bool dup = item.it.duplicate;
     int64_t id = item.it.id;
     if (st != CXR_OK) {
         const char *why = item.err;
-        if (!row.in_store) {   /* a kept instance left nothing on disk */
+        if (!row.in_store) { /* a kept instance left nothing on disk */
             unlink(abs);
             node_fsync_dir(dir);
         }
@@ -320,21 +323,21 @@ uint16_t node_on_store(void *ctx, const struct cxr_dicom_store_event *ev)
     if (dup) {
         note_duplicate(n, ev);
     } else {
-        struct node_job job = {.id = id, .received_ms = received_ms, .attempts = 0,
-                               .in_store = row.in_store};
+        struct node_job job = {
+            .id = id, .received_ms = received_ms, .attempts = 0, .in_store = row.in_store};
         snprintf(job.path, sizeof job.path, "%s", row.path);
         node_queue_push(n, &job);
     }
     cxr_node_metrics_count(n->metrics, CXR_NODE_COUNT_RECEIVED, 1);
     cxr_node_metrics_observe(n->metrics, CXR_NODE_STAGE_RECEIVE, (node_mono_ms() - t0) / 1e3);
     cxr_log(CXR_LOG_DEBUG, "node", "C-STORE %s from %s stored (%" PRIu64 " bytes%s)",
-            ev->sop_instance_uid, ev->calling_ae, row.size, row.in_store ? ", in the job store" : "");
+            ev->sop_instance_uid, ev->calling_ae, row.size,
+            row.in_store ? ", in the job store" : "");
     return CXR_DIMSE_SUCCESS;
 }
 
 /* Removes every file in `dir` for which keep() is false; returns the count. */
-static int sweep(struct cxr_node *n, const char *dir, const char *rel_prefix,
-                 bool check_store)
+static int sweep(struct cxr_node *n, const char *dir, const char *rel_prefix, bool check_store)
 {
     DIR *d = opendir(dir);
     if (!d)
@@ -354,7 +357,7 @@ static int sweep(struct cxr_node *n, const char *dir, const char *rel_prefix,
             char rel[CXR_NODE_STORE_PATHLEN];
             snprintf(rel, sizeof rel, "%s%s", rel_prefix, de->d_name);
             if (cxr_node_store_path_known(n->store, rel, &keep) != CXR_OK)
-                keep = true;  /* in doubt, keep */
+                keep = true; /* in doubt, keep */
         }
         if (!keep && unlink(path) == 0)
             removed++;

@@ -24,18 +24,18 @@ void cxr_node_store_close(struct cxr_node_store *s)
 }
 
 /* Every wrapper checks its handle so that a NULL store is an error, not a crash. */
-#define STORE_CALL(s, op, ...)                                                                     \
-    do {                                                                                           \
-        if (!(s) || !(s)->ops->op) {                                                               \
-            cxr_node_store_set_error("job store: %s is not available", #op);                     \
-            return CXR_ERR_INVALID_ARG;                                                            \
-        }                                                                                          \
-        return (s)->ops->op((s), __VA_ARGS__);                                                     \
+#define STORE_CALL(s, op, ...)                                               \
+    do {                                                                     \
+        if (!(s) || !(s)->ops->op) {                                         \
+            cxr_node_store_set_error("job store: %s is not available", #op); \
+            return CXR_ERR_INVALID_ARG;                                      \
+        }                                                                    \
+        return (s)->ops->op((s), __VA_ARGS__);                               \
     } while (0)
 
 enum cxr_status cxr_node_store_instance_add(struct cxr_node_store *s,
-                                              const struct cxr_triage_instance_row *row,
-                                              bool *duplicate, int64_t *id)
+                                            const struct cxr_triage_instance_row *row,
+                                            bool *duplicate, int64_t *id)
 {
     return cxr_node_store_instance_add_inline(s, row, NULL, 0, duplicate, id);
 }
@@ -50,16 +50,15 @@ enum cxr_status cxr_node_store_background_checkpoints(struct cxr_node_store *s)
 }
 
 enum cxr_status cxr_node_store_instances_add(struct cxr_node_store *s,
-                                               struct cxr_node_store_new_instance *items,
-                                               size_t n)
+                                             struct cxr_node_store_new_instance *items, size_t n)
 {
     STORE_CALL(s, instances_add, items, n);
 }
 
 enum cxr_status cxr_node_store_instance_add_inline(struct cxr_node_store *s,
-                                                     const struct cxr_triage_instance_row *row,
-                                                     const void *data, size_t len,
-                                                     bool *duplicate, int64_t *id)
+                                                   const struct cxr_triage_instance_row *row,
+                                                   const void *data, size_t len, bool *duplicate,
+                                                   int64_t *id)
 {
     struct cxr_node_store_new_instance it = {.row = row, .data = data, .data_len = len};
     enum cxr_status st = cxr_node_store_instances_add(s, &it, 1);
@@ -70,127 +69,121 @@ enum cxr_status cxr_node_store_instance_add_inline(struct cxr_node_store *s,
 }
 
 enum cxr_status cxr_node_store_instance_data(struct cxr_node_store *s, int64_t id, void **data,
-                                               size_t *len)
+                                             size_t *len)
 {
     STORE_CALL(s, instance_data, id, data, len);
 }
 
-enum cxr_status cxr_node_store_instance_find(struct cxr_node_store *s,
-                                               const char *sop_instance_uid, bool *found)
+enum cxr_status cxr_node_store_instance_find(struct cxr_node_store *s, const char *sop_instance_uid,
+                                             bool *found)
 {
     STORE_CALL(s, instance_find, sop_instance_uid, found);
 }
 
 enum cxr_status cxr_node_store_instances_pending(struct cxr_node_store *s, int64_t after_id,
-                                                   size_t limit,
-                                                   struct cxr_triage_instance_row **rows, size_t *n)
+                                                 size_t limit,
+                                                 struct cxr_triage_instance_row **rows, size_t *n)
 {
     STORE_CALL(s, instances_pending, after_id, limit, rows, n);
 }
 
 enum cxr_status cxr_node_store_instances_claim(struct cxr_node_store *s, const int64_t *ids,
-                                                 size_t n)
+                                               size_t n)
 {
     STORE_CALL(s, instances_claim, ids, n);
 }
 
 enum cxr_status cxr_node_store_record(struct cxr_node_store *s,
-                                        const struct cxr_node_store_outcome *outcomes, size_t n,
-                                        int64_t processed_ms)
+                                      const struct cxr_node_store_outcome *outcomes, size_t n,
+                                      int64_t processed_ms)
 {
     STORE_CALL(s, record, outcomes, n, processed_ms);
 }
 
 enum cxr_status cxr_node_store_pending_oldest(struct cxr_node_store *s, int64_t *received_ms,
-                                                bool *any)
+                                              bool *any)
 {
     STORE_CALL(s, pending_oldest, received_ms, any);
 }
 
 enum cxr_status cxr_node_store_studies_unreported(struct cxr_node_store *s,
-                                                    struct cxr_triage_study_row **rows, size_t *n)
+                                                  struct cxr_triage_study_row **rows, size_t *n)
 {
     STORE_CALL(s, studies_unreported, rows, n);
 }
 
 enum cxr_status cxr_node_store_study_instances(struct cxr_node_store *s,
-                                                 const char *study_instance_uid,
-                                                 struct cxr_triage_instance_row **rows, size_t *n)
+                                               const char *study_instance_uid,
+                                               struct cxr_triage_instance_row **rows, size_t *n)
 {
     STORE_CALL(s, study_instances, study_instance_uid, rows, n);
 }
 
 enum cxr_status cxr_node_store_report_add(struct cxr_node_store *s,
-                                            const struct cxr_node_store_report *rep,
-                                            int64_t *sr_id)
+                                          const struct cxr_node_store_report *rep, int64_t *sr_id)
 {
     STORE_CALL(s, report_add, rep, sr_id);
 }
 
-enum cxr_status cxr_node_store_delivery_next(struct cxr_node_store *s,
-                                               const char *destination, int64_t now_ms,
-                                               struct cxr_node_delivery_row *row, bool *found,
-                                               int64_t *next_due_ms)
+enum cxr_status cxr_node_store_delivery_next(struct cxr_node_store *s, const char *destination,
+                                             int64_t now_ms, struct cxr_node_delivery_row *row,
+                                             bool *found, int64_t *next_due_ms)
 {
     STORE_CALL(s, delivery_next, destination, now_ms, row, found, next_due_ms);
 }
 
 enum cxr_status cxr_node_store_delivery_update(struct cxr_node_store *s, int64_t id,
-                                                 enum cxr_node_delivery_state state,
-                                                 int32_t attempts, int64_t next_attempt_ms,
-                                                 const char *error, int64_t now_ms)
+                                               enum cxr_node_delivery_state state, int32_t attempts,
+                                               int64_t next_attempt_ms, const char *error,
+                                               int64_t now_ms)
 {
     STORE_CALL(s, delivery_update, id, state, attempts, next_attempt_ms, error, now_ms);
 }
 
 enum cxr_status cxr_node_store_deliveries_list(struct cxr_node_store *s, int32_t state,
-                                                 size_t limit,
-                                                 struct cxr_node_delivery_row **rows, size_t *n)
+                                               size_t limit, struct cxr_node_delivery_row **rows,
+                                               size_t *n)
 {
     STORE_CALL(s, deliveries_list, state, limit, rows, n);
 }
 
 enum cxr_status cxr_node_store_deliveries_retry(struct cxr_node_store *s, int64_t id,
-                                                  int64_t now_ms, int64_t *count)
+                                                int64_t now_ms, int64_t *count)
 {
     STORE_CALL(s, deliveries_retry, id, now_ms, count);
 }
 
-enum cxr_status cxr_node_store_deliveries_drop(struct cxr_node_store *s, int64_t id,
-                                                 int64_t *count)
+enum cxr_status cxr_node_store_deliveries_drop(struct cxr_node_store *s, int64_t id, int64_t *count)
 {
     STORE_CALL(s, deliveries_drop, id, count);
 }
 
 enum cxr_status cxr_node_store_studies_list(struct cxr_node_store *s, int64_t since_ms,
-                                              size_t limit, struct cxr_triage_study_row **rows,
-                                              size_t *n)
+                                            size_t limit, struct cxr_triage_study_row **rows,
+                                            size_t *n)
 {
     STORE_CALL(s, studies_list, since_ms, limit, rows, n);
 }
 
-enum cxr_status cxr_node_store_study_get(struct cxr_node_store *s,
-                                           const char *study_instance_uid,
-                                           struct cxr_triage_study_row *row, bool *found)
+enum cxr_status cxr_node_store_study_get(struct cxr_node_store *s, const char *study_instance_uid,
+                                         struct cxr_triage_study_row *row, bool *found)
 {
     STORE_CALL(s, study_get, study_instance_uid, row, found);
 }
 
-enum cxr_status cxr_node_store_counts(struct cxr_node_store *s,
-                                        struct cxr_node_store_counts *c)
+enum cxr_status cxr_node_store_counts(struct cxr_node_store *s, struct cxr_node_store_counts *c)
 {
     STORE_CALL(s, counts, c);
 }
 
-enum cxr_status cxr_node_store_path_known(struct cxr_node_store *s, const char *path,
-                                            bool *known)
+enum cxr_status cxr_node_store_path_known(struct cxr_node_store *s, const char *path, bool *known)
 {
     STORE_CALL(s, path_known, path, known);
 }
 
 enum cxr_status cxr_node_store_instances_expired(struct cxr_node_store *s, int64_t before_ms,
-                                                   size_t limit,
-                                                   struct cxr_triage_instance_row **rows, size_t *n)
+                                                 size_t limit,
+                                                 struct cxr_triage_instance_row **rows, size_t *n)
 {
     STORE_CALL(s, instances_expired, before_ms, limit, rows, n);
 }

@@ -33,7 +33,7 @@
 #include <string.h>
 #include <time.h>
 
-#define SCHEMA_VERSION 2
+#define SCHEMA_VERSION  2
 #define BUSY_TIMEOUT_MS 15000
 
 /* Version 2: small instances kept in the store (instances.in_store,
@@ -123,7 +123,7 @@ static const char *const schema_sql =
 enum cxr_status sq_fail(struct sq_store *s, int rc, const char *what)
 {
     cxr_node_store_set_error("job store %s: %s: %s", s->path, what,
-                               s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
+                             s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
     if (rc == SQLITE_FULL)
         return CXR_ERR_NO_SPACE;
     if (rc == SQLITE_IOERR || (rc & 0xff) == SQLITE_IOERR)
@@ -335,7 +335,7 @@ static enum cxr_status sq_instances_add(struct cxr_node_store *base,
         items[i].id = 0;
         if (items[i].data && items[i].data_len > (size_t)INT32_MAX) {
             cxr_node_store_set_error("job store %s: %zu bytes are too many to keep in the store",
-                                       s->path, items[i].data_len);
+                                     s->path, items[i].data_len);
             return CXR_ERR_LIMIT;
         }
     }
@@ -466,8 +466,7 @@ static enum cxr_status sq_instances_pending(struct cxr_node_store *base, int64_t
     return ret;
 }
 
-static enum cxr_status sq_instances_claim(struct cxr_node_store *base, const int64_t *ids,
-                                          size_t n)
+static enum cxr_status sq_instances_claim(struct cxr_node_store *base, const int64_t *ids, size_t n)
 {
     struct sq_store *s = (struct sq_store *)base;
     sqlite3_stmt *st = NULL;
@@ -507,8 +506,8 @@ static int record_one(struct sq_store *s, sqlite3_stmt *upd, sqlite3_stmt *study
     const struct cxr_dicom_info *info = &r->info;
     sqlite3_reset(upd);
     sqlite3_clear_bindings(upd);
-    sqlite3_bind_int(upd, 1, r->analysed ? CXR_TRIAGE_INSTANCE_ANALYSED
-                                         : CXR_TRIAGE_INSTANCE_NOT_ANALYSED);
+    sqlite3_bind_int(upd, 1,
+                     r->analysed ? CXR_TRIAGE_INSTANCE_ANALYSED : CXR_TRIAGE_INSTANCE_NOT_ANALYSED);
     sq_bind_text(upd, 2, info->study_instance_uid);
     sq_bind_text(upd, 3, info->series_instance_uid);
     sq_bind_real(upd, 4, r->analysed ? r->probability : NAN);
@@ -679,7 +678,6 @@ static enum cxr_status sq_instances_expired(struct cxr_node_store *base, int64_t
     return ret;
 }
 
-
 static enum cxr_status sq_instance_forget_file(struct cxr_node_store *base, int64_t id)
 {
     /* the trigger instance_bytes_forgotten drops kept bytes in the same statement */
@@ -722,7 +720,7 @@ static enum cxr_status sq_path_known(struct cxr_node_store *base, const char *pa
 #define CK_WAKE_PAGES 256
 /* With fewer frames it still runs after this quiet time, so that an idle
  * store's WAL is fully copied and the next write starts it over. */
-#define CK_IDLE_MS 1000
+#define CK_IDLE_MS    1000
 
 static int ck_wal_hook(void *arg, sqlite3 *db, const char *name, int pages)
 {
@@ -747,9 +745,9 @@ static void *ck_main(void *arg)
             clock_gettime(CLOCK_REALTIME, &until);
             until.tv_sec += CK_IDLE_MS / 1000;
             int pages = s->ck.wal_pages;
-            if (pthread_cond_timedwait(&s->ck.cv, &s->ck.mu, &until) != 0 && s->ck.wal_pages == pages &&
-                pages == 0)
-                continue;   /* quiet and nothing to copy */
+            if (pthread_cond_timedwait(&s->ck.cv, &s->ck.mu, &until) != 0 &&
+                s->ck.wal_pages == pages && pages == 0)
+                continue; /* quiet and nothing to copy */
             if (s->ck.stop)
                 break;
         }
@@ -780,7 +778,7 @@ static enum cxr_status sq_background_checkpoints(struct cxr_node_store *base)
     }
     if (rc != SQLITE_OK) {
         cxr_node_store_set_error("job store %s: checkpoint connection: %s", s->path,
-                                   s->ck.db ? sqlite3_errmsg(s->ck.db) : sqlite3_errstr(rc));
+                                 s->ck.db ? sqlite3_errmsg(s->ck.db) : sqlite3_errstr(rc));
         sqlite3_close_v2(s->ck.db);
         s->ck.db = NULL;
         return CXR_ERR_IO;
@@ -798,7 +796,7 @@ static enum cxr_status sq_background_checkpoints(struct cxr_node_store *base)
         return CXR_ERR_INTERNAL;
     }
     sq_lock(s);
-    sqlite3_wal_hook(s->db, ck_wal_hook, s);   /* replaces the automatic checkpoint */
+    sqlite3_wal_hook(s->db, ck_wal_hook, s); /* replaces the automatic checkpoint */
     sq_unlock(s);
     s->ck.started = true;
     return CXR_OK;
@@ -817,7 +815,7 @@ static void sq_close(struct cxr_node_store *base)
         pthread_cond_destroy(&s->ck.cv);
         pthread_mutex_destroy(&s->ck.mu);
         if (s->db)
-            sqlite3_wal_autocheckpoint(s->db, 1000);   /* close checkpoints as usual */
+            sqlite3_wal_autocheckpoint(s->db, 1000); /* close checkpoints as usual */
     }
     if (s->db)
         sqlite3_close_v2(s->db);
@@ -866,8 +864,8 @@ static enum cxr_status migrate(struct sq_store *s)
         return sq_fail(s, rc, "reading the schema version");
     if (version > SCHEMA_VERSION) {
         cxr_node_store_set_error("job store %s has schema version %d; this program knows %d:"
-                                   " use the newer cxr-triage that wrote it",
-                                   s->path, version, SCHEMA_VERSION);
+                                 " use the newer cxr-triage that wrote it",
+                                 s->path, version, SCHEMA_VERSION);
         return CXR_ERR_UNSUPPORTED;
     }
     if (version == SCHEMA_VERSION)
@@ -875,7 +873,7 @@ static enum cxr_status migrate(struct sq_store *s)
     rc = sq_exec(s, "BEGIN IMMEDIATE");
     if (rc == SQLITE_OK && version == 0)
         rc = sq_exec(s, schema_sql);
-    if (rc == SQLITE_OK && version == 1)   /* a store of the first version: files only */
+    if (rc == SQLITE_OK && version == 1) /* a store of the first version: files only */
         rc = sq_exec(s, "ALTER TABLE instances ADD COLUMN in_store INTEGER NOT NULL DEFAULT 0");
     if (rc == SQLITE_OK)
         rc = sq_exec(s, schema_v2_sql);
@@ -892,7 +890,7 @@ static enum cxr_status migrate(struct sq_store *s)
 }
 
 enum cxr_status cxr_node_store_open_sqlite(const char *path, bool readonly,
-                                             struct cxr_node_store **out, char *err)
+                                           struct cxr_node_store **out, char *err)
 {
     enum cxr_status st = CXR_OK;
     *out = NULL;
@@ -947,12 +945,13 @@ enum cxr_status cxr_node_store_open_sqlite(const char *path, bool readonly,
             version = sqlite3_column_int(q, 0);
         sqlite3_finalize(q);
         if (version != SCHEMA_VERSION) {
-            cxr_node_store_set_error("job store %s has schema version %d; this program reads %d:"
-                                       " %s",
-                                       s->path, version, SCHEMA_VERSION,
-                                       version < SCHEMA_VERSION
-                                           ? "start the node (or run a queue command that writes) once to upgrade it"
-                                           : "use the newer cxr-triage that wrote it");
+            cxr_node_store_set_error(
+                "job store %s has schema version %d; this program reads %d:"
+                " %s",
+                s->path, version, SCHEMA_VERSION,
+                version < SCHEMA_VERSION
+                    ? "start the node (or run a queue command that writes) once to upgrade it"
+                    : "use the newer cxr-triage that wrote it");
             st = CXR_ERR_UNSUPPORTED;
             goto fail;
         }

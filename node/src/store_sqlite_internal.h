@@ -26,17 +26,17 @@ struct sq_store {
         pthread_t thread;
         pthread_mutex_t mu;
         pthread_cond_t cv;
-        int wal_pages;             /* frames in the WAL after the last commit */
+        int wal_pages; /* frames in the WAL after the last commit */
         uint64_t runs;
     } ck;
-    int sync_level;                /* the connection's PRAGMA synchronous now (1 NORMAL, 2 FULL) */
+    int sync_level; /* the connection's PRAGMA synchronous now (1 NORMAL, 2 FULL) */
     char path[CXR_NODE_STORE_PATHLEN];
 };
 
 /* How durable a write must be when the call returns (see store_sqlite.c). */
 enum sq_durability {
-    SQ_REDOABLE = 1,   /* synchronous=NORMAL: a power loss may undo it; it is then redone */
-    SQ_PROMISED = 2    /* synchronous=FULL: on disk before the call returns */
+    SQ_REDOABLE = 1, /* synchronous=NORMAL: a power loss may undo it; it is then redone */
+    SQ_PROMISED = 2  /* synchronous=FULL: on disk before the call returns */
 };
 
 /* The detail of a failure into the thread's error text; the status for rc. */
@@ -46,9 +46,9 @@ int sq_prepare(struct sq_store *s, const char *sql, sqlite3_stmt **st);
 /* Sets PRAGMA synchronous for the next write (outside a transaction; caller holds the lock). */
 int sq_set_durability(struct sq_store *s, enum sq_durability d);
 void sq_bind_text(sqlite3_stmt *st, int i, const char *v);
-void sq_bind_real(sqlite3_stmt *st, int i, double v);      /* NaN binds NULL */
+void sq_bind_real(sqlite3_stmt *st, int i, double v); /* NaN binds NULL */
 void sq_col_text(sqlite3_stmt *st, int i, char *buf, size_t size);
-double sq_col_real(sqlite3_stmt *st, int i);               /* NULL reads NaN */
+double sq_col_real(sqlite3_stmt *st, int i); /* NULL reads NaN */
 void sq_lock(struct sq_store *s);
 void sq_unlock(struct sq_store *s);
 /* Rolls back a failed write transaction. */
@@ -61,8 +61,8 @@ enum cxr_status sq_exec_write(struct sq_store *s, enum sq_durability d, const ch
                               int64_t b, int64_t c, int64_t *changes, const char *what);
 
 /* store_sqlite_reports.c: the ops on studies, reports and deliveries. */
-enum cxr_status sq_studies_unreported(struct cxr_node_store *base, struct cxr_triage_study_row **rows,
-                                      size_t *n);
+enum cxr_status sq_studies_unreported(struct cxr_node_store *base,
+                                      struct cxr_triage_study_row **rows, size_t *n);
 enum cxr_status sq_studies_list(struct cxr_node_store *base, int64_t since_ms, size_t limit,
                                 struct cxr_triage_study_row **rows, size_t *n);
 enum cxr_status sq_study_get(struct cxr_node_store *base, const char *uid,
@@ -70,7 +70,8 @@ enum cxr_status sq_study_get(struct cxr_node_store *base, const char *uid,
 enum cxr_status sq_report_add(struct cxr_node_store *base, const struct cxr_node_store_report *rep,
                               int64_t *sr_id);
 enum cxr_status sq_delivery_next(struct cxr_node_store *base, const char *dest, int64_t now_ms,
-                                 struct cxr_node_delivery_row *row, bool *found, int64_t *next_due_ms);
+                                 struct cxr_node_delivery_row *row, bool *found,
+                                 int64_t *next_due_ms);
 enum cxr_status sq_delivery_update(struct cxr_node_store *base, int64_t id,
                                    enum cxr_node_delivery_state state, int32_t attempts,
                                    int64_t next_attempt_ms, const char *error, int64_t now_ms);

@@ -9,18 +9,18 @@
 
 /* ------------------------------------------------------------------ studies */
 
-#define STUDY_COLS                                                                                 \
-    "s.study_instance_uid, s.accession_number, s.patient_id, s.study_date, s.study_description,"   \
-    " s.first_received_ms, s.last_received_ms, s.priority, s.score, s.analysed, s.not_analysed,"  \
-    " s.unreported, s.sr_count, s.last_sr_sop_instance_uid, s.last_sr_series_instance_uid,"       \
-    " s.last_sr_ms,"                                                                               \
-    " (SELECT count(*) FROM deliveries d JOIN srs r ON r.id=d.sr_id"                              \
-    "   WHERE r.study_instance_uid=s.study_instance_uid AND d.state=0),"                           \
-    " (SELECT count(*) FROM deliveries d JOIN srs r ON r.id=d.sr_id"                              \
-    "   WHERE r.study_instance_uid=s.study_instance_uid AND d.state=1),"                           \
-    " (SELECT count(*) FROM deliveries d JOIN srs r ON r.id=d.sr_id"                              \
-    "   WHERE r.study_instance_uid=s.study_instance_uid AND d.state=2),"                           \
-    " (SELECT i.warning FROM instances i WHERE i.study_instance_uid=s.study_instance_uid"         \
+#define STUDY_COLS                                                                               \
+    "s.study_instance_uid, s.accession_number, s.patient_id, s.study_date, s.study_description," \
+    " s.first_received_ms, s.last_received_ms, s.priority, s.score, s.analysed, s.not_analysed," \
+    " s.unreported, s.sr_count, s.last_sr_sop_instance_uid, s.last_sr_series_instance_uid,"      \
+    " s.last_sr_ms,"                                                                             \
+    " (SELECT count(*) FROM deliveries d JOIN srs r ON r.id=d.sr_id"                             \
+    "   WHERE r.study_instance_uid=s.study_instance_uid AND d.state=0),"                         \
+    " (SELECT count(*) FROM deliveries d JOIN srs r ON r.id=d.sr_id"                             \
+    "   WHERE r.study_instance_uid=s.study_instance_uid AND d.state=1),"                         \
+    " (SELECT count(*) FROM deliveries d JOIN srs r ON r.id=d.sr_id"                             \
+    "   WHERE r.study_instance_uid=s.study_instance_uid AND d.state=2),"                         \
+    " (SELECT i.warning FROM instances i WHERE i.study_instance_uid=s.study_instance_uid"        \
     "   AND i.warning<>'' ORDER BY i.id LIMIT 1)"
 
 static void read_study(sqlite3_stmt *st, struct cxr_triage_study_row *r)
@@ -95,7 +95,7 @@ static enum cxr_status query_studies(struct sq_store *s, const char *sql, int64_
 }
 
 enum cxr_status sq_studies_unreported(struct cxr_node_store *base,
-                                             struct cxr_triage_study_row **rows, size_t *n)
+                                      struct cxr_triage_study_row **rows, size_t *n)
 {
     return query_studies((struct sq_store *)base,
                          "SELECT " STUDY_COLS " FROM studies s WHERE s.unreported>0"
@@ -103,8 +103,8 @@ enum cxr_status sq_studies_unreported(struct cxr_node_store *base,
                          INT64_MIN, INT64_MIN, rows, n);
 }
 
-enum cxr_status sq_studies_list(struct cxr_node_store *base, int64_t since_ms,
-                                       size_t limit, struct cxr_triage_study_row **rows, size_t *n)
+enum cxr_status sq_studies_list(struct cxr_node_store *base, int64_t since_ms, size_t limit,
+                                struct cxr_triage_study_row **rows, size_t *n)
 {
     return query_studies((struct sq_store *)base,
                          "SELECT " STUDY_COLS " FROM studies s WHERE s.last_received_ms>=?"
@@ -113,15 +113,15 @@ enum cxr_status sq_studies_list(struct cxr_node_store *base, int64_t since_ms,
 }
 
 enum cxr_status sq_study_get(struct cxr_node_store *base, const char *uid,
-                                    struct cxr_triage_study_row *row, bool *found)
+                             struct cxr_triage_study_row *row, bool *found)
 {
     struct sq_store *s = (struct sq_store *)base;
     sqlite3_stmt *st = NULL;
     enum cxr_status ret = CXR_OK;
     *found = false;
     sq_lock(s);
-    int rc = sq_prepare(s, "SELECT " STUDY_COLS " FROM studies s WHERE s.study_instance_uid=?",
-                        &st);
+    int rc =
+        sq_prepare(s, "SELECT " STUDY_COLS " FROM studies s WHERE s.study_instance_uid=?", &st);
     if (rc == SQLITE_OK) {
         sq_bind_text(st, 1, uid);
         rc = sqlite3_step(st);
@@ -141,8 +141,8 @@ enum cxr_status sq_study_get(struct cxr_node_store *base, const char *uid,
 
 /* ------------------------------------------------------------------ reports, deliveries */
 
-enum cxr_status sq_report_add(struct cxr_node_store *base,
-                                     const struct cxr_node_store_report *rep, int64_t *sr_id)
+enum cxr_status sq_report_add(struct cxr_node_store *base, const struct cxr_node_store_report *rep,
+                              int64_t *sr_id)
 {
     struct sq_store *s = (struct sq_store *)base;
     sqlite3_stmt *st = NULL;
@@ -151,7 +151,7 @@ enum cxr_status sq_report_add(struct cxr_node_store *base,
     if (sr_id)
         *sr_id = 0;
     sq_lock(s);
-    int rc = sq_set_durability(s, SQ_PROMISED);   /* an SR must not be made twice */
+    int rc = sq_set_durability(s, SQ_PROMISED); /* an SR must not be made twice */
     if (rc == SQLITE_OK)
         rc = sq_exec(s, "BEGIN IMMEDIATE");
     if (rc != SQLITE_OK) {
@@ -242,9 +242,9 @@ done:
     return ret;
 }
 
-#define DELIVERY_COLS                                                                              \
-    "d.id, d.sr_id, d.destination, d.state, d.attempts, d.next_attempt_ms, d.created_ms,"          \
-    " d.updated_ms, d.last_error, r.path, r.sop_instance_uid, r.study_instance_uid, r.priority,"   \
+#define DELIVERY_COLS                                                                            \
+    "d.id, d.sr_id, d.destination, d.state, d.attempts, d.next_attempt_ms, d.created_ms,"        \
+    " d.updated_ms, d.last_error, r.path, r.sop_instance_uid, r.study_instance_uid, r.priority," \
     " r.study_last_received_ms"
 
 static void read_delivery(sqlite3_stmt *st, struct cxr_node_delivery_row *r)
@@ -266,9 +266,9 @@ static void read_delivery(sqlite3_stmt *st, struct cxr_node_delivery_row *r)
     r->study_last_received_ms = sqlite3_column_int64(st, 13);
 }
 
-enum cxr_status sq_delivery_next(struct cxr_node_store *base, const char *dest,
-                                        int64_t now_ms, struct cxr_node_delivery_row *row,
-                                        bool *found, int64_t *next_due_ms)
+enum cxr_status sq_delivery_next(struct cxr_node_store *base, const char *dest, int64_t now_ms,
+                                 struct cxr_node_delivery_row *row, bool *found,
+                                 int64_t *next_due_ms)
 {
     struct sq_store *s = (struct sq_store *)base;
     sqlite3_stmt *st = NULL;
@@ -300,9 +300,8 @@ enum cxr_status sq_delivery_next(struct cxr_node_store *base, const char *dest,
     }
     sqlite3_finalize(st);
     st = NULL;
-    rc = sq_prepare(s,
-                    "SELECT min(next_attempt_ms) FROM deliveries WHERE destination=? AND state=0",
-                    &st);
+    rc = sq_prepare(
+        s, "SELECT min(next_attempt_ms) FROM deliveries WHERE destination=? AND state=0", &st);
     if (rc == SQLITE_OK) {
         sq_bind_text(st, 1, dest);
         rc = sqlite3_step(st);
@@ -320,8 +319,8 @@ done:
 }
 
 enum cxr_status sq_delivery_update(struct cxr_node_store *base, int64_t id,
-                                          enum cxr_node_delivery_state state, int32_t attempts,
-                                          int64_t next_attempt_ms, const char *error, int64_t now_ms)
+                                   enum cxr_node_delivery_state state, int32_t attempts,
+                                   int64_t next_attempt_ms, const char *error, int64_t now_ms)
 {
     struct sq_store *s = (struct sq_store *)base;
     sqlite3_stmt *st = NULL;
@@ -352,9 +351,8 @@ enum cxr_status sq_delivery_update(struct cxr_node_store *base, int64_t id,
     return ret;
 }
 
-enum cxr_status sq_deliveries_list(struct cxr_node_store *base, int32_t state,
-                                          size_t limit, struct cxr_node_delivery_row **rows,
-                                          size_t *n)
+enum cxr_status sq_deliveries_list(struct cxr_node_store *base, int32_t state, size_t limit,
+                                   struct cxr_node_delivery_row **rows, size_t *n)
 {
     struct sq_store *s = (struct sq_store *)base;
     sqlite3_stmt *st = NULL;
@@ -396,30 +394,31 @@ done:
     return ret;
 }
 
-enum cxr_status sq_deliveries_retry(struct cxr_node_store *base, int64_t id,
-                                           int64_t now_ms, int64_t *count)
+enum cxr_status sq_deliveries_retry(struct cxr_node_store *base, int64_t id, int64_t now_ms,
+                                    int64_t *count)
 {
     *count = 0;
     if (id > 0)
         return sq_exec_write((struct sq_store *)base, SQ_PROMISED,
-                          "UPDATE deliveries SET state=0, attempts=0, next_attempt_ms=?1,"
-                          " updated_ms=?1, last_error='' WHERE id=?2 AND state<>1",
-                          now_ms, id, INT64_MIN, count, "retrying a delivery");
+                             "UPDATE deliveries SET state=0, attempts=0, next_attempt_ms=?1,"
+                             " updated_ms=?1, last_error='' WHERE id=?2 AND state<>1",
+                             now_ms, id, INT64_MIN, count, "retrying a delivery");
     return sq_exec_write((struct sq_store *)base, SQ_PROMISED,
-                      "UPDATE deliveries SET state=0, attempts=0, next_attempt_ms=?1,"
-                      " updated_ms=?1, last_error='' WHERE state=2",
-                      now_ms, INT64_MIN, INT64_MIN, count, "retrying deliveries");
+                         "UPDATE deliveries SET state=0, attempts=0, next_attempt_ms=?1,"
+                         " updated_ms=?1, last_error='' WHERE state=2",
+                         now_ms, INT64_MIN, INT64_MIN, count, "retrying deliveries");
 }
 
-enum cxr_status sq_deliveries_drop(struct cxr_node_store *base, int64_t id,
-                                          int64_t *count)
+enum cxr_status sq_deliveries_drop(struct cxr_node_store *base, int64_t id, int64_t *count)
 {
     *count = 0;
     if (id > 0)
-        return sq_exec_write((struct sq_store *)base, SQ_PROMISED, "DELETE FROM deliveries WHERE id=?1 AND state<>1",
-                          id, INT64_MIN, INT64_MIN, count, "dropping a delivery");
-    return sq_exec_write((struct sq_store *)base, SQ_PROMISED, "DELETE FROM deliveries WHERE state=2", INT64_MIN,
-                      INT64_MIN, INT64_MIN, count, "dropping dead deliveries");
+        return sq_exec_write((struct sq_store *)base, SQ_PROMISED,
+                             "DELETE FROM deliveries WHERE id=?1 AND state<>1", id, INT64_MIN,
+                             INT64_MIN, count, "dropping a delivery");
+    return sq_exec_write((struct sq_store *)base, SQ_PROMISED,
+                         "DELETE FROM deliveries WHERE state=2", INT64_MIN, INT64_MIN, INT64_MIN,
+                         count, "dropping dead deliveries");
 }
 
 enum cxr_status sq_counts(struct cxr_node_store *base, struct cxr_node_store_counts *c)
@@ -429,17 +428,16 @@ enum cxr_status sq_counts(struct cxr_node_store *base, struct cxr_node_store_cou
     enum cxr_status ret = CXR_OK;
     memset(c, 0, sizeof *c);
     sq_lock(s);
-    int rc = sq_prepare(
-        s,
-        "SELECT (SELECT count(*) FROM instances WHERE state=0),"
-        " (SELECT count(*) FROM instances WHERE state=1),"
-        " (SELECT count(*) FROM instances WHERE state=2),"
-        " (SELECT count(*) FROM studies),"
-        " (SELECT count(*) FROM studies WHERE unreported>0),"
-        " (SELECT count(*) FROM deliveries WHERE state=0),"
-        " (SELECT count(*) FROM deliveries WHERE state=1),"
-        " (SELECT count(*) FROM deliveries WHERE state=2)",
-        &st);
+    int rc = sq_prepare(s,
+                        "SELECT (SELECT count(*) FROM instances WHERE state=0),"
+                        " (SELECT count(*) FROM instances WHERE state=1),"
+                        " (SELECT count(*) FROM instances WHERE state=2),"
+                        " (SELECT count(*) FROM studies),"
+                        " (SELECT count(*) FROM studies WHERE unreported>0),"
+                        " (SELECT count(*) FROM deliveries WHERE state=0),"
+                        " (SELECT count(*) FROM deliveries WHERE state=1),"
+                        " (SELECT count(*) FROM deliveries WHERE state=2)",
+                        &st);
     if (rc == SQLITE_OK)
         rc = sqlite3_step(st);
     if (rc == SQLITE_ROW) {

@@ -30,8 +30,8 @@ static enum cxr_status send_one(struct plugin *p, const struct plugin_forward *f
     char uri[256], body[256];
     snprintf(uri, sizeof uri, "/%s/%s/store", t.kind == PLUGIN_TARGET_PEER ? "peers" : "modalities",
              t.name);
-    int len = snprintf(body, sizeof body, "{\"Resources\":[\"%s\"],\"Synchronous\":true}",
-                       f->resource);
+    int len =
+        snprintf(body, sizeof body, "{\"Resources\":[\"%s\"],\"Synchronous\":true}", f->resource);
     json_object *ans = NULL;
     enum cxr_status st = orest_post(p, uri, body, (size_t)len, &ans, err);
     json_object_put(ans);
@@ -75,16 +75,19 @@ void *plugin_forwarder_main(void *arg)
                        f.resource, f.target);
         } else if (attempts >= max) {
             ust = plugin_db_forward_update(p->db, f.id, PLUGIN_FORWARD_DEAD, attempts, 0, err, now);
-            plugin_log(p, PLOG_ERROR, "forward %lld of %s %s to %s is dead after %d attempts: %s "
-                                      "(POST /cxr-triage/forwards/%lld/retry once fixed)",
-                       (long long)f.id, f.kind, f.resource, f.target, attempts, err, (long long)f.id);
+            plugin_log(p, PLOG_ERROR,
+                       "forward %lld of %s %s to %s is dead after %d attempts: %s "
+                       "(POST /cxr-triage/forwards/%lld/retry once fixed)",
+                       (long long)f.id, f.kind, f.resource, f.target, attempts, err,
+                       (long long)f.id);
         } else {
             int64_t delay = cxr_triage_backoff_ms(attempts, base_ms, RETRY_CAP_MS,
                                                   (double)rand() / ((double)RAND_MAX + 1.0));
             ust = plugin_db_forward_update(p->db, f.id, PLUGIN_FORWARD_PENDING, attempts,
                                            now + delay, err, now);
-            plugin_log(p, PLOG_WARN, "forward %lld of %s %s to %s failed (attempt %d of %d, next "
-                                     "in %lld s): %s",
+            plugin_log(p, PLOG_WARN,
+                       "forward %lld of %s %s to %s failed (attempt %d of %d, next "
+                       "in %lld s): %s",
                        (long long)f.id, f.kind, f.resource, f.target, attempts, max,
                        (long long)(delay / 1000), err);
         }

@@ -36,20 +36,20 @@
 #define PLUGIN_NAME "cxr-triage"
 
 enum plugin_health {
-    PLUGIN_HEALTH_STARTING = 0,   /* loaded, worker not running yet */
-    PLUGIN_HEALTH_READY,          /* configuration and model loaded */
-    PLUGIN_HEALTH_BROKEN,         /* configuration or model does not load: nothing is scored */
-    PLUGIN_HEALTH_UNCONFIGURED    /* no CxrTriage.ConfigFile in Orthanc's configuration */
+    PLUGIN_HEALTH_STARTING = 0, /* loaded, worker not running yet */
+    PLUGIN_HEALTH_READY,        /* configuration and model loaded */
+    PLUGIN_HEALTH_BROKEN,       /* configuration or model does not load: nothing is scored */
+    PLUGIN_HEALTH_UNCONFIGURED  /* no CxrTriage.ConfigFile in Orthanc's configuration */
 };
 
 struct plugin {
     OrthancPluginContext *ctx;
     struct plugin_orthanc_settings os;
-    bool labels;                   /* Orthanc >= 1.12: labels exist */
+    bool labels; /* Orthanc >= 1.12: labels exist */
 
-    pthread_mutex_t lock;          /* guards everything down to `wake_lock` */
-    struct cxr_conf *conf;         /* NULL when it did not load */
-    struct cxr_triage_engine *engine;  /* NULL when the model did not load */
+    pthread_mutex_t lock;             /* guards everything down to `wake_lock` */
+    struct cxr_conf *conf;            /* NULL when it did not load */
+    struct cxr_triage_engine *engine; /* NULL when the model did not load */
     enum plugin_health health;
     char health_reason[PLUGIN_ERRLEN];
     char backend_note[CXR_ERRLEN];
@@ -60,11 +60,11 @@ struct plugin {
     char state_dir[PLUGIN_PATHLEN];
     int64_t queue_limit;
     uint32_t retry_s, retry_max;
-    int64_t engine_retry_ms;       /* when the worker tries the configuration again */
+    int64_t engine_retry_ms; /* when the worker tries the configuration again */
     /* latest latencies, ms (also Orthanc metrics) */
     double last_study_ms, last_image_ms;
 
-    struct plugin_db *db;          /* opened once; NULL while the configuration never loaded */
+    struct plugin_db *db; /* opened once; NULL while the configuration never loaded */
 
     pthread_mutex_t wake_lock;
     pthread_cond_t wake_cond;
@@ -73,7 +73,7 @@ struct plugin {
     bool threads_running;
     atomic_bool stopping;
     atomic_bool reload_requested;
-    atomic_llong errors;           /* failures logged since start */
+    atomic_llong errors; /* failures logged since start */
 };
 
 extern struct plugin *g_plugin;
@@ -81,10 +81,11 @@ extern struct plugin *g_plugin;
 /* ---- orthanc_util.c */
 int64_t plugin_now_ms(void);
 /* Logs to Orthanc's log. Errors also become the status' last error. */
-void plugin_log(struct plugin *p, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+void plugin_log(struct plugin *p, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 #define PLOG_ERROR 0
-#define PLOG_WARN 1
-#define PLOG_INFO 2
+#define PLOG_WARN  1
+#define PLOG_INFO  2
 /* Wakes the worker and the forwarder. Never blocks for long: any thread. */
 void plugin_wake(struct plugin *p);
 /* Waits until woken after `seq` or until deadline_ms (wall clock). */

@@ -62,22 +62,17 @@ static OrthancPluginErrorCode on_change(OrthancPluginChangeType type,
     if (!p)
         return OrthancPluginErrorCode_Success;
     switch (type) {
-    case OrthancPluginChangeType_OrthancStarted:
-        start_threads(p);
-        break;
-    case OrthancPluginChangeType_OrthancStopped:
-        stop_threads(p);
-        break;
+    case OrthancPluginChangeType_OrthancStarted: start_threads(p); break;
+    case OrthancPluginChangeType_OrthancStopped: stop_threads(p); break;
     case OrthancPluginChangeType_NewStudy:
     case OrthancPluginChangeType_StableStudy:
-        plugin_wake(p);  /* the worker reads Orthanc's change log */
+        plugin_wake(p); /* the worker reads Orthanc's change log */
         break;
     case OrthancPluginChangeType_Deleted:
         if (resource == OrthancPluginResourceType_Study)
             plugin_wake(p);
         break;
-    default:
-        break;
+    default: break;
     }
     (void)id;
     return OrthancPluginErrorCode_Success;
@@ -118,7 +113,7 @@ __attribute__((visibility("default"))) int32_t OrthancPluginInitialize(OrthancPl
     pthread_mutex_init(&p->wake_lock, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
-    pthread_cond_init(&p->wake_cond, &ca);  /* CLOCK_REALTIME: deadlines are wall-clock ms */
+    pthread_cond_init(&p->wake_cond, &ca); /* CLOCK_REALTIME: deadlines are wall-clock ms */
     pthread_condattr_destroy(&ca);
     g_plugin = p;
     /* Labels arrived in Orthanc 1.12.0: use them only on such an Orthanc. */
@@ -150,8 +145,9 @@ __attribute__((visibility("default"))) int32_t OrthancPluginInitialize(OrthancPl
     }
     bool required = p->os.required || (p->conf && p->conf->plugin.required);
     if (st != CXR_OK && required) {
-        plugin_log(p, PLOG_ERROR, "the configuration says Required: refusing to load, so Orthanc "
-                                  "does not start without a working triage");
+        plugin_log(p, PLOG_ERROR,
+                   "the configuration says Required: refusing to load, so Orthanc "
+                   "does not start without a working triage");
         g_plugin = NULL;
         plugin_free(p);
         return -1;

@@ -134,8 +134,9 @@ static OrthancPluginErrorCode on_study(OrthancPluginRestOutput *out, const char 
     }
     struct plugin_study s;
     if (req->groupsCount < 1 || !find_study(p, req->groups[0], &s)) {
-        answer_error(p, out, 404, "study not known to the plugin (not received since the plugin "
-                                  "was installed: POST .../score to score it)");
+        answer_error(p, out, 404,
+                     "study not known to the plugin (not received since the plugin "
+                     "was installed: POST .../score to score it)");
         return OrthancPluginErrorCode_Success;
     }
     struct plugin_instance *inst = NULL;
@@ -236,15 +237,20 @@ static OrthancPluginErrorCode on_status(OrthancPluginRestOutput *out, const char
         json_object_object_add(o, "reason", json_object_new_string(p->health_reason));
     if (p->engine) {
         const struct cxr_nn_model_meta *meta = cxr_triage_engine_model_meta(p->engine);
-        json_object_object_add(m, "path", json_object_new_string(cxr_triage_engine_model_path(p->engine)));
+        json_object_object_add(m, "path",
+                               json_object_new_string(cxr_triage_engine_model_path(p->engine)));
         json_object_object_add(m, "name", json_object_new_string(meta->name));
         json_object_object_add(m, "version", json_object_new_string(meta->version));
-        json_object_object_add(m, "sha256", json_object_new_string(cxr_triage_engine_model_sha256(p->engine)));
-        json_object_object_add(m, "description", json_object_new_string(cxr_triage_engine_describe(p->engine)));
-        json_object_object_add(m, "priority_threshold",
-                               json_object_new_double(cxr_triage_engine_operating_threshold(p->engine)));
-        json_object_object_add(m, "urgent_threshold",
-                               json_object_new_double(cxr_triage_engine_urgent_threshold(p->engine)));
+        json_object_object_add(m, "sha256",
+                               json_object_new_string(cxr_triage_engine_model_sha256(p->engine)));
+        json_object_object_add(m, "description",
+                               json_object_new_string(cxr_triage_engine_describe(p->engine)));
+        json_object_object_add(
+            m, "priority_threshold",
+            json_object_new_double(cxr_triage_engine_operating_threshold(p->engine)));
+        json_object_object_add(
+            m, "urgent_threshold",
+            json_object_new_double(cxr_triage_engine_urgent_threshold(p->engine)));
         json_object_object_add(o, "backend", json_object_new_string(p->backend_note));
     }
     json_object_object_add(o, "model", m);
@@ -269,7 +275,8 @@ static OrthancPluginErrorCode on_status(OrthancPluginRestOutput *out, const char
         int64_t seq = 0;
         bool have = false;
         plugin_db_cursor(p->db, &seq, &have);
-        json_object_object_add(q, "depth", json_object_new_int64(c.waiting + c.queued + c.sr_pending));
+        json_object_object_add(q, "depth",
+                               json_object_new_int64(c.waiting + c.queued + c.sr_pending));
         json_object_object_add(q, "waiting", json_object_new_int64(c.waiting));
         json_object_object_add(q, "queued", json_object_new_int64(c.queued));
         json_object_object_add(q, "sr_pending", json_object_new_int64(c.sr_pending));
@@ -277,8 +284,10 @@ static OrthancPluginErrorCode on_status(OrthancPluginRestOutput *out, const char
         json_object_object_add(q, "change_seq", json_object_new_int64(seq));
         json_object_object_add(o, "queue", q);
         json_object_object_add(k, "studies_done", json_object_new_int64(c.done));
-        json_object_object_add(k, "instances_analysed", json_object_new_int64(c.instances_analysed));
-        json_object_object_add(k, "instances_not_analysed", json_object_new_int64(c.instances_not_analysed));
+        json_object_object_add(k, "instances_analysed",
+                               json_object_new_int64(c.instances_analysed));
+        json_object_object_add(k, "instances_not_analysed",
+                               json_object_new_int64(c.instances_not_analysed));
         json_object_object_add(k, "srs", json_object_new_int64(c.srs));
         json_object_object_add(k, "srs_stored", json_object_new_int64(c.srs_stored));
         json_object_object_add(k, "forwards_pending", json_object_new_int64(c.forwards_pending));
@@ -286,8 +295,8 @@ static OrthancPluginErrorCode on_status(OrthancPluginRestOutput *out, const char
         json_object_object_add(k, "forwards_dead", json_object_new_int64(c.forwards_dead));
         json_object_object_add(o, "counts", k);
     }
-    char *text = strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN |
-                                                              JSON_C_TO_STRING_NOSLASHESCAPE));
+    char *text = strdup(
+        json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
     json_object_put(o);
     answer_json(p, out, text);
     (void)url;

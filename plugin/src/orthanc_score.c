@@ -24,9 +24,9 @@
 
 #include "cxr/outbox.h"
 
-#define MAX_TAKES 3
+#define MAX_TAKES     3
 #define RETRY_BASE_MS 5000
-#define RETRY_CAP_MS 300000
+#define RETRY_CAP_MS  300000
 
 static double mono_ms(void)
 {
@@ -55,8 +55,8 @@ static void iso_time(int64_t ms, char *out, size_t len)
     strftime(out, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
-static void put_metadata(struct plugin *p, const char *id, enum plugin_metadata m, const char *value,
-                         bool *warned)
+static void put_metadata(struct plugin *p, const char *id, enum plugin_metadata m,
+                         const char *value, bool *warned)
 {
     char uri[192], err[PLUGIN_ERRLEN];
     snprintf(uri, sizeof uri, "/studies/%s/metadata/%s", id, plugin_metadata_names[m]);
@@ -101,9 +101,10 @@ static void write_metadata(struct plugin *p, const struct plugin_study *s)
         snprintf(uri, sizeof uri, "/studies/%s/labels/%s", s->orthanc_id, label);
         if (lvl == s->row.priority) {
             if (orest_put(p, uri, "", 0, err) != CXR_OK)
-                plugin_log(p, PLOG_WARN, "study %s: label %s not set: %s", s->orthanc_id, label, err);
+                plugin_log(p, PLOG_WARN, "study %s: label %s not set: %s", s->orthanc_id, label,
+                           err);
         } else {
-            orest_delete(p, uri, err);  /* absent: nothing to do */
+            orest_delete(p, uri, err); /* absent: nothing to do */
         }
     }
 }
@@ -143,8 +144,10 @@ static void store_sr(struct plugin *p, const char *id)
     snprintf(status, sizeof status, "%s", ojson_str(ans, "Status"));
     json_object_put(ans);
     if (strcmp(parent, id) != 0)
-        plugin_log(p, PLOG_ERROR, "study %s: Orthanc filed the SR %s under study %s (another "
-                                  "patient ID?)", id, sr_id, parent);
+        plugin_log(p, PLOG_ERROR,
+                   "study %s: Orthanc filed the SR %s under study %s (another "
+                   "patient ID?)",
+                   id, sr_id, parent);
     struct plugin_forward_new fw[2 * PLUGIN_MAX_TARGETS];
     size_t nfw = 0;
     for (size_t i = 0; i < p->n_fw_sr; i++)
@@ -160,12 +163,12 @@ static void store_sr(struct plugin *p, const char *id)
     pthread_mutex_lock(&p->lock);
     p->last_study_ms = study_ms;
     pthread_mutex_unlock(&p->lock);
-    plugin_log(p, PLOG_INFO, "study %s: SR %s stored (%s, Orthanc %s), priority %s, %d image(s) "
-                             "analysed, %d not analysed, %.0f ms after it was queued%s",
+    plugin_log(p, PLOG_INFO,
+               "study %s: SR %s stored (%s, Orthanc %s), priority %s, %d image(s) "
+               "analysed, %d not analysed, %.0f ms after it was queued%s",
                id, s.row.last_sr_sop_instance_uid, sr_id, status,
                cxr_triage_priority_name(p->conf, (enum cxr_triage_priority)s.row.priority),
-               s.row.analysed, s.row.not_analysed, study_ms,
-               nfw ? "; forwards queued" : "");
+               s.row.analysed, s.row.not_analysed, study_ms, nfw ? "; forwards queued" : "");
     if (nfw)
         plugin_wake(p);
 }
@@ -190,7 +193,7 @@ static void not_read(struct cxr_triage_result *r, const char *sop_uid, enum cxr_
 static bool modality_possible(const struct cxr_conf *conf, const char *modality)
 {
     if (!modality[0])
-        return true;  /* unknown here: the full gate decides */
+        return true; /* unknown here: the full gate decides */
     for (uint32_t i = 0; i < conf->gate.modalities.count; i++)
         if (!strcmp(conf->gate.modalities.items[i], modality))
             return true;
@@ -205,8 +208,8 @@ struct todo {
 
 /* Reads, scores and records todo[0..n-1] in batches. Returns false when the
  * job must stop (shutdown, or a failure recorded on the study). */
-static bool score_instances(struct plugin *p, const struct plugin_study *job, const struct todo *todo,
-                            size_t n)
+static bool score_instances(struct plugin *p, const struct plugin_study *job,
+                            const struct todo *todo, size_t n)
 {
     struct cxr_triage_engine *e = p->engine;
     const char *sha = cxr_triage_engine_model_sha256(e);
@@ -254,8 +257,8 @@ static bool score_instances(struct plugin *p, const struct plugin_study *job, co
                 continue;
             }
             char derr[CXR_ERRLEN] = "";
-            enum cxr_status st = cxr_dicom_instance_load_memory(buf.data, buf.size, t->id,
-                                                                &insts[i], derr);
+            enum cxr_status st =
+                cxr_dicom_instance_load_memory(buf.data, buf.size, t->id, &insts[i], derr);
             OrthancPluginFreeMemoryBuffer(p->ctx, &buf);
             if (st != CXR_OK)
                 not_read(&res[i], t->sop, st, "%s%s", derr[0] ? derr : cxr_status_str(st), "");
@@ -285,7 +288,7 @@ static bool score_instances(struct plugin *p, const struct plugin_study *job, co
         p->last_image_ms = (mono_ms() - t0) / (double)k;
         pthread_mutex_unlock(&p->lock);
         if (atomic_load(&p->stopping)) {
-            ok = false;  /* the rest at the next start: the study stays queued */
+            ok = false; /* the rest at the next start: the study stays queued */
             break;
         }
     }
@@ -323,8 +326,9 @@ static void decide(struct plugin *p, const char *id)
         if (r->state != CXR_TRIAGE_INSTANCE_ANALYSED || strcmp(rows[i].model_sha, sha) != 0)
             continue;
         if (!r->has_info) {
-            plugin_log(p, PLOG_WARN, "study %s: instance %s has no header values; left out of the SR",
-                       id, rows[i].orthanc_id);
+            plugin_log(p, PLOG_WARN,
+                       "study %s: instance %s has no header values; left out of the SR", id,
+                       rows[i].orthanc_id);
             continue;
         }
         struct cxr_triage_result *x = &res[nres++];
@@ -353,13 +357,14 @@ static void decide(struct plugin *p, const char *id)
     if (unreported && nres > 0) {
         struct cxr_triage_sr_predecessor pred = {s.row.last_sr_sop_instance_uid,
                                                  s.row.last_sr_series_instance_uid};
-        enum cxr_status st = cxr_triage_engine_write_sr(e, res, nres, pred.sop_instance_uid[0] ? &pred : NULL,
-                                                        NULL, &buf, &len, sop, err);
+        enum cxr_status st = cxr_triage_engine_write_sr(
+            e, res, nres, pred.sop_instance_uid[0] ? &pred : NULL, NULL, &buf, &len, sop, err);
         if (st == CXR_OK) {
             struct cxr_dicom_instance *inst = NULL;
             char derr[CXR_ERRLEN];
             if (cxr_dicom_instance_load_memory(buf, len, "SR", &inst, derr) == CXR_OK) {
-                snprintf(series, sizeof series, "%s", cxr_dicom_instance_info(inst)->series_instance_uid);
+                snprintf(series, sizeof series, "%s",
+                         cxr_dicom_instance_info(inst)->series_instance_uid);
                 cxr_dicom_instance_free(inst);
             }
             have_sr = true;
@@ -383,8 +388,9 @@ static void decide(struct plugin *p, const char *id)
     }
     if (plugin_db_study_get(p->db, id, false, &s, &found) == CXR_OK && found)
         write_metadata(p, &s);
-    plugin_log(p, PLOG_INFO, "study %s: no new analysed image, no SR (priority %s, %d analysed, "
-                             "%d not analysed)",
+    plugin_log(p, PLOG_INFO,
+               "study %s: no new analysed image, no SR (priority %s, %d analysed, "
+               "%d not analysed)",
                id, cxr_triage_priority_name(p->conf, (enum cxr_triage_priority)s.row.priority),
                s.row.analysed, s.row.not_analysed);
 }
@@ -439,7 +445,8 @@ static void score_study(struct plugin *p, const struct plugin_study *job)
         goto out;
     }
     size_t n = json_object_is_type(insts, json_type_array) ? json_object_array_length(insts) : 0;
-    size_t nseries = json_object_is_type(series, json_type_array) ? json_object_array_length(series) : 0;
+    size_t nseries =
+        json_object_is_type(series, json_type_array) ? json_object_array_length(series) : 0;
     todo = calloc(n ? n : 1, sizeof *todo);
     gated = calloc(n ? n : 1, sizeof *gated);
     gated_res = calloc(n ? n : 1, sizeof *gated_res);
@@ -483,7 +490,8 @@ static void score_study(struct plugin *p, const struct plugin_study *job)
         snprintf(todo[ntodo].sop, sizeof todo[ntodo].sop, "%s", sop);
         ntodo++;
     }
-    if (ngated && plugin_db_instances_record(p->db, id, sha, gated, ngated, plugin_now_ms()) != CXR_OK) {
+    if (ngated &&
+        plugin_db_instances_record(p->db, id, sha, gated, ngated, plugin_now_ms()) != CXR_OK) {
         fail_study(p, id, job->attempts, plugin_db_last_error());
         goto out;
     }

@@ -73,8 +73,8 @@ void plugin_nap(struct plugin *p, int64_t deadline_ms)
 
 /* ------------------------------------------------------------------ REST */
 
-static enum cxr_status rest_status(struct plugin *p, OrthancPluginErrorCode code, const char *method,
-                                   const char *uri, char *err)
+static enum cxr_status rest_status(struct plugin *p, OrthancPluginErrorCode code,
+                                   const char *method, const char *uri, char *err)
 {
     if (code == OrthancPluginErrorCode_Success)
         return CXR_OK;
@@ -97,8 +97,8 @@ static enum cxr_status parse_answer(struct plugin *p, OrthancPluginMemoryBuffer 
     if (out) {
         *out = NULL;
         json_tokener *tok = json_tokener_new();
-        json_object *j = tok && buf->size ? json_tokener_parse_ex(tok, buf->data, (int)buf->size)
-                                          : NULL;
+        json_object *j =
+            tok && buf->size ? json_tokener_parse_ex(tok, buf->data, (int)buf->size) : NULL;
         json_tokener_free(tok);
         if (!j) {
             if (err)
@@ -196,13 +196,16 @@ void plugin_publish_metrics(struct plugin *p)
         {"cxr_triage_ready", ready, OrthancPluginMetricsType_Default},
         {"cxr_triage_queue_studies", (double)(c.waiting + c.queued + c.sr_pending),
          OrthancPluginMetricsType_Default},
-        {"cxr_triage_queue_scoring", (double)(c.queued + c.sr_pending), OrthancPluginMetricsType_Default},
+        {"cxr_triage_queue_scoring", (double)(c.queued + c.sr_pending),
+         OrthancPluginMetricsType_Default},
         {"cxr_triage_studies_done", (double)c.done, OrthancPluginMetricsType_Default},
-        {"cxr_triage_instances_analysed", (double)c.instances_analysed, OrthancPluginMetricsType_Default},
+        {"cxr_triage_instances_analysed", (double)c.instances_analysed,
+         OrthancPluginMetricsType_Default},
         {"cxr_triage_instances_not_analysed", (double)c.instances_not_analysed,
          OrthancPluginMetricsType_Default},
         {"cxr_triage_srs_stored", (double)c.srs_stored, OrthancPluginMetricsType_Default},
-        {"cxr_triage_forwards_pending", (double)c.forwards_pending, OrthancPluginMetricsType_Default},
+        {"cxr_triage_forwards_pending", (double)c.forwards_pending,
+         OrthancPluginMetricsType_Default},
         {"cxr_triage_forwards_dead", (double)c.forwards_dead, OrthancPluginMetricsType_Default},
         {"cxr_triage_errors", (double)atomic_load(&p->errors), OrthancPluginMetricsType_Default},
         {"cxr_triage_study_ms", study_ms, OrthancPluginMetricsType_Timer},

@@ -25,12 +25,12 @@
 #include "orthanc_internal.h"
 #include "orthanc_score.h"
 
-#define CHANGES_PAGE 500
+#define CHANGES_PAGE            500
 #define CHANGES_PAGES_PER_ROUND 20
-#define CHANGES_EVERY_MS 100        /* during an ingest, read the log at most this often */
-#define ENGINE_RETRY_MS 30000
-#define WORKER_NICE 19              /* scoring yields the CPU to Orthanc's ingest */
-#define METRICS_EVERY_MS 1000
+#define CHANGES_EVERY_MS        100 /* during an ingest, read the log at most this often */
+#define ENGINE_RETRY_MS         30000
+#define WORKER_NICE             19 /* scoring yields the CPU to Orthanc's ingest */
+#define METRICS_EVERY_MS        1000
 
 /* ------------------------------------------------------------------ configuration */
 
@@ -62,13 +62,16 @@ static enum cxr_status open_queue(struct plugin *p, const struct cxr_conf *conf,
     }
     if (p->db) {
         if (strcmp(dir, p->state_dir) != 0)
-            plugin_log(p, PLOG_WARN, "plugin/state-dir changed to %s: takes effect when Orthanc "
-                                     "restarts (still using %s)", dir, p->state_dir);
+            plugin_log(p, PLOG_WARN,
+                       "plugin/state-dir changed to %s: takes effect when Orthanc "
+                       "restarts (still using %s)",
+                       dir, p->state_dir);
         return CXR_OK;
     }
     if (!mkdirs(dir)) {
-        snprintf(err, PLUGIN_ERRLEN, "cannot create the plugin's state folder %.400s: %s "
-                                     "(plugin/state-dir; Orthanc's user must be able to write it)",
+        snprintf(err, PLUGIN_ERRLEN,
+                 "cannot create the plugin's state folder %.400s: %s "
+                 "(plugin/state-dir; Orthanc's user must be able to write it)",
                  dir, strerror(errno));
         return CXR_ERR_IO;
     }
@@ -105,15 +108,16 @@ enum cxr_status plugin_load_config(struct plugin *p, char *err)
     size_t nsr = 0, nst = 0;
     enum cxr_status st = cxr_conf_load(p->os.config_file, &conf, cerr);
     if (st != CXR_OK) {
-        snprintf(err, PLUGIN_ERRLEN, "configuration %.300s does not load: %.680s", p->os.config_file,
-                 cerr);
+        snprintf(err, PLUGIN_ERRLEN, "configuration %.300s does not load: %.680s",
+                 p->os.config_file, cerr);
         goto broken;
     }
     if ((st = plugin_targets_parse(conf->plugin.forward_sr, sr, PLUGIN_MAX_TARGETS, &nsr, cerr)) !=
             CXR_OK ||
         (st = plugin_targets_parse(conf->plugin.forward_study, st_, PLUGIN_MAX_TARGETS, &nst,
                                    cerr)) != CXR_OK) {
-        snprintf(err, PLUGIN_ERRLEN, "configuration %.300s: plugin/forward-sr or forward-study: %.600s",
+        snprintf(err, PLUGIN_ERRLEN,
+                 "configuration %.300s: plugin/forward-sr or forward-study: %.600s",
                  p->os.config_file, cerr);
         goto broken;
     }
@@ -150,7 +154,7 @@ enum cxr_status plugin_load_config(struct plugin *p, char *err)
     p->retry_s = (uint32_t)conf->plugin.retry_seconds;
     p->retry_max = (uint32_t)conf->plugin.retry_max_attempts;
     pthread_mutex_unlock(&p->lock);
-    cxr_triage_engine_free(old_engine);  /* before the configuration it points to */
+    cxr_triage_engine_free(old_engine); /* before the configuration it points to */
     cxr_conf_free(old_conf);
     plugin_log(p, PLOG_INFO, "ready: %s%s%s", cxr_triage_engine_describe(engine),
                note[0] ? "; " : "", note);
@@ -171,8 +175,10 @@ broken:
     pthread_mutex_unlock(&p->lock);
     cxr_conf_free(conf);
     if (have_old)
-        plugin_log(p, PLOG_WARN, "reload refused, the previous configuration and model keep "
-                                 "scoring: %s", err);
+        plugin_log(p, PLOG_WARN,
+                   "reload refused, the previous configuration and model keep "
+                   "scoring: %s",
+                   err);
     else
         set_broken(p, err);
     return st;
@@ -244,7 +250,8 @@ static bool consume_changes(struct plugin *p)
                 return any;
             }
             json_object *last = NULL;
-            int64_t seq = json_object_object_get_ex(ans, "Last", &last) ? json_object_get_int64(last) : 0;
+            int64_t seq =
+                json_object_object_get_ex(ans, "Last", &last) ? json_object_get_int64(last) : 0;
             json_object_put(ans);
             plugin_db_cursor_set(p->db, seq);
             plugin_log(p, PLOG_INFO, "first start: following Orthanc's change log from Seq %lld",
@@ -258,15 +265,20 @@ static bool consume_changes(struct plugin *p)
         }
         json_object *list = NULL, *done = NULL, *last = NULL;
         json_object_object_get_ex(ans, "Changes", &list);
-        bool finished = !json_object_object_get_ex(ans, "Done", &done) || json_object_get_boolean(done);
-        size_t n = list && json_object_is_type(list, json_type_array) ? json_object_array_length(list) : 0;
+        bool finished =
+            !json_object_object_get_ex(ans, "Done", &done) || json_object_get_boolean(done);
+        size_t n =
+            list && json_object_is_type(list, json_type_array) ? json_object_array_length(list) : 0;
         if (n == 0) {
-            int64_t l = json_object_object_get_ex(ans, "Last", &last) ? json_object_get_int64(last) : cursor;
+            int64_t l = json_object_object_get_ex(ans, "Last", &last) ? json_object_get_int64(last)
+                                                                      : cursor;
             json_object_put(ans);
             if (l < cursor) {
                 /* Orthanc's log was cleared or its database replaced */
-                plugin_log(p, PLOG_WARN, "Orthanc's change log restarted (Seq %lld < %lld): "
-                                         "following it from there", (long long)l, (long long)cursor);
+                plugin_log(p, PLOG_WARN,
+                           "Orthanc's change log restarted (Seq %lld < %lld): "
+                           "following it from there",
+                           (long long)l, (long long)cursor);
                 plugin_db_cursor_set(p->db, l);
             }
             return any;
@@ -289,8 +301,10 @@ static bool consume_changes(struct plugin *p)
             int64_t now = plugin_now_ms();
             if (now - warned_ms > 60000) {
                 warned_ms = now;
-                plugin_log(p, PLOG_WARN, "queue full (%lld studies, plugin/queue-limit): the rest "
-                                         "waits in Orthanc's change log", (long long)limit);
+                plugin_log(p, PLOG_WARN,
+                           "queue full (%lld studies, plugin/queue-limit): the rest "
+                           "waits in Orthanc's change log",
+                           (long long)limit);
             }
             return any;
         }
@@ -317,9 +331,10 @@ static void sweep_waiting(struct plugin *p)
         if (st == CXR_ERR_NOT_FOUND) {
             plugin_db_study_forget(p->db, ids[i]);
         } else if (st == CXR_OK) {
-            plugin_note_header(p, ids[i], s);  /* listed with its accession number */
+            plugin_note_header(p, ids[i], s); /* listed with its accession number */
             json_object *stable = NULL;
-            if (json_object_object_get_ex(s, "IsStable", &stable) && json_object_get_boolean(stable))
+            if (json_object_object_get_ex(s, "IsStable", &stable) &&
+                json_object_get_boolean(stable))
                 plugin_db_study_stable(p->db, ids[i], now);
             else
                 plugin_db_study_touch(p->db, ids[i], now);
@@ -340,7 +355,8 @@ static void test_delay(struct plugin *p)
         const char *v = getenv("CXR_ORTHANC_TEST_JOB_DELAY_MS");
         delay_ms = v ? atoll(v) : 0;
         if (delay_ms > 0)
-            plugin_log(p, PLOG_WARN, "test hook: each job waits %lld ms first", (long long)delay_ms);
+            plugin_log(p, PLOG_WARN, "test hook: each job waits %lld ms first",
+                       (long long)delay_ms);
     }
     if (delay_ms > 0)
         plugin_nap(p, plugin_now_ms() + delay_ms);
@@ -380,7 +396,7 @@ void *plugin_worker_main(void *arg)
             consume_changes(p);
             sweep_waiting(p);
         } else {
-            next_due = last_changes_ms + CHANGES_EVERY_MS;  /* a change may be waiting */
+            next_due = last_changes_ms + CHANGES_EVERY_MS; /* a change may be waiting */
         }
         bool worked = false;
         pthread_mutex_lock(&p->lock);

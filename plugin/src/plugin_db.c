@@ -16,7 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define SCHEMA_VERSION 1
+#define SCHEMA_VERSION  1
 #define BUSY_TIMEOUT_MS 15000
 
 static const char *const schema_sql =
@@ -265,9 +265,8 @@ enum cxr_status plugin_db_open(const char *path, struct plugin_db **out, char *e
     snprintf(d->path, sizeof d->path, "%s", path);
     pthread_mutex_init(&d->lock, NULL);
     enum cxr_status st = CXR_ERR_TRIAGE_STORE;
-    int rc = sqlite3_open_v2(path, &d->db,
-                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
-                             NULL);
+    int rc = sqlite3_open_v2(
+        path, &d->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, NULL);
     if (rc != SQLITE_OK) {
         snprintf(err, PLUGIN_DB_ERRLEN, "cannot open the plugin queue %s: %s", path,
                  d->db ? sqlite3_errmsg(d->db) : sqlite3_errstr(rc));
@@ -324,15 +323,17 @@ enum cxr_status plugin_db_cursor(struct plugin_db *d, int64_t *seq, bool *have)
 {
     pthread_mutex_lock(&d->lock);
     *seq = 0;
-    enum cxr_status r = query_int(d, "SELECT value FROM meta WHERE key = 'cursor'", NULL, seq, have);
+    enum cxr_status r =
+        query_int(d, "SELECT value FROM meta WHERE key = 'cursor'", NULL, seq, have);
     pthread_mutex_unlock(&d->lock);
     return r;
 }
 
 static enum cxr_status cursor_set_locked(struct plugin_db *d, int64_t seq)
 {
-    return exec_args(d, "INSERT INTO meta(key, value) VALUES('cursor', ?)"
-                        " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+    return exec_args(d,
+                     "INSERT INTO meta(key, value) VALUES('cursor', ?)"
+                     " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                      "i", seq);
 }
 
@@ -355,8 +356,9 @@ static enum cxr_status study_state(struct plugin_db *d, const char *id, int64_t 
 static enum cxr_status study_insert(struct plugin_db *d, const char *id, int32_t state,
                                     int64_t seen_ms, int64_t now_ms)
 {
-    return exec_args(d, "INSERT INTO studies(orthanc_id, state, first_seen_ms, last_change_ms,"
-                        " queued_ms) VALUES(?, ?, ?, ?, ?)",
+    return exec_args(d,
+                     "INSERT INTO studies(orthanc_id, state, first_seen_ms, last_change_ms,"
+                     " queued_ms) VALUES(?, ?, ?, ?, ?)",
                      "siiii", id, (int64_t)state, seen_ms, seen_ms,
                      state == PLUGIN_STUDY_QUEUED ? now_ms : (int64_t)0);
 }
@@ -388,8 +390,7 @@ static enum cxr_status apply_one(struct plugin_db *d, const struct plugin_change
         return r;
     int64_t when = c->time_ms > 0 ? c->time_ms : now_ms;
     switch (c->kind) {
-    case PLUGIN_CHANGE_DELETED:
-        return found ? forget_locked(d, c->study) : CXR_OK;
+    case PLUGIN_CHANGE_DELETED: return found ? forget_locked(d, c->study) : CXR_OK;
     case PLUGIN_CHANGE_SEEN:
         if (!found) {
             if (*unfinished >= limit) {
@@ -402,15 +403,17 @@ static enum cxr_status apply_one(struct plugin_db *d, const struct plugin_change
         if (state == PLUGIN_STUDY_DONE) {
             /* a late series: look again once Orthanc calls it stable */
             (*unfinished)++;
-            return exec_args(d, "UPDATE studies SET state = 0, last_change_ms = ? WHERE orthanc_id = ?",
-                             "is", now_ms, c->study);
+            return exec_args(
+                d, "UPDATE studies SET state = 0, last_change_ms = ? WHERE orthanc_id = ?", "is",
+                now_ms, c->study);
         }
-        if (state == PLUGIN_STUDY_SR_PENDING)  /* look again once the SR is stored */
-            return exec_args(d, "UPDATE studies SET rescan = 1 WHERE orthanc_id = ?", "s", c->study);
+        if (state == PLUGIN_STUDY_SR_PENDING) /* look again once the SR is stored */
+            return exec_args(d, "UPDATE studies SET rescan = 1 WHERE orthanc_id = ?", "s",
+                             c->study);
         if (state == PLUGIN_STUDY_WAITING)
             return exec_args(d, "UPDATE studies SET last_change_ms = ? WHERE orthanc_id = ?", "is",
                              now_ms, c->study);
-        return CXR_OK;  /* queued: the scoring will see every instance */
+        return CXR_OK; /* queued: the scoring will see every instance */
     case PLUGIN_CHANGE_STABLE:
         if (!found) {
             if (*unfinished >= limit) {
@@ -421,15 +424,15 @@ static enum cxr_status apply_one(struct plugin_db *d, const struct plugin_change
             return study_insert(d, c->study, PLUGIN_STUDY_QUEUED, when, now_ms);
         }
         if (state == PLUGIN_STUDY_SR_PENDING)
-            return exec_args(d, "UPDATE studies SET rescan = 1 WHERE orthanc_id = ?", "s", c->study);
+            return exec_args(d, "UPDATE studies SET rescan = 1 WHERE orthanc_id = ?", "s",
+                             c->study);
         if (state == PLUGIN_STUDY_QUEUED)
             return CXR_OK;
         if (state == PLUGIN_STUDY_DONE)
             (*unfinished)++;
-        return exec_args(d, "UPDATE studies SET state = 1, queued_ms = ? WHERE orthanc_id = ?", "is",
-                         now_ms, c->study);
-    case PLUGIN_CHANGE_IGNORE:
-        break;
+        return exec_args(d, "UPDATE studies SET state = 1, queued_ms = ? WHERE orthanc_id = ?",
+                         "is", now_ms, c->study);
+    case PLUGIN_CHANGE_IGNORE: break;
     }
     return CXR_OK;
 }
@@ -485,8 +488,9 @@ enum cxr_status plugin_db_study_enqueue(struct plugin_db *d, const char *id, int
     } else if (r == CXR_OK && state == PLUGIN_STUDY_SR_PENDING) {
         r = exec_args(d, "UPDATE studies SET rescan = 1 WHERE orthanc_id = ?", "s", id);
     } else if (r == CXR_OK) {
-        r = exec_args(d, "UPDATE studies SET state = 1, queued_ms = ?, attempts = 0,"
-                         " next_attempt_ms = 0 WHERE orthanc_id = ?",
+        r = exec_args(d,
+                      "UPDATE studies SET state = 1, queued_ms = ?, attempts = 0,"
+                      " next_attempt_ms = 0 WHERE orthanc_id = ?",
                       "is", now_ms, id);
     }
     if (r == CXR_OK)
@@ -534,8 +538,9 @@ enum cxr_status plugin_db_study_touch(struct plugin_db *d, const char *id, int64
 enum cxr_status plugin_db_study_stable(struct plugin_db *d, const char *id, int64_t now_ms)
 {
     pthread_mutex_lock(&d->lock);
-    enum cxr_status r = exec_args(d, "UPDATE studies SET state = 1, queued_ms = ?"
-                                     " WHERE orthanc_id = ? AND state = 0",
+    enum cxr_status r = exec_args(d,
+                                  "UPDATE studies SET state = 1, queued_ms = ?"
+                                  " WHERE orthanc_id = ? AND state = 0",
                                   "is", now_ms, id);
     pthread_mutex_unlock(&d->lock);
     return r;
@@ -557,22 +562,22 @@ enum cxr_status plugin_db_study_forget(struct plugin_db *d, const char *id)
 
 /* ------------------------------------------------------------------ study rows */
 
-#define STUDY_COLUMNS                                                                              \
-    "s.orthanc_id, s.study_uid, s.accession, s.patient_id, s.study_date, s.description,"           \
-    " s.state, s.first_seen_ms, s.last_change_ms, s.queued_ms, s.priority, s.score,"               \
-    " s.analysed, s.not_analysed, s.model_sha, s.model_version, s.scored_ms, s.sr_sop_uid,"        \
-    " s.sr_series_uid, s.sr_orthanc_id, s.sr_series_orthanc_id, s.attempts, s.next_attempt_ms,"    \
-    " s.last_error,"                                                                               \
-    " (SELECT count(*) FROM srs WHERE srs.study = s.orthanc_id),"                                  \
-    " (SELECT coalesce(max(created_ms), 0) FROM srs WHERE srs.study = s.orthanc_id),"              \
-    " (SELECT count(*) FROM instances i WHERE i.study = s.orthanc_id AND i.state = 1"              \
-    "   AND i.reported = 0),"                                                                      \
-    " (SELECT count(*) FROM forwards f WHERE f.study = s.orthanc_id AND f.state = 0),"             \
-    " (SELECT count(*) FROM forwards f WHERE f.study = s.orthanc_id AND f.state = 1),"             \
-    " (SELECT count(*) FROM forwards f WHERE f.study = s.orthanc_id AND f.state = 2),"             \
-    " (SELECT coalesce(max(stored_ms), 0) FROM srs WHERE srs.study = s.orthanc_id),"               \
-    " (SELECT i.warning FROM instances i WHERE i.study = s.orthanc_id AND i.warning <> ''"         \
-    "   ORDER BY i.rowid LIMIT 1)"                                                                 \
+#define STUDY_COLUMNS                                                                           \
+    "s.orthanc_id, s.study_uid, s.accession, s.patient_id, s.study_date, s.description,"        \
+    " s.state, s.first_seen_ms, s.last_change_ms, s.queued_ms, s.priority, s.score,"            \
+    " s.analysed, s.not_analysed, s.model_sha, s.model_version, s.scored_ms, s.sr_sop_uid,"     \
+    " s.sr_series_uid, s.sr_orthanc_id, s.sr_series_orthanc_id, s.attempts, s.next_attempt_ms," \
+    " s.last_error,"                                                                            \
+    " (SELECT count(*) FROM srs WHERE srs.study = s.orthanc_id),"                               \
+    " (SELECT coalesce(max(created_ms), 0) FROM srs WHERE srs.study = s.orthanc_id),"           \
+    " (SELECT count(*) FROM instances i WHERE i.study = s.orthanc_id AND i.state = 1"           \
+    "   AND i.reported = 0),"                                                                   \
+    " (SELECT count(*) FROM forwards f WHERE f.study = s.orthanc_id AND f.state = 0),"          \
+    " (SELECT count(*) FROM forwards f WHERE f.study = s.orthanc_id AND f.state = 1),"          \
+    " (SELECT count(*) FROM forwards f WHERE f.study = s.orthanc_id AND f.state = 2),"          \
+    " (SELECT coalesce(max(stored_ms), 0) FROM srs WHERE srs.study = s.orthanc_id),"            \
+    " (SELECT i.warning FROM instances i WHERE i.study = s.orthanc_id AND i.warning <> ''"      \
+    "   ORDER BY i.rowid LIMIT 1)"                                                              \
     " FROM studies s"
 
 static void read_study(sqlite3_stmt *st, struct plugin_study *s)
@@ -633,9 +638,9 @@ enum cxr_status plugin_db_next_job(struct plugin_db *d, int64_t now_ms, struct p
     enum cxr_status r = CXR_OK;
     /* SRs waiting to be stored first (finish what was started), then the
      * oldest queued study; a step that failed waits for its next attempt. */
-    sqlite3_stmt *st = pdb_prepare(d, "SELECT " STUDY_COLUMNS
-                                      " WHERE s.state IN (1, 2) AND s.next_attempt_ms <= ?"
-                                      " ORDER BY s.state DESC, s.queued_ms, s.orthanc_id LIMIT 1");
+    sqlite3_stmt *st =
+        pdb_prepare(d, "SELECT " STUDY_COLUMNS " WHERE s.state IN (1, 2) AND s.next_attempt_ms <= ?"
+                       " ORDER BY s.state DESC, s.queued_ms, s.orthanc_id LIMIT 1");
     if (!st) {
         r = CXR_ERR_TRIAGE_STORE;
         goto out;
@@ -646,8 +651,9 @@ enum cxr_status plugin_db_next_job(struct plugin_db *d, int64_t now_ms, struct p
     if (r == CXR_OK && !*found) {
         int64_t next = 0;
         bool any = false;
-        r = query_int(d, "SELECT min(next_attempt_ms) FROM studies WHERE state IN (1, 2)"
-                         " HAVING count(*) > 0",
+        r = query_int(d,
+                      "SELECT min(next_attempt_ms) FROM studies WHERE state IN (1, 2)"
+                      " HAVING count(*) > 0",
                       NULL, &next, &any);
         if (r == CXR_OK && any)
             *next_due_ms = next;
@@ -725,9 +731,10 @@ enum cxr_status plugin_db_study_header(struct plugin_db *d, const char *id,
                                        const struct plugin_study_header *h)
 {
     pthread_mutex_lock(&d->lock);
-    enum cxr_status r = exec_args(d, "UPDATE studies SET study_uid = ?, accession = ?,"
-                                     " patient_id = ?, study_date = ?, description = ?"
-                                     " WHERE orthanc_id = ?",
+    enum cxr_status r = exec_args(d,
+                                  "UPDATE studies SET study_uid = ?, accession = ?,"
+                                  " patient_id = ?, study_date = ?, description = ?"
+                                  " WHERE orthanc_id = ?",
                                   "ssssss", h->study_uid, h->accession, h->patient_id,
                                   h->study_date, h->description, id);
     pthread_mutex_unlock(&d->lock);

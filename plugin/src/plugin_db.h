@@ -35,13 +35,13 @@
 #include "cxr/triage.h"
 
 #define PLUGIN_DB_ERRLEN 512
-#define PLUGIN_ID_LEN 64         /* Orthanc identifiers are 44 characters */
-#define PLUGIN_SHA_LEN 65
+#define PLUGIN_ID_LEN    64 /* Orthanc identifiers are 44 characters */
+#define PLUGIN_SHA_LEN   65
 
 enum plugin_study_state {
-    PLUGIN_STUDY_WAITING = 0,     /* seen in the change log, not stable yet */
-    PLUGIN_STUDY_QUEUED = 1,      /* stable (or asked for): to score */
-    PLUGIN_STUDY_SR_PENDING = 2,  /* scored, SR built and kept here, not yet stored in Orthanc */
+    PLUGIN_STUDY_WAITING = 0,    /* seen in the change log, not stable yet */
+    PLUGIN_STUDY_QUEUED = 1,     /* stable (or asked for): to score */
+    PLUGIN_STUDY_SR_PENDING = 2, /* scored, SR built and kept here, not yet stored in Orthanc */
     PLUGIN_STUDY_DONE = 3
 };
 const char *plugin_study_state_name(int32_t state);
@@ -60,13 +60,13 @@ struct plugin_study {
     struct cxr_triage_study_row row;
     int32_t state;
     int64_t queued_ms;
-    char model_sha[PLUGIN_SHA_LEN];    /* model of the last scoring ("" none) */
+    char model_sha[PLUGIN_SHA_LEN]; /* model of the last scoring ("" none) */
     char model_version[64];
     int64_t scored_ms;
-    char sr_orthanc_id[PLUGIN_ID_LEN];        /* the last SR, once stored */
+    char sr_orthanc_id[PLUGIN_ID_LEN]; /* the last SR, once stored */
     char sr_series_orthanc_id[PLUGIN_ID_LEN];
-    int64_t sr_stored_ms;              /* when the last SR was stored in Orthanc (0 none) */
-    int32_t attempts;                  /* failed attempts at the current step */
+    int64_t sr_stored_ms; /* when the last SR was stored in Orthanc (0 none) */
+    int32_t attempts;     /* failed attempts at the current step */
     int64_t next_attempt_ms;
     char last_error[512];
 };
@@ -85,9 +85,9 @@ struct plugin_instance {
 struct plugin_forward {
     int64_t id;
     char study[PLUGIN_ID_LEN];
-    char kind[8];                      /* "sr" | "study" */
-    char target[160];                  /* "modality:NAME" | "peer:NAME" */
-    char resource[PLUGIN_ID_LEN];      /* the Orthanc identifier sent */
+    char kind[8];                 /* "sr" | "study" */
+    char target[160];             /* "modality:NAME" | "peer:NAME" */
+    char resource[PLUGIN_ID_LEN]; /* the Orthanc identifier sent */
     int32_t state;
     int32_t attempts;
     int64_t next_attempt_ms;
@@ -98,10 +98,10 @@ struct plugin_forward {
 
 /* One entry read from Orthanc's change log, as the worker understood it. */
 enum plugin_change_kind {
-    PLUGIN_CHANGE_SEEN = 0,       /* a new study (or series): the study is receiving */
-    PLUGIN_CHANGE_STABLE = 1,     /* StableStudy */
-    PLUGIN_CHANGE_DELETED = 2,    /* the study was deleted from Orthanc */
-    PLUGIN_CHANGE_IGNORE = 3      /* only moves the cursor */
+    PLUGIN_CHANGE_SEEN = 0,    /* a new study (or series): the study is receiving */
+    PLUGIN_CHANGE_STABLE = 1,  /* StableStudy */
+    PLUGIN_CHANGE_DELETED = 2, /* the study was deleted from Orthanc */
+    PLUGIN_CHANGE_IGNORE = 3   /* only moves the cursor */
 };
 struct plugin_change {
     int64_t seq;
@@ -140,8 +140,8 @@ enum cxr_status plugin_db_apply_changes(struct plugin_db *db, const struct plugi
 /* Queues a study now (POST .../score); creates its row when unknown, which
  * is refused with CXR_ERR_LIMIT when `limit` studies are unfinished. A study
  * whose SR is pending stays pending. */
-enum cxr_status plugin_db_study_enqueue(struct plugin_db *db, const char *orthanc_id,
-                                        int64_t limit, int64_t now_ms);
+enum cxr_status plugin_db_study_enqueue(struct plugin_db *db, const char *orthanc_id, int64_t limit,
+                                        int64_t now_ms);
 
 /* Waiting studies whose last change is at or before `before_ms`, at most
  * `max` identifiers (PLUGIN_ID_LEN each) into ids. */
@@ -150,7 +150,8 @@ enum cxr_status plugin_db_waiting_due(struct plugin_db *db, int64_t before_ms, s
 /* A waiting study Orthanc still receives: its last change becomes now. */
 enum cxr_status plugin_db_study_touch(struct plugin_db *db, const char *orthanc_id, int64_t now_ms);
 /* Waiting → queued. */
-enum cxr_status plugin_db_study_stable(struct plugin_db *db, const char *orthanc_id, int64_t now_ms);
+enum cxr_status plugin_db_study_stable(struct plugin_db *db, const char *orthanc_id,
+                                       int64_t now_ms);
 /* Forgets a study (deleted from Orthanc) with its instances and forwards. */
 enum cxr_status plugin_db_study_forget(struct plugin_db *db, const char *orthanc_id);
 
@@ -196,7 +197,7 @@ enum cxr_status plugin_db_instances_take(struct plugin_db *db, const char *study
 struct plugin_outcome {
     const char *orthanc_id;
     const struct cxr_triage_result *result;
-    bool has_info;                     /* result->info was read from the file */
+    bool has_info; /* result->info was read from the file */
 };
 enum cxr_status plugin_db_instances_record(struct plugin_db *db, const char *study,
                                            const char *model_sha,

@@ -66,7 +66,8 @@ enum cxr_status plugin_db_study_instances(struct plugin_db *d, const char *study
             memcpy(&x->info, sqlite3_column_blob(st, 17), sizeof x->info);
             x->has_info = true;
         }
-        snprintf(x->study_instance_uid, sizeof x->study_instance_uid, "%s", x->info.study_instance_uid);
+        snprintf(x->study_instance_uid, sizeof x->study_instance_uid, "%s",
+                 x->info.study_instance_uid);
     }
     if (r == CXR_OK && rc != SQLITE_DONE)
         r = pdb_fail(d, "list instances");
@@ -145,24 +146,24 @@ out:
 }
 
 enum cxr_status plugin_db_instances_record(struct plugin_db *d, const char *study,
-                                           const char *model_sha,
-                                           const struct plugin_outcome *o, size_t n,
-                                           int64_t now_ms)
+                                           const char *model_sha, const struct plugin_outcome *o,
+                                           size_t n, int64_t now_ms)
 {
     pthread_mutex_lock(&d->lock);
     sqlite3_stmt *st = NULL;
     enum cxr_status r = pdb_begin(d);
     if (r != CXR_OK)
         goto out;
-    st = pdb_prepare(d, "INSERT INTO instances(orthanc_id, study, sop_uid, series_uid,"
-                        " sop_class_uid, state, model_sha, probability, finding, priority, status,"
-                        " reason, warning, processed_ms, reported, info)"
-                        " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, 0, ?15)"
-                        " ON CONFLICT(orthanc_id) DO UPDATE SET study = ?2,"
-                        " sop_uid = CASE WHEN ?3 = '' THEN sop_uid ELSE ?3 END, series_uid = ?4,"
-                        " sop_class_uid = ?5, state = ?6, model_sha = ?7, probability = ?8,"
-                        " finding = ?9, priority = ?10, status = ?11, reason = ?12, warning = ?13,"
-                        " processed_ms = ?14, reported = 0, info = ?15");
+    st = pdb_prepare(d,
+                     "INSERT INTO instances(orthanc_id, study, sop_uid, series_uid,"
+                     " sop_class_uid, state, model_sha, probability, finding, priority, status,"
+                     " reason, warning, processed_ms, reported, info)"
+                     " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, 0, ?15)"
+                     " ON CONFLICT(orthanc_id) DO UPDATE SET study = ?2,"
+                     " sop_uid = CASE WHEN ?3 = '' THEN sop_uid ELSE ?3 END, series_uid = ?4,"
+                     " sop_class_uid = ?5, state = ?6, model_sha = ?7, probability = ?8,"
+                     " finding = ?9, priority = ?10, status = ?11, reason = ?12, warning = ?13,"
+                     " processed_ms = ?14, reported = 0, info = ?15");
     if (!st) {
         r = CXR_ERR_TRIAGE_STORE;
         goto out;
@@ -175,8 +176,8 @@ enum cxr_status plugin_db_instances_record(struct plugin_db *d, const char *stud
         pdb_bind_text(st, 3, info->sop_instance_uid);
         pdb_bind_text(st, 4, info->series_instance_uid);
         pdb_bind_text(st, 5, info->sop_class_uid);
-        sqlite3_bind_int(st, 6, res->analysed ? CXR_TRIAGE_INSTANCE_ANALYSED
-                                              : CXR_TRIAGE_INSTANCE_NOT_ANALYSED);
+        sqlite3_bind_int(
+            st, 6, res->analysed ? CXR_TRIAGE_INSTANCE_ANALYSED : CXR_TRIAGE_INSTANCE_NOT_ANALYSED);
         pdb_bind_text(st, 7, model_sha);
         pdb_bind_real(st, 8, res->analysed ? res->probability : NAN);
         sqlite3_bind_int(st, 9, res->analysed && res->finding_present);
@@ -290,16 +291,19 @@ enum cxr_status plugin_db_study_scored(struct plugin_db *d, const char *study,
                 " WHERE orthanc_id = ?7",
                 bind_study_update, &a);
     if (r == CXR_OK && sr) {
-        r = run(d, "UPDATE studies SET sr_blob = ?1, sr_sop_uid = ?2, sr_series_uid = ?3,"
-                   " rescan = 0 WHERE orthanc_id = ?4",
+        r = run(d,
+                "UPDATE studies SET sr_blob = ?1, sr_sop_uid = ?2, sr_series_uid = ?3,"
+                " rescan = 0 WHERE orthanc_id = ?4",
                 bind_sr_update, &a);
         if (r == CXR_OK)
-            r = run(d, "INSERT INTO srs(sop_uid, study, series_uid, model_sha, priority, created_ms)"
-                       " SELECT ?1, ?2, ?3, ?4, priority, ?5 FROM studies WHERE orthanc_id = ?2",
+            r = run(d,
+                    "INSERT INTO srs(sop_uid, study, series_uid, model_sha, priority, created_ms)"
+                    " SELECT ?1, ?2, ?3, ?4, priority, ?5 FROM studies WHERE orthanc_id = ?2",
                     bind_sr_insert, &a);
         if (r == CXR_OK)
-            r = run(d, "UPDATE instances SET reported = 1 WHERE study = ?1 AND state = 1"
-                       " AND model_sha = ?2",
+            r = run(d,
+                    "UPDATE instances SET reported = 1 WHERE study = ?1 AND state = 1"
+                    " AND model_sha = ?2",
                     bind_study_sha, &a);
     }
     if (r == CXR_OK)
@@ -364,27 +368,29 @@ static void bind_stored(sqlite3_stmt *st, const void *ctx)
 
 enum cxr_status plugin_db_sr_stored(struct plugin_db *d, const char *study,
                                     const char *sr_orthanc_id, const char *sr_series_orthanc_id,
-                                    const struct plugin_forward_new *fw, size_t nfw,
-                                    int64_t now_ms)
+                                    const struct plugin_forward_new *fw, size_t nfw, int64_t now_ms)
 {
     struct stored_args a = {study, sr_orthanc_id, sr_series_orthanc_id, now_ms};
     pthread_mutex_lock(&d->lock);
     sqlite3_stmt *ins = NULL;
     enum cxr_status r = pdb_begin(d);
     if (r == CXR_OK)
-        r = run(d, "UPDATE srs SET orthanc_id = ?1, stored_ms = ?3 WHERE sop_uid ="
-                   " (SELECT sr_sop_uid FROM studies WHERE orthanc_id = ?4)",
+        r = run(d,
+                "UPDATE srs SET orthanc_id = ?1, stored_ms = ?3 WHERE sop_uid ="
+                " (SELECT sr_sop_uid FROM studies WHERE orthanc_id = ?4)",
                 bind_stored, &a);
     /* a change seen while the SR was pending: look at the study again */
     if (r == CXR_OK)
-        r = run(d, "UPDATE studies SET sr_blob = NULL, sr_orthanc_id = ?1,"
-                   " sr_series_orthanc_id = ?2, state = CASE WHEN rescan THEN 1 ELSE 3 END,"
-                   " queued_ms = CASE WHEN rescan THEN ?3 ELSE queued_ms END, rescan = 0,"
-                   " attempts = 0, next_attempt_ms = 0, last_error = '' WHERE orthanc_id = ?4",
+        r = run(d,
+                "UPDATE studies SET sr_blob = NULL, sr_orthanc_id = ?1,"
+                " sr_series_orthanc_id = ?2, state = CASE WHEN rescan THEN 1 ELSE 3 END,"
+                " queued_ms = CASE WHEN rescan THEN ?3 ELSE queued_ms END, rescan = 0,"
+                " attempts = 0, next_attempt_ms = 0, last_error = '' WHERE orthanc_id = ?4",
                 bind_stored, &a);
     if (r == CXR_OK && nfw > 0) {
-        ins = pdb_prepare(d, "INSERT INTO forwards(study, kind, target, resource, state, attempts,"
-                             " next_attempt_ms, created_ms, updated_ms) VALUES(?, ?, ?, ?, 0, 0, ?, ?, ?)");
+        ins = pdb_prepare(
+            d, "INSERT INTO forwards(study, kind, target, resource, state, attempts,"
+               " next_attempt_ms, created_ms, updated_ms) VALUES(?, ?, ?, ?, 0, 0, ?, ?, ?)");
         if (!ins)
             r = CXR_ERR_TRIAGE_STORE;
         for (size_t i = 0; ins && i < nfw && r == CXR_OK; i++) {
@@ -425,8 +431,9 @@ enum cxr_status plugin_db_study_failed(struct plugin_db *d, const char *study, c
 {
     struct failed_args a = {study, error, next_attempt_ms};
     pthread_mutex_lock(&d->lock);
-    enum cxr_status r = run(d, "UPDATE studies SET attempts = attempts + 1, last_error = ?1,"
-                               " next_attempt_ms = ?2 WHERE orthanc_id = ?3",
+    enum cxr_status r = run(d,
+                            "UPDATE studies SET attempts = attempts + 1, last_error = ?1,"
+                            " next_attempt_ms = ?2 WHERE orthanc_id = ?3",
                             bind_failed, &a);
     pthread_mutex_unlock(&d->lock);
     return r;
@@ -434,8 +441,8 @@ enum cxr_status plugin_db_study_failed(struct plugin_db *d, const char *study, c
 
 /* ------------------------------------------------------------------ forwards */
 
-#define FORWARD_COLUMNS                                                                            \
-    "id, study, kind, target, resource, state, attempts, next_attempt_ms, created_ms,"             \
+#define FORWARD_COLUMNS                                                                \
+    "id, study, kind, target, resource, state, attempts, next_attempt_ms, created_ms," \
     " updated_ms, last_error FROM forwards"
 
 static void read_forward(sqlite3_stmt *st, struct plugin_forward *f)
@@ -510,9 +517,10 @@ enum cxr_status plugin_db_forward_update(struct plugin_db *d, int64_t id, int32_
 {
     struct fwd_update_args a = {id, state, attempts, next_attempt_ms, now_ms, error};
     pthread_mutex_lock(&d->lock);
-    enum cxr_status r = run(d, "UPDATE forwards SET state = ?1, attempts = ?2,"
-                               " next_attempt_ms = ?3, last_error = ?4, updated_ms = ?5"
-                               " WHERE id = ?6",
+    enum cxr_status r = run(d,
+                            "UPDATE forwards SET state = ?1, attempts = ?2,"
+                            " next_attempt_ms = ?3, last_error = ?4, updated_ms = ?5"
+                            " WHERE id = ?6",
                             bind_fwd_update, &a);
     pthread_mutex_unlock(&d->lock);
     return r;
@@ -598,25 +606,31 @@ enum cxr_status plugin_db_counts(struct plugin_db *d, struct plugin_counts *c)
     memset(c, 0, sizeof *c);
     pthread_mutex_lock(&d->lock);
     enum cxr_status r = CXR_ERR_TRIAGE_STORE;
-    sqlite3_stmt *st = pdb_prepare(
-        d, "SELECT"
-           " (SELECT count(*) FROM studies WHERE state = 0),"
-           " (SELECT count(*) FROM studies WHERE state = 1),"
-           " (SELECT count(*) FROM studies WHERE state = 2),"
-           " (SELECT count(*) FROM studies WHERE state = 3),"
-           " (SELECT count(*) FROM instances WHERE state = 1),"
-           " (SELECT count(*) FROM instances WHERE state = 2),"
-           " (SELECT count(*) FROM srs),"
-           " (SELECT count(*) FROM srs WHERE orthanc_id <> ''),"
-           " (SELECT count(*) FROM forwards WHERE state = 0),"
-           " (SELECT count(*) FROM forwards WHERE state = 1),"
-           " (SELECT count(*) FROM forwards WHERE state = 2)");
+    sqlite3_stmt *st = pdb_prepare(d, "SELECT"
+                                      " (SELECT count(*) FROM studies WHERE state = 0),"
+                                      " (SELECT count(*) FROM studies WHERE state = 1),"
+                                      " (SELECT count(*) FROM studies WHERE state = 2),"
+                                      " (SELECT count(*) FROM studies WHERE state = 3),"
+                                      " (SELECT count(*) FROM instances WHERE state = 1),"
+                                      " (SELECT count(*) FROM instances WHERE state = 2),"
+                                      " (SELECT count(*) FROM srs),"
+                                      " (SELECT count(*) FROM srs WHERE orthanc_id <> ''),"
+                                      " (SELECT count(*) FROM forwards WHERE state = 0),"
+                                      " (SELECT count(*) FROM forwards WHERE state = 1),"
+                                      " (SELECT count(*) FROM forwards WHERE state = 2)");
     if (st) {
         int rc = sqlite3_step(st);
         if (rc == SQLITE_ROW) {
-            int64_t *v[] = {&c->waiting, &c->queued, &c->sr_pending, &c->done,
-                            &c->instances_analysed, &c->instances_not_analysed, &c->srs,
-                            &c->srs_stored, &c->forwards_pending, &c->forwards_done,
+            int64_t *v[] = {&c->waiting,
+                            &c->queued,
+                            &c->sr_pending,
+                            &c->done,
+                            &c->instances_analysed,
+                            &c->instances_not_analysed,
+                            &c->srs,
+                            &c->srs_stored,
+                            &c->forwards_pending,
+                            &c->forwards_done,
                             &c->forwards_dead};
             for (int i = 0; i < (int)(sizeof v / sizeof v[0]); i++)
                 *v[i] = sqlite3_column_int64(st, i);

@@ -8,7 +8,7 @@
 #include <string.h>
 
 const char *const plugin_metadata_names[PLUGIN_MD_COUNT] = {
-    "CxrTriagePriority", "CxrTriageLevel", "CxrTriageScore",
+    "CxrTriagePriority", "CxrTriageLevel",    "CxrTriageScore",
     "CxrTriageModel",    "CxrTriageScoredAt", "CxrTriageSr",
 };
 
@@ -66,18 +66,20 @@ enum cxr_status plugin_settings_from_json(const char *json, struct plugin_orthan
 
     json_object *ct = NULL;
     if (!json_object_object_get_ex(root, "CxrTriage", &ct))
-        goto out;  /* not configured: the plugin loads and says so */
+        goto out; /* not configured: the plugin loads and says so */
     if (!json_object_is_type(ct, json_type_object)) {
-        snprintf(err, PLUGIN_ERRLEN, "Orthanc configuration: \"CxrTriage\" must be an object "
-                                     "like {\"ConfigFile\": \"/etc/cxr-triage/cxr-triage.xml\"}");
+        snprintf(err, PLUGIN_ERRLEN,
+                 "Orthanc configuration: \"CxrTriage\" must be an object "
+                 "like {\"ConfigFile\": \"/etc/cxr-triage/cxr-triage.xml\"}");
         st = CXR_ERR_CONF_PARSE;
         goto out;
     }
     json_object *req = NULL;
     if (json_object_object_get_ex(ct, "Required", &req)) {
         if (!json_object_is_type(req, json_type_boolean)) {
-            snprintf(err, PLUGIN_ERRLEN, "Orthanc configuration: CxrTriage.Required must be true "
-                                         "or false");
+            snprintf(err, PLUGIN_ERRLEN,
+                     "Orthanc configuration: CxrTriage.Required must be true "
+                     "or false");
             st = CXR_ERR_CONF_PARSE;
             goto out;
         }
@@ -86,10 +88,12 @@ enum cxr_status plugin_settings_from_json(const char *json, struct plugin_orthan
     json_object *cf = NULL;
     if (!json_object_object_get_ex(ct, "ConfigFile", &cf))
         goto out;
-    const char *path = json_object_is_type(cf, json_type_string) ? json_object_get_string(cf) : NULL;
+    const char *path =
+        json_object_is_type(cf, json_type_string) ? json_object_get_string(cf) : NULL;
     if (!path || !*path || strlen(path) >= sizeof s->config_file) {
-        snprintf(err, PLUGIN_ERRLEN, "Orthanc configuration: CxrTriage.ConfigFile must be the "
-                                     "path of the cxr-triage XML configuration");
+        snprintf(err, PLUGIN_ERRLEN,
+                 "Orthanc configuration: CxrTriage.ConfigFile must be the "
+                 "path of the cxr-triage XML configuration");
         st = CXR_ERR_CONF_PARSE;
         goto out;
     }

@@ -162,9 +162,10 @@ END_TEST
 
 START_TEST(test_load_empty_root_gives_defaults)
 {
-    static const char *docs[] = { "<cxr-triage/>", "<cxr-triage version=\"1\"></cxr-triage>",
-                                  "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<!-- c -->\n<cxr-triage>\n"
-                                  "  <model/><gate></gate>\n</cxr-triage>\n" };
+    static const char *docs[] = {
+        "<cxr-triage/>", "<cxr-triage version=\"1\"></cxr-triage>",
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<!-- c -->\n<cxr-triage>\n"
+        "  <model/><gate></gate>\n</cxr-triage>\n"};
     struct cxr_conf *d = NULL;
     ck_assert_int_eq(cxr_conf_defaults(&d), CXR_OK);
     for (size_t i = 0; i < sizeof docs / sizeof docs[0]; i++) {
@@ -253,99 +254,199 @@ struct bad_case {
 };
 
 static const struct bad_case bad_cases[] = {
-    { "malformed XML", "<cxr-triage>\n<model>\n</cxr-triage>\n", CXR_ERR_CONF_PARSE, 3,
-      { "not well-formed" } },
-    { "mismatched tag", "<cxr-triage>\n<model>\n  <threads>3</thread>\n</model></cxr-triage>",
-      CXR_ERR_CONF_PARSE, 3, { "not well-formed", "mismatch" } },
-    { "unknown key", "<cxr-triage>\n<model>\n  <thread>3</thread>\n</model>\n</cxr-triage>",
-      CXR_ERR_CONF_SCHEMA, 3, { "'model/thread'", "path, backend, precision, threads, batch-size" } },
-    { "unknown section", "<cxr-triage>\n\n<modle/>\n</cxr-triage>", CXR_ERR_CONF_SCHEMA, 3,
-      { "<modle>", "model, gate, sr, priority, log" } },
-    { "wrong root", "<?xml version=\"1.0\"?>\n<config/>\n", CXR_ERR_CONF_SCHEMA, 2,
-      { "<config>", "<cxr-triage" } },
-    { "root in a namespace", "<cxr-triage xmlns=\"urn:x\"/>", CXR_ERR_CONF_SCHEMA, 1, { "namespace" } },
-    { "int out of range", "<cxr-triage><model>\n<threads>300</threads></model></cxr-triage>",
-      CXR_ERR_CONF_VALUE, 2, { "key 'model/threads'", "expected an integer 0..256", "got '300'" } },
-    { "non-integer", "<cxr-triage><model>\n\n<threads>many</threads></model></cxr-triage>",
-      CXR_ERR_CONF_VALUE, 3, { "key 'model/threads': expected an integer 0..256, got 'many'" } },
-    { "int overflow", "<cxr-triage><sr><series-number>99999999999999999999</series-number></sr></cxr-triage>",
-      CXR_ERR_CONF_VALUE, 1, { "key 'sr/series-number'", "1..2147483647" } },
-    { "bad enum word", "<cxr-triage>\n<model><backend>gpu</backend></model></cxr-triage>",
-      CXR_ERR_CONF_VALUE, 2, { "key 'model/backend'", "one of auto, cpu, cuda", "'gpu'" } },
-    { "enum in wrong case", "<cxr-triage><log><level>INFO</level></log></cxr-triage>", CXR_ERR_CONF_VALUE,
-      1, { "key 'log/level'", "lower-case" } },
-    { "bad bool", "<cxr-triage>\n<log>\n<allow-phi>yes</allow-phi></log></cxr-triage>", CXR_ERR_CONF_VALUE,
-      3, { "key 'log/allow-phi'", "true or false", "'yes'" } },
-    { "threshold > 1", "<cxr-triage><priority>\n<urgent-threshold>1.5</urgent-threshold></priority></cxr-triage>",
-      CXR_ERR_CONF_VALUE, 2, { "key 'priority/urgent-threshold'", "0..1", "'model'" } },
-    { "threshold > 1 by less than rounding",
-      "<cxr-triage><priority><urgent-threshold>1.00000000000000000001</urgent-threshold></priority></cxr-triage>",
-      CXR_ERR_CONF_VALUE, 1, { "key 'priority/urgent-threshold'" } },
-    { "negative threshold", "<cxr-triage><priority><priority-threshold>-0.1</priority-threshold></priority></cxr-triage>",
-      CXR_ERR_CONF_VALUE, 1, { "key 'priority/priority-threshold'" } },
-    { "too many list items",
-      "<cxr-triage><gate>\n<modalities>A B C D E F G H I J K L M N O P Q</modalities></gate></cxr-triage>",
-      CXR_ERR_CONF_VALUE, 2, { "key 'gate/modalities'", "1 to 16", "more than 16 items" } },
-    { "empty list", "<cxr-triage><gate><body-parts>  </body-parts></gate></cxr-triage>", CXR_ERR_CONF_VALUE,
-      1, { "key 'gate/body-parts'", "1 to 16" } },
-    { "lower-case list item", "<cxr-triage><gate><body-parts>CHEST chest</body-parts></gate></cxr-triage>",
-      CXR_ERR_CONF_VALUE, 1, { "key 'gate/body-parts'", "item 'chest'", "upper case" } },
-    { "empty required path", "<cxr-triage><model><path/></model></cxr-triage>", CXR_ERR_CONF_VALUE, 1,
-      { "key 'model/path'", "non-empty" } },
-    { "text too long",
-      "<cxr-triage><sr><manufacturer>0123456789012345678901234567890123456789012345678901234567890123X"
-      "</manufacturer></sr></cxr-triage>",
-      CXR_ERR_CONF_VALUE, 1, { "key 'sr/manufacturer'", "at most 64 characters" } },
-    { "backslash in LO", "<cxr-triage><sr><institution-name>A\\B</institution-name></sr></cxr-triage>",
-      CXR_ERR_CONF_VALUE, 1, { "key 'sr/institution-name'", "backslash" } },
-    { "bad UID", "<cxr-triage><sr><device-observer-uid>1.02.3</device-observer-uid></sr></cxr-triage>",
-      CXR_ERR_CONF_VALUE, 1, { "key 'sr/device-observer-uid'", "DICOM UID" } },
-    { "name with a space", "<cxr-triage><priority><urgent-name>VERY URGENT</urgent-name></priority></cxr-triage>",
-      CXR_ERR_CONF_VALUE, 1, { "key 'priority/urgent-name'", "A-Z a-z 0-9" } },
-    { "line break inside a value", "<cxr-triage><sr><manufacturer>A\nB</manufacturer></sr></cxr-triage>",
-      CXR_ERR_CONF_VALUE, 1, { "key 'sr/manufacturer'", "line breaks" } },
-    { "min above max", "<cxr-triage><gate>\n<min-rows>300</min-rows>\n<max-rows>200</max-rows></gate></cxr-triage>",
-      CXR_ERR_CONF_VALUE, 3, { "key 'gate/max-rows'", ">= gate/min-rows (300)", "'200'" } },
-    { "urgent below priority threshold",
-      "<cxr-triage><priority>\n<urgent-threshold>0.3</urgent-threshold>\n<priority-threshold>0.5</priority-threshold>"
-      "</priority></cxr-triage>",
-      CXR_ERR_CONF_VALUE, 3, { "key 'priority/priority-threshold'", "<= priority/urgent-threshold (0.3)" } },
-    { "duplicate key", "<cxr-triage><model>\n<threads>1</threads>\n<threads>2</threads></model></cxr-triage>",
-      CXR_ERR_CONF_SCHEMA, 3, { "key 'model/threads' appears twice (first at line 2)" } },
-    { "duplicate section", "<cxr-triage>\n<log/>\n<log/></cxr-triage>", CXR_ERR_CONF_SCHEMA, 3,
-      { "<log> appears twice" } },
-    { "attribute on a key", "<cxr-triage><model>\n<path unit=\"x\">a</path></model></cxr-triage>",
-      CXR_ERR_CONF_SCHEMA, 2, { "key 'model/path'", "attribute 'unit'" } },
-    { "element inside a key", "<cxr-triage><model><path>\n<x/></path></model></cxr-triage>",
-      CXR_ERR_CONF_SCHEMA, 2, { "key 'model/path'", "<x>" } },
-    { "text in a section", "<cxr-triage><model>\nthreads=3</model></cxr-triage>", CXR_ERR_CONF_SCHEMA, 2,
-      { "'threads=3'", "<model>" } },
-    { "unknown root attribute", "<cxr-triage mode=\"x\"/>", CXR_ERR_CONF_SCHEMA, 1, { "attribute 'mode'" } },
-    { "unsupported version", "<cxr-triage version=\"2\"/>", CXR_ERR_UNSUPPORTED, 1, { "version '2'" } },
-    { "undefined entity", "<cxr-triage><sr><manufacturer>&foo;</manufacturer></sr></cxr-triage>",
-      CXR_ERR_CONF_PARSE, 1, { "not well-formed", "foo" } },
-    { "billion laughs",
-      "<?xml version=\"1.0\"?>\n"
-      "<!DOCTYPE lolz [\n <!ENTITY lol \"lol\">\n"
-      " <!ENTITY lol1 \"&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;\">\n"
-      " <!ENTITY lol2 \"&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;\">\n"
-      " <!ENTITY lol3 \"&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;\">\n"
-      " <!ENTITY lol4 \"&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;\">\n"
-      " <!ENTITY lol5 \"&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;\">\n"
-      " <!ENTITY lol6 \"&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;\">\n"
-      " <!ENTITY lol7 \"&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;\">\n"
-      " <!ENTITY lol8 \"&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;\">\n"
-      " <!ENTITY lol9 \"&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;\">\n"
-      "]>\n<cxr-triage><sr><manufacturer>&lol9;</manufacturer></sr></cxr-triage>\n",
-      CXR_ERR_CONF_PARSE, 2, { "DOCTYPE is not allowed" } },
-    { "external entity",
-      "<!DOCTYPE cxr-triage [<!ENTITY xxe SYSTEM \"file:///etc/passwd\">]>\n"
-      "<cxr-triage><sr><manufacturer>&xxe;</manufacturer></sr></cxr-triage>",
-      CXR_ERR_CONF_PARSE, 1, { "DOCTYPE is not allowed" } },
-    { "external DTD", "\n<!DOCTYPE cxr-triage SYSTEM \"http://example.invalid/x.dtd\">\n<cxr-triage/>",
-      CXR_ERR_CONF_PARSE, 2, { "DOCTYPE is not allowed" } },
-    { "empty file", "", CXR_ERR_CONF_PARSE, 1, { "empty file" } },
-    { "blank file", " \n\t\n", CXR_ERR_CONF_PARSE, 1, { "empty file" } },
+    {"malformed XML",
+     "<cxr-triage>\n<model>\n</cxr-triage>\n",
+     CXR_ERR_CONF_PARSE,
+     3,
+     {"not well-formed"}},
+    {"mismatched tag",
+     "<cxr-triage>\n<model>\n  <threads>3</thread>\n</model></cxr-triage>",
+     CXR_ERR_CONF_PARSE,
+     3,
+     {"not well-formed", "mismatch"}},
+    {"unknown key",
+     "<cxr-triage>\n<model>\n  <thread>3</thread>\n</model>\n</cxr-triage>",
+     CXR_ERR_CONF_SCHEMA,
+     3,
+     {"'model/thread'", "path, backend, precision, threads, batch-size"}},
+    {"unknown section",
+     "<cxr-triage>\n\n<modle/>\n</cxr-triage>",
+     CXR_ERR_CONF_SCHEMA,
+     3,
+     {"<modle>", "model, gate, sr, priority, log"}},
+    {"wrong root",
+     "<?xml version=\"1.0\"?>\n<config/>\n",
+     CXR_ERR_CONF_SCHEMA,
+     2,
+     {"<config>", "<cxr-triage"}},
+    {"root in a namespace", "<cxr-triage xmlns=\"urn:x\"/>", CXR_ERR_CONF_SCHEMA, 1, {"namespace"}},
+    {"int out of range",
+     "<cxr-triage><model>\n<threads>300</threads></model></cxr-triage>",
+     CXR_ERR_CONF_VALUE,
+     2,
+     {"key 'model/threads'", "expected an integer 0..256", "got '300'"}},
+    {"non-integer",
+     "<cxr-triage><model>\n\n<threads>many</threads></model></cxr-triage>",
+     CXR_ERR_CONF_VALUE,
+     3,
+     {"key 'model/threads': expected an integer 0..256, got 'many'"}},
+    {"int overflow",
+     "<cxr-triage><sr><series-number>99999999999999999999</series-number></sr></cxr-triage>",
+     CXR_ERR_CONF_VALUE,
+     1,
+     {"key 'sr/series-number'", "1..2147483647"}},
+    {"bad enum word",
+     "<cxr-triage>\n<model><backend>gpu</backend></model></cxr-triage>",
+     CXR_ERR_CONF_VALUE,
+     2,
+     {"key 'model/backend'", "one of auto, cpu, cuda", "'gpu'"}},
+    {"enum in wrong case",
+     "<cxr-triage><log><level>INFO</level></log></cxr-triage>",
+     CXR_ERR_CONF_VALUE,
+     1,
+     {"key 'log/level'", "lower-case"}},
+    {"bad bool",
+     "<cxr-triage>\n<log>\n<allow-phi>yes</allow-phi></log></cxr-triage>",
+     CXR_ERR_CONF_VALUE,
+     3,
+     {"key 'log/allow-phi'", "true or false", "'yes'"}},
+    {"threshold > 1",
+     "<cxr-triage><priority>\n<urgent-threshold>1.5</urgent-threshold></priority></cxr-triage>",
+     CXR_ERR_CONF_VALUE,
+     2,
+     {"key 'priority/urgent-threshold'", "0..1", "'model'"}},
+    {"threshold > 1 by less than rounding",
+     "<cxr-triage><priority><urgent-threshold>1.00000000000000000001</urgent-threshold></priority></cxr-triage>",
+     CXR_ERR_CONF_VALUE,
+     1,
+     {"key 'priority/urgent-threshold'"}},
+    {"negative threshold",
+     "<cxr-triage><priority><priority-threshold>-0.1</priority-threshold></priority></cxr-triage>",
+     CXR_ERR_CONF_VALUE,
+     1,
+     {"key 'priority/priority-threshold'"}},
+    {"too many list items",
+     "<cxr-triage><gate>\n<modalities>A B C D E F G H I J K L M N O P Q</modalities></gate></cxr-triage>",
+     CXR_ERR_CONF_VALUE,
+     2,
+     {"key 'gate/modalities'", "1 to 16", "more than 16 items"}},
+    {"empty list",
+     "<cxr-triage><gate><body-parts>  </body-parts></gate></cxr-triage>",
+     CXR_ERR_CONF_VALUE,
+     1,
+     {"key 'gate/body-parts'", "1 to 16"}},
+    {"lower-case list item",
+     "<cxr-triage><gate><body-parts>CHEST chest</body-parts></gate></cxr-triage>",
+     CXR_ERR_CONF_VALUE,
+     1,
+     {"key 'gate/body-parts'", "item 'chest'", "upper case"}},
+    {"empty required path",
+     "<cxr-triage><model><path/></model></cxr-triage>",
+     CXR_ERR_CONF_VALUE,
+     1,
+     {"key 'model/path'", "non-empty"}},
+    {"text too long",
+     "<cxr-triage><sr><manufacturer>0123456789012345678901234567890123456789012345678901234567890123X"
+     "</manufacturer></sr></cxr-triage>",
+     CXR_ERR_CONF_VALUE,
+     1,
+     {"key 'sr/manufacturer'", "at most 64 characters"}},
+    {"backslash in LO",
+     "<cxr-triage><sr><institution-name>A\\B</institution-name></sr></cxr-triage>",
+     CXR_ERR_CONF_VALUE,
+     1,
+     {"key 'sr/institution-name'", "backslash"}},
+    {"bad UID",
+     "<cxr-triage><sr><device-observer-uid>1.02.3</device-observer-uid></sr></cxr-triage>",
+     CXR_ERR_CONF_VALUE,
+     1,
+     {"key 'sr/device-observer-uid'", "DICOM UID"}},
+    {"name with a space",
+     "<cxr-triage><priority><urgent-name>VERY URGENT</urgent-name></priority></cxr-triage>",
+     CXR_ERR_CONF_VALUE,
+     1,
+     {"key 'priority/urgent-name'", "A-Z a-z 0-9"}},
+    {"line break inside a value",
+     "<cxr-triage><sr><manufacturer>A\nB</manufacturer></sr></cxr-triage>",
+     CXR_ERR_CONF_VALUE,
+     1,
+     {"key 'sr/manufacturer'", "line breaks"}},
+    {"min above max",
+     "<cxr-triage><gate>\n<min-rows>300</min-rows>\n<max-rows>200</max-rows></gate></cxr-triage>",
+     CXR_ERR_CONF_VALUE,
+     3,
+     {"key 'gate/max-rows'", ">= gate/min-rows (300)", "'200'"}},
+    {"urgent below priority threshold",
+     "<cxr-triage><priority>\n<urgent-threshold>0.3</urgent-threshold>\n<priority-threshold>0.5</priority-threshold>"
+     "</priority></cxr-triage>",
+     CXR_ERR_CONF_VALUE,
+     3,
+     {"key 'priority/priority-threshold'", "<= priority/urgent-threshold (0.3)"}},
+    {"duplicate key",
+     "<cxr-triage><model>\n<threads>1</threads>\n<threads>2</threads></model></cxr-triage>",
+     CXR_ERR_CONF_SCHEMA,
+     3,
+     {"key 'model/threads' appears twice (first at line 2)"}},
+    {"duplicate section",
+     "<cxr-triage>\n<log/>\n<log/></cxr-triage>",
+     CXR_ERR_CONF_SCHEMA,
+     3,
+     {"<log> appears twice"}},
+    {"attribute on a key",
+     "<cxr-triage><model>\n<path unit=\"x\">a</path></model></cxr-triage>",
+     CXR_ERR_CONF_SCHEMA,
+     2,
+     {"key 'model/path'", "attribute 'unit'"}},
+    {"element inside a key",
+     "<cxr-triage><model><path>\n<x/></path></model></cxr-triage>",
+     CXR_ERR_CONF_SCHEMA,
+     2,
+     {"key 'model/path'", "<x>"}},
+    {"text in a section",
+     "<cxr-triage><model>\nthreads=3</model></cxr-triage>",
+     CXR_ERR_CONF_SCHEMA,
+     2,
+     {"'threads=3'", "<model>"}},
+    {"unknown root attribute",
+     "<cxr-triage mode=\"x\"/>",
+     CXR_ERR_CONF_SCHEMA,
+     1,
+     {"attribute 'mode'"}},
+    {"unsupported version", "<cxr-triage version=\"2\"/>", CXR_ERR_UNSUPPORTED, 1, {"version '2'"}},
+    {"undefined entity",
+     "<cxr-triage><sr><manufacturer>&foo;</manufacturer></sr></cxr-triage>",
+     CXR_ERR_CONF_PARSE,
+     1,
+     {"not well-formed", "foo"}},
+    {"billion laughs",
+     "<?xml version=\"1.0\"?>\n"
+     "<!DOCTYPE lolz [\n <!ENTITY lol \"lol\">\n"
+     " <!ENTITY lol1 \"&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;\">\n"
+     " <!ENTITY lol2 \"&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;\">\n"
+     " <!ENTITY lol3 \"&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;\">\n"
+     " <!ENTITY lol4 \"&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;\">\n"
+     " <!ENTITY lol5 \"&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;\">\n"
+     " <!ENTITY lol6 \"&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;\">\n"
+     " <!ENTITY lol7 \"&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;\">\n"
+     " <!ENTITY lol8 \"&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;\">\n"
+     " <!ENTITY lol9 \"&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;\">\n"
+     "]>\n<cxr-triage><sr><manufacturer>&lol9;</manufacturer></sr></cxr-triage>\n",
+     CXR_ERR_CONF_PARSE,
+     2,
+     {"DOCTYPE is not allowed"}},
+    {"external entity",
+     "<!DOCTYPE cxr-triage [<!ENTITY xxe SYSTEM \"file:///etc/passwd\">]>\n"
+     "<cxr-triage><sr><manufacturer>&xxe;</manufacturer></sr></cxr-triage>",
+     CXR_ERR_CONF_PARSE,
+     1,
+     {"DOCTYPE is not allowed"}},
+    {"external DTD",
+     "\n<!DOCTYPE cxr-triage SYSTEM \"http://example.invalid/x.dtd\">\n<cxr-triage/>",
+     CXR_ERR_CONF_PARSE,
+     2,
+     {"DOCTYPE is not allowed"}},
+    {"empty file", "", CXR_ERR_CONF_PARSE, 1, {"empty file"}},
+    {"blank file", " \n\t\n", CXR_ERR_CONF_PARSE, 1, {"empty file"}},
 };
 
 START_TEST(test_load_bad_case)
@@ -355,15 +456,15 @@ START_TEST(test_load_bad_case)
     char err[CXR_ERRLEN] = "";
     struct cxr_conf *c = load_str(bc->xml, &st, err);
     cxr_conf_free(c);
-    ck_assert_msg(st == bc->status, "%s: status %s, expected %s (%s)", bc->what, cxr_status_name(st),
-                  cxr_status_name(bc->status), err);
+    ck_assert_msg(st == bc->status, "%s: status %s, expected %s (%s)", bc->what,
+                  cxr_status_name(st), cxr_status_name(bc->status), err);
     char where[64];
     snprintf(where, sizeof where, "test.xml:%d: ", bc->line);
-    ck_assert_msg(strncmp(err, where, strlen(where)) == 0, "%s: message '%s' does not start with '%s'",
-                  bc->what, err, where);
+    ck_assert_msg(strncmp(err, where, strlen(where)) == 0,
+                  "%s: message '%s' does not start with '%s'", bc->what, err, where);
     for (int k = 0; k < 3 && bc->must[k]; k++)
-        ck_assert_msg(strstr(err, bc->must[k]) != NULL, "%s: message '%s' lacks '%s'", bc->what, err,
-                      bc->must[k]);
+        ck_assert_msg(strstr(err, bc->must[k]) != NULL, "%s: message '%s' lacks '%s'", bc->what,
+                      err, bc->must[k]);
 }
 END_TEST
 
@@ -378,7 +479,7 @@ START_TEST(test_load_external_entity_not_read)
     snprintf(fifo, sizeof fifo, "%s/fifo", dir);
     ck_assert(cxr_test_write_file(secret, "TOPSECRET-42", 12));
     ck_assert_int_eq(mkfifo(fifo, 0600), 0);
-    const char *targets[] = { secret, fifo };
+    const char *targets[] = {secret, fifo};
     for (int i = 0; i < 2; i++) {
         snprintf(xml, sizeof xml,
                  "<!DOCTYPE cxr-triage [<!ENTITY xxe SYSTEM \"file://%s\">]>\n"
@@ -431,7 +532,8 @@ START_TEST(test_load_file_errors)
     ck_assert(cxr_test_write_file(path, doc, strlen(doc)));
     ck_assert_int_eq(cxr_conf_load(path, &c, err), CXR_ERR_CONF_VALUE);
     char want[PATH_MAX + 128];
-    snprintf(want, sizeof want, "%s:3: key 'model/threads': expected an integer 0..256, got 'many'", path);
+    snprintf(want, sizeof want, "%s:3: key 'model/threads': expected an integer 0..256, got 'many'",
+             path);
     ck_assert_str_eq(err, want);
 
     ck_assert_int_eq(cxr_conf_load(path, NULL, err), CXR_ERR_INVALID_ARG);
@@ -447,12 +549,62 @@ END_TEST
 START_TEST(test_loader_agrees_with_xsd)
 {
     static const char *values[] = {
-        "", " ", "0", "1", "+5", "-0", "007", "1.", ".5", "0.", "1.0", "1.000", "01", "1e-3", "0x10",
-        "true", "TRUE", "false", "yes", "model", "Model", " model ", "cpu", "auto", "warn", "enhanced",
-        "CR", "CR  DX", "cr", "A_B", "x y", "1.2.3", "0.0", "1.02", "é", "a\\b", "NaN", "INF", "-1",
-        "65535", "65536", "2147483647", "2147483648", "256", "257", "0.99999999999999999999999",
-        " 12 ", "\n  +12\n", "\n true \n", " cpu ", " comprehensive ", " CR DX ", " 0.5 ", " 1.2.3 ",
-        " URGENT ", " a b ",
+        "",
+        " ",
+        "0",
+        "1",
+        "+5",
+        "-0",
+        "007",
+        "1.",
+        ".5",
+        "0.",
+        "1.0",
+        "1.000",
+        "01",
+        "1e-3",
+        "0x10",
+        "true",
+        "TRUE",
+        "false",
+        "yes",
+        "model",
+        "Model",
+        " model ",
+        "cpu",
+        "auto",
+        "warn",
+        "enhanced",
+        "CR",
+        "CR  DX",
+        "cr",
+        "A_B",
+        "x y",
+        "1.2.3",
+        "0.0",
+        "1.02",
+        "é",
+        "a\\b",
+        "NaN",
+        "INF",
+        "-1",
+        "65535",
+        "65536",
+        "2147483647",
+        "2147483648",
+        "256",
+        "257",
+        "0.99999999999999999999999",
+        " 12 ",
+        "\n  +12\n",
+        "\n true \n",
+        " cpu ",
+        " comprehensive ",
+        " CR DX ",
+        " 0.5 ",
+        " 1.2.3 ",
+        " URGENT ",
+        " a b ",
     };
     struct cxr_conf *d = NULL;
     ck_assert_int_eq(cxr_conf_defaults(&d), CXR_OK);
@@ -462,11 +614,13 @@ START_TEST(test_loader_agrees_with_xsd)
         for (size_t v = 0; v < sizeof values / sizeof values[0]; v++) {
             char xml[512];
             snprintf(xml, sizeof xml, "<cxr-triage><%.*s><%s>%s</%s></%.*s></cxr-triage>",
-                     (int)(slash - path), path, slash + 1, values[v], slash + 1, (int)(slash - path), path);
+                     (int)(slash - path), path, slash + 1, values[v], slash + 1,
+                     (int)(slash - path), path);
             enum cxr_status st;
             char err[CXR_ERRLEN];
             struct cxr_conf *c = load_str(xml, &st, err);
-            ck_assert_msg(st == CXR_OK || st == CXR_ERR_CONF_VALUE, "%s = '%s': %s", path, values[v], err);
+            ck_assert_msg(st == CXR_OK || st == CXR_ERR_CONF_VALUE, "%s = '%s': %s", path,
+                          values[v], err);
             cxr_conf_free(c);
         }
     }
@@ -482,7 +636,8 @@ static void *load_many(void *arg)
     for (int i = 0; i < 40; i++) {
         char xml[256], err[CXR_ERRLEN], want[64];
         int threads = (int)((id * 40 + i) % 300);
-        snprintf(xml, sizeof xml, "<cxr-triage>\n<model><threads>%d</threads></model></cxr-triage>", threads);
+        snprintf(xml, sizeof xml, "<cxr-triage>\n<model><threads>%d</threads></model></cxr-triage>",
+                 threads);
         struct cxr_conf *c = NULL;
         enum cxr_status st = cxr_conf_load_memory(xml, strlen(xml), "t.xml", &c, err);
         if (threads <= 256) {
@@ -517,7 +672,7 @@ END_TEST
 /* Numbers read and print with '.', whatever locale the host process set. */
 START_TEST(test_load_locale_independent)
 {
-    const char *locs[] = { "de_DE.UTF-8", "fr_FR.UTF-8", "de_DE.utf8" };
+    const char *locs[] = {"de_DE.UTF-8", "fr_FR.UTF-8", "de_DE.utf8"};
     const char *got = NULL;
     for (size_t i = 0; i < 3 && !got; i++)
         got = setlocale(LC_NUMERIC, locs[i]);
@@ -528,7 +683,8 @@ START_TEST(test_load_locale_independent)
     enum cxr_status st;
     char err[CXR_ERRLEN], buf[64];
     struct cxr_conf *c = load_str("<cxr-triage><priority><urgent-threshold>0.75</urgent-threshold>"
-                                  "</priority></cxr-triage>", &st, err);
+                                  "</priority></cxr-triage>",
+                                  &st, err);
     ck_assert_msg(st == CXR_OK, "%s", err);
     ck_assert_double_eq(c->priority.urgent_threshold, 0.75);
     ck_assert_int_eq(cxr_conf_get_text(c, "priority/urgent-threshold", buf, sizeof buf), CXR_OK);
@@ -542,9 +698,10 @@ END_TEST
 
 START_TEST(test_print_round_trip)
 {
-    const char *docs[] = { "<cxr-triage/>", ALL_SET,
-                           "<cxr-triage><priority><urgent-threshold>0.1</urgent-threshold>"
-                           "<priority-threshold>0.000001</priority-threshold></priority></cxr-triage>" };
+    const char *docs[] = {
+        "<cxr-triage/>", ALL_SET,
+        "<cxr-triage><priority><urgent-threshold>0.1</urgent-threshold>"
+        "<priority-threshold>0.000001</priority-threshold></priority></cxr-triage>"};
     for (size_t i = 0; i < sizeof docs / sizeof docs[0]; i++) {
         enum cxr_status st;
         char err[CXR_ERRLEN];
@@ -695,8 +852,9 @@ START_TEST(test_docs_table_matches)
     b += strlen("<!-- keys:begin -->\n");
     char *md = cxr_conf_doc_markdown();
     ck_assert_ptr_nonnull(md);
-    ck_assert_msg(strlen(md) == (size_t)(e - b) && strncmp(md, b, (size_t)(e - b)) == 0,
-                  "the key table in docs/configuration.md is stale: regenerate with `cxr-triage config doc`");
+    ck_assert_msg(
+        strlen(md) == (size_t)(e - b) && strncmp(md, b, (size_t)(e - b)) == 0,
+        "the key table in docs/configuration.md is stale: regenerate with `cxr-triage config doc`");
     /* one row per key */
     size_t rows = 0;
     for (const char *p = md; (p = strstr(p, "\n| `")); p++)
@@ -714,23 +872,32 @@ START_TEST(test_xmllint_validates)
         return;
     const char *src = cxr_test_source_dir();
     ck_assert_int_eq(cxr_test_sh("xmllint --noout --nonet --schema '%s/conf/cxr-triage.xsd' "
-                                 "'%s/conf/cxr-triage.xml' 2>/dev/null", src, src), 0);
+                                 "'%s/conf/cxr-triage.xml' 2>/dev/null",
+                                 src, src),
+                     0);
     char *dir = cxr_test_tmpdir();
     char path[PATH_MAX];
     /* a document with every key changed, as printed by us, is valid too */
     snprintf(path, sizeof path, "%s/all.xml", dir);
     ck_assert(cxr_test_write_file(path, ALL_SET, strlen(ALL_SET)));
-    ck_assert_int_eq(cxr_test_sh("xmllint --noout --nonet --schema '%s/conf/cxr-triage.xsd' '%s' 2>/dev/null",
-                                 src, path), 0);
+    ck_assert_int_eq(
+        cxr_test_sh("xmllint --noout --nonet --schema '%s/conf/cxr-triage.xsd' '%s' 2>/dev/null",
+                    src, path),
+        0);
     /* broken copies fail */
-    static const char *breaks[] = { "s#<threads>0<#<threads>many<#", "s#<batch-size>8<#<batch-size>0<#",
-                                    "s#<backend>auto<#<backend>gpu<#", "s#<model>#<model><thread>1</thread>#",
-                                    "s#<urgent-threshold>model<#<urgent-threshold>1.5<#" };
+    static const char *breaks[] = {
+        "s#<threads>0<#<threads>many<#", "s#<batch-size>8<#<batch-size>0<#",
+        "s#<backend>auto<#<backend>gpu<#", "s#<model>#<model><thread>1</thread>#",
+        "s#<urgent-threshold>model<#<urgent-threshold>1.5<#"};
     for (size_t i = 0; i < sizeof breaks / sizeof breaks[0]; i++) {
         snprintf(path, sizeof path, "%s/broken%zu.xml", dir, i);
-        ck_assert_int_eq(cxr_test_sh("sed -e '%s' '%s/conf/cxr-triage.xml' > '%s'", breaks[i], src, path), 0);
-        ck_assert_msg(cxr_test_sh("xmllint --noout --nonet --schema '%s/conf/cxr-triage.xsd' '%s' 2>/dev/null",
-                                  src, path) != 0, "xmllint accepted broken copy %zu", i);
+        ck_assert_int_eq(
+            cxr_test_sh("sed -e '%s' '%s/conf/cxr-triage.xml' > '%s'", breaks[i], src, path), 0);
+        ck_assert_msg(
+            cxr_test_sh(
+                "xmllint --noout --nonet --schema '%s/conf/cxr-triage.xsd' '%s' 2>/dev/null", src,
+                path) != 0,
+            "xmllint accepted broken copy %zu", i);
         struct cxr_conf *c = NULL;
         char err[CXR_ERRLEN];
         ck_assert_int_ne(cxr_conf_load(path, &c, err), CXR_OK);
@@ -815,7 +982,8 @@ START_TEST(test_repeated_sections_errors)
                                   "</destination>\n</cxr-triage>",
                                   &st, err);
     ck_assert_int_eq(st, CXR_ERR_CONF_SCHEMA);
-    ck_assert_msg(strstr(err, "test.xml:3:") && strstr(err, "'destination/host' appears twice (first at line 2)"),
+    ck_assert_msg(strstr(err, "test.xml:3:") &&
+                      strstr(err, "'destination/host' appears twice (first at line 2)"),
                   "%s", err);
     /* a bad value inside the second element names its line */
     c = load_str("<cxr-triage>\n<destination/>\n<destination>\n<port>0</port>\n</destination>\n"
@@ -831,8 +999,8 @@ START_TEST(test_repeated_sections_errors)
     char doc[8192];
     size_t n = (size_t)snprintf(doc, sizeof doc, "<cxr-triage>");
     for (int i = 0; i <= CXR_CONF_MAX_DESTINATIONS; i++)
-        n += (size_t)snprintf(doc + n, sizeof doc - n, "<destination><port>%d</port></destination>\n",
-                              1000 + i);
+        n += (size_t)snprintf(doc + n, sizeof doc - n,
+                              "<destination><port>%d</port></destination>\n", 1000 + i);
     snprintf(doc + n, sizeof doc - n, "</cxr-triage>");
     c = load_str(doc, &st, err);
     ck_assert_int_eq(st, CXR_ERR_CONF_SCHEMA);
@@ -855,12 +1023,16 @@ START_TEST(test_repeated_sections_xmllint)
     snprintf(path, sizeof path, "%s/r.xml", dir);
     ck_assert(cxr_test_write_file(path, REPEATED, strlen(REPEATED)));
     const char *src = cxr_test_source_dir();
-    ck_assert_int_eq(cxr_test_sh("xmllint --noout --nonet --schema '%s/conf/cxr-triage.xsd' '%s' 2>/dev/null",
-                                 src, path), 0);
+    ck_assert_int_eq(
+        cxr_test_sh("xmllint --noout --nonet --schema '%s/conf/cxr-triage.xsd' '%s' 2>/dev/null",
+                    src, path),
+        0);
     const char *bad = "<cxr-triage><destination><prot>1</prot></destination></cxr-triage>";
     ck_assert(cxr_test_write_file(path, bad, strlen(bad)));
-    ck_assert_int_ne(cxr_test_sh("xmllint --noout --nonet --schema '%s/conf/cxr-triage.xsd' '%s' 2>/dev/null",
-                                 src, path), 0);
+    ck_assert_int_ne(
+        cxr_test_sh("xmllint --noout --nonet --schema '%s/conf/cxr-triage.xsd' '%s' 2>/dev/null",
+                    src, path),
+        0);
     cxr_test_rmtree(dir);
     free(dir);
 }

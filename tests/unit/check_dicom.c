@@ -65,7 +65,8 @@ static int32_t *pydicom_ref(const char *path, size_t *count, char *photometric, 
     static int seq;
     char raw[256], txt[256];
     snprintf(raw, sizeof raw, "%s/dicom_ref_%d_%d.raw", cxr_test_binary_dir(), (int)getpid(), seq);
-    snprintf(txt, sizeof txt, "%s/dicom_ref_%d_%d.txt", cxr_test_binary_dir(), (int)getpid(), seq++);
+    snprintf(txt, sizeof txt, "%s/dicom_ref_%d_%d.txt", cxr_test_binary_dir(), (int)getpid(),
+             seq++);
     if (access(cxr_test_python(), X_OK) != 0) {
         printf("SKIP pydicom reference: %s absent\n", cxr_test_python());
         return NULL;
@@ -354,8 +355,8 @@ START_TEST(test_read_refuses_bad_input)
         const char *path = cxr_test_data_path(foreign[k].file);
         ck_assert_int_eq(cxr_dicom_instance_load_file(path, &inst, g_err), CXR_ERR_DICOM_PARSE);
         ck_assert_ptr_null(inst);
-        ck_assert_msg(strstr(g_err, foreign[k].what) && strstr(g_err, "not a DICOM file"),
-                      "%s: %s", path, g_err);
+        ck_assert_msg(strstr(g_err, foreign[k].what) && strstr(g_err, "not a DICOM file"), "%s: %s",
+                      path, g_err);
     }
     ck_assert_int_eq(cxr_dicom_instance_load_memory(text, 0, "empty", &inst, g_err),
                      CXR_ERR_DICOM_PARSE);
@@ -427,10 +428,11 @@ START_TEST(test_read_nesting_limit)
 
     if (!cxr_test_have_shared("dicom-corpus", "deeply nested corpus file"))
         return;
-    ck_assert_int_eq(cxr_dicom_instance_load_file(
-                         shared_path("dicom-corpus/orthanc-tests/2026-05-06-Deeply-Nested-Sequence.dcm"),
-                         &inst, g_err),
-                     CXR_ERR_DICOM_PARSE);
+    ck_assert_int_eq(
+        cxr_dicom_instance_load_file(
+            shared_path("dicom-corpus/orthanc-tests/2026-05-06-Deeply-Nested-Sequence.dcm"), &inst,
+            g_err),
+        CXR_ERR_DICOM_PARSE);
     ck_assert_ptr_nonnull(strstr(g_err, "nested deeper"));
 }
 END_TEST
@@ -532,32 +534,39 @@ END_TEST
 /* Every decoded transfer syntax against a reference (corpus files). */
 enum ref_kind { REF_PYDICOM, REF_TWIN, REF_MINMAX };
 struct ts_row {
-    const char *ts;     /* expected transfer syntax UID */
-    const char *path;   /* under ../shared/data */
+    const char *ts;   /* expected transfer syntax UID */
+    const char *path; /* under ../shared/data */
     enum ref_kind ref;
-    const char *twin;   /* REF_TWIN: the same image stored losslessly elsewhere */
-    long max_err;       /* largest allowed |difference| */
-    double mean_err;    /* largest allowed mean |difference| */
-    int32_t lo, hi;     /* REF_MINMAX: MANIFEST.tsv (GDCM) */
+    const char *twin; /* REF_TWIN: the same image stored losslessly elsewhere */
+    long max_err;     /* largest allowed |difference| */
+    double mean_err;  /* largest allowed mean |difference| */
+    int32_t lo, hi;   /* REF_MINMAX: MANIFEST.tsv (GDCM) */
 };
 
 static const struct ts_row k_ts_rows[] = {
-    {"1.2.840.10008.1.2", "dicom-corpus/pydicom/MR_small_implicit.dcm", REF_PYDICOM, NULL, 0, 0, 0, 0},
+    {"1.2.840.10008.1.2", "dicom-corpus/pydicom/MR_small_implicit.dcm", REF_PYDICOM, NULL, 0, 0, 0,
+     0},
     {"1.2.840.10008.1.2.1", "dicom-corpus/pydicom/MR_small.dcm", REF_PYDICOM, NULL, 0, 0, 0, 0},
-    {"1.2.840.10008.1.2.2", "dicom-corpus/pydicom/MR_small_bigendian.dcm", REF_PYDICOM, NULL, 0, 0, 0, 0},
+    {"1.2.840.10008.1.2.2", "dicom-corpus/pydicom/MR_small_bigendian.dcm", REF_PYDICOM, NULL, 0, 0,
+     0, 0},
     {"1.2.840.10008.1.2.1.99", "dicom-corpus/pydicom/image_dfl.dcm", REF_PYDICOM, NULL, 0, 0, 0, 0},
-    {"1.2.840.10008.1.2.1.99", "dicom-corpus/orthanc-tests/TransferSyntaxes/1.2.840.10008.1.2.1.99.dcm",
-     REF_PYDICOM, NULL, 0, 0, 0, 0},
-    {"1.2.840.10008.1.2.4.50", "dicom-cxr/orthanc-issue44/Monochrome1-Jpeg.dcm", REF_PYDICOM, NULL, 1, 0.01, 0, 0},
-    {"1.2.840.10008.1.2.4.50", "dicom-corpus/orthanc-tests/TransferSyntaxes/1.2.840.10008.1.2.4.50.dcm",
-     REF_PYDICOM, NULL, 1, 0.01, 0, 0},
+    {"1.2.840.10008.1.2.1.99",
+     "dicom-corpus/orthanc-tests/TransferSyntaxes/1.2.840.10008.1.2.1.99.dcm", REF_PYDICOM, NULL, 0,
+     0, 0, 0},
+    {"1.2.840.10008.1.2.4.50", "dicom-cxr/orthanc-issue44/Monochrome1-Jpeg.dcm", REF_PYDICOM, NULL,
+     1, 0.01, 0, 0},
+    {"1.2.840.10008.1.2.4.50",
+     "dicom-corpus/orthanc-tests/TransferSyntaxes/1.2.840.10008.1.2.4.50.dcm", REF_PYDICOM, NULL, 1,
+     0.01, 0, 0},
     /* lossy 12-bit JPEG of 10-bit data: a few overshoots wrap when masked to
      * BitsStored (1024 → 0), hence the max; the mean bounds the error */
     {"1.2.840.10008.1.2.4.51", "dicom-corpus/nema-wg04/JPLY/RG3_JPLY", REF_TWIN,
      "dicom-corpus/nema-wg04/J2KR/RG3_J2KR", 1023, 2.5, 0, 0},
-    {"1.2.840.10008.1.2.4.51", "dicom-corpus/nema-wg04/JPLY/RG2_JPLY", REF_MINMAX, NULL, 0, 0, 0, 960},
-    {"1.2.840.10008.1.2.4.57", "dicom-corpus/orthanc-tests/TransferSyntaxes/1.2.840.10008.1.2.4.57.dcm",
-     REF_MINMAX, NULL, 0, 0, 0, 595},
+    {"1.2.840.10008.1.2.4.51", "dicom-corpus/nema-wg04/JPLY/RG2_JPLY", REF_MINMAX, NULL, 0, 0, 0,
+     960},
+    {"1.2.840.10008.1.2.4.57",
+     "dicom-corpus/orthanc-tests/TransferSyntaxes/1.2.840.10008.1.2.4.57.dcm", REF_MINMAX, NULL, 0,
+     0, 0, 595},
     {"1.2.840.10008.1.2.4.70", "dicom-corpus/nema-wg04/JPLL/RG3_JPLL", REF_TWIN,
      "dicom-corpus/nema-wg04/J2KR/RG3_J2KR", 0, 0, 0, 0},
     {"1.2.840.10008.1.2.4.70", "dicom-corpus/pydicom-data/JPEG-LL.dcm", REF_TWIN,
@@ -576,14 +585,19 @@ static const struct ts_row k_ts_rows[] = {
     /* a single RLE frame split over several fragments */
     {"1.2.840.10008.1.2.5", "dicom-corpus/fo-dicom/D_CLUNIE_CT1_RLE_FRAGS.dcm", REF_TWIN,
      "dicom-corpus/fo-dicom/GH177_D_CLUNIE_CT1_IVRLE_BigEndian_undefined_length.dcm", 0, 0, 0, 0},
-    {"1.2.840.10008.1.2.4.90", "dicom-corpus/nema-wg04/J2KR/RG3_J2KR", REF_PYDICOM, NULL, 0, 0, 0, 0},
-    {"1.2.840.10008.1.2.4.90", "dicom-corpus/pydicom/examples_jpeg2k.dcm", REF_PYDICOM, NULL, 0, 0, 0, 0},
-    {"1.2.840.10008.1.2.4.90", "dicom-corpus/pydicom-data/693_J2KR.dcm", REF_PYDICOM, NULL, 0, 0, 0, 0},
+    {"1.2.840.10008.1.2.4.90", "dicom-corpus/nema-wg04/J2KR/RG3_J2KR", REF_PYDICOM, NULL, 0, 0, 0,
+     0},
+    {"1.2.840.10008.1.2.4.90", "dicom-corpus/pydicom/examples_jpeg2k.dcm", REF_PYDICOM, NULL, 0, 0,
+     0, 0},
+    {"1.2.840.10008.1.2.4.90", "dicom-corpus/pydicom-data/693_J2KR.dcm", REF_PYDICOM, NULL, 0, 0, 0,
+     0},
     {"1.2.840.10008.1.2.4.91", "dicom-cxr/nema-wg04/RG1_J2KI", REF_PYDICOM, NULL, 0, 0, 0, 0},
     {"1.2.840.10008.1.2.4.91", "dicom-corpus/nema-wg04/J2KI/RG3_J2KI", REF_TWIN,
      "dicom-corpus/nema-wg04/J2KR/RG3_J2KR", 16, 1.0, 0, 0},
-    {"1.2.840.10008.1.2.4.201", "dicom-corpus/pydicom-data/HTJ2KLossless_08_RGB.dcm", REF_PYDICOM, NULL, 0, 0, 0, 0},
-    {"1.2.840.10008.1.2.4.203", "dicom-corpus/pydicom-data/HTJ2K_08_RGB.dcm", REF_PYDICOM, NULL, 0, 0, 0, 0},
+    {"1.2.840.10008.1.2.4.201", "dicom-corpus/pydicom-data/HTJ2KLossless_08_RGB.dcm", REF_PYDICOM,
+     NULL, 0, 0, 0, 0},
+    {"1.2.840.10008.1.2.4.203", "dicom-corpus/pydicom-data/HTJ2K_08_RGB.dcm", REF_PYDICOM, NULL, 0,
+     0, 0, 0},
 };
 
 START_TEST(test_decode_transfer_syntax)
@@ -601,8 +615,8 @@ START_TEST(test_decode_transfer_syntax)
     if (r->ref == REF_MINMAX) {
         int32_t lo, hi;
         minmax(&px, &lo, &hi);
-        ck_assert_msg(lo == r->lo && hi == r->hi, "%s: range %d..%d, MANIFEST says %d..%d",
-                      r->path, lo, hi, r->lo, r->hi);
+        ck_assert_msg(lo == r->lo && hi == r->hi, "%s: range %d..%d, MANIFEST says %d..%d", r->path,
+                      lo, hi, r->lo, r->hi);
     } else {
         int32_t *ref = NULL;
         size_t rn = 0;
@@ -639,7 +653,8 @@ START_TEST(test_decode_deflated_image_frame_refused)
         load_ok(shared_path("dicom-corpus/pydicom-data/liver_deflate.dcm"));
     struct cxr_dicom_pixels px;
     ck_assert_int_eq(cxr_dicom_instance_decode(inst, &px, g_err), CXR_ERR_DICOM_TS);
-    ck_assert_ptr_nonnull(strstr(g_err, "Deflated Image Frame Compression (1.2.840.10008.1.2.8.1)"));
+    ck_assert_ptr_nonnull(
+        strstr(g_err, "Deflated Image Frame Compression (1.2.840.10008.1.2.8.1)"));
     ck_assert_ptr_null(px.values);
     cxr_dicom_instance_free(inst);
 }

@@ -52,10 +52,10 @@ static void apply(struct cxr_dicom_info *in, struct cxr_conf_gate *g, double *am
     ck_assert_ptr_nonnull(eq);
     snprintf(key, sizeof key, "%.*s", (int)(eq - kv), kv);
     const char *v = eq + 1;
-#define STR(k, field)                                                                          \
-    if (strcmp(key, k) == 0) {                                                                 \
-        snprintf(in->field, sizeof in->field, "%s", v);                                        \
-        return;                                                                                \
+#define STR(k, field)                                   \
+    if (strcmp(key, k) == 0) {                          \
+        snprintf(in->field, sizeof in->field, "%s", v); \
+        return;                                         \
     }
     STR("sop", sop_class_uid)
     STR("modality", modality)
@@ -64,19 +64,32 @@ static void apply(struct cxr_dicom_info *in, struct cxr_conf_gate *g, double *am
     STR("pi", photometric_interpretation)
     STR("intent", presentation_intent_type)
 #undef STR
-    if (strcmp(key, "spp") == 0) in->samples_per_pixel = (uint16_t)atoi(v);
-    else if (strcmp(key, "rows") == 0) in->rows = (uint16_t)atoi(v);
-    else if (strcmp(key, "cols") == 0) in->columns = (uint16_t)atoi(v);
-    else if (strcmp(key, "ba") == 0) in->bits_allocated = (uint16_t)atoi(v);
-    else if (strcmp(key, "bs") == 0) in->bits_stored = (uint16_t)atoi(v);
-    else if (strcmp(key, "frames") == 0) in->number_of_frames = atoi(v);
-    else if (strcmp(key, "pixels") == 0) in->has_pixel_data = atoi(v) != 0;
-    else if (strcmp(key, "age") == 0) in->patient_age_years = strcmp(v, "nan") ? atof(v) : NAN;
-    else if (strcmp(key, "amin") == 0) *amin = strcmp(v, "nan") ? atof(v) : NAN;
-    else if (strcmp(key, "amax") == 0) *amax = strcmp(v, "nan") ? atof(v) : NAN;
-    else if (strcmp(key, "sc") == 0) g->allow_secondary_capture = atoi(v) != 0;
-    else if (strcmp(key, "nobody") == 0) g->allow_missing_body_part = atoi(v) != 0;
-    else if (strcmp(key, "noview") == 0) g->allow_missing_view_position = atoi(v) != 0;
+    if (strcmp(key, "spp") == 0)
+        in->samples_per_pixel = (uint16_t)atoi(v);
+    else if (strcmp(key, "rows") == 0)
+        in->rows = (uint16_t)atoi(v);
+    else if (strcmp(key, "cols") == 0)
+        in->columns = (uint16_t)atoi(v);
+    else if (strcmp(key, "ba") == 0)
+        in->bits_allocated = (uint16_t)atoi(v);
+    else if (strcmp(key, "bs") == 0)
+        in->bits_stored = (uint16_t)atoi(v);
+    else if (strcmp(key, "frames") == 0)
+        in->number_of_frames = atoi(v);
+    else if (strcmp(key, "pixels") == 0)
+        in->has_pixel_data = atoi(v) != 0;
+    else if (strcmp(key, "age") == 0)
+        in->patient_age_years = strcmp(v, "nan") ? atof(v) : NAN;
+    else if (strcmp(key, "amin") == 0)
+        *amin = strcmp(v, "nan") ? atof(v) : NAN;
+    else if (strcmp(key, "amax") == 0)
+        *amax = strcmp(v, "nan") ? atof(v) : NAN;
+    else if (strcmp(key, "sc") == 0)
+        g->allow_secondary_capture = atoi(v) != 0;
+    else if (strcmp(key, "nobody") == 0)
+        g->allow_missing_body_part = atoi(v) != 0;
+    else if (strcmp(key, "noview") == 0)
+        g->allow_missing_view_position = atoi(v) != 0;
     else if (strcmp(key, "fp") == 0)
         g->for_processing = strcmp(v, "analyse") == 0 ? CXR_CONF_FOR_PROCESSING_ANALYSE
                                                       : CXR_CONF_FOR_PROCESSING_REJECT;
@@ -90,22 +103,27 @@ static void apply(struct cxr_dicom_info *in, struct cxr_conf_gate *g, double *am
 
 #define SOP_DXP "sop=1.2.840.10008.5.1.4.1.1.1.1"
 #define SOP_DXR "sop=1.2.840.10008.5.1.4.1.1.1.1.1"
-#define SOP_SC "sop=1.2.840.10008.5.1.4.1.1.7"
+#define SOP_SC  "sop=1.2.840.10008.5.1.4.1.1.7"
 
 static const struct gate_row {
     const char *set[4];
     bool pass;
-    const char *reason;   /* substring of reason ("" = must be empty) */
-    const char *warning;  /* substring of warning ("" = must be empty) */
+    const char *reason;  /* substring of reason ("" = must be empty) */
+    const char *warning; /* substring of warning ("" = must be empty) */
 } k_gate_rows[] = {
     {{NULL}, true, "", ""},
     {{SOP_DXP, "modality=DX"}, true, "", ""},
     {{"sop=1.2.840.10008.5.1.4.1.1.2"}, false, "CT Image Storage is not a chest radiograph", ""},
-    {{"sop=1.2.840.10008.5.1.4.1.1.88.33"}, false, "Comprehensive SR Storage is not a chest radiograph", ""},
+    {{"sop=1.2.840.10008.5.1.4.1.1.88.33"},
+     false,
+     "Comprehensive SR Storage is not a chest radiograph",
+     ""},
     {{"sop=1.2.3.4"}, false, "SOP class 1.2.3.4 is not a chest radiograph", ""},
     {{"sop="}, false, "no SOP Class UID", ""},
-    {{SOP_DXR, "modality=DX"}, false,
-     "For Processing image (raw detector data, not what a radiologist sees)", ""},
+    {{SOP_DXR, "modality=DX"},
+     false,
+     "For Processing image (raw detector data, not what a radiologist sees)",
+     ""},
     {{SOP_DXR, "modality=DX", "fp=analyse"}, true, "", "For Processing"},
     {{SOP_DXP, "modality=DX", "intent=FOR PROCESSING"}, false, "For Processing image", ""},
     {{SOP_SC}, false, "Secondary Capture", ""},
@@ -176,7 +194,4 @@ static Suite *gate_suite(void)
     return s;
 }
 
-int main(void)
-{
-    return cxr_test_run(gate_suite());
-}
+int main(void) { return cxr_test_run(gate_suite()); }

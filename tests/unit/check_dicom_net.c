@@ -15,10 +15,7 @@
 
 static char g_log[PATH_MAX];
 
-static void setup_log(struct srv *s)
-{
-    pathf(g_log, sizeof g_log, "%s/peer.log", s->dir);
-}
+static void setup_log(struct srv *s) { pathf(g_log, sizeof g_log, "%s/peer.log", s->dir); }
 
 /* echoscu against our SCP; returns its exit status, output in g_log. */
 static int echoscu(uint16_t port, const char *calling, const char *called)
@@ -28,8 +25,12 @@ static int echoscu(uint16_t port, const char *calling, const char *called)
 
 static enum cxr_status our_echo(uint16_t port, const char *calling, const char *called, char *err)
 {
-    struct cxr_dicom_scu_target t = {.called_ae = called, .calling_ae = calling, .host = "127.0.0.1",
-                                     .port = port, .connect_timeout_s = 5, .dimse_timeout_s = 10};
+    struct cxr_dicom_scu_target t = {.called_ae = called,
+                                     .calling_ae = calling,
+                                     .host = "127.0.0.1",
+                                     .port = port,
+                                     .connect_timeout_s = 5,
+                                     .dimse_timeout_s = 10};
     return cxr_dicom_scu_echo(&t, err);
 }
 
@@ -65,7 +66,8 @@ START_TEST(test_called_ae_rejected)
     ck_assert_msg(file_contains(g_log, "Rejected Permanent"), "%s", file_text(g_log));
     char err[CXR_ERRLEN] = "";
     ck_assert_int_eq(our_echo(s.port, "NETSCU", "WRONGAE", err), CXR_ERR_DICOM_NET);
-    ck_assert_msg(strstr(err, "called AE title not recognized") && strstr(err, "rejected permanent"),
+    ck_assert_msg(strstr(err, "called AE title not recognized") &&
+                      strstr(err, "rejected permanent"),
                   "%s", err);
     /* the assoc callback only runs once the policy passed */
     ck_assert_int_eq(s.assoc_calls, 0);
@@ -133,8 +135,9 @@ START_TEST(test_assoc_callback_refuses)
     ck_assert_msg(file_contains(g_log, "Rejected Transient"), "%s", file_text(g_log));
     char err[CXR_ERRLEN] = "";
     ck_assert_int_eq(our_echo(s.port, "NETSCU", NET_AE, err), CXR_ERR_DICOM_NET);
-    ck_assert_msg(strstr(err, "rejected transient, service provider (presentation), temporary congestion"),
-                  "%s", err);
+    ck_assert_msg(
+        strstr(err, "rejected transient, service provider (presentation), temporary congestion"),
+        "%s", err);
     ck_assert_int_eq(s.assoc_calls, 2);
     s.refuse_assoc = false;
     ck_assert_msg(our_echo(s.port, "NETSCU", NET_AE, err) == CXR_OK, "%s", err);
@@ -202,11 +205,11 @@ static void store_bit_preserving(uint64_t memory_max)
         const char *flag = storescu_flag(files[i].ts);
         if (!flag)
             continue; /* storescu cannot propose it (.57): see the SCU suite */
-        ck_assert_msg(run_logged(g_log, "storescu -aet NETSCU -aec %s -R %s 127.0.0.1 %u '%s'", NET_AE,
-                                 flag, s.port, files[i].path) == 0,
+        ck_assert_msg(run_logged(g_log, "storescu -aet NETSCU -aec %s -R %s 127.0.0.1 %u '%s'",
+                                 NET_AE, flag, s.port, files[i].path) == 0,
                       "storescu %s %s: %s", flag, files[i].path, file_text(g_log));
-        ck_assert_msg(run_logged(g_log, "storescu -aet NETSCU -aec REF -R %s 127.0.0.1 %u '%s'", flag,
-                                 rport, files[i].path) == 0,
+        ck_assert_msg(run_logged(g_log, "storescu -aet NETSCU -aec REF -R %s 127.0.0.1 %u '%s'",
+                                 flag, rport, files[i].path) == 0,
                       "storescu to storescp %s: %s", files[i].path, file_text(g_log));
         sent++;
     }
@@ -227,8 +230,9 @@ static void store_bit_preserving(uint64_t memory_max)
         ck_assert_msg(e->size != UINT64_MAX, "event size differs from the temp file");
         ck_assert_msg(e->kept[0], "file for %s not kept", files[i].path);
         if (files[i].ts[0])
-            ck_assert_msg(!strcmp(e->ts, files[i].ts), "%s: received in %s, sent in %s (transcoded?)",
-                          files[i].path, e->ts, files[i].ts);
+            ck_assert_msg(!strcmp(e->ts, files[i].ts),
+                          "%s: received in %s, sent in %s (transcoded?)", files[i].path, e->ts,
+                          files[i].ts);
         char inst[65], ts[65];
         size_t off;
         ck_assert(part10_meta(e->kept, &off, inst, ts));
@@ -242,8 +246,8 @@ static void store_bit_preserving(uint64_t memory_max)
         /* storescu re-deflates a deflated data set: only storescp's copy
          * tells what went over the wire there */
         if (files[i].generated && strcmp(files[i].ts, "1.2.840.10008.1.2.1.99") != 0)
-            ck_assert_msg(same_dataset(e->kept, files[i].path), "%s: data set differs from the file",
-                          files[i].path);
+            ck_assert_msg(same_dataset(e->kept, files[i].path),
+                          "%s: data set differs from the file", files[i].path);
     }
     ck_assert_int_eq(dir_count(s.tmp), 0);
     struct cxr_dicom_scp_stats st;
@@ -254,31 +258,27 @@ static void store_bit_preserving(uint64_t memory_max)
     int in_memory = 0, as_file = 0;
     for (int k = 0; k < s.n_events; k++) {
         ck_assert_msg(s.ev[k].in_memory == (s.ev[k].size <= memory_max),
-                      "%s (%" PRIu64 " bytes) came %s with memory_max %" PRIu64, s.ev[k].sop_instance,
-                      s.ev[k].size, s.ev[k].in_memory ? "in memory" : "as a file", memory_max);
+                      "%s (%" PRIu64 " bytes) came %s with memory_max %" PRIu64,
+                      s.ev[k].sop_instance, s.ev[k].size,
+                      s.ev[k].in_memory ? "in memory" : "as a file", memory_max);
         s.ev[k].in_memory ? in_memory++ : as_file++;
     }
     if (memory_max)
-        ck_assert_msg(in_memory > 0 && as_file > 0, "memory_max %" PRIu64 ": %d in memory, %d as files",
-                      memory_max, in_memory, as_file);
+        ck_assert_msg(in_memory > 0 && as_file > 0,
+                      "memory_max %" PRIu64 ": %d in memory, %d as files", memory_max, in_memory,
+                      as_file);
     kill(ref_pid, SIGTERM);
     wait_child(ref_pid);
     srv_stop(&s);
     srv_cleanup(&s);
 }
 
-START_TEST(test_store_bit_preserving)
-{
-    store_bit_preserving(0);
-}
+START_TEST(test_store_bit_preserving) { store_bit_preserving(0); }
 END_TEST
 
 /* Small objects in memory, larger ones spilled to a temp file mid-stream:
  * the same bytes either way. */
-START_TEST(test_store_bit_preserving_in_memory)
-{
-    store_bit_preserving(64 * 1024);
-}
+START_TEST(test_store_bit_preserving_in_memory) { store_bit_preserving(64 * 1024); }
 END_TEST
 
 /* Several storescu at once under the cap: every instance arrives. */
@@ -303,7 +303,8 @@ START_TEST(test_store_concurrent)
         }
         char log[PATH_MAX];
         pathf(log, sizeof log, "%s/peer%d.log", s.dir, p);
-        pids[p] = spawn(log, "storescu -aet PEER%d -aec %s 127.0.0.1 %u%s", p, NET_AE, s.port, list);
+        pids[p] =
+            spawn(log, "storescu -aet PEER%d -aec %s 127.0.0.1 %u%s", p, NET_AE, s.port, list);
     }
     for (int p = 0; p < PEERS; p++) {
         char log[PATH_MAX];
@@ -334,19 +335,22 @@ START_TEST(test_association_cap)
         pathf(path, sizeof path, "%s/cap%d.dcm", s.dir, p);
         write_cr(path, 64, 64, 16, NULL);
         pathf(log, sizeof log, "%s/cap%d.log", s.dir, p);
-        pids[p] = spawn(log, "storescu -aet CAP%d -aec %s 127.0.0.1 %u '%s'", p, NET_AE, s.port, path);
+        pids[p] =
+            spawn(log, "storescu -aet CAP%d -aec %s 127.0.0.1 %u '%s'", p, NET_AE, s.port, path);
     }
     ck_assert_msg(srv_wait_in_callback(&s, 2), "two stores never ran at once");
     struct cxr_dicom_scp_stats st;
     cxr_dicom_scp_get_stats(s.scp, &st);
     ck_assert_uint_eq(st.active_associations, 2);
     ck_assert_int_ne(echoscu(s.port, "THIRD", NET_AE), 0);
-    ck_assert_msg(file_contains(g_log, "Local Limit Exceeded") && file_contains(g_log, "Rejected Transient"),
+    ck_assert_msg(file_contains(g_log, "Local Limit Exceeded") &&
+                      file_contains(g_log, "Rejected Transient"),
                   "%s", file_text(g_log));
     char err[CXR_ERRLEN] = "";
     ck_assert_int_eq(our_echo(s.port, "THIRD", NET_AE, err), CXR_ERR_DICOM_NET);
-    ck_assert_msg(strstr(err, "rejected transient, service provider (presentation), local limit exceeded"),
-                  "%s", err);
+    ck_assert_msg(
+        strstr(err, "rejected transient, service provider (presentation), local limit exceeded"),
+        "%s", err);
     srv_set_block(&s, false);
     for (int p = 0; p < 2; p++)
         ck_assert_int_eq(wait_child(pids[p]), 0);
@@ -370,7 +374,8 @@ START_TEST(test_callback_refusal)
     pathf(path, sizeof path, "%s/refused.dcm", s.dir);
     write_cr(path, 128, 128, 16, NULL);
     ck_assert_int_ne(run_logged(g_log, "storescu -v -aet NETSCU -aec %s 127.0.0.1 %u '%s'", NET_AE,
-                                s.port, path), 0);
+                                s.port, path),
+                     0);
     ck_assert_msg(file_contains(g_log, "Refused: OutOfResources"), "%s", file_text(g_log));
     ck_assert_int_eq(srv_events(&s), 1);
     ck_assert_int_eq(dir_count(s.tmp), 0);
@@ -428,8 +433,10 @@ START_TEST(test_disk_full_tmpfs)
      * ends the test before the umount. */
     if (unshare(CLONE_NEWNS) != 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0 ||
         mount("tmpfs", mnt, "tmpfs", 0, "size=128k") != 0) {
-        printf("SKIP disk-full on tmpfs: cannot mount a tmpfs here (%s); the RLIMIT_FSIZE test covers "
-               "the write failure\n", strerror(errno));
+        printf(
+            "SKIP disk-full on tmpfs: cannot mount a tmpfs here (%s); the RLIMIT_FSIZE test covers "
+            "the write failure\n",
+            strerror(errno));
         srv_cleanup(&s);
         return;
     }
@@ -478,7 +485,8 @@ START_TEST(test_spool_missing)
     pathf(path, sizeof path, "%s/one.dcm", s.dir);
     write_cr(path, 64, 64, 16, NULL);
     ck_assert_int_ne(run_logged(g_log, "storescu -v -aet NETSCU -aec %s 127.0.0.1 %u '%s'", NET_AE,
-                                s.port, path), 0);
+                                s.port, path),
+                     0);
     ck_assert_msg(file_contains(g_log, "Refused: OutOfResources"), "%s", file_text(g_log));
     ck_assert_int_eq(srv_events(&s), 0);
     ck_assert_msg(echoscu(s.port, "NETSCU", NET_AE) == 0, "%s", file_text(g_log));
@@ -610,7 +618,8 @@ START_TEST(test_stop_finishes_store_in_flight)
     write_cr(a, 64, 64, 16, a_uid);
     write_cr(b, 64, 64, 16, NULL);
     srv_set_block(&s, true);
-    pid_t pid = spawn(g_log, "storescu -aet NETSCU -aec %s 127.0.0.1 %u '%s' '%s'", NET_AE, s.port, a, b);
+    pid_t pid =
+        spawn(g_log, "storescu -aet NETSCU -aec %s 127.0.0.1 %u '%s' '%s'", NET_AE, s.port, a, b);
     ck_assert(srv_wait_in_callback(&s, 1));
     pthread_t th;
     pthread_create(&th, NULL, stop_later, s.scp); /* stop from another thread */
@@ -661,18 +670,22 @@ START_TEST(test_config_checked)
 
     struct cxr_dicom_scp_config bad = cfg;
     bad.ae_title = "SEVENTEEN_CHARS_X";
-    ck_assert_int_eq(cxr_dicom_scp_new(&bad, srv_store_cb, NULL, &s, &scp, err), CXR_ERR_INVALID_ARG);
+    ck_assert_int_eq(cxr_dicom_scp_new(&bad, srv_store_cb, NULL, &s, &scp, err),
+                     CXR_ERR_INVALID_ARG);
     ck_assert_ptr_null(scp);
     ck_assert_msg(strstr(err, "SEVENTEEN_CHARS_X"), "%s", err);
     bad = cfg;
     bad.bind_address = "::1";
-    ck_assert_int_eq(cxr_dicom_scp_new(&bad, srv_store_cb, NULL, &s, &scp, err), CXR_ERR_INVALID_ARG);
+    ck_assert_int_eq(cxr_dicom_scp_new(&bad, srv_store_cb, NULL, &s, &scp, err),
+                     CXR_ERR_INVALID_ARG);
     bad = cfg;
     bad.max_pdu = 1000;
-    ck_assert_int_eq(cxr_dicom_scp_new(&bad, srv_store_cb, NULL, &s, &scp, err), CXR_ERR_INVALID_ARG);
+    ck_assert_int_eq(cxr_dicom_scp_new(&bad, srv_store_cb, NULL, &s, &scp, err),
+                     CXR_ERR_INVALID_ARG);
     bad = cfg;
     bad.spool_tmp_dir = NULL;
-    ck_assert_int_eq(cxr_dicom_scp_new(&bad, srv_store_cb, NULL, &s, &scp, err), CXR_ERR_INVALID_ARG);
+    ck_assert_int_eq(cxr_dicom_scp_new(&bad, srv_store_cb, NULL, &s, &scp, err),
+                     CXR_ERR_INVALID_ARG);
     ck_assert_int_eq(cxr_dicom_scp_new(&cfg, NULL, NULL, &s, &scp, err), CXR_ERR_INVALID_ARG);
     struct cxr_dicom_peer_rule rule;
     memset(&rule, 0, sizeof rule);
@@ -680,11 +693,13 @@ START_TEST(test_config_checked)
     bad = cfg;
     bad.allowed_peers = &rule;
     bad.allowed_peer_count = 1;
-    ck_assert_int_eq(cxr_dicom_scp_new(&bad, srv_store_cb, NULL, &s, &scp, err), CXR_ERR_INVALID_ARG);
+    ck_assert_int_eq(cxr_dicom_scp_new(&bad, srv_store_cb, NULL, &s, &scp, err),
+                     CXR_ERR_INVALID_ARG);
     ck_assert_msg(strstr(err, "10.0.0.0/33"), "%s", err);
     bad = cfg;
     bad.tls.enabled = true;
-    ck_assert_int_eq(cxr_dicom_scp_new(&bad, srv_store_cb, NULL, &s, &scp, err), CXR_ERR_INVALID_ARG);
+    ck_assert_int_eq(cxr_dicom_scp_new(&bad, srv_store_cb, NULL, &s, &scp, err),
+                     CXR_ERR_INVALID_ARG);
     bad.tls.certificate = "/nonexistent/cert.pem";
     bad.tls.private_key = "/nonexistent/key.pem";
     ck_assert_int_eq(cxr_dicom_scp_new(&bad, srv_store_cb, NULL, &s, &scp, err), CXR_ERR_IO);
@@ -711,9 +726,9 @@ static int server_side_nodelay(uint16_t scp_port, int client_fd)
         int fd = atoi(e->d_name);
         struct sockaddr_in a, b;
         socklen_t la = sizeof a, lb = sizeof b;
-        if (fd == client_fd || getsockname(fd, (struct sockaddr *)&a, &la) != 0 || a.sin_family != AF_INET ||
-            ntohs(a.sin_port) != scp_port || getpeername(fd, (struct sockaddr *)&b, &lb) != 0 ||
-            b.sin_port != cl.sin_port)
+        if (fd == client_fd || getsockname(fd, (struct sockaddr *)&a, &la) != 0 ||
+            a.sin_family != AF_INET || ntohs(a.sin_port) != scp_port ||
+            getpeername(fd, (struct sockaddr *)&b, &lb) != 0 || b.sin_port != cl.sin_port)
             continue;
         int v = 0;
         socklen_t lv = sizeof v;
@@ -780,7 +795,4 @@ static Suite *suite(void)
     return s;
 }
 
-int main(void)
-{
-    return cxr_test_run(suite());
-}
+int main(void) { return cxr_test_run(suite()); }

@@ -24,15 +24,17 @@ static struct cxr_dicom_scu_target target(const char *called, uint16_t port)
 
 /* DCMTK's storescp (bit-preserving, all transfer syntaxes unless
  * uncompressed_only) on a free port; returns its pid. */
-static pid_t start_storescp(const char *dir, const char *out, uint16_t *port, bool uncompressed_only,
-                            const char *tls_args, const struct cxr_dicom_tls *probe_tls)
+static pid_t start_storescp(const char *dir, const char *out, uint16_t *port,
+                            bool uncompressed_only, const char *tls_args,
+                            const struct cxr_dicom_tls *probe_tls)
 {
     *port = free_port();
     char log[PATH_MAX];
     pathf(log, sizeof log, "%s/storescp-%u.log", dir, *port);
-    pid_t pid = spawn(log, "exec storescp -aet DEST %s +B -od '%s' %s %u", uncompressed_only ? "" : "+xa",
-                      out, tls_args ? tls_args : "", *port);
-    ck_assert_msg(wait_peer("DEST", *port, probe_tls), "storescp did not start: %s", file_text(log));
+    pid_t pid = spawn(log, "exec storescp -aet DEST %s +B -od '%s' %s %u",
+                      uncompressed_only ? "" : "+xa", out, tls_args ? tls_args : "", *port);
+    ck_assert_msg(wait_peer("DEST", *port, probe_tls), "storescp did not start: %s",
+                  file_text(log));
     return pid;
 }
 
@@ -48,8 +50,8 @@ static void stop_child(pid_t pid)
  * syntax and, for the files generated here (no sequences, not deflated:
  * DCMTK re-encodes those), the same data set bytes. `rx_dir` is where the
  * peer writes (storescp) or NULL for our SCP `s`. */
-static int send_all(struct cxr_dicom_scu_target *t, struct corpus_file *files, int n, const char *rx_dir,
-                    struct srv *s, bool skip_57)
+static int send_all(struct cxr_dicom_scu_target *t, struct corpus_file *files, int n,
+                    const char *rx_dir, struct srv *s, bool skip_57)
 {
     int sent = 0;
     for (int i = 0; i < n; i++) {
@@ -72,10 +74,11 @@ static int send_all(struct cxr_dicom_scu_target *t, struct corpus_file *files, i
         ck_assert_msg(got[0], "the peer has no %s", files[i].path);
         ck_assert(part10_meta(got, NULL, inst, ts));
         if (files[i].ts[0]) {
-            ck_assert_msg(!strcmp(ts, files[i].ts), "%s sent in %s, not as-is (%s)", files[i].path, ts,
-                          files[i].ts);
+            ck_assert_msg(!strcmp(ts, files[i].ts), "%s sent in %s, not as-is (%s)", files[i].path,
+                          ts, files[i].ts);
             if (files[i].generated && strcmp(ts, "1.2.840.10008.1.2.1.99") != 0)
-                ck_assert_msg(same_dataset(got, files[i].path), "%s changed on the way", files[i].path);
+                ck_assert_msg(same_dataset(got, files[i].path), "%s changed on the way",
+                              files[i].path);
         }
     }
     return sent;
@@ -104,7 +107,8 @@ START_TEST(test_scu_store_as_is)
     for (int i = 0; i < n; i++) {
         bool seen = !strcmp(files[i].ts, "1.2.840.10008.1.2.4.57");
         for (int k = 0; k < i && !seen; k++)
-            seen = !strcmp(files[k].uid, files[i].uid) && strcmp(files[k].ts, "1.2.840.10008.1.2.4.57");
+            seen = !strcmp(files[k].uid, files[i].uid) &&
+                   strcmp(files[k].ts, "1.2.840.10008.1.2.4.57");
         distinct += !seen;
     }
     ck_assert_int_eq(dir_count(out), distinct);
@@ -152,7 +156,8 @@ START_TEST(test_scu_compressed_to_uncompressed_peer)
                 pathf(got, sizeof got, "%s/%s", out, e->d_name);
         closedir(d);
         ck_assert(part10_meta(got, NULL, inst, ts));
-        ck_assert_msg(!strcmp(ts, "1.2.840.10008.1.2.1") || !strcmp(ts, "1.2.840.10008.1.2"), "%s", ts);
+        ck_assert_msg(!strcmp(ts, "1.2.840.10008.1.2.1") || !strcmp(ts, "1.2.840.10008.1.2"), "%s",
+                      ts);
     } else {
         ck_assert_msg(st == CXR_ERR_DICOM_TS, "%d: %s", st, err);
         ck_assert_uint_eq(status, CXR_DIMSE_NO_RESPONSE);
@@ -230,7 +235,8 @@ START_TEST(test_scu_reports_rejection_and_status)
 
     struct cxr_dicom_scu_target t = target("NOTUS", s.port);
     ck_assert_int_eq(cxr_dicom_scu_store_file(&t, f, &status, err), CXR_ERR_DICOM_NET);
-    ck_assert_msg(strstr(err, "rejected") && strstr(err, "called AE title not recognized"), "%s", err);
+    ck_assert_msg(strstr(err, "rejected") && strstr(err, "called AE title not recognized"), "%s",
+                  err);
     ck_assert_uint_eq(status, CXR_DIMSE_NO_RESPONSE);
 
     t = target(NET_AE, s.port);
@@ -299,10 +305,7 @@ static void pki_setup(void)
         printf("openssl failed: %s\n", file_text(pki("pki.log")));
 }
 
-static void pki_teardown(void)
-{
-    cxr_test_rmtree(g_pki);
-}
+static void pki_teardown(void) { cxr_test_rmtree(g_pki); }
 
 /* A copy that lives until the process ends (no leak to report). */
 static const char *keep(const char *path)
@@ -348,31 +351,35 @@ START_TEST(test_tls_scp_with_dcmtk_clients)
     const char *good = "+tls %s %s +cf %s";
     char args[4 * PATH_MAX];
     pathf(args, sizeof args, good, pki("client.key"), pki("client.pem"), pki("ca.pem"));
-    ck_assert_msg(run_logged(g_log, "echoscu %s -aet TLSSCU -aec %s 127.0.0.1 %u", args, NET_AE, s.port) == 0,
-                  "%s", file_text(g_log));
+    ck_assert_msg(
+        run_logged(g_log, "echoscu %s -aet TLSSCU -aec %s 127.0.0.1 %u", args, NET_AE, s.port) == 0,
+        "%s", file_text(g_log));
     char f[PATH_MAX], uid[65];
     pathf(f, sizeof f, "%s/tls.dcm", s.dir);
     write_cr(f, 128, 96, 16, uid);
-    ck_assert_msg(run_logged(g_log, "storescu %s -aet TLSSCU -aec %s 127.0.0.1 %u '%s'", args, NET_AE, s.port,
-                             f) == 0,
+    ck_assert_msg(run_logged(g_log, "storescu %s -aet TLSSCU -aec %s 127.0.0.1 %u '%s'", args,
+                             NET_AE, s.port, f) == 0,
                   "%s", file_text(g_log));
     ck_assert_int_eq(srv_events(&s), 1);
     ck_assert_str_eq(s.ev[0].sop_instance, uid);
     ck_assert(same_dataset(s.ev[0].kept, f));
 
     /* plain DICOM on the TLS port */
-    ck_assert_int_ne(run_logged(g_log, "echoscu -aet PLAIN -aec %s 127.0.0.1 %u", NET_AE, s.port), 0);
+    ck_assert_int_ne(run_logged(g_log, "echoscu -aet PLAIN -aec %s 127.0.0.1 %u", NET_AE, s.port),
+                     0);
     /* a client certificate from another CA */
     pathf(args, sizeof args, good, pki("evilclient.key"), pki("evilclient.pem"), pki("ca.pem"));
-    ck_assert_int_ne(run_logged(g_log, "echoscu %s -aet TLSSCU -aec %s 127.0.0.1 %u", args, NET_AE, s.port), 0);
+    ck_assert_int_ne(
+        run_logged(g_log, "echoscu %s -aet TLSSCU -aec %s 127.0.0.1 %u", args, NET_AE, s.port), 0);
     /* no client certificate at all */
-    ck_assert_int_ne(run_logged(g_log, "echoscu +tla +cf %s -aet TLSSCU -aec %s 127.0.0.1 %u", pki("ca.pem"),
-                                NET_AE, s.port),
+    ck_assert_int_ne(run_logged(g_log, "echoscu +tla +cf %s -aet TLSSCU -aec %s 127.0.0.1 %u",
+                                pki("ca.pem"), NET_AE, s.port),
                      0);
     /* the SCP is still serving */
     pathf(args, sizeof args, good, pki("client.key"), pki("client.pem"), pki("ca.pem"));
-    ck_assert_msg(run_logged(g_log, "echoscu %s -aet TLSSCU -aec %s 127.0.0.1 %u", args, NET_AE, s.port) == 0,
-                  "%s", file_text(g_log));
+    ck_assert_msg(
+        run_logged(g_log, "echoscu %s -aet TLSSCU -aec %s 127.0.0.1 %u", args, NET_AE, s.port) == 0,
+        "%s", file_text(g_log));
     struct cxr_dicom_scp_stats st;
     cxr_dicom_scp_get_stats(s.scp, &st);
     ck_assert_uint_eq(st.associations_accepted, 3);
@@ -387,8 +394,8 @@ START_TEST(test_tls_scp_without_client_auth)
 {
     struct srv s;
     tls_scp_start(&s, false);
-    ck_assert_msg(run_logged(g_log, "echoscu +tla +cf %s -aet TLSSCU -aec %s 127.0.0.1 %u", pki("ca.pem"),
-                             NET_AE, s.port) == 0,
+    ck_assert_msg(run_logged(g_log, "echoscu +tla +cf %s -aet TLSSCU -aec %s 127.0.0.1 %u",
+                             pki("ca.pem"), NET_AE, s.port) == 0,
                   "%s", file_text(g_log));
     srv_stop(&s);
     srv_cleanup(&s);
@@ -410,7 +417,8 @@ START_TEST(test_tls_scu_to_storescp)
     char uid[65];
     write_cr(f, 64, 64, 16, uid);
     struct cxr_dicom_tls good = tls_of("client", "ca.pem", true);
-    pathf(args, sizeof args, "+tls %s %s +cf %s", pki("server.key"), pki("server.pem"), pki("ca.pem"));
+    pathf(args, sizeof args, "+tls %s %s +cf %s", pki("server.key"), pki("server.pem"),
+          pki("ca.pem"));
     uint16_t port;
     pid_t pid = start_storescp(dir, out, &port, false, args, &good);
 
@@ -433,7 +441,8 @@ START_TEST(test_tls_scu_to_storescp)
     stop_child(pid);
 
     /* a server certificate issued for pacs.example.org, dialled as 127.0.0.1 */
-    pathf(args, sizeof args, "+tls %s %s +cf %s", pki("otherhost.key"), pki("otherhost.pem"), pki("ca.pem"));
+    pathf(args, sizeof args, "+tls %s %s +cf %s", pki("otherhost.key"), pki("otherhost.pem"),
+          pki("ca.pem"));
     struct cxr_dicom_tls unchecked = tls_of("client", NULL, false);
     pid = start_storescp(dir, out, &port, false, args, &unchecked);
     t = target("DEST", port);
@@ -499,7 +508,4 @@ static Suite *suite(void)
     return s;
 }
 
-int main(void)
-{
-    return cxr_test_run(suite());
-}
+int main(void) { return cxr_test_run(suite()); }

@@ -18,13 +18,13 @@
 static char g_err[CXR_ERRLEN];
 
 struct spec {
-    const char *pi;             /* default MONOCHROME2 */
+    const char *pi; /* default MONOCHROME2 */
     uint16_t rows, cols, ba, bs, pr, spp;
-    const uint8_t *px8;         /* ba 8 */
-    const uint16_t *px16;       /* ba 16 */
-    size_t px_bytes;            /* 0 = rows*cols*spp*ba/8 */
+    const uint8_t *px8;   /* ba 8 */
+    const uint16_t *px16; /* ba 16 */
+    size_t px_bytes;      /* 0 = rows*cols*spp*ba/8 */
     const char *slope, *intercept;
-    const uint16_t *mlut;       /* Modality LUT Sequence */
+    const uint16_t *mlut; /* Modality LUT Sequence */
     uint16_t mlut_n, mlut_bits;
     const char *wc, *ww, *func; /* window */
     const uint16_t *vlut;       /* VOI LUT Sequence */
@@ -41,8 +41,7 @@ static void put_xs(struct tds *d, uint16_t e, const struct spec *s, int32_t v)
         tds_us(d, 0x0028, e, (uint16_t)v);
 }
 
-static void lut_item(struct tds *d, uint16_t n, uint16_t bits, const uint16_t *data,
-                     bool modality)
+static void lut_item(struct tds *d, uint16_t n, uint16_t bits, const uint16_t *data, bool modality)
 {
     uint16_t desc[3] = {n, 0, bits};
     tds_item_begin(d);
@@ -144,8 +143,8 @@ static double f_sigmoid(double x, double c, double w) { return 255 / (1 + exp(-4
 /* |rendered - exact| < 1 (truncation) */
 static void expect_close(const struct cxr_dicom_image *img, size_t i, double y, const char *what)
 {
-    ck_assert_msg(fabs((double)img->pixels[i] - y) < 1.0 + 1e-9, "%s: pixel %zu is %u, expected %.3f",
-                  what, i, img->pixels[i], y);
+    ck_assert_msg(fabs((double)img->pixels[i] - y) < 1.0 + 1e-9,
+                  "%s: pixel %zu is %u, expected %.3f", what, i, img->pixels[i], y);
 }
 
 static uint8_t g_ramp8[256];
@@ -170,8 +169,14 @@ START_TEST(test_present_window_functions)
     };
     uint8_t first[2][256];
     for (size_t r = 0; r < sizeof rows / sizeof rows[0]; r++) {
-        struct spec s = {.rows = 16, .cols = 16, .ba = 8, .bs = 8, .px8 = g_ramp8,
-                         .wc = rows[r].wc, .ww = rows[r].ww, .func = rows[r].func};
+        struct spec s = {.rows = 16,
+                         .cols = 16,
+                         .ba = 8,
+                         .bs = 8,
+                         .px8 = g_ramp8,
+                         .wc = rows[r].wc,
+                         .ww = rows[r].ww,
+                         .func = rows[r].func};
         struct cxr_dicom_image img;
         present_ok(&s, &img);
         ck_assert_str_eq(img.voi_used, rows[r].voi);
@@ -193,8 +198,15 @@ START_TEST(test_present_rescale)
     static uint16_t px[64 * 64];
     for (int i = 0; i < 64 * 64; i++)
         px[i] = (uint16_t)(i * 16);
-    struct spec s = {.rows = 64, .cols = 64, .ba = 16, .bs = 16, .px16 = px, .slope = "2",
-                     .intercept = "-1000", .wc = "30000", .ww = "50000"};
+    struct spec s = {.rows = 64,
+                     .cols = 64,
+                     .ba = 16,
+                     .bs = 16,
+                     .px16 = px,
+                     .slope = "2",
+                     .intercept = "-1000",
+                     .wc = "30000",
+                     .ww = "50000"};
     struct cxr_dicom_image img;
     present_ok(&s, &img);
     for (size_t i = 0; i < 64 * 64; i++)
@@ -211,8 +223,16 @@ START_TEST(test_present_modality_lut_sequence)
         px[i] = (uint16_t)i;
         lut[i] = (uint16_t)(((uint32_t)i * (uint32_t)i) >> 8);
     }
-    struct spec s = {.rows = 64, .cols = 64, .ba = 16, .bs = 12, .px16 = px, .mlut = lut,
-                     .mlut_n = 4096, .mlut_bits = 16, .wc = "32768", .ww = "65536"};
+    struct spec s = {.rows = 64,
+                     .cols = 64,
+                     .ba = 16,
+                     .bs = 12,
+                     .px16 = px,
+                     .mlut = lut,
+                     .mlut_n = 4096,
+                     .mlut_bits = 16,
+                     .wc = "32768",
+                     .ww = "65536"};
     struct cxr_dicom_image img;
     present_ok(&s, &img);
     for (size_t i = 0; i < 4096; i++)
@@ -229,8 +249,14 @@ START_TEST(test_present_voi_lut_sequence)
         g_ramp8[i] = (uint8_t)i;
         lut[i] = (uint16_t)((i * i) / 16); /* 0..4064 in a 12-bit table */
     }
-    struct spec s = {.rows = 16, .cols = 16, .ba = 8, .bs = 8, .px8 = g_ramp8, .vlut = lut,
-                     .vlut_n = 256, .vlut_bits = 12};
+    struct spec s = {.rows = 16,
+                     .cols = 16,
+                     .ba = 8,
+                     .bs = 8,
+                     .px8 = g_ramp8,
+                     .vlut = lut,
+                     .vlut_n = 256,
+                     .vlut_bits = 12};
     struct cxr_dicom_image img;
     present_ok(&s, &img);
     ck_assert_str_eq(img.voi_used, "VOI LUT 1 of 1");
@@ -261,8 +287,15 @@ START_TEST(test_present_minmax_excludes_padding)
             px[r * C + c] = border ? (uint16_t)(60000 + (r + c) % 5000)
                                    : (uint16_t)(100 + (k++ * 1000) / (interior - 1));
         }
-    struct spec s = {.rows = R, .cols = C, .ba = 16, .bs = 16, .px16 = px, .pad = true,
-                     .pad_value = 50000, .pad_limit = true, .pad_limit_value = 65535};
+    struct spec s = {.rows = R,
+                     .cols = C,
+                     .ba = 16,
+                     .bs = 16,
+                     .px16 = px,
+                     .pad = true,
+                     .pad_value = 50000,
+                     .pad_limit = true,
+                     .pad_limit_value = 65535};
     struct cxr_dicom_image img;
     present_ok(&s, &img);
     ck_assert_str_eq(img.voi_used, "min/max 100..1100 (padding excluded)");
@@ -290,7 +323,13 @@ START_TEST(test_present_minmax_excludes_padding)
             int v = border ? -2000 : -1000 + (int)((k++ * 2000) / (interior - 1));
             spx[r * C + c] = (uint16_t)(int16_t)v;
         }
-    struct spec t = {.rows = R, .cols = C, .ba = 16, .bs = 16, .pr = 1, .px16 = spx, .pad = true,
+    struct spec t = {.rows = R,
+                     .cols = C,
+                     .ba = 16,
+                     .bs = 16,
+                     .pr = 1,
+                     .px16 = spx,
+                     .pad = true,
                      .pad_value = -2000};
     present_ok(&t, &img);
     ck_assert_str_eq(img.voi_used, "min/max -1000..1000 (padding excluded)");
@@ -312,8 +351,8 @@ START_TEST(test_present_monochrome1_inverts)
     static uint16_t px[64 * 64];
     for (int i = 0; i < 64 * 64; i++)
         px[i] = (uint16_t)(i % 4096);
-    struct spec s = {.rows = 64, .cols = 64, .ba = 16, .bs = 12, .px16 = px, .wc = "2000",
-                     .ww = "3000"};
+    struct spec s = {
+        .rows = 64, .cols = 64, .ba = 16, .bs = 12, .px16 = px, .wc = "2000", .ww = "3000"};
     for (int with_window = 1; with_window >= 0; with_window--) {
         if (!with_window)
             s.wc = s.ww = NULL;
@@ -345,9 +384,11 @@ START_TEST(test_present_real_monochrome1_twin)
     uint8_t *pos = memmem(bytes, n, "MONOCHROME1", 11);
     ck_assert_ptr_nonnull(pos);
     struct cxr_dicom_instance *a = NULL, *b = NULL;
-    ck_assert_msg(cxr_dicom_instance_load_memory(bytes, n, "mono1", &a, g_err) == CXR_OK, "%s", g_err);
+    ck_assert_msg(cxr_dicom_instance_load_memory(bytes, n, "mono1", &a, g_err) == CXR_OK, "%s",
+                  g_err);
     pos[10] = '2';
-    ck_assert_msg(cxr_dicom_instance_load_memory(bytes, n, "mono2", &b, g_err) == CXR_OK, "%s", g_err);
+    ck_assert_msg(cxr_dicom_instance_load_memory(bytes, n, "mono2", &b, g_err) == CXR_OK, "%s",
+                  g_err);
     free(bytes);
     struct cxr_dicom_image ia, ib;
     ck_assert_msg(cxr_dicom_instance_present(a, &ia, g_err) == CXR_OK, "%s", g_err);
@@ -374,9 +415,9 @@ END_TEST
 START_TEST(test_present_rgb_to_grey)
 {
     static const uint8_t rgb[4 * 4 * 3] = {
-        255, 0,   0,   0,   255, 0,   0,   0,   255, 255, 255, 255, 0,   0,  0,   10,
-        200, 90,  30,  60,  90,  200, 100, 50,  128, 128, 128, 1,   2,   3,  250, 5,
-        5,   5,   250, 5,   5,   5,   250, 77,  88,  99,  13,  240, 170, 60, 0,   60,
+        255, 0,  0,   0,  255, 0,   0,   0,  255, 255, 255, 255, 0,   0,  0,   10,
+        200, 90, 30,  60, 90,  200, 100, 50, 128, 128, 128, 1,   2,   3,  250, 5,
+        5,   5,  250, 5,  5,   5,   250, 77, 88,  99,  13,  240, 170, 60, 0,   60,
     };
     struct spec s = {.pi = "RGB", .spp = 3, .rows = 4, .cols = 4, .ba = 8, .bs = 8, .px8 = rgb};
     struct cxr_dicom_image img;
@@ -403,13 +444,17 @@ START_TEST(test_present_refusals)
     } rows[] = {
         /* 60000 x 60000 claimed, 128 bytes present: refused before allocating */
         {{.rows = 60000, .cols = 60000, .ba = 16, .bs = 16, .px16 = px, .px_bytes = 128},
-         CXR_ERR_LIMIT, "limit"},
+         CXR_ERR_LIMIT,
+         "limit"},
         {{.rows = 64, .cols = 64, .ba = 16, .bs = 12, .px16 = px, .px_bytes = 128},
-         CXR_ERR_DICOM_DECODE, "truncated"},
-        {{.rows = 4, .cols = 4, .ba = 16, .bs = 17, .px16 = px}, CXR_ERR_DICOM_DECODE,
+         CXR_ERR_DICOM_DECODE,
+         "truncated"},
+        {{.rows = 4, .cols = 4, .ba = 16, .bs = 17, .px16 = px},
+         CXR_ERR_DICOM_DECODE,
          "BitsStored 17"},
         {{.pi = "PALETTE COLOR", .rows = 4, .cols = 4, .ba = 16, .bs = 16, .px16 = px},
-         CXR_ERR_UNSUPPORTED, "PALETTE COLOR"},
+         CXR_ERR_UNSUPPORTED,
+         "PALETTE COLOR"},
     };
     for (size_t r = 0; r < sizeof rows / sizeof rows[0]; r++) {
         struct cxr_dicom_instance *inst = build(&rows[r].s);
@@ -440,9 +485,9 @@ START_TEST(test_present_committed_files)
     };
     for (size_t r = 0; r < sizeof rows / sizeof rows[0]; r++) {
         struct cxr_dicom_instance *inst = NULL;
-        ck_assert_msg(cxr_dicom_instance_load_file(cxr_test_data_path(rows[r].file), &inst,
-                                                   g_err) == CXR_OK,
-                      "%s", g_err);
+        ck_assert_msg(
+            cxr_dicom_instance_load_file(cxr_test_data_path(rows[r].file), &inst, g_err) == CXR_OK,
+            "%s", g_err);
         struct cxr_dicom_image img;
         ck_assert_msg(cxr_dicom_instance_present(inst, &img, g_err) == CXR_OK, "%s", g_err);
         ck_assert_int_eq(img.width, rows[r].w);

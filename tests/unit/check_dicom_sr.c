@@ -91,11 +91,12 @@ static json_object *sr_json_pydicom(const char *path)
         return NULL;
     char out[PATH_MAX + 32];
     snprintf(out, sizeof out, "%s.pydicom.json", path);
-    ck_assert_int_eq(cxr_test_sh("'%s' -c 'import sys, pydicom; "
-                                 "open(sys.argv[2], \"w\").write(pydicom.dcmread(sys.argv[1]).to_json())'"
-                                 " '%s' '%s'",
-                                 cxr_test_python(), path, out),
-                     0);
+    ck_assert_int_eq(
+        cxr_test_sh("'%s' -c 'import sys, pydicom; "
+                    "open(sys.argv[2], \"w\").write(pydicom.dcmread(sys.argv[1]).to_json())'"
+                    " '%s' '%s'",
+                    cxr_test_python(), path, out),
+        0);
     json_object *j = json_object_from_file(out);
     ck_assert_msg(j != NULL, "pydicom JSON of %s does not parse", path);
     return j;
@@ -121,7 +122,8 @@ static void dcmdump_value(const char *path, const char *tag, char *out, size_t c
 static json_object *jval(json_object *ds, const char *tag, size_t i)
 {
     json_object *el, *v;
-    if (!ds || !json_object_object_get_ex(ds, tag, &el) || !json_object_object_get_ex(el, "Value", &v))
+    if (!ds || !json_object_object_get_ex(ds, tag, &el) ||
+        !json_object_object_get_ex(el, "Value", &v))
         return NULL;
     return i < json_object_array_length(v) ? json_object_array_get_idx(v, i) : NULL;
 }
@@ -138,7 +140,8 @@ static const char *jstr(json_object *ds, const char *tag)
 static size_t jcount(json_object *ds, const char *tag)
 {
     json_object *el, *v;
-    if (!ds || !json_object_object_get_ex(ds, tag, &el) || !json_object_object_get_ex(el, "Value", &v))
+    if (!ds || !json_object_object_get_ex(ds, tag, &el) ||
+        !json_object_object_get_ex(el, "Value", &v))
         return 0;
     return json_object_array_length(v);
 }
@@ -151,7 +154,10 @@ static const char *pn_alpha(json_object *ds, const char *tag)
 /* content items */
 static const char *concept(json_object *it) { return jstr(jval(it, "0040A043", 0), "00080100"); }
 static const char *code_val(json_object *it) { return jstr(jval(it, "0040A168", 0), "00080100"); }
-static const char *code_scheme(json_object *it) { return jstr(jval(it, "0040A168", 0), "00080102"); }
+static const char *code_scheme(json_object *it)
+{
+    return jstr(jval(it, "0040A168", 0), "00080102");
+}
 static const char *text_val(json_object *it) { return jstr(it, "0040A160"); }
 static const char *uid_val(json_object *it) { return jstr(it, "0040A124"); }
 static const char *rel(json_object *it) { return jstr(it, "0040A010"); }
@@ -166,7 +172,7 @@ static double num_val(json_object *it, const char **unit, const char **unit_sche
     *unit_scheme = jstr(u, "00080102");
     json_object *v = jval(mv, "0040A30A", 0);
     ck_assert_msg(v != NULL, "NUM without Numeric Value");
-    return json_object_get_double(v);  /* DS: a number, or a string strtod reads */
+    return json_object_get_double(v); /* DS: a number, or a string strtod reads */
 }
 static size_t nchildren(json_object *it) { return jcount(it, "0040A730"); }
 static json_object *child(json_object *it, size_t i) { return jval(it, "0040A730", i); }
@@ -186,7 +192,10 @@ static size_t count_named(json_object *it, const char *code)
         n += strcmp(concept(child(it, i)), code) == 0;
     return n;
 }
-static const char *template_id(json_object *it) { return jstr(jval(it, "0040A504", 0), "0040DB00"); }
+static const char *template_id(json_object *it)
+{
+    return jstr(jval(it, "0040A504", 0), "0040DB00");
+}
 
 /* ---- the common content check -------------------------------------------- */
 
@@ -205,7 +214,7 @@ static void check_sr(json_object *ds, const struct cxr_dicom_sr_request *r, cons
     const struct cxr_dicom_info *st = r->study;
     /* IOD and header */
     ck_assert_str_eq(jstr(ds, "00080016"), r->enhanced_sr ? "1.2.840.10008.5.1.4.1.1.88.22"
-                                                           : "1.2.840.10008.5.1.4.1.1.88.33");
+                                                          : "1.2.840.10008.5.1.4.1.1.88.33");
     ck_assert_str_eq(jstr(ds, "00080018"), sop_uid);
     ck_assert_str_eq(jstr(ds, "00080060"), "SR");
     ck_assert_str_eq(jstr(ds, "0020000D"), st->study_instance_uid);
@@ -217,7 +226,7 @@ static void check_sr(json_object *ds, const struct cxr_dicom_sr_request *r, cons
     ck_assert_str_eq(jstr(ds, "0040A491"), r->complete ? "COMPLETE" : "PARTIAL");
     ck_assert(jhas(ds, "0040A372")); /* Performed Procedure Code Sequence */
     ck_assert(jhas(ds, "00081111")); /* Referenced Performed Procedure Step Sequence */
-    ck_assert_uint_le(strlen(jstr(ds, "00100020")), 64);  /* LO, cut when longer */
+    ck_assert_uint_le(strlen(jstr(ds, "00100020")), 64); /* LO, cut when longer */
     ck_assert_int_eq(strncmp(jstr(ds, "00100020"), st->patient_id, 64), 0);
     ck_assert_str_eq(jstr(ds, "00080050"), st->accession_number);
     ck_assert_int_eq(atoi(jstr(ds, "00200011")), r->series_number);
@@ -341,7 +350,8 @@ static void check_sr(json_object *ds, const struct cxr_dicom_sr_request *r, cons
         ck_assert_str_eq(jstr(pd, "0020000D"), st->study_instance_uid);
         json_object *ps = jval(pd, "00081115", 0);
         ck_assert_str_eq(jstr(ps, "0020000E"), r->predecessor_series_instance_uid);
-        ck_assert_str_eq(jstr(jval(ps, "00081199", 0), "00081155"), r->predecessor_sop_instance_uid);
+        ck_assert_str_eq(jstr(jval(ps, "00081199", 0), "00081155"),
+                         r->predecessor_sop_instance_uid);
     } else {
         ck_assert(!jhas(ds, "0040A360"));
     }
@@ -398,9 +408,9 @@ START_TEST(test_sr_one_image)
         ck_assert_str_eq(jstr(j, "00080030"), "101530.25");
         ck_assert_str_eq(jstr(j, "00200010"), "ST1");
         ck_assert_str_eq(jstr(j, "00081030"), "CHEST PA");
-        ck_assert_str_eq(jstr(j, "00080080"), "General Hospital");  /* the source's */
+        ck_assert_str_eq(jstr(j, "00080080"), "General Hospital"); /* the source's */
         ck_assert_str_eq(jstr(j, "0008103E"), "CXR triage AI result");
-        ck_assert(!jhas(j, "00080005"));  /* ASCII only: no Specific Character Set */
+        ck_assert(!jhas(j, "00080005")); /* ASCII only: no Specific Character Set */
         json_object_put(j);
     }
     /* Part 10, Explicit VR Little Endian */
@@ -476,7 +486,8 @@ START_TEST(test_sr_enhanced_predecessor)
     json_object *j = write_and_check(&b.req, &dir, path, uid);
     if (j) {
         json_object *ps = jval(jval(j, "0040A360", 0), "00081115", 0);
-        ck_assert_str_eq(jstr(jval(ps, "00081199", 0), "00081150"), "1.2.840.10008.5.1.4.1.1.88.22");
+        ck_assert_str_eq(jstr(jval(ps, "00081199", 0), "00081150"),
+                         "1.2.840.10008.5.1.4.1.1.88.22");
         json_object_put(j);
     }
     cxr_test_rmtree(dir);
@@ -494,7 +505,8 @@ START_TEST(test_sr_comprehensive_predecessor)
     json_object *j = write_and_check(&b.req, &dir, path, uid);
     if (j) {
         json_object *ps = jval(jval(j, "0040A360", 0), "00081115", 0);
-        ck_assert_str_eq(jstr(jval(ps, "00081199", 0), "00081150"), "1.2.840.10008.5.1.4.1.1.88.33");
+        ck_assert_str_eq(jstr(jval(ps, "00081199", 0), "00081150"),
+                         "1.2.840.10008.5.1.4.1.1.88.33");
         json_object_put(j);
     }
     cxr_test_rmtree(dir);
@@ -535,13 +547,14 @@ START_TEST(test_sr_iso2022_name)
         make_request(&b, 1);
         snprintf(b.study.specific_character_set, sizeof b.study.specific_character_set,
                  "\\ISO 2022 IR 87");
-        snprintf(b.study.patient_name, sizeof b.study.patient_name,
-                 "Yamada^Tarou=\033$B;3ED\033(B^\033$BB@O:\033(B=\033$B$d$^$@\033(B^\033$B$?$m$&\033(B");
+        snprintf(
+            b.study.patient_name, sizeof b.study.patient_name,
+            "Yamada^Tarou=\033$B;3ED\033(B^\033$BB@O:\033(B=\033$B$d$^$@\033(B^\033$B$?$m$&\033(B");
         char *dir, path[PATH_MAX], uid[CXR_DICOM_UID_LEN];
         json_object *j = NULL;
         if (!own_utf8) {
             j = write_and_check(&b.req, &dir, path, uid);
-        } else {  /* check_sr would compare the manufacturer: only dciodvfy here */
+        } else { /* check_sr would compare the manufacturer: only dciodvfy here */
             b.req.manufacturer = "R\xc3\xb6ntgen AG";
             dir = cxr_test_tmpdir();
             snprintf(path, sizeof path, "%s/sr.dcm", dir);
@@ -576,7 +589,8 @@ START_TEST(test_sr_latin1_source)
     for (int own_utf8 = 0; own_utf8 < 2; own_utf8++) {
         struct req_buf b;
         make_request(&b, 1);
-        snprintf(b.study.specific_character_set, sizeof b.study.specific_character_set, "ISO_IR 100");
+        snprintf(b.study.specific_character_set, sizeof b.study.specific_character_set,
+                 "ISO_IR 100");
         snprintf(b.study.patient_name, sizeof b.study.patient_name, "M\xfcller^J\xfcrgen");
         if (own_utf8)
             b.req.manufacturer = "Röntgen Süd AG";
@@ -716,12 +730,15 @@ START_TEST(test_sr_source_uid_leading_zero)
     ck_assert_ptr_nonnull(dir);
     snprintf(path, sizeof path, "%s/sr.dcm", dir);
     ck_assert_msg(cxr_dicom_sr_write_file(&b.req, path, uid, err) == CXR_OK, "%s", err);
-    ck_assert_int_eq(cxr_test_sh("test \"$(dcmdump +P 0008,1155 +s '%s' | grep -c '\\[%s\\]')\" = 3",
-                                 path, bad), 0);
+    ck_assert_int_eq(
+        cxr_test_sh("test \"$(dcmdump +P 0008,1155 +s '%s' | grep -c '\\[%s\\]')\" = 3", path, bad),
+        0);
     if (cxr_test_sh("command -v dciodvfy >/dev/null") == 0)
         ck_assert_int_eq(cxr_test_sh("dciodvfy '%s' 2>&1 | grep Error | grep -v '%s' "
                                      "| grep -v 'invalid data values for Value Representations' "
-                                     "| grep -q .", path, bad), 1);
+                                     "| grep -q .",
+                                     path, bad),
+                         1);
     cxr_test_rmtree(dir);
     free(dir);
 }

@@ -15,16 +15,35 @@
 #include "test_util.h"
 
 enum bad_kind {
-    BAD_NULL_STUDY, BAD_NO_IMAGES, BAD_NULL_IMAGES, BAD_NAN, BAD_PROB_HIGH, BAD_PROB_NEG,
-    BAD_UID_LETTERS, BAD_UID_LONG, BAD_UID_DOT, BAD_UID_EMPTY, BAD_STUDY_UID, BAD_ALGO_NULL, BAD_SHA_SHORT,
-    BAD_SHA_HEX, BAD_CONTRADICTION, BAD_DUPLICATE, BAD_PRED_NO_SERIES, BAD_THRESHOLD,
-    BAD_DEVICE_UID, BAD_PRIORITY_EMPTY, BAD_MANUFACTURER_NULL, BAD_UID_NO_NUL,
-    BAD_WARNING_NO_NUL, BAD_COUNT
+    BAD_NULL_STUDY,
+    BAD_NO_IMAGES,
+    BAD_NULL_IMAGES,
+    BAD_NAN,
+    BAD_PROB_HIGH,
+    BAD_PROB_NEG,
+    BAD_UID_LETTERS,
+    BAD_UID_LONG,
+    BAD_UID_DOT,
+    BAD_UID_EMPTY,
+    BAD_STUDY_UID,
+    BAD_ALGO_NULL,
+    BAD_SHA_SHORT,
+    BAD_SHA_HEX,
+    BAD_CONTRADICTION,
+    BAD_DUPLICATE,
+    BAD_PRED_NO_SERIES,
+    BAD_THRESHOLD,
+    BAD_DEVICE_UID,
+    BAD_PRIORITY_EMPTY,
+    BAD_MANUFACTURER_NULL,
+    BAD_UID_NO_NUL,
+    BAD_WARNING_NO_NUL,
+    BAD_COUNT
 };
 
 /* 65 characters: one more than a UID may have */
 #define LONG_UID "1.2.3456789012345678901234567890123456789012345678901234567890123"
-#define NOT_HEX "g0c0ffee11223344556677889900aabbccddeeff0123456789abcdef01234567"
+#define NOT_HEX  "g0c0ffee11223344556677889900aabbccddeeff0123456789abcdef01234567"
 
 static void spoil(struct req_buf *b, int kind)
 {
@@ -44,7 +63,9 @@ static void spoil(struct req_buf *b, int kind)
     case BAD_SHA_SHORT: b->req.model_sha256 = SHA + 1; break;
     case BAD_SHA_HEX: b->req.model_sha256 = NOT_HEX; break;
     case BAD_CONTRADICTION: b->img[0].finding_present = !b->img[0].finding_present; break;
-    case BAD_DUPLICATE: memcpy(b->img[1].sop_instance_uid, b->img[0].sop_instance_uid, CXR_DICOM_UID_LEN); break;
+    case BAD_DUPLICATE:
+        memcpy(b->img[1].sop_instance_uid, b->img[0].sop_instance_uid, CXR_DICOM_UID_LEN);
+        break;
     case BAD_PRED_NO_SERIES: b->req.predecessor_sop_instance_uid = "2.25.5"; break;
     case BAD_THRESHOLD: b->req.operating_threshold = INFINITY; break;
     case BAD_DEVICE_UID: b->req.device_observer_uid = "2.25.-1"; break;
@@ -66,7 +87,8 @@ START_TEST(test_sr_invalid_requests)
         spoil(&b, kind);
         char uid[CXR_DICOM_UID_LEN] = "x", err[CXR_ERRLEN] = "";
         enum cxr_status st = cxr_dicom_sr_write_file(&b.req, path, uid, err);
-        ck_assert_msg(st == CXR_ERR_INVALID_ARG, "case %d: %s (%s)", kind, cxr_status_name(st), err);
+        ck_assert_msg(st == CXR_ERR_INVALID_ARG, "case %d: %s (%s)", kind, cxr_status_name(st),
+                      err);
         ck_assert_msg(err[0] != '\0', "case %d: no reason given", kind);
         ck_assert_str_eq(uid, "");
         ck_assert_msg(access(path, F_OK) != 0, "case %d: a file was written", kind);

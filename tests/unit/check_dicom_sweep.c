@@ -145,10 +145,8 @@ static bool known_status(enum cxr_status st)
     case CXR_ERR_DICOM_DECODE:
     case CXR_ERR_DICOM_TS:
     case CXR_ERR_UNSUPPORTED:
-    case CXR_ERR_LIMIT:
-        return true;
-    default:
-        return false;
+    case CXR_ERR_LIMIT: return true;
+    default: return false;
     }
 }
 

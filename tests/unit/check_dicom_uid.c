@@ -38,7 +38,7 @@ START_TEST(test_uid_format)
         ck_assert_int_eq(strncmp(uid, "2.25.", 5), 0);
         ck_assert_uint_eq(strspn(uid + 5, "0123456789"), n - 5);
         ck_assert_msg(uid[5] != '0', "leading zero in %s", uid);
-        ck_assert_uint_le(n - 5, 39);  /* < 2^128 */
+        ck_assert_uint_le(n - 5, 39); /* < 2^128 */
         uint8_t b[16];
         ck_assert_msg(uid_to_uuid(uid, b), "%s exceeds 128 bits", uid);
         ck_assert_msg((b[6] >> 4) == 4 && (b[8] & 0xC0) == 0x80, "%s is not a version 4 UUID", uid);
@@ -46,7 +46,10 @@ START_TEST(test_uid_format)
 }
 END_TEST
 
-static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
 
 START_TEST(test_uid_unique)
 {

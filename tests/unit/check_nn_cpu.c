@@ -43,8 +43,8 @@ static double rel_error(const float *got, const float *want, size_t n)
 
 static struct cxr_nn_backend *open_cpu(enum cxr_nn_precision prec, int32_t threads)
 {
-    struct cxr_nn_backend_options o = {.kind = CXR_NN_BACKEND_CPU, .precision = prec,
-                                       .threads = threads};
+    struct cxr_nn_backend_options o = {
+        .kind = CXR_NN_BACKEND_CPU, .precision = prec, .threads = threads};
     struct cxr_nn_backend *b = NULL;
     char err[CXR_ERRLEN] = "";
     enum cxr_status st = cxr_nn_backend_open(&o, &b, NULL, err);
@@ -118,8 +118,8 @@ struct fixture {
 static const struct fixture small[] = {
     {"resnet18-w7-c1-64x64", 3, 2},
     {"resnet50-w4-c1-64x64", 3, 2},
-    {"resnet34-w4-c3-64x64", 3, 2},   /* 3-channel input */
-    {"resnet50-w4-c1-64x96", 2, 2},   /* non-square input */
+    {"resnet34-w4-c3-64x64", 3, 2}, /* 3-channel input */
+    {"resnet50-w4-c1-64x96", 2, 2}, /* non-square input */
 };
 static const struct fixture full[] = {
     {"resnet18-full-c1-224", 2, 2},
@@ -164,8 +164,10 @@ static double oracle_case(const char *dir, const struct fixture *f, enum cxr_nn_
             ck_assert_msg(cxr_nn_net_forward(net, in.data + (size_t)i * per, 1, one) == CXR_OK,
                           "forward 1: %s", cxr_nn_net_last_error(net));
             double d = rel_error(one, got + (size_t)i * f->classes, (size_t)f->classes);
-            ck_assert_msg(d <= 1e-5, "%s image %d: batch-1 result differs from the batched one "
-                          "by %.3e", f->name, i, d);
+            ck_assert_msg(d <= 1e-5,
+                          "%s image %d: batch-1 result differs from the batched one "
+                          "by %.3e",
+                          f->name, i, d);
         }
         /* and again, batched, after the batch-1 plan shared the activation arena */
         float *again = calloc(want.n, sizeof *again);
@@ -350,7 +352,8 @@ static double *ref_run(const struct cxr_nn_graph *g, const struct params *ps, in
                                             continue;
                                         r += an[((size_t)i * x->h + sy) * x->w + sx] *
                                              p[0][(((size_t)c * x->c + i) * op->kernel_h + ky) *
-                                                      op->kernel_w + kx];
+                                                      op->kernel_w +
+                                                  kx];
                                     }
                             if (p[1])
                                 r += p[1][c];
@@ -359,9 +362,7 @@ static double *ref_run(const struct cxr_nn_graph *g, const struct params *ps, in
                             r = (an[at] - p[2][c]) / sqrt((double)p[3][c] + op->eps) * p[0][c] +
                                 p[1][c];
                             break;
-                        case CXR_NN_OP_RELU:
-                            r = an[at] > 0 ? an[at] : 0;
-                            break;
+                        case CXR_NN_OP_RELU: r = an[at] > 0 ? an[at] : 0; break;
                         case CXR_NN_OP_ADD:
                             r = an[at] + val[op->in[1]][(size_t)n * xsz + at];
                             break;
@@ -386,8 +387,7 @@ static double *ref_run(const struct cxr_nn_graph *g, const struct params *ps, in
                                 r += p[0][(size_t)c * x->c + k] * an[k];
                             r += p[1][c];
                             break;
-                        default:
-                            ck_abort_msg("no reference for op kind %d", op->kind);
+                        default: ck_abort_msg("no reference for op kind %d", op->kind);
                         }
                         on[at] = r;
                     }
@@ -477,7 +477,7 @@ struct op_case {
     const char *what;
     graph_fn build;
     int32_t c, h, w;
-    int32_t fused_ops;  /* live ops expected after fusion */
+    int32_t fused_ops; /* live ops expected after fusion */
 };
 
 static const struct op_case op_cases[] = {
@@ -524,10 +524,12 @@ static void op_case_run(const struct op_case *oc, enum cxr_nn_precision prec)
     g = cxr_nn_graph_new(oc->c, oc->h, oc->w);
     oc->build(g, err);
     struct cxr_nn_net *net = NULL;
-    ck_assert_msg(cxr_nn_net_new_graph(b, g, params_find, &ps, batch, &net, err) == CXR_OK, "%s: %s",
-                  oc->what, err);
-    ck_assert_msg(cxr_nn_graph_live_ops(g) == oc->fused_ops, "%s: %d ops left after fusion, "
-                  "expected %d", oc->what, cxr_nn_graph_live_ops(g), oc->fused_ops);
+    ck_assert_msg(cxr_nn_net_new_graph(b, g, params_find, &ps, batch, &net, err) == CXR_OK,
+                  "%s: %s", oc->what, err);
+    ck_assert_msg(cxr_nn_graph_live_ops(g) == oc->fused_ops,
+                  "%s: %d ops left after fusion, "
+                  "expected %d",
+                  oc->what, cxr_nn_graph_live_ops(g), oc->fused_ops);
     params_free(&ps); /* the backend holds its own copies */
     float *got = malloc(out_n * sizeof *got), *want = malloc(out_n * sizeof *want);
     for (size_t i = 0; i < out_n; i++)
@@ -546,16 +548,10 @@ static void op_case_run(const struct op_case *oc, enum cxr_nn_precision prec)
     cxr_nn_backend_close(b);
 }
 
-START_TEST(test_op_fp32)
-{
-    op_case_run(&op_cases[_i], CXR_NN_PRECISION_FP32);
-}
+START_TEST(test_op_fp32) { op_case_run(&op_cases[_i], CXR_NN_PRECISION_FP32); }
 END_TEST
 
-START_TEST(test_op_bf16)
-{
-    op_case_run(&op_cases[_i], CXR_NN_PRECISION_BF16);
-}
+START_TEST(test_op_bf16) { op_case_run(&op_cases[_i], CXR_NN_PRECISION_BF16); }
 END_TEST
 
 /* Parameters set after planning reach the converted (blocked) copies that
@@ -581,7 +577,8 @@ START_TEST(test_tensor_set_after_plan)
     oc->build(g, err);
     struct cxr_nn_backend *b = open_cpu(CXR_NN_PRECISION_FP32, 0);
     struct cxr_nn_net *net = NULL;
-    ck_assert_msg(cxr_nn_net_new_graph(b, g, params_find, &ps, batch, &net, err) == CXR_OK, "%s", err);
+    ck_assert_msg(cxr_nn_net_new_graph(b, g, params_find, &ps, batch, &net, err) == CXR_OK, "%s",
+                  err);
     float *got = malloc(out_n * sizeof *got), *want = malloc(out_n * sizeof *want);
     for (int round = 0; round < 2; round++) {
         if (round == 1) { /* new weights, set through the backend */
@@ -656,8 +653,11 @@ END_TEST
 START_TEST(test_softmax)
 {
     static const float cases[][4] = {
-        {0.0f, 0.0f, 0, 0}, {1.0f, 2.0f, 3.0f, 4.0f}, {1000.0f, 0.0f, -1000.0f, 5.0f},
-        {-88.0f, -104.0f, -300.0f, -90.0f}, {3e38f, -3e38f, 0, 0},
+        {0.0f, 0.0f, 0, 0},
+        {1.0f, 2.0f, 3.0f, 4.0f},
+        {1000.0f, 0.0f, -1000.0f, 5.0f},
+        {-88.0f, -104.0f, -300.0f, -90.0f},
+        {3e38f, -3e38f, 0, 0},
     };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         float p[4];
@@ -700,8 +700,9 @@ START_TEST(test_backend_auto_picks_cpu)
     ck_assert_str_eq(cxr_nn_backend_name(b), "cpu");
     /* the reason: no CUDA backend built, or built but no usable device here */
     bool cuda_built = strstr(cxr_nn_backends_built(), "cuda(") != NULL;
-    ck_assert_msg(strstr(note, cuda_built ? "cpu: CUDA not usable (" : "no CUDA backend in this build"),
-                  "note: '%s'", note);
+    ck_assert_msg(
+        strstr(note, cuda_built ? "cpu: CUDA not usable (" : "no CUDA backend in this build"),
+        "note: '%s'", note);
     ck_assert_msg(strstr(cxr_nn_backend_describe(b), "oneDNN 2.") != NULL, "describe: %s",
                   cxr_nn_backend_describe(b));
     /* precision auto resolves to fp32 on the CPU (bf16 is opt-in, see nn.h) */
@@ -833,7 +834,4 @@ static Suite *suite(void)
     return s;
 }
 
-int main(void)
-{
-    return cxr_test_run(suite());
-}
+int main(void) { return cxr_test_run(suite()); }

@@ -36,10 +36,7 @@
 
 /* ------------------------------------------------------------ helpers */
 
-static bool cuda_built(void)
-{
-    return strstr(cxr_nn_backends_built(), "cuda(") != NULL;
-}
+static bool cuda_built(void) { return strstr(cxr_nn_backends_built(), "cuda(") != NULL; }
 
 static double rel_error(const float *got, const float *want, size_t n)
 {
@@ -169,7 +166,8 @@ START_TEST(test_built)
         return;
     }
     ck_assert_msg(strstr(built, "cuDNN 9.") && strstr(built, "cuBLAS ") &&
-                  strstr(built, "CUDA runtime "), "built: %s", built);
+                      strstr(built, "CUDA runtime "),
+                  "built: %s", built);
 }
 END_TEST
 
@@ -193,7 +191,8 @@ static void check_no_device(const char *how)
     printf("%s: backend=auto: %s\n", how, note);
     if (cuda_built()) {
         ck_assert_msg(strstr(note, "cpu: CUDA not usable (cuda: no CUDA device "
-                                   "(cudaGetDeviceCount: ") == note, "note: %s", note);
+                                   "(cudaGetDeviceCount: ") == note,
+                      "note: %s", note);
         ck_assert_msg(strchr(note, '\n') == NULL, "the reason is one line: %s", note);
     } else {
         ck_assert_msg(strstr(note, "no CUDA backend in this build") != NULL, "note: %s", note);
@@ -280,8 +279,8 @@ START_TEST(test_cli_version)
     }
     ck_assert_int_eq(cxr_test_sh("'%s' version > /dev/null 2>&1", bin), 0);
     if (cuda_built())
-        ck_assert_int_eq(cxr_test_sh("'%s' version | grep -q '^backends: .*cuda(CUDA runtime'", bin),
-                         0);
+        ck_assert_int_eq(
+            cxr_test_sh("'%s' version | grep -q '^backends: .*cuda(CUDA runtime'", bin), 0);
 }
 END_TEST
 
@@ -416,8 +415,10 @@ static double op_parity(const struct op_case *oc, struct cxr_nn_backend *gpu, in
                   cxr_nn_net_last_error(ngpu));
     /* the second run replays the captured CUDA graph: same bits */
     ck_assert(cxr_nn_net_forward(ngpu, in, batch, again) == CXR_OK);
-    ck_assert_msg(memcmp(got, again, out_n * sizeof *got) == 0, "%s: graph replay differs from the "
-                  "eager run", oc->what);
+    ck_assert_msg(memcmp(got, again, out_n * sizeof *got) == 0,
+                  "%s: graph replay differs from the "
+                  "eager run",
+                  oc->what);
     double e = rel_error(got, want, out_n);
     free(want);
     free(got);
@@ -444,22 +445,13 @@ static void op_case_run(int i, enum cxr_nn_precision prec)
     cxr_nn_backend_close(gpu);
 }
 
-START_TEST(test_op_fp32)
-{
-    op_case_run(_i, CXR_NN_PRECISION_FP32);
-}
+START_TEST(test_op_fp32) { op_case_run(_i, CXR_NN_PRECISION_FP32); }
 END_TEST
 
-START_TEST(test_op_fp16)
-{
-    op_case_run(_i, CXR_NN_PRECISION_FP16);
-}
+START_TEST(test_op_fp16) { op_case_run(_i, CXR_NN_PRECISION_FP16); }
 END_TEST
 
-START_TEST(test_op_bf16)
-{
-    op_case_run(_i, CXR_NN_PRECISION_BF16);
-}
+START_TEST(test_op_bf16) { op_case_run(_i, CXR_NN_PRECISION_BF16); }
 END_TEST
 
 /* ------------------------------------------------------------ gpu: whole nets */
@@ -511,8 +503,8 @@ static void net_parity(enum cxr_nn_arch arch, enum cxr_nn_precision prec)
     ck_assert_msg(cxr_nn_net_forward(ngpu, in, batch, got) == CXR_OK, "%s",
                   cxr_nn_net_last_error(ngpu));
     double e = rel_error(got, want, 6);
-    printf("%s %s: relative error %.3e vs CPU fp32 (%s)\n", cxr_nn_arch_name(arch),
-           prec_name(prec), e, cxr_nn_backend_describe(gpu));
+    printf("%s %s: relative error %.3e vs CPU fp32 (%s)\n", cxr_nn_arch_name(arch), prec_name(prec),
+           e, cxr_nn_backend_describe(gpu));
     ck_assert_msg(e <= tol_for(prec), "%s %s: relative error %.3e > %.0e", cxr_nn_arch_name(arch),
                   prec_name(prec), e, tol_for(prec));
     ck_assert(cxr_nn_net_forward(ngpu, in, batch, again) == CXR_OK);
@@ -533,16 +525,10 @@ static void net_parity(enum cxr_nn_arch arch, enum cxr_nn_precision prec)
 static const enum cxr_nn_precision precs[] = {CXR_NN_PRECISION_FP32, CXR_NN_PRECISION_FP16,
                                               CXR_NN_PRECISION_BF16};
 
-START_TEST(test_resnet18)
-{
-    net_parity(CXR_NN_ARCH_RESNET18, precs[_i]);
-}
+START_TEST(test_resnet18) { net_parity(CXR_NN_ARCH_RESNET18, precs[_i]); }
 END_TEST
 
-START_TEST(test_resnet50)
-{
-    net_parity(CXR_NN_ARCH_RESNET50, precs[_i]);
-}
+START_TEST(test_resnet50) { net_parity(CXR_NN_ARCH_RESNET50, precs[_i]); }
 END_TEST
 
 /* Parameters set through the backend after planning reach the converted
@@ -557,7 +543,8 @@ START_TEST(test_tensor_set_after_plan)
     double e0 = op_parity(oc, gpu, 2);
     ck_assert_msg(e0 <= HALF_TOL, "before: %.3e", e0);
     rng_state = 5;
-    struct cxr_nn_graph *g = cxr_nn_graph_new(oc->c, oc->h, oc->w), *g2 = cxr_nn_graph_new(oc->c, oc->h, oc->w);
+    struct cxr_nn_graph *g = cxr_nn_graph_new(oc->c, oc->h, oc->w),
+                        *g2 = cxr_nn_graph_new(oc->c, oc->h, oc->w);
     oc->build(g, err);
     oc->build(g2, err);
     struct params ps;
@@ -566,7 +553,8 @@ START_TEST(test_tensor_set_after_plan)
     struct cxr_nn_backend *cpu = open_cpu_fp32();
     ck_assert(cxr_nn_net_new_graph(gpu, g, params_find, &ps, 2, &ngpu, err) == CXR_OK);
     size_t in_n = 2 * (size_t)oc->c * oc->h * oc->w;
-    float *in = malloc(in_n * sizeof *in), *got = malloc(in_n * sizeof *got), *want = malloc(in_n * sizeof *want);
+    float *in = malloc(in_n * sizeof *in), *got = malloc(in_n * sizeof *got),
+          *want = malloc(in_n * sizeof *want);
     for (size_t i = 0; i < in_n; i++)
         in[i] = (float)nrand();
     ck_assert(cxr_nn_net_forward(ngpu, in, 2, got) == CXR_OK); /* plans and captures */
@@ -637,7 +625,6 @@ START_TEST(test_oom_fallback)
 }
 END_TEST
 
-
 /* ------------------------------------------------------------ preprocessing */
 
 /* A test image with structure at every scale, a stride wider than the
@@ -667,9 +654,11 @@ START_TEST(test_preprocess_cpu_fallback)
     ck_assert(cxr_nn_preprocess_u8(&meta, px, 301, 257, 304, mask, a) == CXR_OK);
     struct cxr_nn_backend *cpu = open_cpu_fp32();
     ck_assert_msg(cxr_nn_backend_preprocess_u8(cpu, &meta, px, 301, 257, 304, mask, b2, err) ==
-                  CXR_OK, "%s", err);
+                      CXR_OK,
+                  "%s", err);
     ck_assert(memcmp(a, b2, n * sizeof *a) == 0);
-    ck_assert(cxr_nn_backend_preprocess_u8(NULL, &meta, px, 301, 257, 304, mask, b2, err) == CXR_OK);
+    ck_assert(cxr_nn_backend_preprocess_u8(NULL, &meta, px, 301, 257, 304, mask, b2, err) ==
+              CXR_OK);
     ck_assert(memcmp(a, b2, n * sizeof *a) == 0);
     ck_assert_int_eq(cxr_nn_backend_preprocess_u8(cpu, &meta, px, 301, 257, 300, mask, b2, err),
                      CXR_ERR_INVALID_ARG);
@@ -688,10 +677,14 @@ START_TEST(test_preprocess_gpu)
     struct cxr_nn_backend *gpu = open_gpu(CXR_NN_PRECISION_FP32);
     if (!gpu)
         return;
-    static const struct { int32_t w, h, stride, C; enum cxr_nn_resize_mode mode; bool mask; } cases[] = {
+    static const struct {
+        int32_t w, h, stride, C;
+        enum cxr_nn_resize_mode mode;
+        bool mask;
+    } cases[] = {
         {1024, 1237, 1030, 1, CXR_NN_RESIZE_STRETCH, false},
         {1024, 1237, 1030, 1, CXR_NN_RESIZE_LETTERBOX, true},
-        {150, 90, 160, 3, CXR_NN_RESIZE_STRETCH, true},   /* upscaling */
+        {150, 90, 160, 3, CXR_NN_RESIZE_STRETCH, true}, /* upscaling */
         {2500, 2048, 2500, 3, CXR_NN_RESIZE_LETTERBOX, false},
     };
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
@@ -753,7 +746,4 @@ static Suite *suite(void)
     return s;
 }
 
-int main(void)
-{
-    return cxr_test_run(suite());
-}
+int main(void) { return cxr_test_run(suite()); }

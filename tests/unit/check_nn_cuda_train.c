@@ -58,10 +58,7 @@ static const char *prec_name(enum cxr_nn_precision p)
 
 /* Gradients pass through several roundings in fp16/bf16: 5e-2 for them
  * (a wrong backward is off by O(1)); fp32 runs without TF32. */
-static double tol_for(enum cxr_nn_precision p)
-{
-    return p == CXR_NN_PRECISION_FP32 ? 1e-3 : 5e-2;
-}
+static double tol_for(enum cxr_nn_precision p) { return p == CXR_NN_PRECISION_FP32 ? 1e-3 : 5e-2; }
 
 /* The noise floor. Whole networks with batch norm in training mode on a
  * batch of 4 amplify rounding differences: measured on an H200 and on the
@@ -102,10 +99,9 @@ static struct cxr_nn_backend *open_gpu(enum cxr_nn_precision prec)
  * note when this CPU cannot run it (no bf16): the fixed tolerance alone. */
 static struct cxr_nn_backend *open_cpu_floor(enum cxr_nn_precision prec)
 {
-    struct cxr_nn_backend_options o = {.kind = CXR_NN_BACKEND_CPU,
-                                       .precision = prec == CXR_NN_PRECISION_FP32
-                                                        ? CXR_NN_PRECISION_FP32
-                                                        : CXR_NN_PRECISION_BF16};
+    struct cxr_nn_backend_options o = {
+        .kind = CXR_NN_BACKEND_CPU,
+        .precision = prec == CXR_NN_PRECISION_FP32 ? CXR_NN_PRECISION_FP32 : CXR_NN_PRECISION_BF16};
     struct cxr_nn_backend *b = NULL;
     char err[CXR_ERRLEN] = "";
     if (cxr_nn_backend_open(&o, &b, NULL, err) != CXR_OK || !b->iface->train_plan) {
@@ -185,7 +181,7 @@ static int32_t g_down(struct cxr_nn_graph *g, char *err)
 
 struct tcase {
     const char *what;
-    graph_fn build;           /* NULL: a ResNet */
+    graph_fn build; /* NULL: a ResNet */
     enum cxr_nn_arch arch;
     int32_t c, h, w;
 };
@@ -244,13 +240,13 @@ static float **make_values(const struct cxr_nn_graph *g, uint64_t seed)
         for (size_t k = 0; k < n; k++) {
             double u = urand(), x;
             if (var || gamma)
-                x = 0.5 + u;                       /* variances and bn scales: positive */
+                x = 0.5 + u; /* variances and bn scales: positive */
             else if (mean)
                 x = u - 0.5;
             else if (t->ndim >= 2)
                 x = (u - 0.5) * 2.0 * sqrt(3.0 / fan); /* conv and fc weights */
             else
-                x = 0.2 * (u - 0.5);               /* biases */
+                x = 0.2 * (u - 0.5); /* biases */
             v[i][k] = (float)x;
         }
     }
@@ -274,8 +270,7 @@ static void side_setup_algo(struct side *sd, struct cxr_nn_backend *b, const str
     for (int32_t i = 0; i < sd->g->n_params; i++)
         if (sd->g->params[i].trainable)
             ck_assert_msg(bi->buffer_alloc(b, &sd->g->params[i].grad, err) == CXR_OK, "%s", err);
-    struct cxr_nn_train_plan_options po = {.batch = BATCH, .bn_momentum = 0.1f,
-                                           .conv_algo = algo};
+    struct cxr_nn_train_plan_options po = {.batch = BATCH, .bn_momentum = 0.1f, .conv_algo = algo};
     ck_assert_msg(bi->train_plan(b, sd->g, &po, &sd->plan, err) == CXR_OK, "%s plan: %s",
                   cxr_nn_backend_name(b), err);
 }
@@ -420,22 +415,13 @@ static void backward_case(const struct tcase *tc, enum cxr_nn_precision prec)
     cxr_nn_backend_close(gpu);
 }
 
-START_TEST(test_backward_fp32)
-{
-    backward_case(&cases[_i], CXR_NN_PRECISION_FP32);
-}
+START_TEST(test_backward_fp32) { backward_case(&cases[_i], CXR_NN_PRECISION_FP32); }
 END_TEST
 
-START_TEST(test_backward_fp16)
-{
-    backward_case(&cases[_i], CXR_NN_PRECISION_FP16);
-}
+START_TEST(test_backward_fp16) { backward_case(&cases[_i], CXR_NN_PRECISION_FP16); }
 END_TEST
 
-START_TEST(test_backward_bf16)
-{
-    backward_case(&cases[_i], CXR_NN_PRECISION_BF16);
-}
+START_TEST(test_backward_bf16) { backward_case(&cases[_i], CXR_NN_PRECISION_BF16); }
 END_TEST
 
 /* ------------------------------------------------------------ optimizer, sumsq */
@@ -482,10 +468,19 @@ START_TEST(test_optim_and_sumsq)
     ck_assert_msg(fabs(got - want) <= 1e-9 * want, "sumsq %.17g, want %.17g", got, want);
     gpu->iface->buffer_free(gpu, &ts);
     static const struct cxr_nn_optim_step hs[] = {
-        {.kind = CXR_NN_OPTIM_ADAMW, .lr = 3e-3, .weight_decay = 1e-2, .beta1 = 0.9,
-         .beta2 = 0.999, .eps = 1e-8, .grad_scale = 0.7},
-        {.kind = CXR_NN_OPTIM_SGD, .lr = 0.1, .weight_decay = 1e-4, .momentum = 0.9,
-         .nesterov = true, .grad_scale = 1.0},
+        {.kind = CXR_NN_OPTIM_ADAMW,
+         .lr = 3e-3,
+         .weight_decay = 1e-2,
+         .beta1 = 0.9,
+         .beta2 = 0.999,
+         .eps = 1e-8,
+         .grad_scale = 0.7},
+        {.kind = CXR_NN_OPTIM_SGD,
+         .lr = 0.1,
+         .weight_decay = 1e-4,
+         .momentum = 0.9,
+         .nesterov = true,
+         .grad_scale = 1.0},
         {.kind = CXR_NN_OPTIM_SGD, .lr = 0.05, .momentum = 0.0, .grad_scale = 1.0},
     };
     for (size_t h = 0; h < sizeof hs / sizeof hs[0]; h++) {
@@ -503,7 +498,8 @@ START_TEST(test_optim_and_sumsq)
                 struct cxr_nn_optim_step st = hs[h];
                 st.step = step;
                 ck_assert_msg(b->iface->optim_step(b, &t[0], &t[1], &t[2], &t[3], &st, err) ==
-                              CXR_OK, "%s: %s", cxr_nn_backend_name(b), err);
+                                  CXR_OK,
+                              "%s: %s", cxr_nn_backend_name(b), err);
             }
             for (int k = 0; k < 3; k++) {
                 res[s][k] = malloc(t[0].nbytes);
@@ -516,7 +512,10 @@ START_TEST(test_optim_and_sumsq)
         for (int k = 0; k < 3; k++) {
             double d = rel_error(res[1][k], res[0][k], (size_t)n);
             ck_assert_msg(d <= 1e-6, "optimizer %zu: %s differs by %.3e", h,
-                          k == 0 ? "parameter" : k == 1 ? "state0" : "state1", d);
+                          k == 0   ? "parameter"
+                          : k == 1 ? "state0"
+                                   : "state1",
+                          d);
             free(res[0][k]);
             free(res[1][k]);
         }
@@ -555,7 +554,7 @@ static void step_case(enum cxr_nn_precision prec)
         return;
     }
     struct cxr_nn_backend *fcpu = open_cpu_floor(prec); /* may be NULL */
-    const struct tcase *tc = &cases[4]; /* resnet18 width 8 */
+    const struct tcase *tc = &cases[4];                 /* resnet18 width 8 */
     struct cxr_nn_graph *shape = build(tc);
     float **values = make_values(shape, 4242);
     struct side sd[3]; /* CPU fp32, GPU, the CPU floor reference */
@@ -586,8 +585,11 @@ static void step_case(enum cxr_nn_precision prec)
         ck_assert_msg(isfinite(ss), "%s %s: the gradients are not finite", cxr_nn_backend_name(b),
                       prec_name(prec));
         double clip = 1.0 / (sqrt(ss) + 1e-6); /* clip_grad_norm_(1.0) */
-        struct cxr_nn_optim_step h = {.kind = CXR_NN_OPTIM_SGD, .step = 1, .lr = 0.1,
-                                      .weight_decay = 1e-4, .grad_scale = clip < 1 ? clip : 1};
+        struct cxr_nn_optim_step h = {.kind = CXR_NN_OPTIM_SGD,
+                                      .step = 1,
+                                      .lr = 0.1,
+                                      .weight_decay = 1e-4,
+                                      .grad_scale = clip < 1 ? clip : 1};
         for (int32_t i = 0; i < sd[s].g->n_params; i++) {
             if (!sd[s].g->params[i].trainable)
                 continue;
@@ -622,8 +624,8 @@ static void step_case(enum cxr_nn_precision prec)
         worst = fmax(worst, d);
         worst_ratio = fmax(worst_ratio, d / lim);
         ck_assert_msg(d <= lim, "step %s: %s %s differs by %.3e (floor %.3e, allowed %.3e)",
-                      prec_name(prec), t->name,
-                      sd[0].g->params[i].trainable ? "update" : "value", d, fd, lim);
+                      prec_name(prec), t->name, sd[0].g->params[i].trainable ? "update" : "value",
+                      d, fd, lim);
         for (int s = 0; s < nsides; s++)
             free(v[s]);
     }
@@ -665,7 +667,4 @@ static Suite *suite(void)
     return s;
 }
 
-int main(void)
-{
-    return cxr_test_run(suite());
-}
+int main(void) { return cxr_test_run(suite()); }

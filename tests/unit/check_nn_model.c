@@ -223,7 +223,8 @@ START_TEST(test_init_matches_documented_generator)
     struct cxr_nn_model *m = small_model(CXR_NN_ARCH_RESNET18, 1, 2, 4, 42);
     ck_assert(json_object_object_get_ex(ref, "values", &vals));
     int checked = 0;
-    json_object_object_foreach (vals, name, arr) {
+    json_object_object_foreach(vals, name, arr)
+    {
         struct cxr_nn_tensor *t = cxr_nn_model_tensor_find(m, name);
         ck_assert_msg(t != NULL, "no tensor %s", name);
         const float *f = t->data;
@@ -466,7 +467,8 @@ START_TEST(test_saved_layout)
     struct json_object *order = read_json("nn/torch_resnet18_w4.json"), *names;
     ck_assert(json_object_object_get_ex(order, "state_dict_order", &names));
     size_t k = 0;
-    json_object_object_foreach (root, key, val) {
+    json_object_object_foreach(root, key, val)
+    {
         (void)val;
         if (strcmp(key, "__metadata__") == 0)
             continue;
@@ -646,7 +648,8 @@ START_TEST(test_torch_file_loads)
     ck_assert_int_eq(mt->input_height, 224);
     ck_assert(mt->operating_threshold == 0.5);
     ck_assert(json_object_object_get_ex(side, "tensors", &tensors));
-    json_object_object_foreach (tensors, name, info) {
+    json_object_object_foreach(tensors, name, info)
+    {
         struct cxr_nn_tensor *t = cxr_nn_model_tensor_find(m, name);
         ck_assert_msg(t != NULL, "%s", name);
         struct json_object *shape, *first, *sum;
@@ -767,7 +770,4 @@ static Suite *suite(void)
     return s;
 }
 
-int main(void)
-{
-    return cxr_test_run(suite());
-}
+int main(void) { return cxr_test_run(suite()); }

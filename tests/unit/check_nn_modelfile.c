@@ -54,7 +54,8 @@ static void tf_load(struct tf *t, const uint8_t *buf, size_t len)
     ck_assert_ptr_nonnull(root);
     json_tokener_free(tok);
     const uint8_t *data = buf + 8 + h;
-    json_object_object_foreach (root, key, val) {
+    json_object_object_foreach(root, key, val)
+    {
         if (strcmp(key, "__metadata__") == 0) {
             t->meta = json_object_get(val);
             continue;
@@ -821,7 +822,4 @@ static Suite *suite(void)
     return s;
 }
 
-int main(void)
-{
-    return cxr_test_run(suite());
-}
+int main(void) { return cxr_test_run(suite()); }

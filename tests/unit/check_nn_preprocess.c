@@ -285,7 +285,6 @@ START_TEST(test_matches_torch_live)
 }
 END_TEST
 
-
 /* ---- contrast: histogram equalisation ------------------------------------ */
 
 /* A hand-worked case of the OpenCV formula: values 0 x2, 10 x3, 20 x1,
@@ -310,7 +309,7 @@ START_TEST(test_equalize_hand_case)
     ck_assert(cxr_nn_equalize_u8(px, 4, 2, 4, mask, out) == CXR_OK);
     ck_assert_int_eq(out[5], 255);
     ck_assert_int_eq(out[6], 0);
-    ck_assert_int_eq(out[2], 191);  /* round(255*3/4) */
+    ck_assert_int_eq(out[2], 191); /* round(255*3/4) */
     ck_assert(cxr_nn_equalize_u8(NULL, 4, 2, 4, NULL, out) == CXR_ERR_INVALID_ARG);
     ck_assert(cxr_nn_equalize_u8(px, 4, 2, 3, NULL, out) == CXR_ERR_INVALID_ARG);
 }
@@ -329,7 +328,7 @@ START_TEST(test_equalize_matches_numpy)
     uint32_t x = 12345;
     for (int i = 0; i < S * H; i++) {
         x = x * 1103515245u + 12345u;
-        px[i] = (uint8_t)(((x >> 16) % 200) + ((i / S) % 7) * 5);  /* skewed, not uniform */
+        px[i] = (uint8_t)(((x >> 16) % 200) + ((i / S) % 7) * 5); /* skewed, not uniform */
     }
     for (int i = 0; i < W * H; i++)
         mask[i] = (i % 11) != 0;
@@ -386,7 +385,7 @@ START_TEST(test_preprocess_with_equalize)
         ck_assert_msg(a[i] == b[i], "element %d: %g vs %g", i, a[i], b[i]);
         diff += fabs(b[i] - c[i]);
     }
-    ck_assert_msg(diff > 1.0, "equalisation changed nothing");  /* the setting has an effect */
+    ck_assert_msg(diff > 1.0, "equalisation changed nothing"); /* the setting has an effect */
     meta.contrast = (enum cxr_nn_contrast)7;
     ck_assert(cxr_nn_preprocess_u8(&meta, px, W, H, W, NULL, b) == CXR_ERR_INVALID_ARG);
 }
@@ -412,7 +411,4 @@ static Suite *suite(void)
     return s;
 }
 
-int main(void)
-{
-    return cxr_test_run(suite());
-}
+int main(void) { return cxr_test_run(suite()); }

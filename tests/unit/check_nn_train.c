@@ -33,10 +33,10 @@
 
 struct ref {
     const struct cxr_nn_graph *g;
-    int32_t n;                    /* batch */
-    double **param;               /* per graph param */
-    double **val;                 /* per value: n x c x h x w */
-    double **bmean, **bvar;       /* per op (bn): batch statistics */
+    int32_t n;              /* batch */
+    double **param;         /* per graph param */
+    double **val;           /* per value: n x c x h x w */
+    double **bmean, **bvar; /* per op (bn): batch statistics */
 };
 
 static size_t vsize(const struct cxr_nn_graph *g, int32_t v, int32_t n)
@@ -391,8 +391,7 @@ static struct cxr_nn_graph *build(const struct op_case *c)
 
 static struct cxr_nn_backend *open_cpu(enum cxr_nn_precision prec)
 {
-    struct cxr_nn_backend_options o = {.kind = CXR_NN_BACKEND_CPU, .precision = prec,
-                                       .threads = 2};
+    struct cxr_nn_backend_options o = {.kind = CXR_NN_BACKEND_CPU, .precision = prec, .threads = 2};
     struct cxr_nn_backend *b = NULL;
     char err[CXR_ERRLEN] = "";
     enum cxr_status st = cxr_nn_backend_open(&o, &b, NULL, err);
@@ -512,8 +511,9 @@ static void run_case(const struct op_case *c, enum cxr_nn_precision prec, double
     float logits[16 * CLASSES], dlogits[16 * CLASSES];
     ck_assert_msg(bi->train_forward(r.b, plan, r.finput, logits, err) == CXR_OK, "%s", err);
     double loss;
-    ck_assert_int_eq(cxr_nn_loss_cross_entropy(logits, r.labels, r.n, CLASSES, r.cw, dlogits, &loss,
-                                               NULL), CXR_OK);
+    ck_assert_int_eq(
+        cxr_nn_loss_cross_entropy(logits, r.labels, r.n, CLASSES, r.cw, dlogits, &loss, NULL),
+        CXR_OK);
     ck_assert_msg(bi->train_backward(r.b, plan, dlogits, err) == CXR_OK, "%s", err);
 
     /* forward: logits and running statistics */
@@ -522,8 +522,8 @@ static void run_case(const struct op_case *c, enum cxr_nn_precision prec, double
     printf("%-32s %s logits rel %.2e, loss %.6f vs %.6f\n", c->name,
            prec == CXR_NN_PRECISION_BF16 ? "bf16" : "fp32", e, loss, ref);
     ck_assert_msg(e < tol, "%s: logits rel error %.3e", c->name, e);
-    ck_assert_msg(fabs(loss - ref) < tol * fabs(ref) + 1e-7, "%s: loss %.8f vs %.8f", c->name,
-                  loss, ref);
+    ck_assert_msg(fabs(loss - ref) < tol * fabs(ref) + 1e-7, "%s: loss %.8f vs %.8f", c->name, loss,
+                  ref);
     for (int32_t i = 0; i < g->n_ops; i++) {
         const struct cxr_nn_op *op = &g->ops[i];
         if (op->kind != CXR_NN_OP_BN)
@@ -644,8 +644,9 @@ START_TEST(test_frozen_backbone)
     ref_forward(r.R, r.input, false);
     ck_assert(rel_err(logits, r.R->val[g->output], (size_t)r.n * CLASSES) < 1e-4);
     double loss;
-    ck_assert_int_eq(cxr_nn_loss_cross_entropy(logits, r.labels, r.n, CLASSES, r.cw, dlogits, &loss,
-                                               NULL), CXR_OK);
+    ck_assert_int_eq(
+        cxr_nn_loss_cross_entropy(logits, r.labels, r.n, CLASSES, r.cw, dlogits, &loss, NULL),
+        CXR_OK);
     ck_assert_int_eq(bi->train_backward(r.b, plan, dlogits, err), CXR_OK);
     /* running statistics untouched */
     for (int32_t p = 0; p < g->n_params; p++) {
@@ -698,7 +699,4 @@ static Suite *suite(void)
     return s;
 }
 
-int main(void)
-{
-    return cxr_test_run(suite());
-}
+int main(void) { return cxr_test_run(suite()); }

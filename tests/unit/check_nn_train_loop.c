@@ -26,7 +26,7 @@
 #include "cxr/nn_trainer.h"
 #include "test_util.h"
 
-#define S 32          /* image side */
+#define S        32 /* image side */
 #define N_IMAGES 16
 
 static struct cxr_nn_model *tiny_model(enum cxr_nn_arch arch, int32_t width, uint64_t seed)
@@ -42,8 +42,7 @@ static struct cxr_nn_model *tiny_model(enum cxr_nn_arch arch, int32_t width, uin
 
 static struct cxr_nn_backend *cpu_prec(enum cxr_nn_precision prec)
 {
-    struct cxr_nn_backend_options o = {.kind = CXR_NN_BACKEND_CPU, .precision = prec,
-                                       .threads = 2};
+    struct cxr_nn_backend_options o = {.kind = CXR_NN_BACKEND_CPU, .precision = prec, .threads = 2};
     struct cxr_nn_backend *b = NULL;
     char err[CXR_ERRLEN] = "";
     enum cxr_status st = cxr_nn_backend_open(&o, &b, NULL, err);
@@ -55,10 +54,7 @@ static struct cxr_nn_backend *cpu_prec(enum cxr_nn_precision prec)
     return b;
 }
 
-static struct cxr_nn_backend *cpu(void)
-{
-    return cpu_prec(CXR_NN_PRECISION_FP32);
-}
+static struct cxr_nn_backend *cpu(void) { return cpu_prec(CXR_NN_PRECISION_FP32); }
 
 /* Class 0: stripes across; class 1: stripes down; random phase, period and
  * noise per image, normalised roughly to the model's range. */
@@ -199,8 +195,7 @@ static bool models_equal(const struct cxr_nn_model *a, const struct cxr_nn_model
     return true;
 }
 
-static void run_steps(struct cxr_nn_trainer *tr, const float *x, const int32_t *y, int from,
-                      int to)
+static void run_steps(struct cxr_nn_trainer *tr, const float *x, const int32_t *y, int from, int to)
 {
     for (int k = from; k < to; k++) {
         int off = (k * 4) % N_IMAGES;
@@ -229,8 +224,9 @@ START_TEST(test_checkpoint_resume_exact)
         struct cxr_nn_trainer *t1 = NULL, *t2 = NULL;
         ck_assert_int_eq(cxr_nn_trainer_new(b, m0, &o, &t1, err), CXR_OK);
         run_steps(t1, x, y, 0, 3);
-        ck_assert_msg(cxr_nn_trainer_checkpoint_save(t1, path, "{\"epoch\":2,\"note\":\"x\"}",
-                                                      err) == CXR_OK, "%s", err);
+        ck_assert_msg(
+            cxr_nn_trainer_checkpoint_save(t1, path, "{\"epoch\":2,\"note\":\"x\"}", err) == CXR_OK,
+            "%s", err);
         run_steps(t1, x, y, 3, 6);
         params_of(t1, ma);
 
@@ -378,7 +374,4 @@ static Suite *suite(void)
     return s;
 }
 
-int main(void)
-{
-    return cxr_test_run(suite());
-}
+int main(void) { return cxr_test_run(suite()); }

@@ -50,7 +50,8 @@ static double ref_loss(const double *logits, const int32_t *labels, int32_t n, i
 START_TEST(test_loss)
 {
     /* rows with large logits (stability), a tie, weights */
-    const float x[4 * 3] = {1.0f, 2.0f, -1.0f, 80.0f, -80.0f, 0.5f, 0.0f, 0.0f, 0.0f, -3.0f, 4.0f, 4.0f};
+    const float x[4 * 3] = {1.0f, 2.0f, -1.0f, 80.0f, -80.0f, 0.5f,
+                            0.0f, 0.0f, 0.0f,  -3.0f, 4.0f,   4.0f};
     const int32_t y[4] = {1, 0, 2, 1};
     const float w[3] = {0.25f, 3.0f, 1.0f};
     for (int weighted = 0; weighted < 2; weighted++) {
@@ -137,9 +138,14 @@ START_TEST(test_optim_adamw)
         double lr = 1e-2 * (double)step, b1 = 0.95 - 0.02 * (double)step, scale = 0.7;
         for (int i = 0; i < N; i++)
             g[i] = (float)((urand(&s) - 0.5) * (i % 7 == 0 ? 1e-6 : 1.0));
-        struct cxr_nn_optim_step h = {.kind = CXR_NN_OPTIM_ADAMW, .step = step, .lr = lr,
-                                      .weight_decay = 0.05, .beta1 = b1, .beta2 = 0.999,
-                                      .eps = 1e-8, .grad_scale = scale};
+        struct cxr_nn_optim_step h = {.kind = CXR_NN_OPTIM_ADAMW,
+                                      .step = step,
+                                      .lr = lr,
+                                      .weight_decay = 0.05,
+                                      .beta1 = b1,
+                                      .beta2 = 0.999,
+                                      .eps = 1e-8,
+                                      .grad_scale = scale};
         cxr_nn_optim_apply(&h, p, g, m, v, N);
         for (int i = 0; i < N; i++)
             torch_adamw(&rp[i], (double)g[i] * scale, &rm[i], &rv[i], step, lr, b1, 0.999, 1e-8,
@@ -162,9 +168,13 @@ START_TEST(test_optim_sgd)
         for (int64_t step = 1; step <= 4; step++) {
             for (int i = 0; i < N; i++)
                 g[i] = (float)(urand(&s) - 0.5);
-            struct cxr_nn_optim_step h = {.kind = CXR_NN_OPTIM_SGD, .step = step, .lr = 0.1,
-                                          .weight_decay = 1e-3, .momentum = 0.9,
-                                          .nesterov = nesterov, .grad_scale = 1.0};
+            struct cxr_nn_optim_step h = {.kind = CXR_NN_OPTIM_SGD,
+                                          .step = step,
+                                          .lr = 0.1,
+                                          .weight_decay = 1e-3,
+                                          .momentum = 0.9,
+                                          .nesterov = nesterov,
+                                          .grad_scale = 1.0};
             cxr_nn_optim_apply(&h, p, g, b, NULL, N);
             for (int i = 0; i < N; i++) {
                 double d = g[i] + 1e-3 * rp[i];
@@ -183,9 +193,13 @@ END_TEST
  * reproduced from torch's formula here: phase ends at 0.3*10-1 = 2. */
 START_TEST(test_onecycle)
 {
-    struct cxr_nn_onecycle s = {.max_lr = 0.01, .total_steps = 10, .pct_start = 0.3,
-                                .div_factor = 25, .final_div_factor = 1e4,
-                                .base_momentum = 0.85, .max_momentum = 0.95};
+    struct cxr_nn_onecycle s = {.max_lr = 0.01,
+                                .total_steps = 10,
+                                .pct_start = 0.3,
+                                .div_factor = 25,
+                                .final_div_factor = 1e4,
+                                .base_momentum = 0.85,
+                                .max_momentum = 0.95};
     double lr, mom;
     cxr_nn_onecycle_at(&s, 0, &lr, &mom);
     ck_assert(fabs(lr - 0.0004) < 1e-15 && fabs(mom - 0.95) < 1e-15);
@@ -226,7 +240,4 @@ static Suite *suite(void)
     return s;
 }
 
-int main(void)
-{
-    return cxr_test_run(suite());
-}
+int main(void) { return cxr_test_run(suite()); }

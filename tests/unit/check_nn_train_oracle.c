@@ -186,8 +186,8 @@ START_TEST(test_oracle_step)
     int32_t batch = (int32_t)nl;
     o.max_batch = batch;
 
-    struct cxr_nn_backend_options bo = {.kind = CXR_NN_BACKEND_CPU,
-                                        .precision = CXR_NN_PRECISION_FP32, .threads = 2};
+    struct cxr_nn_backend_options bo = {
+        .kind = CXR_NN_BACKEND_CPU, .precision = CXR_NN_PRECISION_FP32, .threads = 2};
     struct cxr_nn_backend *b = NULL;
     ck_assert_int_eq(cxr_nn_backend_open(&bo, &b, NULL, err), CXR_OK);
     struct cxr_nn_trainer *tr = NULL;
@@ -223,8 +223,9 @@ START_TEST(test_oracle_step)
             const float *want = st_get(&io, key, &n);
             ck_assert_msg(want != NULL, "torch has no gradient for %s", key);
             float *got = malloc(g->params[p].grad.nbytes);
-            ck_assert_int_eq(b->iface->tensor_get(b, &g->params[p].grad, got, 0,
-                                                  g->params[p].grad.nbytes, err), CXR_OK);
+            ck_assert_int_eq(
+                b->iface->tensor_get(b, &g->params[p].grad, got, 0, g->params[p].grad.nbytes, err),
+                CXR_OK);
             double e = rel(got, want, n), tol = tol_for(&io, key);
             worst = e > worst ? e : worst;
             ck_assert_msg(e <= tol, "gradient of %s: rel error %.3e (bound %.2e)",
@@ -252,7 +253,8 @@ START_TEST(test_oracle_step)
 
     /* export: parameters, running statistics, num_batches_tracked */
     ck_assert_int_eq(cxr_nn_trainer_export(tr, m, err), CXR_OK);
-    const struct cxr_nn_tensor *nbt = cxr_nn_model_tensor_find(m, "layer1.0.bn1.num_batches_tracked");
+    const struct cxr_nn_tensor *nbt =
+        cxr_nn_model_tensor_find(m, "layer1.0.bn1.num_batches_tracked");
     ck_assert_ptr_nonnull(nbt);
     int64_t count;
     memcpy(&count, nbt->data, sizeof count);
@@ -269,8 +271,7 @@ START_TEST(test_oracle_step)
             if (!strncmp(t0->name, "fc.", 3))
                 ck_assert(memcmp(t0->data, t1->data, t0->nbytes) != 0);
             else
-                ck_assert_msg(memcmp(t0->data, t1->data, t0->nbytes) == 0, "%s changed",
-                              t0->name);
+                ck_assert_msg(memcmp(t0->data, t1->data, t0->nbytes) == 0, "%s changed", t0->name);
         }
         cxr_nn_model_free(m0);
     }
@@ -291,7 +292,4 @@ static Suite *suite(void)
     return s;
 }
 
-int main(void)
-{
-    return cxr_test_run(suite());
-}
+int main(void) { return cxr_test_run(suite()); }

@@ -87,8 +87,8 @@ START_TEST(test_worklist_order)
     struct cxr_triage_worklist_entry e[7];
     cxr_triage_worklist_order(rows, n, &o, e);
     for (size_t i = 0; i < n; i++) {
-        ck_assert_msg(!strcmp(e[i].study->study_instance_uid, expect[i]), "position %zu: %s, want %s",
-                      i, e[i].study->study_instance_uid, expect[i]);
+        ck_assert_msg(!strcmp(e[i].study->study_instance_uid, expect[i]),
+                      "position %zu: %s, want %s", i, e[i].study->study_instance_uid, expect[i]);
         ck_assert(!e[i].escalated);
         ck_assert_int_eq(e[i].waiting_ms, 1000 - e[i].study->first_received_ms);
     }
@@ -111,7 +111,7 @@ START_TEST(test_worklist_escalates_long_waiting_routine)
     struct cxr_triage_worklist_entry e[5];
     cxr_triage_worklist_order(rows, 5, &o, e);
     ck_assert_str_eq(e[0].study->study_instance_uid, "urgent");
-    ck_assert_str_eq(e[1].study->study_instance_uid, "new-priority");  /* higher score */
+    ck_assert_str_eq(e[1].study->study_instance_uid, "new-priority"); /* higher score */
     ck_assert_str_eq(e[2].study->study_instance_uid, "old-routine");
     ck_assert(e[2].escalated);
     ck_assert_int_eq(e[2].priority, CXR_TRIAGE_PRIORITY_PRIORITY);
@@ -201,8 +201,10 @@ START_TEST(test_metrics_render)
     ck_assert_ptr_nonnull(t);
     ck_assert_msg(strstr(t, "\ncxr_node_instances_received_total 7\n"), "%s", t);
     ck_assert(strstr(t, "cxr_node_sr_deliveries_total{result=\"delivered\"} 2\n"));
-    ck_assert(strstr(t, "cxr_node_instances_not_analysed_total{reason=\"CXR_ERR_DICOM_GATE\"} 2\n"));
-    ck_assert(strstr(t, "cxr_node_instances_not_analysed_total{reason=\"CXR_ERR_DICOM_DECODE\"} 1\n"));
+    ck_assert(
+        strstr(t, "cxr_node_instances_not_analysed_total{reason=\"CXR_ERR_DICOM_GATE\"} 2\n"));
+    ck_assert(
+        strstr(t, "cxr_node_instances_not_analysed_total{reason=\"CXR_ERR_DICOM_DECODE\"} 1\n"));
     ck_assert(strstr(t, "\ncxr_node_queue_instances 3\n"));
     ck_assert(strstr(t, "\ncxr_node_dead_letters 4\n"));
     ck_assert(strstr(t, "\ncxr_node_queue_in_memory 5\n"));
@@ -233,8 +235,8 @@ END_TEST
 /* ------------------------------------------------------------------ HTTP */
 
 /* A minimal HTTP/1.0 GET (or `method`); returns the status and the body (malloc'd). */
-static int http_get(uint16_t port, const char *method, const char *path, char **body,
-                    char *ctype, size_t ctlen)
+static int http_get(uint16_t port, const char *method, const char *path, char **body, char *ctype,
+                    size_t ctlen)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     ck_assert_int_ge(fd, 0);
@@ -314,7 +316,8 @@ START_TEST(test_http_endpoints)
         r.probability = p[i];
         r.priority = prio[i] >= 0 ? prio[i] : CXR_TRIAGE_PRIORITY_NOT_ANALYSED;
         r.status = r.analysed ? CXR_OK : CXR_ERR_DICOM_GATE;
-        snprintf(r.reason, sizeof r.reason, "%s", r.analysed ? "" : "lateral view (ViewPosition LL)");
+        snprintf(r.reason, sizeof r.reason, "%s",
+                 r.analysed ? "" : "lateral view (ViewPosition LL)");
         struct cxr_node_store_outcome o = {.instance_id = id, .result = &r, .has_info = true};
         ck_assert_int_eq(cxr_node_store_record(s, &o, 1, 2000), CXR_OK);
     }
@@ -322,8 +325,11 @@ START_TEST(test_http_endpoints)
     ck_assert_int_eq(cxr_node_metrics_new(&m), CXR_OK);
     cxr_node_metrics_count(m, CXR_NODE_COUNT_RECEIVED, 3);
     bool show_pid = false;
-    struct cxr_node_http_source src = {.store = s, .metrics = m, .options = fill_options,
-                                         .extra_metrics = extra_text, .ctx = &show_pid};
+    struct cxr_node_http_source src = {.store = s,
+                                       .metrics = m,
+                                       .options = fill_options,
+                                       .extra_metrics = extra_text,
+                                       .ctx = &show_pid};
     struct cxr_node_http *h = NULL;
     ck_assert_msg(cxr_node_http_start("127.0.0.1", 0, &src, &h, err) == CXR_OK, "%s", err);
     uint16_t port = cxr_node_http_port(h);
@@ -464,7 +470,7 @@ START_TEST(test_settings_from_conf)
     ck_assert_str_eq(s.allowed_peers[0].ae_title, "CR01");
     ck_assert_str_eq(s.allowed_peers[1].host, "10.0.0.0/8");
     ck_assert_uint_eq(s.destination_count, 2);
-    ck_assert_str_eq(s.destinations[0].name, "PACS@pacs.local:104");   /* derived */
+    ck_assert_str_eq(s.destinations[0].name, "PACS@pacs.local:104"); /* derived */
     ck_assert_str_eq(s.destinations[1].name, "archive");
     ck_assert_str_eq(s.destinations[1].calling_ae_title, "TRI2");
     ck_assert(s.destinations[1].tls);
@@ -498,7 +504,8 @@ START_TEST(test_settings_refused)
         struct cxr_node_settings s;
         char err[CXR_ERRLEN] = "";
         ck_assert_int_eq(cxr_node_settings_from_conf(c, &s, err), CXR_ERR_CONF_VALUE);
-        ck_assert_msg(strstr(err, cases[i].must), "case %zu: '%s' lacks '%s'", i, err, cases[i].must);
+        ck_assert_msg(strstr(err, cases[i].must), "case %zu: '%s' lacks '%s'", i, err,
+                      cases[i].must);
         cxr_conf_free(c);
     }
 }
@@ -518,14 +525,16 @@ static int notify_listener(const char *path)
     memcpy(a.sun_path, path, len);
     if (path[0] == '@')
         a.sun_path[0] = '\0';
-    ck_assert_int_eq(bind(fd, (struct sockaddr *)&a, (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len)), 0);
+    ck_assert_int_eq(
+        bind(fd, (struct sockaddr *)&a, (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len)),
+        0);
     return fd;
 }
 
 START_TEST(test_sd_notify)
 {
     unsetenv("NOTIFY_SOCKET");
-    ck_assert(!cxr_node_sd_notify("READY=1"));   /* not under systemd: nothing to do */
+    ck_assert(!cxr_node_sd_notify("READY=1")); /* not under systemd: nothing to do */
     char *tmp = cxr_test_tmpdir();
     char path[512];
     snprintf(path, sizeof path, "%s/notify.sock", tmp);

@@ -171,7 +171,8 @@ START_TEST(test_first_version_store_upgraded)
     snprintf(r.sop_instance_uid, sizeof r.sop_instance_uid, "2.25.61.2");
     r.size = sizeof bytes;
     bool dup = true;
-    ck_assert_int_eq(cxr_node_store_instance_add_inline(s, &r, bytes, sizeof bytes, &dup, &id), CXR_OK);
+    ck_assert_int_eq(cxr_node_store_instance_add_inline(s, &r, bytes, sizeof bytes, &dup, &id),
+                     CXR_OK);
     ck_assert(!dup);
     cxr_node_store_close(s);
     ck_assert_int_eq(cxr_node_store_open_sqlite(dbpath, true, &ro, err), CXR_OK);
@@ -210,7 +211,7 @@ START_TEST(test_duplicate_is_idempotent)
     ck_assert_int_eq(cxr_node_store_instances_pending(s, 0, 0, &rows, &n), CXR_OK);
     ck_assert_uint_eq(n, 1);
     ck_assert_int_eq(rows[0].id, id);
-    ck_assert_str_eq(rows[0].path, "ab/1.2.3.1.dcm");   /* the first copy's row is kept */
+    ck_assert_str_eq(rows[0].path, "ab/1.2.3.1.dcm"); /* the first copy's row is kept */
     ck_assert_int_eq(rows[0].received_ms, 100);
     free(rows);
     bool found = false;
@@ -248,7 +249,8 @@ START_TEST(test_kept_instance_bytes)
     /* the same UID again, other bytes: idempotent, the first copy stays */
     unsigned char other[16] = {0};
     int64_t id2 = 0;
-    ck_assert_int_eq(cxr_node_store_instance_add_inline(s, &r, other, sizeof other, &dup, &id2), CXR_OK);
+    ck_assert_int_eq(cxr_node_store_instance_add_inline(s, &r, other, sizeof other, &dup, &id2),
+                     CXR_OK);
     ck_assert(dup);
     cxr_node_store_close(s);
 
@@ -273,7 +275,7 @@ START_TEST(test_kept_instance_bytes)
     /* processed and reported, then past retention: the bytes go */
     struct cxr_triage_result res;
     result(&res, "2.25.62", "2.25.62.1", 0.2, CXR_TRIAGE_PRIORITY_ROUTINE);
-    res.info.study_instance_uid[0] = '\0';   /* no study: expires without a report */
+    res.info.study_instance_uid[0] = '\0'; /* no study: expires without a report */
     record(s, id, &res);
     struct cxr_triage_instance_row *exp = NULL;
     ck_assert_int_eq(cxr_node_store_instances_expired(s, 5000, 0, &exp, &n), CXR_OK);
@@ -357,13 +359,13 @@ START_TEST(test_background_checkpoints)
 {
     struct cxr_node_store *s = open_store();
     ck_assert_int_eq(cxr_node_store_background_checkpoints(s), CXR_OK);
-    ck_assert_int_eq(cxr_node_store_background_checkpoints(s), CXR_OK);   /* once only */
+    ck_assert_int_eq(cxr_node_store_background_checkpoints(s), CXR_OK); /* once only */
     struct stat before;
     ck_assert_int_eq(stat(dbpath, &before), 0);
     size_t len = 200 * 1024;
     unsigned char *bytes = calloc(1, len);
     ck_assert_ptr_nonnull(bytes);
-    for (int i = 0; i < 40; i++) {   /* 8 MB: twice the 4 MB that wakes the thread */
+    for (int i = 0; i < 40; i++) { /* 8 MB: twice the 4 MB that wakes the thread */
         struct cxr_triage_instance_row r;
         memset(&r, 0, sizeof r);
         snprintf(r.sop_instance_uid, sizeof r.sop_instance_uid, "2.25.64.%d", i);
@@ -375,7 +377,7 @@ START_TEST(test_background_checkpoints)
     }
     struct stat now;
     bool copied = false;
-    for (int t = 0; t < 50 && !copied; t++) {   /* 2.5 s, under the test timeout */
+    for (int t = 0; t < 50 && !copied; t++) { /* 2.5 s, under the test timeout */
         ck_assert_int_eq(stat(dbpath, &now), 0);
         copied = now.st_size >= before.st_size + 6 * 1024 * 1024;
         if (!copied)
@@ -491,8 +493,9 @@ START_TEST(test_study_warning_reaches_worklist)
     struct cxr_triage_study_row st = get_study(s, "S4");
     ck_assert_str_eq(st.warning, "");
     result(&r, "S4", "4.2", 0.3, CXR_TRIAGE_PRIORITY_ROUTINE);
-    snprintf(r.warning, sizeof r.warning, "patient age 38.0 years is above the intended maximum "
-                                          "of 5 years");
+    snprintf(r.warning, sizeof r.warning,
+             "patient age 38.0 years is above the intended maximum "
+             "of 5 years");
     record(s, b, &r);
     st = get_study(s, "S4");
     ck_assert_str_eq(st.warning, r.warning);
@@ -543,8 +546,8 @@ START_TEST(test_unreadable_instance_has_no_study)
 }
 END_TEST
 
-static int64_t report(struct cxr_node_store *s, const char *study, int64_t upto,
-                      const char *sr_uid, const char *pred, int prio)
+static int64_t report(struct cxr_node_store *s, const char *study, int64_t upto, const char *sr_uid,
+                      const char *pred, int prio)
 {
     const char *dests[] = {"pacs", "archive"};
     char path[128];
@@ -673,14 +676,14 @@ START_TEST(test_delivery_order_backoff_dead_letter)
     int64_t urgent_id = d.id;
     /* A failed attempt: not due again before its next time. */
     ck_assert_int_eq(cxr_node_store_delivery_update(s, urgent_id, CXR_NODE_DELIVERY_PENDING, 1,
-                                                      5000, "connection refused", 100),
+                                                    5000, "connection refused", 100),
                      CXR_OK);
     ck_assert_int_eq(cxr_node_store_delivery_next(s, "pacs", 200, &d, &found, &due), CXR_OK);
     ck_assert(found);
     ck_assert_int_eq(d.sr_id, routine_sr);
-    ck_assert_int_eq(cxr_node_store_delivery_update(s, d.id, CXR_NODE_DELIVERY_DELIVERED, 1, 0,
-                                                      "", 200),
-                     CXR_OK);
+    ck_assert_int_eq(
+        cxr_node_store_delivery_update(s, d.id, CXR_NODE_DELIVERY_DELIVERED, 1, 0, "", 200),
+        CXR_OK);
     ck_assert_int_eq(cxr_node_store_delivery_next(s, "pacs", 300, &d, &found, &due), CXR_OK);
     ck_assert(!found);
     ck_assert_int_eq(due, 5000);
@@ -696,7 +699,7 @@ START_TEST(test_delivery_order_backoff_dead_letter)
     ck_assert_int_eq(due, 50);
     /* Give up: dead letter. */
     ck_assert_int_eq(cxr_node_store_delivery_update(s, urgent_id, CXR_NODE_DELIVERY_DEAD, 2, 0,
-                                                      "association rejected", 6000),
+                                                    "association rejected", 6000),
                      CXR_OK);
     ck_assert_int_eq(cxr_node_store_delivery_next(s, "pacs", INT64_MAX - 1, &d, &found, &due),
                      CXR_OK);
@@ -732,9 +735,9 @@ START_TEST(test_queue_retry_and_drop_from_second_connection)
     int64_t due;
     /* Kill every pacs delivery. */
     while (cxr_node_store_delivery_next(node, "pacs", 100, &d, &found, &due) == CXR_OK && found)
-        ck_assert_int_eq(cxr_node_store_delivery_update(node, d.id, CXR_NODE_DELIVERY_DEAD, 3, 0,
-                                                          "down", 100),
-                         CXR_OK);
+        ck_assert_int_eq(
+            cxr_node_store_delivery_update(node, d.id, CXR_NODE_DELIVERY_DEAD, 3, 0, "down", 100),
+            CXR_OK);
     /* The admin's `queue` command opens the same file while the node has it open. */
     struct cxr_node_store *cli = open_store();
     int64_t count = 0;
@@ -745,9 +748,9 @@ START_TEST(test_queue_retry_and_drop_from_second_connection)
     ck_assert_int_eq(d.attempts, 0);
     ck_assert_int_eq(d.state, CXR_NODE_DELIVERY_PENDING);
     /* Delivered rows cannot be dropped or retried; others can. */
-    ck_assert_int_eq(cxr_node_store_delivery_update(node, d.id, CXR_NODE_DELIVERY_DELIVERED, 1,
-                                                      0, "", 800),
-                     CXR_OK);
+    ck_assert_int_eq(
+        cxr_node_store_delivery_update(node, d.id, CXR_NODE_DELIVERY_DELIVERED, 1, 0, "", 800),
+        CXR_OK);
     ck_assert_int_eq(cxr_node_store_deliveries_drop(cli, d.id, &count), CXR_OK);
     ck_assert_int_eq(count, 0);
     ck_assert_int_eq(cxr_node_store_deliveries_retry(cli, d.id, 900, &count), CXR_OK);
@@ -758,16 +761,16 @@ START_TEST(test_queue_retry_and_drop_from_second_connection)
     ck_assert_int_eq(cxr_node_store_deliveries_drop(cli, other, &count), CXR_OK);
     ck_assert_int_eq(count, 1);
     /* A dropped row's in-flight attempt cannot bring it back. */
-    ck_assert_int_eq(cxr_node_store_delivery_update(node, other, CXR_NODE_DELIVERY_DEAD, 9, 0,
-                                                      "late", 950),
-                     CXR_OK);
+    ck_assert_int_eq(
+        cxr_node_store_delivery_update(node, other, CXR_NODE_DELIVERY_DEAD, 9, 0, "late", 950),
+        CXR_OK);
     ck_assert_int_eq(cxr_node_store_delivery_next(node, "pacs", 1000, &d, &found, &due), CXR_OK);
     ck_assert(!found);
     struct cxr_node_store_counts c;
     ck_assert_int_eq(cxr_node_store_counts(node, &c), CXR_OK);
     ck_assert_int_eq(c.deliveries_dead, 0);
     ck_assert_int_eq(c.deliveries_delivered, 1);
-    ck_assert_int_eq(c.deliveries_pending, 2);   /* the archive ones */
+    ck_assert_int_eq(c.deliveries_pending, 2); /* the archive ones */
     cxr_node_store_close(cli);
     cxr_node_store_close(node);
 }

@@ -74,15 +74,16 @@ START_TEST(test_changes_consumed_once_and_durable)
     bool have = true;
     ck_assert_int_eq(plugin_db_cursor(db, &seq, &have), CXR_OK);
     ck_assert(!have);
-    struct plugin_change ch[] = {change(11, PLUGIN_CHANGE_SEEN, "A"), change(12, PLUGIN_CHANGE_SEEN, "A"),
-                                 change(13, PLUGIN_CHANGE_IGNORE, ""), change(14, PLUGIN_CHANGE_STABLE, "A"),
-                                 change(15, PLUGIN_CHANGE_SEEN, "B")};
+    struct plugin_change ch[] = {
+        change(11, PLUGIN_CHANGE_SEEN, "A"), change(12, PLUGIN_CHANGE_SEEN, "A"),
+        change(13, PLUGIN_CHANGE_IGNORE, ""), change(14, PLUGIN_CHANGE_STABLE, "A"),
+        change(15, PLUGIN_CHANGE_SEEN, "B")};
     size_t applied = 0;
     ck_assert_int_eq(plugin_db_apply_changes(db, ch, 5, 100, 50000, &applied), CXR_OK);
     ck_assert_uint_eq(applied, 5);
     plugin_db_close(db);
 
-    db = open_db();  /* what a restart finds */
+    db = open_db(); /* what a restart finds */
     ck_assert_int_eq(plugin_db_cursor(db, &seq, &have), CXR_OK);
     ck_assert(have);
     ck_assert_int_eq(seq, 15);
@@ -107,15 +108,16 @@ END_TEST
 START_TEST(test_queue_limit_stops_consuming)
 {
     struct plugin_db *db = open_db();
-    struct plugin_change ch[] = {change(1, PLUGIN_CHANGE_SEEN, "A"), change(2, PLUGIN_CHANGE_STABLE, "B"),
-                                 change(3, PLUGIN_CHANGE_SEEN, "C"), change(4, PLUGIN_CHANGE_SEEN, "D")};
+    struct plugin_change ch[] = {
+        change(1, PLUGIN_CHANGE_SEEN, "A"), change(2, PLUGIN_CHANGE_STABLE, "B"),
+        change(3, PLUGIN_CHANGE_SEEN, "C"), change(4, PLUGIN_CHANGE_SEEN, "D")};
     size_t applied = 0;
     ck_assert_int_eq(plugin_db_apply_changes(db, ch, 4, 2, 1, &applied), CXR_OK);
-    ck_assert_uint_eq(applied, 2);  /* C would be a third unfinished study */
+    ck_assert_uint_eq(applied, 2); /* C would be a third unfinished study */
     int64_t seq = 0;
     bool have = false;
     ck_assert_int_eq(plugin_db_cursor(db, &seq, &have), CXR_OK);
-    ck_assert_int_eq(seq, 2);       /* C and D stay in Orthanc's log */
+    ck_assert_int_eq(seq, 2); /* C and D stay in Orthanc's log */
     struct plugin_study s;
     bool found = true;
     ck_assert_int_eq(plugin_db_study_get(db, "C", false, &s, &found), CXR_OK);
@@ -133,13 +135,14 @@ END_TEST
 START_TEST(test_waiting_study_found_and_deleted)
 {
     struct plugin_db *db = open_db();
-    struct plugin_change ch[] = {change(1, PLUGIN_CHANGE_SEEN, "A"), change(2, PLUGIN_CHANGE_SEEN, "B")};
+    struct plugin_change ch[] = {change(1, PLUGIN_CHANGE_SEEN, "A"),
+                                 change(2, PLUGIN_CHANGE_SEEN, "B")};
     size_t applied = 0;
     ck_assert_int_eq(plugin_db_apply_changes(db, ch, 2, 100, 1, &applied), CXR_OK);
     char ids[4][PLUGIN_ID_LEN];
     size_t n = 0;
     ck_assert_int_eq(plugin_db_waiting_due(db, 1500, 4, ids, &n), CXR_OK);
-    ck_assert_uint_eq(n, 1);  /* A last changed at 1000, B at 2000 */
+    ck_assert_uint_eq(n, 1); /* A last changed at 1000, B at 2000 */
     ck_assert_str_eq(ids[0], "A");
     ck_assert_int_eq(plugin_db_study_touch(db, "A", 9000), CXR_OK);
     ck_assert_int_eq(plugin_db_study_stable(db, "B", 9000), CXR_OK);
@@ -181,7 +184,8 @@ START_TEST(test_sr_kept_until_stored_then_forwards)
     int32_t att[2];
     ck_assert_int_eq(plugin_db_instances_take(db, "S", t, 2, 200, att), CXR_OK);
     ck_assert_int_eq(att[0], 1);
-    struct cxr_triage_result r1 = result("1.2.3.1", true, 0.93, 3), r2 = result("1.2.3.2", false, 0, 0);
+    struct cxr_triage_result r1 = result("1.2.3.1", true, 0.93, 3),
+                             r2 = result("1.2.3.2", false, 0, 0);
     struct plugin_outcome o[] = {{"i1", &r1, true}, {"i2", &r2, false}};
     ck_assert_int_eq(plugin_db_instances_record(db, "S", "sha-a", o, 2, 300), CXR_OK);
     static const char bytes[] = "DICM fake SR bytes";
@@ -189,7 +193,7 @@ START_TEST(test_sr_kept_until_stored_then_forwards)
     ck_assert_int_eq(plugin_db_study_scored(db, "S", "sha-a", "1.0", 3, 0.93, &sr, 400), CXR_OK);
     plugin_db_close(db);
 
-    db = open_db();  /* a crash between "SR built" and "SR stored" */
+    db = open_db(); /* a crash between "SR built" and "SR stored" */
     struct plugin_study s = get(db, "S");
     ck_assert_int_eq(s.state, PLUGIN_STUDY_SR_PENDING);
     ck_assert_int_eq(s.row.priority, 3);
@@ -203,13 +207,14 @@ START_TEST(test_sr_kept_until_stored_then_forwards)
     ck_assert_int_eq(plugin_db_study_sr(db, "S", &b, &len, &found), CXR_OK);
     ck_assert(found);
     ck_assert_uint_eq(len, sizeof bytes);
-    ck_assert_mem_eq(b, bytes, len);  /* the same SOP Instance is posted again */
+    ck_assert_mem_eq(b, bytes, len); /* the same SOP Instance is posted again */
     free(b);
     bool own = false;
     ck_assert_int_eq(plugin_db_study_is_own_sr(db, "S", "2.25.9", &own), CXR_OK);
     ck_assert(own);
 
-    struct plugin_forward_new fw[] = {{"sr", "modality:pacs", "SR-ID"}, {"study", "peer:backup", "S"}};
+    struct plugin_forward_new fw[] = {{"sr", "modality:pacs", "SR-ID"},
+                                      {"study", "peer:backup", "S"}};
     ck_assert_int_eq(plugin_db_sr_stored(db, "S", "SR-ID", "SERIES-ID", fw, 2, 500), CXR_OK);
     s = get(db, "S");
     ck_assert_int_eq(s.state, PLUGIN_STUDY_DONE);
@@ -235,12 +240,13 @@ START_TEST(test_change_during_pending_sr_rescans)
     ck_assert_int_eq(plugin_db_study_enqueue(db, "S", 10, 100), CXR_OK);
     struct plugin_sr sr = {"2.25.1", "2.25.1.1", "x", 1};
     ck_assert_int_eq(plugin_db_study_scored(db, "S", "sha", "1", 1, 0.1, &sr, 200), CXR_OK);
-    struct plugin_change ch[] = {change(1, PLUGIN_CHANGE_SEEN, "S"), change(2, PLUGIN_CHANGE_STABLE, "S")};
+    struct plugin_change ch[] = {change(1, PLUGIN_CHANGE_SEEN, "S"),
+                                 change(2, PLUGIN_CHANGE_STABLE, "S")};
     size_t applied = 0;
     ck_assert_int_eq(plugin_db_apply_changes(db, ch, 2, 10, 300, &applied), CXR_OK);
-    ck_assert_int_eq(get(db, "S").state, PLUGIN_STUDY_SR_PENDING);  /* the SR is stored first */
+    ck_assert_int_eq(get(db, "S").state, PLUGIN_STUDY_SR_PENDING); /* the SR is stored first */
     ck_assert_int_eq(plugin_db_sr_stored(db, "S", "SR", "SE", NULL, 0, 400), CXR_OK);
-    ck_assert_int_eq(get(db, "S").state, PLUGIN_STUDY_QUEUED);      /* then a look at the late images */
+    ck_assert_int_eq(get(db, "S").state, PLUGIN_STUDY_QUEUED); /* then a look at the late images */
     plugin_db_close(db);
 }
 END_TEST
@@ -270,7 +276,7 @@ START_TEST(test_takes_count_unfinished_reads)
     struct plugin_db *db = open_db();
     struct plugin_take t[] = {{"i1", "1.2.1"}};
     int32_t att = 0;
-    for (int k = 1; k <= 3; k++) {  /* three takes that never ended (crashes) */
+    for (int k = 1; k <= 3; k++) { /* three takes that never ended (crashes) */
         ck_assert_int_eq(plugin_db_instances_take(db, "S", t, 1, k, &att), CXR_OK);
         ck_assert_int_eq(att, k);
     }
@@ -278,7 +284,7 @@ START_TEST(test_takes_count_unfinished_reads)
     struct plugin_outcome o = {"i1", &r, true};
     ck_assert_int_eq(plugin_db_instances_record(db, "S", "sha", &o, 1, 10), CXR_OK);
     ck_assert_int_eq(plugin_db_instances_take(db, "S", t, 1, 11, &att), CXR_OK);
-    ck_assert_int_eq(att, 1);  /* a finished read starts again at 1 */
+    ck_assert_int_eq(att, 1); /* a finished read starts again at 1 */
     struct plugin_instance *rows = NULL;
     size_t n = 0;
     ck_assert_int_eq(plugin_db_study_instances(db, "S", &rows, &n), CXR_OK);
@@ -312,12 +318,14 @@ START_TEST(test_forwards_retry_and_dead)
     ck_assert_int_eq(plugin_db_forward_next(db, 1000, &f, &found, &due), CXR_OK);
     ck_assert(found);
     ck_assert_str_eq(f.target, "modality:pacs");
-    ck_assert_int_eq(plugin_db_forward_update(db, f.id, PLUGIN_FORWARD_PENDING, 1, 5000, "refused", 1000),
-                     CXR_OK);
+    ck_assert_int_eq(
+        plugin_db_forward_update(db, f.id, PLUGIN_FORWARD_PENDING, 1, 5000, "refused", 1000),
+        CXR_OK);
     ck_assert_int_eq(plugin_db_forward_next(db, 2000, &f, &found, &due), CXR_OK);
     ck_assert(!found);
     ck_assert_int_eq(due, 5000);
-    ck_assert_int_eq(plugin_db_forward_update(db, f.id, PLUGIN_FORWARD_DEAD, 12, 0, "gave up", 6000), CXR_OK);
+    ck_assert_int_eq(
+        plugin_db_forward_update(db, f.id, PLUGIN_FORWARD_DEAD, 12, 0, "gave up", 6000), CXR_OK);
     struct plugin_forward *rows = NULL;
     size_t n = 0;
     ck_assert_int_eq(plugin_db_forwards_list(db, PLUGIN_FORWARD_DEAD, NULL, 10, &rows, &n), CXR_OK);
@@ -340,7 +348,8 @@ START_TEST(test_newer_schema_refused)
 {
     struct plugin_db *db = open_db();
     plugin_db_close(db);
-    ck_assert_int_eq(cxr_test_sh("sqlite3 '%s' \"UPDATE meta SET value = 99 WHERE key = 'schema'\"", dbpath), 0);
+    ck_assert_int_eq(
+        cxr_test_sh("sqlite3 '%s' \"UPDATE meta SET value = 99 WHERE key = 'schema'\"", dbpath), 0);
     char err[PLUGIN_DB_ERRLEN] = "";
     ck_assert_int_ne(plugin_db_open(dbpath, &db, err), CXR_OK);
     ck_assert_ptr_null(db);
@@ -366,21 +375,22 @@ START_TEST(test_settings_from_orthanc_json)
     ck_assert_str_eq(s.index_dir, "/var/lib/orthanc/db");
     ck_assert_int_eq(s.stable_age_s, 5);
 
-    ck_assert_int_eq(plugin_settings_from_json("{\"UserMetadata\": {\"CxrTriageLevel\": 12}}", &s, err),
-                     CXR_OK);
+    ck_assert_int_eq(
+        plugin_settings_from_json("{\"UserMetadata\": {\"CxrTriageLevel\": 12}}", &s, err), CXR_OK);
     ck_assert(!s.configured && !s.required && !s.metadata_declared);
     ck_assert_int_eq(s.stable_age_s, 60);
     ck_assert_str_eq(s.index_dir, "OrthancStorage");
-    ck_assert_msg(strstr(s.metadata_missing, "CxrTriageLevel"), "index < 1024 counts as missing: %s",
-                  s.metadata_missing);
+    ck_assert_msg(strstr(s.metadata_missing, "CxrTriageLevel"),
+                  "index < 1024 counts as missing: %s", s.metadata_missing);
     ck_assert(strstr(s.metadata_missing, "CxrTriageSr"));
 
-    static const char *const bad[] = {"{not json", "[1]", "{\"CxrTriage\": \"x.xml\"}",
-                                      "{\"CxrTriage\": {\"ConfigFile\": 3}}",
-                                      "{\"CxrTriage\": {\"ConfigFile\": \"a\", \"Required\": \"yes\"}}"};
+    static const char *const bad[] = {
+        "{not json", "[1]", "{\"CxrTriage\": \"x.xml\"}", "{\"CxrTriage\": {\"ConfigFile\": 3}}",
+        "{\"CxrTriage\": {\"ConfigFile\": \"a\", \"Required\": \"yes\"}}"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         err[0] = '\0';
-        ck_assert_msg(plugin_settings_from_json(bad[i], &s, err) == CXR_ERR_CONF_PARSE, "%s", bad[i]);
+        ck_assert_msg(plugin_settings_from_json(bad[i], &s, err) == CXR_ERR_CONF_PARSE, "%s",
+                      bad[i]);
         ck_assert_msg(err[0], "no message for %s", bad[i]);
     }
 }
@@ -391,7 +401,8 @@ START_TEST(test_targets_parse)
     struct plugin_target t[PLUGIN_MAX_TARGETS];
     size_t n = 0;
     char err[PLUGIN_ERRLEN] = "";
-    ck_assert_int_eq(plugin_targets_parse("  modality:pacs peer:backup-1  reading\t", t, 16, &n, err), CXR_OK);
+    ck_assert_int_eq(
+        plugin_targets_parse("  modality:pacs peer:backup-1  reading\t", t, 16, &n, err), CXR_OK);
     ck_assert_uint_eq(n, 3);
     ck_assert_int_eq(t[0].kind, PLUGIN_TARGET_MODALITY);
     ck_assert_str_eq(t[0].name, "pacs");
@@ -403,7 +414,8 @@ START_TEST(test_targets_parse)
     ck_assert_uint_eq(n, 0);
     static const char *const bad[] = {"ftp:x", "modality:", "peer:a/b", "modality:a\"b"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
-        ck_assert_msg(plugin_targets_parse(bad[i], t, 16, &n, err) == CXR_ERR_CONF_VALUE, "%s", bad[i]);
+        ck_assert_msg(plugin_targets_parse(bad[i], t, 16, &n, err) == CXR_ERR_CONF_VALUE, "%s",
+                      bad[i]);
     ck_assert_int_eq(plugin_targets_parse("a b c", t, 2, &n, err), CXR_ERR_CONF_VALUE);
 }
 END_TEST

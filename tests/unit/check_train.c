@@ -28,7 +28,7 @@
 #include "cxr/train.h"
 #include "test_util.h"
 
-static char *root;   /* tmp folder with data/ and val/ */
+static char *root; /* tmp folder with data/ and val/ */
 
 static void write_png(const char *path, int cls, unsigned seed)
 {
@@ -77,10 +77,7 @@ static void drop_data(void)
     free(root);
 }
 
-static FILE *quiet(void)
-{
-    return fopen("/dev/null", "w");
-}
+static FILE *quiet(void) { return fopen("/dev/null", "w"); }
 
 /* Small, fast options: resnet18 width 4 at 40x40. */
 static void small(struct cxr_train_options *o, const char *out, FILE *log)
@@ -356,7 +353,4 @@ static Suite *suite(void)
     return s;
 }
 
-int main(void)
-{
-    return cxr_test_run(suite());
-}
+int main(void) { return cxr_test_run(suite()); }

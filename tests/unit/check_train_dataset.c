@@ -21,10 +21,7 @@
 
 static struct cxr_nn_model_meta META;
 
-static void setup(void)
-{
-    cxr_nn_model_meta_defaults(&META, CXR_NN_ARCH_RESNET18);
-}
+static void setup(void) { cxr_nn_model_meta_defaults(&META, CXR_NN_ARCH_RESNET18); }
 
 static void *slurp(const char *path, size_t *len)
 {
@@ -60,7 +57,7 @@ static void *make_png(int w, int h, int seed, size_t *len)
 }
 
 static const struct cxr_train_sample *find_sample(const struct cxr_train_dataset *ds,
-                                                   const char *name)
+                                                  const char *name)
 {
     for (size_t i = 0; i < ds->count; i++)
         if (strcmp(ds->samples[i].name, name) == 0)
@@ -68,8 +65,7 @@ static const struct cxr_train_sample *find_sample(const struct cxr_train_dataset
     return NULL;
 }
 
-static const struct cxr_train_skip *find_skip(const struct cxr_train_dataset *ds,
-                                               const char *name)
+static const struct cxr_train_skip *find_skip(const struct cxr_train_dataset *ds, const char *name)
 {
     for (size_t i = 0; i < ds->skipped_count; i++)
         if (strcmp(ds->skipped[i].name, name) == 0)
@@ -160,8 +156,8 @@ START_TEST(png_and_jpeg_decode_like_pil)
     ck_assert_ptr_nonnull(strstr(err, "JPEG"));
     free(b);
     ck_assert_int_eq(cxr_train_image_decode("hello", 5, &px, &w, &h, err), CXR_ERR_NN_IMAGE);
-    static const uint8_t bad_png[16] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n', 0, 0, 0, 13,
-                                        'I', 'H', 'D', 'R'};
+    static const uint8_t bad_png[16] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n',
+                                        0,    0,   0,   13,  'I',  'H',  'D',  'R'};
     ck_assert_int_eq(cxr_train_image_decode(bad_png, 16, &px, &w, &h, err), CXR_ERR_NN_IMAGE);
 
     /* encode → decode round trip */
@@ -405,8 +401,8 @@ START_TEST(archive_paths_and_caps)
     struct archive *a = archive_write_new();
     archive_write_set_format_pax_restricted(a);
     ck_assert_int_eq(archive_write_open_filename(a, path), ARCHIVE_OK);
-    const char *names[] = {"/etc/NORMAL/abs.png", "../NORMAL/up.png", "NORMAL/../../up2.png",
-                           "NORMAL/ok.png", "C:/NORMAL/drive.png", "NORMAL\\..\\..\\win.png",
+    const char *names[] = {"/etc/NORMAL/abs.png", "../NORMAL/up.png",    "NORMAL/../../up2.png",
+                           "NORMAL/ok.png",       "C:/NORMAL/drive.png", "NORMAL\\..\\..\\win.png",
                            "NORMAL/big.png"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         struct archive_entry *ae = archive_entry_new();
@@ -547,7 +543,8 @@ START_TEST(dicom_goes_through_the_presentation_pipeline)
     if (access(src, R_OK) != 0) {
         if (!cxr_test_have_shared("dicom-cxr", "DICOM training entries"))
             return;
-        snprintf(src, sizeof src, "%s/dicom-cxr/siim-acr-sample/"
+        snprintf(src, sizeof src,
+                 "%s/dicom-cxr/siim-acr-sample/"
                  "1.2.276.0.7230010.3.1.4.8323329.10001.1517875220.930580.dcm",
                  cxr_test_shared_data());
     }
@@ -589,8 +586,8 @@ START_TEST(dicom_goes_through_the_presentation_pipeline)
     ck_assert(s->source_width == img.width && s->source_height == img.height);
     ck_assert(s->width <= 448 && s->height <= 448);
     uint8_t *want = malloc((size_t)s->width * s->height);
-    ck_assert_int_eq(cxr_nn_resize_u8(img.pixels, img.width, img.height, img.width, want,
-                                      s->width, s->height, s->width),
+    ck_assert_int_eq(cxr_nn_resize_u8(img.pixels, img.width, img.height, img.width, want, s->width,
+                                      s->height, s->width),
                      CXR_OK);
     ck_assert_int_eq(memcmp(s->pixels, want, (size_t)s->width * s->height), 0);
     free(want);
@@ -638,7 +635,4 @@ static Suite *suite(void)
     return s;
 }
 
-int main(void)
-{
-    return cxr_test_run(suite());
-}
+int main(void) { return cxr_test_run(suite()); }

@@ -46,29 +46,34 @@ static void make_fixture(void)
     cxr_nn_rng_seed(&rng, 5);
     for (int i = 0; i < NCASES; i++) {
         F.labels[i] = i % 3 != 0; /* 26 positive, 14 negative */
-        F.scores[i] = fmin(1.0, fmax(0.0, (F.labels[i] ? 0.65 : 0.35) +
-                                              0.25 * cxr_nn_rng_normal(&rng)));
+        F.scores[i] =
+            fmin(1.0, fmax(0.0, (F.labels[i] ? 0.65 : 0.35) + 0.25 * cxr_nn_rng_normal(&rng)));
         snprintf(F.names[i], sizeof F.names[i], "%s/case<%02d>.png",
                  F.labels[i] ? "PNEUMONIA" : "NORMAL", i);
         for (int p = 0; p < IMG * IMG; p++)
             F.pixels[i][p] = (uint8_t)(p * (i + 1));
-        F.cases[i] = (struct cxr_train_report_case){F.names[i], F.labels[i], F.scores[i],
-                                                     F.pixels[i], IMG, IMG, IMG};
+        F.cases[i] = (struct cxr_train_report_case){
+            F.names[i], F.labels[i], F.scores[i], F.pixels[i], IMG, IMG, IMG};
     }
     ck_assert_int_eq(cxr_nn_evaluate(F.scores, F.labels, NCASES, 0.5, 1000, 3, &F.op, NULL),
                      CXR_OK);
     ck_assert_int_eq(cxr_nn_evaluate(F.scores, F.labels, NCASES, 0.8, 1000, 3, &F.urg, NULL),
                      CXR_OK);
     for (int e = 0; e < 3; e++)
-        F.epochs[e] = (struct cxr_train_report_epoch){
-            e + 1, 0.6931 - 0.1234 * e, 0.70 + 0.05 * e, 0.7007 - 0.1 * e, 0.69 + 0.04 * e,
-            0.80 + 0.05 * e, 1e-3, 61.5};
+        F.epochs[e] = (struct cxr_train_report_epoch){e + 1,
+                                                      0.6931 - 0.1234 * e,
+                                                      0.70 + 0.05 * e,
+                                                      0.7007 - 0.1 * e,
+                                                      0.69 + 0.04 * e,
+                                                      0.80 + 0.05 * e,
+                                                      1e-3,
+                                                      61.5};
     F.splits[0] = (struct cxr_train_report_split){"train", {1006, 2906}, 2135};
     F.splits[1] = (struct cxr_train_report_split){"validation", {335, 969}, -1};
-    F.skipped[0] = (struct cxr_train_skip){"NORMAL/<img src=\"/etc/evil\">.png",
-                                            CXR_ERR_NN_IMAGE, "JPEG: Premature end & <b>"};
+    F.skipped[0] = (struct cxr_train_skip){"NORMAL/<img src=\"/etc/evil\">.png", CXR_ERR_NN_IMAGE,
+                                           "JPEG: Premature end & <b>"};
     F.skipped[1] = (struct cxr_train_skip){"bad\xff\xfe-utf8\x01.png", CXR_ERR_DICOM_GATE,
-                                            "lateral view (ViewPosition LL)"};
+                                           "lateral view (ViewPosition LL)"};
     F.notes[0] = "seed";
     F.notes[1] = "20261125";
     F.notes[2] = "machine";
@@ -131,11 +136,11 @@ START_TEST(report_holds_the_numbers_it_was_given)
     char *html = render(&len);
     char buf[128];
     /* metrics with intervals, as the table prints them (3 decimals) */
-    const struct cxr_nn_ci *cis[] = {&F.op.auc, &F.op.sensitivity, &F.op.specificity,
-                                     &F.op.accuracy, &F.op.ppv, &F.op.npv};
+    const struct cxr_nn_ci *cis[] = {&F.op.auc,      &F.op.sensitivity, &F.op.specificity,
+                                     &F.op.accuracy, &F.op.ppv,         &F.op.npv};
     for (size_t i = 0; i < sizeof cis / sizeof cis[0]; i++) {
-        snprintf(buf, sizeof buf, "<td>%.3f</td><td>%.3f to %.3f</td>", cis[i]->value,
-                 cis[i]->lo, cis[i]->hi);
+        snprintf(buf, sizeof buf, "<td>%.3f</td><td>%.3f to %.3f</td>", cis[i]->value, cis[i]->lo,
+                 cis[i]->hi);
         must_contain(html, buf);
     }
     /* AUC of the ROC from the cases themselves */
@@ -208,7 +213,8 @@ START_TEST(report_is_self_contained_and_escaped)
     must_contain(html, "JPEG: Premature end &amp; &lt;b&gt;");
     must_contain(html, "/case&lt;");
     must_contain(html, "2 cores &lt;fast&gt;");
-    must_contain(html, "bad?" "?-utf8?.png"); /* invalid UTF-8 and controls replaced */
+    must_contain(html, "bad?"
+                       "?-utf8?.png"); /* invalid UTF-8 and controls replaced */
     /* one thumbnail decodes back to a PNG of at most 96 px */
     const char *p = strstr(html, "base64,") + 7;
     const char *q = strchr(p, '"');
@@ -262,12 +268,10 @@ START_TEST(report_parses_with_xmllint)
     ck_assert_int_eq(cxr_test_sh("test \"$(xmllint --xpath 'count(//svg)' '%s')\" = 3", path), 0);
     ck_assert_int_eq(cxr_test_sh("test \"$(xmllint --xpath 'count(//figure)' '%s')\" = 12", path),
                      0);
-    ck_assert_int_eq(cxr_test_sh("test \"$(xmllint --xpath 'count(//svg//polyline)' '%s')\" -ge 5",
-                                 path),
-                     0);
-    ck_assert_int_eq(cxr_test_sh("xmllint --xpath 'string(//h1)' '%s' | grep -qx 'Training report'",
-                                 path),
-                     0);
+    ck_assert_int_eq(
+        cxr_test_sh("test \"$(xmllint --xpath 'count(//svg//polyline)' '%s')\" -ge 5", path), 0);
+    ck_assert_int_eq(
+        cxr_test_sh("xmllint --xpath 'string(//h1)' '%s' | grep -qx 'Training report'", path), 0);
 
     /* evaluate: no epochs, no urgent threshold → no curves, still valid */
     F.r.epoch_count = 0;
@@ -327,7 +331,4 @@ static Suite *suite(void)
     return s;
 }
 
-int main(void)
-{
-    return cxr_test_run(suite());
-}
+int main(void) { return cxr_test_run(suite()); }

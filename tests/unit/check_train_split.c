@@ -18,10 +18,7 @@
 
 static struct cxr_nn_model_meta META;
 
-static void setup(void)
-{
-    cxr_nn_model_meta_defaults(&META, CXR_NN_ARCH_RESNET18);
-}
+static void setup(void) { cxr_nn_model_meta_defaults(&META, CXR_NN_ARCH_RESNET18); }
 
 static void *slurp(const char *path, size_t *len)
 {
@@ -31,7 +28,7 @@ static void *slurp(const char *path, size_t *len)
 }
 
 static const struct cxr_train_sample *find_sample(const struct cxr_train_dataset *ds,
-                                                   const char *name)
+                                                  const char *name)
 {
     for (size_t i = 0; i < ds->count; i++)
         if (strcmp(ds->samples[i].name, name) == 0)
@@ -211,7 +208,8 @@ START_TEST(kermany_val_and_train_subset)
         snprintf(ref, sizeof ref, "%s/ref.L", tmp);
         size_t rlen;
         uint8_t *want = slurp(ref, &rlen);
-        const struct cxr_train_sample *s = find_sample(ds, "PNEUMONIA/person1946_bacteria_4874.jpeg");
+        const struct cxr_train_sample *s =
+            find_sample(ds, "PNEUMONIA/person1946_bacteria_4874.jpeg");
         ck_assert(rlen == 224 * 224 && memcmp(s->pixels, want, rlen) == 0);
         free(want);
     } else {
@@ -317,7 +315,4 @@ static Suite *suite(void)
     return s;
 }
 
-int main(void)
-{
-    return cxr_test_run(suite());
-}
+int main(void) { return cxr_test_run(suite()); }

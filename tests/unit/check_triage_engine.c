@@ -150,7 +150,7 @@ START_TEST(test_study_priority_most_severe)
     r[0].priority = CXR_TRIAGE_PRIORITY_ROUTINE;
     r[2].analysed = true;
     r[2].priority = CXR_TRIAGE_PRIORITY_URGENT;
-    r[1].analysed = false;  /* a not-analysed image never raises or lowers the study */
+    r[1].analysed = false; /* a not-analysed image never raises or lowers the study */
     r[1].priority = CXR_TRIAGE_PRIORITY_URGENT;
     ck_assert(cxr_triage_study_priority(r, 2) == CXR_TRIAGE_PRIORITY_ROUTINE);
     ck_assert(cxr_triage_study_priority(r, 3) == CXR_TRIAGE_PRIORITY_URGENT);
@@ -180,7 +180,7 @@ START_TEST(test_batch_independent)
         alone[i] = score_one(e, cxr_test_data_path(names[i]));
         ck_assert_msg(alone[i].analysed, "%s: %s", names[i], alone[i].reason);
     }
-    ck_assert(cxr_triage_engine_score(e, insts, N, batch) == CXR_OK);  /* batches of 4 + 1 */
+    ck_assert(cxr_triage_engine_score(e, insts, N, batch) == CXR_OK); /* batches of 4 + 1 */
     for (int i = 0; i < N; i++) {
         ck_assert(batch[i].analysed);
         ck_assert_msg(fabs(batch[i].probability - alone[i].probability) <= 1e-6, "%s: %g vs %g",
@@ -212,8 +212,8 @@ START_TEST(test_engine_equals_manual_pipeline)
     struct cxr_nn_model *m = NULL;
     ck_assert(cxr_nn_model_load(model_path, &m, err) == CXR_OK);
     const struct cxr_nn_model_meta *meta = cxr_nn_model_meta(m);
-    struct cxr_nn_backend_options bo = {.kind = CXR_NN_BACKEND_CPU,
-                                        .precision = CXR_NN_PRECISION_FP32, .threads = 1};
+    struct cxr_nn_backend_options bo = {
+        .kind = CXR_NN_BACKEND_CPU, .precision = CXR_NN_PRECISION_FP32, .threads = 1};
     struct cxr_nn_backend *b = NULL;
     struct cxr_nn_net *net = NULL;
     ck_assert(cxr_nn_backend_open(&bo, &b, NULL, err) == CXR_OK);
@@ -253,9 +253,8 @@ START_TEST(test_write_sr)
     ck_assert_msg(cxr_triage_engine_write_sr(e, &r, 1, NULL, path, NULL, NULL, uid, err) == CXR_OK,
                   "%s", err);
     ck_assert(strlen(uid) > 5);
-    ck_assert_int_eq(cxr_test_sh("dcmdump +P 0008,1155 '%s' | grep -q '%s'", path,
-                                 r.info.sop_instance_uid),
-                     0);
+    ck_assert_int_eq(
+        cxr_test_sh("dcmdump +P 0008,1155 '%s' | grep -q '%s'", path, r.info.sop_instance_uid), 0);
     if (cxr_test_sh("command -v dciodvfy >/dev/null") == 0)
         ck_assert_int_eq(cxr_test_sh("dciodvfy '%s' 2>&1 | grep -q Error", path), 1);
     r.analysed = false;

@@ -34,12 +34,13 @@
 /* Each suite uses a subset of these helpers. */
 #define FIXTURE static __attribute__((unused))
 
-#define NET_AE "CXRTEST"
+#define NET_AE     "CXRTEST"
 #define MAX_EVENTS 256
 
 /* snprintf for paths and commands: truncation is not expected (and would
  * only make a test fail), so no format-truncation warning is wanted. */
-FIXTURE int pathf(char *out, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+FIXTURE int pathf(char *out, size_t len, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 FIXTURE int pathf(char *out, size_t len, const char *fmt, ...)
 {
     va_list ap;
@@ -54,16 +55,16 @@ FIXTURE int pathf(char *out, size_t len, const char *fmt, ...)
 struct rx_event {
     char calling[17], called[17], host[64];
     char sop_class[65], sop_instance[65], ts[65];
-    char kept[PATH_MAX];   /* where the callback moved the file ("" if not kept) */
+    char kept[PATH_MAX]; /* where the callback moved the file ("" if not kept) */
     uint64_t size;
-    bool in_memory;        /* handed over as bytes, not as a temp file */
+    bool in_memory; /* handed over as bytes, not as a temp file */
 };
 
 struct srv {
     struct cxr_dicom_scp *scp;
     pthread_t thread;
     uint16_t port;
-    char *dir;             /* test directory: tmp/ (spool) and rx/ (kept files) */
+    char *dir; /* test directory: tmp/ (spool) and rx/ (kept files) */
     char tmp[PATH_MAX], rx[PATH_MAX];
     enum cxr_status run_status;
     char run_err[CXR_ERRLEN];
@@ -71,11 +72,11 @@ struct srv {
     pthread_cond_t cv;
     struct rx_event ev[MAX_EVENTS];
     int n_events;
-    uint16_t answer;       /* status the store callback returns */
-    bool keep;             /* rename received files into rx/<uid>.dcm */
-    bool block;            /* callbacks wait until block is cleared */
+    uint16_t answer; /* status the store callback returns */
+    bool keep;       /* rename received files into rx/<uid>.dcm */
+    bool block;      /* callbacks wait until block is cleared */
     int in_callback;
-    bool refuse_assoc;     /* the assoc callback says no */
+    bool refuse_assoc; /* the assoc callback says no */
     int assoc_calls;
 };
 
@@ -322,8 +323,12 @@ FIXTURE uint16_t free_port(void)
 /* Polls with our SCU's C-ECHO until the peer answers (up to 15 s). */
 FIXTURE bool wait_peer(const char *ae, uint16_t port, const struct cxr_dicom_tls *tls)
 {
-    struct cxr_dicom_scu_target t = {.called_ae = ae, .calling_ae = "PROBE", .host = "127.0.0.1",
-                                     .port = port, .connect_timeout_s = 2, .dimse_timeout_s = 5};
+    struct cxr_dicom_scu_target t = {.called_ae = ae,
+                                     .calling_ae = "PROBE",
+                                     .host = "127.0.0.1",
+                                     .port = port,
+                                     .connect_timeout_s = 2,
+                                     .dimse_timeout_s = 5};
     if (tls)
         t.tls = *tls;
     char err[CXR_ERRLEN];
@@ -337,12 +342,21 @@ FIXTURE bool wait_peer(const char *ae, uint16_t port, const struct cxr_dicom_tls
 
 /* ---- DICOM files --------------------------------------------------------- */
 
-FIXTURE void put16(FILE *f, uint16_t v) { fputc(v & 0xFF, f); fputc(v >> 8, f); }
-FIXTURE void put32(FILE *f, uint32_t v) { put16(f, v & 0xFFFF); put16(f, v >> 16); }
+FIXTURE void put16(FILE *f, uint16_t v)
+{
+    fputc(v & 0xFF, f);
+    fputc(v >> 8, f);
+}
+FIXTURE void put32(FILE *f, uint32_t v)
+{
+    put16(f, v & 0xFFFF);
+    put16(f, v >> 16);
+}
 
 /* One explicit VR little endian element; strings padded to even length
  * (UI with NUL, others with space). */
-FIXTURE void put_elem(FILE *f, uint16_t g, uint16_t e, const char *vr, const void *val, uint32_t len)
+FIXTURE void put_elem(FILE *f, uint16_t g, uint16_t e, const char *vr, const void *val,
+                      uint32_t len)
 {
     bool pad = len & 1;
     uint32_t plen = len + pad;
@@ -375,7 +389,8 @@ FIXTURE void make_uid(char *out, size_t len)
     static unsigned counter;
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    pathf(out, len, "2.25.%ld%09ld%u%u", (long)ts.tv_sec, ts.tv_nsec, (unsigned)getpid(), ++counter);
+    pathf(out, len, "2.25.%ld%09ld%u%u", (long)ts.tv_sec, ts.tv_nsec, (unsigned)getpid(),
+          ++counter);
 }
 
 /* Writes a CR image (explicit VR little endian Part 10) of rows x cols with
@@ -404,7 +419,8 @@ FIXTURE void write_cr(const char *path, int rows, int cols, int bits, char *uid_
     put_str(m, 2, 0x0010, "UI", "1.2.840.10008.1.2.1");
     put_str(m, 2, 0x0012, "UI", "1.2.826.0.1.3680043.10.1");
     fclose(m);
-    uint8_t gl[4] = {(uint8_t)mlen, (uint8_t)(mlen >> 8), (uint8_t)(mlen >> 16), (uint8_t)(mlen >> 24)};
+    uint8_t gl[4] = {(uint8_t)mlen, (uint8_t)(mlen >> 8), (uint8_t)(mlen >> 16),
+                     (uint8_t)(mlen >> 24)};
     put_elem(f, 2, 0, "UL", gl, 4);
     fwrite(meta, 1, mlen, f);
     free(meta);
@@ -463,7 +479,8 @@ FIXTURE bool part10_meta(const char *path, size_t *ds_off, char *sop_inst, char 
         char vr[3] = {(char)b[p + 4], (char)b[p + 5], 0};
         size_t vlen, hdr;
         if (!strcmp(vr, "OB") || !strcmp(vr, "UN") || !strcmp(vr, "SQ") || !strcmp(vr, "OW")) {
-            vlen = (size_t)b[p + 8] | (size_t)b[p + 9] << 8 | (size_t)b[p + 10] << 16 | (size_t)b[p + 11] << 24;
+            vlen = (size_t)b[p + 8] | (size_t)b[p + 9] << 8 | (size_t)b[p + 10] << 16 |
+                   (size_t)b[p + 11] << 24;
             hdr = 12;
         } else {
             vlen = (size_t)(b[p + 6] | b[p + 7] << 8);
@@ -553,8 +570,16 @@ FIXTURE void raw_send(int fd, const void *buf, size_t len)
     }
 }
 
-FIXTURE void be16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)(v >> 8); p[1] = (uint8_t)v; }
-FIXTURE void be32(uint8_t *p, uint32_t v) { be16(p, (uint16_t)(v >> 16)); be16(p + 2, (uint16_t)v); }
+FIXTURE void be16(uint8_t *p, uint16_t v)
+{
+    p[0] = (uint8_t)(v >> 8);
+    p[1] = (uint8_t)v;
+}
+FIXTURE void be32(uint8_t *p, uint32_t v)
+{
+    be16(p, (uint16_t)(v >> 16));
+    be16(p + 2, (uint16_t)v);
+}
 
 /* Appends an A-ASSOCIATE-RQ variable item (type, UID or raw bytes). */
 FIXTURE size_t item(uint8_t *p, uint8_t type, const void *val, uint16_t len)
@@ -611,7 +636,8 @@ FIXTURE int raw_associate(int fd, const char *calling, const char *called, const
             return 0;
         got += (size_t)n;
     }
-    uint32_t rest = (uint32_t)hdr[2] << 24 | (uint32_t)hdr[3] << 16 | (uint32_t)hdr[4] << 8 | hdr[5];
+    uint32_t rest =
+        (uint32_t)hdr[2] << 24 | (uint32_t)hdr[3] << 16 | (uint32_t)hdr[4] << 8 | hdr[5];
     uint8_t skip[4096];
     while (rest > 0) {
         ssize_t n = recv(fd, skip, rest < sizeof skip ? rest : sizeof skip, 0);
@@ -626,8 +652,14 @@ FIXTURE int raw_associate(int fd, const char *calling, const char *called, const
 FIXTURE size_t cmd_elem(uint8_t *p, uint16_t el, const void *val, uint32_t len)
 {
     uint32_t plen = len + (len & 1);
-    p[0] = 0; p[1] = 0; p[2] = (uint8_t)el; p[3] = (uint8_t)(el >> 8);
-    p[4] = (uint8_t)plen; p[5] = (uint8_t)(plen >> 8); p[6] = (uint8_t)(plen >> 16); p[7] = (uint8_t)(plen >> 24);
+    p[0] = 0;
+    p[1] = 0;
+    p[2] = (uint8_t)el;
+    p[3] = (uint8_t)(el >> 8);
+    p[4] = (uint8_t)plen;
+    p[5] = (uint8_t)(plen >> 8);
+    p[6] = (uint8_t)(plen >> 16);
+    p[7] = (uint8_t)(plen >> 24);
     memcpy(p + 8, val, len);
     if (len & 1)
         p[8 + len] = 0;
@@ -636,7 +668,8 @@ FIXTURE size_t cmd_elem(uint8_t *p, uint16_t el, const void *val, uint32_t len)
 
 /* Sends a C-STORE-RQ command and `partial` bytes of a data set that never
  * ends (no last fragment), on context 1: a stream cut mid-object. */
-FIXTURE void raw_truncated_store(int fd, const char *sop_class, const char *sop_inst, size_t partial)
+FIXTURE void raw_truncated_store(int fd, const char *sop_class, const char *sop_inst,
+                                 size_t partial)
 {
     uint8_t cmd[512];
     size_t c = 12; /* room for (0000,0000) UL */
@@ -681,9 +714,9 @@ FIXTURE void raw_truncated_store(int fd, const char *sop_class, const char *sop_
 
 struct corpus_file {
     char path[PATH_MAX];
-    char ts[65];           /* "" for a raw data set without meta header */
-    char uid[65];          /* SOP Instance UID */
-    bool generated;        /* written here (no sequences: DCMTK resends it byte-identical) */
+    char ts[65];    /* "" for a raw data set without meta header */
+    char uid[65];   /* SOP Instance UID */
+    bool generated; /* written here (no sequences: DCMTK resends it byte-identical) */
 };
 
 /* storescu's option that proposes a transfer syntax (with -R), NULL when
@@ -692,12 +725,18 @@ FIXTURE const char *storescu_flag(const char *ts)
 {
     static const char *map[][2] = {
         {"", ""},
-        {"1.2.840.10008.1.2", "-xi"},           {"1.2.840.10008.1.2.1", "-xe"},
-        {"1.2.840.10008.1.2.2", "-xb"},         {"1.2.840.10008.1.2.1.99", "-xd"},
-        {"1.2.840.10008.1.2.4.50", "-xy"},      {"1.2.840.10008.1.2.4.51", "-xx"},
-        {"1.2.840.10008.1.2.4.70", "-xs"},      {"1.2.840.10008.1.2.4.80", "-xt"},
-        {"1.2.840.10008.1.2.4.81", "-xu"},      {"1.2.840.10008.1.2.5", "-xr"},
-        {"1.2.840.10008.1.2.4.90", "-xv"},      {"1.2.840.10008.1.2.4.91", "-xw"},
+        {"1.2.840.10008.1.2", "-xi"},
+        {"1.2.840.10008.1.2.1", "-xe"},
+        {"1.2.840.10008.1.2.2", "-xb"},
+        {"1.2.840.10008.1.2.1.99", "-xd"},
+        {"1.2.840.10008.1.2.4.50", "-xy"},
+        {"1.2.840.10008.1.2.4.51", "-xx"},
+        {"1.2.840.10008.1.2.4.70", "-xs"},
+        {"1.2.840.10008.1.2.4.80", "-xt"},
+        {"1.2.840.10008.1.2.4.81", "-xu"},
+        {"1.2.840.10008.1.2.5", "-xr"},
+        {"1.2.840.10008.1.2.4.90", "-xv"},
+        {"1.2.840.10008.1.2.4.91", "-xw"},
     };
     for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
         if (!strcmp(ts, map[i][0]))
@@ -748,12 +787,14 @@ FIXTURE int corpus_build(const char *dir, struct corpus_file *out, int max, bool
     int n = 0;
     n = corpus_add(out, n, max, p16, true);
     n = corpus_add(out, n, max, p8, true);
-    static const struct { const char *name, *src, *cmd; } conv[] = {
-        {"implicit.dcm", "cr16", "dcmconv +ti"},  {"bigendian.dcm", "cr16", "dcmconv +tb"},
-        {"deflated.dcm", "cr16", "dcmconv +td"},  {"jpeg50.dcm", "cr8", "dcmcjpeg +eb"},
-        {"jpeg51.dcm", "cr16", "dcmcjpeg +ee"},   {"jpeg57.dcm", "cr16", "dcmcjpeg +el"},
-        {"jpeg70.dcm", "cr16", "dcmcjpeg +e1"},   {"jls80.dcm", "cr16", "dcmcjpls +el"},
-        {"jls81.dcm", "cr16", "dcmcjpls +en"},    {"rle.dcm", "cr16", "dcmcrle"},
+    static const struct {
+        const char *name, *src, *cmd;
+    } conv[] = {
+        {"implicit.dcm", "cr16", "dcmconv +ti"}, {"bigendian.dcm", "cr16", "dcmconv +tb"},
+        {"deflated.dcm", "cr16", "dcmconv +td"}, {"jpeg50.dcm", "cr8", "dcmcjpeg +eb"},
+        {"jpeg51.dcm", "cr16", "dcmcjpeg +ee"},  {"jpeg57.dcm", "cr16", "dcmcjpeg +el"},
+        {"jpeg70.dcm", "cr16", "dcmcjpeg +e1"},  {"jls80.dcm", "cr16", "dcmcjpls +el"},
+        {"jls81.dcm", "cr16", "dcmcjpls +en"},   {"rle.dcm", "cr16", "dcmcrle"},
     };
     for (size_t i = 0; i < sizeof conv / sizeof conv[0]; i++) {
         /* a fresh SOP Instance UID per converted file keeps them apart */
@@ -782,7 +823,7 @@ FIXTURE int corpus_build(const char *dir, struct corpus_file *out, int max, bool
     if (with_shared && cxr_test_have_shared("dicom-cxr", "real chest files over the network")) {
         char cmd[PATH_MAX + 64];
         pathf(cmd, sizeof cmd, "find '%s/dicom-cxr' -type f ! -name '*.tsv' ! -name '*.md' | sort",
-                 cxr_test_shared_data());
+              cxr_test_shared_data());
         FILE *p = popen(cmd, "r");
         while (p && fgets(path, sizeof path, p)) {
             path[strcspn(path, "\n")] = '\0';

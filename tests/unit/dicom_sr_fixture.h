@@ -11,11 +11,11 @@
 
 #include "cxr/dicom.h"
 
-#define SHA "00c0ffee11223344556677889900aabbccddeeff0123456789abcdef01234567"
-#define STUDY_UID "1.2.826.0.1.3680043.8.498.10"
+#define SHA        "00c0ffee11223344556677889900aabbccddeeff0123456789abcdef01234567"
+#define STUDY_UID  "1.2.826.0.1.3680043.8.498.10"
 #define SRC_SERIES "1.2.826.0.1.3680043.8.498.10.1"
-#define DX_CLASS "1.2.840.10008.5.1.4.1.1.1.1"
-#define CR_CLASS "1.2.840.10008.5.1.4.1.1.1"
+#define DX_CLASS   "1.2.840.10008.5.1.4.1.1.1.1"
+#define CR_CLASS   "1.2.840.10008.5.1.4.1.1.1"
 
 /* ---- building requests ------------------------------------------------ */
 

@@ -15,7 +15,7 @@
 struct tds {
     uint8_t *p;
     size_t n, cap;
-    bool implicit;     /* Implicit VR Little Endian instead of Explicit */
+    bool implicit; /* Implicit VR Little Endian instead of Explicit */
 };
 
 static inline void tds_bytes(struct tds *d, const void *v, size_t n)

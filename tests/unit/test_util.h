@@ -7,10 +7,10 @@
 #include <stddef.h>
 
 /* Absolute paths baked in by CMake. */
-const char *cxr_test_source_dir(void);   /* the repository root */
-const char *cxr_test_binary_dir(void);   /* the build folder */
-const char *cxr_test_shared_data(void);  /* ../shared/data, may not exist */
-const char *cxr_test_python(void);       /* Debian's python3 */
+const char *cxr_test_source_dir(void);  /* the repository root */
+const char *cxr_test_binary_dir(void);  /* the build folder */
+const char *cxr_test_shared_data(void); /* ../shared/data, may not exist */
+const char *cxr_test_python(void);      /* Debian's python3 */
 
 /* "<source>/tests/data/<name>" in a static buffer (one per thread). */
 const char *cxr_test_data_path(const char *name);

@@ -17,9 +17,9 @@
 
 #include "dataset_internal.h"
 
-#define MAX_DEPTH 32
+#define MAX_DEPTH          32
 #define MAX_MANIFEST_BYTES (64u << 20)
-#define READ_CHUNK (1u << 16)
+#define READ_CHUNK         (1u << 16)
 
 bool ds_normalize_entry_name(char *name)
 {
@@ -147,7 +147,7 @@ static enum cxr_status walk(struct ds_loader *L, const char *dir, const char *re
     if (!d) {
         if (depth == 0)
             return cxr_seterr(err, CXR_ERR_TRIAGE_ARCHIVE, "%s: cannot read the folder: %s", dir,
-                          strerror(errno));
+                              strerror(errno));
         return ds_skip(L, rel, CXR_ERR_IO, "cannot read the folder: %s", strerror(errno));
     }
     char **names = NULL;
@@ -180,8 +180,7 @@ static enum cxr_status walk(struct ds_loader *L, const char *dir, const char *re
             st = cxr_seterr(err, CXR_ERR_NOMEM, "out of memory");
             break;
         }
-        if (rel[0] ? asprintf(&sub, "%s/%s", rel, names[i]) < 0
-                   : !(sub = strdup(names[i]))) {
+        if (rel[0] ? asprintf(&sub, "%s/%s", rel, names[i]) < 0 : !(sub = strdup(names[i]))) {
             free(path);
             st = cxr_seterr(err, CXR_ERR_NOMEM, "out of memory");
             break;
@@ -284,7 +283,7 @@ enum cxr_status ds_read_archive(struct ds_loader *L, const char *path, char *kin
     enum cxr_status st = CXR_OK;
     if (archive_read_open_filename(a, path, 1 << 16) != ARCHIVE_OK) {
         st = cxr_seterr(err, CXR_ERR_TRIAGE_ARCHIVE, "%s: cannot open: %s", path,
-                    archive_error_string(a));
+                        archive_error_string(a));
         goto done;
     }
     const uint64_t cap = ds_max_entry_bytes(L);
@@ -299,13 +298,13 @@ enum cxr_status ds_read_archive(struct ds_loader *L, const char *path, char *kin
         if (r == ARCHIVE_FATAL) {
             if (first)
                 st = cxr_seterr(err, CXR_ERR_TRIAGE_ARCHIVE,
-                            "%s: not a folder, a .csv manifest or an archive this build reads "
-                            "(%s)",
-                            path, archive_error_string(a));
+                                "%s: not a folder, a .csv manifest or an archive this build reads "
+                                "(%s)",
+                                path, archive_error_string(a));
             else
                 st = cxr_seterr(err, CXR_ERR_TRIAGE_ARCHIVE,
-                            "%s: the archive is damaged after its last good entry: %s", path,
-                            archive_error_string(a));
+                                "%s: the archive is damaged after its last good entry: %s", path,
+                                archive_error_string(a));
             goto done;
         }
         if (first) {
@@ -358,7 +357,8 @@ enum cxr_status ds_read_archive(struct ds_loader *L, const char *path, char *kin
                 if (rs == CXR_OK) {
                     st = ds_submit(L, name, buf, len, label, NULL);
                 } else if (fatal) {
-                    st = cxr_seterr(err, CXR_ERR_TRIAGE_ARCHIVE, "%s: entry %s: %s", path, name, why);
+                    st = cxr_seterr(err, CXR_ERR_TRIAGE_ARCHIVE, "%s: entry %s: %s", path, name,
+                                    why);
                 } else {
                     st = ds_skip(L, name, rs, "%s", why);
                 }
@@ -381,8 +381,8 @@ done:
  * into `buf` one after another and pointed to by fields[]. Unquoted fields
  * are trimmed. Returns the field count (0 for a blank line), -1 at the end,
  * -2 for an unterminated quote. *line advances over the lines consumed. */
-static int csv_record(const char *text, size_t len, size_t *pos, char *buf, char **fields,
-                      int maxf, int *line)
+static int csv_record(const char *text, size_t len, size_t *pos, char *buf, char **fields, int maxf,
+                      int *line)
 {
     size_t p = *pos;
     if (p >= len)
@@ -447,8 +447,8 @@ static int csv_record(const char *text, size_t len, size_t *pos, char *buf, char
 
 static bool header_word(const char *s)
 {
-    static const char *const words[] = {"path", "file", "filename", "file_name", "image",
-                                        "image_path", "name"};
+    static const char *const words[] = {"path",  "file",       "filename", "file_name",
+                                        "image", "image_path", "name"};
     for (size_t i = 0; i < sizeof words / sizeof words[0]; i++)
         if (strcasecmp(s, words[i]) == 0)
             return true;
@@ -508,15 +508,14 @@ enum cxr_status ds_read_manifest(struct ds_loader *L, const char *path, char *er
                          ds_class_list(L));
         } else {
             char *full = NULL;
-            if (f[0][0] == '/' ? !(full = strdup(f[0]))
-                               : asprintf(&full, "%s/%s", dir, f[0]) < 0) {
+            if (f[0][0] == '/' ? !(full = strdup(f[0])) : asprintf(&full, "%s/%s", dir, f[0]) < 0) {
                 st = cxr_seterr(err, CXR_ERR_NOMEM, "out of memory");
                 goto done;
             }
             uint8_t *data;
             size_t dlen;
-            enum cxr_status rs = read_file(full, ds_max_entry_bytes(L), &data, &dlen, why,
-                                           sizeof why);
+            enum cxr_status rs =
+                read_file(full, ds_max_entry_bytes(L), &data, &dlen, why, sizeof why);
             free(full);
             if (rs != CXR_OK)
                 st = ds_skip(L, f[0], rs, "%s: %s", where, why);

@@ -29,9 +29,9 @@ struct ds_job {
     uint8_t *bytes;
     size_t len;
     int32_t label;
-    char *patient;        /* from the manifest, or NULL */
+    char *patient; /* from the manifest, or NULL */
     size_t seq;
-    bool is_skip;         /* result: a skip (st, reason) or a sample (s) */
+    bool is_skip; /* result: a skip (st, reason) or a sample (s) */
     enum cxr_status st;
     char *reason;
     struct cxr_train_sample s;
@@ -52,9 +52,9 @@ struct ds_loader {
     char class_list[CXR_NN_MAX_CLASSES * 34];
     uint64_t max_entry_bytes;
     uint32_t max_entries;
-    int32_t limit_w, limit_h;   /* stored images fit in this */
+    int32_t limit_w, limit_h; /* stored images fit in this */
     uint64_t entries;
-    uint64_t skipped;           /* atomically updated (workers) */
+    uint64_t skipped; /* atomically updated (workers) */
     uint64_t bytes_read;
     struct ds_job **jobs;
     size_t njobs, capjobs;
@@ -71,18 +71,15 @@ struct ds_loader {
 const char *cxr_train_image_kind_name(enum cxr_train_image_kind k)
 {
     switch (k) {
-    case CXR_TRAIN_IMAGE_DICOM:
-        return "DICOM";
-    case CXR_TRAIN_IMAGE_PNG:
-        return "PNG";
-    case CXR_TRAIN_IMAGE_JPEG:
-        return "JPEG";
+    case CXR_TRAIN_IMAGE_DICOM: return "DICOM";
+    case CXR_TRAIN_IMAGE_PNG: return "PNG";
+    case CXR_TRAIN_IMAGE_JPEG: return "JPEG";
     }
     return "?";
 }
 
 void cxr_train_dataset_options_init(struct cxr_train_dataset_options *o,
-                                     const struct cxr_nn_model_meta *meta)
+                                    const struct cxr_nn_model_meta *meta)
 {
     memset(o, 0, sizeof *o);
     o->meta = meta;
@@ -156,15 +153,9 @@ int32_t ds_label_from_path(const struct ds_loader *L, const char *name, char *wh
     return -1;
 }
 
-const char *ds_class_list(const struct ds_loader *L)
-{
-    return L->class_list;
-}
+const char *ds_class_list(const struct ds_loader *L) { return L->class_list; }
 
-uint64_t ds_max_entry_bytes(const struct ds_loader *L)
-{
-    return L->max_entry_bytes;
-}
+uint64_t ds_max_entry_bytes(const struct ds_loader *L) { return L->max_entry_bytes; }
 
 /* "healthy=NORMAL, opacity=1" */
 static enum cxr_status parse_label_map(struct ds_loader *L, const char *text, char *err)
@@ -190,12 +181,12 @@ static enum cxr_status parse_label_map(struct ds_loader *L, const char *text, ch
         *eq = '\0';
         int32_t k = ds_label_from_text(L, eq + 1);
         if (k < 0)
-            return cxr_seterr(err, CXR_ERR_INVALID_ARG, "label map: '%s' is not a class (one of %s)",
-                          eq + 1, L->class_list);
+            return cxr_seterr(err, CXR_ERR_INVALID_ARG,
+                              "label map: '%s' is not a class (one of %s)", eq + 1, L->class_list);
         size_t tl = strlen(tok);
         if (L->n_aliases == MAX_ALIASES || tl >= sizeof L->aliases[0].name)
-            return cxr_seterr(err, CXR_ERR_LIMIT, "label map: more than %d names or a name too long",
-                          MAX_ALIASES);
+            return cxr_seterr(err, CXR_ERR_LIMIT,
+                              "label map: more than %d names or a name too long", MAX_ALIASES);
         memcpy(L->aliases[L->n_aliases].name, tok, tl + 1);
         L->aliases[L->n_aliases++].label = k;
         p = q;
@@ -355,9 +346,9 @@ static void decode_job(struct ds_loader *L, struct ds_job *j)
         nw = nw < 1 ? 1 : nw > L->limit_w ? L->limit_w : nw;
         nh = nh < 1 ? 1 : nh > L->limit_h ? L->limit_h : nh;
         uint8_t *small = malloc((size_t)nw * (size_t)nh);
-        enum cxr_status st = small ? cxr_nn_resize_u8(s->pixels, s->width, s->height, s->width,
-                                                      small, nw, nh, nw)
-                                   : CXR_ERR_NOMEM;
+        enum cxr_status st =
+            small ? cxr_nn_resize_u8(s->pixels, s->width, s->height, s->width, small, nw, nh, nw)
+                  : CXR_ERR_NOMEM;
         if (st != CXR_OK) {
             free(small);
             job_fail(L, j, st, "cannot downscale the image");
@@ -450,8 +441,8 @@ static enum cxr_status count_entry(struct ds_loader *L)
     return CXR_OK;
 }
 
-enum cxr_status ds_skip(struct ds_loader *L, const char *name, enum cxr_status st,
-                        const char *fmt, ...)
+enum cxr_status ds_skip(struct ds_loader *L, const char *name, enum cxr_status st, const char *fmt,
+                        ...)
 {
     if (count_entry(L) != CXR_OK)
         return CXR_ERR_LIMIT;
@@ -549,7 +540,8 @@ void cxr_train_dataset_free(struct cxr_train_dataset *ds)
 
 static int cmp_job(const void *a, const void *b)
 {
-    const struct ds_job *x = *(const struct ds_job *const *)a, *y = *(const struct ds_job *const *)b;
+    const struct ds_job *x = *(const struct ds_job *const *)a,
+                        *y = *(const struct ds_job *const *)b;
     int c = strcmp(x->name, y->name);
     return c ? c : (x->seq > y->seq) - (x->seq < y->seq);
 }
@@ -642,8 +634,8 @@ static bool ends_with_ci(const char *s, const char *suffix)
 }
 
 enum cxr_status cxr_train_dataset_load(const char *path,
-                                        const struct cxr_train_dataset_options *opt,
-                                        struct cxr_train_dataset **out, char *err)
+                                       const struct cxr_train_dataset_options *opt,
+                                       struct cxr_train_dataset **out, char *err)
 {
     *out = NULL;
     if (err)
@@ -651,8 +643,8 @@ enum cxr_status cxr_train_dataset_load(const char *path,
     if (!path || !opt || !opt->meta)
         return cxr_seterr(err, CXR_ERR_INVALID_ARG, "dataset: no path or no model metadata");
     const struct cxr_nn_model_meta *meta = opt->meta;
-    if (meta->num_classes < 1 || meta->num_classes > CXR_NN_MAX_CLASSES ||
-        meta->input_width < 1 || meta->input_height < 1)
+    if (meta->num_classes < 1 || meta->num_classes > CXR_NN_MAX_CLASSES || meta->input_width < 1 ||
+        meta->input_height < 1)
         return cxr_seterr(err, CXR_ERR_INVALID_ARG, "dataset: bad model metadata");
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -676,10 +668,13 @@ enum cxr_status cxr_train_dataset_load(const char *path,
         snprintf(ds->class_names[k], sizeof ds->class_names[k], "%s", meta->class_names[k]);
         size_t used = strlen(L->class_list);
         snprintf(L->class_list + used, sizeof L->class_list - used, "%s%s",
-                 k == 0 ? "" : k == meta->num_classes - 1 ? " or " : ", ", L->names[k]);
+                 k == 0                       ? ""
+                 : k == meta->num_classes - 1 ? " or "
+                                              : ", ",
+                 L->names[k]);
     }
-    L->max_entry_bytes = opt->max_entry_bytes ? opt->max_entry_bytes
-                                              : CXR_TRAIN_DATASET_MAX_ENTRY_BYTES;
+    L->max_entry_bytes =
+        opt->max_entry_bytes ? opt->max_entry_bytes : CXR_TRAIN_DATASET_MAX_ENTRY_BYTES;
     L->max_entries = opt->max_entries ? opt->max_entries : CXR_TRAIN_DATASET_MAX_ENTRIES;
     double ms = opt->max_scale > 0 ? opt->max_scale : 2.0;
     L->limit_w = (int32_t)fmin(16384.0, ceil(ms * meta->input_width));
@@ -690,7 +685,7 @@ enum cxr_status cxr_train_dataset_load(const char *path,
     struct stat sb;
     if (stat(path, &sb) != 0) {
         st = cxr_seterr(err, errno == ENOENT ? CXR_ERR_NOT_FOUND : CXR_ERR_IO, "%s: %s", path,
-                    strerror(errno));
+                        strerror(errno));
         goto fail_early;
     }
 
@@ -740,8 +735,9 @@ enum cxr_status cxr_train_dataset_load(const char *path,
         if (ds->skipped_count)
             snprintf(first, sizeof first, "; first: %s: %s", ds->skipped[0].name,
                      ds->skipped[0].reason ? ds->skipped[0].reason : "");
-        st = cxr_seterr(err, CXR_ERR_TRIAGE_ARCHIVE, "%s: no usable labeled image (%zu entries skipped%s)",
-                    path, ds->skipped_count, first);
+        st = cxr_seterr(err, CXR_ERR_TRIAGE_ARCHIVE,
+                        "%s: no usable labeled image (%zu entries skipped%s)", path,
+                        ds->skipped_count, first);
         goto fail;
     }
     clock_gettime(CLOCK_MONOTONIC, &t1);

@@ -28,8 +28,8 @@ const char *ds_class_list(const struct ds_loader *L);
 enum cxr_status ds_submit(struct ds_loader *L, const char *name, uint8_t *bytes, size_t len,
                           int32_t label, const char *patient);
 /* Records an entry that is not used, in reading order (also counted). */
-enum cxr_status ds_skip(struct ds_loader *L, const char *name, enum cxr_status st,
-                        const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+enum cxr_status ds_skip(struct ds_loader *L, const char *name, enum cxr_status st, const char *fmt,
+                        ...) __attribute__((format(printf, 4, 5)));
 uint64_t ds_max_entry_bytes(const struct ds_loader *L);
 
 /* Source readers (archive.c). Each returns CXR_OK when the source was read

@@ -22,7 +22,8 @@
 static inline uint8_t luma(const uint8_t *rgb)
 {
     return (uint8_t)(((uint32_t)rgb[0] * 19595u + (uint32_t)rgb[1] * 38470u +
-                      (uint32_t)rgb[2] * 7471u + 0x8000u) >> 16);
+                      (uint32_t)rgb[2] * 7471u + 0x8000u) >>
+                     16);
 }
 
 /* ------------------------------------------------------------------ JPEG */
@@ -75,7 +76,8 @@ static enum cxr_status decode_jpeg(const void *buf, size_t len, uint8_t **pixels
         cinfo.image_height > MAX_SIDE) {
         int w = (int)cinfo.image_width, h = (int)cinfo.image_height;
         jpeg_destroy_decompress(&cinfo);
-        return cxr_seterr(err, CXR_ERR_NN_IMAGE, "JPEG: %dx%d pixels (sides 1..%d)", w, h, MAX_SIDE);
+        return cxr_seterr(err, CXR_ERR_NN_IMAGE, "JPEG: %dx%d pixels (sides 1..%d)", w, h,
+                          MAX_SIDE);
     }
     int comps = cinfo.num_components;
     if (cinfo.jpeg_color_space == JCS_GRAYSCALE) {
@@ -84,8 +86,9 @@ static enum cxr_status decode_jpeg(const void *buf, size_t len, uint8_t **pixels
         cinfo.out_color_space = JCS_RGB;
     } else {
         jpeg_destroy_decompress(&cinfo);
-        return cxr_seterr(err, CXR_ERR_NN_IMAGE, "JPEG: colour space %d with %d components unsupported",
-                      (int)cinfo.jpeg_color_space, comps);
+        return cxr_seterr(err, CXR_ERR_NN_IMAGE,
+                          "JPEG: colour space %d with %d components unsupported",
+                          (int)cinfo.jpeg_color_space, comps);
     }
     jpeg_start_decompress(&cinfo);
     const size_t w = cinfo.output_width, h = cinfo.output_height;
@@ -177,8 +180,8 @@ static enum cxr_status decode_png(const void *buf, size_t len, uint8_t **pixels,
     png_read_info(png, info);
     png_uint_32 w = png_get_image_width(png, info), h = png_get_image_height(png, info);
     int ct = png_get_color_type(png, info);
-    png_set_expand(png);          /* palette → RGB, grey < 8 bits → 8, tRNS → alpha */
-    png_set_scale_16(png);        /* 16 → 8 bits, rounded */
+    png_set_expand(png);   /* palette → RGB, grey < 8 bits → 8, tRNS → alpha */
+    png_set_scale_16(png); /* 16 → 8 bits, rounded */
     png_set_strip_alpha(png);
     (void)png_set_interlace_handling(png);
     png_read_update_info(png, info);
@@ -211,7 +214,7 @@ static enum cxr_status decode_png(const void *buf, size_t len, uint8_t **pixels,
 }
 
 enum cxr_status cxr_train_image_decode(const void *buf, size_t len, uint8_t **pixels,
-                                        int32_t *width, int32_t *height, char *err)
+                                       int32_t *width, int32_t *height, char *err)
 {
     *pixels = NULL;
     *width = *height = 0;
@@ -225,14 +228,14 @@ enum cxr_status cxr_train_image_decode(const void *buf, size_t len, uint8_t **pi
 }
 
 enum cxr_status cxr_train_image_encode_png(const uint8_t *pixels, int32_t width, int32_t height,
-                                            int32_t stride, void **out, size_t *len, char *err)
+                                           int32_t stride, void **out, size_t *len, char *err)
 {
     *out = NULL;
     *len = 0;
     if (!pixels || width < 1 || height < 1 || width > MAX_SIDE || height > MAX_SIDE ||
         stride < width)
         return cxr_seterr(err, CXR_ERR_INVALID_ARG, "PNG: bad image %dx%d stride %d", (int)width,
-                      (int)height, (int)stride);
+                          (int)height, (int)stride);
     png_image image;
     memset(&image, 0, sizeof image);
     image.version = PNG_IMAGE_VERSION;

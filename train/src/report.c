@@ -217,13 +217,13 @@ static void section_curves(struct rpt_buf *b, const struct cxr_train_report *r)
     rpt_put(b, "<h2 id=\"curves\">Training</h2>\n<div class=\"charts\">\n");
     struct rpt_series loss[2] = {{x, tl, (size_t)n, "#1f5fa8", "training", false},
                                  {x, vl, (size_t)n, "#d9822b", "validation", true}};
-    rpt_svg_lines(b, "Loss per epoch", "epoch", "loss", x0, x1, 0, lmax > 0 ? lmax * 1.05 : 1,
-                  true, false, loss, 2, 520, 300);
+    rpt_svg_lines(b, "Loss per epoch", "epoch", "loss", x0, x1, 0, lmax > 0 ? lmax * 1.05 : 1, true,
+                  false, loss, 2, 520, 300);
     struct rpt_series acc[2] = {{x, ta, (size_t)n, "#1f5fa8", "training", false},
                                 {x, va, (size_t)n, "#d9822b", "validation", true}};
     double a0 = floor(fmin(amin, 0.9) * 10) / 10;
-    rpt_svg_lines(b, "Accuracy per epoch", "epoch", "accuracy", x0, x1, a0, 1.0, true, true, acc,
-                  2, 520, 300);
+    rpt_svg_lines(b, "Accuracy per epoch", "epoch", "accuracy", x0, x1, a0, 1.0, true, true, acc, 2,
+                  520, 300);
     rpt_put(b, "</div>\n<table class=\"epochs\"><tr><th>epoch</th><th>training loss</th>"
                "<th>training accuracy</th><th>validation loss</th><th>validation accuracy</th>"
                "<th>validation AUC</th><th>learning rate</th><th>seconds</th></tr>\n");
@@ -299,13 +299,14 @@ static enum cxr_status section_results(struct rpt_buf *b, const struct cxr_train
         labels[i] = r->cases[i].label == pos;
     }
     char rerr[CXR_ERRLEN];
-    if (r->case_count > 0 && cxr_nn_roc_compute(scores, labels, r->case_count, &roc, rerr) == CXR_OK) {
+    if (r->case_count > 0 &&
+        cxr_nn_roc_compute(scores, labels, r->case_count, &roc, rerr) == CXR_OK) {
         struct rpt_mark marks[2];
         int nm = 0;
         char l1[96], l2[96];
         snprintf(l1, sizeof l1, "operating point (p >= %.4f)", op->threshold);
-        marks[nm++] = (struct rpt_mark){1.0 - op->specificity.value, op->sensitivity.value,
-                                        "#c0392b", l1};
+        marks[nm++] =
+            (struct rpt_mark){1.0 - op->specificity.value, op->sensitivity.value, "#c0392b", l1};
         if (r->urgent) {
             snprintf(l2, sizeof l2, "urgent (p >= %.4f)", r->urgent->threshold);
             marks[nm++] = (struct rpt_mark){1.0 - r->urgent->specificity.value,
@@ -443,7 +444,7 @@ static enum cxr_status section_results(struct rpt_buf *b, const struct cxr_train
 struct thumb_order {
     size_t index;
     bool wrong;
-    double margin;   /* |p - threshold| */
+    double margin; /* |p - threshold| */
     const char *name;
 };
 
@@ -470,8 +471,8 @@ static enum cxr_status thumbnail(struct rpt_buf *b, const struct cxr_train_repor
     uint8_t *small = malloc((size_t)tw * (size_t)th);
     if (!small)
         return cxr_seterr(err, CXR_ERR_NOMEM, "report: out of memory");
-    enum cxr_status st = cxr_nn_resize_u8(c->pixels, w, h, c->stride ? c->stride : w, small, tw,
-                                          th, tw);
+    enum cxr_status st =
+        cxr_nn_resize_u8(c->pixels, w, h, c->stride ? c->stride : w, small, tw, th, tw);
     void *png = NULL;
     size_t plen = 0;
     if (st == CXR_OK)
@@ -555,21 +556,22 @@ static enum cxr_status section_thumbnails(struct rpt_buf *b, const struct cxr_tr
 
 /* ------------------------------------------------------------------ document */
 
-enum cxr_status cxr_train_report_render(const struct cxr_train_report *r, char **html,
-                                         size_t *len, char *err)
+enum cxr_status cxr_train_report_render(const struct cxr_train_report *r, char **html, size_t *len,
+                                        char *err)
 {
     *html = NULL;
     if (len)
         *len = 0;
     if (!r || !r->operating)
-        return cxr_seterr(err, CXR_ERR_INVALID_ARG, "report: no metrics at the operating threshold");
+        return cxr_seterr(err, CXR_ERR_INVALID_ARG,
+                          "report: no metrics at the operating threshold");
     const int32_t nc = num_classes(r);
     if (nc < 1 || nc > CXR_NN_MAX_CLASSES || positive_class(r) < 0 || positive_class(r) >= nc)
         return cxr_seterr(err, CXR_ERR_INVALID_ARG, "report: bad class metadata");
     for (size_t i = 0; i < r->case_count; i++)
         if (r->cases[i].label < 0 || r->cases[i].label >= nc)
             return cxr_seterr(err, CXR_ERR_INVALID_ARG, "report: case %zu has class %d of %d", i,
-                          (int)r->cases[i].label, (int)nc);
+                              (int)r->cases[i].label, (int)nc);
 
     struct rpt_buf b = {0};
     rpt_put(&b, "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\"/>\n<title>");
@@ -600,7 +602,7 @@ enum cxr_status cxr_train_report_render(const struct cxr_train_report *r, char *
     }
     if (st == CXR_OK && b.failed)
         st = cxr_seterr(err, CXR_ERR_LIMIT, "report: out of memory or larger than %u MiB",
-                    RPT_MAX_BYTES >> 20);
+                        RPT_MAX_BYTES >> 20);
     if (st != CXR_OK) {
         free(b.p);
         return st;
@@ -612,7 +614,7 @@ enum cxr_status cxr_train_report_render(const struct cxr_train_report *r, char *
 }
 
 enum cxr_status cxr_train_report_write(const struct cxr_train_report *r, const char *path,
-                                        char *err)
+                                       char *err)
 {
     char *html = NULL;
     size_t len = 0;
@@ -636,7 +638,7 @@ enum cxr_status cxr_train_report_write(const struct cxr_train_report *r, const c
             continue;
         if (w <= 0) {
             st = cxr_seterr(err, errno == ENOSPC ? CXR_ERR_NO_SPACE : CXR_ERR_IO, "%s: write: %s",
-                        path, strerror(errno));
+                            path, strerror(errno));
             break;
         }
         off += (size_t)w;

@@ -12,7 +12,7 @@
 struct rpt_buf {
     char *p;
     size_t n, cap;
-    bool failed;   /* out of memory or past RPT_MAX_BYTES: later writes are dropped */
+    bool failed; /* out of memory or past RPT_MAX_BYTES: later writes are dropped */
 };
 
 void rpt_put(struct rpt_buf *b, const char *s);
@@ -28,8 +28,8 @@ void rpt_num(struct rpt_buf *b, double v, int digits);
 struct rpt_series {
     const double *x, *y;
     size_t n;
-    const char *color;   /* CSS colour */
-    const char *label;   /* legend text (escaped) */
+    const char *color; /* CSS colour */
+    const char *label; /* legend text (escaped) */
     bool dashed;
 };
 

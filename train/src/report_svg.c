@@ -38,10 +38,7 @@ void rpt_putn(struct rpt_buf *b, const char *s, size_t n)
     b->p[b->n] = '\0';
 }
 
-void rpt_put(struct rpt_buf *b, const char *s)
-{
-    rpt_putn(b, s, strlen(s));
-}
+void rpt_put(struct rpt_buf *b, const char *s) { rpt_putn(b, s, strlen(s)); }
 
 void rpt_printf(struct rpt_buf *b, const char *fmt, ...)
 {
@@ -106,8 +103,8 @@ void rpt_esc(struct rpt_buf *b, const char *s)
     const unsigned char *p = (const unsigned char *)s;
     while (*p) {
         const unsigned char *run = p;
-        while (*p && *p >= 0x20 && *p < 0x80 && *p != '&' && *p != '<' && *p != '>' &&
-               *p != '"' && *p != '\'')
+        while (*p && *p >= 0x20 && *p < 0x80 && *p != '&' && *p != '<' && *p != '>' && *p != '"' &&
+               *p != '\'')
             p++;
         rpt_putn(b, (const char *)run, (size_t)(p - run));
         if (!*p)
@@ -133,8 +130,7 @@ void rpt_esc(struct rpt_buf *b, const char *s)
             rpt_put(b, "&#39;");
             p++;
             continue;
-        default:
-            break;
+        default: break;
         }
         if (*p < 0x20) {
             rpt_put(b, *p == '\t' || *p == '\n' ? " " : "?");
@@ -293,8 +289,7 @@ void rpt_svg_roc(struct rpt_buf *b, const double *fpr, const double *tpr, size_t
     rpt_put(b, "<text x=\"56\" y=\"17\" class=\"ctitle\">ROC curve, AUC ");
     rpt_num(b, auc, 3);
     rpt_put(b, "</text>\n");
-    axes(b, &f, "1 - specificity (false positive rate)", "sensitivity (true positive rate)",
-         false);
+    axes(b, &f, "1 - specificity (false positive rate)", "sensitivity (true positive rate)", false);
     rpt_printf(b,
                "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#999\" "
                "stroke-dasharray=\"4 4\"/>\n",

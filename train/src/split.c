@@ -128,18 +128,18 @@ void cxr_train_split_release(struct cxr_train_split *s)
 
 struct group {
     size_t size;
-    int32_t label;     /* majority class (ties: the lower index) */
+    int32_t label; /* majority class (ties: the lower index) */
     bool val;
 };
 
 enum cxr_status cxr_train_dataset_split(const struct cxr_train_dataset *ds, double val_fraction,
-                                         uint64_t seed, struct cxr_train_split *out, char *err)
+                                        uint64_t seed, struct cxr_train_split *out, char *err)
 {
     memset(out, 0, sizeof *out);
     if (!ds || !(val_fraction == 0.0 || (val_fraction > 0.0 && val_fraction < 1.0)))
         return cxr_seterr(err, CXR_ERR_INVALID_ARG,
-                      "split: the validation fraction %g must be 0 or between 0 and 1",
-                      val_fraction);
+                          "split: the validation fraction %g must be 0 or between 0 and 1",
+                          val_fraction);
     const size_t n = ds->count;
     size_t *group_of = malloc((n ? n : 1) * sizeof *group_of);
     struct group *g = NULL;
@@ -180,8 +180,8 @@ enum cxr_status cxr_train_dataset_split(const struct cxr_train_dataset *ds, doub
                     total += g[k].size;
                 }
             struct cxr_nn_rng rng;
-            cxr_nn_rng_seed(&rng, cxr_nn_seed_mix(seed, 0x73706c6974ull /* "split" */,
-                                                  (uint64_t)c));
+            cxr_nn_rng_seed(&rng,
+                            cxr_nn_seed_mix(seed, 0x73706c6974ull /* "split" */, (uint64_t)c));
             cxr_nn_rng_shuffle(&rng, order, m);
             const double target = val_fraction * (double)total;
             double have = 0.0;
@@ -227,7 +227,7 @@ static int cmp_cstr(const void *a, const void *b)
 }
 
 size_t cxr_train_dataset_overlap(const struct cxr_train_dataset *a,
-                                  const struct cxr_train_dataset *b)
+                                 const struct cxr_train_dataset *b)
 {
     if (!a || !b || a->count == 0 || b->count == 0)
         return 0;

@@ -139,11 +139,13 @@ static enum cxr_status make_model(struct train_run *R)
     }
     if (o->classes && !parse_classes(o->classes, &meta)) {
         cxr_nn_model_free(init);
-        return cxr_tr_err(R, CXR_ERR_USAGE, "--classes expects 2..%d names separated by commas, "
-                          "got '%s'", CXR_NN_MAX_CLASSES, o->classes);
+        return cxr_tr_err(R, CXR_ERR_USAGE,
+                          "--classes expects 2..%d names separated by commas, "
+                          "got '%s'",
+                          CXR_NN_MAX_CLASSES, o->classes);
     }
-    int32_t width = init ? (int32_t)cxr_nn_model_tensor_find(init, "conv1.weight")->shape[0]
-                         : o->base_width;
+    int32_t width =
+        init ? (int32_t)cxr_nn_model_tensor_find(init, "conv1.weight")->shape[0] : o->base_width;
     if ((st = cxr_nn_model_init_width(&meta, width, o->seed, &R->model, nerr)) != CXR_OK) {
         cxr_nn_model_free(init);
         return cxr_tr_err(R, st, "model: %s", nerr);
@@ -157,15 +159,15 @@ static enum cxr_status make_model(struct train_run *R)
                 continue;
             if (!s || s->nbytes != t->nbytes || s->dtype != t->dtype) {
                 cxr_nn_model_free(init);
-                return cxr_tr_err(R, CXR_ERR_NN_SHAPE, "--init: tensor '%s' does not fit",
-                                  t->name);
+                return cxr_tr_err(R, CXR_ERR_NN_SHAPE, "--init: tensor '%s' does not fit", t->name);
             }
             memcpy(t->data, s->data, t->nbytes);
         }
         if (!fc_too) {
-            snprintf(R->note, sizeof R->note, "--init %s has other classes: its fc layer was "
-                     "re-initialised (seed %llu) for %d classes", o->init,
-                     (unsigned long long)o->seed, (int)meta.num_classes);
+            snprintf(R->note, sizeof R->note,
+                     "--init %s has other classes: its fc layer was "
+                     "re-initialised (seed %llu) for %d classes",
+                     o->init, (unsigned long long)o->seed, (int)meta.num_classes);
             cxr_tr_log(R, "note: %s\n", R->note);
         } else {
             snprintf(R->note, sizeof R->note, "started from %s (sha256 %.16s...)%s", o->init,
@@ -184,7 +186,8 @@ static void fmt_time(char *buf, size_t len, double s)
     if (!(s >= 0) || s > 1e7)
         snprintf(buf, len, "--:--");
     else if (s >= 3600)
-        snprintf(buf, len, "%d:%02d:%02d", (int)(s / 3600), (int)fmod(s / 60, 60), (int)fmod(s, 60));
+        snprintf(buf, len, "%d:%02d:%02d", (int)(s / 3600), (int)fmod(s / 60, 60),
+                 (int)fmod(s, 60));
     else
         snprintf(buf, len, "%d:%02d", (int)(s / 60), (int)fmod(s, 60));
 }
@@ -201,9 +204,11 @@ static void show_progress(struct train_run *R, int32_t epoch, int32_t k, double 
         for (int i = 0; i < width; i++)
             bar[i] = i < done ? '#' : '.';
         bar[width] = '\0';
-        fprintf(R->log, "\r\033[Kepoch %d/%d [%s] batch %d/%d  loss %.4f  acc %.3f  %.1f img/s  "
-                "ETA %s", (int)epoch + 1, (int)o->epochs, bar, (int)k + 1, (int)R->steps_per_epoch,
-                loss, acc, rate, e);
+        fprintf(R->log,
+                "\r\033[Kepoch %d/%d [%s] batch %d/%d  loss %.4f  acc %.3f  %.1f img/s  "
+                "ETA %s",
+                (int)epoch + 1, (int)o->epochs, bar, (int)k + 1, (int)R->steps_per_epoch, loss, acc,
+                rate, e);
         fflush(R->log);
         return;
     }
@@ -217,8 +222,8 @@ static void show_progress(struct train_run *R, int32_t epoch, int32_t k, double 
 /* ------------------------------------------------------------ checkpoints */
 
 struct position {
-    int32_t epoch, batch;        /* where to continue */
-    double loss_sum;             /* of the epoch so far */
+    int32_t epoch, batch; /* where to continue */
+    double loss_sum;      /* of the epoch so far */
     int64_t correct, seen;
 };
 
@@ -249,8 +254,8 @@ static char *resume_json(struct train_run *R, const struct position *pos)
     for (int32_t i = 0; i < R->n_hist; i++) {
         const struct cxr_train_report_epoch *e = &R->hist[i];
         struct json_object *r = json_object_new_array();
-        double v[] = {e->epoch, e->train_loss, e->train_accuracy, e->val_loss, e->val_accuracy,
-                      e->val_auc, e->learning_rate, e->seconds};
+        double v[] = {e->epoch,        e->train_loss, e->train_accuracy, e->val_loss,
+                      e->val_accuracy, e->val_auc,    e->learning_rate,  e->seconds};
         for (size_t j = 0; j < sizeof v / sizeof v[0]; j++)
             json_object_array_add(r, json_object_new_double(v[j]));
         json_object_array_add(h, r);
@@ -303,10 +308,12 @@ static enum cxr_status load_checkpoint(struct train_run *R, struct position *pos
         (int32_t)jnum(o, "epochs") != R->o->epochs ||
         strcmp(jstr(o, "data_digest"), R->ds->digest) != 0 ||
         strcmp(jstr(o, "val_digest"), R->vds ? R->vds->digest : "split") != 0) {
-        st = cxr_tr_err(R, CXR_ERR_USAGE, "--resume: the checkpoint was made with other data or "
+        st = cxr_tr_err(R, CXR_ERR_USAGE,
+                        "--resume: the checkpoint was made with other data or "
                         "options (seed %.0f, batch %.0f, epochs %.0f, data %s); run with the "
-                        "same --data/--val/--seed/--batch/--epochs", jnum(o, "seed"),
-                        jnum(o, "batch_size"), jnum(o, "epochs"), jstr(o, "data_digest"));
+                        "same --data/--val/--seed/--batch/--epochs",
+                        jnum(o, "seed"), jnum(o, "batch_size"), jnum(o, "epochs"),
+                        jstr(o, "data_digest"));
         goto done;
     }
     pos->epoch = (int32_t)jnum(o, "epoch");
@@ -327,10 +334,14 @@ static enum cxr_status load_checkpoint(struct train_run *R, struct position *pos
             double v[8];
             for (int j = 0; j < 8; j++)
                 v[j] = json_object_get_double(json_object_array_get_idx(r, (size_t)j));
-            R->hist[R->n_hist++] = (struct cxr_train_report_epoch){
-                .epoch = (int32_t)v[0], .train_loss = v[1], .train_accuracy = v[2],
-                .val_loss = v[3], .val_accuracy = v[4], .val_auc = v[5], .learning_rate = v[6],
-                .seconds = v[7]};
+            R->hist[R->n_hist++] = (struct cxr_train_report_epoch){.epoch = (int32_t)v[0],
+                                                                   .train_loss = v[1],
+                                                                   .train_accuracy = v[2],
+                                                                   .val_loss = v[3],
+                                                                   .val_accuracy = v[4],
+                                                                   .val_auc = v[5],
+                                                                   .learning_rate = v[6],
+                                                                   .seconds = v[7]};
         }
     }
     cxr_tr_log(R, "resumed from %s: epoch %d, batch %d (step %lld)\n", R->ckpt_path,
@@ -358,8 +369,8 @@ static enum cxr_status end_epoch(struct train_run *R, int32_t epoch, double trai
         return cxr_tr_err(R, CXR_ERR_NOMEM, "out of memory");
     }
     double vloss = NAN, vacc = NAN, t0 = cxr_tr_now();
-    st = cxr_tr_score(R->b, R->model, R->vsrc, R->val_idx, R->n_val, R->batch, probs, &vloss,
-                      &vacc, terr);
+    st = cxr_tr_score(R->b, R->model, R->vsrc, R->val_idx, R->n_val, R->batch, probs, &vloss, &vacc,
+                      terr);
     for (size_t i = 0; i < R->n_val; i++)
         lab[i] = R->vsrc->samples[R->val_idx[i]].label == R->meta->positive_class;
     double auc = st == CXR_OK ? cxr_nn_auc(probs, lab, R->n_val) : NAN;
@@ -368,11 +379,14 @@ static enum cxr_status end_epoch(struct train_run *R, int32_t epoch, double trai
     if (st != CXR_OK)
         return cxr_tr_err(R, st, "validation: %s", terr);
     struct cxr_train_report_epoch *e = &R->hist[R->n_hist++];
-    *e = (struct cxr_train_report_epoch){.epoch = epoch + 1, .train_loss = train_loss,
-                                          .train_accuracy = train_acc, .val_loss = vloss,
-                                          .val_accuracy = vacc, .val_auc = auc,
-                                          .learning_rate = cxr_nn_trainer_next_lr(R->tr),
-                                          .seconds = seconds + (cxr_tr_now() - t0)};
+    *e = (struct cxr_train_report_epoch){.epoch = epoch + 1,
+                                         .train_loss = train_loss,
+                                         .train_accuracy = train_acc,
+                                         .val_loss = vloss,
+                                         .val_accuracy = vacc,
+                                         .val_auc = auc,
+                                         .learning_rate = cxr_nn_trainer_next_lr(R->tr),
+                                         .seconds = seconds + (cxr_tr_now() - t0)};
     bool better = isfinite(auc) && (!isfinite(R->best_auc) || auc > R->best_auc);
     if (better) {
         R->best_auc = auc;
@@ -385,9 +399,11 @@ static enum cxr_status end_epoch(struct train_run *R, int32_t epoch, double trai
     }
     if (R->o->progress_bar)
         fprintf(R->log, "\r\033[K");
-    cxr_tr_log(R, "epoch %d/%d: train loss %.4f acc %.3f | validation loss %.4f acc %.3f AUC "
-               "%.4f%s | %.0f s\n", (int)epoch + 1, (int)R->o->epochs, train_loss, train_acc,
-               vloss, vacc, auc, better ? " (best)" : "", e->seconds);
+    cxr_tr_log(R,
+               "epoch %d/%d: train loss %.4f acc %.3f | validation loss %.4f acc %.3f AUC "
+               "%.4f%s | %.0f s\n",
+               (int)epoch + 1, (int)R->o->epochs, train_loss, train_acc, vloss, vacc, auc,
+               better ? " (best)" : "", e->seconds);
     *stop_now = R->o->patience > 0 && R->bad_epochs >= R->o->patience;
     if (*stop_now)
         cxr_tr_log(R, "early stop: no better validation AUC for %d epochs\n", (int)R->bad_epochs);
@@ -497,8 +513,10 @@ static enum cxr_status train_epochs(struct train_run *R, struct position *pos, b
                 if (o->progress_bar)
                     fprintf(R->log, "\n");
                 if ((st = save_checkpoint(R, pos)) == CXR_OK) {
-                    cxr_tr_log(R, "interrupted: checkpoint written to %s; continue with the same "
-                               "command and --resume\n", R->ckpt_path);
+                    cxr_tr_log(R,
+                               "interrupted: checkpoint written to %s; continue with the same "
+                               "command and --resume\n",
+                               R->ckpt_path);
                     st = cxr_tr_err(R, CXR_ERR_CANCELLED, "interrupted at epoch %d batch %d",
                                     (int)epoch + 1, (int)k + 1);
                 }
@@ -544,13 +562,15 @@ static enum cxr_status check_options(struct train_run *R)
     if (o->epochs < 1 || o->epochs > 100000 || o->batch < 2 || o->batch > 1024)
         return cxr_tr_err(R, CXR_ERR_USAGE, "--epochs 1..100000 and --batch 2..1024");
     if (o->freeze_backbone && !o->init)
-        return cxr_tr_err(R, CXR_ERR_USAGE, "--freeze-backbone needs --init (a trained backbone "
+        return cxr_tr_err(R, CXR_ERR_USAGE,
+                          "--freeze-backbone needs --init (a trained backbone "
                           "to keep)");
     if (!(o->val_fraction > 0 && o->val_fraction < 1) && !o->val)
         return cxr_tr_err(R, CXR_ERR_USAGE, "the validation fraction must be in (0, 1)");
     if (!(o->target_sensitivity > 0 && o->target_sensitivity <= 1) ||
         !(o->urgent_specificity > 0 && o->urgent_specificity <= 1))
-        return cxr_tr_err(R, CXR_ERR_USAGE, "--target-sensitivity and the urgent specificity "
+        return cxr_tr_err(R, CXR_ERR_USAGE,
+                          "--target-sensitivity and the urgent specificity "
                           "must be in (0, 1]");
     if (o->patience < 0)
         return cxr_tr_err(R, CXR_ERR_USAGE, "--patience must be >= 0");
@@ -578,8 +598,8 @@ static enum cxr_status prepare(struct train_run *R)
         cxr_tr_log(R, "note: batch lowered to %d (the training images)\n", (int)R->batch);
     }
     R->steps_per_epoch = (int32_t)(R->n_train / (size_t)R->batch); /* the rest: next epochs */
-    struct cxr_nn_backend_options bo = {.kind = CXR_NN_BACKEND_CPU, .precision = o->precision,
-                                        .threads = o->threads};
+    struct cxr_nn_backend_options bo = {
+        .kind = CXR_NN_BACKEND_CPU, .precision = o->precision, .threads = o->threads};
     if ((st = cxr_nn_backend_open(&bo, &R->b, note, nerr)) != CXR_OK)
         return cxr_tr_err(R, st, "backend: %s", nerr);
     struct cxr_nn_trainer_options to;
@@ -612,11 +632,14 @@ static enum cxr_status prepare(struct train_run *R)
     return CXR_OK;
 }
 
-enum cxr_status cxr_train_run(const struct cxr_train_options *o,
-                                     struct cxr_train_result *res, char *err)
+enum cxr_status cxr_train_run(const struct cxr_train_options *o, struct cxr_train_result *res,
+                              char *err)
 {
-    struct train_run R = {.o = o, .log = o && o->log ? o->log : stderr, .err = err,
-                          .t_start = cxr_tr_now(), .best_auc = NAN};
+    struct train_run R = {.o = o,
+                          .log = o && o->log ? o->log : stderr,
+                          .err = err,
+                          .t_start = cxr_tr_now(),
+                          .best_auc = NAN};
     struct cxr_train_result dummy;
     if (!res)
         res = &dummy;

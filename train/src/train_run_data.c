@@ -80,7 +80,7 @@ enum cxr_status cxr_tr_load_data(struct train_run *R)
         return st;
     char serr[CXR_ERRLEN] = "";
     if ((st = cxr_train_dataset_split(R->ds, o->val ? 0.0 : o->val_fraction, o->seed, &R->split,
-                                       serr)) != CXR_OK)
+                                      serr)) != CXR_OK)
         return cxr_tr_err(R, st, "split: %s", serr);
     R->train_idx = R->split.train;
     R->n_train = R->split.n_train;
@@ -99,9 +99,10 @@ enum cxr_status cxr_tr_load_data(struct train_run *R)
         if (leak == (size_t)-1)
             return cxr_tr_err(R, CXR_ERR_NOMEM, "out of memory");
         if (leak)
-            cxr_tr_log(R, "WARNING: %zu validation image%s share a patient or their exact bytes "
-                       "with training images: validation metrics will be optimistic\n", leak,
-                       leak == 1 ? "" : "s");
+            cxr_tr_log(R,
+                       "WARNING: %zu validation image%s share a patient or their exact bytes "
+                       "with training images: validation metrics will be optimistic\n",
+                       leak, leak == 1 ? "" : "s");
     } else {
         R->vsrc = R->ds;
         R->n_val = R->split.n_val;
@@ -111,8 +112,10 @@ enum cxr_status cxr_tr_load_data(struct train_run *R)
         memcpy(R->val_idx, R->split.val, R->n_val * sizeof *R->val_idx);
         memcpy(R->val_counts, R->split.val_counts, sizeof R->val_counts);
     }
-    print_counts(R, "training", R->train_counts, o->val ? R->ds->patient_groups : R->split.train_groups);
-    print_counts(R, "validation", R->val_counts, o->val ? R->vds->patient_groups : R->split.val_groups);
+    print_counts(R, "training", R->train_counts,
+                 o->val ? R->ds->patient_groups : R->split.train_groups);
+    print_counts(R, "validation", R->val_counts,
+                 o->val ? R->vds->patient_groups : R->split.val_groups);
     if (R->n_train < 2)
         return cxr_tr_err(R, CXR_ERR_INVALID_ARG, "only %zu training image%s: too few to train",
                           R->n_train, R->n_train == 1 ? "" : "s");
@@ -120,13 +123,15 @@ enum cxr_status cxr_tr_load_data(struct train_run *R)
     for (int32_t k = 0; k < R->meta->num_classes; k++)
         present += R->train_counts[k] > 0;
     if (present < 2)
-        return cxr_tr_err(R, CXR_ERR_INVALID_ARG, "the training data holds a single class: "
+        return cxr_tr_err(R, CXR_ERR_INVALID_ARG,
+                          "the training data holds a single class: "
                           "nothing to learn (check the class folders or --label-map)");
     if (R->n_val < 2 || R->val_counts[pos] == 0 || R->val_counts[pos] == (int64_t)R->n_val)
-        return cxr_tr_err(R, CXR_ERR_INVALID_ARG, "the validation set needs images of both the "
+        return cxr_tr_err(R, CXR_ERR_INVALID_ARG,
+                          "the validation set needs images of both the "
                           "positive class (%s) and the others to calibrate the thresholds; it has "
-                          "%zu image%s", R->meta->class_names[pos], R->n_val,
-                          R->n_val == 1 ? "" : "s");
+                          "%zu image%s",
+                          R->meta->class_names[pos], R->n_val, R->n_val == 1 ? "" : "s");
     for (size_t i = 0; i < R->ds->count; i++) {
         size_t px = (size_t)R->ds->samples[i].width * (size_t)R->ds->samples[i].height;
         if (px > R->max_pixels)
@@ -285,7 +290,7 @@ enum cxr_status cxr_tr_full_size_val(struct train_run *R, struct cxr_train_datas
     if (!capped)
         return CXR_OK;
     cxr_tr_log(R, "reading the validation images again at full size (the memory cap reduced "
-               "some), so the thresholds are calibrated on exactly what inference sees\n");
+                  "some), so the thresholds are calibrated on exactly what inference sees\n");
     struct cxr_train_dataset_options dopt;
     cxr_train_dataset_options_init(&dopt, R->meta);
     dopt.label_map = R->o->label_map;

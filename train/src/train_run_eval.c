@@ -24,7 +24,8 @@ void cxr_train_evaluate_options_init(struct cxr_train_evaluate_options *o)
 static struct json_object *ci(const struct cxr_nn_ci *c)
 {
     struct json_object *o = json_object_new_object(), *a = json_object_new_array();
-    json_object_object_add(o, "value", isfinite(c->value) ? json_object_new_double(c->value) : NULL);
+    json_object_object_add(o, "value",
+                           isfinite(c->value) ? json_object_new_double(c->value) : NULL);
     json_object_array_add(a, isfinite(c->lo) ? json_object_new_double(c->lo) : NULL);
     json_object_array_add(a, isfinite(c->hi) ? json_object_new_double(c->hi) : NULL);
     json_object_object_add(o, "ci95", a);
@@ -49,7 +50,7 @@ static struct json_object *eval_json(const struct cxr_nn_eval *e)
 }
 
 char *cxr_train_evaluate_to_json(const struct cxr_train_evaluate_result *r,
-                                  const struct cxr_nn_model_meta *meta)
+                                 const struct cxr_nn_model_meta *meta)
 {
     struct json_object *o = json_object_new_object();
     if (!o)
@@ -93,8 +94,8 @@ char *cxr_train_evaluate_to_json(const struct cxr_train_evaluate_result *r,
         json_object_object_add(o, "recalibration", rc);
     }
     json_object_object_add(o, "bootstrap_resamples", json_object_new_int(r->operating.resamples));
-    const char *s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY |
-                                                          JSON_C_TO_STRING_SPACED);
+    const char *s =
+        json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED);
     char *copy = s ? strdup(s) : NULL;
     json_object_put(o);
     return copy;
@@ -127,15 +128,16 @@ static enum cxr_status recalibrate(const struct cxr_train_evaluate_options *o,
         return cxr_seterr(err, CXR_ERR_NOMEM, "out of memory");
     json_object_object_add(j, "data", json_object_new_string(o->data));
     json_object_object_add(j, "data_digest", json_object_new_string(ds->digest));
-    json_object_object_add(j, "precision", json_object_new_string(
-                                               o->precision == CXR_NN_PRECISION_BF16 ? "bf16"
-                                                                                     : "fp32"));
+    json_object_object_add(
+        j, "precision",
+        json_object_new_string(o->precision == CXR_NN_PRECISION_BF16 ? "bf16" : "fp32"));
     struct json_object *before = mm->metrics_json ? json_tokener_parse(mm->metrics_json) : NULL;
     if (before)
         json_object_object_add(j, "before_recalibration", before);
     char *note = NULL;
-    if (asprintf(&note, "Thresholds recalibrated on %zu images of %s (%s) for sensitivity "
-                        "%.3f: operating %.4f -> %.4f, urgent %.4f -> %.4f.",
+    if (asprintf(&note,
+                 "Thresholds recalibrated on %zu images of %s (%s) for sensitivity "
+                 "%.3f: operating %.4f -> %.4f, urgent %.4f -> %.4f.",
                  ds->count, o->data, ds->digest, o->target_sensitivity, mm->operating_threshold,
                  cal->operating_threshold, mm->urgent_threshold, cal->urgent_threshold) < 0)
         note = NULL;
@@ -154,8 +156,9 @@ static enum cxr_status recalibrate(const struct cxr_train_evaluate_options *o,
     res->recalibrated = true;
     snprintf(res->recalibrated_sha256, sizeof res->recalibrated_sha256, "%s",
              cxr_nn_model_sha256(m));
-    fprintf(log, "recalibrated on these images: operating %.4f (sensitivity %.3f, specificity %.3f "
-                 "here), urgent %.4f; wrote %s (sha256 %s)\n",
+    fprintf(log,
+            "recalibrated on these images: operating %.4f (sensitivity %.3f, specificity %.3f "
+            "here), urgent %.4f; wrote %s (sha256 %s)\n",
             cal->operating_threshold, cal->operating.sensitivity.value,
             cal->operating.specificity.value, cal->urgent_threshold, o->calibrate_out,
             res->recalibrated_sha256);
@@ -163,7 +166,7 @@ static enum cxr_status recalibrate(const struct cxr_train_evaluate_options *o,
 }
 
 enum cxr_status cxr_train_evaluate_run(const struct cxr_train_evaluate_options *o,
-                                        struct cxr_train_evaluate_result *res, char *err)
+                                       struct cxr_train_evaluate_result *res, char *err)
 {
     struct cxr_train_evaluate_result dummy;
     if (!res)
@@ -210,13 +213,14 @@ enum cxr_status cxr_train_evaluate_run(const struct cxr_train_evaluate_options *
     snprintf(res->digest, sizeof res->digest, "%s", ds->digest);
     int64_t pos = ds->class_counts[meta->positive_class];
     if (pos == 0 || pos == (int64_t)ds->count) {
-        st = cxr_seterr(err, CXR_ERR_INVALID_ARG, "%s: the data must hold images of the positive class "
-                  "(%s) and of the others to measure sensitivity and specificity",
-                  o->data, meta->class_names[meta->positive_class]);
+        st = cxr_seterr(err, CXR_ERR_INVALID_ARG,
+                        "%s: the data must hold images of the positive class "
+                        "(%s) and of the others to measure sensitivity and specificity",
+                        o->data, meta->class_names[meta->positive_class]);
         goto done;
     }
-    struct cxr_nn_backend_options bo = {.kind = CXR_NN_BACKEND_CPU, .precision = o->precision,
-                                        .threads = o->threads};
+    struct cxr_nn_backend_options bo = {
+        .kind = CXR_NN_BACKEND_CPU, .precision = o->precision, .threads = o->threads};
     if ((st = cxr_nn_backend_open(&bo, &b, NULL, nerr)) != CXR_OK) {
         cxr_seterr(err, st, "backend: %s", nerr);
         goto done;
@@ -256,19 +260,22 @@ enum cxr_status cxr_train_evaluate_run(const struct cxr_train_evaluate_options *
     if (o->report) {
         for (size_t i = 0; i < ds->count; i++) {
             const struct cxr_train_sample *s = &ds->samples[i];
-            cases[i] = (struct cxr_train_report_case){.name = s->name, .label = s->label,
-                                                       .probability = probs[i],
-                                                       .pixels = s->pixels, .width = s->width,
-                                                       .height = s->height, .stride = s->width};
+            cases[i] = (struct cxr_train_report_case){.name = s->name,
+                                                      .label = s->label,
+                                                      .probability = probs[i],
+                                                      .pixels = s->pixels,
+                                                      .width = s->width,
+                                                      .height = s->height,
+                                                      .stride = s->width};
         }
         struct cxr_train_report_split split = {.name = "evaluated",
-                                                .groups = (int64_t)ds->patient_groups};
+                                               .groups = (int64_t)ds->patient_groups};
         memcpy(split.counts, ds->class_counts, sizeof split.counts);
         char machine[320], n[32];
         cxr_tr_machine(machine, sizeof machine);
         snprintf(n, sizeof n, "%zu", ds->count);
-        const char *notes[] = {"images", n, "machine", machine, "backend",
-                               cxr_nn_backend_describe(b)};
+        const char *notes[] = {"images", n,         "machine",
+                               machine,  "backend", cxr_nn_backend_describe(b)};
         struct cxr_train_report r;
         cxr_train_report_init(&r);
         r.title = "Evaluation report";

@@ -24,9 +24,9 @@ struct train_run {
     char *err;
     double t_start;
     /* data */
-    struct cxr_train_dataset *ds;   /* --data */
-    struct cxr_train_dataset *vds;  /* --val, or NULL (split of ds) */
-    struct cxr_train_split split;   /* indices into ds (val empty with --val) */
+    struct cxr_train_dataset *ds;  /* --data */
+    struct cxr_train_dataset *vds; /* --val, or NULL (split of ds) */
+    struct cxr_train_split split;  /* indices into ds (val empty with --val) */
     const int32_t *train_idx;
     size_t n_train;
     int64_t train_counts[CXR_NN_MAX_CLASSES];
@@ -36,12 +36,12 @@ struct train_run {
     size_t n_val;
     int64_t val_counts[CXR_NN_MAX_CLASSES];
     /* model and training */
-    struct cxr_nn_model *model;      /* current weights (export target), F32 */
-    struct cxr_nn_model_meta *meta;  /* model's metadata */
+    struct cxr_nn_model *model;     /* current weights (export target), F32 */
+    struct cxr_nn_model_meta *meta; /* model's metadata */
     struct cxr_nn_backend *b;
     struct cxr_nn_trainer *tr;
     int32_t batch, steps_per_epoch;
-    size_t max_pixels;               /* largest sample (augmentation scratch) */
+    size_t max_pixels; /* largest sample (augmentation scratch) */
     /* progress, history */
     struct cxr_train_report_epoch *hist;
     int32_t n_hist;
@@ -50,7 +50,7 @@ struct train_run {
     int64_t images_trained;
     double train_seconds;
     char ckpt_dir[4096], ckpt_path[4200], best_path[4200];
-    char note[512];                  /* a line for the report (transfer learning, ...) */
+    char note[512]; /* a line for the report (transfer learning, ...) */
 };
 
 /* printf to the run's log. */

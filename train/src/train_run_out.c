@@ -111,10 +111,13 @@ static enum cxr_status write_report(struct train_run *R, const struct cxr_nn_mod
     }
     for (size_t i = 0; i < R->n_val; i++) {
         const struct cxr_train_sample *s = &vset->samples[vidx[i]];
-        cases[i] = (struct cxr_train_report_case){.name = s->name, .label = s->label,
-                                                   .probability = probs[i], .pixels = s->pixels,
-                                                   .width = s->width, .height = s->height,
-                                                   .stride = s->width};
+        cases[i] = (struct cxr_train_report_case){.name = s->name,
+                                                  .label = s->label,
+                                                  .probability = probs[i],
+                                                  .pixels = s->pixels,
+                                                  .width = s->width,
+                                                  .height = s->height,
+                                                  .stride = s->width};
     }
     memcpy(skips, R->ds->skipped, R->ds->skipped_count * sizeof *skips);
     if (R->vds)
@@ -138,10 +141,11 @@ static enum cxr_status write_report(struct train_run *R, const struct cxr_nn_mod
              o->balanced_sampler ? "balanced sampler" : "class-weighted loss",
              o->augment ? ", augmentation" : ", no augmentation");
     cxr_tr_machine(machine, sizeof machine);
-    const char *notes[] = {"seed", seed, "epochs", epochs, "kept model", best,
-                           "optimisation", sched, "time", took, "speed", rate,
-                           "machine", machine, "backend", cxr_nn_backend_describe(R->b),
-                           "note", R->note};
+    const char *notes[] = {"seed",       seed,    "epochs",       epochs,
+                           "kept model", best,    "optimisation", sched,
+                           "time",       took,    "speed",        rate,
+                           "machine",    machine, "backend",      cxr_nn_backend_describe(R->b),
+                           "note",       R->note};
     struct cxr_train_report r;
     cxr_train_report_init(&r);
     r.title = "Training report";
@@ -208,8 +212,10 @@ enum cxr_status cxr_tr_finish(struct train_run *R, struct cxr_train_result *res)
     }
     set_identity(R, cxr_nn_model_meta_mut(kept));
     char desc[600];
-    snprintf(desc, sizeof desc, "Trained by cxr-triage train: %s, %d epochs (kept %d), seed %llu, "
-             "data %s. %s", cxr_nn_arch_name(R->meta->arch), (int)R->n_hist, (int)R->best_epoch,
+    snprintf(desc, sizeof desc,
+             "Trained by cxr-triage train: %s, %d epochs (kept %d), seed %llu, "
+             "data %s. %s",
+             cxr_nn_arch_name(R->meta->arch), (int)R->n_hist, (int)R->best_epoch,
              (unsigned long long)o->seed, R->ds->source, R->note);
     cxr_nn_model_set_text(kept, "description", desc);
     /* round to the storage type exactly as the file will hold it */
@@ -260,14 +266,17 @@ enum cxr_status cxr_tr_finish(struct train_run *R, struct cxr_train_result *res)
             snprintf(ci[i], sizeof ci[i], " [%.3f, %.3f]", cis[i]->lo, cis[i]->hi);
         else
             ci[i][0] = '\0';
-    cxr_tr_log(R, "kept epoch %d (validation AUC %.4f during training); scored as inference "
+    cxr_tr_log(R,
+               "kept epoch %d (validation AUC %.4f during training); scored as inference "
                "sees them, the validation images give AUC %.4f and the thresholds: operating "
-               "%.4f (target sensitivity %.2f), urgent %.4f\n", (int)R->best_epoch, R->best_auc,
-               e->auc.value, cal.operating_threshold, o->target_sensitivity,
-               cal.urgent_threshold);
-    cxr_tr_log(R, "validation at the operating threshold: sensitivity %.3f%s, specificity "
-               "%.3f%s, accuracy %.3f%s (n %zu)\n", e->sensitivity.value, ci[0],
-               e->specificity.value, ci[1], e->accuracy.value, ci[2], e->n);
+               "%.4f (target sensitivity %.2f), urgent %.4f\n",
+               (int)R->best_epoch, R->best_auc, e->auc.value, cal.operating_threshold,
+               o->target_sensitivity, cal.urgent_threshold);
+    cxr_tr_log(R,
+               "validation at the operating threshold: sensitivity %.3f%s, specificity "
+               "%.3f%s, accuracy %.3f%s (n %zu)\n",
+               e->sensitivity.value, ci[0], e->specificity.value, ci[1], e->accuracy.value, ci[2],
+               e->n);
     cxr_tr_log(R, "model: %s (%s storage, sha256 %s)\n", o->out, cxr_nn_dtype_name(o->storage),
                cxr_nn_model_sha256(m));
     res->best_epoch = R->best_epoch;

@@ -16,17 +16,16 @@
 struct cxr_triage_engine {
     const struct cxr_conf *conf;
     char *model_path;
-    struct cxr_nn_model *model;       /* kept for metadata and SHA-256 */
+    struct cxr_nn_model *model; /* kept for metadata and SHA-256 */
     struct cxr_nn_backend *backend;
     struct cxr_nn_net *net;
-    pthread_mutex_t net_lock;         /* a net is used by one thread at a time */
+    pthread_mutex_t net_lock; /* a net is used by one thread at a time */
     int32_t batch_size;
     size_t input_floats;
     double operating_threshold;
     double urgent_threshold;
     char description[512];
 };
-
 
 static double now_ms(void)
 {
@@ -47,15 +46,11 @@ void cxr_triage_engine_options_init(struct cxr_triage_engine_options *opt)
 const char *cxr_triage_priority_name(const struct cxr_conf *conf, enum cxr_triage_priority p)
 {
     switch (p) {
-    case CXR_TRIAGE_PRIORITY_URGENT:
-        return conf ? conf->priority.urgent_name : "URGENT";
-    case CXR_TRIAGE_PRIORITY_PRIORITY:
-        return conf ? conf->priority.priority_name : "PRIORITY";
-    case CXR_TRIAGE_PRIORITY_ROUTINE:
-        return conf ? conf->priority.routine_name : "ROUTINE";
+    case CXR_TRIAGE_PRIORITY_URGENT: return conf ? conf->priority.urgent_name : "URGENT";
+    case CXR_TRIAGE_PRIORITY_PRIORITY: return conf ? conf->priority.priority_name : "PRIORITY";
+    case CXR_TRIAGE_PRIORITY_ROUTINE: return conf ? conf->priority.routine_name : "ROUTINE";
     case CXR_TRIAGE_PRIORITY_NOT_ANALYSED:
-    default:
-        return conf ? conf->priority.not_analysed_name : "NOT_ANALYSED";
+    default: return conf ? conf->priority.not_analysed_name : "NOT_ANALYSED";
     }
 }
 
@@ -63,28 +58,21 @@ const char *cxr_triage_priority_name(const struct cxr_conf *conf, enum cxr_triag
 static enum cxr_nn_backend_kind backend_from_conf(enum cxr_conf_backend b)
 {
     switch (b) {
-    case CXR_CONF_BACKEND_CPU:
-        return CXR_NN_BACKEND_CPU;
-    case CXR_CONF_BACKEND_CUDA:
-        return CXR_NN_BACKEND_CUDA;
+    case CXR_CONF_BACKEND_CPU: return CXR_NN_BACKEND_CPU;
+    case CXR_CONF_BACKEND_CUDA: return CXR_NN_BACKEND_CUDA;
     case CXR_CONF_BACKEND_AUTO:
-    default:
-        return CXR_NN_BACKEND_AUTO;
+    default: return CXR_NN_BACKEND_AUTO;
     }
 }
 
 static enum cxr_nn_precision precision_from_conf(enum cxr_conf_precision p)
 {
     switch (p) {
-    case CXR_CONF_PRECISION_FP32:
-        return CXR_NN_PRECISION_FP32;
-    case CXR_CONF_PRECISION_BF16:
-        return CXR_NN_PRECISION_BF16;
-    case CXR_CONF_PRECISION_FP16:
-        return CXR_NN_PRECISION_FP16;
+    case CXR_CONF_PRECISION_FP32: return CXR_NN_PRECISION_FP32;
+    case CXR_CONF_PRECISION_BF16: return CXR_NN_PRECISION_BF16;
+    case CXR_CONF_PRECISION_FP16: return CXR_NN_PRECISION_FP16;
     case CXR_CONF_PRECISION_AUTO:
-    default:
-        return CXR_NN_PRECISION_AUTO;
+    default: return CXR_NN_PRECISION_AUTO;
     }
 }
 
@@ -160,11 +148,10 @@ enum cxr_status cxr_triage_engine_new(const struct cxr_conf *conf,
 
     const struct cxr_nn_model_meta *m = cxr_nn_model_meta(e->model);
     e->input_floats = (size_t)m->channels * (size_t)m->input_height * (size_t)m->input_width;
-    e->operating_threshold =
-        pick_threshold(conf->priority.priority_threshold, m->operating_threshold, 0.5,
-                       "operating threshold");
-    e->urgent_threshold =
-        pick_threshold(conf->priority.urgent_threshold, m->urgent_threshold, 0.9, "urgent threshold");
+    e->operating_threshold = pick_threshold(conf->priority.priority_threshold,
+                                            m->operating_threshold, 0.5, "operating threshold");
+    e->urgent_threshold = pick_threshold(conf->priority.urgent_threshold, m->urgent_threshold, 0.9,
+                                         "urgent threshold");
     if (e->urgent_threshold < e->operating_threshold) {
         cxr_log(CXR_LOG_WARN, "triage",
                 "urgent threshold %.3f is below the operating threshold %.3f; using the latter",
@@ -204,7 +191,10 @@ const char *cxr_triage_engine_model_sha256(const struct cxr_triage_engine *e)
 {
     return cxr_nn_model_sha256(e->model);
 }
-const char *cxr_triage_engine_model_path(const struct cxr_triage_engine *e) { return e->model_path; }
+const char *cxr_triage_engine_model_path(const struct cxr_triage_engine *e)
+{
+    return e->model_path;
+}
 const char *cxr_triage_engine_describe(const struct cxr_triage_engine *e) { return e->description; }
 size_t cxr_triage_engine_input_floats(const struct cxr_triage_engine *e) { return e->input_floats; }
 int32_t cxr_triage_engine_batch_size(const struct cxr_triage_engine *e) { return e->batch_size; }
@@ -226,7 +216,8 @@ enum cxr_triage_priority cxr_triage_engine_priority(const struct cxr_triage_engi
     return CXR_TRIAGE_PRIORITY_ROUTINE;
 }
 
-enum cxr_triage_priority cxr_triage_study_priority(const struct cxr_triage_result *results, int32_t n)
+enum cxr_triage_priority cxr_triage_study_priority(const struct cxr_triage_result *results,
+                                                   int32_t n)
 {
     enum cxr_triage_priority p = CXR_TRIAGE_PRIORITY_NOT_ANALYSED;
     for (int32_t i = 0; i < n; i++)
@@ -242,7 +233,8 @@ static void not_analysed(struct cxr_triage_result *res, enum cxr_status st, cons
     res->priority = CXR_TRIAGE_PRIORITY_NOT_ANALYSED;
     res->probability = NAN;
     res->finding_present = false;
-    snprintf(res->reason, sizeof res->reason, "%s", reason && *reason ? reason : cxr_status_str(st));
+    snprintf(res->reason, sizeof res->reason, "%s",
+             reason && *reason ? reason : cxr_status_str(st));
 }
 
 bool cxr_triage_engine_prepare(struct cxr_triage_engine *e, struct cxr_dicom_instance *inst,

@@ -135,7 +135,8 @@ char *cxr_triage_worklist_json(const struct cxr_triage_study_row *rows, size_t n
     cxr_triage_worklist_order(rows, n, o, e);
     size_t limit = o->limit ? o->limit : 1000;
     for (size_t i = 0; i < n && i < limit; i++) {
-        json_object *j = study_object(e[i].study, e[i].priority, e[i].escalated, e[i].waiting_ms, o);
+        json_object *j =
+            study_object(e[i].study, e[i].priority, e[i].escalated, e[i].waiting_ms, o);
         if (j)
             json_object_array_add(list, j);
     }

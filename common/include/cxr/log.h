@@ -17,12 +17,7 @@
 extern "C" {
 #endif
 
-enum cxr_log_level {
-    CXR_LOG_ERROR = 0,
-    CXR_LOG_WARN = 1,
-    CXR_LOG_INFO = 2,
-    CXR_LOG_DEBUG = 3
-};
+enum cxr_log_level { CXR_LOG_ERROR = 0, CXR_LOG_WARN = 1, CXR_LOG_INFO = 2, CXR_LOG_DEBUG = 3 };
 
 /* Sets the most verbose level printed (default INFO, or CXR_LOG_LEVEL from the
  * environment: error|warn|info|debug). */

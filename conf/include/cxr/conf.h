@@ -29,7 +29,7 @@
 extern "C" {
 #endif
 
-#define CXR_CONF_MAX_LIST 16     /* max tokens in a list-typed key */
+#define CXR_CONF_MAX_LIST 16 /* max tokens in a list-typed key */
 
 enum cxr_conf_backend {
     CXR_CONF_BACKEND_AUTO = 0,
@@ -41,20 +41,20 @@ enum cxr_conf_precision {
     CXR_CONF_PRECISION_AUTO = 0, /* fp32 on the CPU (see nn.h); the GPU backend's choice there */
     CXR_CONF_PRECISION_FP32 = 1,
     CXR_CONF_PRECISION_BF16 = 2,
-    CXR_CONF_PRECISION_FP16 = 3  /* GPU only */
+    CXR_CONF_PRECISION_FP16 = 3 /* GPU only */
 };
 
 /* What to do with a DX "For Processing" image (raw detector data). */
 enum cxr_conf_for_processing {
-    CXR_CONF_FOR_PROCESSING_REJECT = 0,  /* not analysed, reason given */
-    CXR_CONF_FOR_PROCESSING_ANALYSE = 1  /* analysed, with a warning */
+    CXR_CONF_FOR_PROCESSING_REJECT = 0, /* not analysed, reason given */
+    CXR_CONF_FOR_PROCESSING_ANALYSE = 1 /* analysed, with a warning */
 };
 
 /* What to do when the patient's age is outside the model's intended range. */
 enum cxr_conf_age_policy {
-    CXR_CONF_AGE_REJECT = 0,  /* not analysed, reason given */
-    CXR_CONF_AGE_WARN = 1,    /* analysed; the SR and output carry a warning */
-    CXR_CONF_AGE_IGNORE = 2   /* analysed silently */
+    CXR_CONF_AGE_REJECT = 0, /* not analysed, reason given */
+    CXR_CONF_AGE_WARN = 1,   /* analysed; the SR and output carry a warning */
+    CXR_CONF_AGE_IGNORE = 2  /* analysed silently */
 };
 
 /* A list of up to CXR_CONF_MAX_LIST short tokens (e.g. "CR", "DX"). */
@@ -64,124 +64,126 @@ struct cxr_conf_list {
 };
 
 struct cxr_conf_model {
-    char *path;                       /* model file (.safetensors); relative paths resolve against the config file's folder */
+    char *path; /* model file (.safetensors); relative paths resolve against the config file's
+                   folder */
     enum cxr_conf_backend backend;
     enum cxr_conf_precision precision;
-    int32_t threads;                  /* 0 = number of online CPUs */
-    int32_t batch_size;               /* images per forward pass, 1..256 */
+    int32_t threads;    /* 0 = number of online CPUs */
+    int32_t batch_size; /* images per forward pass, 1..256 */
 };
 
 struct cxr_conf_gate {
-    struct cxr_conf_list modalities;         /* default "CR DX" */
-    bool allow_secondary_capture;            /* admit SC images of modality CR/DX/OT */
-    struct cxr_conf_list body_parts;         /* default "CHEST"; upper-case compare */
-    bool allow_missing_body_part;            /* absent BodyPartExamined passes */
-    struct cxr_conf_list view_positions;     /* default "PA AP" */
-    bool allow_missing_view_position;        /* absent ViewPosition passes */
+    struct cxr_conf_list modalities;     /* default "CR DX" */
+    bool allow_secondary_capture;        /* admit SC images of modality CR/DX/OT */
+    struct cxr_conf_list body_parts;     /* default "CHEST"; upper-case compare */
+    bool allow_missing_body_part;        /* absent BodyPartExamined passes */
+    struct cxr_conf_list view_positions; /* default "PA AP" */
+    bool allow_missing_view_position;    /* absent ViewPosition passes */
     enum cxr_conf_for_processing for_processing;
-    int32_t min_rows, max_rows;              /* image size limits checked before any allocation */
+    int32_t min_rows, max_rows; /* image size limits checked before any allocation */
     int32_t min_cols, max_cols;
     enum cxr_conf_age_policy age_policy;
 };
 
 struct cxr_conf_sr {
-    char *output_dir;                 /* where `score` and the node write SR files; "" = none */
-    char *manufacturer;               /* (0008,0070) and device observer manufacturer */
-    char *series_description;         /* (0008,103E) of the SR series */
-    int32_t series_number;            /* (0020,0011) of the SR series */
-    char *device_observer_uid;        /* "" = derived from the host and product */
-    char *institution_name;           /* "" = copied from the source image */
+    char *output_dir;          /* where `score` and the node write SR files; "" = none */
+    char *manufacturer;        /* (0008,0070) and device observer manufacturer */
+    char *series_description;  /* (0008,103E) of the SR series */
+    int32_t series_number;     /* (0020,0011) of the SR series */
+    char *device_observer_uid; /* "" = derived from the host and product */
+    char *institution_name;    /* "" = copied from the source image */
     enum { CXR_CONF_SR_COMPREHENSIVE = 0, CXR_CONF_SR_ENHANCED = 1 } sop_class;
 };
 
 struct cxr_conf_priority {
     /* Probability thresholds; a negative value means "use the model's calibrated value". */
-    double urgent_threshold;          /* p >= this: URGENT */
-    double priority_threshold;        /* p >= this: PRIORITY (the operating threshold by default) */
-    char urgent_name[32];             /* level names shown in worklists and SRs */
+    double urgent_threshold;   /* p >= this: URGENT */
+    double priority_threshold; /* p >= this: PRIORITY (the operating threshold by default) */
+    char urgent_name[32];      /* level names shown in worklists and SRs */
     char priority_name[32];
     char routine_name[32];
     char not_analysed_name[32];
-    int32_t max_wait_minutes;         /* a ROUTINE study waiting longer is escalated; 0 = never */
+    int32_t max_wait_minutes; /* a ROUTINE study waiting longer is escalated; 0 = never */
 };
 
 struct cxr_conf_log {
-    char level[16];                   /* error|warn|info|debug */
-    bool allow_phi;                   /* patient names/IDs may appear in logs */
+    char level[16]; /* error|warn|info|debug */
+    bool allow_phi; /* patient names/IDs may appear in logs */
 };
 
 /* The DICOM node (`cxr-triage serve`): its AE, spool, workers, retries. */
 struct cxr_conf_node {
-    char *ae_title;                   /* our AE title (1..16 characters) */
-    char *bind_address;               /* address the DICOM port listens on */
+    char *ae_title;     /* our AE title (1..16 characters) */
+    char *bind_address; /* address the DICOM port listens on */
     int32_t port;
-    int32_t max_associations;         /* simultaneous associations */
-    int32_t max_pdu;                  /* bytes */
-    int32_t acse_timeout_s;           /* association negotiation */
-    int32_t dimse_timeout_s;          /* one DIMSE message */
-    int32_t connect_timeout_s;        /* outgoing associations (SR delivery) */
-    bool check_called_ae;             /* refuse associations addressed to another AE title */
-    bool tls;                         /* DICOM TLS (BCP 195) on the listening port */
-    char *tls_certificate;            /* PEM; also the client certificate for TLS destinations */
-    char *tls_private_key;            /* PEM, unencrypted */
-    char *tls_ca_certificates;        /* PEM bundle to verify peers; "" = no verification */
-    bool tls_verify_peer;             /* require a client certificate signed by the CA */
-    char *spool_dir;                  /* received instances, SRs and the job store */
-    int32_t disk_min_free_mb;         /* below this much free space, associations are refused */
-    int32_t spool_retention_hours;    /* keep processed instance files this long */
-    int32_t spool_inline_max_kb;      /* instances up to this size live in the job store */
-    int32_t worker_threads;           /* scoring workers; 0 = automatic */
-    int32_t batch_wait_ms;            /* wait this long for a batch to fill */
-    int32_t study_stable_seconds;     /* a study is complete after this quiet time */
-    int32_t retry_base_seconds;       /* first SR delivery retry delay (doubles each time) */
-    int32_t retry_cap_seconds;        /* longest delay between retries */
-    int32_t retry_max_attempts;       /* then the delivery is dead-lettered */
+    int32_t max_associations;      /* simultaneous associations */
+    int32_t max_pdu;               /* bytes */
+    int32_t acse_timeout_s;        /* association negotiation */
+    int32_t dimse_timeout_s;       /* one DIMSE message */
+    int32_t connect_timeout_s;     /* outgoing associations (SR delivery) */
+    bool check_called_ae;          /* refuse associations addressed to another AE title */
+    bool tls;                      /* DICOM TLS (BCP 195) on the listening port */
+    char *tls_certificate;         /* PEM; also the client certificate for TLS destinations */
+    char *tls_private_key;         /* PEM, unencrypted */
+    char *tls_ca_certificates;     /* PEM bundle to verify peers; "" = no verification */
+    bool tls_verify_peer;          /* require a client certificate signed by the CA */
+    char *spool_dir;               /* received instances, SRs and the job store */
+    int32_t disk_min_free_mb;      /* below this much free space, associations are refused */
+    int32_t spool_retention_hours; /* keep processed instance files this long */
+    int32_t spool_inline_max_kb;   /* instances up to this size live in the job store */
+    int32_t worker_threads;        /* scoring workers; 0 = automatic */
+    int32_t batch_wait_ms;         /* wait this long for a batch to fill */
+    int32_t study_stable_seconds;  /* a study is complete after this quiet time */
+    int32_t retry_base_seconds;    /* first SR delivery retry delay (doubles each time) */
+    int32_t retry_cap_seconds;     /* longest delay between retries */
+    int32_t retry_max_attempts;    /* then the delivery is dead-lettered */
 };
 
 /* The node's HTTP endpoint (worklist, study results, health, metrics). */
 struct cxr_conf_http {
     bool enabled;
     char *bind_address;
-    int32_t port;                     /* 0 = any free port */
-    bool show_patient_id;             /* Patient ID in the worklist (PHI) */
-    int32_t worklist_hours;           /* studies whose last image is older leave the worklist; 0 = keep */
+    int32_t port;           /* 0 = any free port */
+    bool show_patient_id;   /* Patient ID in the worklist (PHI) */
+    int32_t worklist_hours; /* studies whose last image is older leave the worklist; 0 = keep */
 };
 
 /* The Orthanc plugin (libcxr_triage_orthanc.so): its durable queue, SR and
  * study forwarding through Orthanc, and its worklist. */
 struct cxr_conf_plugin {
-    bool required;                    /* a broken configuration or model stops Orthanc's start-up */
-    char *state_dir;                  /* the plugin's queue (SQLite); "" = <Orthanc IndexDirectory>/cxr-triage */
-    int32_t queue_limit;              /* studies waiting or queued; beyond, Orthanc's change log holds them */
-    char *forward_sr;                 /* "modality:NAME peer:NAME ..." that each SR is sent to */
-    char *forward_study;              /* the same, for the whole study once its SR is stored */
-    int32_t retry_seconds;            /* first retry of a failed forward (doubles, at most 10 min) */
-    int32_t retry_max_attempts;       /* then the forward is dead (listed, retryable over REST) */
-    bool show_patient_id;             /* Patient ID in the plugin's worklist and page (PHI) */
-    int32_t worklist_hours;           /* studies older than this leave the worklist; 0 = keep */
+    bool required;       /* a broken configuration or model stops Orthanc's start-up */
+    char *state_dir;     /* the plugin's queue (SQLite); "" = <Orthanc IndexDirectory>/cxr-triage */
+    int32_t queue_limit; /* studies waiting or queued; beyond, Orthanc's change log holds them */
+    char *forward_sr;    /* "modality:NAME peer:NAME ..." that each SR is sent to */
+    char *forward_study; /* the same, for the whole study once its SR is stored */
+    int32_t retry_seconds;      /* first retry of a failed forward (doubles, at most 10 min) */
+    int32_t retry_max_attempts; /* then the forward is dead (listed, retryable over REST) */
+    bool show_patient_id;       /* Patient ID in the plugin's worklist and page (PHI) */
+    int32_t worklist_hours;     /* studies older than this leave the worklist; 0 = keep */
 };
 
 /* One <allow> element: a peer allowed to associate (empty field = any). */
 struct cxr_conf_allow {
-    char *ae_title;                   /* calling AE title */
-    char *host;                       /* IP address or host name */
+    char *ae_title; /* calling AE title */
+    char *host;     /* IP address or host name */
 };
 
 /* One <destination> element: where the node sends its SRs (C-STORE). */
 struct cxr_conf_destination {
-    char *name;                       /* "" = derived from AE title, host and port */
-    char *ae_title;                   /* called AE title */
+    char *name;     /* "" = derived from AE title, host and port */
+    char *ae_title; /* called AE title */
     char *host;
     int32_t port;
-    char *calling_ae_title;           /* "" = node/ae-title */
+    char *calling_ae_title; /* "" = node/ae-title */
     bool tls;
 };
 
-#define CXR_CONF_MAX_ALLOW 64         /* <allow> elements */
-#define CXR_CONF_MAX_DESTINATIONS 16  /* <destination> elements */
+#define CXR_CONF_MAX_ALLOW        64 /* <allow> elements */
+#define CXR_CONF_MAX_DESTINATIONS 16 /* <destination> elements */
 
 struct cxr_conf {
-    char *source_path;                /* absolute path of the file it was loaded from ("" for defaults and memory documents) */
+    char *source_path; /* absolute path of the file it was loaded from ("" for defaults and memory
+                          documents) */
     struct cxr_conf_model model;
     struct cxr_conf_gate gate;
     struct cxr_conf_sr sr;

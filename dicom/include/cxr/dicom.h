@@ -23,7 +23,7 @@
 extern "C" {
 #endif
 
-#define CXR_DICOM_UID_LEN 65      /* 64 characters + NUL */
+#define CXR_DICOM_UID_LEN 65 /* 64 characters + NUL */
 
 /* Registers DCMTK's decoders (JPEG, JPEG-LS, RLE) and ours (JPEG 2000 via
  * OpenJPEG) and quiets DCMTK's own logger. Safe to call many times. */
@@ -52,8 +52,8 @@ struct cxr_dicom_info {
     char issuer_of_patient_id[68];
     char patient_birth_date[12];
     char patient_sex[20];
-    char patient_age[8];            /* AS, e.g. "004Y" */
-    double patient_age_years;       /* from PatientAge, else BirthDate and StudyDate; NaN unknown */
+    char patient_age[8];      /* AS, e.g. "004Y" */
+    double patient_age_years; /* from PatientAge, else BirthDate and StudyDate; NaN unknown */
     /* study */
     char study_instance_uid[CXR_DICOM_UID_LEN];
     char study_date[12];
@@ -69,7 +69,7 @@ struct cxr_dicom_info {
     char body_part_examined[20];
     char view_position[20];
     char laterality[4];
-    char presentation_intent_type[20];  /* "FOR PRESENTATION" / "FOR PROCESSING" / "" */
+    char presentation_intent_type[20]; /* "FOR PRESENTATION" / "FOR PROCESSING" / "" */
     char image_type[68];
     char photometric_interpretation[20];
     char manufacturer[68];
@@ -77,11 +77,11 @@ struct cxr_dicom_info {
     uint16_t bits_allocated, bits_stored, high_bit;
     uint16_t samples_per_pixel;
     uint16_t pixel_representation;
-    int32_t number_of_frames;           /* 1 when absent */
+    int32_t number_of_frames; /* 1 when absent */
     bool has_pixel_data;
 };
 
-struct cxr_dicom_instance;  /* opaque: one parsed dataset */
+struct cxr_dicom_instance; /* opaque: one parsed dataset */
 
 /* Reads a Part 10 file, or a file without preamble/meta header (implicit or
  * explicit VR little endian detected). The pixel data is not decoded, and
@@ -120,8 +120,7 @@ struct cxr_dicom_gate_result {
  * monochrome, rows/cols within limits, bits sane, For Processing policy, age
  * policy against [age_min, age_max] years (NaN bounds: no age check). */
 void cxr_dicom_gate(const struct cxr_dicom_info *info, const struct cxr_conf_gate *rules,
-                    double age_min_years, double age_max_years,
-                    struct cxr_dicom_gate_result *res);
+                    double age_min_years, double age_max_years, struct cxr_dicom_gate_result *res);
 
 /* ------------------------------------------------------------------ presentation */
 
@@ -131,7 +130,7 @@ void cxr_dicom_gate(const struct cxr_dicom_info *info, const struct cxr_conf_gat
 struct cxr_dicom_image {
     int32_t width, height;
     uint8_t *pixels;
-    char voi_used[128];   /* "window C=2048 W=4096 LINEAR", "VOI LUT 1 of 2", "min/max" */
+    char voi_used[128]; /* "window C=2048 W=4096 LINEAR", "VOI LUT 1 of 2", "min/max" */
 };
 
 /* Decodes the first frame (any supported transfer syntax; unsupported →
@@ -173,38 +172,38 @@ struct cxr_dicom_sr_image {
     char sop_class_uid[CXR_DICOM_UID_LEN];
     char sop_instance_uid[CXR_DICOM_UID_LEN];
     char series_instance_uid[CXR_DICOM_UID_LEN];
-    double probability;          /* 0..1 of the finding (pneumonia) */
-    bool finding_present;        /* probability >= operating threshold */
-    char warning[256];           /* e.g. age outside the intended population; "" none */
+    double probability;   /* 0..1 of the finding (pneumonia) */
+    bool finding_present; /* probability >= operating threshold */
+    char warning[256];    /* e.g. age outside the intended population; "" none */
 };
 
 struct cxr_dicom_sr_request {
     /* patient/study module values copied into the SR (from the first image) */
     const struct cxr_dicom_info *study;
     const struct cxr_dicom_sr_image *images;
-    uint32_t image_count;        /* >= 1 */
+    uint32_t image_count; /* >= 1 */
     /* algorithm (TID 4019) */
-    const char *algorithm_name;      /* "cxr-triage pneumonia" */
-    const char *algorithm_version;   /* model name + version */
-    const char *model_sha256;        /* 64 hex */
+    const char *algorithm_name;    /* "cxr-triage pneumonia" */
+    const char *algorithm_version; /* model name + version */
+    const char *model_sha256;      /* 64 hex */
     double operating_threshold;
     /* device observer (TID 1004) */
     const char *device_observer_uid; /* NULL/"" = a stable 2.25 UID derived from the host name */
     const char *device_name;         /* "CXRTRIAGE" */
     const char *manufacturer;
-    const char *model_name;          /* "cxr-triage" */
-    const char *software_version;    /* product version */
+    const char *model_name;       /* "cxr-triage" */
+    const char *software_version; /* product version */
     /* study-level triage result */
-    const char *priority_name;       /* "URGENT", ... */
+    const char *priority_name; /* "URGENT", ... */
     /* SR series */
     const char *series_description;
     int32_t series_number;
-    const char *institution_name;    /* NULL/"" = the source's */
-    bool enhanced_sr;                /* Enhanced SR IOD instead of Comprehensive SR */
+    const char *institution_name; /* NULL/"" = the source's */
+    bool enhanced_sr;             /* Enhanced SR IOD instead of Comprehensive SR */
     /* an earlier SR this one replaces (Predecessor Documents Sequence); NULL none */
     const char *predecessor_sop_instance_uid;
     const char *predecessor_series_instance_uid;
-    bool complete;                   /* CompletionFlag COMPLETE (else PARTIAL) */
+    bool complete; /* CompletionFlag COMPLETE (else PARTIAL) */
 };
 
 /* Builds the TID 1500 Imaging Measurement Report (as IHE AI Results shapes

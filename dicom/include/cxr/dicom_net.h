@@ -35,12 +35,12 @@ extern "C" {
 /* DIMSE status codes a store callback may return (PS3.4 Annex B.2.3). */
 enum {
     CXR_DIMSE_SUCCESS = 0x0000,
-    CXR_DIMSE_OUT_OF_RESOURCES = 0xA700,     /* Refused: Out of Resources */
-    CXR_DIMSE_DATASET_MISMATCH = 0xA900,     /* Error: Data Set does not match SOP Class */
-    CXR_DIMSE_CANNOT_UNDERSTAND = 0xC000,    /* Error: Cannot understand */
+    CXR_DIMSE_OUT_OF_RESOURCES = 0xA700,  /* Refused: Out of Resources */
+    CXR_DIMSE_DATASET_MISMATCH = 0xA900,  /* Error: Data Set does not match SOP Class */
+    CXR_DIMSE_CANNOT_UNDERSTAND = 0xC000, /* Error: Cannot understand */
     CXR_DIMSE_PROCESSING_FAILURE = 0x0110,
     CXR_DIMSE_SOP_CLASS_NOT_SUPPORTED = 0x0122, /* Refused: SOP Class not supported */
-    CXR_DIMSE_NO_RESPONSE = 0xFFFF           /* not a DIMSE status: no response arrived (SCU) */
+    CXR_DIMSE_NO_RESPONSE = 0xFFFF              /* not a DIMSE status: no response arrived (SCU) */
 };
 
 /* TLS settings: DICOM's Non-downgrading BCP 195 profile (PS3.15 B.9:
@@ -56,10 +56,10 @@ enum {
  * ca_certificates (and verify_peer false) the server is not authenticated. */
 struct cxr_dicom_tls {
     bool enabled;
-    const char *certificate;       /* our certificate (PEM) */
-    const char *private_key;       /* its key (PEM, unencrypted) */
-    const char *ca_certificates;   /* CA bundle to verify the peer; NULL = no verification */
-    bool verify_peer;              /* require and verify the peer's certificate */
+    const char *certificate;     /* our certificate (PEM) */
+    const char *private_key;     /* its key (PEM, unencrypted) */
+    const char *ca_certificates; /* CA bundle to verify the peer; NULL = no verification */
+    bool verify_peer;            /* require and verify the peer's certificate */
 };
 
 /* One allowed peer: a calling AE title and/or a host; an empty field matches
@@ -75,10 +75,12 @@ struct cxr_dicom_peer_rule {
  *  1. application context not DICOM      -> permanent, service-user, 2
  *  2. check_called_ae and called AE != ae_title
  *                                        -> permanent, service-user, 7 (called AE not recognized)
- *  3. allowlist set, calling AE in no rule -> permanent, service-user, 3 (calling AE not recognized)
- *     AE known but not from this host      -> permanent, service-user, 1 (no reason given)
- *  4. max_associations busy              -> transient, service-provider (presentation), 2 (local limit exceeded)
- *  5. the assoc callback says no         -> transient, service-provider (presentation), 1 (temporary congestion)
+ *  3. allowlist set, calling AE in no rule -> permanent, service-user, 3 (calling AE not
+ * recognized) AE known but not from this host      -> permanent, service-user, 1 (no reason given)
+ *  4. max_associations busy              -> transient, service-provider (presentation), 2 (local
+ * limit exceeded)
+ *  5. the assoc callback says no         -> transient, service-provider (presentation), 1
+ * (temporary congestion)
  *  6. no acceptable presentation context -> permanent, service-user, 1
  * Every association is logged (calling AE, called AE, host, outcome, reason).
  * Zero numbers take defaults: max_associations 16, max_pdu 65536 (allowed
@@ -87,19 +89,21 @@ struct cxr_dicom_peer_rule {
  * acceptor is IPv4 only). port 0 picks a free port (see
  * cxr_dicom_scp_wait_ready). */
 struct cxr_dicom_scp_config {
-    const char *ae_title;          /* our AE title (called AE must match when check_called_ae) */
-    const char *bind_address;      /* "127.0.0.1", "0.0.0.0" */
+    const char *ae_title;     /* our AE title (called AE must match when check_called_ae) */
+    const char *bind_address; /* "127.0.0.1", "0.0.0.0" */
     uint16_t port;
-    uint32_t max_associations;     /* simultaneous associations; more are rejected (transient) */
-    uint32_t max_pdu;              /* bytes, 4096..131072 typical */
-    uint32_t acse_timeout_s;       /* TLS handshake + A-ASSOCIATE-RQ read (on the listener thread) */
-    uint32_t dimse_timeout_s;      /* each DIMSE read; also the idle time before the SCP aborts */
+    uint32_t max_associations; /* simultaneous associations; more are rejected (transient) */
+    uint32_t max_pdu;          /* bytes, 4096..131072 typical */
+    uint32_t acse_timeout_s;   /* TLS handshake + A-ASSOCIATE-RQ read (on the listener thread) */
+    uint32_t dimse_timeout_s;  /* each DIMSE read; also the idle time before the SCP aborts */
     bool check_called_ae;
-    const struct cxr_dicom_peer_rule *allowed_peers;  /* NULL/0 = any peer */
+    const struct cxr_dicom_peer_rule *allowed_peers; /* NULL/0 = any peer */
     size_t allowed_peer_count;
     struct cxr_dicom_tls tls;
-    const char *spool_tmp_dir;     /* where incoming objects are first written (same filesystem as the spool) */
-    uint64_t memory_max_bytes;     /* objects up to this size are handed over in memory, not as a file; 0 = always a file */
+    const char *
+        spool_tmp_dir; /* where incoming objects are first written (same filesystem as the spool) */
+    uint64_t memory_max_bytes; /* objects up to this size are handed over in memory, not as a file;
+                                  0 = always a file */
 };
 
 /* What the SCP hands to the store callback: the received object,
@@ -122,8 +126,8 @@ struct cxr_dicom_store_event {
     const char *sop_class_uid;
     const char *sop_instance_uid;
     const char *transfer_syntax_uid;
-    const char *tmp_path;          /* the object as a file, or NULL (see data) */
-    const void *data;              /* the object in memory, or NULL (see tmp_path) */
+    const char *tmp_path; /* the object as a file, or NULL (see data) */
+    const void *data;     /* the object in memory, or NULL (see tmp_path) */
     uint64_t size;
 };
 
@@ -165,12 +169,12 @@ uint16_t cxr_dicom_scp_wait_ready(struct cxr_dicom_scp *scp, uint32_t timeout_ms
 /* Counters since run started (for /metrics). Any thread. */
 struct cxr_dicom_scp_stats {
     uint64_t associations_accepted;
-    uint64_t associations_rejected;   /* by the policy above, incl. the cap */
-    uint64_t associations_failed;     /* aborted, broken, TLS handshake failures, garbage */
-    uint64_t stores_ok;               /* C-STORE answered with success/warning */
-    uint64_t stores_failed;           /* answered with a failure status, or broken mid-object */
+    uint64_t associations_rejected; /* by the policy above, incl. the cap */
+    uint64_t associations_failed;   /* aborted, broken, TLS handshake failures, garbage */
+    uint64_t stores_ok;             /* C-STORE answered with success/warning */
+    uint64_t stores_failed;         /* answered with a failure status, or broken mid-object */
     uint64_t echoes;
-    uint64_t bytes_received;          /* data set bytes written to temp files */
+    uint64_t bytes_received; /* data set bytes written to temp files */
     uint32_t active_associations;
 };
 void cxr_dicom_scp_get_stats(struct cxr_dicom_scp *scp, struct cxr_dicom_scp_stats *out);

@@ -21,9 +21,9 @@
 extern "C" {
 #endif
 
-#define CXR_NN_MAX_DIMS 4
+#define CXR_NN_MAX_DIMS    4
 #define CXR_NN_MAX_CLASSES 16
-#define CXR_NN_NAME_LEN 96
+#define CXR_NN_NAME_LEN    96
 
 /* ------------------------------------------------------------------ tensors */
 
@@ -32,7 +32,7 @@ enum cxr_nn_dtype {
     CXR_NN_DTYPE_F16 = 1,
     CXR_NN_DTYPE_BF16 = 2,
     CXR_NN_DTYPE_F64 = 3,
-    CXR_NN_DTYPE_I64 = 4,   /* only for BN's num_batches_tracked */
+    CXR_NN_DTYPE_I64 = 4, /* only for BN's num_batches_tracked */
     CXR_NN_DTYPE_U8 = 5
 };
 
@@ -59,11 +59,7 @@ int64_t cxr_nn_tensor_numel(const struct cxr_nn_tensor *t);
 
 /* ------------------------------------------------------------------ models */
 
-enum cxr_nn_arch {
-    CXR_NN_ARCH_RESNET18 = 0,
-    CXR_NN_ARCH_RESNET34 = 1,
-    CXR_NN_ARCH_RESNET50 = 2
-};
+enum cxr_nn_arch { CXR_NN_ARCH_RESNET18 = 0, CXR_NN_ARCH_RESNET34 = 1, CXR_NN_ARCH_RESNET50 = 2 };
 
 /* "resnet18" ... ; parse returns false for an unknown name. */
 const char *cxr_nn_arch_name(enum cxr_nn_arch a);
@@ -72,40 +68,40 @@ bool cxr_nn_arch_parse(const char *name, enum cxr_nn_arch *out);
 /* Contrast normalisation of the 8-bit image before resizing (metadata key
  * "contrast"). */
 enum cxr_nn_contrast {
-    CXR_NN_CONTRAST_NONE = 0,     /* the presentation image as it is */
-    CXR_NN_CONTRAST_EQUALIZE = 1  /* global histogram equalisation (see cxr_nn_equalize_u8) */
+    CXR_NN_CONTRAST_NONE = 0,    /* the presentation image as it is */
+    CXR_NN_CONTRAST_EQUALIZE = 1 /* global histogram equalisation (see cxr_nn_equalize_u8) */
 };
 
 enum cxr_nn_resize_mode {
-    CXR_NN_RESIZE_STRETCH = 0,   /* scale each axis to the input size */
-    CXR_NN_RESIZE_LETTERBOX = 1  /* keep aspect, pad with black, centred */
+    CXR_NN_RESIZE_STRETCH = 0,  /* scale each axis to the input size */
+    CXR_NN_RESIZE_LETTERBOX = 1 /* keep aspect, pad with black, centred */
 };
 
 /* The model's metadata (safetensors "__metadata__", all values stored as
  * strings there). Unknown values: NaN for doubles, "" for strings. */
 struct cxr_nn_model_meta {
     enum cxr_nn_arch arch;
-    int32_t input_height, input_width;  /* e.g. 224 x 224 */
-    int32_t channels;                   /* 1 or 3 */
-    float mean[3], std[3];              /* applied to x/255 per channel */
+    int32_t input_height, input_width; /* e.g. 224 x 224 */
+    int32_t channels;                  /* 1 or 3 */
+    float mean[3], std[3];             /* applied to x/255 per channel */
     int32_t num_classes;
     char class_names[CXR_NN_MAX_CLASSES][32];
-    int32_t positive_class;             /* index of the finding class ("PNEUMONIA") */
-    double operating_threshold;         /* p(positive) >= this: finding present */
-    double urgent_threshold;            /* p >= this: URGENT priority */
+    int32_t positive_class;     /* index of the finding class ("PNEUMONIA") */
+    double operating_threshold; /* p(positive) >= this: finding present */
+    double urgent_threshold;    /* p >= this: URGENT priority */
     enum cxr_nn_resize_mode resize_mode;
-    enum cxr_nn_contrast contrast;      /* applied before the resize; default none */
-    int32_t preprocessing_version;      /* bumps when the pixel pipeline changes */
-    double age_min_years, age_max_years;/* intended population (NaN: unknown) */
-    char name[64];                      /* e.g. "cxr-default" */
-    char version[32];                   /* e.g. "2026.11.1" */
-    char created[32];                   /* ISO 8601 UTC */
-    char training_data_digest[72];      /* "sha256:<hex>" of the training list */
-    char *metrics_json;                 /* validation metrics as JSON text, owned by the model */
-    char *description;                  /* free text, owned by the model */
+    enum cxr_nn_contrast contrast;       /* applied before the resize; default none */
+    int32_t preprocessing_version;       /* bumps when the pixel pipeline changes */
+    double age_min_years, age_max_years; /* intended population (NaN: unknown) */
+    char name[64];                       /* e.g. "cxr-default" */
+    char version[32];                    /* e.g. "2026.11.1" */
+    char created[32];                    /* ISO 8601 UTC */
+    char training_data_digest[72];       /* "sha256:<hex>" of the training list */
+    char *metrics_json;                  /* validation metrics as JSON text, owned by the model */
+    char *description;                   /* free text, owned by the model */
 };
 
-struct cxr_nn_model;  /* opaque */
+struct cxr_nn_model; /* opaque */
 
 /* Loads a safetensors file. Everything is checked before use: header length
  * (<= 64 MiB and inside the file), JSON, dtypes, shapes, data offsets (inside
@@ -177,7 +173,7 @@ void cxr_nn_model_describe(const struct cxr_nn_model *m, FILE *fp, bool json);
 /* ------------------------------------------------------------------ backends */
 
 enum cxr_nn_backend_kind {
-    CXR_NN_BACKEND_AUTO = 0,  /* CUDA when usable, else CPU */
+    CXR_NN_BACKEND_AUTO = 0, /* CUDA when usable, else CPU */
     CXR_NN_BACKEND_CPU = 1,
     CXR_NN_BACKEND_CUDA = 2
 };
@@ -194,11 +190,11 @@ enum cxr_nn_precision {
 struct cxr_nn_backend_options {
     enum cxr_nn_backend_kind kind;
     enum cxr_nn_precision precision;
-    int32_t threads;      /* CPU threads; 0 = all online CPUs */
-    int32_t device;       /* GPU index */
+    int32_t threads; /* CPU threads; 0 = all online CPUs */
+    int32_t device;  /* GPU index */
 };
 
-struct cxr_nn_backend;   /* opaque; see nn/src/backend.h for the function table */
+struct cxr_nn_backend; /* opaque; see nn/src/backend.h for the function table */
 
 /* Opens a backend. AUTO picks CUDA when a device and the libraries are
  * usable, else the CPU, and says why in `note` (may be NULL, CXR_ERRLEN).
@@ -211,12 +207,13 @@ const char *cxr_nn_backend_name(const struct cxr_nn_backend *b);
 const char *cxr_nn_backend_describe(const struct cxr_nn_backend *b);
 /* The precision it actually runs (AUTO resolved). */
 enum cxr_nn_precision cxr_nn_backend_precision(const struct cxr_nn_backend *b);
-/* Which backends this build has (for `cxr-triage version`): "cpu(oneDNN 2.6.3) cuda(cuDNN 9.19)". */
+/* Which backends this build has (for `cxr-triage version`): "cpu(oneDNN 2.6.3) cuda(cuDNN 9.19)".
+ */
 const char *cxr_nn_backends_built(void);
 
 /* ------------------------------------------------------------------ nets */
 
-struct cxr_nn_net;  /* a model compiled for a backend, for batches up to max_batch */
+struct cxr_nn_net; /* a model compiled for a backend, for batches up to max_batch */
 
 /* Compiles `m` for `b` (batch-norm folded into conv, ReLU and the residual add
  * fused, weights converted/uploaded once). The net keeps a reference to

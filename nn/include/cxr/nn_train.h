@@ -60,13 +60,13 @@ uint64_t cxr_nn_seed_mix(uint64_t seed, uint64_t a, uint64_t b);
  * contrast factors 1 ± 0.2, horizontal flip off (a chest film has the heart
  * on the patient's left: flipping makes anatomy no patient has). */
 struct cxr_nn_augment_options {
-    double max_rotate_deg;         /* |angle| <= this */
-    double scale_min, scale_max;   /* isotropic zoom factor */
-    double max_translate;          /* |shift| <= this fraction of width/height */
-    double max_brightness;         /* brightness factor in [1-b, 1+b] */
-    double max_contrast;           /* contrast factor in [1-c, 1+c] */
-    bool hflip;                    /* mirror left-right with probability 1/2 */
-    uint8_t fill;                  /* value of pixels mapped from outside the image (0 = black) */
+    double max_rotate_deg;       /* |angle| <= this */
+    double scale_min, scale_max; /* isotropic zoom factor */
+    double max_translate;        /* |shift| <= this fraction of width/height */
+    double max_brightness;       /* brightness factor in [1-b, 1+b] */
+    double max_contrast;         /* contrast factor in [1-c, 1+c] */
+    bool hflip;                  /* mirror left-right with probability 1/2 */
+    uint8_t fill;                /* value of pixels mapped from outside the image (0 = black) */
 };
 void cxr_nn_augment_options_defaults(struct cxr_nn_augment_options *o);
 /* Options that change nothing (for evaluation, and for tests). */
@@ -145,11 +145,11 @@ void cxr_nn_confusion_at(const double *scores, const uint8_t *labels, size_t n, 
 
 /* Rates of a confusion matrix; a rate with an empty denominator is NaN. */
 struct cxr_nn_rates {
-    double sensitivity;   /* tp / (tp + fn), recall */
-    double specificity;   /* tn / (tn + fp) */
-    double accuracy;      /* (tp + tn) / n */
-    double ppv;           /* tp / (tp + fp), precision */
-    double npv;           /* tn / (tn + fn) */
+    double sensitivity; /* tp / (tp + fn), recall */
+    double specificity; /* tn / (tn + fp) */
+    double accuracy;    /* (tp + tn) / n */
+    double ppv;         /* tp / (tp + fp), precision */
+    double npv;         /* tn / (tn + fn) */
 };
 void cxr_nn_rates_of(const struct cxr_nn_confusion *c, struct cxr_nn_rates *out);
 
@@ -167,7 +167,7 @@ double cxr_nn_auc(const double *scores, const uint8_t *labels, size_t n);
 struct cxr_nn_roc {
     size_t count;
     double *fpr, *tpr, *threshold;
-    double auc;          /* trapezoid area of the curve */
+    double auc; /* trapezoid area of the curve */
     int64_t positives, negatives;
 };
 /* CXR_ERR_INVALID_ARG when a class is absent or a score is NaN; on failure
@@ -218,8 +218,8 @@ struct cxr_nn_eval {
     int64_t positives, negatives;
     struct cxr_nn_confusion cm;
     struct cxr_nn_ci auc, sensitivity, specificity, accuracy, ppv, npv;
-    int32_t resamples;         /* bootstrap resamples asked for */
-    int32_t resamples_used;    /* of which had both classes (AUC defined) */
+    int32_t resamples;      /* bootstrap resamples asked for */
+    int32_t resamples_used; /* of which had both classes (AUC defined) */
     uint64_t seed;
 };
 
@@ -243,18 +243,18 @@ enum cxr_status cxr_nn_evaluate(const double *scores, const uint8_t *labels, siz
  *       raised to URGENT; URGENT is never easier to reach than the finding.
  * Both are clamped to [0, 1] (the model metadata's range). */
 struct cxr_nn_calibration_options {
-    double target_sensitivity;   /* default 0.95 */
-    double urgent_specificity;   /* default 0.95 */
-    int32_t resamples;           /* bootstrap resamples, default 2000 */
-    uint64_t seed;               /* bootstrap seed, default 1 */
+    double target_sensitivity; /* default 0.95 */
+    double urgent_specificity; /* default 0.95 */
+    int32_t resamples;         /* bootstrap resamples, default 2000 */
+    uint64_t seed;             /* bootstrap seed, default 1 */
 };
 void cxr_nn_calibration_options_defaults(struct cxr_nn_calibration_options *o);
 
 struct cxr_nn_calibration {
     double operating_threshold;
     double urgent_threshold;
-    struct cxr_nn_eval operating;     /* metrics at the operating threshold */
-    struct cxr_nn_eval urgent;        /* metrics at the urgent threshold */
+    struct cxr_nn_eval operating; /* metrics at the operating threshold */
+    struct cxr_nn_eval urgent;    /* metrics at the urgent threshold */
     struct cxr_nn_calibration_options options;
 };
 

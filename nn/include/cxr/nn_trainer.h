@@ -42,55 +42,52 @@
 extern "C" {
 #endif
 
-enum cxr_nn_optimizer {
-    CXR_NN_OPTIMIZER_ADAMW = 0,
-    CXR_NN_OPTIMIZER_SGD = 1
-};
+enum cxr_nn_optimizer { CXR_NN_OPTIMIZER_ADAMW = 0, CXR_NN_OPTIMIZER_SGD = 1 };
 /* "adamw", "sgd"; parse returns false for another name. */
 const char *cxr_nn_optimizer_name(enum cxr_nn_optimizer o);
 bool cxr_nn_optimizer_parse(const char *name, enum cxr_nn_optimizer *out);
 
 enum cxr_nn_lr_schedule {
-    CXR_NN_SCHEDULE_ONECYCLE = 0,  /* OneCycleLR over total_steps */
-    CXR_NN_SCHEDULE_CONSTANT = 1   /* lr throughout (tests, fine-tuning) */
+    CXR_NN_SCHEDULE_ONECYCLE = 0, /* OneCycleLR over total_steps */
+    CXR_NN_SCHEDULE_CONSTANT = 1  /* lr throughout (tests, fine-tuning) */
 };
 
 struct cxr_nn_trainer_options {
-    enum cxr_nn_optimizer optimizer;   /* default AdamW */
-    double lr;                         /* peak lr (one-cycle max_lr), default 3e-3 */
-    double weight_decay;               /* default 1e-4 */
-    double beta1, beta2, eps;          /* AdamW: 0.9, 0.999, 1e-8 (beta1 cycles under one-cycle) */
-    double momentum;                   /* SGD: 0.9 (cycles under one-cycle) */
-    bool nesterov;                     /* SGD: false */
-    bool no_decay_bn_bias;             /* true: no weight decay on bn weights/biases and biases */
-    enum cxr_nn_lr_schedule schedule;  /* default one-cycle */
-    int64_t total_steps;               /* one-cycle length in optimizer steps (required for it) */
-    double pct_start;                  /* 0.3 */
-    double div_factor;                 /* 25: initial lr = lr / 25 */
-    double final_div_factor;           /* 1e4: final lr = initial / 1e4 */
-    bool cycle_momentum;               /* true */
-    double base_momentum, max_momentum;/* 0.85, 0.95 */
-    double clip_norm;                  /* global L2 norm cap on the gradients; 0: none (default 1.0) */
+    enum cxr_nn_optimizer optimizer;    /* default AdamW */
+    double lr;                          /* peak lr (one-cycle max_lr), default 3e-3 */
+    double weight_decay;                /* default 1e-4 */
+    double beta1, beta2, eps;           /* AdamW: 0.9, 0.999, 1e-8 (beta1 cycles under one-cycle) */
+    double momentum;                    /* SGD: 0.9 (cycles under one-cycle) */
+    bool nesterov;                      /* SGD: false */
+    bool no_decay_bn_bias;              /* true: no weight decay on bn weights/biases and biases */
+    enum cxr_nn_lr_schedule schedule;   /* default one-cycle */
+    int64_t total_steps;                /* one-cycle length in optimizer steps (required for it) */
+    double pct_start;                   /* 0.3 */
+    double div_factor;                  /* 25: initial lr = lr / 25 */
+    double final_div_factor;            /* 1e4: final lr = initial / 1e4 */
+    bool cycle_momentum;                /* true */
+    double base_momentum, max_momentum; /* 0.85, 0.95 */
+    double clip_norm; /* global L2 norm cap on the gradients; 0: none (default 1.0) */
     /* Per-class loss weights (index = class); all zero: unweighted. */
     float class_weights[CXR_NN_MAX_CLASSES];
-    bool freeze_backbone;              /* only the fc trains; batch norm in eval mode */
-    bool direct_conv;                  /* direct convolutions only; default false lets the
-                                        * backend pick faster algorithms (CPU: Winograd for
-                                        * large 3x3 stride-1 layers, ~1e-6 relative
-                                        * difference in the gradients) */
-    float bn_momentum;                 /* 0.1 */
-    int32_t max_batch;                 /* largest batch given to step (default 32) */
+    bool freeze_backbone; /* only the fc trains; batch norm in eval mode */
+    bool direct_conv;     /* direct convolutions only; default false lets the
+                           * backend pick faster algorithms (CPU: Winograd for
+                           * large 3x3 stride-1 layers, ~1e-6 relative
+                           * difference in the gradients) */
+    float bn_momentum;    /* 0.1 */
+    int32_t max_batch;    /* largest batch given to step (default 32) */
 };
 void cxr_nn_trainer_options_defaults(struct cxr_nn_trainer_options *o);
 
 /* What one step measured. */
 struct cxr_nn_step_stats {
-    int32_t n;              /* images */
-    double loss;            /* the (weighted) mean loss of the batch */
-    int32_t correct;        /* argmax == label */
-    double lr;              /* the lr this step used */
-    double grad_norm;       /* global L2 norm before clipping */
-    double clip_scale;      /* factor applied to the gradients (1: not clipped) */
+    int32_t n;         /* images */
+    double loss;       /* the (weighted) mean loss of the batch */
+    int32_t correct;   /* argmax == label */
+    double lr;         /* the lr this step used */
+    double grad_norm;  /* global L2 norm before clipping */
+    double clip_scale; /* factor applied to the gradients (1: not clipped) */
 };
 
 struct cxr_nn_trainer;
@@ -124,8 +121,7 @@ double cxr_nn_trainer_next_lr(const struct cxr_nn_trainer *tr);
  * num_batches_tracked (+ one per training-mode step) into `m`, which must
  * have the trainer's architecture, widths and classes (e.g. the model the
  * trainer was made from). Metadata is left alone. */
-enum cxr_status cxr_nn_trainer_export(struct cxr_nn_trainer *tr, struct cxr_nn_model *m,
-                                      char *err);
+enum cxr_status cxr_nn_trainer_export(struct cxr_nn_trainer *tr, struct cxr_nn_model *m, char *err);
 
 /* Checkpoint: ONE safetensors file holding every parameter and running
  * statistic, the optimizer state, the step count and the options that must

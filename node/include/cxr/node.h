@@ -30,16 +30,16 @@ extern "C" {
 #endif
 
 #define CXR_NODE_MAX_DESTINATIONS 16
-#define CXR_NODE_PATHLEN 1024
+#define CXR_NODE_PATHLEN          1024
 
 /* One place the SRs go (C-STORE SCU). */
 struct cxr_node_destination {
-    char name[CXR_NODE_DEST_NAMELEN];    /* unique; names the delivery rows */
-    char ae_title[17];                     /* called AE */
-    char calling_ae_title[17];             /* "" = the node's AE title */
+    char name[CXR_NODE_DEST_NAMELEN]; /* unique; names the delivery rows */
+    char ae_title[17];                /* called AE */
+    char calling_ae_title[17];        /* "" = the node's AE title */
     char host[256];
     uint16_t port;
-    bool tls;                              /* with the node's certificate, key and CA */
+    bool tls; /* with the node's certificate, key and CA */
 };
 
 /* Everything the node reads from the configuration, as plain values (paths
@@ -53,10 +53,10 @@ struct cxr_node_settings {
     uint32_t max_pdu;
     uint32_t acse_timeout_s;
     uint32_t dimse_timeout_s;
-    uint32_t connect_timeout_s;            /* outgoing associations */
+    uint32_t connect_timeout_s; /* outgoing associations */
     bool check_called_ae;
     struct cxr_dicom_peer_rule allowed_peers[CXR_DICOM_NET_MAX_PEERS];
-    size_t allowed_peer_count;             /* 0 = any peer */
+    size_t allowed_peer_count; /* 0 = any peer */
     /* TLS (incoming and, for destinations with tls, outgoing) */
     bool tls_enabled;
     char tls_certificate[CXR_NODE_PATHLEN];
@@ -65,12 +65,12 @@ struct cxr_node_settings {
     bool tls_verify_peer;
     /* spool and jobs */
     char spool_dir[CXR_NODE_PATHLEN];
-    uint64_t disk_min_free_mb;             /* below this, new associations are refused */
-    uint32_t spool_retention_hours;        /* processed instance files kept this long */
-    uint32_t spool_inline_max_kb;          /* instances up to this size are kept in the job store */
-    int32_t worker_threads;                /* 0 = automatic */
-    uint32_t batch_wait_ms;                /* wait this long to fill a batch */
-    uint32_t study_stable_s;               /* a study is complete after this quiet time */
+    uint64_t disk_min_free_mb;      /* below this, new associations are refused */
+    uint32_t spool_retention_hours; /* processed instance files kept this long */
+    uint32_t spool_inline_max_kb;   /* instances up to this size are kept in the job store */
+    int32_t worker_threads;         /* 0 = automatic */
+    uint32_t batch_wait_ms;         /* wait this long to fill a batch */
+    uint32_t study_stable_s;        /* a study is complete after this quiet time */
     /* delivery */
     struct cxr_node_destination destinations[CXR_NODE_MAX_DESTINATIONS];
     size_t destination_count;
@@ -80,9 +80,9 @@ struct cxr_node_settings {
     /* HTTP */
     bool http_enabled;
     char http_bind_address[64];
-    uint16_t http_port;                    /* 0 = any free port (tests) */
+    uint16_t http_port; /* 0 = any free port (tests) */
     bool worklist_show_patient_id;
-    uint32_t worklist_hours;               /* studies older than this leave the worklist */
+    uint32_t worklist_hours; /* studies older than this leave the worklist */
 };
 
 /* The built-in defaults (AE CXRTRIAGE on 127.0.0.1:11112, HTTP 127.0.0.1:8090, ...). */
@@ -91,36 +91,36 @@ void cxr_node_settings_defaults(struct cxr_node_settings *s);
 /* Reads the node's keys from a loaded configuration. CXR_ERR_CONF_VALUE
  * (err says which key) for values the node cannot use together. */
 enum cxr_status cxr_node_settings_from_conf(const struct cxr_conf *conf,
-                                                   struct cxr_node_settings *s, char *err);
+                                            struct cxr_node_settings *s, char *err);
 
 /* ------------------------------------------------------------------ metrics */
 
 /* Stages timed into histograms. */
 enum cxr_node_stage {
-    CXR_NODE_STAGE_RECEIVE = 0,   /* store callback: fsync, rename, job row */
-    CXR_NODE_STAGE_QUEUE,         /* received → taken by a worker */
+    CXR_NODE_STAGE_RECEIVE = 0, /* store callback: fsync, rename, job row */
+    CXR_NODE_STAGE_QUEUE,       /* received → taken by a worker */
     CXR_NODE_STAGE_READ,
     CXR_NODE_STAGE_GATE,
     CXR_NODE_STAGE_PRESENT,
     CXR_NODE_STAGE_PREPROCESS,
     CXR_NODE_STAGE_INFER,
     CXR_NODE_STAGE_SR,
-    CXR_NODE_STAGE_DELIVER,       /* one C-STORE of an SR */
-    CXR_NODE_STAGE_RESULT,        /* study's last instance received → its SR delivered */
+    CXR_NODE_STAGE_DELIVER, /* one C-STORE of an SR */
+    CXR_NODE_STAGE_RESULT,  /* study's last instance received → its SR delivered */
     CXR_NODE_STAGE_COUNT
 };
 
 enum cxr_node_counter {
-    CXR_NODE_COUNT_RECEIVED = 0,        /* instances acknowledged */
-    CXR_NODE_COUNT_DUPLICATE,           /* of which already known */
-    CXR_NODE_COUNT_INTAKE_COMMITS,      /* durable commits of received instances (group commit) */
-    CXR_NODE_COUNT_REFUSED,             /* C-STORE answered with a failure */
-    CXR_NODE_COUNT_ASSOC_REFUSED,       /* associations refused (disk watermark) */
+    CXR_NODE_COUNT_RECEIVED = 0,   /* instances acknowledged */
+    CXR_NODE_COUNT_DUPLICATE,      /* of which already known */
+    CXR_NODE_COUNT_INTAKE_COMMITS, /* durable commits of received instances (group commit) */
+    CXR_NODE_COUNT_REFUSED,        /* C-STORE answered with a failure */
+    CXR_NODE_COUNT_ASSOC_REFUSED,  /* associations refused (disk watermark) */
     CXR_NODE_COUNT_ANALYSED,
     CXR_NODE_COUNT_SR_CREATED,
     CXR_NODE_COUNT_SR_DELIVERED,
-    CXR_NODE_COUNT_SR_ATTEMPT_FAILED,   /* one failed delivery attempt */
-    CXR_NODE_COUNT_SR_DEAD,             /* deliveries given up (dead letter) */
+    CXR_NODE_COUNT_SR_ATTEMPT_FAILED, /* one failed delivery attempt */
+    CXR_NODE_COUNT_SR_DEAD,           /* deliveries given up (dead letter) */
     CXR_NODE_COUNT_RELOADS,
     CXR_NODE_COUNT_RELOADS_FAILED,
     CXR_NODE_COUNT_COUNT
@@ -135,19 +135,18 @@ void cxr_node_metrics_count(struct cxr_node_metrics *m, enum cxr_node_counter c,
 /* A not-analysed instance, labelled by the status that says why. */
 void cxr_node_metrics_not_analysed(struct cxr_node_metrics *m, enum cxr_status why);
 void cxr_node_metrics_observe(struct cxr_node_metrics *m, enum cxr_node_stage stage,
-                                double seconds);
+                              double seconds);
 uint64_t cxr_node_metrics_get(const struct cxr_node_metrics *m, enum cxr_node_counter c);
 /* Prometheus text exposition (version 0.0.4) of every metric, plus the
  * queue depths in `counts` (may be NULL) and `in_memory_queue`. Caller frees. */
 char *cxr_node_metrics_render(struct cxr_node_metrics *m,
-                                const struct cxr_node_store_counts *counts,
-                                int64_t in_memory_queue);
+                              const struct cxr_node_store_counts *counts, int64_t in_memory_queue);
 
 /* ------------------------------------------------------------------ HTTP */
 
 /* What the HTTP endpoint reads. Called on the HTTP thread. */
 struct cxr_node_http_source {
-    struct cxr_node_store *store;        /* a connection of its own */
+    struct cxr_node_store *store; /* a connection of its own */
     struct cxr_node_metrics *metrics;
     /* Current worklist options (names, maximum wait, PHI policy); reload-safe. */
     void (*options)(void *ctx, struct cxr_triage_worklist_options *out);
@@ -173,8 +172,8 @@ struct cxr_node_http;
  * (loopback by default) on a thread of its own. port 0
  * takes any free port (cxr_node_http_port says which). */
 enum cxr_status cxr_node_http_start(const char *bind_address, uint16_t port,
-                                      const struct cxr_node_http_source *src,
-                                      struct cxr_node_http **out, char *err);
+                                    const struct cxr_node_http_source *src,
+                                    struct cxr_node_http **out, char *err);
 uint16_t cxr_node_http_port(const struct cxr_node_http *h);
 /* Stops serving and frees; NULL is a no-op. */
 void cxr_node_http_stop(struct cxr_node_http *h);
@@ -185,9 +184,9 @@ void cxr_node_http_stop(struct cxr_node_http *h);
 struct cxr_node_options {
     const char *model_path;
     const char *spool_dir;
-    int32_t port;                  /* -1 keep */
-    int32_t http_port;             /* -1 keep */
-    int32_t study_stable_s;        /* -1 keep */
+    int32_t port;           /* -1 keep */
+    int32_t http_port;      /* -1 keep */
+    int32_t study_stable_s; /* -1 keep */
 };
 void cxr_node_options_init(struct cxr_node_options *opt);
 
@@ -198,7 +197,7 @@ struct cxr_node;
  * nothing yet. Takes ownership of `conf` in every case (freed with the node,
  * or at once on failure). On failure *out == NULL and err says what. */
 enum cxr_status cxr_node_new(struct cxr_conf *conf, const struct cxr_node_options *opt,
-                                    struct cxr_node **out, char *err);
+                             struct cxr_node **out, char *err);
 
 /* Resumes every unfinished job, starts the workers, the reporter, the
  * deliveries and HTTP, then serves DICOM until cxr_node_stop. Returns
@@ -214,17 +213,14 @@ void cxr_node_stop(struct cxr_node *n);
  * conf NULL (the new file did not even load) counts as a refused reload.
  * Settings that need a new listening socket (AE title, port, TLS, peers) take
  * effect at the next start; a warning says so. */
-enum cxr_status cxr_node_reload(struct cxr_node *n, struct cxr_conf *conf,
-                                       char *err);
+enum cxr_status cxr_node_reload(struct cxr_node *n, struct cxr_conf *conf, char *err);
 
 /* Frees a stopped node; NULL is a no-op. */
 void cxr_node_free(struct cxr_node *n);
 
-
 /* Reached when the node is ready (listening) or stops; for sd_notify. May be NULL. */
 typedef void (*cxr_node_state_fn)(void *ctx, const char *state);
-void cxr_node_set_state_callback(struct cxr_node *n, cxr_node_state_fn fn,
-                                        void *ctx);
+void cxr_node_set_state_callback(struct cxr_node *n, cxr_node_state_fn fn, void *ctx);
 
 /* Tells systemd (Type=notify) the service state ("READY=1", "RELOADING=1",
  * "STOPPING=1", "STATUS=..."): a datagram to $NOTIFY_SOCKET. False when not

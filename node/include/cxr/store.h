@@ -34,22 +34,22 @@
 extern "C" {
 #endif
 
-#define CXR_NODE_STORE_ERRLEN 512
+#define CXR_NODE_STORE_ERRLEN  512
 #define CXR_NODE_STORE_PATHLEN CXR_TRIAGE_PATHLEN
-#define CXR_NODE_DEST_NAMELEN 64
+#define CXR_NODE_DEST_NAMELEN  64
 
 /* The life of one SR delivery to one destination. */
 enum cxr_node_delivery_state {
-    CXR_NODE_DELIVERY_PENDING = 0,       /* waiting for its next attempt */
+    CXR_NODE_DELIVERY_PENDING = 0, /* waiting for its next attempt */
     CXR_NODE_DELIVERY_DELIVERED = 1,
-    CXR_NODE_DELIVERY_DEAD = 2           /* gave up after the maximum attempts */
+    CXR_NODE_DELIVERY_DEAD = 2 /* gave up after the maximum attempts */
 };
 
 /* The outcome of scoring one instance, for cxr_node_store_record. */
 struct cxr_node_store_outcome {
     int64_t instance_id;
-    const struct cxr_triage_result *result;  /* info (study UID, ...), analysed, probability, ... */
-    bool has_info;                           /* result->info was read from the file */
+    const struct cxr_triage_result *result; /* info (study UID, ...), analysed, probability, ... */
+    bool has_info;                          /* result->info was read from the file */
 };
 
 /* A received instance for cxr_node_store_instances_add: the row, and
@@ -72,12 +72,12 @@ struct cxr_node_store_report {
     bool has_sr;
     const char *sr_sop_instance_uid;
     const char *sr_series_instance_uid;
-    const char *sr_path;                   /* relative to the spool folder */
-    const char *predecessor_sop_instance_uid;  /* NULL/"" none */
-    int32_t priority;                      /* the study priority the SR states */
+    const char *sr_path;                      /* relative to the spool folder */
+    const char *predecessor_sop_instance_uid; /* NULL/"" none */
+    int32_t priority;                         /* the study priority the SR states */
     int64_t study_last_received_ms;
     int64_t created_ms;
-    const char *const *destinations;       /* names; one pending delivery each */
+    const char *const *destinations; /* names; one pending delivery each */
     size_t destination_count;
 };
 
@@ -101,11 +101,11 @@ struct cxr_node_delivery_row {
 
 /* Queue depths, for /metrics and `queue list`. */
 struct cxr_node_store_counts {
-    int64_t instances_pending;             /* received, not processed */
+    int64_t instances_pending; /* received, not processed */
     int64_t instances_analysed;
     int64_t instances_not_analysed;
     int64_t studies;
-    int64_t studies_unreported;            /* processed instances awaiting a report decision */
+    int64_t studies_unreported; /* processed instances awaiting a report decision */
     int64_t deliveries_pending;
     int64_t deliveries_delivered;
     int64_t deliveries_dead;
@@ -136,11 +136,11 @@ struct cxr_node_store_ops {
                                           struct cxr_triage_study_row **rows, size_t *n);
     enum cxr_status (*study_instances)(struct cxr_node_store *s, const char *study_instance_uid,
                                        struct cxr_triage_instance_row **rows, size_t *n);
-    enum cxr_status (*report_add)(struct cxr_node_store *s,
-                                  const struct cxr_node_store_report *rep, int64_t *sr_id);
+    enum cxr_status (*report_add)(struct cxr_node_store *s, const struct cxr_node_store_report *rep,
+                                  int64_t *sr_id);
     enum cxr_status (*delivery_next)(struct cxr_node_store *s, const char *destination,
-                                     int64_t now_ms, struct cxr_node_delivery_row *row,
-                                     bool *found, int64_t *next_due_ms);
+                                     int64_t now_ms, struct cxr_node_delivery_row *row, bool *found,
+                                     int64_t *next_due_ms);
     enum cxr_status (*delivery_update)(struct cxr_node_store *s, int64_t id,
                                        enum cxr_node_delivery_state state, int32_t attempts,
                                        int64_t next_attempt_ms, const char *error, int64_t now_ms);
@@ -155,9 +155,8 @@ struct cxr_node_store_ops {
                                  struct cxr_triage_study_row *row, bool *found);
     enum cxr_status (*counts)(struct cxr_node_store *s, struct cxr_node_store_counts *c);
     enum cxr_status (*path_known)(struct cxr_node_store *s, const char *path, bool *known);
-    enum cxr_status (*instances_expired)(struct cxr_node_store *s, int64_t before_ms,
-                                         size_t limit, struct cxr_triage_instance_row **rows,
-                                         size_t *n);
+    enum cxr_status (*instances_expired)(struct cxr_node_store *s, int64_t before_ms, size_t limit,
+                                         struct cxr_triage_instance_row **rows, size_t *n);
     enum cxr_status (*instance_forget_file)(struct cxr_node_store *s, int64_t id);
 };
 
@@ -171,7 +170,7 @@ struct cxr_node_store {
  * `readonly` opens an existing file without creating or migrating it. On
  * failure *out == NULL and err (CXR_NODE_STORE_ERRLEN) says what. */
 enum cxr_status cxr_node_store_open_sqlite(const char *path, bool readonly,
-                                             struct cxr_node_store **out, char *err);
+                                           struct cxr_node_store **out, char *err);
 
 /* Closes and frees; NULL is a no-op. */
 void cxr_node_store_close(struct cxr_node_store *s);
@@ -185,16 +184,16 @@ void cxr_node_store_set_error(const char *fmt, ...) __attribute__((format(printf
  * same SOP Instance UID already present leaves the store unchanged and sets
  * *duplicate (the new copy is the same object: idempotent). */
 enum cxr_status cxr_node_store_instance_add(struct cxr_node_store *s,
-                                              const struct cxr_triage_instance_row *row,
-                                              bool *duplicate, int64_t *id);
+                                            const struct cxr_triage_instance_row *row,
+                                            bool *duplicate, int64_t *id);
 /* The same, with the instance's bytes kept in the store itself (row->in_store
  * is implied; data NULL: the row only): one durable commit holds both, so a
  * small instance costs one disk sync instead of a file's three (file,
  * folder, row). */
 enum cxr_status cxr_node_store_instance_add_inline(struct cxr_node_store *s,
-                                                     const struct cxr_triage_instance_row *row,
-                                                     const void *data, size_t len,
-                                                     bool *duplicate, int64_t *id);
+                                                   const struct cxr_triage_instance_row *row,
+                                                   const void *data, size_t len, bool *duplicate,
+                                                   int64_t *id);
 /* From now on the store's journal is copied into the database by a thread of
  * its own (with its own connection) instead of inside whichever write
  * crosses the threshold: the node's C-STORE commits never wait for that
@@ -203,85 +202,77 @@ enum cxr_status cxr_node_store_background_checkpoints(struct cxr_node_store *s);
 /* Several received instances in one durable commit (group commit of
  * concurrent associations): all are recorded or none (the error says why). */
 enum cxr_status cxr_node_store_instances_add(struct cxr_node_store *s,
-                                               struct cxr_node_store_new_instance *items,
-                                               size_t n);
+                                             struct cxr_node_store_new_instance *items, size_t n);
 /* The bytes of an instance kept in the store: *data malloc'd (caller frees).
  * CXR_ERR_NOT_FOUND when the store holds none for that id. */
 enum cxr_status cxr_node_store_instance_data(struct cxr_node_store *s, int64_t id, void **data,
-                                               size_t *len);
-enum cxr_status cxr_node_store_instance_find(struct cxr_node_store *s,
-                                               const char *sop_instance_uid, bool *found);
+                                             size_t *len);
+enum cxr_status cxr_node_store_instance_find(struct cxr_node_store *s, const char *sop_instance_uid,
+                                             bool *found);
 /* Instances still RECEIVED with id > after_id, oldest first, at most `limit`. */
 enum cxr_status cxr_node_store_instances_pending(struct cxr_node_store *s, int64_t after_id,
-                                                   size_t limit,
-                                                   struct cxr_triage_instance_row **rows,
-                                                   size_t *n);
+                                                 size_t limit,
+                                                 struct cxr_triage_instance_row **rows, size_t *n);
 /* Counts one more attempt on each job (before a worker processes it). */
 enum cxr_status cxr_node_store_instances_claim(struct cxr_node_store *s, const int64_t *ids,
-                                                 size_t n);
+                                               size_t n);
 /* Stores the outcomes of n jobs and folds them into their studies (created
  * when new; priority raised, never lowered; highest score kept; first/last
  * arrival extended) in one transaction. An outcome without a study UID
  * (unreadable file) is recorded on the instance only. */
 enum cxr_status cxr_node_store_record(struct cxr_node_store *s,
-                                        const struct cxr_node_store_outcome *outcomes, size_t n,
-                                        int64_t processed_ms);
+                                      const struct cxr_node_store_outcome *outcomes, size_t n,
+                                      int64_t processed_ms);
 /* Arrival time of the oldest RECEIVED instance; *any false when none. */
 enum cxr_status cxr_node_store_pending_oldest(struct cxr_node_store *s, int64_t *received_ms,
-                                                bool *any);
+                                              bool *any);
 /* Studies with processed instances not yet in a report decision. */
 enum cxr_status cxr_node_store_studies_unreported(struct cxr_node_store *s,
-                                                    struct cxr_triage_study_row **rows, size_t *n);
+                                                  struct cxr_triage_study_row **rows, size_t *n);
 /* Every processed instance of a study (with header values), by id. */
 enum cxr_status cxr_node_store_study_instances(struct cxr_node_store *s,
-                                                 const char *study_instance_uid,
-                                                 struct cxr_triage_instance_row **rows, size_t *n);
+                                               const char *study_instance_uid,
+                                               struct cxr_triage_instance_row **rows, size_t *n);
 /* Records a report decision in one transaction (see the struct). */
 enum cxr_status cxr_node_store_report_add(struct cxr_node_store *s,
-                                            const struct cxr_node_store_report *rep,
-                                            int64_t *sr_id);
+                                          const struct cxr_node_store_report *rep, int64_t *sr_id);
 /* The next PENDING delivery to `destination` due at `now_ms` (most severe
  * priority first, then oldest). *found false when none is due; then
  * *next_due_ms is the earliest future attempt (INT64_MAX when none). */
-enum cxr_status cxr_node_store_delivery_next(struct cxr_node_store *s,
-                                               const char *destination, int64_t now_ms,
-                                               struct cxr_node_delivery_row *row, bool *found,
-                                               int64_t *next_due_ms);
+enum cxr_status cxr_node_store_delivery_next(struct cxr_node_store *s, const char *destination,
+                                             int64_t now_ms, struct cxr_node_delivery_row *row,
+                                             bool *found, int64_t *next_due_ms);
 enum cxr_status cxr_node_store_delivery_update(struct cxr_node_store *s, int64_t id,
-                                                 enum cxr_node_delivery_state state,
-                                                 int32_t attempts, int64_t next_attempt_ms,
-                                                 const char *error, int64_t now_ms);
+                                               enum cxr_node_delivery_state state, int32_t attempts,
+                                               int64_t next_attempt_ms, const char *error,
+                                               int64_t now_ms);
 /* Deliveries in `state` (-1: all), newest first, at most `limit`. */
 enum cxr_status cxr_node_store_deliveries_list(struct cxr_node_store *s, int32_t state,
-                                                 size_t limit,
-                                                 struct cxr_node_delivery_row **rows, size_t *n);
+                                               size_t limit, struct cxr_node_delivery_row **rows,
+                                               size_t *n);
 /* Puts a dead or pending delivery (id > 0) or every dead one (id 0) back to
  * PENDING with its attempts reset and due now. *count: rows changed. */
 enum cxr_status cxr_node_store_deliveries_retry(struct cxr_node_store *s, int64_t id,
-                                                  int64_t now_ms, int64_t *count);
+                                                int64_t now_ms, int64_t *count);
 /* Removes a delivery that is not delivered (id > 0), or every dead one (id 0). */
 enum cxr_status cxr_node_store_deliveries_drop(struct cxr_node_store *s, int64_t id,
-                                                 int64_t *count);
+                                               int64_t *count);
 /* Studies whose last instance arrived at or after since_ms, any order (the
  * worklist orders them), at most `limit`. */
 enum cxr_status cxr_node_store_studies_list(struct cxr_node_store *s, int64_t since_ms,
-                                              size_t limit, struct cxr_triage_study_row **rows,
-                                              size_t *n);
-enum cxr_status cxr_node_store_study_get(struct cxr_node_store *s,
-                                           const char *study_instance_uid,
-                                           struct cxr_triage_study_row *row, bool *found);
-enum cxr_status cxr_node_store_counts(struct cxr_node_store *s,
-                                        struct cxr_node_store_counts *c);
+                                            size_t limit, struct cxr_triage_study_row **rows,
+                                            size_t *n);
+enum cxr_status cxr_node_store_study_get(struct cxr_node_store *s, const char *study_instance_uid,
+                                         struct cxr_triage_study_row *row, bool *found);
+enum cxr_status cxr_node_store_counts(struct cxr_node_store *s, struct cxr_node_store_counts *c);
 /* Whether a spool-relative path belongs to an instance or an SR row. */
-enum cxr_status cxr_node_store_path_known(struct cxr_node_store *s, const char *path,
-                                            bool *known);
+enum cxr_status cxr_node_store_path_known(struct cxr_node_store *s, const char *path, bool *known);
 /* Processed and reported instances received before `before_ms` whose spool
  * file is still there (retention); cxr_node_store_instance_forget_file
  * marks one's file as removed. */
 enum cxr_status cxr_node_store_instances_expired(struct cxr_node_store *s, int64_t before_ms,
-                                                   size_t limit,
-                                                   struct cxr_triage_instance_row **rows,
-                                                   size_t *n);
+                                                 size_t limit,
+                                                 struct cxr_triage_instance_row **rows, size_t *n);
 enum cxr_status cxr_node_store_instance_forget_file(struct cxr_node_store *s, int64_t id);
 
 /* Names for logs and JSON. */

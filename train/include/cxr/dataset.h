@@ -36,8 +36,8 @@
 extern "C" {
 #endif
 
-#define CXR_TRAIN_DATASET_MAX_ENTRY_BYTES (256ull << 20)  /* default cap on one entry */
-#define CXR_TRAIN_DATASET_MAX_ENTRIES 1000000u            /* default cap on entries read */
+#define CXR_TRAIN_DATASET_MAX_ENTRY_BYTES (256ull << 20) /* default cap on one entry */
+#define CXR_TRAIN_DATASET_MAX_ENTRIES     1000000u       /* default cap on entries read */
 
 enum cxr_train_image_kind {
     CXR_TRAIN_IMAGE_DICOM = 0,
@@ -48,25 +48,25 @@ const char *cxr_train_image_kind_name(enum cxr_train_image_kind k); /* "DICOM", 
 
 /* Where a sample's patient group came from. */
 enum cxr_train_patient_source {
-    CXR_TRAIN_PATIENT_NONE = 0,      /* unknown: the sample is a group of its own */
-    CXR_TRAIN_PATIENT_MANIFEST = 1,  /* the manifest's third column */
-    CXR_TRAIN_PATIENT_DICOM = 2,     /* PatientID (0010,0020) */
-    CXR_TRAIN_PATIENT_FILENAME = 3   /* the Kermany file-name pattern (see below) */
+    CXR_TRAIN_PATIENT_NONE = 0,     /* unknown: the sample is a group of its own */
+    CXR_TRAIN_PATIENT_MANIFEST = 1, /* the manifest's third column */
+    CXR_TRAIN_PATIENT_DICOM = 2,    /* PatientID (0010,0020) */
+    CXR_TRAIN_PATIENT_FILENAME = 3  /* the Kermany file-name pattern (see below) */
 };
 
 /* One usable image. All memory is owned by the dataset. */
 struct cxr_train_sample {
-    char *name;             /* entry path relative to the source, '/'-separated
-                               ("PNEUMONIA/person1_bacteria_1.jpeg"); the manifest's path */
-    char *patient;          /* patient group key; "" when unknown (source NONE) */
+    char *name;    /* entry path relative to the source, '/'-separated
+                      ("PNEUMONIA/person1_bacteria_1.jpeg"); the manifest's path */
+    char *patient; /* patient group key; "" when unknown (source NONE) */
     enum cxr_train_patient_source patient_source;
-    int32_t label;          /* class index into the dataset's class_names */
+    int32_t label; /* class index into the dataset's class_names */
     enum cxr_train_image_kind kind;
-    int32_t width, height;  /* of `pixels` */
+    int32_t width, height;               /* of `pixels` */
     int32_t source_width, source_height; /* before the memory cap's downscale */
-    uint8_t *pixels;        /* 8-bit presentation image, width*height, row-major */
-    double age_years;       /* DICOM PatientAge (or birth/study date); NaN unknown */
-    char sha256[65];        /* hex SHA-256 of the entry's bytes */
+    uint8_t *pixels;                     /* 8-bit presentation image, width*height, row-major */
+    double age_years;                    /* DICOM PatientAge (or birth/study date); NaN unknown */
+    char sha256[65];                     /* hex SHA-256 of the entry's bytes */
 };
 
 /* An entry that was not used, and why. */
@@ -77,20 +77,20 @@ struct cxr_train_skip {
 };
 
 struct cxr_train_dataset {
-    char *source;                   /* the path given */
-    char source_kind[32];           /* "directory", "manifest", or libarchive's format name */
+    char *source;         /* the path given */
+    char source_kind[32]; /* "directory", "manifest", or libarchive's format name */
     int32_t num_classes;
     char class_names[CXR_NN_MAX_CLASSES][32];
-    struct cxr_train_sample *samples;   /* sorted by name (bytewise) */
+    struct cxr_train_sample *samples; /* sorted by name (bytewise) */
     size_t count;
-    struct cxr_train_skip *skipped;     /* in reading order */
+    struct cxr_train_skip *skipped; /* in reading order */
     size_t skipped_count;
     int64_t class_counts[CXR_NN_MAX_CLASSES];
-    size_t patient_groups;          /* split groups (patients, duplicates merged) */
-    size_t samples_with_patient;    /* samples whose patient is known */
-    size_t duplicate_samples;       /* samples whose bytes equal an earlier sample's */
+    size_t patient_groups;               /* split groups (patients, duplicates merged) */
+    size_t samples_with_patient;         /* samples whose patient is known */
+    size_t duplicate_samples;            /* samples whose bytes equal an earlier sample's */
     double age_min_years, age_max_years; /* over samples with a known age; NaN none */
-    char digest[72];                /* "sha256:<hex>" — see cxr_train_dataset_load */
+    char digest[72];                     /* "sha256:<hex>" — see cxr_train_dataset_load */
     uint64_t bytes_read;
     double load_seconds;
 };
@@ -104,7 +104,7 @@ struct cxr_train_dataset_options {
      * stored images: an image larger than max_scale x the input size on
      * either side is downscaled (antialiased, aspect kept) to fit. */
     const struct cxr_nn_model_meta *meta;
-    double max_scale;               /* default 2.0 */
+    double max_scale; /* default 2.0 */
     /* Extra folder/label names, "name=CLASS" pairs separated by ',' ';' or
      * whitespace (CLASS a class name or index), e.g. "healthy=NORMAL
      * opacity=PNEUMONIA". Class names and indexes always work. Names compare
@@ -113,15 +113,15 @@ struct cxr_train_dataset_options {
     /* Gate for DICOM entries; NULL: cxr_train_dataset_gate_defaults. No age
      * check is made (the age range of the data is measured instead). */
     const struct cxr_conf_gate *gate;
-    int32_t threads;                /* decoding threads; 0: online CPUs, at most 8 */
-    uint64_t max_entry_bytes;       /* 0: CXR_TRAIN_DATASET_MAX_ENTRY_BYTES */
-    uint32_t max_entries;           /* 0: CXR_TRAIN_DATASET_MAX_ENTRIES */
+    int32_t threads;          /* decoding threads; 0: online CPUs, at most 8 */
+    uint64_t max_entry_bytes; /* 0: CXR_TRAIN_DATASET_MAX_ENTRY_BYTES */
+    uint32_t max_entries;     /* 0: CXR_TRAIN_DATASET_MAX_ENTRIES */
     cxr_train_dataset_progress_fn progress;
     void *progress_ctx;
 };
 /* Defaults for a model's metadata (which the options keep a pointer to). */
 void cxr_train_dataset_options_init(struct cxr_train_dataset_options *o,
-                                     const struct cxr_nn_model_meta *meta);
+                                    const struct cxr_nn_model_meta *meta);
 
 /* Permissive gate rules for training data: CR, DX, OT (and Secondary
  * Capture) images, body part and view position may be absent (a view that
@@ -156,8 +156,8 @@ void cxr_train_dataset_gate_defaults(struct cxr_conf_gate *g);
  * then gives the first reasons); CXR_ERR_LIMIT beyond max_entries. On
  * failure *out == NULL. Free with cxr_train_dataset_free. */
 enum cxr_status cxr_train_dataset_load(const char *path,
-                                        const struct cxr_train_dataset_options *opt,
-                                        struct cxr_train_dataset **out, char *err);
+                                       const struct cxr_train_dataset_options *opt,
+                                       struct cxr_train_dataset **out, char *err);
 void cxr_train_dataset_free(struct cxr_train_dataset *ds);
 
 /* The patient-group key rule above for one file name ("" when none matches);
@@ -185,14 +185,14 @@ struct cxr_train_split {
  * Deterministic for (dataset, val_fraction, seed). Release with
  * cxr_train_split_release. */
 enum cxr_status cxr_train_dataset_split(const struct cxr_train_dataset *ds, double val_fraction,
-                                         uint64_t seed, struct cxr_train_split *out, char *err);
+                                        uint64_t seed, struct cxr_train_split *out, char *err);
 void cxr_train_split_release(struct cxr_train_split *s);
 
 /* For an explicit validation set: how many samples of `b` share a known
  * patient or their exact bytes with some sample of `a` (0 = no leak;
  * (size_t)-1 when out of memory). */
 size_t cxr_train_dataset_overlap(const struct cxr_train_dataset *a,
-                                  const struct cxr_train_dataset *b);
+                                 const struct cxr_train_dataset *b);
 
 /* ------------------------------------------------------------------ image files */
 
@@ -202,11 +202,11 @@ size_t cxr_train_dataset_overlap(const struct cxr_train_dataset *a,
  * 16384. Corrupt or truncated data is an error (CXR_ERR_NN_IMAGE), never a
  * half-grey image. *pixels is malloc'd (caller frees); NULL on failure. */
 enum cxr_status cxr_train_image_decode(const void *buf, size_t len, uint8_t **pixels,
-                                        int32_t *width, int32_t *height, char *err);
+                                       int32_t *width, int32_t *height, char *err);
 
 /* Encodes an 8-bit grey image as PNG into *out (malloc'd, caller frees). */
 enum cxr_status cxr_train_image_encode_png(const uint8_t *pixels, int32_t width, int32_t height,
-                                            int32_t stride, void **out, size_t *len, char *err);
+                                           int32_t stride, void **out, size_t *len, char *err);
 
 #ifdef __cplusplus
 }

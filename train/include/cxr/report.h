@@ -34,10 +34,10 @@ extern "C" {
 
 /* One training epoch; NaN for a value not measured. */
 struct cxr_train_report_epoch {
-    int32_t epoch;             /* 1-based */
+    int32_t epoch; /* 1-based */
     double train_loss, train_accuracy;
     double val_loss, val_accuracy, val_auc;
-    double learning_rate;      /* at the end of the epoch */
+    double learning_rate; /* at the end of the epoch */
     double seconds;
 };
 
@@ -54,16 +54,16 @@ struct cxr_train_report_case {
 /* A row of the data table: how many samples of each class (and patient
  * groups, -1 when unknown) one split holds. */
 struct cxr_train_report_split {
-    const char *name;                      /* "train", "validation", "test" */
+    const char *name; /* "train", "validation", "test" */
     int64_t counts[CXR_NN_MAX_CLASSES];
     int64_t groups;
 };
 
 struct cxr_train_report {
-    const char *title;                     /* "Training report"; NULL: "cxr-triage report" */
-    const char *command;                   /* the command line, shown verbatim; may be NULL */
+    const char *title;   /* "Training report"; NULL: "cxr-triage report" */
+    const char *command; /* the command line, shown verbatim; may be NULL */
     /* the model */
-    const struct cxr_nn_model_meta *meta;  /* name, version, arch, classes, positive class */
+    const struct cxr_nn_model_meta *meta; /* name, version, arch, classes, positive class */
     const char *model_sha256;
     const char *model_path;
     /* the data */
@@ -74,38 +74,38 @@ struct cxr_train_report {
     int32_t split_count;
     const struct cxr_train_skip *skipped;
     size_t skipped_count;
-    double age_min_years, age_max_years;   /* NaN: unknown */
+    double age_min_years, age_max_years; /* NaN: unknown */
     /* training curves (optional: epoch_count 0 for `evaluate`) */
     const struct cxr_train_report_epoch *epochs;
     int32_t epoch_count;
     /* the evaluated split: every case, with the metrics computed from them */
-    const char *eval_name;                 /* "validation", "test" */
+    const char *eval_name; /* "validation", "test" */
     const struct cxr_train_report_case *cases;
     size_t case_count;
-    const struct cxr_nn_eval *operating;   /* at the operating threshold (required) */
-    const struct cxr_nn_eval *urgent;      /* at the urgent threshold; may be NULL */
-    double target_sensitivity;             /* how the threshold was chosen; NaN: not shown */
-    double urgent_specificity;             /* NaN: not shown */
+    const struct cxr_nn_eval *operating; /* at the operating threshold (required) */
+    const struct cxr_nn_eval *urgent;    /* at the urgent threshold; may be NULL */
+    double target_sensitivity;           /* how the threshold was chosen; NaN: not shown */
+    double urgent_specificity;           /* NaN: not shown */
     /* thumbnails */
-    int32_t max_thumbnails;                /* 0: 60 */
-    int32_t thumbnail_size;                /* longest side in pixels; 0: 96 */
+    int32_t max_thumbnails; /* 0: 60 */
+    int32_t thumbnail_size; /* longest side in pixels; 0: 96 */
     /* further facts shown as a table: notes[2i] = key, notes[2i+1] = value
      * (seed, epochs, time taken, machine, backend) */
     const char *const *notes;
-    int32_t note_count;                    /* pairs */
+    int32_t note_count; /* pairs */
 };
 void cxr_train_report_init(struct cxr_train_report *r);
 
 /* Renders the report into *html (malloc'd, NUL-terminated, caller frees).
  * CXR_ERR_INVALID_ARG without `operating` or with a class index out of
  * range; CXR_ERR_LIMIT past 512 MiB. */
-enum cxr_status cxr_train_report_render(const struct cxr_train_report *r, char **html,
-                                         size_t *len, char *err);
+enum cxr_status cxr_train_report_render(const struct cxr_train_report *r, char **html, size_t *len,
+                                        char *err);
 
 /* Renders and writes to `path` atomically (temporary file in the same
  * folder, fsync, rename). */
 enum cxr_status cxr_train_report_write(const struct cxr_train_report *r, const char *path,
-                                        char *err);
+                                       char *err);
 
 #ifdef __cplusplus
 }

@@ -35,71 +35,71 @@ extern "C" {
 
 struct cxr_train_options {
     /* data */
-    const char *data;             /* --data: folder, archive or CSV manifest (required) */
-    const char *val;              /* --val: explicit validation set; NULL: split --data */
-    double val_fraction;          /* 0.25 (grouped by patient, stratified) */
-    const char *label_map;        /* "healthy=NORMAL opacity=PNEUMONIA"; NULL: none */
-    const char *classes;          /* "NORMAL,PNEUMONIA" (default; --init: the model's) */
+    const char *data;      /* --data: folder, archive or CSV manifest (required) */
+    const char *val;       /* --val: explicit validation set; NULL: split --data */
+    double val_fraction;   /* 0.25 (grouped by patient, stratified) */
+    const char *label_map; /* "healthy=NORMAL opacity=PNEUMONIA"; NULL: none */
+    const char *classes;   /* "NORMAL,PNEUMONIA" (default; --init: the model's) */
     /* model */
-    enum cxr_nn_arch arch;        /* resnet18 (ignored with --init: the model's own) */
-    bool arch_given;              /* --arch was given (checked against --init) */
-    int32_t base_width;           /* 64 (torchvision); smaller for tests */
+    enum cxr_nn_arch arch;             /* resnet18 (ignored with --init: the model's own) */
+    bool arch_given;                   /* --arch was given (checked against --init) */
+    int32_t base_width;                /* 64 (torchvision); smaller for tests */
     int32_t input_height, input_width; /* 224 x 224 (--init: the model's unless given) */
     bool input_given;
     enum cxr_nn_contrast contrast; /* contrast normalisation before the resize: none (default;
                                     * --init: the model's unless given) or equalize */
     bool contrast_given;
-    const char *init;             /* --init MODEL: start from its weights; NULL: seeded init */
-    bool freeze_backbone;         /* only the fc trains (needs --init) */
-    const char *out;              /* model file to write (required) */
-    enum cxr_nn_dtype storage;    /* F32 (default), BF16 or F16 */
-    const char *name, *version;   /* metadata; default "cxr-custom", "<UTC date>" */
+    const char *init;           /* --init MODEL: start from its weights; NULL: seeded init */
+    bool freeze_backbone;       /* only the fc trains (needs --init) */
+    const char *out;            /* model file to write (required) */
+    enum cxr_nn_dtype storage;  /* F32 (default), BF16 or F16 */
+    const char *name, *version; /* metadata; default "cxr-custom", "<UTC date>" */
     double age_min_years, age_max_years; /* intended population stated by the trainer (NaN:
-                                   * the range measured on DICOM ages of the data, if any) */
+                                          * the range measured on DICOM ages of the data, if any) */
     /* optimisation */
-    int32_t epochs;               /* 10 */
-    int32_t batch;                /* 32 */
-    double lr;                    /* 3e-3 (one-cycle peak) */
-    double weight_decay;          /* 1e-4 */
+    int32_t epochs;                  /* 10 */
+    int32_t batch;                   /* 32 */
+    double lr;                       /* 3e-3 (one-cycle peak) */
+    double weight_decay;             /* 1e-4 */
     enum cxr_nn_optimizer optimizer; /* AdamW */
-    double clip_norm;             /* 1.0; 0 = no clipping */
-    bool balanced_sampler;        /* draw classes equally instead of weighting the loss */
-    bool augment;                 /* true: rotation/scale/translation/intensity jitter */
-    bool direct_conv;             /* no Winograd (see nn_trainer.h) */
-    bool no_prefetch;             /* prepare each batch before its step instead of on a second
-                                   * thread during the previous step */
-    uint64_t seed;                /* 1 */
-    int32_t patience;             /* early stop after this many epochs without a better
-                                   * validation AUC; 0 = never */
+    double clip_norm;                /* 1.0; 0 = no clipping */
+    bool balanced_sampler;           /* draw classes equally instead of weighting the loss */
+    bool augment;                    /* true: rotation/scale/translation/intensity jitter */
+    bool direct_conv;                /* no Winograd (see nn_trainer.h) */
+    bool no_prefetch;                /* prepare each batch before its step instead of on a second
+                                      * thread during the previous step */
+    uint64_t seed;                   /* 1 */
+    int32_t patience;                /* early stop after this many epochs without a better
+                                      * validation AUC; 0 = never */
     /* calibration */
-    double target_sensitivity;    /* 0.95 */
-    double urgent_specificity;    /* 0.95 */
-    int32_t resamples;            /* bootstrap resamples for the CIs, 2000 */
+    double target_sensitivity; /* 0.95 */
+    double urgent_specificity; /* 0.95 */
+    int32_t resamples;         /* bootstrap resamples for the CIs, 2000 */
     /* machinery */
-    int32_t threads;              /* compute threads, 0 = all */
+    int32_t threads;                 /* compute threads, 0 = all */
     enum cxr_nn_precision precision; /* FP32 or BF16 (AUTO = FP32) */
-    const char *checkpoint_dir;   /* default "<out>.ckpt" */
-    bool resume;                  /* continue from <checkpoint_dir>/checkpoint.safetensors */
-    const char *report;           /* HTML report file; NULL: none */
-    const char *command_line;     /* shown in the report; may be NULL */
-    FILE *log;                    /* progress and summaries; NULL: stderr */
-    bool progress_bar;            /* one rewritten line (a terminal) instead of plain lines */
-    volatile sig_atomic_t *stop;  /* set from a signal handler: checkpoint and stop */
+    const char *checkpoint_dir;      /* default "<out>.ckpt" */
+    bool resume;                     /* continue from <checkpoint_dir>/checkpoint.safetensors */
+    const char *report;              /* HTML report file; NULL: none */
+    const char *command_line;        /* shown in the report; may be NULL */
+    FILE *log;                       /* progress and summaries; NULL: stderr */
+    bool progress_bar;               /* one rewritten line (a terminal) instead of plain lines */
+    volatile sig_atomic_t *stop;     /* set from a signal handler: checkpoint and stop */
 };
 void cxr_train_options_init(struct cxr_train_options *o);
 
 struct cxr_train_result {
-    int32_t epochs_run;           /* epochs completed in this call and before (resume) */
-    int32_t best_epoch;           /* 1-based, the one kept */
-    double best_val_auc;          /* during training (memory-capped images) */
-    double seconds;               /* wall time of this call */
-    double images_per_second;     /* training images per second of training time */
+    int32_t epochs_run;       /* epochs completed in this call and before (resume) */
+    int32_t best_epoch;       /* 1-based, the one kept */
+    double best_val_auc;      /* during training (memory-capped images) */
+    double seconds;           /* wall time of this call */
+    double images_per_second; /* training images per second of training time */
     double operating_threshold, urgent_threshold;
     struct cxr_nn_eval validation; /* the kept model on the validation images as inference
                                     * sees them, at the operating threshold (its auc is
                                     * the one in the model's metrics) */
     size_t train_count, val_count;
-    size_t skipped;               /* entries not used (both sources) */
+    size_t skipped; /* entries not used (both sources) */
     bool stopped_early;
     char model_sha256[65];
 };
@@ -107,39 +107,39 @@ struct cxr_train_result {
 /* Trains, calibrates, writes the model (and the report). On
  * CXR_ERR_CANCELLED a checkpoint was written and `--resume` continues.
  * Returns CXR_ERR_USAGE for inconsistent options (message says which). */
-enum cxr_status cxr_train_run(const struct cxr_train_options *o,
-                                     struct cxr_train_result *res, char *err);
+enum cxr_status cxr_train_run(const struct cxr_train_options *o, struct cxr_train_result *res,
+                              char *err);
 
 struct cxr_train_evaluate_options {
-    const char *model;            /* required */
-    const char *data;             /* required */
+    const char *model; /* required */
+    const char *data;  /* required */
     const char *label_map;
-    const char *report;           /* NULL: none */
+    const char *report; /* NULL: none */
     const char *command_line;
     int32_t threads;
     enum cxr_nn_precision precision;
-    int32_t batch;                /* images per forward pass, 16 */
-    int32_t resamples;            /* 2000 */
-    uint64_t seed;                /* bootstrap seed, 1 */
-    FILE *log;                    /* NULL: stderr */
+    int32_t batch;     /* images per forward pass, 16 */
+    int32_t resamples; /* 2000 */
+    uint64_t seed;     /* bootstrap seed, 1 */
+    FILE *log;         /* NULL: stderr */
     /* Recalibration on these images (a site's own labeled films): the
      * thresholds chosen as `train` chooses them on validation data, written
      * with the same weights to `calibrate_out` (NULL: none). The metrics
      * printed stay those at the model's own thresholds. */
     const char *calibrate_out;
-    double target_sensitivity;    /* 0.95 */
-    double urgent_specificity;    /* 0.95 */
+    double target_sensitivity; /* 0.95 */
+    double urgent_specificity; /* 0.95 */
 };
 void cxr_train_evaluate_options_init(struct cxr_train_evaluate_options *o);
 
 struct cxr_train_evaluate_result {
-    struct cxr_nn_eval operating; /* at the model's operating threshold */
-    struct cxr_nn_eval urgent;    /* at its urgent threshold */
-    double loss;                  /* mean cross-entropy */
+    struct cxr_nn_eval operating;          /* at the model's operating threshold */
+    struct cxr_nn_eval urgent;             /* at its urgent threshold */
+    double loss;                           /* mean cross-entropy */
     struct cxr_nn_reliability reliability; /* 10 bins of p(positive) */
     size_t count, skipped;
     char digest[72];
-    bool recalibrated;                     /* calibrate_out written */
+    bool recalibrated;                       /* calibrate_out written */
     struct cxr_nn_calibration recalibration; /* its thresholds and metrics on these images */
     char recalibrated_sha256[65];
 };
@@ -149,11 +149,11 @@ struct cxr_train_evaluate_result {
  * forward → softmax, as the engine does; metrics at the model's thresholds
  * with bootstrap 95 % intervals. */
 enum cxr_status cxr_train_evaluate_run(const struct cxr_train_evaluate_options *o,
-                                        struct cxr_train_evaluate_result *res, char *err);
+                                       struct cxr_train_evaluate_result *res, char *err);
 
 /* The result as one JSON object (malloc'd text, caller frees; NULL on OOM). */
 char *cxr_train_evaluate_to_json(const struct cxr_train_evaluate_result *r,
-                                  const struct cxr_nn_model_meta *meta);
+                                 const struct cxr_nn_model_meta *meta);
 
 #ifdef __cplusplus
 }

@@ -18,9 +18,9 @@ extern "C" {
 
 /* The life of one received instance. */
 enum cxr_triage_instance_state {
-    CXR_TRIAGE_INSTANCE_RECEIVED = 0,      /* durably spooled, not scored yet (a job) */
-    CXR_TRIAGE_INSTANCE_ANALYSED = 1,      /* scored */
-    CXR_TRIAGE_INSTANCE_NOT_ANALYSED = 2   /* processed, not scored: `reason` says why */
+    CXR_TRIAGE_INSTANCE_RECEIVED = 0,    /* durably spooled, not scored yet (a job) */
+    CXR_TRIAGE_INSTANCE_ANALYSED = 1,    /* scored */
+    CXR_TRIAGE_INSTANCE_NOT_ANALYSED = 2 /* processed, not scored: `reason` says why */
 };
 
 /* One instance row. Fields after `received_ms` are known once processed. */
@@ -29,25 +29,25 @@ struct cxr_triage_instance_row {
     char sop_instance_uid[CXR_DICOM_UID_LEN];
     char sop_class_uid[CXR_DICOM_UID_LEN];
     char transfer_syntax_uid[CXR_DICOM_UID_LEN];
-    char path[CXR_TRIAGE_PATHLEN];       /* spool file, relative to the spool folder; "" = removed */
-    bool in_store;                         /* the bytes are in the store (instance_data), no file at path */
+    char path[CXR_TRIAGE_PATHLEN]; /* spool file, relative to the spool folder; "" = removed */
+    bool in_store;                 /* the bytes are in the store (instance_data), no file at path */
     uint64_t size;
     char calling_ae[17];
     char peer_host[64];
     int64_t received_ms;
-    int32_t attempts;                      /* times a worker took it (crash-loop guard) */
+    int32_t attempts; /* times a worker took it (crash-loop guard) */
     enum cxr_triage_instance_state state;
     char study_instance_uid[CXR_DICOM_UID_LEN];
     char series_instance_uid[CXR_DICOM_UID_LEN];
-    double probability;                    /* NaN unless analysed */
+    double probability; /* NaN unless analysed */
     bool finding_present;
-    int32_t priority;                      /* enum cxr_triage_priority */
-    int32_t status;                        /* enum cxr_status of the outcome */
+    int32_t priority; /* enum cxr_triage_priority */
+    int32_t status;   /* enum cxr_status of the outcome */
     char reason[512];
     char warning[256];
     int64_t processed_ms;
-    bool reported;                         /* taken into a study report decision */
-    bool has_info;                         /* `info` holds the header values */
+    bool reported; /* taken into a study report decision */
+    bool has_info; /* `info` holds the header values */
     struct cxr_dicom_info info;
 };
 
@@ -60,11 +60,11 @@ struct cxr_triage_study_row {
     char study_description[68];
     int64_t first_received_ms;
     int64_t last_received_ms;
-    int32_t priority;                      /* the most severe so far: never lowered */
-    double score;                          /* highest probability so far; NaN none */
-    int32_t analysed;                      /* instance counts */
+    int32_t priority; /* the most severe so far: never lowered */
+    double score;     /* highest probability so far; NaN none */
+    int32_t analysed; /* instance counts */
     int32_t not_analysed;
-    int32_t unreported;                    /* processed, not yet in a report decision */
+    int32_t unreported; /* processed, not yet in a report decision */
     int32_t sr_count;
     char last_sr_sop_instance_uid[CXR_DICOM_UID_LEN];
     char last_sr_series_instance_uid[CXR_DICOM_UID_LEN];
@@ -72,8 +72,8 @@ struct cxr_triage_study_row {
     int32_t deliveries_pending;
     int32_t deliveries_delivered;
     int32_t deliveries_dead;
-    char warning[256];                     /* the first image warning of the study, e.g. an
-                                            * age outside the model's population; "" none */
+    char warning[256]; /* the first image warning of the study, e.g. an
+                        * age outside the model's population; "" none */
 };
 
 /* "received", "analysed", "not_analysed" (JSON and logs). */

@@ -26,7 +26,6 @@
 extern "C" {
 #endif
 
-
 /* Ordered by severity: a larger value is read sooner. */
 enum cxr_triage_priority {
     CXR_TRIAGE_PRIORITY_NOT_ANALYSED = 0,
@@ -40,12 +39,12 @@ const char *cxr_triage_priority_name(const struct cxr_conf *conf, enum cxr_triag
 
 /* Milliseconds spent per stage for one image. */
 struct cxr_triage_timing {
-    double read_ms;        /* parse the DICOM bytes */
-    double gate_ms;        /* header checks */
-    double present_ms;     /* decode + presentation pipeline */
-    double preprocess_ms;  /* resize + normalise */
-    double infer_ms;       /* this image's share of its batch's forward pass */
-    double sr_ms;          /* build and write the SR */
+    double read_ms;       /* parse the DICOM bytes */
+    double gate_ms;       /* header checks */
+    double present_ms;    /* decode + presentation pipeline */
+    double preprocess_ms; /* resize + normalise */
+    double infer_ms;      /* this image's share of its batch's forward pass */
+    double sr_ms;         /* build and write the SR */
 };
 
 /* The outcome for one image. `analysed` false: `reason` says why in words
@@ -56,18 +55,18 @@ struct cxr_triage_result {
     enum cxr_status status;
     char reason[512];
     char warning[256];
-    double probability;            /* p(finding), 0..1 */
-    bool finding_present;          /* probability >= operating threshold */
+    double probability;   /* p(finding), 0..1 */
+    bool finding_present; /* probability >= operating threshold */
     enum cxr_triage_priority priority;
     struct cxr_triage_timing t;
 };
 
 struct cxr_triage_engine_options {
-    const char *model_path;        /* overrides conf model/path when non-NULL */
-    int32_t backend;               /* -1: from conf; else enum cxr_nn_backend_kind */
-    int32_t precision;             /* -1: from conf; else enum cxr_nn_precision */
-    int32_t threads;               /* -1: from conf */
-    int32_t batch_size;            /* -1: from conf */
+    const char *model_path; /* overrides conf model/path when non-NULL */
+    int32_t backend;        /* -1: from conf; else enum cxr_nn_backend_kind */
+    int32_t precision;      /* -1: from conf; else enum cxr_nn_precision */
+    int32_t threads;        /* -1: from conf */
+    int32_t batch_size;     /* -1: from conf */
 };
 void cxr_triage_engine_options_init(struct cxr_triage_engine_options *opt);
 

@@ -12,9 +12,9 @@ extern "C" {
 #endif
 
 struct cxr_ui_asset {
-    const char *name;              /* "index.html" */
+    const char *name; /* "index.html" */
     const char *mime;
-    const unsigned char *data;     /* size bytes, plus a terminating 0 not counted */
+    const unsigned char *data; /* size bytes, plus a terminating 0 not counted */
     size_t size;
 };
 extern const struct cxr_ui_asset cxr_ui_assets[];

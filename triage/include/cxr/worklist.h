@@ -20,11 +20,11 @@ extern "C" {
 #endif
 
 struct cxr_triage_worklist_options {
-    int64_t now_ms;                        /* the time waiting is measured to */
-    int32_t max_wait_minutes;              /* 0 = never escalate */
+    int64_t now_ms;           /* the time waiting is measured to */
+    int32_t max_wait_minutes; /* 0 = never escalate */
     bool show_patient_id;
-    uint32_t window_hours;                 /* studies older than this are left out (0 = all) */
-    size_t limit;                          /* at most this many entries (0 = 1000) */
+    uint32_t window_hours; /* studies older than this are left out (0 = all) */
+    size_t limit;          /* at most this many entries (0 = 1000) */
     /* Display names of the levels, indexed by enum cxr_triage_priority. */
     char priority_names[4][32];
 };
@@ -36,9 +36,9 @@ void cxr_triage_worklist_options_init(struct cxr_triage_worklist_options *o, int
 /* One worklist line. */
 struct cxr_triage_worklist_entry {
     const struct cxr_triage_study_row *study;
-    int32_t priority;                      /* after escalation */
+    int32_t priority; /* after escalation */
     bool escalated;
-    int64_t waiting_ms;                    /* since the study's first instance arrived */
+    int64_t waiting_ms; /* since the study's first instance arrived */
 };
 
 /* Fills entries[0..n-1] from rows[0..n-1] and sorts them in worklist order
