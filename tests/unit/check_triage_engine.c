@@ -265,6 +265,33 @@ START_TEST(test_write_sr)
 }
 END_TEST
 
+/* The SR's device observer (TID 1004, Device Observer Name) is the AE title
+ * the site gave the node, not a fixed "CXRTRIAGE". */
+START_TEST(test_sr_device_name_is_ae_title)
+{
+    char xml[8192];
+    snprintf(xml, sizeof xml,
+             "<cxr-triage version=\"1\"><model><path>%s</path><threads>1</threads></model>"
+             "<node><ae-title>WARD7CXR</ae-title></node></cxr-triage>",
+             model_path);
+    struct cxr_conf *conf = NULL;
+    char err[CXR_ERRLEN] = "";
+    ck_assert_msg(cxr_conf_load_memory(xml, strlen(xml), "test.xml", &conf, err) == CXR_OK, "%s",
+                  err);
+    struct cxr_triage_engine *e = engine_for(conf);
+    struct cxr_triage_result r = score_one(e, cxr_test_data_path("cr_mono1_10_chest_nometa.dcm"));
+    ck_assert_msg(r.analysed, "%s", r.reason);
+    char path[4300], uid[CXR_DICOM_UID_LEN] = "";
+    snprintf(path, sizeof path, "%s/sr-ae.dcm", tmpdir);
+    ck_assert_msg(cxr_triage_engine_write_sr(e, &r, 1, NULL, path, NULL, NULL, uid, err) == CXR_OK,
+                  "%s", err);
+    ck_assert_int_eq(
+        cxr_test_sh("dsrdump '%s' | grep -q 'Device Observer Name\")=\"WARD7CXR\"'", path), 0);
+    cxr_triage_engine_free(e);
+    cxr_conf_free(conf);
+}
+END_TEST
+
 /* A missing or corrupt model is a clear error naming the file, no crash. */
 START_TEST(test_bad_model_refused)
 {
@@ -440,6 +467,7 @@ int main(void)
     tcase_add_test(tc, test_batch_independent);
     tcase_add_test(tc, test_engine_equals_manual_pipeline);
     tcase_add_test(tc, test_write_sr);
+    tcase_add_test(tc, test_sr_device_name_is_ae_title);
     tcase_add_test(tc, test_bad_model_refused);
     suite_add_tcase(s, tc);
     tc = tcase_create("sweep");

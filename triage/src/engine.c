@@ -404,7 +404,7 @@ enum cxr_status cxr_triage_engine_write_sr(struct cxr_triage_engine *e,
         .model_sha256 = cxr_nn_model_sha256(e->model),
         .operating_threshold = e->operating_threshold,
         .device_observer_uid = conf->sr.device_observer_uid,
-        .device_name = "CXRTRIAGE",
+        .device_name = conf->node.ae_title, /* the AE title the site gave us */
         .manufacturer = conf->sr.manufacturer,
         .model_name = CXR_PRODUCT,
         .software_version = CXR_VERSION,

@@ -189,7 +189,7 @@ struct cxr_dicom_sr_request {
     double operating_threshold;
     /* device observer (TID 1004) */
     const char *device_observer_uid; /* NULL/"" = a stable 2.25 UID derived from the host name */
-    const char *device_name;         /* "CXRTRIAGE" */
+    const char *device_name;         /* node/ae-title ("CXRTRIAGE" by default) */
     const char *manufacturer;
     const char *model_name;       /* "cxr-triage" */
     const char *software_version; /* product version */
