@@ -223,8 +223,9 @@ static const struct conf_key node_keys[] = {
     K_INT(N, spool_inline_max_kb, "spool-inline-max-kb", 0, 65536, "1024",
           "Received instances up to this size (KiB) are kept inside the job store, committed with "
           "their job in one disk sync, instead of as spool files (three syncs); 0 = always files."),
-    K_INT(N, worker_threads, "worker-threads", 0, 64, "0",
-          "Scoring workers (decode and preprocess in parallel); 0 = automatic (2)."),
+    K_INT(
+        N, worker_threads, "worker-threads", 0, 64, "0",
+        "Scoring workers (decode and preprocess in parallel); 0 = automatic: one per CPU, 2 to 8."),
     K_INT(N, batch_wait_ms, "batch-wait-ms", 0, 10000, "20",
           "Milliseconds a worker waits for more images to fill a batch once it has one."),
     K_INT(N, study_stable_seconds, "study-stable-seconds", 0, 86400, "5",

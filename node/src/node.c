@@ -510,9 +510,8 @@ enum cxr_status cxr_node_run(struct cxr_node *n, char *err)
     pthread_rwlock_rdlock(&n->gen_lock);
     *s = n->set;
     pthread_rwlock_unlock(&n->gen_lock);
-    int workers = s->worker_threads > 0 ? s->worker_threads : 2;
-    if (workers > NODE_MAX_WORKERS)
-        workers = NODE_MAX_WORKERS;
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    int workers = cxr_node_settings_workers(s, ncpu > 0 && ncpu < 4096 ? (int32_t)ncpu : 1);
 
     st = node_queue_load(n);
     if (st != CXR_OK) {

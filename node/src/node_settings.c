@@ -133,3 +133,11 @@ enum cxr_status cxr_node_settings_from_conf(const struct cxr_conf *conf,
     s->destination_count = conf->destination_count;
     return CXR_OK;
 }
+
+int32_t cxr_node_settings_workers(const struct cxr_node_settings *s, int32_t online_cpus)
+{
+    int32_t w = (int32_t)s->worker_threads;
+    if (w <= 0)
+        w = online_cpus < 2 ? 2 : online_cpus > 8 ? 8 : online_cpus;
+    return w > NODE_MAX_WORKERS ? NODE_MAX_WORKERS : w;
+}

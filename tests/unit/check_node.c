@@ -437,6 +437,25 @@ START_TEST(test_settings_defaults)
 }
 END_TEST
 
+/* node/worker-threads 0 is automatic: one worker per CPU within 2..8 (it was
+ * always 2, whatever the machine); a set value is kept (capped at 64). */
+START_TEST(test_settings_workers_automatic)
+{
+    struct cxr_node_settings s;
+    cxr_node_settings_defaults(&s);
+    ck_assert_int_eq(s.worker_threads, 0);
+    ck_assert_int_eq(cxr_node_settings_workers(&s, 1), 2);
+    ck_assert_int_eq(cxr_node_settings_workers(&s, 2), 2);
+    ck_assert_int_eq(cxr_node_settings_workers(&s, 6), 6);
+    ck_assert_int_eq(cxr_node_settings_workers(&s, 16), 8);
+    ck_assert_int_eq(cxr_node_settings_workers(&s, 128), 8);
+    s.worker_threads = 3;
+    ck_assert_int_eq(cxr_node_settings_workers(&s, 16), 3);
+    s.worker_threads = 500;
+    ck_assert_int_eq(cxr_node_settings_workers(&s, 16), 64);
+}
+END_TEST
+
 START_TEST(test_settings_from_conf)
 {
     /* A config file in a folder: relative paths resolve against it. */
@@ -572,6 +591,7 @@ static Suite *node_suite(void)
     suite_add_tcase(s, tc);
     tc = tcase_create("settings");
     tcase_add_test(tc, test_settings_defaults);
+    tcase_add_test(tc, test_settings_workers_automatic);
     tcase_add_test(tc, test_settings_from_conf);
     tcase_add_test(tc, test_settings_refused);
     suite_add_tcase(s, tc);

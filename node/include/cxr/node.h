@@ -93,6 +93,12 @@ void cxr_node_settings_defaults(struct cxr_node_settings *s);
 enum cxr_status cxr_node_settings_from_conf(const struct cxr_conf *conf,
                                             struct cxr_node_settings *s, char *err);
 
+/* How many scoring workers a node with these settings runs on a machine with
+ * `online_cpus` CPUs: node/worker-threads when set, else automatic: one per
+ * CPU, at least 2 (one decodes while another waits for the forward pass), at
+ * most 8 (the forward pass is shared; more workers only queue). */
+int32_t cxr_node_settings_workers(const struct cxr_node_settings *s, int32_t online_cpus);
+
 /* ------------------------------------------------------------------ metrics */
 
 /* Stages timed into histograms. */
