@@ -269,7 +269,7 @@ int cmd_score(int argc, char **argv)
         cxr_log(CXR_LOG_INFO, "score", "%s", note);
     cxr_log(CXR_LOG_INFO, "score", "%s", cxr_triage_engine_describe(engine));
     const struct cxr_nn_model_meta *meta = cxr_triage_engine_model_meta(engine);
-    if (meta->description && strstr(meta->description, "UNTRAINED"))
+    if (cxr_nn_model_meta_untrained(meta))
         cxr_log(CXR_LOG_WARN, "score",
                 "the model is UNTRAINED (random weights): scores are meaningless");
 

@@ -536,3 +536,8 @@ struct json_object *cxr_nn_meta_to_json(const struct cxr_nn_model_meta *meta)
     }
     return o;
 }
+
+bool cxr_nn_model_meta_untrained(const struct cxr_nn_model_meta *meta)
+{
+    return meta->description && strstr(meta->description, "UNTRAINED") != NULL;
+}

@@ -197,6 +197,11 @@ static enum cxr_status new_engine(const struct cxr_node *n, const struct cxr_con
     if (note[0])
         cxr_log(CXR_LOG_INFO, "node", "%s", note);
     cxr_log(CXR_LOG_INFO, "node", "engine: %s", cxr_triage_engine_describe(*out));
+    if (cxr_nn_model_meta_untrained(cxr_triage_engine_model_meta(*out)))
+        cxr_log(CXR_LOG_WARN, "node",
+                "the model %s is UNTRAINED (random weights): its scores, priorities and SRs "
+                "mean nothing; use a trained model (model/path)",
+                cxr_triage_engine_model_path(*out));
     return CXR_OK;
 }
 
@@ -371,6 +376,8 @@ static char *http_status_json(void *ctx)
         json_object_object_add(m, "version", json_object_new_string(meta->version));
         json_object_object_add(m, "sha256",
                                json_object_new_string(cxr_triage_engine_model_sha256(n->engine)));
+        json_object_object_add(m, "untrained",
+                               json_object_new_boolean(cxr_nn_model_meta_untrained(meta)));
         json_object_object_add(o, "backend",
                                json_object_new_string(cxr_triage_engine_describe(n->engine)));
     }

@@ -243,6 +243,8 @@ static OrthancPluginErrorCode on_status(OrthancPluginRestOutput *out, const char
         json_object_object_add(m, "version", json_object_new_string(meta->version));
         json_object_object_add(m, "sha256",
                                json_object_new_string(cxr_triage_engine_model_sha256(p->engine)));
+        json_object_object_add(m, "untrained",
+                               json_object_new_boolean(cxr_nn_model_meta_untrained(meta)));
         json_object_object_add(m, "description",
                                json_object_new_string(cxr_triage_engine_describe(p->engine)));
         json_object_object_add(

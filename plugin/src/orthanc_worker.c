@@ -158,6 +158,11 @@ enum cxr_status plugin_load_config(struct plugin *p, char *err)
     cxr_conf_free(old_conf);
     plugin_log(p, PLOG_INFO, "ready: %s%s%s", cxr_triage_engine_describe(engine),
                note[0] ? "; " : "", note);
+    if (cxr_nn_model_meta_untrained(cxr_triage_engine_model_meta(engine)))
+        plugin_log(p, PLOG_WARN,
+                   "the model %s is UNTRAINED (random weights): its scores, priorities and SRs "
+                   "mean nothing; use a trained model (model/path)",
+                   cxr_triage_engine_model_path(engine));
     plugin_wake(p);
     return CXR_OK;
 

@@ -37,6 +37,7 @@ w = json.load(sys.stdin)["studies"]
 sys.exit(0 if len(w) == 4 and all(s["images_analysed"] == 1 for s in w) else 1)'
 }
 wait_until 60 "4 studies analysed" analysed
+grep -q 'WARN .*node: the model .* is UNTRAINED' "$WORK/node.log" || fail "no warning that the model is untrained"
 
 curl -sf "$URL/status" >"$WORK/status.json" || fail "GET /status"
 "$CXR_PYTHON" - "$WORK/status.json" <<'PY' || fail "status: $(cat "$WORK/status.json")"
@@ -44,6 +45,7 @@ import json, sys
 s = json.load(open(sys.argv[1]))
 assert s["state"] == "ready", s
 assert s["model"]["name"] == "kids-model" and len(s["model"]["sha256"]) == 64, s
+assert s["model"]["untrained"] is True, s   # `model init` weights: said, not hidden
 assert s["queue"]["depth"] == 0, s
 assert s["spool"]["free_bytes"] > 0 and s["spool"]["job_store_bytes"] > 0, s
 PY

@@ -82,6 +82,8 @@ log "$NEXPECT analysable studies scored"
 
 # ---- every study: SR count, SR content, metadata, per-image probabilities, worklist
 SHA=$(status_field model.sha256)
+[ "$(status_field model.untrained)" = True ] || fail "status does not say the test model is untrained"
+grep -q 'is UNTRAINED' "$WORK/orthanc.log" || fail "Orthanc's log has no warning that the model is untrained"
 mkdir -p "$WORK/sr"
 "$CXR_PYTHON" - "$(ourl "")" "$WORK/score.json" "$WORK/sr" "$SHA" "$THR_P" "$THR_U" <<'PY' || fail "results in Orthanc"
 import json, re, sys, urllib.request

@@ -162,6 +162,8 @@ sr=$(find "$work/pacs" -type f | head -n 1)
 dcm_value() { dcmdump +P "$2" "$1" | head -n 1 | sed -n 's/.*\[\(.*\)\].*/\1/p'; }
 [ "$(dcm_value "$sr" 0008,0060)" = SR ] || fail "what reached the PACS is not an SR"
 [ "$(dcm_value "$sr" 0020,000d)" = "$study" ] || fail "the SR is not in the study ($(dcm_value "$sr" 0020,000d))"
+curl -sf http://127.0.0.1:8090/status | grep -q '"untrained":false' ||
+    fail "the bundled model is not reported as trained on /status: $(curl -s http://127.0.0.1:8090/status)"
 worklist_has_study() { curl -sf http://127.0.0.1:8090/worklist | grep -q "$study"; }
 wait_until 30 "the study on the worklist" worklist_has_study
 queue() { setpriv --reuid="$user" --regid="$group" --init-groups cxr-triage queue "$@" --config "$conf"; }

@@ -126,6 +126,22 @@ static const struct {
     {CXR_NN_ARCH_RESNET50, 3, 16, 23540816, 320}, {CXR_NN_ARCH_RESNET50, 3, 2, 23512130, 320},
 };
 
+/* `model init` marks its weights UNTRAINED; the doors warn on that mark. */
+START_TEST(test_meta_untrained_mark)
+{
+    struct cxr_nn_model_meta meta;
+    cxr_nn_model_meta_defaults(&meta, CXR_NN_ARCH_RESNET18);
+    meta.description = NULL;
+    ck_assert(!cxr_nn_model_meta_untrained(&meta));
+    char trained[] = "trained by cxr-triage train on 3912 images";
+    meta.description = trained;
+    ck_assert(!cxr_nn_model_meta_untrained(&meta));
+    char untrained[] = "UNTRAINED: He-initialised random weights, for testing only";
+    meta.description = untrained;
+    ck_assert(cxr_nn_model_meta_untrained(&meta));
+}
+END_TEST
+
 START_TEST(test_spec_counts_match_torchvision)
 {
     struct cxr_nn_resnet_spec spec;
@@ -742,6 +758,7 @@ static Suite *suite(void)
     Suite *s = suite_create("nn_model");
     TCase *tc = tcase_create("structure");
     tcase_add_test(tc, test_dtype_and_arch_names);
+    tcase_add_test(tc, test_meta_untrained_mark);
     tcase_add_loop_test(tc, test_spec_counts_match_torchvision, 0,
                         (int)(sizeof torchvision_counts / sizeof torchvision_counts[0]));
     tcase_add_test(tc, test_spec_imagenet_counts);

@@ -133,6 +133,10 @@ enum cxr_status cxr_nn_model_init_width(const struct cxr_nn_model_meta *meta, in
  * classes NORMAL/PNEUMONIA (positive 1), threshold 0.5, urgent 0.9, stretch. */
 void cxr_nn_model_meta_defaults(struct cxr_nn_model_meta *meta, enum cxr_nn_arch arch);
 
+/* True when the metadata marks the weights as untrained (`cxr-triage model
+ * init` writes "UNTRAINED" into the description): its scores mean nothing. */
+bool cxr_nn_model_meta_untrained(const struct cxr_nn_model_meta *meta);
+
 /* Writes the model as safetensors (metadata included) to `path` atomically
  * (temp file, fsync, rename). `storage` is F32, F16 or BF16 for the float
  * parameters (BN running statistics are kept in F32). */
