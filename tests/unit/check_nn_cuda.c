@@ -8,8 +8,8 @@
  *    CUDA_VISIBLE_DEVICES="" hides a real GPU (the same path on a GPU
  *    machine); CPU scoring and `cxr-triage version` work with the CUDA
  *    backend linked in.
- *  - gpu (tag "gpu"; each test prints "SKIP gpu: no CUDA device (...)" and
- *    passes when there is none): every op against the CPU fp32 backend,
+ *  - gpu (tag "gpu", CTest's check_nn_cuda_gpu; without a CUDA device each
+ *    test calls cxr_test_skip and CTest reports it skipped): every op against the CPU fp32 backend,
  *    fp32/TF32 (relative error <= 1e-3) and fp16/bf16 (<= 2e-2); whole
  *    resnet18 and resnet50 at 224x224; batch N == N x batch 1; replays of
  *    the captured CUDA graph equal the first (eager) run; parameters set
@@ -61,8 +61,8 @@ static double tol_for(enum cxr_nn_precision p)
     return p == CXR_NN_PRECISION_FP32 ? TF32_TOL : HALF_TOL;
 }
 
-/* Opens the CUDA backend, or prints the SKIP line and returns NULL when no
- * device is usable (any other failure fails the test). */
+/* Opens the CUDA backend, or records a skip (cxr_test_skip) and returns NULL
+ * when no device is usable (any other failure fails the test). */
 static struct cxr_nn_backend *open_gpu(enum cxr_nn_precision prec)
 {
     struct cxr_nn_backend_options o = {.kind = CXR_NN_BACKEND_CUDA, .precision = prec};
@@ -70,7 +70,7 @@ static struct cxr_nn_backend *open_gpu(enum cxr_nn_precision prec)
     char err[CXR_ERRLEN] = "";
     enum cxr_status st = cxr_nn_backend_open(&o, &b, NULL, err);
     if (st == CXR_ERR_NN_NO_DEVICE) {
-        printf("SKIP gpu: no CUDA device (%s)\n", err);
+        cxr_test_skip("gpu: no CUDA device (%s)", err);
         return NULL;
     }
     ck_assert_msg(st == CXR_OK, "open cuda %s: %s", prec_name(prec), err);

@@ -1,8 +1,8 @@
 /* check_nn_cuda_train.c — training on the CUDA backend against the CPU
- * backend's training entries (backend.h "training"), all tagged "gpu":
- * each prints "SKIP gpu: no CUDA device (...)" and passes where there is no
- * device (the build machines), or "SKIP ..." when the CPU backend of this
- * build cannot train.
+ * backend's training entries (backend.h "training"), all tagged "gpu" (CTest:
+ * check_nn_cuda_train_gpu): without a device (the build machines), or when
+ * the CPU backend of this build cannot train, each test records a skip
+ * (cxr_test_skip) and CTest reports the suite skipped, not passed.
  *
  *  - backward ops: small graphs that exercise each op's backward (conv with
  *    and without bias and stride, batch norm in training mode, ReLU, max
@@ -86,7 +86,7 @@ static struct cxr_nn_backend *open_gpu(enum cxr_nn_precision prec)
     char err[CXR_ERRLEN] = "";
     enum cxr_status st = cxr_nn_backend_open(&o, &b, NULL, err);
     if (st == CXR_ERR_NN_NO_DEVICE) {
-        printf("SKIP gpu: no CUDA device (%s)\n", err);
+        cxr_test_skip("gpu: no CUDA device (%s)", err);
         return NULL;
     }
     ck_assert_msg(st == CXR_OK, "open cuda %s: %s", prec_name(prec), err);
@@ -94,7 +94,7 @@ static struct cxr_nn_backend *open_gpu(enum cxr_nn_precision prec)
     return b;
 }
 
-/* The CPU reference, or NULL (with a SKIP line) when it cannot train. */
+/* The CPU reference, or NULL (with a recorded skip) when it cannot train. */
 /* The second CPU reference for prec (see FLOOR_FACTOR), or NULL with a
  * note when this CPU cannot run it (no bf16): the fixed tolerance alone. */
 static struct cxr_nn_backend *open_cpu_floor(enum cxr_nn_precision prec)
@@ -122,7 +122,7 @@ static struct cxr_nn_backend *open_cpu(void)
     char err[CXR_ERRLEN] = "";
     ck_assert_msg(cxr_nn_backend_open(&o, &b, NULL, err) == CXR_OK, "open cpu: %s", err);
     if (!b->iface->train_plan || !b->iface->optim_step || !b->iface->tensor_sumsq) {
-        printf("SKIP gpu training parity: the CPU backend of this build has no training entries\n");
+        cxr_test_skip("gpu training parity: the CPU backend of this build has no training entries");
         cxr_nn_backend_close(b);
         return NULL;
     }

@@ -32,7 +32,14 @@ void cxr_test_rmtree(const char *path);
 /* Runs a shell command, returns its exit status (-1 if it could not run). */
 int cxr_test_sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
-/* Runs a suite with CK_ENV fork mode and returns the process exit status. */
+/* Says that the calling test did not run what it is for ("no CUDA device")
+ * and returns: prints "SKIP <why>" and records it, so that cxr_test_run
+ * reports the suite as skipped (exit 77, CTest's SKIP_RETURN_CODE) instead of
+ * passed when nothing failed. Works from Check's forked test processes. */
+void cxr_test_skip(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Runs a suite with CK_ENV fork mode and returns the process exit status: 1
+ * when a test failed, else 77 when a test called cxr_test_skip, else 0. */
 int cxr_test_run(Suite *s);
 
 #endif
