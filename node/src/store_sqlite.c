@@ -33,11 +33,13 @@
 #include <string.h>
 #include <time.h>
 
-#define SCHEMA_VERSION  2
+#define SCHEMA_VERSION  3
 #define BUSY_TIMEOUT_MS 15000
 
 /* Version 2: small instances kept in the store (instances.in_store,
- * instance_data). Clearing in_store drops the bytes in the same statement. */
+ * instance_data). Clearing in_store drops the bytes in the same statement.
+ * Version 3: instances.info holds the header values as JSON text
+ * (cxr_triage_info_to_json), no longer the struct's bytes. */
 static const char *const schema_v2_sql =
     "CREATE TABLE IF NOT EXISTS instance_data("
     " instance_id INTEGER PRIMARY KEY REFERENCES instances(id) ON DELETE CASCADE,"
@@ -69,7 +71,7 @@ static const char *const schema_sql =
     " warning TEXT NOT NULL DEFAULT '',"
     " processed_ms INTEGER NOT NULL DEFAULT 0,"
     " reported INTEGER NOT NULL DEFAULT 0,"
-    " info BLOB);"
+    " info TEXT);"
     "CREATE INDEX IF NOT EXISTS instances_state ON instances(state, received_ms);"
     "CREATE INDEX IF NOT EXISTS instances_study ON instances(study_instance_uid);"
     "CREATE INDEX IF NOT EXISTS instances_path ON instances(path);"
@@ -259,14 +261,10 @@ static void read_instance(sqlite3_stmt *st, struct cxr_triage_instance_row *r)
     sq_col_text(st, 18, r->warning, sizeof r->warning);
     r->processed_ms = sqlite3_column_int64(st, 19);
     r->reported = sqlite3_column_int(st, 20) != 0;
-    /* The header values are kept as the struct's bytes; a blob of another
-     * size (written by another version) is ignored and read again from the
-     * spool file by the caller. */
-    if (sqlite3_column_type(st, 21) == SQLITE_BLOB &&
-        sqlite3_column_bytes(st, 21) == (int)sizeof r->info) {
-        memcpy(&r->info, sqlite3_column_blob(st, 21), sizeof r->info);
-        r->has_info = true;
-    }
+    /* The header values, as JSON (schema 3; migrate() converted older rows). */
+    if (sqlite3_column_type(st, 21) == SQLITE_TEXT)
+        r->has_info =
+            cxr_triage_info_from_json((const char *)sqlite3_column_text(st, 21), &r->info);
     r->in_store = sqlite3_column_int(st, 22) != 0;
 }
 
@@ -516,8 +514,11 @@ static int record_one(struct sq_store *s, sqlite3_stmt *upd, sqlite3_stmt *study
     sqlite3_bind_int(upd, 7, (int)r->status);
     sq_bind_text(upd, 8, r->analysed ? "" : r->reason);
     sq_bind_text(upd, 9, r->warning);
-    if (o->has_info)
-        sqlite3_bind_blob(upd, 10, info, sizeof *info, SQLITE_TRANSIENT);
+    char *info_json = o->has_info ? cxr_triage_info_to_json(info) : NULL;
+    if (o->has_info && !info_json)
+        return SQLITE_NOMEM;
+    if (info_json)
+        sqlite3_bind_text(upd, 10, info_json, -1, free);
     else
         sqlite3_bind_null(upd, 10);
     sqlite3_bind_int64(upd, 11, processed_ms);
@@ -850,8 +851,44 @@ static const struct cxr_node_store_ops sq_ops = {
     .instance_forget_file = sq_instance_forget_file,
 };
 
-/* Creates the tables of a new file, or checks the version of an existing
- * one (a file from a newer version is refused rather than misread). */
+/* Schema 1-2 kept each instance's header values as a memory image of the
+ * struct: rewrite them as JSON (inside the caller's transaction). A blob of
+ * another size cannot be read: it becomes NULL, and the header is read again
+ * from the instance's bytes when they are still there. */
+static int convert_info_blobs(struct sq_store *s)
+{
+    sqlite3_stmt *q = NULL, *upd = NULL;
+    int rc = sq_prepare(s, "SELECT id, info FROM instances WHERE typeof(info)='blob'", &q);
+    if (rc == SQLITE_OK)
+        rc = sq_prepare(s, "UPDATE instances SET info=? WHERE id=?", &upd);
+    while (rc == SQLITE_OK && (rc = sqlite3_step(q)) == SQLITE_ROW) {
+        struct cxr_dicom_info info;
+        char *json = NULL;
+        if (cxr_triage_info_from_legacy_blob(sqlite3_column_blob(q, 1),
+                                             (size_t)sqlite3_column_bytes(q, 1), &info)) {
+            json = cxr_triage_info_to_json(&info);
+            if (!json) {
+                rc = SQLITE_NOMEM;
+                break;
+            }
+        }
+        sqlite3_reset(upd);
+        if (json)
+            sqlite3_bind_text(upd, 1, json, -1, free);
+        else
+            sqlite3_bind_null(upd, 1);
+        sqlite3_bind_int64(upd, 2, sqlite3_column_int64(q, 0));
+        rc = sqlite3_step(upd) == SQLITE_DONE ? SQLITE_OK : sqlite3_errcode(s->db);
+    }
+    if (rc == SQLITE_DONE)
+        rc = SQLITE_OK;
+    sqlite3_finalize(q);
+    sqlite3_finalize(upd);
+    return rc;
+}
+
+/* Creates the tables of a new file, or upgrades an older one in one
+ * transaction (a file from a newer version is refused rather than misread). */
 static enum cxr_status migrate(struct sq_store *s)
 {
     sqlite3_stmt *st = NULL;
@@ -877,12 +914,15 @@ static enum cxr_status migrate(struct sq_store *s)
         rc = sq_exec(s, "ALTER TABLE instances ADD COLUMN in_store INTEGER NOT NULL DEFAULT 0");
     if (rc == SQLITE_OK)
         rc = sq_exec(s, schema_v2_sql);
+    if (rc == SQLITE_OK && version >= 1 && version <= 2)
+        rc = convert_info_blobs(s);
     if (rc == SQLITE_OK)
-        rc = sq_exec(s, "PRAGMA user_version=2");
+        rc = sq_exec(s, "PRAGMA user_version=3");
     if (rc == SQLITE_OK)
         rc = sq_exec(s, "COMMIT");
     if (rc != SQLITE_OK) {
-        enum cxr_status ret = sq_fail(s, rc, "creating the tables");
+        enum cxr_status ret =
+            sq_fail(s, rc, version == 0 ? "creating the tables" : "upgrading the schema");
         sq_rollback(s);
         return ret;
     }

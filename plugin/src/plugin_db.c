@@ -16,7 +16,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define SCHEMA_VERSION  1
+/* Version 2: instances.info holds the header values as JSON text
+ * (cxr_triage_info_to_json); version 1 (cxr-triage 0.1.0) kept the struct's
+ * bytes, converted when the plugin opens such a file. */
+#define SCHEMA_VERSION  2
 #define BUSY_TIMEOUT_MS 15000
 
 static const char *const schema_sql =
@@ -69,7 +72,7 @@ static const char *const schema_sql =
     " taken_ms INTEGER NOT NULL DEFAULT 0,"
     " processed_ms INTEGER NOT NULL DEFAULT 0,"
     " reported INTEGER NOT NULL DEFAULT 0,"
-    " info BLOB);"
+    " info TEXT);"
     "CREATE INDEX IF NOT EXISTS instances_study ON instances(study);"
     "CREATE TABLE IF NOT EXISTS srs("
     " sop_uid TEXT PRIMARY KEY,"
@@ -226,6 +229,50 @@ static enum cxr_status query_int(struct plugin_db *d, const char *sql, const cha
     return r;
 }
 
+/* Schema 1 (cxr-triage 0.1.0) kept each instance's header values as the
+ * struct's bytes: rewrite them as JSON and say so in meta, in one
+ * transaction. A blob that is not 0.1.0's layout becomes NULL (the plugin
+ * reads the header again from Orthanc when it needs it). */
+static enum cxr_status upgrade_v1(struct plugin_db *d)
+{
+    enum cxr_status r = pdb_begin(d);
+    if (r != CXR_OK)
+        return r;
+    sqlite3_stmt *q = pdb_prepare(d, "SELECT rowid, info FROM instances WHERE typeof(info)='blob'");
+    sqlite3_stmt *upd = q ? pdb_prepare(d, "UPDATE instances SET info = ? WHERE rowid = ?") : NULL;
+    if (!q || !upd)
+        r = CXR_ERR_TRIAGE_STORE;
+    int rc = SQLITE_ROW;
+    while (r == CXR_OK && (rc = sqlite3_step(q)) == SQLITE_ROW) {
+        struct cxr_dicom_info info;
+        char *json = NULL;
+        if (cxr_triage_info_from_legacy_blob(sqlite3_column_blob(q, 1),
+                                             (size_t)sqlite3_column_bytes(q, 1), &info) &&
+            !(json = cxr_triage_info_to_json(&info))) {
+            pdb_set_error("out of memory upgrading the plugin queue");
+            r = CXR_ERR_NOMEM;
+            break;
+        }
+        if (json)
+            sqlite3_bind_text(upd, 1, json, -1, free);
+        else
+            sqlite3_bind_null(upd, 1);
+        sqlite3_bind_int64(upd, 2, sqlite3_column_int64(q, 0));
+        r = pdb_step_done(d, upd, "convert header values");
+    }
+    if (r == CXR_OK && rc != SQLITE_DONE)
+        r = pdb_fail(d, "read header values");
+    sqlite3_finalize(q);
+    sqlite3_finalize(upd);
+    if (r == CXR_OK)
+        r = exec_args(d, "UPDATE meta SET value = ? WHERE key = 'schema'", "i",
+                      (int64_t)SCHEMA_VERSION);
+    if (r == CXR_OK)
+        return pdb_commit(d);
+    pdb_rollback(d);
+    return r;
+}
+
 enum cxr_status pdb_unfinished(struct plugin_db *d, int64_t *n)
 {
     return query_int(d, "SELECT count(*) FROM studies WHERE state IN (0, 1, 2)", NULL, n, NULL);
@@ -288,7 +335,12 @@ enum cxr_status plugin_db_open(const char *path, struct plugin_db **out, char *e
         snprintf(err, PLUGIN_DB_ERRLEN, "%s", plugin_db_last_error());
         goto fail;
     }
-    if (found && version != SCHEMA_VERSION) {
+    if (found && version == 1 && upgrade_v1(d) != CXR_OK) {
+        snprintf(err, PLUGIN_DB_ERRLEN, "plugin queue %s: upgrading from schema version 1: %s",
+                 path, plugin_db_last_error());
+        goto fail;
+    }
+    if (found && version != 1 && version != SCHEMA_VERSION) {
         snprintf(err, PLUGIN_DB_ERRLEN,
                  "plugin queue %s has schema version %lld, this plugin knows %d: use the plugin "
                  "version that made it, or move the file away",

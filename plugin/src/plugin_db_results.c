@@ -60,12 +60,10 @@ enum cxr_status plugin_db_study_instances(struct plugin_db *d, const char *study
         x->received_ms = sqlite3_column_int64(st, 14);
         x->processed_ms = sqlite3_column_int64(st, 15);
         x->reported = sqlite3_column_int(st, 16) != 0;
-        /* header values of a row written by this build only (the size says so) */
-        if (sqlite3_column_type(st, 17) == SQLITE_BLOB &&
-            sqlite3_column_bytes(st, 17) == (int)sizeof x->info) {
-            memcpy(&x->info, sqlite3_column_blob(st, 17), sizeof x->info);
-            x->has_info = true;
-        }
+        /* header values as JSON (schema 2; plugin_db_open converted older rows) */
+        if (sqlite3_column_type(st, 17) == SQLITE_TEXT)
+            x->has_info =
+                cxr_triage_info_from_json((const char *)sqlite3_column_text(st, 17), &x->info);
         snprintf(x->study_instance_uid, sizeof x->study_instance_uid, "%s",
                  x->info.study_instance_uid);
     }
@@ -186,8 +184,14 @@ enum cxr_status plugin_db_instances_record(struct plugin_db *d, const char *stud
         pdb_bind_text(st, 12, res->analysed ? "" : res->reason);
         pdb_bind_text(st, 13, res->warning);
         sqlite3_bind_int64(st, 14, now_ms);
-        if (o[i].has_info)
-            sqlite3_bind_blob(st, 15, info, sizeof *info, SQLITE_TRANSIENT);
+        char *info_json = o[i].has_info ? cxr_triage_info_to_json(info) : NULL;
+        if (o[i].has_info && !info_json) {
+            pdb_set_error("out of memory recording results");
+            r = CXR_ERR_NOMEM;
+            break;
+        }
+        if (info_json)
+            sqlite3_bind_text(st, 15, info_json, -1, free);
         else
             sqlite3_bind_null(st, 15);
         r = pdb_step_done(d, st, "record results");

@@ -141,6 +141,123 @@ START_TEST(test_newer_schema_refused)
 }
 END_TEST
 
+/* A job store written by cxr-triage 0.1.0 (schema 2: header values as the
+ * struct's bytes; tests/data/store/jobs-v2.sqlite, see its PROVENANCE) is
+ * named by a reader, upgraded by a writer to JSON header values, and serves:
+ * every instance keeps its header values (an SR made after retention removed
+ * the files still lists them), the study, its SR and its delivery are there. */
+START_TEST(test_release_store_upgraded)
+{
+    size_t len = 0;
+    void *bytes = cxr_test_read_file(cxr_test_data_path("store/jobs-v2.sqlite"), &len);
+    ck_assert_ptr_nonnull(bytes);
+    ck_assert(cxr_test_write_file(dbpath, bytes, len));
+    free(bytes);
+
+    char err[CXR_NODE_STORE_ERRLEN] = "";
+    struct cxr_node_store *ro = (void *)1;
+    ck_assert_int_eq(cxr_node_store_open_sqlite(dbpath, true, &ro, err), CXR_ERR_UNSUPPORTED);
+    ck_assert_msg(strstr(err, "schema version 2") && strstr(err, "upgrade"), "err: %s", err);
+
+    struct cxr_node_store *s = open_store();
+    struct cxr_triage_instance_row *rows = NULL;
+    size_t n = 0;
+    ck_assert_int_eq(cxr_node_store_study_instances(s, "2.25.901.1", &rows, &n), CXR_OK);
+    ck_assert_uint_eq(n, 3);
+    for (size_t i = 0; i < n; i++) {
+        const struct cxr_triage_instance_row *r = &rows[i];
+        ck_assert_msg(r->has_info, "instance %s lost its header values", r->sop_instance_uid);
+        ck_assert_str_eq(r->info.sop_instance_uid, r->sop_instance_uid);
+        ck_assert_str_eq(r->info.study_instance_uid, "2.25.901.1");
+        ck_assert_str_eq(r->info.series_instance_uid, "2.25.901.1.0");
+        ck_assert_str_eq(r->info.patient_id, "PID9011");
+        ck_assert_str_eq(r->info.patient_name, "Test^Patient1");
+        ck_assert_str_eq(r->info.accession_number, "A9011");
+        ck_assert_str_eq(r->info.modality, "CR");
+        ck_assert_str_eq(r->info.body_part_examined, "CHEST");
+        ck_assert_str_eq(r->info.sop_class_uid, "1.2.840.10008.5.1.4.1.1.1");
+        ck_assert_uint_eq(r->info.rows, 320);
+        ck_assert_uint_eq(r->info.columns, 256);
+        ck_assert_uint_eq(r->info.bits_stored, 8);
+        ck_assert_int_eq(r->info.number_of_frames, 1);
+        ck_assert(r->info.has_pixel_data);
+    }
+    ck_assert_str_eq(rows[0].info.view_position, "PA");
+    ck_assert_int_eq(rows[0].state, CXR_TRIAGE_INSTANCE_ANALYSED);
+    ck_assert_str_eq(rows[2].info.view_position, "LL");
+    ck_assert_int_eq(rows[2].state, CXR_TRIAGE_INSTANCE_NOT_ANALYSED);
+    ck_assert_ptr_nonnull(strstr(rows[2].reason, "lateral"));
+    free(rows);
+    struct cxr_triage_study_row study;
+    bool found = false;
+    ck_assert_int_eq(cxr_node_store_study_get(s, "2.25.901.1", &study, &found), CXR_OK);
+    ck_assert(found);
+    ck_assert_int_eq(study.analysed, 2);
+    ck_assert_int_eq(study.not_analysed, 1);
+    ck_assert_int_eq(study.sr_count, 1);
+    struct cxr_node_delivery_row *d = NULL;
+    ck_assert_int_eq(cxr_node_store_deliveries_list(s, -1, 10, &d, &n), CXR_OK);
+    ck_assert_uint_eq(n, 1);
+    ck_assert_str_eq(d[0].destination, "pacs");
+    free(d);
+    cxr_node_store_close(s);
+
+    /* Upgraded in place: no struct image is left, and a reader now opens it. */
+    sqlite3 *db = NULL;
+    ck_assert_int_eq(sqlite3_open(dbpath, &db), SQLITE_OK);
+    sqlite3_stmt *st = NULL;
+    ck_assert_int_eq(sqlite3_prepare_v2(db,
+                                        "SELECT (SELECT count(*) FROM instances WHERE"
+                                        " typeof(info)='blob'), (SELECT count(*) FROM instances"
+                                        " WHERE typeof(info)='text')",
+                                        -1, &st, NULL),
+                     SQLITE_OK);
+    ck_assert_int_eq(sqlite3_step(st), SQLITE_ROW);
+    ck_assert_int_eq(sqlite3_column_int(st, 0), 0);
+    ck_assert_int_eq(sqlite3_column_int(st, 1), 3);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    ro = NULL;
+    ck_assert_int_eq(cxr_node_store_open_sqlite(dbpath, true, &ro, err), CXR_OK);
+    cxr_node_store_close(ro);
+}
+END_TEST
+
+/* Header values are JSON: a member this version does not know is ignored,
+ * one it expects but does not find takes its default, so adding a field to
+ * struct cxr_dicom_info never makes older rows unreadable. */
+START_TEST(test_info_json_round_trip_and_tolerance)
+{
+    struct cxr_dicom_info a, b;
+    memset(&a, 0, sizeof a);
+    snprintf(a.patient_id, sizeof a.patient_id, "P\"1\\x");
+    snprintf(a.study_instance_uid, sizeof a.study_instance_uid, "1.2.3");
+    a.patient_age_years = 4.5;
+    a.rows = 4096;
+    a.number_of_frames = 2;
+    a.has_pixel_data = true;
+    char *j = cxr_triage_info_to_json(&a);
+    ck_assert_ptr_nonnull(j);
+    ck_assert(cxr_triage_info_from_json(j, &b));
+    ck_assert_int_eq(memcmp(&a, &b, sizeof a), 0);
+    free(j);
+    a.patient_age_years = NAN;
+    j = cxr_triage_info_to_json(&a);
+    ck_assert(cxr_triage_info_from_json(j, &b));
+    ck_assert(isnan(b.patient_age_years));
+    free(j);
+    ck_assert(
+        cxr_triage_info_from_json("{\"patient_id\":\"Q\",\"a_field_from_the_future\":7}", &b));
+    ck_assert_str_eq(b.patient_id, "Q");
+    ck_assert_str_eq(b.study_instance_uid, "");
+    ck_assert_int_eq(b.number_of_frames, 1);
+    ck_assert(isnan(b.patient_age_years));
+    ck_assert(!cxr_triage_info_from_json("not json", &b));
+    ck_assert(!cxr_triage_info_from_json("[1,2]", &b));
+    ck_assert(!cxr_triage_info_from_legacy_blob(&a, sizeof a - 1, &b));
+}
+END_TEST
+
 /* A store of the first version (files only) is upgraded in place by a
  * writer, its jobs kept; a reader names the version instead of misreading. */
 START_TEST(test_first_version_store_upgraded)
@@ -815,6 +932,8 @@ static Suite *store_suite(void)
     tcase_add_test(tc, test_open_is_wal_full_sync);
     tcase_add_test(tc, test_newer_schema_refused);
     tcase_add_test(tc, test_first_version_store_upgraded);
+    tcase_add_test(tc, test_release_store_upgraded);
+    tcase_add_test(tc, test_info_json_round_trip_and_tolerance);
     tcase_add_test(tc, test_open_unwritable_folder_fails);
     tcase_add_test(tc, test_null_store_is_an_error);
     suite_add_tcase(s, tc);

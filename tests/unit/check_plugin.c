@@ -357,6 +357,53 @@ START_TEST(test_newer_schema_refused)
 }
 END_TEST
 
+/* The queue file of cxr-triage 0.1.0 (schema 1: header values as the
+ * struct's bytes; tests/data/store/queue-v1.sqlite, see PROVENANCE) opens:
+ * it is upgraded in place to JSON header values, and the study, its SR and
+ * every instance with its header values are still there. */
+START_TEST(test_release_queue_upgraded)
+{
+    size_t len = 0;
+    void *bytes = cxr_test_read_file(cxr_test_data_path("store/queue-v1.sqlite"), &len);
+    ck_assert_ptr_nonnull(bytes);
+    ck_assert(cxr_test_write_file(dbpath, bytes, len));
+    free(bytes);
+    struct plugin_db *db = open_db();
+    const char *study = "371e9659-d8fb4c26-84b0988e-dee94d30-4ff31df9";
+    struct plugin_study s = get(db, study);
+    ck_assert_str_eq(s.row.study_instance_uid, "2.25.902.1");
+    ck_assert_int_eq(s.state, PLUGIN_STUDY_DONE);
+    ck_assert_uint_gt(strlen(s.row.last_sr_sop_instance_uid), 10);
+    struct plugin_instance *rows = NULL;
+    size_t n = 0;
+    ck_assert_int_eq(plugin_db_study_instances(db, study, &rows, &n), CXR_OK);
+    ck_assert_uint_eq(n, 3);
+    for (size_t i = 0; i < n; i++) {
+        const struct cxr_triage_instance_row *r = &rows[i].row;
+        ck_assert_msg(r->has_info, "instance %s lost its header values", rows[i].orthanc_id);
+        ck_assert_str_eq(r->info.sop_instance_uid, r->sop_instance_uid);
+        ck_assert_str_eq(r->study_instance_uid, "2.25.902.1");
+        ck_assert_str_eq(r->info.patient_id, "PID9021");
+        ck_assert_str_eq(r->info.modality, "CR");
+        ck_assert_uint_eq(r->info.rows, 320);
+        ck_assert_uint_eq(r->info.columns, 256);
+    }
+    int lateral = 0;
+    for (size_t i = 0; i < n; i++)
+        lateral += strcmp(rows[i].row.info.view_position, "LL") == 0 &&
+                   rows[i].row.state == CXR_TRIAGE_INSTANCE_NOT_ANALYSED;
+    ck_assert_int_eq(lateral, 1);
+    free(rows);
+    plugin_db_close(db);
+    ck_assert_int_eq(
+        cxr_test_sh("test \"$(sqlite3 '%s' \"SELECT value FROM meta WHERE key='schema';"
+                    " SELECT count(*) FROM instances WHERE typeof(info)='blob'\""
+                    " | tr '\\n' ' ')\" = '2 0 '",
+                    dbpath),
+        0);
+}
+END_TEST
+
 /* ---- Orthanc's configuration, targets, labels -------------------------- */
 
 START_TEST(test_settings_from_orthanc_json)
@@ -532,6 +579,7 @@ static Suite *plugin_suite(void)
     tcase_add_test(tc, test_queue_limit_stops_consuming);
     tcase_add_test(tc, test_waiting_study_found_and_deleted);
     tcase_add_test(tc, test_newer_schema_refused);
+    tcase_add_test(tc, test_release_queue_upgraded);
     suite_add_tcase(s, tc);
     tc = tcase_create("results");
     tcase_add_checked_fixture(tc, setup, teardown);

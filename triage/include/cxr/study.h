@@ -6,6 +6,7 @@
 #define CXR_STUDY_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "cxr/dicom.h"
@@ -75,6 +76,23 @@ struct cxr_triage_study_row {
     char warning[256]; /* the first image warning of the study, e.g. an
                         * age outside the model's population; "" none */
 };
+
+/* The header values of an image as the JSON object both doors' stores keep
+ * (one member per field of struct cxr_dicom_info, by its name; an unknown age
+ * is left out). Never a memory image of the struct: a field added later reads
+ * as its default from an older row. Returns malloc'd text (caller frees), or
+ * NULL when out of memory. Any thread. */
+char *cxr_triage_info_to_json(const struct cxr_dicom_info *info);
+
+/* Reads such text into *info: members it does not know are ignored, missing
+ * ones keep their defaults ("" / 0 / 1 frame / NaN age). False (and *info
+ * all defaults) when the text is not a JSON object. */
+bool cxr_triage_info_from_json(const char *text, struct cxr_dicom_info *info);
+
+/* Reads the struct image that cxr-triage 0.1.0 stored instead (node job store
+ * schema 1-2, plugin queue schema 1), to upgrade such stores. False when
+ * `len` is not that layout's size. */
+bool cxr_triage_info_from_legacy_blob(const void *blob, size_t len, struct cxr_dicom_info *info);
 
 /* "received", "analysed", "not_analysed" (JSON and logs). */
 const char *cxr_triage_instance_state_name(enum cxr_triage_instance_state st);
