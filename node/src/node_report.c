@@ -189,10 +189,11 @@ record:
         pthread_rwlock_rdlock(&n->gen_lock);
         const char *pname =
             cxr_triage_priority_name(n->conf, (enum cxr_triage_priority)rep.priority);
+        char phi[256];
         cxr_log(CXR_LOG_INFO, "node",
-                "study %s: SR %s, priority %s, %d image(s) analysed, %d not analysed%s%s",
-                study->study_instance_uid, sop, pname, nres, not_analysed,
-                rep.predecessor_sop_instance_uid[0] ? ", replaces SR " : "",
+                "study %s%s: SR %s, priority %s, %d image(s) analysed, %d not analysed%s%s",
+                study->study_instance_uid, cxr_triage_study_phi(study, phi, sizeof phi), sop, pname,
+                nres, not_analysed, rep.predecessor_sop_instance_uid[0] ? ", replaces SR " : "",
                 rep.predecessor_sop_instance_uid);
         pthread_rwlock_unlock(&n->gen_lock);
     } else {

@@ -163,10 +163,12 @@ static void store_sr(struct plugin *p, const char *id)
     pthread_mutex_lock(&p->lock);
     p->last_study_ms = study_ms;
     pthread_mutex_unlock(&p->lock);
+    char phi[256];
     plugin_log(p, PLOG_INFO,
-               "study %s: SR %s stored (%s, Orthanc %s), priority %s, %d image(s) "
+               "study %s%s: SR %s stored (%s, Orthanc %s), priority %s, %d image(s) "
                "analysed, %d not analysed, %.0f ms after it was queued%s",
-               id, s.row.last_sr_sop_instance_uid, sr_id, status,
+               id, cxr_triage_study_phi(&s.row, phi, sizeof phi), s.row.last_sr_sop_instance_uid,
+               sr_id, status,
                cxr_triage_priority_name(p->conf, (enum cxr_triage_priority)s.row.priority),
                s.row.analysed, s.row.not_analysed, study_ms, nfw ? "; forwards queued" : "");
     if (nfw)

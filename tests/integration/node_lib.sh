@@ -150,7 +150,7 @@ write_conf() {
         echo "<cxr-triage>"
         echo "  <model><path>$WORK/model.safetensors</path><threads>1</threads><batch-size>4</batch-size></model>"
         echo "  <gate><allow-secondary-capture>true</allow-secondary-capture></gate>"
-        echo "  <log><level>info</level></log>"
+        echo "  <log><level>info</level>${LOG_EXTRA:-}</log>"
         echo "  <node><port>$DICOM_PORT</port><spool-dir>$WORK/spool</spool-dir>"
         echo "    <study-stable-seconds>${STABLE:-1}</study-stable-seconds>"
         echo "    <disk-min-free-mb>${MIN_FREE_MB:-16}</disk-min-free-mb>"

@@ -1,6 +1,8 @@
 /* worklist.c — ordering and JSON of the reading worklist (see cxr/worklist.h). */
 #include "cxr/worklist.h"
 
+#include "cxr/log.h"
+
 #include <json-c/json.h>
 #include <math.h>
 #include <stdio.h>
@@ -191,4 +193,15 @@ const char *cxr_triage_instance_state_name(enum cxr_triage_instance_state st)
     case CXR_TRIAGE_INSTANCE_NOT_ANALYSED: return "not_analysed";
     }
     return "unknown";
+}
+
+const char *cxr_triage_study_phi(const struct cxr_triage_study_row *study, char *buf, size_t len)
+{
+    if (!cxr_log_phi_allowed() || (!study->patient_id[0] && !study->accession_number[0]))
+        snprintf(buf, len, "%s", "");
+    else
+        snprintf(buf, len, " (patient %s, accession %s)",
+                 study->patient_id[0] ? study->patient_id : "-",
+                 study->accession_number[0] ? study->accession_number : "-");
+    return buf;
 }

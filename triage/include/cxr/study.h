@@ -94,6 +94,12 @@ bool cxr_triage_info_from_json(const char *text, struct cxr_dicom_info *info);
  * `len` is not that layout's size. */
 bool cxr_triage_info_from_legacy_blob(const void *blob, size_t len, struct cxr_dicom_info *info);
 
+/* The study's patient ID and accession number for a log line,
+ * " (patient ..., accession ...)", when log/allow-phi permits (the log may
+ * then be PHI: protect it like the PACS); "" otherwise. Writes into buf
+ * (len bytes) and returns it. */
+const char *cxr_triage_study_phi(const struct cxr_triage_study_row *study, char *buf, size_t len);
+
 /* "received", "analysed", "not_analysed" (JSON and logs). */
 const char *cxr_triage_instance_state_name(enum cxr_triage_instance_state st);
 
