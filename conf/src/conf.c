@@ -107,27 +107,66 @@ const char *cxr_conf_key_path(size_t i)
     return key_paths[i];
 }
 
+/* Whether one key holds the same value in two section structs (compared as
+ * the text the loader accepts, so lists and thresholds compare by value). */
+static bool key_same(const struct conf_key *k, const void *a, const void *b)
+{
+    char va[CXR_CONF_MAX_LIST * 65 + 4096], vb[sizeof va];
+    return conf_value_format(k, a, va, sizeof va) == CXR_OK &&
+           conf_value_format(k, b, vb, sizeof vb) == CXR_OK && strcmp(va, vb) == 0;
+}
+
+/* Whether a section holds the same values in a and b (every element of a
+ * repeated one); only its restart-only keys when `restart_only`. */
+static bool section_same(const struct conf_section *sec, const struct cxr_conf *a,
+                         const struct cxr_conf *b, bool restart_only)
+{
+    size_t n = conf_section_count(a, sec);
+    if (n != conf_section_count(b, sec))
+        return false;
+    for (size_t e = 0; e < n; e++)
+        for (size_t i = 0; i < sec->nkeys; i++)
+            if ((!restart_only || sec->keys[i].restart) &&
+                !key_same(&sec->keys[i], conf_section_elem(a, sec, e),
+                          conf_section_elem(b, sec, e)))
+                return false;
+    return true;
+}
+
 bool cxr_conf_equal(const struct cxr_conf *a, const struct cxr_conf *b)
 {
     if (!a || !b)
         return a == b;
+    for (size_t s = 0; s < conf_nsections; s++)
+        if (!section_same(&conf_sections[s], a, b, false))
+            return false;
+    return true;
+}
+
+void cxr_conf_restart_changes(const struct cxr_conf *a, const struct cxr_conf *b,
+                              void (*fn)(const char *key, void *ctx), void *ctx)
+{
+    char path[160];
     for (size_t s = 0; s < conf_nsections; s++) {
         const struct conf_section *sec = &conf_sections[s];
-        size_t n = conf_section_count(a, sec);
-        if (n != conf_section_count(b, sec))
-            return false;
-        for (size_t e = 0; e < n; e++)
-            for (size_t i = 0; i < sec->nkeys; i++) {
-                char va[CXR_CONF_MAX_LIST * 65 + 4096], vb[sizeof va];
-                if (conf_value_format(&sec->keys[i], conf_section_elem(a, sec, e), va, sizeof va) !=
-                        CXR_OK ||
-                    conf_value_format(&sec->keys[i], conf_section_elem(b, sec, e), vb, sizeof vb) !=
-                        CXR_OK ||
-                    strcmp(va, vb))
-                    return false;
+        bool any = false;
+        for (size_t i = 0; i < sec->nkeys; i++)
+            any = any || sec->keys[i].restart;
+        if (!any)
+            continue;
+        if (sec->max_count) { /* a repeated section changes as a whole */
+            if (!section_same(sec, a, b, true))
+                fn(sec->name, ctx);
+            continue;
+        }
+        for (size_t i = 0; i < sec->nkeys; i++) {
+            const struct conf_key *k = &sec->keys[i];
+            if (k->restart && !key_same(k, conf_section_base(a, sec), conf_section_base(b, sec))) {
+                snprintf(path, sizeof path, "%s/%s", sec->name, k->name);
+                fn(path, ctx);
             }
+        }
     }
-    return true;
 }
 
 char *cxr_conf_resolve_path(const struct cxr_conf *conf, const char *path)
@@ -143,4 +182,10 @@ char *cxr_conf_resolve_path(const struct cxr_conf *conf, const char *path)
     if (asprintf(&out, "%.*s/%s", (int)dirlen, src, path) < 0)
         return NULL;
     return out;
+}
+
+bool cxr_conf_key_restart_only(const char *path)
+{
+    const struct conf_key *k = conf_key_find(path, NULL);
+    return k && k->restart;
 }

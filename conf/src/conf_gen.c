@@ -27,6 +27,13 @@ static const char *type_word(const struct conf_key *k)
     return "?";
 }
 
+/* What the docs add to the description of a key the node reads only at start. */
+static const char *restart_note(const struct conf_key *k)
+{
+    return k->restart ? " The node applies it at its next start; a reload keeps the running value."
+                      : "";
+}
+
 /* "Description. Allowed: .... Default: X." — used in XML comments and the XSD. */
 static void key_note(struct conf_buf *b, const struct conf_key *k, bool xml)
 {
@@ -35,13 +42,14 @@ static void key_note(struct conf_buf *b, const struct conf_key *k, bool xml)
     const char *def = *k->def ? k->def : "(empty)";
     if (xml) {
         conf_buf_xml_escape(b, k->desc);
+        conf_buf_puts(b, restart_note(k));
         conf_buf_puts(b, " Allowed: ");
         conf_buf_xml_escape(b, exp);
         conf_buf_puts(b, ". Default: ");
         conf_buf_xml_escape(b, def);
         conf_buf_puts(b, ".");
     } else {
-        conf_buf_printf(b, "%s Allowed: %s. Default: %s.", k->desc, exp, def);
+        conf_buf_printf(b, "%s%s Allowed: %s. Default: %s.", k->desc, restart_note(k), exp, def);
     }
 }
 
@@ -214,6 +222,7 @@ char *cxr_conf_doc_markdown(void)
             }
             conf_buf_puts(&b, " | ");
             md_cell(&b, k->desc);
+            md_cell(&b, restart_note(k));
             conf_buf_puts(&b, " |\n");
         }
     }

@@ -61,6 +61,7 @@ struct conf_key {
         *words[CONF_MAX_WORDS]; /* ENUM: allowed words, index = stored value; NULL-terminated */
     const char *def;            /* default as text (parsed like a file value) */
     const char *desc;           /* one line; must not contain "--" (XML comment) */
+    bool restart;               /* the node reads it only at start (not on reload) */
 };
 
 struct conf_section {

@@ -23,53 +23,59 @@
 /* 0, but fails to compile unless sizeof S.f == n. */
 #define SIZECHECK(S, f, n) (0 * sizeof(char[FSIZE(S, f) == (n) ? 1 : -1]))
 
+/* Rows between "#define KEY_RESTART true" and its undo are keys the node reads
+ * only when it starts: a SIGHUP reload logs that they changed and that they
+ * take effect at the next start (cxr_conf_restart_changes); the generated docs
+ * say so too. */
+#define KEY_RESTART false
+
 #define K_INT(S, f, nm, lo, hi, df, ds)                                                      \
     {                                                                                        \
         .name = nm, .type = CONF_T_INT, .store = CONF_S_I32,                                 \
         .offset = offsetof(S, f) + TYPECHECK(S, f, int32_t), .size = FSIZE(S, f), .min = lo, \
-        .max = hi, .def = df, .desc = ds                                                     \
+        .max = hi, .def = df, .desc = ds, .restart = KEY_RESTART                             \
     }
 #define K_BOOL(S, f, nm, df, ds)                                                                   \
     {                                                                                              \
         .name = nm, .type = CONF_T_BOOL, .store = CONF_S_BOOL,                                     \
         .offset = offsetof(S, f) + TYPECHECK(S, f, bool), .size = FSIZE(S, f), .min = 0, .max = 1, \
-        .def = df, .desc = ds                                                                      \
+        .def = df, .desc = ds, .restart = KEY_RESTART                                              \
     }
 #define K_STR(S, f, nm, ty, lo, hi, df, ds)                                                 \
     {                                                                                       \
         .name = nm, .type = ty, .store = CONF_S_STRPTR,                                     \
         .offset = offsetof(S, f) + TYPECHECK(S, f, char *), .size = FSIZE(S, f), .min = lo, \
-        .max = hi, .def = df, .desc = ds                                                    \
+        .max = hi, .def = df, .desc = ds, .restart = KEY_RESTART                            \
     }
 #define K_CHARS(S, f, nm, ty, lo, hi, df, ds)                                                     \
     {                                                                                             \
         .name = nm, .type = ty, .store = CONF_S_CHARS, .offset = offsetof(S, f) + ARRCHECK(S, f), \
-        .size = FSIZE(S, f), .min = lo, .max = hi, .def = df, .desc = ds                          \
+        .size = FSIZE(S, f), .min = lo, .max = hi, .def = df, .desc = ds, .restart = KEY_RESTART  \
     }
 #define K_ENUM(S, f, nm, df, ds, ...)                                                 \
     {                                                                                 \
         .name = nm, .type = CONF_T_ENUM, .store = CONF_S_ENUM,                        \
         .offset = offsetof(S, f) + SIZECHECK(S, f, sizeof(int)), .size = FSIZE(S, f), \
-        .words = {__VA_ARGS__, NULL}, .def = df, .desc = ds                           \
+        .words = {__VA_ARGS__, NULL}, .def = df, .desc = ds, .restart = KEY_RESTART   \
     }
 /* An enum whose word itself is stored (char[]), e.g. log/level. */
-#define K_WORD(S, f, nm, df, ds, ...)                                   \
-    {                                                                   \
-        .name = nm, .type = CONF_T_ENUM, .store = CONF_S_CHARS,         \
-        .offset = offsetof(S, f) + ARRCHECK(S, f), .size = FSIZE(S, f), \
-        .words = {__VA_ARGS__, NULL}, .def = df, .desc = ds             \
+#define K_WORD(S, f, nm, df, ds, ...)                                               \
+    {                                                                               \
+        .name = nm, .type = CONF_T_ENUM, .store = CONF_S_CHARS,                     \
+        .offset = offsetof(S, f) + ARRCHECK(S, f), .size = FSIZE(S, f),             \
+        .words = {__VA_ARGS__, NULL}, .def = df, .desc = ds, .restart = KEY_RESTART \
     }
 #define K_LIST(S, f, nm, lo, hi, df, ds)                                                       \
     {                                                                                          \
         .name = nm, .type = CONF_T_LIST, .store = CONF_S_LIST,                                 \
         .offset = offsetof(S, f) + TYPECHECK(S, f, struct cxr_conf_list), .size = FSIZE(S, f), \
-        .min = lo, .max = hi, .def = df, .desc = ds                                            \
+        .min = lo, .max = hi, .def = df, .desc = ds, .restart = KEY_RESTART                    \
     }
 #define K_THRESHOLD(S, f, nm, df, ds)                                                      \
     {                                                                                      \
         .name = nm, .type = CONF_T_THRESHOLD, .store = CONF_S_DOUBLE,                      \
         .offset = offsetof(S, f) + TYPECHECK(S, f, double), .size = FSIZE(S, f), .min = 0, \
-        .max = 1, .def = df, .desc = ds                                                    \
+        .max = 1, .def = df, .desc = ds, .restart = KEY_RESTART                            \
     }
 
 #define COUNT(a)    (sizeof(a) / sizeof((a)[0]))
@@ -185,6 +191,8 @@ static const struct conf_key log_keys[] = {
 
 #define N struct cxr_conf_node
 static const struct conf_key node_keys[] = {
+#undef KEY_RESTART
+#define KEY_RESTART true
     K_STR(N, ae_title, "ae-title", CONF_T_LO, 1, 16, "CXRTRIAGE",
           "The node's AE title: what modalities and PACS call it, and the calling AE title of its "
           "SR deliveries unless a destination says otherwise."),
@@ -194,12 +202,16 @@ static const struct conf_key node_keys[] = {
     K_INT(N, max_associations, "max-associations", 1, 1024, "16",
           "Simultaneous incoming associations; more are refused (transient) until one ends."),
     K_INT(N, max_pdu, "max-pdu", 4096, 131072, "65536", "Largest PDU received, in bytes."),
+#undef KEY_RESTART
+#define KEY_RESTART false
     K_INT(N, acse_timeout_s, "acse-timeout", 1, 3600, "30",
           "Seconds to wait for association negotiation messages."),
     K_INT(N, dimse_timeout_s, "dimse-timeout", 1, 3600, "60",
           "Seconds to wait for a DIMSE message (in and out)."),
     K_INT(N, connect_timeout_s, "connect-timeout", 1, 600, "10",
           "Seconds to wait for a destination to accept a connection."),
+#undef KEY_RESTART
+#define KEY_RESTART true
     K_BOOL(N, check_called_ae, "check-called-ae", "true",
            "Refuse associations whose called AE title is not ae-title."),
     K_BOOL(N, tls, "tls", "false",
@@ -216,6 +228,8 @@ static const struct conf_key node_keys[] = {
     K_STR(N, spool_dir, "spool-dir", CONF_T_PATH, 1, PATH_MAXLEN, "/var/lib/cxr-triage/spool",
           "Folder for received instances, SRs and the job store (jobs.sqlite); a local "
           "filesystem, owned by the node's user."),
+#undef KEY_RESTART
+#define KEY_RESTART false
     K_INT(N, disk_min_free_mb, "disk-min-free-mb", 0, 100000000, "1024",
           "New associations are refused while the spool filesystem has less free space (MB)."),
     K_INT(N, spool_retention_hours, "spool-retention-hours", 0, 87600, "24",
@@ -223,9 +237,13 @@ static const struct conf_key node_keys[] = {
     K_INT(N, spool_inline_max_kb, "spool-inline-max-kb", 0, 65536, "1024",
           "Received instances up to this size (KiB) are kept inside the job store, committed with "
           "their job in one disk sync, instead of as spool files (three syncs); 0 = always files."),
+#undef KEY_RESTART
+#define KEY_RESTART true
     K_INT(
         N, worker_threads, "worker-threads", 0, 64, "0",
         "Scoring workers (decode and preprocess in parallel); 0 = automatic: one per CPU, 2 to 8."),
+#undef KEY_RESTART
+#define KEY_RESTART false
     K_INT(N, batch_wait_ms, "batch-wait-ms", 0, 10000, "20",
           "Milliseconds a worker waits for more images to fill a batch once it has one."),
     K_INT(N, study_stable_seconds, "study-stable-seconds", 0, 86400, "5",
@@ -243,12 +261,16 @@ static const struct conf_key node_keys[] = {
 
 #define H struct cxr_conf_http
 static const struct conf_key http_keys[] = {
+#undef KEY_RESTART
+#define KEY_RESTART true
     K_BOOL(H, enabled, "enabled", "true",
            "Serve the worklist, study results, health and metrics over HTTP."),
     K_STR(H, bind_address, "bind-address", CONF_T_TEXT, 1, 255, "127.0.0.1",
           "Address of the HTTP endpoint (an IP address); it has no authentication, so keep it "
           "on loopback or behind a proxy."),
     K_INT(H, port, "port", 0, 65535, "8090", "HTTP port; 0 = any free port."),
+#undef KEY_RESTART
+#define KEY_RESTART false
     K_BOOL(H, show_patient_id, "show-patient-id", "false",
            "Include the Patient ID (PHI) in the worklist and study results."),
     K_INT(H, worklist_hours, "worklist-hours", 0, 87600, "72",
@@ -288,10 +310,14 @@ static const struct conf_key plugin_keys[] = {
 
 #define A struct cxr_conf_allow
 static const struct conf_key allow_keys[] = {
+#undef KEY_RESTART
+#define KEY_RESTART true
     K_STR(A, ae_title, "ae-title", CONF_T_LO, 0, 16, "",
           "Calling AE title allowed to associate; empty = any AE title."),
     K_STR(A, host, "host", CONF_T_TEXT, 0, 255, "",
           "Peer address (IP or host name) allowed to associate; empty = any host."),
+#undef KEY_RESTART
+#define KEY_RESTART false
 };
 #undef A
 

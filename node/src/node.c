@@ -642,36 +642,12 @@ static bool same_destinations(const struct cxr_node_settings *a, const struct cx
 }
 
 /* Warns about settings that only a restart applies. */
-static void warn_restart_only(const struct cxr_node_settings *old,
-                              const struct cxr_node_settings *nw)
+/* A key the node reads only at start changed in a reload (the key table's
+ * restart flag, cxr_conf_restart_changes): say so. */
+static void warn_restart_only(const char *key, void *ctx)
 {
-    struct {
-        const char *key;
-        bool changed;
-    } keys[] = {
-        {"node/ae-title", strcmp(old->ae_title, nw->ae_title) != 0},
-        {"node/bind-address", strcmp(old->bind_address, nw->bind_address) != 0},
-        {"node/port", old->port != nw->port},
-        {"node/max-associations", old->max_associations != nw->max_associations},
-        {"node/max-pdu", old->max_pdu != nw->max_pdu},
-        {"node/check-called-ae", old->check_called_ae != nw->check_called_ae},
-        {"allow", old->allowed_peer_count != nw->allowed_peer_count ||
-                      memcmp(old->allowed_peers, nw->allowed_peers,
-                             old->allowed_peer_count * sizeof old->allowed_peers[0]) != 0},
-        {"node/tls*", old->tls_enabled != nw->tls_enabled ||
-                          strcmp(old->tls_certificate, nw->tls_certificate) != 0 ||
-                          strcmp(old->tls_private_key, nw->tls_private_key) != 0 ||
-                          strcmp(old->tls_ca_certificates, nw->tls_ca_certificates) != 0 ||
-                          old->tls_verify_peer != nw->tls_verify_peer},
-        {"node/spool-dir", strcmp(old->spool_dir, nw->spool_dir) != 0},
-        {"node/worker-threads", old->worker_threads != nw->worker_threads},
-        {"http/*", old->http_enabled != nw->http_enabled || old->http_port != nw->http_port ||
-                       strcmp(old->http_bind_address, nw->http_bind_address) != 0},
-    };
-    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
-        if (keys[i].changed)
-            cxr_log(CXR_LOG_WARN, "node", "reload: %s changed; it takes effect at the next start",
-                    keys[i].key);
+    (void)ctx;
+    cxr_log(CXR_LOG_WARN, "node", "reload: %s changed; it takes effect at the next start", key);
 }
 
 enum cxr_status cxr_node_reload(struct cxr_node *n, struct cxr_conf *conf, char *err)
@@ -709,7 +685,7 @@ enum cxr_status cxr_node_reload(struct cxr_node *n, struct cxr_conf *conf, char 
     n->conf = conf;
     n->engine = engine;
     pthread_rwlock_unlock(&n->gen_lock);
-    warn_restart_only(&old, nw);
+    cxr_conf_restart_changes(old_conf, conf, warn_restart_only, NULL);
     pthread_mutex_lock(&n->scp_mu); /* n->scp comes and goes with run/stop */
     if (n->scp)
         cxr_dicom_scp_set_memory_max(n->scp, (uint64_t)nw->spool_inline_max_kb * 1024u);

@@ -843,6 +843,54 @@ START_TEST(test_shipped_xml_is_printed_defaults)
 }
 END_TEST
 
+/* The key table says which keys the node reads only at start; a reload that
+ * changes one is named (cxr_conf_restart_changes), one that changes a key
+ * read at each use is not, and a repeated section is named as a whole. */
+static void collect_key(const char *key, void *ctx)
+{
+    char *out = ctx;
+    size_t used = strlen(out);
+    snprintf(out + used, 1024 - used, "%s;", key);
+}
+
+START_TEST(test_restart_only_keys)
+{
+    ck_assert(cxr_conf_key_restart_only("node/port"));
+    ck_assert(cxr_conf_key_restart_only("node/tls-certificate"));
+    ck_assert(cxr_conf_key_restart_only("http/port"));
+    ck_assert(cxr_conf_key_restart_only("allow/ae-title"));
+    ck_assert(!cxr_conf_key_restart_only("node/retry-max-attempts"));
+    ck_assert(!cxr_conf_key_restart_only("priority/urgent-threshold"));
+    ck_assert(!cxr_conf_key_restart_only("destination/port"));
+    ck_assert(!cxr_conf_key_restart_only("no/such-key"));
+    const char *before = "<cxr-triage><node><port>11112</port></node>"
+                         "<allow><ae-title>CR01</ae-title></allow>"
+                         "<destination><ae-title>PACS</ae-title></destination></cxr-triage>";
+    const char *after = "<cxr-triage><node><port>11113</port><retry-max-attempts>3"
+                        "</retry-max-attempts></node><http><port>9000</port></http>"
+                        "<allow><ae-title>CR02</ae-title></allow>"
+                        "<destination><ae-title>ARCHIVE</ae-title></destination></cxr-triage>";
+    struct cxr_conf *a = NULL, *b = NULL;
+    char err[CXR_ERRLEN] = "";
+    ck_assert_msg(cxr_conf_load_memory(before, strlen(before), "a.xml", &a, err) == CXR_OK, "%s",
+                  err);
+    ck_assert_msg(cxr_conf_load_memory(after, strlen(after), "b.xml", &b, err) == CXR_OK, "%s",
+                  err);
+    char changed[1024] = "";
+    cxr_conf_restart_changes(a, b, collect_key, changed);
+    ck_assert_str_eq(changed, "node/port;http/port;allow;");
+    changed[0] = '\0';
+    cxr_conf_restart_changes(a, a, collect_key, changed);
+    ck_assert_str_eq(changed, "");
+    cxr_conf_free(a);
+    cxr_conf_free(b);
+    /* the docs say it */
+    char *md = cxr_conf_doc_markdown();
+    ck_assert_ptr_nonnull(strstr(md, "DICOM port (TCP). The node applies it at its next start"));
+    free(md);
+}
+END_TEST
+
 START_TEST(test_docs_table_matches)
 {
     char *doc = repo_file("docs/configuration.md");
@@ -1083,6 +1131,7 @@ static Suite *conf_suite(void)
     tcase_add_test(tc, test_committed_xsd_matches);
     tcase_add_test(tc, test_shipped_xml_is_printed_defaults);
     tcase_add_test(tc, test_docs_table_matches);
+    tcase_add_test(tc, test_restart_only_keys);
     tcase_add_test(tc, test_xmllint_validates);
     suite_add_tcase(s, tc);
     return s;
