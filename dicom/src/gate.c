@@ -180,7 +180,7 @@ void cxr_dicom_gate(const struct cxr_dicom_info *info, const struct cxr_conf_gat
     } else if (strcmp(sop, SOP_SC) == 0) {
         if (!rules->allow_secondary_capture) {
             reject(res, "Secondary Capture image (a converted or scanned picture): not admitted "
-                        "by the configuration (gate/allow_secondary_capture)");
+                        "by the configuration (gate/allow-secondary-capture)");
             return;
         }
         sc = true;
