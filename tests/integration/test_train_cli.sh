@@ -123,6 +123,26 @@ ok "report: self-contained, SVG, skipped entries, no network reference"
 grep -q "sensitivity" "$W/eval.txt" && [ -s "$W/e.html" ] || fail "evaluate text or report missing"
 ok "evaluate: JSON with CIs, text, report"
 
+# ---- evaluate measures what the node analyses: DICOM entries pass the node's
+# gate. A Secondary Capture (the node's default refuses it) is skipped with the
+# key that admits it; with a configuration that admits it, it is scored.
+cp -r "$W/val" "$W/val_sc"
+cp "$DATA/siim_cr_chest_jpeg_baseline.dcm" "$W/val_sc/PNEUMONIA/sc_chest.dcm"
+rc=0
+"$CXR_BIN" evaluate --model "$W/m.safetensors" --data "$W/val_sc" --json --resamples 200 \
+    >"$W/eval_sc.json" 2>"$W/eval_sc.err" || rc=$?
+[ "$rc" -eq 1 ] || fail "evaluate with a refused entry: exit $rc (want 1): $(cat "$W/eval_sc.err")"
+"$PY" -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["n"]==10 and d["skipped"]==1, d' \
+    "$W/eval_sc.json" || fail "the Secondary Capture was scored: $(cat "$W/eval_sc.json")"
+grep -q "sc_chest.dcm.*gate/allow-secondary-capture" "$W/eval_sc.err" ||
+    fail "the skipped Secondary Capture does not name its key: $(grep sc_chest "$W/eval_sc.err")"
+printf '<cxr-triage><gate><allow-secondary-capture>true</allow-secondary-capture></gate></cxr-triage>\n' >"$W/sc.xml"
+"$CXR_BIN" evaluate --config "$W/sc.xml" --model "$W/m.safetensors" --data "$W/val_sc" --json \
+    --resamples 200 >"$W/eval_sc2.json" 2>"$W/eval_sc2.err" || fail "evaluate --config: $(cat "$W/eval_sc2.err")"
+"$PY" -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["n"]==11 and d["skipped"]==0, d' \
+    "$W/eval_sc2.json" || fail "evaluate --config did not admit the Secondary Capture: $(cat "$W/eval_sc2.json")"
+ok "evaluate: DICOM entries pass the configuration's gate (default: the node's)"
+
 # ---- recalibration on "local" labeled images: new thresholds, same weights
 sha_before=$(sha256sum "$W/m.safetensors" | cut -d' ' -f1)
 "$CXR_BIN" evaluate --model "$W/m.safetensors" --data "$W/val" --resamples 0 --json \

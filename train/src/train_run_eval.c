@@ -195,6 +195,7 @@ enum cxr_status cxr_train_evaluate_run(const struct cxr_train_evaluate_options *
     cxr_train_dataset_options_init(&dopt, meta);
     dopt.label_map = o->label_map;
     dopt.threads = o->threads;
+    dopt.gate = o->gate;
     /* the presented image as it is: preprocessing happens once, as at inference */
     dopt.max_scale = 1e6;
     if ((st = cxr_train_dataset_load(o->data, &dopt, &ds, terr)) != CXR_OK) {

@@ -122,6 +122,10 @@ struct cxr_train_evaluate_options {
     int32_t resamples; /* 2000 */
     uint64_t seed;     /* bootstrap seed, 1 */
     FILE *log;         /* NULL: stderr */
+    /* Which DICOM entries are scored: the node's gate (e.g. the configuration's
+     * conf->gate), so that the figures describe the images the node analyses;
+     * NULL: the permissive training gate (cxr_train_dataset_gate_defaults). */
+    const struct cxr_conf_gate *gate;
     /* Recalibration on these images (a site's own labeled films): the
      * thresholds chosen as `train` chooses them on validation data, written
      * with the same weights to `calibrate_out` (NULL: none). The metrics
