@@ -345,7 +345,9 @@ enum cxr_status cxr_triage_engine_score(struct cxr_triage_engine *e,
         if (filled == bs || (i == n && filled > 0)) {
             for (int32_t j = 0; j < filled; j++)
                 tmp[j] = results[slot[j]];
-            st = cxr_triage_engine_infer(e, batch, filled, tmp);
+            enum cxr_status bst = cxr_triage_engine_infer(e, batch, filled, tmp);
+            if (st == CXR_OK)
+                st = bst; /* the first failure stays: a later batch must not hide it */
             for (int32_t j = 0; j < filled; j++)
                 results[slot[j]] = tmp[j];
             filled = 0;

@@ -109,7 +109,9 @@ enum cxr_status cxr_triage_engine_infer(struct cxr_triage_engine *e, const float
                                         int32_t n, struct cxr_triage_result *results);
 
 /* Both stages for a set of loaded instances (NULL entries allowed: already
- * failed, left untouched). Images that pass are batched together. */
+ * failed, left untouched). Images that pass are batched together. Returns
+ * the first failure of any batch (its images are marked not analysed with
+ * the reason), else CXR_OK. */
 enum cxr_status cxr_triage_engine_score(struct cxr_triage_engine *e,
                                         struct cxr_dicom_instance *const *insts, int32_t n,
                                         struct cxr_triage_result *results);
