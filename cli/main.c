@@ -99,10 +99,7 @@ struct cxr_conf *cli_load_conf(const char *explicit_path)
         fprintf(stderr, "cxr-triage: configuration: %s\n", err[0] ? err : cxr_status_str(st));
         return NULL;
     }
-    enum cxr_log_level level;
-    if (!getenv("CXR_LOG_LEVEL") && cxr_log_level_parse(conf->log.level, &level))
-        cxr_log_set_level(level);
-    cxr_log_set_phi_allowed(conf->log.allow_phi);
+    cxr_conf_log_apply(conf);
     return conf;
 }
 

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "conf_internal.h"
+#include "cxr/log.h"
 
 static pthread_once_t table_once = PTHREAD_ONCE_INIT;
 static enum cxr_status table_status;
@@ -184,8 +185,10 @@ char *cxr_conf_resolve_path(const struct cxr_conf *conf, const char *path)
     return out;
 }
 
-bool cxr_conf_key_restart_only(const char *path)
+void cxr_conf_log_apply(const struct cxr_conf *conf)
 {
-    const struct conf_key *k = conf_key_find(path, NULL);
-    return k && k->restart;
+    enum cxr_log_level level;
+    if (!getenv("CXR_LOG_LEVEL") && cxr_log_level_parse(conf->log.level, &level))
+        cxr_log_set_level(level);
+    cxr_log_set_phi_allowed(conf->log.allow_phi);
 }

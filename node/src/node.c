@@ -697,10 +697,7 @@ enum cxr_status cxr_node_reload(struct cxr_node *n, struct cxr_conf *conf, char 
     }
     /* log/level (unless CXR_LOG_LEVEL overrides it) and log/allow-phi follow
      * the reload like the other keys that are read at each use. */
-    enum cxr_log_level level;
-    if (!getenv("CXR_LOG_LEVEL") && cxr_log_level_parse(conf->log.level, &level))
-        cxr_log_set_level(level);
-    cxr_log_set_phi_allowed(conf->log.allow_phi);
+    cxr_conf_log_apply(conf);
     cxr_triage_engine_free(old_engine);
     cxr_conf_free(old_conf);
     free(nw);

@@ -121,10 +121,7 @@ enum cxr_status plugin_load_config(struct plugin *p, char *err)
                  p->os.config_file, cerr);
         goto broken;
     }
-    enum cxr_log_level lvl;
-    if (cxr_log_level_parse(conf->log.level, &lvl) && !getenv("CXR_LOG_LEVEL"))
-        cxr_log_set_level(lvl);
-    cxr_log_set_phi_allowed(conf->log.allow_phi);
+    cxr_conf_log_apply(conf);
     /* the queue first: studies are recorded even while the model is broken */
     if ((st = open_queue(p, conf, err)) != CXR_OK)
         goto broken;

@@ -855,21 +855,19 @@ static void collect_key(const char *key, void *ctx)
 
 START_TEST(test_restart_only_keys)
 {
-    ck_assert(cxr_conf_key_restart_only("node/port"));
-    ck_assert(cxr_conf_key_restart_only("node/tls-certificate"));
-    ck_assert(cxr_conf_key_restart_only("http/port"));
-    ck_assert(cxr_conf_key_restart_only("allow/ae-title"));
-    ck_assert(!cxr_conf_key_restart_only("node/retry-max-attempts"));
-    ck_assert(!cxr_conf_key_restart_only("priority/urgent-threshold"));
-    ck_assert(!cxr_conf_key_restart_only("destination/port"));
-    ck_assert(!cxr_conf_key_restart_only("no/such-key"));
     const char *before = "<cxr-triage><node><port>11112</port></node>"
                          "<allow><ae-title>CR01</ae-title></allow>"
                          "<destination><ae-title>PACS</ae-title></destination></cxr-triage>";
+    /* changed: two restart-only node keys, a restart-only http key, the allow
+     * list; and keys read at each use (a retry limit, a threshold, a
+     * destination), which must not be named */
     const char *after = "<cxr-triage><node><port>11113</port><retry-max-attempts>3"
-                        "</retry-max-attempts></node><http><port>9000</port></http>"
+                        "</retry-max-attempts><tls-certificate>/etc/c.pem</tls-certificate>"
+                        "</node><http><port>9000</port></http>"
+                        "<priority><urgent-threshold>0.7</urgent-threshold></priority>"
                         "<allow><ae-title>CR02</ae-title></allow>"
-                        "<destination><ae-title>ARCHIVE</ae-title></destination></cxr-triage>";
+                        "<destination><ae-title>ARCHIVE</ae-title><port>105</port></destination>"
+                        "</cxr-triage>";
     struct cxr_conf *a = NULL, *b = NULL;
     char err[CXR_ERRLEN] = "";
     ck_assert_msg(cxr_conf_load_memory(before, strlen(before), "a.xml", &a, err) == CXR_OK, "%s",
@@ -878,7 +876,7 @@ START_TEST(test_restart_only_keys)
                   err);
     char changed[1024] = "";
     cxr_conf_restart_changes(a, b, collect_key, changed);
-    ck_assert_str_eq(changed, "node/port;http/port;allow;");
+    ck_assert_str_eq(changed, "node/port;node/tls-certificate;http/port;allow;");
     changed[0] = '\0';
     cxr_conf_restart_changes(a, a, collect_key, changed);
     ck_assert_str_eq(changed, "");

@@ -242,6 +242,11 @@ const char *cxr_conf_key_path(size_t i);
  * compared). Two NULLs are equal. */
 bool cxr_conf_equal(const struct cxr_conf *a, const struct cxr_conf *b);
 
+/* Applies the log section to the process's logger: log/level (unless the
+ * CXR_LOG_LEVEL environment variable is set, which wins) and log/allow-phi.
+ * Every door calls it after loading a configuration and after a reload. */
+void cxr_conf_log_apply(const struct cxr_conf *conf);
+
 /* Calls fn(key, ctx) for each key whose value differs between a (running)
  * and b (reloaded) and that the node reads only when it starts (the key
  * table's restart flag: AE title, ports, TLS, allowed peers, spool folder,
@@ -249,10 +254,6 @@ bool cxr_conf_equal(const struct cxr_conf *a, const struct cxr_conf *b);
  * "allow" is named once, as a whole. Neither may be NULL. */
 void cxr_conf_restart_changes(const struct cxr_conf *a, const struct cxr_conf *b,
                               void (*fn)(const char *key, void *ctx), void *ctx);
-
-/* True when the key at "section/key" is applied only at the node's start
- * (false for unknown keys). */
-bool cxr_conf_key_restart_only(const char *path);
 
 /* Resolves a path from the config: absolute and empty paths are returned as
  * they are; a relative one is joined to the folder of conf->source_path
