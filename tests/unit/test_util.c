@@ -125,7 +125,9 @@ void cxr_test_skip(const char *fmt, ...)
 
 int cxr_test_run(Suite *s)
 {
-    char path[] = "/tmp/cxr-test-skips-XXXXXX";
+    const char *base = getenv("TMPDIR");
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/cxr-test-skips-XXXXXX", base && *base ? base : "/tmp");
     int fd = mkstemp(path);
     if (fd >= 0) {
         close(fd);
