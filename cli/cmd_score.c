@@ -122,6 +122,10 @@ static void print_json(const struct cxr_conf *conf, const char *file,
     json_object_object_add(o, "sop_instance_uid", json_object_new_string(r->info.sop_instance_uid));
     json_object_object_add(o, "study_instance_uid",
                            json_object_new_string(r->info.study_instance_uid));
+    json_object_object_add(o, "series_instance_uid",
+                           json_object_new_string(r->info.series_instance_uid));
+    json_object_object_add(o, "sop_class_uid", json_object_new_string(r->info.sop_class_uid));
+    json_object_object_add(o, "modality", json_object_new_string(r->info.modality));
     json_object_object_add(o, "analysed", json_object_new_boolean(r->analysed));
     if (r->analysed) {
         json_object_object_add(o, "probability", json_object_new_double(r->probability));
@@ -303,8 +307,8 @@ int cmd_score(int argc, char **argv)
                 char serr[CXR_ERRLEN] = "";
                 snprintf(sr_path, sizeof sr_path, "%s/SR_%s.dcm", sr_out, r->info.sop_instance_uid);
                 double t0 = now_ms();
-                st =
-                    cxr_triage_engine_write_sr(engine, r, 1, NULL, sr_path, NULL, NULL, NULL, serr);
+                st = cxr_triage_engine_write_sr(engine, r, 1, NULL, NULL, sr_path, NULL, NULL, NULL,
+                                                serr);
                 r->t.sr_ms = now_ms() - t0;
                 if (st != CXR_OK) {
                     cxr_log(CXR_LOG_ERROR, "score", "%s: SR not written: %s", inputs.v[base + i],

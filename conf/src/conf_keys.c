@@ -152,6 +152,10 @@ static const struct conf_key sr_keys[] = {
            "SR SOP class: comprehensive = Comprehensive SR (1.2.840.10008.5.1.4.1.1.88.33), "
            "enhanced = Enhanced SR (1.2.840.10008.5.1.4.1.1.88.22).",
            "comprehensive", "enhanced"),
+    K_BOOL(S, report_not_analysed, "report-not-analysed", "true",
+           "Make an SR for a study in which no image could be analysed, listing each image as "
+           "not analysed with its reason; false = such a study gets no SR (it stays on the "
+           "worklist). Images not analysed in a study with an analysed one are always listed."),
 };
 #undef S
 

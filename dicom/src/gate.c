@@ -64,8 +64,61 @@ static const struct {
     {"1.2.840.10008.1.3.10", "Media Storage Directory Storage (DICOMDIR)"},
 };
 
+/* Storage SOP classes (and families, ending in '.') that hold no image: an
+ * SR lists received images, and these are documents, not images. */
+static const char *const NON_IMAGE_CLASSES[] = {
+    "1.2.840.10008.5.1.4.1.1.88.",  /* structured reports, key object selection */
+    "1.2.840.10008.5.1.4.1.1.11.",  /* presentation states */
+    "1.2.840.10008.5.1.4.1.1.104.", /* encapsulated PDF, CDA, STL, OBJ, MTL */
+    "1.2.840.10008.5.1.4.1.1.9.",   /* waveforms */
+    "1.2.840.10008.5.1.4.1.1.66",   /* raw data, registrations, fiducials, segmentation */
+    "1.2.840.10008.5.1.4.1.1.67",   /* real world value mapping */
+    "1.2.840.10008.5.1.4.1.1.68.",  /* surfaces */
+    "1.2.840.10008.5.1.4.1.1.90.",  /* content assessment */
+    "1.2.840.10008.5.1.4.1.1.200.", /* protocols */
+    "1.2.840.10008.5.1.4.1.1.481.2", "1.2.840.10008.5.1.4.1.1.481.3",
+    "1.2.840.10008.5.1.4.1.1.481.4", "1.2.840.10008.5.1.4.1.1.481.5",
+    "1.2.840.10008.5.1.4.1.1.481.6", "1.2.840.10008.5.1.4.1.1.481.7",
+    "1.2.840.10008.5.1.4.1.1.481.8", "1.2.840.10008.5.1.4.1.1.481.9", /* RT, not RT Image */
+    "1.2.840.10008.5.1.4.34.", /* RT plans (second generation) */
+    "1.2.840.10008.5.1.4.38.", /* hanging protocols */
+    "1.2.840.10008.5.1.4.39.", /* colour palettes */
+    "1.2.840.10008.5.1.4.43.", /* generic implant templates */
+    "1.2.840.10008.5.1.4.44.", /* implant assembly templates */
+    "1.2.840.10008.5.1.4.45.", /* implant template groups */
+    "1.2.840.10008.1.3.10",    /* DICOMDIR */
+};
+
+bool cxr_dicom_sop_class_is_image(const char *sop_class_uid)
+{
+    if (!sop_class_uid || !sop_class_uid[0])
+        return false;
+    for (size_t i = 0; i < sizeof NON_IMAGE_CLASSES / sizeof NON_IMAGE_CLASSES[0]; i++) {
+        const char *p = NON_IMAGE_CLASSES[i];
+        size_t k = strlen(p);
+        if (p[k - 1] == '.' ? strncmp(sop_class_uid, p, k) == 0
+                            : strncmp(sop_class_uid, p, k) == 0 &&
+                                  (sop_class_uid[k] == '\0' || sop_class_uid[k] == '.'))
+            return false;
+    }
+    return true;
+}
+
 static void set_text(char *dst, size_t size, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+static bool in_list(const struct cxr_conf_list *list, const char *value);
+
+bool cxr_dicom_gate_concerns(const struct cxr_dicom_info *info, const struct cxr_conf_gate *rules)
+{
+    if (!info || !cxr_dicom_sop_class_is_image(info->sop_class_uid))
+        return false;
+    const char *sop = info->sop_class_uid;
+    if (strcmp(sop, SOP_CR) == 0 || strcmp(sop, SOP_DX_PRESENTATION) == 0 ||
+        strcmp(sop, SOP_DX_PROCESSING) == 0 || strcmp(sop, SOP_SC) == 0)
+        return true;
+    return rules && info->modality[0] && in_list(&rules->modalities, info->modality);
+}
 
 static void set_text(char *dst, size_t size, const char *fmt, ...)
 {

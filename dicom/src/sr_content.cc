@@ -83,6 +83,15 @@ class Builder
                       DSRNumericMeasurementValue(value.c_str(), unit)),
                   row);
     }
+    // A NUM with no value: an empty Measured Value Sequence and the reason
+    // as Numeric Value Qualifier (PS3.3 C.18.1, CID 42).
+    void not_measured(const DSRCodedEntryValue &qualifier, const char *row)
+    {
+        if (ok_)
+            check(tree_.getCurrentContentItem().setNumericValue(
+                      DSRNumericMeasurementValue(qualifier)),
+                  row);
+    }
     void image(const Image &im, const char *row)
     {
         if (ok_)
@@ -124,7 +133,7 @@ class Builder
     bool ok_ = true;
 };
 
-// TID 1501 Measurement Group for one analysed image: the first one below
+// TID 1501 Measurement Group for one image (analysed or not): the first one below
 // Imaging Measurements (the cursor is there), later ones after the previous
 // group (the cursor is there). Leaves the cursor on the new group.
 void measurement_group(Builder &b, const Plan &plan, const Image &im, bool first)
@@ -162,14 +171,27 @@ void measurement_group(Builder &b, const Plan &plan, const Image &im, bool first
     b.text("operating threshold: " + plan.threshold_text +
                " (finding present when the probability of pneumonia is at or above it)",
            "TID 4019 Algorithm Parameters value");
-    // TID 300 Measurement: the certainty, inferred from the source image (TID 320)
+    // TID 300 Measurement: the certainty, inferred from the source image (TID
+    // 320). An image that was not analysed keeps the row with no value and the
+    // Numeric Value Qualifier (114007, DCM, "Measurement not attempted") of
+    // CID 42, so a viewer shows that the image was seen and not measured.
     b.next(DSRTypes::RT_contains, DSRTypes::VT_Num, CODE_DCM_CertaintyOfFinding,
            "TID 300 Certainty of Finding");
-    b.num(percent_text(im.probability), kPercent, "TID 300 Certainty of Finding value");
+    if (im.analysed)
+        b.num(percent_text(im.probability), kPercent, "TID 300 Certainty of Finding value");
+    else
+        b.not_measured(CODE_DCM_MeasurementNotAttempted, "TID 300 Numeric Value Qualifier");
     b.child(DSRTypes::RT_inferredFrom, DSRTypes::VT_Image, CODE_DCM_SourceOfMeasurement,
             "TID 320 Source of Measurement");
     b.image(im, "TID 320 Source of Measurement reference");
     b.up();
+    if (!im.analysed) {
+        // no qualitative evaluation: nothing was evaluated; the reason as text
+        b.next(DSRTypes::RT_contains, DSRTypes::VT_Text, CODE_DCM_Comment, "TID 1501 Comment");
+        b.text("not analysed: " + im.reason, "TID 1501 Comment value");
+        b.up();
+        return;
+    }
     // qualitative evaluation: is pneumonia present at the operating threshold?
     b.next(DSRTypes::RT_contains, DSRTypes::VT_Code, kPneumonia, "TID 1501 Qualitative Evaluation");
     b.code(im.present ? kPresent : kAbsent, "TID 1501 Qualitative Evaluation value");

@@ -39,12 +39,14 @@ class DSRDocumentTree;
 namespace cxr_sr
 {
 
-/* One analysed image after validation. */
+/* One image after validation: analysed, or listed as not analysed. */
 struct Image {
     std::string sop_class_uid, sop_instance_uid, series_instance_uid;
+    bool analysed = true;
     double probability = 0.0;
     bool present = false;
     std::string warning;      /* "" none; sanitised for TEXT */
+    std::string reason;       /* not analysed: why (sanitised for TEXT) */
     std::string tracking_id;  /* human-readable (112039) */
     std::string tracking_uid; /* 2.25 UID derived from the source instance (112040) */
 };

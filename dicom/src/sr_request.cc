@@ -260,6 +260,11 @@ enum cxr_status prepare(const struct cxr_dicom_sr_request *req, Plan &plan, char
                     "Study Instance UID \"%.80s\" of the source is not a valid UID "
                     "(1-64 digits and dots)",
                     st->study_instance_uid);
+    if (req->series_instance_uid && *req->series_instance_uid &&
+        (strnlen(req->series_instance_uid, CXR_DICOM_UID_LEN) == CXR_DICOM_UID_LEN ||
+         !cxr_dicom_uid_valid(req->series_instance_uid)))
+        return fail(err, CXR_ERR_INVALID_ARG, "series_instance_uid \"%.80s\" is not a valid UID",
+                    req->series_instance_uid);
     if (req->device_observer_uid && *req->device_observer_uid &&
         !cxr_dicom_uid_valid(req->device_observer_uid))
         return fail(err, CXR_ERR_INVALID_ARG, "device_observer_uid \"%.80s\" is not a valid UID",
@@ -290,9 +295,9 @@ enum cxr_status prepare(const struct cxr_dicom_sr_request *req, Plan &plan, char
             if (!std::memchr(u.uid, '\0', CXR_DICOM_UID_LEN))
                 return fail(err, CXR_ERR_INVALID_ARG, "image %u: %s is longer than 64",
                             (unsigned)i + 1, u.name);
-        if (!terminated(im->warning))
-            return fail(err, CXR_ERR_INVALID_ARG, "image %u: warning is not NUL-terminated",
-                        (unsigned)i + 1);
+        if (!terminated(im->warning) || !terminated(im->reason))
+            return fail(err, CXR_ERR_INVALID_ARG,
+                        "image %u: warning or reason is not NUL-terminated", (unsigned)i + 1);
         for (const auto &u : uids)
             if (!cxr_dicom_uid_valid(u.uid))
                 return fail(err, CXR_ERR_INVALID_ARG, "image %u: %s \"%.80s\" is not a valid UID",
@@ -300,6 +305,13 @@ enum cxr_status prepare(const struct cxr_dicom_sr_request *req, Plan &plan, char
         if (!seen.insert(im->sop_instance_uid).second)
             return fail(err, CXR_ERR_INVALID_ARG, "image %u: SOP Instance UID %s is listed twice",
                         (unsigned)i + 1, im->sop_instance_uid);
+        if (im->not_analysed) {
+            if (!im->reason[0])
+                return fail(err, CXR_ERR_INVALID_ARG,
+                            "image %u (%s): not analysed without a reason", (unsigned)i + 1,
+                            im->sop_instance_uid);
+            continue;
+        }
         if (!std::isfinite(im->probability) || im->probability < 0.0 || im->probability > 1.0)
             return fail(err, CXR_ERR_INVALID_ARG, "image %u (%s): probability %g is not in [0, 1]",
                         (unsigned)i + 1, im->sop_instance_uid, im->probability);
@@ -334,7 +346,7 @@ enum cxr_status prepare(const struct cxr_dicom_sr_request *req, Plan &plan, char
         if (t && non_ascii(t))
             own_non_ascii = true;
     for (uint32_t i = 0; i < req->image_count; i++)
-        if (non_ascii(req->images[i].warning))
+        if (non_ascii(req->images[i].warning) || non_ascii(req->images[i].reason))
             own_non_ascii = true;
     bool ascii_only = false; // replace non-ASCII bytes of our strings with '?'
     if (own_non_ascii && !has_utf8(plan.charset)) {
@@ -378,8 +390,12 @@ enum cxr_status prepare(const struct cxr_dicom_sr_request *req, Plan &plan, char
     plan.enhanced = req->enhanced_sr;
     plan.complete = req->complete;
     char uid[CXR_DICOM_UID_LEN];
-    cxr_dicom_uid_new(uid);
-    plan.series_instance_uid = uid;
+    if (req->series_instance_uid && *req->series_instance_uid) {
+        plan.series_instance_uid = req->series_instance_uid;
+    } else {
+        cxr_dicom_uid_new(uid);
+        plan.series_instance_uid = uid;
+    }
     cxr_dicom_uid_new(uid);
     plan.sop_instance_uid = uid;
     plan.series_description = own(req->series_description, 64, false);
@@ -432,6 +448,12 @@ enum cxr_status prepare(const struct cxr_dicom_sr_request *req, Plan &plan, char
         pi.probability = im->probability;
         pi.present = im->finding_present;
         pi.warning = own(im->warning, kTextMax, true);
+        pi.analysed = !im->not_analysed;
+        if (im->not_analysed) {
+            pi.probability = 0.0;
+            pi.present = false;
+            pi.reason = own(im->reason, kTextMax, true);
+        }
         char tid[64];
         std::snprintf(tid, sizeof tid, "Pneumonia, image %u", (unsigned)i + 1);
         pi.tracking_id = tid;

@@ -4,11 +4,13 @@
  * seconds and no job still waiting to be read could belong to it (every job
  * received up to last arrival + stable time has been processed: the study of
  * an instance is only known once its file is read). A stable study with
- * processed instances not yet reported gets one SR covering every analysed
- * image of the study; when the study already had an SR, the new one names it
- * in the Predecessor Documents Sequence. Instances that were not analysed
- * stay listed (worklist, /studies) with their reason; a report decision
- * with nothing new analysed makes no SR.
+ * processed instances not yet reported gets one SR listing every image of
+ * the study (cxr_triage_study_decide: analysed ones with their finding, the
+ * others with the reason they were not analysed); when the study already had
+ * an SR, the new one names it in the Predecessor Documents Sequence. A study
+ * in which nothing could be analysed gets an SR saying so unless
+ * sr/report-not-analysed is false. Objects that are not images stay listed
+ * (worklist, /studies) with their reason only.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -19,6 +21,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cxr/decision.h"
 #include "cxr/log.h"
 #include "node_internal.h"
 
@@ -29,10 +32,6 @@
 static bool fill_info(struct cxr_node *n, const struct cxr_triage_instance_row *row,
                       struct cxr_dicom_info *info)
 {
-    if (row->has_info) {
-        *info = row->info;
-        return true;
-    }
     if (!row->path[0])
         return false;
     struct cxr_dicom_instance *inst = NULL;
@@ -56,41 +55,24 @@ static bool report_study(struct cxr_node *n, const struct cxr_triage_study_row *
         return false;
     }
     int64_t up_to = 0;
-    bool new_analysed = false;
-    int32_t not_analysed = 0;
-    struct cxr_triage_result *res = calloc(k ? k : 1, sizeof *res);
-    int32_t nres = 0;
-    if (!res) {
-        free(rows);
-        return false;
-    }
     for (size_t i = 0; i < k; i++) {
-        const struct cxr_triage_instance_row *r = &rows[i];
+        struct cxr_triage_instance_row *r = &rows[i];
         if (r->id > up_to)
             up_to = r->id;
-        if (r->state != CXR_TRIAGE_INSTANCE_ANALYSED) {
-            not_analysed++;
-            continue;
-        }
-        if (!r->reported)
-            new_analysed = true;
-        struct cxr_triage_result *x = &res[nres];
-        if (!fill_info(n, r, &x->info)) {
-            cxr_log(CXR_LOG_WARN, "node",
-                    "study %s: instance %s has no header values left;"
-                    " left out of the SR",
-                    study->study_instance_uid, r->sop_instance_uid);
-            continue;
-        }
-        x->analysed = true;
-        x->status = CXR_OK;
-        x->probability = r->probability;
-        x->finding_present = r->finding_present;
-        x->priority = (enum cxr_triage_priority)r->priority;
-        snprintf(x->warning, sizeof x->warning, "%s", r->warning);
-        nres++;
+        /* a row from another version may lack its header values: read them
+         * again from the spool file while it is there */
+        if (r->state != CXR_TRIAGE_INSTANCE_RECEIVED && !r->has_info)
+            r->has_info = fill_info(n, r, &r->info);
     }
+    struct cxr_triage_decision d;
+    pthread_rwlock_rdlock(&n->gen_lock);
+    enum cxr_status dst = cxr_triage_study_decide(n->conf, rows, k, &d);
+    pthread_rwlock_unlock(&n->gen_lock);
     free(rows);
+    if (dst != CXR_OK)
+        return false;
+    struct cxr_triage_result *res = d.results;
+    int32_t nres = d.count, not_analysed = d.not_analysed + d.unlisted;
 
     struct cxr_node_store_report rep = {.study_instance_uid = study->study_instance_uid,
                                         .up_to_instance_id = up_to,
@@ -99,7 +81,7 @@ static bool report_study(struct cxr_node *n, const struct cxr_triage_study_row *
     char sop[CXR_DICOM_UID_LEN] = "", series[CXR_DICOM_UID_LEN] = "", rel[CXR_NODE_STORE_PATHLEN];
     const char *names[CXR_NODE_MAX_DESTINATIONS];
     bool ok = true;
-    if (new_analysed && nres > 0) {
+    if (d.make_sr) {
         double t0 = node_mono_ms();
         void *buf = NULL;
         size_t len = 0;
@@ -108,9 +90,10 @@ static bool report_study(struct cxr_node *n, const struct cxr_triage_study_row *
             .sop_instance_uid = study->last_sr_sop_instance_uid,
             .series_instance_uid = study->last_sr_series_instance_uid};
         pthread_rwlock_rdlock(&n->gen_lock);
+        cxr_dicom_uid_new(series);
         enum cxr_status st = cxr_triage_engine_write_sr(
             n->engine, res, nres, study->sr_count > 0 && pred.sop_instance_uid[0] ? &pred : NULL,
-            NULL, &buf, &len, sop, err);
+            series, NULL, &buf, &len, sop, err);
         char *copy_dir = n->conf->sr.output_dir && n->conf->sr.output_dir[0]
                              ? cxr_conf_resolve_path(n->conf, n->conf->sr.output_dir)
                              : NULL;
@@ -150,23 +133,13 @@ static bool report_study(struct cxr_node *n, const struct cxr_triage_study_row *
             ok = false;
             goto out;
         }
-        /* The SR's series: read back from the file would cost a parse; the
-         * writer makes one new series per SR, which the predecessor link
-         * needs, so keep what the file says. */
-        struct cxr_dicom_instance *inst = NULL;
-        char derr[CXR_ERRLEN];
-        if (cxr_dicom_instance_load_file(path, &inst, derr) == CXR_OK) {
-            snprintf(series, sizeof series, "%s",
-                     cxr_dicom_instance_info(inst)->series_instance_uid);
-            cxr_dicom_instance_free(inst);
-        }
         rep.has_sr = true;
         rep.sr_sop_instance_uid = sop;
         rep.sr_series_instance_uid = series;
         rep.sr_path = rel;
         rep.predecessor_sop_instance_uid =
             study->sr_count > 0 ? study->last_sr_sop_instance_uid : "";
-        int32_t p = cxr_triage_study_priority(res, nres);
+        int32_t p = d.priority;
         rep.priority = p > study->priority ? p : study->priority;
         rep.destinations = names;
         rep.destination_count = nd;
@@ -193,15 +166,20 @@ record:
         cxr_log(CXR_LOG_INFO, "node",
                 "study %s%s: SR %s, priority %s, %d image(s) analysed, %d not analysed%s%s",
                 study->study_instance_uid, cxr_triage_study_phi(study, phi, sizeof phi), sop, pname,
-                nres, not_analysed, rep.predecessor_sop_instance_uid[0] ? ", replaces SR " : "",
+                d.analysed, not_analysed,
+                rep.predecessor_sop_instance_uid[0] ? ", replaces SR " : "",
                 rep.predecessor_sop_instance_uid);
         pthread_rwlock_unlock(&n->gen_lock);
     } else {
-        cxr_log(CXR_LOG_INFO, "node", "study %s: no new analysed image, no SR (%d not analysed)",
-                study->study_instance_uid, not_analysed);
+        cxr_log(CXR_LOG_INFO, "node", "study %s: %s, no SR (%d analysed, %d not analysed)",
+                study->study_instance_uid,
+                !d.due         ? "no new image to report"
+                : d.count == 0 ? "no image to list"
+                               : "nothing analysed and sr/report-not-analysed is false",
+                d.analysed, not_analysed);
     }
 out:
-    free(res);
+    cxr_triage_decision_release(&d);
     return ok;
 }
 

@@ -22,6 +22,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "cxr/decision.h"
 #include "cxr/outbox.h"
 
 #define MAX_TAKES     3
@@ -302,8 +303,9 @@ static bool score_instances(struct plugin *p, const struct plugin_study *job,
     return ok;
 }
 
-/* The decision over every result of this model: priority, score, and the SR
- * when an analysed image is not in one yet. */
+/* The decision over every result of this model (cxr_triage_study_decide,
+ * the node's too): priority, score, and the SR listing every image of the
+ * study when one is not in an SR yet. */
 static void decide(struct plugin *p, const char *id)
 {
     struct cxr_triage_engine *e = p->engine;
@@ -319,63 +321,42 @@ static void decide(struct plugin *p, const char *id)
         plugin_log(p, PLOG_ERROR, "study %s: %s", id, plugin_db_last_error());
         return;
     }
-    struct cxr_triage_result *res = calloc(n ? n : 1, sizeof *res);
-    int32_t nres = 0;
-    bool unreported = false;
-    double score = NAN;
-    for (size_t i = 0; res && i < n; i++) {
-        const struct cxr_triage_instance_row *r = &rows[i].row;
-        if (r->state != CXR_TRIAGE_INSTANCE_ANALYSED || strcmp(rows[i].model_sha, sha) != 0)
-            continue;
-        if (!r->has_info) {
-            plugin_log(p, PLOG_WARN,
-                       "study %s: instance %s has no header values; left out of the SR", id,
-                       rows[i].orthanc_id);
-            continue;
-        }
-        struct cxr_triage_result *x = &res[nres++];
-        x->info = r->info;
-        x->analysed = true;
-        x->status = CXR_OK;
-        x->probability = r->probability;
-        x->finding_present = r->finding_present;
-        x->priority = (enum cxr_triage_priority)r->priority;
-        snprintf(x->warning, sizeof x->warning, "%s", r->warning);
-        if (!r->reported)
-            unreported = true;
-        if (isnan(score) || r->probability > score)
-            score = r->probability;
-    }
+    /* this model's results; rows of another model are scored again */
+    struct cxr_triage_instance_row *mine = calloc(n ? n : 1, sizeof *mine);
+    size_t k = 0;
+    for (size_t i = 0; mine && i < n; i++)
+        if (rows[i].row.state != CXR_TRIAGE_INSTANCE_ANALYSED ||
+            strcmp(rows[i].model_sha, sha) == 0)
+            mine[k++] = rows[i].row;
     free(rows);
-    if (!res) {
+    struct cxr_triage_decision d;
+    if (!mine || cxr_triage_study_decide(p->conf, mine, k, &d) != CXR_OK) {
+        free(mine);
         fail_study(p, id, s.attempts, "out of memory");
         return;
     }
-    int32_t priority = cxr_triage_study_priority(res, nres);
+    free(mine);
+    int32_t priority = d.priority;
+    double score = d.score;
     void *buf = NULL;
     size_t len = 0;
     char sop[CXR_DICOM_UID_LEN] = "", series[CXR_DICOM_UID_LEN] = "", err[CXR_ERRLEN] = "";
     bool have_sr = false;
-    if (unreported && nres > 0) {
+    if (d.make_sr) {
         struct cxr_triage_sr_predecessor pred = {s.row.last_sr_sop_instance_uid,
                                                  s.row.last_sr_series_instance_uid};
-        enum cxr_status st = cxr_triage_engine_write_sr(
-            e, res, nres, pred.sop_instance_uid[0] ? &pred : NULL, NULL, &buf, &len, sop, err);
+        cxr_dicom_uid_new(series);
+        enum cxr_status st = cxr_triage_engine_write_sr(e, d.results, d.count,
+                                                        pred.sop_instance_uid[0] ? &pred : NULL,
+                                                        series, NULL, &buf, &len, sop, err);
         if (st == CXR_OK) {
-            struct cxr_dicom_instance *inst = NULL;
-            char derr[CXR_ERRLEN];
-            if (cxr_dicom_instance_load_memory(buf, len, "SR", &inst, derr) == CXR_OK) {
-                snprintf(series, sizeof series, "%s",
-                         cxr_dicom_instance_info(inst)->series_instance_uid);
-                cxr_dicom_instance_free(inst);
-            }
             have_sr = true;
         } else {
             /* results stay; the study is listed with them, without an SR */
             plugin_log(p, PLOG_ERROR, "study %s: no SR: %s", id, err[0] ? err : cxr_status_str(st));
         }
     }
-    free(res);
+    cxr_triage_decision_release(&d);
     struct plugin_sr sr = {sop, series, buf, len};
     enum cxr_status st = plugin_db_study_scored(p->db, id, sha, meta->version, priority, score,
                                                 have_sr ? &sr : NULL, plugin_now_ms());
@@ -391,8 +372,8 @@ static void decide(struct plugin *p, const char *id)
     if (plugin_db_study_get(p->db, id, false, &s, &found) == CXR_OK && found)
         write_metadata(p, &s);
     plugin_log(p, PLOG_INFO,
-               "study %s: no new analysed image, no SR (priority %s, %d analysed, "
-               "%d not analysed)",
+               "study %s: no new image to report or nothing analysed, no SR (priority %s, "
+               "%d analysed, %d not analysed)",
                id, cxr_triage_priority_name(p->conf, (enum cxr_triage_priority)s.row.priority),
                s.row.analysed, s.row.not_analysed);
 }

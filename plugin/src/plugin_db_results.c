@@ -306,8 +306,8 @@ enum cxr_status plugin_db_study_scored(struct plugin_db *d, const char *study,
                     bind_sr_insert, &a);
         if (r == CXR_OK)
             r = run(d,
-                    "UPDATE instances SET reported = 1 WHERE study = ?1 AND state = 1"
-                    " AND model_sha = ?2",
+                    "UPDATE instances SET reported = 1 WHERE study = ?1 AND (state = 2 OR"
+                    " (state = 1 AND model_sha = ?2))",
                     bind_study_sha, &a);
     }
     if (r == CXR_OK)

@@ -87,24 +87,27 @@ make_model() {
 # Synthetic CR chest images (pydicom), COUNT instances over STUDIES studies,
 # instance i in study i % STUDIES; UIDs under 2.25.<PREFIX>. Environment:
 # VIEW (default PA; LL makes lateral views the gate refuses), FIRST (number
-# the instances from FIRST+1, to add instances to the same studies later).
+# the instances from FIRST+1, to add instances to the same studies later),
+# SOPCLASS (default CR; SC makes Secondary Capture images), MODALITY (CR).
 make_instances() {
     local out=$1 count=$2 studies=$3 prefix=$4 rows=${5:-320} cols=${6:-256} bits=${7:-8}
     mkdir -p "$out"
-    "$CXR_PYTHON" - "$out" "$count" "$studies" "$prefix" "$rows" "$cols" "$bits" "${VIEW:-PA}" "${FIRST:-0}" <<'PY' || fail "cannot generate test instances (python3-pydicom)"
-import sys, numpy as np
+    "$CXR_PYTHON" - "$out" "$count" "$studies" "$prefix" "$rows" "$cols" "$bits" "${VIEW:-PA}" "${FIRST:-0}" "${SOPCLASS:-CR}" <<'PY' || fail "cannot generate test instances (python3-pydicom)"
+import os, sys, numpy as np
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian
 out, count, studies, prefix, rows, cols, bits = sys.argv[1], *map(int, sys.argv[2:4]), sys.argv[4], *map(int, sys.argv[5:8])
-view, first = sys.argv[8], int(sys.argv[9])
+view, first, sopclass = sys.argv[8], int(sys.argv[9]), sys.argv[10]
 rng = np.random.default_rng(int(prefix) % (2**32) + first)
 yy, xx = np.mgrid[0:rows, 0:cols]
 base = (np.sin(xx / 17.0) + np.cos(yy / 23.0) + 2.0) / 4.0
 for i in range(first, first + count):
     s = i % studies
     ds = Dataset()
-    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.1"
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7" if sopclass == "SC" else "1.2.840.10008.5.1.4.1.1.1"
+    if sopclass == "SC":
+        ds.ConversionType = "WSD"
     ds.SOPInstanceUID = f"2.25.{prefix}.{s + 1}.{i + 1}"
     ds.StudyInstanceUID = f"2.25.{prefix}.{s + 1}"
     ds.SeriesInstanceUID = f"2.25.{prefix}.{s + 1}.0"
@@ -118,7 +121,7 @@ for i in range(first, first + count):
     ds.StudyID = str(s + 1)
     ds.SeriesNumber = 1
     ds.InstanceNumber = i + 1
-    ds.Modality = "CR"
+    ds.Modality = os.environ.get("MODALITY", "CR")
     ds.BodyPartExamined = "CHEST"
     ds.ViewPosition = view
     ds.Manufacturer = "cxr-triage tests"

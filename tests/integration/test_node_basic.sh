@@ -4,13 +4,19 @@
 #   - C-ECHO succeeds; an unknown calling AE and a wrong called AE are rejected
 #     at association time;
 #   - the real chest files of ../shared/data/dicom-cxr (synthetic CR images on
-#     a clean clone) give exactly one SR per analysable study at a storescp
+#     a clean clone) give exactly one SR per study with an image at a storescp
 #     destination, each passing dciodvfy and referencing its study and exactly
-#     the images `cxr-triage score` analyses (both doors agree);
+#     its images: those `cxr-triage score` analyses and those it does not (both
+#     doors agree; issue 16: a study with nothing analysed gets an SR too);
 #   - a copy of each SR in sr/output-dir;
 #   - the worklist, a study page (a lateral view stays listed with its reason,
 #     no patient ID without permission) and the metrics;
-#   - a late image of a reported study gives a new SR naming its predecessor;
+#   - a late lateral view of a reported study gives a new SR naming its
+#     predecessor and listing the lateral view as not analysed with its reason;
+#     a late frontal image the same, analysed;
+#   - a study of a PA, a lateral and a Secondary Capture image gets one SR
+#     listing all three (two not analysed), passing dciodvfy;
+#   - with sr/report-not-analysed false, a study with nothing analysed gets none;
 #   - SIGHUP with a broken configuration or a missing model is refused and the
 #     node keeps serving; a good one is taken and scoring goes on;
 #   - SIGTERM: clean exit 0.
@@ -52,9 +58,16 @@ fi
 "$CXR_PYTHON" - "$WORK/score.json" "$WORK/expected" <<'PY' || fail "cannot read score --json"
 import json, os, sys
 studies = {}
+# The SR lists every image whose header was read, analysed or not, that a
+# chest radiograph triage looks at: CR, DX, SC, or modality CR/DX (the
+# test's gate/modalities). A CT or an SR sent along is not listed.
+XRAY = ("1.2.840.10008.5.1.4.1.1.1", "1.2.840.10008.5.1.4.1.1.1.1",
+        "1.2.840.10008.5.1.4.1.1.1.1.1", "1.2.840.10008.5.1.4.1.1.7")
 for line in open(sys.argv[1]):
     r = json.loads(line)
-    if r.get("analysed"):
+    cls = r.get("sop_class_uid") or ""
+    if (r.get("study_instance_uid") and r.get("series_instance_uid") and r.get("sop_instance_uid")
+            and (cls in XRAY or (cls and r.get("modality") in ("CR", "DX")))):
         studies.setdefault(r["study_instance_uid"], set()).add(r["sop_instance_uid"])
 os.makedirs(sys.argv[2])
 for s, uids in studies.items():
@@ -62,7 +75,7 @@ for s, uids in studies.items():
         f.write("\n".join(sorted(uids)) + "\n")
 PY
 NSTUDIES=$(ls "$WORK/expected" | wc -l)
-[ "$NSTUDIES" -ge 1 ] || fail "no analysable study among the inputs"
+[ "$NSTUDIES" -ge 1 ] || fail "no study with an image among the inputs"
 
 # Compressed files are sent as they are (one association per transfer syntax).
 send_files CR01 "$DICOM_PORT" "${FILES[@]}" || { cat "$WORK/storescu.log"; fail "storescu failed"; }
@@ -71,12 +84,12 @@ sr_count() { [ "$(count_files "$WORK/recv")" -ge "$NSTUDIES" ]; }
 wait_until 120 "$NSTUDIES SR(s) at the destination" sr_count
 sleep 3   # nothing more may come: one SR per study
 [ "$(count_files "$WORK/recv")" -eq "$NSTUDIES" ] ||
-    fail "$(count_files "$WORK/recv") SRs for $NSTUDIES analysable studies"
+    fail "$(count_files "$WORK/recv") SRs for $NSTUDIES studies"
 for sr in "$WORK"/recv/*; do
     sr_valid "$sr" || fail "dciodvfy finds errors in $(basename "$sr")"
     [ "$(dcm_value "$sr" 0008,0060)" = SR ] || fail "$(basename "$sr") is not an SR"
     study=$(dcm_value "$sr" 0020,000d)
-    [ -f "$WORK/expected/$study" ] || fail "SR for a study that has no analysable image: $study"
+    [ -f "$WORK/expected/$study" ] || fail "SR for a study that has no image: $study"
     [ ! -f "$WORK/seen.$study" ] || fail "two SRs for study $study"
     touch "$WORK/seen.$study"
     sr_refs "$sr" >"$WORK/refs"
@@ -86,7 +99,7 @@ done
 for sr in "$WORK"/recv/*; do
     [ -f "$WORK/srcopy/$(dcm_value "$sr" 0008,0018).dcm" ] || fail "no copy of $(basename "$sr") in sr/output-dir"
 done
-log "$NSTUDIES studies -> exactly one valid SR each, referencing the images score analyses"
+log "$NSTUDIES studies -> exactly one valid SR each, referencing every image of the study"
 
 # ---- worklist, study page, metrics
 curl -sf "http://127.0.0.1:$HTTP_PORT/worklist" >"$WORK/worklist.json" || fail "GET /worklist"
@@ -96,8 +109,7 @@ w = json.load(open(sys.argv[1]))
 order = {"URGENT": 3, "PRIORITY": 2, "ROUTINE": 1, "NOT_ANALYSED": 0}
 studies = {s["study_instance_uid"]: s for s in w["studies"]}
 for uid in os.listdir(sys.argv[2]):
-    assert uid in studies, f"analysable study {uid} missing from the worklist"
-    assert studies[uid]["priority"] != "NOT_ANALYSED", uid
+    assert uid in studies, f"study {uid} missing from the worklist"
     assert studies[uid]["sr_count"] == 1, studies[uid]
     assert "patient_id" not in studies[uid], "patient ID shown without http/show-patient-id"
 keys = [(order[s["priority"]], s["score"] if s["score"] is not None else -1, -s["first_received_ms"])
@@ -108,8 +120,8 @@ PY
 [ "$(metric 'cxr_node_sr_deliveries_total{result="delivered"}')" -eq "$NSTUDIES" ] || fail "metrics: delivered"
 curl -sf "http://127.0.0.1:$HTTP_PORT/healthz" | grep -q ok || fail "GET /healthz"
 
-# ---- a late image after the SR: a successor SR naming its predecessor;
-# ---- a lateral view: not analysed, listed with its reason, no new SR
+# ---- a late lateral view after the SR: not analysed, listed with its reason
+# ---- on the study page and in a successor SR; then a late frontal image
 make_instances "$WORK/s1" 1 1 202
 storescu -aet CR01 -aec CXRTRIAGE 127.0.0.1 "$DICOM_PORT" "$WORK"/s1/*.dcm >/dev/null 2>&1 || fail "storescu s1"
 want=$((NSTUDIES + 1))
@@ -123,8 +135,19 @@ lateral_done() {
     curl -s "http://127.0.0.1:$HTTP_PORT/studies/2.25.202.1" | grep -q '"reason":"[^"]*lateral\|"reason":"[^"]*LL'
 }
 wait_until 30 "the lateral view listed as not analysed" lateral_done
-sleep 2
-[ "$(count_files "$WORK/recv")" -eq "$want" ] || fail "a not-analysed late image made a new SR"
+want=$((want + 1))
+wait_until 60 "the successor SR listing the lateral view" sr_count2
+lat_sr=$(ls -t "$WORK"/recv/* | head -n 1)
+lat_uid=$(dcm_value "$lat_sr" 0008,0018)
+dcmdump "$lat_sr" | grep -q "\[$first_uid\]" || fail "the lateral view's SR does not name $first_uid"
+dsrdump +Pl "$lat_sr" | grep -q '"not analysed: lateral view (ViewPosition LL)"' ||
+    fail "the lateral view's SR does not give its reason"
+[ "$(dsrdump "$lat_sr" | grep -c 'Measurement not attempted')" -eq 1 ] ||
+    fail "the lateral view's SR: not exactly one image marked Measurement not attempted"
+printf '2.25.202.1.1\n2.25.202.1.2\n' >"$WORK/want_refs"
+sr_refs "$lat_sr" | grep -v "^$first_uid\$" >"$WORK/refs"
+diff -u "$WORK/want_refs" "$WORK/refs" >/dev/null || fail "the lateral view's SR references $(tr '\n' ' ' <"$WORK/refs")"
+sr_valid "$lat_sr" || fail "the lateral view's SR fails dciodvfy"
 FIRST=2 make_instances "$WORK/s1" 1 1 202
 storescu -aet CR01 -aec CXRTRIAGE 127.0.0.1 "$DICOM_PORT" "$WORK/s1/img00003.dcm" >/dev/null 2>&1 || fail "storescu late"
 want=$((want + 1))
@@ -132,12 +155,36 @@ wait_until 60 "the successor SR" sr_count2
 second_sr=$(ls -t "$WORK"/recv/* | head -n 1)
 [ "$(dcm_value "$second_sr" 0020,000d)" = 2.25.202.1 ] || fail "successor SR in the wrong study"
 dcmdump "$second_sr" | grep -q "PredecessorDocumentsSequence" || fail "successor SR has no Predecessor Documents Sequence"
-dcmdump "$second_sr" | grep -q "\[$first_uid\]" || fail "successor SR does not name $first_uid"
-printf '2.25.202.1.1\n2.25.202.1.3\n' >"$WORK/want_refs"
-sr_refs "$second_sr" | grep -v "^$first_uid\$" >"$WORK/refs"
+dcmdump "$second_sr" | grep -q "\[$lat_uid\]" || fail "successor SR does not name $lat_uid"
+printf '2.25.202.1.1\n2.25.202.1.2\n2.25.202.1.3\n' >"$WORK/want_refs"
+sr_refs "$second_sr" | grep -v "^$lat_uid\$" >"$WORK/refs"
 diff -u "$WORK/want_refs" "$WORK/refs" >/dev/null || fail "successor SR references $(tr '\n' ' ' <"$WORK/refs")"
 sr_valid "$second_sr" || fail "successor SR fails dciodvfy"
-log "late image: successor SR names its predecessor and covers both analysed images; lateral view listed, no SR"
+log "late images: each gives a successor SR naming its predecessor; the lateral view listed in it as not analysed with its reason"
+
+# ---- one study of a PA, a lateral and a Secondary Capture image: one SR
+# ---- listing all three; a study of a lateral view only: an SR saying so
+make_instances "$WORK/m" 1 1 203
+VIEW=LL FIRST=1 make_instances "$WORK/m" 1 1 203
+SOPCLASS=SC MODALITY=XC FIRST=2 make_instances "$WORK/m" 1 1 203   # a photograph
+VIEW=LL make_instances "$WORK/l" 1 1 204
+storescu -aet CR01 -aec CXRTRIAGE 127.0.0.1 "$DICOM_PORT" "$WORK"/m/*.dcm "$WORK"/l/*.dcm >/dev/null 2>&1 ||
+    fail "storescu mixed study"
+want=$((want + 2))
+wait_until 60 "the SRs of the mixed and the lateral-only study" sr_count2
+mixed_sr=$(grep -l "2.25.203.1.1" "$WORK"/recv/* | head -n 1)
+printf '2.25.203.1.1\n2.25.203.1.2\n2.25.203.1.3\n' >"$WORK/want_refs"
+sr_refs "$mixed_sr" >"$WORK/refs"
+diff -u "$WORK/want_refs" "$WORK/refs" >/dev/null || fail "mixed study's SR references $(tr '\n' ' ' <"$WORK/refs")"
+[ "$(dsrdump "$mixed_sr" | grep -c 'Measurement not attempted')" -eq 2 ] ||
+    fail "mixed study's SR: not two images marked Measurement not attempted"
+dsrdump +Pl "$mixed_sr" | grep -q '"not analysed: Secondary Capture with modality XC' || fail "mixed study's SR lacks the SC reason"
+sr_valid "$mixed_sr" || fail "mixed study's SR fails dciodvfy"
+lat_only=$(grep -l "2.25.204.1.1" "$WORK"/recv/* | head -n 1)
+dsrdump "$lat_only" | grep -q '"Triage priority")="NOT_ANALYSED"' || fail "lateral-only SR: priority not NOT_ANALYSED"
+dsrdump +Pl "$lat_only" | grep -q '"not analysed: lateral view (ViewPosition LL)"' || fail "lateral-only SR lacks the reason"
+sr_valid "$lat_only" || fail "lateral-only SR fails dciodvfy"
+log "mixed study: one SR listing the PA (analysed), the lateral and the SC (not analysed, with reasons); lateral-only study: an SR saying nothing was analysed"
 
 # ---- SIGHUP with a broken configuration: refused, still serving
 cp "$WORK/node.xml" "$WORK/node.good"

@@ -3,9 +3,10 @@
 # package, own temporary configuration, ports and storage):
 #   - storescu sends the real chest files of ../shared/data/dicom-cxr
 #     (tests/data and synthetic CR images on a clean clone);
-#   - each study with an analysable image gets exactly one SR, stored in the
-#     same study (new series), passing dciodvfy and referencing exactly the
-#     images `cxr-triage score` analyses; no SR for the other studies;
+#   - each study with an image gets exactly one SR, stored in the same study
+#     (new series), passing dciodvfy and referencing exactly its images: those
+#     `cxr-triage score` analyses and those it does not (issue 16: a study
+#     with nothing analysed gets an SR saying so);
 #   - the probability of every image equals what `cxr-triage score --json`
 #     reports for the very file Orthanc holds (downloaded back), to 1e-6:
 #     both doors give the same result;
@@ -69,16 +70,21 @@ for inst in $(ocurl /instances | "$CXR_PYTHON" -c 'import json,sys; print("\n".j
     curl -sf "$(ourl "/instances/$inst/file")" -o "$WORK/held/$inst.dcm" || fail "download $inst"
 done
 "$CXR_BIN" score --config "$WORK/cxr.xml" --json "$WORK"/held/*.dcm >"$WORK/score.json" 2>/dev/null
+# one SR per study with a radiograph (analysed or not; a CT or an SR sent
+# along is not listed: cxr_dicom_gate_concerns)
 NEXPECT=$("$CXR_PYTHON" -c '
 import json, sys
-print(len({r["study_instance_uid"] for r in map(json.loads, open(sys.argv[1])) if r.get("analysed")}))' "$WORK/score.json")
-[ "$NEXPECT" -ge 1 ] || fail "no analysable study"
+XRAY = ("1.2.840.10008.5.1.4.1.1.1", "1.2.840.10008.5.1.4.1.1.1.1", "1.2.840.10008.5.1.4.1.1.1.1.1", "1.2.840.10008.5.1.4.1.1.7")
+print(len({r["study_instance_uid"] for r in map(json.loads, open(sys.argv[1]))
+           if r.get("series_instance_uid") and r.get("sop_class_uid")
+           and (r["sop_class_uid"] in XRAY or r.get("modality") in ("CR", "DX"))}))' "$WORK/score.json")
+[ "$NEXPECT" -ge 1 ] || fail "no study with an image"
 
 done_all() { [ "$(status_field counts.srs_stored)" -ge "$NEXPECT" ] && plugin_idle; }
 wait_until 180 "$NEXPECT SRs stored and the queue empty" done_all
 sleep 4   # our own SRs make the studies stable again (StableAge 1 s): nothing more may come
 wait_until 30 "the queue empty again" plugin_idle
-log "$NEXPECT analysable studies scored"
+log "$NEXPECT studies reported"
 
 # ---- every study: SR count, SR content, metadata, per-image probabilities, worklist
 SHA=$(status_field model.sha256)
@@ -100,8 +106,13 @@ def find_study(uid):
         return json.loads(r.read())[0]
 names = {3: "URGENT", 2: "PRIORITY", 1: "ROUTINE", 0: "NOT_ANALYSED"}
 by_study, probs, refs = {}, {}, {}
+XRAY = ("1.2.840.10008.5.1.4.1.1.1", "1.2.840.10008.5.1.4.1.1.1.1",
+        "1.2.840.10008.5.1.4.1.1.1.1.1", "1.2.840.10008.5.1.4.1.1.7")
 for r in map(json.loads, open(score_file)):
-    s = by_study.setdefault(r["study_instance_uid"], {"analysed": [], "max": None})
+    s = by_study.setdefault(r["study_instance_uid"], {"analysed": [], "listed": [], "max": None})
+    cls = r.get("sop_class_uid") or ""
+    if r.get("series_instance_uid") and (cls in XRAY or (cls and r.get("modality") in ("CR", "DX"))):
+        s["listed"].append(r["sop_instance_uid"])
     if r.get("analysed"):
         s["analysed"].append(r["sop_instance_uid"])
         probs[r["sop_instance_uid"]] = r["probability"]
@@ -113,15 +124,17 @@ for uid, s in by_study.items():
     oid = find_study(uid)
     series = get(f"/studies/{oid}/series")
     srs = [i for se in series if se["MainDicomTags"].get("Modality") == "SR" for i in se["Instances"]]
-    if not s["analysed"]:
-        assert not srs, f"study {uid} has no analysable image but {len(srs)} SR(s)"
+    if not s["listed"]:
+        assert not srs, f"study {uid} has no image but {len(srs)} SR(s)"
         continue
     assert len(srs) == 1, f"study {uid}: {len(srs)} SRs, want exactly 1"
     sr = srs[0]
     tags = get(f"/instances/{sr}/simplified-tags")
     assert tags["StudyInstanceUID"] == uid, "SR filed in another study"
     open(f"{sr_dir}/{uid}.dcm", "wb").write(get(f"/instances/{sr}/file", raw=True))
-    open(f"{sr_dir}/{uid}.refs", "w").write("\n".join(sorted(set(s["analysed"]))) + "\n")
+    open(f"{sr_dir}/{uid}.refs", "w").write("\n".join(sorted(set(s["listed"]))) + "\n")
+    if not s["analysed"]:
+        continue
     want = level(s["max"])
     seen_levels.add(want)
     md = {k: get(f"/studies/{oid}/metadata/{k}", raw=True).decode() for k in
@@ -163,7 +176,7 @@ for sr in "$WORK"/sr/*.dcm; do
     diff -u "${sr%.dcm}.refs" "$WORK/refs" >/dev/null ||
         fail "the SR of $(basename "$sr" .dcm) references $(tr '\n' ' ' <"$WORK/refs") instead of $(tr '\n' ' ' <"${sr%.dcm}.refs")"
 done
-log "one valid SR per analysable study, in the study; metadata, per-image probabilities (<= 1e-6 from score) and worklist order checked"
+log "one valid SR per study, listing every image, in the study; metadata, per-image probabilities (<= 1e-6 from score) and worklist order checked"
 
 # ---- POST /cxr-triage/studies/{id}/score on a scored study (by its Study
 # Instance UID): queued and looked at again, but the same images and model

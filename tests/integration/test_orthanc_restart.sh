@@ -96,9 +96,9 @@ log "studies waiting to be stable at the stop (no StableStudy after a restart): 
 [ "$(status_field errors)" -eq 0 ] || fail "errors: $(status_field last_error)"
 log "12 studies, 12 SRs made: none scored twice"
 
-# ---- a late lateral view (not analysed) and a late frontal image: only the
-# frontal one makes a new SR, which names the first in its Predecessor
-# Documents Sequence and covers the study's three analysed images
+# ---- a late lateral view (not analysed) and a late frontal image: each makes
+# a successor SR naming the one before; the lateral view is listed in it as
+# not analysed with its reason (issue 16), the frontal one analysed
 id=$(study_id_of 2.25.401.1)
 first_sr=$(study_srs "$id")
 first_uid=$(ocurl "/instances/$first_sr/simplified-tags" | "$CXR_PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["SOPInstanceUID"])')
@@ -106,22 +106,31 @@ VIEW=LL FIRST=12 make_instances "$WORK/d" 1 6 401      # instance 13 -> study 2.
 send_dicom "$WORK/d/img00013.dcm" || fail "storescu (lateral)"
 lateral_listed() { ocurl "/cxr-triage/studies/$id" | grep -q '"reason":"[^"]*\(lateral\|LL\)'; }
 wait_until 30 "the late lateral view listed as not analysed" lateral_listed
-sleep $((STABLE_AGE + 2))
-[ "$(study_srs "$id" | wc -l)" -eq 1 ] || fail "a not-analysed late image made a new SR"
+two_srs() { [ "$(study_srs "$id" | wc -l)" -eq 2 ] && plugin_idle; }
+wait_until 60 "a second SR listing the lateral view" two_srs
+lat_sr=$(study_srs "$id" | grep -v "^$first_sr\$")
+curl -sf "$(ourl "/instances/$lat_sr/file")" -o "$WORK/lateral.dcm" || fail "download the lateral view's SR"
+lat_uid=$(dcm_value "$WORK/lateral.dcm" 0008,0018)
+dcmdump "$WORK/lateral.dcm" | grep -q "\[$first_uid\]" || fail "the lateral view's SR does not name $first_uid"
+dsrdump +Pl "$WORK/lateral.dcm" | grep -q '"not analysed: lateral view (ViewPosition LL)"' ||
+    fail "the lateral view's SR does not give its reason"
+[ "$(dsrdump "$WORK/lateral.dcm" | grep -c 'Measurement not attempted')" -eq 1 ] ||
+    fail "the lateral view's SR: not exactly one image marked Measurement not attempted"
+sr_valid "$WORK/lateral.dcm" || fail "the lateral view's SR fails dciodvfy"
 FIRST=18 make_instances "$WORK/d" 1 6 401              # instance 19 -> study 2.25.401.1
 send_dicom "$WORK/d/img00019.dcm" || fail "storescu (late frontal)"
-two_srs() { [ "$(study_srs "$id" | wc -l)" -eq 2 ] && plugin_idle; }
-wait_until 60 "a second SR for the late frontal image" two_srs
-second_sr=$(study_srs "$id" | grep -v "^$first_sr\$")
-curl -sf "$(ourl "/instances/$second_sr/file")" -o "$WORK/second.dcm" || fail "download the second SR"
-dcmdump "$WORK/second.dcm" | grep -q "PredecessorDocumentsSequence" || fail "the second SR has no Predecessor Documents Sequence"
-dcmdump "$WORK/second.dcm" | grep -q "\[$first_uid\]" || fail "the second SR does not name $first_uid"
-printf '2.25.401.1.1\n2.25.401.1.19\n2.25.401.1.7\n' >"$WORK/want_refs"
-sr_refs "$WORK/second.dcm" | grep -v "^$first_uid\$" >"$WORK/refs"
-diff -u "$WORK/want_refs" "$WORK/refs" >/dev/null || fail "the second SR references $(tr '\n' ' ' <"$WORK/refs")"
-sr_valid "$WORK/second.dcm" || fail "the second SR fails dciodvfy"
+three_srs() { [ "$(study_srs "$id" | wc -l)" -eq 3 ] && plugin_idle; }
+wait_until 60 "a third SR for the late frontal image" three_srs
+third_sr=$(study_srs "$id" | grep -v "^$first_sr\$" | grep -v "^$lat_sr\$")
+curl -sf "$(ourl "/instances/$third_sr/file")" -o "$WORK/second.dcm" || fail "download the third SR"
+dcmdump "$WORK/second.dcm" | grep -q "PredecessorDocumentsSequence" || fail "the third SR has no Predecessor Documents Sequence"
+dcmdump "$WORK/second.dcm" | grep -q "\[$lat_uid\]" || fail "the third SR does not name $lat_uid"
+printf '2.25.401.1.1\n2.25.401.1.13\n2.25.401.1.19\n2.25.401.1.7\n' >"$WORK/want_refs"
+sr_refs "$WORK/second.dcm" | grep -v "^$lat_uid\$" >"$WORK/refs"
+diff -u "$WORK/want_refs" "$WORK/refs" >/dev/null || fail "the third SR references $(tr '\n' ' ' <"$WORK/refs")"
+sr_valid "$WORK/second.dcm" || fail "the third SR fails dciodvfy"
 [ "$(ocurl "/studies/$id/metadata/CxrTriageSr")" = "$(dcm_value "$WORK/second.dcm" 0008,0018)" ] ||
     fail "metadata CxrTriageSr does not name the newest SR"
-log "late images: a lateral view is listed without a new SR; a frontal one gets a successor SR naming the first"
+log "late images: a lateral view gets a successor SR listing it as not analysed; a frontal one another, naming it"
 stop_orthanc
 log "PASS"

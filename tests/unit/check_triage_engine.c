@@ -240,8 +240,10 @@ START_TEST(test_engine_equals_manual_pipeline)
 }
 END_TEST
 
-/* The SR of an analysed image is written and names the image; a set with
- * no analysed image is refused. */
+/* The SR of an analysed image is written in the series asked for and names
+ * the image; an image that was not analysed is listed with its reason and
+ * "Measurement not attempted" (issue 16: every received image is accounted
+ * for); no image at all is refused. */
 START_TEST(test_write_sr)
 {
     struct cxr_conf *conf = permissive_conf(NULL);
@@ -249,16 +251,33 @@ START_TEST(test_write_sr)
     struct cxr_triage_result r = score_one(e, cxr_test_data_path("cr_mono1_10_chest_nometa.dcm"));
     ck_assert(r.analysed);
     char path[4300], uid[CXR_DICOM_UID_LEN] = "", err[CXR_ERRLEN] = "";
+    char series[CXR_DICOM_UID_LEN];
+    cxr_dicom_uid_new(series);
     snprintf(path, sizeof path, "%s/sr.dcm", tmpdir);
-    ck_assert_msg(cxr_triage_engine_write_sr(e, &r, 1, NULL, path, NULL, NULL, uid, err) == CXR_OK,
+    ck_assert_msg(cxr_triage_engine_write_sr(e, &r, 1, NULL, series, path, NULL, NULL, uid, err) ==
+                      CXR_OK,
                   "%s", err);
     ck_assert(strlen(uid) > 5);
     ck_assert_int_eq(
         cxr_test_sh("dcmdump +P 0008,1155 '%s' | grep -q '%s'", path, r.info.sop_instance_uid), 0);
+    ck_assert_int_eq(cxr_test_sh("dcmdump +P 0020,000e '%s' | grep -q '\\[%s\\]'", path, series),
+                     0);
     if (cxr_test_sh("command -v dciodvfy >/dev/null") == 0)
         ck_assert_int_eq(cxr_test_sh("dciodvfy '%s' 2>&1 | grep -q Error", path), 1);
+
     r.analysed = false;
-    ck_assert(cxr_triage_engine_write_sr(e, &r, 1, NULL, path, NULL, NULL, uid, err) ==
+    snprintf(r.reason, sizeof r.reason, "lateral view (ViewPosition LL)");
+    ck_assert_msg(cxr_triage_engine_write_sr(e, &r, 1, NULL, NULL, path, NULL, NULL, uid, err) ==
+                      CXR_OK,
+                  "%s", err);
+    ck_assert_int_eq(cxr_test_sh("dsrdump '%s' | grep -q 'Measurement not attempted'", path), 0);
+    ck_assert_int_eq(
+        cxr_test_sh("dsrdump +Pl '%s' | grep -q 'not analysed: lateral view (ViewPosition LL)'", path),
+        0);
+    ck_assert_int_eq(cxr_test_sh("dsrdump '%s' | grep -q '52101004\\|2667000'", path), 1);
+    if (cxr_test_sh("command -v dciodvfy >/dev/null") == 0)
+        ck_assert_int_eq(cxr_test_sh("dciodvfy '%s' 2>&1 | grep -q Error", path), 1);
+    ck_assert(cxr_triage_engine_write_sr(e, &r, 0, NULL, NULL, path, NULL, NULL, uid, err) ==
               CXR_ERR_INVALID_ARG);
     cxr_triage_engine_free(e);
     cxr_conf_free(conf);
@@ -283,7 +302,8 @@ START_TEST(test_sr_device_name_is_ae_title)
     ck_assert_msg(r.analysed, "%s", r.reason);
     char path[4300], uid[CXR_DICOM_UID_LEN] = "";
     snprintf(path, sizeof path, "%s/sr-ae.dcm", tmpdir);
-    ck_assert_msg(cxr_triage_engine_write_sr(e, &r, 1, NULL, path, NULL, NULL, uid, err) == CXR_OK,
+    ck_assert_msg(cxr_triage_engine_write_sr(e, &r, 1, NULL, NULL, path, NULL, NULL, uid, err) ==
+                      CXR_OK,
                   "%s", err);
     ck_assert_int_eq(
         cxr_test_sh("dsrdump '%s' | grep -q 'Device Observer Name\")=\"WARD7CXR\"'", path), 0);

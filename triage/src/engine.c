@@ -363,37 +363,46 @@ done:
 enum cxr_status cxr_triage_engine_write_sr(struct cxr_triage_engine *e,
                                            const struct cxr_triage_result *results, int32_t n,
                                            const struct cxr_triage_sr_predecessor *predecessor,
-                                           const char *path, void **buf, size_t *len,
-                                           char *sop_instance_uid_out, char *err)
+                                           const char *series_instance_uid, const char *path,
+                                           void **buf, size_t *len, char *sop_instance_uid_out,
+                                           char *err)
 {
     const struct cxr_conf *conf = e->conf;
     const struct cxr_nn_model_meta *m = cxr_nn_model_meta(e->model);
-    struct cxr_dicom_sr_image *imgs = calloc((size_t)(n > 0 ? n : 1), sizeof *imgs);
+    if (n <= 0) {
+        if (err)
+            snprintf(err, CXR_ERRLEN, "no image to report");
+        return CXR_ERR_INVALID_ARG;
+    }
+    struct cxr_dicom_sr_image *imgs = calloc((size_t)n, sizeof *imgs);
     if (!imgs)
         return CXR_ERR_NOMEM;
-    const struct cxr_dicom_info *study = NULL;
-    uint32_t count = 0;
+    /* The patient and study values come from the first analysed image, else
+     * from the first one listed (its header was read: the gate refused it). */
+    const struct cxr_dicom_info *study = &results[0].info;
+    for (int32_t i = 0; i < n; i++)
+        if (results[i].analysed) {
+            study = &results[i].info;
+            break;
+        }
     for (int32_t i = 0; i < n; i++) {
         const struct cxr_triage_result *r = &results[i];
-        if (!r->analysed)
-            continue;
-        if (!study)
-            study = &r->info;
-        struct cxr_dicom_sr_image *im = &imgs[count++];
+        struct cxr_dicom_sr_image *im = &imgs[i];
         snprintf(im->sop_class_uid, sizeof im->sop_class_uid, "%s", r->info.sop_class_uid);
         snprintf(im->sop_instance_uid, sizeof im->sop_instance_uid, "%s", r->info.sop_instance_uid);
         snprintf(im->series_instance_uid, sizeof im->series_instance_uid, "%s",
                  r->info.series_instance_uid);
-        im->probability = r->probability;
-        im->finding_present = r->finding_present;
         snprintf(im->warning, sizeof im->warning, "%s", r->warning);
+        if (r->analysed) {
+            im->probability = r->probability;
+            im->finding_present = r->finding_present;
+        } else {
+            im->not_analysed = true;
+            snprintf(im->reason, sizeof im->reason, "%s",
+                     r->reason[0] ? r->reason : "not analysed (no reason recorded)");
+        }
     }
-    if (count == 0) {
-        free(imgs);
-        if (err)
-            snprintf(err, CXR_ERRLEN, "no analysed image to report");
-        return CXR_ERR_INVALID_ARG;
-    }
+    uint32_t count = (uint32_t)n;
     char algo_version[128];
     snprintf(algo_version, sizeof algo_version, "%s %s", m->name[0] ? m->name : "model",
              m->version[0] ? m->version : "unversioned");
@@ -411,6 +420,7 @@ enum cxr_status cxr_triage_engine_write_sr(struct cxr_triage_engine *e,
         .model_name = CXR_PRODUCT,
         .software_version = CXR_VERSION,
         .priority_name = cxr_triage_priority_name(conf, cxr_triage_study_priority(results, n)),
+        .series_instance_uid = series_instance_uid,
         .series_description = conf->sr.series_description,
         .series_number = conf->sr.series_number,
         .institution_name = conf->sr.institution_name,

@@ -93,6 +93,7 @@ struct cxr_conf_sr {
     char *device_observer_uid; /* "" = derived from the host and product */
     char *institution_name;    /* "" = copied from the source image */
     enum { CXR_CONF_SR_COMPREHENSIVE = 0, CXR_CONF_SR_ENHANCED = 1 } sop_class;
+    bool report_not_analysed; /* an SR for a study with no analysed image */
 };
 
 struct cxr_conf_priority {

@@ -122,6 +122,14 @@ struct cxr_dicom_gate_result {
 void cxr_dicom_gate(const struct cxr_dicom_info *info, const struct cxr_conf_gate *rules,
                     double age_min_years, double age_max_years, struct cxr_dicom_gate_result *res);
 
+/* True when the image is one a chest radiograph triage is expected to look
+ * at, whether or not the gate then admits it: a CR or DX image (either
+ * intent), a Secondary Capture, or any image whose Modality is one of
+ * gate/modalities. A CT, MR or US image (or an SR, a PDF) is not. The
+ * images for which an SR says "not analysed" and the studies the Orthanc
+ * plugin writes its metadata on. */
+bool cxr_dicom_gate_concerns(const struct cxr_dicom_info *info, const struct cxr_conf_gate *rules);
+
 /* ------------------------------------------------------------------ presentation */
 
 /* An 8-bit presentation image: what a radiologist would see, MONOCHROME2
@@ -167,7 +175,9 @@ void cxr_dicom_pixels_release(struct cxr_dicom_pixels *px);
 
 /* ------------------------------------------------------------------ SR */
 
-/* The result for one analysed image, as the SR reports it. */
+/* One image of the study as the SR reports it: analysed (probability and
+ * finding), or received but not analysed (`not_analysed`, with `reason`;
+ * probability and finding_present are then ignored). */
 struct cxr_dicom_sr_image {
     char sop_class_uid[CXR_DICOM_UID_LEN];
     char sop_instance_uid[CXR_DICOM_UID_LEN];
@@ -175,6 +185,8 @@ struct cxr_dicom_sr_image {
     double probability;   /* 0..1 of the finding (pneumonia) */
     bool finding_present; /* probability >= operating threshold */
     char warning[256];    /* e.g. age outside the intended population; "" none */
+    bool not_analysed;    /* listed with Measurement not attempted and `reason` */
+    char reason[256];     /* why it was not analysed (required when not_analysed) */
 };
 
 struct cxr_dicom_sr_request {
@@ -196,6 +208,7 @@ struct cxr_dicom_sr_request {
     /* study-level triage result */
     const char *priority_name; /* "URGENT", ... */
     /* SR series */
+    const char *series_instance_uid; /* NULL/"" = a new UID (cxr_dicom_uid_new) */
     const char *series_description;
     int32_t series_number;
     const char *institution_name; /* NULL/"" = the source's */
@@ -215,6 +228,12 @@ enum cxr_status cxr_dicom_sr_write_file(const struct cxr_dicom_sr_request *req, 
 /* The same into memory; *buf is malloc'd, caller frees. */
 enum cxr_status cxr_dicom_sr_write_memory(const struct cxr_dicom_sr_request *req, void **buf,
                                           size_t *len, char *sop_instance_uid_out, char *err);
+
+/* True unless `sop_class_uid` names a storage class that holds no image
+ * (structured reports, presentation states, encapsulated documents,
+ * waveforms, RT plans and structure sets, registrations, segmentations,
+ * DICOMDIR). An unknown class counts as an image. */
+bool cxr_dicom_sop_class_is_image(const char *sop_class_uid);
 
 /* A new globally unique UID: "2.25." + a random (version 4) UUID as decimal (PS3.5 B.2). */
 void cxr_dicom_uid_new(char out[CXR_DICOM_UID_LEN]);

@@ -124,11 +124,15 @@ enum cxr_triage_priority cxr_triage_engine_priority(const struct cxr_triage_engi
 enum cxr_triage_priority cxr_triage_study_priority(const struct cxr_triage_result *results,
                                                    int32_t n);
 
-/* Builds the SR for the analysed results among results[0..n-1] (all of one
- * study) and writes it to `path` (a file) — or, with path NULL, into *buf/
- * *len (malloc'd, caller frees). `predecessor` (may be NULL) names an earlier
- * SR of the same study this one replaces. Fills sop_instance_uid_out
- * (CXR_DICOM_UID_LEN, may be NULL). No analysed result: CXR_ERR_INVALID_ARG. */
+/* Builds the SR for results[0..n-1] (all of one study; n >= 1): analysed
+ * results with their finding, the others listed as not analysed with their
+ * reason (their info needs the SOP Class, SOP Instance and Series UIDs). The
+ * patient and study values come from the first analysed result, else from
+ * results[0]. Writes it to `path` (a file) — or, with path NULL, into *buf/
+ * *len (malloc'd, caller frees). `predecessor` (may be NULL) names an
+ * earlier SR of the same study this one replaces; `series_instance_uid`
+ * (NULL = a new one) is the SR's series. Fills sop_instance_uid_out
+ * (CXR_DICOM_UID_LEN, may be NULL). */
 struct cxr_triage_sr_predecessor {
     const char *sop_instance_uid;
     const char *series_instance_uid;
@@ -136,8 +140,9 @@ struct cxr_triage_sr_predecessor {
 enum cxr_status cxr_triage_engine_write_sr(struct cxr_triage_engine *e,
                                            const struct cxr_triage_result *results, int32_t n,
                                            const struct cxr_triage_sr_predecessor *predecessor,
-                                           const char *path, void **buf, size_t *len,
-                                           char *sop_instance_uid_out, char *err);
+                                           const char *series_instance_uid, const char *path,
+                                           void **buf, size_t *len, char *sop_instance_uid_out,
+                                           char *err);
 
 #ifdef __cplusplus
 }
