@@ -126,9 +126,11 @@ static const struct conf_key gate_keys[] = {
           "Smallest accepted image width (Columns), checked before pixel data is decoded."),
     K_INT(G, max_cols, "max-columns", 1, 65535, "8192",
           "Largest accepted image width (Columns), checked before pixel data is decoded."),
-    K_ENUM(G, age_policy, "age-policy", "warn",
-           "Patient age outside the model's intended range: reject = not analysed, warn = "
-           "analysed with a warning in the result, ignore = analysed silently.",
+    K_ENUM(G, age_policy, "age-policy", "reject",
+           "Patient age outside the model's intended population, or unknown, when the model "
+           "states one: reject = not analysed (with the reason), warn = analysed with a warning "
+           "shown on the worklist and in the SR (only for a site that validated the model on its "
+           "own patients), ignore = analysed silently.",
            "reject", "warn", "ignore"),
 };
 #undef G

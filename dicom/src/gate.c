@@ -363,21 +363,35 @@ void cxr_dicom_gate(const struct cxr_dicom_info *info, const struct cxr_conf_gat
         return;
     }
 
-    /* 10. Age against the model's intended population (unknown age passes) */
+    /* 10. Age against the model's intended population (when it states one).
+     * An unknown age is outside what was validated, the same as a wrong one. */
     double age = info->patient_age_years;
-    if (rules->age_policy != CXR_CONF_AGE_IGNORE && !isnan(age)) {
-        bool below = !isnan(age_min_years) && age < age_min_years;
-        bool above = !isnan(age_max_years) && age > age_max_years;
-        if (below || above) {
-            char text[160];
-            if (below)
-                set_text(text, sizeof text,
-                         "patient age %.1f years is below the intended minimum of %g years", age,
-                         age_min_years);
-            else
-                set_text(text, sizeof text,
-                         "patient age %.1f years is above the intended maximum of %g years", age,
-                         age_max_years);
+    bool stated = !isnan(age_min_years) || !isnan(age_max_years);
+    if (rules->age_policy != CXR_CONF_AGE_IGNORE && stated) {
+        char text[200], range[64];
+        if (!isnan(age_min_years) && !isnan(age_max_years))
+            set_text(range, sizeof range, "aged %g to %g years", age_min_years, age_max_years);
+        else if (!isnan(age_min_years))
+            set_text(range, sizeof range, "aged %g years or more", age_min_years);
+        else
+            set_text(range, sizeof range, "aged up to %g years", age_max_years);
+        text[0] = '\0';
+        if (isnan(age))
+            set_text(text, sizeof text,
+                     "patient age unknown (no Patient's Age or Birth Date): the model is meant for "
+                     "patients %s (gate/age-policy)",
+                     range);
+        else if (!isnan(age_min_years) && age < age_min_years)
+            set_text(text, sizeof text,
+                     "patient age %.1f years is below the intended minimum of %g years: the model "
+                     "is meant for patients %s (gate/age-policy)",
+                     age, age_min_years, range);
+        else if (!isnan(age_max_years) && age > age_max_years)
+            set_text(text, sizeof text,
+                     "patient age %.1f years is above the intended maximum of %g years: the model "
+                     "is meant for patients %s (gate/age-policy)",
+                     age, age_max_years, range);
+        if (text[0]) {
             if (rules->age_policy == CXR_CONF_AGE_REJECT) {
                 reject(res, "%s", text);
                 return;

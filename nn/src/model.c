@@ -292,6 +292,10 @@ void cxr_nn_model_describe(const struct cxr_nn_model *m, FILE *fp, bool json)
         fprintf(fp, " (positive: %s)", mt->class_names[mt->positive_class]);
     fprintf(fp, "\nthresholds:     operating %g, urgent %g\n", mt->operating_threshold,
             mt->urgent_threshold);
+    if (mt->urgent_threshold <= mt->operating_threshold)
+        fprintf(fp, "                the same: every present finding is URGENT and PRIORITY is "
+                    "not used (the validation data gave no separate urgent threshold; set "
+                    "priority/urgent-threshold after checking it on your own films)\n");
     if (isnan(mt->age_min_years) && isnan(mt->age_max_years))
         fprintf(fp, "population:     age range not stated\n");
     else

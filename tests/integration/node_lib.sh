@@ -152,7 +152,7 @@ write_conf() {
     {
         echo "<cxr-triage>"
         echo "  <model><path>$WORK/model.safetensors</path><threads>1</threads><batch-size>4</batch-size></model>"
-        echo "  <gate><allow-secondary-capture>true</allow-secondary-capture></gate>"
+        echo "  <gate><allow-secondary-capture>true</allow-secondary-capture>${GATE_EXTRA:-}</gate>"
         echo "  <log><level>info</level>${LOG_EXTRA:-}</log>"
         echo "  <node><port>$DICOM_PORT</port><spool-dir>$WORK/spool</spool-dir>"
         echo "    <study-stable-seconds>${STABLE:-1}</study-stable-seconds>"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # test_default_model.sh — the bundled model (issue 4): the committed file is
 # the one docs/model-card.md describes (SHA-256, population, preprocessing),
-# the shipped configuration finds and uses it, the age gate warns on an adult,
+# the shipped configuration finds and uses it, the age gate refuses an adult
+# or an unknown age by default (warns with age-policy warn),
 # and, where ../shared/data is present, re-scoring the Kermany test split
 # reproduces the model card's test figures.
 . "$(dirname "$0")/cli_lib.sh"
@@ -22,29 +23,47 @@ grep -q "^model: *cxr-default " "$W/info.txt" || fail "not cxr-default: $(head -
 grep -q "population: *age 1 to 5 years" "$W/info.txt" || fail "intended population not 1 to 5 years"
 grep -q "contrast equalize" "$W/info.txt" || fail "the preprocessing is not the card's (contrast equalize)"
 grep -qi "untrained" "$W/info.txt" && fail "the bundled model says it is untrained"
+# issue 16: its two thresholds are equal; model info must say what that means
+grep -q "the same: every present finding is URGENT" "$W/info.txt" ||
+    fail "model info does not say that the equal thresholds make every present finding URGENT"
 ok "bundled model matches the model card (sha256 ${sha:0:12})"
 
-# ---- the shipped configuration finds it; the age gate warns on an adult
-"$CXR_BIN" score --config "$CONF" --json "$CXR_SOURCE_DIR/tests/data/cr_mono1_10_chest_nometa.dcm" \
-    >"$W/s.json" 2>"$W/s.err" || fail "score with the shipped config: $(tail -3 "$W/s.err")"
+# ---- the shipped configuration finds it; the age gate (issue 16: default
+# reject) analyses a child, refuses an adult and an image without an age, and
+# with age-policy warn analyses the adult with the warning
+CHILD=$CXR_SOURCE_DIR/tests/data/kermany_child_pneumonia_demo.dcm
+NOAGE=$CXR_SOURCE_DIR/tests/data/cr_mono1_10_chest_nometa.dcm
+ADULT=$CXR_SOURCE_DIR/tests/data/siim_cr_chest_jpeg_baseline.dcm
+rc=0
+"$CXR_BIN" score --config "$CONF" --json "$CHILD" "$NOAGE" >"$W/s.json" 2>"$W/s.err" || rc=$?
+[ "$rc" -le 1 ] || fail "score with the shipped config: $(tail -3 "$W/s.err")"
 grep -q "model cxr-default" "$W/s.err" || fail "the shipped config does not load the bundled model: $(cat "$W/s.err")"
 grep -qi "untrained" "$W/s.err" && fail "an untrained model was used"
 sed "s#<allow-secondary-capture>false</allow-secondary-capture>#<allow-secondary-capture>true</allow-secondary-capture>#" \
     "$CONF" | sed "s#<path>../models/#<path>$CXR_SOURCE_DIR/models/#" >"$W/sc.xml"
 grep -q "<allow-secondary-capture>true" "$W/sc.xml" || fail "could not derive a config admitting Secondary Capture"
-"$CXR_BIN" score --config "$W/sc.xml" --json "$CXR_SOURCE_DIR/tests/data/siim_cr_chest_jpeg_baseline.dcm" \
-    >"$W/adult.json" 2>"$W/adult.err" || fail "score of an adult film: $(tail -3 "$W/adult.err")"
-"$CXR_PYTHON" - "$W/s.json" "$W/adult.json" <<'EOF' || fail "score results"
+sed "s#<age-policy>reject</age-policy>#<age-policy>warn</age-policy>#" "$W/sc.xml" >"$W/warn.xml"
+grep -q "<age-policy>warn" "$W/warn.xml" || fail "could not derive a config with age-policy warn"
+rc=0
+"$CXR_BIN" score --config "$W/sc.xml" --json "$ADULT" >"$W/adult.json" 2>"$W/adult.err" || rc=$?
+[ "$rc" -eq 1 ] || fail "score of an adult film with the default age policy: exit $rc, not 1 (not analysed)"
+"$CXR_BIN" score --config "$W/warn.xml" --json "$ADULT" >"$W/adult-warn.json" 2>"$W/adult-warn.err" ||
+    fail "score of an adult film with age-policy warn: $(tail -3 "$W/adult-warn.err")"
+"$CXR_PYTHON" - "$W/s.json" "$W/adult.json" "$W/adult-warn.json" <<'EOF' || fail "score results"
 import json, sys
-child = json.loads(open(sys.argv[1]).readline())
+child, noage = [json.loads(l) for l in open(sys.argv[1])]
 adult = json.loads(open(sys.argv[2]).readline())
-for o in (child, adult):
-    assert o["analysed"] is True and 0.0 <= o["probability"] <= 1.0, o
-assert "warning" not in child, child            # no age in that file: no warning
-w = adult.get("warning", "")
-assert "38.0 years" in w and "maximum of 5 years" in w, adult
+warned = json.loads(open(sys.argv[3]).readline())
+assert child["analysed"] is True and 0.0 <= child["probability"] <= 1.0, child
+assert "warning" not in child, child
+assert child["priority"] == "URGENT", child  # a child with pneumonia from the test split
+assert noage["analysed"] is False and "patient age unknown" in noage["reason"], noage
+assert "gate/age-policy" in noage["reason"], noage
+assert adult["analysed"] is False and "38.0 years" in adult["reason"], adult
+assert "maximum of 5 years" in adult["reason"], adult
+assert warned["analysed"] is True and "38.0 years" in warned.get("warning", ""), warned
 EOF
-ok "shipped config scores with it; a 38-year-old gets the population warning"
+ok "shipped config: a child scored, an adult and an unknown age not analysed; warn analyses the adult with the warning"
 
 # ---- the model card's test figures are reproduced
 TEST=$CXR_SHARED_DATA/cxr-kermany/test

@@ -5,8 +5,9 @@
 #   - /status names the model and the queue (what the page's status line shows);
 #   - the page lists the studies of /worklist in its order, most severe first,
 #     with one badge per study, and marks each study whose patient is outside
-#     the model's intended population (a pediatric model, adult test patients)
-#     with the warning's text, and links each to its /studies/{uid} details;
+#     the model's intended population (a pediatric model, adult test patients,
+#     gate/age-policy warn) with the warning's text visible on the row, and
+#     links each to its /studies/{uid} details;
 #   - a screenshot is kept as a test artifact.
 . "$(dirname "$0")/node_lib.sh"
 need_tools storescu curl
@@ -19,7 +20,9 @@ DICOM_PORT=$(free_port)
 HTTP_PORT=$(free_port)
 DEST_PORT=
 make_instances "$WORK/in" 4 4 701
-write_conf "$WORK/node.xml"
+# adult test patients, a pediatric model: analysed only because this "site"
+# says it validated the model on its patients (issue 16: the default refuses)
+GATE_EXTRA="<age-policy>warn</age-policy>" write_conf "$WORK/node.xml"
 start_node "$WORK/node.xml"
 URL="http://127.0.0.1:$HTTP_PORT"
 

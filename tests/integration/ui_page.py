@@ -4,7 +4,8 @@ Chromium left it (--dump-dom), for test_node_ui.sh and test_orthanc_ui.sh.
 parse(path) -> Page with
   rows    [(study_instance_uid, priority_level, orthanc_id or None)] in page order
   badges  the priority names shown, in order
-  warns   the title (warning text) of each warning marker
+  warns   the visible text of each warning marker (shown on the row, not
+          only on hover)
   links   the href of each row's study link
   status  the header's status line
 """
@@ -26,8 +27,9 @@ class Page(HTMLParser):
             self.links.append(a.get("href", ""))
         if tag == "span" and a.get("class") == "badge":
             self._in = "badge"
-        if tag == "span" and a.get("class") == "warn":
-            self.warns.append(a.get("title", ""))
+        if tag in ("span", "div") and a.get("class") == "warn":
+            self.warns.append("")
+            self._in = "warn"
         if tag == "div" and a.get("id") == "status":
             self._in = "status"
 
@@ -36,6 +38,8 @@ class Page(HTMLParser):
             self.badges.append(data.strip())
         elif self._in == "status":
             self.status += data
+        elif self._in == "warn":
+            self.warns[-1] += data
 
     def handle_endtag(self, tag):
         if tag in ("span", "div"):

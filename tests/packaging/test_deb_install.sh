@@ -21,7 +21,7 @@ set -uo pipefail
 debs=${1:?usage: test_deb_install.sh DEBDIR UPGRADEDIR}
 updebs=${2:?usage: test_deb_install.sh DEBDIR UPGRADEDIR}
 src=$(cd "$(dirname "$0")/../.." && pwd)
-chest="$src/tests/data/cr_mono1_10_chest_nometa.dcm"
+chest="$src/tests/data/kermany_child_pneumonia_demo.dcm"   # inside the model's population
 work=$(mktemp -d /tmp/cxr-deb-test.XXXXXX)
 pids=()
 export DEBIAN_FRONTEND=noninteractive

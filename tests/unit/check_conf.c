@@ -102,7 +102,7 @@ START_TEST(test_defaults_values)
     ck_assert_int_eq(c->gate.max_rows, 8192);
     ck_assert_int_eq(c->gate.min_cols, 256);
     ck_assert_int_eq(c->gate.max_cols, 8192);
-    ck_assert_int_eq(c->gate.age_policy, CXR_CONF_AGE_WARN);
+    ck_assert_int_eq(c->gate.age_policy, CXR_CONF_AGE_REJECT); /* issue 16: safe default */
     ck_assert_str_eq(c->sr.output_dir, "");
     ck_assert_str_eq(c->sr.manufacturer, "cxr-triage project");
     ck_assert_str_eq(c->sr.series_description, "CXR triage AI result");

@@ -155,7 +155,15 @@ static const struct gate_row {
     {{"age=95", "amin=18", "amax=90"}, false, "above the intended maximum of 90 years", ""},
     {{"age=4", "amin=18", "agepolicy=warn"}, true, "", "patient age 4.0 years is below"},
     {{"age=4", "amin=18", "agepolicy=ignore"}, true, "", ""},
-    {{"age=nan", "amin=18", "amax=90"}, true, "", ""},
+    /* issue 16: an unknown age is outside the stated population too */
+    {{"age=nan", "amin=18", "amax=90"},
+     false,
+     "patient age unknown (no Patient's Age or Birth Date): the model is meant for patients "
+     "aged 18 to 90 years (gate/age-policy)",
+     ""},
+    {{"age=nan", "amin=1", "amax=5", "agepolicy=warn"}, true, "", "patient age unknown"},
+    {{"age=nan", "amin=1", "amax=5", "agepolicy=ignore"}, true, "", ""},
+    {{"age=nan", "amin=nan", "amax=nan"}, true, "", ""},
     {{"age=4", "amin=nan", "amax=nan"}, true, "", ""},
 };
 

@@ -95,6 +95,31 @@ START_TEST(test_worklist_order)
 }
 END_TEST
 
+/* Issue 16: within one priority a study with a warning (e.g. an adult
+ * analysed by a pediatric model under age-policy warn) comes after every
+ * study without one, whatever its score; priorities still come first. */
+START_TEST(test_worklist_warned_after_unwarned)
+{
+    struct cxr_triage_study_row rows[] = {
+        study("1", CXR_TRIAGE_PRIORITY_URGENT, 0.999, 100),
+        study("2", CXR_TRIAGE_PRIORITY_URGENT, 0.91, 300),
+        study("3", CXR_TRIAGE_PRIORITY_PRIORITY, 0.60, 50),
+        study("4", CXR_TRIAGE_PRIORITY_URGENT, 0.95, 400),
+    };
+    snprintf(rows[0].warning, sizeof rows[0].warning, "patient age 45.0 years is above ...");
+    snprintf(rows[3].warning, sizeof rows[3].warning, "patient age 60.0 years is above ...");
+    const char *expect[] = {"2", "1", "4", "3"};
+    size_t n = sizeof rows / sizeof rows[0];
+    struct cxr_triage_worklist_options o;
+    cxr_triage_worklist_options_init(&o, 1000);
+    struct cxr_triage_worklist_entry e[4];
+    cxr_triage_worklist_order(rows, n, &o, e);
+    for (size_t i = 0; i < n; i++)
+        ck_assert_msg(!strcmp(e[i].study->study_instance_uid, expect[i]),
+                      "position %zu: %s, want %s", i, e[i].study->study_instance_uid, expect[i]);
+}
+END_TEST
+
 START_TEST(test_worklist_escalates_long_waiting_routine)
 {
     const int64_t minute = 60000;
@@ -583,6 +608,7 @@ static Suite *node_suite(void)
     suite_add_tcase(s, tc);
     tc = tcase_create("worklist");
     tcase_add_test(tc, test_worklist_order);
+    tcase_add_test(tc, test_worklist_warned_after_unwarned);
     tcase_add_test(tc, test_worklist_escalates_long_waiting_routine);
     tcase_add_test(tc, test_worklist_json_phi_policy_and_names);
     suite_add_tcase(s, tc);

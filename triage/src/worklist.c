@@ -30,11 +30,19 @@ static const char *level_name(const struct cxr_triage_worklist_options *o, int32
     return o->priority_names[p];
 }
 
+/* Most severe first; within one priority, a study with a warning (e.g. a
+ * patient outside the model's intended population, analysed under
+ * gate/age-policy warn) after every study without one: its score is less
+ * trustworthy and must not push validated results down. Then the highest
+ * score, then the longest waiting. */
 static int cmp_entry(const void *pa, const void *pb)
 {
     const struct cxr_triage_worklist_entry *a = pa, *b = pb;
     if (a->priority != b->priority)
         return a->priority > b->priority ? -1 : 1;
+    bool wa = a->study->warning[0] != '\0', wb = b->study->warning[0] != '\0';
+    if (wa != wb)
+        return wa ? 1 : -1;
     double sa = isnan(a->study->score) ? -1.0 : a->study->score;
     double sb = isnan(b->study->score) ? -1.0 : b->study->score;
     if (sa != sb)

@@ -60,11 +60,12 @@
         p.appendChild(e);
       }
       if (s.warning) {
-        // e.g. a patient outside the model's intended population
-        const wn = document.createElement('span');
+        // e.g. a patient outside the model's intended population: the text
+        // itself on the row, not only on hover
+        const wn = document.createElement('div');
         wn.className = 'warn';
         wn.title = s.warning;
-        wn.textContent = '⚠';
+        wn.textContent = '⚠ ' + s.warning;
         p.appendChild(wn);
       }
       cell(tr, s.score === null || s.score === undefined ? '–' : (100 * s.score).toFixed(1) + ' %', 'num');
