@@ -21,7 +21,9 @@
     " (SELECT count(*) FROM deliveries d JOIN srs r ON r.id=d.sr_id"                             \
     "   WHERE r.study_instance_uid=s.study_instance_uid AND d.state=2),"                         \
     " (SELECT i.warning FROM instances i WHERE i.study_instance_uid=s.study_instance_uid"        \
-    "   AND i.warning<>'' ORDER BY i.id LIMIT 1)"
+    "   AND i.warning<>'' ORDER BY i.id LIMIT 1),"                                               \
+    " (SELECT i.reason FROM instances i WHERE i.study_instance_uid=s.study_instance_uid"         \
+    "   AND i.state=2 AND i.reason<>'' ORDER BY i.id LIMIT 1)"
 
 static void read_study(sqlite3_stmt *st, struct cxr_triage_study_row *r)
 {
@@ -46,6 +48,7 @@ static void read_study(sqlite3_stmt *st, struct cxr_triage_study_row *r)
     r->deliveries_delivered = sqlite3_column_int(st, 17);
     r->deliveries_dead = sqlite3_column_int(st, 18);
     sq_col_text(st, 19, r->warning, sizeof r->warning);
+    sq_col_text(st, 20, r->reason, sizeof r->reason);
 }
 
 static enum cxr_status collect_studies(struct sq_store *s, sqlite3_stmt *st,

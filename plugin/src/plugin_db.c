@@ -629,7 +629,9 @@ enum cxr_status plugin_db_study_forget(struct plugin_db *d, const char *id)
     " (SELECT count(*) FROM forwards f WHERE f.study = s.orthanc_id AND f.state = 2),"          \
     " (SELECT coalesce(max(stored_ms), 0) FROM srs WHERE srs.study = s.orthanc_id),"            \
     " (SELECT i.warning FROM instances i WHERE i.study = s.orthanc_id AND i.warning <> ''"      \
-    "   ORDER BY i.rowid LIMIT 1)"                                                              \
+    "   ORDER BY i.rowid LIMIT 1),"                                                             \
+    " (SELECT i.reason FROM instances i WHERE i.study = s.orthanc_id AND i.state = 2"          \
+    "   AND i.reason <> '' ORDER BY i.rowid LIMIT 1)"                                           \
     " FROM studies s"
 
 static void read_study(sqlite3_stmt *st, struct plugin_study *s)
@@ -668,6 +670,7 @@ static void read_study(sqlite3_stmt *st, struct plugin_study *s)
     r->deliveries_dead = sqlite3_column_int(st, 29);
     s->sr_stored_ms = sqlite3_column_int64(st, 30);
     pdb_col_text(st, 31, r->warning, sizeof r->warning);
+    pdb_col_text(st, 32, r->reason, sizeof r->reason);
 }
 
 /* Runs a study query (one row wanted); *found says whether there was one. */

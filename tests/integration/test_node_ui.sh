@@ -7,7 +7,8 @@
 #     with one badge per study, and marks each study whose patient is outside
 #     the model's intended population (a pediatric model, adult test patients,
 #     gate/age-policy warn) with the warning's text visible on the row, and
-#     links each to its /studies/{uid} details;
+#     links each to its study page (study.html#uid), which shows the study's
+#     facts and every image's result from /studies/{uid};
 #   - a screenshot is kept as a test artifact.
 . "$(dirname "$0")/node_lib.sh"
 need_tools storescu curl
@@ -71,8 +72,22 @@ assert p.badges == [e["priority"] for e in w], p.badges
 assert all("intended maximum of 5 years" in e.get("warning", "") for e in w), w
 assert len(p.warns) == 4 and all("intended maximum of 5 years" in t for t in p.warns), p.warns
 assert "kids-model" in p.status, f"status line: {p.status!r}"
-assert p.links == ["../studies/" + e["study_instance_uid"] for e in w], p.links
+assert p.links == [["study.html#" + e["study_instance_uid"]] for e in w], p.links
 print(f"page: {len(p.rows)} rows, levels {levels}")
+PY
+# the study page (study.html#uid): the study's facts and each image's result,
+# readable, from /studies/{uid}
+chrome study --dump-dom "$URL/ui/study.html#$uid" >"$WORK/study.html" || fail "chromium --dump-dom of the study page"
+"$CXR_PYTHON" - "$WORK/study.html" "$uid" <<'PY' || fail "the study page does not show the study"
+import re, sys
+page, uid = open(sys.argv[1]).read(), sys.argv[2]
+assert uid in page, "Study Instance UID not on the page"
+rows = re.findall(r'<tr class="image ([a-z_]+)">(.*?)</tr>', page, re.S)
+assert len(rows) == 1 and rows[0][0] == "analysed", rows
+assert re.search(r"\d+\.\d %", rows[0][1]), rows[0][1]
+assert "intended maximum of 5 years" in rows[0][1], rows[0][1]
+assert "1 analysed, 0 not analysed" in page, "image counts"
+print("study page: 1 analysed image with its score and warning")
 PY
 SHOT="$CXR_BUILD_DIR/test-artifacts/node-ui.png"
 screenshot "$URL/ui/" "$SHOT" 1280,480

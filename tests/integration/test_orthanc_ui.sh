@@ -57,8 +57,9 @@ levels = [r[1] for r in p.rows]
 assert levels == sorted(levels, reverse=True), f"rows not most severe first: {levels}"
 assert sorted(set(levels), reverse=True) == [3, 2, 1], f"levels shown: {levels}"
 assert p.badges == [e["priority"] for e in w], p.badges
-for (uid, lvl, oid), href in zip(p.rows, p.links):
-    assert href.endswith("app/explorer.html#study?uuid=" + oid), (href, oid)
+for (uid, lvl, oid), hrefs in zip(p.rows, p.links):
+    assert len(hrefs) == 2 and hrefs[0].endswith("app/explorer.html#study?uuid=" + oid), (hrefs, oid)
+    assert hrefs[1] == "study.html#" + oid, (hrefs, oid)
 assert "model" in p.status, f"status line: {p.status!r}"
 # the age warning: in the worklist JSON and as a marker on every row
 assert all("intended maximum of 5 years" in e.get("warning", "") for e in w), w

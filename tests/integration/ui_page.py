@@ -6,7 +6,7 @@ parse(path) -> Page with
   badges  the priority names shown, in order
   warns   the visible text of each warning marker (shown on the row, not
           only on hover)
-  links   the href of each row's study link
+  links   the hrefs of each row's links, one list per row
   status  the header's status line
 """
 from html.parser import HTMLParser
@@ -23,8 +23,9 @@ class Page(HTMLParser):
         if tag == "tr" and "study" in a.get("class", "").split():
             self.rows.append((a.get("data-uid"), int(a.get("data-level")),
                               a.get("data-orthanc-id") or None))
+            self.links.append([])
         if tag == "a" and self.rows:
-            self.links.append(a.get("href", ""))
+            self.links[-1].append(a.get("href", ""))
         if tag == "span" and a.get("class") == "badge":
             self._in = "badge"
         if tag in ("span", "div") and a.get("class") == "warn":

@@ -112,6 +112,8 @@ static json_object *study_object(const struct cxr_triage_study_row *s, int32_t p
     json_object_object_add(j, "sr_count", json_object_new_int(s->sr_count));
     if (s->warning[0])
         add_str(j, "warning", s->warning);
+    if (s->reason[0] && s->not_analysed > 0)
+        add_str(j, "not_analysed_reason", s->reason);
     if (s->last_sr_sop_instance_uid[0])
         add_str(j, "last_sr_sop_instance_uid", s->last_sr_sop_instance_uid);
     json_object *d = json_object_new_object();

@@ -68,6 +68,14 @@
         wn.textContent = '⚠ ' + s.warning;
         p.appendChild(wn);
       }
+      if (s.not_analysed_reason) {
+        // why the AI did not look (at all, or at some images)
+        const rn = document.createElement('div');
+        rn.className = 'reason';
+        rn.textContent = (s.images_analysed ? s.images_not_analysed + ' not analysed: '
+                                             : 'not analysed: ') + s.not_analysed_reason;
+        p.appendChild(rn);
+      }
       cell(tr, s.score === null || s.score === undefined ? '–' : (100 * s.score).toFixed(1) + ' %', 'num');
       cell(tr, s.accession_number || '–');
       if (showPid) cell(tr, s.patient_id || '–');
@@ -76,16 +84,21 @@
       cell(tr, s.images_analysed + ' / ' + (s.images_analysed + s.images_not_analysed), 'num');
       cell(tr, [s.state, s.sr_count ? 'SR' : ''].filter(Boolean).join(', ') || '–', 'state');
       const l = cell(tr, '');
-      const a = document.createElement('a');
-      a.title = s.study_instance_uid;
       if (s.orthanc_id) { // the plugin: the study in Orthanc Explorer
+        const a = document.createElement('a');
+        a.title = s.study_instance_uid;
         a.href = '../../app/explorer.html#study?uuid=' + encodeURIComponent(s.orthanc_id);
         a.textContent = 'open';
-      } else { // the node: every image's result or reason
-        a.href = '../studies/' + encodeURIComponent(s.study_instance_uid);
-        a.textContent = 'details';
+        l.appendChild(a);
+        l.appendChild(document.createTextNode(' · '));
       }
-      l.appendChild(a);
+      // every image's result or reason, as a page
+      const d = document.createElement('a');
+      d.className = 'details';
+      d.title = s.study_instance_uid;
+      d.href = 'study.html#' + encodeURIComponent(s.orthanc_id || s.study_instance_uid);
+      d.textContent = 'details';
+      l.appendChild(d);
       rows.appendChild(tr);
     });
   }

@@ -75,6 +75,8 @@ struct cxr_triage_study_row {
     int32_t deliveries_dead;
     char warning[256]; /* the first image warning of the study, e.g. an
                         * age outside the model's population; "" none */
+    char reason[256];  /* the first reason an image of the study was not
+                        * analysed; "" none */
 };
 
 /* The header values of an image as the JSON object both doors' stores keep
