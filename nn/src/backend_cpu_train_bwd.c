@@ -117,11 +117,72 @@ static enum cxr_status finish_grad(struct tbuilder *B, int32_t mem, dnnl_memory_
 /* The data type a backward primitive should try first: the forward's. */
 static dnnl_data_type_t bwd_dt(const struct top *to) { return to->dt; }
 
-static enum cxr_status bwd_conv(struct tbuilder *B, int32_t oi)
+/* The primitive descriptor of one convolution's backward pass: for the
+ * weights (and bias) when `weights`, else for the data. oneDNN's fallbacks
+ * are taken here, once for both: the direct algorithm when the preferred one
+ * is unimplemented for this shape, and f32 activations when bf16 has only
+ * the reference implementation. `*dt` is the activation type to try first
+ * and, on return, the one chosen. Weights gradients are always f32. On
+ * failure *pd is NULL and B->err says why. */
+static enum cxr_status conv_bwd_pd(struct tbuilder *B, int32_t oi, bool weights,
+                                   dnnl_data_type_t *dt, const_dnnl_primitive_attr_t attr,
+                                   dnnl_primitive_desc_t *pd)
 {
     const struct cxr_nn_op *op = &B->g->ops[oi];
     const struct top *to = &B->ops[oi];
     const struct cxr_nn_value *x = &B->g->values[op->in[0]], *y = &B->g->values[op->out];
+    char *err = B->err;
+    const char *where = op->name;
+    enum cxr_status st = CXR_OK;
+    int64_t n = B->p->batch;
+    dnnl_dims_t sd = {n, x->c, x->h, x->w}, dd = {n, y->c, y->h, y->w};
+    dnnl_dims_t wd = {y->c, x->c, op->kernel_h, op->kernel_w}, bd = {y->c};
+    dnnl_dims_t strides = {op->stride, op->stride}, pad = {op->pad, op->pad};
+    dnnl_memory_desc_t smd, wmd, bmd, dmd;
+    *pd = NULL;
+    for (;;) {
+        dnnl_memory_desc_init_by_tag(&smd, 4, sd, *dt, dnnl_format_tag_any);
+        dnnl_memory_desc_init_by_tag(&dmd, 4, dd, *dt, dnnl_format_tag_any);
+        dnnl_memory_desc_init_by_tag(&wmd, 4, wd, weights ? dnnl_f32 : *dt, dnnl_format_tag_any);
+        dnnl_memory_desc_init_by_tag(&bmd, 1, bd, dnnl_f32, dnnl_a);
+        dnnl_convolution_desc_t cd;
+        dnnl_alg_kind_t alg = cxr_nn_ct_conv_alg(B, op, *dt);
+        dnnl_status_t s;
+        for (;;) {
+            if (weights)
+                CXR_DNNL(dnnl_convolution_backward_weights_desc_init(
+                             &cd, alg, &smd, &wmd, op->param[1] >= 0 ? &bmd : NULL, &dmd, strides,
+                             pad, pad),
+                         where);
+            else
+                CXR_DNNL(dnnl_convolution_backward_data_desc_init(&cd, alg, &smd, &wmd, &dmd,
+                                                                  strides, pad, pad),
+                         where);
+            s = dnnl_primitive_desc_create(pd, &cd, attr, B->p->ctx->engine, to->fwd_pd);
+            if (s == dnnl_unimplemented && alg != dnnl_convolution_direct) {
+                alg = dnnl_convolution_direct;
+                continue;
+            }
+            break;
+        }
+        CXR_DNNL(s, where);
+        if (*dt == dnnl_bf16 && cxr_nn_ct_is_ref(*pd)) {
+            dnnl_primitive_desc_destroy(*pd);
+            *pd = NULL;
+            *dt = dnnl_f32;
+            continue;
+        }
+        return CXR_OK;
+    }
+fail:
+    *pd = NULL;
+    return st;
+}
+
+static enum cxr_status bwd_conv(struct tbuilder *B, int32_t oi)
+{
+    const struct cxr_nn_op *op = &B->g->ops[oi];
+    const struct top *to = &B->ops[oi];
     char *err = B->err;
     const char *where = op->name;
     enum cxr_status st = CXR_OK;
@@ -132,43 +193,12 @@ static enum cxr_status bwd_conv(struct tbuilder *B, int32_t oi)
     bool train_b = op->param[1] >= 0 && B->g->params[op->param[1]].trainable;
     dnnl_data_type_t dt = bwd_dt(to);
     int64_t n = B->p->batch;
-    dnnl_dims_t sd = {n, x->c, x->h, x->w}, dd = {n, y->c, y->h, y->w};
-    dnnl_dims_t wd = {y->c, x->c, op->kernel_h, op->kernel_w}, bd = {y->c};
-    dnnl_dims_t strides = {op->stride, op->stride}, pad = {op->pad, op->pad};
-    dnnl_memory_desc_t smd, wmd, bmd, dmd;
     if ((st = cxr_nn_ct_attr(&attr, false, where, err)) != CXR_OK)
         return st;
     if (train_w || train_b) {
         dnnl_data_type_t wdt = dt;
-        for (;;) {
-            dnnl_memory_desc_init_by_tag(&smd, 4, sd, wdt, dnnl_format_tag_any);
-            dnnl_memory_desc_init_by_tag(&dmd, 4, dd, wdt, dnnl_format_tag_any);
-            dnnl_memory_desc_init_by_tag(&wmd, 4, wd, dnnl_f32, dnnl_format_tag_any);
-            dnnl_memory_desc_init_by_tag(&bmd, 1, bd, dnnl_f32, dnnl_a);
-            dnnl_convolution_desc_t cd;
-            dnnl_alg_kind_t alg = cxr_nn_ct_conv_alg(B, op, wdt);
-            dnnl_status_t s;
-            for (;;) {
-                CXR_DNNL(dnnl_convolution_backward_weights_desc_init(
-                             &cd, alg, &smd, &wmd, op->param[1] >= 0 ? &bmd : NULL, &dmd, strides,
-                             pad, pad),
-                         where);
-                s = dnnl_primitive_desc_create(&pd, &cd, attr, B->p->ctx->engine, to->fwd_pd);
-                if (s == dnnl_unimplemented && alg != dnnl_convolution_direct) {
-                    alg = dnnl_convolution_direct;
-                    continue;
-                }
-                break;
-            }
-            CXR_DNNL(s, where);
-            if (wdt == dnnl_bf16 && cxr_nn_ct_is_ref(pd)) {
-                dnnl_primitive_desc_destroy(pd);
-                pd = NULL;
-                wdt = dnnl_f32;
-                continue;
-            }
-            break;
-        }
+        if ((st = conv_bwd_pd(B, oi, true, &wdt, attr, &pd)) != CXR_OK)
+            goto fail;
         cxr_log(CXR_LOG_DEBUG, "nn", "cpu train: batch %d %s bwd_w: %s", (int)n, where,
                 cxr_nn_ct_impl(pd));
         CXR_DNNL(dnnl_primitive_create(&prim, pd), where);
@@ -201,33 +231,8 @@ static enum cxr_status bwd_conv(struct tbuilder *B, int32_t oi)
         pd = NULL;
     }
     if (B->need[op->in[0]]) {
-        for (;;) {
-            dnnl_memory_desc_init_by_tag(&smd, 4, sd, dt, dnnl_format_tag_any);
-            dnnl_memory_desc_init_by_tag(&dmd, 4, dd, dt, dnnl_format_tag_any);
-            dnnl_memory_desc_init_by_tag(&wmd, 4, wd, dt, dnnl_format_tag_any);
-            dnnl_convolution_desc_t cd;
-            dnnl_alg_kind_t alg = cxr_nn_ct_conv_alg(B, op, dt);
-            dnnl_status_t s;
-            for (;;) {
-                CXR_DNNL(dnnl_convolution_backward_data_desc_init(&cd, alg, &smd, &wmd, &dmd,
-                                                                  strides, pad, pad),
-                         where);
-                s = dnnl_primitive_desc_create(&pd, &cd, attr, B->p->ctx->engine, to->fwd_pd);
-                if (s == dnnl_unimplemented && alg != dnnl_convolution_direct) {
-                    alg = dnnl_convolution_direct;
-                    continue;
-                }
-                break;
-            }
-            CXR_DNNL(s, where);
-            if (dt == dnnl_bf16 && cxr_nn_ct_is_ref(pd)) {
-                dnnl_primitive_desc_destroy(pd);
-                pd = NULL;
-                dt = dnnl_f32;
-                continue;
-            }
-            break;
-        }
+        if ((st = conv_bwd_pd(B, oi, false, &dt, attr, &pd)) != CXR_OK)
+            goto fail;
         cxr_log(CXR_LOG_DEBUG, "nn", "cpu train: batch %d %s bwd_d: %s", (int)n, where,
                 cxr_nn_ct_impl(pd));
         CXR_DNNL(dnnl_primitive_create(&prim, pd), where);
