@@ -118,6 +118,48 @@ struct cpu_plan {
     uint64_t bound_generation;
 };
 
+/* Plan building, shared by inference (backend_cpu_plan.c) and training
+ * (backend_cpu_train*.c). */
+
+/* Makes room for element n of a growable array (doubling from 64). */
+bool cxr_nn_cpu_grow(void **arr, int32_t n, int32_t *cap, size_t size);
+
+/* A new arena (or other) buffer of `size` bytes; -1 when out of memory. */
+int32_t cxr_nn_cpu_new_buf(struct cpu_plan *p, size_t size, enum buf_place place);
+
+/* A memory object of `md` on buffer `buf` (-1: none; the handle is bound at
+ * compute), growing the buffer to fit; *out is its index. */
+enum cxr_status cxr_nn_cpu_new_mem(struct cpu_plan *p, const dnnl_memory_desc_t *md, int32_t buf,
+                                   int32_t *out, char *err);
+
+/* The memory descriptor of plan memory `mem`. */
+const dnnl_memory_desc_t *cxr_nn_cpu_md(const struct cpu_plan *p, int32_t mem);
+
+/* oneDNN's name of the implementation behind `pd` ("?" when unknown), and
+ * whether it is the slow reference one. */
+const char *cxr_nn_cpu_impl(const_dnnl_primitive_desc_t pd);
+bool cxr_nn_cpu_is_ref(const_dnnl_primitive_desc_t pd);
+
+/* One argument of a step: an activation memory index (mem >= 0) or, with
+ * mem == -1, a raw memory. */
+struct cpu_arg {
+    int kind;
+    int32_t mem;
+    dnnl_memory_t raw;
+};
+
+/* Appends a step running `prim` (taken over, destroyed on failure) with its
+ * arguments and its scratchpad; extends the live range of every arena
+ * buffer it touches. */
+enum cxr_status cxr_nn_cpu_step(struct cpu_plan *p, dnnl_primitive_t prim,
+                                const struct cpu_arg *args, int32_t n, const char *where,
+                                char *err);
+
+/* A primitive attribute with a user scratchpad and the post-ops asked for
+ * (sum, then ReLU). On failure *attr is NULL. */
+enum cxr_status cxr_nn_cpu_attr(dnnl_primitive_attr_t *attr, bool sum, bool relu, const char *where,
+                                char *err);
+
 /* Gives every arena buffer of p an offset (buffers whose live ranges
  * overlap never share bytes) and sets p->arena_need. */
 void cxr_nn_cpu_place_buffers(struct cpu_plan *p);

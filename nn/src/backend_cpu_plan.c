@@ -37,7 +37,7 @@ struct builder {
     char *err;
 };
 
-static bool grow(void **arr, int32_t n, int32_t *cap, size_t size)
+bool cxr_nn_cpu_grow(void **arr, int32_t n, int32_t *cap, size_t size)
 {
     if (n < *cap)
         return true;
@@ -55,24 +55,23 @@ static enum cxr_status oom(char *err)
     return cxr_seterr(err, CXR_ERR_NOMEM, "cpu: out of memory while planning");
 }
 
-static int32_t new_buf(struct cpu_plan *p, size_t size, enum buf_place place)
+int32_t cxr_nn_cpu_new_buf(struct cpu_plan *p, size_t size, enum buf_place place)
 {
-    if (!grow((void **)&p->bufs, p->n_bufs, &p->cap_bufs, sizeof *p->bufs))
+    if (!cxr_nn_cpu_grow((void **)&p->bufs, p->n_bufs, &p->cap_bufs, sizeof *p->bufs))
         return -1;
     p->bufs[p->n_bufs] = (struct cpu_buf){.size = size, .first = -1, .last = -1, .place = place};
     return p->n_bufs++;
 }
 
-/* A memory object of `md` on buffer `buf` (handle bound at compute). */
-static enum cxr_status new_mem(struct cpu_plan *p, const dnnl_memory_desc_t *md, int32_t buf,
-                               int32_t *out, char *err)
+enum cxr_status cxr_nn_cpu_new_mem(struct cpu_plan *p, const dnnl_memory_desc_t *md, int32_t buf,
+                                   int32_t *out, char *err)
 {
     enum cxr_status st = CXR_OK;
     *out = -1;
-    if (!grow((void **)&p->mems, p->n_mems, &p->cap_mems, sizeof *p->mems))
+    if (!cxr_nn_cpu_grow((void **)&p->mems, p->n_mems, &p->cap_mems, sizeof *p->mems))
         return oom(err);
     dnnl_memory_t m = NULL;
-    CXR_DNNL(dnnl_memory_create(&m, md, p->ctx->engine, DNNL_MEMORY_NONE), "activation memory");
+    CXR_DNNL(dnnl_memory_create(&m, md, p->ctx->engine, DNNL_MEMORY_NONE), "plan memory");
     p->mems[p->n_mems] = (struct cpu_mem){.m = m, .buf = buf};
     if (buf >= 0 && p->bufs[buf].size < dnnl_memory_desc_get_size(md))
         p->bufs[buf].size = dnnl_memory_desc_get_size(md);
@@ -85,34 +84,26 @@ fail:
 static enum cxr_status fresh_mem(struct cpu_plan *p, const dnnl_memory_desc_t *md, int32_t *out,
                                  char *err)
 {
-    int32_t b = new_buf(p, dnnl_memory_desc_get_size(md), BUF_ARENA);
+    int32_t b = cxr_nn_cpu_new_buf(p, dnnl_memory_desc_get_size(md), BUF_ARENA);
     if (b < 0)
         return oom(err);
-    return new_mem(p, md, b, out, err);
+    return cxr_nn_cpu_new_mem(p, md, b, out, err);
 }
 
-static const dnnl_memory_desc_t *mem_md(const struct cpu_plan *p, int32_t mem)
+const dnnl_memory_desc_t *cxr_nn_cpu_md(const struct cpu_plan *p, int32_t mem)
 {
     const dnnl_memory_desc_t *md = NULL;
     dnnl_memory_get_memory_desc(p->mems[mem].m, &md);
     return md;
 }
 
-/* Appends a step running `prim` (taken over) with its scratchpad. Each arg
- * is an activation memory index (>= 0) or, with mem == -1, a raw memory. */
-struct arg {
-    int kind;
-    int32_t mem;
-    dnnl_memory_t raw;
-};
-
-static enum cxr_status add_step(struct cpu_plan *p, dnnl_primitive_t prim, const struct arg *args,
-                                int32_t n, const char *where, char *err)
+enum cxr_status cxr_nn_cpu_step(struct cpu_plan *p, dnnl_primitive_t prim,
+                                const struct cpu_arg *args, int32_t n, const char *where, char *err)
 {
     enum cxr_status st = CXR_OK;
     const_dnnl_primitive_desc_t pd = NULL;
     if (n + 1 > CPU_MAX_ARGS ||
-        !grow((void **)&p->steps, p->n_steps, &p->cap_steps, sizeof *p->steps)) {
+        !cxr_nn_cpu_grow((void **)&p->steps, p->n_steps, &p->cap_steps, sizeof *p->steps)) {
         dnnl_primitive_destroy(prim);
         return oom(err);
     }
@@ -137,7 +128,7 @@ static enum cxr_status add_step(struct cpu_plan *p, dnnl_primitive_t prim, const
     const dnnl_memory_desc_t *smd = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
     size_t ssz = smd ? dnnl_memory_desc_get_size(smd) : 0;
     if (ssz > 0) {
-        if (!grow((void **)&p->mems, p->n_mems, &p->cap_mems, sizeof *p->mems))
+        if (!cxr_nn_cpu_grow((void **)&p->mems, p->n_mems, &p->cap_mems, sizeof *p->mems))
             return oom(err);
         dnnl_memory_t m = NULL;
         CXR_DNNL(dnnl_memory_create(&m, smd, p->ctx->engine, DNNL_MEMORY_NONE), where);
@@ -150,8 +141,8 @@ fail:
     return st;
 }
 
-static enum cxr_status make_attr(dnnl_primitive_attr_t *attr, bool sum, bool relu,
-                                 const char *where, char *err)
+enum cxr_status cxr_nn_cpu_attr(dnnl_primitive_attr_t *attr, bool sum, bool relu, const char *where,
+                                char *err)
 {
     enum cxr_status st = CXR_OK;
     dnnl_post_ops_t po = NULL;
@@ -186,14 +177,14 @@ static enum cxr_status add_reorder(struct cpu_plan *p, int32_t src, int32_t dst,
     dnnl_primitive_attr_t attr = NULL;
     dnnl_primitive_desc_t pd = NULL;
     dnnl_primitive_t prim = NULL;
-    if ((st = make_attr(&attr, false, false, where, err)) != CXR_OK)
+    if ((st = cxr_nn_cpu_attr(&attr, false, false, where, err)) != CXR_OK)
         return st;
-    CXR_DNNL(dnnl_reorder_primitive_desc_create(&pd, mem_md(p, src), p->ctx->engine, mem_md(p, dst),
-                                                p->ctx->engine, attr),
+    CXR_DNNL(dnnl_reorder_primitive_desc_create(&pd, cxr_nn_cpu_md(p, src), p->ctx->engine,
+                                                cxr_nn_cpu_md(p, dst), p->ctx->engine, attr),
              where);
     CXR_DNNL(dnnl_primitive_create(&prim, pd), where);
-    struct arg a[2] = {{DNNL_ARG_FROM, src, NULL}, {DNNL_ARG_TO, dst, NULL}};
-    st = add_step(p, prim, a, 2, where, err);
+    struct cpu_arg a[2] = {{DNNL_ARG_FROM, src, NULL}, {DNNL_ARG_TO, dst, NULL}};
+    st = cxr_nn_cpu_step(p, prim, a, 2, where, err);
     prim = NULL;
 fail:
     if (prim)
@@ -211,12 +202,12 @@ static enum cxr_status value_as(struct builder *B, int32_t v, const dnnl_memory_
 {
     struct vstate *s = &B->vs[v];
     char *err = B->err;
-    if (dnnl_memory_desc_equal(mem_md(B->p, s->mem), md)) {
+    if (dnnl_memory_desc_equal(cxr_nn_cpu_md(B->p, s->mem), md)) {
         *out = s->mem;
         return CXR_OK;
     }
     for (int32_t i = 0; i < s->n_conv; i++)
-        if (dnnl_memory_desc_equal(mem_md(B->p, s->conv[i]), md)) {
+        if (dnnl_memory_desc_equal(cxr_nn_cpu_md(B->p, s->conv[i]), md)) {
             *out = s->conv[i];
             return CXR_OK;
         }
@@ -238,12 +229,17 @@ static void init_md(dnnl_memory_desc_t *md, int ndims, const dnnl_dims_t dims, d
     dnnl_memory_desc_init_by_tag(md, ndims, dims, dt, tag);
 }
 
-static const char *impl_name(const_dnnl_primitive_desc_t pd)
+const char *cxr_nn_cpu_impl(const_dnnl_primitive_desc_t pd)
 {
     const char *s = NULL;
     if (dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &s) != dnnl_success || !s)
         return "?";
     return s;
+}
+
+bool cxr_nn_cpu_is_ref(const_dnnl_primitive_desc_t pd)
+{
+    return strncmp(cxr_nn_cpu_impl(pd), "ref", 3) == 0;
 }
 
 /* A conv primitive descriptor for op with activations of type dt;
@@ -285,7 +281,7 @@ static enum cxr_status plan_conv(struct builder *B, int32_t oi)
     dnnl_primitive_desc_t pd = NULL;
     dnnl_primitive_t prim = NULL;
     bool sum = op->sum_in >= 0;
-    if ((st = make_attr(&attr, sum, op->relu, where, err)) != CXR_OK)
+    if ((st = cxr_nn_cpu_attr(&attr, sum, op->relu, where, err)) != CXR_OK)
         return st;
     dnnl_data_type_t dt = p->ctx->bf16 ? dnnl_bf16 : dnnl_f32;
     /* The residual stream (block outputs) stays fp32 in bf16 mode: the sum
@@ -297,9 +293,9 @@ static enum cxr_status plan_conv(struct builder *B, int32_t oi)
     dnnl_status_t s;
     for (;;) {
         s = dnnl_unimplemented;
-        if (sum && mem_md(p, res)->data_type == ddt) {
-            s = conv_pd(B, op, dt, ddt, mem_md(p, res), attr, &pd);
-            if (s == dnnl_success && strncmp(impl_name(pd), "ref", 3) == 0) {
+        if (sum && cxr_nn_cpu_md(p, res)->data_type == ddt) {
+            s = conv_pd(B, op, dt, ddt, cxr_nn_cpu_md(p, res), attr, &pd);
+            if (s == dnnl_success && cxr_nn_cpu_is_ref(pd)) {
                 dnnl_primitive_desc_destroy(pd);
                 pd = NULL;
                 s = dnnl_unimplemented;
@@ -307,9 +303,9 @@ static enum cxr_status plan_conv(struct builder *B, int32_t oi)
         }
         if (s != dnnl_success)
             s = conv_pd(B, op, dt, dt == dnnl_f32 ? dnnl_f32 : ddt, NULL, attr, &pd);
-        if (s == dnnl_success && dt == dnnl_bf16 && strncmp(impl_name(pd), "ref", 3) == 0) {
+        if (s == dnnl_success && dt == dnnl_bf16 && cxr_nn_cpu_is_ref(pd)) {
             cxr_log(CXR_LOG_DEBUG, "nn", "cpu: %s: no fast bf16 kernel (%s), using fp32", where,
-                    impl_name(pd));
+                    cxr_nn_cpu_impl(pd));
             dnnl_primitive_desc_destroy(pd);
             pd = NULL;
             dt = dnnl_f32;
@@ -318,7 +314,7 @@ static enum cxr_status plan_conv(struct builder *B, int32_t oi)
         break;
     }
     CXR_DNNL(s, where);
-    cxr_log(CXR_LOG_DEBUG, "nn", "cpu: batch %d %s: %s", (int)p->batch, where, impl_name(pd));
+    cxr_log(CXR_LOG_DEBUG, "nn", "cpu: batch %d %s: %s", (int)p->batch, where, cxr_nn_cpu_impl(pd));
     CXR_DNNL(dnnl_primitive_create(&prim, pd), where);
 
     int32_t src, dst;
@@ -345,9 +341,9 @@ static enum cxr_status plan_conv(struct builder *B, int32_t oi)
     }
     if (sum) {
         int32_t rbuf = p->mems[res].buf;
-        if (dnnl_memory_desc_equal(mem_md(p, res), want_dst) &&
+        if (dnnl_memory_desc_equal(cxr_nn_cpu_md(p, res), want_dst) &&
             B->vs[op->sum_in].last_reader == oi && p->bufs[rbuf].place == BUF_ARENA) {
-            st = new_mem(p, want_dst, rbuf, &dst, err); /* accumulate in place */
+            st = cxr_nn_cpu_new_mem(p, want_dst, rbuf, &dst, err); /* accumulate in place */
         } else {
             st = fresh_mem(p, want_dst, &dst, err);
             if (st == CXR_OK)
@@ -358,11 +354,11 @@ static enum cxr_status plan_conv(struct builder *B, int32_t oi)
     }
     if (st != CXR_OK)
         goto fail;
-    struct arg a[4] = {{DNNL_ARG_SRC, src, NULL},
-                       {DNNL_ARG_WEIGHTS, -1, wmem},
-                       {DNNL_ARG_DST, dst, NULL},
-                       {DNNL_ARG_BIAS, -1, bmem}};
-    st = add_step(p, prim, a, bmem ? 4 : 3, where, err);
+    struct cpu_arg a[4] = {{DNNL_ARG_SRC, src, NULL},
+                           {DNNL_ARG_WEIGHTS, -1, wmem},
+                           {DNNL_ARG_DST, dst, NULL},
+                           {DNNL_ARG_BIAS, -1, bmem}};
+    st = cxr_nn_cpu_step(p, prim, a, bmem ? 4 : 3, where, err);
     prim = NULL;
     B->vs[op->out].mem = dst;
 fail:
@@ -385,10 +381,10 @@ static enum cxr_status plan_pool(struct builder *B, int32_t oi)
     dnnl_primitive_attr_t attr = NULL;
     dnnl_primitive_desc_t pd = NULL;
     dnnl_primitive_t prim = NULL;
-    if ((st = make_attr(&attr, false, false, where, err)) != CXR_OK)
+    if ((st = cxr_nn_cpu_attr(&attr, false, false, where, err)) != CXR_OK)
         return st;
     int32_t src = B->vs[op->in[0]].mem, dst;
-    const dnnl_memory_desc_t *smd = mem_md(p, src);
+    const dnnl_memory_desc_t *smd = cxr_nn_cpu_md(p, src);
     const struct cxr_nn_value *y = &B->g->values[op->out];
     dnnl_dims_t dd = {p->batch, y->c, y->h, y->w};
     dnnl_memory_desc_t dmd;
@@ -403,13 +399,13 @@ static enum cxr_status plan_pool(struct builder *B, int32_t oi)
                                           smd, &dmd, strides, kernel, dil, pad, pad),
         where);
     CXR_DNNL(dnnl_primitive_desc_create(&pd, &desc, attr, p->ctx->engine, NULL), where);
-    cxr_log(CXR_LOG_DEBUG, "nn", "cpu: batch %d %s: %s", (int)p->batch, where, impl_name(pd));
+    cxr_log(CXR_LOG_DEBUG, "nn", "cpu: batch %d %s: %s", (int)p->batch, where, cxr_nn_cpu_impl(pd));
     CXR_DNNL(dnnl_primitive_create(&prim, pd), where);
     if ((st = fresh_mem(p, dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0), &dst, err)) !=
         CXR_OK)
         goto fail;
-    struct arg a[2] = {{DNNL_ARG_SRC, src, NULL}, {DNNL_ARG_DST, dst, NULL}};
-    st = add_step(p, prim, a, 2, where, err);
+    struct cpu_arg a[2] = {{DNNL_ARG_SRC, src, NULL}, {DNNL_ARG_DST, dst, NULL}};
+    st = cxr_nn_cpu_step(p, prim, a, 2, where, err);
     prim = NULL;
     B->vs[op->out].mem = dst;
 fail:
@@ -433,10 +429,10 @@ static enum cxr_status plan_elementwise(struct builder *B, int32_t oi)
     dnnl_primitive_desc_t pd = NULL;
     dnnl_primitive_t prim = NULL;
     bool add = op->kind == CXR_NN_OP_ADD;
-    if ((st = make_attr(&attr, false, add && op->relu, where, err)) != CXR_OK)
+    if ((st = cxr_nn_cpu_attr(&attr, false, add && op->relu, where, err)) != CXR_OK)
         return st;
     int32_t a0 = B->vs[op->in[0]].mem, a1 = -1, dst;
-    const dnnl_memory_desc_t *md = mem_md(p, a0);
+    const dnnl_memory_desc_t *md = cxr_nn_cpu_md(p, a0);
     if (add) {
         if ((st = value_as(B, op->in[1], md, &a1, where)) != CXR_OK)
             goto fail;
@@ -453,10 +449,10 @@ static enum cxr_status plan_elementwise(struct builder *B, int32_t oi)
     CXR_DNNL(dnnl_primitive_create(&prim, pd), where);
     if ((st = fresh_mem(p, md, &dst, err)) != CXR_OK)
         goto fail;
-    struct arg a[3] = {{add ? DNNL_ARG_SRC_0 : DNNL_ARG_SRC, a0, NULL},
-                       {DNNL_ARG_DST, dst, NULL},
-                       {DNNL_ARG_SRC_1, a1, NULL}};
-    st = add_step(p, prim, a, add ? 3 : 2, where, err);
+    struct cpu_arg a[3] = {{add ? DNNL_ARG_SRC_0 : DNNL_ARG_SRC, a0, NULL},
+                           {DNNL_ARG_DST, dst, NULL},
+                           {DNNL_ARG_SRC_1, a1, NULL}};
+    st = cxr_nn_cpu_step(p, prim, a, add ? 3 : 2, where, err);
     prim = NULL;
     B->vs[op->out].mem = dst;
 fail:
@@ -479,7 +475,7 @@ static enum cxr_status plan_fc(struct builder *B, int32_t oi)
     dnnl_primitive_attr_t attr = NULL;
     dnnl_primitive_desc_t pd = NULL;
     dnnl_primitive_t prim = NULL;
-    if ((st = make_attr(&attr, false, false, where, err)) != CXR_OK)
+    if ((st = cxr_nn_cpu_attr(&attr, false, false, where, err)) != CXR_OK)
         return st;
     const struct cxr_nn_value *x = &B->g->values[op->in[0]], *y = &B->g->values[op->out];
     dnnl_dims_t sd = {p->batch, x->c, 1, 1}, wd = {y->c, x->c, 1, 1}, bd = {y->c};
@@ -494,7 +490,7 @@ static enum cxr_status plan_fc(struct builder *B, int32_t oi)
         dnnl_inner_product_forward_desc_init(&ipd, dnnl_forward_inference, &smd, &wmd, &bmd, &dmd),
         where);
     CXR_DNNL(dnnl_primitive_desc_create(&pd, &ipd, attr, p->ctx->engine, NULL), where);
-    cxr_log(CXR_LOG_DEBUG, "nn", "cpu: batch %d %s: %s", (int)p->batch, where, impl_name(pd));
+    cxr_log(CXR_LOG_DEBUG, "nn", "cpu: batch %d %s: %s", (int)p->batch, where, cxr_nn_cpu_impl(pd));
     CXR_DNNL(dnnl_primitive_create(&prim, pd), where);
     int32_t src, dst;
     dnnl_memory_t wmem = NULL, bmem = NULL;
@@ -513,11 +509,11 @@ static enum cxr_status plan_fc(struct builder *B, int32_t oi)
     if ((st = fresh_mem(p, dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0), &dst, err)) !=
         CXR_OK)
         goto fail;
-    struct arg a[4] = {{DNNL_ARG_SRC, src, NULL},
-                       {DNNL_ARG_WEIGHTS, -1, wmem},
-                       {DNNL_ARG_BIAS, -1, bmem},
-                       {DNNL_ARG_DST, dst, NULL}};
-    st = add_step(p, prim, a, 4, where, err);
+    struct cpu_arg a[4] = {{DNNL_ARG_SRC, src, NULL},
+                           {DNNL_ARG_WEIGHTS, -1, wmem},
+                           {DNNL_ARG_BIAS, -1, bmem},
+                           {DNNL_ARG_DST, dst, NULL}};
+    st = cxr_nn_cpu_step(p, prim, a, 4, where, err);
     prim = NULL;
     B->vs[op->out].mem = dst;
 fail:
@@ -598,12 +594,12 @@ enum cxr_status cxr_nn_cpu_graph_plan(struct cxr_nn_backend *b, struct cxr_nn_gr
     dnnl_dims_t id = {batch, in->c, in->h, in->w};
     dnnl_memory_desc_t imd;
     init_md(&imd, 4, id, dnnl_f32, dnnl_nchw);
-    int32_t ib = new_buf(p, dnnl_memory_desc_get_size(&imd), BUF_INPUT);
+    int32_t ib = cxr_nn_cpu_new_buf(p, dnnl_memory_desc_get_size(&imd), BUF_INPUT);
     if (ib < 0) {
         st = oom(err);
         goto fail;
     }
-    if ((st = new_mem(p, &imd, ib, &vs[g->input].mem, err)) != CXR_OK)
+    if ((st = cxr_nn_cpu_new_mem(p, &imd, ib, &vs[g->input].mem, err)) != CXR_OK)
         goto fail;
     for (int32_t i = 0; i < g->n_ops; i++) {
         const struct cxr_nn_op *op = &g->ops[i];
@@ -636,19 +632,19 @@ enum cxr_status cxr_nn_cpu_graph_plan(struct cxr_nn_backend *b, struct cxr_nn_gr
     /* the caller's output: write it directly when the layout is already plain F32 */
     int32_t om = vs[g->output].mem;
     struct cpu_buf *ob = &p->bufs[p->mems[om].buf];
-    if (md_is_plain_f32(mem_md(p, om)) && ob->place == BUF_ARENA) {
+    if (md_is_plain_f32(cxr_nn_cpu_md(p, om)) && ob->place == BUF_ARENA) {
         ob->place = BUF_OUTPUT;
     } else {
         const struct cxr_nn_value *y = &g->values[g->output];
         dnnl_dims_t od = {batch, y->c, y->h, y->w};
         dnnl_memory_desc_t omd;
         init_md(&omd, 4, od, dnnl_f32, dnnl_nchw);
-        int32_t obi = new_buf(p, dnnl_memory_desc_get_size(&omd), BUF_OUTPUT), m;
+        int32_t obi = cxr_nn_cpu_new_buf(p, dnnl_memory_desc_get_size(&omd), BUF_OUTPUT), m;
         if (obi < 0) {
             st = oom(err);
             goto fail;
         }
-        if ((st = new_mem(p, &omd, obi, &m, err)) != CXR_OK ||
+        if ((st = cxr_nn_cpu_new_mem(p, &omd, obi, &m, err)) != CXR_OK ||
             (st = add_reorder(p, om, m, "output", err)) != CXR_OK)
             goto fail;
     }

@@ -67,14 +67,14 @@ static enum cxr_status fwd_conv(struct tbuilder *B, int32_t oi)
     dnnl_primitive_attr_t attr = NULL;
     dnnl_primitive_desc_t pd = NULL;
     dnnl_primitive_t prim = NULL;
-    if ((st = cxr_nn_ct_attr(&attr, false, op->name, err)) != CXR_OK)
+    if ((st = cxr_nn_cpu_attr(&attr, false, false, op->name, err)) != CXR_OK)
         return st;
     dnnl_data_type_t dt = B->p->ctx->bf16 ? dnnl_bf16 : dnnl_f32;
     if ((st = conv_fwd_pd(B, op, dt, attr, &pd)) != CXR_OK)
         goto fail;
-    if (dt == dnnl_bf16 && cxr_nn_ct_is_ref(pd)) {
+    if (dt == dnnl_bf16 && cxr_nn_cpu_is_ref(pd)) {
         cxr_log(CXR_LOG_DEBUG, "nn", "cpu train: %s: no fast bf16 kernel (%s), using fp32",
-                op->name, cxr_nn_ct_impl(pd));
+                op->name, cxr_nn_cpu_impl(pd));
         dnnl_primitive_desc_destroy(pd);
         pd = NULL;
         dt = dnnl_f32;
@@ -82,7 +82,7 @@ static enum cxr_status fwd_conv(struct tbuilder *B, int32_t oi)
             goto fail;
     }
     cxr_log(CXR_LOG_DEBUG, "nn", "cpu train: batch %d %s fwd: %s", (int)B->p->batch, op->name,
-            cxr_nn_ct_impl(pd));
+            cxr_nn_cpu_impl(pd));
     CXR_DNNL(dnnl_primitive_create(&prim, pd), op->name);
     int32_t src, dst;
     dnnl_memory_t wmem = NULL, bmem = NULL;
@@ -101,10 +101,10 @@ static enum cxr_status fwd_conv(struct tbuilder *B, int32_t oi)
     if ((st = cxr_nn_ct_fresh(B, dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0), &dst)) !=
         CXR_OK)
         goto fail;
-    struct targ a[4] = {{DNNL_ARG_SRC, src, NULL},
-                        {DNNL_ARG_WEIGHTS, -1, wmem},
-                        {DNNL_ARG_DST, dst, NULL},
-                        {DNNL_ARG_BIAS, -1, bmem}};
+    struct cpu_arg a[4] = {{DNNL_ARG_SRC, src, NULL},
+                           {DNNL_ARG_WEIGHTS, -1, wmem},
+                           {DNNL_ARG_DST, dst, NULL},
+                           {DNNL_ARG_BIAS, -1, bmem}};
     st = cxr_nn_ct_step(B, prim, a, bmem ? 4 : 3, op->name);
     prim = NULL;
     if (st != CXR_OK)
@@ -160,10 +160,10 @@ static enum cxr_status fwd_bn(struct tbuilder *B, int32_t oi)
                           "needs at least 2 values per channel (batch %d x %dx%d)",
                           op->name, (int)B->p->batch, (int)x->h, (int)x->w);
     int32_t relu = sole_relu_reader(B, op->out);
-    if ((st = cxr_nn_ct_attr(&attr, false, op->name, err)) != CXR_OK)
+    if ((st = cxr_nn_cpu_attr(&attr, false, false, op->name, err)) != CXR_OK)
         return st;
     int32_t src = B->vs[op->in[0]].mem, dst, mean = -1, var = -1, ws = -1;
-    const dnnl_memory_desc_t *md = cxr_nn_ct_md(B->p, src);
+    const dnnl_memory_desc_t *md = cxr_nn_cpu_md(B->p, src);
     dnnl_batch_normalization_desc_t bd;
     CXR_DNNL(dnnl_batch_normalization_forward_desc_init(
                  &bd, T->frozen ? dnnl_forward_inference : dnnl_forward_training, md, op->eps,
@@ -171,7 +171,7 @@ static enum cxr_status fwd_bn(struct tbuilder *B, int32_t oi)
              op->name);
     CXR_DNNL(dnnl_primitive_desc_create(&pd, &bd, attr, B->p->ctx->engine, NULL), op->name);
     cxr_log(CXR_LOG_DEBUG, "nn", "cpu train: batch %d %s fwd: %s", (int)B->p->batch, op->name,
-            cxr_nn_ct_impl(pd));
+            cxr_nn_cpu_impl(pd));
     CXR_DNNL(dnnl_primitive_create(&prim, pd), op->name);
     dnnl_memory_t scale = NULL, shift = NULL, rmean = NULL, rvar = NULL;
     dnnl_memory_desc_t cmd;
@@ -196,16 +196,16 @@ static enum cxr_status fwd_bn(struct tbuilder *B, int32_t oi)
             (st = cxr_nn_ct_fresh(B, wmd, &ws)) != CXR_OK)
             goto fail;
     }
-    struct targ a[7] = {{DNNL_ARG_SRC, src, NULL},     {DNNL_ARG_DST, dst, NULL},
-                        {DNNL_ARG_SCALE, -1, scale},   {DNNL_ARG_SHIFT, -1, shift},
-                        {DNNL_ARG_MEAN, mean, rmean},  {DNNL_ARG_VARIANCE, var, rvar},
-                        {DNNL_ARG_WORKSPACE, ws, NULL}};
+    struct cpu_arg a[7] = {{DNNL_ARG_SRC, src, NULL},     {DNNL_ARG_DST, dst, NULL},
+                           {DNNL_ARG_SCALE, -1, scale},   {DNNL_ARG_SHIFT, -1, shift},
+                           {DNNL_ARG_MEAN, mean, rmean},  {DNNL_ARG_VARIANCE, var, rvar},
+                           {DNNL_ARG_WORKSPACE, ws, NULL}};
     st = cxr_nn_ct_step(B, prim, a, ws >= 0 ? 7 : 6, op->name);
     prim = NULL;
     if (st != CXR_OK)
         goto fail;
     if (!T->frozen) {
-        if (!cxr_nn_ct_grow((void **)&T->bn, T->n_bn, &T->cap_bn, sizeof *T->bn)) {
+        if (!cxr_nn_cpu_grow((void **)&T->bn, T->n_bn, &T->cap_bn, sizeof *T->bn)) {
             st = cxr_nn_ct_oom(err);
             goto fail;
         }
@@ -245,7 +245,7 @@ static enum cxr_status relu_fwd_pd(struct tbuilder *B, const char *where,
     enum cxr_status st = CXR_OK;
     dnnl_primitive_attr_t attr = NULL;
     dnnl_eltwise_desc_t ed;
-    if ((st = cxr_nn_ct_attr(&attr, false, where, err)) != CXR_OK)
+    if ((st = cxr_nn_cpu_attr(&attr, false, false, where, err)) != CXR_OK)
         return st;
     CXR_DNNL(dnnl_eltwise_forward_desc_init(&ed, dnnl_forward_training,
                                             dnnl_eltwise_relu_use_dst_for_bwd, md, 0.0f, 0.0f),
@@ -266,13 +266,13 @@ static enum cxr_status fwd_relu(struct tbuilder *B, int32_t oi)
     if (to->absorbed_by >= 0)
         return CXR_OK; /* done by the bn or add before it */
     int32_t src = B->vs[op->in[0]].mem, dst;
-    const dnnl_memory_desc_t *md = cxr_nn_ct_md(B->p, src);
+    const dnnl_memory_desc_t *md = cxr_nn_cpu_md(B->p, src);
     if ((st = relu_fwd_pd(B, op->name, md, &to->fwd_pd)) != CXR_OK)
         return st;
     CXR_DNNL(dnnl_primitive_create(&prim, to->fwd_pd), op->name);
     if ((st = cxr_nn_ct_fresh(B, md, &dst)) != CXR_OK)
         goto fail;
-    struct targ a[2] = {{DNNL_ARG_SRC, src, NULL}, {DNNL_ARG_DST, dst, NULL}};
+    struct cpu_arg a[2] = {{DNNL_ARG_SRC, src, NULL}, {DNNL_ARG_DST, dst, NULL}};
     st = cxr_nn_ct_step(B, prim, a, 2, op->name);
     prim = NULL;
     to->src = src;
@@ -295,10 +295,10 @@ static enum cxr_status fwd_add(struct tbuilder *B, int32_t oi)
     dnnl_primitive_desc_t pd = NULL;
     dnnl_primitive_t prim = NULL;
     int32_t relu = sole_relu_reader(B, op->out);
-    if ((st = cxr_nn_ct_attr(&attr, relu >= 0, op->name, err)) != CXR_OK)
+    if ((st = cxr_nn_cpu_attr(&attr, false, relu >= 0, op->name, err)) != CXR_OK)
         return st;
     int32_t a0 = B->vs[op->in[0]].mem, a1, dst;
-    const dnnl_memory_desc_t *md = cxr_nn_ct_md(B->p, a0);
+    const dnnl_memory_desc_t *md = cxr_nn_cpu_md(B->p, a0);
     if ((st = cxr_nn_ct_value_as(B, op->in[1], md, &a1, op->name)) != CXR_OK)
         goto fail;
     dnnl_binary_desc_t bd;
@@ -307,7 +307,7 @@ static enum cxr_status fwd_add(struct tbuilder *B, int32_t oi)
     CXR_DNNL(dnnl_primitive_create(&prim, pd), op->name);
     if ((st = cxr_nn_ct_fresh(B, md, &dst)) != CXR_OK)
         goto fail;
-    struct targ a[3] = {
+    struct cpu_arg a[3] = {
         {DNNL_ARG_SRC_0, a0, NULL}, {DNNL_ARG_SRC_1, a1, NULL}, {DNNL_ARG_DST, dst, NULL}};
     st = cxr_nn_ct_step(B, prim, a, 3, op->name);
     prim = NULL;
@@ -346,10 +346,10 @@ static enum cxr_status fwd_pool(struct tbuilder *B, int32_t oi)
     dnnl_primitive_attr_t attr = NULL;
     dnnl_primitive_desc_t pd = NULL;
     dnnl_primitive_t prim = NULL;
-    if ((st = cxr_nn_ct_attr(&attr, false, op->name, err)) != CXR_OK)
+    if ((st = cxr_nn_cpu_attr(&attr, false, false, op->name, err)) != CXR_OK)
         return st;
     int32_t src = B->vs[op->in[0]].mem, dst, ws = -1;
-    const dnnl_memory_desc_t *smd = cxr_nn_ct_md(B->p, src);
+    const dnnl_memory_desc_t *smd = cxr_nn_cpu_md(B->p, src);
     dnnl_memory_desc_t dmd;
     md4(&dmd, B->p->batch, &B->g->values[op->out], smd->data_type, dnnl_format_tag_any);
     bool max = op->kind == CXR_NN_OP_MAXPOOL;
@@ -363,7 +363,7 @@ static enum cxr_status fwd_pool(struct tbuilder *B, int32_t oi)
         op->name);
     CXR_DNNL(dnnl_primitive_desc_create(&pd, &desc, attr, B->p->ctx->engine, NULL), op->name);
     cxr_log(CXR_LOG_DEBUG, "nn", "cpu train: batch %d %s fwd: %s", (int)B->p->batch, op->name,
-            cxr_nn_ct_impl(pd));
+            cxr_nn_cpu_impl(pd));
     CXR_DNNL(dnnl_primitive_create(&prim, pd), op->name);
     if ((st = cxr_nn_ct_fresh(B, dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0), &dst)) !=
         CXR_OK)
@@ -372,7 +372,7 @@ static enum cxr_status fwd_pool(struct tbuilder *B, int32_t oi)
     if (max && wmd && dnnl_memory_desc_get_size(wmd) > 0 &&
         (st = cxr_nn_ct_fresh(B, wmd, &ws)) != CXR_OK)
         goto fail;
-    struct targ a[3] = {
+    struct cpu_arg a[3] = {
         {DNNL_ARG_SRC, src, NULL}, {DNNL_ARG_DST, dst, NULL}, {DNNL_ARG_WORKSPACE, ws, NULL}};
     st = cxr_nn_ct_step(B, prim, a, ws >= 0 ? 3 : 2, op->name);
     prim = NULL;
@@ -404,7 +404,7 @@ static enum cxr_status fwd_fc(struct tbuilder *B, int32_t oi, int32_t out_mem)
     dnnl_primitive_attr_t attr = NULL;
     dnnl_primitive_desc_t pd = NULL;
     dnnl_primitive_t prim = NULL;
-    if ((st = cxr_nn_ct_attr(&attr, false, op->name, err)) != CXR_OK)
+    if ((st = cxr_nn_cpu_attr(&attr, false, false, op->name, err)) != CXR_OK)
         return st;
     const struct cxr_nn_value *x = &B->g->values[op->in[0]], *y = &B->g->values[op->out];
     dnnl_dims_t wd = {y->c, x->c, 1, 1}, bd = {y->c};
@@ -414,7 +414,7 @@ static enum cxr_status fwd_fc(struct tbuilder *B, int32_t oi, int32_t out_mem)
     dnnl_memory_desc_init_by_tag(&bmd, 1, bd, dnnl_f32, dnnl_a);
     dnnl_inner_product_desc_t ipd;
     CXR_DNNL(dnnl_inner_product_forward_desc_init(&ipd, dnnl_forward_training, &smd, &wmd, &bmd,
-                                                  cxr_nn_ct_md(B->p, out_mem)),
+                                                  cxr_nn_cpu_md(B->p, out_mem)),
              op->name);
     CXR_DNNL(dnnl_primitive_desc_create(&pd, &ipd, attr, B->p->ctx->engine, NULL), op->name);
     CXR_DNNL(dnnl_primitive_create(&prim, pd), op->name);
@@ -428,10 +428,10 @@ static enum cxr_status fwd_fc(struct tbuilder *B, int32_t oi, int32_t out_mem)
                                 op->name)) != CXR_OK ||
         (st = cxr_nn_ct_weights(B, op->param[1], &bmd, &bmem, op->name)) != CXR_OK)
         goto fail;
-    struct targ a[4] = {{DNNL_ARG_SRC, src, NULL},
-                        {DNNL_ARG_WEIGHTS, -1, wmem},
-                        {DNNL_ARG_BIAS, -1, bmem},
-                        {DNNL_ARG_DST, out_mem, NULL}};
+    struct cpu_arg a[4] = {{DNNL_ARG_SRC, src, NULL},
+                           {DNNL_ARG_WEIGHTS, -1, wmem},
+                           {DNNL_ARG_BIAS, -1, bmem},
+                           {DNNL_ARG_DST, out_mem, NULL}};
     st = cxr_nn_ct_step(B, prim, a, 4, op->name);
     prim = NULL;
     if (st != CXR_OK)
@@ -504,12 +504,12 @@ static enum cxr_status plan_forward(struct tbuilder *B, int32_t *out_mem)
     md4(&imd, p->batch, in, dnnl_f32, dnnl_nchw);
     dnnl_dims_t od = {p->batch, y->c};
     dnnl_memory_desc_init_by_tag(&omd, 2, od, dnnl_f32, dnnl_nc);
-    int32_t ib = cxr_nn_ct_new_buf(p, dnnl_memory_desc_get_size(&imd), BUF_INPUT);
-    int32_t ob = cxr_nn_ct_new_buf(p, dnnl_memory_desc_get_size(&omd), BUF_OUTPUT);
+    int32_t ib = cxr_nn_cpu_new_buf(p, dnnl_memory_desc_get_size(&imd), BUF_INPUT);
+    int32_t ob = cxr_nn_cpu_new_buf(p, dnnl_memory_desc_get_size(&omd), BUF_OUTPUT);
     if (ib < 0 || ob < 0)
         return cxr_nn_ct_oom(err);
-    if ((st = cxr_nn_ct_new_mem(p, &imd, ib, &B->vs[g->input].mem, err)) != CXR_OK ||
-        (st = cxr_nn_ct_new_mem(p, &omd, ob, out_mem, err)) != CXR_OK)
+    if ((st = cxr_nn_cpu_new_mem(p, &imd, ib, &B->vs[g->input].mem, err)) != CXR_OK ||
+        (st = cxr_nn_cpu_new_mem(p, &omd, ob, out_mem, err)) != CXR_OK)
         return st;
     if (g->ops[g->n_ops - 1].kind != CXR_NN_OP_FC || g->ops[g->n_ops - 1].out != g->output)
         return cxr_seterr(err, CXR_ERR_UNSUPPORTED,
@@ -598,13 +598,13 @@ enum cxr_status cxr_nn_cpu_train_plan(struct cxr_nn_backend *b, struct cxr_nn_gr
     }
     /* backward: dlogits, then every op in reverse */
     if (need[g->output]) {
-        const dnnl_memory_desc_t *omd = cxr_nn_ct_md(p, out_mem);
-        int32_t db = cxr_nn_ct_new_buf(p, dnnl_memory_desc_get_size(omd), BUF_DLOGITS);
+        const dnnl_memory_desc_t *omd = cxr_nn_cpu_md(p, out_mem);
+        int32_t db = cxr_nn_cpu_new_buf(p, dnnl_memory_desc_get_size(omd), BUF_DLOGITS);
         if (db < 0) {
             st = cxr_nn_ct_oom(err);
             goto done;
         }
-        if ((st = cxr_nn_ct_new_mem(p, omd, db, &vs[g->output].diff, err)) != CXR_OK)
+        if ((st = cxr_nn_cpu_new_mem(p, omd, db, &vs[g->output].diff, err)) != CXR_OK)
             goto done;
         for (int32_t i = g->n_ops - 1; i >= 0 && st == CXR_OK; i--)
             if (need[g->ops[i].out])

@@ -75,27 +75,17 @@ struct tbuilder {
     char *err;
 };
 
-/* A step argument: a plan memory (mem >= 0) or a raw memory (mem == -1). */
-struct targ {
-    int kind;
-    int32_t mem;
-    dnnl_memory_t raw;
-};
-
-/* Helpers (backend_cpu_train_util.c). Grows arr (n used, *cap) by doubling. */
-bool cxr_nn_ct_grow(void **arr, int32_t n, int32_t *cap, size_t size);
-int32_t cxr_nn_ct_new_buf(struct cpu_plan *p, size_t size, enum buf_place place);
-enum cxr_status cxr_nn_ct_new_mem(struct cpu_plan *p, const dnnl_memory_desc_t *md, int32_t buf,
-                                  int32_t *out, char *err);
+/* Helpers (backend_cpu_train_util.c; growing arrays, steps and attributes
+ * are the inference planner's: cxr_nn_cpu_grow, cxr_nn_cpu_step,
+ * cxr_nn_cpu_attr in backend_cpu.h). */
 enum cxr_status cxr_nn_ct_oom(char *err);
-const char *cxr_nn_ct_impl(const_dnnl_primitive_desc_t pd);
-bool cxr_nn_ct_is_ref(const_dnnl_primitive_desc_t pd);
-const dnnl_memory_desc_t *cxr_nn_ct_md(const struct cpu_plan *p, int32_t mem);
 enum cxr_status cxr_nn_ct_fresh(struct tbuilder *B, const dnnl_memory_desc_t *md, int32_t *out);
-enum cxr_status cxr_nn_ct_step(struct tbuilder *B, dnnl_primitive_t prim, const struct targ *args,
-                               int32_t n, const char *where);
-enum cxr_status cxr_nn_ct_attr(dnnl_primitive_attr_t *attr, bool relu, const char *where,
-                               char *err);
+static inline enum cxr_status cxr_nn_ct_step(struct tbuilder *B, dnnl_primitive_t prim,
+                                             const struct cpu_arg *args, int32_t n,
+                                             const char *where)
+{
+    return cxr_nn_cpu_step(B->p, prim, args, n, where, B->err);
+}
 enum cxr_status cxr_nn_ct_reorder(struct tbuilder *B, int32_t src, int32_t dst, dnnl_memory_t raw,
                                   const char *where);
 enum cxr_status cxr_nn_ct_value_as(struct tbuilder *B, int32_t v, const dnnl_memory_desc_t *md,

@@ -32,9 +32,9 @@ static enum cxr_status contribute(struct tbuilder *B, int32_t v, int32_t m, cons
         s->diff = m;
         return CXR_OK;
     }
-    const dnnl_memory_desc_t *md = cxr_nn_ct_md(B->p, s->diff);
+    const dnnl_memory_desc_t *md = cxr_nn_cpu_md(B->p, s->diff);
     int32_t other = m, sum;
-    if (!dnnl_memory_desc_equal(cxr_nn_ct_md(B->p, m), md)) {
+    if (!dnnl_memory_desc_equal(cxr_nn_cpu_md(B->p, m), md)) {
         if ((st = cxr_nn_ct_fresh(B, md, &other)) != CXR_OK ||
             (st = cxr_nn_ct_reorder(B, m, other, NULL, where)) != CXR_OK)
             return st;
@@ -42,7 +42,7 @@ static enum cxr_status contribute(struct tbuilder *B, int32_t v, int32_t m, cons
     dnnl_primitive_attr_t attr = NULL;
     dnnl_primitive_desc_t pd = NULL;
     dnnl_primitive_t prim = NULL;
-    if ((st = cxr_nn_ct_attr(&attr, false, where, err)) != CXR_OK)
+    if ((st = cxr_nn_cpu_attr(&attr, false, false, where, err)) != CXR_OK)
         return st;
     dnnl_binary_desc_t bd;
     CXR_DNNL(dnnl_binary_desc_init(&bd, dnnl_binary_add, md, md, md), where);
@@ -50,7 +50,7 @@ static enum cxr_status contribute(struct tbuilder *B, int32_t v, int32_t m, cons
     CXR_DNNL(dnnl_primitive_create(&prim, pd), where);
     if ((st = cxr_nn_ct_fresh(B, md, &sum)) != CXR_OK)
         goto fail;
-    struct targ a[3] = {
+    struct cpu_arg a[3] = {
         {DNNL_ARG_SRC_0, s->diff, NULL}, {DNNL_ARG_SRC_1, other, NULL}, {DNNL_ARG_DST, sum, NULL}};
     st = cxr_nn_ct_step(B, prim, a, 3, where);
     prim = NULL;
@@ -72,7 +72,7 @@ static enum cxr_status diff_as(struct tbuilder *B, int32_t v, const dnnl_memory_
     int32_t d = B->vs[v].diff;
     if (d < 0)
         return cxr_seterr(B->err, CXR_ERR_INTERNAL, "cpu: %s: no gradient arrived", where);
-    if (dnnl_memory_desc_equal(cxr_nn_ct_md(B->p, d), md)) {
+    if (dnnl_memory_desc_equal(cxr_nn_cpu_md(B->p, d), md)) {
         *out = d;
         return CXR_OK;
     }
@@ -166,7 +166,7 @@ static enum cxr_status conv_bwd_pd(struct tbuilder *B, int32_t oi, bool weights,
             break;
         }
         CXR_DNNL(s, where);
-        if (*dt == dnnl_bf16 && cxr_nn_ct_is_ref(*pd)) {
+        if (*dt == dnnl_bf16 && cxr_nn_cpu_is_ref(*pd)) {
             dnnl_primitive_desc_destroy(*pd);
             *pd = NULL;
             *dt = dnnl_f32;
@@ -193,14 +193,14 @@ static enum cxr_status bwd_conv(struct tbuilder *B, int32_t oi)
     bool train_b = op->param[1] >= 0 && B->g->params[op->param[1]].trainable;
     dnnl_data_type_t dt = bwd_dt(to);
     int64_t n = B->p->batch;
-    if ((st = cxr_nn_ct_attr(&attr, false, where, err)) != CXR_OK)
+    if ((st = cxr_nn_cpu_attr(&attr, false, false, where, err)) != CXR_OK)
         return st;
     if (train_w || train_b) {
         dnnl_data_type_t wdt = dt;
         if ((st = conv_bwd_pd(B, oi, true, &wdt, attr, &pd)) != CXR_OK)
             goto fail;
         cxr_log(CXR_LOG_DEBUG, "nn", "cpu train: batch %d %s bwd_w: %s", (int)n, where,
-                cxr_nn_ct_impl(pd));
+                cxr_nn_cpu_impl(pd));
         CXR_DNNL(dnnl_primitive_create(&prim, pd), where);
         int32_t src, ddst, gw, gb = -1;
         dnnl_memory_t rw, pw, rb = NULL, pb = NULL;
@@ -218,10 +218,10 @@ static enum cxr_status bwd_conv(struct tbuilder *B, int32_t oi)
                               dnnl_primitive_desc_query_md(pd, dnnl_query_diff_weights_md, 1), &gb,
                               &rb, &pb, where)) != CXR_OK)
             goto fail;
-        struct targ a[4] = {{DNNL_ARG_SRC, src, NULL},
-                            {DNNL_ARG_DIFF_DST, ddst, NULL},
-                            {DNNL_ARG_DIFF_WEIGHTS, gw, rw},
-                            {DNNL_ARG_DIFF_BIAS, gb, rb}};
+        struct cpu_arg a[4] = {{DNNL_ARG_SRC, src, NULL},
+                               {DNNL_ARG_DIFF_DST, ddst, NULL},
+                               {DNNL_ARG_DIFF_WEIGHTS, gw, rw},
+                               {DNNL_ARG_DIFF_BIAS, gb, rb}};
         st = cxr_nn_ct_step(B, prim, a, op->param[1] >= 0 ? 4 : 3, where);
         prim = NULL;
         if (st != CXR_OK || (st = finish_grad(B, gw, pw, where)) != CXR_OK ||
@@ -234,7 +234,7 @@ static enum cxr_status bwd_conv(struct tbuilder *B, int32_t oi)
         if ((st = conv_bwd_pd(B, oi, false, &dt, attr, &pd)) != CXR_OK)
             goto fail;
         cxr_log(CXR_LOG_DEBUG, "nn", "cpu train: batch %d %s bwd_d: %s", (int)n, where,
-                cxr_nn_ct_impl(pd));
+                cxr_nn_cpu_impl(pd));
         CXR_DNNL(dnnl_primitive_create(&prim, pd), where);
         int32_t ddst, dsrc;
         dnnl_memory_t wmem = NULL;
@@ -246,9 +246,9 @@ static enum cxr_status bwd_conv(struct tbuilder *B, int32_t oi)
             (st = cxr_nn_ct_fresh(B, dnnl_primitive_desc_query_md(pd, dnnl_query_diff_src_md, 0),
                                   &dsrc)) != CXR_OK)
             goto fail;
-        struct targ a[3] = {{DNNL_ARG_DIFF_DST, ddst, NULL},
-                            {DNNL_ARG_WEIGHTS, -1, wmem},
-                            {DNNL_ARG_DIFF_SRC, dsrc, NULL}};
+        struct cpu_arg a[3] = {{DNNL_ARG_DIFF_DST, ddst, NULL},
+                               {DNNL_ARG_WEIGHTS, -1, wmem},
+                               {DNNL_ARG_DIFF_SRC, dsrc, NULL}};
         st = cxr_nn_ct_step(B, prim, a, 3, where);
         prim = NULL;
         if (st == CXR_OK)
@@ -282,9 +282,9 @@ static enum cxr_status bwd_bn(struct tbuilder *B, int32_t oi)
     bool relu = to->fused_relu >= 0;
     int32_t gout = relu ? B->g->ops[to->fused_relu].out : op->out;
     bool train = B->g->params[op->param[0]].trainable || B->g->params[op->param[1]].trainable;
-    if ((st = cxr_nn_ct_attr(&attr, false, where, err)) != CXR_OK)
+    if ((st = cxr_nn_cpu_attr(&attr, false, false, where, err)) != CXR_OK)
         return st;
-    const dnnl_memory_desc_t *md = cxr_nn_ct_md(B->p, to->src);
+    const dnnl_memory_desc_t *md = cxr_nn_cpu_md(B->p, to->src);
     unsigned flags = dnnl_use_scale | dnnl_use_shift | (relu ? dnnl_fuse_norm_relu : 0u);
     dnnl_batch_normalization_desc_t bd;
     CXR_DNNL(dnnl_batch_normalization_backward_desc_init(
@@ -292,7 +292,7 @@ static enum cxr_status bwd_bn(struct tbuilder *B, int32_t oi)
              where);
     CXR_DNNL(dnnl_primitive_desc_create(&pd, &bd, attr, B->p->ctx->engine, to->fwd_pd), where);
     cxr_log(CXR_LOG_DEBUG, "nn", "cpu train: batch %d %s bwd: %s", (int)B->p->batch, where,
-            cxr_nn_ct_impl(pd));
+            cxr_nn_cpu_impl(pd));
     CXR_DNNL(dnnl_primitive_create(&prim, pd), where);
     int32_t ddst, dsrc, gs = -1, gh = -1;
     dnnl_memory_t scale = NULL, shift = NULL, rs = NULL, ps = NULL, rh = NULL, ph = NULL;
@@ -307,16 +307,16 @@ static enum cxr_status bwd_bn(struct tbuilder *B, int32_t oi)
     if (train && ((st = grad_target(B, op->param[0], &cmd, &gs, &rs, &ps, where)) != CXR_OK ||
                   (st = grad_target(B, op->param[1], &cmd, &gh, &rh, &ph, where)) != CXR_OK))
         goto fail;
-    struct targ a[10] = {{DNNL_ARG_SRC, to->src, NULL},      {DNNL_ARG_MEAN, to->mean, NULL},
-                         {DNNL_ARG_VARIANCE, to->var, NULL}, {DNNL_ARG_DIFF_DST, ddst, NULL},
-                         {DNNL_ARG_SCALE, -1, scale},        {DNNL_ARG_SHIFT, -1, shift},
-                         {DNNL_ARG_DIFF_SRC, dsrc, NULL}};
+    struct cpu_arg a[10] = {{DNNL_ARG_SRC, to->src, NULL},      {DNNL_ARG_MEAN, to->mean, NULL},
+                            {DNNL_ARG_VARIANCE, to->var, NULL}, {DNNL_ARG_DIFF_DST, ddst, NULL},
+                            {DNNL_ARG_SCALE, -1, scale},        {DNNL_ARG_SHIFT, -1, shift},
+                            {DNNL_ARG_DIFF_SRC, dsrc, NULL}};
     int32_t na = 7;
     if (relu)
-        a[na++] = (struct targ){DNNL_ARG_WORKSPACE, to->ws, NULL};
+        a[na++] = (struct cpu_arg){DNNL_ARG_WORKSPACE, to->ws, NULL};
     if (train) {
-        a[na++] = (struct targ){DNNL_ARG_DIFF_SCALE, gs, rs};
-        a[na++] = (struct targ){DNNL_ARG_DIFF_SHIFT, gh, rh};
+        a[na++] = (struct cpu_arg){DNNL_ARG_DIFF_SCALE, gs, rs};
+        a[na++] = (struct cpu_arg){DNNL_ARG_DIFF_SHIFT, gh, rh};
     }
     st = cxr_nn_ct_step(B, prim, a, na, where);
     prim = NULL;
@@ -350,9 +350,9 @@ static enum cxr_status bwd_relu(struct tbuilder *B, int32_t oi)
     dnnl_primitive_attr_t attr = NULL;
     dnnl_primitive_desc_t pd = NULL;
     dnnl_primitive_t prim = NULL;
-    if ((st = cxr_nn_ct_attr(&attr, false, where, err)) != CXR_OK)
+    if ((st = cxr_nn_cpu_attr(&attr, false, false, where, err)) != CXR_OK)
         return st;
-    const dnnl_memory_desc_t *md = cxr_nn_ct_md(B->p, to->dst);
+    const dnnl_memory_desc_t *md = cxr_nn_cpu_md(B->p, to->dst);
     dnnl_eltwise_desc_t ed;
     CXR_DNNL(
         dnnl_eltwise_backward_desc_init(&ed, dnnl_eltwise_relu_use_dst_for_bwd, md, md, 0.0f, 0.0f),
@@ -363,9 +363,9 @@ static enum cxr_status bwd_relu(struct tbuilder *B, int32_t oi)
     if ((st = diff_as(B, op->out, md, &ddst, where)) != CXR_OK ||
         (st = cxr_nn_ct_fresh(B, md, &dsrc)) != CXR_OK)
         goto fail;
-    struct targ a[3] = {{DNNL_ARG_DST, to->dst, NULL},
-                        {DNNL_ARG_DIFF_DST, ddst, NULL},
-                        {DNNL_ARG_DIFF_SRC, dsrc, NULL}};
+    struct cpu_arg a[3] = {{DNNL_ARG_DST, to->dst, NULL},
+                           {DNNL_ARG_DIFF_DST, ddst, NULL},
+                           {DNNL_ARG_DIFF_SRC, dsrc, NULL}};
     st = cxr_nn_ct_step(B, prim, a, 3, where);
     prim = NULL;
     if (st == CXR_OK)
@@ -404,12 +404,13 @@ static enum cxr_status bwd_pool(struct tbuilder *B, int32_t oi)
     dnnl_primitive_attr_t attr = NULL;
     dnnl_primitive_desc_t pd = NULL;
     dnnl_primitive_t prim = NULL;
-    if ((st = cxr_nn_ct_attr(&attr, false, where, err)) != CXR_OK)
+    if ((st = cxr_nn_cpu_attr(&attr, false, false, where, err)) != CXR_OK)
         return st;
     bool max = op->kind == CXR_NN_OP_MAXPOOL;
     dnnl_dims_t strides = {op->stride, op->stride}, kernel = {op->kernel_h, op->kernel_w};
     dnnl_dims_t dil = {0, 0}, pad = {op->pad, op->pad};
-    const dnnl_memory_desc_t *smd = cxr_nn_ct_md(B->p, to->src), *dmd = cxr_nn_ct_md(B->p, to->dst);
+    const dnnl_memory_desc_t *smd = cxr_nn_cpu_md(B->p, to->src),
+                             *dmd = cxr_nn_cpu_md(B->p, to->dst);
     dnnl_pooling_v2_desc_t desc;
     CXR_DNNL(dnnl_pooling_v2_backward_desc_init(
                  &desc, max ? dnnl_pooling_max : dnnl_pooling_avg_exclude_padding, smd, dmd,
@@ -417,7 +418,7 @@ static enum cxr_status bwd_pool(struct tbuilder *B, int32_t oi)
              where);
     CXR_DNNL(dnnl_primitive_desc_create(&pd, &desc, attr, B->p->ctx->engine, to->fwd_pd), where);
     cxr_log(CXR_LOG_DEBUG, "nn", "cpu train: batch %d %s bwd: %s", (int)B->p->batch, where,
-            cxr_nn_ct_impl(pd));
+            cxr_nn_cpu_impl(pd));
     CXR_DNNL(dnnl_primitive_create(&prim, pd), where);
     int32_t ddst, dsrc;
     if ((st = diff_as(B, op->out, dnnl_primitive_desc_query_md(pd, dnnl_query_diff_dst_md, 0),
@@ -425,9 +426,9 @@ static enum cxr_status bwd_pool(struct tbuilder *B, int32_t oi)
         (st = cxr_nn_ct_fresh(B, dnnl_primitive_desc_query_md(pd, dnnl_query_diff_src_md, 0),
                               &dsrc)) != CXR_OK)
         goto fail;
-    struct targ a[3] = {{DNNL_ARG_DIFF_DST, ddst, NULL},
-                        {DNNL_ARG_DIFF_SRC, dsrc, NULL},
-                        {DNNL_ARG_WORKSPACE, to->ws, NULL}};
+    struct cpu_arg a[3] = {{DNNL_ARG_DIFF_DST, ddst, NULL},
+                           {DNNL_ARG_DIFF_SRC, dsrc, NULL},
+                           {DNNL_ARG_WORKSPACE, to->ws, NULL}};
     st = cxr_nn_ct_step(B, prim, a, to->ws >= 0 ? 3 : 2, where);
     prim = NULL;
     if (st == CXR_OK)
@@ -452,7 +453,7 @@ static enum cxr_status bwd_fc(struct tbuilder *B, int32_t oi)
     dnnl_primitive_attr_t attr = NULL;
     dnnl_primitive_desc_t pd = NULL;
     dnnl_primitive_t prim = NULL;
-    if ((st = cxr_nn_ct_attr(&attr, false, where, err)) != CXR_OK)
+    if ((st = cxr_nn_cpu_attr(&attr, false, false, where, err)) != CXR_OK)
         return st;
     int64_t n = B->p->batch;
     dnnl_dims_t sd = {n, x->c, 1, 1}, wd = {y->c, x->c, 1, 1}, bd = {y->c};
@@ -462,7 +463,7 @@ static enum cxr_status bwd_fc(struct tbuilder *B, int32_t oi)
         st = cxr_seterr(err, CXR_ERR_INTERNAL, "cpu: %s: no gradient arrived", where);
         goto fail;
     }
-    const dnnl_memory_desc_t *dmd = cxr_nn_ct_md(B->p, ddst);
+    const dnnl_memory_desc_t *dmd = cxr_nn_cpu_md(B->p, ddst);
     bool train_w = B->g->params[op->param[0]].trainable,
          train_b = B->g->params[op->param[1]].trainable;
     if (train_w || train_b) {
@@ -485,10 +486,10 @@ static enum cxr_status bwd_fc(struct tbuilder *B, int32_t oi)
                               dnnl_primitive_desc_query_md(pd, dnnl_query_diff_weights_md, 1), &gb,
                               &rb, &pb, where)) != CXR_OK)
             goto fail;
-        struct targ a[4] = {{DNNL_ARG_SRC, src, NULL},
-                            {DNNL_ARG_DIFF_DST, ddst, NULL},
-                            {DNNL_ARG_DIFF_WEIGHTS, gw, rw},
-                            {DNNL_ARG_DIFF_BIAS, gb, rb}};
+        struct cpu_arg a[4] = {{DNNL_ARG_SRC, src, NULL},
+                               {DNNL_ARG_DIFF_DST, ddst, NULL},
+                               {DNNL_ARG_DIFF_WEIGHTS, gw, rw},
+                               {DNNL_ARG_DIFF_BIAS, gb, rb}};
         st = cxr_nn_ct_step(B, prim, a, 4, where);
         prim = NULL;
         if (st != CXR_OK || (st = finish_grad(B, gw, pw, where)) != CXR_OK ||
@@ -512,9 +513,9 @@ static enum cxr_status bwd_fc(struct tbuilder *B, int32_t oi)
             (st = cxr_nn_ct_fresh(B, dnnl_primitive_desc_query_md(pd, dnnl_query_diff_src_md, 0),
                                   &dsrc)) != CXR_OK)
             goto fail;
-        struct targ a[3] = {{DNNL_ARG_DIFF_DST, ddst, NULL},
-                            {DNNL_ARG_WEIGHTS, -1, wmem},
-                            {DNNL_ARG_DIFF_SRC, dsrc, NULL}};
+        struct cpu_arg a[3] = {{DNNL_ARG_DIFF_DST, ddst, NULL},
+                               {DNNL_ARG_WEIGHTS, -1, wmem},
+                               {DNNL_ARG_DIFF_SRC, dsrc, NULL}};
         st = cxr_nn_ct_step(B, prim, a, 3, where);
         prim = NULL;
         if (st == CXR_OK)
