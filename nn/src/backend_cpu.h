@@ -12,6 +12,7 @@
 #include <oneapi/dnnl/dnnl.h>
 #include <oneapi/dnnl/dnnl_debug.h>
 
+#include "arena.h"
 #include "backend.h"
 
 /* The backend's context (cxr_nn_backend.context). */
@@ -79,11 +80,7 @@ enum buf_place {
     BUF_DLOGITS = 3 /* training: the caller's dLoss/dlogits */
 };
 
-struct cpu_buf {
-    size_t size, off;
-    int32_t first, last; /* steps that touch it (inclusive) */
-    enum buf_place place;
-};
+/* A plan's buffers are struct cxr_nn_buf (arena.h), `place` an enum buf_place. */
 
 struct cpu_mem {
     dnnl_memory_t m;
@@ -110,7 +107,7 @@ struct cpu_plan {
     int32_t batch;
     struct cpu_step *steps;
     int32_t n_steps, cap_steps;
-    struct cpu_buf *bufs;
+    struct cxr_nn_buf *bufs;
     int32_t n_bufs, cap_bufs;
     struct cpu_mem *mems;
     int32_t n_mems, cap_mems;

@@ -59,7 +59,7 @@ int32_t cxr_nn_cpu_new_buf(struct cpu_plan *p, size_t size, enum buf_place place
 {
     if (!cxr_nn_cpu_grow((void **)&p->bufs, p->n_bufs, &p->cap_bufs, sizeof *p->bufs))
         return -1;
-    p->bufs[p->n_bufs] = (struct cpu_buf){.size = size, .first = -1, .last = -1, .place = place};
+    p->bufs[p->n_bufs] = (struct cxr_nn_buf){.size = size, .first = -1, .last = -1, .place = place};
     return p->n_bufs++;
 }
 
@@ -117,7 +117,7 @@ enum cxr_status cxr_nn_cpu_step(struct cpu_plan *p, dnnl_primitive_t prim,
         if (args[i].mem >= 0) {
             struct cpu_mem *cm = &p->mems[args[i].mem];
             m = cm->m;
-            struct cpu_buf *b = &p->bufs[cm->buf];
+            struct cxr_nn_buf *b = &p->bufs[cm->buf];
             if (b->first < 0)
                 b->first = idx;
             b->last = idx;
@@ -631,7 +631,7 @@ enum cxr_status cxr_nn_cpu_graph_plan(struct cxr_nn_backend *b, struct cxr_nn_gr
     }
     /* the caller's output: write it directly when the layout is already plain F32 */
     int32_t om = vs[g->output].mem;
-    struct cpu_buf *ob = &p->bufs[p->mems[om].buf];
+    struct cxr_nn_buf *ob = &p->bufs[p->mems[om].buf];
     if (md_is_plain_f32(cxr_nn_cpu_md(p, om)) && ob->place == BUF_ARENA) {
         ob->place = BUF_OUTPUT;
     } else {

@@ -6,60 +6,11 @@
 
 #include "backend_cpu.h"
 
-/* Places arena buffers: largest first, each at the lowest offset that does
- * not overlap a placed buffer whose live range intersects its own. */
 void cxr_nn_cpu_place_buffers(struct cpu_plan *p)
 {
-    int32_t n = p->n_bufs;
-    int32_t *order = malloc((size_t)n * sizeof *order);
-    bool *placed = calloc((size_t)n, sizeof *placed);
-    size_t top = 0;
-    if (!order || !placed) { /* no memory to be clever: lay them end to end */
-        for (int32_t i = 0; i < n; i++) {
-            p->bufs[i].off = top;
-            top += (p->bufs[i].size + CPU_ALIGN - 1) & ~(size_t)(CPU_ALIGN - 1);
-        }
-        goto done;
-    }
-    for (int32_t i = 0; i < n; i++)
-        order[i] = i;
-    for (int32_t i = 1; i < n; i++) { /* insertion sort by size, descending */
-        int32_t k = order[i], j = i - 1;
-        while (j >= 0 && p->bufs[order[j]].size < p->bufs[k].size) {
-            order[j + 1] = order[j];
-            j--;
-        }
-        order[j + 1] = k;
-    }
-    for (int32_t oi = 0; oi < n; oi++) {
-        struct cpu_buf *b = &p->bufs[order[oi]];
-        if (b->place != BUF_ARENA || b->first < 0)
-            continue;
-        size_t size = (b->size + CPU_ALIGN - 1) & ~(size_t)(CPU_ALIGN - 1), off = 0;
-        for (bool moved = true; moved;) {
-            moved = false;
-            for (int32_t j = 0; j < n; j++) {
-                const struct cpu_buf *o = &p->bufs[j];
-                if (!placed[j] || o->last < b->first || o->first > b->last)
-                    continue;
-                size_t osz = (o->size + CPU_ALIGN - 1) & ~(size_t)(CPU_ALIGN - 1);
-                if (off < o->off + osz && o->off < off + size) {
-                    off = o->off + osz;
-                    moved = true;
-                }
-            }
-        }
-        b->off = off;
-        placed[order[oi]] = true;
-        if (off + size > top)
-            top = off + size;
-    }
-done:
-    free(order);
-    free(placed);
+    size_t top = cxr_nn_arena_place(p->bufs, p->n_bufs, CPU_ALIGN, true);
     p->scratch_off = top;
-    p->arena_need =
-        top + ((p->scratch_size + CPU_ALIGN - 1) & ~(size_t)(CPU_ALIGN - 1)) + CPU_ALIGN;
+    p->arena_need = top + cxr_nn_arena_round(p->scratch_size, CPU_ALIGN) + CPU_ALIGN;
 }
 
 void cxr_nn_cpu_plan_free(struct cxr_nn_backend *b, void *plan)

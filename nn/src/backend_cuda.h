@@ -25,6 +25,7 @@
 #include <cuda_runtime_api.h>
 #include <cudnn.h>
 
+#include "arena.h"
 #include "backend.h"
 #include "cuda_kernels.h"
 
@@ -180,10 +181,7 @@ enum cstep_kind {
 };
 
 /* One activation buffer in the arena: placed by live range. */
-struct cuda_buf {
-    size_t size, off;
-    int32_t first, last;
-};
+/* A plan's buffers are struct cxr_nn_buf (arena.h), all in the arena (place 0). */
 
 struct cuda_conv {
     cudnnTensorDescriptor_t x, y, bias;
@@ -217,7 +215,7 @@ struct cuda_plan {
     int32_t batch;
     struct cuda_step *steps;
     int32_t n_steps, cap_steps;
-    struct cuda_buf *bufs;
+    struct cxr_nn_buf *bufs;
     int32_t n_bufs, cap_bufs;
     int32_t in_buf, out_buf;    /* f32 staging buffers on the device */
     size_t in_bytes, out_bytes; /* host-side sizes (NCHW f32) */
@@ -247,9 +245,8 @@ void cxr_nn_cuda_graph_release(struct cxr_nn_backend *b, struct cxr_nn_graph *g)
 enum cxr_status cxr_nn_cuda_graph_compute(struct cxr_nn_backend *b, void *plan, const float *input,
                                           float *output, char *err);
 
-/* Places buffers by live range (overlapping ranges never share bytes);
- * returns the bytes they span. */
-size_t cxr_nn_cuda_place(struct cuda_buf *bufs, int32_t n);
+/* Alignment of buffers in the CUDA arena (cxr_nn_arena_place). */
+#define CXR_NN_CUDA_ARENA_ALIGN 256
 /* Grows the graph's arena to `need` bytes (plans keep offsets into it;
  * growing bumps cg->generation). CXR_ERR_NOMEM when it does not fit. */
 enum cxr_status cxr_nn_cuda_ensure_arena(struct cuda_ctx *c, struct cuda_graph *cg, size_t need,
@@ -336,7 +333,7 @@ struct cuda_tplan {
     float bn_momentum;
     struct tstep *steps;
     int32_t n_steps;
-    struct cuda_buf *bufs;
+    struct cxr_nn_buf *bufs;
     int32_t n_bufs, cap_bufs;
     int32_t in_buf, in_act, logits_buf, dlogits_buf, flag_buf;
     size_t in_bytes, logits_bytes;

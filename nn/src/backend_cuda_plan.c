@@ -51,7 +51,7 @@ static int32_t new_buf(struct cuda_plan *p, size_t size)
 {
     if (!grow((void **)&p->bufs, p->n_bufs, &p->cap_bufs, sizeof *p->bufs))
         return -1;
-    p->bufs[p->n_bufs] = (struct cuda_buf){.size = size, .first = -1, .last = -1};
+    p->bufs[p->n_bufs] = (struct cxr_nn_buf){.size = size, .first = -1, .last = -1};
     return p->n_bufs++;
 }
 

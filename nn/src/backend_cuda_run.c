@@ -22,61 +22,10 @@
 #include "backend_cuda.h"
 #include "cxr/log.h"
 
-#define ARENA_ALIGN 256
-
-size_t cxr_nn_cuda_place(struct cuda_buf *bufs, int32_t n)
-{
-    int32_t *order = malloc((size_t)n * sizeof *order);
-    bool *placed = calloc((size_t)n, sizeof *placed);
-    size_t top = 0;
-    if (!order || !placed) { /* no memory to be clever: end to end */
-        for (int32_t i = 0; i < n; i++) {
-            bufs[i].off = top;
-            top += (bufs[i].size + ARENA_ALIGN - 1) & ~(size_t)(ARENA_ALIGN - 1);
-        }
-        goto done;
-    }
-    for (int32_t i = 0; i < n; i++)
-        order[i] = i;
-    for (int32_t i = 1; i < n; i++) { /* largest first */
-        int32_t k = order[i], j = i - 1;
-        while (j >= 0 && bufs[order[j]].size < bufs[k].size) {
-            order[j + 1] = order[j];
-            j--;
-        }
-        order[j + 1] = k;
-    }
-    for (int32_t oi = 0; oi < n; oi++) {
-        struct cuda_buf *b = &bufs[order[oi]];
-        size_t size = (b->size + ARENA_ALIGN - 1) & ~(size_t)(ARENA_ALIGN - 1), off = 0;
-        for (bool moved = true; moved;) {
-            moved = false;
-            for (int32_t j = 0; j < n; j++) {
-                const struct cuda_buf *o = &bufs[j];
-                if (!placed[j] || o->last < b->first || o->first > b->last)
-                    continue;
-                size_t osz = (o->size + ARENA_ALIGN - 1) & ~(size_t)(ARENA_ALIGN - 1);
-                if (off < o->off + osz && o->off < off + size) {
-                    off = o->off + osz;
-                    moved = true;
-                }
-            }
-        }
-        b->off = off;
-        placed[order[oi]] = true;
-        if (off + size > top)
-            top = off + size;
-    }
-done:
-    free(order);
-    free(placed);
-    return top;
-}
-
 void cxr_nn_cuda_place_buffers(struct cuda_plan *p)
 {
-    p->ws_off = cxr_nn_cuda_place(p->bufs, p->n_bufs);
-    p->arena_need = p->ws_off + ((p->workspace + ARENA_ALIGN - 1) & ~(size_t)(ARENA_ALIGN - 1));
+    p->ws_off = cxr_nn_arena_place(p->bufs, p->n_bufs, CXR_NN_CUDA_ARENA_ALIGN, false);
+    p->arena_need = p->ws_off + cxr_nn_arena_round(p->workspace, CXR_NN_CUDA_ARENA_ALIGN);
 }
 
 void cxr_nn_cuda_conv_free(struct cuda_conv *cv)

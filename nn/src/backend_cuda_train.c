@@ -39,13 +39,13 @@ static int32_t tbuf(struct cuda_tplan *p, size_t size)
 {
     if (p->n_bufs == p->cap_bufs) {
         int32_t ncap = p->cap_bufs ? p->cap_bufs * 2 : 128;
-        struct cuda_buf *nb = realloc(p->bufs, (size_t)ncap * sizeof *nb);
+        struct cxr_nn_buf *nb = realloc(p->bufs, (size_t)ncap * sizeof *nb);
         if (!nb)
             return -1;
         p->bufs = nb;
         p->cap_bufs = ncap;
     }
-    p->bufs[p->n_bufs] = (struct cuda_buf){.size = size ? size : 16, .first = -1, .last = -1};
+    p->bufs[p->n_bufs] = (struct cxr_nn_buf){.size = size ? size : 16, .first = -1, .last = -1};
     return p->n_bufs++;
 }
 
@@ -53,7 +53,7 @@ static void ttouch(struct cuda_tplan *p, int32_t buf, int32_t t)
 {
     if (buf < 0)
         return;
-    struct cuda_buf *b = &p->bufs[buf];
+    struct cxr_nn_buf *b = &p->bufs[buf];
     if (b->first < 0 || t < b->first)
         b->first = t;
     if (t > b->last)
@@ -399,8 +399,8 @@ enum cxr_status cxr_nn_cuda_train_plan(struct cxr_nn_backend *b, struct cxr_nn_g
     for (int32_t i = g->n_ops - 1; i >= 0; i--)
         if ((st = plan_backward(&B, i)) != CXR_OK)
             goto fail;
-    p->ws_off = cxr_nn_cuda_place(p->bufs, p->n_bufs);
-    p->arena_need = p->ws_off + ((p->workspace + 255) & ~(size_t)255);
+    p->ws_off = cxr_nn_arena_place(p->bufs, p->n_bufs, CXR_NN_CUDA_ARENA_ALIGN, false);
+    p->arena_need = p->ws_off + cxr_nn_arena_round(p->workspace, CXR_NN_CUDA_ARENA_ALIGN);
     cxr_log(CXR_LOG_DEBUG, "nn", "cuda: training plan batch %d: %d buffers, %zu MiB arena",
             (int)p->batch, (int)p->n_bufs, p->arena_need >> 20);
     free(B.vbuf);

@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../../nn/src/arena.h"
 #include "../../nn/src/backend.h"
 #include "../../nn/src/graph.h"
 #include "cxr/nn.h"
@@ -809,6 +810,60 @@ START_TEST(test_batch_bounds)
 }
 END_TEST
 
+/* The arena placement both backends use (issue 12 step 4): seeded random
+ * plans; no two buffers whose live ranges overlap share a byte, offsets are
+ * aligned, the arena is no larger than the sum of the buffers, buffers that
+ * live elsewhere (place != 0) or that no step touches (when skipped) are not
+ * placed, and buffers with disjoint lives do share bytes. */
+START_TEST(test_arena_place)
+{
+    uint64_t seed = 0x9e3779b97f4a7c15ULL + (uint64_t)_i;
+    struct cxr_nn_buf b[300];
+    int32_t n = 1 + (int32_t)(seed % 300);
+    size_t sum = 0;
+    for (int32_t i = 0; i < n; i++) {
+        seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
+        int32_t first = (int32_t)((seed >> 33) % 100) - 5; /* some unused: first < 0 */
+        int32_t len = (int32_t)((seed >> 17) % 20);
+        b[i] = (struct cxr_nn_buf){.size = 1 + (size_t)((seed >> 40) % 5000),
+                                   .off = 12345,
+                                   .first = first < 0 ? -1 : first,
+                                   .last = first < 0 ? -1 : first + len,
+                                   .place = (seed >> 11) % 10 == 0 ? 1 : 0};
+        if (b[i].place == 0 && b[i].first >= 0)
+            sum += cxr_nn_arena_round(b[i].size, 64);
+    }
+    size_t top = cxr_nn_arena_place(b, n, 64, true);
+    ck_assert_uint_le(top, sum);
+    for (int32_t i = 0; i < n; i++) {
+        bool placed = b[i].place == 0 && b[i].first >= 0;
+        if (!placed) {
+            ck_assert_uint_eq(b[i].off, 12345); /* untouched */
+            continue;
+        }
+        ck_assert_uint_eq(b[i].off % 64, 0);
+        ck_assert_uint_le(b[i].off + b[i].size, top);
+        for (int32_t j = 0; j < i; j++) {
+            if (b[j].place != 0 || b[j].first < 0)
+                continue;
+            bool live_overlap = !(b[j].last < b[i].first || b[j].first > b[i].last);
+            bool byte_overlap = b[i].off < b[j].off + b[j].size && b[j].off < b[i].off + b[i].size;
+            ck_assert_msg(!(live_overlap && byte_overlap), "buffers %d and %d share bytes", i, j);
+        }
+    }
+    /* two buffers alive at different steps: one place for both */
+    struct cxr_nn_buf two[2] = {{.size = 100, .first = 0, .last = 1},
+                                {.size = 80, .first = 2, .last = 3}};
+    ck_assert_uint_eq(cxr_nn_arena_place(two, 2, 64, false), 128);
+    ck_assert_uint_eq(two[0].off, two[1].off);
+    /* not skipping unused buffers (the CUDA planner's use): they are placed */
+    struct cxr_nn_buf un[2] = {{.size = 10, .first = -1, .last = -1, .off = 7},
+                               {.size = 10, .first = 0, .last = 0, .off = 7}};
+    cxr_nn_arena_place(un, 2, 64, false);
+    ck_assert(un[0].off != 7 && un[1].off != 7);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("nn_cpu");
@@ -830,6 +885,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_backend_options);
     tcase_add_test(tc, test_batch_bounds);
     tcase_add_test(tc, test_cpu_without_bf16);
+    tcase_add_loop_test(tc, test_arena_place, 0, 50);
     suite_add_tcase(s, tc);
     return s;
 }
