@@ -275,6 +275,11 @@ static const struct conf_key http_keys[] = {
           "Address of the HTTP endpoint (an IP address); it has no authentication, so keep it "
           "on loopback or behind a proxy."),
     K_INT(H, port, "port", 0, 65535, "8090", "HTTP port; 0 = any free port."),
+    K_STR(H, allowed_hosts, "allowed-hosts", CONF_T_TEXT, 0, 1024, "",
+          "Host names (space-separated) by which browsers reach the HTTP endpoint, e.g. the "
+          "reverse proxy's; a request whose Host header names anything else is refused (421), "
+          "so that a web page cannot read the worklist through DNS rebinding. IP addresses and "
+          "localhost are always accepted."),
 #undef KEY_RESTART
 #define KEY_RESTART false
     K_BOOL(H, show_patient_id, "show-patient-id", "false",

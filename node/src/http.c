@@ -1,13 +1,22 @@
 /* http.c — the node's HTTP endpoint (libmicrohttpd, one internal thread):
  * GET /worklist, /studies/{StudyInstanceUID}, /status, /healthz, /metrics and
  * the reading worklist page at /ui/ (cxr/ui_assets.h). Read-only; bound to
- * loopback unless configured otherwise. */
+ * loopback unless configured otherwise.
+ *
+ * Hostile clients (issue 14): a request whose Host header names a host this
+ * server does not answer to is refused (421), so that a web page reaching
+ * the endpoint through DNS rebinding cannot read accession numbers and study
+ * UIDs; IP literals and localhost always pass, other names only when listed
+ * in http/allowed-hosts. Slow clients cannot hold the endpoint: at most
+ * HTTP_PER_IP connections per client address, HTTP_MAX_CONNECTIONS in all,
+ * and a connection idle for HTTP_IDLE_S seconds is closed. */
 #include <arpa/inet.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
 
@@ -15,13 +24,55 @@
 #include "cxr/node.h"
 #include "cxr/ui_assets.h"
 
-#define WORKLIST_FETCH_MAX 20000
+#define WORKLIST_FETCH_MAX   20000
+#define HTTP_MAX_CONNECTIONS 512u
+#define HTTP_PER_IP          16u
+#define HTTP_IDLE_S          10u
 
 struct cxr_node_http {
     struct MHD_Daemon *daemon;
     struct cxr_node_http_source src;
+    char *allowed_hosts; /* copy of src.allowed_hosts; "" none */
     uint16_t port;
 };
+
+/* True when `host` (a Host header: name or address, optional :port) names
+ * this server: an IPv4 or bracketed IPv6 literal, localhost, or a name of
+ * http/allowed-hosts (case-insensitive). */
+static bool host_allowed(const struct cxr_node_http *h, const char *host)
+{
+    char name[256];
+    size_t n = strlen(host);
+    if (n == 0 || n >= sizeof name)
+        return false;
+    if (host[0] == '[') { /* [v6]:port */
+        const char *end = strchr(host, ']');
+        if (!end || (end[1] != '\0' && end[1] != ':'))
+            return false;
+        snprintf(name, sizeof name, "%.*s", (int)(end - host - 1), host + 1);
+        struct in6_addr a6;
+        return inet_pton(AF_INET6, name, &a6) == 1;
+    }
+    const char *colon = strchr(host, ':');
+    if (colon && strchr(colon + 1, ':'))
+        return false; /* an unbracketed IPv6 address is not a valid Host */
+    snprintf(name, sizeof name, "%.*s", (int)(colon ? (size_t)(colon - host) : n), host);
+    if (colon && strspn(colon + 1, "0123456789") != strlen(colon + 1))
+        return false;
+    struct in_addr a4;
+    if (inet_pton(AF_INET, name, &a4) == 1 || strcasecmp(name, "localhost") == 0)
+        return true;
+    size_t k = strlen(name);
+    for (const char *p = h->allowed_hosts; *p;) {
+        while (*p == ' ' || *p == '\t')
+            p++;
+        size_t len = strcspn(p, " \t");
+        if (len == k && len > 0 && strncasecmp(p, name, k) == 0)
+            return true;
+        p += len;
+    }
+    return false;
+}
 
 static enum MHD_Result reply(struct MHD_Connection *c, unsigned int code, const char *type,
                              char *body /* malloc'd, taken */)
@@ -192,6 +243,20 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
                               size_t *upload_data_size, void **con_cls)
 {
     struct cxr_node_http *h = cls;
+    const char *host = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST);
+    if (host && !host_allowed(h, host)) {
+        char shown[201], msg[400];
+        size_t k = 0;
+        for (const char *q = host; *q && k + 1 < sizeof shown; q++) /* JSON-safe echo */
+            shown[k++] = (*q >= 0x20 && *q < 0x7f && *q != '"' && *q != '\\') ? *q : '?';
+        shown[k] = '\0';
+        snprintf(msg, sizeof msg,
+                 "this server does not answer to the host name '%s'; add it to "
+                 "http/allowed-hosts",
+                 shown);
+        char *body = error_json(msg);
+        return reply(c, 421 /* Misdirected Request */, "application/json", body);
+    }
     if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
         return reply(c, MHD_HTTP_METHOD_NOT_ALLOWED, "application/json",
                      error_json("only GET is served"));
@@ -239,7 +304,7 @@ enum cxr_status cxr_node_http_start(const char *bind_address, uint16_t port,
     struct sockaddr_in a4;
     struct sockaddr_in6 a6;
     struct sockaddr *addr;
-    unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
+    unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO | MHD_USE_ERROR_LOG;
     memset(&a4, 0, sizeof a4);
     memset(&a6, 0, sizeof a6);
     const char *bind = bind_address && *bind_address ? bind_address : "127.0.0.1";
@@ -263,11 +328,19 @@ enum cxr_status cxr_node_http_start(const char *bind_address, uint16_t port,
     if (!h)
         return CXR_ERR_NOMEM;
     h->src = *src;
+    h->allowed_hosts = strdup(src->allowed_hosts ? src->allowed_hosts : "");
+    if (!h->allowed_hosts) {
+        free(h);
+        return CXR_ERR_NOMEM;
+    }
+    h->src.allowed_hosts = h->allowed_hosts;
     h->daemon =
         MHD_start_daemon(flags, port, NULL, NULL, handle, h, MHD_OPTION_EXTERNAL_LOGGER, mhd_log,
-                         NULL, MHD_OPTION_SOCK_ADDR, addr, MHD_OPTION_CONNECTION_LIMIT, 64u,
-                         MHD_OPTION_CONNECTION_TIMEOUT, 30u, MHD_OPTION_END);
+                         NULL, MHD_OPTION_SOCK_ADDR, addr, MHD_OPTION_CONNECTION_LIMIT,
+                         HTTP_MAX_CONNECTIONS, MHD_OPTION_PER_IP_CONNECTION_LIMIT, HTTP_PER_IP,
+                         MHD_OPTION_CONNECTION_TIMEOUT, HTTP_IDLE_S, MHD_OPTION_END);
     if (!h->daemon) {
+        free(h->allowed_hosts);
         if (err)
             snprintf(err, CXR_ERRLEN,
                      "cannot serve HTTP on %s:%u (port in use, or no such address?);"
@@ -289,5 +362,6 @@ void cxr_node_http_stop(struct cxr_node_http *h)
     if (!h)
         return;
     MHD_stop_daemon(h->daemon);
+    free(h->allowed_hosts);
     free(h);
 }

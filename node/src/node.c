@@ -534,7 +534,8 @@ enum cxr_status cxr_node_run(struct cxr_node *n, char *err)
                                            .queue_depth = http_queue_depth,
                                            .extra_metrics = http_node_metrics,
                                            .status_json = http_status_json,
-                                           .ctx = n};
+                                           .ctx = n,
+                                           .allowed_hosts = s->http_allowed_hosts};
         st = cxr_node_http_start(s->http_bind_address, s->http_port, &src, &n->http, err);
         if (st != CXR_OK)
             goto fail;

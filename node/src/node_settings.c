@@ -91,6 +91,9 @@ enum cxr_status cxr_node_settings_from_conf(const struct cxr_conf *conf,
     if (!copy(s->http_bind_address, sizeof s->http_bind_address, conf->http.bind_address))
         BAD("http/bind-address is too long");
     s->http_port = (uint16_t)conf->http.port;
+    if (!copy(s->http_allowed_hosts, sizeof s->http_allowed_hosts,
+              conf->http.allowed_hosts ? conf->http.allowed_hosts : ""))
+        BAD("http/allowed-hosts is too long");
     s->worklist_show_patient_id = conf->http.show_patient_id;
     s->worklist_hours = (uint32_t)conf->http.worklist_hours;
 

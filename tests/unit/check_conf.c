@@ -130,7 +130,7 @@ START_TEST(test_defaults_key_paths)
     struct cxr_conf *c = NULL;
     ck_assert_int_eq(cxr_conf_defaults(&c), CXR_OK);
     size_t n = cxr_conf_key_count();
-    ck_assert_uint_eq(n, 80); /* one per field of conf.h's section structs */
+    ck_assert_uint_eq(n, 81); /* one per field of conf.h's section structs */
     ck_assert_ptr_null(cxr_conf_key_path(n));
     for (size_t i = 0; i < n; i++) {
         const char *k = cxr_conf_key_path(i);

@@ -300,6 +300,31 @@ static int http_get(uint16_t port, const char *method, const char *path, char **
     return status;
 }
 
+/* The status of a GET of `path` sent with Host header `host` (NULL: none). */
+static int http_status_with_host(uint16_t port, const char *host, const char *path)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    ck_assert_int_ge(fd, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    ck_assert_int_eq(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    char req[512];
+    int n = host ? snprintf(req, sizeof req,
+                            "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", path, host)
+                 : snprintf(req, sizeof req, "GET %s HTTP/1.0\r\n\r\n", path);
+    ck_assert_int_eq(write(fd, req, (size_t)n), n);
+    char buf[4096];
+    size_t len = 0;
+    ssize_t r;
+    while (len + 1 < sizeof buf && (r = read(fd, buf + len, sizeof buf - len - 1)) > 0)
+        len += (size_t)r;
+    buf[len] = '\0';
+    close(fd);
+    int status = 0;
+    sscanf(buf, "HTTP/1.%*d %d", &status);
+    return status;
+}
+
 static char *extra_text(void *ctx)
 {
     (void)ctx;
@@ -354,11 +379,39 @@ START_TEST(test_http_endpoints)
                                        .metrics = m,
                                        .options = fill_options,
                                        .extra_metrics = extra_text,
-                                       .ctx = &show_pid};
+                                       .ctx = &show_pid,
+                                       .allowed_hosts = "reading.example.org  pacs-gw"};
     struct cxr_node_http *h = NULL;
     ck_assert_msg(cxr_node_http_start("127.0.0.1", 0, &src, &h, err) == CXR_OK, "%s", err);
     uint16_t port = cxr_node_http_port(h);
     ck_assert_int_gt(port, 0);
+
+    /* issue 14: the Host header must name this server (DNS rebinding) */
+    const struct {
+        const char *host;
+        int status;
+    } hosts[] = {
+        {"127.0.0.1:8090", 200},
+        {"127.0.0.1", 200},
+        {"[::1]:8090", 200},
+        {"LOCALHOST:1", 200},
+        {"reading.example.org", 200},
+        {"Reading.Example.Org:443", 200},
+        {"pacs-gw", 200},
+        {NULL, 200}, /* HTTP/1.0 without Host */
+        {"evil.example", 421},
+        {"evil.example:8090", 421},
+        {"reading.example.org.evil.example", 421},
+        {"example.org", 421},
+        {"127.0.0.1:80:80", 421},
+        {"[::1", 421},
+        {"::1", 421},
+        {"localhost:x", 421},
+    };
+    for (size_t i = 0; i < sizeof hosts / sizeof hosts[0]; i++)
+        ck_assert_msg(http_status_with_host(port, hosts[i].host, "/healthz") == hosts[i].status,
+                      "Host %s: want %d", hosts[i].host ? hosts[i].host : "(none)",
+                      hosts[i].status);
 
     char *body = NULL, ct[128];
     ck_assert_int_eq(http_get(port, "GET", "/healthz", &body, ct, sizeof ct), 200);

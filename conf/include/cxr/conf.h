@@ -145,6 +145,7 @@ struct cxr_conf_http {
     bool enabled;
     char *bind_address;
     int32_t port;           /* 0 = any free port */
+    char *allowed_hosts;    /* host names the Host header may give (space-separated) */
     bool show_patient_id;   /* Patient ID in the worklist (PHI) */
     int32_t worklist_hours; /* studies whose last image is older leave the worklist; 0 = keep */
 };

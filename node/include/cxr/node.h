@@ -80,7 +80,8 @@ struct cxr_node_settings {
     /* HTTP */
     bool http_enabled;
     char http_bind_address[64];
-    uint16_t http_port; /* 0 = any free port (tests) */
+    uint16_t http_port;            /* 0 = any free port (tests) */
+    char http_allowed_hosts[1025]; /* http/allowed-hosts */
     bool worklist_show_patient_id;
     uint32_t worklist_hours; /* studies older than this leave the worklist */
 };
@@ -169,6 +170,10 @@ struct cxr_node_http_source {
      * them (the page reads both). May be NULL: 503. */
     char *(*status_json)(void *ctx);
     void *ctx;
+    /* Host names a request's Host header may give besides IP addresses and
+     * localhost (space-separated; NULL or "" none): http/allowed-hosts.
+     * Copied at start. */
+    const char *allowed_hosts;
 };
 
 struct cxr_node_http;
