@@ -256,7 +256,20 @@ enum cxr_status cxr_node_new(struct cxr_conf *conf, const struct cxr_node_option
     snprintf(n->tmp_dir, sizeof n->tmp_dir, "%s/tmp", n->spool_dir);
     snprintf(n->sr_dir, sizeof n->sr_dir, "%s/sr", n->spool_dir);
     cxr_node_store_path(n->spool_dir, n->db_path, sizeof n->db_path);
-    if (!node_mkdirs(n->spool_dir) || !node_mkdirs(n->tmp_dir) || !node_mkdirs(n->sr_dir)) {
+    if (!node_mkdirs(n->spool_dir)) {
+        snprintf(
+            err, CXR_ERRLEN,
+            "cannot create the spool folder %.900s: %s (node/spool-dir; the node's user must own it)",
+            n->spool_dir, strerror(errno));
+        st = CXR_ERR_IO;
+        goto fail;
+    }
+    /* Before anything in the spool is touched: a second node must not open
+     * the job store, nor sweep away the first one's files in flight. */
+    st = cxr_node_spool_lock(n->spool_dir, &n->spool_lock, err);
+    if (st != CXR_OK)
+        goto fail;
+    if (!node_mkdirs(n->tmp_dir) || !node_mkdirs(n->sr_dir)) {
         snprintf(
             err, CXR_ERRLEN,
             "cannot create the spool folder %.900s: %s (node/spool-dir; the node's user must own it)",
@@ -720,6 +733,7 @@ void cxr_node_free(struct cxr_node *n)
     node_queue_destroy(&n->q);
     free(n->opt_model_path);
     free(n->opt_spool_dir);
+    cxr_node_spool_unlock(n->spool_lock); /* last: the spool is no longer used */
     for (int i = 0; i < NODE_RECEIVE_STRIPES; i++)
         pthread_mutex_destroy(&n->receive_mu[i]);
     pthread_cond_destroy(&n->intake_cv);

@@ -6,6 +6,7 @@
  *   node_score.c    the job queue and the scoring workers
  *   node_report.c   study stability → one SR per study (and successors)
  *   node_deliver.c  one delivery thread per destination, retries, dead letters
+ *   node_lock.c     one node per spool: the lock file
  *
  * Locking: `gen_lock` (rwlock) guards the swappable generation (conf,
  * engine, settings): readers hold it while they use the engine or read
@@ -78,6 +79,7 @@ struct cxr_node {
     char tmp_dir[CXR_NODE_PATHLEN + 8];
     char sr_dir[CXR_NODE_PATHLEN + 8];
     char db_path[CXR_NODE_PATHLEN + 16];
+    struct cxr_node_spool_lock *spool_lock; /* held from new to free: one node per spool */
     struct cxr_node_store *store;
     struct cxr_node_store *http_store;
     struct cxr_node_metrics *metrics;
