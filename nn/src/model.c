@@ -180,6 +180,25 @@ int64_t cxr_nn_model_param_count(const struct cxr_nn_model *m)
     return n;
 }
 
+enum cxr_status cxr_nn_model_check_finite(const struct cxr_nn_model *m, char *err)
+{
+    for (uint32_t i = 0; m && i < m->n_tensors; i++) {
+        const struct cxr_nn_tensor *t = &m->tensors[i];
+        if (t->dtype != CXR_NN_DTYPE_F32)
+            continue;
+        const float *v = t->data;
+        int64_t n = cxr_nn_tensor_numel(t);
+        for (int64_t k = 0; k < n; k++)
+            if (!isfinite(v[k]))
+                return cxr_seterr(err, CXR_ERR_NN_MODEL,
+                                  "tensor '%s' holds %s at element %lld: the weights are "
+                                  "corrupt (a training run that diverged, or a damaged file); "
+                                  "use another model",
+                                  t->name, isnan(v[k]) ? "NaN" : "an infinity", (long long)k);
+    }
+    return CXR_OK;
+}
+
 static void fmt_thousands(char *buf, size_t cap, int64_t v)
 {
     char raw[32];

@@ -800,6 +800,32 @@ START_TEST(test_header_byte_flips)
 }
 END_TEST
 
+/* Weights that load (the file is well formed) but hold a NaN or an infinity
+ * are named by cxr_nn_model_check_finite, which the engine runs; finite
+ * weights pass. */
+START_TEST(test_nonfinite_weights_named)
+{
+    size_t blen;
+    uint8_t *base = base_bytes(CXR_NN_ARCH_RESNET18, &blen);
+    char err[CXR_ERRLEN] = "";
+    const float bad[] = {NAN, INFINITY, -INFINITY};
+    const char *names[] = {"layer2.0.conv1.weight", "fc.bias", "bn1.running_var"};
+    for (int i = 0; i < 3; i++) {
+        struct cxr_nn_model *m = expect_loads(base, blen, "base");
+        ck_assert_int_eq(cxr_nn_model_check_finite(m, err), CXR_OK);
+        struct cxr_nn_tensor *t = cxr_nn_model_tensor_find(m, names[i]);
+        ck_assert_ptr_nonnull(t);
+        ((float *)t->data)[1] = bad[i];
+        ck_assert_int_eq(cxr_nn_model_check_finite(m, err), CXR_ERR_NN_MODEL);
+        ck_assert_msg(strstr(err, names[i]) && strstr(err, "element 1") &&
+                          strstr(err, i ? "infinity" : "NaN"),
+                      "%s", err);
+        cxr_nn_model_free(m);
+    }
+    free(base);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("nn_modelfile");
@@ -809,6 +835,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_missing_extra_and_dtypes);
     tcase_add_test(tc, test_accepted_variants);
     tcase_add_test(tc, test_arch_inferred);
+    tcase_add_test(tc, test_nonfinite_weights_named);
     suite_add_tcase(s, tc);
     tc = tcase_create("metadata");
     tcase_add_loop_test(tc, test_metadata_faults, 0, (int)(sizeof bad_meta / sizeof bad_meta[0]));

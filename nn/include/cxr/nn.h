@@ -169,6 +169,12 @@ struct cxr_nn_tensor *cxr_nn_model_tensor_at(const struct cxr_nn_model *m, uint3
 struct cxr_nn_tensor *cxr_nn_model_tensor_find(const struct cxr_nn_model *m, const char *name);
 /* Number of trainable parameters (elements). */
 int64_t cxr_nn_model_param_count(const struct cxr_nn_model *m);
+/* CXR_ERR_NN_MODEL when a parameter or buffer holds a NaN or an infinity
+ * (err names the tensor and the element), else CXR_OK. A model that loads
+ * may still hold them (cxr_nn_model_load checks the file's structure, not
+ * the values); the engine refuses such a model, since every score it gave
+ * would be NaN. */
+enum cxr_status cxr_nn_model_check_finite(const struct cxr_nn_model *m, char *err);
 
 /* Human-readable summary for `cxr-triage model info`: arch, parameters,
  * metadata, SHA-256; `json` selects one JSON object instead. */
