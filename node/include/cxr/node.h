@@ -206,6 +206,27 @@ struct cxr_node;
 enum cxr_status cxr_node_new(struct cxr_conf *conf, const struct cxr_node_options *opt,
                              struct cxr_node **out, char *err);
 
+/* One line of cxr_node_check: `item` ("settings", "model", "spool",
+ * "sr/output-dir", "tls"), whether it passed, and what was found (the
+ * resolved path and what is wrong with it, or what was loaded). */
+typedef void (*cxr_node_check_fn)(void *ctx, bool ok, const char *item, const char *detail);
+
+/* `cxr-triage config check`: tries what cxr_node_new and cxr_node_run open
+ * at start, built by the same code, so that a configuration that passes does
+ * not fail at start for a file: the node's settings with the overrides of
+ * `opt` (may be NULL); the model with its backend and network, from
+ * model/path resolved against the configuration file's folder (a missing,
+ * corrupt or non-finite model fails); the spool folder (a folder this user
+ * can write, or can create) and its job store; sr/output-dir likewise; the
+ * TLS files (loaded as the DICOM service loads them; read access for
+ * destinations' TLS). A spool held by a running node is reported, not a
+ * failure. Creates, locks and binds nothing (ports are not tried: a running
+ * node holds them). `fn` (may be NULL) gets one call per item, in that
+ * order. Returns CXR_OK when every item passed, else the status of the first
+ * failure. Any thread. */
+enum cxr_status cxr_node_check(const struct cxr_conf *conf, const struct cxr_node_options *opt,
+                               cxr_node_check_fn fn, void *ctx);
+
 /* Resumes every unfinished job, starts the workers, the reporter, the
  * deliveries and HTTP, then serves DICOM until cxr_node_stop. Returns
  * after in-flight work finished (unfinished jobs stay in the store). */
