@@ -12,7 +12,8 @@
  *   - the balanced sampler and SGD train; early stopping stops;
  *   - evaluate on the validation folder: counts, the model's own threshold,
  *     JSON;
- *   - option errors are CXR_ERR_USAGE with the reason.
+ *   - option errors are CXR_ERR_USAGE with the reason;
+ *   - a weak model goes to "<out>.weak" unless accept_weak.
  */
 #include <check.h>
 #include <json-c/json.h>
@@ -22,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "cxr/dataset.h"
 #include "cxr/nn.h"
@@ -79,7 +81,9 @@ static void drop_data(void)
 
 static FILE *quiet(void) { return fopen("/dev/null", "w"); }
 
-/* Small, fast options: resnet18 width 4 at 40x40. */
+/* Small, fast options: resnet18 width 4 at 40x40. accept_weak: these tiny
+ * runs check the machinery, so a weak model is still written to `out`
+ * (test_weak_model_not_installed checks the default). */
 static void small(struct cxr_train_options *o, const char *out, FILE *log)
 {
     static char data[4096], val[4096];
@@ -96,6 +100,7 @@ static void small(struct cxr_train_options *o, const char *out, FILE *log)
     o->threads = 2;
     o->resamples = 200;
     o->log = log;
+    o->accept_weak = true;
 }
 
 static struct cxr_nn_model *load(const char *path)
@@ -339,6 +344,55 @@ START_TEST(test_usage_errors)
 }
 END_TEST
 
+/* A model that is not clearly better than chance on validation (here a
+ * validation folder whose labels are swapped, so that what the model learns
+ * counts against it) is written to "<out>.weak", not to `out`, and the
+ * result says so; accept_weak writes it to `out`. */
+START_TEST(test_weak_model_not_installed)
+{
+    make_data();
+    char path[4300];
+    const char *cls[2] = {"NORMAL", "PNEUMONIA"};
+    for (int c = 0; c < 2; c++) {
+        snprintf(path, sizeof path, "%s/swapped", root);
+        mkdir(path, 0755);
+        snprintf(path, sizeof path, "%s/swapped/%s", root, cls[c]);
+        mkdir(path, 0755);
+        for (int i = 0; i < 6; i++) {
+            snprintf(path, sizeof path, "%s/swapped/%s/person%d_x%d.png", root, cls[c],
+                     1000 * c + 500 + i / 2, i);
+            write_png(path, 1 - c, (unsigned)(7919 * (300 + c * 50 + i) + 1));
+        }
+    }
+    FILE *log = quiet();
+    char *a = path_in("a.safetensors"), err[CXR_ERRLEN], swapped[4200], weak[4300];
+    snprintf(swapped, sizeof swapped, "%s/swapped", root);
+    snprintf(weak, sizeof weak, "%s.weak", a);
+    struct cxr_train_options o;
+    struct cxr_train_result r;
+    small(&o, a, log);
+    o.val = swapped;
+    o.accept_weak = false;
+    ck_assert_msg(cxr_train_run(&o, &r, err) == CXR_OK, "%s", err);
+    ck_assert_msg(r.weak, "AUC %.3f [%.3f, %.3f] not weak", r.validation.auc.value,
+                  r.validation.auc.lo, r.validation.auc.hi);
+    ck_assert(r.validation.auc.lo <= CXR_TRAIN_WEAK_AUC_LOWER);
+    ck_assert_str_eq(r.model_path, weak);
+    ck_assert_int_ne(access(a, F_OK), 0);
+    cxr_nn_model_free(load(weak));
+    unlink(weak);
+    o.accept_weak = true;
+    ck_assert_msg(cxr_train_run(&o, &r, err) == CXR_OK, "%s", err);
+    ck_assert(r.weak);
+    ck_assert_str_eq(r.model_path, a);
+    cxr_nn_model_free(load(a));
+    ck_assert_int_ne(access(weak, F_OK), 0);
+    free(a);
+    fclose(log);
+    drop_data();
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("triage_train");
@@ -349,6 +403,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_init_new_classes_frozen);
     tcase_add_test(tc, test_sampler_sgd_patience_storage);
     tcase_add_test(tc, test_usage_errors);
+    tcase_add_test(tc, test_weak_model_not_installed);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -98,7 +98,7 @@ static void set_identity(struct train_run *R, struct cxr_nn_model_meta *m)
 static enum cxr_status write_report(struct train_run *R, const struct cxr_nn_model *m,
                                     const struct cxr_train_dataset *vset, const int32_t *vidx,
                                     const double *probs, const struct cxr_nn_calibration *cal,
-                                    double seconds)
+                                    double seconds, const char *model_path, const char *warning)
 {
     const struct cxr_train_options *o = R->o;
     enum cxr_status st = CXR_OK;
@@ -152,7 +152,11 @@ static enum cxr_status write_report(struct train_run *R, const struct cxr_nn_mod
     r.command = o->command_line;
     r.meta = cxr_nn_model_meta(m);
     r.model_sha256 = cxr_nn_model_sha256(m);
-    r.model_path = o->out;
+    r.model_path = model_path;
+    if (warning[0]) {
+        r.warnings = &warning;
+        r.warning_count = 1;
+    }
     r.data_source = R->ds->source;
     r.data_kind = R->ds->source_kind;
     r.data_digest = R->ds->digest;
@@ -254,11 +258,40 @@ enum cxr_status cxr_tr_finish(struct train_run *R, struct cxr_train_result *res)
         st = cxr_tr_err(R, CXR_ERR_NOMEM, "out of memory");
         goto done;
     }
-    if ((st = cxr_nn_model_save(m, o->out, o->storage, nerr)) != CXR_OK) {
+    const struct cxr_nn_eval *e = &cal.operating;
+    /* Not clearly better than chance: warn, and unless accepted keep it away
+     * from --out, which may be the file a node loads. */
+    double lo = isfinite(e->auc.lo) ? e->auc.lo : e->auc.value;
+    bool weak = !(lo > CXR_TRAIN_WEAK_AUC_LOWER);
+    char weak_path[4300], warning[1200] = "";
+    const char *path = o->out;
+    if (weak && !o->accept_weak) {
+        snprintf(weak_path, sizeof weak_path, "%s.weak", o->out);
+        path = weak_path;
+    }
+    if ((st = cxr_nn_model_save(m, path, o->storage, nerr)) != CXR_OK) {
         cxr_tr_err(R, st, "%s", nerr);
         goto done;
     }
-    const struct cxr_nn_eval *e = &cal.operating;
+    if (weak) {
+        char auc[96];
+        if (isfinite(e->auc.lo))
+            snprintf(auc, sizeof auc, "AUC %.3f, 95 %% CI [%.3f, %.3f]", e->auc.value, e->auc.lo,
+                     e->auc.hi);
+        else
+            snprintf(auc, sizeof auc, "AUC %.3f (no interval: --resamples 0)", e->auc.value);
+        snprintf(warning, sizeof warning,
+                 "the kept model is not clearly better than chance on the %zu validation images "
+                 "(%s; %s at or below %.2f). %s",
+                 R->n_val, auc, isfinite(e->auc.lo) ? "the lower bound is" : "that is",
+                 CXR_TRAIN_WEAK_AUC_LOWER,
+                 o->accept_weak ? "--accept-weak: it was written to --out all the same; do not "
+                                  "let it triage before it is evaluated on images of your site."
+                                : "It was NOT written to --out (which is unchanged); it is left "
+                                  "beside it with the suffix .weak. Train longer, on more or "
+                                  "better-labelled data, or pass --accept-weak to keep it.");
+        cxr_tr_log(R, "WARNING: %s\n", warning);
+    }
     char ci[3][48];
     const struct cxr_nn_ci *cis[3] = {&e->sensitivity, &e->specificity, &e->accuracy};
     for (int i = 0; i < 3; i++)
@@ -277,16 +310,18 @@ enum cxr_status cxr_tr_finish(struct train_run *R, struct cxr_train_result *res)
                "%.3f%s, accuracy %.3f%s (n %zu)\n",
                e->sensitivity.value, ci[0], e->specificity.value, ci[1], e->accuracy.value, ci[2],
                e->n);
-    cxr_tr_log(R, "model: %s (%s storage, sha256 %s)\n", o->out, cxr_nn_dtype_name(o->storage),
-               cxr_nn_model_sha256(m));
+    cxr_tr_log(R, "model: %s (%s storage, sha256 %s)%s\n", path, cxr_nn_dtype_name(o->storage),
+               cxr_nn_model_sha256(m), weak ? ", WEAK: see the warning above" : "");
     res->best_epoch = R->best_epoch;
     res->best_val_auc = R->best_auc;
     res->operating_threshold = cal.operating_threshold;
     res->urgent_threshold = cal.urgent_threshold;
     res->validation = cal.operating;
     snprintf(res->model_sha256, sizeof res->model_sha256, "%s", cxr_nn_model_sha256(m));
+    res->weak = weak;
+    snprintf(res->model_path, sizeof res->model_path, "%s", path);
     if (o->report)
-        st = write_report(R, m, vset, vidx, probs, &cal, cxr_tr_now() - R->t_start);
+        st = write_report(R, m, vset, vidx, probs, &cal, cxr_tr_now() - R->t_start, path, warning);
 done:
     if (vidx != R->val_idx)
         free(vidx);
