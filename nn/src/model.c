@@ -260,6 +260,15 @@ static void describe_json(const struct cxr_nn_model *m, FILE *fp)
     json_object_object_add(o, "created", json_object_new_string(mt->created));
     json_object_object_add(o, "training_data_digest",
                            json_object_new_string(mt->training_data_digest));
+    struct json_object *ti = NULL;
+    if (mt->training_image_count > 0 && (ti = json_object_new_object())) {
+        json_object_object_add(ti, "images", json_object_new_int64(mt->training_image_count));
+        json_object_object_add(ti, "digests",
+                               json_object_new_int64((int64_t)mt->training_digest_count));
+        json_object_object_add(ti, "sample_bits",
+                               json_object_new_int(mt->training_digest_sample_bits));
+    }
+    json_object_object_add(o, "training_images", ti);
     json_object_object_add(o, "sha256", json_object_new_string(m->sha256));
     struct json_object *metrics = mt->metrics_json ? json_tokener_parse(mt->metrics_json) : NULL;
     json_object_object_add(o, "metrics", metrics);
@@ -317,6 +326,18 @@ void cxr_nn_model_describe(const struct cxr_nn_model *m, FILE *fp, bool json)
         fprintf(fp, "population:     age %g to %g years\n", mt->age_min_years, mt->age_max_years);
     fprintf(fp, "training data:  %s\n",
             mt->training_data_digest[0] ? mt->training_data_digest : "(not stated)");
+    if (mt->training_image_count <= 0)
+        fprintf(fp,
+                "training list:  none (evaluate cannot tell when it scores a training image)\n");
+    else if (mt->training_digest_sample_bits == 0)
+        fprintf(fp, "training list:  %lld images (digests of their files)\n",
+                (long long)mt->training_image_count);
+    else
+        fprintf(fp,
+                "training list:  %lld images, a 1-in-%llu sample of %u (digests of their "
+                "files)\n",
+                (long long)mt->training_image_count, 1ull << mt->training_digest_sample_bits,
+                (unsigned)mt->training_digest_count);
     fprintf(fp, "sha256:         %s\n", m->sha256[0] ? m->sha256 : "(not saved)");
     if (mt->metrics_json)
         fprintf(fp, "metrics:        %s\n", mt->metrics_json);
