@@ -11,6 +11,9 @@
 #   - the report exists, is one self-contained file with SVG and no network
 #     reference, and lists the skipped entries;
 #   - `evaluate --json` and `evaluate --report` on the validation folder;
+#   - the model lists its training images: `evaluate` on them warns with the
+#     count (stderr, JSON, report), on the validation folder it does not, and
+#     with the bundled model (no list) it says so once;
 #   - `score` with the new model on a DICOM file from tests/data;
 #   - Ctrl-C (SIGINT) during training leaves a checkpoint and exit 1;
 #     `--resume` finishes the run;
@@ -124,6 +127,33 @@ ok "report: self-contained, SVG, skipped entries, no network reference"
     >"$W/eval.txt" 2>&1 || fail "evaluate --report"
 grep -q "sensitivity" "$W/eval.txt" && [ -s "$W/e.html" ] || fail "evaluate text or report missing"
 ok "evaluate: JSON with CIs, text, report"
+
+# ---- evaluate warns when it scores the model's training images (issue 16,
+# finding 6: evaluating on the training images gave AUC 1.000 without a word).
+# The model lists its training images (digests of their files): the folder
+# its archive was made from is those images; the validation folder is not.
+"$CXR_BIN" model info --json "$W/m.safetensors" >"$W/info2.json" || fail "model info"
+"$PY" -c 'import json,sys; t=json.load(open(sys.argv[1]))["training_images"]; assert t["images"]==31 and t["digests"]==31 and t["sample_bits"]==0, t' \
+    "$W/info2.json" || fail "the model does not list its 31 training images: $(grep -A4 training_images "$W/info2.json")"
+rc=0
+"$CXR_BIN" evaluate --model "$W/m.safetensors" --data "$W/data" --json --resamples 200 --report "$W/seen.html" \
+    >"$W/seen.json" 2>"$W/seen.err" || rc=$?
+[ "$rc" -le 1 ] || fail "evaluate on the training images: exit $rc: $(tail -3 "$W/seen.err")"
+n=$("$PY" -c 'import json,sys; d=json.load(open(sys.argv[1])); o=d["training_overlap"]; assert d["training_list"] and o["images"]==d["n"] and o["fraction"]==1.0 and not o["estimated"], d; print(d["n"])' \
+    "$W/seen.json") || fail "evaluate --json does not count the training images: $(cat "$W/seen.json")"
+grep -q "WARNING: $n of the $n evaluated images (100.0 %) are images this model was trained on: the metrics are optimistic" "$W/seen.err" ||
+    fail "no warning on stderr for $n training images: $(cat "$W/seen.err")"
+grep -q 'class="warning"><b>Warning:</b> '"$n"' of the '"$n"' evaluated images' "$W/seen.html" ||
+    fail "the report does not carry the overlap warning"
+grep -q "WARNING" "$W/eval.err" && fail "evaluate on the validation folder warned: $(grep WARNING "$W/eval.err")"
+"$PY" -c 'import json,sys; o=json.load(open(sys.argv[1]))["training_overlap"]; assert o["images"]==0 and o["fraction"]==0, o' \
+    "$W/eval.json" || fail "the validation folder counted as training images: $(cat "$W/eval.json")"
+grep -q "training images: none of these" "$W/eval.txt" || fail "the text output does not say the images are new"
+"$CXR_BIN" evaluate --model "$CXR_SOURCE_DIR/models/cxr-default.safetensors" --data "$W/val" --resamples 0 \
+    >/dev/null 2>"$W/bundled.err" || fail "evaluate with the bundled model: $(tail -3 "$W/bundled.err")"
+[ "$(grep -c "carries no list of the images it was trained on" "$W/bundled.err")" -eq 1 ] ||
+    fail "a model without a list is not said (once) to have none: $(cat "$W/bundled.err")"
+ok "evaluate: $n training images warned about (stderr, JSON, report); new images not; the bundled model has no list"
 
 # ---- evaluate measures what the node analyses: DICOM entries pass the node's
 # gate. A Secondary Capture (the node's default refuses it) is skipped with the

@@ -8,7 +8,8 @@
  *     checkpoint and CXR_ERR_CANCELLED; resuming gives weights identical to
  *     an uninterrupted run;
  *   - --init with other classes re-initialises the fc (and says so), with
- *     --freeze-backbone the backbone stays byte for byte;
+ *     --freeze-backbone the backbone stays byte for byte; the new model lists
+ *     the init's training images with its own;
  *   - the balanced sampler and SGD train; early stopping stops;
  *   - evaluate on the validation folder: counts, the model's own threshold,
  *     JSON;
@@ -251,6 +252,9 @@ START_TEST(test_init_new_classes_frozen)
     ck_assert_int_eq(cxr_train_run(&o, NULL, err), CXR_OK);
     FILE *lf = fopen(lg, "w");
     small(&o, b, lf);
+    const char *d = o.data; /* b trains on other images than a: val/ (and validates on data/) */
+    o.data = o.val;
+    o.val = d;
     o.init = a;
     o.freeze_backbone = true;
     o.classes = "NORMAL,PNEUMONIA,OTHER";
@@ -275,6 +279,13 @@ START_TEST(test_init_new_classes_frozen)
         ck_assert_msg(!memcmp(t->data, u->data, t->nbytes), "%s changed", t->name);
     }
     ck_assert_int_eq(cxr_nn_model_tensor_find(mb, "fc.weight")->shape[0], 3);
+    /* b lists its own 12 training images and the 32 that a's weights saw */
+    const struct cxr_nn_model_meta *am = cxr_nn_model_meta(ma);
+    ck_assert_int_eq(am->training_image_count, 32);
+    ck_assert_int_eq(mm->training_image_count, 44);
+    ck_assert_uint_eq(mm->training_digest_count, 44);
+    for (uint32_t i = 0; i < am->training_digest_count; i++)
+        ck_assert_int_eq(cxr_nn_model_meta_trained_on(mm, am->training_digests[i]), 1);
     cxr_nn_model_free(ma);
     cxr_nn_model_free(mb);
     free(a);

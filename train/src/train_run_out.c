@@ -2,7 +2,8 @@
  * validation AUC) rounded to its storage type, scored on the validation set
  * through the inference path, the thresholds calibrated on those scores
  * (cxr_nn_calibrate), the metadata (thresholds, validation metrics, data
- * digest, age range, name, version, created), the model file, the report. */
+ * digest, the list of training images, age range, name, version, created),
+ * the model file, the report. */
 #include <json-c/json.h>
 #include <math.h>
 #include <stdlib.h>
@@ -92,6 +93,36 @@ static void set_identity(struct train_run *R, struct cxr_nn_model_meta *m)
         m->age_min_years = R->ds->age_min_years;
         m->age_max_years = R->ds->age_max_years;
     }
+}
+
+/* The list of the images the model was trained on (its metadata
+ * "training_images"): the digest of each training sample's file, and those
+ * of --init's list, so that `evaluate` can tell when it scores them. */
+static enum cxr_status set_training_list(struct train_run *R, struct cxr_nn_model *m)
+{
+    size_t n = R->n_train + R->n_init_digests;
+    uint64_t *d = malloc((n ? n : 1) * sizeof *d);
+    if (!d)
+        return cxr_tr_err(R, CXR_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < R->n_train; i++)
+        d[i] = cxr_nn_training_digest_from_hex(R->ds->samples[R->train_idx[i]].sha256);
+    if (R->n_init_digests)
+        memcpy(d + R->n_train, R->init_digests, R->n_init_digests * sizeof *d);
+    /* --init's list may be a sample: then so is the merged one, and its image
+     * count an upper bound (images seen by both are counted twice) */
+    enum cxr_status st = cxr_nn_model_set_training_digests(m, d, n, R->init_sample_bits,
+                                                           (int64_t)R->n_train + R->init_images);
+    free(d);
+    if (st != CXR_OK)
+        return cxr_tr_err(R, st, "the list of training images: %s", cxr_status_str(st));
+    const struct cxr_nn_model_meta *mt = cxr_nn_model_meta(m);
+    if (mt->training_digest_sample_bits > 0)
+        cxr_tr_log(R,
+                   "note: the model lists a 1-in-%llu sample of its %lld training images "
+                   "(at most %u digests are kept)\n",
+                   1ull << mt->training_digest_sample_bits, (long long)mt->training_image_count,
+                   CXR_NN_MAX_TRAINING_DIGESTS);
+    return CXR_OK;
 }
 
 /* The report: validation cases with their thumbnails, the curves. */
@@ -250,6 +281,8 @@ enum cxr_status cxr_tr_finish(struct train_run *R, struct cxr_train_result *res)
         cxr_tr_err(R, st, "calibration: %s", nerr);
         goto done;
     }
+    if ((st = set_training_list(R, m)) != CXR_OK)
+        goto done;
     struct cxr_nn_model_meta *mm = cxr_nn_model_meta_mut(m);
     mm->operating_threshold = cal.operating_threshold;
     mm->urgent_threshold = cal.urgent_threshold;

@@ -161,12 +161,22 @@ struct cxr_train_evaluate_result {
     bool recalibrated;                       /* calibrate_out written */
     struct cxr_nn_calibration recalibration; /* its thresholds and metrics on these images */
     char recalibrated_sha256[65];
+    /* Evaluated images the model was trained on, by the digests of their
+     * files against the model's list (cxr_nn_model_meta.training_digests).
+     * training_list false: the model carries no list, nothing can be told. */
+    bool training_list;
+    int64_t training_overlap;         /* how many (estimated when the list is a sample) */
+    double training_overlap_fraction; /* of the evaluated images; NaN: cannot be told */
+    bool training_overlap_estimated;  /* from a 1-in-2^k sample of the list */
 };
 
 /* Scores every usable image of `data` with the model: the presented 8-bit
  * image at its own size (no memory-cap downscale) → cxr_nn_preprocess_u8 →
  * forward → softmax, as the engine does; metrics at the model's thresholds
- * with bootstrap 95 % intervals. */
+ * with bootstrap 95 % intervals. Evaluated images that the model was trained
+ * on (its list of training images) are counted, and warned about on the log
+ * and in the report: the metrics are then optimistic; a model without a
+ * list is said to have none, once. */
 enum cxr_status cxr_train_evaluate_run(const struct cxr_train_evaluate_options *o,
                                        struct cxr_train_evaluate_result *res, char *err);
 
