@@ -199,10 +199,10 @@ enum cxr_status node_engine_new(const struct cxr_conf *conf, const char *model_p
          * say what it is relative to. */
         const char *slash = strrchr(conf->source_path, '/');
         snprintf(err, CXR_ERRLEN,
-                 "%.600s (model/path \"%.200s\" is relative: it resolves against %.*s, the "
+                 "%.500s (model/path \"%.200s\" is relative: it resolves against %.*s, the "
                  "folder of the configuration file)",
                  eerr[0] ? eerr : cxr_status_str(st), rel,
-                 (int)(slash - conf->source_path > 150 ? 150 : slash - conf->source_path),
+                 (int)(slash - conf->source_path > 250 ? 250 : slash - conf->source_path),
                  conf->source_path);
     } else {
         snprintf(err, CXR_ERRLEN, "%s", eerr[0] ? eerr : cxr_status_str(st));

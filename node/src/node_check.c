@@ -136,9 +136,8 @@ enum cxr_status cxr_node_check(const struct cxr_conf *conf, const struct cxr_nod
         cxr_node_store_path(s->spool_dir, db, sizeof db);
         if (access(db, F_OK) == 0 && access(db, R_OK | W_OK) != 0) {
             report(&c, CXR_ERR_IO, "spool",
-                   "%s: the job store is not readable and writable by "
-                   "this user: %s",
-                   db, strerror(errno));
+                   "%s: the job store is not readable and writable by this user: %s", db,
+                   strerror(errno));
         } else {
             long pid = cxr_node_spool_holder(s->spool_dir);
             char held[160] = "";
@@ -169,7 +168,9 @@ enum cxr_status cxr_node_check(const struct cxr_conf *conf, const struct cxr_nod
      * destinations with TLS use the same files at each delivery */
     if (s->tls_enabled) {
         struct cxr_dicom_scp_config sc;
-        node_scp_config(s, "/nonexistent", &sc);
+        char tmp[CXR_NODE_PATHLEN + 8];
+        snprintf(tmp, sizeof tmp, "%s/tmp", s->spool_dir); /* named, not used here */
+        node_scp_config(s, tmp, &sc);
         struct cxr_dicom_scp *scp = NULL;
         st = cxr_dicom_scp_new(&sc, no_store, NULL, NULL, &scp, err);
         cxr_dicom_scp_free(scp);
