@@ -4,16 +4,28 @@
 #include <string.h>
 
 #include "cli.h"
+#include "cxr/node.h"
 
 static void config_usage(FILE *fp)
 {
     fprintf(
         fp,
-        "usage: cxr-triage config check [FILE]   validate FILE (default: the one the node uses)\n"
-        "                                        and print the effective configuration\n"
+        "usage: cxr-triage config check [FILE]   validate FILE (default: the one the node uses),\n"
+        "                                        open what serve opens at start (the model, the\n"
+        "                                        spool, sr/output-dir, TLS files; paths relative\n"
+        "                                        to FILE's folder) and print the effective\n"
+        "                                        configuration; exit 2 when serve would not start\n"
         "       cxr-triage config schema         print the XSD (conf/cxr-triage.xsd)\n"
         "       cxr-triage config doc            print the key table of docs/configuration.md\n"
         "       cxr-triage config defaults       print a configuration holding every default\n");
+}
+
+/* One line per item cxr_node_check tried; ctx counts the failures. */
+static void print_item(void *ctx, bool ok, const char *item, const char *detail)
+{
+    if (!ok)
+        ++*(int *)ctx;
+    fprintf(stderr, "  %-5s %s: %s\n", ok ? "ok" : "FAIL", item, detail);
 }
 
 int cmd_config(int argc, char **argv)
@@ -31,9 +43,20 @@ int cmd_config(int argc, char **argv)
         struct cxr_conf *conf = cli_load_conf(argc == 3 ? argv[2] : NULL);
         if (!conf)
             return CLI_EXIT_FATAL;
-        fprintf(stderr, "configuration OK: %s\n",
-                conf->source_path && *conf->source_path ? conf->source_path
-                                                        : "(built-in defaults)");
+        const char *name =
+            conf->source_path && *conf->source_path ? conf->source_path : "(built-in defaults)";
+        /* What serve opens at start, opened the way serve opens it. */
+        int problems = 0;
+        enum cxr_status st = cxr_node_check(conf, NULL, print_item, &problems);
+        if (st != CXR_OK) {
+            fprintf(stderr,
+                    "configuration NOT OK: %s: %d problem%s above; `cxr-triage serve` would not "
+                    "start with it\n",
+                    name, problems, problems == 1 ? "" : "s");
+            cxr_conf_free(conf);
+            return CLI_EXIT_FATAL;
+        }
+        fprintf(stderr, "configuration OK: %s\n", name);
         cxr_conf_print(conf, stdout);
         cxr_conf_free(conf);
         return CLI_EXIT_OK;

@@ -2,6 +2,7 @@
  * through exactly the inference preprocessing and the model's own
  * thresholds (cxr_train_evaluate_run, train/include/cxr/train.h). */
 #include <getopt.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,8 +29,10 @@ static void evaluate_usage(FILE *fp)
         "  thresholds are chosen on these images as train chooses them on validation data\n"
         "  (a site's own labeled films; same weights). DICOM entries pass the gate of the\n"
         "  configuration (--config FILE, else the one the node uses): the figures describe\n"
-        "  the images the node analyses, the others are listed as skipped. Exit status:\n"
-        "  0 done, 1 done but entries were skipped, 2 error.\n");
+        "  the images the node analyses, the others are listed as skipped. Images the model\n"
+        "  was trained on (the list in its metadata) are counted and warned about: the\n"
+        "  metrics are then optimistic. Exit status: 0 done, 1 done but entries were\n"
+        "  skipped, 2 error.\n");
 }
 
 static void print_ci(const char *name, const struct cxr_nn_ci *c)
@@ -164,6 +167,17 @@ int cmd_evaluate(int argc, char **argv)
         const struct cxr_nn_eval *e = &r.operating, *g = &r.urgent;
         printf("%s on %s: %zu images (%lld positive, %lld negative), %zu skipped\n", o.model,
                o.data, r.count, (long long)e->positives, (long long)e->negatives, r.skipped);
+        if (!r.training_list)
+            printf("training images: the model lists none; overlap not checked\n");
+        else if (!isfinite(r.training_overlap_fraction))
+            printf("training images: cannot be told (none of these in the model's sample)\n");
+        else if (r.training_overlap > 0)
+            printf("WARNING: %s%lld of these %zu images (%.1f %%) were used to train the model: "
+                   "the metrics below are optimistic\n",
+                   r.training_overlap_estimated ? "about " : "", (long long)r.training_overlap,
+                   r.count, 100.0 * r.training_overlap_fraction);
+        else
+            printf("training images: none of these (checked against the model's list)\n");
         printf("  %-12s %.4f  [%.4f, %.4f]   (bootstrap 95 %% CI, %d resamples)\n", "AUC",
                e->auc.value, e->auc.lo, e->auc.hi, (int)e->resamples);
         printf("operating threshold %.4f: TP %lld FP %lld TN %lld FN %lld\n", e->threshold,

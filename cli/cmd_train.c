@@ -40,7 +40,10 @@ static void train_usage(FILE *fp)
         "                           and inference alike (default none, or --init's)\n"
         "  --init MODEL             start from this model's weights (transfer learning)\n"
         "  --freeze-backbone        train only the final fc layer (needs --init)\n"
-        "  --out FILE               the model file to write (atomic replace)\n"
+        "  --out FILE               the model file to write (atomic replace); a weak model\n"
+        "                           goes to FILE.weak instead (see --accept-weak)\n"
+        "  --accept-weak            write a weak model (validation AUC's lower 95 %% bound\n"
+        "                           <= 0.6: not clearly better than chance) to --out anyway\n"
         "  --storage f32|bf16|f16   parameter storage in the file (default f32)\n"
         "  --width N                channels of the first stage (default 64, as torchvision;\n"
         "                           smaller only for tests and quick experiments)\n"
@@ -64,8 +67,9 @@ static void train_usage(FILE *fp)
         "  --checkpoint-dir DIR     (default OUT.ckpt)  --resume   continue an interrupted run\n"
         "  --report FILE.html       self-contained report (curves, ROC, confusion, thumbnails)\n"
         "\n"
-        "Exit status: 0 done, 1 done but some entries were skipped (or interrupted: resume\n"
-        "with --resume), 2 usage or fatal error. See docs/retraining.md.\n");
+        "Exit status: 0 done, 1 done but some entries were skipped, or the model is weak and\n"
+        "was left at FILE.weak, or interrupted (resume with --resume), 2 usage or fatal\n"
+        "error. See docs/retraining.md.\n");
 }
 
 static bool parse_double(const char *s, double *out)
@@ -128,7 +132,8 @@ enum {
     O_RESUME,
     O_REPORT,
     O_WIDTH,
-    O_NOPREFETCH
+    O_NOPREFETCH,
+    O_ACCEPT_WEAK
 };
 
 int cmd_train(int argc, char **argv)
@@ -170,6 +175,7 @@ int cmd_train(int argc, char **argv)
         {"report", required_argument, 0, O_REPORT},
         {"width", required_argument, 0, O_WIDTH}, /* base width (tests, small models) */
         {"no-prefetch", no_argument, 0, O_NOPREFETCH},
+        {"accept-weak", no_argument, 0, O_ACCEPT_WEAK},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
@@ -256,6 +262,7 @@ int cmd_train(int argc, char **argv)
         case O_REPORT: o.report = optarg; break;
         case O_WIDTH: ok = parse_int(optarg, &o.base_width) && o.base_width >= 1; break;
         case O_NOPREFETCH: o.no_prefetch = true; break;
+        case O_ACCEPT_WEAK: o.accept_weak = true; break;
         case 'h': train_usage(stdout); return CLI_EXIT_OK;
         default: train_usage(stderr); return CLI_EXIT_FATAL;
         }
@@ -298,10 +305,17 @@ int cmd_train(int argc, char **argv)
         return CLI_EXIT_FATAL;
     }
     printf("%s: %s, %d epochs (kept %d), validation AUC %.4f, sensitivity %.3f, specificity "
-           "%.3f at threshold %.4f; %.1f images/s; %.0f s\n",
-           o.out, res.model_sha256, (int)res.epochs_run, (int)res.best_epoch,
+           "%.3f at threshold %.4f; %.1f images/s; %.0f s%s\n",
+           res.model_path, res.model_sha256, (int)res.epochs_run, (int)res.best_epoch,
            res.validation.auc.value, res.validation.sensitivity.value,
            res.validation.specificity.value, res.operating_threshold, res.images_per_second,
-           res.seconds);
+           res.seconds, res.weak ? "; WEAK (see the warning)" : "");
+    if (res.weak && !o.accept_weak) {
+        cli_error("train",
+                  "the model is weak (validation AUC's lower 95 %% bound <= %.2f): %s was not "
+                  "written; the model is at %s (--accept-weak writes it to --out)",
+                  CXR_TRAIN_WEAK_AUC_LOWER, o.out, res.model_path);
+        return CLI_EXIT_PARTIAL;
+    }
     return res.skipped ? CLI_EXIT_PARTIAL : CLI_EXIT_OK;
 }

@@ -41,6 +41,7 @@ static const struct status_row rows[] = {
     {CXR_ERR_NN_IMAGE, "CXR_ERR_NN_IMAGE", "image could not be decoded"},
     {CXR_ERR_TRIAGE_STORE, "CXR_ERR_TRIAGE_STORE", "job store failure"},
     {CXR_ERR_TRIAGE_ARCHIVE, "CXR_ERR_TRIAGE_ARCHIVE", "labeled archive could not be read"},
+    {CXR_ERR_TRIAGE_BUSY, "CXR_ERR_TRIAGE_BUSY", "another node holds the spool folder"},
     {CXR_ERR_PLUGIN_ORTHANC, "CXR_ERR_PLUGIN_ORTHANC", "Orthanc call failed"},
 };
 

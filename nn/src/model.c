@@ -180,6 +180,25 @@ int64_t cxr_nn_model_param_count(const struct cxr_nn_model *m)
     return n;
 }
 
+enum cxr_status cxr_nn_model_check_finite(const struct cxr_nn_model *m, char *err)
+{
+    for (uint32_t i = 0; m && i < m->n_tensors; i++) {
+        const struct cxr_nn_tensor *t = &m->tensors[i];
+        if (t->dtype != CXR_NN_DTYPE_F32)
+            continue;
+        const float *v = t->data;
+        int64_t n = cxr_nn_tensor_numel(t);
+        for (int64_t k = 0; k < n; k++)
+            if (!isfinite(v[k]))
+                return cxr_seterr(err, CXR_ERR_NN_MODEL,
+                                  "tensor '%s' holds %s at element %lld: the weights are "
+                                  "corrupt (a training run that diverged, or a damaged file); "
+                                  "use another model",
+                                  t->name, isnan(v[k]) ? "NaN" : "an infinity", (long long)k);
+    }
+    return CXR_OK;
+}
+
 static void fmt_thousands(char *buf, size_t cap, int64_t v)
 {
     char raw[32];
@@ -241,6 +260,15 @@ static void describe_json(const struct cxr_nn_model *m, FILE *fp)
     json_object_object_add(o, "created", json_object_new_string(mt->created));
     json_object_object_add(o, "training_data_digest",
                            json_object_new_string(mt->training_data_digest));
+    struct json_object *ti = NULL;
+    if (mt->training_image_count > 0 && (ti = json_object_new_object())) {
+        json_object_object_add(ti, "images", json_object_new_int64(mt->training_image_count));
+        json_object_object_add(ti, "digests",
+                               json_object_new_int64((int64_t)mt->training_digest_count));
+        json_object_object_add(ti, "sample_bits",
+                               json_object_new_int(mt->training_digest_sample_bits));
+    }
+    json_object_object_add(o, "training_images", ti);
     json_object_object_add(o, "sha256", json_object_new_string(m->sha256));
     struct json_object *metrics = mt->metrics_json ? json_tokener_parse(mt->metrics_json) : NULL;
     json_object_object_add(o, "metrics", metrics);
@@ -302,6 +330,18 @@ void cxr_nn_model_describe(const struct cxr_nn_model *m, FILE *fp, bool json)
         fprintf(fp, "population:     age %g to %g years\n", mt->age_min_years, mt->age_max_years);
     fprintf(fp, "training data:  %s\n",
             mt->training_data_digest[0] ? mt->training_data_digest : "(not stated)");
+    if (mt->training_image_count <= 0)
+        fprintf(fp,
+                "training list:  none (evaluate cannot tell when it scores a training image)\n");
+    else if (mt->training_digest_sample_bits == 0)
+        fprintf(fp, "training list:  %lld images (digests of their files)\n",
+                (long long)mt->training_image_count);
+    else
+        fprintf(fp,
+                "training list:  %lld images, a 1-in-%llu sample of %u (digests of their "
+                "files)\n",
+                (long long)mt->training_image_count, 1ull << mt->training_digest_sample_bits,
+                (unsigned)mt->training_digest_count);
     fprintf(fp, "sha256:         %s\n", m->sha256[0] ? m->sha256 : "(not saved)");
     if (mt->metrics_json)
         fprintf(fp, "metrics:        %s\n", mt->metrics_json);

@@ -67,6 +67,15 @@ enum cxr_status cxr_nn_meta_from_json(struct json_object *md, const struct cxr_n
 /* A new json-c object of string values for "__metadata__"; NULL on OOM. */
 struct json_object *cxr_nn_meta_to_json(const struct cxr_nn_model_meta *meta);
 
+/* "training_images" (model_digests.c): the text form of the list, JSON
+ * {"hash": "sha256-64", "images": N, "sample_bits": K, "digests": base64 of
+ * the big-endian 8-byte digests}. from_text fills meta's list (an unknown
+ * "hash" leaves it empty) or fails with CXR_ERR_NN_MODEL and why (`why`,
+ * `len` bytes); to_text returns malloc'd text, NULL when out of memory. */
+enum cxr_status cxr_nn_meta_digests_from_text(const char *text, struct cxr_nn_model_meta *meta,
+                                              char *why, size_t len);
+char *cxr_nn_meta_digests_to_text(const struct cxr_nn_model_meta *meta);
+
 /* SHA-256 of buf as 64 lowercase hex characters ("" if OpenSSL fails). */
 void cxr_nn_sha256_hex(const void *buf, size_t len, char out[65]);
 

@@ -26,6 +26,8 @@
  *   training_data_digest ("sha256:<hex>", < 72)                     default ""
  *   metrics                JSON text (must parse)                    default none
  *   description            free text                                 default none
+ *   training_images        JSON text: the digests of the training
+ *                          images (model_digests.c)                  default none
  * docs/model-format.md says the same for users.
  */
 #include <errno.h>
@@ -64,18 +66,31 @@ void cxr_nn_meta_release(struct cxr_nn_model_meta *meta)
 {
     free(meta->metrics_json);
     free(meta->description);
+    free(meta->training_digests);
     meta->metrics_json = meta->description = NULL;
+    meta->training_digests = NULL;
+    meta->training_digest_count = 0;
+    meta->training_image_count = 0;
 }
 
 enum cxr_status cxr_nn_meta_copy(struct cxr_nn_model_meta *dst, const struct cxr_nn_model_meta *src)
 {
     *dst = *src;
     dst->metrics_json = dst->description = NULL;
+    dst->training_digests = NULL;
     if (src->metrics_json && !(dst->metrics_json = strdup(src->metrics_json)))
         return CXR_ERR_NOMEM;
     if (src->description && !(dst->description = strdup(src->description))) {
         cxr_nn_meta_release(dst);
         return CXR_ERR_NOMEM;
+    }
+    if (src->training_digest_count) {
+        size_t bytes = (size_t)src->training_digest_count * sizeof *src->training_digests;
+        if (!(dst->training_digests = malloc(bytes))) {
+            cxr_nn_meta_release(dst);
+            return CXR_ERR_NOMEM;
+        }
+        memcpy(dst->training_digests, src->training_digests, bytes);
     }
     return CXR_OK;
 }
@@ -435,6 +450,13 @@ enum cxr_status cxr_nn_meta_from_json(struct json_object *md, const struct cxr_n
         cxr_nn_meta_release(meta);
         return CXR_ERR_NOMEM;
     }
+    if ((s = md_get(md, "training_images"))) {
+        char why[256];
+        if ((st = cxr_nn_meta_digests_from_text(s, meta, why, sizeof why)) != CXR_OK) {
+            cxr_nn_meta_release(meta);
+            return st == CXR_ERR_NOMEM ? st : BADMD("training_images", s, why);
+        }
+    }
     char verr[CXR_ERRLEN];
     st = cxr_nn_meta_validate(meta, spec, verr);
     if (st != CXR_OK) {
@@ -530,6 +552,11 @@ struct json_object *cxr_nn_meta_to_json(const struct cxr_nn_model_meta *meta)
         ok = ok && put(o, "metrics", meta->metrics_json);
     if (meta->description)
         ok = ok && put(o, "description", meta->description);
+    if (meta->training_image_count > 0) {
+        char *list = cxr_nn_meta_digests_to_text(meta);
+        ok = ok && list && put(o, "training_images", list);
+        free(list);
+    }
     if (!ok) {
         json_object_put(o);
         return NULL;

@@ -161,20 +161,20 @@ void cxr_node_options_init(struct cxr_node_options *opt)
 
 /* ------------------------------------------------------------------ settings + overrides */
 
-static enum cxr_status settings_for(const struct cxr_node *n, const struct cxr_conf *conf,
-                                    struct cxr_node_settings *s, char *err)
+enum cxr_status node_settings_for(const struct cxr_node_options *opt, const struct cxr_conf *conf,
+                                  struct cxr_node_settings *s, char *err)
 {
     enum cxr_status st = cxr_node_settings_from_conf(conf, s, err);
     if (st != CXR_OK)
         return st;
-    if (n->opt_spool_dir)
-        snprintf(s->spool_dir, sizeof s->spool_dir, "%s", n->opt_spool_dir);
-    if (n->opt.port >= 0)
-        s->port = (uint16_t)n->opt.port;
-    if (n->opt.http_port >= 0)
-        s->http_port = (uint16_t)n->opt.http_port;
-    if (n->opt.study_stable_s >= 0)
-        s->study_stable_s = (uint32_t)n->opt.study_stable_s;
+    if (opt && opt->spool_dir)
+        snprintf(s->spool_dir, sizeof s->spool_dir, "%s", opt->spool_dir);
+    if (opt && opt->port >= 0)
+        s->port = (uint16_t)opt->port;
+    if (opt && opt->http_port >= 0)
+        s->http_port = (uint16_t)opt->http_port;
+    if (opt && opt->study_stable_s >= 0)
+        s->study_stable_s = (uint32_t)opt->study_stable_s;
     if (!s->spool_dir[0]) {
         snprintf(err, CXR_ERRLEN, "node/spool-dir is empty: set a folder for the spool");
         return CXR_ERR_CONF_VALUE;
@@ -182,18 +182,43 @@ static enum cxr_status settings_for(const struct cxr_node *n, const struct cxr_c
     return CXR_OK;
 }
 
-static enum cxr_status new_engine(const struct cxr_node *n, const struct cxr_conf *conf,
-                                  struct cxr_triage_engine **out, char *err)
+enum cxr_status node_engine_new(const struct cxr_conf *conf, const char *model_path,
+                                struct cxr_triage_engine **out, char *note, char *err)
 {
     struct cxr_triage_engine_options eo;
     cxr_triage_engine_options_init(&eo);
-    eo.model_path = n->opt_model_path;
-    char note[CXR_ERRLEN] = "", eerr[CXR_ERRLEN] = "";
+    eo.model_path = model_path;
+    char eerr[CXR_ERRLEN] = "";
     enum cxr_status st = cxr_triage_engine_new(conf, &eo, out, note, eerr);
-    if (st != CXR_OK) {
+    if (st == CXR_OK)
+        return CXR_OK;
+    const char *rel = conf->model.path;
+    if ((st == CXR_ERR_NOT_FOUND || st == CXR_ERR_IO) && !model_path && rel && rel[0] &&
+        rel[0] != '/' && conf->source_path && strchr(conf->source_path, '/')) {
+        /* A copied configuration whose relative model/path points nowhere:
+         * say what it is relative to. */
+        const char *slash = strrchr(conf->source_path, '/');
+        snprintf(err, CXR_ERRLEN,
+                 "%.500s (model/path \"%.200s\" is relative: it resolves against %.*s, the "
+                 "folder of the configuration file)",
+                 eerr[0] ? eerr : cxr_status_str(st), rel,
+                 (int)(slash - conf->source_path > 250 ? 250 : slash - conf->source_path),
+                 conf->source_path);
+    } else {
         snprintf(err, CXR_ERRLEN, "%s", eerr[0] ? eerr : cxr_status_str(st));
-        return st;
     }
+    return st;
+}
+
+/* node_engine_new with the node's model override, and the log lines of a
+ * start or reload. */
+static enum cxr_status new_engine(const struct cxr_node *n, const struct cxr_conf *conf,
+                                  struct cxr_triage_engine **out, char *err)
+{
+    char note[CXR_ERRLEN] = "";
+    enum cxr_status st = node_engine_new(conf, n->opt_model_path, out, note, err);
+    if (st != CXR_OK)
+        return st;
     if (note[0])
         cxr_log(CXR_LOG_INFO, "node", "%s", note);
     cxr_log(CXR_LOG_INFO, "node", "engine: %s", cxr_triage_engine_describe(*out));
@@ -242,13 +267,15 @@ enum cxr_status cxr_node_new(struct cxr_conf *conf, const struct cxr_node_option
         st = CXR_ERR_NOMEM;
         goto fail;
     }
+    n->opt.model_path = n->opt_model_path; /* owned copies, not the caller's */
+    n->opt.spool_dir = n->opt_spool_dir;
     st = node_queue_init(&n->q);
     if (st != CXR_OK)
         goto fail;
     st = cxr_node_metrics_new(&n->metrics);
     if (st != CXR_OK)
         goto fail;
-    st = settings_for(n, conf, &n->set, err);
+    st = node_settings_for(&n->opt, conf, &n->set, err);
     if (st != CXR_OK)
         goto fail;
 
@@ -256,7 +283,20 @@ enum cxr_status cxr_node_new(struct cxr_conf *conf, const struct cxr_node_option
     snprintf(n->tmp_dir, sizeof n->tmp_dir, "%s/tmp", n->spool_dir);
     snprintf(n->sr_dir, sizeof n->sr_dir, "%s/sr", n->spool_dir);
     cxr_node_store_path(n->spool_dir, n->db_path, sizeof n->db_path);
-    if (!node_mkdirs(n->spool_dir) || !node_mkdirs(n->tmp_dir) || !node_mkdirs(n->sr_dir)) {
+    if (!node_mkdirs(n->spool_dir)) {
+        snprintf(
+            err, CXR_ERRLEN,
+            "cannot create the spool folder %.900s: %s (node/spool-dir; the node's user must own it)",
+            n->spool_dir, strerror(errno));
+        st = CXR_ERR_IO;
+        goto fail;
+    }
+    /* Before anything in the spool is touched: a second node must not open
+     * the job store, nor sweep away the first one's files in flight. */
+    st = cxr_node_spool_lock(n->spool_dir, &n->spool_lock, err);
+    if (st != CXR_OK)
+        goto fail;
+    if (!node_mkdirs(n->tmp_dir) || !node_mkdirs(n->sr_dir)) {
         snprintf(
             err, CXR_ERRLEN,
             "cannot create the spool folder %.900s: %s (node/spool-dir; the node's user must own it)",
@@ -447,9 +487,8 @@ static char *http_node_metrics(void *ctx)
     return out;
 }
 
-/* The SCP configuration from the settings (strings point into `s`). */
-static void scp_config(const struct cxr_node *n, const struct cxr_node_settings *s,
-                       struct cxr_dicom_scp_config *c)
+void node_scp_config(const struct cxr_node_settings *s, const char *tmp_dir,
+                     struct cxr_dicom_scp_config *c)
 {
     memset(c, 0, sizeof *c);
     c->ae_title = s->ae_title;
@@ -467,7 +506,7 @@ static void scp_config(const struct cxr_node *n, const struct cxr_node_settings 
     c->tls.private_key = s->tls_private_key[0] ? s->tls_private_key : NULL;
     c->tls.ca_certificates = s->tls_ca_certificates[0] ? s->tls_ca_certificates : NULL;
     c->tls.verify_peer = s->tls_verify_peer;
-    c->spool_tmp_dir = n->tmp_dir;
+    c->spool_tmp_dir = tmp_dir;
     c->memory_max_bytes = (uint64_t)s->spool_inline_max_kb * 1024u;
 }
 
@@ -569,7 +608,7 @@ enum cxr_status cxr_node_run(struct cxr_node *n, char *err)
     }
 
     struct cxr_dicom_scp_config sc;
-    scp_config(n, s, &sc);
+    node_scp_config(s, n->tmp_dir, &sc);
     char derr[CXR_ERRLEN] = "";
     st = cxr_dicom_scp_new(&sc, node_on_store, node_on_association, n, &scp, derr);
     if (st != CXR_OK) {
@@ -662,7 +701,7 @@ enum cxr_status cxr_node_reload(struct cxr_node *n, struct cxr_conf *conf, char 
     }
     struct cxr_node_settings *nw = malloc(sizeof *nw);
     struct cxr_triage_engine *engine = NULL;
-    enum cxr_status st = nw ? settings_for(n, conf, nw, err) : CXR_ERR_NOMEM;
+    enum cxr_status st = nw ? node_settings_for(&n->opt, conf, nw, err) : CXR_ERR_NOMEM;
     if (st == CXR_OK)
         st = new_engine(n, conf, &engine, err);
     if (st != CXR_OK) {
@@ -721,6 +760,7 @@ void cxr_node_free(struct cxr_node *n)
     node_queue_destroy(&n->q);
     free(n->opt_model_path);
     free(n->opt_spool_dir);
+    cxr_node_spool_unlock(n->spool_lock); /* last: the spool is no longer used */
     for (int i = 0; i < NODE_RECEIVE_STRIPES; i++)
         pthread_mutex_destroy(&n->receive_mu[i]);
     pthread_cond_destroy(&n->intake_cv);

@@ -6,6 +6,8 @@
  *   node_score.c    the job queue and the scoring workers
  *   node_report.c   study stability → one SR per study (and successors)
  *   node_deliver.c  one delivery thread per destination, retries, dead letters
+ *   node_lock.c     one node per spool: the lock file
+ *   node_check.c    what `config check` tries: everything a start opens
  *
  * Locking: `gen_lock` (rwlock) guards the swappable generation (conf,
  * engine, settings): readers hold it while they use the engine or read
@@ -78,6 +80,7 @@ struct cxr_node {
     char tmp_dir[CXR_NODE_PATHLEN + 8];
     char sr_dir[CXR_NODE_PATHLEN + 8];
     char db_path[CXR_NODE_PATHLEN + 16];
+    struct cxr_node_spool_lock *spool_lock; /* held from new to free: one node per spool */
     struct cxr_node_store *store;
     struct cxr_node_store *http_store;
     struct cxr_node_metrics *metrics;
@@ -132,6 +135,22 @@ enum cxr_status node_instance_load(struct cxr_node *n, int64_t id, bool in_store
 /* Writes a whole buffer to `path` durably: temp file, fsync, rename, fsync dir. */
 enum cxr_status node_write_durable(const char *path, const void *buf, size_t len, char *err,
                                    size_t errlen);
+
+/* node.c: what a start (and cxr_node_check) builds from the configuration */
+/* The node's settings from `conf` with the command-line overrides of `opt`
+ * (may be NULL); err (CXR_ERRLEN) says which key is wrong. */
+enum cxr_status node_settings_for(const struct cxr_node_options *opt, const struct cxr_conf *conf,
+                                  struct cxr_node_settings *s, char *err);
+/* The engine as a start builds it: the model at `model_path` (NULL: the
+ * configuration's model/path, resolved against the configuration file's
+ * folder), its backend and network. `note` (CXR_ERRLEN) gets the backend's
+ * remark, if any; err names the file, and says what a relative model/path is
+ * relative to. Logs nothing. */
+enum cxr_status node_engine_new(const struct cxr_conf *conf, const char *model_path,
+                                struct cxr_triage_engine **out, char *note, char *err);
+/* The SCP configuration from the settings (strings point into `s`). */
+void node_scp_config(const struct cxr_node_settings *s, const char *tmp_dir,
+                     struct cxr_dicom_scp_config *c);
 
 /* node_spool.c */
 uint16_t node_on_store(void *ctx, const struct cxr_dicom_store_event *ev);

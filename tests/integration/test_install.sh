@@ -42,7 +42,9 @@ cmp -s "$root$model" "$CXR_SOURCE_DIR/models/cxr-default.safetensors" || fail "t
 # Apart from model/path, the installed configuration is conf/cxr-triage.xml.
 diff <(grep -v '<path>' "$conf") <(grep -v '<path>' "$CXR_SOURCE_DIR/conf/cxr-triage.xml") >/dev/null ||
     fail "the installed configuration differs from conf/cxr-triage.xml in more than model/path"
-sed "s|<path>$model</path>|<path>$root$model</path>|" "$conf" >"$work/check.xml"
+# config check opens what serve opens: the spool goes where this user can write.
+sed -e "s|<path>$model</path>|<path>$root$model</path>|" \
+    -e "s|<spool-dir>[^<]*</spool-dir>|<spool-dir>$work/spool</spool-dir>|" "$conf" >"$work/check.xml"
 "$CXR_BIN" config check "$work/check.xml" >/dev/null 2>"$work/check.err" ||
     fail "the installed configuration does not pass config check: $(cat "$work/check.err")"
 ok "command, model, model card, configuration (model/path = $model), man page, docs"

@@ -11,6 +11,9 @@
 #   - the report exists, is one self-contained file with SVG and no network
 #     reference, and lists the skipped entries;
 #   - `evaluate --json` and `evaluate --report` on the validation folder;
+#   - the model lists its training images: `evaluate` on them warns with the
+#     count (stderr, JSON, report), on the validation folder it does not, and
+#     with the bundled model (no list) it says so once;
 #   - `score` with the new model on a DICOM file from tests/data;
 #   - Ctrl-C (SIGINT) during training leaves a checkpoint and exit 1;
 #     `--resume` finishes the run;
@@ -24,7 +27,9 @@ PY=$(command -v python3 || true)
 W=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$W"' EXIT
 DATA=$CXR_SOURCE_DIR/tests/data
-SMALL=(--arch resnet18 --width 4 --input 48x48 --batch 8 --threads 2)
+# --accept-weak: these tiny runs (10 validation images) check the plumbing; a
+# model's quality is test_train_weak.sh's subject.
+SMALL=(--arch resnet18 --width 4 --input 48x48 --batch 8 --threads 2 --accept-weak)
 
 # ---- the data: synthetic greyscale PNGs (stripes across = NORMAL, down =
 # PNEUMONIA, random phase/period/noise), written with the standard library
@@ -123,6 +128,33 @@ ok "report: self-contained, SVG, skipped entries, no network reference"
 grep -q "sensitivity" "$W/eval.txt" && [ -s "$W/e.html" ] || fail "evaluate text or report missing"
 ok "evaluate: JSON with CIs, text, report"
 
+# ---- evaluate warns when it scores the model's training images (issue 16,
+# finding 6: evaluating on the training images gave AUC 1.000 without a word).
+# The model lists its training images (digests of their files): the folder
+# its archive was made from is those images; the validation folder is not.
+"$CXR_BIN" model info --json "$W/m.safetensors" >"$W/info2.json" || fail "model info"
+"$PY" -c 'import json,sys; t=json.load(open(sys.argv[1]))["training_images"]; assert t["images"]==31 and t["digests"]==31 and t["sample_bits"]==0, t' \
+    "$W/info2.json" || fail "the model does not list its 31 training images: $(grep -A4 training_images "$W/info2.json")"
+rc=0
+"$CXR_BIN" evaluate --model "$W/m.safetensors" --data "$W/data" --json --resamples 200 --report "$W/seen.html" \
+    >"$W/seen.json" 2>"$W/seen.err" || rc=$?
+[ "$rc" -le 1 ] || fail "evaluate on the training images: exit $rc: $(tail -3 "$W/seen.err")"
+n=$("$PY" -c 'import json,sys; d=json.load(open(sys.argv[1])); o=d["training_overlap"]; assert d["training_list"] and o["images"]==d["n"] and o["fraction"]==1.0 and not o["estimated"], d; print(d["n"])' \
+    "$W/seen.json") || fail "evaluate --json does not count the training images: $(cat "$W/seen.json")"
+grep -q "WARNING: $n of the $n evaluated images (100.0 %) are images this model was trained on: the metrics are optimistic" "$W/seen.err" ||
+    fail "no warning on stderr for $n training images: $(cat "$W/seen.err")"
+grep -q 'class="warning"><b>Warning:</b> '"$n"' of the '"$n"' evaluated images' "$W/seen.html" ||
+    fail "the report does not carry the overlap warning"
+grep -q "WARNING" "$W/eval.err" && fail "evaluate on the validation folder warned: $(grep WARNING "$W/eval.err")"
+"$PY" -c 'import json,sys; o=json.load(open(sys.argv[1]))["training_overlap"]; assert o["images"]==0 and o["fraction"]==0, o' \
+    "$W/eval.json" || fail "the validation folder counted as training images: $(cat "$W/eval.json")"
+grep -q "training images: none of these" "$W/eval.txt" || fail "the text output does not say the images are new"
+"$CXR_BIN" evaluate --model "$CXR_SOURCE_DIR/models/cxr-default.safetensors" --data "$W/val" --resamples 0 \
+    >/dev/null 2>"$W/bundled.err" || fail "evaluate with the bundled model: $(tail -3 "$W/bundled.err")"
+[ "$(grep -c "carries no list of the images it was trained on" "$W/bundled.err")" -eq 1 ] ||
+    fail "a model without a list is not said (once) to have none: $(cat "$W/bundled.err")"
+ok "evaluate: $n training images warned about (stderr, JSON, report); new images not; the bundled model has no list"
+
 # ---- evaluate measures what the node analyses: DICOM entries pass the node's
 # gate. A Secondary Capture (the node's default refuses it) is skipped with the
 # key that admits it; with a configuration that admits it, it is scored.
@@ -216,7 +248,7 @@ ok "Ctrl-C: checkpoint, exit 1; --resume finishes; a mismatched --resume is refu
 
 # ---- transfer learning with a frozen backbone
 "$CXR_BIN" train --data "$W/data" --val "$W/val" --init "$W/m.safetensors" --freeze-backbone \
-    --epochs 2 --batch 8 --threads 2 --out "$W/ft.safetensors" >/dev/null 2>"$W/ft.err"
+    --epochs 2 --batch 8 --threads 2 --accept-weak --out "$W/ft.safetensors" >/dev/null 2>"$W/ft.err"
 [ $? -eq 1 ] || fail "fine-tuning: $(tail -3 "$W/ft.err")"
 "$PY" - "$W/m.safetensors" "$W/ft.safetensors" <<'EOF' || fail "the frozen backbone changed"
 import json, struct, sys
@@ -265,7 +297,7 @@ if [ -d "$K/train/NORMAL" ]; then
         ls "$K/test/$cls" | sort | head -8 | while read -r f; do cp "$K/test/$cls/$f" "$W/kt/$cls/"; done
     done
     "$CXR_BIN" train --data "$W/k" --arch resnet18 --width 8 --input 64x64 --epochs 3 --batch 8 \
-        --threads 2 --out "$W/k.safetensors" >/dev/null 2>"$W/k.err" \
+        --threads 2 --accept-weak --out "$W/k.safetensors" >/dev/null 2>"$W/k.err" \
         || fail "Kermany subset: $(tail -3 "$W/k.err")"
     grep -q "patient groups" "$W/k.err" || fail "Kermany subset: no patient groups"
     "$CXR_BIN" evaluate --model "$W/k.safetensors" --data "$W/kt" --resamples 200 >"$W/kt.txt" 2>&1 \

@@ -377,6 +377,13 @@ static void expect_meta_equal(const struct cxr_nn_model_meta *a, const struct cx
                      b->metrics_json ? b->metrics_json : "(null)");
     ck_assert_str_eq(a->description ? a->description : "(null)",
                      b->description ? b->description : "(null)");
+    ck_assert_int_eq(a->training_image_count, b->training_image_count);
+    ck_assert_int_eq(a->training_digest_sample_bits, b->training_digest_sample_bits);
+    ck_assert_uint_eq(a->training_digest_count, b->training_digest_count);
+    if (a->training_digest_count)
+        ck_assert_int_eq(memcmp(a->training_digests, b->training_digests,
+                                a->training_digest_count * sizeof a->training_digests[0]),
+                         0);
 }
 
 static void set_rich_meta(struct cxr_nn_model *m)
@@ -402,6 +409,75 @@ static void set_rich_meta(struct cxr_nn_model *m)
     ck_assert_int_eq(cxr_nn_model_set_text(m, "metrics_json", "{\"auc\":"), CXR_ERR_INVALID_ARG);
     ck_assert_str_eq(cxr_nn_model_meta(m)->metrics_json, "{\"auc\":0.96,\"n\":624}");
 }
+
+/* The list of training images: stored sorted and unique, kept through a
+ * save and a load (and the text of "model info"), looked up exactly; a list
+ * larger than the cap becomes the smallest sample that fits, and a digest
+ * outside the sample cannot be told; a model without a list says so. */
+START_TEST(test_training_digests)
+{
+    char *dir = cxr_test_tmpdir();
+    struct cxr_nn_model *m = small_model(CXR_NN_ARCH_RESNET18, 1, 2, 4, 3);
+    ck_assert_int_eq(cxr_nn_model_meta_trained_on(cxr_nn_model_meta(m), 5), -1);
+    const uint64_t d[] = {0xfedcba9876543210ull, 5, 0x8000000000000000ull, 5, 42};
+    ck_assert_int_eq(cxr_nn_model_set_training_digests(m, d, 5, 0, 5), CXR_OK);
+    ck_assert_int_eq(cxr_nn_model_set_training_digests(m, d, 5, 33, 5), CXR_ERR_INVALID_ARG);
+    const struct cxr_nn_model_meta *mt = cxr_nn_model_meta(m);
+    ck_assert_uint_eq(mt->training_digest_count, 4);
+    ck_assert(mt->training_digests[0] == 5 && mt->training_digests[1] == 42 &&
+              mt->training_digests[3] == 0xfedcba9876543210ull);
+    const char *path = save_tmp(m, dir, "d.safetensors", CXR_NN_DTYPE_F32);
+    struct cxr_nn_model *r = load_ok(path);
+    expect_meta_equal(mt, cxr_nn_model_meta(r));
+    ck_assert_int_eq(cxr_nn_model_meta_trained_on(cxr_nn_model_meta(r), 0x8000000000000000ull), 1);
+    ck_assert_int_eq(cxr_nn_model_meta_trained_on(cxr_nn_model_meta(r), 0x8000000000000001ull), 0);
+    ck_assert_int_eq(cxr_nn_model_meta_trained_on(cxr_nn_model_meta(r), 4), 0);
+    ck_assert(cxr_nn_training_digest_from_hex("fedcba9876543210ff") == 0xfedcba9876543210ull);
+    ck_assert(cxr_nn_training_digest_from_hex("fedcba98765432") == 0);
+    char *text = NULL;
+    size_t tlen = 0;
+    FILE *fp = open_memstream(&text, &tlen);
+    cxr_nn_model_describe(r, fp, false);
+    fclose(fp);
+    ck_assert_msg(strstr(text, "training list:  5 images"), "%s", text);
+    free(text);
+    cxr_nn_model_free(r);
+
+    /* more than the cap: the smallest sample that fits */
+    size_t n = 3 * (size_t)CXR_NN_MAX_TRAINING_DIGESTS;
+    uint64_t *big = malloc(n * sizeof *big);
+    uint64_t x = 88172645463325252ull;
+    for (size_t i = 0; i < n; i++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        big[i] = x;
+    }
+    ck_assert_int_eq(cxr_nn_model_set_training_digests(m, big, n, 0, (int64_t)n), CXR_OK);
+    ck_assert_int_eq(mt->training_digest_sample_bits, 2); /* 1 in 4 of 3 x cap fits */
+    ck_assert_uint_le(mt->training_digest_count, CXR_NN_MAX_TRAINING_DIGESTS);
+    size_t in = 0, out = 0;
+    for (size_t i = 0; i < n; i++) {
+        int t = cxr_nn_model_meta_trained_on(mt, big[i]);
+        ck_assert_int_ne(t, 0);
+        in += t == 1;
+        out += t == -1;
+    }
+    ck_assert_uint_eq(in + out, n);
+    ck_assert_uint_eq(in, mt->training_digest_count);
+    path = save_tmp(m, dir, "big.safetensors", CXR_NN_DTYPE_F32);
+    r = load_ok(path);
+    expect_meta_equal(mt, cxr_nn_model_meta(r));
+    cxr_nn_model_free(r);
+    /* images 0: no list */
+    ck_assert_int_eq(cxr_nn_model_set_training_digests(m, NULL, 0, 0, 0), CXR_OK);
+    ck_assert_int_eq(cxr_nn_model_meta_trained_on(mt, big[0]), -1);
+    free(big);
+    cxr_nn_model_free(m);
+    cxr_test_rmtree(dir);
+    free(dir);
+}
+END_TEST
 
 START_TEST(test_roundtrip_f32_bit_exact)
 {
@@ -777,6 +853,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_roundtrip_half_within_rounding);
     tcase_add_test(tc, test_save_failures_leave_nothing);
     tcase_add_test(tc, test_load_missing_file);
+    tcase_add_test(tc, test_training_digests);
     suite_add_tcase(s, tc);
     tc = tcase_create("pytorch");
     tcase_add_test(tc, test_torch_file_loads);

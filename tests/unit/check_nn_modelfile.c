@@ -632,6 +632,21 @@ static const struct {
     {"name", "0123456789012345678901234567890123456789012345678901234567890123456789",
      CXR_ERR_NN_MODEL, "name"},
     {"format", "cxr-triage-model/2", CXR_ERR_UNSUPPORTED, "cxr-triage-model/2"},
+    {"training_images", "[1,2]", CXR_ERR_NN_MODEL, "training_images"},
+    /* "AAAA" is 3 bytes, not 8-byte words */
+    {"training_images",
+     "{\"hash\":\"sha256-64\",\"images\":1,\"sample_bits\":0,\"digests\":\"AAAA\"}",
+     CXR_ERR_NN_MODEL, "8-byte words"},
+    /* 2, then 1: not ascending */
+    {"training_images",
+     "{\"hash\":\"sha256-64\",\"images\":2,\"sample_bits\":0,\"digests\":\"AAAAAAAAAAIAAAAAAAAAAQ==\"}",
+     CXR_ERR_NN_MODEL, "not ascending"},
+    /* 2^63 is outside a 1-in-2 sample */
+    {"training_images",
+     "{\"hash\":\"sha256-64\",\"images\":9,\"sample_bits\":1,\"digests\":\"gAAAAAAAAAA=\"}",
+     CXR_ERR_NN_MODEL, "outside the sample"},
+    {"training_images", "{\"hash\":\"sha256-64\",\"images\":0,\"sample_bits\":0,\"digests\":\"\"}",
+     CXR_ERR_NN_MODEL, "images >= 1"},
 };
 
 START_TEST(test_metadata_faults)
@@ -669,6 +684,7 @@ START_TEST(test_metadata_variants)
     tf_meta(&t, "positive_class", "pneumonia");
     tf_meta(&t, "input_size", "256");
     tf_meta(&t, "some_future_key", "ignored");
+    tf_meta(&t, "training_images", "{\"hash\":\"blake3-64\",\"images\":3}"); /* not ours */
     tf_meta(&t, "format", "pt");
     f = tf_pack(&t, NULL, &len);
     struct cxr_nn_model *m = expect_loads(f, len, "variants");
@@ -677,6 +693,7 @@ START_TEST(test_metadata_variants)
     ck_assert_int_eq(mt->positive_class, 1);
     ck_assert_int_eq(mt->input_height, 256);
     ck_assert_int_eq(mt->input_width, 256);
+    ck_assert_int_eq(mt->training_image_count, 0);
     cxr_nn_model_free(m);
     free(f);
     tf_free(&t);
@@ -800,6 +817,32 @@ START_TEST(test_header_byte_flips)
 }
 END_TEST
 
+/* Weights that load (the file is well formed) but hold a NaN or an infinity
+ * are named by cxr_nn_model_check_finite, which the engine runs; finite
+ * weights pass. */
+START_TEST(test_nonfinite_weights_named)
+{
+    size_t blen;
+    uint8_t *base = base_bytes(CXR_NN_ARCH_RESNET18, &blen);
+    char err[CXR_ERRLEN] = "";
+    const float bad[] = {NAN, INFINITY, -INFINITY};
+    const char *names[] = {"layer2.0.conv1.weight", "fc.bias", "bn1.running_var"};
+    for (int i = 0; i < 3; i++) {
+        struct cxr_nn_model *m = expect_loads(base, blen, "base");
+        ck_assert_int_eq(cxr_nn_model_check_finite(m, err), CXR_OK);
+        struct cxr_nn_tensor *t = cxr_nn_model_tensor_find(m, names[i]);
+        ck_assert_ptr_nonnull(t);
+        ((float *)t->data)[1] = bad[i];
+        ck_assert_int_eq(cxr_nn_model_check_finite(m, err), CXR_ERR_NN_MODEL);
+        ck_assert_msg(strstr(err, names[i]) && strstr(err, "element 1") &&
+                          strstr(err, i ? "infinity" : "NaN"),
+                      "%s", err);
+        cxr_nn_model_free(m);
+    }
+    free(base);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("nn_modelfile");
@@ -809,6 +852,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_missing_extra_and_dtypes);
     tcase_add_test(tc, test_accepted_variants);
     tcase_add_test(tc, test_arch_inferred);
+    tcase_add_test(tc, test_nonfinite_weights_named);
     suite_add_tcase(s, tc);
     tc = tcase_create("metadata");
     tcase_add_loop_test(tc, test_metadata_faults, 0, (int)(sizeof bad_meta / sizeof bad_meta[0]));

@@ -8,11 +8,13 @@
 #include <json-c/json.h>
 #include <math.h>
 #include <netinet/in.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "cxr/node.h"
@@ -653,6 +655,64 @@ START_TEST(test_sd_notify)
 }
 END_TEST
 
+/* ------------------------------------------------------------------ one node per spool */
+
+/* A second lock on a spool is refused with a message that names the folder,
+ * the holder's pid and what to do, whether the holder is this process or
+ * another one; a holder killed with SIGKILL leaves a lock file that does not
+ * block; an unlock frees the spool at once. */
+START_TEST(test_spool_lock_one_holder)
+{
+    char *tmp = cxr_test_tmpdir();
+    char err[CXR_ERRLEN] = "", pidtext[32];
+    struct cxr_node_spool_lock *a = NULL, *b = NULL;
+    ck_assert_int_eq(cxr_node_spool_holder(tmp), 0);
+    ck_assert_int_eq(cxr_node_spool_lock(tmp, &a, err), CXR_OK);
+    ck_assert_int_eq(cxr_node_spool_holder(tmp), (long)getpid());
+    ck_assert_int_eq(cxr_node_spool_lock(tmp, &b, err), CXR_ERR_TRIAGE_BUSY);
+    ck_assert_ptr_null(b);
+    snprintf(pidtext, sizeof pidtext, "pid %ld", (long)getpid());
+    ck_assert_msg(strstr(err, tmp) && strstr(err, pidtext) &&
+                      strstr(err, "another cxr-triage node") && strstr(err, "--spool"),
+                  "%s", err);
+    cxr_node_spool_unlock(a);
+    ck_assert_int_eq(cxr_node_spool_lock(tmp, &b, err), CXR_OK);
+    cxr_node_spool_unlock(b);
+    cxr_node_spool_unlock(NULL);
+
+    /* another process holds it, then dies by SIGKILL */
+    int ready[2];
+    ck_assert_int_eq(pipe(ready), 0);
+    pid_t child = fork();
+    ck_assert_int_ge(child, 0);
+    if (child == 0) {
+        struct cxr_node_spool_lock *c = NULL;
+        char cerr[CXR_ERRLEN];
+        char ok = cxr_node_spool_lock(tmp, &c, cerr) == CXR_OK ? 'y' : 'n';
+        if (write(ready[1], &ok, 1) != 1)
+            _exit(1);
+        for (;;)
+            pause();
+    }
+    close(ready[1]);
+    char ok = 0;
+    ck_assert_int_eq(read(ready[0], &ok, 1), 1);
+    close(ready[0]);
+    ck_assert_int_eq(ok, 'y');
+    ck_assert_int_eq(cxr_node_spool_lock(tmp, &b, err), CXR_ERR_TRIAGE_BUSY);
+    snprintf(pidtext, sizeof pidtext, "pid %ld", (long)child);
+    ck_assert_msg(strstr(err, pidtext), "%s", err);
+    ck_assert_int_eq(cxr_node_spool_holder(tmp), (long)child);
+    kill(child, SIGKILL);
+    ck_assert_int_eq(waitpid(child, NULL, 0), child);
+    ck_assert_int_eq(cxr_node_spool_holder(tmp), 0); /* the file names a dead pid */
+    ck_assert_int_eq(cxr_node_spool_lock(tmp, &b, err), CXR_OK);
+    cxr_node_spool_unlock(b);
+    cxr_test_rmtree(tmp);
+    free(tmp);
+}
+END_TEST
+
 static Suite *node_suite(void)
 {
     Suite *s = suite_create("triage_node");
@@ -679,6 +739,9 @@ static Suite *node_suite(void)
     suite_add_tcase(s, tc);
     tc = tcase_create("http");
     tcase_add_test(tc, test_http_endpoints);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("spool_lock");
+    tcase_add_test(tc, test_spool_lock_one_holder);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -8,11 +8,13 @@
  *     checkpoint and CXR_ERR_CANCELLED; resuming gives weights identical to
  *     an uninterrupted run;
  *   - --init with other classes re-initialises the fc (and says so), with
- *     --freeze-backbone the backbone stays byte for byte;
+ *     --freeze-backbone the backbone stays byte for byte; the new model lists
+ *     the init's training images with its own;
  *   - the balanced sampler and SGD train; early stopping stops;
  *   - evaluate on the validation folder: counts, the model's own threshold,
  *     JSON;
- *   - option errors are CXR_ERR_USAGE with the reason.
+ *   - option errors are CXR_ERR_USAGE with the reason;
+ *   - a weak model goes to "<out>.weak" unless accept_weak.
  */
 #include <check.h>
 #include <json-c/json.h>
@@ -22,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "cxr/dataset.h"
 #include "cxr/nn.h"
@@ -79,7 +82,9 @@ static void drop_data(void)
 
 static FILE *quiet(void) { return fopen("/dev/null", "w"); }
 
-/* Small, fast options: resnet18 width 4 at 40x40. */
+/* Small, fast options: resnet18 width 4 at 40x40. accept_weak: these tiny
+ * runs check the machinery, so a weak model is still written to `out`
+ * (test_weak_model_not_installed checks the default). */
 static void small(struct cxr_train_options *o, const char *out, FILE *log)
 {
     static char data[4096], val[4096];
@@ -96,6 +101,7 @@ static void small(struct cxr_train_options *o, const char *out, FILE *log)
     o->threads = 2;
     o->resamples = 200;
     o->log = log;
+    o->accept_weak = true;
 }
 
 static struct cxr_nn_model *load(const char *path)
@@ -246,6 +252,9 @@ START_TEST(test_init_new_classes_frozen)
     ck_assert_int_eq(cxr_train_run(&o, NULL, err), CXR_OK);
     FILE *lf = fopen(lg, "w");
     small(&o, b, lf);
+    const char *d = o.data; /* b trains on other images than a: val/ (and validates on data/) */
+    o.data = o.val;
+    o.val = d;
     o.init = a;
     o.freeze_backbone = true;
     o.classes = "NORMAL,PNEUMONIA,OTHER";
@@ -270,6 +279,13 @@ START_TEST(test_init_new_classes_frozen)
         ck_assert_msg(!memcmp(t->data, u->data, t->nbytes), "%s changed", t->name);
     }
     ck_assert_int_eq(cxr_nn_model_tensor_find(mb, "fc.weight")->shape[0], 3);
+    /* b lists its own 12 training images and the 32 that a's weights saw */
+    const struct cxr_nn_model_meta *am = cxr_nn_model_meta(ma);
+    ck_assert_int_eq(am->training_image_count, 32);
+    ck_assert_int_eq(mm->training_image_count, 44);
+    ck_assert_uint_eq(mm->training_digest_count, 44);
+    for (uint32_t i = 0; i < am->training_digest_count; i++)
+        ck_assert_int_eq(cxr_nn_model_meta_trained_on(mm, am->training_digests[i]), 1);
     cxr_nn_model_free(ma);
     cxr_nn_model_free(mb);
     free(a);
@@ -339,6 +355,55 @@ START_TEST(test_usage_errors)
 }
 END_TEST
 
+/* A model that is not clearly better than chance on validation (here a
+ * validation folder whose labels are swapped, so that what the model learns
+ * counts against it) is written to "<out>.weak", not to `out`, and the
+ * result says so; accept_weak writes it to `out`. */
+START_TEST(test_weak_model_not_installed)
+{
+    make_data();
+    char path[4300];
+    const char *cls[2] = {"NORMAL", "PNEUMONIA"};
+    for (int c = 0; c < 2; c++) {
+        snprintf(path, sizeof path, "%s/swapped", root);
+        mkdir(path, 0755);
+        snprintf(path, sizeof path, "%s/swapped/%s", root, cls[c]);
+        mkdir(path, 0755);
+        for (int i = 0; i < 6; i++) {
+            snprintf(path, sizeof path, "%s/swapped/%s/person%d_x%d.png", root, cls[c],
+                     1000 * c + 500 + i / 2, i);
+            write_png(path, 1 - c, (unsigned)(7919 * (300 + c * 50 + i) + 1));
+        }
+    }
+    FILE *log = quiet();
+    char *a = path_in("a.safetensors"), err[CXR_ERRLEN], swapped[4200], weak[4300];
+    snprintf(swapped, sizeof swapped, "%s/swapped", root);
+    snprintf(weak, sizeof weak, "%s.weak", a);
+    struct cxr_train_options o;
+    struct cxr_train_result r;
+    small(&o, a, log);
+    o.val = swapped;
+    o.accept_weak = false;
+    ck_assert_msg(cxr_train_run(&o, &r, err) == CXR_OK, "%s", err);
+    ck_assert_msg(r.weak, "AUC %.3f [%.3f, %.3f] not weak", r.validation.auc.value,
+                  r.validation.auc.lo, r.validation.auc.hi);
+    ck_assert(r.validation.auc.lo <= CXR_TRAIN_WEAK_AUC_LOWER);
+    ck_assert_str_eq(r.model_path, weak);
+    ck_assert_int_ne(access(a, F_OK), 0);
+    cxr_nn_model_free(load(weak));
+    unlink(weak);
+    o.accept_weak = true;
+    ck_assert_msg(cxr_train_run(&o, &r, err) == CXR_OK, "%s", err);
+    ck_assert(r.weak);
+    ck_assert_str_eq(r.model_path, a);
+    cxr_nn_model_free(load(a));
+    ck_assert_int_ne(access(weak, F_OK), 0);
+    free(a);
+    fclose(log);
+    drop_data();
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("triage_train");
@@ -349,6 +414,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_init_new_classes_frozen);
     tcase_add_test(tc, test_sampler_sgd_patience_storage);
     tcase_add_test(tc, test_usage_errors);
+    tcase_add_test(tc, test_weak_model_not_installed);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -31,6 +31,7 @@ struct fixture {
     struct cxr_train_report_split splits[2];
     struct cxr_train_skip skipped[2];
     const char *notes[4];
+    const char *warnings[2];
 };
 
 static struct fixture F;
@@ -104,6 +105,10 @@ static void make_fixture(void)
     r->max_thumbnails = 12;
     r->notes = F.notes;
     r->note_count = 2;
+    F.warnings[0] = "weak model: AUC 0.31 <= 0.6";
+    F.warnings[1] = "12 of 16 images <trained on>";
+    r->warnings = F.warnings;
+    r->warning_count = 2;
 }
 
 static char *render(size_t *len)
@@ -174,6 +179,11 @@ START_TEST(report_holds_the_numbers_it_was_given)
     must_contain(html, "CXR_ERR_DICOM_GATE");
     must_contain(html, "lateral view (ViewPosition LL)");
     must_contain(html, "20261125");
+    /* warnings, each in a box of its own, under the title, escaped */
+    ck_assert_uint_eq(count(html, "<p class=\"warning\"><b>Warning:</b> "), 2);
+    must_contain(html, "<b>Warning:</b> weak model: AUC 0.31 &lt;= 0.6</p>");
+    must_contain(html, "<b>Warning:</b> 12 of 16 images &lt;trained on&gt;</p>");
+    ck_assert(strstr(html, "<b>Warning:</b>") < strstr(html, "<h2"));
     /* thumbnails: as many as asked, misclassified first */
     ck_assert_uint_eq(count(html, "<figure "), 12);
     ck_assert_uint_eq(count(html, "src=\"data:image/png;base64,"), 12);

@@ -46,7 +46,8 @@ static const char CSS[] =
     "figure.wrong{border-color:#d33}figure img{display:block;image-rendering:auto}"
     "figcaption{margin-top:3px;white-space:nowrap}figcaption .n{color:#666;display:block;"
     "max-width:110px;overflow:hidden;text-overflow:ellipsis}"
-    ".note{color:#555;font-size:.9em}";
+    ".note{color:#555;font-size:.9em}"
+    ".warning{background:#fff3cd;border:2px solid #d39e00;padding:8px 12px;margin:10px 0}";
 
 static const char *class_name(const struct cxr_train_report *r, int32_t k)
 {
@@ -91,6 +92,11 @@ static void section_header(struct rpt_buf *b, const struct cxr_train_report *r)
         rpt_put(b, "</code>");
     }
     rpt_put(b, "</p>\n");
+    for (int32_t i = 0; r->warnings && i < r->warning_count; i++) {
+        rpt_put(b, "<p class=\"warning\"><b>Warning:</b> ");
+        rpt_esc(b, r->warnings[i]);
+        rpt_put(b, "</p>\n");
+    }
     if (r->command) {
         rpt_put(b, "<p class=\"sub\">Command: <code>");
         rpt_esc(b, r->command);

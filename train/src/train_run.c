@@ -150,6 +150,19 @@ static enum cxr_status make_model(struct train_run *R)
         cxr_nn_model_free(init);
         return cxr_tr_err(R, st, "model: %s", nerr);
     }
+    if (init && cxr_nn_model_meta(init)->training_image_count > 0) {
+        const struct cxr_nn_model_meta *im = cxr_nn_model_meta(init);
+        size_t n = im->training_digest_count;
+        if (n && !(R->init_digests = malloc(n * sizeof *R->init_digests))) {
+            cxr_nn_model_free(init);
+            return cxr_tr_err(R, CXR_ERR_NOMEM, "out of memory");
+        }
+        if (n)
+            memcpy(R->init_digests, im->training_digests, n * sizeof *R->init_digests);
+        R->n_init_digests = n;
+        R->init_sample_bits = im->training_digest_sample_bits;
+        R->init_images = im->training_image_count;
+    }
     if (init) {
         bool fc_too = same_classes(cxr_nn_model_meta(init), &meta);
         for (uint32_t i = 0; i < cxr_nn_model_tensor_count(R->model); i++) {
@@ -676,5 +689,6 @@ enum cxr_status cxr_train_run(const struct cxr_train_options *o, struct cxr_trai
     cxr_train_dataset_free(R.vds);
     free(R.val_idx);
     free(R.hist);
+    free(R.init_digests);
     return st;
 }

@@ -93,6 +93,17 @@ char *cxr_train_evaluate_to_json(const struct cxr_train_evaluate_result *r,
         json_object_object_add(rc, "sha256", json_object_new_string(r->recalibrated_sha256));
         json_object_object_add(o, "recalibration", rc);
     }
+    struct json_object *ov = NULL;
+    if (r->training_list && isfinite(r->training_overlap_fraction)) {
+        ov = json_object_new_object();
+        json_object_object_add(ov, "images", json_object_new_int64(r->training_overlap));
+        json_object_object_add(ov, "fraction",
+                               json_object_new_double(r->training_overlap_fraction));
+        json_object_object_add(ov, "estimated",
+                               json_object_new_boolean(r->training_overlap_estimated));
+    }
+    json_object_object_add(o, "training_list", json_object_new_boolean(r->training_list));
+    json_object_object_add(o, "training_overlap", ov);
     json_object_object_add(o, "bootstrap_resamples", json_object_new_int(r->operating.resamples));
     const char *s =
         json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED);
@@ -165,6 +176,60 @@ static enum cxr_status recalibrate(const struct cxr_train_evaluate_options *o,
     return CXR_OK;
 }
 
+/* The evaluated images that the model was trained on: each sample's file
+ * digest looked up in the model's list. Fills res's training_* fields, logs
+ * the warning (or that the model has no list) and leaves the warning's text
+ * in `warning` for the report ("" when none). */
+static void training_overlap(const struct cxr_nn_model_meta *meta,
+                             const struct cxr_train_dataset *ds,
+                             struct cxr_train_evaluate_result *res, FILE *log, char *warning,
+                             size_t len)
+{
+    res->training_list = meta->training_image_count > 0;
+    res->training_overlap = 0;
+    res->training_overlap_fraction = NAN;
+    if (!res->training_list) {
+        fprintf(log, "note: the model carries no list of the images it was trained on (made "
+                     "before cxr-triage listed them, or elsewhere): whether these images were "
+                     "among them cannot be checked\n");
+        return;
+    }
+    size_t eligible = 0, seen = 0;
+    for (size_t i = 0; i < ds->count; i++) {
+        int t = cxr_nn_model_meta_trained_on(
+            meta, cxr_nn_training_digest_from_hex(ds->samples[i].sha256));
+        eligible += t >= 0;
+        seen += t == 1;
+    }
+    res->training_overlap_estimated = meta->training_digest_sample_bits > 0;
+    if (eligible == 0) {
+        fprintf(log,
+                "note: none of these images falls in the model's 1-in-%llu sample of its "
+                "training images: whether they were among them cannot be checked\n",
+                1ull << meta->training_digest_sample_bits);
+        return;
+    }
+    res->training_overlap_fraction = (double)seen / (double)eligible;
+    res->training_overlap =
+        res->training_overlap_estimated
+            ? (int64_t)llround(res->training_overlap_fraction * (double)ds->count)
+            : (int64_t)seen;
+    if (seen == 0)
+        return;
+    snprintf(warning, len,
+             "%s%lld of the %zu evaluated images (%.1f %%) are images this model was trained on: "
+             "the metrics are optimistic. Evaluate on images it has not seen.",
+             res->training_overlap_estimated ? "about " : "", (long long)res->training_overlap,
+             ds->count, 100.0 * res->training_overlap_fraction);
+    if (res->training_overlap_estimated) {
+        size_t l = strlen(warning);
+        snprintf(warning + l, len - l,
+                 " (estimated from %zu of them, those in the model's 1-in-%llu sample)", eligible,
+                 1ull << meta->training_digest_sample_bits);
+    }
+    fprintf(log, "WARNING: %s\n", warning);
+}
+
 enum cxr_status cxr_train_evaluate_run(const struct cxr_train_evaluate_options *o,
                                        struct cxr_train_evaluate_result *res, char *err)
 {
@@ -209,6 +274,8 @@ enum cxr_status cxr_train_evaluate_run(const struct cxr_train_evaluate_options *
     if (ds->skipped_count > 20)
         fprintf(log, "  ... and %zu more skipped (all listed in the report)\n",
                 ds->skipped_count - 20);
+    char overlap_warning[512] = "";
+    training_overlap(meta, ds, res, log, overlap_warning, sizeof overlap_warning);
     res->count = ds->count;
     res->skipped = ds->skipped_count;
     snprintf(res->digest, sizeof res->digest, "%s", ds->digest);
@@ -302,6 +369,11 @@ enum cxr_status cxr_train_evaluate_run(const struct cxr_train_evaluate_options *
         r.urgent_specificity = NAN;
         r.notes = notes;
         r.note_count = 3;
+        const char *warnings[1] = {overlap_warning};
+        if (overlap_warning[0]) {
+            r.warnings = warnings;
+            r.warning_count = 1;
+        }
         if ((st = cxr_train_report_write(&r, o->report, terr)) != CXR_OK) {
             cxr_seterr(err, st, "report: %s", terr);
             goto done;

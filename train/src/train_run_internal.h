@@ -51,6 +51,12 @@ struct train_run {
     double train_seconds;
     char ckpt_dir[4096], ckpt_path[4200], best_path[4200];
     char note[512]; /* a line for the report (transfer learning, ...) */
+    /* --init's list of training images (its metadata), merged into the new
+     * model's: what the starting weights saw counts as seen */
+    uint64_t *init_digests;
+    size_t n_init_digests;
+    int32_t init_sample_bits;
+    int64_t init_images;
 };
 
 /* printf to the run's log. */

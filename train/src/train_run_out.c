@@ -2,7 +2,8 @@
  * validation AUC) rounded to its storage type, scored on the validation set
  * through the inference path, the thresholds calibrated on those scores
  * (cxr_nn_calibrate), the metadata (thresholds, validation metrics, data
- * digest, age range, name, version, created), the model file, the report. */
+ * digest, the list of training images, age range, name, version, created),
+ * the model file, the report. */
 #include <json-c/json.h>
 #include <math.h>
 #include <stdlib.h>
@@ -94,11 +95,41 @@ static void set_identity(struct train_run *R, struct cxr_nn_model_meta *m)
     }
 }
 
+/* The list of the images the model was trained on (its metadata
+ * "training_images"): the digest of each training sample's file, and those
+ * of --init's list, so that `evaluate` can tell when it scores them. */
+static enum cxr_status set_training_list(struct train_run *R, struct cxr_nn_model *m)
+{
+    size_t n = R->n_train + R->n_init_digests;
+    uint64_t *d = malloc((n ? n : 1) * sizeof *d);
+    if (!d)
+        return cxr_tr_err(R, CXR_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < R->n_train; i++)
+        d[i] = cxr_nn_training_digest_from_hex(R->ds->samples[R->train_idx[i]].sha256);
+    if (R->n_init_digests)
+        memcpy(d + R->n_train, R->init_digests, R->n_init_digests * sizeof *d);
+    /* --init's list may be a sample: then so is the merged one, and its image
+     * count an upper bound (images seen by both are counted twice) */
+    enum cxr_status st = cxr_nn_model_set_training_digests(m, d, n, R->init_sample_bits,
+                                                           (int64_t)R->n_train + R->init_images);
+    free(d);
+    if (st != CXR_OK)
+        return cxr_tr_err(R, st, "the list of training images: %s", cxr_status_str(st));
+    const struct cxr_nn_model_meta *mt = cxr_nn_model_meta(m);
+    if (mt->training_digest_sample_bits > 0)
+        cxr_tr_log(R,
+                   "note: the model lists a 1-in-%llu sample of its %lld training images "
+                   "(at most %u digests are kept)\n",
+                   1ull << mt->training_digest_sample_bits, (long long)mt->training_image_count,
+                   CXR_NN_MAX_TRAINING_DIGESTS);
+    return CXR_OK;
+}
+
 /* The report: validation cases with their thumbnails, the curves. */
 static enum cxr_status write_report(struct train_run *R, const struct cxr_nn_model *m,
                                     const struct cxr_train_dataset *vset, const int32_t *vidx,
                                     const double *probs, const struct cxr_nn_calibration *cal,
-                                    double seconds)
+                                    double seconds, const char *model_path, const char *warning)
 {
     const struct cxr_train_options *o = R->o;
     enum cxr_status st = CXR_OK;
@@ -152,7 +183,11 @@ static enum cxr_status write_report(struct train_run *R, const struct cxr_nn_mod
     r.command = o->command_line;
     r.meta = cxr_nn_model_meta(m);
     r.model_sha256 = cxr_nn_model_sha256(m);
-    r.model_path = o->out;
+    r.model_path = model_path;
+    if (warning[0]) {
+        r.warnings = &warning;
+        r.warning_count = 1;
+    }
     r.data_source = R->ds->source;
     r.data_kind = R->ds->source_kind;
     r.data_digest = R->ds->digest;
@@ -246,6 +281,8 @@ enum cxr_status cxr_tr_finish(struct train_run *R, struct cxr_train_result *res)
         cxr_tr_err(R, st, "calibration: %s", nerr);
         goto done;
     }
+    if ((st = set_training_list(R, m)) != CXR_OK)
+        goto done;
     struct cxr_nn_model_meta *mm = cxr_nn_model_meta_mut(m);
     mm->operating_threshold = cal.operating_threshold;
     mm->urgent_threshold = cal.urgent_threshold;
@@ -254,11 +291,40 @@ enum cxr_status cxr_tr_finish(struct train_run *R, struct cxr_train_result *res)
         st = cxr_tr_err(R, CXR_ERR_NOMEM, "out of memory");
         goto done;
     }
-    if ((st = cxr_nn_model_save(m, o->out, o->storage, nerr)) != CXR_OK) {
+    const struct cxr_nn_eval *e = &cal.operating;
+    /* Not clearly better than chance: warn, and unless accepted keep it away
+     * from --out, which may be the file a node loads. */
+    double lo = isfinite(e->auc.lo) ? e->auc.lo : e->auc.value;
+    bool weak = !(lo > CXR_TRAIN_WEAK_AUC_LOWER);
+    char weak_path[4300], warning[1200] = "";
+    const char *path = o->out;
+    if (weak && !o->accept_weak) {
+        snprintf(weak_path, sizeof weak_path, "%s.weak", o->out);
+        path = weak_path;
+    }
+    if ((st = cxr_nn_model_save(m, path, o->storage, nerr)) != CXR_OK) {
         cxr_tr_err(R, st, "%s", nerr);
         goto done;
     }
-    const struct cxr_nn_eval *e = &cal.operating;
+    if (weak) {
+        char auc[96];
+        if (isfinite(e->auc.lo))
+            snprintf(auc, sizeof auc, "AUC %.3f, 95 %% CI [%.3f, %.3f]", e->auc.value, e->auc.lo,
+                     e->auc.hi);
+        else
+            snprintf(auc, sizeof auc, "AUC %.3f (no interval: --resamples 0)", e->auc.value);
+        snprintf(warning, sizeof warning,
+                 "the kept model is not clearly better than chance on the %zu validation images "
+                 "(%s; %s at or below %.2f). %s",
+                 R->n_val, auc, isfinite(e->auc.lo) ? "the lower bound is" : "that is",
+                 CXR_TRAIN_WEAK_AUC_LOWER,
+                 o->accept_weak ? "--accept-weak: it was written to --out all the same; do not "
+                                  "let it triage before it is evaluated on images of your site."
+                                : "It was NOT written to --out (which is unchanged); it is left "
+                                  "beside it with the suffix .weak. Train longer, on more or "
+                                  "better-labelled data, or pass --accept-weak to keep it.");
+        cxr_tr_log(R, "WARNING: %s\n", warning);
+    }
     char ci[3][48];
     const struct cxr_nn_ci *cis[3] = {&e->sensitivity, &e->specificity, &e->accuracy};
     for (int i = 0; i < 3; i++)
@@ -277,16 +343,18 @@ enum cxr_status cxr_tr_finish(struct train_run *R, struct cxr_train_result *res)
                "%.3f%s, accuracy %.3f%s (n %zu)\n",
                e->sensitivity.value, ci[0], e->specificity.value, ci[1], e->accuracy.value, ci[2],
                e->n);
-    cxr_tr_log(R, "model: %s (%s storage, sha256 %s)\n", o->out, cxr_nn_dtype_name(o->storage),
-               cxr_nn_model_sha256(m));
+    cxr_tr_log(R, "model: %s (%s storage, sha256 %s)%s\n", path, cxr_nn_dtype_name(o->storage),
+               cxr_nn_model_sha256(m), weak ? ", WEAK: see the warning above" : "");
     res->best_epoch = R->best_epoch;
     res->best_val_auc = R->best_auc;
     res->operating_threshold = cal.operating_threshold;
     res->urgent_threshold = cal.urgent_threshold;
     res->validation = cal.operating;
     snprintf(res->model_sha256, sizeof res->model_sha256, "%s", cxr_nn_model_sha256(m));
+    res->weak = weak;
+    snprintf(res->model_path, sizeof res->model_path, "%s", path);
     if (o->report)
-        st = write_report(R, m, vset, vidx, probs, &cal, cxr_tr_now() - R->t_start);
+        st = write_report(R, m, vset, vidx, probs, &cal, cxr_tr_now() - R->t_start, path, warning);
 done:
     if (vidx != R->val_idx)
         free(vidx);

@@ -123,6 +123,11 @@ enum cxr_status cxr_triage_engine_new(const struct cxr_conf *conf,
         cxr_seterr(err, st, "model %s", nnerr);
         goto fail;
     }
+    st = cxr_nn_model_check_finite(e->model, nnerr); /* NaN weights: every score NaN */
+    if (st != CXR_OK) {
+        cxr_seterr(err, st, "model %s: %s", e->model_path, nnerr);
+        goto fail;
+    }
 
     struct cxr_nn_backend_options bo = {
         .kind = opt->backend >= 0 ? (enum cxr_nn_backend_kind)opt->backend

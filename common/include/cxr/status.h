@@ -60,6 +60,7 @@ enum cxr_status {
     /* triage */
     CXR_ERR_TRIAGE_STORE = 400,   /* the durable job store failed */
     CXR_ERR_TRIAGE_ARCHIVE = 401, /* a labeled archive could not be read */
+    CXR_ERR_TRIAGE_BUSY = 402,    /* another node holds the spool folder (and its job store) */
 
     /* plugin */
     CXR_ERR_PLUGIN_ORTHANC = 500 /* an Orthanc SDK call failed */

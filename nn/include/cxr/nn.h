@@ -99,7 +99,21 @@ struct cxr_nn_model_meta {
     char training_data_digest[72];       /* "sha256:<hex>" of the training list */
     char *metrics_json;                  /* validation metrics as JSON text, owned by the model */
     char *description;                   /* free text, owned by the model */
+    /* The images the model was trained on (metadata "training_images"; see
+     * docs/model-format.md), so that an evaluation can tell when it scores
+     * them: per image, the first 8 bytes of the SHA-256 of its file's bytes,
+     * read big-endian; sorted, unique, owned by the model. When more than
+     * CXR_NN_MAX_TRAINING_DIGESTS would be kept, only those whose top
+     * training_digest_sample_bits bits are 0 are (a 1-in-2^bits sample).
+     * training_image_count 0: the model carries no list (NULL, 0, 0). */
+    uint64_t *training_digests;
+    uint32_t training_digest_count;
+    int32_t training_digest_sample_bits; /* 0..32 */
+    int64_t training_image_count;        /* images the list stands for */
 };
+
+/* Cap on the digests a model keeps: 1 MiB of digests, 1.4 MB of metadata. */
+#define CXR_NN_MAX_TRAINING_DIGESTS 131072u
 
 struct cxr_nn_model; /* opaque */
 
@@ -169,6 +183,29 @@ struct cxr_nn_tensor *cxr_nn_model_tensor_at(const struct cxr_nn_model *m, uint3
 struct cxr_nn_tensor *cxr_nn_model_tensor_find(const struct cxr_nn_model *m, const char *name);
 /* Number of trainable parameters (elements). */
 int64_t cxr_nn_model_param_count(const struct cxr_nn_model *m);
+/* Replaces the list of training images with the digests[0..n) (any order,
+ * duplicates allowed; see struct cxr_nn_model_meta), sampled 1 in
+ * 2^sample_bits or, when more than CXR_NN_MAX_TRAINING_DIGESTS would remain,
+ * the smallest sparser sample that fits. `images` is the number of images the
+ * digests stand for (n when they are all the images; an estimate when merged
+ * from sampled lists); images 0 removes the list. CXR_ERR_INVALID_ARG for
+ * sample_bits outside 0..32 or images < 0; CXR_ERR_NOMEM. */
+enum cxr_status cxr_nn_model_set_training_digests(struct cxr_nn_model *m, const uint64_t *digests,
+                                                  size_t n, int32_t sample_bits, int64_t images);
+/* Whether the image whose digest this is was in the model's training list:
+ * 1 yes, 0 no, -1 cannot tell (no list, or the digest lies outside the
+ * list's sample). */
+int cxr_nn_model_meta_trained_on(const struct cxr_nn_model_meta *meta, uint64_t digest);
+/* The digest of the image file whose SHA-256 is `sha256_hex` (64 hex
+ * characters): its first 8 bytes, big-endian. 0 for text that is not hex. */
+uint64_t cxr_nn_training_digest_from_hex(const char *sha256_hex);
+
+/* CXR_ERR_NN_MODEL when a parameter or buffer holds a NaN or an infinity
+ * (err names the tensor and the element), else CXR_OK. A model that loads
+ * may still hold them (cxr_nn_model_load checks the file's structure, not
+ * the values); the engine refuses such a model, since every score it gave
+ * would be NaN. */
+enum cxr_status cxr_nn_model_check_finite(const struct cxr_nn_model *m, char *err);
 
 /* Human-readable summary for `cxr-triage model info`: arch, parameters,
  * metadata, SHA-256; `json` selects one JSON object instead. */

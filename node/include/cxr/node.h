@@ -203,12 +203,34 @@ void cxr_node_options_init(struct cxr_node_options *opt);
 
 struct cxr_node;
 
-/* Builds the node: checks the settings, opens the spool and the job store,
- * removes half-written files a crash left behind, loads the model. Binds
- * nothing yet. Takes ownership of `conf` in every case (freed with the node,
- * or at once on failure). On failure *out == NULL and err says what. */
+/* Builds the node: checks the settings, takes the spool folder
+ * (cxr_node_spool_lock: CXR_ERR_TRIAGE_BUSY while another node holds it;
+ * held until cxr_node_free), opens the job store, removes half-written files
+ * a crash left behind, loads the model. Binds nothing yet. Takes ownership of `conf` in every case
+ * (freed with the node, or at once on failure). On failure *out == NULL and err says what. */
 enum cxr_status cxr_node_new(struct cxr_conf *conf, const struct cxr_node_options *opt,
                              struct cxr_node **out, char *err);
+
+/* One line of cxr_node_check: `item` ("settings", "model", "spool",
+ * "sr/output-dir", "tls"), whether it passed, and what was found (the
+ * resolved path and what is wrong with it, or what was loaded). */
+typedef void (*cxr_node_check_fn)(void *ctx, bool ok, const char *item, const char *detail);
+
+/* `cxr-triage config check`: tries what cxr_node_new and cxr_node_run open
+ * at start, built by the same code, so that a configuration that passes does
+ * not fail at start for a file: the node's settings with the overrides of
+ * `opt` (may be NULL); the model with its backend and network, from
+ * model/path resolved against the configuration file's folder (a missing,
+ * corrupt or non-finite model fails); the spool folder (a folder this user
+ * can write, or can create) and its job store; sr/output-dir likewise; the
+ * TLS files (loaded as the DICOM service loads them; read access for
+ * destinations' TLS). A spool held by a running node is reported, not a
+ * failure. Creates, locks and binds nothing (ports are not tried: a running
+ * node holds them). `fn` (may be NULL) gets one call per item, in that
+ * order. Returns CXR_OK when every item passed, else the status of the first
+ * failure. Any thread. */
+enum cxr_status cxr_node_check(const struct cxr_conf *conf, const struct cxr_node_options *opt,
+                               cxr_node_check_fn fn, void *ctx);
 
 /* Resumes every unfinished job, starts the workers, the reporter, the
  * deliveries and HTTP, then serves DICOM until cxr_node_stop. Returns
@@ -240,6 +262,32 @@ bool cxr_node_sd_notify(const char *state);
 
 /* The job store path inside a spool folder ("<spool>/jobs.sqlite"). */
 void cxr_node_store_path(const char *spool_dir, char *out, size_t len);
+
+/* ------------------------------------------------------------------ one node per spool */
+
+/* The lock file inside a spool folder ("<spool>/node.lock"). */
+void cxr_node_lock_path(const char *spool_dir, char *out, size_t len);
+
+struct cxr_node_spool_lock;
+
+/* Takes the spool folder (and so its job store, which always lives in it)
+ * for the caller until cxr_node_spool_unlock: an exclusive flock(2) on
+ * <spool>/node.lock (created if needed), into which the caller's pid is
+ * written. The kernel drops the lock when the process ends in any way (kill
+ * -9 included), so a lock file left behind never blocks. Fails with
+ * CXR_ERR_TRIAGE_BUSY while another holder (another process, or another lock
+ * of this one) has it: err names the folder, the holder's pid when known and
+ * what to do; CXR_ERR_IO when the file cannot be opened. cxr_node_new takes
+ * it before it touches the spool. The folder must exist. On failure
+ * *out == NULL. Any thread. */
+enum cxr_status cxr_node_spool_lock(const char *spool_dir, struct cxr_node_spool_lock **out,
+                                    char *err);
+/* Releases and frees; NULL is a no-op. The lock file stays. */
+void cxr_node_spool_unlock(struct cxr_node_spool_lock *l);
+/* The pid that <spool>/node.lock names when that process is alive (a node
+ * holds the spool, unless the pid was reused); 0 otherwise. Reads only:
+ * takes no lock, so it never gets in a starting node's way. */
+long cxr_node_spool_holder(const char *spool_dir);
 
 #ifdef __cplusplus
 }

@@ -93,6 +93,10 @@ struct cxr_train_report {
      * (seed, epochs, time taken, machine, backend) */
     const char *const *notes;
     int32_t note_count; /* pairs */
+    /* warnings shown prominently under the title (a weak model, evaluated
+     * images the model was trained on); may be NULL */
+    const char *const *warnings;
+    int32_t warning_count;
 };
 void cxr_train_report_init(struct cxr_train_report *r);
 

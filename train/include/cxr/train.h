@@ -85,7 +85,17 @@ struct cxr_train_options {
     FILE *log;                       /* progress and summaries; NULL: stderr */
     bool progress_bar;               /* one rewritten line (a terminal) instead of plain lines */
     volatile sig_atomic_t *stop;     /* set from a signal handler: checkpoint and stop */
+    /* A weak model (see CXR_TRAIN_WEAK_AUC_LOWER) is written to "<out>.weak"
+     * instead of `out`, which stays as it was; true: to `out` all the same.
+     * Either way the run warns. */
+    bool accept_weak;
 };
+
+/* The kept model is weak — not clearly better than chance — when the lower
+ * bound of its validation AUC's bootstrap 95 % interval is at or below this
+ * (the AUC itself when no interval was computed, --resamples 0; a validation
+ * AUC that cannot be measured counts as weak). */
+#define CXR_TRAIN_WEAK_AUC_LOWER 0.6
 void cxr_train_options_init(struct cxr_train_options *o);
 
 struct cxr_train_result {
@@ -102,9 +112,14 @@ struct cxr_train_result {
     size_t skipped; /* entries not used (both sources) */
     bool stopped_early;
     char model_sha256[65];
+    bool weak;             /* CXR_TRAIN_WEAK_AUC_LOWER: the run warned */
+    char model_path[4300]; /* where the model was written: out, or "<out>.weak" for a weak
+                            * model without accept_weak */
 };
 
-/* Trains, calibrates, writes the model (and the report). On
+/* Trains, calibrates, writes the model (and the report): to o->out, or to
+ * "<out>.weak" when it is weak and o->accept_weak is false (res->weak and
+ * res->model_path say which; CXR_OK either way). On
  * CXR_ERR_CANCELLED a checkpoint was written and `--resume` continues.
  * Returns CXR_ERR_USAGE for inconsistent options (message says which). */
 enum cxr_status cxr_train_run(const struct cxr_train_options *o, struct cxr_train_result *res,
@@ -146,12 +161,22 @@ struct cxr_train_evaluate_result {
     bool recalibrated;                       /* calibrate_out written */
     struct cxr_nn_calibration recalibration; /* its thresholds and metrics on these images */
     char recalibrated_sha256[65];
+    /* Evaluated images the model was trained on, by the digests of their
+     * files against the model's list (cxr_nn_model_meta.training_digests).
+     * training_list false: the model carries no list, nothing can be told. */
+    bool training_list;
+    int64_t training_overlap;         /* how many (estimated when the list is a sample) */
+    double training_overlap_fraction; /* of the evaluated images; NaN: cannot be told */
+    bool training_overlap_estimated;  /* from a 1-in-2^k sample of the list */
 };
 
 /* Scores every usable image of `data` with the model: the presented 8-bit
  * image at its own size (no memory-cap downscale) → cxr_nn_preprocess_u8 →
  * forward → softmax, as the engine does; metrics at the model's thresholds
- * with bootstrap 95 % intervals. */
+ * with bootstrap 95 % intervals. Evaluated images that the model was trained
+ * on (its list of training images) are counted, and warned about on the log
+ * and in the report: the metrics are then optimistic; a model without a
+ * list is said to have none, once. */
 enum cxr_status cxr_train_evaluate_run(const struct cxr_train_evaluate_options *o,
                                        struct cxr_train_evaluate_result *res, char *err);
 

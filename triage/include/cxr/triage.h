@@ -72,10 +72,10 @@ void cxr_triage_engine_options_init(struct cxr_triage_engine_options *opt);
 
 struct cxr_triage_engine;
 
-/* Loads the model (checked), opens the backend and compiles the net. On
- * failure *out == NULL and err says what (the model file and its problem, or
- * the backend). `note` (may be NULL, CXR_ERRLEN) receives the backend
- * selection note ("CPU: no CUDA backend in this build"). */
+/* Loads the model (checked: structure, and every weight finite), opens the backend and compiles the
+ * net. On failure *out == NULL and err says what (the model file and its problem, or the backend).
+ * `note` (may be NULL, CXR_ERRLEN) receives the backend selection note ("CPU: no CUDA backend in
+ * this build"). */
 enum cxr_status cxr_triage_engine_new(const struct cxr_conf *conf,
                                       const struct cxr_triage_engine_options *opt,
                                       struct cxr_triage_engine **out, char *note, char *err);

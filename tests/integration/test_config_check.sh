@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# test_config_check.sh — `cxr-triage config check` opens what `serve` opens
+# at start, the way serve opens it (issue 16, finding 6: a copied
+# configuration whose relative model path pointed nowhere passed the check,
+# then serve failed):
+#   - a site configuration with relative paths (model, spool, sr/output-dir)
+#     next to its model passes, naming the resolved model path;
+#   - the same file copied to another folder fails with exit 2, naming the
+#     resolved path and that model/path is relative to the file's folder;
+#     serve refuses the copy with the same path;
+#   - a truncated model, a model holding a NaN weight, an sr/output-dir that
+#     cannot be created and a TLS certificate that does not exist each fail,
+#     naming what is wrong;
+#   - a spool held by a running node passes, saying which pid holds it.
+. "$(dirname "$0")/node_lib.sh"
+setup_work
+need_tools
+make_model
+mkdir -p "$WORK/site" "$WORK/copy"
+cp "$WORK/model.safetensors" "$WORK/site/model.safetensors"
+
+# site_conf FILE [MODEL] [NODE_EXTRA] [SR_DIR]: relative paths, as a site's file has them
+site_conf() {
+    cat >"$1" <<EOF
+<cxr-triage>
+  <model><path>${2:-model.safetensors}</path><threads>1</threads><batch-size>2</batch-size></model>
+  <node><port>$(free_port)</port><spool-dir>spool</spool-dir>${3:-}</node>
+  <http><port>0</port></http>
+  <sr><output-dir>${4:-sr-copies}</output-dir></sr>
+</cxr-triage>
+EOF
+}
+
+# expect_fail NAME CONF WHAT...: config check exits 2 and stderr holds each WHAT
+expect_fail() {
+    local name=$1 conf=$2 rc=0
+    shift 2
+    "$CXR_BIN" config check "$conf" >"$WORK/$name.out" 2>"$WORK/$name.err" || rc=$?
+    [ "$rc" -eq 2 ] || fail "$name: config check exit $rc, expected 2: $(cat "$WORK/$name.err")"
+    grep -q "configuration NOT OK" "$WORK/$name.err" || fail "$name: no verdict: $(cat "$WORK/$name.err")"
+    grep -q "configuration OK" "$WORK/$name.err" && fail "$name: says OK: $(cat "$WORK/$name.err")"
+    local w
+    for w in "$@"; do
+        grep -qF -- "$w" "$WORK/$name.err" || fail "$name: the message lacks '$w': $(cat "$WORK/$name.err")"
+    done
+}
+
+# ---- the site's file next to its model passes
+site_conf "$WORK/site/cxr.xml"
+"$CXR_BIN" config check "$WORK/site/cxr.xml" >"$WORK/good.out" 2>"$WORK/good.err" ||
+    fail "the site configuration fails: $(cat "$WORK/good.err")"
+grep -q "configuration OK: $WORK/site/cxr.xml" "$WORK/good.err" || fail "no OK line: $(cat "$WORK/good.err")"
+grep -q "ok    model: $WORK/site/model.safetensors" "$WORK/good.err" ||
+    fail "the resolved model path is not named: $(cat "$WORK/good.err")"
+grep -q "ok    spool: $WORK/site/spool: does not exist yet; will be created in $WORK/site" "$WORK/good.err" ||
+    fail "the spool is not resolved against the file's folder: $(cat "$WORK/good.err")"
+grep -q "<cxr-triage" "$WORK/good.out" || fail "the effective configuration is not printed"
+[ ! -e "$WORK/site/spool" ] && [ ! -e "$WORK/site/sr-copies" ] || fail "config check created folders"
+log "a configuration next to its model passes; nothing created"
+
+# ---- copied elsewhere: the relative model path points nowhere
+cp "$WORK/site/cxr.xml" "$WORK/copy/cxr.xml"
+expect_fail copied "$WORK/copy/cxr.xml" "FAIL  model: model $WORK/copy/model.safetensors" \
+    'model/path "model.safetensors" is relative' "against $WORK/copy"
+rc=0
+"$CXR_BIN" serve --config "$WORK/copy/cxr.xml" >"$WORK/serve-copy.log" 2>&1 || rc=$?
+[ "$rc" -eq 2 ] && grep -qF "$WORK/copy/model.safetensors" "$WORK/serve-copy.log" ||
+    fail "serve on the copy: exit $rc: $(cat "$WORK/serve-copy.log")"
+log "the copied configuration fails config check as serve fails, with the same path"
+
+# ---- a truncated model; a model with a NaN weight
+head -c 4000 "$WORK/model.safetensors" >"$WORK/site/cut.safetensors"
+site_conf "$WORK/site/cut.xml" cut.safetensors
+expect_fail truncated "$WORK/site/cut.xml" "FAIL  model:" "$WORK/site/cut.safetensors"
+"$CXR_PYTHON" - "$WORK/model.safetensors" "$WORK/site/nan.safetensors" <<'PY' || fail "cannot write the NaN model"
+import json, struct, sys
+b = bytearray(open(sys.argv[1], "rb").read())
+n = struct.unpack("<Q", b[:8])[0]
+h = json.loads(b[8:8 + n])
+e = h["fc.bias"]
+assert e["dtype"] == "F32", e
+b[8 + n + e["data_offsets"][0]:8 + n + e["data_offsets"][0] + 4] = struct.pack("<f", float("nan"))
+open(sys.argv[2], "wb").write(b)
+PY
+site_conf "$WORK/site/nan.xml" nan.safetensors
+expect_fail nan "$WORK/site/nan.xml" "$WORK/site/nan.safetensors" "tensor 'fc.bias' holds NaN"
+log "a truncated model and a NaN weight fail, naming the file"
+
+# ---- sr/output-dir that cannot be created; a TLS certificate that is not there
+site_conf "$WORK/site/out.xml" model.safetensors "" "cxr.xml/copies"
+expect_fail output-dir "$WORK/site/out.xml" "FAIL  sr/output-dir: $WORK/site/cxr.xml/copies"
+site_conf "$WORK/site/tls.xml" model.safetensors \
+    "<tls>true</tls><tls-certificate>node.pem</tls-certificate><tls-private-key>node.key</tls-private-key>"
+expect_fail tls "$WORK/site/tls.xml" "FAIL  tls:" "$WORK/site/node.pem"
+log "an sr/output-dir below a file and a missing TLS certificate fail"
+
+# ---- a spool held by a running node: reported, not a failure
+site_conf "$WORK/site/run.xml"
+"$CXR_BIN" serve --config "$WORK/site/run.xml" >>"$WORK/node.log" 2>&1 &
+NODE_PID=$!
+NODE_PIDS+=("$NODE_PID")
+running() { kill -0 "$NODE_PID" 2>/dev/null || fail "the node exited: $(cat "$WORK/node.log")"; grep -q 'listening: DICOM' "$WORK/node.log"; }
+wait_until 120 "the node to listen" running
+"$CXR_BIN" config check "$WORK/site/run.xml" >/dev/null 2>"$WORK/held.err" ||
+    fail "config check fails while a node holds the spool: $(cat "$WORK/held.err")"
+grep -q "held by the running node, pid $NODE_PID" "$WORK/held.err" || fail "the holder is not named: $(cat "$WORK/held.err")"
+stop_node
+log "a spool held by a running node passes and names its pid"
+log "PASS"
