@@ -1,13 +1,14 @@
 // sr_writer.cc — cxr_dicom_sr_write_file / _memory: the SR document
 // (Comprehensive SR, or Enhanced SR on request; PS3.3 A.35.2/A.35.3) around
 // the content tree of sr_content.cc, encoded as a Part 10 file (PS3.10) in
-// Explicit VR Little Endian, written atomically (temp file in the same
-// folder, fsync, rename, fsync of the folder).
+// Explicit VR Little Endian, written atomically (cxr/file.h: temp file in
+// the same folder, fsync, rename, fsync of the folder).
 //
 // Needs no other part of cxr_dicom: DCMTK loads its data dictionary on first
 // use, and nothing here depends on cxr_dicom_global_init().
 #include "sr_internal.h"
 
+#include "cxr/file.h"
 #include "cxr/log.h"
 
 #include "dcmtk/config/osconfig.h"
@@ -18,8 +19,6 @@
 #include "dcmtk/dcmsr/dsrdoc.h"
 #include "dicom_internal.h"
 
-#include <atomic>
-#include <cerrno>
 #include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
@@ -29,10 +28,6 @@
 #include <new>
 #include <string>
 #include <vector>
-
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 namespace
 {
@@ -221,74 +216,15 @@ enum cxr_status build(const struct cxr_dicom_sr_request *req, std::vector<unsign
     return CXR_OK;
 }
 
-enum cxr_status io_fail(char *err, const char *what, const std::string &path, int e)
-{
-    return cxr_seterr(err, e == ENOSPC || e == EDQUOT ? CXR_ERR_NO_SPACE : CXR_ERR_IO,
-                      "SR: %s %s: %s", what, path.c_str(), std::strerror(e));
-}
-
-// Writes `data` to `path` atomically: a new file beside it (O_EXCL, mode
-// 0666 less the umask), fsync, rename over `path`, fsync of the folder.
+// Writes `data` to `path` atomically and durably (cxr/file.h), mode 0666
+// less the umask; err says which step failed, prefixed "SR: ".
 enum cxr_status write_atomic(const std::string &path, const std::vector<unsigned char> &data,
                              char *err)
 {
-    static std::atomic<unsigned> counter{0};
-    std::string dir = ".";
-    size_t slash = path.rfind('/');
-    if (slash != std::string::npos)
-        dir = slash == 0 ? "/" : path.substr(0, slash);
-    std::string tmp;
-    int fd = -1;
-    for (int attempt = 0; attempt < 100 && fd < 0; attempt++) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        char suffix[80];
-        std::snprintf(suffix, sizeof suffix, ".tmp-%ld-%u-%ld", (long)getpid(),
-                      counter.fetch_add(1), (long)ts.tv_nsec);
-        tmp = path + suffix;
-        fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-        if (fd < 0 && errno != EEXIST)
-            return io_fail(err, "cannot create a temporary file beside", path, errno);
-    }
-    if (fd < 0)
-        return io_fail(err, "cannot create a temporary file beside", path, EEXIST);
-    size_t off = 0;
-    while (off < data.size()) {
-        ssize_t w = write(fd, data.data() + off, data.size() - off);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0) {
-            int e = w < 0 ? errno : EIO;
-            close(fd);
-            unlink(tmp.c_str());
-            return io_fail(err, "cannot write", tmp, e);
-        }
-        off += (size_t)w;
-    }
-    if (fsync(fd) != 0) {
-        int e = errno;
-        close(fd);
-        unlink(tmp.c_str());
-        return io_fail(err, "cannot fsync", tmp, e);
-    }
-    if (close(fd) != 0) {
-        int e = errno;
-        unlink(tmp.c_str());
-        return io_fail(err, "cannot close", tmp, e);
-    }
-    if (rename(tmp.c_str(), path.c_str()) != 0) {
-        int e = errno;
-        unlink(tmp.c_str());
-        return io_fail(err, "cannot rename the temporary file to", path, e);
-    }
-    int dfd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) { // the rename itself is durable only once the folder is
-        int rc = fsync(dfd);
-        int e = errno;
-        close(dfd);
-        if (rc != 0 && e != EINVAL)
-            return io_fail(err, "cannot fsync the folder of", path, e);
-    }
+    char why[CXR_ERRLEN] = "";
+    enum cxr_status st = cxr_file_write_atomic(path.c_str(), data.data(), data.size(), 0666, why);
+    if (st != CXR_OK)
+        return cxr_seterr(err, st, "SR: %s", why);
     return CXR_OK;
 }
 

@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "cxr/file.h"
 #include "model_internal.h"
 
 static enum cxr_nn_dtype stored_dtype(enum cxr_nn_param_kind k, enum cxr_nn_dtype storage)
@@ -23,29 +24,21 @@ static enum cxr_nn_dtype stored_dtype(enum cxr_nn_param_kind k, enum cxr_nn_dtyp
     return storage;
 }
 
-static bool write_all(int fd, const void *p, size_t n, EVP_MD_CTX *md)
+static bool write_all(struct cxr_file_atomic *f, const void *p, size_t n, EVP_MD_CTX *md)
 {
-    if (EVP_DigestUpdate(md, p, n) != 1)
+    if (EVP_DigestUpdate(md, p, n) != 1) {
+        errno = ENOMEM;
         return false;
-    const char *c = p;
-    while (n) {
-        ssize_t w = write(fd, c, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return false;
-        c += w;
-        n -= (size_t)w;
     }
-    return true;
+    return cxr_file_atomic_write(f, p, n);
 }
 
 /* Writes one tensor in dtype `dt`, converting from F32 in chunks. */
-static bool write_tensor(int fd, const struct cxr_nn_tensor *t, enum cxr_nn_dtype dt,
-                         EVP_MD_CTX *md)
+static bool write_tensor(struct cxr_file_atomic *f, const struct cxr_nn_tensor *t,
+                         enum cxr_nn_dtype dt, EVP_MD_CTX *md)
 {
     if (dt == t->dtype)
-        return write_all(fd, t->data, t->nbytes, md);
+        return write_all(f, t->data, t->nbytes, md);
     uint16_t chunk[8192];
     const float *src = t->data;
     size_t n = t->nbytes / 4;
@@ -54,7 +47,7 @@ static bool write_tensor(int fd, const struct cxr_nn_tensor *t, enum cxr_nn_dtyp
         for (size_t j = 0; j < k; j++)
             chunk[j] = dt == CXR_NN_DTYPE_F16 ? cxr_nn_f32_to_f16(src[i + j])
                                               : cxr_nn_f32_to_bf16(src[i + j]);
-        if (!write_all(fd, chunk, k * 2, md))
+        if (!write_all(f, chunk, k * 2, md))
             return false;
     }
     return true;
@@ -140,53 +133,25 @@ enum cxr_status cxr_nn_model_save(const struct cxr_nn_model *m, const char *path
     for (int i = 0; i < 8; i++)
         lenbuf[i] = (uint8_t)((uint64_t)(hlen + pad) >> (8 * i));
 
-    size_t plen = strlen(path);
-    char *tmp = malloc(plen + 16);
     EVP_MD_CTX *md = EVP_MD_CTX_new();
-    int fd = -1;
-    if (!text || !tmp || !md || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1) {
+    struct cxr_file_atomic f = {.fd = -1};
+    if (!text || !md || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1) {
         st = cxr_seterr(err, CXR_ERR_NOMEM, "%s: out of memory", path);
         goto fail;
     }
-    snprintf(tmp, plen + 16, "%s.tmp-XXXXXX", path);
-    if ((fd = mkstemp(tmp)) < 0) {
-        st = io_err(err, tmp, "create", errno);
-        tmp[0] = '\0';
+    if ((st = cxr_file_atomic_open(&f, path, 0644, err)) != CXR_OK)
         goto fail;
-    }
-    (void)fchmod(fd, 0644);
     static const char spaces[8] = "        ";
-    bool ok = write_all(fd, lenbuf, 8, md) && write_all(fd, text, hlen, md) &&
-              write_all(fd, spaces, pad, md);
+    bool ok = write_all(&f, lenbuf, 8, md) && write_all(&f, text, hlen, md) &&
+              write_all(&f, spaces, pad, md);
     for (uint32_t i = 0; ok && i < m->n_tensors; i++)
-        ok = write_tensor(fd, &m->tensors[i], stored_dtype(m->kinds[i], storage), md);
-    if (!ok || fsync(fd) != 0) {
-        st = io_err(err, tmp, "write", errno);
+        ok = write_tensor(&f, &m->tensors[i], stored_dtype(m->kinds[i], storage), md);
+    if (!ok) {
+        st = io_err(err, path, "write", errno);
         goto fail;
     }
-    int cfd = fd;
-    fd = -1;
-    if (close(cfd) != 0) {
-        st = io_err(err, tmp, "close", errno);
+    if ((st = cxr_file_atomic_commit(&f, err)) != CXR_OK)
         goto fail;
-    }
-    if (rename(tmp, path) != 0) {
-        st = io_err(err, path, "rename", errno);
-        goto fail;
-    }
-    tmp[0] = '\0';
-    /* make the rename durable */
-    char *slash = strrchr(path, '/');
-    char dir[4096];
-    if (slash && (size_t)(slash - path) < sizeof dir)
-        snprintf(dir, sizeof dir, "%.*s", slash == path ? 1 : (int)(slash - path), path);
-    else
-        snprintf(dir, sizeof dir, ".");
-    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-        (void)fsync(dfd);
-        close(dfd);
-    }
     unsigned char dg[EVP_MAX_MD_SIZE];
     unsigned int dglen = 0;
     struct cxr_nn_model *mm = (struct cxr_nn_model *)m; /* the digest is a cache */
@@ -197,11 +162,7 @@ enum cxr_status cxr_nn_model_save(const struct cxr_nn_model *m, const char *path
         mm->sha256[0] = '\0';
     st = CXR_OK;
 fail:
-    if (fd >= 0)
-        close(fd);
-    if (tmp && tmp[0] && st != CXR_OK)
-        unlink(tmp);
-    free(tmp);
+    cxr_file_atomic_abort(&f); /* no-op once committed */
     EVP_MD_CTX_free(md);
     json_object_put(root);
     return st;

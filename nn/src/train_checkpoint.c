@@ -20,6 +20,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "cxr/file.h"
 #include "train_priv.h"
 
 #define CKPT_FORMAT     "cxr-triage-checkpoint/1"
@@ -135,44 +136,10 @@ static struct json_object *ck_header(struct cxr_nn_trainer *tr, const struct ck_
     return root;
 }
 
-static bool write_all(int fd, const void *p, size_t n)
-{
-    const char *c = p;
-    while (n) {
-        ssize_t w = write(fd, c, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return false;
-        c += w;
-        n -= (size_t)w;
-    }
-    return true;
-}
-
 static enum cxr_status io_err(char *err, const char *path, const char *what, int e)
 {
     return cxr_seterr(err, e == ENOSPC || e == EDQUOT ? CXR_ERR_NO_SPACE : CXR_ERR_IO,
                       "checkpoint %s: %s: %s", path, what, strerror(e));
-}
-
-/* fsync of the folder holding path (the rename's durability). */
-static void sync_dir(const char *path)
-{
-    char dir[PATH_MAX];
-    snprintf(dir, sizeof dir, "%s", path);
-    char *slash = strrchr(dir, '/');
-    if (slash == dir)
-        slash[1] = '\0';
-    else if (slash)
-        *slash = '\0';
-    else
-        snprintf(dir, sizeof dir, ".");
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd >= 0) {
-        fsync(fd);
-        close(fd);
-    }
 }
 
 enum cxr_status cxr_nn_trainer_checkpoint_save(struct cxr_nn_trainer *tr, const char *path,
@@ -188,8 +155,7 @@ enum cxr_status cxr_nn_trainer_checkpoint_save(struct cxr_nn_trainer *tr, const 
         return cxr_seterr(err, CXR_ERR_NOMEM, "checkpoint: out of memory");
     enum cxr_status st = CXR_OK;
     struct json_object *hdr = ck_header(tr, it, n, extra_json);
-    char tmp[PATH_MAX] = "";
-    int fd = -1;
+    struct cxr_file_atomic f = {.fd = -1};
     void *buf = NULL;
     size_t cap = 0;
     if (!hdr) {
@@ -199,22 +165,17 @@ enum cxr_status cxr_nn_trainer_checkpoint_save(struct cxr_nn_trainer *tr, const 
     size_t hl = 0;
     const char *h = json_object_to_json_string_length(hdr, JSON_C_TO_STRING_PLAIN, &hl);
     size_t padded = (hl + 7) & ~(size_t)7;
-    if (strlen(path) + 12 >= sizeof tmp) {
-        st = cxr_seterr(err, CXR_ERR_INVALID_ARG, "checkpoint: path too long");
-        goto done;
-    }
-    snprintf(tmp, sizeof tmp, "%s.tmp-XXXXXX", path);
-    fd = mkostemp(tmp, O_CLOEXEC);
-    if (fd < 0) {
-        st = io_err(err, path, "cannot create a temporary file", errno);
-        tmp[0] = '\0';
+    char why[CXR_ERRLEN];
+    if ((st = cxr_file_atomic_open(&f, path, 0644, why)) != CXR_OK) {
+        cxr_seterr(err, st, "checkpoint: %s", why);
         goto done;
     }
     uint8_t len8[8];
     for (int i = 0; i < 8; i++)
         len8[i] = (uint8_t)((uint64_t)padded >> (8 * i));
     char spaces[8] = "       ";
-    if (!write_all(fd, len8, 8) || !write_all(fd, h, hl) || !write_all(fd, spaces, padded - hl)) {
+    if (!cxr_file_atomic_write(&f, len8, 8) || !cxr_file_atomic_write(&f, h, hl) ||
+        !cxr_file_atomic_write(&f, spaces, padded - hl)) {
         st = io_err(err, path, "write", errno);
         goto done;
     }
@@ -232,32 +193,15 @@ enum cxr_status cxr_nn_trainer_checkpoint_save(struct cxr_nn_trainer *tr, const 
         }
         if ((st = bi->tensor_get(tr->b, t, buf, 0, t->nbytes, err)) != CXR_OK)
             goto done;
-        if (!write_all(fd, buf, t->nbytes)) {
+        if (!cxr_file_atomic_write(&f, buf, t->nbytes)) {
             st = io_err(err, path, "write", errno);
             goto done;
         }
     }
-    if (fsync(fd) != 0) {
-        st = io_err(err, path, "fsync", errno);
-        goto done;
-    }
-    if (close(fd) != 0) {
-        fd = -1;
-        st = io_err(err, path, "close", errno);
-        goto done;
-    }
-    fd = -1;
-    if (rename(tmp, path) != 0) {
-        st = io_err(err, path, "rename", errno);
-        goto done;
-    }
-    tmp[0] = '\0';
-    sync_dir(path);
+    if ((st = cxr_file_atomic_commit(&f, why)) != CXR_OK)
+        cxr_seterr(err, st, "checkpoint: %s", why);
 done:
-    if (fd >= 0)
-        close(fd);
-    if (st != CXR_OK && tmp[0])
-        unlink(tmp);
+    cxr_file_atomic_abort(&f); /* no-op once committed */
     free(buf);
     json_object_put(hdr);
     free(it);

@@ -13,6 +13,7 @@
 
 #include <json-c/json.h>
 
+#include "cxr/file.h"
 #include "cxr/log.h"
 #include "cxr/version.h"
 #include "node_internal.h"
@@ -87,63 +88,6 @@ bool node_mkdirs(const char *path)
         *p = '/';
     }
     return mkdir(buf, 0750) == 0 || errno == EEXIST;
-}
-
-bool node_fsync_dir(const char *dir)
-{
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return false;
-    int rc = fsync(fd);
-    int e = errno;
-    close(fd);
-    errno = e;
-    return rc == 0;
-}
-
-enum cxr_status node_write_durable(const char *path, const void *buf, size_t len, char *err,
-                                   size_t errlen)
-{
-    char tmp[CXR_NODE_PATHLEN * 2 + 16], dir[CXR_NODE_PATHLEN * 2];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    snprintf(dir, sizeof dir, "%s", path);
-    char *slash = strrchr(dir, '/');
-    if (slash)
-        *slash = '\0';
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
-    if (fd < 0)
-        goto fail;
-    const char *p = buf;
-    size_t left = len;
-    while (left > 0) {
-        ssize_t w = write(fd, p, left);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0) {
-            int e = errno;
-            close(fd);
-            errno = e;
-            goto fail;
-        }
-        p += w;
-        left -= (size_t)w;
-    }
-    if (fsync(fd) != 0) {
-        int e = errno;
-        close(fd);
-        errno = e;
-        goto fail;
-    }
-    if (close(fd) != 0 || rename(tmp, path) != 0)
-        goto fail;
-    if (!node_fsync_dir(dir))
-        goto fail;
-    return CXR_OK;
-fail:;
-    int e = errno;
-    unlink(tmp);
-    snprintf(err, errlen, "%s: %s", path, strerror(e));
-    return e == ENOSPC || e == EDQUOT ? CXR_ERR_NO_SPACE : CXR_ERR_IO;
 }
 
 void cxr_node_store_path(const char *spool_dir, char *out, size_t len)

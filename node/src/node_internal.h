@@ -24,6 +24,7 @@
 #include <stdint.h>
 
 #include "cxr/dicom_net.h"
+#include "cxr/file.h"
 #include "cxr/node.h"
 #include "cxr/store.h"
 #include "cxr/triage.h"
@@ -126,15 +127,10 @@ uint64_t node_wake_seq(struct cxr_node *n);
 void node_wait(struct cxr_node *n, uint64_t seen, int64_t deadline_ms);
 /* mkdir -p with mode 0750. */
 bool node_mkdirs(const char *path);
-/* fsync of a folder (after a rename or unlink in it). */
-bool node_fsync_dir(const char *dir);
 /* Loads a received instance: from the job store when it is kept there
  * (in_store), else from its spool file `rel`. err: CXR_ERRLEN. */
 enum cxr_status node_instance_load(struct cxr_node *n, int64_t id, bool in_store, const char *rel,
                                    struct cxr_dicom_instance **out, char *err);
-/* Writes a whole buffer to `path` durably: temp file, fsync, rename, fsync dir. */
-enum cxr_status node_write_durable(const char *path, const void *buf, size_t len, char *err,
-                                   size_t errlen);
 
 /* node.c: what a start (and cxr_node_check) builds from the configuration */
 /* The node's settings from `conf` with the command-line overrides of `opt`

@@ -115,13 +115,13 @@ static bool report_study(struct cxr_node *n, const struct cxr_triage_study_row *
         snprintf(rel, sizeof rel, "sr/%s.dcm", sop);
         char path[CXR_NODE_PATHLEN + CXR_NODE_STORE_PATHLEN + 2];
         snprintf(path, sizeof path, "%s/%s", n->spool_dir, rel);
-        st = node_write_durable(path, buf, len, err, sizeof err);
+        st = cxr_file_write_atomic(path, buf, len, 0640, err);
         if (st == CXR_OK && copy_dir) {
             /* sr/output-dir: a copy for people and scripts; the spool's is the one delivered */
             char copy[CXR_NODE_PATHLEN + CXR_DICOM_UID_LEN + 8], cerr[CXR_ERRLEN];
             snprintf(copy, sizeof copy, "%.1000s/%s.dcm", copy_dir, sop);
             if (!node_mkdirs(copy_dir) ||
-                node_write_durable(copy, buf, len, cerr, sizeof cerr) != CXR_OK)
+                cxr_file_write_atomic(copy, buf, len, 0640, cerr) != CXR_OK)
                 cxr_log(CXR_LOG_WARN, "node", "study %s: no copy of the SR in sr/output-dir %s",
                         study->study_instance_uid, copy_dir);
         }

@@ -221,7 +221,7 @@ static bool spool_file(struct cxr_node *n, const char *tmp, const char *abs, con
             unlink(tmp);
             return false;
         }
-        node_fsync_dir(n->spool_dir);
+        cxr_file_fsync_dir(n->spool_dir);
     }
     if (rename(tmp, abs) != 0) {
         *errnum = errno;
@@ -229,7 +229,7 @@ static bool spool_file(struct cxr_node *n, const char *tmp, const char *abs, con
         unlink(tmp);
         return false;
     }
-    if (!node_fsync_dir(dir)) {
+    if (!cxr_file_fsync_dir(dir)) {
         *errnum = errno;
         *what = "fsync of the spool folder failed";
         unlink(abs);
@@ -314,7 +314,7 @@ uint16_t node_on_store(void *ctx, const struct cxr_dicom_store_event *ev)
         const char *why = item.err;
         if (!row.in_store) { /* a kept instance left nothing on disk */
             unlink(abs);
-            node_fsync_dir(dir);
+            cxr_file_fsync_dir(dir);
         }
         pthread_mutex_unlock(stripe);
         return refuse(n, ev, NULL, why, 0, CXR_DIMSE_OUT_OF_RESOURCES);
@@ -364,7 +364,7 @@ static int sweep(struct cxr_node *n, const char *dir, const char *rel_prefix, bo
     }
     closedir(d);
     if (removed)
-        node_fsync_dir(dir);
+        cxr_file_fsync_dir(dir);
     return removed;
 }
 

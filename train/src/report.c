@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cxr/file.h"
 #include "cxr/report.h"
 #include "cxr/version.h"
 #include "report_html.h"
@@ -627,40 +628,7 @@ enum cxr_status cxr_train_report_write(const struct cxr_train_report *r, const c
     enum cxr_status st = cxr_train_report_render(r, &html, &len, err);
     if (st != CXR_OK)
         return st;
-    char *tmp = NULL;
-    if (asprintf(&tmp, "%s.tmp.XXXXXX", path) < 0) {
-        free(html);
-        return cxr_seterr(err, CXR_ERR_NOMEM, "out of memory");
-    }
-    int fd = mkstemp(tmp);
-    if (fd < 0) {
-        st = cxr_seterr(err, CXR_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
-        goto done;
-    }
-    size_t off = 0;
-    while (off < len) {
-        ssize_t w = write(fd, html + off, len - off);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0) {
-            st = cxr_seterr(err, errno == ENOSPC ? CXR_ERR_NO_SPACE : CXR_ERR_IO, "%s: write: %s",
-                            path, strerror(errno));
-            break;
-        }
-        off += (size_t)w;
-    }
-    if (st == CXR_OK && fchmod(fd, 0644) != 0)
-        st = cxr_seterr(err, CXR_ERR_IO, "%s: chmod: %s", path, strerror(errno));
-    if (st == CXR_OK && fsync(fd) != 0)
-        st = cxr_seterr(err, CXR_ERR_IO, "%s: fsync: %s", path, strerror(errno));
-    if (close(fd) != 0 && st == CXR_OK)
-        st = cxr_seterr(err, CXR_ERR_IO, "%s: close: %s", path, strerror(errno));
-    if (st == CXR_OK && rename(tmp, path) != 0)
-        st = cxr_seterr(err, CXR_ERR_IO, "%s: rename: %s", path, strerror(errno));
-    if (st != CXR_OK)
-        unlink(tmp);
-done:
-    free(tmp);
+    st = cxr_file_write_atomic(path, html, len, 0644, err);
     free(html);
     return st;
 }
