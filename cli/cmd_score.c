@@ -14,6 +14,7 @@
 #include "cli.h"
 #include "cxr/dicom.h"
 #include "cxr/log.h"
+#include "cxr/mem.h"
 #include "cxr/triage.h"
 
 #define MAX_INPUTS 1000000
@@ -39,16 +40,8 @@ struct path_list {
 
 static bool list_push(struct path_list *l, const char *p)
 {
-    if (l->n >= MAX_INPUTS)
+    if (!cxr_grow((void **)&l->v, &l->cap, l->n, sizeof *l->v, MAX_INPUTS))
         return false;
-    if (l->n == l->cap) {
-        size_t cap = l->cap ? l->cap * 2 : 64;
-        char **v = realloc(l->v, cap * sizeof *v);
-        if (!v)
-            return false;
-        l->v = v;
-        l->cap = cap;
-    }
     l->v[l->n] = strdup(p);
     return l->v[l->n++] != NULL;
 }

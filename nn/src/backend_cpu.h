@@ -118,9 +118,6 @@ struct cpu_plan {
 /* Plan building, shared by inference (backend_cpu_plan.c) and training
  * (backend_cpu_train*.c). */
 
-/* Makes room for element n of a growable array (doubling from 64). */
-bool cxr_nn_cpu_grow(void **arr, int32_t n, int32_t *cap, size_t size);
-
 /* A new arena (or other) buffer of `size` bytes; -1 when out of memory. */
 int32_t cxr_nn_cpu_new_buf(struct cpu_plan *p, size_t size, enum buf_place place);
 

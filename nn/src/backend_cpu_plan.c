@@ -37,19 +37,6 @@ struct builder {
     char *err;
 };
 
-bool cxr_nn_cpu_grow(void **arr, int32_t n, int32_t *cap, size_t size)
-{
-    if (n < *cap)
-        return true;
-    int32_t ncap = *cap ? *cap * 2 : 64;
-    void *q = realloc(*arr, (size_t)ncap * size);
-    if (!q)
-        return false;
-    *arr = q;
-    *cap = ncap;
-    return true;
-}
-
 static enum cxr_status oom(char *err)
 {
     return cxr_seterr(err, CXR_ERR_NOMEM, "cpu: out of memory while planning");
@@ -57,7 +44,7 @@ static enum cxr_status oom(char *err)
 
 int32_t cxr_nn_cpu_new_buf(struct cpu_plan *p, size_t size, enum buf_place place)
 {
-    if (!cxr_nn_cpu_grow((void **)&p->bufs, p->n_bufs, &p->cap_bufs, sizeof *p->bufs))
+    if (!cxr_nn_grow((void **)&p->bufs, p->n_bufs, &p->cap_bufs, sizeof *p->bufs))
         return -1;
     p->bufs[p->n_bufs] = (struct cxr_nn_buf){.size = size, .first = -1, .last = -1, .place = place};
     return p->n_bufs++;
@@ -68,7 +55,7 @@ enum cxr_status cxr_nn_cpu_new_mem(struct cpu_plan *p, const dnnl_memory_desc_t 
 {
     enum cxr_status st = CXR_OK;
     *out = -1;
-    if (!cxr_nn_cpu_grow((void **)&p->mems, p->n_mems, &p->cap_mems, sizeof *p->mems))
+    if (!cxr_nn_grow((void **)&p->mems, p->n_mems, &p->cap_mems, sizeof *p->mems))
         return oom(err);
     dnnl_memory_t m = NULL;
     CXR_DNNL(dnnl_memory_create(&m, md, p->ctx->engine, DNNL_MEMORY_NONE), "plan memory");
@@ -103,7 +90,7 @@ enum cxr_status cxr_nn_cpu_step(struct cpu_plan *p, dnnl_primitive_t prim,
     enum cxr_status st = CXR_OK;
     const_dnnl_primitive_desc_t pd = NULL;
     if (n + 1 > CPU_MAX_ARGS ||
-        !cxr_nn_cpu_grow((void **)&p->steps, p->n_steps, &p->cap_steps, sizeof *p->steps)) {
+        !cxr_nn_grow((void **)&p->steps, p->n_steps, &p->cap_steps, sizeof *p->steps)) {
         dnnl_primitive_destroy(prim);
         return oom(err);
     }
@@ -128,7 +115,7 @@ enum cxr_status cxr_nn_cpu_step(struct cpu_plan *p, dnnl_primitive_t prim,
     const dnnl_memory_desc_t *smd = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
     size_t ssz = smd ? dnnl_memory_desc_get_size(smd) : 0;
     if (ssz > 0) {
-        if (!cxr_nn_cpu_grow((void **)&p->mems, p->n_mems, &p->cap_mems, sizeof *p->mems))
+        if (!cxr_nn_grow((void **)&p->mems, p->n_mems, &p->cap_mems, sizeof *p->mems))
             return oom(err);
         dnnl_memory_t m = NULL;
         CXR_DNNL(dnnl_memory_create(&m, smd, p->ctx->engine, DNNL_MEMORY_NONE), where);

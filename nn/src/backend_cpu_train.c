@@ -205,7 +205,7 @@ static enum cxr_status fwd_bn(struct tbuilder *B, int32_t oi)
     if (st != CXR_OK)
         goto fail;
     if (!T->frozen) {
-        if (!cxr_nn_cpu_grow((void **)&T->bn, T->n_bn, &T->cap_bn, sizeof *T->bn)) {
+        if (!cxr_nn_grow((void **)&T->bn, T->n_bn, &T->cap_bn, sizeof *T->bn)) {
             st = cxr_nn_ct_oom(err);
             goto fail;
         }

@@ -29,7 +29,7 @@ enum cxr_status cxr_nn_ct_raw(struct tbuilder *B, const dnnl_memory_desc_t *md, 
     char *err = B->err;
     enum cxr_status st = CXR_OK;
     *out = NULL;
-    if (!cxr_nn_cpu_grow((void **)&T->raw, T->n_raw, &T->cap_raw, sizeof *T->raw))
+    if (!cxr_nn_grow((void **)&T->raw, T->n_raw, &T->cap_raw, sizeof *T->raw))
         return cxr_nn_ct_oom(err);
     CXR_DNNL(dnnl_memory_create(out, md, B->p->ctx->engine, handle), where);
     T->raw[T->n_raw++] = *out;

@@ -29,19 +29,6 @@ struct builder {
     char *err;
 };
 
-static bool grow(void **arr, int32_t n, int32_t *cap, size_t size)
-{
-    if (n < *cap)
-        return true;
-    int32_t ncap = *cap ? *cap * 2 : 64;
-    void *q = realloc(*arr, (size_t)ncap * size);
-    if (!q)
-        return false;
-    *arr = q;
-    *cap = ncap;
-    return true;
-}
-
 static enum cxr_status oom(char *err)
 {
     return cxr_seterr(err, CXR_ERR_NOMEM, "cuda: out of host memory while planning");
@@ -49,7 +36,7 @@ static enum cxr_status oom(char *err)
 
 static int32_t new_buf(struct cuda_plan *p, size_t size)
 {
-    if (!grow((void **)&p->bufs, p->n_bufs, &p->cap_bufs, sizeof *p->bufs))
+    if (!cxr_nn_grow((void **)&p->bufs, p->n_bufs, &p->cap_bufs, sizeof *p->bufs))
         return -1;
     p->bufs[p->n_bufs] = (struct cxr_nn_buf){.size = size, .first = -1, .last = -1};
     return p->n_bufs++;
@@ -69,7 +56,7 @@ static void touch(struct cuda_plan *p, int32_t buf, int32_t step)
 static struct cuda_step *add_step(struct cuda_plan *p, enum cstep_kind kind, int32_t op, int32_t x,
                                   int32_t z, int32_t y)
 {
-    if (!grow((void **)&p->steps, p->n_steps, &p->cap_steps, sizeof *p->steps))
+    if (!cxr_nn_grow((void **)&p->steps, p->n_steps, &p->cap_steps, sizeof *p->steps))
         return NULL;
     struct cuda_step *s = &p->steps[p->n_steps];
     memset(s, 0, sizeof *s);
@@ -299,7 +286,7 @@ static enum cxr_status plan_conv(struct builder *B, int32_t oi)
         /* no bias: the fused call still wants one; a zero vector of the plan */
         size_t bytes = (size_t)s->oc * ck_size(p->ctx->act);
         void *z = NULL;
-        if (!grow((void **)&p->zeros, p->n_zeros, &p->cap_zeros, sizeof *p->zeros))
+        if (!cxr_nn_grow((void **)&p->zeros, p->n_zeros, &p->cap_zeros, sizeof *p->zeros))
             return oom(err);
         CXR_CUDA(cudaMalloc(&z, bytes), op->name);
         p->zeros[p->n_zeros++] = z;

@@ -17,17 +17,7 @@ const char *cxr_nn_op_kind_name(enum cxr_nn_op_kind k)
 /* Grows an array of `size`-byte items to hold one more; false on OOM/cap. */
 static bool grow(void **arr, int32_t n, int32_t *cap, size_t size)
 {
-    if (n < *cap)
-        return true;
-    if (*cap >= CXR_NN_GRAPH_MAX_OPS * 4)
-        return false;
-    int32_t ncap = *cap ? *cap * 2 : 32;
-    void *p = realloc(*arr, (size_t)ncap * size);
-    if (!p)
-        return false;
-    *arr = p;
-    *cap = ncap;
-    return true;
+    return n < CXR_NN_GRAPH_MAX_OPS * 4 && cxr_nn_grow(arr, n, cap, size);
 }
 
 static int32_t add_value(struct cxr_nn_graph *g, int32_t c, int32_t h, int32_t w, int32_t producer)

@@ -21,6 +21,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "cxr/mem.h"
 #include "cxr/nn.h"
 #include "resnet.h"
 
@@ -163,5 +164,16 @@ bool cxr_nn_graph_param_is_no_decay(const struct cxr_nn_graph *g, int32_t param)
  * by a trainable parameter (a value on a path from a trainable op's input
  * to the output). `out` has g->n_values entries. */
 void cxr_nn_graph_needs_grad(const struct cxr_nn_graph *g, bool *out);
+
+/* Makes room for element n of an array whose capacity is an int32_t
+ * (graphs and plans count in int32_t): cxr_grow capped at INT32_MAX. */
+static inline bool cxr_nn_grow(void **arr, int32_t n, int32_t *cap, size_t size)
+{
+    size_t c = (size_t)*cap;
+    if (n < 0 || !cxr_grow(arr, &c, (size_t)n, size, INT32_MAX))
+        return false;
+    *cap = (int32_t)c;
+    return true;
+}
 
 #endif

@@ -25,6 +25,7 @@
 #include "store_sqlite_internal.h"
 
 #include "cxr/log.h"
+#include "cxr/mem.h"
 
 #include <inttypes.h>
 #include <math.h>
@@ -180,17 +181,7 @@ void sq_rollback(struct sq_store *s)
 /* A growable row array capped at MAX_ROWS. */
 bool sq_grow(void **rows, size_t *cap, size_t n, size_t elem)
 {
-    if (n < *cap)
-        return true;
-    if (n >= MAX_ROWS)
-        return false;
-    size_t ncap = *cap ? *cap * 2 : 16;
-    void *p = realloc(*rows, ncap * elem);
-    if (!p)
-        return false;
-    *rows = p;
-    *cap = ncap;
-    return true;
+    return cxr_grow(rows, cap, n, elem, MAX_ROWS);
 }
 
 enum cxr_status sq_exec_write(struct sq_store *s, enum sq_durability d, const char *sql, int64_t a,
