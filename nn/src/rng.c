@@ -43,11 +43,6 @@ double cxr_nn_rng_uniform(struct cxr_nn_rng *r)
     return (double)(cxr_nn_rng_next(r) >> 11) * 0x1.0p-53;
 }
 
-double cxr_nn_rng_range(struct cxr_nn_rng *r, double lo, double hi)
-{
-    return lo + (hi - lo) * cxr_nn_rng_uniform(r);
-}
-
 /* Lemire's multiply-and-reject method: unbiased for every n. */
 uint64_t cxr_nn_rng_below(struct cxr_nn_rng *r, uint64_t n)
 {

@@ -33,13 +33,6 @@ void cxr_node_store_close(struct cxr_node_store *s)
         return (s)->ops->op((s), __VA_ARGS__);                               \
     } while (0)
 
-enum cxr_status cxr_node_store_instance_add(struct cxr_node_store *s,
-                                            const struct cxr_triage_instance_row *row,
-                                            bool *duplicate, int64_t *id)
-{
-    return cxr_node_store_instance_add_inline(s, row, NULL, 0, duplicate, id);
-}
-
 enum cxr_status cxr_node_store_background_checkpoints(struct cxr_node_store *s)
 {
     if (!s || !s->ops->background_checkpoints) {
@@ -53,19 +46,6 @@ enum cxr_status cxr_node_store_instances_add(struct cxr_node_store *s,
                                              struct cxr_node_store_new_instance *items, size_t n)
 {
     STORE_CALL(s, instances_add, items, n);
-}
-
-enum cxr_status cxr_node_store_instance_add_inline(struct cxr_node_store *s,
-                                                   const struct cxr_triage_instance_row *row,
-                                                   const void *data, size_t len, bool *duplicate,
-                                                   int64_t *id)
-{
-    struct cxr_node_store_new_instance it = {.row = row, .data = data, .data_len = len};
-    enum cxr_status st = cxr_node_store_instances_add(s, &it, 1);
-    *duplicate = it.duplicate;
-    if (id)
-        *id = it.id;
-    return st;
 }
 
 enum cxr_status cxr_node_store_instance_data(struct cxr_node_store *s, int64_t id, void **data,

@@ -21,6 +21,21 @@
 #include "cxr/worklist.h"
 #include "test_util.h"
 
+/* One received instance through the store's real entry, instances_add: a
+ * new job (state RECEIVED), with its bytes kept in the store when `data`
+ * is given; *duplicate for a SOP Instance UID already present. */
+static enum cxr_status add_instance(struct cxr_node_store *s,
+                                    const struct cxr_triage_instance_row *row, const void *data,
+                                    size_t len, bool *duplicate, int64_t *id)
+{
+    struct cxr_node_store_new_instance it = {.row = row, .data = data, .data_len = len};
+    enum cxr_status st = cxr_node_store_instances_add(s, &it, 1);
+    *duplicate = it.duplicate;
+    if (id)
+        *id = it.id;
+    return st;
+}
+
 /* ------------------------------------------------------------------ backoff */
 
 START_TEST(test_backoff_grows_to_cap_with_jitter)
@@ -359,7 +374,7 @@ START_TEST(test_http_endpoints)
         row.received_ms = 1000 + i;
         bool dup;
         int64_t id;
-        ck_assert_int_eq(cxr_node_store_instance_add(s, &row, &dup, &id), CXR_OK);
+        ck_assert_int_eq(add_instance(s, &row, NULL, 0, &dup, &id), CXR_OK);
         struct cxr_triage_result r;
         memset(&r, 0, sizeof r);
         snprintf(r.info.study_instance_uid, sizeof r.info.study_instance_uid, "%s", studies[i]);

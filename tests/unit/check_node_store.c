@@ -18,6 +18,21 @@
 #include "cxr/worklist.h"
 #include "test_util.h"
 
+/* One received instance through the store's real entry, instances_add: a
+ * new job (state RECEIVED), with its bytes kept in the store when `data`
+ * is given; *duplicate for a SOP Instance UID already present. */
+static enum cxr_status add_instance(struct cxr_node_store *s,
+                                    const struct cxr_triage_instance_row *row, const void *data,
+                                    size_t len, bool *duplicate, int64_t *id)
+{
+    struct cxr_node_store_new_instance it = {.row = row, .data = data, .data_len = len};
+    enum cxr_status st = cxr_node_store_instances_add(s, &it, 1);
+    *duplicate = it.duplicate;
+    if (id)
+        *id = it.id;
+    return st;
+}
+
 static char *tmp;
 static char dbpath[4096];
 
@@ -68,7 +83,7 @@ static int64_t add(struct cxr_node_store *s, const char *uid, int64_t received_m
     r.received_ms = received_ms;
     bool dup = true;
     int64_t id = 0;
-    ck_assert_int_eq(cxr_node_store_instance_add(s, &r, &dup, &id), CXR_OK);
+    ck_assert_int_eq(add_instance(s, &r, NULL, 0, &dup, &id), CXR_OK);
     ck_assert(!dup);
     ck_assert_int_gt(id, 0);
     return id;
@@ -288,8 +303,7 @@ START_TEST(test_first_version_store_upgraded)
     snprintf(r.sop_instance_uid, sizeof r.sop_instance_uid, "2.25.61.2");
     r.size = sizeof bytes;
     bool dup = true;
-    ck_assert_int_eq(cxr_node_store_instance_add_inline(s, &r, bytes, sizeof bytes, &dup, &id),
-                     CXR_OK);
+    ck_assert_int_eq(add_instance(s, &r, bytes, sizeof bytes, &dup, &id), CXR_OK);
     ck_assert(!dup);
     cxr_node_store_close(s);
     ck_assert_int_eq(cxr_node_store_open_sqlite(dbpath, true, &ro, err), CXR_OK);
@@ -320,7 +334,7 @@ START_TEST(test_duplicate_is_idempotent)
     r.received_ms = 200;
     bool dup = false;
     int64_t id2 = -1;
-    ck_assert_int_eq(cxr_node_store_instance_add(s, &r, &dup, &id2), CXR_OK);
+    ck_assert_int_eq(add_instance(s, &r, NULL, 0, &dup, &id2), CXR_OK);
     ck_assert(dup);
     ck_assert_int_eq(id2, 0);
     struct cxr_triage_instance_row *rows = NULL;
@@ -359,15 +373,14 @@ START_TEST(test_kept_instance_bytes)
     r.received_ms = 1000;
     bool dup = true;
     int64_t id = 0;
-    ck_assert_int_eq(cxr_node_store_instance_add_inline(s, &r, bytes, len, &dup, &id), CXR_OK);
+    ck_assert_int_eq(add_instance(s, &r, bytes, len, &dup, &id), CXR_OK);
     ck_assert(!dup);
     ck_assert_int_gt(id, 0);
     int64_t file_id = add(s, "2.25.62.2", 1001);
     /* the same UID again, other bytes: idempotent, the first copy stays */
     unsigned char other[16] = {0};
     int64_t id2 = 0;
-    ck_assert_int_eq(cxr_node_store_instance_add_inline(s, &r, other, sizeof other, &dup, &id2),
-                     CXR_OK);
+    ck_assert_int_eq(add_instance(s, &r, other, sizeof other, &dup, &id2), CXR_OK);
     ck_assert(dup);
     cxr_node_store_close(s);
 
@@ -490,7 +503,7 @@ START_TEST(test_background_checkpoints)
         bytes[0] = (unsigned char)i;
         bool dup = true;
         int64_t id = 0;
-        ck_assert_int_eq(cxr_node_store_instance_add_inline(s, &r, bytes, len, &dup, &id), CXR_OK);
+        ck_assert_int_eq(add_instance(s, &r, bytes, len, &dup, &id), CXR_OK);
     }
     struct stat now;
     bool copied = false;

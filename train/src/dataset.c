@@ -68,16 +68,6 @@ struct ds_loader {
     int nthreads;
 };
 
-const char *cxr_train_image_kind_name(enum cxr_train_image_kind k)
-{
-    switch (k) {
-    case CXR_TRAIN_IMAGE_DICOM: return "DICOM";
-    case CXR_TRAIN_IMAGE_PNG: return "PNG";
-    case CXR_TRAIN_IMAGE_JPEG: return "JPEG";
-    }
-    return "?";
-}
-
 void cxr_train_dataset_options_init(struct cxr_train_dataset_options *o,
                                     const struct cxr_nn_model_meta *meta)
 {

@@ -187,7 +187,6 @@ void cxr_triage_engine_free(struct cxr_triage_engine *e)
     free(e);
 }
 
-const struct cxr_conf *cxr_triage_engine_conf(const struct cxr_triage_engine *e) { return e->conf; }
 const struct cxr_nn_model_meta *cxr_triage_engine_model_meta(const struct cxr_triage_engine *e)
 {
     return cxr_nn_model_meta(e->model);

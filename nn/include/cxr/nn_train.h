@@ -39,8 +39,6 @@ void cxr_nn_rng_seed(struct cxr_nn_rng *r, uint64_t seed);
 uint64_t cxr_nn_rng_next(struct cxr_nn_rng *r);
 /* Uniform in [0, 1) with 53 random bits. */
 double cxr_nn_rng_uniform(struct cxr_nn_rng *r);
-/* Uniform in [lo, hi). */
-double cxr_nn_rng_range(struct cxr_nn_rng *r, double lo, double hi);
 /* Uniform integer in [0, n) without modulo bias; 0 when n == 0. */
 uint64_t cxr_nn_rng_below(struct cxr_nn_rng *r, uint64_t n);
 /* Standard normal (Box-Muller, no cached second value). */

@@ -180,20 +180,6 @@ const char *cxr_node_store_last_error(void);
 /* Sets it (for implementations). */
 void cxr_node_store_set_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
-/* Records a received instance (a new job, state RECEIVED). A row with the
- * same SOP Instance UID already present leaves the store unchanged and sets
- * *duplicate (the new copy is the same object: idempotent). */
-enum cxr_status cxr_node_store_instance_add(struct cxr_node_store *s,
-                                            const struct cxr_triage_instance_row *row,
-                                            bool *duplicate, int64_t *id);
-/* The same, with the instance's bytes kept in the store itself (row->in_store
- * is implied; data NULL: the row only): one durable commit holds both, so a
- * small instance costs one disk sync instead of a file's three (file,
- * folder, row). */
-enum cxr_status cxr_node_store_instance_add_inline(struct cxr_node_store *s,
-                                                   const struct cxr_triage_instance_row *row,
-                                                   const void *data, size_t len, bool *duplicate,
-                                                   int64_t *id);
 /* From now on the store's journal is copied into the database by a thread of
  * its own (with its own connection) instead of inside whichever write
  * crosses the threshold: the node's C-STORE commits never wait for that

@@ -44,7 +44,6 @@ enum cxr_train_image_kind {
     CXR_TRAIN_IMAGE_PNG = 1,
     CXR_TRAIN_IMAGE_JPEG = 2
 };
-const char *cxr_train_image_kind_name(enum cxr_train_image_kind k); /* "DICOM", "PNG", "JPEG" */
 
 /* Where a sample's patient group came from. */
 enum cxr_train_patient_source {

@@ -81,7 +81,6 @@ enum cxr_status cxr_triage_engine_new(const struct cxr_conf *conf,
                                       struct cxr_triage_engine **out, char *note, char *err);
 void cxr_triage_engine_free(struct cxr_triage_engine *e);
 
-const struct cxr_conf *cxr_triage_engine_conf(const struct cxr_triage_engine *e);
 const struct cxr_nn_model_meta *cxr_triage_engine_model_meta(const struct cxr_triage_engine *e);
 const char *cxr_triage_engine_model_sha256(const struct cxr_triage_engine *e);
 const char *cxr_triage_engine_model_path(const struct cxr_triage_engine *e);
