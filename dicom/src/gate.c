@@ -108,16 +108,17 @@ static void set_text(char *dst, size_t size, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 static bool in_list(const struct cxr_conf_list *list, const char *value);
+static bool same_token(const char *a, const char *b);
 
 bool cxr_dicom_gate_concerns(const struct cxr_dicom_info *info, const struct cxr_conf_gate *rules)
 {
-    if (!info || !cxr_dicom_sop_class_is_image(info->sop_class_uid))
+    if (!info || !rules || !cxr_dicom_sop_class_is_image(info->sop_class_uid))
         return false;
-    const char *sop = info->sop_class_uid;
-    if (strcmp(sop, SOP_CR) == 0 || strcmp(sop, SOP_DX_PRESENTATION) == 0 ||
-        strcmp(sop, SOP_DX_PROCESSING) == 0 || strcmp(sop, SOP_SC) == 0)
+    const char *m = info->modality;
+    if (!m[0] || in_list(&rules->modalities, m))
         return true;
-    return rules && info->modality[0] && in_list(&rules->modalities, info->modality);
+    return rules->allow_secondary_capture &&
+           (same_token(m, "CR") || same_token(m, "DX") || same_token(m, "OT"));
 }
 
 static void set_text(char *dst, size_t size, const char *fmt, ...)

@@ -88,7 +88,8 @@ make_model() {
 # instance i in study i % STUDIES; UIDs under 2.25.<PREFIX>. Environment:
 # VIEW (default PA; LL makes lateral views the gate refuses), FIRST (number
 # the instances from FIRST+1, to add instances to the same studies later),
-# SOPCLASS (default CR; SC makes Secondary Capture images), MODALITY (CR).
+# SOPCLASS (default CR; SC makes Secondary Capture images, CT CT images),
+# MODALITY (CR).
 make_instances() {
     local out=$1 count=$2 studies=$3 prefix=$4 rows=${5:-320} cols=${6:-256} bits=${7:-8}
     mkdir -p "$out"
@@ -105,7 +106,8 @@ base = (np.sin(xx / 17.0) + np.cos(yy / 23.0) + 2.0) / 4.0
 for i in range(first, first + count):
     s = i % studies
     ds = Dataset()
-    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7" if sopclass == "SC" else "1.2.840.10008.5.1.4.1.1.1"
+    ds.SOPClassUID = {"SC": "1.2.840.10008.5.1.4.1.1.7", "CT": "1.2.840.10008.5.1.4.1.1.2"}.get(
+        sopclass, "1.2.840.10008.5.1.4.1.1.1")
     if sopclass == "SC":
         ds.ConversionType = "WSD"
     ds.SOPInstanceUID = f"2.25.{prefix}.{s + 1}.{i + 1}"
@@ -152,7 +154,7 @@ write_conf() {
     {
         echo "<cxr-triage>"
         echo "  <model><path>$WORK/model.safetensors</path><threads>1</threads><batch-size>4</batch-size></model>"
-        echo "  <gate><allow-secondary-capture>true</allow-secondary-capture>${GATE_EXTRA:-}</gate>"
+        echo "  <gate><allow-secondary-capture>${ALLOW_SC:-true}</allow-secondary-capture>${GATE_EXTRA:-}</gate>"
         echo "  <log><level>info</level>${LOG_EXTRA:-}</log>"
         echo "  <node><port>$DICOM_PORT</port><spool-dir>$WORK/spool</spool-dir>"
         echo "    <study-stable-seconds>${STABLE:-1}</study-stable-seconds>"

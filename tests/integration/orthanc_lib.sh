@@ -67,7 +67,7 @@ write_cxr_conf() {
     cat >"$file" <<EOF
 <cxr-triage>
   <model><path>${MODEL_PATH:-$WORK/model.safetensors}</path><threads>1</threads><batch-size>4</batch-size></model>
-  <gate><allow-secondary-capture>true</allow-secondary-capture>${GATE_EXTRA:-}</gate>
+  <gate><allow-secondary-capture>${ALLOW_SC:-true}</allow-secondary-capture>${GATE_EXTRA:-}</gate>
   <log><level>info</level></log>
   <plugin><state-dir>$WORK/state</state-dir>${PLUGIN_EXTRA:-}</plugin>
   $extra

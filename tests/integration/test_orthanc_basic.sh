@@ -74,10 +74,11 @@ done
 # along is not listed: cxr_dicom_gate_concerns)
 NEXPECT=$("$CXR_PYTHON" -c '
 import json, sys
-XRAY = ("1.2.840.10008.5.1.4.1.1.1", "1.2.840.10008.5.1.4.1.1.1.1", "1.2.840.10008.5.1.4.1.1.1.1.1", "1.2.840.10008.5.1.4.1.1.7")
+NON_IMAGE = ("1.2.840.10008.5.1.4.1.1.88.", "1.2.840.10008.5.1.4.1.1.11.", "1.2.840.10008.5.1.4.1.1.104.", "1.2.840.10008.5.1.4.1.1.66")
+READ = ("", "CR", "DX", "OT")
 print(len({r["study_instance_uid"] for r in map(json.loads, open(sys.argv[1]))
            if r.get("series_instance_uid") and r.get("sop_class_uid")
-           and (r["sop_class_uid"] in XRAY or r.get("modality") in ("CR", "DX"))}))' "$WORK/score.json")
+           and not r["sop_class_uid"].startswith(NON_IMAGE) and r.get("modality", "") in READ}))' "$WORK/score.json")
 [ "$NEXPECT" -ge 1 ] || fail "no study with an image"
 
 done_all() { [ "$(status_field counts.srs_stored)" -ge "$NEXPECT" ] && plugin_idle; }
@@ -106,12 +107,13 @@ def find_study(uid):
         return json.loads(r.read())[0]
 names = {3: "URGENT", 2: "PRIORITY", 1: "ROUTINE", 0: "NOT_ANALYSED"}
 by_study, probs, refs = {}, {}, {}
-XRAY = ("1.2.840.10008.5.1.4.1.1.1", "1.2.840.10008.5.1.4.1.1.1.1",
-        "1.2.840.10008.5.1.4.1.1.1.1.1", "1.2.840.10008.5.1.4.1.1.7")
+NON_IMAGE = ("1.2.840.10008.5.1.4.1.1.88.", "1.2.840.10008.5.1.4.1.1.11.",
+             "1.2.840.10008.5.1.4.1.1.104.", "1.2.840.10008.5.1.4.1.1.66")
+READ = ("", "CR", "DX", "OT")  # gate/modalities CR DX; SC admitted here, so OT too
 for r in map(json.loads, open(score_file)):
     s = by_study.setdefault(r["study_instance_uid"], {"analysed": [], "listed": [], "max": None})
     cls = r.get("sop_class_uid") or ""
-    if r.get("series_instance_uid") and (cls in XRAY or (cls and r.get("modality") in ("CR", "DX"))):
+    if r.get("series_instance_uid") and cls and not cls.startswith(NON_IMAGE) and r.get("modality", "") in READ:
         s["listed"].append(r["sop_instance_uid"])
     if r.get("analysed"):
         s["analysed"].append(r["sop_instance_uid"])

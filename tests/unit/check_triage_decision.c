@@ -65,9 +65,9 @@ START_TEST(test_mixed_study_lists_every_radiograph)
     struct cxr_triage_instance_row rows[] = {
         row(1, CR, "CR", CXR_TRIAGE_INSTANCE_ANALYSED, 0.7, true),
         row(2, CR, "CR", CXR_TRIAGE_INSTANCE_NOT_ANALYSED, 0, true),
-        row(3, SC, "OT", CXR_TRIAGE_INSTANCE_NOT_ANALYSED, 0, true),
+        row(3, SC, "CR", CXR_TRIAGE_INSTANCE_NOT_ANALYSED, 0, true),
         row(4, CT, "CT", CXR_TRIAGE_INSTANCE_NOT_ANALYSED, 0, true),
-        row(5, SR, "SR", CXR_TRIAGE_INSTANCE_NOT_ANALYSED, 0, true),
+        row(5, SR, "CR", CXR_TRIAGE_INSTANCE_NOT_ANALYSED, 0, true),
         row(6, CR, "CR", CXR_TRIAGE_INSTANCE_NOT_ANALYSED, 0, false),
         row(7, CR, "CR", CXR_TRIAGE_INSTANCE_RECEIVED, 0, false),
     };
@@ -141,6 +141,33 @@ START_TEST(test_due_only_for_new_listed_images)
 }
 END_TEST
 
+/* Which images a chest triage is expected to look at: by Modality (the
+ * plugin's own rule before reading), never a non-image object. */
+START_TEST(test_gate_concerns)
+{
+    struct cxr_conf *c = conf_with(true);
+    struct cxr_dicom_info i;
+    memset(&i, 0, sizeof i);
+    const struct {
+        const char *cls, *modality;
+        bool sc_allowed, want;
+    } cases[] = {
+        {CR, "CR", false, true},  {CR, "DX", false, true},  {SC, "CR", false, true},
+        {CR, "", false, true},    {SC, "OT", false, false}, {SC, "OT", true, true},
+        {SC, "XC", true, false},  {CT, "CT", false, false}, {CT, "CR", false, true},
+        {SR, "CR", false, false}, {SR, "SR", true, false},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        snprintf(i.sop_class_uid, sizeof i.sop_class_uid, "%s", cases[k].cls);
+        snprintf(i.modality, sizeof i.modality, "%s", cases[k].modality);
+        c->gate.allow_secondary_capture = cases[k].sc_allowed;
+        ck_assert_msg(cxr_dicom_gate_concerns(&i, &c->gate) == cases[k].want, "case %zu", k);
+    }
+    ck_assert(!cxr_dicom_gate_concerns(NULL, &c->gate));
+    cxr_conf_free(c);
+}
+END_TEST
+
 /* The kinds of object an SR never lists as images. */
 START_TEST(test_sop_class_is_image)
 {
@@ -165,6 +192,7 @@ static Suite *decision_suite(void)
     tcase_add_test(tc, test_nothing_analysed);
     tcase_add_test(tc, test_due_only_for_new_listed_images);
     tcase_add_test(tc, test_sop_class_is_image);
+    tcase_add_test(tc, test_gate_concerns);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -123,11 +123,11 @@ void cxr_dicom_gate(const struct cxr_dicom_info *info, const struct cxr_conf_gat
                     double age_min_years, double age_max_years, struct cxr_dicom_gate_result *res);
 
 /* True when the image is one a chest radiograph triage is expected to look
- * at, whether or not the gate then admits it: a CR or DX image (either
- * intent), a Secondary Capture, or any image whose Modality is one of
- * gate/modalities. A CT, MR or US image (or an SR, a PDF) is not. The
- * images for which an SR says "not analysed" and the studies the Orthanc
- * plugin writes its metadata on. */
+ * at, whether or not the gate then admits it: an image (not an SR, a PDF,
+ * ...) whose Modality is one of gate/modalities, or absent, or CR, DX or OT
+ * when Secondary Capture is admitted — the images the Orthanc plugin reads
+ * (it decides from the series' modality before reading). A CT, MR or US
+ * image is not. The images for which an SR says "not analysed". */
 bool cxr_dicom_gate_concerns(const struct cxr_dicom_info *info, const struct cxr_conf_gate *rules);
 
 /* ------------------------------------------------------------------ presentation */

@@ -7,8 +7,10 @@
  * its finding, an image the node could not analyse is listed with its
  * reason (docs/conformance.md, "Images not analysed"). Objects that are not
  * images a chest radiograph triage looks at (an SR, a PDF, a CT or MR image
- * sent along: cxr_dicom_gate_concerns) and instances whose header could not
- * be read are not listed; they stay on the worklist with their reason.
+ * sent along: cxr_dicom_gate_concerns, by Modality, the same rule by which
+ * the Orthanc plugin decides which images to read) and instances whose
+ * header could not be read are not listed; they stay on the worklist with
+ * their reason.
  */
 #ifndef CXR_DECISION_H
 #define CXR_DECISION_H
