@@ -284,13 +284,8 @@ int cmd_score(int argc, char **argv)
             double t0 = now_ms();
             st = cxr_dicom_instance_load_file(inputs.v[base + i], &insts[i], derr);
             results[i].t.read_ms = now_ms() - t0;
-            if (st != CXR_OK) {
-                results[i].analysed = false;
-                results[i].status = st;
-                results[i].probability = NAN;
-                snprintf(results[i].reason, sizeof results[i].reason, "%.*s",
-                         (int)sizeof results[i].reason - 1, derr[0] ? derr : cxr_status_str(st));
-            }
+            if (st != CXR_OK)
+                cxr_triage_result_not_analysed(&results[i], st, derr);
         }
         cxr_triage_engine_score(engine, insts, nb, results);
         for (int32_t i = 0; i < nb; i++) {

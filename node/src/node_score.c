@@ -217,15 +217,6 @@ static void queue_done(struct node_queue *q, size_t k)
     pthread_mutex_unlock(&q->mu);
 }
 
-static void not_analysed(struct cxr_triage_result *r, enum cxr_status st, const char *reason)
-{
-    r->analysed = false;
-    r->status = st;
-    r->priority = CXR_TRIAGE_PRIORITY_NOT_ANALYSED;
-    r->probability = NAN;
-    snprintf(r->reason, sizeof r->reason, "%s", reason && *reason ? reason : cxr_status_str(st));
-}
-
 /* Worker scratch: the batch's jobs, results and tensors. The job arrays
  * grow to the largest batch seen; the tensors are sized under the engine
  * lock for the engine that will use them (a reload may change its input). */
@@ -307,7 +298,7 @@ static void prepare_one(struct cxr_node *n, struct cxr_triage_engine *e, struct 
                  "processing was interrupted %d times (the node stopped while scoring it);"
                  " not retried",
                  job->attempts);
-        not_analysed(r, CXR_ERR_INTERNAL, why);
+        cxr_triage_result_not_analysed(r, CXR_ERR_INTERNAL, why);
         cxr_log(CXR_LOG_ERROR, "node", "job %" PRId64 ": %s", job->id, why);
         return;
     }
@@ -317,7 +308,7 @@ static void prepare_one(struct cxr_node *n, struct cxr_triage_engine *e, struct 
     enum cxr_status st = node_instance_load(n, job->id, job->in_store, job->path, &inst, err);
     r->t.read_ms = node_mono_ms() - t0;
     if (st != CXR_OK) {
-        not_analysed(r, st, err);
+        cxr_triage_result_not_analysed(r, st, err);
         return;
     }
     s->has_info[i] = true;
@@ -365,7 +356,8 @@ static void process(struct cxr_node *n, struct scratch *s, size_t k)
         } else {
             memset(&s->results[i], 0, sizeof s->results[i]);
             s->has_info[i] = false;
-            not_analysed(&s->results[i], CXR_ERR_NOMEM, "out of memory for the batch");
+            cxr_triage_result_not_analysed(&s->results[i], CXR_ERR_NOMEM,
+                                           "out of memory for the batch");
         }
     }
     if (filled > 0) {

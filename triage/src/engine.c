@@ -230,7 +230,8 @@ enum cxr_triage_priority cxr_triage_study_priority(const struct cxr_triage_resul
     return p;
 }
 
-static void not_analysed(struct cxr_triage_result *res, enum cxr_status st, const char *reason)
+void cxr_triage_result_not_analysed(struct cxr_triage_result *res, enum cxr_status st,
+                                    const char *reason)
 {
     res->analysed = false;
     res->status = st;
@@ -255,7 +256,7 @@ bool cxr_triage_engine_prepare(struct cxr_triage_engine *e, struct cxr_dicom_ins
     double t1 = now_ms();
     res->t.gate_ms = t1 - t0;
     if (!gate.pass) {
-        not_analysed(res, CXR_ERR_DICOM_GATE, gate.reason);
+        cxr_triage_result_not_analysed(res, CXR_ERR_DICOM_GATE, gate.reason);
         return false;
     }
     snprintf(res->warning, sizeof res->warning, "%s", gate.warning);
@@ -265,14 +266,14 @@ bool cxr_triage_engine_prepare(struct cxr_triage_engine *e, struct cxr_dicom_ins
     double t2 = now_ms();
     res->t.present_ms = t2 - t1;
     if (st != CXR_OK) {
-        not_analysed(res, st, derr);
+        cxr_triage_result_not_analysed(res, st, derr);
         return false;
     }
     st = cxr_nn_preprocess_u8(m, img.pixels, img.width, img.height, img.width, NULL, tensor);
     cxr_dicom_image_release(&img);
     res->t.preprocess_ms = now_ms() - t2;
     if (st != CXR_OK) {
-        not_analysed(res, st, "the image could not be resized for the model");
+        cxr_triage_result_not_analysed(res, st, "the image could not be resized for the model");
         return false;
     }
     res->status = CXR_OK;
@@ -304,7 +305,7 @@ enum cxr_status cxr_triage_engine_infer(struct cxr_triage_engine *e, const float
             struct cxr_triage_result *r = &results[off + i];
             r->t.infer_ms = share;
             if (st != CXR_OK) {
-                not_analysed(r, st, neterr);
+                cxr_triage_result_not_analysed(r, st, neterr);
                 continue;
             }
             if (k == 1) {

@@ -61,6 +61,12 @@ struct cxr_triage_result {
     struct cxr_triage_timing t;
 };
 
+/* Marks `res` not analysed: status `st`, priority NOT_ANALYSED, no
+ * probability, and `reason` (NULL or "": the status's text). The one place
+ * a result says the AI did not look (engine, node, plugin, score). */
+void cxr_triage_result_not_analysed(struct cxr_triage_result *res, enum cxr_status st,
+                                    const char *reason);
+
 struct cxr_triage_engine_options {
     const char *model_path; /* overrides conf model/path when non-NULL */
     int32_t backend;        /* -1: from conf; else enum cxr_nn_backend_kind */
