@@ -69,14 +69,47 @@ static void put_metadata(struct plugin *p, const char *id, enum plugin_metadata 
     }
 }
 
-/* Writes the study's result as metadata (and its label). The row has the
- * priority already raised (never lowered). Returns false, having forgotten
- * the study, when Orthanc no longer has it: nothing may be written or posted
- * then. */
+static bool modality_possible(const struct cxr_conf *conf, const char *modality);
+
+/* Whether the study gets metadata and labels (plugin/metadata). "gated": it
+ * has a series whose modality the gate looks at (modality_possible: the same
+ * test that decides which images are read; SR series, ours included, are
+ * not); a study whose series Orthanc cannot list gets them. */
+static bool metadata_wanted(struct plugin *p, const char *id)
+{
+    switch (p->conf->plugin.metadata) {
+    case CXR_CONF_PLUGIN_METADATA_ALL: return true;
+    case CXR_CONF_PLUGIN_METADATA_NONE: return false;
+    case CXR_CONF_PLUGIN_METADATA_GATED: break;
+    }
+    char uri[160], err[PLUGIN_ERRLEN];
+    json_object *series = NULL;
+    snprintf(uri, sizeof uri, "/studies/%s/series", id);
+    if (orest_get_json(p, uri, &series, err) != CXR_OK) {
+        json_object_put(series);
+        return true;
+    }
+    bool want = false;
+    size_t n = json_object_is_type(series, json_type_array) ? json_object_array_length(series) : 0;
+    for (size_t i = 0; i < n && !want; i++) {
+        const char *m =
+            ojson_str2(json_object_array_get_idx(series, i), "MainDicomTags", "Modality");
+        want = strcmp(m, "SR") != 0 && modality_possible(p->conf, m);
+    }
+    json_object_put(series);
+    return want;
+}
+
+/* Writes the study's result as metadata (and its label) when
+ * plugin/metadata wants them on it. The row has the priority already raised
+ * (never lowered). Returns false, having forgotten the study, when Orthanc
+ * no longer has it: nothing may be written or posted then. */
 static bool write_metadata(struct plugin *p, const struct plugin_study *s)
 {
     if (plugin_study_gone(p, s->orthanc_id, "before its result was written"))
         return false;
+    if (!metadata_wanted(p, s->orthanc_id))
+        return true;
     const struct cxr_conf *conf = p->conf;
     const struct cxr_nn_model_meta *meta = cxr_triage_engine_model_meta(p->engine);
     const char *name = cxr_triage_priority_name(conf, (enum cxr_triage_priority)s->row.priority);
