@@ -316,6 +316,12 @@ static const struct conf_key plugin_keys[] = {
            "Include the Patient ID (PHI) in the plugin's worklist, study results and page."),
     K_INT(PL, worklist_hours, "worklist-hours", 0, 87600, "72",
           "Studies first seen longer ago leave the plugin's worklist; 0 = keep all."),
+    K_ENUM(PL, metadata, "metadata", "gated",
+           "Which studies get the plugin's metadata (CxrTriage*, and labels on Orthanc >= 1.12): "
+           "gated = studies with an image the gate looked at (a series whose modality is in "
+           "gate/modalities, or CR/DX/OT with gate/allow-secondary-capture); all = every study "
+           "the plugin scored, MR and CT included; none = no study.",
+           "gated", "all", "none"),
 };
 #undef PL
 

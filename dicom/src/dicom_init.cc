@@ -18,8 +18,11 @@
 static std::once_flag g_init_once;
 static char g_codecs[96];
 
-/* Registers the decoders once per process. DCMTK keeps the codec list for the
- * lifetime of the process; we never deregister (other threads may decode). */
+/* Registers DCMTK's own decoders once per process (DCMTK keeps the codec list
+ * for the process's lifetime; we never deregister: other threads may decode).
+ * In Orthanc they are Orthanc's own, registered already, and a second
+ * registration changes nothing. JPEG 2000 is decoded privately (frame.cc,
+ * j2k_codec.h): registering it would change what Orthanc itself decodes. */
 static void init_once(void)
 {
     /* DCMTK logs through oflog to stderr by default; our own log carries what
@@ -30,7 +33,6 @@ static void init_once(void)
     DJDecoderRegistration::registerCodecs();   /* JPEG: baseline, extended, lossless (14, 14 SV1) */
     DJLSDecoderRegistration::registerCodecs(); /* JPEG-LS lossless and near-lossless */
     DcmRLEDecoderRegistration::registerCodecs();
-    cxr_j2k_register_codecs(); /* JPEG 2000 (.90/.91) through OpenJPEG */
 
     std::snprintf(g_codecs, sizeof g_codecs, "JPEG JPEG-LS RLE JPEG2000%s deflate",
                   cxr_j2k_have_htj2k() ? " HTJ2K" : "");

@@ -5,9 +5,12 @@
  * Native and DCMTK-decodable syntaxes go through
  * DcmPixelData::getUncompressedFrame() (one frame only, codec chosen by
  * DcmCodecList). JPEG 2000 and HTJ2K go straight to OpenJPEG
- * (j2k_codec.h) so that the codestream's own precision and signedness are
- * known: when they disagree with Bits Stored / Pixel Representation the
- * codestream wins (as pydicom does) and the frame says so in `note`.
+ * (j2k_codec.h) on the frame's bytes: no codec is registered with DCMTK's
+ * process-wide DcmCodecList for them, so a host that shares DCMTK (Orthanc,
+ * with the plugin) decodes exactly what it decoded without us. The
+ * codestream's own precision and signedness are known that way: when they
+ * disagree with Bits Stored / Pixel Representation the codestream wins (as
+ * pydicom does) and the frame says so in `note`.
  */
 #include "dicom_internal.h"
 #include "frame.h"
@@ -200,8 +203,6 @@ enum cxr_status cxr_frame_decode(struct cxr_dicom_instance *inst, struct cxr_fra
     }
 
     DcmPixelData *pix = static_cast<DcmPixelData *>(elem);
-    cxr_j2k_decoded j2k_siz{};
-    bool have_siz = false;
     Sint32 frames = 1;
     if (ds->findAndGetSint32(DCM_NumberOfFrames, frames).bad() || frames < 1)
         frames = 1;
@@ -217,16 +218,15 @@ enum cxr_status cxr_frame_decode(struct cxr_dicom_instance *inst, struct cxr_fra
     f->note[0] = '\0';
     cxr_dicom_copy_str(f->photometric, sizeof f->photometric, pi.c_str());
 
-    if (htj2k) {
-        /* DCMTK 3.6.7 does not know the HTJ2K syntaxes, so no DcmCodec can be
-         * registered for them: OpenJPEG directly. */
+    if (htj2k || x == EXS_JPEG2000LosslessOnly || x == EXS_JPEG2000) {
+        /* OpenJPEG directly, on the first frame's bytes */
         E_TransferSyntax orig = EXS_Unknown;
         const DcmRepresentationParameter *rp = nullptr;
         DcmPixelSequence *seq = nullptr;
         pix->getOriginalRepresentationKey(orig, rp);
         if (pix->getEncapsulatedRepresentation(orig, rp, seq).bad() || !seq)
-            return cxr_seterr(err, CXR_ERR_DICOM_DECODE, "%s: HTJ2K Pixel Data is not encapsulated",
-                              name);
+            return cxr_seterr(err, CXR_ERR_DICOM_DECODE, "%s: %s Pixel Data is not encapsulated",
+                              name, htj2k ? "HTJ2K" : "JPEG 2000");
         std::vector<uint8_t> bytes;
         char why[CXR_ERRLEN];
         enum cxr_status st = cxr_j2k_frame_bytes(seq, 0, static_cast<uint32_t>(frames), bytes, why);
@@ -243,21 +243,6 @@ enum cxr_status cxr_frame_decode(struct cxr_dicom_instance *inst, struct cxr_fra
         apply_codestream(f, got, pi);
         return CXR_OK;
     }
-    if (x == EXS_JPEG2000LosslessOnly || x == EXS_JPEG2000) {
-        /* decoded below through our DcmCodec; what the codestream declares
-         * decides how its samples are read */
-        E_TransferSyntax orig = EXS_Unknown;
-        const DcmRepresentationParameter *rp = nullptr;
-        DcmPixelSequence *seq = nullptr;
-        DcmPixelItem *first = nullptr;
-        Uint8 *p = nullptr;
-        pix->getOriginalRepresentationKey(orig, rp);
-        if (pix->getEncapsulatedRepresentation(orig, rp, seq).good() && seq &&
-            seq->getItem(first, 1).good() && first && first->getLength() > 0 &&
-            first->getUint8Array(p).good() && p && cxr_j2k_peek(p, first->getLength(), &j2k_siz))
-            have_siz = true;
-    }
-
     if (x == EXS_RLELossless && frames == 1) {
         enum cxr_status st = merge_rle_fragments(pix, x, name, err);
         if (st != CXR_OK)
@@ -289,8 +274,6 @@ enum cxr_status cxr_frame_decode(struct cxr_dicom_instance *inst, struct cxr_fra
                               DcmXfer(x).getXferName());
     if (!model.empty())
         cxr_dicom_copy_str(f->photometric, sizeof f->photometric, model.c_str());
-    if (have_siz)
-        apply_codestream(f, j2k_siz, pi);
     return CXR_OK;
 }
 

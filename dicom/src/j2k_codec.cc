@@ -1,20 +1,17 @@
-/* j2k_codec.cc — JPEG 2000 decoder for DCMTK through OpenJPEG 2.5 (see
- * j2k_codec.h). Decoding reads from memory (opj_stream with our own read /
- * skip / seek callbacks), never from a temporary file. PS3.5 A.4.4 (JPEG
- * 2000), A.4.1 (fragments and Basic Offset Table). */
+/* j2k_codec.cc — JPEG 2000 decoding through OpenJPEG 2.5 (see j2k_codec.h).
+ * Decoding reads from memory (opj_stream with our own read / skip / seek
+ * callbacks), never from a temporary file. PS3.5 A.4.4 (JPEG 2000), A.4.1
+ * (fragments and Basic Offset Table). */
 #include "dicom_internal.h"
 #include "j2k_codec.h"
 
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <unistd.h>
-#include <mutex>
+#include <vector>
 
-#include <dcmtk/dcmdata/dccodec.h>
 #include <dcmtk/dcmdata/dcpixseq.h>
 #include <dcmtk/dcmdata/dcpxitem.h>
-#include <dcmtk/dcmdata/dcvrpobw.h>
 #include <openjpeg.h>
 
 /* ------------------------------------------------------------------ OpenJPEG */
@@ -244,25 +241,6 @@ fail:
     return st;
 }
 
-bool cxr_j2k_peek(const uint8_t *data, size_t len, struct cxr_j2k_decoded *got)
-{
-    /* SIZ (ISO/IEC 15444-1 A.5.1): FF51 Lsiz Rsiz Xsiz Ysiz XOsiz YOsiz XTsiz YTsiz
-     * XTOsiz YTOsiz Csiz, then Ssiz XRsiz YRsiz per component. It follows SOC
-     * (FF4F) directly; in a JP2 file the codestream sits in the jp2c box. */
-    const size_t scan = len < 4096 ? len : 4096;
-    for (size_t i = 0; i + 4 <= scan; i++) {
-        if (data[i] != 0xFF || data[i + 1] != 0x4F || data[i + 2] != 0xFF || data[i + 3] != 0x51)
-            continue;
-        const size_t ssiz = i + 4 + 2 + 2 + 8 * 4 + 2; /* first component's Ssiz */
-        if (ssiz >= len)
-            return false;
-        got->precision = (data[ssiz] & 0x7Fu) + 1;
-        got->is_signed = (data[ssiz] & 0x80u) != 0;
-        return true;
-    }
-    return false;
-}
-
 /* ------------------------------------------------------------------ fragments */
 
 static bool starts_codestream(const Uint8 *p, Uint32 n)
@@ -375,209 +353,4 @@ enum cxr_status cxr_j2k_frame_bytes(DcmPixelSequence *seq, uint32_t frame, uint3
     for (size_t i = first; i < last; i++)
         bytes.insert(bytes.end(), frags[i].p, frags[i].p + frags[i].n);
     return CXR_OK;
-}
-
-/* ------------------------------------------------------------------ DcmCodec */
-
-namespace
-{
-
-class J2KCodecParameter : public DcmCodecParameter
-{
-  public:
-    DcmCodecParameter *clone() const override { return new J2KCodecParameter(*this); }
-    const char *className() const override { return "cxr::J2KCodecParameter"; }
-};
-
-class J2KRepresentationParameter : public DcmRepresentationParameter
-{
-  public:
-    DcmRepresentationParameter *clone() const override
-    {
-        return new J2KRepresentationParameter(*this);
-    }
-    const char *className() const override { return "cxr::J2KRepresentationParameter"; }
-    OFBool operator==(const DcmRepresentationParameter &arg) const override
-    {
-        return std::strcmp(arg.className(), className()) == 0;
-    }
-};
-
-/* The image geometry a codec needs, read from the dataset holding the pixel data. */
-struct geometry {
-    cxr_j2k_target t;
-    uint32_t frames;
-    OFString photometric;
-};
-
-OFCondition read_geometry(DcmItem *ds, geometry &g)
-{
-    Uint16 rows = 0, cols = 0, spp = 0, ba = 0;
-    Sint32 frames = 1;
-    OFCondition c = ds->findAndGetUint16(DCM_Rows, rows);
-    if (c.good())
-        c = ds->findAndGetUint16(DCM_Columns, cols);
-    if (c.good())
-        c = ds->findAndGetUint16(DCM_SamplesPerPixel, spp);
-    if (c.good())
-        c = ds->findAndGetUint16(DCM_BitsAllocated, ba);
-    if (c.bad())
-        return c;
-    if (ds->findAndGetSint32(DCM_NumberOfFrames, frames).bad() || frames < 1)
-        frames = 1;
-    if (rows == 0 || cols == 0 || (spp != 1 && spp != 3) || (ba != 8 && ba != 16) ||
-        static_cast<uint64_t>(rows) * cols > CXR_DICOM_MAX_PIXELS)
-        return EC_CannotChangeRepresentation;
-    g.t = {rows, cols, spp, ba};
-    g.frames = static_cast<uint32_t>(frames);
-    ds->findAndGetOFString(DCM_PhotometricInterpretation, g.photometric);
-    return EC_Normal;
-}
-
-/* YBR_ICT / YBR_RCT mean the codestream used a multi-component transform,
- * which OpenJPEG reverses: the decoded samples are RGB (PS3.5 8.2.4). */
-OFString decoded_color_model(const OFString &photometric)
-{
-    if (photometric == "YBR_ICT" || photometric == "YBR_RCT")
-        return "RGB";
-    return photometric;
-}
-
-/* Our detail text travels inside the OFCondition (DCMTK copies it). */
-OFCondition status_to_cond(const char *detail)
-{
-    return makeOFCondition(OFM_dcmdata, 200, OF_error, detail);
-}
-
-class J2KDecoder : public DcmCodec
-{
-  public:
-    explicit J2KDecoder(E_TransferSyntax xfer) : xfer_(xfer) {}
-
-    OFBool canChangeCoding(const E_TransferSyntax oldRepType,
-                           const E_TransferSyntax newRepType) const override
-    {
-        return oldRepType == xfer_ && DcmXfer(newRepType).isNotEncapsulated();
-    }
-
-    OFCondition decode(const DcmRepresentationParameter *, DcmPixelSequence *pixSeq,
-                       DcmPolymorphOBOW &uncompressed, const DcmCodecParameter *,
-                       const DcmStack &objStack, OFBool &) const override
-    {
-        DcmStack stack(objStack);
-        (void)stack.pop(); /* the pixel data element */
-        DcmObject *obj = stack.pop();
-        if (!obj || (obj->ident() != EVR_dataset && obj->ident() != EVR_item))
-            return EC_InvalidTag;
-        DcmItem *ds = static_cast<DcmItem *>(obj);
-        geometry g;
-        OFCondition c = read_geometry(ds, g);
-        if (c.bad())
-            return c;
-        const uint64_t frame_bytes =
-            static_cast<uint64_t>(g.t.rows) * g.t.columns * g.t.samples * (g.t.bits_allocated / 8);
-        const uint64_t total = frame_bytes * g.frames;
-        if (total >= 0xFFFFFFFEull || total > CXR_DICOM_MAX_INPUT_BYTES)
-            return EC_ElemLengthExceeds32BitField;
-        const Uint32 total_even = static_cast<Uint32>(total + (total & 1));
-        Uint8 *dst = nullptr;
-        if (g.t.bits_allocated == 8) {
-            c = uncompressed.createUint8Array(total_even, dst);
-        } else {
-            Uint16 *d16 = nullptr;
-            c = uncompressed.createUint16Array(total_even / 2, d16);
-            dst = reinterpret_cast<Uint8 *>(d16);
-        }
-        if (c.bad())
-            return c;
-        std::vector<uint8_t> bytes;
-        char err[CXR_ERRLEN];
-        for (uint32_t f = 0; f < g.frames; f++) {
-            enum cxr_status st = cxr_j2k_frame_bytes(pixSeq, f, g.frames, bytes, err);
-            if (st == CXR_OK)
-                st = cxr_j2k_decode(bytes.data(), bytes.size(), &g.t, dst + f * frame_bytes,
-                                    static_cast<size_t>(frame_bytes), nullptr, err);
-            if (st != CXR_OK)
-                return status_to_cond(err);
-        }
-        if (total & 1)
-            dst[total] = 0;
-        /* the decoded samples are plain RGB / interleaved (PS3.5 8.2.4) */
-        OFString model = decoded_color_model(g.photometric);
-        if (model != g.photometric)
-            ds->putAndInsertString(DCM_PhotometricInterpretation, model.c_str());
-        if (g.t.samples > 1)
-            ds->putAndInsertUint16(DCM_PlanarConfiguration, 0);
-        return EC_Normal;
-    }
-
-    OFCondition decodeFrame(const DcmRepresentationParameter *, DcmPixelSequence *fromPixSeq,
-                            const DcmCodecParameter *, DcmItem *dataset, Uint32 frameNo,
-                            Uint32 &startFragment, void *buffer, Uint32 bufSize,
-                            OFString &decompressedColorModel) const override
-    {
-        if (!dataset || !fromPixSeq || !buffer)
-            return EC_IllegalParameter;
-        geometry g;
-        OFCondition c = read_geometry(dataset, g);
-        if (c.bad())
-            return c;
-        std::vector<uint8_t> bytes;
-        char err[CXR_ERRLEN];
-        enum cxr_status st = cxr_j2k_frame_bytes(fromPixSeq, frameNo, g.frames, bytes, err);
-        if (st == CXR_OK)
-            st = cxr_j2k_decode(bytes.data(), bytes.size(), &g.t, buffer, bufSize, nullptr, err);
-        if (st != CXR_OK)
-            return status_to_cond(err);
-        startFragment = 0; /* let DCMTK recompute: we locate frames ourselves */
-        decompressedColorModel = decoded_color_model(g.photometric);
-        return EC_Normal;
-    }
-
-    OFCondition encode(const Uint16 *, const Uint32, const DcmRepresentationParameter *,
-                       DcmPixelSequence *&, const DcmCodecParameter *, DcmStack &,
-                       OFBool &) const override
-    {
-        return EC_IllegalCall; /* decoder only */
-    }
-
-    OFCondition encode(const E_TransferSyntax, const DcmRepresentationParameter *,
-                       DcmPixelSequence *, const DcmRepresentationParameter *, DcmPixelSequence *&,
-                       const DcmCodecParameter *, DcmStack &, OFBool &) const override
-    {
-        return EC_IllegalCall;
-    }
-
-    OFCondition determineDecompressedColorModel(const DcmRepresentationParameter *,
-                                                DcmPixelSequence *, const DcmCodecParameter *,
-                                                DcmItem *dataset,
-                                                OFString &decompressedColorModel) const override
-    {
-        if (!dataset)
-            return EC_IllegalParameter;
-        OFString pi;
-        OFCondition c = dataset->findAndGetOFString(DCM_PhotometricInterpretation, pi);
-        if (c.good())
-            decompressedColorModel = decoded_color_model(pi);
-        return c;
-    }
-
-  private:
-    E_TransferSyntax xfer_;
-};
-
-} // namespace
-
-void cxr_j2k_register_codecs(void)
-{
-    /* Called once from cxr_dicom_global_init; the objects live for the process. */
-    static J2KCodecParameter param;
-    static J2KRepresentationParameter rep;
-    static J2KDecoder lossless(EXS_JPEG2000LosslessOnly);
-    static J2KDecoder lossy(EXS_JPEG2000);
-    OFCondition c1 = DcmCodecList::registerCodec(&lossless, &rep, &param);
-    OFCondition c2 = DcmCodecList::registerCodec(&lossy, &rep, &param);
-    if (c1.bad() || c2.bad())
-        cxr_log(CXR_LOG_ERROR, "dicom", "JPEG 2000 codec registration failed: %s",
-                (c1.bad() ? c1 : c2).text());
 }

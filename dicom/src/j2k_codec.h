@@ -1,11 +1,11 @@
 /* j2k_codec.h — JPEG 2000 decoding through OpenJPEG 2.5 (C++ internal).
  *
- * DCMTK 3.6.7 has no JPEG 2000 codec. cxr_j2k_register_codecs() registers a
- * DcmCodec for JPEG 2000 (Lossless Only) .4.90 and JPEG 2000 .4.91 with
- * DcmCodecList, so chooseRepresentation() and DicomImage decode them like any
- * DCMTK codec. HTJ2K (.4.201-.4.203) is unknown to DCMTK 3.6.7 as a transfer
- * syntax, so it cannot be registered; present.cc decodes it through
- * cxr_j2k_decode() directly (OpenJPEG >= 2.5 decodes HT code-blocks).
+ * DCMTK 3.6.7 has no JPEG 2000 codec, and none is registered with its
+ * process-wide DcmCodecList: a process that shares DCMTK with us (Orthanc,
+ * which loads the plugin) must decode exactly what it decoded without us.
+ * frame.cc hands the first frame's bytes of JPEG 2000 (.4.90/.4.91) and
+ * HTJ2K (.4.201-.4.203, which OpenJPEG >= 2.5 decodes) to cxr_j2k_decode()
+ * directly.
  */
 #ifndef CXR_J2K_CODEC_H
 #define CXR_J2K_CODEC_H
@@ -32,10 +32,6 @@ struct cxr_j2k_decoded {
     bool is_signed;
 };
 
-/* Registers the .4.90/.4.91 decoders with DcmCodecList (once; called from
- * cxr_dicom_global_init). */
-void cxr_j2k_register_codecs(void);
-
 /* Whether the linked OpenJPEG decodes HTJ2K (version >= 2.5). */
 bool cxr_j2k_have_htj2k(void);
 
@@ -50,11 +46,6 @@ bool cxr_j2k_have_htj2k(void);
  * small. Thread-safe (no shared state). */
 enum cxr_status cxr_j2k_decode(const uint8_t *data, size_t len, const struct cxr_j2k_target *t,
                                void *out, size_t out_size, struct cxr_j2k_decoded *got, char *err);
-
-/* Reads precision and signedness of the first component from the SIZ marker
- * of a codestream (raw, or inside a JP2 file) without decoding; false when
- * no SIZ marker is found in the first bytes. */
-bool cxr_j2k_peek(const uint8_t *data, size_t len, struct cxr_j2k_decoded *got);
 
 /* Collects the compressed bytes of frame `frame` (0-based) of an
  * encapsulated JPEG 2000 pixel sequence: uses the Basic Offset Table when

@@ -13,7 +13,8 @@
  *    REST call into Orthanc and every inference happens there;
  *  - the forwarder thread sends SRs and studies to modalities and peers.
  * `lock` guards the configuration, the engine pointer and the status texts;
- * the engine itself is used by the worker only.
+ * the engine itself is used by the worker only. `deleted_lock` guards the
+ * ring of deletions the change callback notes (orthanc_deleted.c).
  */
 #ifndef CXR_PLUGIN_ORTHANC_INTERNAL_H
 #define CXR_PLUGIN_ORTHANC_INTERNAL_H
@@ -34,6 +35,13 @@
 #include "plugin_settings.h"
 
 #define PLUGIN_NAME "cxr-triage"
+
+/* A study or patient Orthanc reported deleted (change callback). */
+#define PLUGIN_DELETED_RING 1024
+struct plugin_deleted {
+    bool patient; /* a patient (else a study) */
+    char id[PLUGIN_ID_LEN];
+};
 
 enum plugin_health {
     PLUGIN_HEALTH_STARTING = 0, /* loaded, worker not running yet */
@@ -74,6 +82,11 @@ struct plugin {
     atomic_bool stopping;
     atomic_bool reload_requested;
     atomic_llong errors; /* failures logged since start */
+
+    pthread_mutex_t deleted_lock;
+    struct plugin_deleted deleted[PLUGIN_DELETED_RING];
+    uint64_t deleted_seq;     /* deletions noted since start; the k-th is deleted[k % RING] */
+    uint64_t deleted_drained; /* worker only: deletions before this one were applied */
 };
 
 extern struct plugin *g_plugin;
@@ -121,6 +134,33 @@ void *plugin_worker_main(void *arg);
 enum cxr_status plugin_load_config(struct plugin *p, char *err);
 /* The worklist options of the current configuration (names, escalation, PHI). */
 void plugin_worklist_options(struct plugin *p, struct cxr_triage_worklist_options *o);
+
+/* Test hook (CXR_ORTHANC_TEST_HOLD=FILE): when FILE exists and holds
+ * `point` ("scoring": after a batch of images is recorded; "post": just
+ * before the SR is posted), the worker removes it, writes the study's ID
+ * into FILE.held and waits until a test removes FILE.held (or Orthanc stops),
+ * so that a test can act at that point without timing. Worker thread. */
+void plugin_test_hold(struct plugin *p, const char *point, const char *study);
+
+/* ---- orthanc_deleted.c: deletions in Orthanc (the plugin never brings back
+ * what was deleted) */
+/* Notes a deleted study or patient (other resource types are ignored). The
+ * change callback's thread: no Orthanc call, no I/O. */
+void plugin_deleted_note(struct plugin *p, OrthancPluginResourceType type, const char *id);
+/* Forgets the queue rows of the studies noted deleted since the last call
+ * that Orthanc no longer has (a deleted patient: every unfinished study is
+ * checked). Worker thread, between jobs. */
+void plugin_deleted_apply(struct plugin *p);
+/* True, after forgetting its rows, when Orthanc no longer has the study
+ * (GET /studies/{id} is 404). `when` ("while it was being scored") makes it
+ * a warning that work in flight was dropped; NULL, an info line. Worker
+ * thread. */
+bool plugin_study_gone(struct plugin *p, const char *id, const char *when);
+/* After the SR `sr_id` was posted into `study`: when the study holds nothing
+ * but the plugin's own SRs (its images were deleted while the SR was on its
+ * way, and the post re-created it), deletes the SR again, forgets the study
+ * and returns true. Worker thread. */
+bool plugin_sr_undo_if_alone(struct plugin *p, const char *study, const char *sr_id);
 
 /* ---- orthanc_forward.c */
 void *plugin_forwarder_main(void *arg);

@@ -10,7 +10,8 @@
  * otherwise, then Initialize fails and Orthanc does not start.
  *
  * The change callback runs on Orthanc's change thread with Orthanc's locks
- * held (the SDK warns of deadlocks): it only wakes the worker. The worker
+ * held (the SDK warns of deadlocks): it only wakes the worker, and notes
+ * deleted studies and patients for it (orthanc_deleted.c). The worker
  * and the forwarder start on OrthancStarted and are joined on
  * OrthancStopped.
  */
@@ -69,12 +70,15 @@ static OrthancPluginErrorCode on_change(OrthancPluginChangeType type,
         plugin_wake(p); /* the worker reads Orthanc's change log */
         break;
     case OrthancPluginChangeType_Deleted:
-        if (resource == OrthancPluginResourceType_Study)
+        /* not in Orthanc's change log: noted here, applied by the worker */
+        if (resource == OrthancPluginResourceType_Study ||
+            resource == OrthancPluginResourceType_Patient) {
+            plugin_deleted_note(p, resource, id);
             plugin_wake(p);
+        }
         break;
     default: break;
     }
-    (void)id;
     return OrthancPluginErrorCode_Success;
 }
 
@@ -87,6 +91,7 @@ static void plugin_free(struct plugin *p)
     plugin_db_close(p->db);
     pthread_mutex_destroy(&p->lock);
     pthread_mutex_destroy(&p->wake_lock);
+    pthread_mutex_destroy(&p->deleted_lock);
     pthread_cond_destroy(&p->wake_cond);
     free(p);
 }
@@ -111,6 +116,7 @@ __attribute__((visibility("default"))) int32_t OrthancPluginInitialize(OrthancPl
     p->ctx = ctx;
     pthread_mutex_init(&p->lock, NULL);
     pthread_mutex_init(&p->wake_lock, NULL);
+    pthread_mutex_init(&p->deleted_lock, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_cond_init(&p->wake_cond, &ca); /* CLOCK_REALTIME: deadlines are wall-clock ms */

@@ -265,6 +265,12 @@ static OrthancPluginErrorCode on_status(OrthancPluginRestOutput *out, const char
     pthread_mutex_unlock(&p->lock);
     json_object_object_add(o, "errors", json_object_new_int64(atomic_load(&p->errors)));
     json_object *md = json_object_new_object();
+    static const char *const policy[] = {"gated", "all", "none"};
+    pthread_mutex_lock(&p->lock);
+    int pol = p->conf ? (int)p->conf->plugin.metadata : 0;
+    pthread_mutex_unlock(&p->lock);
+    json_object_object_add(md, "policy",
+                           json_object_new_string(pol >= 0 && pol <= 2 ? policy[pol] : "?"));
     json_object_object_add(md, "declared", json_object_new_boolean(p->os.metadata_declared));
     if (!p->os.metadata_declared)
         json_object_object_add(md, "missing", json_object_new_string(p->os.metadata_missing));

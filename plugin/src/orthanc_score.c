@@ -11,6 +11,9 @@
  *     of the study (cxr_triage_engine_write_sr, in memory, kept in the queue
  *     file) → study metadata (and labels on Orthanc >= 1.12) → POST
  *     /instances (same study, new series) → forwards queued.
+ * A study deleted from Orthanc meanwhile is dropped, never brought back: its
+ * existence is checked after each batch, before metadata and SR, and after
+ * the post (orthanc_deleted.c).
  * An instance is marked taken before it is read: one that is taken three
  * times without a result (it crashed the process) is set aside with a reason.
  */
@@ -67,10 +70,47 @@ static void put_metadata(struct plugin *p, const char *id, enum plugin_metadata 
     }
 }
 
-/* Writes the study's result as metadata (and its label). The row has the
- * priority already raised (never lowered). */
-static void write_metadata(struct plugin *p, const struct plugin_study *s)
+static bool modality_possible(const struct cxr_conf *conf, const char *modality);
+
+/* Whether the study gets metadata and labels (plugin/metadata). "gated": it
+ * has a series whose modality the gate looks at (modality_possible: the same
+ * test that decides which images are read; SR series, ours included, are
+ * not); a study whose series Orthanc cannot list gets them. */
+static bool metadata_wanted(struct plugin *p, const char *id)
 {
+    switch (p->conf->plugin.metadata) {
+    case CXR_CONF_PLUGIN_METADATA_ALL: return true;
+    case CXR_CONF_PLUGIN_METADATA_NONE: return false;
+    case CXR_CONF_PLUGIN_METADATA_GATED: break;
+    }
+    char uri[160], err[PLUGIN_ERRLEN];
+    json_object *series = NULL;
+    snprintf(uri, sizeof uri, "/studies/%s/series", id);
+    if (orest_get_json(p, uri, &series, err) != CXR_OK) {
+        json_object_put(series);
+        return true;
+    }
+    bool want = false;
+    size_t n = json_object_is_type(series, json_type_array) ? json_object_array_length(series) : 0;
+    for (size_t i = 0; i < n && !want; i++) {
+        const char *m =
+            ojson_str2(json_object_array_get_idx(series, i), "MainDicomTags", "Modality");
+        want = strcmp(m, "SR") != 0 && modality_possible(p->conf, m);
+    }
+    json_object_put(series);
+    return want;
+}
+
+/* Writes the study's result as metadata (and its label) when
+ * plugin/metadata wants them on it. The row has the priority already raised
+ * (never lowered). Returns false, having forgotten the study, when Orthanc
+ * no longer has it: nothing may be written or posted then. */
+static bool write_metadata(struct plugin *p, const struct plugin_study *s)
+{
+    if (plugin_study_gone(p, s->orthanc_id, "before its result was written"))
+        return false;
+    if (!metadata_wanted(p, s->orthanc_id))
+        return true;
     const struct cxr_conf *conf = p->conf;
     const struct cxr_nn_model_meta *meta = cxr_triage_engine_model_meta(p->engine);
     const char *name = cxr_triage_priority_name(conf, (enum cxr_triage_priority)s->row.priority);
@@ -93,7 +133,7 @@ static void write_metadata(struct plugin *p, const struct plugin_study *s)
             put_metadata(p, s->orthanc_id, PLUGIN_MD_SR, s->row.last_sr_sop_instance_uid, &warned);
     }
     if (!p->labels)
-        return;
+        return true;
     /* Orthanc >= 1.12: one label for the study's level, the others removed */
     for (int lvl = CXR_TRIAGE_PRIORITY_NOT_ANALYSED; lvl <= CXR_TRIAGE_PRIORITY_URGENT; lvl++) {
         char label[64], uri[192], err[PLUGIN_ERRLEN];
@@ -108,6 +148,7 @@ static void write_metadata(struct plugin *p, const struct plugin_study *s)
             orest_delete(p, uri, err); /* absent: nothing to do */
         }
     }
+    return true;
 }
 
 /* ------------------------------------------------------------------ storing the SR */
@@ -129,7 +170,11 @@ static void store_sr(struct plugin *p, const char *id)
     }
     /* Metadata first: a Lua OnStableStudy that runs when the SR's arrival
      * makes the study stable again sees the priority. */
-    write_metadata(p, &s);
+    if (!write_metadata(p, &s)) {
+        free(bytes); /* deleted from Orthanc: the SR must not bring it back */
+        return;
+    }
+    plugin_test_hold(p, "post", id);
     json_object *ans = NULL;
     enum cxr_status st = orest_post(p, "/instances", bytes, len, &ans, err);
     free(bytes);
@@ -144,6 +189,8 @@ static void store_sr(struct plugin *p, const char *id)
     snprintf(parent, sizeof parent, "%s", ojson_str(ans, "ParentStudy"));
     snprintf(status, sizeof status, "%s", ojson_str(ans, "Status"));
     json_object_put(ans);
+    if (plugin_sr_undo_if_alone(p, id, sr_id))
+        return; /* a deletion raced the post */
     if (strcmp(parent, id) != 0)
         plugin_log(p, PLOG_ERROR,
                    "study %s: Orthanc filed the SR %s under study %s (another "
@@ -290,6 +337,11 @@ static bool score_instances(struct plugin *p, const struct plugin_study *job,
         pthread_mutex_lock(&p->lock);
         p->last_image_ms = (mono_ms() - t0) / (double)k;
         pthread_mutex_unlock(&p->lock);
+        plugin_test_hold(p, "scoring", job->orthanc_id);
+        if (plugin_study_gone(p, job->orthanc_id, "while it was being scored")) {
+            ok = false; /* forgotten: the rest is not read, nothing is posted */
+            break;
+        }
         if (atomic_load(&p->stopping)) {
             ok = false; /* the rest at the next start: the study stays queued */
             break;
@@ -423,6 +475,8 @@ static void score_study(struct plugin *p, const struct plugin_study *job)
         snprintf(err, sizeof err, "%s", plugin_db_last_error());
         st = CXR_ERR_TRIAGE_STORE;
     }
+    if (st == CXR_ERR_NOT_FOUND && plugin_study_gone(p, id, "while it was being read"))
+        goto out;
     if (st != CXR_OK) {
         fail_study(p, id, job->attempts, err);
         goto out;

@@ -364,6 +364,44 @@ static void test_delay(struct plugin *p)
         plugin_nap(p, plugin_now_ms() + delay_ms);
 }
 
+void plugin_test_hold(struct plugin *p, const char *point, const char *study)
+{
+    static int armed = -1;
+    static char path[PLUGIN_PATHLEN];
+    if (armed < 0) {
+        const char *v = getenv("CXR_ORTHANC_TEST_HOLD");
+        armed = v && v[0] && strlen(v) < sizeof path - 8;
+        if (armed) {
+            snprintf(path, sizeof path, "%s", v);
+            plugin_log(p, PLOG_WARN, "test hook: jobs hold where %s says", path);
+        }
+    }
+    if (!armed)
+        return;
+    char want[32] = "", held[PLUGIN_PATHLEN + 8];
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return;
+    bool match = fgets(want, sizeof want, f) && !strncmp(want, point, strlen(point)) &&
+                 (want[strlen(point)] == '\0' || want[strlen(point)] == '\n');
+    fclose(f);
+    if (!match)
+        return;
+    snprintf(held, sizeof held, "%s.held", path);
+    f = fopen(held, "w");
+    if (!f)
+        return;
+    fprintf(f, "%s\n", study);
+    fclose(f);
+    unlink(path); /* one hold per arming */
+    plugin_log(p, PLOG_WARN, "test hook: study %s held at %s until %s is removed", study, point,
+               held);
+    struct stat sb;
+    while (!atomic_load(&p->stopping) && stat(held, &sb) == 0)
+        plugin_nap(p, plugin_now_ms() + 20);
+    plugin_log(p, PLOG_WARN, "test hook: study %s goes on from %s", study, point);
+}
+
 void *plugin_worker_main(void *arg)
 {
     struct plugin *p = arg;
@@ -400,6 +438,7 @@ void *plugin_worker_main(void *arg)
         } else {
             next_due = last_changes_ms + CHANGES_EVERY_MS; /* a change may be waiting */
         }
+        plugin_deleted_apply(p); /* the deletions the change callback noted */
         bool worked = false;
         pthread_mutex_lock(&p->lock);
         bool ready = p->engine != NULL;

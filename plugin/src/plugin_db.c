@@ -553,27 +553,51 @@ enum cxr_status plugin_db_study_enqueue(struct plugin_db *d, const char *id, int
     return r;
 }
 
+/* Study identifiers of a query whose parameters are bound already; the
+ * statement is finalized. Holds no lock (callers do). */
+static enum cxr_status study_ids(struct plugin_db *d, sqlite3_stmt *st, size_t max,
+                                 char (*ids)[PLUGIN_ID_LEN], size_t *n, const char *what)
+{
+    enum cxr_status r = CXR_OK;
+    int rc = SQLITE_DONE;
+    while (*n < max && (rc = sqlite3_step(st)) == SQLITE_ROW)
+        pdb_col_text(st, 0, ids[(*n)++], PLUGIN_ID_LEN);
+    if (*n < max && rc != SQLITE_DONE)
+        r = pdb_fail(d, what);
+    sqlite3_finalize(st);
+    return r;
+}
+
 enum cxr_status plugin_db_waiting_due(struct plugin_db *d, int64_t before_ms, size_t max,
                                       char (*ids)[PLUGIN_ID_LEN], size_t *n)
 {
     *n = 0;
     pthread_mutex_lock(&d->lock);
-    enum cxr_status r = CXR_OK;
+    enum cxr_status r = CXR_ERR_TRIAGE_STORE;
     sqlite3_stmt *st = pdb_prepare(d, "SELECT orthanc_id FROM studies WHERE state = 0 AND"
                                       " last_change_ms <= ? ORDER BY last_change_ms LIMIT ?");
-    if (!st) {
-        r = CXR_ERR_TRIAGE_STORE;
-        goto out;
+    if (st) {
+        sqlite3_bind_int64(st, 1, before_ms);
+        sqlite3_bind_int64(st, 2, (int64_t)max);
+        r = study_ids(d, st, max, ids, n, "waiting studies");
     }
-    sqlite3_bind_int64(st, 1, before_ms);
-    sqlite3_bind_int64(st, 2, (int64_t)max);
-    int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW && *n < max)
-        pdb_col_text(st, 0, ids[(*n)++], PLUGIN_ID_LEN);
-    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-        r = pdb_fail(d, "waiting studies");
-    sqlite3_finalize(st);
-out:
+    pthread_mutex_unlock(&d->lock);
+    return r;
+}
+
+enum cxr_status plugin_db_unfinished_ids(struct plugin_db *d, const char *after, size_t max,
+                                         char (*ids)[PLUGIN_ID_LEN], size_t *n)
+{
+    *n = 0;
+    pthread_mutex_lock(&d->lock);
+    enum cxr_status r = CXR_ERR_TRIAGE_STORE;
+    sqlite3_stmt *st = pdb_prepare(d, "SELECT orthanc_id FROM studies WHERE state IN (0, 1, 2)"
+                                      " AND orthanc_id > ? ORDER BY orthanc_id LIMIT ?");
+    if (st) {
+        pdb_bind_text(st, 1, after);
+        sqlite3_bind_int64(st, 2, (int64_t)max);
+        r = study_ids(d, st, max, ids, n, "unfinished studies");
+    }
     pthread_mutex_unlock(&d->lock);
     return r;
 }

@@ -152,6 +152,11 @@ enum cxr_status plugin_db_study_touch(struct plugin_db *db, const char *orthanc_
 /* Waiting → queued. */
 enum cxr_status plugin_db_study_stable(struct plugin_db *db, const char *orthanc_id,
                                        int64_t now_ms);
+/* Unfinished studies (waiting, queued, SR pending) whose identifier sorts
+ * after `after` ("" from the first), in identifier order, at most `max`
+ * identifiers (PLUGIN_ID_LEN each) into ids: page through them. */
+enum cxr_status plugin_db_unfinished_ids(struct plugin_db *db, const char *after, size_t max,
+                                         char (*ids)[PLUGIN_ID_LEN], size_t *n);
 /* Forgets a study (deleted from Orthanc) with its instances and forwards. */
 enum cxr_status plugin_db_study_forget(struct plugin_db *db, const char *orthanc_id);
 

@@ -119,6 +119,7 @@ START_TEST(test_defaults_values)
     ck_assert_int_eq(c->priority.max_wait_minutes, 60);
     ck_assert_str_eq(c->log.level, "info");
     ck_assert(!c->log.allow_phi);
+    ck_assert_int_eq(c->plugin.metadata, CXR_CONF_PLUGIN_METADATA_GATED);
     ck_assert_str_eq(c->source_path, "");
     cxr_conf_free(c);
     cxr_conf_free(NULL); /* no-op */
@@ -130,7 +131,7 @@ START_TEST(test_defaults_key_paths)
     struct cxr_conf *c = NULL;
     ck_assert_int_eq(cxr_conf_defaults(&c), CXR_OK);
     size_t n = cxr_conf_key_count();
-    ck_assert_uint_eq(n, 81); /* one per field of conf.h's section structs */
+    ck_assert_uint_eq(n, 82); /* one per field of conf.h's section structs */
     ck_assert_ptr_null(cxr_conf_key_path(n));
     for (size_t i = 0; i < n; i++) {
         const char *k = cxr_conf_key_path(i);

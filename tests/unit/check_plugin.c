@@ -159,6 +159,37 @@ START_TEST(test_waiting_study_found_and_deleted)
 }
 END_TEST
 
+/* A deleted patient makes the plugin check every unfinished study, a page
+ * at a time: each one exactly once, done ones left out. */
+START_TEST(test_unfinished_ids_paged)
+{
+    struct plugin_db *db = open_db();
+    struct plugin_change ch[] = {
+        change(1, PLUGIN_CHANGE_SEEN, "C"), change(2, PLUGIN_CHANGE_STABLE, "A"),
+        change(3, PLUGIN_CHANGE_SEEN, "E"), change(4, PLUGIN_CHANGE_STABLE, "B"),
+        change(5, PLUGIN_CHANGE_STABLE, "D")};
+    size_t applied = 0;
+    ck_assert_int_eq(plugin_db_apply_changes(db, ch, 5, 100, 1, &applied), CXR_OK);
+    /* D is done: nothing new to report */
+    ck_assert_int_eq(plugin_db_study_scored(db, "D", "sha", "1", 1, NAN, NULL, 2), CXR_OK);
+    char ids[2][PLUGIN_ID_LEN], seen[8][PLUGIN_ID_LEN], after[PLUGIN_ID_LEN] = "";
+    size_t n = 0, total = 0;
+    do {
+        ck_assert_int_eq(plugin_db_unfinished_ids(db, after, 2, ids, &n), CXR_OK);
+        for (size_t i = 0; i < n; i++)
+            snprintf(seen[total++], PLUGIN_ID_LEN, "%s", ids[i]);
+        if (n)
+            snprintf(after, sizeof after, "%s", ids[n - 1]);
+    } while (n == 2 && total < 8);
+    ck_assert_uint_eq(total, 4);
+    ck_assert_str_eq(seen[0], "A");
+    ck_assert_str_eq(seen[1], "B");
+    ck_assert_str_eq(seen[2], "C");
+    ck_assert_str_eq(seen[3], "E");
+    plugin_db_close(db);
+}
+END_TEST
+
 /* ---- results and SRs --------------------------------------------------- */
 
 static struct cxr_triage_result result(const char *sop, bool analysed, double p, int32_t prio)
@@ -578,6 +609,7 @@ static Suite *plugin_suite(void)
     tcase_add_test(tc, test_changes_consumed_once_and_durable);
     tcase_add_test(tc, test_queue_limit_stops_consuming);
     tcase_add_test(tc, test_waiting_study_found_and_deleted);
+    tcase_add_test(tc, test_unfinished_ids_paged);
     tcase_add_test(tc, test_newer_schema_refused);
     tcase_add_test(tc, test_release_queue_upgraded);
     suite_add_tcase(s, tc);

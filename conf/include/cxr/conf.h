@@ -150,6 +150,13 @@ struct cxr_conf_http {
     int32_t worklist_hours; /* studies whose last image is older leave the worklist; 0 = keep */
 };
 
+/* Which studies the Orthanc plugin writes its metadata (and labels) on. */
+enum cxr_conf_plugin_metadata {
+    CXR_CONF_PLUGIN_METADATA_GATED = 0, /* studies with an image the gate looked at */
+    CXR_CONF_PLUGIN_METADATA_ALL = 1,   /* every study the plugin scored */
+    CXR_CONF_PLUGIN_METADATA_NONE = 2   /* none */
+};
+
 /* The Orthanc plugin (libcxr_triage_orthanc.so): its durable queue, SR and
  * study forwarding through Orthanc, and its worklist. */
 struct cxr_conf_plugin {
@@ -162,6 +169,7 @@ struct cxr_conf_plugin {
     int32_t retry_max_attempts; /* then the forward is dead (listed, retryable over REST) */
     bool show_patient_id;       /* Patient ID in the plugin's worklist and page (PHI) */
     int32_t worklist_hours;     /* studies older than this leave the worklist; 0 = keep */
+    enum cxr_conf_plugin_metadata metadata; /* which studies get metadata and labels */
 };
 
 /* One <allow> element: a peer allowed to associate (empty field = any). */
