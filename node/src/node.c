@@ -20,12 +20,7 @@
 
 /* ------------------------------------------------------------------ helpers */
 
-int64_t node_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
+int64_t node_now_ms(void) { return cxr_wake_now_ms(); }
 
 double node_mono_ms(void)
 {
@@ -34,45 +29,13 @@ double node_mono_ms(void)
     return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
-void node_wake(struct cxr_node *n)
-{
-    pthread_mutex_lock(&n->wake_mu);
-    n->wake_seq++;
-    pthread_cond_broadcast(&n->wake_cv);
-    pthread_mutex_unlock(&n->wake_mu);
-}
+void node_wake(struct cxr_node *n) { cxr_wake_signal(&n->wake); }
 
-uint64_t node_wake_seq(struct cxr_node *n)
-{
-    pthread_mutex_lock(&n->wake_mu);
-    uint64_t s = n->wake_seq;
-    pthread_mutex_unlock(&n->wake_mu);
-    return s;
-}
+uint64_t node_wake_seq(struct cxr_node *n) { return cxr_wake_seq(&n->wake); }
 
 void node_wait(struct cxr_node *n, uint64_t seen, int64_t deadline_ms)
 {
-    /* The deadline is wall-clock (due times are stored); the wait itself runs
-     * on the monotonic clock, so that a step of the wall clock cannot make it
-     * sleep for hours. At most a minute at a time. */
-    int64_t left = deadline_ms - node_now_ms();
-    if (left > 60000)
-        left = 60000;
-    if (left < 0)
-        left = 0;
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_sec += left / 1000;
-    ts.tv_nsec += (left % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
-    pthread_mutex_lock(&n->wake_mu);
-    while (n->wake_seq == seen && !atomic_load(&n->stopping))
-        if (pthread_cond_timedwait(&n->wake_cv, &n->wake_mu, &ts) == ETIMEDOUT)
-            break;
-    pthread_mutex_unlock(&n->wake_mu);
+    cxr_wake_wait(&n->wake, seen, deadline_ms, &n->stopping);
 }
 
 bool node_mkdirs(const char *path)
@@ -190,12 +153,7 @@ enum cxr_status cxr_node_new(struct cxr_conf *conf, const struct cxr_node_option
     pthread_rwlock_init(&n->gen_lock, NULL);
     pthread_mutex_init(&n->scp_mu, NULL);
     pthread_mutex_init(&n->deliverers_mu, NULL);
-    pthread_mutex_init(&n->wake_mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&n->wake_cv, &ca);
-    pthread_condattr_destroy(&ca);
+    cxr_wake_init(&n->wake);
     for (int i = 0; i < NODE_RECEIVE_STRIPES; i++)
         pthread_mutex_init(&n->receive_mu[i], NULL);
     pthread_mutex_init(&n->intake_mu, NULL);
@@ -709,8 +667,7 @@ void cxr_node_free(struct cxr_node *n)
         pthread_mutex_destroy(&n->receive_mu[i]);
     pthread_cond_destroy(&n->intake_cv);
     pthread_mutex_destroy(&n->intake_mu);
-    pthread_cond_destroy(&n->wake_cv);
-    pthread_mutex_destroy(&n->wake_mu);
+    cxr_wake_destroy(&n->wake);
     pthread_mutex_destroy(&n->deliverers_mu);
     pthread_mutex_destroy(&n->scp_mu);
     pthread_rwlock_destroy(&n->gen_lock);

@@ -25,6 +25,7 @@
 
 #include "cxr/dicom_net.h"
 #include "cxr/file.h"
+#include "cxr/wake.h"
 #include "cxr/node.h"
 #include "cxr/store.h"
 #include "cxr/triage.h"
@@ -106,9 +107,7 @@ struct cxr_node {
     size_t ndeliverers;
 
     /* wakes the reporter, deliverers and housekeeper */
-    pthread_mutex_t wake_mu;
-    pthread_cond_t wake_cv;
-    uint64_t wake_seq;
+    struct cxr_wake wake; /* work for a worker, the reporter or a deliverer */
 
     atomic_bool stopping;
     cxr_node_state_fn state_fn;

@@ -27,6 +27,7 @@
 
 #include <json-c/json.h>
 
+#include "cxr/wake.h"
 #include "cxr/conf.h"
 #include "cxr/triage.h"
 #include "cxr/worklist.h"
@@ -74,9 +75,7 @@ struct plugin {
 
     struct plugin_db *db; /* opened once; NULL while the configuration never loaded */
 
-    pthread_mutex_t wake_lock;
-    pthread_cond_t wake_cond;
-    uint64_t wake_seq;
+    struct cxr_wake wake; /* work for the worker or the forwarder (cxr/wake.h) */
     pthread_t worker, forwarder;
     bool threads_running;
     atomic_bool stopping;

@@ -90,9 +90,8 @@ static void plugin_free(struct plugin *p)
     cxr_conf_free(p->conf);
     plugin_db_close(p->db);
     pthread_mutex_destroy(&p->lock);
-    pthread_mutex_destroy(&p->wake_lock);
+    cxr_wake_destroy(&p->wake);
     pthread_mutex_destroy(&p->deleted_lock);
-    pthread_cond_destroy(&p->wake_cond);
     free(p);
 }
 
@@ -115,12 +114,8 @@ __attribute__((visibility("default"))) int32_t OrthancPluginInitialize(OrthancPl
     }
     p->ctx = ctx;
     pthread_mutex_init(&p->lock, NULL);
-    pthread_mutex_init(&p->wake_lock, NULL);
+    cxr_wake_init(&p->wake);
     pthread_mutex_init(&p->deleted_lock, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_cond_init(&p->wake_cond, &ca); /* CLOCK_REALTIME: deadlines are wall-clock ms */
-    pthread_condattr_destroy(&ca);
     g_plugin = p;
     /* Labels arrived in Orthanc 1.12.0: use them only on such an Orthanc. */
     p->labels = OrthancPluginCheckVersionAdvanced(ctx, 1, 12, 0) != 0;

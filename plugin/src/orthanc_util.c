@@ -8,12 +8,7 @@
 #include <string.h>
 #include <time.h>
 
-int64_t plugin_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
+int64_t plugin_now_ms(void) { return cxr_wake_now_ms(); }
 
 void plugin_log(struct plugin *p, int level, const char *fmt, ...)
 {
@@ -38,31 +33,15 @@ void plugin_log(struct plugin *p, int level, const char *fmt, ...)
     }
 }
 
-void plugin_wake(struct plugin *p)
-{
-    pthread_mutex_lock(&p->wake_lock);
-    p->wake_seq++;
-    pthread_cond_broadcast(&p->wake_cond);
-    pthread_mutex_unlock(&p->wake_lock);
-}
+void plugin_wake(struct plugin *p) { cxr_wake_signal(&p->wake); }
 
-uint64_t plugin_wake_seq(struct plugin *p)
-{
-    pthread_mutex_lock(&p->wake_lock);
-    uint64_t s = p->wake_seq;
-    pthread_mutex_unlock(&p->wake_lock);
-    return s;
-}
+uint64_t plugin_wake_seq(struct plugin *p) { return cxr_wake_seq(&p->wake); }
 
+/* The deadline is wall-clock; the wait runs on the monotonic clock
+ * (cxr/wake.h), so a step of the wall clock cannot stall the worker. */
 void plugin_wait(struct plugin *p, uint64_t seq, int64_t deadline_ms)
 {
-    struct timespec ts = {.tv_sec = deadline_ms / 1000, .tv_nsec = (deadline_ms % 1000) * 1000000};
-    pthread_mutex_lock(&p->wake_lock);
-    while (p->wake_seq == seq && !atomic_load(&p->stopping)) {
-        if (pthread_cond_timedwait(&p->wake_cond, &p->wake_lock, &ts) != 0)
-            break;
-    }
-    pthread_mutex_unlock(&p->wake_lock);
+    cxr_wake_wait(&p->wake, seq, deadline_ms, &p->stopping);
 }
 
 void plugin_nap(struct plugin *p, int64_t deadline_ms)
