@@ -227,16 +227,16 @@ static void store_sr(struct plugin *p, const char *id)
 
 /* A result for an instance that was not read (gate by series modality, a
  * file Orthanc cannot give, a set-aside instance). */
+/* An image not analysed before its header was read: only its SOP Instance
+ * UID is known; the reason is `fmt` with two strings. */
 static void not_read(struct cxr_triage_result *r, const char *sop_uid, enum cxr_status st,
                      const char *fmt, const char *a, const char *b)
 {
+    char reason[sizeof r->reason];
     memset(r, 0, sizeof *r);
     snprintf(r->info.sop_instance_uid, sizeof r->info.sop_instance_uid, "%s", sop_uid);
-    r->analysed = false;
-    r->status = st;
-    r->priority = CXR_TRIAGE_PRIORITY_NOT_ANALYSED;
-    r->probability = NAN;
-    snprintf(r->reason, sizeof r->reason, fmt, a, b);
+    snprintf(reason, sizeof reason, fmt, a, b);
+    cxr_triage_result_not_analysed(r, st, reason);
 }
 
 /* Whether the gate could accept an image of this series modality at all. */

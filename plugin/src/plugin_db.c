@@ -8,6 +8,7 @@
  * Write transactions start with BEGIN IMMEDIATE so another process reading
  * the file (sqlite3 by an admin) never deadlocks a lock upgrade.
  */
+#include "cxr/mem.h"
 #include "plugin_db_internal.h"
 
 #include <math.h>
@@ -654,7 +655,7 @@ enum cxr_status plugin_db_study_forget(struct plugin_db *d, const char *id)
     " (SELECT coalesce(max(stored_ms), 0) FROM srs WHERE srs.study = s.orthanc_id),"            \
     " (SELECT i.warning FROM instances i WHERE i.study = s.orthanc_id AND i.warning <> ''"      \
     "   ORDER BY i.rowid LIMIT 1),"                                                             \
-    " (SELECT i.reason FROM instances i WHERE i.study = s.orthanc_id AND i.state = 2"          \
+    " (SELECT i.reason FROM instances i WHERE i.study = s.orthanc_id AND i.state = 2"           \
     "   AND i.reason <> '' ORDER BY i.rowid LIMIT 1)"                                           \
     " FROM studies s"
 
@@ -780,16 +781,11 @@ enum cxr_status plugin_db_studies_list(struct plugin_db *d, int64_t since_ms, si
     sqlite3_bind_int64(st, 2, (int64_t)limit);
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (*n == cap) {
-            size_t ncap = cap ? cap * 2 : 64;
-            struct plugin_study *nr = realloc(*rows, ncap * sizeof *nr);
-            if (!nr) {
-                pdb_set_error("out of memory listing studies");
-                r = CXR_ERR_NOMEM;
-                break;
-            }
-            *rows = nr;
-            cap = ncap;
+        if (!cxr_grow((void **)rows, &cap, *n, sizeof **rows, PDB_MAX_ROWS)) {
+            pdb_set_error("out of memory (or more than %d rows) %s", PDB_MAX_ROWS,
+                          "listing studies");
+            r = CXR_ERR_NOMEM;
+            break;
         }
         read_study(st, &(*rows)[(*n)++]);
     }

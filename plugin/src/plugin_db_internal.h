@@ -19,6 +19,9 @@ struct plugin_db {
 enum cxr_status pdb_fail(struct plugin_db *d, const char *what);
 void pdb_set_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/* The most rows one listing returns into memory (cxr_grow's hard cap). */
+#define PDB_MAX_ROWS 1000000
+
 /* BEGIN IMMEDIATE / COMMIT / ROLLBACK. */
 enum cxr_status pdb_begin(struct plugin_db *d);
 enum cxr_status pdb_commit(struct plugin_db *d);

@@ -1,6 +1,7 @@
 /* plugin_db_results.c — the plugin's SQLite store, second half: instance
  * results, the scoring decision and its SR, forwards, counts (see
  * plugin_db.h). */
+#include "cxr/mem.h"
 #include "plugin_db_internal.h"
 
 #include <math.h>
@@ -29,16 +30,11 @@ enum cxr_status plugin_db_study_instances(struct plugin_db *d, const char *study
     pdb_bind_text(st, 1, study);
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (*n == cap) {
-            size_t ncap = cap ? cap * 2 : 16;
-            struct plugin_instance *nr = realloc(*rows, ncap * sizeof *nr);
-            if (!nr) {
-                pdb_set_error("out of memory listing instances");
-                r = CXR_ERR_NOMEM;
-                break;
-            }
-            *rows = nr;
-            cap = ncap;
+        if (!cxr_grow((void **)rows, &cap, *n, sizeof **rows, PDB_MAX_ROWS)) {
+            pdb_set_error("out of memory (or more than %d rows) %s", PDB_MAX_ROWS,
+                          "listing instances");
+            r = CXR_ERR_NOMEM;
+            break;
         }
         struct plugin_instance *p = &(*rows)[(*n)++];
         memset(p, 0, sizeof *p);
@@ -555,16 +551,11 @@ enum cxr_status plugin_db_forwards_list(struct plugin_db *d, int32_t state, cons
     sqlite3_bind_int64(st, 3, (int64_t)limit);
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (*n == cap) {
-            size_t ncap = cap ? cap * 2 : 16;
-            struct plugin_forward *nr = realloc(*rows, ncap * sizeof *nr);
-            if (!nr) {
-                pdb_set_error("out of memory listing forwards");
-                r = CXR_ERR_NOMEM;
-                break;
-            }
-            *rows = nr;
-            cap = ncap;
+        if (!cxr_grow((void **)rows, &cap, *n, sizeof **rows, PDB_MAX_ROWS)) {
+            pdb_set_error("out of memory (or more than %d rows) %s", PDB_MAX_ROWS,
+                          "listing forwards");
+            r = CXR_ERR_NOMEM;
+            break;
         }
         read_forward(st, &(*rows)[(*n)++]);
     }
