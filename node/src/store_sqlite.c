@@ -127,11 +127,7 @@ enum cxr_status sq_fail(struct sq_store *s, int rc, const char *what)
 {
     cxr_node_store_set_error("job store %s: %s: %s", s->path, what,
                              s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
-    if (rc == SQLITE_FULL)
-        return CXR_ERR_NO_SPACE;
-    if (rc == SQLITE_IOERR || (rc & 0xff) == SQLITE_IOERR)
-        return CXR_ERR_IO;
-    return CXR_ERR_TRIAGE_STORE;
+    return cxr_sq_status(rc);
 }
 
 int sq_exec(struct sq_store *s, const char *sql)
@@ -144,39 +140,11 @@ int sq_prepare(struct sq_store *s, const char *sql, sqlite3_stmt **st)
     return sqlite3_prepare_v2(s->db, sql, -1, st, NULL);
 }
 
-void sq_bind_text(sqlite3_stmt *st, int i, const char *v)
-{
-    sqlite3_bind_text(st, i, v ? v : "", -1, SQLITE_TRANSIENT);
-}
-
-void sq_bind_real(sqlite3_stmt *st, int i, double v)
-{
-    if (isnan(v))
-        sqlite3_bind_null(st, i);
-    else
-        sqlite3_bind_double(st, i, v);
-}
-
-void sq_col_text(sqlite3_stmt *st, int i, char *buf, size_t size)
-{
-    const unsigned char *t = sqlite3_column_text(st, i);
-    snprintf(buf, size, "%s", t ? (const char *)t : "");
-}
-
-double sq_col_real(sqlite3_stmt *st, int i)
-{
-    return sqlite3_column_type(st, i) == SQLITE_NULL ? NAN : sqlite3_column_double(st, i);
-}
-
 void sq_lock(struct sq_store *s) { pthread_mutex_lock(&s->mu); }
 void sq_unlock(struct sq_store *s) { pthread_mutex_unlock(&s->mu); }
 
 /* Rolls back a failed write transaction; the error text already set stays. */
-void sq_rollback(struct sq_store *s)
-{
-    if (!sqlite3_get_autocommit(s->db))
-        sq_exec(s, "ROLLBACK");
-}
+void sq_rollback(struct sq_store *s) { cxr_sq_rollback(s->db); }
 
 /* A growable row array capped at MAX_ROWS. */
 bool sq_grow(void **rows, size_t *cap, size_t n, size_t elem)
@@ -232,24 +200,24 @@ static void read_instance(sqlite3_stmt *st, struct cxr_triage_instance_row *r)
 {
     memset(r, 0, sizeof *r);
     r->id = sqlite3_column_int64(st, 0);
-    sq_col_text(st, 1, r->sop_instance_uid, sizeof r->sop_instance_uid);
-    sq_col_text(st, 2, r->sop_class_uid, sizeof r->sop_class_uid);
-    sq_col_text(st, 3, r->transfer_syntax_uid, sizeof r->transfer_syntax_uid);
-    sq_col_text(st, 4, r->path, sizeof r->path);
+    cxr_sq_col_text(st, 1, r->sop_instance_uid, sizeof r->sop_instance_uid);
+    cxr_sq_col_text(st, 2, r->sop_class_uid, sizeof r->sop_class_uid);
+    cxr_sq_col_text(st, 3, r->transfer_syntax_uid, sizeof r->transfer_syntax_uid);
+    cxr_sq_col_text(st, 4, r->path, sizeof r->path);
     r->size = (uint64_t)sqlite3_column_int64(st, 5);
-    sq_col_text(st, 6, r->calling_ae, sizeof r->calling_ae);
-    sq_col_text(st, 7, r->peer_host, sizeof r->peer_host);
+    cxr_sq_col_text(st, 6, r->calling_ae, sizeof r->calling_ae);
+    cxr_sq_col_text(st, 7, r->peer_host, sizeof r->peer_host);
     r->received_ms = sqlite3_column_int64(st, 8);
     r->attempts = sqlite3_column_int(st, 9);
     r->state = (enum cxr_triage_instance_state)sqlite3_column_int(st, 10);
-    sq_col_text(st, 11, r->study_instance_uid, sizeof r->study_instance_uid);
-    sq_col_text(st, 12, r->series_instance_uid, sizeof r->series_instance_uid);
-    r->probability = sq_col_real(st, 13);
+    cxr_sq_col_text(st, 11, r->study_instance_uid, sizeof r->study_instance_uid);
+    cxr_sq_col_text(st, 12, r->series_instance_uid, sizeof r->series_instance_uid);
+    r->probability = cxr_sq_col_real(st, 13);
     r->finding_present = sqlite3_column_int(st, 14) != 0;
     r->priority = sqlite3_column_int(st, 15);
     r->status = sqlite3_column_int(st, 16);
-    sq_col_text(st, 17, r->reason, sizeof r->reason);
-    sq_col_text(st, 18, r->warning, sizeof r->warning);
+    cxr_sq_col_text(st, 17, r->reason, sizeof r->reason);
+    cxr_sq_col_text(st, 18, r->warning, sizeof r->warning);
     r->processed_ms = sqlite3_column_int64(st, 19);
     r->reported = sqlite3_column_int(st, 20) != 0;
     /* The header values, as JSON (schema 3; migrate() converted older rows). */
@@ -290,13 +258,13 @@ static int insert_one(struct sq_store *s, sqlite3_stmt *ins, sqlite3_stmt *data,
 {
     const struct cxr_triage_instance_row *row = it->row;
     sqlite3_reset(ins);
-    sq_bind_text(ins, 1, row->sop_instance_uid);
-    sq_bind_text(ins, 2, row->sop_class_uid);
-    sq_bind_text(ins, 3, row->transfer_syntax_uid);
-    sq_bind_text(ins, 4, row->path);
+    cxr_sq_bind_text(ins, 1, row->sop_instance_uid);
+    cxr_sq_bind_text(ins, 2, row->sop_class_uid);
+    cxr_sq_bind_text(ins, 3, row->transfer_syntax_uid);
+    cxr_sq_bind_text(ins, 4, row->path);
     sqlite3_bind_int64(ins, 5, (sqlite3_int64)row->size);
-    sq_bind_text(ins, 6, row->calling_ae);
-    sq_bind_text(ins, 7, row->peer_host);
+    cxr_sq_bind_text(ins, 6, row->calling_ae);
+    cxr_sq_bind_text(ins, 7, row->peer_host);
     sqlite3_bind_int64(ins, 8, row->received_ms);
     sqlite3_bind_int(ins, 9, it->data ? 1 : 0);
     if (sqlite3_step(ins) != SQLITE_DONE)
@@ -415,7 +383,7 @@ static enum cxr_status sq_instance_find(struct cxr_node_store *base, const char 
     sq_lock(s);
     int rc = sq_prepare(s, "SELECT 1 FROM instances WHERE sop_instance_uid=?", &st);
     if (rc == SQLITE_OK) {
-        sq_bind_text(st, 1, uid);
+        cxr_sq_bind_text(st, 1, uid);
         rc = sqlite3_step(st);
         if (rc == SQLITE_ROW)
             *found = true;
@@ -497,14 +465,14 @@ static int record_one(struct sq_store *s, sqlite3_stmt *upd, sqlite3_stmt *study
     sqlite3_clear_bindings(upd);
     sqlite3_bind_int(upd, 1,
                      r->analysed ? CXR_TRIAGE_INSTANCE_ANALYSED : CXR_TRIAGE_INSTANCE_NOT_ANALYSED);
-    sq_bind_text(upd, 2, info->study_instance_uid);
-    sq_bind_text(upd, 3, info->series_instance_uid);
-    sq_bind_real(upd, 4, r->analysed ? r->probability : NAN);
+    cxr_sq_bind_text(upd, 2, info->study_instance_uid);
+    cxr_sq_bind_text(upd, 3, info->series_instance_uid);
+    cxr_sq_bind_real(upd, 4, r->analysed ? r->probability : NAN);
     sqlite3_bind_int(upd, 5, r->analysed && r->finding_present);
     sqlite3_bind_int(upd, 6, r->analysed ? (int)r->priority : CXR_TRIAGE_PRIORITY_NOT_ANALYSED);
     sqlite3_bind_int(upd, 7, (int)r->status);
-    sq_bind_text(upd, 8, r->analysed ? "" : r->reason);
-    sq_bind_text(upd, 9, r->warning);
+    cxr_sq_bind_text(upd, 8, r->analysed ? "" : r->reason);
+    cxr_sq_bind_text(upd, 9, r->warning);
     char *info_json = o->has_info ? cxr_triage_info_to_json(info) : NULL;
     if (o->has_info && !info_json)
         return SQLITE_NOMEM;
@@ -522,14 +490,14 @@ static int record_one(struct sq_store *s, sqlite3_stmt *upd, sqlite3_stmt *study
         return SQLITE_OK;
     sqlite3_reset(study);
     sqlite3_clear_bindings(study);
-    sq_bind_text(study, 1, info->study_instance_uid);
-    sq_bind_text(study, 2, info->accession_number);
-    sq_bind_text(study, 3, info->patient_id);
-    sq_bind_text(study, 4, info->study_date);
-    sq_bind_text(study, 5, info->study_description);
+    cxr_sq_bind_text(study, 1, info->study_instance_uid);
+    cxr_sq_bind_text(study, 2, info->accession_number);
+    cxr_sq_bind_text(study, 3, info->patient_id);
+    cxr_sq_bind_text(study, 4, info->study_date);
+    cxr_sq_bind_text(study, 5, info->study_description);
     sqlite3_bind_int64(study, 6, o->instance_id);
     sqlite3_bind_int(study, 7, r->analysed ? (int)r->priority : CXR_TRIAGE_PRIORITY_NOT_ANALYSED);
-    sq_bind_real(study, 8, r->analysed ? r->probability : NAN);
+    cxr_sq_bind_real(study, 8, r->analysed ? r->probability : NAN);
     sqlite3_bind_int(study, 9, r->analysed ? 1 : 0);
     sqlite3_bind_int(study, 10, r->analysed ? 0 : 1);
     rc = sqlite3_step(study);
@@ -635,7 +603,7 @@ static enum cxr_status sq_study_instances(struct cxr_node_store *base, const cha
     if (rc != SQLITE_OK) {
         ret = sq_fail(s, rc, "preparing study query");
     } else {
-        sq_bind_text(st, 1, uid);
+        cxr_sq_bind_text(st, 1, uid);
         ret = collect_instances(s, st, rows, n);
     }
     sqlite3_finalize(st);
@@ -690,7 +658,7 @@ static enum cxr_status sq_path_known(struct cxr_node_store *base, const char *pa
                         " SELECT 1 FROM srs WHERE path=?1 LIMIT 1",
                         &st);
     if (rc == SQLITE_OK) {
-        sq_bind_text(st, 1, path);
+        cxr_sq_bind_text(st, 1, path);
         rc = sqlite3_step(st);
         if (rc == SQLITE_ROW)
             *known = true;
@@ -950,7 +918,7 @@ enum cxr_status cxr_node_store_open_sqlite(const char *path, bool readonly,
         char mode[16] = "";
         rc = sq_prepare(s, "PRAGMA journal_mode=WAL", &q);
         if (rc == SQLITE_OK && sqlite3_step(q) == SQLITE_ROW)
-            sq_col_text(q, 0, mode, sizeof mode);
+            cxr_sq_col_text(q, 0, mode, sizeof mode);
         sqlite3_finalize(q);
         if (rc != SQLITE_OK || strcmp(mode, "wal") != 0) {
             st = sq_fail(s, rc == SQLITE_OK ? SQLITE_ERROR : rc,

@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "cxr/sqlite_util.h"
 #include "cxr/store.h"
 
 #define MAX_ROWS 100000
@@ -45,10 +46,6 @@ int sq_exec(struct sq_store *s, const char *sql);
 int sq_prepare(struct sq_store *s, const char *sql, sqlite3_stmt **st);
 /* Sets PRAGMA synchronous for the next write (outside a transaction; caller holds the lock). */
 int sq_set_durability(struct sq_store *s, enum sq_durability d);
-void sq_bind_text(sqlite3_stmt *st, int i, const char *v);
-void sq_bind_real(sqlite3_stmt *st, int i, double v); /* NaN binds NULL */
-void sq_col_text(sqlite3_stmt *st, int i, char *buf, size_t size);
-double sq_col_real(sqlite3_stmt *st, int i); /* NULL reads NaN */
 void sq_lock(struct sq_store *s);
 void sq_unlock(struct sq_store *s);
 /* Rolls back a failed write transaction. */

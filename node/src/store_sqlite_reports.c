@@ -28,27 +28,27 @@
 static void read_study(sqlite3_stmt *st, struct cxr_triage_study_row *r)
 {
     memset(r, 0, sizeof *r);
-    sq_col_text(st, 0, r->study_instance_uid, sizeof r->study_instance_uid);
-    sq_col_text(st, 1, r->accession_number, sizeof r->accession_number);
-    sq_col_text(st, 2, r->patient_id, sizeof r->patient_id);
-    sq_col_text(st, 3, r->study_date, sizeof r->study_date);
-    sq_col_text(st, 4, r->study_description, sizeof r->study_description);
+    cxr_sq_col_text(st, 0, r->study_instance_uid, sizeof r->study_instance_uid);
+    cxr_sq_col_text(st, 1, r->accession_number, sizeof r->accession_number);
+    cxr_sq_col_text(st, 2, r->patient_id, sizeof r->patient_id);
+    cxr_sq_col_text(st, 3, r->study_date, sizeof r->study_date);
+    cxr_sq_col_text(st, 4, r->study_description, sizeof r->study_description);
     r->first_received_ms = sqlite3_column_int64(st, 5);
     r->last_received_ms = sqlite3_column_int64(st, 6);
     r->priority = sqlite3_column_int(st, 7);
-    r->score = sq_col_real(st, 8);
+    r->score = cxr_sq_col_real(st, 8);
     r->analysed = sqlite3_column_int(st, 9);
     r->not_analysed = sqlite3_column_int(st, 10);
     r->unreported = sqlite3_column_int(st, 11);
     r->sr_count = sqlite3_column_int(st, 12);
-    sq_col_text(st, 13, r->last_sr_sop_instance_uid, sizeof r->last_sr_sop_instance_uid);
-    sq_col_text(st, 14, r->last_sr_series_instance_uid, sizeof r->last_sr_series_instance_uid);
+    cxr_sq_col_text(st, 13, r->last_sr_sop_instance_uid, sizeof r->last_sr_sop_instance_uid);
+    cxr_sq_col_text(st, 14, r->last_sr_series_instance_uid, sizeof r->last_sr_series_instance_uid);
     r->last_sr_ms = sqlite3_column_int64(st, 15);
     r->deliveries_pending = sqlite3_column_int(st, 16);
     r->deliveries_delivered = sqlite3_column_int(st, 17);
     r->deliveries_dead = sqlite3_column_int(st, 18);
-    sq_col_text(st, 19, r->warning, sizeof r->warning);
-    sq_col_text(st, 20, r->reason, sizeof r->reason);
+    cxr_sq_col_text(st, 19, r->warning, sizeof r->warning);
+    cxr_sq_col_text(st, 20, r->reason, sizeof r->reason);
 }
 
 static enum cxr_status collect_studies(struct sq_store *s, sqlite3_stmt *st,
@@ -126,7 +126,7 @@ enum cxr_status sq_study_get(struct cxr_node_store *base, const char *uid,
     int rc =
         sq_prepare(s, "SELECT " STUDY_COLS " FROM studies s WHERE s.study_instance_uid=?", &st);
     if (rc == SQLITE_OK) {
-        sq_bind_text(st, 1, uid);
+        cxr_sq_bind_text(st, 1, uid);
         rc = sqlite3_step(st);
         if (rc == SQLITE_ROW) {
             read_study(st, row);
@@ -168,11 +168,11 @@ enum cxr_status sq_report_add(struct cxr_node_store *base, const struct cxr_node
                         " created_ms) VALUES(?,?,?,?,?,?,?,?)",
                         &st);
         if (rc == SQLITE_OK) {
-            sq_bind_text(st, 1, rep->study_instance_uid);
-            sq_bind_text(st, 2, rep->sr_sop_instance_uid);
-            sq_bind_text(st, 3, rep->sr_series_instance_uid);
-            sq_bind_text(st, 4, rep->sr_path);
-            sq_bind_text(st, 5, rep->predecessor_sop_instance_uid);
+            cxr_sq_bind_text(st, 1, rep->study_instance_uid);
+            cxr_sq_bind_text(st, 2, rep->sr_sop_instance_uid);
+            cxr_sq_bind_text(st, 3, rep->sr_series_instance_uid);
+            cxr_sq_bind_text(st, 4, rep->sr_path);
+            cxr_sq_bind_text(st, 5, rep->predecessor_sop_instance_uid);
             sqlite3_bind_int(st, 6, rep->priority);
             sqlite3_bind_int64(st, 7, rep->study_last_received_ms);
             sqlite3_bind_int64(st, 8, rep->created_ms);
@@ -189,7 +189,7 @@ enum cxr_status sq_report_add(struct cxr_node_store *base, const struct cxr_node
         for (size_t i = 0; rc == SQLITE_OK && i < rep->destination_count; i++) {
             sqlite3_reset(st);
             sqlite3_bind_int64(st, 1, id);
-            sq_bind_text(st, 2, rep->destinations[i]);
+            cxr_sq_bind_text(st, 2, rep->destinations[i]);
             sqlite3_bind_int64(st, 3, rep->created_ms);
             sqlite3_bind_int64(st, 4, rep->created_ms);
             sqlite3_bind_int64(st, 5, rep->created_ms);
@@ -204,7 +204,7 @@ enum cxr_status sq_report_add(struct cxr_node_store *base, const struct cxr_node
                         " AND reported=0 AND id<=?2",
                         &st);
     if (rc == SQLITE_OK) {
-        sq_bind_text(st, 1, rep->study_instance_uid);
+        cxr_sq_bind_text(st, 1, rep->study_instance_uid);
         sqlite3_bind_int64(st, 2, rep->up_to_instance_id);
         rc = sqlite3_step(st) == SQLITE_DONE ? SQLITE_OK : sqlite3_errcode(s->db);
     }
@@ -222,10 +222,10 @@ enum cxr_status sq_report_add(struct cxr_node_store *base, const struct cxr_node
             " WHERE study_instance_uid=?1",
             &st);
     if (rc == SQLITE_OK) {
-        sq_bind_text(st, 1, rep->study_instance_uid);
+        cxr_sq_bind_text(st, 1, rep->study_instance_uid);
         sqlite3_bind_int(st, 2, rep->has_sr ? 1 : 0);
-        sq_bind_text(st, 3, rep->sr_sop_instance_uid);
-        sq_bind_text(st, 4, rep->sr_series_instance_uid);
+        cxr_sq_bind_text(st, 3, rep->sr_sop_instance_uid);
+        cxr_sq_bind_text(st, 4, rep->sr_series_instance_uid);
         sqlite3_bind_int64(st, 5, rep->created_ms);
         rc = sqlite3_step(st) == SQLITE_DONE ? SQLITE_OK : sqlite3_errcode(s->db);
     }
@@ -255,16 +255,16 @@ static void read_delivery(sqlite3_stmt *st, struct cxr_node_delivery_row *r)
     memset(r, 0, sizeof *r);
     r->id = sqlite3_column_int64(st, 0);
     r->sr_id = sqlite3_column_int64(st, 1);
-    sq_col_text(st, 2, r->destination, sizeof r->destination);
+    cxr_sq_col_text(st, 2, r->destination, sizeof r->destination);
     r->state = (enum cxr_node_delivery_state)sqlite3_column_int(st, 3);
     r->attempts = sqlite3_column_int(st, 4);
     r->next_attempt_ms = sqlite3_column_int64(st, 5);
     r->created_ms = sqlite3_column_int64(st, 6);
     r->updated_ms = sqlite3_column_int64(st, 7);
-    sq_col_text(st, 8, r->last_error, sizeof r->last_error);
-    sq_col_text(st, 9, r->sr_path, sizeof r->sr_path);
-    sq_col_text(st, 10, r->sr_sop_instance_uid, sizeof r->sr_sop_instance_uid);
-    sq_col_text(st, 11, r->study_instance_uid, sizeof r->study_instance_uid);
+    cxr_sq_col_text(st, 8, r->last_error, sizeof r->last_error);
+    cxr_sq_col_text(st, 9, r->sr_path, sizeof r->sr_path);
+    cxr_sq_col_text(st, 10, r->sr_sop_instance_uid, sizeof r->sr_sop_instance_uid);
+    cxr_sq_col_text(st, 11, r->study_instance_uid, sizeof r->study_instance_uid);
     r->priority = sqlite3_column_int(st, 12);
     r->study_last_received_ms = sqlite3_column_int64(st, 13);
 }
@@ -288,7 +288,7 @@ enum cxr_status sq_delivery_next(struct cxr_node_store *base, const char *dest, 
         ret = sq_fail(s, rc, "preparing the delivery query");
         goto done;
     }
-    sq_bind_text(st, 1, dest);
+    cxr_sq_bind_text(st, 1, dest);
     sqlite3_bind_int64(st, 2, now_ms);
     rc = sqlite3_step(st);
     if (rc == SQLITE_ROW) {
@@ -306,7 +306,7 @@ enum cxr_status sq_delivery_next(struct cxr_node_store *base, const char *dest, 
     rc = sq_prepare(
         s, "SELECT min(next_attempt_ms) FROM deliveries WHERE destination=? AND state=0", &st);
     if (rc == SQLITE_OK) {
-        sq_bind_text(st, 1, dest);
+        cxr_sq_bind_text(st, 1, dest);
         rc = sqlite3_step(st);
     }
     if (rc == SQLITE_ROW) {
@@ -342,7 +342,7 @@ enum cxr_status sq_delivery_update(struct cxr_node_store *base, int64_t id,
         sqlite3_bind_int(st, 1, (int)state);
         sqlite3_bind_int(st, 2, attempts);
         sqlite3_bind_int64(st, 3, next_attempt_ms);
-        sq_bind_text(st, 4, error);
+        cxr_sq_bind_text(st, 4, error);
         sqlite3_bind_int64(st, 5, now_ms);
         sqlite3_bind_int64(st, 6, id);
         rc = sqlite3_step(st);

@@ -119,9 +119,7 @@ enum cxr_status pdb_fail(struct plugin_db *d, const char *what)
     int rc = d->db ? sqlite3_errcode(d->db) : SQLITE_ERROR;
     pdb_set_error("plugin queue %s: %s: %s", d->path, what,
                   d->db ? sqlite3_errmsg(d->db) : "not open");
-    if (rc == SQLITE_FULL)
-        return CXR_ERR_NO_SPACE;
-    return CXR_ERR_TRIAGE_STORE;
+    return cxr_sq_status(rc);
 }
 
 enum cxr_status pdb_begin(struct plugin_db *d)
@@ -140,11 +138,7 @@ enum cxr_status pdb_commit(struct plugin_db *d)
     return st;
 }
 
-void pdb_rollback(struct plugin_db *d)
-{
-    if (!sqlite3_get_autocommit(d->db))
-        sqlite3_exec(d->db, "ROLLBACK", NULL, NULL, NULL);
-}
+void pdb_rollback(struct plugin_db *d) { cxr_sq_rollback(d->db); }
 
 sqlite3_stmt *pdb_prepare(struct plugin_db *d, const char *sql)
 {
@@ -164,30 +158,6 @@ enum cxr_status pdb_step_done(struct plugin_db *d, sqlite3_stmt *st, const char 
     return r;
 }
 
-void pdb_bind_text(sqlite3_stmt *st, int i, const char *v)
-{
-    sqlite3_bind_text(st, i, v ? v : "", -1, SQLITE_TRANSIENT);
-}
-
-void pdb_bind_real(sqlite3_stmt *st, int i, double v)
-{
-    if (isnan(v))
-        sqlite3_bind_null(st, i);
-    else
-        sqlite3_bind_double(st, i, v);
-}
-
-void pdb_col_text(sqlite3_stmt *st, int i, char *buf, size_t size)
-{
-    const unsigned char *t = sqlite3_column_text(st, i);
-    snprintf(buf, size, "%s", t ? (const char *)t : "");
-}
-
-double pdb_col_real(sqlite3_stmt *st, int i)
-{
-    return sqlite3_column_type(st, i) == SQLITE_NULL ? NAN : sqlite3_column_double(st, i);
-}
-
 /* One statement with integer/text parameters given as "i" (int64) / "s"
  * (string) in `types`; no rows expected. Holds no lock (callers do). */
 static enum cxr_status exec_args(struct plugin_db *d, const char *sql, const char *types, ...)
@@ -201,7 +171,7 @@ static enum cxr_status exec_args(struct plugin_db *d, const char *sql, const cha
         if (types[i] == 'i')
             sqlite3_bind_int64(st, i + 1, va_arg(ap, int64_t));
         else
-            pdb_bind_text(st, i + 1, va_arg(ap, const char *));
+            cxr_sq_bind_text(st, i + 1, va_arg(ap, const char *));
     }
     va_end(ap);
     enum cxr_status r = pdb_step_done(d, st, sql);
@@ -217,7 +187,7 @@ static enum cxr_status query_int(struct plugin_db *d, const char *sql, const cha
     if (!st)
         return CXR_ERR_TRIAGE_STORE;
     if (arg)
-        pdb_bind_text(st, 1, arg);
+        cxr_sq_bind_text(st, 1, arg);
     int rc = sqlite3_step(st);
     enum cxr_status r = CXR_OK;
     if (found)
@@ -562,7 +532,7 @@ static enum cxr_status study_ids(struct plugin_db *d, sqlite3_stmt *st, size_t m
     enum cxr_status r = CXR_OK;
     int rc = SQLITE_DONE;
     while (*n < max && (rc = sqlite3_step(st)) == SQLITE_ROW)
-        pdb_col_text(st, 0, ids[(*n)++], PLUGIN_ID_LEN);
+        cxr_sq_col_text(st, 0, ids[(*n)++], PLUGIN_ID_LEN);
     if (*n < max && rc != SQLITE_DONE)
         r = pdb_fail(d, what);
     sqlite3_finalize(st);
@@ -595,7 +565,7 @@ enum cxr_status plugin_db_unfinished_ids(struct plugin_db *d, const char *after,
     sqlite3_stmt *st = pdb_prepare(d, "SELECT orthanc_id FROM studies WHERE state IN (0, 1, 2)"
                                       " AND orthanc_id > ? ORDER BY orthanc_id LIMIT ?");
     if (st) {
-        pdb_bind_text(st, 1, after);
+        cxr_sq_bind_text(st, 1, after);
         sqlite3_bind_int64(st, 2, (int64_t)max);
         r = study_ids(d, st, max, ids, n, "unfinished studies");
     }
@@ -663,30 +633,30 @@ static void read_study(sqlite3_stmt *st, struct plugin_study *s)
 {
     memset(s, 0, sizeof *s);
     struct cxr_triage_study_row *r = &s->row;
-    pdb_col_text(st, 0, s->orthanc_id, sizeof s->orthanc_id);
-    pdb_col_text(st, 1, r->study_instance_uid, sizeof r->study_instance_uid);
-    pdb_col_text(st, 2, r->accession_number, sizeof r->accession_number);
-    pdb_col_text(st, 3, r->patient_id, sizeof r->patient_id);
-    pdb_col_text(st, 4, r->study_date, sizeof r->study_date);
-    pdb_col_text(st, 5, r->study_description, sizeof r->study_description);
+    cxr_sq_col_text(st, 0, s->orthanc_id, sizeof s->orthanc_id);
+    cxr_sq_col_text(st, 1, r->study_instance_uid, sizeof r->study_instance_uid);
+    cxr_sq_col_text(st, 2, r->accession_number, sizeof r->accession_number);
+    cxr_sq_col_text(st, 3, r->patient_id, sizeof r->patient_id);
+    cxr_sq_col_text(st, 4, r->study_date, sizeof r->study_date);
+    cxr_sq_col_text(st, 5, r->study_description, sizeof r->study_description);
     s->state = sqlite3_column_int(st, 6);
     r->first_received_ms = sqlite3_column_int64(st, 7);
     r->last_received_ms = sqlite3_column_int64(st, 8);
     s->queued_ms = sqlite3_column_int64(st, 9);
     r->priority = sqlite3_column_int(st, 10);
-    r->score = pdb_col_real(st, 11);
+    r->score = cxr_sq_col_real(st, 11);
     r->analysed = sqlite3_column_int(st, 12);
     r->not_analysed = sqlite3_column_int(st, 13);
-    pdb_col_text(st, 14, s->model_sha, sizeof s->model_sha);
-    pdb_col_text(st, 15, s->model_version, sizeof s->model_version);
+    cxr_sq_col_text(st, 14, s->model_sha, sizeof s->model_sha);
+    cxr_sq_col_text(st, 15, s->model_version, sizeof s->model_version);
     s->scored_ms = sqlite3_column_int64(st, 16);
-    pdb_col_text(st, 17, r->last_sr_sop_instance_uid, sizeof r->last_sr_sop_instance_uid);
-    pdb_col_text(st, 18, r->last_sr_series_instance_uid, sizeof r->last_sr_series_instance_uid);
-    pdb_col_text(st, 19, s->sr_orthanc_id, sizeof s->sr_orthanc_id);
-    pdb_col_text(st, 20, s->sr_series_orthanc_id, sizeof s->sr_series_orthanc_id);
+    cxr_sq_col_text(st, 17, r->last_sr_sop_instance_uid, sizeof r->last_sr_sop_instance_uid);
+    cxr_sq_col_text(st, 18, r->last_sr_series_instance_uid, sizeof r->last_sr_series_instance_uid);
+    cxr_sq_col_text(st, 19, s->sr_orthanc_id, sizeof s->sr_orthanc_id);
+    cxr_sq_col_text(st, 20, s->sr_series_orthanc_id, sizeof s->sr_series_orthanc_id);
     s->attempts = sqlite3_column_int(st, 21);
     s->next_attempt_ms = sqlite3_column_int64(st, 22);
-    pdb_col_text(st, 23, s->last_error, sizeof s->last_error);
+    cxr_sq_col_text(st, 23, s->last_error, sizeof s->last_error);
     r->sr_count = sqlite3_column_int(st, 24);
     r->last_sr_ms = sqlite3_column_int64(st, 25);
     r->unreported = sqlite3_column_int(st, 26);
@@ -694,8 +664,8 @@ static void read_study(sqlite3_stmt *st, struct plugin_study *s)
     r->deliveries_delivered = sqlite3_column_int(st, 28);
     r->deliveries_dead = sqlite3_column_int(st, 29);
     s->sr_stored_ms = sqlite3_column_int64(st, 30);
-    pdb_col_text(st, 31, r->warning, sizeof r->warning);
-    pdb_col_text(st, 32, r->reason, sizeof r->reason);
+    cxr_sq_col_text(st, 31, r->warning, sizeof r->warning);
+    cxr_sq_col_text(st, 32, r->reason, sizeof r->reason);
 }
 
 /* Runs a study query (one row wanted); *found says whether there was one. */
@@ -753,7 +723,7 @@ enum cxr_status plugin_db_study_get(struct plugin_db *d, const char *key, bool b
                                                " ORDER BY s.first_seen_ms DESC LIMIT 1"
                                              : "SELECT " STUDY_COLUMNS " WHERE s.orthanc_id = ?");
     if (st) {
-        pdb_bind_text(st, 1, key);
+        cxr_sq_bind_text(st, 1, key);
         r = one_study(d, st, out, found);
         sqlite3_finalize(st);
     }

@@ -7,6 +7,7 @@
 #include <pthread.h>
 #include <sqlite3.h>
 
+#include "cxr/sqlite_util.h"
 #include "plugin_db.h"
 
 struct plugin_db {
@@ -31,11 +32,6 @@ void pdb_rollback(struct plugin_db *d);
 sqlite3_stmt *pdb_prepare(struct plugin_db *d, const char *sql);
 /* Runs a statement that returns no row; SQLITE_DONE → CXR_OK. Resets it. */
 enum cxr_status pdb_step_done(struct plugin_db *d, sqlite3_stmt *st, const char *what);
-
-void pdb_bind_text(sqlite3_stmt *st, int i, const char *v);
-void pdb_bind_real(sqlite3_stmt *st, int i, double v); /* NaN → NULL */
-void pdb_col_text(sqlite3_stmt *st, int i, char *buf, size_t size);
-double pdb_col_real(sqlite3_stmt *st, int i); /* NULL → NaN */
 
 /* Unfinished studies (waiting, queued, SR pending). */
 enum cxr_status pdb_unfinished(struct plugin_db *d, int64_t *n);

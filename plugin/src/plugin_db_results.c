@@ -27,7 +27,7 @@ enum cxr_status plugin_db_study_instances(struct plugin_db *d, const char *study
         r = CXR_ERR_TRIAGE_STORE;
         goto out;
     }
-    pdb_bind_text(st, 1, study);
+    cxr_sq_bind_text(st, 1, study);
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         if (!cxr_grow((void **)rows, &cap, *n, sizeof **rows, PDB_MAX_ROWS)) {
@@ -40,19 +40,19 @@ enum cxr_status plugin_db_study_instances(struct plugin_db *d, const char *study
         memset(p, 0, sizeof *p);
         struct cxr_triage_instance_row *x = &p->row;
         x->id = sqlite3_column_int64(st, 0);
-        pdb_col_text(st, 1, p->orthanc_id, sizeof p->orthanc_id);
-        pdb_col_text(st, 2, x->sop_instance_uid, sizeof x->sop_instance_uid);
-        pdb_col_text(st, 3, x->series_instance_uid, sizeof x->series_instance_uid);
-        pdb_col_text(st, 4, x->sop_class_uid, sizeof x->sop_class_uid);
+        cxr_sq_col_text(st, 1, p->orthanc_id, sizeof p->orthanc_id);
+        cxr_sq_col_text(st, 2, x->sop_instance_uid, sizeof x->sop_instance_uid);
+        cxr_sq_col_text(st, 3, x->series_instance_uid, sizeof x->series_instance_uid);
+        cxr_sq_col_text(st, 4, x->sop_class_uid, sizeof x->sop_class_uid);
         x->state = (enum cxr_triage_instance_state)sqlite3_column_int(st, 5);
         x->attempts = sqlite3_column_int(st, 6);
-        pdb_col_text(st, 7, p->model_sha, sizeof p->model_sha);
-        x->probability = pdb_col_real(st, 8);
+        cxr_sq_col_text(st, 7, p->model_sha, sizeof p->model_sha);
+        x->probability = cxr_sq_col_real(st, 8);
         x->finding_present = sqlite3_column_int(st, 9) != 0;
         x->priority = sqlite3_column_int(st, 10);
         x->status = sqlite3_column_int(st, 11);
-        pdb_col_text(st, 12, x->reason, sizeof x->reason);
-        pdb_col_text(st, 13, x->warning, sizeof x->warning);
+        cxr_sq_col_text(st, 12, x->reason, sizeof x->reason);
+        cxr_sq_col_text(st, 13, x->warning, sizeof x->warning);
         x->received_ms = sqlite3_column_int64(st, 14);
         x->processed_ms = sqlite3_column_int64(st, 15);
         x->reported = sqlite3_column_int(st, 16) != 0;
@@ -84,8 +84,8 @@ enum cxr_status plugin_db_study_is_own_sr(struct plugin_db *d, const char *study
     enum cxr_status r = CXR_ERR_TRIAGE_STORE;
     sqlite3_stmt *st = pdb_prepare(d, "SELECT 1 FROM srs WHERE study = ? AND sop_uid = ?");
     if (st) {
-        pdb_bind_text(st, 1, study);
-        pdb_bind_text(st, 2, sop_uid);
+        cxr_sq_bind_text(st, 1, study);
+        cxr_sq_bind_text(st, 2, sop_uid);
         int rc = sqlite3_step(st);
         *own = rc == SQLITE_ROW;
         r = rc == SQLITE_ROW || rc == SQLITE_DONE ? CXR_OK : pdb_fail(d, "own SR");
@@ -116,9 +116,9 @@ enum cxr_status plugin_db_instances_take(struct plugin_db *d, const char *study,
         goto out;
     }
     for (size_t i = 0; i < n && r == CXR_OK; i++) {
-        pdb_bind_text(st, 1, takes[i].orthanc_id);
-        pdb_bind_text(st, 2, study);
-        pdb_bind_text(st, 3, takes[i].sop_uid);
+        cxr_sq_bind_text(st, 1, takes[i].orthanc_id);
+        cxr_sq_bind_text(st, 2, study);
+        cxr_sq_bind_text(st, 3, takes[i].sop_uid);
         sqlite3_bind_int64(st, 4, now_ms);
         int rc = sqlite3_step(st);
         if (rc == SQLITE_ROW) {
@@ -165,20 +165,20 @@ enum cxr_status plugin_db_instances_record(struct plugin_db *d, const char *stud
     for (size_t i = 0; i < n && r == CXR_OK; i++) {
         const struct cxr_triage_result *res = o[i].result;
         const struct cxr_dicom_info *info = &res->info;
-        pdb_bind_text(st, 1, o[i].orthanc_id);
-        pdb_bind_text(st, 2, study);
-        pdb_bind_text(st, 3, info->sop_instance_uid);
-        pdb_bind_text(st, 4, info->series_instance_uid);
-        pdb_bind_text(st, 5, info->sop_class_uid);
+        cxr_sq_bind_text(st, 1, o[i].orthanc_id);
+        cxr_sq_bind_text(st, 2, study);
+        cxr_sq_bind_text(st, 3, info->sop_instance_uid);
+        cxr_sq_bind_text(st, 4, info->series_instance_uid);
+        cxr_sq_bind_text(st, 5, info->sop_class_uid);
         sqlite3_bind_int(
             st, 6, res->analysed ? CXR_TRIAGE_INSTANCE_ANALYSED : CXR_TRIAGE_INSTANCE_NOT_ANALYSED);
-        pdb_bind_text(st, 7, model_sha);
-        pdb_bind_real(st, 8, res->analysed ? res->probability : NAN);
+        cxr_sq_bind_text(st, 7, model_sha);
+        cxr_sq_bind_real(st, 8, res->analysed ? res->probability : NAN);
         sqlite3_bind_int(st, 9, res->analysed && res->finding_present);
         sqlite3_bind_int(st, 10, res->analysed ? (int)res->priority : 0);
         sqlite3_bind_int(st, 11, (int)res->status);
-        pdb_bind_text(st, 12, res->analysed ? "" : res->reason);
-        pdb_bind_text(st, 13, res->warning);
+        cxr_sq_bind_text(st, 12, res->analysed ? "" : res->reason);
+        cxr_sq_bind_text(st, 13, res->warning);
         sqlite3_bind_int64(st, 14, now_ms);
         char *info_json = o[i].has_info ? cxr_triage_info_to_json(info) : NULL;
         if (o[i].has_info && !info_json) {
@@ -229,38 +229,38 @@ static void bind_study_update(sqlite3_stmt *st, const void *ctx)
 {
     const struct scored_args *a = ctx;
     sqlite3_bind_int(st, 1, a->priority);
-    pdb_bind_real(st, 2, a->score);
-    pdb_bind_text(st, 3, a->model_sha);
-    pdb_bind_text(st, 4, a->model_version);
+    cxr_sq_bind_real(st, 2, a->score);
+    cxr_sq_bind_text(st, 3, a->model_sha);
+    cxr_sq_bind_text(st, 4, a->model_version);
     sqlite3_bind_int64(st, 5, a->now_ms);
     sqlite3_bind_int(st, 6, a->sr ? PLUGIN_STUDY_SR_PENDING : PLUGIN_STUDY_DONE);
-    pdb_bind_text(st, 7, a->study);
+    cxr_sq_bind_text(st, 7, a->study);
 }
 
 static void bind_sr_update(sqlite3_stmt *st, const void *ctx)
 {
     const struct scored_args *a = ctx;
     sqlite3_bind_blob(st, 1, a->sr->bytes, (int)a->sr->len, SQLITE_TRANSIENT);
-    pdb_bind_text(st, 2, a->sr->sop_uid);
-    pdb_bind_text(st, 3, a->sr->series_uid);
-    pdb_bind_text(st, 4, a->study);
+    cxr_sq_bind_text(st, 2, a->sr->sop_uid);
+    cxr_sq_bind_text(st, 3, a->sr->series_uid);
+    cxr_sq_bind_text(st, 4, a->study);
 }
 
 static void bind_sr_insert(sqlite3_stmt *st, const void *ctx)
 {
     const struct scored_args *a = ctx;
-    pdb_bind_text(st, 1, a->sr->sop_uid);
-    pdb_bind_text(st, 2, a->study);
-    pdb_bind_text(st, 3, a->sr->series_uid);
-    pdb_bind_text(st, 4, a->model_sha);
+    cxr_sq_bind_text(st, 1, a->sr->sop_uid);
+    cxr_sq_bind_text(st, 2, a->study);
+    cxr_sq_bind_text(st, 3, a->sr->series_uid);
+    cxr_sq_bind_text(st, 4, a->model_sha);
     sqlite3_bind_int64(st, 5, a->now_ms);
 }
 
 static void bind_study_sha(sqlite3_stmt *st, const void *ctx)
 {
     const struct scored_args *a = ctx;
-    pdb_bind_text(st, 1, a->study);
-    pdb_bind_text(st, 2, a->model_sha);
+    cxr_sq_bind_text(st, 1, a->study);
+    cxr_sq_bind_text(st, 2, a->model_sha);
 }
 
 enum cxr_status plugin_db_study_scored(struct plugin_db *d, const char *study,
@@ -326,7 +326,7 @@ enum cxr_status plugin_db_study_sr(struct plugin_db *d, const char *study, void 
                                       " AND sr_blob IS NOT NULL");
     if (!st)
         goto out;
-    pdb_bind_text(st, 1, study);
+    cxr_sq_bind_text(st, 1, study);
     int rc = sqlite3_step(st);
     r = CXR_OK;
     if (rc == SQLITE_ROW) {
@@ -360,10 +360,10 @@ struct stored_args {
 static void bind_stored(sqlite3_stmt *st, const void *ctx)
 {
     const struct stored_args *a = ctx;
-    pdb_bind_text(st, 1, a->sr_id);
-    pdb_bind_text(st, 2, a->series_id);
+    cxr_sq_bind_text(st, 1, a->sr_id);
+    cxr_sq_bind_text(st, 2, a->series_id);
     sqlite3_bind_int64(st, 3, a->now_ms);
-    pdb_bind_text(st, 4, a->study);
+    cxr_sq_bind_text(st, 4, a->study);
 }
 
 enum cxr_status plugin_db_sr_stored(struct plugin_db *d, const char *study,
@@ -394,10 +394,10 @@ enum cxr_status plugin_db_sr_stored(struct plugin_db *d, const char *study,
         if (!ins)
             r = CXR_ERR_TRIAGE_STORE;
         for (size_t i = 0; ins && i < nfw && r == CXR_OK; i++) {
-            pdb_bind_text(ins, 1, study);
-            pdb_bind_text(ins, 2, fw[i].kind);
-            pdb_bind_text(ins, 3, fw[i].target);
-            pdb_bind_text(ins, 4, fw[i].resource);
+            cxr_sq_bind_text(ins, 1, study);
+            cxr_sq_bind_text(ins, 2, fw[i].kind);
+            cxr_sq_bind_text(ins, 3, fw[i].target);
+            cxr_sq_bind_text(ins, 4, fw[i].resource);
             sqlite3_bind_int64(ins, 5, now_ms);
             sqlite3_bind_int64(ins, 6, now_ms);
             sqlite3_bind_int64(ins, 7, now_ms);
@@ -421,9 +421,9 @@ struct failed_args {
 static void bind_failed(sqlite3_stmt *st, const void *ctx)
 {
     const struct failed_args *a = ctx;
-    pdb_bind_text(st, 1, a->error);
+    cxr_sq_bind_text(st, 1, a->error);
     sqlite3_bind_int64(st, 2, a->next_ms);
-    pdb_bind_text(st, 3, a->study);
+    cxr_sq_bind_text(st, 3, a->study);
 }
 
 enum cxr_status plugin_db_study_failed(struct plugin_db *d, const char *study, const char *error,
@@ -449,16 +449,16 @@ static void read_forward(sqlite3_stmt *st, struct plugin_forward *f)
 {
     memset(f, 0, sizeof *f);
     f->id = sqlite3_column_int64(st, 0);
-    pdb_col_text(st, 1, f->study, sizeof f->study);
-    pdb_col_text(st, 2, f->kind, sizeof f->kind);
-    pdb_col_text(st, 3, f->target, sizeof f->target);
-    pdb_col_text(st, 4, f->resource, sizeof f->resource);
+    cxr_sq_col_text(st, 1, f->study, sizeof f->study);
+    cxr_sq_col_text(st, 2, f->kind, sizeof f->kind);
+    cxr_sq_col_text(st, 3, f->target, sizeof f->target);
+    cxr_sq_col_text(st, 4, f->resource, sizeof f->resource);
     f->state = sqlite3_column_int(st, 5);
     f->attempts = sqlite3_column_int(st, 6);
     f->next_attempt_ms = sqlite3_column_int64(st, 7);
     f->created_ms = sqlite3_column_int64(st, 8);
     f->updated_ms = sqlite3_column_int64(st, 9);
-    pdb_col_text(st, 10, f->last_error, sizeof f->last_error);
+    cxr_sq_col_text(st, 10, f->last_error, sizeof f->last_error);
 }
 
 enum cxr_status plugin_db_forward_next(struct plugin_db *d, int64_t now_ms,
@@ -506,7 +506,7 @@ static void bind_fwd_update(sqlite3_stmt *st, const void *ctx)
     sqlite3_bind_int(st, 1, a->state);
     sqlite3_bind_int(st, 2, a->attempts);
     sqlite3_bind_int64(st, 3, a->next_ms);
-    pdb_bind_text(st, 4, a->error);
+    cxr_sq_bind_text(st, 4, a->error);
     sqlite3_bind_int64(st, 5, a->now_ms);
     sqlite3_bind_int64(st, 6, a->id);
 }
@@ -545,7 +545,7 @@ enum cxr_status plugin_db_forwards_list(struct plugin_db *d, int32_t state, cons
     }
     sqlite3_bind_int(st, 1, state);
     if (study)
-        pdb_bind_text(st, 2, study);
+        cxr_sq_bind_text(st, 2, study);
     else
         sqlite3_bind_null(st, 2);
     sqlite3_bind_int64(st, 3, (int64_t)limit);
