@@ -1,4 +1,5 @@
 /* cmd_config.c — `cxr-triage config check|schema|doc|defaults`. */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +16,9 @@ static void config_usage(FILE *fp)
         "                                        spool, sr/output-dir, TLS files; paths relative\n"
         "                                        to FILE's folder) and print the effective\n"
         "                                        configuration; exit 2 when serve would not start\n"
+        "       cxr-triage config check --plugin [FILE]\n"
+        "                                        the same for the Orthanc plugin: the model and\n"
+        "                                        plugin/state-dir (not the node's spool or TLS)\n"
         "       cxr-triage config schema         print the XSD (conf/cxr-triage.xsd)\n"
         "       cxr-triage config doc            print the key table of docs/configuration.md\n"
         "       cxr-triage config defaults       print a configuration holding every default\n");
@@ -36,23 +40,26 @@ int cmd_config(int argc, char **argv)
     }
     const char *sub = argv[1];
     if (!strcmp(sub, "check")) {
-        if (argc > 3) {
+        bool plugin = argc >= 3 && !strcmp(argv[2], "--plugin");
+        int first_file = plugin ? 3 : 2;
+        if (argc > first_file + 1) {
             config_usage(stderr);
             return CLI_EXIT_FATAL;
         }
-        struct cxr_conf *conf = cli_load_conf(argc == 3 ? argv[2] : NULL);
+        struct cxr_conf *conf = cli_load_conf(argc == first_file + 1 ? argv[first_file] : NULL);
         if (!conf)
             return CLI_EXIT_FATAL;
         const char *name =
             conf->source_path && *conf->source_path ? conf->source_path : "(built-in defaults)";
-        /* What serve opens at start, opened the way serve opens it. */
+        /* What serve (or the plugin) opens at start, opened the way it does. */
         int problems = 0;
-        enum cxr_status st = cxr_node_check(conf, NULL, print_item, &problems);
+        enum cxr_status st = plugin ? cxr_node_check_plugin(conf, print_item, &problems)
+                                    : cxr_node_check(conf, NULL, print_item, &problems);
         if (st != CXR_OK) {
             fprintf(stderr,
-                    "configuration NOT OK: %s: %d problem%s above; `cxr-triage serve` would not "
-                    "start with it\n",
-                    name, problems, problems == 1 ? "" : "s");
+                    "configuration NOT OK: %s: %d problem%s above; %s would not start with it\n",
+                    name, problems, problems == 1 ? "" : "s",
+                    plugin ? "the Orthanc plugin" : "`cxr-triage serve`");
             cxr_conf_free(conf);
             return CLI_EXIT_FATAL;
         }

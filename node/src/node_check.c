@@ -88,6 +88,48 @@ static void check_readable(struct check *c, const char *item, const char *key, c
         report(c, CXR_ERR_IO, item, "%s (%s): cannot read: %s", path, key, strerror(errno));
 }
 
+/* The model, its backend and its network, as a start builds them. */
+static void check_model(struct check *c, const struct cxr_conf *conf, const char *model_path)
+{
+    char err[CXR_ERRLEN] = "", note[CXR_ERRLEN] = "";
+    cxr_dicom_global_init();
+    struct cxr_triage_engine *engine = NULL;
+    enum cxr_status st = node_engine_new(conf, model_path, &engine, note, err);
+    if (st == CXR_OK) {
+        const struct cxr_nn_model_meta *meta = cxr_triage_engine_model_meta(engine);
+        report(c, CXR_OK, "model", "%s: %s%s", cxr_triage_engine_model_path(engine),
+               cxr_triage_engine_describe(engine),
+               cxr_nn_model_meta_untrained(meta)
+                   ? " (UNTRAINED: random weights, its scores mean nothing)"
+                   : "");
+    } else {
+        report(c, st, "model", "%s", err);
+    }
+    cxr_triage_engine_free(engine);
+}
+
+enum cxr_status cxr_node_check_plugin(const struct cxr_conf *conf, cxr_node_check_fn fn, void *ctx)
+{
+    struct check c = {.fn = fn, .ctx = ctx, .first = CXR_OK};
+    char why[CXR_NODE_PATHLEN * 2 + 128];
+    check_model(&c, conf, NULL);
+    const char *sd = conf->plugin.state_dir;
+    if (!sd || !sd[0]) {
+        report(&c, CXR_OK, "plugin/state-dir",
+               "empty: the plugin keeps its queue in Orthanc's IndexDirectory/cxr-triage");
+        return c.first;
+    }
+    char *dir = cxr_conf_resolve_path(conf, sd);
+    if (!dir)
+        report(&c, CXR_ERR_NOMEM, "plugin/state-dir", "out of memory");
+    else if (folder_usable(dir, why, sizeof why))
+        report(&c, CXR_OK, "plugin/state-dir", "%s: %s", dir, why);
+    else
+        report(&c, CXR_ERR_IO, "plugin/state-dir", "%s: %s", dir, why);
+    free(dir);
+    return c.first;
+}
+
 static uint16_t no_store(void *ctx, const struct cxr_dicom_store_event *ev)
 {
     (void)ctx;
@@ -109,22 +151,7 @@ enum cxr_status cxr_node_check(const struct cxr_conf *conf, const struct cxr_nod
     bool have_settings = st == CXR_OK;
     report(&c, st, "settings", "%s", have_settings ? "the node's keys fit together" : err);
 
-    /* the model, its backend and its network, as a start builds them */
-    cxr_dicom_global_init();
-    struct cxr_triage_engine *engine = NULL;
-    char note[CXR_ERRLEN] = "";
-    st = node_engine_new(conf, opt ? opt->model_path : NULL, &engine, note, err);
-    if (st == CXR_OK) {
-        const struct cxr_nn_model_meta *meta = cxr_triage_engine_model_meta(engine);
-        report(&c, CXR_OK, "model", "%s: %s%s", cxr_triage_engine_model_path(engine),
-               cxr_triage_engine_describe(engine),
-               cxr_nn_model_meta_untrained(meta)
-                   ? " (UNTRAINED: random weights, its scores mean nothing)"
-                   : "");
-    } else {
-        report(&c, st, "model", "%s", err);
-    }
-    cxr_triage_engine_free(engine);
+    check_model(&c, conf, opt ? opt->model_path : NULL);
     if (!have_settings) {
         free(s);
         return c.first;

@@ -94,6 +94,26 @@ site_conf "$WORK/site/tls.xml" model.safetensors \
 expect_fail tls "$WORK/site/tls.xml" "FAIL  tls:" "$WORK/site/node.pem"
 log "an sr/output-dir below a file and a missing TLS certificate fail"
 
+# ---- --plugin: the plugin's view (the model, plugin/state-dir), not the
+# node's spool: a host that only runs Orthanc has no node spool to write
+site_conf "$WORK/site/plug.xml" model.safetensors "" "sr-copies"
+sed -i "s#<spool-dir>spool</spool-dir>#<spool-dir>cxr.xml/spool</spool-dir>#; s#</cxr-triage>#<plugin><state-dir>state</state-dir></plugin></cxr-triage>#" "$WORK/site/plug.xml"
+expect_fail plugin-as-node "$WORK/site/plug.xml" "FAIL  spool:"
+"$CXR_BIN" config check --plugin "$WORK/site/plug.xml" >/dev/null 2>"$WORK/plug.err" ||
+    fail "config check --plugin fails on the node's spool: $(cat "$WORK/plug.err")"
+grep -q "ok    plugin/state-dir: $WORK/site/state" "$WORK/plug.err" || fail "state-dir not checked: $(cat "$WORK/plug.err")"
+grep -q "spool" "$WORK/plug.err" && fail "--plugin tried the node's spool: $(cat "$WORK/plug.err")"
+sed -i "s#<state-dir>state</state-dir>#<state-dir>cxr.xml/state</state-dir>#" "$WORK/site/plug.xml"
+rc=0
+"$CXR_BIN" config check --plugin "$WORK/site/plug.xml" >/dev/null 2>"$WORK/plug2.err" || rc=$?
+[ "$rc" -eq 2 ] && grep -q "FAIL  plugin/state-dir: $WORK/site/cxr.xml/state" "$WORK/plug2.err" ||
+    fail "a state-dir below a file passes --plugin: exit $rc: $(cat "$WORK/plug2.err")"
+cp "$WORK/site/plug.xml" "$WORK/copy/plug.xml"
+rc=0
+"$CXR_BIN" config check --plugin "$WORK/copy/plug.xml" >/dev/null 2>"$WORK/plug3.err" || rc=$?
+[ "$rc" -eq 2 ] && grep -q "FAIL  model:" "$WORK/plug3.err" || fail "--plugin passes a missing model: $(cat "$WORK/plug3.err")"
+log "--plugin: the model and plugin/state-dir are checked, the node's spool is not"
+
 # ---- a spool held by a running node: reported, not a failure
 site_conf "$WORK/site/run.xml"
 "$CXR_BIN" serve --config "$WORK/site/run.xml" >>"$WORK/node.log" 2>&1 &

@@ -232,6 +232,12 @@ typedef void (*cxr_node_check_fn)(void *ctx, bool ok, const char *item, const ch
 enum cxr_status cxr_node_check(const struct cxr_conf *conf, const struct cxr_node_options *opt,
                                cxr_node_check_fn fn, void *ctx);
 
+/* The same for the Orthanc plugin's use of a configuration (`config check
+ * --plugin`): the model as cxr_node_check tries it, and plugin/state-dir (a
+ * folder this user can write or create; "" is Orthanc's own index folder,
+ * not known here); the node's own keys, spool and TLS are not tried. */
+enum cxr_status cxr_node_check_plugin(const struct cxr_conf *conf, cxr_node_check_fn fn, void *ctx);
+
 /* Resumes every unfinished job, starts the workers, the reporter, the
  * deliveries and HTTP, then serves DICOM until cxr_node_stop. Returns
  * after in-flight work finished (unfinished jobs stay in the store). */
