@@ -1,7 +1,8 @@
 /* http.c — the node's HTTP endpoint (libmicrohttpd, one internal thread):
  * GET /worklist, /studies/{StudyInstanceUID}, /status, /healthz, /metrics and
- * the reading worklist page at /ui/ (cxr/ui_assets.h). Read-only; bound to
- * loopback unless configured otherwise.
+ * the reading worklist page at /ui/ (cxr/ui_assets.h); POST
+ * /studies/{uid}/read and /unread (a reader's mark, JSON requests only).
+ * Bound to loopback unless configured otherwise.
  *
  * Hostile clients (issue 14): a request whose Host header names a host this
  * server does not answer to is refused (421), so that a web page reaching
@@ -207,6 +208,48 @@ static enum MHD_Result get_study(struct cxr_node_http *h, struct MHD_Connection 
     return reply(c, MHD_HTTP_OK, "application/json", body);
 }
 
+/* POST /studies/{uid}/read and /studies/{uid}/unread: a reader marks the
+ * study done (it leaves the page's list until a new image arrives) or not.
+ * Only with Content-Type application/json: a web page of another site
+ * cannot send that without a CORS preflight, which this server never
+ * grants, so a page elsewhere cannot mark studies read (CSRF). */
+static enum MHD_Result post_read(struct cxr_node_http *h, struct MHD_Connection *c,
+                                 const char *rest)
+{
+    const char *ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
+    if (!ct || strncasecmp(ct, "application/json", 16) != 0)
+        return reply(c, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE, "application/json",
+                     error_json("send Content-Type: application/json"));
+    char uid[80];
+    const char *slash = strrchr(rest, '/');
+    if (!slash || (size_t)(slash - rest) >= sizeof uid)
+        return reply(c, MHD_HTTP_NOT_FOUND, "application/json", error_json("no such resource"));
+    snprintf(uid, sizeof uid, "%.*s", (int)(slash - rest), rest);
+    bool read = !strcmp(slash, "/read");
+    if (!read && strcmp(slash, "/unread") != 0)
+        return reply(c, MHD_HTTP_NOT_FOUND, "application/json",
+                     error_json("no such resource (POST /studies/{uid}/read or /unread)"));
+    if (!valid_uid(uid))
+        return reply(c, MHD_HTTP_BAD_REQUEST, "application/json",
+                     error_json("not a Study Instance UID (digits and dots, at most 64)"));
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    int64_t now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    bool found = false;
+    if (cxr_node_store_study_mark_read(h->src.store, uid, read ? now : 0, &found) != CXR_OK) {
+        cxr_log(CXR_LOG_ERROR, "http", "mark read: %s", cxr_node_store_last_error());
+        return reply(c, MHD_HTTP_SERVICE_UNAVAILABLE, "application/json",
+                     error_json("job store unavailable"));
+    }
+    if (!found)
+        return reply(c, MHD_HTTP_NOT_FOUND, "application/json", error_json("unknown study"));
+    cxr_log(CXR_LOG_INFO, "http", "study %s marked %s", uid, read ? "read" : "unread");
+    return reply(c, MHD_HTTP_OK, "application/json",
+                 text(read ? "{\"study_instance_uid\":\"%s\",\"read\":true}\n"
+                           : "{\"study_instance_uid\":\"%s\",\"read\":false}\n",
+                      uid));
+}
+
 static enum MHD_Result get_health(struct cxr_node_http *h, struct MHD_Connection *c)
 {
     char why[256] = "";
@@ -257,12 +300,25 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
         char *body = error_json(msg);
         return reply(c, 421 /* Misdirected Request */, "application/json", body);
     }
-    if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
+    bool post = strcmp(method, MHD_HTTP_METHOD_POST) == 0;
+    if (!post && strcmp(method, MHD_HTTP_METHOD_GET) != 0 &&
+        strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
         return reply(c, MHD_HTTP_METHOD_NOT_ALLOWED, "application/json",
-                     error_json("only GET is served"));
-    if (*upload_data_size != 0) { /* a GET with a body: ignore it */
+                     error_json("only GET, and POST to mark a study read, are served"));
+    if (*upload_data_size != 0) { /* a body: not used, read and dropped */
         *upload_data_size = 0;
         return MHD_YES;
+    }
+    if (*con_cls == NULL && post) { /* the body, if any, comes in later calls */
+        static int started;
+        *con_cls = &started;
+        return MHD_YES;
+    }
+    if (post) {
+        if (!strncmp(url, "/studies/", 9))
+            return post_read(h, c, url + 9);
+        return reply(c, MHD_HTTP_METHOD_NOT_ALLOWED, "application/json",
+                     error_json("POST is served only at /studies/{uid}/read and /unread"));
     }
     if (!strcmp(url, "/worklist") || !strcmp(url, "/worklist/"))
         return get_worklist(h, c);

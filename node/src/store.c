@@ -151,6 +151,13 @@ enum cxr_status cxr_node_store_study_get(struct cxr_node_store *s, const char *s
     STORE_CALL(s, study_get, study_instance_uid, row, found);
 }
 
+enum cxr_status cxr_node_store_study_mark_read(struct cxr_node_store *s,
+                                               const char *study_instance_uid, int64_t read_ms,
+                                               bool *found)
+{
+    STORE_CALL(s, study_mark_read, study_instance_uid, read_ms, found);
+}
+
 enum cxr_status cxr_node_store_counts(struct cxr_node_store *s, struct cxr_node_store_counts *c)
 {
     STORE_CALL(s, counts, c);

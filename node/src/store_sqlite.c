@@ -34,13 +34,14 @@
 #include <string.h>
 #include <time.h>
 
-#define SCHEMA_VERSION  3
+#define SCHEMA_VERSION  4
 #define BUSY_TIMEOUT_MS 15000
 
 /* Version 2: small instances kept in the store (instances.in_store,
  * instance_data). Clearing in_store drops the bytes in the same statement.
  * Version 3: instances.info holds the header values as JSON text
- * (cxr_triage_info_to_json), no longer the struct's bytes. */
+ * (cxr_triage_info_to_json), no longer the struct's bytes.
+ * Version 4: studies.read_ms, when a reader marked the study read. */
 static const char *const schema_v2_sql =
     "CREATE TABLE IF NOT EXISTS instance_data("
     " instance_id INTEGER PRIMARY KEY REFERENCES instances(id) ON DELETE CASCADE,"
@@ -804,6 +805,7 @@ static const struct cxr_node_store_ops sq_ops = {
     .deliveries_drop = sq_deliveries_drop,
     .studies_list = sq_studies_list,
     .study_get = sq_study_get,
+    .study_mark_read = sq_study_mark_read,
     .counts = sq_counts,
     .path_known = sq_path_known,
     .instances_expired = sq_instances_expired,
@@ -846,6 +848,20 @@ static int convert_info_blobs(struct sq_store *s)
     return rc;
 }
 
+/* Whether `table` has a column `column` (an upgrade adds only what lacks). */
+static bool has_column(struct sq_store *s, const char *table, const char *column)
+{
+    sqlite3_stmt *st = NULL;
+    bool found = false;
+    if (sq_prepare(s, "SELECT 1 FROM pragma_table_info(?1) WHERE name=?2", &st) == SQLITE_OK) {
+        cxr_sq_bind_text(st, 1, table);
+        cxr_sq_bind_text(st, 2, column);
+        found = sqlite3_step(st) == SQLITE_ROW;
+    }
+    sqlite3_finalize(st);
+    return found;
+}
+
 /* Creates the tables of a new file, or upgrades an older one in one
  * transaction (a file from a newer version is refused rather than misread). */
 static enum cxr_status migrate(struct sq_store *s)
@@ -875,8 +891,10 @@ static enum cxr_status migrate(struct sq_store *s)
         rc = sq_exec(s, schema_v2_sql);
     if (rc == SQLITE_OK && version >= 1 && version <= 2)
         rc = convert_info_blobs(s);
+    if (rc == SQLITE_OK && version < 4 && !has_column(s, "studies", "read_ms"))
+        rc = sq_exec(s, "ALTER TABLE studies ADD COLUMN read_ms INTEGER NOT NULL DEFAULT 0");
     if (rc == SQLITE_OK)
-        rc = sq_exec(s, "PRAGMA user_version=3");
+        rc = sq_exec(s, "PRAGMA user_version=4");
     if (rc == SQLITE_OK)
         rc = sq_exec(s, "COMMIT");
     if (rc != SQLITE_OK) {

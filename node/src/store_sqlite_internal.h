@@ -64,6 +64,8 @@ enum cxr_status sq_studies_list(struct cxr_node_store *base, int64_t since_ms, s
                                 struct cxr_triage_study_row **rows, size_t *n);
 enum cxr_status sq_study_get(struct cxr_node_store *base, const char *uid,
                              struct cxr_triage_study_row *row, bool *found);
+enum cxr_status sq_study_mark_read(struct cxr_node_store *base, const char *uid, int64_t read_ms,
+                                   bool *found);
 enum cxr_status sq_report_add(struct cxr_node_store *base, const struct cxr_node_store_report *rep,
                               int64_t *sr_id);
 enum cxr_status sq_delivery_next(struct cxr_node_store *base, const char *dest, int64_t now_ms,

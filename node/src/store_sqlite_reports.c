@@ -23,7 +23,8 @@
     " (SELECT i.warning FROM instances i WHERE i.study_instance_uid=s.study_instance_uid"        \
     "   AND i.warning<>'' ORDER BY i.id LIMIT 1),"                                               \
     " (SELECT i.reason FROM instances i WHERE i.study_instance_uid=s.study_instance_uid"         \
-    "   AND i.state=2 AND i.reason<>'' ORDER BY i.id LIMIT 1)"
+    "   AND i.state=2 AND i.reason<>'' ORDER BY i.id LIMIT 1),"                                  \
+    " s.read_ms"
 
 static void read_study(sqlite3_stmt *st, struct cxr_triage_study_row *r)
 {
@@ -49,6 +50,7 @@ static void read_study(sqlite3_stmt *st, struct cxr_triage_study_row *r)
     r->deliveries_dead = sqlite3_column_int(st, 18);
     cxr_sq_col_text(st, 19, r->warning, sizeof r->warning);
     cxr_sq_col_text(st, 20, r->reason, sizeof r->reason);
+    r->read_ms = sqlite3_column_int64(st, 21);
 }
 
 static enum cxr_status collect_studies(struct sq_store *s, sqlite3_stmt *st,
@@ -454,6 +456,31 @@ enum cxr_status sq_counts(struct cxr_node_store *base, struct cxr_node_store_cou
         c->deliveries_dead = sqlite3_column_int64(st, 7);
     } else {
         ret = sq_fail(s, rc, "counting");
+    }
+    sqlite3_finalize(st);
+    sq_unlock(s);
+    return ret;
+}
+
+enum cxr_status sq_study_mark_read(struct cxr_node_store *base, const char *uid, int64_t read_ms,
+                                   bool *found)
+{
+    struct sq_store *s = (struct sq_store *)base;
+    sqlite3_stmt *st = NULL;
+    enum cxr_status ret = CXR_OK;
+    *found = false;
+    sq_lock(s);
+    int rc = sq_prepare(s, "UPDATE studies SET read_ms=?1 WHERE study_instance_uid=?2", &st);
+    if (rc == SQLITE_OK) {
+        sqlite3_bind_int64(st, 1, read_ms);
+        cxr_sq_bind_text(st, 2, uid);
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_DONE)
+            *found = sqlite3_changes(s->db) > 0;
+        else
+            ret = sq_fail(s, rc, "marking a study read");
+    } else {
+        ret = sq_fail(s, rc, "marking a study read");
     }
     sqlite3_finalize(st);
     sq_unlock(s);

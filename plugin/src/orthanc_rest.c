@@ -6,6 +6,7 @@
  *   GET  /cxr-triage/worklist[?limit=N]   studies by priority (the node's rules)
  *   GET  /cxr-triage/studies/{id}         one study (Orthanc ID or Study Instance UID)
  *   POST /cxr-triage/studies/{id}/score   queue it now
+ *   POST /cxr-triage/studies/{id}/read, /unread   a reader's mark (JSON requests only)
  *   GET  /cxr-triage/status               model, backend, queue, counts, last error
  *   POST /cxr-triage/reload               read the configuration and model again
  *   GET  /cxr-triage/forwards[?state=pending|done|dead]
@@ -16,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "cxr/version.h"
 #include "orthanc_internal.h"
@@ -428,6 +430,52 @@ static OrthancPluginErrorCode on_ui(OrthancPluginRestOutput *out, const char *ur
     return OrthancPluginErrorCode_Success;
 }
 
+/* POST /cxr-triage/studies/{id}/read and /unread: a reader marks the study
+ * done (it leaves the page's list until something new arrives) or not.
+ * Orthanc's own authentication applies; besides, only a JSON request is
+ * taken, which a page of another site cannot send without a CORS preflight
+ * (no cross-site marking through a browser's saved credentials). */
+static OrthancPluginErrorCode on_read(OrthancPluginRestOutput *out, const char *url,
+                                      const OrthancPluginHttpRequest *req)
+{
+    struct plugin *p = ready_db(out);
+    if (!p)
+        return OrthancPluginErrorCode_Success;
+    if (req->method != OrthancPluginHttpMethod_Post) {
+        OrthancPluginSendMethodNotAllowed(p->ctx, out, "POST");
+        return OrthancPluginErrorCode_Success;
+    }
+    bool json = false;
+    for (uint32_t i = 0; i < req->headersCount; i++)
+        if (!strcasecmp(req->headersKeys[i], "content-type") &&
+            !strncasecmp(req->headersValues[i], "application/json", 16))
+            json = true;
+    if (!json) {
+        answer_error(p, out, 415, "send Content-Type: application/json");
+        return OrthancPluginErrorCode_Success;
+    }
+    const char *id = req->groupsCount > 0 ? req->groups[0] : "";
+    bool read = req->groupsCount > 1 && !strcmp(req->groups[1], "read");
+    bool found = false;
+    if (plugin_db_study_mark_read(p->db, id, read ? plugin_now_ms() : 0, &found) != CXR_OK) {
+        answer_error(p, out, 500, plugin_db_last_error());
+        return OrthancPluginErrorCode_Success;
+    }
+    if (!found) {
+        answer_error(p, out, 404, "no such study in the plugin's queue");
+        return OrthancPluginErrorCode_Success;
+    }
+    plugin_log(p, PLOG_INFO, "study %s marked %s", id, read ? "read" : "unread");
+    json_object *o = json_object_new_object();
+    json_object_object_add(o, "orthanc_id", json_object_new_string(id));
+    json_object_object_add(o, "read", json_object_new_boolean(read));
+    char *text = strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
+    json_object_put(o);
+    answer_json(p, out, text);
+    (void)url;
+    return OrthancPluginErrorCode_Success;
+}
+
 void plugin_register_rest(struct plugin *p)
 {
     static const struct {
@@ -439,6 +487,7 @@ void plugin_register_rest(struct plugin *p)
         {"/cxr-triage/reload", on_reload},
         {"/cxr-triage/studies/([^/]+)", on_study},
         {"/cxr-triage/studies/([^/]+)/score", on_score},
+        {"/cxr-triage/studies/([^/]+)/(read|unread)", on_read},
         {"/cxr-triage/forwards", on_forwards},
         {"/cxr-triage/forwards/retry", on_retry},
         {"/cxr-triage/forwards/([0-9]+)/retry", on_retry},

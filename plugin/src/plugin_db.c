@@ -20,7 +20,7 @@
 /* Version 2: instances.info holds the header values as JSON text
  * (cxr_triage_info_to_json); version 1 (cxr-triage 0.1.0) kept the struct's
  * bytes, converted when the plugin opens such a file. */
-#define SCHEMA_VERSION  2
+#define SCHEMA_VERSION  3
 #define BUSY_TIMEOUT_MS 15000
 
 static const char *const schema_sql =
@@ -51,7 +51,8 @@ static const char *const schema_sql =
     " attempts INTEGER NOT NULL DEFAULT 0,"
     " next_attempt_ms INTEGER NOT NULL DEFAULT 0,"
     " last_error TEXT NOT NULL DEFAULT '',"
-    " rescan INTEGER NOT NULL DEFAULT 0);"
+    " rescan INTEGER NOT NULL DEFAULT 0,"
+    " read_ms INTEGER NOT NULL DEFAULT 0);"
     "CREATE INDEX IF NOT EXISTS studies_state ON studies(state, queued_ms);"
     "CREATE INDEX IF NOT EXISTS studies_uid ON studies(study_uid);"
     "CREATE INDEX IF NOT EXISTS studies_first ON studies(first_seen_ms);"
@@ -236,8 +237,26 @@ static enum cxr_status upgrade_v1(struct plugin_db *d)
     sqlite3_finalize(q);
     sqlite3_finalize(upd);
     if (r == CXR_OK)
-        r = exec_args(d, "UPDATE meta SET value = ? WHERE key = 'schema'", "i",
-                      (int64_t)SCHEMA_VERSION);
+        r = exec_args(d, "UPDATE meta SET value = 2 WHERE key = 'schema'", "");
+    if (r == CXR_OK)
+        return pdb_commit(d);
+    pdb_rollback(d);
+    return r;
+}
+
+/* Schema 3: studies.read_ms, when a reader marked the study read. */
+static enum cxr_status upgrade_v2(struct plugin_db *d)
+{
+    enum cxr_status r = pdb_begin(d);
+    if (r != CXR_OK)
+        return r;
+    int64_t have = 0;
+    r = query_int(d, "SELECT count(*) FROM pragma_table_info('studies') WHERE name = 'read_ms'",
+                  NULL, &have, NULL);
+    if (r == CXR_OK && have == 0)
+        r = exec_args(d, "ALTER TABLE studies ADD COLUMN read_ms INTEGER NOT NULL DEFAULT 0", "");
+    if (r == CXR_OK)
+        r = exec_args(d, "UPDATE meta SET value = 3 WHERE key = 'schema'", "");
     if (r == CXR_OK)
         return pdb_commit(d);
     pdb_rollback(d);
@@ -311,7 +330,12 @@ enum cxr_status plugin_db_open(const char *path, struct plugin_db **out, char *e
                  path, plugin_db_last_error());
         goto fail;
     }
-    if (found && version != 1 && version != SCHEMA_VERSION) {
+    if (found && (version == 1 || version == 2) && upgrade_v2(d) != CXR_OK) {
+        snprintf(err, PLUGIN_DB_ERRLEN, "plugin queue %s: upgrading from schema version 2: %s",
+                 path, plugin_db_last_error());
+        goto fail;
+    }
+    if (found && version != 1 && version != 2 && version != SCHEMA_VERSION) {
         snprintf(err, PLUGIN_DB_ERRLEN,
                  "plugin queue %s has schema version %lld, this plugin knows %d: use the plugin "
                  "version that made it, or move the file away",
@@ -626,7 +650,8 @@ enum cxr_status plugin_db_study_forget(struct plugin_db *d, const char *id)
     " (SELECT i.warning FROM instances i WHERE i.study = s.orthanc_id AND i.warning <> ''"      \
     "   ORDER BY i.rowid LIMIT 1),"                                                             \
     " (SELECT i.reason FROM instances i WHERE i.study = s.orthanc_id AND i.state = 2"           \
-    "   AND i.reason <> '' ORDER BY i.rowid LIMIT 1)"                                           \
+    "   AND i.reason <> '' ORDER BY i.rowid LIMIT 1),"                                          \
+    " s.read_ms"                                                                                \
     " FROM studies s"
 
 static void read_study(sqlite3_stmt *st, struct plugin_study *s)
@@ -666,6 +691,7 @@ static void read_study(sqlite3_stmt *st, struct plugin_study *s)
     s->sr_stored_ms = sqlite3_column_int64(st, 30);
     cxr_sq_col_text(st, 31, r->warning, sizeof r->warning);
     cxr_sq_col_text(st, 32, r->reason, sizeof r->reason);
+    r->read_ms = sqlite3_column_int64(st, 33);
 }
 
 /* Runs a study query (one row wanted); *found says whether there was one. */
@@ -725,6 +751,24 @@ enum cxr_status plugin_db_study_get(struct plugin_db *d, const char *key, bool b
     if (st) {
         cxr_sq_bind_text(st, 1, key);
         r = one_study(d, st, out, found);
+        sqlite3_finalize(st);
+    }
+    pthread_mutex_unlock(&d->lock);
+    return r;
+}
+
+enum cxr_status plugin_db_study_mark_read(struct plugin_db *d, const char *id, int64_t read_ms,
+                                          bool *found)
+{
+    *found = false;
+    pthread_mutex_lock(&d->lock);
+    enum cxr_status r = CXR_ERR_TRIAGE_STORE;
+    sqlite3_stmt *st = pdb_prepare(d, "UPDATE studies SET read_ms = ?1 WHERE orthanc_id = ?2");
+    if (st) {
+        sqlite3_bind_int64(st, 1, read_ms);
+        cxr_sq_bind_text(st, 2, id);
+        r = pdb_step_done(d, st, "mark a study read");
+        *found = r == CXR_OK && sqlite3_changes(d->db) > 0;
         sqlite3_finalize(st);
     }
     pthread_mutex_unlock(&d->lock);

@@ -169,6 +169,10 @@ enum cxr_status plugin_db_next_job(struct plugin_db *db, int64_t now_ms, struct 
 /* One study by Orthanc identifier, or by Study Instance UID when `by_uid`. */
 enum cxr_status plugin_db_study_get(struct plugin_db *db, const char *key, bool by_uid,
                                     struct plugin_study *out, bool *found);
+/* Marks a study read at `read_ms` (0: unread); *found false for an unknown
+ * Orthanc ID. A study counts as read while nothing arrived after that. */
+enum cxr_status plugin_db_study_mark_read(struct plugin_db *db, const char *id, int64_t read_ms,
+                                          bool *found);
 /* Studies first seen at or after since_ms (0 = all), at most `limit`, any
  * order (the worklist orders them). malloc'd; caller frees. */
 enum cxr_status plugin_db_studies_list(struct plugin_db *db, int64_t since_ms, size_t limit,

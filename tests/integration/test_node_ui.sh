@@ -9,6 +9,7 @@
 #     gate/age-policy warn) with the warning's text visible on the row, and
 #     links each to its study page (study.html#uid), which shows the study's
 #     facts and every image's result from /studies/{uid};
+#   - a study marked read (POST /studies/{uid}/read, JSON only) leaves the list;
 #   - a screenshot is kept as a test artifact.
 . "$(dirname "$0")/node_lib.sh"
 need_tools storescu curl
@@ -89,6 +90,25 @@ assert "intended maximum of 5 years" in rows[0][1], rows[0][1]
 assert "1 analysed, 0 not analysed" in page, "image counts"
 print("study page: 1 analysed image with its score and warning")
 PY
+# a reader marks the first study read (the page's "read" button sends this
+# request): it leaves the list, the count of read studies says 1; a form post
+# (what another site's page could send) is refused
+code=$(curl -s -o /dev/null -w '%{http_code}' -X POST -d 'x=1' "$URL/studies/$uid/read")
+[ "$code" = 415 ] || fail "a form POST marking a study read answered $code"
+curl -sf -X POST -H 'Content-Type: application/json' -d '{}' "$URL/studies/$uid/read" | grep -q '"read":true' ||
+    fail "POST /studies/$uid/read"
+chrome read --dump-dom "$URL/ui/" >"$WORK/page-read.html" || fail "chromium --dump-dom after marking"
+"$CXR_PYTHON" - "$WORK/page-read.html" "$uid" <<'PY' || fail "the page still lists the study marked read"
+import os, re, sys
+sys.path.insert(0, os.environ["UI_LIB_DIR"])
+from ui_page import parse
+page, uid = sys.argv[1], sys.argv[2]
+p = parse(page)
+assert len(p.rows) == 3 and uid not in [r[0] for r in p.rows], p.rows
+assert re.search(r'<span id="nread">1</span>', open(page).read()), "count of read studies"
+print("page after marking one read: 3 rows")
+PY
+log "a study marked read leaves the page's list (JSON request only)"
 SHOT="$CXR_BUILD_DIR/test-artifacts/node-ui.png"
 screenshot "$URL/ui/" "$SHOT" 1280,480
 log "page: the worklist in order, badges, age warnings, status line; screenshot: $SHOT"

@@ -70,5 +70,25 @@ SHOT="$CXR_BUILD_DIR/test-artifacts/orthanc-ui.png"
 screenshot "$URL" "$SHOT" 1280,720
 [ "$(stat -c %s "$SHOT")" -gt 10000 ] || fail "the screenshot is suspiciously small"
 log "page rows in worklist order (URGENT, PRIORITY, ROUTINE) with Explorer links and age warnings; screenshot: $SHOT"
+
+# a reader marks a study read through the plugin (JSON only; Orthanc's own
+# authentication applies): the worklist says so, the page leaves it out
+oid=$(ocurl /cxr-triage/worklist | "$CXR_PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["studies"][0]["orthanc_id"])')
+code=$(curl -s -o /dev/null -w '%{http_code}' -X POST -d 'x=1' "$(ourl "/cxr-triage/studies/$oid/read")")
+[ "$code" = 415 ] || fail "a form POST marking a study read answered $code"
+curl -sf -X POST -H 'Content-Type: application/json' -d '{}' "$(ourl "/cxr-triage/studies/$oid/read")" |
+    grep -q '"read":true' || fail "POST /cxr-triage/studies/$oid/read"
+ocurl /cxr-triage/worklist | "$CXR_PYTHON" -c '
+import json, sys
+w = {e["orthanc_id"]: e for e in json.load(sys.stdin)["studies"]}
+assert w[sys.argv[1]]["read"] is True, w[sys.argv[1]]
+assert sum(e["read"] for e in w.values()) == 1
+' "$oid" || fail "the worklist does not show the study as read"
+chrome read --dump-dom "$URL" >"$WORK/page-read.html" || fail "chromium --dump-dom after marking"
+grep -q "data-orthanc-id=\"$oid\"" "$WORK/page-read.html" && fail "the page still lists the study marked read"
+code=$(curl -s -o /dev/null -w '%{http_code}' -X POST -H 'Content-Type: application/json' -d '{}' \
+    "$(ourl "/cxr-triage/studies/0123/read")")
+[ "$code" = 404 ] || fail "marking an unknown study answered $code"
+log "a study marked read: in the worklist JSON, off the page; form posts refused"
 stop_orthanc
 log "PASS"

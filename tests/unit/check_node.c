@@ -137,6 +137,33 @@ START_TEST(test_worklist_warned_after_unwarned)
 }
 END_TEST
 
+/* Issue 16: a study marked read counts as read until an image arrives
+ * after the mark; then it is back on the list. */
+START_TEST(test_study_read_until_new_image)
+{
+    struct cxr_triage_study_row r = study("1", CXR_TRIAGE_PRIORITY_URGENT, 0.9, 100);
+    r.last_received_ms = 500;
+    ck_assert(!cxr_triage_study_is_read(&r));
+    r.read_ms = 600;
+    ck_assert(cxr_triage_study_is_read(&r));
+    r.read_ms = 500;
+    ck_assert(cxr_triage_study_is_read(&r));
+    r.last_received_ms = 700; /* a late image */
+    ck_assert(!cxr_triage_study_is_read(&r));
+    struct cxr_triage_worklist_options o;
+    cxr_triage_worklist_options_init(&o, 1000);
+    char *j = cxr_triage_worklist_json(&r, 1, &o);
+    ck_assert_ptr_nonnull(j);
+    ck_assert_ptr_nonnull(strstr(j, "\"read\":false"));
+    free(j);
+    r.read_ms = 800;
+    j = cxr_triage_worklist_json(&r, 1, &o);
+    ck_assert_ptr_nonnull(strstr(j, "\"read\":true"));
+    ck_assert_ptr_nonnull(strstr(j, "\"read_ms\":800"));
+    free(j);
+}
+END_TEST
+
 START_TEST(test_worklist_escalates_long_waiting_routine)
 {
     const int64_t minute = 60000;
@@ -342,6 +369,37 @@ static int http_status_with_host(uint16_t port, const char *host, const char *pa
     return status;
 }
 
+/* The status of a raw request (method, path, extra header lines "K: v\r\n"
+ * or "", a body or ""), HTTP/1.1 to localhost. */
+static int http_raw(uint16_t port, const char *method, const char *path, const char *headers,
+                    const char *body)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    ck_assert_int_ge(fd, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    ck_assert_int_eq(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    char req[1024];
+    int n = snprintf(req, sizeof req,
+                     "%s %s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n%s"
+                     "Content-Length: %zu\r\n\r\n%s",
+                     method, path, headers, strlen(body), body);
+    ck_assert_int_eq(write(fd, req, (size_t)n), n);
+    char buf[4096];
+    size_t len = 0;
+    ssize_t r;
+    while (len + 1 < sizeof buf && (r = read(fd, buf + len, sizeof buf - len - 1)) > 0)
+        len += (size_t)r;
+    buf[len] = '\0';
+    close(fd);
+    int status = 0;
+    sscanf(buf, "HTTP/1.%*d %d", &status);
+    return status;
+}
+
+/* The "read" member of study `uid` in GET /worklist (-1 when absent). */
+static int worklist_read(uint16_t port, const char *uid);
+
 static char *extra_text(void *ctx)
 {
     (void)ctx;
@@ -353,6 +411,26 @@ static void fill_options(void *ctx, struct cxr_triage_worklist_options *o)
     o->max_wait_minutes = 0;
     o->window_hours = 0;
     o->show_patient_id = *(bool *)ctx;
+}
+
+static int worklist_read(uint16_t port, const char *uid)
+{
+    char *body = NULL;
+    ck_assert_int_eq(http_get(port, "GET", "/worklist", &body, NULL, 0), 200);
+    json_object *j = json_tokener_parse(body), *list = NULL;
+    ck_assert_ptr_nonnull(j);
+    ck_assert(json_object_object_get_ex(j, "studies", &list));
+    int found = -1;
+    for (size_t i = 0; i < json_object_array_length(list); i++) {
+        json_object *e = json_object_array_get_idx(list, i), *v = NULL;
+        json_object *u = NULL;
+        if (json_object_object_get_ex(e, "study_instance_uid", &u) &&
+            !strcmp(json_object_get_string(u), uid) && json_object_object_get_ex(e, "read", &v))
+            found = json_object_get_boolean(v);
+    }
+    json_object_put(j);
+    free(body);
+    return found;
 }
 
 START_TEST(test_http_endpoints)
@@ -470,6 +548,23 @@ START_TEST(test_http_endpoints)
 
     ck_assert_int_eq(http_get(port, "GET", "/studies/9.9", &body, NULL, 0), 404);
     free(body);
+
+    /* issue 16: a reader marks a study read, or unread; only as JSON (a
+     * page of another site cannot send that without a preflight) */
+    const char *json = "Content-Type: application/json\r\n";
+    ck_assert_int_eq(worklist_read(port, "9.2"), 0);
+    ck_assert_int_eq(http_raw(port, "POST", "/studies/9.2/read", "", ""), 415);
+    ck_assert_int_eq(http_raw(port, "POST", "/studies/9.2/read",
+                              "Content-Type: application/x-www-form-urlencoded\r\n", "a=b"),
+                     415);
+    ck_assert_int_eq(worklist_read(port, "9.2"), 0);
+    ck_assert_int_eq(http_raw(port, "POST", "/studies/9.2/read", json, "{}"), 200);
+    ck_assert_int_eq(worklist_read(port, "9.2"), 1);
+    ck_assert_int_eq(worklist_read(port, "9.1"), 0);
+    ck_assert_int_eq(http_raw(port, "POST", "/studies/9.9/read", json, "{}"), 404);
+    ck_assert_int_eq(http_raw(port, "POST", "/studies/9.2/nothing", json, "{}"), 404);
+    ck_assert_int_eq(http_raw(port, "POST", "/studies/9.2/unread", json, ""), 200);
+    ck_assert_int_eq(worklist_read(port, "9.2"), 0);
     ck_assert_int_eq(http_get(port, "GET", "/studies/..%2F..%2Fetc", &body, NULL, 0), 400);
     free(body);
     ck_assert_int_eq(http_get(port, "POST", "/worklist", &body, NULL, 0), 405);
@@ -737,6 +832,7 @@ static Suite *node_suite(void)
     tc = tcase_create("worklist");
     tcase_add_test(tc, test_worklist_order);
     tcase_add_test(tc, test_worklist_warned_after_unwarned);
+    tcase_add_test(tc, test_study_read_until_new_image);
     tcase_add_test(tc, test_worklist_escalates_long_waiting_routine);
     tcase_add_test(tc, test_worklist_json_phi_policy_and_names);
     suite_add_tcase(s, tc);

@@ -429,7 +429,7 @@ START_TEST(test_release_queue_upgraded)
     ck_assert_int_eq(
         cxr_test_sh("test \"$(sqlite3 '%s' \"SELECT value FROM meta WHERE key='schema';"
                     " SELECT count(*) FROM instances WHERE typeof(info)='blob'\""
-                    " | tr '\\n' ' ')\" = '2 0 '",
+                    " | tr '\\n' ' ')\" = '3 0 '",
                     dbpath),
         0);
 }

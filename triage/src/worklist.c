@@ -114,6 +114,10 @@ static json_object *study_object(const struct cxr_triage_study_row *s, int32_t p
         add_str(j, "warning", s->warning);
     if (s->reason[0] && s->not_analysed > 0)
         add_str(j, "not_analysed_reason", s->reason);
+    /* read: a reader marked it, and no image came after that */
+    json_object_object_add(j, "read", json_object_new_boolean(cxr_triage_study_is_read(s)));
+    if (s->read_ms > 0)
+        json_object_object_add(j, "read_ms", json_object_new_int64(s->read_ms));
     if (s->last_sr_sop_instance_uid[0])
         add_str(j, "last_sr_sop_instance_uid", s->last_sr_sop_instance_uid);
     json_object *d = json_object_new_object();

@@ -8,6 +8,9 @@
   const REFRESH_MS = 10000;
   const rows = document.getElementById('rows');
   const statusBox = document.getElementById('status');
+  const showRead = document.getElementById('showread');
+  const nread = document.getElementById('nread');
+  let last = null;
   document.getElementById('every').textContent = String(REFRESH_MS / 1000);
 
   function waiting(s) {
@@ -29,21 +32,40 @@
     return td;
   }
 
+  // A reader's mark: POST ../studies/<id>/read or /unread as JSON (the
+  // server takes no other kind, so that another site cannot mark studies).
+  function mark(s, read) {
+    const id = s.orthanc_id || s.study_instance_uid;
+    fetch('../studies/' + encodeURIComponent(id) + (read ? '/read' : '/unread'), {
+      method: 'POST', headers: { 'Content-Type': 'application/json' }, body: '{}'
+    }).then(function (r) {
+      if (!r.ok) throw new Error('HTTP ' + r.status);
+      return refreshOnce();
+    }).catch(function (e) {
+      statusBox.textContent = 'cannot mark the study: ' + e.message;
+      statusBox.className = 'status bad';
+    });
+  }
+
   function render(w) {
     const showPid = w.studies.some(function (s) { return 'patient_id' in s; });
     document.querySelectorAll('.pid').forEach(function (th) { th.hidden = !showPid; });
     rows.textContent = '';
-    if (!w.studies.length) {
+    const unread = w.studies.filter(function (s) { return !s.read; });
+    const read = w.studies.filter(function (s) { return s.read; });
+    nread.textContent = String(read.length);
+    const shown = showRead.checked ? unread.concat(read) : unread;
+    if (!shown.length) {
       const tr = document.createElement('tr');
       tr.className = 'empty';
-      const td = cell(tr, 'No study yet.');
-      td.colSpan = 9;
+      const td = cell(tr, w.studies.length ? 'Every study is read.' : 'No study yet.');
+      td.colSpan = 10;
       rows.appendChild(tr);
       return;
     }
-    w.studies.forEach(function (s) {
+    shown.forEach(function (s) {
       const tr = document.createElement('tr');
-      tr.className = 'study prio-' + s.priority_level;
+      tr.className = 'study prio-' + s.priority_level + (s.read ? ' read' : '');
       tr.dataset.uid = s.study_instance_uid;
       tr.dataset.orthancId = s.orthanc_id || '';
       tr.dataset.level = String(s.priority_level);
@@ -99,6 +121,14 @@
       d.href = 'study.html#' + encodeURIComponent(s.orthanc_id || s.study_instance_uid);
       d.textContent = 'details';
       l.appendChild(d);
+      const m = cell(tr, '');
+      const btn = document.createElement('button');
+      btn.type = 'button';
+      btn.className = 'mark';
+      btn.textContent = s.read ? 'unread' : 'read';
+      btn.title = s.read ? 'put it back on the list' : 'done: take it off the list until a new image arrives';
+      btn.addEventListener('click', function () { mark(s, !s.read); });
+      m.appendChild(btn);
       rows.appendChild(tr);
     });
   }
@@ -112,20 +142,24 @@
     statusBox.className = 'status' + (st.state === 'ready' ? '' : ' bad');
   }
 
-  function refresh() {
-    Promise.all([
+  function refreshOnce() {
+    return Promise.all([
       fetch('../worklist', { cache: 'no-store' }).then(function (r) { return r.json(); }),
       fetch('../status', { cache: 'no-store' }).then(function (r) { return r.json(); })
     ]).then(function (res) {
+      last = res[0];
       render(res[0]);
       renderStatus(res[1]);
       document.getElementById('updated').textContent = 'Updated ' + new Date().toLocaleTimeString() + '.';
     }).catch(function (e) {
-      statusBox.textContent = 'cannot reach the plugin: ' + e;
+      statusBox.textContent = 'cannot reach the server: ' + e;
       statusBox.className = 'status bad';
-    }).finally(function () {
-      setTimeout(refresh, REFRESH_MS);
     });
   }
+
+  function refresh() {
+    refreshOnce().finally(function () { setTimeout(refresh, REFRESH_MS); });
+  }
+  showRead.addEventListener('change', function () { if (last) render(last); });
   refresh();
 })();

@@ -153,6 +153,8 @@ struct cxr_node_store_ops {
                                     struct cxr_triage_study_row **rows, size_t *n);
     enum cxr_status (*study_get)(struct cxr_node_store *s, const char *study_instance_uid,
                                  struct cxr_triage_study_row *row, bool *found);
+    enum cxr_status (*study_mark_read)(struct cxr_node_store *s, const char *study_instance_uid,
+                                       int64_t read_ms, bool *found);
     enum cxr_status (*counts)(struct cxr_node_store *s, struct cxr_node_store_counts *c);
     enum cxr_status (*path_known)(struct cxr_node_store *s, const char *path, bool *known);
     enum cxr_status (*instances_expired)(struct cxr_node_store *s, int64_t before_ms, size_t limit,
@@ -250,6 +252,12 @@ enum cxr_status cxr_node_store_studies_list(struct cxr_node_store *s, int64_t si
                                             size_t *n);
 enum cxr_status cxr_node_store_study_get(struct cxr_node_store *s, const char *study_instance_uid,
                                          struct cxr_triage_study_row *row, bool *found);
+/* Marks a study read at `read_ms` (a reader finished it), or unread with 0.
+ * A study counts as read while no image arrived after that
+ * (cxr_triage_study_is_read). *found false for an unknown study. */
+enum cxr_status cxr_node_store_study_mark_read(struct cxr_node_store *s,
+                                               const char *study_instance_uid, int64_t read_ms,
+                                               bool *found);
 enum cxr_status cxr_node_store_counts(struct cxr_node_store *s, struct cxr_node_store_counts *c);
 /* Whether a spool-relative path belongs to an instance or an SR row. */
 enum cxr_status cxr_node_store_path_known(struct cxr_node_store *s, const char *path, bool *known);

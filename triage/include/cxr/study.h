@@ -77,7 +77,15 @@ struct cxr_triage_study_row {
                         * age outside the model's population; "" none */
     char reason[256];  /* the first reason an image of the study was not
                         * analysed; "" none */
+    int64_t read_ms;   /* when a reader marked it read (0: never); it counts
+                        * as read while no image arrived after that */
 };
+
+/* Whether the study is read: marked read, and no image arrived since. */
+static inline bool cxr_triage_study_is_read(const struct cxr_triage_study_row *s)
+{
+    return s->read_ms > 0 && s->read_ms >= s->last_received_ms;
+}
 
 /* The header values of an image as the JSON object both doors' stores keep
  * (one member per field of struct cxr_dicom_info, by its name; an unknown age
