@@ -88,7 +88,11 @@ static void attempt(struct node_deliverer *dl, const struct cxr_node_delivery_ro
     else
         snprintf(why, sizeof why, "%.600s", err[0] ? err : cxr_status_str(st));
     cxr_node_metrics_count(n->metrics, CXR_NODE_COUNT_SR_ATTEMPT_FAILED, 1);
-    if (attempts >= (int32_t)set->retry_max_attempts) {
+    struct cxr_triage_retry policy = {.base_ms = (int64_t)set->retry_base_s * 1000,
+                                      .cap_ms = (int64_t)set->retry_cap_s * 1000,
+                                      .max_attempts = (int32_t)set->retry_max_attempts};
+    int64_t next = 0;
+    if (!cxr_triage_retry_next(&policy, attempts, now, rand01(&dl->rng), &next)) {
         cxr_node_store_delivery_update(n->store, row->id, CXR_NODE_DELIVERY_DEAD, attempts, 0, why,
                                        now);
         cxr_node_metrics_count(n->metrics, CXR_NODE_COUNT_SR_DEAD, 1);
@@ -98,10 +102,9 @@ static void attempt(struct node_deliverer *dl, const struct cxr_node_delivery_ro
                 row->sr_sop_instance_uid, row->study_instance_uid, dl->dest.name, attempts, why);
         goto done;
     }
-    int64_t delay = cxr_triage_backoff_ms(attempts, (int64_t)set->retry_base_s * 1000,
-                                          (int64_t)set->retry_cap_s * 1000, rand01(&dl->rng));
-    cxr_node_store_delivery_update(n->store, row->id, CXR_NODE_DELIVERY_PENDING, attempts,
-                                   now + delay, why, now);
+    int64_t delay = next - now;
+    cxr_node_store_delivery_update(n->store, row->id, CXR_NODE_DELIVERY_PENDING, attempts, next,
+                                   why, now);
     cxr_log(CXR_LOG_WARN, "node", "SR %s (study %s) to %s: attempt %d failed: %s; next in %.1f s",
             row->sr_sop_instance_uid, row->study_instance_uid, dl->dest.name, attempts, why,
             (double)delay / 1e3);

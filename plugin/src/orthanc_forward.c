@@ -69,11 +69,15 @@ void *plugin_forwarder_main(void *arg)
         pthread_mutex_unlock(&p->lock);
         now = plugin_now_ms();
         enum cxr_status ust;
+        int64_t next = 0;
         if (st == CXR_OK) {
             ust = plugin_db_forward_update(p->db, f.id, PLUGIN_FORWARD_DONE, attempts, 0, "", now);
             plugin_log(p, PLOG_INFO, "forward %lld: %s %s sent to %s", (long long)f.id, f.kind,
                        f.resource, f.target);
-        } else if (attempts >= max) {
+        } else if (!cxr_triage_retry_next(
+                       &(struct cxr_triage_retry){
+                           .base_ms = base_ms, .cap_ms = RETRY_CAP_MS, .max_attempts = max},
+                       attempts, now, (double)rand() / ((double)RAND_MAX + 1.0), &next)) {
             ust = plugin_db_forward_update(p->db, f.id, PLUGIN_FORWARD_DEAD, attempts, 0, err, now);
             plugin_log(p, PLOG_ERROR,
                        "forward %lld of %s %s to %s is dead after %d attempts: %s "
@@ -81,10 +85,9 @@ void *plugin_forwarder_main(void *arg)
                        (long long)f.id, f.kind, f.resource, f.target, attempts, err,
                        (long long)f.id);
         } else {
-            int64_t delay = cxr_triage_backoff_ms(attempts, base_ms, RETRY_CAP_MS,
-                                                  (double)rand() / ((double)RAND_MAX + 1.0));
-            ust = plugin_db_forward_update(p->db, f.id, PLUGIN_FORWARD_PENDING, attempts,
-                                           now + delay, err, now);
+            int64_t delay = next - now;
+            ust = plugin_db_forward_update(p->db, f.id, PLUGIN_FORWARD_PENDING, attempts, next, err,
+                                           now);
             plugin_log(p, PLOG_WARN,
                        "forward %lld of %s %s to %s failed (attempt %d of %d, next "
                        "in %lld s): %s",

@@ -41,11 +41,15 @@ static double mono_ms(void)
 
 static void fail_study(struct plugin *p, const char *id, int32_t attempts, const char *err)
 {
-    int64_t delay = cxr_triage_backoff_ms(attempts + 1, RETRY_BASE_MS, RETRY_CAP_MS,
-                                          (double)rand() / ((double)RAND_MAX + 1.0));
+    /* a study is retried until it works (0: never given up): it may only
+     * wait for Orthanc or the disk */
+    static const struct cxr_triage_retry policy = {RETRY_BASE_MS, RETRY_CAP_MS, 0};
+    int64_t now = plugin_now_ms(), next = 0;
+    cxr_triage_retry_next(&policy, attempts + 1, now, (double)rand() / ((double)RAND_MAX + 1.0),
+                          &next);
     plugin_log(p, PLOG_ERROR, "study %s: %s (attempt %d, next in %lld s)", id, err, attempts + 1,
-               (long long)(delay / 1000));
-    if (plugin_db_study_failed(p->db, id, err, plugin_now_ms() + delay) != CXR_OK)
+               (long long)((next - now) / 1000));
+    if (plugin_db_study_failed(p->db, id, err, next) != CXR_OK)
         plugin_log(p, PLOG_ERROR, "%s", plugin_db_last_error());
 }
 

@@ -22,3 +22,14 @@ int64_t cxr_triage_backoff_ms(int32_t attempt, int64_t base_ms, int64_t cap_ms, 
      * spread out but never come sooner than half the nominal delay. */
     return d / 2 + (int64_t)((double)(d - d / 2) * u01);
 }
+
+bool cxr_triage_retry_next(const struct cxr_triage_retry *policy, int32_t attempts, int64_t now_ms,
+                           double u01, int64_t *next_ms)
+{
+    if (policy->max_attempts > 0 && attempts >= policy->max_attempts) {
+        *next_ms = 0;
+        return false;
+    }
+    *next_ms = now_ms + cxr_triage_backoff_ms(attempts, policy->base_ms, policy->cap_ms, u01);
+    return true;
+}
