@@ -183,6 +183,20 @@ void cxr_dicom_scp_get_stats(struct cxr_dicom_scp *scp, struct cxr_dicom_scp_sta
 void cxr_dicom_scp_set_memory_max(struct cxr_dicom_scp *scp, uint64_t bytes);
 void cxr_dicom_scp_free(struct cxr_dicom_scp *scp);
 
+/* Checks an A-ASSOCIATE-RQ PDU (`len` bytes from its PDU-type byte) for the
+ * structure PS3.8 9.3.2 and PS3.7 D.3.3 prescribe, before DCMTK parses it:
+ * item and sub-item lengths that add up, one abstract syntax and at least
+ * one transfer syntax per presentation context, UIDs of 1 to 64 bytes, at
+ * most one user information item and one user identity sub-item, role
+ * selection, extended negotiation and user identity fields within their
+ * sub-items. DCMTK 3.6.7 leaks memory on several of these faults (see
+ * dicom/src/assoc_rq.c). Returns 0 when the request may be parsed,
+ * otherwise the A-ABORT reason to answer with (PS3.8 Table 9-26: 1
+ * unrecognized PDU, 2 unexpected PDU, 4 unrecognized PDU parameter, 6
+ * invalid PDU parameter value) and a one-line reason naming the item and
+ * its offset in `why` (why_len bytes; may be NULL). Pure; any thread. */
+int cxr_dicom_assoc_rq_check(const uint8_t *pdu, size_t len, char *why, size_t why_len);
+
 /* A remote AE to send to. Zero numbers take defaults: max_pdu 65536,
  * connect_timeout_s 10 (TCP connect and the A-ASSOCIATE exchange; DCMTK keeps
  * the connect timeout in a process-wide setting, so concurrent calls with
