@@ -31,6 +31,7 @@
 
 #include <algorithm>
 #include <map>
+#include <new>
 
 #include "cxr/log.h"
 
@@ -378,47 +379,49 @@ void admit(cxr_dicom_scp *scp, int fd, const struct sockaddr_in &peer)
     if (!inet_ntop(AF_INET, &peer.sin_addr, host, sizeof host))
         snprintf(host, sizeof host, "?");
     uint32_t ip = ntohl(peer.sin_addr.s_addr);
-    worker *victim = NULL, *w = NULL;
-    size_t live = 0;
+    const size_t max_threads = (size_t)scp->max_associations + 2u * scp->max_negotiations;
+    char why[160] = "";
     {
         std::lock_guard<std::mutex> lock(scp->mu);
-        live = scp->workers.size();
         /* Threads of closed connections are joined on the next turn of the
          * loop; the bound keeps a flood from piling them up meanwhile. */
-        if (live < (size_t)scp->max_associations + 2u * scp->max_negotiations) {
-            victim = pick_eviction(scp, ip);
+        size_t live = scp->workers.size();
+        worker *w = live < max_threads ? new (std::nothrow) worker : NULL;
+        if (w) {
+            worker *victim = pick_eviction(scp, ip);
             if (victim) {
                 victim->evicted = true;
                 shutdown(victim->fd, SHUT_RDWR);
             }
-            w = new worker;
             w->scp = scp;
             w->fd = fd;
             w->peer_ip = ip;
             w->accepted_at = steady::now();
             w->deadline = w->accepted_at + std::chrono::seconds(scp->acse_timeout_s);
             memcpy(w->host, host, sizeof host);
-            scp->workers.push_back(w);
             try {
+                scp->workers.push_back(w);
                 w->thread = std::thread(scp_connection_main, w);
+                return;
             } catch (const std::exception &e) {
-                scp->workers.pop_back();
+                if (!scp->workers.empty() && scp->workers.back() == w)
+                    scp->workers.pop_back();
                 delete w;
-                w = NULL;
-                cxr_log(CXR_LOG_ERROR, "dicom", "connection from %s: no thread for it (%s); closed",
-                        host, e.what());
+                snprintf(why, sizeof why, "no thread for it (%s)", e.what());
             }
+        } else if (live >= max_threads) {
+            snprintf(why, sizeof why,
+                     "%zu connections open (the limit: max-associations and the negotiation "
+                     "caps set it)",
+                     live);
+        } else {
+            snprintf(why, sizeof why, "out of memory");
         }
     }
-    if (!w) {
-        close(fd);
-        scp->n_failed++;
-        if (live >= (size_t)scp->max_associations + 2u * scp->max_negotiations)
-            scp->peer_log.event(CXR_LOG_WARN, "connections closed at once", host,
-                                "connection from %s closed at once: %zu connections open (the "
-                                "limit; max-associations and the negotiation caps set it)",
-                                host, live);
-    }
+    close(fd);
+    scp->n_failed++;
+    scp->peer_log.event(CXR_LOG_WARN, "connections closed at once", host,
+                        "connection from %s closed at once: %s", host, why);
 }
 
 /* Accepts what is pending on the listening socket (at most
