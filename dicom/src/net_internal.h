@@ -139,19 +139,25 @@ enum worker_state {
 
 /* One accepted connection, from negotiation to the end of its association.
  * The listener creates it and starts its thread; the thread owns the socket
- * (`fd`, later inside `assoc`) and is the only one to close it. The fields
- * below `thread` are guarded by scp->mu. The listener may shutdown() the
- * socket only while the state is WORKER_NEGOTIATING (deadline passed,
- * evicted by a newer connection, stop) or WORKER_IDLE (stop); the thread
- * leaves those states under the lock before it closes the socket. */
+ * (`fd`, later inside `assoc`, where DCMTK may close it at any time, e.g.
+ * on an A-ABORT) and `shut_fd`, a duplicate of it that stays open until the
+ * thread ends: the listener shuts the socket down through shut_fd, never
+ * through fd or the DCMTK connection object. `state`, `done`, the three
+ * shut flags and `admitted` are guarded by scp->mu; fd, shut_fd, peer_ip,
+ * accepted_at, deadline and host are set before the thread starts;
+ * calling, called, stored and failed are the thread's. The listener may
+ * shutdown(shut_fd) only while the state is WORKER_NEGOTIATING (deadline
+ * passed, evicted by a newer connection, stop) or WORKER_IDLE (stop); the
+ * thread leaves those states under the lock before it closes shut_fd. */
 struct worker {
     struct cxr_dicom_scp *scp = nullptr;
     T_ASC_Association *assoc = nullptr;
     std::thread thread;
     worker_state state = WORKER_NEGOTIATING;
     bool done = false;
-    int fd = -1;                                                 /* the accepted socket */
-    uint32_t peer_ip = 0;                                        /* IPv4, host order */
+    int fd = -1;          /* the accepted socket */
+    int shut_fd = -1;     /* its duplicate, for the listener's shutdown() */
+    uint32_t peer_ip = 0; /* IPv4, host order */
     std::chrono::steady_clock::time_point accepted_at, deadline; /* negotiation */
     bool evicted = false, timed_out = false, stopped = false;    /* why the listener shut it */
     bool admitted = false; /* counted against max_associations */

@@ -296,14 +296,10 @@ void close_idle(cxr_dicom_scp *scp)
 {
     std::lock_guard<std::mutex> lock(scp->mu);
     for (worker *w : scp->workers) {
-        if (w->state == WORKER_NEGOTIATING) {
+        if (w->state == WORKER_NEGOTIATING)
             w->stopped = true;
-            shutdown(w->fd, SHUT_RDWR);
-        } else if (w->state == WORKER_IDLE) {
-            int fd = assoc_socket(w->assoc);
-            if (fd >= 0)
-                shutdown(fd, SHUT_RDWR);
-        }
+        if (w->state == WORKER_NEGOTIATING || w->state == WORKER_IDLE)
+            shutdown(w->shut_fd, SHUT_RDWR);
     }
 }
 
@@ -329,7 +325,7 @@ int expire_negotiations(cxr_dicom_scp *scp)
             continue;
         if (w->deadline <= now) {
             w->timed_out = true;
-            shutdown(w->fd, SHUT_RDWR);
+            shutdown(w->shut_fd, SHUT_RDWR);
         } else if (w->deadline < next) {
             next = w->deadline;
         }
@@ -387,14 +383,20 @@ void admit(cxr_dicom_scp *scp, int fd, const struct sockaddr_in &peer)
          * loop; the bound keeps a flood from piling them up meanwhile. */
         size_t live = scp->workers.size();
         worker *w = live < max_threads ? new (std::nothrow) worker : NULL;
+        int shut_fd = w ? fcntl(fd, F_DUPFD_CLOEXEC, 0) : -1;
+        if (w && shut_fd < 0) {
+            delete w;
+            w = NULL;
+        }
         if (w) {
             worker *victim = pick_eviction(scp, ip);
             if (victim) {
                 victim->evicted = true;
-                shutdown(victim->fd, SHUT_RDWR);
+                shutdown(victim->shut_fd, SHUT_RDWR);
             }
             w->scp = scp;
             w->fd = fd;
+            w->shut_fd = shut_fd;
             w->peer_ip = ip;
             w->accepted_at = steady::now();
             w->deadline = w->accepted_at + std::chrono::seconds(scp->acse_timeout_s);
@@ -406,6 +408,7 @@ void admit(cxr_dicom_scp *scp, int fd, const struct sockaddr_in &peer)
             } catch (const std::exception &e) {
                 if (!scp->workers.empty() && scp->workers.back() == w)
                     scp->workers.pop_back();
+                close(shut_fd);
                 delete w;
                 snprintf(why, sizeof why, "no thread for it (%s)", e.what());
             }
@@ -415,7 +418,9 @@ void admit(cxr_dicom_scp *scp, int fd, const struct sockaddr_in &peer)
                      "caps set it)",
                      live);
         } else {
-            snprintf(why, sizeof why, "out of memory");
+            snprintf(why, sizeof why, "%s",
+                     errno == EMFILE || errno == ENFILE ? "out of file descriptors"
+                                                        : "out of memory");
         }
     }
     close(fd);

@@ -504,6 +504,8 @@ void scp_connection_main(worker *w)
         ASC_dropSCPAssociation(w->assoc, 1);
         ASC_destroyAssociation(&w->assoc);
     }
+    close(w->shut_fd); /* the listener no longer uses it: the state is WORKER_CLOSING */
+    w->shut_fd = -1;
     {
         std::lock_guard<std::mutex> lock(scp->mu);
         w->done = true;
