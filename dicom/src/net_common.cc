@@ -183,6 +183,73 @@ const char *dimse_status_text(unsigned status)
     return "Failure";
 }
 
+std::mutex &external_socket_mutex()
+{
+    static std::mutex mu;
+    return mu;
+}
+
+void log_limiter::event(enum cxr_log_level level, const char *kind, const char *peer,
+                        const char *fmt, ...)
+{
+    char text[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    auto now = std::chrono::steady_clock::now();
+    std::lock_guard<std::mutex> lock(mu_);
+    std::string key = std::string(kind) + '\n' + peer;
+    auto it = entries_.find(key);
+    if (it == entries_.end() && entries_.size() >= kMaxKeys) {
+        key = std::string(kind) + "\n*";
+        peer = "other addresses";
+        it = entries_.find(key);
+    }
+    if (it != entries_.end() && now - it->second.start < interval_) {
+        it->second.suppressed++;
+        it->second.last = text;
+        return;
+    }
+    if (it != entries_.end()) {
+        summarise(it->second);
+        entries_.erase(it);
+    }
+    entry e;
+    e.start = now;
+    e.level = level;
+    e.kind = kind;
+    e.peer = peer;
+    entries_.emplace(key, e);
+    cxr_log(level, "dicom", "%s", text);
+}
+
+void log_limiter::flush(bool all)
+{
+    auto now = std::chrono::steady_clock::now();
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto it = entries_.begin(); it != entries_.end();) {
+        if (all || now - it->second.start >= interval_) {
+            summarise(it->second);
+            it = entries_.erase(it);
+        } else {
+            ++it;
+        }
+    }
+}
+
+void log_limiter::summarise(const entry &e)
+{
+    if (e.suppressed == 0)
+        return;
+    long secs = (long)std::chrono::duration_cast<std::chrono::seconds>(
+                    std::chrono::steady_clock::now() - e.start)
+                    .count();
+    cxr_log(e.level, "dicom",
+            "%llu more %s from %s in the last %ld s (not logged one by one); last: %s",
+            (unsigned long long)e.suppressed, e.kind.c_str(), e.peer.c_str(), secs, e.last.c_str());
+}
+
 void trim_copy(char *out, size_t len, const char *s)
 {
     if (!s)

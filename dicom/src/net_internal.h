@@ -6,6 +6,7 @@
 #include "dcmtk/config/osconfig.h" /* first, as DCMTK requires */
 
 #include "dcmtk/dcmnet/assoc.h"
+#include "dcmtk/dcmnet/dcmlayer.h"
 #include "dcmtk/dcmnet/dimse.h"
 #include "dcmtk/dcmtls/tlslayer.h"
 
@@ -14,8 +15,10 @@
 #include <stdint.h>
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <list>
+#include <map>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -23,6 +26,7 @@
 #include <vector>
 
 #include "cxr/dicom_net.h"
+#include "cxr/log.h"
 
 namespace cxr_net
 {
@@ -67,6 +71,45 @@ void tls_peer_subject(T_ASC_Association *assoc, char *out, size_t len);
 extern const char *const accepted_transfer_syntaxes[];
 extern const size_t accepted_transfer_syntax_count;
 
+/* Serialises the use of DCMTK's process-wide dcmExternalSocketHandle (the
+ * SCP hands each accepted socket to DCMTK through it; DCMTK's network
+ * initialisation reads it too). */
+std::mutex &external_socket_mutex();
+
+/* Log lines about events that a peer can cause at will (connections that
+ * fail before negotiation, refused associations), limited per kind and
+ * peer address: the first in each interval is printed in full, the others
+ * are counted and summarised when the interval is over ("... 41 more from
+ * 10.0.0.5 in the last 60 s; last: ..."). At most kMaxKeys (kind, address)
+ * pairs are tracked; beyond that the others share one entry ("other
+ * addresses"). Thread-safe. */
+class log_limiter
+{
+  public:
+    static constexpr size_t kMaxKeys = 1024;
+    explicit log_limiter(std::chrono::seconds interval = std::chrono::seconds(60))
+        : interval_(interval)
+    {
+    }
+    /* Logs (or counts) one event of `kind` from `peer` (an IP address). */
+    void event(enum cxr_log_level level, const char *kind, const char *peer, const char *fmt, ...)
+        __attribute__((format(printf, 5, 6)));
+    /* Prints the summaries of intervals that are over (all when `all`). */
+    void flush(bool all);
+
+  private:
+    struct entry {
+        std::chrono::steady_clock::time_point start;
+        uint64_t suppressed = 0;
+        enum cxr_log_level level = CXR_LOG_WARN;
+        std::string kind, peer, last;
+    };
+    void summarise(const entry &e);
+    std::chrono::seconds interval_;
+    std::mutex mu_;
+    std::map<std::string, entry> entries_;
+};
+
 /* "Rejected Permanent, Service User, Called AE Title Not Recognized". */
 void reject_text(const T_ASC_RejectParameters *rej, char *out, size_t len);
 
@@ -86,23 +129,70 @@ struct peer_rule {
     std::vector<std::pair<uint32_t, uint32_t>> nets; /* (address, mask), host order */
 };
 
-enum worker_state { WORKER_STARTING, WORKER_IDLE, WORKER_BUSY, WORKER_CLOSING };
+enum worker_state {
+    WORKER_NEGOTIATING, /* TLS handshake / reading the A-ASSOCIATE-RQ; socket in `fd` */
+    WORKER_STARTING,    /* request read; policy and A-ASSOCIATE-AC/RJ */
+    WORKER_IDLE,        /* waiting for the next DIMSE command */
+    WORKER_BUSY,
+    WORKER_CLOSING
+};
 
-/* One association being served. The listener creates it; its thread owns
- * `assoc`. `state` and `done` are guarded by scp->mu: the listener may
- * shutdown() the socket only while the state is WORKER_IDLE, and the thread
- * sets WORKER_CLOSING before it closes the socket. */
+/* One accepted connection, from negotiation to the end of its association.
+ * The listener creates it and starts its thread; the thread owns the socket
+ * (`fd`, later inside `assoc`, where DCMTK may close it at any time, e.g.
+ * on an A-ABORT) and `shut_fd`, a duplicate of it that stays open until the
+ * thread ends: the listener shuts the socket down through shut_fd, never
+ * through fd or the DCMTK connection object. `state`, `done`, the three
+ * shut flags and `admitted` are guarded by scp->mu; fd, shut_fd, peer_ip,
+ * accepted_at, deadline and host are set before the thread starts;
+ * calling, called, stored and failed are the thread's. The listener may
+ * shutdown(shut_fd) only while the state is WORKER_NEGOTIATING (deadline
+ * passed, evicted by a newer connection, stop) or WORKER_IDLE (stop); the
+ * thread leaves those states under the lock before it closes shut_fd. */
 struct worker {
     struct cxr_dicom_scp *scp = nullptr;
     T_ASC_Association *assoc = nullptr;
     std::thread thread;
-    worker_state state = WORKER_STARTING;
+    worker_state state = WORKER_NEGOTIATING;
     bool done = false;
+    int fd = -1;          /* the accepted socket */
+    int shut_fd = -1;     /* its duplicate, for the listener's shutdown() */
+    uint32_t peer_ip = 0; /* IPv4, host order */
+    std::chrono::steady_clock::time_point accepted_at, deadline; /* negotiation */
+    bool evicted = false, timed_out = false, stopped = false;    /* why the listener shut it */
+    bool admitted = false; /* counted against max_associations */
     char calling[17] = "", called[17] = "", host[64] = "";
     uint64_t stored = 0, failed = 0;
 };
 
-void scp_worker_main(worker *w);
+/* Thread body for one connection (net_scp_assoc.cc): negotiation
+ * (scp_negotiate), policy (scp_dispatch), the association; then it closes
+ * everything and tells the listener (done flag + eventfd). */
+void scp_connection_main(worker *w);
+
+/* Negotiation (net_scp_accept.cc): TLS handshake, reading and checking the
+ * A-ASSOCIATE-RQ within the worker's deadline, then DCMTK's
+ * ASC_receiveAssociation on the bytes read. Returns the association (the
+ * socket now inside it) with the state WORKER_STARTING, or NULL after
+ * closing the socket and logging why (state WORKER_CLOSING). */
+T_ASC_Association *scp_negotiate(worker *w);
+
+/* The association policy (net_scp.cc) for a received request: either
+ * rejects it (A-ASSOCIATE-RJ; frees `assoc`, returns false) or admits it
+ * (w->assoc = assoc, counted against max_associations, returns true). */
+bool scp_dispatch(worker *w, T_ASC_Association *assoc);
+
+/* The transport layer of the SCP's DCMTK network: DCMTK calls
+ * createConnection for the socket handed over through
+ * dcmExternalSocketHandle, and gets the connection the worker already made
+ * for it (`pending`, set under external_socket_mutex; net_scp_accept.cc). */
+class handoff_layer : public DcmTransportLayer
+{
+  public:
+    DcmTransportConnection *createConnection(DcmNativeSocketType sock, OFBool secure) override;
+    DcmTransportConnection *pending = nullptr;
+    int pending_fd = -1;
+};
 
 } // namespace cxr_net
 
@@ -112,6 +202,7 @@ struct cxr_dicom_scp {
     std::atomic<uint64_t> memory_max{0}; /* data sets up to this size stay in memory */
     uint16_t port = 0;
     uint32_t max_associations = 0, max_pdu = 0, acse_timeout_s = 0, dimse_timeout_s = 0;
+    uint32_t max_negotiations = 0, max_negotiations_per_peer = 0;
     bool check_called_ae = false;
     std::vector<cxr_net::peer_rule> rules;
     bool tls_enabled = false;
@@ -129,6 +220,9 @@ struct cxr_dicom_scp {
     int ready_state = 0; /* 0 not yet, 1 listening, -1 failed/stopped */
     uint16_t bound_port = 0;
     std::list<cxr_net::worker *> workers;
+    T_ASC_Network *net = nullptr;              /* while run runs */
+    cxr_net::handoff_layer *handoff = nullptr; /* its transport layer */
+    cxr_net::log_limiter peer_log;
 
     /* counters */
     std::atomic<uint64_t> n_accepted{0}, n_rejected{0}, n_failed{0}, n_stores_ok{0},

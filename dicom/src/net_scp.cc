@@ -1,13 +1,18 @@
-/* net_scp.cc — the node's Storage SCP: the listener thread, the association
- * policy (PS3.8 Table 9-21 reject codes, see cxr/dicom_net.h) and the public
- * SCP functions. Each accepted association runs on a thread of its own
- * (net_scp_assoc.cc).
+/* net_scp.cc — the node's Storage SCP: the listener thread (accepts TCP
+ * connections, caps the connections still negotiating, enforces their
+ * deadline), the association policy (PS3.8 Table 9-21 reject codes, see
+ * cxr/dicom_net.h) and the public SCP functions. Each accepted connection
+ * runs on a thread of its own from the start: negotiation in
+ * net_scp_accept.cc, the association in net_scp_assoc.cc.
  *
- * Why not DcmSCPPool: in DCMTK 3.6.7 it cannot bind one address, checks the
- * calling host against the *called* presentation address, can only be
- * stopped between connections, and gives no way to close an idle
- * association on shutdown. We keep DCMTK's ASC/DIMSE layers (PDU parsing,
- * TLS, negotiation, DIMSE) and own the threads and the policy. */
+ * Why not DcmSCPPool: in DCMTK 3.6.7 it reads every A-ASSOCIATE-RQ (and TLS
+ * handshake) on its listener thread, one connection after the other, like
+ * ASC_receiveAssociation does wherever it is called (net_scp_accept.cc);
+ * it cannot bind one address, checks the calling host against the *called*
+ * presentation address, can only be stopped between connections, and gives
+ * no way to close an idle association on shutdown. We keep DCMTK's
+ * ASC/DIMSE layers (PDU parsing, TLS, negotiation, DIMSE) and own the
+ * sockets, the threads and the policy. */
 #include "net_internal.h"
 
 #include "dcmtk/dcmnet/dul.h"
@@ -24,6 +29,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <map>
+#include <new>
+
 #include "cxr/log.h"
 
 using namespace cxr_net;
@@ -35,6 +44,7 @@ const uint32_t DEFAULT_MAX_ASSOCIATIONS = 16;
 const uint32_t DEFAULT_MAX_PDU = 65536;
 const uint32_t DEFAULT_ACSE_TIMEOUT_S = 30;
 const uint32_t DEFAULT_DIMSE_TIMEOUT_S = 60;
+const int ACCEPTS_PER_WAKEUP = 64; /* then the listener looks at deadlines again */
 
 /* Parses "a.b.c.d" or "a.b.c.d/n" into (address, mask); false otherwise. */
 bool parse_ipv4_net(const std::string &text, uint32_t *addr, uint32_t *mask)
@@ -158,16 +168,20 @@ void reject(cxr_dicom_scp *scp, T_ASC_Association *assoc, T_ASC_RejectParameters
     T_ASC_RejectParameters rej = {result, source, reason};
     char text[160];
     reject_text(&rej, text, sizeof text);
-    cxr_log(CXR_LOG_WARN, "dicom", "association from %s@%s to %s rejected: %s (%s)", calling, host,
-            called, why, text);
+    scp->peer_log.event(CXR_LOG_WARN, "associations rejected", host,
+                        "association from %s@%s to %s rejected: %s (%s)", calling, host, called,
+                        why, text);
     scp->n_rejected++; /* counted before the peer can see it */
     ASC_rejectAssociation(assoc, &rej);
 }
 
-/* Applies the association policy to a received A-ASSOCIATE-RQ; either
- * rejects it or hands it to a new association thread. Consumes `assoc`. */
-void dispatch(cxr_dicom_scp *scp, T_ASC_Association *assoc)
+/* Applies the association policy to a received A-ASSOCIATE-RQ, on the
+ * connection's thread: either rejects it (and frees `assoc`) or admits it
+ * (w->assoc, counted against max_associations). */
+bool dispatch(worker *w, T_ASC_Association *assoc)
 {
+    cxr_dicom_scp *scp = w->scp;
+    w->assoc = assoc; /* from here the thread's cleanup frees it, whatever happens */
     char calling[17], called[17], host[64];
     trim_copy(calling, sizeof calling, assoc->params->DULparams.callingAPTitle);
     trim_copy(called, sizeof called, assoc->params->DULparams.calledAPTitle);
@@ -175,7 +189,7 @@ void dispatch(cxr_dicom_scp *scp, T_ASC_Association *assoc)
         snprintf(calling, sizeof calling, "(none)");
     if (!*called)
         snprintf(called, sizeof called, "(none)");
-    trim_copy(host, sizeof host, assoc->params->DULparams.callingPresentationAddress);
+    memcpy(host, w->host, sizeof host);
 
     char ctxname[128] = "";
     ASC_getApplicationContextName(assoc->params, ctxname, sizeof ctxname);
@@ -211,14 +225,18 @@ void dispatch(cxr_dicom_scp *scp, T_ASC_Association *assoc)
         }
     }
     if (!refused) {
+        /* Count and admit in one step: other connections dispatch at the
+         * same time on their own threads. */
         size_t busy = 0;
         {
             std::lock_guard<std::mutex> lock(scp->mu);
-            for (worker *w : scp->workers)
-                busy += !w->done;
+            for (worker *o : scp->workers)
+                busy += o->admitted && !o->done;
+            if (busy < scp->max_associations)
+                w->admitted = true;
         }
         char reason[256] = "";
-        if (busy >= scp->max_associations) {
+        if (!w->admitted) {
             snprintf(reason, sizeof reason, "%zu associations already running (the limit)", busy);
             reject(scp, assoc, ASC_RESULT_REJECTEDTRANSIENT,
                    ASC_SOURCE_SERVICEPROVIDER_PRESENTATION_RELATED,
@@ -235,33 +253,21 @@ void dispatch(cxr_dicom_scp *scp, T_ASC_Association *assoc)
         }
     }
     if (refused) {
-        ASC_dropAssociation(assoc);
-        ASC_destroyAssociation(&assoc);
-        return;
+        std::lock_guard<std::mutex> lock(scp->mu);
+        w->admitted = false;
+        w->state = WORKER_CLOSING;
     }
-
-    worker *w = new worker;
-    w->scp = scp;
-    w->assoc = assoc;
+    if (refused) {
+        ASC_dropAssociation(w->assoc);
+        ASC_destroyAssociation(&w->assoc);
+        return false;
+    }
     memcpy(w->calling, calling, sizeof calling);
     memcpy(w->called, called, sizeof called);
-    memcpy(w->host, host, sizeof host);
-    std::lock_guard<std::mutex> lock(scp->mu);
-    scp->workers.push_back(w);
-    try {
-        w->thread = std::thread(scp_worker_main, w);
-    } catch (const std::exception &e) {
-        scp->workers.pop_back();
-        cxr_log(CXR_LOG_ERROR, "dicom", "association from %s@%s: no thread for it (%s); aborted",
-                calling, host, e.what());
-        ASC_abortAssociation(assoc);
-        ASC_destroyAssociation(&assoc);
-        delete w;
-        scp->n_failed++;
-    }
+    return true;
 }
 
-/* Joins and frees the association threads that have finished (all of them
+/* Joins and frees the connection threads that have finished (all of them
  * when `all`). */
 void reap(cxr_dicom_scp *scp, bool all)
 {
@@ -284,17 +290,16 @@ void reap(cxr_dicom_scp *scp, bool all)
     }
 }
 
-/* Closes the sockets of associations that wait for their next command, so
- * that their threads end now (stop). */
+/* Closes the sockets of connections still negotiating and of associations
+ * that wait for their next command, so that their threads end now (stop). */
 void close_idle(cxr_dicom_scp *scp)
 {
     std::lock_guard<std::mutex> lock(scp->mu);
     for (worker *w : scp->workers) {
-        if (w->state == WORKER_IDLE) {
-            int fd = assoc_socket(w->assoc);
-            if (fd >= 0)
-                shutdown(fd, SHUT_RDWR);
-        }
+        if (w->state == WORKER_NEGOTIATING)
+            w->stopped = true;
+        if (w->state == WORKER_NEGOTIATING || w->state == WORKER_IDLE)
+            shutdown(w->shut_fd, SHUT_RDWR);
     }
 }
 
@@ -306,55 +311,182 @@ void set_ready(cxr_dicom_scp *scp, int state, uint16_t port)
     scp->ready_cv.notify_all();
 }
 
-/* The listener loop: polls the listening socket and the stop eventfd;
- * reads each A-ASSOCIATE-RQ (and the TLS handshake) through DCMTK, bounded
- * by acse_timeout_s, then applies the policy. */
-void listen_loop(cxr_dicom_scp *scp, T_ASC_Network *net, int lfd)
+using steady = std::chrono::steady_clock;
+
+/* Shuts down the sockets of connections whose negotiation deadline has
+ * passed (their threads then fail their read or handshake and log it);
+ * returns the milliseconds until the next deadline, at most 1000. */
+int expire_negotiations(cxr_dicom_scp *scp)
 {
+    steady::time_point now = steady::now(), next = now + std::chrono::seconds(1);
+    std::lock_guard<std::mutex> lock(scp->mu);
+    for (worker *w : scp->workers) {
+        if (w->state != WORKER_NEGOTIATING || w->evicted || w->timed_out || w->stopped)
+            continue;
+        if (w->deadline <= now) {
+            w->timed_out = true;
+            shutdown(w->shut_fd, SHUT_RDWR);
+        } else if (w->deadline < next) {
+            next = w->deadline;
+        }
+    }
+    auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(next - now).count();
+    return (int)std::max<long long>(1, std::min<long long>(ms + 1, 1000));
+}
+
+/* Under scp->mu: the connection to close so that one more from `ip` may
+ * negotiate, or NULL if there is room. Over the per-peer cap: that peer's
+ * oldest; over the total cap: the oldest of the peer with the most. A peer
+ * that sends its request at once never waits on those that do not. */
+worker *pick_eviction(cxr_dicom_scp *scp, uint32_t ip)
+{
+    std::map<uint32_t, std::pair<uint32_t, worker *>> per_peer; /* count, oldest */
+    uint32_t total = 0;
+    for (worker *w : scp->workers) {
+        if (w->state != WORKER_NEGOTIATING || w->evicted || w->timed_out || w->stopped)
+            continue;
+        total++;
+        auto &e = per_peer[w->peer_ip];
+        e.first++;
+        if (!e.second || w->accepted_at < e.second->accepted_at)
+            e.second = w;
+    }
+    auto mine = per_peer.find(ip);
+    if (mine != per_peer.end() && mine->second.first >= scp->max_negotiations_per_peer)
+        return mine->second.second;
+    if (total < scp->max_negotiations)
+        return NULL;
+    worker *victim = NULL;
+    uint32_t most = 0;
+    for (auto &kv : per_peer)
+        if (kv.second.first > most ||
+            (kv.second.first == most && kv.second.second->accepted_at < victim->accepted_at)) {
+            most = kv.second.first;
+            victim = kv.second.second;
+        }
+    return victim;
+}
+
+/* Takes one accepted connection: makes room under the negotiation caps,
+ * then starts its thread (which owns `fd` from then on). */
+void admit(cxr_dicom_scp *scp, int fd, const struct sockaddr_in &peer)
+{
+    char host[64];
+    if (!inet_ntop(AF_INET, &peer.sin_addr, host, sizeof host))
+        snprintf(host, sizeof host, "?");
+    uint32_t ip = ntohl(peer.sin_addr.s_addr);
+    const size_t max_threads = (size_t)scp->max_associations + 2u * scp->max_negotiations;
+    char why[160] = "";
+    {
+        std::lock_guard<std::mutex> lock(scp->mu);
+        /* Threads of closed connections are joined on the next turn of the
+         * loop; the bound keeps a flood from piling them up meanwhile. */
+        size_t live = scp->workers.size();
+        worker *w = live < max_threads ? new (std::nothrow) worker : NULL;
+        int shut_fd = w ? fcntl(fd, F_DUPFD_CLOEXEC, 0) : -1;
+        if (w && shut_fd < 0) {
+            delete w;
+            w = NULL;
+        }
+        if (w) {
+            worker *victim = pick_eviction(scp, ip);
+            if (victim) {
+                victim->evicted = true;
+                shutdown(victim->shut_fd, SHUT_RDWR);
+            }
+            w->scp = scp;
+            w->fd = fd;
+            w->shut_fd = shut_fd;
+            w->peer_ip = ip;
+            w->accepted_at = steady::now();
+            w->deadline = w->accepted_at + std::chrono::seconds(scp->acse_timeout_s);
+            memcpy(w->host, host, sizeof host);
+            try {
+                scp->workers.push_back(w);
+                w->thread = std::thread(scp_connection_main, w);
+                return;
+            } catch (const std::exception &e) {
+                if (!scp->workers.empty() && scp->workers.back() == w)
+                    scp->workers.pop_back();
+                close(shut_fd);
+                delete w;
+                snprintf(why, sizeof why, "no thread for it (%s)", e.what());
+            }
+        } else if (live >= max_threads) {
+            snprintf(why, sizeof why,
+                     "%zu connections open (the limit: max-associations and the negotiation "
+                     "caps set it)",
+                     live);
+        } else {
+            snprintf(why, sizeof why, "%s",
+                     errno == EMFILE || errno == ENFILE ? "out of file descriptors"
+                                                        : "out of memory");
+        }
+    }
+    close(fd);
+    scp->n_failed++;
+    scp->peer_log.event(CXR_LOG_WARN, "connections closed at once", host,
+                        "connection from %s closed at once: %s", host, why);
+}
+
+/* Accepts what is pending on the listening socket (at most
+ * ACCEPTS_PER_WAKEUP). Returns false when accept() fails for lack of
+ * resources (EMFILE...), so that the caller pauses instead of spinning. */
+bool accept_pending(cxr_dicom_scp *scp, int lfd)
+{
+    for (int i = 0; i < ACCEPTS_PER_WAKEUP; i++) {
+        struct sockaddr_in peer;
+        socklen_t len = sizeof peer;
+        memset(&peer, 0, sizeof peer);
+        /* blocking, like the sockets DCMTK accepts itself */
+        int fd = accept4(lfd, (struct sockaddr *)&peer, &len, SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                return true;
+            if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO || errno == EPERM)
+                continue;
+            scp->peer_log.event(CXR_LOG_ERROR, "failed accepts", "the listener",
+                                "SCP listener: accept(): %s; pausing 100 ms%s", strerror(errno),
+                                errno == EMFILE || errno == ENFILE
+                                    ? " (out of file descriptors: raise LimitNOFILE or lower "
+                                      "max-associations)"
+                                    : "");
+            return false;
+        }
+        admit(scp, fd, peer);
+    }
+    return true;
+}
+
+/* The listener loop: polls the listening socket and the stop eventfd,
+ * accepts connections and hands each to its own thread at once, closes
+ * negotiations past their deadline, joins finished threads and prints the
+ * rate-limited log summaries. It never reads from a connection. */
+void listen_loop(cxr_dicom_scp *scp, int lfd)
+{
+    steady::time_point paused_until = steady::now();
     while (!scp->stop_requested.load()) {
         reap(scp, false);
-        struct pollfd pfd[2] = {{lfd, POLLIN, 0}, {scp->wake_fd, POLLIN, 0}};
-        int n = poll(pfd, 2, 1000);
+        scp->peer_log.flush(false);
+        int wait_ms = expire_negotiations(scp);
+        bool paused = steady::now() < paused_until;
+        struct pollfd pfd[2] = {{scp->wake_fd, POLLIN, 0}, {lfd, POLLIN, 0}};
+        int n = poll(pfd, paused ? 1 : 2, paused ? std::min(wait_ms, 100) : wait_ms);
         if (n < 0 && errno != EINTR) {
             cxr_log(CXR_LOG_ERROR, "dicom", "SCP listener: poll(): %s", strerror(errno));
             break;
         }
         if (n <= 0)
             continue;
-        if (pfd[1].revents & POLLIN) {
+        if (pfd[0].revents & POLLIN) {
             uint64_t v;
             if (read(scp->wake_fd, &v, sizeof v) < 0 && errno != EAGAIN)
                 cxr_log(CXR_LOG_WARN, "dicom", "SCP listener: eventfd read: %s", strerror(errno));
         }
-        if (!(pfd[0].revents & POLLIN) || scp->stop_requested.load())
+        if (paused || !(pfd[1].revents & POLLIN) || scp->stop_requested.load())
             continue;
-        T_ASC_Association *assoc = NULL;
-        OFCondition c = ASC_receiveAssociation(net, &assoc, (long)scp->max_pdu, NULL, NULL,
-                                               scp->tls_enabled ? OFTrue : OFFalse, DUL_NOBLOCK, 1);
-        if (c == DUL_NOASSOCIATIONREQUEST) {
-            ASC_destroyAssociation(&assoc);
-            continue;
-        }
-        if (c.bad()) {
-            char host[64] = "?";
-            if (assoc && assoc->params && assoc->params->DULparams.callingPresentationAddress[0])
-                trim_copy(host, sizeof host, assoc->params->DULparams.callingPresentationAddress);
-            cxr_log(CXR_LOG_WARN, "dicom",
-                    "connection from %s dropped before an association was negotiated%s: %s", host,
-                    scp->tls_enabled ? " (TLS handshake or A-ASSOCIATE-RQ)" : " (A-ASSOCIATE-RQ)",
-                    c.text());
-            scp->n_failed++;
-            if (assoc) {
-                ASC_dropAssociation(assoc);
-                ASC_destroyAssociation(&assoc);
-            }
-            /* No peer address: accept() itself failed (EMFILE, ENOBUFS...)
-             * and the connection is still pending; do not spin on it. */
-            if (host[0] == '?')
-                usleep(100 * 1000);
-            continue;
-        }
-        dispatch(scp, assoc);
+        if (!accept_pending(scp, lfd))
+            paused_until = steady::now() + std::chrono::milliseconds(100);
     }
 }
 
@@ -382,9 +514,16 @@ enum cxr_status scp_run(cxr_dicom_scp *scp, char *err)
     }
     /* DCMTK 3.6.7 binds its acceptor to INADDR_ANY only: let it create its
      * network on a throw-away port, then put our socket (bound where the
-     * config says) on its listening file descriptor. */
+     * config says) on its listening file descriptor. We accept on it
+     * ourselves; DCMTK gets each connection through dcmExternalSocketHandle
+     * (net_scp_accept.cc), which its network initialisation reads too: hence
+     * the lock. */
     T_ASC_Network *net = NULL;
-    OFCondition c = ASC_initializeNetwork(NET_ACCEPTOR, 0, (int)scp->acse_timeout_s, &net);
+    OFCondition c;
+    {
+        std::lock_guard<std::mutex> lock(external_socket_mutex());
+        c = ASC_initializeNetwork(NET_ACCEPTOR, 0, (int)scp->acse_timeout_s, &net);
+    }
     int dfd = c.good() ? (int)DUL_networkSocket(net->network) : -1;
     if (c.bad() || dfd < 0 || dup2(lfd, dfd) < 0) {
         set_err(err, "DICOM SCP: DCMTK network initialisation failed: %s",
@@ -397,26 +536,32 @@ enum cxr_status scp_run(cxr_dicom_scp *scp, char *err)
     }
     close(lfd);
     fcntl(dfd, F_SETFD, FD_CLOEXEC);
-    if (scp->tls_enabled) {
-        c = ASC_setTransportLayer(net, scp->tls, 0);
-        if (c.bad()) {
-            set_err(err, "DICOM SCP: TLS layer: %s", c.text());
-            ASC_dropNetwork(&net);
-            set_ready(scp, -1, 0);
-            return CXR_ERR_DICOM_NET;
-        }
+    scp->handoff = new handoff_layer;
+    c = ASC_setTransportLayer(net, scp->handoff, 0);
+    if (c.bad()) {
+        set_err(err, "DICOM SCP: transport layer: %s", c.text());
+        ASC_dropNetwork(&net);
+        delete scp->handoff;
+        scp->handoff = NULL;
+        set_ready(scp, -1, 0);
+        return CXR_ERR_DICOM_NET;
     }
-    cxr_log(CXR_LOG_INFO, "dicom", "SCP %s listening on %s:%u%s (max %u associations)",
+    scp->net = net;
+    cxr_log(CXR_LOG_INFO, "dicom",
+            "SCP %s listening on %s:%u%s (max %u associations; %u connections negotiating, %u "
+            "per address, %u s each)",
             scp->ae_title.c_str(),
             scp->bind_address.empty() ? "0.0.0.0" : scp->bind_address.c_str(), (unsigned)port,
-            scp->tls_enabled ? " with TLS" : "", scp->max_associations);
+            scp->tls_enabled ? " with TLS" : "", scp->max_associations, scp->max_negotiations,
+            scp->max_negotiations_per_peer, scp->acse_timeout_s);
     set_ready(scp, 1, port);
 
-    listen_loop(scp, net, dfd);
+    listen_loop(scp, dfd);
 
-    /* Stop: no more accepts; idle associations close now, busy ones after
-     * their current C-STORE (they check stop_requested). Re-check while
-     * joining, since a busy association may turn idle meanwhile. */
+    /* Stop: no more accepts; negotiations and idle associations close now,
+     * busy ones after their current C-STORE (they check stop_requested).
+     * Re-check while joining, since a busy association may turn idle
+     * meanwhile. */
     for (;;) {
         close_idle(scp);
         reap(scp, false);
@@ -432,13 +577,19 @@ enum cxr_status scp_run(cxr_dicom_scp *scp, char *err)
         }
     }
     reap(scp, true);
+    scp->net = NULL;
     ASC_dropNetwork(&net);
+    delete scp->handoff;
+    scp->handoff = NULL;
+    scp->peer_log.flush(true);
     set_ready(scp, -1, 0);
     cxr_log(CXR_LOG_INFO, "dicom", "SCP %s stopped", scp->ae_title.c_str());
     return CXR_OK;
 }
 
 } // namespace
+
+bool cxr_net::scp_dispatch(worker *w, T_ASC_Association *assoc) { return dispatch(w, assoc); }
 
 extern "C" {
 
@@ -495,6 +646,12 @@ enum cxr_status cxr_dicom_scp_new(const struct cxr_dicom_scp_config *cfg, cxr_di
             cfg->max_associations ? cfg->max_associations : DEFAULT_MAX_ASSOCIATIONS;
         scp->max_pdu = max_pdu;
         scp->acse_timeout_s = cfg->acse_timeout_s ? cfg->acse_timeout_s : DEFAULT_ACSE_TIMEOUT_S;
+        scp->max_negotiations_per_peer =
+            cfg->max_negotiations_per_peer ? cfg->max_negotiations_per_peer : scp->max_associations;
+        scp->max_negotiations =
+            cfg->max_negotiations ? cfg->max_negotiations : 4 * scp->max_associations;
+        if (scp->max_negotiations < scp->max_negotiations_per_peer)
+            scp->max_negotiations = scp->max_negotiations_per_peer;
         scp->dimse_timeout_s =
             cfg->dimse_timeout_s ? cfg->dimse_timeout_s : DEFAULT_DIMSE_TIMEOUT_S;
         scp->check_called_ae = cfg->check_called_ae;

@@ -450,10 +450,11 @@ void run_association(worker *w)
                                       ASC_REASON_SU_NOREASON};
         char text[160];
         reject_text(&rej, text, sizeof text);
-        cxr_log(CXR_LOG_WARN, "dicom",
-                "association from %s@%s to %s rejected: no acceptable presentation context "
-                "(%d proposed) (%s)",
-                w->calling, w->host, w->called, ASC_countPresentationContexts(assoc->params), text);
+        scp->peer_log.event(CXR_LOG_WARN, "associations rejected", w->host,
+                            "association from %s@%s to %s rejected: no acceptable presentation "
+                            "context (%d proposed) (%s)",
+                            w->calling, w->host, w->called,
+                            ASC_countPresentationContexts(assoc->params), text);
         scp->n_rejected++;
         ASC_rejectAssociation(assoc, &rej);
         return;
@@ -477,28 +478,34 @@ void run_association(worker *w)
 
 } // namespace
 
-/* Thread body for one association: serves it, then closes and frees it and
- * tells the listener (done flag + eventfd) so it can join the thread. */
-void scp_worker_main(worker *w)
+void scp_connection_main(worker *w)
 {
     cxr_dicom_scp *scp = w->scp;
     try {
-        run_association(w);
+        T_ASC_Association *assoc = scp_negotiate(w);
+        if (assoc && scp_dispatch(w, assoc))
+            run_association(w);
     } catch (const std::exception &e) {
-        cxr_log(CXR_LOG_ERROR, "dicom", "association from %s@%s: %s", w->calling, w->host,
+        cxr_log(CXR_LOG_ERROR, "dicom", "connection from %s (%s): %s", w->host, w->calling,
                 e.what());
-        ASC_abortAssociation(w->assoc);
+        if (w->assoc)
+            ASC_abortAssociation(w->assoc);
     } catch (...) {
-        cxr_log(CXR_LOG_ERROR, "dicom", "association from %s@%s: unexpected exception", w->calling,
-                w->host);
-        ASC_abortAssociation(w->assoc);
+        cxr_log(CXR_LOG_ERROR, "dicom", "connection from %s (%s): unexpected exception", w->host,
+                w->calling);
+        if (w->assoc)
+            ASC_abortAssociation(w->assoc);
     }
     {
         std::lock_guard<std::mutex> lock(scp->mu);
         w->state = WORKER_CLOSING;
     }
-    ASC_dropSCPAssociation(w->assoc, 1);
-    ASC_destroyAssociation(&w->assoc);
+    if (w->assoc) {
+        ASC_dropSCPAssociation(w->assoc, 1);
+        ASC_destroyAssociation(&w->assoc);
+    }
+    close(w->shut_fd); /* the listener no longer uses it: the state is WORKER_CLOSING */
+    w->shut_fd = -1;
     {
         std::lock_guard<std::mutex> lock(scp->mu);
         w->done = true;

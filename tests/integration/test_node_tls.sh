@@ -6,7 +6,9 @@
 #     its certificate and verifies the destination's against the CA);
 #   - plain TCP to the TLS port fails;
 #   - a client certificate from another CA fails;
-#   - a client that does not trust the node's CA refuses the node.
+#   - a client that does not trust the node's CA refuses the node;
+#   - 8 connections that never start their TLS handshake, held open, do
+#     not delay a TLS client (DCMTK's handshake has no timeout of its own).
 . "$(dirname "$0")/node_lib.sh"
 need_tools storescu storescp echoscu dcmdump curl openssl sqlite3
 setup_work
@@ -65,5 +67,21 @@ check "C-ECHO over TLS after the failures" \
 [ "$(sqlite3 "$WORK/spool/jobs.sqlite" 'SELECT count(*) FROM instances')" -eq 1 ] ||
     fail "a failed TLS association stored something"
 log "TLS: plain TCP, a foreign client certificate and an untrusted node certificate all fail"
+
+"$CXR_PYTHON" - "$DICOM_PORT" "$WORK/silent.ready" <<'PY' 2>"$WORK/silent.log" &
+import os, socket, sys, time
+conns = [socket.create_connection(("127.0.0.1", int(sys.argv[1]))) for _ in range(8)]
+open(sys.argv[2] + ".tmp", "w").write("8\n")
+os.rename(sys.argv[2] + ".tmp", sys.argv[2])
+time.sleep(3600)
+PY
+SILENT_PID=$!
+NODE_PIDS+=("$SILENT_PID")
+silent_ready() { [ -s "$WORK/silent.ready" ] || { kill -0 "$SILENT_PID" || fail "silent connections: $(cat "$WORK/silent.log")"; false; }; }
+wait_until 60 "8 silent connections to the TLS port" silent_ready
+echoscu -to 10 -ta 10 "${TLS_OK[@]}" -aet CR01 -aec CXRTRIAGE 127.0.0.1 "$DICOM_PORT" >"$WORK/echo_silent.log" 2>&1 ||
+    fail "C-ECHO over TLS while 8 connections withhold their handshake: $(tail -3 "$WORK/echo_silent.log")"
+kill -0 "$SILENT_PID" || fail "the silent connections were not held"
+log "TLS: 8 connections withholding their handshake do not delay a TLS client"
 stop_node
 log "PASS"

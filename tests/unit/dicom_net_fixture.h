@@ -24,6 +24,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -708,6 +709,135 @@ FIXTURE void raw_truncated_store(int fd, const char *sop_class, const char *sop_
         raw_send(fd, data, 12 + chunk);
     }
     free(data);
+}
+
+/* ---- building A-ASSOCIATE-RQ PDUs (PS3.8 9.3.2), well-formed or not ----- */
+
+/* A PDU under construction: items are opened with pdu_open (type, length
+ * placeholder) and closed with pdu_close, which writes the length of what
+ * was put in between (16 bits; the PDU's own 32). */
+struct pdu {
+    uint8_t b[1 << 17];
+    size_t n;
+};
+
+FIXTURE void pdu_put(struct pdu *p, const void *v, size_t n)
+{
+    ck_assert_uint_le(p->n + n, sizeof p->b);
+    memcpy(p->b + p->n, v, n);
+    p->n += n;
+}
+FIXTURE void pdu_u8(struct pdu *p, uint8_t v) { pdu_put(p, &v, 1); }
+FIXTURE void pdu_be16(struct pdu *p, uint16_t v)
+{
+    uint8_t b[2];
+    be16(b, v);
+    pdu_put(p, b, 2);
+}
+FIXTURE void pdu_be32(struct pdu *p, uint32_t v)
+{
+    uint8_t b[4];
+    be32(b, v);
+    pdu_put(p, b, 4);
+}
+FIXTURE size_t pdu_open(struct pdu *p, uint8_t type)
+{
+    size_t at = p->n;
+    uint8_t h[4] = {type, 0, 0, 0};
+    pdu_put(p, h, 4);
+    return at;
+}
+FIXTURE void pdu_close(struct pdu *p, size_t at)
+{
+    size_t len = p->n - at - 4;
+    ck_assert_uint_le(len, 0xFFFF);
+    be16(p->b + at + 2, (uint16_t)len);
+}
+/* An item or sub-item holding a string (a UID, an AE title...). */
+FIXTURE void pdu_text(struct pdu *p, uint8_t type, const char *text)
+{
+    size_t at = pdu_open(p, type);
+    pdu_put(p, text, strlen(text));
+    pdu_close(p, at);
+}
+/* A sub-item of `len` bytes of '1' (an over-long UID). */
+FIXTURE void pdu_fill(struct pdu *p, uint8_t type, size_t len)
+{
+    size_t at = pdu_open(p, type);
+    ck_assert_uint_le(p->n + len, sizeof p->b);
+    memset(p->b + p->n, '1', len);
+    p->n += len;
+    pdu_close(p, at);
+}
+/* PDU header and fixed fields of an A-ASSOCIATE-RQ. */
+FIXTURE void rq_begin(struct pdu *p, const char *calling, const char *called)
+{
+    p->n = 0;
+    uint8_t h[6] = {0x01, 0, 0, 0, 0, 0};
+    pdu_put(p, h, 6);
+    pdu_be16(p, 1);
+    pdu_be16(p, 0);
+    char ae[17];
+    pathf(ae, sizeof ae, "%-16s", called);
+    pdu_put(p, ae, 16);
+    pathf(ae, sizeof ae, "%-16s", calling);
+    pdu_put(p, ae, 16);
+    uint8_t zero[32] = {0};
+    pdu_put(p, zero, 32);
+}
+FIXTURE void rq_end(struct pdu *p) { be32(p->b + 2, (uint32_t)(p->n - 6)); }
+/* A presentation context item: id, abstract syntax, one transfer syntax. */
+FIXTURE void rq_context(struct pdu *p, uint8_t id, const char *abstract, const char *ts)
+{
+    size_t at = pdu_open(p, 0x20);
+    uint8_t h[4] = {id, 0, 0, 0};
+    pdu_put(p, h, 4);
+    pdu_text(p, 0x30, abstract);
+    pdu_text(p, 0x40, ts);
+    pdu_close(p, at);
+}
+FIXTURE void rq_app_context(struct pdu *p) { pdu_text(p, 0x10, "1.2.840.10008.3.1.1.1"); }
+/* Maximum length and implementation class UID sub-items (inside 0x50). */
+FIXTURE void rq_user_basics(struct pdu *p)
+{
+    size_t at = pdu_open(p, 0x51);
+    pdu_be32(p, 16384);
+    pdu_close(p, at);
+    pdu_text(p, 0x52, "1.2.826.0.1.3680043.10.2");
+}
+/* A complete, minimal request: Verification, implicit VR LE. */
+FIXTURE void rq_minimal(struct pdu *p, const char *calling, const char *called)
+{
+    rq_begin(p, calling, called);
+    rq_app_context(p);
+    rq_context(p, 1, "1.2.840.10008.1.1", "1.2.840.10008.1.2");
+    size_t ui = pdu_open(p, 0x50);
+    rq_user_basics(p);
+    pdu_close(p, ui);
+    rq_end(p);
+}
+
+/* Reads one PDU header from `fd` (30 s at most); returns the PDU type, 0
+ * when the peer closed first, and the 4 bytes after the header in `after`
+ * (A-ABORT: reserved, reserved, source, reason). */
+FIXTURE int raw_read_pdu(int fd, uint8_t after[4])
+{
+    struct timeval tv = {30, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    uint8_t b[10];
+    size_t got = 0;
+    while (got < sizeof b) {
+        ssize_t n = recv(fd, b + got, sizeof b - got, 0);
+        if (n <= 0)
+            break;
+        got += (size_t)n;
+    }
+    if (after) {
+        memset(after, 0, 4);
+        if (got >= 10)
+            memcpy(after, b + 6, 4);
+    }
+    return got < 6 ? 0 : b[0];
 }
 
 /* ---- a corpus of files in every transfer syntax the SCP accepts ---------- */

@@ -2,10 +2,11 @@
  * SCU (C-ECHO, C-STORE of SRs to destinations), with TLS (BCP 195). DCMTK
  * (dcmnet, dcmtls) inside; no DCMTK type crosses this header.
  *
- * Threads: cxr_dicom_scp_run blocks the calling thread (the listener) and
- * serves each accepted association on a thread of its own (up to
- * max_associations at once); callbacks run on those threads and must be
- * thread-safe. cxr_dicom_scp_stop may be called from any thread, and is
+ * Threads: cxr_dicom_scp_run blocks the calling thread (the listener), which
+ * only accepts TCP connections; each connection gets a thread of its own at
+ * once, which does the TLS handshake, reads the A-ASSOCIATE-RQ and then
+ * serves the association (up to max_associations at once); callbacks run on
+ * those threads and must be thread-safe. cxr_dicom_scp_stop may be called from any thread, and is
  * async-signal-safe (it only sets a flag and writes to an eventfd), so a
  * SIGTERM handler may call it directly. SCU calls are independent and may
  * run on any thread.
@@ -82,9 +83,23 @@ struct cxr_dicom_peer_rule {
  *  5. the assoc callback says no         -> transient, service-provider (presentation), 1
  * (temporary congestion)
  *  6. no acceptable presentation context -> permanent, service-user, 1
- * Every association is logged (calling AE, called AE, host, outcome, reason).
+ * Every association is logged (calling AE, called AE, host, outcome, reason);
+ * refusals and connections that fail before an association is negotiated
+ * are logged once per peer address and minute, with a count of the others.
+ *
+ * Before that policy (negotiation, before any authentication): a
+ * connection has acse_timeout_s in all to complete its TLS handshake and
+ * send a complete A-ASSOCIATE-RQ; the request must pass
+ * cxr_dicom_assoc_rq_check (else A-ABORT). At most max_negotiations
+ * connections negotiate at once, at most max_negotiations_per_peer from one
+ * IP address; a connection beyond either limit closes the oldest one still
+ * negotiating (of that address, else of the address with the most), so
+ * that held-open connections cannot lock out a peer that sends its request
+ * at once.
  * Zero numbers take defaults: max_associations 16, max_pdu 65536 (allowed
- * 4096..131072), acse_timeout_s 30, dimse_timeout_s 60. bind_address NULL or
+ * 4096..131072), acse_timeout_s 30, dimse_timeout_s 60,
+ * max_negotiations_per_peer max_associations, max_negotiations 4 x
+ * max_associations (at least max_negotiations_per_peer). bind_address NULL or
  * "" means all interfaces; it must be an IPv4 address or a name (DCMTK 3.6.7's
  * acceptor is IPv4 only). port 0 picks a free port (see
  * cxr_dicom_scp_wait_ready). */
@@ -94,7 +109,7 @@ struct cxr_dicom_scp_config {
     uint16_t port;
     uint32_t max_associations; /* simultaneous associations; more are rejected (transient) */
     uint32_t max_pdu;          /* bytes, 4096..131072 typical */
-    uint32_t acse_timeout_s;   /* TLS handshake + A-ASSOCIATE-RQ read (on the listener thread) */
+    uint32_t acse_timeout_s;   /* TLS handshake + A-ASSOCIATE-RQ read, in all, per connection */
     uint32_t dimse_timeout_s;  /* each DIMSE read; also the idle time before the SCP aborts */
     bool check_called_ae;
     const struct cxr_dicom_peer_rule *allowed_peers; /* NULL/0 = any peer */
@@ -104,6 +119,8 @@ struct cxr_dicom_scp_config {
         spool_tmp_dir; /* where incoming objects are first written (same filesystem as the spool) */
     uint64_t memory_max_bytes; /* objects up to this size are handed over in memory, not as a file;
                                   0 = always a file */
+    uint32_t max_negotiations; /* connections negotiating at once (all peers) */
+    uint32_t max_negotiations_per_peer; /* connections negotiating at once from one IP address */
 };
 
 /* What the SCP hands to the store callback: the received object,
@@ -159,8 +176,8 @@ enum cxr_status cxr_dicom_scp_run(struct cxr_dicom_scp *scp, char *err);
  * once; one in the middle of a C-STORE finishes it (data set, store callback,
  * response) and is then aborted (A-ABORT; the peer resends the rest later).
  * run returns when all association threads have ended: promptly, bounded by
- * dimse_timeout_s for a stalled transfer and acse_timeout_s for a peer
- * stalling in its A-ASSOCIATE-RQ/TLS handshake. Async-signal-safe. */
+ * dimse_timeout_s for a stalled transfer; connections still negotiating
+ * (TLS handshake, A-ASSOCIATE-RQ) are closed at once. Async-signal-safe. */
 void cxr_dicom_scp_stop(struct cxr_dicom_scp *scp);
 /* Waits until run is listening and returns the bound port (useful with port
  * 0); 0 if run failed or stopped first, or after timeout_ms. Any thread. */
@@ -182,6 +199,20 @@ void cxr_dicom_scp_get_stats(struct cxr_dicom_scp *scp, struct cxr_dicom_scp_sta
 /* Changes memory_max_bytes for the objects received from now on (any thread). */
 void cxr_dicom_scp_set_memory_max(struct cxr_dicom_scp *scp, uint64_t bytes);
 void cxr_dicom_scp_free(struct cxr_dicom_scp *scp);
+
+/* Checks an A-ASSOCIATE-RQ PDU (`len` bytes from its PDU-type byte) for the
+ * structure PS3.8 9.3.2 and PS3.7 D.3.3 prescribe, before DCMTK parses it:
+ * item and sub-item lengths that add up, one abstract syntax and at least
+ * one transfer syntax per presentation context, UIDs of 1 to 64 bytes, at
+ * most one user information item and one user identity sub-item, role
+ * selection, extended negotiation and user identity fields within their
+ * sub-items. DCMTK 3.6.7 leaks memory on several of these faults (see
+ * dicom/src/assoc_rq.c). Returns 0 when the request may be parsed,
+ * otherwise the A-ABORT reason to answer with (PS3.8 Table 9-26: 1
+ * unrecognized PDU, 2 unexpected PDU, 4 unrecognized PDU parameter, 6
+ * invalid PDU parameter value) and a one-line reason naming the item and
+ * its offset in `why` (why_len bytes; may be NULL). Pure; any thread. */
+int cxr_dicom_assoc_rq_check(const uint8_t *pdu, size_t len, char *why, size_t why_len);
 
 /* A remote AE to send to. Zero numbers take defaults: max_pdu 65536,
  * connect_timeout_s 10 (TCP connect and the A-ASSOCIATE exchange; DCMTK keeps
