@@ -85,18 +85,27 @@ static struct plugin *ready_db(OrthancPluginRestOutput *out)
     return p;
 }
 
+/* ready_db for a route served for one method only: NULL (answered: 503,
+ * or 405 naming `allow`) when the request cannot go on. */
+static struct plugin *ready_for(OrthancPluginRestOutput *out, const OrthancPluginHttpRequest *req,
+                                OrthancPluginHttpMethod method, const char *allow)
+{
+    struct plugin *p = ready_db(out);
+    if (p && req->method != method) {
+        OrthancPluginSendMethodNotAllowed(p->ctx, out, allow);
+        return NULL;
+    }
+    return p;
+}
+
 /* ------------------------------------------------------------------ worklist, studies */
 
 static OrthancPluginErrorCode on_worklist(OrthancPluginRestOutput *out, const char *url,
                                           const OrthancPluginHttpRequest *req)
 {
-    struct plugin *p = ready_db(out);
+    struct plugin *p = ready_for(out, req, OrthancPluginHttpMethod_Get, "GET");
     if (!p)
         return OrthancPluginErrorCode_Success;
-    if (req->method != OrthancPluginHttpMethod_Get) {
-        OrthancPluginSendMethodNotAllowed(p->ctx, out, "GET");
-        return OrthancPluginErrorCode_Success;
-    }
     struct cxr_triage_worklist_options o;
     plugin_worklist_options(p, &o);
     const char *lim = get_arg(req, "limit");
@@ -127,13 +136,9 @@ static bool find_study(struct plugin *p, const char *key, struct plugin_study *s
 static OrthancPluginErrorCode on_study(OrthancPluginRestOutput *out, const char *url,
                                        const OrthancPluginHttpRequest *req)
 {
-    struct plugin *p = ready_db(out);
+    struct plugin *p = ready_for(out, req, OrthancPluginHttpMethod_Get, "GET");
     if (!p)
         return OrthancPluginErrorCode_Success;
-    if (req->method != OrthancPluginHttpMethod_Get) {
-        OrthancPluginSendMethodNotAllowed(p->ctx, out, "GET");
-        return OrthancPluginErrorCode_Success;
-    }
     struct plugin_study s;
     if (req->groupsCount < 1 || !find_study(p, req->groups[0], &s)) {
         answer_error(p, out, 404,
@@ -161,13 +166,9 @@ static OrthancPluginErrorCode on_study(OrthancPluginRestOutput *out, const char 
 static OrthancPluginErrorCode on_score(OrthancPluginRestOutput *out, const char *url,
                                        const OrthancPluginHttpRequest *req)
 {
-    struct plugin *p = ready_db(out);
+    struct plugin *p = ready_for(out, req, OrthancPluginHttpMethod_Post, "POST");
     if (!p)
         return OrthancPluginErrorCode_Success;
-    if (req->method != OrthancPluginHttpMethod_Post) {
-        OrthancPluginSendMethodNotAllowed(p->ctx, out, "POST");
-        return OrthancPluginErrorCode_Success;
-    }
     const char *key = req->groupsCount ? req->groups[0] : "";
     char id[PLUGIN_ID_LEN] = "";
     if (is_orthanc_id(key)) {
@@ -339,13 +340,9 @@ static OrthancPluginErrorCode on_reload(OrthancPluginRestOutput *out, const char
 static OrthancPluginErrorCode on_forwards(OrthancPluginRestOutput *out, const char *url,
                                           const OrthancPluginHttpRequest *req)
 {
-    struct plugin *p = ready_db(out);
+    struct plugin *p = ready_for(out, req, OrthancPluginHttpMethod_Get, "GET");
     if (!p)
         return OrthancPluginErrorCode_Success;
-    if (req->method != OrthancPluginHttpMethod_Get) {
-        OrthancPluginSendMethodNotAllowed(p->ctx, out, "GET");
-        return OrthancPluginErrorCode_Success;
-    }
     int32_t state = -1;
     const char *s = get_arg(req, "state");
     if (s)
@@ -368,13 +365,9 @@ static OrthancPluginErrorCode on_forwards(OrthancPluginRestOutput *out, const ch
 static OrthancPluginErrorCode on_retry(OrthancPluginRestOutput *out, const char *url,
                                        const OrthancPluginHttpRequest *req)
 {
-    struct plugin *p = ready_db(out);
+    struct plugin *p = ready_for(out, req, OrthancPluginHttpMethod_Post, "POST");
     if (!p)
         return OrthancPluginErrorCode_Success;
-    if (req->method != OrthancPluginHttpMethod_Post) {
-        OrthancPluginSendMethodNotAllowed(p->ctx, out, "POST");
-        return OrthancPluginErrorCode_Success;
-    }
     int64_t id = req->groupsCount ? strtoll(req->groups[0], NULL, 10) : 0;
     int64_t count = 0;
     if (plugin_db_forwards_retry(p->db, id, plugin_now_ms(), &count) != CXR_OK) {
@@ -438,13 +431,9 @@ static OrthancPluginErrorCode on_ui(OrthancPluginRestOutput *out, const char *ur
 static OrthancPluginErrorCode on_read(OrthancPluginRestOutput *out, const char *url,
                                       const OrthancPluginHttpRequest *req)
 {
-    struct plugin *p = ready_db(out);
+    struct plugin *p = ready_for(out, req, OrthancPluginHttpMethod_Post, "POST");
     if (!p)
         return OrthancPluginErrorCode_Success;
-    if (req->method != OrthancPluginHttpMethod_Post) {
-        OrthancPluginSendMethodNotAllowed(p->ctx, out, "POST");
-        return OrthancPluginErrorCode_Success;
-    }
     bool json = false;
     for (uint32_t i = 0; i < req->headersCount; i++)
         if (!strcasecmp(req->headersKeys[i], "content-type") &&
