@@ -289,7 +289,8 @@ int cmd_score(int argc, char **argv)
         for (int32_t i = 0; i < nb; i++) {
             char derr[CXR_ERRLEN] = "";
             double t0 = now_ms();
-            st = cxr_dicom_instance_load_file(inputs.v[base + i], &insts[i], derr);
+            st = cxr_dicom_instance_load_file_within(inputs.v[base + i], &conf->gate, &insts[i],
+                                                     derr);
             results[i].t.read_ms = now_ms() - t0;
             if (st != CXR_OK) {
                 results[i].analysed = false;

@@ -129,8 +129,11 @@ bool node_mkdirs(const char *path);
 /* fsync of a folder (after a rename or unlink in it). */
 bool node_fsync_dir(const char *dir);
 /* Loads a received instance: from the job store when it is kept there
- * (in_store), else from its spool file `rel`. err: CXR_ERRLEN. */
+ * (in_store), else from its spool file `rel`, within the image size limits
+ * of `rules` (NULL: the decoder's; cxr_dicom_instance_load_file_within).
+ * err: CXR_ERRLEN. */
 enum cxr_status node_instance_load(struct cxr_node *n, int64_t id, bool in_store, const char *rel,
+                                   const struct cxr_conf_gate *rules,
                                    struct cxr_dicom_instance **out, char *err);
 /* Writes a whole buffer to `path` durably: temp file, fsync, rename, fsync dir. */
 enum cxr_status node_write_durable(const char *path, const void *buf, size_t len, char *err,

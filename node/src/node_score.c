@@ -314,7 +314,8 @@ static void prepare_one(struct cxr_node *n, struct cxr_triage_engine *e, struct 
     char err[CXR_ERRLEN] = "";
     struct cxr_dicom_instance *inst = NULL;
     double t0 = node_mono_ms();
-    enum cxr_status st = node_instance_load(n, job->id, job->in_store, job->path, &inst, err);
+    enum cxr_status st = node_instance_load(n, job->id, job->in_store, job->path,
+                                            &cxr_triage_engine_conf(e)->gate, &inst, err);
     r->t.read_ms = node_mono_ms() - t0;
     if (st != CXR_OK) {
         not_analysed(r, st, err);

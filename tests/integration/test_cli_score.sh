@@ -135,6 +135,30 @@ for o in objs:
 EOF
 ok "score --json"
 
+# ---- decompression bombs (issue 14, item 3): two deflated data sets of a few
+# hundred KB, one whose Pixel Data expands to 400 MB behind a 512 x 512
+# header, one with 64 MB of a private element before its pixels, between
+# proper images: the bombs are not analysed, named as bombs (CXR_ERR_LIMIT),
+# the others are scored. The timeout is a last resort against a hang.
+BOMBS="$CXR_SOURCE_DIR/tests/integration/bombs.py"
+"$CXR_PYTHON" "$BOMBS" dicom "$W/bomb.dcm" 400000000 || fail "cannot make the deflate bomb"
+"$CXR_PYTHON" "$BOMBS" dicom-header "$W/hbomb.dcm" 64000000 || fail "cannot make the header bomb"
+"$CXR_PYTHON" "$BOMBS" dicom-good "$W/deflated.dcm" || fail "cannot make a deflated image"
+timeout 300 "$CXR_BIN" score --config "$W/conf.xml" --json "$CHEST1" "$W/bomb.dcm" "$W/hbomb.dcm" \
+    "$W/deflated.dcm" >"$W/bombs.json"; rc=$?
+[ $rc -ne 124 ] || fail "score did not finish within 300 s of two bombs"
+[ $rc -eq 1 ] || fail "score with two bombs gave exit $rc, not 1"
+"$CXR_PYTHON" - "$W/bombs.json" <<'EOF' || fail "bombs: $(cat "$W/bombs.json")"
+import json, sys
+objs = {o["file"].rsplit("/", 1)[1]: o for o in map(json.loads, open(sys.argv[1]))}
+assert objs["cr_mono1_10_chest_nometa.dcm"]["analysed"] and objs["deflated.dcm"]["analysed"], objs
+for name, where in (("bomb.dcm", "512 x 512 pixels"), ("hbomb.dcm", "before its Pixel Data")):
+    o = objs[name]
+    assert not o["analysed"] and o["status"] == "CXR_ERR_LIMIT", o
+    assert "decompression bomb" in o["reason"] and where in o["reason"], o["reason"]
+EOF
+ok "decompression bombs refused by score, the images around them scored"
+
 # ---- usage and fatal errors: exit 2
 "$CXR_BIN" score --config "$W/conf.xml" 2>/dev/null; [ $? -eq 2 ] || fail "score without inputs not exit 2"
 "$CXR_BIN" score --model "$W/cut.safetensors" --config "$W/conf.xml" "$CHEST1" 2>"$W/fatal.err"; rc=$?

@@ -289,7 +289,8 @@ static void decode_job(struct ds_loader *L, struct ds_job *j)
     } else {
         s->kind = CXR_TRAIN_IMAGE_DICOM;
         struct cxr_dicom_instance *inst = NULL;
-        enum cxr_status st = cxr_dicom_instance_load_memory(j->bytes, j->len, j->name, &inst, err);
+        enum cxr_status st =
+            cxr_dicom_instance_load_memory_within(j->bytes, j->len, j->name, &L->gate, &inst, err);
         if (st != CXR_OK) {
             char why[CXR_ERRLEN + 64];
             snprintf(why, sizeof why, "%s%s", dicm ? "" : "not a PNG, JPEG or DICOM file: ", err);
