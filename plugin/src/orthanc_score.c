@@ -260,8 +260,8 @@ static bool score_instances(struct plugin *p, const struct plugin_study *job,
                 continue;
             }
             char derr[CXR_ERRLEN] = "";
-            enum cxr_status st =
-                cxr_dicom_instance_load_memory(buf.data, buf.size, t->id, &insts[i], derr);
+            enum cxr_status st = cxr_dicom_instance_load_memory_within(
+                buf.data, buf.size, t->id, &cxr_triage_engine_conf(e)->gate, &insts[i], derr);
             OrthancPluginFreeMemoryBuffer(p->ctx, &buf);
             if (st != CXR_OK)
                 not_read(&res[i], t->sop, st, "%s%s", derr[0] ? derr : cxr_status_str(st), "");
