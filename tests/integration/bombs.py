@@ -20,15 +20,13 @@ import struct
 import sys
 import zlib
 
-import pydicom
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.filebase import DicomBytesIO
-
 DEFLATED = "1.2.840.10008.1.2.1.99"
 CHUNK = 1 << 20
 
 
 def header_dataset(rows, cols, uid):
+    from pydicom.dataset import Dataset
+
     ds = Dataset()
     ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.1"
     ds.SOPInstanceUID = uid
@@ -51,6 +49,9 @@ def header_dataset(rows, cols, uid):
 
 def explicit_le(ds):
     """The data set's elements in Explicit VR Little Endian, as bytes."""
+    import pydicom
+    from pydicom.filebase import DicomBytesIO
+
     buf = DicomBytesIO()
     buf.is_little_endian, buf.is_implicit_VR = True, False
     pydicom.filewriter.write_dataset(buf, ds)
@@ -58,6 +59,10 @@ def explicit_le(ds):
 
 
 def meta_bytes(ds):
+    import pydicom
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.filebase import DicomBytesIO
+
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = ds.SOPClassUID
     meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
@@ -89,7 +94,7 @@ def dicom(path, expanded, rows=512, cols=512, private=False):
         out.write(meta_bytes(ds))
         out.write(comp.compress(explicit_le(ds)))
         if private:
-            out.write(comp.compress(explicit_le(Dataset()) + struct.pack("<HH2sH", 0x0009, 0x0010, b"LO", 4) + b"BOMB"))
+            out.write(comp.compress(struct.pack("<HH2sH", 0x0009, 0x0010, b"LO", 4) + b"BOMB"))
             out.write(comp.compress(ob_header(0x0009, 0x1010, expanded)))
             zeros_into(comp, expanded, out)
             out.write(comp.compress(ob_header(0x7FE0, 0x0010, rows * cols)))

@@ -38,6 +38,7 @@ extern "C" {
 
 #define CXR_TRAIN_DATASET_MAX_ENTRY_BYTES (256ull << 20) /* default cap on one entry */
 #define CXR_TRAIN_DATASET_MAX_ENTRIES     1000000u       /* default cap on entries read */
+#define CXR_TRAIN_IMAGE_MAX_PIXELS        (1ull << 26)   /* a PNG/JPEG image (as a DICOM frame) */
 
 enum cxr_train_image_kind {
     CXR_TRAIN_IMAGE_DICOM = 0,
@@ -199,8 +200,12 @@ size_t cxr_train_dataset_overlap(const struct cxr_train_dataset *a,
 /* Decodes a PNG (any bit depth/colour type; 16-bit rounded to 8, alpha
  * dropped) or JPEG (grey or YCbCr/RGB; CMYK unsupported) into 8-bit grey,
  * RGB through luma (R*19595 + G*38470 + B*7471 + 32768) >> 16. Sides up to
- * 16384. Corrupt or truncated data is an error (CXR_ERR_NN_IMAGE), never a
- * half-grey image. *pixels is malloc'd (caller frees); NULL on failure. */
+ * 16384 and at most CXR_TRAIN_IMAGE_MAX_PIXELS pixels, checked on the
+ * header before anything is decoded (CXR_ERR_LIMIT beyond: a small file may
+ * declare a huge image, a decompression bomb); memory beyond the grey image
+ * is one row (an interlaced colour PNG: one RGB image). Corrupt or truncated
+ * data is an error (CXR_ERR_NN_IMAGE), never a half-grey image. *pixels is
+ * malloc'd (caller frees); NULL on failure. */
 enum cxr_status cxr_train_image_decode(const void *buf, size_t len, uint8_t **pixels,
                                        int32_t *width, int32_t *height, char *err);
 
