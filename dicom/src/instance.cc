@@ -9,6 +9,7 @@
  * byte, parse_guard.cc checks the structure (depth, lengths, counts).
  */
 #include "dicom_internal.h"
+#include "cxr/file.h"
 
 #include <cerrno>
 #include <cmath>
@@ -407,17 +408,11 @@ extern "C" enum cxr_status cxr_dicom_instance_load_file_within(const char *path,
             if (!out || !path)
                 return cxr_seterr(err, CXR_ERR_INVALID_ARG, "load_file: NULL argument");
             cxr_dicom_global_init();
-            int fd = open(path, O_RDONLY | O_CLOEXEC);
-            if (fd < 0)
-                return cxr_seterr(err, errno == ENOENT ? CXR_ERR_NOT_FOUND : CXR_ERR_IO,
-                                  "%s: cannot open: %s", path, std::strerror(errno));
             struct stat sb;
-            if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-                int e = errno;
-                close(fd);
-                return cxr_seterr(err, CXR_ERR_IO, "%s: not a regular file%s%s", path,
-                                  e ? ": " : "", e ? std::strerror(e) : "");
-            }
+            enum cxr_status ost;
+            int fd = cxr_file_open_regular(path, &sb, &ost, err); /* never waits on a FIFO */
+            if (fd < 0)
+                return ost;
             size_t n = static_cast<size_t>(sb.st_size);
             if (static_cast<uint64_t>(sb.st_size) > CXR_DICOM_MAX_INPUT_BYTES) {
                 close(fd);

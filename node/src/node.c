@@ -13,6 +13,7 @@
 
 #include <json-c/json.h>
 
+#include "cxr/file.h"
 #include "cxr/log.h"
 #include "cxr/version.h"
 #include "node_internal.h"
@@ -161,11 +162,28 @@ void cxr_node_options_init(struct cxr_node_options *opt)
 
 /* ------------------------------------------------------------------ settings + overrides */
 
+/* A TLS file that is there must be a regular file: OpenSSL would wait for
+ * ever on a FIFO (at start, or at each delivery). One that is missing is
+ * reported where it is loaded. stat(2) does not block. */
+static enum cxr_status tls_file_regular(const char *key, const char *path, char *err)
+{
+    struct stat sb;
+    if (!path[0] || stat(path, &sb) != 0 || S_ISREG(sb.st_mode))
+        return CXR_OK;
+    snprintf(err, CXR_ERRLEN, "%s: %.900s is not a regular file (it is %s)", key, path,
+             cxr_file_kind(sb.st_mode));
+    return CXR_ERR_CONF_VALUE;
+}
+
 enum cxr_status node_settings_for(const struct cxr_node_options *opt, const struct cxr_conf *conf,
                                   struct cxr_node_settings *s, char *err)
 {
     enum cxr_status st = cxr_node_settings_from_conf(conf, s, err);
     if (st != CXR_OK)
+        return st;
+    if ((st = tls_file_regular("node/tls-certificate", s->tls_certificate, err)) != CXR_OK ||
+        (st = tls_file_regular("node/tls-private-key", s->tls_private_key, err)) != CXR_OK ||
+        (st = tls_file_regular("node/tls-ca-certificates", s->tls_ca_certificates, err)) != CXR_OK)
         return st;
     if (opt && opt->spool_dir)
         snprintf(s->spool_dir, sizeof s->spool_dir, "%s", opt->spool_dir);

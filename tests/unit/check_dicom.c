@@ -341,6 +341,14 @@ START_TEST(test_read_refuses_bad_input)
     ck_assert_ptr_null(inst);
     ck_assert_ptr_nonnull(strstr(g_err, "/nonexistent/x.dcm"));
     ck_assert_int_eq(cxr_dicom_instance_load_file("/", &inst, g_err), CXR_ERR_IO);
+    /* a FIFO is refused, not waited on (issue 14, item 6) */
+    char *dir = cxr_test_tmpdir(), fifo[4200];
+    snprintf(fifo, sizeof fifo, "%s/x.dcm", dir);
+    ck_assert_int_eq(mkfifo(fifo, 0600), 0);
+    ck_assert_int_eq(cxr_dicom_instance_load_file(fifo, &inst, g_err), CXR_ERR_IO);
+    ck_assert_msg(strstr(g_err, "not a regular file (it is a FIFO)"), "%s", g_err);
+    cxr_test_rmtree(dir);
+    free(dir);
 
     const char text[] = "this is a text file, not DICOM at all, just words\n";
     ck_assert_int_eq(cxr_dicom_instance_load_memory(text, sizeof text - 1, "text", &inst, g_err),
@@ -846,6 +854,7 @@ static Suite *dicom_suite(void)
 {
     Suite *s = suite_create("dicom");
     TCase *tc = tcase_create("read");
+    tcase_set_timeout(tc, 120); /* a FIFO that were waited on: a timeout, not a hang */
     tcase_add_test(tc, test_version_strings);
     tcase_add_test(tc, test_read_header_values);
     tcase_add_test(tc, test_read_memory_equals_file);
