@@ -645,6 +645,97 @@ START_TEST(csv_manifest)
 }
 END_TEST
 
+/* A manifest can name only regular files inside its own folder (issue 14,
+ * item 6): an absolute path, "..", and a symbolic link leading out are
+ * skipped as refused; a FIFO is skipped as not a regular file instead of
+ * being waited on; a text file is "not a PNG, JPEG or DICOM file" without
+ * its bytes in the reason. --allow-outside lifts the folder rule only. */
+START_TEST(manifest_rows_stay_inside_and_regular)
+{
+    char *dir = cxr_test_tmpdir();
+    size_t len;
+    void *png = make_png(10, 8, 1, &len);
+    char data[4096], path[4200], outside[4200];
+    snprintf(data, sizeof data, "%s/data", dir);
+    ck_assert_int_eq(mkdir(data, 0755), 0);
+    put_file(data, "ok.png", png, len);
+    put_file(dir, "outside.png", png, len);
+    snprintf(outside, sizeof outside, "%s/outside.png", dir);
+    const char *passwd = "root:x:0:0:root:/root:/bin/bash\nsecret:x:1000:1000::/home/s:/bin/sh\n";
+    put_file(data, "notes.txt", passwd, strlen(passwd));
+    snprintf(path, sizeof path, "%s/fifo.png", data);
+    ck_assert_int_eq(mkfifo(path, 0600), 0);
+    snprintf(path, sizeof path, "%s/link.png", data);
+    ck_assert_int_eq(symlink("../outside.png", path), 0);
+    snprintf(path, sizeof path, "%s/inlink.png", data);
+    ck_assert_int_eq(symlink("ok.png", path), 0);
+    char csv[8800];
+    snprintf(csv, sizeof csv,
+             "path,label\n"
+             "ok.png,NORMAL\n"
+             "inlink.png,PNEUMONIA\n"
+             "%s,NORMAL\n"
+             "/etc/passwd,NORMAL\n"
+             "../outside.png,NORMAL\n"
+             "sub/../ok.png,NORMAL\n"
+             "link.png,NORMAL\n"
+             "fifo.png,NORMAL\n"
+             "notes.txt,NORMAL\n",
+             outside);
+    char manifest[4200];
+    snprintf(manifest, sizeof manifest, "%s/labels.csv", data);
+    ck_assert(cxr_test_write_file(manifest, csv, strlen(csv)));
+
+    struct cxr_train_dataset_options o;
+    cxr_train_dataset_options_init(&o, &META);
+    struct cxr_train_dataset *ds = load(manifest, &o);
+    ck_assert_uint_eq(ds->count, 2);
+    ck_assert_ptr_nonnull(find_sample(ds, "ok.png"));
+    ck_assert_ptr_nonnull(find_sample(ds, "inlink.png"));
+    ck_assert_uint_eq(ds->skipped_count, 7);
+    const char *refused[] = {outside, "/etc/passwd", "../outside.png", "sub/../ok.png"};
+    for (size_t i = 0; i < 4; i++) {
+        const struct cxr_train_skip *k = find_skip(ds, refused[i]);
+        ck_assert_msg(k && k->status == CXR_ERR_TRIAGE_ARCHIVE &&
+                          strstr(k->reason, "inside the manifest's folder"),
+                      "%s: %s", refused[i], k ? k->reason : "not skipped");
+    }
+    const struct cxr_train_skip *k = find_skip(ds, "link.png");
+    ck_assert_msg(k && strstr(k->reason, "symbolic link leads outside"), "%s",
+                  k ? k->reason : "link.png not skipped");
+    k = find_skip(ds, "fifo.png");
+    ck_assert_msg(k && k->status == CXR_ERR_IO && strstr(k->reason, "not a regular file") &&
+                      strstr(k->reason, "FIFO"),
+                  "%s", k ? k->reason : "fifo.png not skipped");
+    k = find_skip(ds, "notes.txt");
+    ck_assert_msg(k && strstr(k->reason, "not a PNG, JPEG or DICOM file"), "%s",
+                  k ? k->reason : "notes.txt not skipped");
+    /* nothing of the file in any reason: not its text, not its bytes as a tag */
+    for (size_t i = 0; i < ds->skipped_count; i++) {
+        const char *r = ds->skipped[i].reason;
+        ck_assert_msg(!strstr(r, "root") && !strstr(r, "secret") && !strstr(r, "6F72") &&
+                          !strstr(r, "claims"),
+                      "%s: the reason quotes the file: %s", ds->skipped[i].name, r);
+    }
+    cxr_train_dataset_free(ds);
+
+    /* --allow-outside: the absolute path, ".." and the link are read ("sub"
+     * does not exist, so sub/../ok.png cannot be opened); the FIFO and the
+     * text file are still skipped */
+    o.allow_outside = true;
+    ds = load(manifest, &o);
+    ck_assert_uint_eq(ds->count, 5);
+    ck_assert_ptr_nonnull(find_sample(ds, "../outside.png"));
+    ck_assert_ptr_nonnull(find_sample(ds, "link.png"));
+    ck_assert_ptr_nonnull(find_skip(ds, "fifo.png"));
+    ck_assert_ptr_nonnull(find_skip(ds, "/etc/passwd")); /* not an image */
+    cxr_train_dataset_free(ds);
+    free(png);
+    cxr_test_rmtree(dir);
+    free(dir);
+}
+END_TEST
+
 /* ------------------------------------------------------------------ DICOM */
 
 START_TEST(dicom_goes_through_the_presentation_pipeline)
@@ -745,6 +836,12 @@ static Suite *suite(void)
     tcase_add_test(t, archive_paths_and_caps);
     tcase_add_test(t, csv_manifest);
     tcase_add_test(t, dicom_goes_through_the_presentation_pipeline);
+    suite_add_tcase(s, t);
+    /* a FIFO that were waited on would hang: a test timeout, not 600 s */
+    t = tcase_create("manifest");
+    tcase_add_checked_fixture(t, setup, NULL);
+    tcase_set_timeout(t, 120);
+    tcase_add_test(t, manifest_rows_stay_inside_and_regular);
     suite_add_tcase(s, t);
     return s;
 }

@@ -259,6 +259,7 @@ enum cxr_status cxr_train_evaluate_run(const struct cxr_train_evaluate_options *
     struct cxr_train_dataset_options dopt;
     cxr_train_dataset_options_init(&dopt, meta);
     dopt.label_map = o->label_map;
+    dopt.allow_outside = o->allow_outside;
     dopt.threads = o->threads;
     dopt.gate = o->gate;
     /* the presented image as it is: preprocessing happens once, as at inference */

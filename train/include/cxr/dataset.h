@@ -114,6 +114,11 @@ struct cxr_train_dataset_options {
     /* Gate for DICOM entries; NULL: cxr_train_dataset_gate_defaults. No age
      * check is made (the age range of the data is measured instead). */
     const struct cxr_conf_gate *gate;
+    /* Manifest rows may name files outside the manifest's folder (absolute
+     * paths, "..", symbolic links leading out); false: such rows are
+     * skipped, so that a manifest cannot make the loader read, say,
+     * /etc/passwd. */
+    bool allow_outside;
     int32_t threads;          /* decoding threads; 0: online CPUs, at most 8 */
     uint64_t max_entry_bytes; /* 0: CXR_TRAIN_DATASET_MAX_ENTRY_BYTES */
     uint32_t max_entries;     /* 0: CXR_TRAIN_DATASET_MAX_ENTRIES */
@@ -135,8 +140,11 @@ void cxr_train_dataset_gate_defaults(struct cxr_conf_gate *g);
  *     ignored; symbolic links to files followed, to directories not);
  *   - a file ending in ".csv": a manifest, one "path,label[,patient_id]" row
  *     per image, RFC 4180 quoting, optional header row ("path,label,..."),
- *     paths relative to the manifest's folder (absolute allowed), labels a
- *     class name, an alias of label_map, or a class index;
+ *     paths relative to the manifest's folder and inside it (no absolute
+ *     path, no ".." component, no symbolic link leading out; unless
+ *     allow_outside), regular files only (a FIFO or device is skipped, never
+ *     waited on), labels a class name, an alias of label_map, or a class
+ *     index;
  *   - any other file: an archive libarchive reads (tar, tar.gz, tar.xz,
  *     tar.bz2, tar.zst, zip, 7z, ...), streamed.
  * For folders and archives the label is the innermost folder of the entry's
