@@ -265,6 +265,7 @@ enum cxr_status cxr_node_new(struct cxr_conf *conf, const struct cxr_node_option
     pthread_mutex_init(&n->scp_mu, NULL);
     pthread_mutex_init(&n->deliverers_mu, NULL);
     pthread_mutex_init(&n->wake_mu, NULL);
+    pthread_mutex_init(&n->health_mu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -383,7 +384,7 @@ static bool http_healthy(void *ctx, char *why, size_t len)
         snprintf(why, len, "shutting down");
         return false;
     }
-    return true;
+    return node_scoring_healthy(n, why, len);
 }
 
 static int64_t http_queue_depth(void *ctx) { return node_queue_depth(ctx); }
@@ -424,7 +425,10 @@ static char *http_status_json(void *ctx)
     bool ok = http_healthy(ctx, why, sizeof why);
     json_object_object_add(o, "service", json_object_new_string("node"));
     json_object_object_add(o, "version", json_object_new_string(CXR_VERSION));
-    json_object_object_add(o, "state", json_object_new_string(ok ? "ready" : "stopping"));
+    json_object_object_add(o, "state",
+                           json_object_new_string(ok                          ? "ready"
+                                                  : atomic_load(&n->stopping) ? "stopping"
+                                                                              : "failing"));
     if (!ok)
         json_object_object_add(o, "reason", json_object_new_string(why));
     pthread_rwlock_rdlock(&n->gen_lock);
@@ -743,6 +747,7 @@ enum cxr_status cxr_node_reload(struct cxr_node *n, struct cxr_conf *conf, char 
     n->conf = conf;
     n->engine = engine;
     pthread_rwlock_unlock(&n->gen_lock);
+    node_scoring_reset(n); /* the failures were the old model's */
     cxr_conf_restart_changes(old_conf, conf, warn_restart_only, NULL);
     pthread_mutex_lock(&n->scp_mu); /* n->scp comes and goes with run/stop */
     if (n->scp)
@@ -785,6 +790,7 @@ void cxr_node_free(struct cxr_node *n)
     pthread_mutex_destroy(&n->intake_mu);
     pthread_cond_destroy(&n->wake_cv);
     pthread_mutex_destroy(&n->wake_mu);
+    pthread_mutex_destroy(&n->health_mu);
     pthread_mutex_destroy(&n->deliverers_mu);
     pthread_mutex_destroy(&n->scp_mu);
     pthread_rwlock_destroy(&n->gen_lock);

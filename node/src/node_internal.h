@@ -33,6 +33,7 @@
 #define NODE_MAX_ATTEMPTS    3 /* a job that was taken this often without a result is not retried */
 #define NODE_RECEIVE_STRIPES 64
 #define NODE_WORKER_NICE     10 /* scoring yields the CPU to reception */
+#define NODE_UNHEALTHY_AFTER 3  /* images in a row the engine gave no score: /healthz fails */
 
 /* One job for the scoring workers. */
 struct node_job {
@@ -109,6 +110,13 @@ struct cxr_node {
     pthread_cond_t wake_cv;
     uint64_t wake_seq;
 
+    /* Scoring health (/healthz, /status): images in a row for which the
+     * forward pass gave no score (a backend failure, a non-finite output),
+     * and the last reason; a score or a reload starts again from 0. */
+    pthread_mutex_t health_mu;
+    int score_failures;
+    char score_failure[256];
+
     atomic_bool stopping;
     cxr_node_state_fn state_fn;
     void *state_ctx;
@@ -163,6 +171,12 @@ enum cxr_status node_spool_clean(struct cxr_node *n);
 void *node_housekeeper_main(void *arg);
 
 /* node_score.c */
+/* Whether the engine gives scores: false after NODE_UNHEALTHY_AFTER images
+ * in a row without one, `why` (len bytes) then says so with the last
+ * reason. Any thread. */
+bool node_scoring_healthy(struct cxr_node *n, char *why, size_t len);
+/* Forgets the failures (a reload brings a new engine). */
+void node_scoring_reset(struct cxr_node *n);
 enum cxr_status node_queue_init(struct node_queue *q);
 void node_queue_destroy(struct node_queue *q);
 /* Adds a job received now (skipped while the queue overflows into the store). */

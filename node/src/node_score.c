@@ -327,6 +327,44 @@ static void prepare_one(struct cxr_node *n, struct cxr_triage_engine *e, struct 
     cxr_dicom_instance_free(inst);
 }
 
+bool node_scoring_healthy(struct cxr_node *n, char *why, size_t len)
+{
+    pthread_mutex_lock(&n->health_mu);
+    int k = n->score_failures;
+    if (k >= NODE_UNHEALTHY_AFTER)
+        snprintf(why, len, "scoring fails: the last %d images got no score from the model (%s)", k,
+                 n->score_failure);
+    pthread_mutex_unlock(&n->health_mu);
+    return k < NODE_UNHEALTHY_AFTER;
+}
+
+void node_scoring_reset(struct cxr_node *n)
+{
+    pthread_mutex_lock(&n->health_mu);
+    n->score_failures = 0;
+    n->score_failure[0] = '\0';
+    pthread_mutex_unlock(&n->health_mu);
+}
+
+/* Counts a result for node_scoring_healthy: a score resets, a forward pass
+ * without one counts; images the gate or the reader refused say nothing
+ * about the engine. */
+static void health_note(struct cxr_node *n, const struct cxr_triage_result *r)
+{
+    bool failed =
+        !r->analysed && (r->status == CXR_ERR_NN_NONFINITE || r->status == CXR_ERR_NN_BACKEND);
+    if (!r->analysed && !failed)
+        return;
+    pthread_mutex_lock(&n->health_mu);
+    if (failed) {
+        n->score_failures++;
+        snprintf(n->score_failure, sizeof n->score_failure, "%s", r->reason);
+    } else {
+        n->score_failures = 0;
+    }
+    pthread_mutex_unlock(&n->health_mu);
+}
+
 static void observe(struct cxr_node *n, const struct cxr_triage_result *r)
 {
     struct cxr_node_metrics *m = n->metrics;
@@ -386,6 +424,7 @@ static void process(struct cxr_node *n, struct scratch *s, size_t k)
         s->outcomes[i].result = &s->results[i];
         s->outcomes[i].has_info = s->has_info[i];
         observe(n, &s->results[i]);
+        health_note(n, &s->results[i]);
         const struct cxr_triage_result *r = &s->results[i];
         if (r->analysed)
             cxr_log(CXR_LOG_INFO, "node", "instance %s (study %s): p=%.3f %s",
