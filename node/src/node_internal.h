@@ -28,9 +28,11 @@
 #include "cxr/store.h"
 #include "cxr/triage.h"
 
-#define NODE_QUEUE_CAP       100000 /* jobs held in memory; the rest wait in the store */
-#define NODE_MAX_WORKERS     64
-#define NODE_MAX_ATTEMPTS    3 /* a job that was taken this often without a result is not retried */
+#define NODE_QUEUE_CAP   100000 /* jobs held in memory; the rest wait in the store */
+#define NODE_MAX_WORKERS 64
+#define NODE_MAX_ATTEMPTS                                                \
+    3 /* a job that was taken this often without a result is not retried \
+       (after the first, it is taken alone: see take_locked) */
 #define NODE_RECEIVE_STRIPES 64
 #define NODE_WORKER_NICE     10 /* scoring yields the CPU to reception */
 #define NODE_UNHEALTHY_AFTER 3  /* images in a row the engine gave no score: /healthz fails */

@@ -2,7 +2,9 @@
  *
  * A worker takes up to a batch of jobs (waiting at most batch_wait_ms for
  * the batch to fill once it has one), counts an attempt on each in the store
- * (so that a job that crashes the node is not retried forever), reads and
+ * (so that a job that crashes the node is not retried forever; a job retried
+ * after a crash runs alone, so that only the image that crashes is set
+ * aside), reads and
  * prepares each image (gate, presentation, preprocessing) with the engine,
  * runs one forward pass for the batch, and records every outcome in one
  * transaction. One worker fills a batch at a time; the others prepare or
@@ -11,6 +13,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -163,8 +166,31 @@ static void deadline_after(struct timespec *ts, uint32_t ms)
     }
 }
 
+/* Moves jobs from the head of the queue into out[*k..max) (caller holds
+ * q->mu). A job taken before without a result (attempts > 0: the node
+ * stopped or crashed with it in a batch) runs in a batch of its own: it is
+ * taken only first, and closes its batch. So after a crash the batch's
+ * images are tried one at a time, and NODE_MAX_ATTEMPTS counts the crashes
+ * of the image that causes them, not of its batch mates. Returns true when
+ * the batch is closed. */
+static bool take_locked(struct node_queue *q, struct node_job *out, size_t *k, size_t max)
+{
+    while (*k < max && q->count > 0) {
+        const struct node_job *j = &q->v[q->head];
+        if (j->attempts > 0 && *k > 0)
+            return true;
+        out[(*k)++] = *j;
+        q->head = (q->head + 1) % q->cap;
+        q->count--;
+        if (out[*k - 1].attempts > 0)
+            return true;
+    }
+    return *k == max;
+}
+
 /* Takes 1..max jobs, waiting for the first and then up to wait_ms for the
- * batch to fill. Returns 0 when stopping. */
+ * batch to fill (take_locked: a job retried after a crash runs alone).
+ * Returns 0 when stopping. */
 static size_t queue_take(struct cxr_node *n, struct node_job *out, size_t max, uint32_t wait_ms)
 {
     struct node_queue *q = &n->q;
@@ -186,19 +212,10 @@ static size_t queue_take(struct cxr_node *n, struct node_job *out, size_t max, u
     struct timespec deadline;
     deadline_after(&deadline, wait_ms);
     for (;;) {
-        while (k < max && q->count > 0) {
-            out[k++] = q->v[q->head];
-            q->head = (q->head + 1) % q->cap;
-            q->count--;
-        }
-        if (k == max || wait_ms == 0 || q->stopping)
+        if (take_locked(q, out, &k, max) || wait_ms == 0 || q->stopping)
             break;
         if (pthread_cond_timedwait(&q->cv, &q->mu, &deadline) == ETIMEDOUT) {
-            while (k < max && q->count > 0) {
-                out[k++] = q->v[q->head];
-                q->head = (q->head + 1) % q->cap;
-                q->count--;
-            }
+            take_locked(q, out, &k, max);
             break;
         }
     }
@@ -322,6 +339,13 @@ static void prepare_one(struct cxr_node *n, struct cxr_triage_engine *e, struct 
         return;
     }
     s->has_info[i] = true;
+    /* Test hook (tests/integration/test_node_crash_guard.sh): the node dies
+     * as in a crash (SIGKILL) while this image is in its batch. */
+    const char *crash = getenv("CXR_NODE_TEST_CRASH_SOP");
+    if (crash && *crash && !strcmp(crash, cxr_dicom_instance_info(inst)->sop_instance_uid)) {
+        cxr_log(CXR_LOG_WARN, "node", "CXR_NODE_TEST_CRASH_SOP: dying on %s as asked", crash);
+        raise(SIGKILL);
+    }
     if (cxr_triage_engine_prepare(e, inst, s->tensors + (size_t)*filled * s->floats, r))
         s->slot[(*filled)++] = (int32_t)i;
     cxr_dicom_instance_free(inst);
