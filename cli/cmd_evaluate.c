@@ -17,7 +17,8 @@ static void evaluate_usage(FILE *fp)
         fp,
         "usage: cxr-triage evaluate --model FILE --data PATH [--report FILE.html] [--json]\n"
         "                           [--config FILE]\n"
-        "                           [--label-map \"a=NORMAL b=PNEUMONIA\"] [--threads N]\n"
+        "                           [--label-map \"a=NORMAL b=PNEUMONIA\"] [--allow-outside]\n"
+        "                           [--threads N]\n"
         "                           [--precision fp32|bf16] [--batch N] [--resamples N] [--seed N]\n"
         "                           [--calibrate-out FILE [--target-sensitivity X]\n"
         "                            [--urgent-specificity X]]\n"
@@ -48,6 +49,7 @@ int cmd_evaluate(int argc, char **argv)
         {"report", required_argument, 0, 'r'},
         {"json", no_argument, 0, 'j'},
         {"label-map", required_argument, 0, 'l'},
+        {"allow-outside", no_argument, 0, 'A'},
         {"threads", required_argument, 0, 't'},
         {"precision", required_argument, 0, 'p'},
         {"batch", required_argument, 0, 'b'},
@@ -75,6 +77,7 @@ int cmd_evaluate(int argc, char **argv)
         case 'r': o.report = optarg; break;
         case 'j': json = true; break;
         case 'l': o.label_map = optarg; break;
+        case 'A': o.allow_outside = true; break;
         case 't':
         case 'b':
         case 'n':

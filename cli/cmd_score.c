@@ -107,6 +107,10 @@ static void print_text(const struct cxr_conf *conf, const char *file,
            sr_path && *sr_path ? "\tsr: " : "", sr_path ? sr_path : "");
 }
 
+/* A JSON number, or JSON null for NaN and the infinities (json-c would print
+ * them as NaN/Infinity, which is not JSON). */
+static json_object *json_num(double v) { return isfinite(v) ? json_object_new_double(v) : NULL; }
+
 static void print_json(const struct cxr_conf *conf, const char *file,
                        const struct cxr_triage_result *r, const char *sr_path)
 {
@@ -121,7 +125,7 @@ static void print_json(const struct cxr_conf *conf, const char *file,
     json_object_object_add(o, "modality", json_object_new_string(r->info.modality));
     json_object_object_add(o, "analysed", json_object_new_boolean(r->analysed));
     if (r->analysed) {
-        json_object_object_add(o, "probability", json_object_new_double(r->probability));
+        json_object_object_add(o, "probability", json_num(r->probability));
         json_object_object_add(o, "finding",
                                json_object_new_string(r->finding_present ? "present" : "absent"));
         json_object_object_add(o, "priority",
@@ -137,12 +141,12 @@ static void print_json(const struct cxr_conf *conf, const char *file,
         json_object_object_add(o, "reason", json_object_new_string(r->reason));
     }
     json_object *t = json_object_new_object();
-    json_object_object_add(t, "read", json_object_new_double(r->t.read_ms));
-    json_object_object_add(t, "gate", json_object_new_double(r->t.gate_ms));
-    json_object_object_add(t, "present", json_object_new_double(r->t.present_ms));
-    json_object_object_add(t, "preprocess", json_object_new_double(r->t.preprocess_ms));
-    json_object_object_add(t, "infer", json_object_new_double(r->t.infer_ms));
-    json_object_object_add(t, "sr", json_object_new_double(r->t.sr_ms));
+    json_object_object_add(t, "read", json_num(r->t.read_ms));
+    json_object_object_add(t, "gate", json_num(r->t.gate_ms));
+    json_object_object_add(t, "present", json_num(r->t.present_ms));
+    json_object_object_add(t, "preprocess", json_num(r->t.preprocess_ms));
+    json_object_object_add(t, "infer", json_num(r->t.infer_ms));
+    json_object_object_add(t, "sr", json_num(r->t.sr_ms));
     json_object_object_add(o, "timing_ms", t);
     puts(
         json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
@@ -282,7 +286,8 @@ int cmd_score(int argc, char **argv)
         for (int32_t i = 0; i < nb; i++) {
             char derr[CXR_ERRLEN] = "";
             double t0 = now_ms();
-            st = cxr_dicom_instance_load_file(inputs.v[base + i], &insts[i], derr);
+            st = cxr_dicom_instance_load_file_within(inputs.v[base + i], &conf->gate, &insts[i],
+                                                     derr);
             results[i].t.read_ms = now_ms() - t0;
             if (st != CXR_OK)
                 cxr_triage_result_not_analysed(&results[i], st, derr);

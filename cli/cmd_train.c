@@ -32,6 +32,7 @@ static void train_usage(FILE *fp)
         "                           by patient, stratified, from --seed)\n"
         "  --val-fraction X         validation share of --data (default 0.25)\n"
         "  --label-map \"a=NORMAL b=PNEUMONIA\"   extra folder/label names\n"
+        "  --allow-outside          CSV manifest rows may name files outside its folder\n"
         "  --classes A,B            class names (default NORMAL,PNEUMONIA or --init's)\n"
         "model\n"
         "  --arch resnet18|resnet34|resnet50   (default resnet18)\n"
@@ -133,7 +134,8 @@ enum {
     O_REPORT,
     O_WIDTH,
     O_NOPREFETCH,
-    O_ACCEPT_WEAK
+    O_ACCEPT_WEAK,
+    O_ALLOW_OUTSIDE
 };
 
 int cmd_train(int argc, char **argv)
@@ -143,6 +145,7 @@ int cmd_train(int argc, char **argv)
         {"val", required_argument, 0, O_VAL},
         {"val-fraction", required_argument, 0, O_VALFRAC},
         {"label-map", required_argument, 0, O_LABELMAP},
+        {"allow-outside", no_argument, 0, O_ALLOW_OUTSIDE},
         {"classes", required_argument, 0, O_CLASSES},
         {"arch", required_argument, 0, O_ARCH},
         {"input", required_argument, 0, O_INPUT},
@@ -192,6 +195,7 @@ int cmd_train(int argc, char **argv)
         case O_VAL: o.val = optarg; break;
         case O_VALFRAC: ok = parse_double(optarg, &o.val_fraction); break;
         case O_LABELMAP: o.label_map = optarg; break;
+        case O_ALLOW_OUTSIDE: o.allow_outside = true; break;
         case O_CLASSES: o.classes = optarg; break;
         case O_ARCH:
             ok = cxr_nn_arch_parse(optarg, &o.arch);

@@ -39,6 +39,7 @@ static const struct status_row rows[] = {
     {CXR_ERR_NN_NO_DEVICE, "CXR_ERR_NN_NO_DEVICE", "compute device not available"},
     {CXR_ERR_NN_DTYPE, "CXR_ERR_NN_DTYPE", "unsupported data type"},
     {CXR_ERR_NN_IMAGE, "CXR_ERR_NN_IMAGE", "image could not be decoded"},
+    {CXR_ERR_NN_NONFINITE, "CXR_ERR_NN_NONFINITE", "the model's output is not a finite number"},
     {CXR_ERR_TRIAGE_STORE, "CXR_ERR_TRIAGE_STORE", "job store failure"},
     {CXR_ERR_TRIAGE_ARCHIVE, "CXR_ERR_TRIAGE_ARCHIVE", "labeled archive could not be read"},
     {CXR_ERR_TRIAGE_BUSY, "CXR_ERR_TRIAGE_BUSY", "another node holds the spool folder"},

@@ -121,7 +121,8 @@ static const struct conf_key gate_keys[] = {
     K_INT(G, min_rows, "min-rows", 1, 65535, "256",
           "Smallest accepted image height (Rows), checked before pixel data is decoded."),
     K_INT(G, max_rows, "max-rows", 1, 65535, "8192",
-          "Largest accepted image height (Rows), checked before pixel data is decoded."),
+          "Largest accepted image height (Rows), checked before pixel data is decoded; with "
+          "max-columns it also bounds how far a deflated data set may expand while it is read."),
     K_INT(G, min_cols, "min-columns", 1, 65535, "256",
           "Smallest accepted image width (Columns), checked before pixel data is decoded."),
     K_INT(G, max_cols, "max-columns", 1, 65535, "8192",

@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <libxml/parser.h>
 #include <libxml/tree.h>
@@ -33,6 +34,7 @@
 #include <libxml/xmlschemastypes.h>
 
 #include "conf_internal.h"
+#include "cxr/file.h"
 #include "conf_text.h"
 
 #define CONF_MAX_FILE (1u << 20) /* a configuration is a few KB; refuse anything over 1 MiB */
@@ -565,17 +567,18 @@ enum cxr_status cxr_conf_load(const char *path, struct cxr_conf **out, char *err
     }
     enum cxr_status st;
     char *data = NULL;
-    FILE *f = fopen(path, "rb");
+    /* a FIFO or a device named as the configuration must not hang the node
+     * or `config check`: only a regular file is opened */
+    struct stat sb;
+    int fd = cxr_file_open_regular(path, &sb, &st, err);
+    if (fd < 0)
+        return st;
+    FILE *f = fdopen(fd, "rb");
     if (!f) {
         int e = errno;
+        close(fd);
         conf_err(err, "%s: cannot open: %s", path, strerror(e));
-        return e == ENOENT ? CXR_ERR_NOT_FOUND : CXR_ERR_IO;
-    }
-    struct stat sb;
-    if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        conf_err(err, "%s: not a regular file", path);
-        st = CXR_ERR_IO;
-        goto done;
+        return CXR_ERR_IO;
     }
     if (sb.st_size > (off_t)CONF_MAX_FILE) {
         conf_err(err, "%s: too large (%lld bytes; a configuration may have at most %u)", path,

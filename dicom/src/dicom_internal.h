@@ -26,10 +26,13 @@
 #include <dcmtk/dcmdata/dctk.h>
 
 /* Hard limits of the reader, stated in docs/conformance-input.md. */
-#define CXR_DICOM_MAX_INPUT_BYTES ((size_t)2 << 30)   /* 2 GiB: bigger files are refused */
-#define CXR_DICOM_MAX_SEQ_DEPTH   32                  /* nested sequences */
-#define CXR_DICOM_MAX_ELEMENTS    1000000u            /* elements + items in one dataset */
-#define CXR_DICOM_MAX_PIXELS      ((uint64_t)1 << 26) /* rows*columns a frame may have (67 M) */
+#define CXR_DICOM_MAX_INPUT_BYTES   ((size_t)2 << 30)   /* 2 GiB: bigger files are refused */
+#define CXR_DICOM_MAX_SEQ_DEPTH     32                  /* nested sequences */
+#define CXR_DICOM_MAX_ELEMENTS      1000000u            /* elements + items in one dataset */
+#define CXR_DICOM_MAX_PIXELS        ((uint64_t)1 << 26) /* rows*columns a frame may have (67 M) */
+/* A Deflated data set inflates to at most this before its Pixel Data, and
+ * this beyond the pixels its geometry declares (parse_guard.cc). */
+#define CXR_DICOM_INFLATE_ALLOWANCE ((uint64_t)16 << 20)
 
 /* One parsed dataset (the opaque handle of cxr/dicom.h). */
 struct cxr_dicom_instance {
@@ -54,9 +57,14 @@ struct cxr_dicom_scan_result {
  * DCMTK's problem: refuses sequences nested deeper than
  * CXR_DICOM_MAX_SEQ_DEPTH, more than CXR_DICOM_MAX_ELEMENTS elements, and any
  * length that runs past its container (truncated files), before DCMTK sees
- * the bytes. CXR_ERR_DICOM_PARSE / CXR_ERR_LIMIT with the reason in err. */
-enum cxr_status cxr_dicom_scan(const uint8_t *p, size_t n, struct cxr_dicom_scan_result *r,
-                               char *err);
+ * the bytes. A Deflated data set is inflated first, to at most
+ * CXR_DICOM_INFLATE_ALLOWANCE bytes before its Pixel Data, the pixel bytes
+ * its Rows, Columns, Samples per Pixel, Bits Allocated and Number of Frames
+ * declare (no more than max_pixel_bytes) and the allowance after them;
+ * beyond that CXR_ERR_LIMIT (a decompression bomb) before more is held.
+ * CXR_ERR_DICOM_PARSE / CXR_ERR_LIMIT with the reason in err. */
+enum cxr_status cxr_dicom_scan(const uint8_t *p, size_t n, uint64_t max_pixel_bytes,
+                               struct cxr_dicom_scan_result *r, char *err);
 
 /* A failed OFCondition as a status: "<context>: <DCMTK's text>". */
 enum cxr_status cxr_dicom_cond(char *err, enum cxr_status st, const OFCondition &cond,

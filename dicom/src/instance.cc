@@ -9,6 +9,7 @@
  * byte, parse_guard.cc checks the structure (depth, lengths, counts).
  */
 #include "dicom_internal.h"
+#include "cxr/file.h"
 
 #include <cerrno>
 #include <cmath>
@@ -292,14 +293,34 @@ static struct cxr_dicom_instance *new_instance(const char *name)
     return inst;
 }
 
+/* The most pixel bytes a frame may hold under `rules` (NULL: the decoder's
+ * own limit): Rows x Columns within the gate's maxima and the decoder's
+ * CXR_DICOM_MAX_PIXELS, 16 bits a sample, three samples where the gate admits
+ * colour Secondary Capture. What a deflated data set may inflate to follows
+ * from it (cxr_dicom_scan). */
+static uint64_t max_pixel_bytes(const struct cxr_conf_gate *rules)
+{
+    uint64_t pixels = CXR_DICOM_MAX_PIXELS, samples = 1;
+    if (rules) {
+        uint64_t r = rules->max_rows > 0 ? static_cast<uint64_t>(rules->max_rows) : 0;
+        uint64_t c = rules->max_cols > 0 ? static_cast<uint64_t>(rules->max_cols) : 0;
+        if (r * c < pixels)
+            pixels = r * c;
+        if (rules->allow_secondary_capture)
+            samples = 3;
+    }
+    return pixels * samples * 2;
+}
+
 /* Scans and parses bytes in memory. DCMTK copies every value out of the
  * buffer while it reads (a buffer stream has no lazy loading). */
 static enum cxr_status load_bytes(const uint8_t *p, size_t n, const char *name,
+                                  const struct cxr_conf_gate *rules,
                                   struct cxr_dicom_instance **out, char *err)
 {
     struct cxr_dicom_scan_result scan;
     char why[CXR_ERRLEN] = "";
-    enum cxr_status st = cxr_dicom_scan(p, n, &scan, why);
+    enum cxr_status st = cxr_dicom_scan(p, n, max_pixel_bytes(rules), &scan, why);
     if (st != CXR_OK)
         return scan_fail(err, st, name, p, n, why);
     struct cxr_dicom_instance *inst = new_instance(name);
@@ -344,6 +365,21 @@ extern "C" enum cxr_status cxr_dicom_instance_load_memory(const void *buf, size_
                                                           struct cxr_dicom_instance **out,
                                                           char *err)
 {
+    return cxr_dicom_instance_load_memory_within(buf, len, name, nullptr, out, err);
+}
+
+extern "C" enum cxr_status cxr_dicom_instance_load_file(const char *path,
+                                                        struct cxr_dicom_instance **out, char *err)
+{
+    return cxr_dicom_instance_load_file_within(path, nullptr, out, err);
+}
+
+extern "C" enum cxr_status cxr_dicom_instance_load_memory_within(const void *buf, size_t len,
+                                                                 const char *name,
+                                                                 const struct cxr_conf_gate *rules,
+                                                                 struct cxr_dicom_instance **out,
+                                                                 char *err)
+{
     if (out)
         *out = nullptr;
     return cxr_dicom_guard(
@@ -356,12 +392,14 @@ extern "C" enum cxr_status cxr_dicom_instance_load_memory(const void *buf, size_
                 return cxr_seterr(err, CXR_ERR_LIMIT,
                                   "%s: %zu bytes is larger than the %zu-byte limit", label, len,
                                   CXR_DICOM_MAX_INPUT_BYTES);
-            return load_bytes(static_cast<const uint8_t *>(buf), len, label, out, err);
+            return load_bytes(static_cast<const uint8_t *>(buf), len, label, rules, out, err);
         });
 }
 
-extern "C" enum cxr_status cxr_dicom_instance_load_file(const char *path,
-                                                        struct cxr_dicom_instance **out, char *err)
+extern "C" enum cxr_status cxr_dicom_instance_load_file_within(const char *path,
+                                                               const struct cxr_conf_gate *rules,
+                                                               struct cxr_dicom_instance **out,
+                                                               char *err)
 {
     if (out)
         *out = nullptr;
@@ -370,17 +408,11 @@ extern "C" enum cxr_status cxr_dicom_instance_load_file(const char *path,
             if (!out || !path)
                 return cxr_seterr(err, CXR_ERR_INVALID_ARG, "load_file: NULL argument");
             cxr_dicom_global_init();
-            int fd = open(path, O_RDONLY | O_CLOEXEC);
-            if (fd < 0)
-                return cxr_seterr(err, errno == ENOENT ? CXR_ERR_NOT_FOUND : CXR_ERR_IO,
-                                  "%s: cannot open: %s", path, std::strerror(errno));
             struct stat sb;
-            if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-                int e = errno;
-                close(fd);
-                return cxr_seterr(err, CXR_ERR_IO, "%s: not a regular file%s%s", path,
-                                  e ? ": " : "", e ? std::strerror(e) : "");
-            }
+            enum cxr_status ost;
+            int fd = cxr_file_open_regular(path, &sb, &ost, err); /* never waits on a FIFO */
+            if (fd < 0)
+                return ost;
             size_t n = static_cast<size_t>(sb.st_size);
             if (static_cast<uint64_t>(sb.st_size) > CXR_DICOM_MAX_INPUT_BYTES) {
                 close(fd);
@@ -406,7 +438,7 @@ extern "C" enum cxr_status cxr_dicom_instance_load_file(const char *path,
             }
             struct cxr_dicom_scan_result scan;
             char why[CXR_ERRLEN] = "";
-            enum cxr_status st = cxr_dicom_scan(bytes, n, &scan, why);
+            enum cxr_status st = cxr_dicom_scan(bytes, n, max_pixel_bytes(rules), &scan, why);
             if (st != CXR_OK) {
                 st = scan_fail(err, st, path, bytes, n, why);
                 std::free(bytes);

@@ -9,7 +9,8 @@
  * bytes, with fixed limits: sequence depth, element count, and every defined
  * length must fit in what remains of its container. It allocates nothing
  * sized by the input except, for the Deflated transfer syntax, the inflated
- * dataset (capped at CXR_DICOM_MAX_INPUT_BYTES).
+ * dataset, within a budget that follows from the geometry it declares
+ * (inflate_dataset: a small deflated file must not become gigabytes).
  *
  * It also settles the dataset's encoding (from the meta header, or detected
  * the way DCMTK detects it) so that DCMTK is asked to read exactly what was
@@ -72,77 +73,85 @@ class scanner
                 }
                 return fail("unexpected delimiter (FFFE,%04X) at byte %zu", el, pos);
             }
-            if (++count_ > CXR_DICOM_MAX_ELEMENTS)
-                return fail("more than %u elements: refused", CXR_DICOM_MAX_ELEMENTS);
-
-            uint32_t len;
-            size_t hdr;
-            bool is_sq = false, is_un = false, implicit_elem = !e.explicit_vr;
-            if (e.explicit_vr) {
-                DcmVR vr = vr_of(p_ + pos + 4);
-                if (!vr.usesExtendedLengthEncoding()) {
-                    len = u16(pos + 6, e);
-                    hdr = 8;
-                } else {
-                    if (end - pos < 12)
-                        return fail("element (%04X,%04X) header cut off at byte %zu", g, el, pos);
-                    len = u32(pos + 8, e);
-                    hdr = 12;
-                    is_sq = vr.getEVR() == EVR_SQ;
-                    is_un = vr.getEVR() == EVR_UN || vr.getEVR() == EVR_UNKNOWN;
-                }
-            } else {
-                len = u32(pos + 4, e);
-                hdr = 8;
-                is_sq = DcmTag(g, el).getEVR() == EVR_SQ;
-            }
-            pos += hdr;
-
-            const bool pixel_data = g == 0x7FE0 && el == 0x0010;
-            if (len == 0xFFFFFFFFu) {
-                enum cxr_status st;
-                if (pixel_data)
-                    st = fragments(pos, end, e, g, el);
-                else if (is_sq || is_un || implicit_elem)
-                    /* UN of undefined length holds Implicit VR Little Endian (PS3.5 6.2.2) */
-                    st =
-                        sequence(pos, end, end, is_un ? enc{false, false} : e, depth, g, el, false);
-                else
-                    return fail("element (%04X,%04X) has undefined length but is not a sequence", g,
-                                el);
-                if (st != CXR_OK)
-                    return st;
-                continue;
-            }
-            if (len > end - pos)
-                return fail("element (%04X,%04X) claims %u bytes but only %zu remain "
-                            "(truncated or corrupt)",
-                            g, el, len, end - pos);
-            if (is_sq) {
-                /* DCMTK lets the last item run past the sequence's own length as
-                 * long as the container holds it, and goes on after that item */
-                size_t q = pos;
-                enum cxr_status st = sequence(q, pos + len, end, e, depth, g, el, true);
-                if (st != CXR_OK)
-                    return st;
-                pos = q > pos + len ? q : pos + len;
-                continue;
-            } else if (!pixel_data && (is_un || implicit_elem) && len >= 8 &&
-                       looks_like_item(pos, e)) {
-                /* DCMTK may read this as a sequence (private dictionary entries):
-                 * count its nesting too; if it does not scan as one, it is opaque. */
-                size_t q = pos;
-                unsigned long saved = count_;
-                if (sequence(q, pos + len, pos + len, e, depth, g, el, true) != CXR_OK) {
-                    count_ = saved;
-                    if (depth_exceeded_)
-                        return CXR_ERR_DICOM_PARSE;
-                }
-            }
-            pos += len;
+            enum cxr_status st = element(pos, end, e, depth);
+            if (st != CXR_OK)
+                return st;
         }
         if (item_undefined)
             return fail("item without Item Delimitation (truncated)");
+        return CXR_OK;
+    }
+
+    /* One data element (not a delimiter) at `pos` of a dataset ending at
+     * `end`, nested `depth` deep: its header, and its value or items;
+     * advances `pos` past it. */
+    enum cxr_status element(size_t &pos, size_t end, enc e, int depth)
+    {
+        uint16_t g = u16(pos, e), el = u16(pos + 2, e);
+        if (++count_ > CXR_DICOM_MAX_ELEMENTS)
+            return fail("more than %u elements: refused", CXR_DICOM_MAX_ELEMENTS);
+
+        uint32_t len;
+        size_t hdr;
+        bool is_sq = false, is_un = false, implicit_elem = !e.explicit_vr;
+        if (e.explicit_vr) {
+            DcmVR vr = vr_of(p_ + pos + 4);
+            if (!vr.usesExtendedLengthEncoding()) {
+                len = u16(pos + 6, e);
+                hdr = 8;
+            } else {
+                if (end - pos < 12)
+                    return fail("element (%04X,%04X) header cut off at byte %zu", g, el, pos);
+                len = u32(pos + 8, e);
+                hdr = 12;
+                is_sq = vr.getEVR() == EVR_SQ;
+                is_un = vr.getEVR() == EVR_UN || vr.getEVR() == EVR_UNKNOWN;
+            }
+        } else {
+            len = u32(pos + 4, e);
+            hdr = 8;
+            is_sq = DcmTag(g, el).getEVR() == EVR_SQ;
+        }
+        pos += hdr;
+
+        const bool pixel_data = g == 0x7FE0 && el == 0x0010;
+        if (len == 0xFFFFFFFFu) {
+            enum cxr_status st;
+            if (pixel_data)
+                st = fragments(pos, end, e, g, el);
+            else if (is_sq || is_un || implicit_elem)
+                /* UN of undefined length holds Implicit VR Little Endian (PS3.5 6.2.2) */
+                st = sequence(pos, end, end, is_un ? enc{false, false} : e, depth, g, el, false);
+            else
+                return fail("element (%04X,%04X) has undefined length but is not a sequence", g,
+                            el);
+            return st;
+        }
+        if (len > end - pos)
+            return fail("element (%04X,%04X) claims %u bytes but only %zu remain "
+                        "(truncated or corrupt)",
+                        g, el, len, end - pos);
+        if (is_sq) {
+            /* DCMTK lets the last item run past the sequence's own length as
+             * long as the container holds it, and goes on after that item */
+            size_t q = pos;
+            enum cxr_status st = sequence(q, pos + len, end, e, depth, g, el, true);
+            if (st != CXR_OK)
+                return st;
+            pos = q > pos + len ? q : pos + len;
+            return CXR_OK;
+        } else if (!pixel_data && (is_un || implicit_elem) && len >= 8 && looks_like_item(pos, e)) {
+            /* DCMTK may read this as a sequence (private dictionary entries):
+             * count its nesting too; if it does not scan as one, it is opaque. */
+            size_t q = pos;
+            unsigned long saved = count_;
+            if (sequence(q, pos + len, pos + len, e, depth, g, el, true) != CXR_OK) {
+                count_ = saved;
+                if (depth_exceeded_)
+                    return CXR_ERR_DICOM_PARSE;
+            }
+        }
+        pos += len;
         return CXR_OK;
     }
 
@@ -280,9 +289,66 @@ class scanner
     bool depth_exceeded_ = false;
 };
 
+/* The geometry a data set declares at its top level, read from the first
+ * bytes of an inflated stream: what its Pixel Data may hold. */
+struct geometry {
+    uint64_t rows = 0, cols = 0, samples = 1, bits = 0, frames = 1;
+    size_t pixel_at = 0; /* offset of the Pixel Data element's header */
+};
+
+/* Walks the top-level elements of p[0..n) (Explicit VR Little Endian, the
+ * encoding inside a deflated stream) up to the Pixel Data, reading Rows,
+ * Columns, Samples per Pixel, Bits Allocated and Number of Frames. False
+ * when the Pixel Data does not begin inside p[0..n) (the elements before it
+ * are larger than n, or malformed: the full scan says which). */
+bool find_pixel_data(const uint8_t *p, size_t n, geometry &g)
+{
+    char scratch[CXR_ERRLEN];
+    scanner s(p, n, scratch);
+    const enc e{true, false};
+    size_t pos = 0;
+    while (n - pos >= 12) {
+        uint16_t grp = s.u16(pos, e), el = s.u16(pos + 2, e);
+        if (grp == 0x7FE0 && el == 0x0010) {
+            g.pixel_at = pos;
+            return true;
+        }
+        if (grp == 0xFFFE)
+            return false;
+        size_t q = pos;
+        if (s.element(q, n, e, 0) != CXR_OK)
+            return false;
+        uint32_t len = static_cast<uint32_t>(q - pos) - 8;
+        if (grp == 0x0028 && len == 2 && p[pos + 4] == 'U' && p[pos + 5] == 'S') {
+            uint64_t v = s.u16(pos + 8, e);
+            switch (el) {
+            case 0x0002: g.samples = v; break;
+            case 0x0010: g.rows = v; break;
+            case 0x0011: g.cols = v; break;
+            case 0x0100: g.bits = v; break;
+            default: break;
+            }
+        } else if (grp == 0x0028 && el == 0x0008 && len > 0 && len < 16) {
+            char text[16];
+            std::memcpy(text, p + pos + 8, len);
+            text[len] = '\0';
+            long f = std::strtol(text, nullptr, 10);
+            g.frames = f > 1 ? static_cast<uint64_t>(f) : 1;
+        }
+        pos = q;
+    }
+    return false;
+}
+
 /* Inflates a Deflated Explicit VR Little Endian dataset (raw deflate, PS3.5
- * A.5) through DCMTK's own zlib filter, capped. */
-enum cxr_status inflate_dataset(const uint8_t *p, size_t n, std::vector<uint8_t> &out, char *err)
+ * A.5) through DCMTK's own zlib filter, within a budget that grows only with
+ * what the data set declares: CXR_DICOM_INFLATE_ALLOWANCE bytes until its
+ * Pixel Data begins; then the bytes Rows x Columns x Samples per Pixel x
+ * Bits Allocated x Number of Frames need (at most max_pixel_bytes), plus the
+ * allowance again for what follows. Beyond the budget the stream is refused
+ * (CXR_ERR_LIMIT) having held no more than the budget. */
+enum cxr_status inflate_dataset(const uint8_t *p, size_t n, uint64_t max_pixel_bytes,
+                                std::vector<uint8_t> &out, char *err)
 {
     DcmInputBufferStream in;
     in.setBuffer(p, static_cast<offile_off_t>(n));
@@ -291,6 +357,12 @@ enum cxr_status inflate_dataset(const uint8_t *p, size_t n, std::vector<uint8_t>
     if (c.bad())
         return cxr_dicom_cond(err, CXR_ERR_DICOM_TS, c, "Deflated transfer syntax");
     out.clear();
+    const uint64_t allowance = CXR_DICOM_INFLATE_ALLOWANCE;
+    uint64_t cap = allowance;
+    bool geometry_known = false;
+    geometry g;
+    uint64_t pixel_bytes = 0, declared = 0;
+    bool too_big = false;
     uint8_t chunk[65536];
     while (!in.eos()) {
         offile_off_t k = in.read(chunk, sizeof chunk);
@@ -298,19 +370,55 @@ enum cxr_status inflate_dataset(const uint8_t *p, size_t n, std::vector<uint8_t>
             return cxr_dicom_cond(err, CXR_ERR_DICOM_PARSE, in.status(), "inflating the dataset");
         if (k <= 0)
             break;
-        if (out.size() + static_cast<size_t>(k) > CXR_DICOM_MAX_INPUT_BYTES)
-            return cxr_seterr(err, CXR_ERR_LIMIT,
-                              "deflated dataset inflates beyond %zu bytes: refused",
-                              CXR_DICOM_MAX_INPUT_BYTES);
+        if (out.size() + static_cast<size_t>(k) > cap && !geometry_known) {
+            /* the budget from here on follows from what the data set declares */
+            geometry_known = true;
+            out.insert(out.end(), chunk, chunk + k);
+            if (!find_pixel_data(out.data(), out.size(), g))
+                return cxr_seterr(err, CXR_ERR_LIMIT,
+                                  "the deflated data set expands to more than %llu MiB before "
+                                  "its Pixel Data: refused as a likely decompression bomb",
+                                  static_cast<unsigned long long>(allowance >> 20));
+            uint64_t bytes_per_sample = (g.bits + 7) / 8;
+            declared = g.rows * g.cols;
+            for (uint64_t f : {g.samples, bytes_per_sample, g.frames})
+                declared = f && declared > UINT64_MAX / 2 / f ? UINT64_MAX / 2 : declared * f;
+            pixel_bytes = declared < max_pixel_bytes ? declared : max_pixel_bytes;
+            cap = g.pixel_at + 12 + pixel_bytes + 1 + allowance;
+            if ((too_big = out.size() > cap))
+                break;
+            out.reserve(static_cast<size_t>(cap));
+            continue;
+        }
+        if ((too_big = out.size() + static_cast<size_t>(k) > cap))
+            break;
         out.insert(out.end(), chunk, chunk + k);
+    }
+    if (too_big) {
+        out.clear();
+        out.shrink_to_fit();
+        char gate[160] = "";
+        if (pixel_bytes < declared)
+            std::snprintf(gate, sizeof gate,
+                          ", more than the gate's image size limits allow (%llu bytes)",
+                          static_cast<unsigned long long>(pixel_bytes));
+        return cxr_seterr(
+            err, CXR_ERR_LIMIT,
+            "the deflated data set expands to more than %.1f MiB, although its %llu x %llu pixels "
+            "(%llu sample(s) of %llu bits, %llu frame(s)) need %llu bytes%s: refused as a likely "
+            "decompression bomb",
+            static_cast<double>(cap) / (1 << 20), static_cast<unsigned long long>(g.rows),
+            static_cast<unsigned long long>(g.cols), static_cast<unsigned long long>(g.samples),
+            static_cast<unsigned long long>(g.bits), static_cast<unsigned long long>(g.frames),
+            static_cast<unsigned long long>(declared), gate);
     }
     return CXR_OK;
 }
 
 } // namespace
 
-enum cxr_status cxr_dicom_scan(const uint8_t *p, size_t n, struct cxr_dicom_scan_result *r,
-                               char *err)
+enum cxr_status cxr_dicom_scan(const uint8_t *p, size_t n, uint64_t max_pixel_bytes,
+                               struct cxr_dicom_scan_result *r, char *err)
 {
     *r = cxr_dicom_scan_result{};
     r->xfer = EXS_Unknown;
@@ -382,7 +490,7 @@ enum cxr_status cxr_dicom_scan(const uint8_t *p, size_t n, struct cxr_dicom_scan
 
     if (deflated) {
         std::vector<uint8_t> inflated;
-        enum cxr_status st = inflate_dataset(p + pos, n - pos, inflated, err);
+        enum cxr_status st = inflate_dataset(p + pos, n - pos, max_pixel_bytes, inflated, err);
         if (st != CXR_OK)
             return st;
         scanner si(inflated.data(), inflated.size(), err);

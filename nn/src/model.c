@@ -212,6 +212,11 @@ static void fmt_thousands(char *buf, size_t cap, int64_t v)
     buf[o] = '\0';
 }
 
+static struct json_object *json_num(double v)
+{
+    return isfinite(v) ? json_object_new_double(v) : NULL;
+}
+
 static void describe_json(const struct cxr_nn_model *m, FILE *fp)
 {
     const struct cxr_nn_model_meta *mt = &m->meta;
@@ -226,11 +231,11 @@ static void describe_json(const struct cxr_nn_model *m, FILE *fp)
     json_object_object_add(o, "channels", json_object_new_int(mt->channels));
     a = json_object_new_array();
     for (int c = 0; c < mt->channels; c++)
-        json_object_array_add(a, json_object_new_double(mt->mean[c]));
+        json_object_array_add(a, json_num(mt->mean[c]));
     json_object_object_add(o, "mean", a);
     a = json_object_new_array();
     for (int c = 0; c < mt->channels; c++)
-        json_object_array_add(a, json_object_new_double(mt->std[c]));
+        json_object_array_add(a, json_num(mt->std[c]));
     json_object_object_add(o, "std", a);
     json_object_object_add(o, "resize_mode",
                            json_object_new_string(mt->resize_mode == CXR_NN_RESIZE_LETTERBOX
@@ -246,15 +251,11 @@ static void describe_json(const struct cxr_nn_model *m, FILE *fp)
         json_object_array_add(a, json_object_new_string(mt->class_names[k]));
     json_object_object_add(o, "class_names", a);
     json_object_object_add(o, "positive_class", json_object_new_int(mt->positive_class));
-    json_object_object_add(o, "operating_threshold",
-                           json_object_new_double(mt->operating_threshold));
-    json_object_object_add(o, "urgent_threshold", json_object_new_double(mt->urgent_threshold));
-    json_object_object_add(o, "age_min_years",
-                           isnan(mt->age_min_years) ? NULL
-                                                    : json_object_new_double(mt->age_min_years));
-    json_object_object_add(o, "age_max_years",
-                           isnan(mt->age_max_years) ? NULL
-                                                    : json_object_new_double(mt->age_max_years));
+    /* NaN (not calibrated, not stated) is null: json-c would print NaN */
+    json_object_object_add(o, "operating_threshold", json_num(mt->operating_threshold));
+    json_object_object_add(o, "urgent_threshold", json_num(mt->urgent_threshold));
+    json_object_object_add(o, "age_min_years", json_num(mt->age_min_years));
+    json_object_object_add(o, "age_max_years", json_num(mt->age_max_years));
     json_object_object_add(o, "name", json_object_new_string(mt->name));
     json_object_object_add(o, "version", json_object_new_string(mt->version));
     json_object_object_add(o, "created", json_object_new_string(mt->created));

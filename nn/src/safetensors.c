@@ -27,6 +27,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "cxr/file.h"
 #include "model_internal.h"
 
 #define MAX_ENTRIES 8192
@@ -584,20 +585,11 @@ enum cxr_status cxr_nn_model_load(const char *path, struct cxr_nn_model **out, c
     *out = NULL;
     if (!path)
         return cxr_seterr(err, CXR_ERR_INVALID_ARG, "no model path");
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return cxr_seterr(err, errno == ENOENT ? CXR_ERR_NOT_FOUND : CXR_ERR_IO, "%s: %s", path,
-                          strerror(errno));
     struct stat st;
-    if (fstat(fd, &st) != 0) {
-        int e = errno;
-        close(fd);
-        return cxr_seterr(err, CXR_ERR_IO, "%s: %s", path, strerror(e));
-    }
-    if (!S_ISREG(st.st_mode)) {
-        close(fd);
-        return cxr_seterr(err, CXR_ERR_IO, "%s: not a regular file", path);
-    }
+    enum cxr_status ost;
+    int fd = cxr_file_open_regular(path, &st, &ost, err); /* never waits on a FIFO */
+    if (fd < 0)
+        return ost;
     if (st.st_size < 8) {
         close(fd);
         return cxr_seterr(err, CXR_ERR_NN_MODEL, "%s: %lld bytes, too short for a safetensors file",

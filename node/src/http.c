@@ -352,6 +352,43 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
     cxr_log(CXR_LOG_WARN, "http", "%s", buf);
 }
 
+/* The socket address of bind_address:port: an IPv4 or IPv6 literal (a host
+ * name is refused: the endpoint must not bind where a resolver says). */
+static enum cxr_status bind_address_of(const char *bind_address, uint16_t port,
+                                       struct sockaddr_in *a4, struct sockaddr_in6 *a6, bool *ipv6,
+                                       char *err)
+{
+    memset(a4, 0, sizeof *a4);
+    memset(a6, 0, sizeof *a6);
+    const char *bind = bind_address && *bind_address ? bind_address : "127.0.0.1";
+    if (inet_pton(AF_INET, bind, &a4->sin_addr) == 1) {
+        a4->sin_family = AF_INET;
+        a4->sin_port = htons(port);
+        *ipv6 = false;
+        return CXR_OK;
+    }
+    if (inet_pton(AF_INET6, bind, &a6->sin6_addr) == 1) {
+        a6->sin6_family = AF_INET6;
+        a6->sin6_port = htons(port);
+        *ipv6 = true;
+        return CXR_OK;
+    }
+    if (err)
+        snprintf(err, CXR_ERRLEN,
+                 "HTTP bind address '%.200s' is not an IPv4 or IPv6 address "
+                 "(http/bind-address takes an address, not a host name)",
+                 bind);
+    return CXR_ERR_INVALID_ARG;
+}
+
+enum cxr_status cxr_node_http_check_bind(const char *bind_address, char *err)
+{
+    struct sockaddr_in a4;
+    struct sockaddr_in6 a6;
+    bool ipv6;
+    return bind_address_of(bind_address, 0, &a4, &a6, &ipv6, err);
+}
+
 enum cxr_status cxr_node_http_start(const char *bind_address, uint16_t port,
                                     const struct cxr_node_http_source *src,
                                     struct cxr_node_http **out, char *err)
@@ -359,27 +396,15 @@ enum cxr_status cxr_node_http_start(const char *bind_address, uint16_t port,
     *out = NULL;
     struct sockaddr_in a4;
     struct sockaddr_in6 a6;
-    struct sockaddr *addr;
+    bool ipv6 = false;
     unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO | MHD_USE_ERROR_LOG;
-    memset(&a4, 0, sizeof a4);
-    memset(&a6, 0, sizeof a6);
+    enum cxr_status bst = bind_address_of(bind_address, port, &a4, &a6, &ipv6, err);
+    if (bst != CXR_OK)
+        return bst;
     const char *bind = bind_address && *bind_address ? bind_address : "127.0.0.1";
-    if (inet_pton(AF_INET, bind, &a4.sin_addr) == 1) {
-        a4.sin_family = AF_INET;
-        a4.sin_port = htons(port);
-        addr = (struct sockaddr *)&a4;
-    } else if (inet_pton(AF_INET6, bind, &a6.sin6_addr) == 1) {
-        a6.sin6_family = AF_INET6;
-        a6.sin6_port = htons(port);
-        addr = (struct sockaddr *)&a6;
+    struct sockaddr *addr = ipv6 ? (struct sockaddr *)&a6 : (struct sockaddr *)&a4;
+    if (ipv6)
         flags |= MHD_USE_IPv6;
-    } else {
-        if (err)
-            snprintf(err, CXR_ERRLEN,
-                     "HTTP bind address '%s' is not an IPv4 or IPv6 address (http/bind-address)",
-                     bind);
-        return CXR_ERR_INVALID_ARG;
-    }
     struct cxr_node_http *h = calloc(1, sizeof *h);
     if (!h)
         return CXR_ERR_NOMEM;

@@ -68,11 +68,28 @@ void cxr_node_options_init(struct cxr_node_options *opt)
 
 /* ------------------------------------------------------------------ settings + overrides */
 
+/* A TLS file that is there must be a regular file: OpenSSL would wait for
+ * ever on a FIFO (at start, or at each delivery). One that is missing is
+ * reported where it is loaded. stat(2) does not block. */
+static enum cxr_status tls_file_regular(const char *key, const char *path, char *err)
+{
+    struct stat sb;
+    if (!path[0] || stat(path, &sb) != 0 || S_ISREG(sb.st_mode))
+        return CXR_OK;
+    snprintf(err, CXR_ERRLEN, "%s: %.900s is not a regular file (it is %s)", key, path,
+             cxr_file_kind(sb.st_mode));
+    return CXR_ERR_CONF_VALUE;
+}
+
 enum cxr_status node_settings_for(const struct cxr_node_options *opt, const struct cxr_conf *conf,
                                   struct cxr_node_settings *s, char *err)
 {
     enum cxr_status st = cxr_node_settings_from_conf(conf, s, err);
     if (st != CXR_OK)
+        return st;
+    if ((st = tls_file_regular("node/tls-certificate", s->tls_certificate, err)) != CXR_OK ||
+        (st = tls_file_regular("node/tls-private-key", s->tls_private_key, err)) != CXR_OK ||
+        (st = tls_file_regular("node/tls-ca-certificates", s->tls_ca_certificates, err)) != CXR_OK)
         return st;
     if (opt && opt->spool_dir)
         snprintf(s->spool_dir, sizeof s->spool_dir, "%s", opt->spool_dir);
@@ -154,6 +171,7 @@ enum cxr_status cxr_node_new(struct cxr_conf *conf, const struct cxr_node_option
     pthread_mutex_init(&n->scp_mu, NULL);
     pthread_mutex_init(&n->deliverers_mu, NULL);
     cxr_wake_init(&n->wake);
+    pthread_mutex_init(&n->health_mu, NULL);
     for (int i = 0; i < NODE_RECEIVE_STRIPES; i++)
         pthread_mutex_init(&n->receive_mu[i], NULL);
     pthread_mutex_init(&n->intake_mu, NULL);
@@ -267,7 +285,7 @@ static bool http_healthy(void *ctx, char *why, size_t len)
         snprintf(why, len, "shutting down");
         return false;
     }
-    return true;
+    return node_scoring_healthy(n, why, len);
 }
 
 static int64_t http_queue_depth(void *ctx) { return node_queue_depth(ctx); }
@@ -308,7 +326,10 @@ static char *http_status_json(void *ctx)
     bool ok = http_healthy(ctx, why, sizeof why);
     json_object_object_add(o, "service", json_object_new_string("node"));
     json_object_object_add(o, "version", json_object_new_string(CXR_VERSION));
-    json_object_object_add(o, "state", json_object_new_string(ok ? "ready" : "stopping"));
+    json_object_object_add(o, "state",
+                           json_object_new_string(ok                          ? "ready"
+                                                  : atomic_load(&n->stopping) ? "stopping"
+                                                                              : "failing"));
     if (!ok)
         json_object_object_add(o, "reason", json_object_new_string(why));
     pthread_rwlock_rdlock(&n->gen_lock);
@@ -627,6 +648,7 @@ enum cxr_status cxr_node_reload(struct cxr_node *n, struct cxr_conf *conf, char 
     n->conf = conf;
     n->engine = engine;
     pthread_rwlock_unlock(&n->gen_lock);
+    node_scoring_reset(n); /* the failures were the old model's */
     cxr_conf_restart_changes(old_conf, conf, warn_restart_only, NULL);
     pthread_mutex_lock(&n->scp_mu); /* n->scp comes and goes with run/stop */
     if (n->scp)
@@ -668,6 +690,7 @@ void cxr_node_free(struct cxr_node *n)
     pthread_cond_destroy(&n->intake_cv);
     pthread_mutex_destroy(&n->intake_mu);
     cxr_wake_destroy(&n->wake);
+    pthread_mutex_destroy(&n->health_mu);
     pthread_mutex_destroy(&n->deliverers_mu);
     pthread_mutex_destroy(&n->scp_mu);
     pthread_rwlock_destroy(&n->gen_lock);

@@ -191,9 +191,11 @@ enum cxr_status cxr_node_check(const struct cxr_conf *conf, const struct cxr_nod
         free(dir);
     }
 
-    /* TLS: the DICOM service loads its files at start (binds nothing here);
-     * destinations with TLS use the same files at each delivery */
-    if (s->tls_enabled) {
+    /* The DICOM service as a start builds it (binds nothing here): its AE
+     * title, bind address, allowed peers (CIDR blocks) and, with TLS, the
+     * files it loads; destinations with TLS use the same files at each
+     * delivery. */
+    {
         struct cxr_dicom_scp_config sc;
         char tmp[CXR_NODE_PATHLEN + 8];
         snprintf(tmp, sizeof tmp, "%s/tmp", s->spool_dir); /* named, not used here */
@@ -201,7 +203,18 @@ enum cxr_status cxr_node_check(const struct cxr_conf *conf, const struct cxr_nod
         struct cxr_dicom_scp *scp = NULL;
         st = cxr_dicom_scp_new(&sc, no_store, NULL, NULL, &scp, err);
         cxr_dicom_scp_free(scp);
-        report(&c, st, "tls", "%s", st == CXR_OK ? "certificate, key and CA files load" : err);
+        if (st == CXR_OK)
+            report(&c, st, s->tls_enabled ? "tls" : "dicom", "%s",
+                   s->tls_enabled ? "certificate, key and CA files load"
+                                  : "AE title, bind address and allowed peers accepted");
+        else
+            report(&c, st, s->tls_enabled ? "tls" : "dicom", "DICOM service: %s", err);
+    }
+
+    /* HTTP: the address it binds, checked as a start checks it */
+    if (s->http_enabled) {
+        st = cxr_node_http_check_bind(s->http_bind_address, err);
+        report(&c, st, "http", "%s", st == CXR_OK ? "the bind address is an IP address" : err);
     }
     bool dest_tls = false;
     for (size_t i = 0; i < s->destination_count; i++)

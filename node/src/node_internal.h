@@ -30,11 +30,14 @@
 #include "cxr/store.h"
 #include "cxr/triage.h"
 
-#define NODE_QUEUE_CAP       100000 /* jobs held in memory; the rest wait in the store */
-#define NODE_MAX_WORKERS     64
-#define NODE_MAX_ATTEMPTS    3 /* a job that was taken this often without a result is not retried */
+#define NODE_QUEUE_CAP   100000 /* jobs held in memory; the rest wait in the store */
+#define NODE_MAX_WORKERS 64
+#define NODE_MAX_ATTEMPTS                                                \
+    3 /* a job that was taken this often without a result is not retried \
+       (after the first, it is taken alone: see take_locked) */
 #define NODE_RECEIVE_STRIPES 64
 #define NODE_WORKER_NICE     10 /* scoring yields the CPU to reception */
+#define NODE_UNHEALTHY_AFTER 3  /* images in a row the engine gave no score: /healthz fails */
 
 /* One job for the scoring workers. */
 struct node_job {
@@ -109,6 +112,13 @@ struct cxr_node {
     /* wakes the reporter, deliverers and housekeeper */
     struct cxr_wake wake; /* work for a worker, the reporter or a deliverer */
 
+    /* Scoring health (/healthz, /status): images in a row for which the
+     * forward pass gave no score (a backend failure, a non-finite output),
+     * and the last reason; a score or a reload starts again from 0. */
+    pthread_mutex_t health_mu;
+    int score_failures;
+    char score_failure[256];
+
     atomic_bool stopping;
     cxr_node_state_fn state_fn;
     void *state_ctx;
@@ -127,8 +137,11 @@ void node_wait(struct cxr_node *n, uint64_t seen, int64_t deadline_ms);
 /* mkdir -p with mode 0750. */
 bool node_mkdirs(const char *path);
 /* Loads a received instance: from the job store when it is kept there
- * (in_store), else from its spool file `rel`. err: CXR_ERRLEN. */
+ * (in_store), else from its spool file `rel`, within the image size limits
+ * of `rules` (NULL: the decoder's; cxr_dicom_instance_load_file_within).
+ * err: CXR_ERRLEN. */
 enum cxr_status node_instance_load(struct cxr_node *n, int64_t id, bool in_store, const char *rel,
+                                   const struct cxr_conf_gate *rules,
                                    struct cxr_dicom_instance **out, char *err);
 
 /* node.c: what a start (and cxr_node_check) builds from the configuration */
@@ -155,6 +168,12 @@ enum cxr_status node_spool_clean(struct cxr_node *n);
 void *node_housekeeper_main(void *arg);
 
 /* node_score.c */
+/* Whether the engine gives scores: false after NODE_UNHEALTHY_AFTER images
+ * in a row without one, `why` (len bytes) then says so with the last
+ * reason. Any thread. */
+bool node_scoring_healthy(struct cxr_node *n, char *why, size_t len);
+/* Forgets the failures (a reload brings a new engine). */
+void node_scoring_reset(struct cxr_node *n);
 enum cxr_status node_queue_init(struct node_queue *q);
 void node_queue_destroy(struct node_queue *q);
 /* Adds a job received now (skipped while the queue overflows into the store). */

@@ -36,7 +36,7 @@ static bool fill_info(struct cxr_node *n, const struct cxr_triage_instance_row *
         return false;
     struct cxr_dicom_instance *inst = NULL;
     char err[CXR_ERRLEN];
-    if (node_instance_load(n, row->id, row->in_store, row->path, &inst, err) != CXR_OK)
+    if (node_instance_load(n, row->id, row->in_store, row->path, NULL, &inst, err) != CXR_OK)
         return false;
     *info = *cxr_dicom_instance_info(inst);
     cxr_dicom_instance_free(inst);

@@ -2,7 +2,9 @@
  *
  * A worker takes up to a batch of jobs (waiting at most batch_wait_ms for
  * the batch to fill once it has one), counts an attempt on each in the store
- * (so that a job that crashes the node is not retried forever), reads and
+ * (so that a job that crashes the node is not retried forever; a job retried
+ * after a crash runs alone, so that only the image that crashes is set
+ * aside), reads and
  * prepares each image (gate, presentation, preprocessing) with the engine,
  * runs one forward pass for the batch, and records every outcome in one
  * transaction. One worker fills a batch at a time; the others prepare or
@@ -11,6 +13,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -163,8 +166,31 @@ static void deadline_after(struct timespec *ts, uint32_t ms)
     }
 }
 
+/* Moves jobs from the head of the queue into out[*k..max) (caller holds
+ * q->mu). A job taken before without a result (attempts > 0: the node
+ * stopped or crashed with it in a batch) runs in a batch of its own: it is
+ * taken only first, and closes its batch. So after a crash the batch's
+ * images are tried one at a time, and NODE_MAX_ATTEMPTS counts the crashes
+ * of the image that causes them, not of its batch mates. Returns true when
+ * the batch is closed. */
+static bool take_locked(struct node_queue *q, struct node_job *out, size_t *k, size_t max)
+{
+    while (*k < max && q->count > 0) {
+        const struct node_job *j = &q->v[q->head];
+        if (j->attempts > 0 && *k > 0)
+            return true;
+        out[(*k)++] = *j;
+        q->head = (q->head + 1) % q->cap;
+        q->count--;
+        if (out[*k - 1].attempts > 0)
+            return true;
+    }
+    return *k == max;
+}
+
 /* Takes 1..max jobs, waiting for the first and then up to wait_ms for the
- * batch to fill. Returns 0 when stopping. */
+ * batch to fill (take_locked: a job retried after a crash runs alone).
+ * Returns 0 when stopping. */
 static size_t queue_take(struct cxr_node *n, struct node_job *out, size_t max, uint32_t wait_ms)
 {
     struct node_queue *q = &n->q;
@@ -186,19 +212,10 @@ static size_t queue_take(struct cxr_node *n, struct node_job *out, size_t max, u
     struct timespec deadline;
     deadline_after(&deadline, wait_ms);
     for (;;) {
-        while (k < max && q->count > 0) {
-            out[k++] = q->v[q->head];
-            q->head = (q->head + 1) % q->cap;
-            q->count--;
-        }
-        if (k == max || wait_ms == 0 || q->stopping)
+        if (take_locked(q, out, &k, max) || wait_ms == 0 || q->stopping)
             break;
         if (pthread_cond_timedwait(&q->cv, &q->mu, &deadline) == ETIMEDOUT) {
-            while (k < max && q->count > 0) {
-                out[k++] = q->v[q->head];
-                q->head = (q->head + 1) % q->cap;
-                q->count--;
-            }
+            take_locked(q, out, &k, max);
             break;
         }
     }
@@ -305,16 +322,62 @@ static void prepare_one(struct cxr_node *n, struct cxr_triage_engine *e, struct 
     char err[CXR_ERRLEN] = "";
     struct cxr_dicom_instance *inst = NULL;
     double t0 = node_mono_ms();
-    enum cxr_status st = node_instance_load(n, job->id, job->in_store, job->path, &inst, err);
+    enum cxr_status st = node_instance_load(n, job->id, job->in_store, job->path,
+                                            &cxr_triage_engine_conf(e)->gate, &inst, err);
     r->t.read_ms = node_mono_ms() - t0;
     if (st != CXR_OK) {
         cxr_triage_result_not_analysed(r, st, err);
         return;
     }
     s->has_info[i] = true;
+    /* Test hook (tests/integration/test_node_crash_guard.sh): the node dies
+     * as in a crash (SIGKILL) while this image is in its batch. */
+    const char *crash = getenv("CXR_NODE_TEST_CRASH_SOP");
+    if (crash && *crash && !strcmp(crash, cxr_dicom_instance_info(inst)->sop_instance_uid)) {
+        cxr_log(CXR_LOG_WARN, "node", "CXR_NODE_TEST_CRASH_SOP: dying on %s as asked", crash);
+        raise(SIGKILL);
+    }
     if (cxr_triage_engine_prepare(e, inst, s->tensors + (size_t)*filled * s->floats, r))
         s->slot[(*filled)++] = (int32_t)i;
     cxr_dicom_instance_free(inst);
+}
+
+bool node_scoring_healthy(struct cxr_node *n, char *why, size_t len)
+{
+    pthread_mutex_lock(&n->health_mu);
+    int k = n->score_failures;
+    if (k >= NODE_UNHEALTHY_AFTER)
+        snprintf(why, len, "scoring fails: the last %d images got no score from the model (%s)", k,
+                 n->score_failure);
+    pthread_mutex_unlock(&n->health_mu);
+    return k < NODE_UNHEALTHY_AFTER;
+}
+
+void node_scoring_reset(struct cxr_node *n)
+{
+    pthread_mutex_lock(&n->health_mu);
+    n->score_failures = 0;
+    n->score_failure[0] = '\0';
+    pthread_mutex_unlock(&n->health_mu);
+}
+
+/* Counts a result for node_scoring_healthy: a score resets, a forward pass
+ * without one counts; images the gate or the reader refused say nothing
+ * about the engine. */
+static void health_note(struct cxr_node *n, const struct cxr_triage_result *r)
+{
+    bool failed =
+        !r->analysed && (r->status == CXR_ERR_NN_NONFINITE || r->status == CXR_ERR_NN_BACKEND);
+    if (!r->analysed && !failed)
+        return;
+    pthread_mutex_lock(&n->health_mu);
+    if (failed) {
+        n->score_failures++;
+        snprintf(n->score_failure, sizeof n->score_failure, "%s", r->reason);
+    } else {
+        n->score_failures = 0;
+    }
+    pthread_mutex_unlock(&n->health_mu);
 }
 
 static void observe(struct cxr_node *n, const struct cxr_triage_result *r)
@@ -377,6 +440,7 @@ static void process(struct cxr_node *n, struct scratch *s, size_t k)
         s->outcomes[i].result = &s->results[i];
         s->outcomes[i].has_info = s->has_info[i];
         observe(n, &s->results[i]);
+        health_note(n, &s->results[i]);
         const struct cxr_triage_result *r = &s->results[i];
         if (r->analysed)
             cxr_log(CXR_LOG_INFO, "node", "instance %s (study %s): p=%.3f %s",

@@ -114,12 +114,13 @@ static bool fsync_path(const char *path, int *errnum)
 }
 
 enum cxr_status node_instance_load(struct cxr_node *n, int64_t id, bool in_store, const char *rel,
+                                   const struct cxr_conf_gate *rules,
                                    struct cxr_dicom_instance **out, char *err)
 {
     if (!in_store) {
         char path[CXR_NODE_PATHLEN + CXR_NODE_STORE_PATHLEN + 2];
         snprintf(path, sizeof path, "%s/%s", n->spool_dir, rel);
-        return cxr_dicom_instance_load_file(path, out, err);
+        return cxr_dicom_instance_load_file_within(path, rules, out, err);
     }
     void *buf = NULL;
     size_t len = 0;
@@ -128,7 +129,7 @@ enum cxr_status node_instance_load(struct cxr_node *n, int64_t id, bool in_store
         snprintf(err, CXR_ERRLEN, "%s", cxr_node_store_last_error());
         return st;
     }
-    st = cxr_dicom_instance_load_memory(buf, len, rel, out, err);
+    st = cxr_dicom_instance_load_memory_within(buf, len, rel, rules, out, err);
     free(buf);
     return st;
 }

@@ -16,6 +16,8 @@
  * the post (orthanc_deleted.c).
  * An instance is marked taken before it is read: one that is taken three
  * times without a result (it crashed the process) is set aside with a reason.
+ * One taken before without a result is scored in a batch of its own, so that
+ * a crash is counted against the instance that causes it, not its batch mates.
  */
 #include "orthanc_score.h"
 
@@ -276,11 +278,23 @@ static bool score_instances(struct plugin *p, const struct plugin_study *job,
     bool ok = insts && res && takes && out && attempts;
     if (!ok)
         fail_study(p, job->orthanc_id, job->attempts, "out of memory for a batch");
-    for (size_t start = 0; ok && start < n; start += bs) {
-        size_t k = n - start < bs ? n - start : bs;
-        double t0 = mono_ms();
+    for (size_t start = 0, k = 0; ok && start < n; start += k) {
+        k = n - start < bs ? n - start : bs;
+        /* after a crash, one at a time: an instance taken before without a
+         * result runs alone, and a batch stops before one */
         for (size_t i = 0; i < k; i++)
             takes[i] = (struct plugin_take){todo[start + i].id, todo[start + i].sop};
+        if (plugin_db_instances_unfinished(p->db, takes, k, attempts) != CXR_OK) {
+            fail_study(p, job->orthanc_id, job->attempts, plugin_db_last_error());
+            ok = false;
+            break;
+        }
+        for (size_t i = 0; i < k; i++)
+            if (attempts[i] > 0) {
+                k = i ? i : 1;
+                break;
+            }
+        double t0 = mono_ms();
         if (plugin_db_instances_take(p->db, job->orthanc_id, takes, k, plugin_now_ms(), attempts) !=
             CXR_OK) {
             fail_study(p, job->orthanc_id, job->attempts, plugin_db_last_error());
@@ -311,8 +325,8 @@ static bool score_instances(struct plugin *p, const struct plugin_study *job,
                 continue;
             }
             char derr[CXR_ERRLEN] = "";
-            enum cxr_status st =
-                cxr_dicom_instance_load_memory(buf.data, buf.size, t->id, &insts[i], derr);
+            enum cxr_status st = cxr_dicom_instance_load_memory_within(
+                buf.data, buf.size, t->id, &cxr_triage_engine_conf(e)->gate, &insts[i], derr);
             OrthancPluginFreeMemoryBuffer(p->ctx, &buf);
             if (st != CXR_OK)
                 not_read(&res[i], t->sop, st, "%s%s", derr[0] ? derr : cxr_status_str(st), "");

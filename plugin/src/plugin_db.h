@@ -202,6 +202,13 @@ enum cxr_status plugin_db_instances_take(struct plugin_db *db, const char *study
                                          const struct plugin_take *takes, size_t n, int64_t now_ms,
                                          int32_t *attempts_out);
 
+/* How often each of n instances was taken without a result so far (0: never,
+ * or it has a result): >0 means the process died while it was in a batch.
+ * Reads only. */
+enum cxr_status plugin_db_instances_unfinished(struct plugin_db *db,
+                                               const struct plugin_take *takes, size_t n,
+                                               int32_t *takes_out);
+
 /* Stores the results of n instances (taken before) scored with model_sha. */
 struct plugin_outcome {
     const char *orthanc_id;

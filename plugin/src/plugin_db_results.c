@@ -139,6 +139,28 @@ out:
     return r;
 }
 
+enum cxr_status plugin_db_instances_unfinished(struct plugin_db *d, const struct plugin_take *takes,
+                                               size_t n, int32_t *takes_out)
+{
+    pthread_mutex_lock(&d->lock);
+    enum cxr_status r = CXR_OK;
+    sqlite3_stmt *st = pdb_prepare(d, "SELECT attempts FROM instances WHERE orthanc_id = ?"
+                                      " AND state = 0");
+    if (!st)
+        r = CXR_ERR_TRIAGE_STORE;
+    for (size_t i = 0; i < n && r == CXR_OK; i++) {
+        cxr_sq_bind_text(st, 1, takes[i].orthanc_id);
+        int rc = sqlite3_step(st);
+        takes_out[i] = rc == SQLITE_ROW ? sqlite3_column_int(st, 0) : 0;
+        if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+            r = pdb_fail(d, "instances taken before");
+        sqlite3_reset(st);
+    }
+    sqlite3_finalize(st);
+    pthread_mutex_unlock(&d->lock);
+    return r;
+}
+
 enum cxr_status plugin_db_instances_record(struct plugin_db *d, const char *study,
                                            const char *model_sha, const struct plugin_outcome *o,
                                            size_t n, int64_t now_ms)

@@ -135,6 +135,68 @@ for o in objs:
 EOF
 ok "score --json"
 
+# ---- decompression bombs (issue 14, item 3): two deflated data sets of a few
+# hundred KB, one whose Pixel Data expands to 400 MB behind a 512 x 512
+# header, one with 64 MB of a private element before its pixels, between
+# proper images: the bombs are not analysed, named as bombs (CXR_ERR_LIMIT),
+# the others are scored. The timeout is a last resort against a hang.
+BOMBS="$CXR_SOURCE_DIR/tests/integration/bombs.py"
+"$CXR_PYTHON" "$BOMBS" dicom "$W/bomb.dcm" 400000000 || fail "cannot make the deflate bomb"
+"$CXR_PYTHON" "$BOMBS" dicom-header "$W/hbomb.dcm" 64000000 || fail "cannot make the header bomb"
+"$CXR_PYTHON" "$BOMBS" dicom-good "$W/deflated.dcm" || fail "cannot make a deflated image"
+timeout 300 "$CXR_BIN" score --config "$W/conf.xml" --json "$CHEST1" "$W/bomb.dcm" "$W/hbomb.dcm" \
+    "$W/deflated.dcm" >"$W/bombs.json"; rc=$?
+[ $rc -ne 124 ] || fail "score did not finish within 300 s of two bombs"
+[ $rc -eq 1 ] || fail "score with two bombs gave exit $rc, not 1"
+"$CXR_PYTHON" - "$W/bombs.json" <<'EOF' || fail "bombs: $(cat "$W/bombs.json")"
+import json, sys
+objs = {o["file"].rsplit("/", 1)[1]: o for o in map(json.loads, open(sys.argv[1]))}
+assert objs["cr_mono1_10_chest_nometa.dcm"]["analysed"] and objs["deflated.dcm"]["analysed"], objs
+for name, where in (("bomb.dcm", "512 x 512 pixels"), ("hbomb.dcm", "before its Pixel Data")):
+    o = objs[name]
+    assert not o["analysed"] and o["status"] == "CXR_ERR_LIMIT", o
+    assert "decompression bomb" in o["reason"] and where in o["reason"], o["reason"]
+EOF
+ok "decompression bombs refused by score, the images around them scored"
+
+# ---- models without finite scores (issue 14, item 5), every weight finite:
+# fc weights of +-3e38 overflow on any real image; a batch-norm bias of 3e38
+# in the last block gives NaN even for a neutral image. The first scores
+# nothing (not analysed, exit 1, valid JSON: no NaN anywhere); the second is
+# refused at load (exit 2) instead of printing "probability":NaN.
+"$CXR_PYTHON" - "$W/m.safetensors" "$W" <<'EOF' || fail "cannot edit the model"
+import json, struct, sys
+b0 = open(sys.argv[1], "rb").read()
+n = struct.unpack("<Q", b0[:8])[0]
+h = json.loads(b0[8:8 + n])
+for out, name, rows in (("overflow", "fc.weight", True), ("nan", "layer4.1.bn2.bias", False)):
+    b = bytearray(b0)
+    lo, hi = h[name]["data_offsets"]
+    per = (hi - lo) // 4 // h[name]["shape"][0]
+    for i in range((hi - lo) // 4):
+        struct.pack_into("<f", b, 8 + n + lo + 4 * i, -3e38 if rows and i >= per else 3e38)
+    open(f"{sys.argv[2]}/{out}.safetensors", "wb").write(b)
+EOF
+"$CXR_BIN" score --config "$W/conf.xml" --model "$W/overflow.safetensors" --json "$CHEST1" "$CHEST2" \
+    >"$W/inf.json"; rc=$?
+[ $rc -eq 1 ] || fail "score with a model that gives no finite score: exit $rc, not 1"
+"$CXR_PYTHON" - "$W/inf.json" <<'EOF' || fail "no finite score: $(cat "$W/inf.json")"
+import json, sys
+def bad(c):
+    raise ValueError("not JSON: " + c)
+for line in open(sys.argv[1]):
+    o = json.loads(line, parse_constant=bad)
+    assert not o["analysed"] and o["status"] == "CXR_ERR_NN_NONFINITE", o
+    assert o["priority"] == "NOT_ANALYSED" and o.get("probability") is None, o
+    assert "no finite score" in o["reason"], o
+EOF
+"$CXR_BIN" score --config "$W/conf.xml" --model "$W/nan.safetensors" --json "$CHEST1" \
+    >"$W/nan.json" 2>"$W/nan.err"; rc=$?
+[ $rc -eq 2 ] || fail "score with a NaN model: exit $rc, not 2: $(cat "$W/nan.json")"
+grep -q "nan.safetensors: a neutral test image gives no finite score" "$W/nan.err" ||
+    fail "the NaN model's refusal does not say why: $(cat "$W/nan.err")"
+ok "a model without finite scores: not analysed, valid JSON, exit 1; NaN for a neutral image: refused"
+
 # ---- usage and fatal errors: exit 2
 "$CXR_BIN" score --config "$W/conf.xml" 2>/dev/null; [ $? -eq 2 ] || fail "score without inputs not exit 2"
 "$CXR_BIN" score --model "$W/cut.safetensors" --config "$W/conf.xml" "$CHEST1" 2>"$W/fatal.err"; rc=$?

@@ -11,7 +11,13 @@
 #   - a truncated model, a model holding a NaN weight, an sr/output-dir that
 #     cannot be created and a TLS certificate that does not exist each fail,
 #     naming what is wrong;
-#   - a spool held by a running node passes, saying which pid holds it.
+#   - a spool held by a running node passes, saying which pid holds it;
+#   - what serve refuses, config check refuses with the same message (issue
+#     14, item 6): allowlist CIDRs 10.0.0.0/33 and /-1, node/bind-address
+#     ::, an http/bind-address that is a host name; serve exits 2 on each;
+#   - a FIFO as the configuration file, as model/path or as the TLS
+#     certificate is refused as "not a regular file (it is a FIFO)" instead
+#     of being waited on (the timeouts are last resorts against a hang).
 . "$(dirname "$0")/node_lib.sh"
 setup_work
 need_tools
@@ -113,6 +119,54 @@ rc=0
 "$CXR_BIN" config check --plugin "$WORK/copy/plug.xml" >/dev/null 2>"$WORK/plug3.err" || rc=$?
 [ "$rc" -eq 2 ] && grep -q "FAIL  model:" "$WORK/plug3.err" || fail "--plugin passes a missing model: $(cat "$WORK/plug3.err")"
 log "--plugin: the model and plugin/state-dir are checked, the node's spool is not"
+
+# ---- what serve refuses, config check refuses, with serve's own words
+# serve_refuses NAME CONF WHAT: serve exits 2 at start, its log holds WHAT
+serve_refuses() {
+    local rc=0
+    timeout 120 "$CXR_BIN" serve --config "$2" >"$WORK/$1.serve" 2>&1 || rc=$?
+    [ "$rc" -ne 124 ] || fail "$1: serve still running after 120 s (it should refuse to start)"
+    [ "$rc" -eq 2 ] || fail "$1: serve exit $rc, expected 2: $(tail -3 "$WORK/$1.serve")"
+    grep -qF -- "$3" "$WORK/$1.serve" || fail "$1: serve does not say '$3': $(tail -3 "$WORK/$1.serve")"
+}
+for case in "cidr33|<allow><host>10.0.0.0/33</host></allow>|allowed peer host '10.0.0.0/33' is not a valid IPv4 CIDR block" \
+    "cidrneg|<allow><ae-title>CR01</ae-title><host>10.0.0.0/-1</host></allow>|allowed peer host '10.0.0.0/-1' is not a valid IPv4 CIDR block" \
+    "bind6|<node-extra><bind-address>::</bind-address>|bind address '::' is IPv6" \
+    "httpname|<http-bind>localhost|HTTP bind address 'localhost' is not an IPv4 or IPv6 address"; do
+    IFS='|' read -r name xml what <<<"$case"
+    site_conf "$WORK/site/$name.xml"
+    case "$xml" in
+    "<node-extra>"*) site_conf "$WORK/site/$name.xml" model.safetensors "${xml#<node-extra>}" ;;
+    "<http-bind>"*) sed -i "s|<http><port>0</port></http>|<http><port>0</port><bind-address>${xml#<http-bind>}</bind-address></http>|" "$WORK/site/$name.xml" ;;
+    *) sed -i "s|</cxr-triage>|$xml</cxr-triage>|" "$WORK/site/$name.xml" ;;
+    esac
+    expect_fail "$name" "$WORK/site/$name.xml" "$what"
+    serve_refuses "$name" "$WORK/site/$name.xml" "$what"
+done
+log "CIDR /33 and /-1, DICOM bind ::, an HTTP host name: config check fails as serve does"
+
+# ---- FIFOs where files belong: refused, never waited on
+mkfifo "$WORK/site/fifo.xml" "$WORK/site/fifo.safetensors" "$WORK/site/fifo.pem"
+rc=0
+timeout 120 "$CXR_BIN" config check "$WORK/site/fifo.xml" >/dev/null 2>"$WORK/fifo-conf.err" || rc=$?
+[ "$rc" -ne 124 ] || fail "config check waited on a FIFO as its configuration file"
+[ "$rc" -eq 2 ] && grep -qF "$WORK/site/fifo.xml: not a regular file (it is a FIFO)" "$WORK/fifo-conf.err" ||
+    fail "a FIFO as the configuration: exit $rc: $(cat "$WORK/fifo-conf.err")"
+site_conf "$WORK/site/fifo-model.xml" fifo.safetensors
+expect_fail_within() { # like expect_fail, but a hang is a failure of its own
+    local rc=0
+    timeout 120 "$CXR_BIN" config check "$2" >/dev/null 2>"$WORK/$1.err" || rc=$?
+    [ "$rc" -ne 124 ] || fail "$1: config check waited on a FIFO"
+    expect_fail "$@"
+}
+expect_fail_within fifo-model "$WORK/site/fifo-model.xml" "FAIL  model:" \
+    "$WORK/site/fifo.safetensors: not a regular file (it is a FIFO)"
+site_conf "$WORK/site/fifo-tls.xml" model.safetensors \
+    "<tls>true</tls><tls-certificate>fifo.pem</tls-certificate><tls-private-key>fifo.pem</tls-private-key>"
+expect_fail_within fifo-tls "$WORK/site/fifo-tls.xml" \
+    "node/tls-certificate: $WORK/site/fifo.pem is not a regular file (it is a FIFO)"
+serve_refuses fifo-tls "$WORK/site/fifo-tls.xml" "$WORK/site/fifo.pem is not a regular file (it is a FIFO)"
+log "a FIFO as the configuration, the model or the TLS certificate is refused, not waited on"
 
 # ---- a spool held by a running node: reported, not a failure
 site_conf "$WORK/site/run.xml"

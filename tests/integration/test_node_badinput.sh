@@ -6,6 +6,9 @@
 #     association request, a C-STORE whose data set stops half-way (the
 #     connection then closes), and complete data sets that are not DICOM
 #     (random bytes; a deeply nested sequence);
+#   - a decompression bomb (issue 14, item 3): a deflated data set of
+#     ~400 KB whose Pixel Data expands to 400 MB behind a 512 x 512 header,
+#     sent as it is; it is set aside as not analysed, naming the bomb;
 # and afterwards: the node still answers, no temp or half-received file is
 # left in the spool, every spooled file has its job row, and the next good
 # study is scored and its SR delivered.
@@ -180,6 +183,13 @@ if [ -f "$nested" ]; then
     log "a deeply nested sequence as a data set: DIMSE status ${st}"
     alive "after a deeply nested sequence"
 fi
+# A deflated data set that expands far beyond its declared 512 x 512 pixels.
+"$CXR_PYTHON" "$CXR_SOURCE_DIR/tests/integration/bombs.py" dicom "$WORK/bomb.dcm" 400000000 ||
+    fail "cannot make the deflate bomb"
+st=$("${PY[@]}" store-file 2.25.14141 "$WORK/bomb.dcm") || fail "raw client: deflate bomb"
+log "a deflate bomb of $(stat -c %s "$WORK/bomb.dcm") bytes: DIMSE status ${st}"
+[ "$st" = 0 ] || fail "the deflated data set was not received (status $st)"
+alive "after a deflate bomb"
 # The truncated one was never acknowledged: nothing of it may be kept.
 sqlite3 "$WORK/spool/jobs.sqlite" "SELECT count(*) FROM instances WHERE sop_instance_uid='2.25.777.1'" |
     grep -qx 0 || fail "a truncated C-STORE left a job row"
@@ -194,6 +204,11 @@ all_done() {
 }
 wait_until 300 "every received instance processed" all_done
 alive "at the end"
+bomb=$(sqlite3 "$WORK/spool/jobs.sqlite" "SELECT state || ' ' || reason FROM instances WHERE sop_instance_uid='2.25.14141'")
+case "$bomb" in
+"2 "*"decompression bomb"*) log "the deflate bomb: not analysed: ${bomb#2 }" ;;
+*) fail "the deflate bomb was not set aside as a bomb: '$bomb'" ;;
+esac
 
 # ---- nothing half-written in the spool
 spool_consistent "$WORK/spool"

@@ -5,7 +5,8 @@
 #     the JPEG/PNG fixtures of tests/data/train, a real DICOM chest film, a
 #     truncated JPEG and a text file) trains a small resnet18 at 48x48 with an
 #     explicit validation folder: exit 1 because entries were skipped, the
-#     skipped ones named with reasons, class counts printed;
+#     skipped ones named with reasons (a PNG decompression bomb among them,
+#     refused from its header), class counts printed;
 #   - the model file loads (`model info --json`) with calibrated thresholds,
 #     the training data digest, validation metrics and name/version/created;
 #   - the report exists, is one self-contained file with SVG and no network
@@ -64,6 +65,9 @@ cp "$DATA/train/rgb.png" "$W/data/PNEUMONIA/fixture_rgb.png"
 cp "$DATA/siim_cr_chest_jpeg_baseline.dcm" "$W/data/PNEUMONIA/chest.dcm"
 cp "$DATA/train/truncated.jpg" "$W/data/NORMAL/broken.jpg"
 echo "not an image" >"$W/data/PNEUMONIA/notes.txt"
+# a PNG bomb (issue 14, item 3): ~260 KB declaring 16384 x 16384 zero pixels
+"$CXR_PYTHON" "$CXR_SOURCE_DIR/tests/integration/bombs.py" png "$W/data/NORMAL/bomb.png" 16384 16384 ||
+    fail "cannot write the PNG bomb"
 tar -czf "$W/data.tar.gz" -C "$W/data" . || fail "tar"
 
 # ---- train from the archive with an explicit validation folder
@@ -74,6 +78,8 @@ rc=$?
 [ $rc -eq 1 ] || fail "train exit $rc, expected 1 (entries skipped): $(tail -5 "$W/train.err")"
 grep -q "broken.jpg" "$W/train.err" && grep -q "notes.txt" "$W/train.err" \
     || fail "the skipped entries are not listed: $(cat "$W/train.err")"
+grep -q "NORMAL/bomb.png: PNG: 16384x16384 is 268435456 pixels.*decompression bomb" "$W/train.err" \
+    || fail "the PNG bomb is not listed as skipped with its reason: $(cat "$W/train.err")"
 grep -Eq "training +31 images: NORMAL 15, PNEUMONIA 16" "$W/train.err" \
     || fail "class counts not printed before training: $(head -12 "$W/train.err")"
 grep -q "epoch 3/3:" "$W/train.err" || fail "no epoch summary"

@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "cxr/dicom.h"
 #include "dicom_test_writer.h"
@@ -340,6 +341,14 @@ START_TEST(test_read_refuses_bad_input)
     ck_assert_ptr_null(inst);
     ck_assert_ptr_nonnull(strstr(g_err, "/nonexistent/x.dcm"));
     ck_assert_int_eq(cxr_dicom_instance_load_file("/", &inst, g_err), CXR_ERR_IO);
+    /* a FIFO is refused, not waited on (issue 14, item 6) */
+    char *dir = cxr_test_tmpdir(), fifo[4200];
+    snprintf(fifo, sizeof fifo, "%s/x.dcm", dir);
+    ck_assert_int_eq(mkfifo(fifo, 0600), 0);
+    ck_assert_int_eq(cxr_dicom_instance_load_file(fifo, &inst, g_err), CXR_ERR_IO);
+    ck_assert_msg(strstr(g_err, "not a regular file (it is a FIFO)"), "%s", g_err);
+    cxr_test_rmtree(dir);
+    free(dir);
 
     const char text[] = "this is a text file, not DICOM at all, just words\n";
     ck_assert_int_eq(cxr_dicom_instance_load_memory(text, sizeof text - 1, "text", &inst, g_err),
@@ -434,6 +443,174 @@ START_TEST(test_read_nesting_limit)
             g_err),
         CXR_ERR_DICOM_PARSE);
     ck_assert_ptr_nonnull(strstr(g_err, "nested deeper"));
+}
+END_TEST
+
+/* A CR chest image in the Deflated transfer syntax (PS3.5 A.5): the header
+ * declares rows x cols 8-bit (16-bit when bits16) pixels; the stream then
+ * holds `private_zeros` bytes of a private OB element (none when 0) and
+ * Pixel Data of `pixel_bytes` bytes (a gradient when it matches the
+ * geometry, else zeros). The zeros go through zlib in slices, so a small
+ * file may stand for gigabytes. Caller frees. */
+static uint8_t *deflated_image(uint16_t rows, uint16_t cols, bool bits16, uint32_t private_zeros,
+                               uint32_t pixel_bytes, size_t *len)
+{
+    struct tds d = {0};
+    tds_str(&d, 0x0008, 0x0016, "UI", "1.2.840.10008.5.1.4.1.1.1");
+    tds_str(&d, 0x0008, 0x0018, "UI", "2.25.1414");
+    tds_str(&d, 0x0008, 0x0060, "CS", "CR");
+    tds_str(&d, 0x0018, 0x0015, "CS", "CHEST");
+    tds_us(&d, 0x0028, 0x0002, 1);
+    tds_str(&d, 0x0028, 0x0004, "CS", "MONOCHROME2");
+    tds_us(&d, 0x0028, 0x0010, rows);
+    tds_us(&d, 0x0028, 0x0011, cols);
+    tds_us(&d, 0x0028, 0x0100, bits16 ? 16 : 8);
+    tds_us(&d, 0x0028, 0x0101, bits16 ? 16 : 8);
+    tds_us(&d, 0x0028, 0x0102, bits16 ? 15 : 7);
+    tds_us(&d, 0x0028, 0x0103, 0);
+    struct tds tail = {0}; /* element headers between the zero runs */
+    const uint64_t geometry = (uint64_t)rows * cols * (bits16 ? 2 : 1);
+
+    z_stream z;
+    memset(&z, 0, sizeof z);
+    ck_assert_int_eq(deflateInit2(&z, 9, Z_DEFLATED, -15, 9, Z_DEFAULT_STRATEGY), Z_OK);
+    struct tds out = {0};
+    uint8_t buf[1 << 16];
+    const size_t slice = 1 << 20;
+    uint8_t *zeros = calloc(1, slice);
+    ck_assert_ptr_nonnull(zeros);
+    /* FEED: count bytes from ptr (zeros when NULL) through the compressor */
+#define FEED(ptr, count, flush)                                    \
+    do {                                                           \
+        uint64_t left_ = (count);                                  \
+        const uint8_t *p_ = (ptr);                                 \
+        do {                                                       \
+            size_t k_ = left_ < slice ? (size_t)left_ : slice;     \
+            z.next_in = (Bytef *)(p_ ? p_ : zeros);                \
+            z.avail_in = (uInt)k_;                                 \
+            int f_ = left_ == k_ ? (flush) : Z_NO_FLUSH;           \
+            do {                                                   \
+                z.next_out = buf;                                  \
+                z.avail_out = sizeof buf;                          \
+                ck_assert_int_ne(deflate(&z, f_), Z_STREAM_ERROR); \
+                tds_bytes(&out, buf, sizeof buf - z.avail_out);    \
+            } while (z.avail_out == 0);                            \
+            if (p_)                                                \
+                p_ += k_;                                          \
+            left_ -= k_;                                           \
+        } while (left_ > 0);                                       \
+    } while (0)
+    FEED(d.p, d.n, Z_NO_FLUSH);
+    if (private_zeros) {
+        tds_str(&tail, 0x0009, 0x0010, "LO", "BOMB");
+        tds_u16(&tail, 0x0009);
+        tds_u16(&tail, 0x1010);
+        tds_bytes(&tail, "OB\0\0", 4);
+        tds_u32(&tail, private_zeros);
+        FEED(tail.p, tail.n, Z_NO_FLUSH);
+        FEED(NULL, private_zeros, Z_NO_FLUSH);
+        tail.n = 0;
+    }
+    tds_u16(&tail, 0x7FE0);
+    tds_u16(&tail, 0x0010);
+    tds_bytes(&tail, "OB\0\0", 4);
+    tds_u32(&tail, pixel_bytes);
+    FEED(tail.p, tail.n, Z_NO_FLUSH);
+    if (pixel_bytes == geometry) {
+        uint8_t *px = malloc(pixel_bytes);
+        ck_assert_ptr_nonnull(px);
+        for (uint32_t i = 0; i < pixel_bytes; i++)
+            px[i] = (uint8_t)(i % cols + i / cols);
+        FEED(px, pixel_bytes, Z_FINISH);
+        free(px);
+    } else {
+        FEED(NULL, pixel_bytes, Z_FINISH);
+    }
+#undef FEED
+    deflateEnd(&z);
+    free(zeros);
+    struct tds empty = {0};
+    size_t mlen;
+    uint8_t *meta =
+        tds_part10(&empty, "1.2.840.10008.5.1.4.1.1.1", "1.2.840.10008.1.2.1.99", &mlen);
+    uint8_t *f = malloc(mlen + out.n);
+    ck_assert_ptr_nonnull(f);
+    memcpy(f, meta, mlen);
+    memcpy(f + mlen, out.p, out.n);
+    *len = mlen + out.n;
+    free(meta);
+    free(out.p);
+    free(tail.p);
+    free(d.p);
+    return f;
+}
+
+/* A deflated data set inflates only as far as its declared geometry allows
+ * (issue 14, item 3: a 1.9 MB file inflated to 2 GB): a proper deflated
+ * image reads and decodes; Pixel Data far beyond Rows x Columns, and a
+ * private element of 32 MiB before the Pixel Data, are refused as bombs
+ * from a file of a few hundred KB; the gate's size limits bound what a
+ * large declared geometry may inflate to. */
+START_TEST(test_read_deflate_budget)
+{
+    size_t n;
+    uint8_t *f = deflated_image(512, 512, false, 0, 512 * 512, &n);
+    struct cxr_dicom_instance *inst = load_mem_ok(f, n, "deflated");
+    struct cxr_dicom_pixels px;
+    ck_assert_msg(cxr_dicom_instance_decode(inst, &px, g_err) == CXR_OK, "%s", g_err);
+    ck_assert_int_eq(px.width, 512);
+    ck_assert_int_eq(px.values[3 * 512 + 5], 8);
+    cxr_dicom_pixels_release(&px);
+    cxr_dicom_instance_free(inst);
+    char *dir = cxr_test_tmpdir(), path[4096];
+    ck_assert_ptr_nonnull(dir);
+    snprintf(path, sizeof path, "%s/deflated.dcm", dir);
+    ck_assert(cxr_test_write_file(path, f, n));
+    inst = load_ok(path);
+    cxr_dicom_instance_free(inst);
+    free(f);
+
+    /* 64 MiB of Pixel Data behind a 512 x 512 header: a few hundred KB */
+    f = deflated_image(512, 512, false, 0, 64u << 20, &n);
+    ck_assert_uint_lt(n, 1u << 20);
+    inst = NULL;
+    ck_assert_int_eq(cxr_dicom_instance_load_memory(f, n, "bomb", &inst, g_err), CXR_ERR_LIMIT);
+    ck_assert_ptr_null(inst);
+    ck_assert_msg(strstr(g_err, "decompression bomb") && strstr(g_err, "512 x 512"), "%s", g_err);
+    ck_assert(cxr_test_write_file(path, f, n));
+    ck_assert_int_eq(cxr_dicom_instance_load_file(path, &inst, g_err), CXR_ERR_LIMIT);
+    ck_assert_ptr_nonnull(strstr(g_err, "decompression bomb"));
+    cxr_test_rmtree(dir);
+    free(dir);
+    free(f);
+
+    /* 32 MiB of a private element before the pixels */
+    f = deflated_image(512, 512, false, 32u << 20, 512 * 512, &n);
+    ck_assert_int_eq(cxr_dicom_instance_load_memory(f, n, "header bomb", &inst, g_err),
+                     CXR_ERR_LIMIT);
+    ck_assert_msg(strstr(g_err, "before its Pixel Data"), "%s", g_err);
+    free(f);
+
+    /* 4096 x 4096 x 16 bits declared and held: within the decoder's limit,
+     * beyond what a gate of at most 1024 x 1024 admits */
+    f = deflated_image(4096, 4096, true, 0, 4096u * 4096u * 2u, &n);
+    inst = load_mem_ok(f, n, "large");
+    cxr_dicom_instance_free(inst);
+    struct cxr_conf *conf = NULL;
+    ck_assert_int_eq(cxr_conf_defaults(&conf), CXR_OK);
+    conf->gate.max_rows = conf->gate.max_cols = 1024;
+    ck_assert_int_eq(
+        cxr_dicom_instance_load_memory_within(f, n, "large", &conf->gate, &inst, g_err),
+        CXR_ERR_LIMIT);
+    ck_assert_msg(strstr(g_err, "gate's image size limits"), "%s", g_err);
+    conf->gate.max_rows = conf->gate.max_cols = 4096;
+    inst = NULL;
+    ck_assert_msg(cxr_dicom_instance_load_memory_within(f, n, "large", &conf->gate, &inst, g_err) ==
+                      CXR_OK,
+                  "%s", g_err);
+    cxr_dicom_instance_free(inst);
+    cxr_conf_free(conf);
+    free(f);
 }
 END_TEST
 
@@ -677,6 +854,7 @@ static Suite *dicom_suite(void)
 {
     Suite *s = suite_create("dicom");
     TCase *tc = tcase_create("read");
+    tcase_set_timeout(tc, 120); /* a FIFO that were waited on: a timeout, not a hang */
     tcase_add_test(tc, test_version_strings);
     tcase_add_test(tc, test_read_header_values);
     tcase_add_test(tc, test_read_memory_equals_file);
@@ -685,6 +863,7 @@ static Suite *dicom_suite(void)
     tcase_add_test(tc, test_read_strings_truncated_and_utf8);
     tcase_add_test(tc, test_read_refuses_bad_input);
     tcase_add_test(tc, test_read_nesting_limit);
+    tcase_add_test(tc, test_read_deflate_budget);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("decode");

@@ -335,6 +335,34 @@ START_TEST(test_takes_count_unfinished_reads)
 }
 END_TEST
 
+/* After a crash the worker scores the instances taken before without a
+ * result one at a time (issue 14, item 6): plugin_db_instances_unfinished
+ * says which of a batch those are, without taking them. A batch of three
+ * dies; the first is then scored alone; the second dies alone and counts 2,
+ * the third (never the culprit) stays at its one interrupted take. */
+START_TEST(test_unfinished_takes_per_instance)
+{
+    struct plugin_db *db = open_db();
+    struct plugin_take t[] = {{"i1", "1.2.1"}, {"i2", "1.2.2"}, {"i3", "1.2.3"}};
+    int32_t att[3], un[3];
+    ck_assert_int_eq(plugin_db_instances_unfinished(db, t, 3, un), CXR_OK);
+    ck_assert(un[0] == 0 && un[1] == 0 && un[2] == 0);                         /* never taken */
+    ck_assert_int_eq(plugin_db_instances_take(db, "S", t, 3, 1, att), CXR_OK); /* dies */
+    ck_assert_int_eq(plugin_db_instances_unfinished(db, t, 3, un), CXR_OK);
+    ck_assert(un[0] == 1 && un[1] == 1 && un[2] == 1);
+    ck_assert_int_eq(plugin_db_instances_take(db, "S", t, 1, 2, att), CXR_OK);
+    struct cxr_triage_result r = result("1.2.1", true, 0.5, 2);
+    struct plugin_outcome o = {"i1", &r, true};
+    ck_assert_int_eq(plugin_db_instances_record(db, "S", "sha", &o, 1, 3), CXR_OK);
+    ck_assert_int_eq(plugin_db_instances_take(db, "S", t + 1, 1, 4, att), CXR_OK); /* dies */
+    ck_assert_int_eq(plugin_db_instances_unfinished(db, t, 3, un), CXR_OK);
+    ck_assert_msg(un[0] == 0 && un[1] == 2 && un[2] == 1, "%d %d %d", un[0], un[1], un[2]);
+    ck_assert_int_eq(plugin_db_instances_take(db, "S", t, 3, 5, att), CXR_OK);
+    ck_assert_int_eq(att[0], 1); /* taken again after its result: starts again */
+    plugin_db_close(db);
+}
+END_TEST
+
 START_TEST(test_forwards_retry_and_dead)
 {
     struct plugin_db *db = open_db();
@@ -619,6 +647,7 @@ static Suite *plugin_suite(void)
     tcase_add_test(tc, test_change_during_pending_sr_rescans);
     tcase_add_test(tc, test_priority_and_score_never_lowered);
     tcase_add_test(tc, test_takes_count_unfinished_reads);
+    tcase_add_test(tc, test_unfinished_takes_per_instance);
     tcase_add_test(tc, test_forwards_retry_and_dead);
     suite_add_tcase(s, tc);
     tc = tcase_create("settings");

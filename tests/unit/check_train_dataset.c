@@ -8,6 +8,7 @@
 #include <archive_entry.h>
 #include <check.h>
 #include <math.h>
+#include <png.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -88,6 +89,118 @@ static struct cxr_train_dataset *load(const char *path, const struct cxr_train_d
 }
 
 /* ------------------------------------------------------------------ image codecs */
+
+struct membuf {
+    uint8_t *p;
+    size_t n, cap;
+};
+
+static void membuf_write(png_structp png, png_bytep data, size_t n)
+{
+    struct membuf *m = png_get_io_ptr(png);
+    if (m->n + n > m->cap) {
+        m->cap = (m->n + n) * 2;
+        m->p = realloc(m->p, m->cap);
+        ck_assert_ptr_nonnull(m->p);
+    }
+    memcpy(m->p + m->n, data, n);
+    m->n += n;
+}
+
+static void membuf_flush(png_structp png) { (void)png; }
+
+/* A w x h 8-bit PNG (grey, or RGB with rgb), row by row through libpng, so
+ * that a huge image of zeros (pixel(x, y, c) NULL) never exists in memory.
+ * Adam7-interlaced when interlace. Caller frees. */
+static void *write_png(uint32_t w, uint32_t h, bool rgb, bool interlace,
+                       uint8_t (*pixel)(uint32_t x, uint32_t y, int c), size_t *len)
+{
+    struct membuf m = {0};
+    png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, NULL, NULL, NULL);
+    png_infop info = png_create_info_struct(png);
+    ck_assert(png && info);
+    ck_assert_int_eq(setjmp(png_jmpbuf(png)), 0);
+    png_set_write_fn(png, &m, membuf_write, membuf_flush);
+    png_set_IHDR(png, info, w, h, 8, rgb ? PNG_COLOR_TYPE_RGB : PNG_COLOR_TYPE_GRAY,
+                 interlace ? PNG_INTERLACE_ADAM7 : PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT,
+                 PNG_FILTER_TYPE_DEFAULT);
+    png_write_info(png, info);
+    int ch = rgb ? 3 : 1;
+    uint8_t *row = calloc((size_t)w * ch, 1);
+    ck_assert_ptr_nonnull(row);
+    int passes = interlace ? png_set_interlace_handling(png) : 1;
+    for (int pass = 0; pass < passes; pass++)
+        for (uint32_t y = 0; y < h; y++) {
+            if (pixel)
+                for (uint32_t x = 0; x < w; x++)
+                    for (int c = 0; c < ch; c++)
+                        row[(size_t)x * ch + c] = pixel(x, y, c);
+            png_write_row(png, row);
+        }
+    png_write_end(png, NULL);
+    png_destroy_write_struct(&png, &info);
+    free(row);
+    *len = m.n;
+    return m.p;
+}
+
+static uint8_t colourful(uint32_t x, uint32_t y, int c)
+{
+    return (uint8_t)(x * (7 + c) + y * (3 + 5 * c));
+}
+
+/* PNG and JPEG headers declaring more pixels than an image may have are
+ * refused before anything is decoded (issue 14, item 3: a 1.6 MB PNG
+ * expanded to 1.6 GB); an interlaced colour PNG (decoded whole) and the same
+ * image without interlace (decoded row by row) give the same grey. */
+START_TEST(image_size_checked_before_decoding)
+{
+    uint8_t *px = (uint8_t *)1;
+    int32_t w, h;
+    size_t len;
+    char err[CXR_ERRLEN] = "";
+
+    /* 16384 x 4097 zeros: sides within 16384, 2^26 + 16384 pixels */
+    void *bomb = write_png(16384, 4097, false, false, NULL, &len);
+    ck_assert_uint_lt(len, 1u << 20);
+    ck_assert_int_eq(cxr_train_image_decode(bomb, len, &px, &w, &h, err), CXR_ERR_LIMIT);
+    ck_assert_ptr_null(px);
+    ck_assert_msg(strstr(err, "PNG: 16384x4097") && strstr(err, "decompression bomb"), "%s", err);
+    free(bomb);
+
+    /* the grey JPEG fixture with its frame header (SOF0) claiming 16384 x 8192 */
+    uint8_t *jpg = slurp(cxr_test_data_path("train/gray.jpg"), &len);
+    size_t sof = 2;
+    while (sof + 9 < len && !(jpg[sof] == 0xFF && jpg[sof + 1] == 0xC0))
+        sof++;
+    ck_assert_uint_lt(sof + 9, len);
+    jpg[sof + 5] = 0x20, jpg[sof + 6] = 0x00; /* height 8192 */
+    jpg[sof + 7] = 0x40, jpg[sof + 8] = 0x00; /* width 16384 */
+    px = (uint8_t *)1;
+    ck_assert_int_eq(cxr_train_image_decode(jpg, len, &px, &w, &h, err), CXR_ERR_LIMIT);
+    ck_assert_ptr_null(px);
+    ck_assert_msg(strstr(err, "JPEG: 16384x8192") && strstr(err, "decompression bomb"), "%s", err);
+    free(jpg);
+
+    /* interlaced and not: the same grey */
+    size_t l1, l2;
+    void *plain = write_png(37, 29, true, false, colourful, &l1);
+    void *adam7 = write_png(37, 29, true, true, colourful, &l2);
+    uint8_t *a, *b;
+    ck_assert_int_eq(cxr_train_image_decode(plain, l1, &a, &w, &h, err), CXR_OK);
+    ck_assert(w == 37 && h == 29);
+    ck_assert_int_eq(cxr_train_image_decode(adam7, l2, &b, &w, &h, err), CXR_OK);
+    ck_assert(w == 37 && h == 29);
+    ck_assert_int_eq(memcmp(a, b, 37 * 29), 0);
+    uint8_t rgb[3] = {colourful(5, 7, 0), colourful(5, 7, 1), colourful(5, 7, 2)};
+    ck_assert_int_eq(a[7 * 37 + 5],
+                     (rgb[0] * 19595u + rgb[1] * 38470u + rgb[2] * 7471u + 0x8000u) >> 16);
+    free(a);
+    free(b);
+    free(plain);
+    free(adam7);
+}
+END_TEST
 
 START_TEST(png_and_jpeg_decode_like_pil)
 {
@@ -532,6 +645,97 @@ START_TEST(csv_manifest)
 }
 END_TEST
 
+/* A manifest can name only regular files inside its own folder (issue 14,
+ * item 6): an absolute path, "..", and a symbolic link leading out are
+ * skipped as refused; a FIFO is skipped as not a regular file instead of
+ * being waited on; a text file is "not a PNG, JPEG or DICOM file" without
+ * its bytes in the reason. --allow-outside lifts the folder rule only. */
+START_TEST(manifest_rows_stay_inside_and_regular)
+{
+    char *dir = cxr_test_tmpdir();
+    size_t len;
+    void *png = make_png(10, 8, 1, &len);
+    char data[4096], path[4200], outside[4200];
+    snprintf(data, sizeof data, "%s/data", dir);
+    ck_assert_int_eq(mkdir(data, 0755), 0);
+    put_file(data, "ok.png", png, len);
+    put_file(dir, "outside.png", png, len);
+    snprintf(outside, sizeof outside, "%s/outside.png", dir);
+    const char *passwd = "root:x:0:0:root:/root:/bin/bash\nsecret:x:1000:1000::/home/s:/bin/sh\n";
+    put_file(data, "notes.txt", passwd, strlen(passwd));
+    snprintf(path, sizeof path, "%s/fifo.png", data);
+    ck_assert_int_eq(mkfifo(path, 0600), 0);
+    snprintf(path, sizeof path, "%s/link.png", data);
+    ck_assert_int_eq(symlink("../outside.png", path), 0);
+    snprintf(path, sizeof path, "%s/inlink.png", data);
+    ck_assert_int_eq(symlink("ok.png", path), 0);
+    char csv[8800];
+    snprintf(csv, sizeof csv,
+             "path,label\n"
+             "ok.png,NORMAL\n"
+             "inlink.png,PNEUMONIA\n"
+             "%s,NORMAL\n"
+             "/etc/passwd,NORMAL\n"
+             "../outside.png,NORMAL\n"
+             "sub/../ok.png,NORMAL\n"
+             "link.png,NORMAL\n"
+             "fifo.png,NORMAL\n"
+             "notes.txt,NORMAL\n",
+             outside);
+    char manifest[4200];
+    snprintf(manifest, sizeof manifest, "%s/labels.csv", data);
+    ck_assert(cxr_test_write_file(manifest, csv, strlen(csv)));
+
+    struct cxr_train_dataset_options o;
+    cxr_train_dataset_options_init(&o, &META);
+    struct cxr_train_dataset *ds = load(manifest, &o);
+    ck_assert_uint_eq(ds->count, 2);
+    ck_assert_ptr_nonnull(find_sample(ds, "ok.png"));
+    ck_assert_ptr_nonnull(find_sample(ds, "inlink.png"));
+    ck_assert_uint_eq(ds->skipped_count, 7);
+    const char *refused[] = {outside, "/etc/passwd", "../outside.png", "sub/../ok.png"};
+    for (size_t i = 0; i < 4; i++) {
+        const struct cxr_train_skip *k = find_skip(ds, refused[i]);
+        ck_assert_msg(k && k->status == CXR_ERR_TRIAGE_ARCHIVE &&
+                          strstr(k->reason, "inside the manifest's folder"),
+                      "%s: %s", refused[i], k ? k->reason : "not skipped");
+    }
+    const struct cxr_train_skip *k = find_skip(ds, "link.png");
+    ck_assert_msg(k && strstr(k->reason, "symbolic link leads outside"), "%s",
+                  k ? k->reason : "link.png not skipped");
+    k = find_skip(ds, "fifo.png");
+    ck_assert_msg(k && k->status == CXR_ERR_IO && strstr(k->reason, "not a regular file") &&
+                      strstr(k->reason, "FIFO"),
+                  "%s", k ? k->reason : "fifo.png not skipped");
+    k = find_skip(ds, "notes.txt");
+    ck_assert_msg(k && strstr(k->reason, "not a PNG, JPEG or DICOM file"), "%s",
+                  k ? k->reason : "notes.txt not skipped");
+    /* nothing of the file in any reason: not its text, not its bytes as a tag */
+    for (size_t i = 0; i < ds->skipped_count; i++) {
+        const char *r = ds->skipped[i].reason;
+        ck_assert_msg(!strstr(r, "root") && !strstr(r, "secret") && !strstr(r, "6F72") &&
+                          !strstr(r, "claims"),
+                      "%s: the reason quotes the file: %s", ds->skipped[i].name, r);
+    }
+    cxr_train_dataset_free(ds);
+
+    /* --allow-outside: the absolute path, ".." and the link are read ("sub"
+     * does not exist, so sub/../ok.png cannot be opened); the FIFO and the
+     * text file are still skipped */
+    o.allow_outside = true;
+    ds = load(manifest, &o);
+    ck_assert_uint_eq(ds->count, 5);
+    ck_assert_ptr_nonnull(find_sample(ds, "../outside.png"));
+    ck_assert_ptr_nonnull(find_sample(ds, "link.png"));
+    ck_assert_ptr_nonnull(find_skip(ds, "fifo.png"));
+    ck_assert_ptr_nonnull(find_skip(ds, "/etc/passwd")); /* not an image */
+    cxr_train_dataset_free(ds);
+    free(png);
+    cxr_test_rmtree(dir);
+    free(dir);
+}
+END_TEST
+
 /* ------------------------------------------------------------------ DICOM */
 
 START_TEST(dicom_goes_through_the_presentation_pipeline)
@@ -623,6 +827,7 @@ static Suite *suite(void)
     TCase *t = tcase_create("images");
     tcase_add_checked_fixture(t, setup, NULL);
     tcase_add_test(t, png_and_jpeg_decode_like_pil);
+    tcase_add_test(t, image_size_checked_before_decoding);
     tcase_add_test(t, patient_rule_on_file_names);
     suite_add_tcase(s, t);
     t = tcase_create("load");
@@ -631,6 +836,12 @@ static Suite *suite(void)
     tcase_add_test(t, archive_paths_and_caps);
     tcase_add_test(t, csv_manifest);
     tcase_add_test(t, dicom_goes_through_the_presentation_pipeline);
+    suite_add_tcase(s, t);
+    /* a FIFO that were waited on would hang: a test timeout, not 600 s */
+    t = tcase_create("manifest");
+    tcase_add_checked_fixture(t, setup, NULL);
+    tcase_set_timeout(t, 120);
+    tcase_add_test(t, manifest_rows_stay_inside_and_regular);
     suite_add_tcase(s, t);
     return s;
 }

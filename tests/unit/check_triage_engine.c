@@ -272,7 +272,8 @@ START_TEST(test_write_sr)
                   "%s", err);
     ck_assert_int_eq(cxr_test_sh("dsrdump '%s' | grep -q 'Measurement not attempted'", path), 0);
     ck_assert_int_eq(
-        cxr_test_sh("dsrdump +Pl '%s' | grep -q 'not analysed: lateral view (ViewPosition LL)'", path),
+        cxr_test_sh("dsrdump +Pl '%s' | grep -q 'not analysed: lateral view (ViewPosition LL)'",
+                    path),
         0);
     ck_assert_int_eq(cxr_test_sh("dsrdump '%s' | grep -q '52101004\\|2667000'", path), 1);
     if (cxr_test_sh("command -v dciodvfy >/dev/null") == 0)
@@ -340,6 +341,87 @@ START_TEST(test_bad_model_refused)
     ck_assert(cxr_triage_engine_new(conf, &o, &e, NULL, err) == CXR_ERR_NN_MODEL);
     ck_assert_ptr_null(e);
     ck_assert_msg(strstr(err, "cut.safetensors"), "%s", err);
+    cxr_conf_free(conf);
+}
+END_TEST
+
+/* Saves a copy of the test model as tmpdir/<name> with every value of the
+ * named tensor set: to `v`, or (rows true) the first row to +v and the
+ * others to -v. Every weight stays finite. */
+static void edited_model(const char *name, const char *tensor, float v, bool rows, char *path,
+                         size_t len)
+{
+    char err[CXR_ERRLEN] = "";
+    struct cxr_nn_model *m = NULL;
+    ck_assert_msg(cxr_nn_model_load(model_path, &m, err) == CXR_OK, "%s", err);
+    struct cxr_nn_tensor *t = cxr_nn_model_tensor_find(m, tensor);
+    ck_assert_ptr_nonnull(t);
+    int64_t n = cxr_nn_tensor_numel(t), per = n / t->shape[0];
+    for (int64_t i = 0; i < n; i++)
+        ((float *)t->data)[i] = rows && i >= per ? -v : v;
+    ck_assert_int_eq(cxr_nn_model_check_finite(m, err), CXR_OK);
+    snprintf(path, len, "%s/%s", tmpdir, name);
+    ck_assert_msg(cxr_nn_model_save(m, path, CXR_NN_DTYPE_F32, err) == CXR_OK, "%s", err);
+    cxr_nn_model_free(m);
+}
+
+/* A forward pass whose output is NaN or infinite makes that image not
+ * analysed with CXR_ERR_NN_NONFINITE and a reason, never ROUTINE without a
+ * score (issue 14, item 5); the other images of the batch are scored. The
+ * model's fc weights are +-3e38 (finite): a neutral input (zeros, the mean
+ * grey) has no features and scores, any other overflows to infinity. */
+START_TEST(test_nonfinite_output_not_analysed)
+{
+    char path[4400];
+    edited_model("fc-extreme.safetensors", "fc.weight", 3e38f, true, path, sizeof path);
+    struct cxr_conf *conf = permissive_conf(NULL);
+    struct cxr_triage_engine_options o;
+    cxr_triage_engine_options_init(&o);
+    o.model_path = path;
+    struct cxr_triage_engine *e = NULL;
+    char err[CXR_ERRLEN] = "";
+    ck_assert_msg(cxr_triage_engine_new(conf, &o, &e, NULL, err) == CXR_OK, "%s", err);
+    size_t per = cxr_triage_engine_input_floats(e);
+    float *t = calloc(3 * per, sizeof(float));
+    ck_assert_ptr_nonnull(t);
+    for (size_t i = 0; i < per; i++) {
+        t[i] = (float)(i % 97) / 40.0f - 1.0f; /* a gradient */
+        t[2 * per + i] = 1.0f;                 /* a white image */
+    }
+    struct cxr_triage_result r[3];
+    memset(r, 0, sizeof r);
+    ck_assert_int_eq(cxr_triage_engine_infer(e, t, 3, r), CXR_OK);
+    for (int i = 0; i < 3; i += 2) {
+        ck_assert_msg(!r[i].analysed && r[i].status == CXR_ERR_NN_NONFINITE, "image %d: %s p=%g", i,
+                      cxr_status_name(r[i].status), r[i].probability);
+        ck_assert_int_eq(r[i].priority, CXR_TRIAGE_PRIORITY_NOT_ANALYSED);
+        ck_assert_msg(strstr(r[i].reason, "no finite score"), "%s", r[i].reason);
+    }
+    ck_assert(r[1].analysed && isfinite(r[1].probability));
+    ck_assert_int_eq(cxr_triage_study_priority(r, 3), r[1].priority);
+    free(t);
+    cxr_triage_engine_free(e);
+    cxr_conf_free(conf);
+}
+END_TEST
+
+/* Finite weights that give no finite score for any image (a batch-norm
+ * bias of 3e38 in the last block: the pooled features overflow) are refused
+ * when the engine is made, from a neutral test image, instead of marking
+ * every image not analysed (issue 14, item 5). */
+START_TEST(test_model_scoring_nan_refused)
+{
+    char path[4400], err[CXR_ERRLEN] = "";
+    edited_model("bn-extreme.safetensors", "layer4.1.bn2.bias", 3e38f, false, path, sizeof path);
+    struct cxr_conf *conf = permissive_conf(NULL);
+    struct cxr_triage_engine_options o;
+    cxr_triage_engine_options_init(&o);
+    o.model_path = path;
+    struct cxr_triage_engine *e = (struct cxr_triage_engine *)&e;
+    ck_assert_int_eq(cxr_triage_engine_new(conf, &o, &e, NULL, err), CXR_ERR_NN_NONFINITE);
+    ck_assert_ptr_null(e);
+    ck_assert_msg(strstr(err, "bn-extreme.safetensors") && strstr(err, "no finite score"), "%s",
+                  err);
     cxr_conf_free(conf);
 }
 END_TEST
@@ -459,8 +541,9 @@ START_TEST(test_sweep_bundled_files)
         snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
         struct cxr_triage_result r = score_one(s.e, path);
         s.files++;
-        /* the three chest radiographs must be analysed; the NM files and the
-         * extremity CR (RG3) are not chest films */
+        /* the three chest radiographs must be analysed (the test model
+         * states no population, so the Kermany child's age does not matter);
+         * the NM files and the extremity CR (RG3) are not chest films */
         if (strstr(de->d_name, "siim_cr") || strstr(de->d_name, "cr_mono1") ||
             strstr(de->d_name, "kermany_child"))
             ck_assert_msg(r.analysed, "%s: %s", de->d_name, r.reason);
@@ -490,6 +573,8 @@ int main(void)
     tcase_add_test(tc, test_write_sr);
     tcase_add_test(tc, test_sr_device_name_is_ae_title);
     tcase_add_test(tc, test_bad_model_refused);
+    tcase_add_test(tc, test_nonfinite_output_not_analysed);
+    tcase_add_test(tc, test_model_scoring_nan_refused);
     suite_add_tcase(s, tc);
     tc = tcase_create("sweep");
     tcase_add_checked_fixture(tc, setup, teardown);

@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "cxr/file.h"
 #include "dataset_internal.h"
 
 #define MAX_DEPTH          32
@@ -73,17 +74,26 @@ static enum cxr_status read_file(const char *path, uint64_t cap, uint8_t **out, 
 {
     *out = NULL;
     *len = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* non-blocking open, then fstat: a FIFO or device must not hang the read */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
     if (fd < 0) {
         snprintf(why, whycap, "cannot open: %s", strerror(errno));
         return CXR_ERR_IO;
     }
     struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    if (fstat(fd, &st) != 0) {
+        snprintf(why, whycap, "cannot stat: %s", strerror(errno));
         close(fd);
-        snprintf(why, whycap, "not a regular file");
         return CXR_ERR_IO;
     }
+    if (!S_ISREG(st.st_mode)) {
+        snprintf(why, whycap, "not a regular file (it is %s)", cxr_file_kind(st.st_mode));
+        close(fd);
+        return CXR_ERR_IO;
+    }
+    int fl = fcntl(fd, F_GETFL);
+    if (fl >= 0)
+        fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
     if ((uint64_t)st.st_size > cap) {
         close(fd);
         snprintf(why, whycap, "%lld bytes, more than the %llu-byte limit per entry",
@@ -195,13 +205,17 @@ static enum cxr_status walk(struct ds_loader *L, const char *dir, const char *re
                 st = ds_skip(L, sub, CXR_ERR_IO, "broken symbolic link");
             else if (S_ISREG(fst.st_mode))
                 st = visit_file(L, path, sub);
-            else
+            else if (S_ISDIR(fst.st_mode))
                 st = ds_skip(L, sub, CXR_ERR_UNSUPPORTED,
                              "symbolic link to a folder (not followed)");
+            else
+                st = ds_skip(L, sub, CXR_ERR_UNSUPPORTED, "symbolic link to %s (not followed)",
+                             cxr_file_kind(fst.st_mode));
         } else if (S_ISREG(lst.st_mode)) {
             st = visit_file(L, path, sub);
         } else {
-            st = ds_skip(L, sub, CXR_ERR_UNSUPPORTED, "not a regular file");
+            st = ds_skip(L, sub, CXR_ERR_UNSUPPORTED, "not a regular file (it is %s)",
+                         cxr_file_kind(lst.st_mode));
         }
         free(path);
         free(sub);
@@ -455,6 +469,57 @@ static bool header_word(const char *s)
     return false;
 }
 
+/* The file a manifest row names, as a path to open (malloc'd, in *full), or
+ * a skip reason in `why`. Unless outside files are allowed, the row must
+ * stay inside the manifest's folder `dir` (whose real path is `real_dir`):
+ * relative, without a ".." component, and where its symbolic links lead
+ * too; the path returned is then the resolved one, so that what was checked
+ * is what is opened. */
+static enum cxr_status manifest_row_path(const struct ds_loader *L, const char *dir,
+                                         const char *real_dir, const char *row, char **full,
+                                         char *why, size_t whycap)
+{
+    *full = NULL;
+    if (ds_allow_outside(L)) {
+        if (row[0] == '/' ? !(*full = strdup(row)) : asprintf(full, "%s/%s", dir, row) < 0)
+            return CXR_ERR_NOMEM;
+        return CXR_OK;
+    }
+    char *rel = strdup(row);
+    if (!rel)
+        return CXR_ERR_NOMEM;
+    bool safe = rel[0] != '/' && ds_normalize_entry_name(rel) && rel[0];
+    free(rel);
+    if (!safe) {
+        snprintf(why, whycap,
+                 "path refused: a manifest row must name a file inside the manifest's folder "
+                 "(relative, without '..'; --allow-outside lifts this)");
+        return CXR_ERR_TRIAGE_ARCHIVE;
+    }
+    char *joined = NULL;
+    if (asprintf(&joined, "%s/%s", dir, row) < 0)
+        return CXR_ERR_NOMEM;
+    char *real = realpath(joined, NULL);
+    if (!real) {
+        snprintf(why, whycap, "cannot open: %s", strerror(errno));
+        free(joined);
+        return CXR_ERR_IO;
+    }
+    free(joined);
+    size_t k = strlen(real_dir);
+    bool inside =
+        strncmp(real, real_dir, k) == 0 && (real[k] == '/' || (k == 1 && real_dir[0] == '/'));
+    if (!inside) {
+        free(real);
+        snprintf(why, whycap,
+                 "path refused: a symbolic link leads outside the manifest's folder "
+                 "(--allow-outside lifts this)");
+        return CXR_ERR_TRIAGE_ARCHIVE;
+    }
+    *full = real;
+    return CXR_OK;
+}
+
 enum cxr_status ds_read_manifest(struct ds_loader *L, const char *path, char *err)
 {
     uint8_t *text = NULL;
@@ -463,7 +528,7 @@ enum cxr_status ds_read_manifest(struct ds_loader *L, const char *path, char *er
     enum cxr_status st = read_file(path, MAX_MANIFEST_BYTES, &text, &len, why, sizeof why);
     if (st != CXR_OK)
         return cxr_seterr(err, CXR_ERR_TRIAGE_ARCHIVE, "%s: %s", path, why);
-    char *dir = strdup(path);
+    char *dir = strdup(path), *real_dir = NULL;
     char *buf = malloc(len + 1);
     if (!dir || !buf) {
         st = cxr_seterr(err, CXR_ERR_NOMEM, "out of memory");
@@ -474,6 +539,11 @@ enum cxr_status ds_read_manifest(struct ds_loader *L, const char *path, char *er
         slash[slash == dir ? 1 : 0] = '\0';
     else
         strcpy(dir, ".");
+    if (!(real_dir = realpath(dir, NULL))) {
+        st = cxr_seterr(err, CXR_ERR_TRIAGE_ARCHIVE, "%s: cannot resolve its folder %s: %s", path,
+                        dir, strerror(errno));
+        goto done;
+    }
 
     size_t pos = 0;
     if (len >= 3 && memcmp(text, "\xEF\xBB\xBF", 3) == 0)
@@ -508,14 +578,15 @@ enum cxr_status ds_read_manifest(struct ds_loader *L, const char *path, char *er
                          ds_class_list(L));
         } else {
             char *full = NULL;
-            if (f[0][0] == '/' ? !(full = strdup(f[0])) : asprintf(&full, "%s/%s", dir, f[0]) < 0) {
+            enum cxr_status rs = manifest_row_path(L, dir, real_dir, f[0], &full, why, sizeof why);
+            if (rs == CXR_ERR_NOMEM) {
                 st = cxr_seterr(err, CXR_ERR_NOMEM, "out of memory");
                 goto done;
             }
-            uint8_t *data;
-            size_t dlen;
-            enum cxr_status rs =
-                read_file(full, ds_max_entry_bytes(L), &data, &dlen, why, sizeof why);
+            uint8_t *data = NULL;
+            size_t dlen = 0;
+            if (rs == CXR_OK)
+                rs = read_file(full, ds_max_entry_bytes(L), &data, &dlen, why, sizeof why);
             free(full);
             if (rs != CXR_OK)
                 st = ds_skip(L, f[0], rs, "%s: %s", where, why);
@@ -528,6 +599,7 @@ enum cxr_status ds_read_manifest(struct ds_loader *L, const char *path, char *er
 done:
     free(buf);
     free(dir);
+    free(real_dir);
     free(text);
     return st;
 }

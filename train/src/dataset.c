@@ -147,6 +147,8 @@ const char *ds_class_list(const struct ds_loader *L) { return L->class_list; }
 
 uint64_t ds_max_entry_bytes(const struct ds_loader *L) { return L->max_entry_bytes; }
 
+bool ds_allow_outside(const struct ds_loader *L) { return L->opt->allow_outside; }
+
 /* "healthy=NORMAL, opacity=1" */
 static enum cxr_status parse_label_map(struct ds_loader *L, const char *text, char *err)
 {
@@ -279,11 +281,16 @@ static void decode_job(struct ds_loader *L, struct ds_job *j)
     } else {
         s->kind = CXR_TRAIN_IMAGE_DICOM;
         struct cxr_dicom_instance *inst = NULL;
-        enum cxr_status st = cxr_dicom_instance_load_memory(j->bytes, j->len, j->name, &inst, err);
+        enum cxr_status st =
+            cxr_dicom_instance_load_memory_within(j->bytes, j->len, j->name, &L->gate, &inst, err);
         if (st != CXR_OK) {
-            char why[CXR_ERRLEN + 64];
-            snprintf(why, sizeof why, "%s%s", dicm ? "" : "not a PNG, JPEG or DICOM file: ", err);
-            job_fail(L, j, dicm ? st : CXR_ERR_NN_IMAGE, why);
+            /* Without "DICM" the bytes were only tried as a raw data set: the
+             * parser's detail would quote them (a text file's first bytes
+             * read as a tag and a length), so the reason says what it is not. */
+            job_fail(L, j, dicm ? st : CXR_ERR_NN_IMAGE,
+                     dicm ? err
+                          : "not a PNG, JPEG or DICOM file (no PNG or JPEG signature, no DICM "
+                            "preamble, and not readable as a DICOM data set)");
             goto out;
         }
         const struct cxr_dicom_info *info = cxr_dicom_instance_info(inst);

@@ -31,6 +31,8 @@ enum cxr_status ds_submit(struct ds_loader *L, const char *name, uint8_t *bytes,
 enum cxr_status ds_skip(struct ds_loader *L, const char *name, enum cxr_status st, const char *fmt,
                         ...) __attribute__((format(printf, 4, 5)));
 uint64_t ds_max_entry_bytes(const struct ds_loader *L);
+/* Whether manifest rows may name files outside the manifest's folder. */
+bool ds_allow_outside(const struct ds_loader *L);
 
 /* Source readers (archive.c). Each returns CXR_OK when the source was read
  * to its end (entries may have been skipped), or a failure of the source as

@@ -17,7 +17,24 @@
 
 #include "cxr/dataset.h"
 
-#define MAX_SIDE 16384
+#define MAX_SIDE   16384
+#define MAX_PIXELS CXR_TRAIN_IMAGE_MAX_PIXELS
+
+/* The header's size against the limits, before anything is decoded: a
+ * small file may declare a huge image of zeros (a decompression bomb). */
+static enum cxr_status check_size(const char *kind, uint64_t w, uint64_t h, char *err)
+{
+    if (w < 1 || h < 1 || w > MAX_SIDE || h > MAX_SIDE)
+        return cxr_seterr(err, CXR_ERR_NN_IMAGE, "%s: %llux%llu pixels (sides 1..%d)", kind,
+                          (unsigned long long)w, (unsigned long long)h, MAX_SIDE);
+    if (w * h > MAX_PIXELS)
+        return cxr_seterr(err, CXR_ERR_LIMIT,
+                          "%s: %llux%llu is %llu pixels, more than the %llu an image may have: "
+                          "refused before decoding (a decompression bomb?)",
+                          kind, (unsigned long long)w, (unsigned long long)h,
+                          (unsigned long long)(w * h), (unsigned long long)MAX_PIXELS);
+    return CXR_OK;
+}
 
 static inline uint8_t luma(const uint8_t *rgb)
 {
@@ -72,12 +89,10 @@ static enum cxr_status decode_jpeg(const void *buf, size_t len, uint8_t **pixels
         jpeg_fail((j_common_ptr)&cinfo);
     jpeg_mem_src(&cinfo, (const unsigned char *)buf, (unsigned long)len);
     jpeg_read_header(&cinfo, TRUE);
-    if (cinfo.image_width < 1 || cinfo.image_height < 1 || cinfo.image_width > MAX_SIDE ||
-        cinfo.image_height > MAX_SIDE) {
-        int w = (int)cinfo.image_width, h = (int)cinfo.image_height;
+    enum cxr_status sst = check_size("JPEG", cinfo.image_width, cinfo.image_height, err);
+    if (sst != CXR_OK) {
         jpeg_destroy_decompress(&cinfo);
-        return cxr_seterr(err, CXR_ERR_NN_IMAGE, "JPEG: %dx%d pixels (sides 1..%d)", w, h,
-                          MAX_SIDE);
+        return sst;
     }
     int comps = cinfo.num_components;
     if (cinfo.jpeg_color_space == JCS_GRAYSCALE) {
@@ -163,6 +178,7 @@ static enum cxr_status decode_png(const void *buf, size_t len, uint8_t **pixels,
     uint8_t *volatile img = NULL;
     uint8_t *volatile rgb = NULL;
     png_bytep *volatile rows = NULL;
+    enum cxr_status volatile failed = CXR_ERR_NN_IMAGE;
     if (!png || !info) {
         png_destroy_read_struct(&png, NULL, NULL);
         return cxr_seterr(err, CXR_ERR_NOMEM, "PNG: out of memory");
@@ -172,18 +188,27 @@ static enum cxr_status decode_png(const void *buf, size_t len, uint8_t **pixels,
         free(img);
         free(rgb);
         free(rows);
-        return cxr_seterr(err, CXR_ERR_NN_IMAGE, "PNG: %s", src.text[0] ? src.text : "corrupt");
+        return cxr_seterr(err, failed, "PNG: %s", src.text[0] ? src.text : "corrupt");
     }
     png_set_read_fn(png, &src, png_read_mem);
     png_set_user_limits(png, MAX_SIDE, MAX_SIDE);
-    png_set_chunk_malloc_max(png, 64u << 20);
+    png_set_chunk_malloc_max(png, 8u << 20); /* text and ICC chunks, inflated */
     png_read_info(png, info);
     png_uint_32 w = png_get_image_width(png, info), h = png_get_image_height(png, info);
+    if ((uint64_t)w * h > MAX_PIXELS) {
+        failed = CXR_ERR_LIMIT;
+        snprintf(src.text, sizeof src.text,
+                 "%lux%lu is %llu pixels, more than the %llu an image may have: refused before "
+                 "decoding (a decompression bomb?)",
+                 (unsigned long)w, (unsigned long)h, (unsigned long long)w * h,
+                 (unsigned long long)MAX_PIXELS);
+        png_longjmp(png, 1);
+    }
     int ct = png_get_color_type(png, info);
     png_set_expand(png);   /* palette → RGB, grey < 8 bits → 8, tRNS → alpha */
     png_set_scale_16(png); /* 16 → 8 bits, rounded */
     png_set_strip_alpha(png);
-    (void)png_set_interlace_handling(png);
+    int passes = png_set_interlace_handling(png);
     png_read_update_info(png, info);
     int channels = png_get_channels(png, info);
     if (channels != 1 && channels != 3)
@@ -193,17 +218,33 @@ static enum cxr_status decode_png(const void *buf, size_t len, uint8_t **pixels,
     if (rowbytes != (size_t)w * (size_t)channels)
         png_error(png, "unexpected row size");
     img = malloc((size_t)w * h);
-    rgb = channels == 3 ? malloc(rowbytes * h) : NULL;
-    rows = malloc(h * sizeof *rows);
-    if (!img || !rows || (channels == 3 && !rgb))
+    if (!img)
         png_error(png, "out of memory");
-    for (png_uint_32 y = 0; y < h; y++)
-        rows[y] = channels == 3 ? rgb + (size_t)y * rowbytes : img + (size_t)y * w;
-    png_read_image(png, rows);
+    if (passes == 1) {
+        /* row by row: colour needs one row of RGB, not a whole image of it */
+        rgb = channels == 3 ? malloc(rowbytes) : NULL;
+        if (channels == 3 && !rgb)
+            png_error(png, "out of memory");
+        for (png_uint_32 y = 0; y < h; y++) {
+            uint8_t *dst = img + (size_t)y * w;
+            png_read_row(png, channels == 3 ? rgb : dst, NULL);
+            if (channels == 3)
+                for (size_t x = 0; x < w; x++)
+                    dst[x] = luma(rgb + 3 * x);
+        }
+    } else {
+        rgb = channels == 3 ? malloc(rowbytes * h) : NULL;
+        rows = malloc(h * sizeof *rows);
+        if (!rows || (channels == 3 && !rgb))
+            png_error(png, "out of memory");
+        for (png_uint_32 y = 0; y < h; y++)
+            rows[y] = channels == 3 ? rgb + (size_t)y * rowbytes : img + (size_t)y * w;
+        png_read_image(png, rows);
+        if (channels == 3)
+            for (size_t i = 0; i < (size_t)w * h; i++)
+                img[i] = luma(rgb + 3 * i);
+    }
     png_read_end(png, NULL);
-    if (channels == 3)
-        for (size_t i = 0; i < (size_t)w * h; i++)
-            img[i] = luma(rgb + 3 * i);
     png_destroy_read_struct(&png, &info, NULL);
     free(rgb);
     free(rows);

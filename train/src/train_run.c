@@ -240,6 +240,13 @@ struct position {
     int64_t correct, seen;
 };
 
+/* A JSON number, or null for NaN and the infinities (json-c would write
+ * NaN, which is not JSON); jnum reads null back as NaN. */
+static struct json_object *json_num(double v)
+{
+    return isfinite(v) ? json_object_new_double(v) : NULL;
+}
+
 static char *resume_json(struct train_run *R, const struct position *pos)
 {
     struct json_object *o = json_object_new_object(), *h = json_object_new_array();
@@ -250,14 +257,14 @@ static char *resume_json(struct train_run *R, const struct position *pos)
     }
     json_object_object_add(o, "epoch", json_object_new_int(pos->epoch));
     json_object_object_add(o, "batch", json_object_new_int(pos->batch));
-    json_object_object_add(o, "loss_sum", json_object_new_double(pos->loss_sum));
+    json_object_object_add(o, "loss_sum", json_num(pos->loss_sum));
     json_object_object_add(o, "correct", json_object_new_int64(pos->correct));
     json_object_object_add(o, "seen", json_object_new_int64(pos->seen));
-    json_object_object_add(o, "best_auc", json_object_new_double(R->best_auc));
+    json_object_object_add(o, "best_auc", json_num(R->best_auc));
     json_object_object_add(o, "best_epoch", json_object_new_int(R->best_epoch));
     json_object_object_add(o, "bad_epochs", json_object_new_int(R->bad_epochs));
     json_object_object_add(o, "images_trained", json_object_new_int64(R->images_trained));
-    json_object_object_add(o, "train_seconds", json_object_new_double(R->train_seconds));
+    json_object_object_add(o, "train_seconds", json_num(R->train_seconds));
     json_object_object_add(o, "seed", json_object_new_uint64(R->o->seed));
     json_object_object_add(o, "batch_size", json_object_new_int(R->batch));
     json_object_object_add(o, "epochs", json_object_new_int(R->o->epochs));
@@ -270,7 +277,7 @@ static char *resume_json(struct train_run *R, const struct position *pos)
         double v[] = {e->epoch,        e->train_loss, e->train_accuracy, e->val_loss,
                       e->val_accuracy, e->val_auc,    e->learning_rate,  e->seconds};
         for (size_t j = 0; j < sizeof v / sizeof v[0]; j++)
-            json_object_array_add(r, json_object_new_double(v[j]));
+            json_object_array_add(r, json_num(v[j]));
         json_object_array_add(h, r);
     }
     json_object_object_add(o, "history", h);
@@ -293,10 +300,11 @@ static enum cxr_status save_checkpoint(struct train_run *R, const struct positio
     return CXR_OK;
 }
 
+/* A number of the checkpoint; NaN where it is null (written for NaN) or absent. */
 static double jnum(struct json_object *o, const char *k)
 {
-    struct json_object *v;
-    return json_object_object_get_ex(o, k, &v) ? json_object_get_double(v) : NAN;
+    struct json_object *v = NULL;
+    return json_object_object_get_ex(o, k, &v) && v ? json_object_get_double(v) : NAN;
 }
 
 static const char *jstr(struct json_object *o, const char *k)
@@ -345,8 +353,10 @@ static enum cxr_status load_checkpoint(struct train_run *R, struct position *pos
         for (size_t i = 0; i < n && (int32_t)i < R->o->epochs; i++) {
             struct json_object *r = json_object_array_get_idx(h, i);
             double v[8];
-            for (int j = 0; j < 8; j++)
-                v[j] = json_object_get_double(json_object_array_get_idx(r, (size_t)j));
+            for (int j = 0; j < 8; j++) {
+                struct json_object *x = json_object_array_get_idx(r, (size_t)j);
+                v[j] = x ? json_object_get_double(x) : NAN; /* null: NaN (no AUC yet) */
+            }
             R->hist[R->n_hist++] = (struct cxr_train_report_epoch){.epoch = (int32_t)v[0],
                                                                    .train_loss = v[1],
                                                                    .train_accuracy = v[2],

@@ -54,6 +54,7 @@ static enum cxr_status load_one(struct train_run *R, const char *path,
     struct cxr_train_dataset_options dopt;
     cxr_train_dataset_options_init(&dopt, R->meta);
     dopt.label_map = R->o->label_map;
+    dopt.allow_outside = R->o->allow_outside;
     dopt.threads = R->o->threads;
     dopt.progress = progress;
     dopt.progress_ctx = R;
@@ -294,6 +295,7 @@ enum cxr_status cxr_tr_full_size_val(struct train_run *R, struct cxr_train_datas
     struct cxr_train_dataset_options dopt;
     cxr_train_dataset_options_init(&dopt, R->meta);
     dopt.label_map = R->o->label_map;
+    dopt.allow_outside = R->o->allow_outside;
     dopt.threads = R->o->threads;
     dopt.max_scale = 1e6;
     char derr[CXR_ERRLEN] = "";

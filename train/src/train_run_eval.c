@@ -21,6 +21,12 @@ void cxr_train_evaluate_options_init(struct cxr_train_evaluate_options *o)
     o->urgent_specificity = 0.95;
 }
 
+/* A JSON number, or null for NaN and the infinities (not JSON). */
+static struct json_object *json_num(double v)
+{
+    return isfinite(v) ? json_object_new_double(v) : NULL;
+}
+
 static struct json_object *ci(const struct cxr_nn_ci *c)
 {
     struct json_object *o = json_object_new_object(), *a = json_object_new_array();
@@ -35,7 +41,7 @@ static struct json_object *ci(const struct cxr_nn_ci *c)
 static struct json_object *eval_json(const struct cxr_nn_eval *e)
 {
     struct json_object *o = json_object_new_object(), *cm = json_object_new_object();
-    json_object_object_add(o, "threshold", json_object_new_double(e->threshold));
+    json_object_object_add(o, "threshold", json_num(e->threshold));
     json_object_object_add(cm, "tp", json_object_new_int64(e->cm.tp));
     json_object_object_add(cm, "fp", json_object_new_int64(e->cm.fp));
     json_object_object_add(cm, "tn", json_object_new_int64(e->cm.tn));
@@ -75,20 +81,18 @@ char *cxr_train_evaluate_to_json(const struct cxr_train_evaluate_result *r,
         json_object_object_add(bj, "to", json_object_new_double((double)(k + 1) / rl->nbins));
         json_object_object_add(bj, "n", json_object_new_int64(rl->count[k]));
         json_object_object_add(bj, "mean_probability",
-                               rl->count[k] ? json_object_new_double(rl->mean_score[k]) : NULL);
-        json_object_object_add(bj, "observed",
-                               rl->count[k] ? json_object_new_double(rl->observed[k]) : NULL);
+                               rl->count[k] ? json_num(rl->mean_score[k]) : NULL);
+        json_object_object_add(bj, "observed", rl->count[k] ? json_num(rl->observed[k]) : NULL);
         json_object_array_add(bins, bj);
     }
-    json_object_object_add(cal, "ece", rl->nbins ? json_object_new_double(rl->ece) : NULL);
+    json_object_object_add(cal, "ece", rl->nbins ? json_num(rl->ece) : NULL);
     json_object_object_add(cal, "bins", bins);
     json_object_object_add(o, "calibration", cal);
     if (r->recalibrated) {
         struct json_object *rc = json_object_new_object();
         json_object_object_add(rc, "operating_threshold",
-                               json_object_new_double(r->recalibration.operating_threshold));
-        json_object_object_add(rc, "urgent_threshold",
-                               json_object_new_double(r->recalibration.urgent_threshold));
+                               json_num(r->recalibration.operating_threshold));
+        json_object_object_add(rc, "urgent_threshold", json_num(r->recalibration.urgent_threshold));
         json_object_object_add(rc, "operating", eval_json(&r->recalibration.operating));
         json_object_object_add(rc, "sha256", json_object_new_string(r->recalibrated_sha256));
         json_object_object_add(o, "recalibration", rc);
@@ -259,6 +263,7 @@ enum cxr_status cxr_train_evaluate_run(const struct cxr_train_evaluate_options *
     struct cxr_train_dataset_options dopt;
     cxr_train_dataset_options_init(&dopt, meta);
     dopt.label_map = o->label_map;
+    dopt.allow_outside = o->allow_outside;
     dopt.threads = o->threads;
     dopt.gate = o->gate;
     /* the presented image as it is: preprocessing happens once, as at inference */

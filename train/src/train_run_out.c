@@ -54,13 +54,15 @@ static char *metrics_json(struct train_run *R, const struct cxr_nn_calibration *
     json_object_object_add(t, "batch", json_object_new_int(R->batch));
     json_object_object_add(t, "optimizer",
                            json_object_new_string(cxr_nn_optimizer_name(op->optimizer)));
-    json_object_object_add(t, "lr", json_object_new_double(op->lr));
+    json_object_object_add(t, "lr", isfinite(op->lr) ? json_object_new_double(op->lr) : NULL);
     json_object_object_add(t, "train_images", json_object_new_int64((int64_t)R->n_train));
     json_object_object_add(t, "validation_images", json_object_new_int64((int64_t)R->n_val));
     json_object_object_add(t, "validation",
                            json_object_new_string(op->val ? "explicit" : "patient-grouped split"));
     if (!op->val)
-        json_object_object_add(t, "val_fraction", json_object_new_double(op->val_fraction));
+        json_object_object_add(t, "val_fraction",
+                               isfinite(op->val_fraction) ? json_object_new_double(op->val_fraction)
+                                                          : NULL);
     json_object_object_add(t, "data_digest", json_object_new_string(R->ds->digest));
     if (R->vds)
         json_object_object_add(t, "validation_digest", json_object_new_string(R->vds->digest));

@@ -89,6 +89,45 @@ static double pick_threshold(double conf_value, double model_value, double fallb
     return fallback;
 }
 
+/* Whether all k logits are finite numbers. */
+static bool finite_output(const float *logits, int32_t k)
+{
+    for (int32_t c = 0; c < k; c++)
+        if (!isfinite(logits[c]))
+            return false;
+    return true;
+}
+
+/* Scores a neutral image (every input value 0: a grey image at the model's
+ * mean) through the compiled network, as every image will be: finite
+ * weights can still give NaN (a negative batch-norm variance, overflowing
+ * activations), and such a model must be refused at load rather than mark
+ * every image not analysed. CXR_ERR_NN_NONFINITE (err says so) or the
+ * backend's failure. */
+static enum cxr_status self_test(struct cxr_triage_engine *e, char *err)
+{
+    const struct cxr_nn_model_meta *m = cxr_nn_model_meta(e->model);
+    float *input = calloc(e->input_floats, sizeof(float));
+    float *logits = malloc(sizeof(float) * (size_t)m->num_classes);
+    if (!input || !logits) {
+        free(input);
+        free(logits);
+        return cxr_seterr(err, CXR_ERR_NOMEM, "out of memory for the test image");
+    }
+    enum cxr_status st = cxr_nn_net_forward(e->net, input, 1, logits);
+    if (st != CXR_OK)
+        cxr_seterr(err, st, "the test image cannot be scored: %s", cxr_nn_net_last_error(e->net));
+    else if (!finite_output(logits, m->num_classes))
+        st = cxr_seterr(err, CXR_ERR_NN_NONFINITE,
+                        "a neutral test image gives no finite score (NaN or infinity in the "
+                        "output) although every weight is finite: batch-norm statistics or "
+                        "weights that overflow (a damaged or badly converted model); use "
+                        "another model");
+    free(input);
+    free(logits);
+    return st;
+}
+
 enum cxr_status cxr_triage_engine_new(const struct cxr_conf *conf,
                                       const struct cxr_triage_engine_options *opt,
                                       struct cxr_triage_engine **out, char *note, char *err)
@@ -153,6 +192,11 @@ enum cxr_status cxr_triage_engine_new(const struct cxr_conf *conf,
 
     const struct cxr_nn_model_meta *m = cxr_nn_model_meta(e->model);
     e->input_floats = (size_t)m->channels * (size_t)m->input_height * (size_t)m->input_width;
+    st = self_test(e, nnerr);
+    if (st != CXR_OK) {
+        cxr_seterr(err, st, "model %s: %s", e->model_path, nnerr);
+        goto fail;
+    }
     e->operating_threshold = pick_threshold(conf->priority.priority_threshold,
                                             m->operating_threshold, 0.5, "operating threshold");
     e->urgent_threshold = pick_threshold(conf->priority.urgent_threshold, m->urgent_threshold, 0.9,
@@ -186,6 +230,8 @@ void cxr_triage_engine_free(struct cxr_triage_engine *e)
     pthread_mutex_destroy(&e->net_lock);
     free(e);
 }
+
+const struct cxr_conf *cxr_triage_engine_conf(const struct cxr_triage_engine *e) { return e->conf; }
 
 const struct cxr_nn_model_meta *cxr_triage_engine_model_meta(const struct cxr_triage_engine *e)
 {
@@ -314,6 +360,15 @@ enum cxr_status cxr_triage_engine_infer(struct cxr_triage_engine *e, const float
             } else {
                 cxr_nn_softmax(logits + (size_t)i * k, k, probs);
                 r->probability = probs[m->positive_class];
+            }
+            if (!finite_output(logits + (size_t)i * k, k) || !isfinite(r->probability)) {
+                /* never ROUTINE with no score: the image is not analysed */
+                cxr_triage_result_not_analysed(
+                    r, CXR_ERR_NN_NONFINITE,
+                    "the model gave no finite score for this image (NaN or infinity "
+                    "in its output): not analysed; the model's weights or "
+                    "normalisation may be broken for such images (report it)");
+                continue;
             }
             r->analysed = true;
             r->status = CXR_OK;

@@ -81,7 +81,7 @@ static void add_str(json_object *o, const char *key, const char *v)
 
 static void add_score(json_object *o, const char *key, double v)
 {
-    json_object_object_add(o, key, isnan(v) ? NULL : json_object_new_double(v));
+    json_object_object_add(o, key, isfinite(v) ? json_object_new_double(v) : NULL);
 }
 
 /* The fields a worklist line and a study page share. */

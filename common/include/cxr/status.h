@@ -56,6 +56,7 @@ enum cxr_status {
     CXR_ERR_NN_NO_DEVICE = 303, /* the requested backend/device is not available */
     CXR_ERR_NN_DTYPE = 304,     /* an unsupported data type */
     CXR_ERR_NN_IMAGE = 305,     /* an image file could not be decoded (PNG/JPEG) */
+    CXR_ERR_NN_NONFINITE = 306, /* the network's output is NaN or infinite */
 
     /* triage */
     CXR_ERR_TRIAGE_STORE = 400,   /* the durable job store failed */

@@ -99,6 +99,22 @@ enum cxr_status cxr_dicom_instance_load_file(const char *path, struct cxr_dicom_
  * return. `name` is used in messages. */
 enum cxr_status cxr_dicom_instance_load_memory(const void *buf, size_t len, const char *name,
                                                struct cxr_dicom_instance **out, char *err);
+/* The same two within the image size limits of `rules` (NULL: the decoder's
+ * own, 2^26 pixels): a data set in the Deflated transfer syntax
+ * (1.2.840.10008.1.2.1.99) is inflated to at most 16 MiB before its Pixel
+ * Data, the bytes its Rows x Columns x Samples per Pixel x Bits Allocated x
+ * Number of Frames declare (and no more than gate/max-rows x
+ * gate/max-columns 16-bit pixels, three samples each where colour Secondary
+ * Capture is admitted) and 16 MiB after them; beyond that it is refused
+ * (CXR_ERR_LIMIT, "a decompression bomb?") without being held in memory. The
+ * node, the Orthanc plugin, score and the training loader read through
+ * these with their gate. */
+enum cxr_status cxr_dicom_instance_load_file_within(const char *path,
+                                                    const struct cxr_conf_gate *rules,
+                                                    struct cxr_dicom_instance **out, char *err);
+enum cxr_status cxr_dicom_instance_load_memory_within(const void *buf, size_t len, const char *name,
+                                                      const struct cxr_conf_gate *rules,
+                                                      struct cxr_dicom_instance **out, char *err);
 void cxr_dicom_instance_free(struct cxr_dicom_instance *inst);
 const struct cxr_dicom_info *cxr_dicom_instance_info(const struct cxr_dicom_instance *inst);
 

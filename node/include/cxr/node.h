@@ -186,6 +186,10 @@ enum cxr_status cxr_node_http_start(const char *bind_address, uint16_t port,
                                     const struct cxr_node_http_source *src,
                                     struct cxr_node_http **out, char *err);
 uint16_t cxr_node_http_port(const struct cxr_node_http *h);
+/* What cxr_node_http_start checks first, for `config check`: bind_address
+ * (NULL or "": loopback) must be an IPv4 or IPv6 address literal, not a host
+ * name. CXR_ERR_INVALID_ARG with the reason in err (CXR_ERRLEN). */
+enum cxr_status cxr_node_http_check_bind(const char *bind_address, char *err);
 /* Stops serving and frees; NULL is a no-op. */
 void cxr_node_http_stop(struct cxr_node_http *h);
 

@@ -38,6 +38,7 @@ extern "C" {
 
 #define CXR_TRAIN_DATASET_MAX_ENTRY_BYTES (256ull << 20) /* default cap on one entry */
 #define CXR_TRAIN_DATASET_MAX_ENTRIES     1000000u       /* default cap on entries read */
+#define CXR_TRAIN_IMAGE_MAX_PIXELS        (1ull << 26)   /* a PNG/JPEG image (as a DICOM frame) */
 
 enum cxr_train_image_kind {
     CXR_TRAIN_IMAGE_DICOM = 0,
@@ -112,6 +113,11 @@ struct cxr_train_dataset_options {
     /* Gate for DICOM entries; NULL: cxr_train_dataset_gate_defaults. No age
      * check is made (the age range of the data is measured instead). */
     const struct cxr_conf_gate *gate;
+    /* Manifest rows may name files outside the manifest's folder (absolute
+     * paths, "..", symbolic links leading out); false: such rows are
+     * skipped, so that a manifest cannot make the loader read, say,
+     * /etc/passwd. */
+    bool allow_outside;
     int32_t threads;          /* decoding threads; 0: online CPUs, at most 8 */
     uint64_t max_entry_bytes; /* 0: CXR_TRAIN_DATASET_MAX_ENTRY_BYTES */
     uint32_t max_entries;     /* 0: CXR_TRAIN_DATASET_MAX_ENTRIES */
@@ -133,8 +139,11 @@ void cxr_train_dataset_gate_defaults(struct cxr_conf_gate *g);
  *     ignored; symbolic links to files followed, to directories not);
  *   - a file ending in ".csv": a manifest, one "path,label[,patient_id]" row
  *     per image, RFC 4180 quoting, optional header row ("path,label,..."),
- *     paths relative to the manifest's folder (absolute allowed), labels a
- *     class name, an alias of label_map, or a class index;
+ *     paths relative to the manifest's folder and inside it (no absolute
+ *     path, no ".." component, no symbolic link leading out; unless
+ *     allow_outside), regular files only (a FIFO or device is skipped, never
+ *     waited on), labels a class name, an alias of label_map, or a class
+ *     index;
  *   - any other file: an archive libarchive reads (tar, tar.gz, tar.xz,
  *     tar.bz2, tar.zst, zip, 7z, ...), streamed.
  * For folders and archives the label is the innermost folder of the entry's
@@ -198,8 +207,12 @@ size_t cxr_train_dataset_overlap(const struct cxr_train_dataset *a,
 /* Decodes a PNG (any bit depth/colour type; 16-bit rounded to 8, alpha
  * dropped) or JPEG (grey or YCbCr/RGB; CMYK unsupported) into 8-bit grey,
  * RGB through luma (R*19595 + G*38470 + B*7471 + 32768) >> 16. Sides up to
- * 16384. Corrupt or truncated data is an error (CXR_ERR_NN_IMAGE), never a
- * half-grey image. *pixels is malloc'd (caller frees); NULL on failure. */
+ * 16384 and at most CXR_TRAIN_IMAGE_MAX_PIXELS pixels, checked on the
+ * header before anything is decoded (CXR_ERR_LIMIT beyond: a small file may
+ * declare a huge image, a decompression bomb); memory beyond the grey image
+ * is one row (an interlaced colour PNG: one RGB image). Corrupt or truncated
+ * data is an error (CXR_ERR_NN_IMAGE), never a half-grey image. *pixels is
+ * malloc'd (caller frees); NULL on failure. */
 enum cxr_status cxr_train_image_decode(const void *buf, size_t len, uint8_t **pixels,
                                        int32_t *width, int32_t *height, char *err);
 

@@ -39,6 +39,7 @@ struct cxr_train_options {
     const char *val;       /* --val: explicit validation set; NULL: split --data */
     double val_fraction;   /* 0.25 (grouped by patient, stratified) */
     const char *label_map; /* "healthy=NORMAL opacity=PNEUMONIA"; NULL: none */
+    bool allow_outside;    /* --allow-outside: manifest rows may leave the manifest's folder */
     const char *classes;   /* "NORMAL,PNEUMONIA" (default; --init: the model's) */
     /* model */
     enum cxr_nn_arch arch;             /* resnet18 (ignored with --init: the model's own) */
@@ -129,6 +130,7 @@ struct cxr_train_evaluate_options {
     const char *model; /* required */
     const char *data;  /* required */
     const char *label_map;
+    bool allow_outside; /* manifest rows may leave the manifest's folder */
     const char *report; /* NULL: none */
     const char *command_line;
     int32_t threads;

@@ -79,14 +79,17 @@ void cxr_triage_engine_options_init(struct cxr_triage_engine_options *opt);
 struct cxr_triage_engine;
 
 /* Loads the model (checked: structure, and every weight finite), opens the backend and compiles the
- * net. On failure *out == NULL and err says what (the model file and its problem, or the backend).
- * `note` (may be NULL, CXR_ERRLEN) receives the backend selection note ("CPU: no CUDA backend in
- * this build"). */
+ * net, then scores a neutral test image (all inputs 0): a model whose output is then NaN or
+ * infinite is refused (CXR_ERR_NN_NONFINITE). On failure *out == NULL and err says what (the model
+ * file and its problem, or the backend). `note` (may be NULL, CXR_ERRLEN) receives the backend
+ * selection note ("CPU: no CUDA backend in this build"). */
 enum cxr_status cxr_triage_engine_new(const struct cxr_conf *conf,
                                       const struct cxr_triage_engine_options *opt,
                                       struct cxr_triage_engine **out, char *note, char *err);
 void cxr_triage_engine_free(struct cxr_triage_engine *e);
 
+/* The configuration the engine was built with (borrowed; lives as long as e). */
+const struct cxr_conf *cxr_triage_engine_conf(const struct cxr_triage_engine *e);
 const struct cxr_nn_model_meta *cxr_triage_engine_model_meta(const struct cxr_triage_engine *e);
 const char *cxr_triage_engine_model_sha256(const struct cxr_triage_engine *e);
 const char *cxr_triage_engine_model_path(const struct cxr_triage_engine *e);
@@ -108,8 +111,10 @@ bool cxr_triage_engine_prepare(struct cxr_triage_engine *e, struct cxr_dicom_ins
 
 /* Stage 2: the forward pass for n prepared tensors (n x input_floats,
  * contiguous), in chunks of the batch size; fills probability, finding,
- * priority and infer_ms of results[0..n-1] and sets analysed. On a backend
- * failure every result gets the status and reason. Thread-safe (serialised). */
+ * priority and infer_ms of results[0..n-1] and sets analysed. An image whose
+ * output is NaN or infinite is not analysed (CXR_ERR_NN_NONFINITE, with the
+ * reason; the call still returns CXR_OK). On a backend failure every result
+ * gets the status and reason. Thread-safe (serialised). */
 enum cxr_status cxr_triage_engine_infer(struct cxr_triage_engine *e, const float *tensors,
                                         int32_t n, struct cxr_triage_result *results);
 
