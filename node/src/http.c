@@ -75,6 +75,21 @@ static bool host_allowed(const struct cxr_node_http *h, const char *host)
     return false;
 }
 
+/* Headers every answer carries: no framing by another site (clickjacking
+ * the "read" button), no MIME sniffing, no referrer leaking study UIDs, and
+ * for the page a content security policy that allows only its own files
+ * and the JSON it fetches from this server. */
+static void security_headers(struct MHD_Response *r)
+{
+    MHD_add_response_header(r, "X-Frame-Options", "DENY");
+    MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
+    MHD_add_response_header(r, "Referrer-Policy", "no-referrer");
+    MHD_add_response_header(r, "Content-Security-Policy",
+                            "default-src 'none'; script-src 'self'; style-src 'self'; "
+                            "connect-src 'self'; img-src 'self' data:; frame-ancestors 'none'; "
+                            "base-uri 'none'; form-action 'none'");
+}
+
 static enum MHD_Result reply(struct MHD_Connection *c, unsigned int code, const char *type,
                              char *body /* malloc'd, taken */)
 {
@@ -93,6 +108,7 @@ static enum MHD_Result reply(struct MHD_Connection *c, unsigned int code, const 
     }
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type);
     MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    security_headers(r);
     enum MHD_Result ret = MHD_queue_response(c, code, r);
     MHD_destroy_response(r);
     return ret;
@@ -112,6 +128,7 @@ static enum MHD_Result reply_asset(struct MHD_Connection *c, const char *name)
         return MHD_NO;
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, a->mime);
     MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+    security_headers(r);
     enum MHD_Result ret = MHD_queue_response(c, MHD_HTTP_OK, r);
     MHD_destroy_response(r);
     return ret;
@@ -123,6 +140,7 @@ static enum MHD_Result redirect(struct MHD_Connection *c, const char *to)
     if (!r)
         return MHD_NO;
     MHD_add_response_header(r, MHD_HTTP_HEADER_LOCATION, to);
+    security_headers(r);
     enum MHD_Result ret = MHD_queue_response(c, MHD_HTTP_MOVED_PERMANENTLY, r);
     MHD_destroy_response(r);
     return ret;

@@ -397,6 +397,28 @@ static int http_raw(uint16_t port, const char *method, const char *path, const c
     return status;
 }
 
+/* The head of the answer to GET `path` (status line and headers) into buf. */
+static void http_head(uint16_t port, const char *path, char *buf, size_t size)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    ck_assert_int_ge(fd, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    ck_assert_int_eq(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    char req[512];
+    int n = snprintf(req, sizeof req, "GET %s HTTP/1.0\r\nHost: localhost\r\n\r\n", path);
+    ck_assert_int_eq(write(fd, req, (size_t)n), n);
+    size_t len = 0;
+    ssize_t r;
+    while (len + 1 < size && (r = read(fd, buf + len, size - len - 1)) > 0)
+        len += (size_t)r;
+    buf[len] = '\0';
+    close(fd);
+    char *end = strstr(buf, "\r\n\r\n");
+    if (end)
+        *end = '\0';
+}
+
 /* The "read" member of study `uid` in GET /worklist (-1 when absent). */
 static int worklist_read(uint16_t port, const char *uid);
 
@@ -548,6 +570,19 @@ START_TEST(test_http_endpoints)
 
     ck_assert_int_eq(http_get(port, "GET", "/studies/9.9", &body, NULL, 0), 404);
     free(body);
+
+    /* issue 14: the page and the JSON may not be framed by another site,
+     * sniffed or loaded with scripts from elsewhere */
+    const char *paths[] = {"/ui/index.html", "/worklist", "/studies/9.9"};
+    for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
+        char head[8192];
+        http_head(port, paths[i], head, sizeof head);
+        ck_assert_msg(strcasestr(head, "\r\nX-Frame-Options: DENY"), "%s: %s", paths[i], head);
+        ck_assert_msg(strcasestr(head, "\r\nX-Content-Type-Options: nosniff"), "%s", paths[i]);
+        ck_assert_msg(strcasestr(head, "\r\nContent-Security-Policy: default-src 'none'"), "%s",
+                      paths[i]);
+        ck_assert_msg(strstr(head, "frame-ancestors 'none'"), "%s", paths[i]);
+    }
 
     /* issue 16: a reader marks a study read, or unread; only as JSON (a
      * page of another site cannot send that without a preflight) */
