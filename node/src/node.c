@@ -156,6 +156,16 @@ static enum cxr_status new_engine(const struct cxr_node *n, const struct cxr_con
 
 /* ------------------------------------------------------------------ lifecycle */
 
+/* The error of a spool folder that cannot be created (errno says why). */
+static enum cxr_status spool_mkdir_failed(const struct cxr_node *n, char *err)
+{
+    snprintf(err, CXR_ERRLEN,
+             "cannot create the spool folder %.900s: %s (node/spool-dir; the node's user must own "
+             "it)",
+             n->spool_dir, strerror(errno));
+    return CXR_ERR_IO;
+}
+
 enum cxr_status cxr_node_new(struct cxr_conf *conf, const struct cxr_node_options *opt,
                              struct cxr_node **out, char *err)
 {
@@ -204,11 +214,7 @@ enum cxr_status cxr_node_new(struct cxr_conf *conf, const struct cxr_node_option
     snprintf(n->sr_dir, sizeof n->sr_dir, "%s/sr", n->spool_dir);
     cxr_node_store_path(n->spool_dir, n->db_path, sizeof n->db_path);
     if (!node_mkdirs(n->spool_dir)) {
-        snprintf(
-            err, CXR_ERRLEN,
-            "cannot create the spool folder %.900s: %s (node/spool-dir; the node's user must own it)",
-            n->spool_dir, strerror(errno));
-        st = CXR_ERR_IO;
+        st = spool_mkdir_failed(n, err);
         goto fail;
     }
     /* Before anything in the spool is touched: a second node must not open
@@ -217,11 +223,7 @@ enum cxr_status cxr_node_new(struct cxr_conf *conf, const struct cxr_node_option
     if (st != CXR_OK)
         goto fail;
     if (!node_mkdirs(n->tmp_dir) || !node_mkdirs(n->sr_dir)) {
-        snprintf(
-            err, CXR_ERRLEN,
-            "cannot create the spool folder %.900s: %s (node/spool-dir; the node's user must own it)",
-            n->spool_dir, strerror(errno));
-        st = CXR_ERR_IO;
+        st = spool_mkdir_failed(n, err);
         goto fail;
     }
     char serr[CXR_NODE_STORE_ERRLEN];

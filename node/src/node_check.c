@@ -79,6 +79,22 @@ static bool folder_usable(const char *dir, char *why, size_t len)
     }
 }
 
+/* A folder this user writes into (the configuration's relative path
+ * resolved against its file's folder): reported under `item`. */
+static void check_folder(struct check *c, const struct cxr_conf *conf, const char *item,
+                         const char *path)
+{
+    char why[CXR_NODE_PATHLEN * 2 + 128];
+    char *dir = cxr_conf_resolve_path(conf, path);
+    if (!dir)
+        report(c, CXR_ERR_NOMEM, item, "out of memory");
+    else if (folder_usable(dir, why, sizeof why))
+        report(c, CXR_OK, item, "%s: %s", dir, why);
+    else
+        report(c, CXR_ERR_IO, item, "%s: %s", dir, why);
+    free(dir);
+}
+
 /* A file the node reads at start or for a destination. */
 static void check_readable(struct check *c, const char *item, const char *key, const char *path)
 {
@@ -111,7 +127,6 @@ static void check_model(struct check *c, const struct cxr_conf *conf, const char
 enum cxr_status cxr_node_check_plugin(const struct cxr_conf *conf, cxr_node_check_fn fn, void *ctx)
 {
     struct check c = {.fn = fn, .ctx = ctx, .first = CXR_OK};
-    char why[CXR_NODE_PATHLEN * 2 + 128];
     check_model(&c, conf, NULL);
     const char *sd = conf->plugin.state_dir;
     if (!sd || !sd[0]) {
@@ -119,14 +134,7 @@ enum cxr_status cxr_node_check_plugin(const struct cxr_conf *conf, cxr_node_chec
                "empty: the plugin keeps its queue in Orthanc's IndexDirectory/cxr-triage");
         return c.first;
     }
-    char *dir = cxr_conf_resolve_path(conf, sd);
-    if (!dir)
-        report(&c, CXR_ERR_NOMEM, "plugin/state-dir", "out of memory");
-    else if (folder_usable(dir, why, sizeof why))
-        report(&c, CXR_OK, "plugin/state-dir", "%s: %s", dir, why);
-    else
-        report(&c, CXR_ERR_IO, "plugin/state-dir", "%s: %s", dir, why);
-    free(dir);
+    check_folder(&c, conf, "plugin/state-dir", sd);
     return c.first;
 }
 
@@ -180,16 +188,8 @@ enum cxr_status cxr_node_check(const struct cxr_conf *conf, const struct cxr_nod
     }
 
     /* sr/output-dir: the node writes a copy of each SR there */
-    if (conf->sr.output_dir && conf->sr.output_dir[0]) {
-        char *dir = cxr_conf_resolve_path(conf, conf->sr.output_dir);
-        if (!dir)
-            report(&c, CXR_ERR_NOMEM, "sr/output-dir", "out of memory");
-        else if (folder_usable(dir, why, sizeof why))
-            report(&c, CXR_OK, "sr/output-dir", "%s: %s", dir, why);
-        else
-            report(&c, CXR_ERR_IO, "sr/output-dir", "%s: %s", dir, why);
-        free(dir);
-    }
+    if (conf->sr.output_dir && conf->sr.output_dir[0])
+        check_folder(&c, conf, "sr/output-dir", conf->sr.output_dir);
 
     /* The DICOM service as a start builds it (binds nothing here): its AE
      * title, bind address, allowed peers (CIDR blocks) and, with TLS, the

@@ -303,18 +303,17 @@ END_TEST
 
 /* ------------------------------------------------------------------ HTTP */
 
-/* A minimal HTTP/1.0 GET (or `method`); returns the status and the body (malloc'd). */
-static int http_get(uint16_t port, const char *method, const char *path, char **body, char *ctype,
-                    size_t ctlen)
+/* Sends `req` as it is to the endpoint on loopback and returns the whole
+ * answer (malloc'd, caller frees) with *status the HTTP status. */
+static char *http_exchange(uint16_t port, const char *req, int *status)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     ck_assert_int_ge(fd, 0);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
     inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
     ck_assert_int_eq(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
-    char req[512];
-    int n = snprintf(req, sizeof req, "%s %s HTTP/1.0\r\nHost: localhost\r\n\r\n", method, path);
-    ck_assert_int_eq(write(fd, req, (size_t)n), n);
+    size_t n = strlen(req);
+    ck_assert_int_eq(write(fd, req, n), (ssize_t)n);
     size_t cap = 1 << 16, len = 0;
     char *buf = malloc(cap);
     ssize_t r;
@@ -327,8 +326,19 @@ static int http_get(uint16_t port, const char *method, const char *path, char **
     }
     buf[len] = '\0';
     close(fd);
-    int status = 0;
-    sscanf(buf, "HTTP/1.%*d %d", &status);
+    *status = 0;
+    sscanf(buf, "HTTP/1.%*d %d", status);
+    return buf;
+}
+
+/* A minimal HTTP/1.0 GET (or `method`); returns the status and the body (malloc'd). */
+static int http_get(uint16_t port, const char *method, const char *path, char **body, char *ctype,
+                    size_t ctlen)
+{
+    char req[512];
+    snprintf(req, sizeof req, "%s %s HTTP/1.0\r\nHost: localhost\r\n\r\n", method, path);
+    int status;
+    char *buf = http_exchange(port, req, &status);
     if (ctype) {
         ctype[0] = '\0';
         char *h = strcasestr(buf, "\r\nContent-Type: ");
@@ -347,25 +357,14 @@ static int http_get(uint16_t port, const char *method, const char *path, char **
 /* The status of a GET of `path` sent with Host header `host` (NULL: none). */
 static int http_status_with_host(uint16_t port, const char *host, const char *path)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    ck_assert_int_ge(fd, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
-    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
-    ck_assert_int_eq(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
     char req[512];
-    int n = host ? snprintf(req, sizeof req,
-                            "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", path, host)
-                 : snprintf(req, sizeof req, "GET %s HTTP/1.0\r\n\r\n", path);
-    ck_assert_int_eq(write(fd, req, (size_t)n), n);
-    char buf[4096];
-    size_t len = 0;
-    ssize_t r;
-    while (len + 1 < sizeof buf && (r = read(fd, buf + len, sizeof buf - len - 1)) > 0)
-        len += (size_t)r;
-    buf[len] = '\0';
-    close(fd);
-    int status = 0;
-    sscanf(buf, "HTTP/1.%*d %d", &status);
+    if (host)
+        snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", path,
+                 host);
+    else
+        snprintf(req, sizeof req, "GET %s HTTP/1.0\r\n\r\n", path);
+    int status;
+    free(http_exchange(port, req, &status));
     return status;
 }
 
@@ -374,49 +373,28 @@ static int http_status_with_host(uint16_t port, const char *host, const char *pa
 static int http_raw(uint16_t port, const char *method, const char *path, const char *headers,
                     const char *body)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    ck_assert_int_ge(fd, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
-    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
-    ck_assert_int_eq(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
     char req[1024];
-    int n = snprintf(req, sizeof req,
-                     "%s %s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n%s"
-                     "Content-Length: %zu\r\n\r\n%s",
-                     method, path, headers, strlen(body), body);
-    ck_assert_int_eq(write(fd, req, (size_t)n), n);
-    char buf[4096];
-    size_t len = 0;
-    ssize_t r;
-    while (len + 1 < sizeof buf && (r = read(fd, buf + len, sizeof buf - len - 1)) > 0)
-        len += (size_t)r;
-    buf[len] = '\0';
-    close(fd);
-    int status = 0;
-    sscanf(buf, "HTTP/1.%*d %d", &status);
+    snprintf(req, sizeof req,
+             "%s %s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n%s"
+             "Content-Length: %zu\r\n\r\n%s",
+             method, path, headers, strlen(body), body);
+    int status;
+    free(http_exchange(port, req, &status));
     return status;
 }
 
 /* The head of the answer to GET `path` (status line and headers) into buf. */
 static void http_head(uint16_t port, const char *path, char *buf, size_t size)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    ck_assert_int_ge(fd, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
-    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
-    ck_assert_int_eq(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
     char req[512];
-    int n = snprintf(req, sizeof req, "GET %s HTTP/1.0\r\nHost: localhost\r\n\r\n", path);
-    ck_assert_int_eq(write(fd, req, (size_t)n), n);
-    size_t len = 0;
-    ssize_t r;
-    while (len + 1 < size && (r = read(fd, buf + len, size - len - 1)) > 0)
-        len += (size_t)r;
-    buf[len] = '\0';
-    close(fd);
-    char *end = strstr(buf, "\r\n\r\n");
+    snprintf(req, sizeof req, "GET %s HTTP/1.0\r\nHost: localhost\r\n\r\n", path);
+    int status;
+    char *all = http_exchange(port, req, &status);
+    char *end = strstr(all, "\r\n\r\n");
     if (end)
         *end = '\0';
+    snprintf(buf, size, "%s", all);
+    free(all);
 }
 
 /* The "read" member of study `uid` in GET /worklist (-1 when absent). */
