@@ -71,9 +71,28 @@ setup_work() {
     trap cleanup EXIT
 }
 
-# A free TCP port on loopback (bound and released; a race is possible but rare).
+# A free TCP port on loopback (bound and released), never one this test was
+# given already: the kernel may hand the same free port to two calls in a
+# row (CI once gave a node's DICOM and HTTP ports the same number). The ports
+# given are kept in $WORK/.ports (a file: callers run this in $(...)). Another
+# process may still take a port between here and its use; that race is rare.
 free_port() {
-    "$CXR_PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+    "$CXR_PYTHON" - "${WORK:-${TMPDIR:-/tmp}}/.ports" <<'PY'
+import os, socket, sys
+path = sys.argv[1]
+given = set(open(path).read().split()) if os.path.exists(path) else set()
+for _ in range(100):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = str(s.getsockname()[1])
+    s.close()
+    if p not in given:
+        with open(path, "a") as f:
+            f.write(p + "\n")
+        print(p)
+        sys.exit(0)
+sys.exit("no free port that this test was not given already")
+PY
 }
 
 # An untrained ResNet-18 at a small input size: fast, and the engine honours
