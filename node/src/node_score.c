@@ -373,7 +373,8 @@ static void health_note(struct cxr_node *n, const struct cxr_triage_result *r)
     pthread_mutex_lock(&n->health_mu);
     if (failed) {
         n->score_failures++;
-        snprintf(n->score_failure, sizeof n->score_failure, "%s", r->reason);
+        snprintf(n->score_failure, sizeof n->score_failure, "%.*s",
+                 (int)sizeof n->score_failure - 1, r->reason);
     } else {
         n->score_failures = 0;
     }

@@ -458,7 +458,7 @@ enum cxr_status cxr_triage_engine_write_sr(struct cxr_triage_engine *e,
             im->finding_present = r->finding_present;
         } else {
             im->not_analysed = true;
-            snprintf(im->reason, sizeof im->reason, "%s",
+            snprintf(im->reason, sizeof im->reason, "%.*s", (int)sizeof im->reason - 1,
                      r->reason[0] ? r->reason : "not analysed (no reason recorded)");
         }
     }
